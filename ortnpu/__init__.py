@@ -1,0 +1,62 @@
+"""ortnpu: run a neural network as an integer NPU would run it, inside ONNX Runtime.
+
+The public API (stable names) is re-exported here; see docs/guide.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ortnpu.errors import (
+    CalibrationError,
+    KernelError,
+    ModelError,
+    OrtNpuError,
+    TargetError,
+    UnsupportedError,
+)
+from ortnpu.target import Target, load_target
+
+__version__ = "0.1.0"
+
+# Heavier entry points are imported on first use so that `import ortnpu` stays fast.
+_LAZY = {
+    "optimize": ("ortnpu.passes", "optimize"),
+    "evaluate": ("ortnpu.evaluate", "evaluate"),
+    "quantize": ("ortnpu.quant", "quantize"),
+    "import_qdq": ("ortnpu.quant.qdq_import", "import_qdq"),
+    "compare": ("ortnpu.compare", "compare"),
+    "export": ("ortnpu.export", "export"),
+    "InferenceSession": ("ortnpu.runtime", "InferenceSession"),
+    "session_options": ("ortnpu.runtime", "session_options"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'ortnpu' has no attribute {name!r}")
+
+
+__all__ = [
+    "CalibrationError",
+    "InferenceSession",
+    "KernelError",
+    "ModelError",
+    "OrtNpuError",
+    "Target",
+    "TargetError",
+    "UnsupportedError",
+    "__version__",
+    "compare",
+    "evaluate",
+    "export",
+    "import_qdq",
+    "load_target",
+    "optimize",
+    "quantize",
+    "session_options",
+]

@@ -1,0 +1,30 @@
+"""``ortnpu info``: versions, kernel path and targets of this installation."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="show versions, the kernel path in use and the targets",
+                       description="Show ortnpu's version, whether the C kernels are built, "
+                                   "the onnxruntime versions and the preset targets.")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy
+    import onnx
+    import onnxruntime
+    import onnxruntime_extensions
+
+    from ortnpu import __version__
+    from ortnpu.domain import kernels
+    from ortnpu.target import preset_names
+
+    print(f"ortnpu {__version__}")
+    print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, "
+          f"onnxruntime-extensions {onnxruntime_extensions.__version__}, numpy {numpy.__version__}")
+    print(f"kernels: {kernels.describe()}")
+    print(f"targets: {', '.join(preset_names())} (default tflite-int8)")
+    return 0
