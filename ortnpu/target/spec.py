@@ -9,13 +9,18 @@ New keys are added by adding a field with a default: the loader and the docs fol
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ortnpu.errors import TargetError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 #: Rescale modes: how a layer's real multiplier is represented in integers.
 RESCALE_MODES = ("fixed_point", "fixed_point16", "single_shift", "double_shift")

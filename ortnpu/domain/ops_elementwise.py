@@ -1,0 +1,180 @@
+"""Elementwise ops: Add, Mul (each with its own rescale), Requantize, Lut."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ortnpu.domain import common as c
+from ortnpu.domain.arith import rescale, wrap_int32
+from ortnpu.domain.spec import Attr, Input, OpSpec
+from ortnpu.errors import KernelError
+
+
+def _mult_attrs(prefix: str, what: str) -> tuple[Attr, Attr]:
+    return (Attr(f"{prefix}multiplier", int, 0, f"fixed-point multiplier of {what}",
+                 lo=-(1 << 31), hi=(1 << 31) - 1),
+            Attr(f"{prefix}shift", int, 0, f"signed shift of {what}; positive = left",
+                 lo=-62, hi=31))
+
+
+def _broadcast(x: np.ndarray, y: np.ndarray, where: str, op: str) -> tuple[int, ...]:
+    try:
+        return np.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise KernelError(f"{where}{op}: shapes {list(x.shape)} and {list(y.shape)} do not "
+                          "broadcast") from None
+
+
+class Add(OpSpec):
+    """Elementwise addition with TFLite's common-scale scheme (left shift, three rescales)."""
+
+    name = "Add"
+    doc = ("a' = rescale((a - a_zp) << left_shift, a_multiplier, a_shift); b' likewise; "
+           "y = clamp(rescale(a' + b', y_multiplier, y_shift) + y_zp, act_min, act_max). "
+           "All intermediates are int32 (wrapping). Inputs broadcast like numpy.")
+    inputs = (Input("a", "act", "first operand"), Input("b", "act", "second operand"))
+    attrs = (
+        c.zp_attr("a_zp", "zero point of a"), c.zp_attr("b_zp", "zero point of b"),
+        c.zp_attr("y_zp", "output zero point"),
+        Attr("left_shift", int, 20, "common left shift (TFLite: 20 for 8 bits, 15 for 16)",
+             lo=0, hi=31),
+        *_mult_attrs("a_", "a"), *_mult_attrs("b_", "b"), *_mult_attrs("y_", "the sum"),
+        c.ACT_MIN, c.ACT_MAX, c.ROUNDING,
+    )
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        x, y = arrays
+        shape = _broadcast(x, y, where, cls.name)
+        c.check_elements(int(np.prod(shape)), where, cls.name)
+        c.check_in_range(a["a_zp"], x.dtype, "a_zp", where, cls.name)
+        c.check_in_range(a["b_zp"], y.dtype, "b_zp", where, cls.name)
+        c.check_clamp(a, out_dtype, where, cls.name)
+        for p in ("a_", "b_", "y_"):
+            c.check_scalar_rescale(a[f"{p}multiplier"], a[f"{p}shift"], a["rounding"],
+                                   f"{p}multiplier/{p}shift", where, cls.name)
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        r = a["rounding"]
+        x = wrap_int32((arrays[0].astype(np.int64) - a["a_zp"]) << a["left_shift"])
+        y = wrap_int32((arrays[1].astype(np.int64) - a["b_zp"]) << a["left_shift"])
+        xs = rescale(x, a["a_multiplier"], a["a_shift"], r)
+        ys = rescale(y, a["b_multiplier"], a["b_shift"], r)
+        total = wrap_int32(xs + ys)
+        out = rescale(total, a["y_multiplier"], a["y_shift"], r) + a["y_zp"]
+        return c.clamp_to(out, a, out_dtype)
+
+
+class Mul(OpSpec):
+    """Elementwise product with one rescale (TFLite's Mul)."""
+
+    name = "Mul"
+    doc = ("y = clamp(rescale((a - a_zp) · (b - b_zp), multiplier, shift) + y_zp, act_min, "
+           "act_max); the product is int32 (wrapping). Inputs broadcast like numpy.")
+    inputs = (Input("a", "act", "first operand"), Input("b", "act", "second operand"))
+    attrs = (
+        c.zp_attr("a_zp", "zero point of a"), c.zp_attr("b_zp", "zero point of b"),
+        c.zp_attr("y_zp", "output zero point"), *_mult_attrs("", "the product"),
+        c.ACT_MIN, c.ACT_MAX, c.ROUNDING,
+    )
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        x, y = arrays
+        shape = _broadcast(x, y, where, cls.name)
+        c.check_elements(int(np.prod(shape)), where, cls.name)
+        c.check_in_range(a["a_zp"], x.dtype, "a_zp", where, cls.name)
+        c.check_in_range(a["b_zp"], y.dtype, "b_zp", where, cls.name)
+        c.check_clamp(a, out_dtype, where, cls.name)
+        c.check_scalar_rescale(a["multiplier"], a["shift"], a["rounding"], "multiplier/shift",
+                               where, cls.name)
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        prod = wrap_int32((arrays[0].astype(np.int64) - a["a_zp"])
+                          * (arrays[1].astype(np.int64) - a["b_zp"]))
+        out = rescale(prod, a["multiplier"], a["shift"], a["rounding"]) + a["y_zp"]
+        return c.clamp_to(out, a, out_dtype)
+
+
+class Requantize(OpSpec):
+    """Change scale, zero point or bit width: ``y = clamp(rescale(x - x_zp) + y_zp)``."""
+
+    name = "Requantize"
+    doc = ("y = clamp(rescale(x - x_zp, multiplier[k], shift[k]) + y_zp, act_min, act_max) "
+           "where k is the index along `axis` for per-channel parameters.")
+    inputs = (
+        Input("x", "act", "input"),
+        Input("multiplier", "int32", "fixed-point multiplier ([1] or [C] along axis)"),
+        Input("shift", "int32", "signed shift ([1] or [C] along axis); positive = left"),
+    )
+    attrs = (c.zp_attr("x_zp", "input zero point"), c.zp_attr("y_zp", "output zero point"),
+             Attr("axis", int, 1, "channel axis of per-channel parameters", lo=-8, hi=7),
+             c.ACT_MIN, c.ACT_MAX, c.ROUNDING)
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        x, mult, shift = arrays
+        channels = None
+        if mult.size > 1 or shift.size > 1:
+            if not -x.ndim <= a["axis"] < x.ndim:
+                raise KernelError(f"{where}{cls.name}: axis {a['axis']} is outside the rank "
+                                  f"{x.ndim} of x")
+            channels = x.shape[a["axis"]]
+        c.check_rescale_params(mult, shift, channels, a["rounding"], where, cls.name)
+        c.check_in_range(a["x_zp"], x.dtype, "x_zp", where, cls.name)
+        c.check_clamp(a, out_dtype, where, cls.name)
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        x, mult, shift = arrays
+        m, s = mult.astype(np.int64), shift.astype(np.int64)
+        if m.size > 1 or s.size > 1:
+            axis = a["axis"] % x.ndim
+            shape = [1] * x.ndim
+            shape[axis] = x.shape[axis]
+            m = np.broadcast_to(m, (x.shape[axis],)).reshape(shape)
+            s = np.broadcast_to(s, (x.shape[axis],)).reshape(shape)
+        else:
+            m, s = m.reshape(()), s.reshape(())
+        out = rescale(x.astype(np.int64) - a["x_zp"], m, s, a["rounding"]) + a["y_zp"]
+        return c.clamp_to(out, a, out_dtype)
+
+
+class Lut(OpSpec):
+    """Table lookup (sigmoid, tanh, hard-swish, exp, ...): ``y = table[x - min(type of x)]``."""
+
+    name = "Lut"
+    doc = ("y = table[x - min(x.dtype)]: the table has one entry per input value (256 for "
+           "8-bit inputs, 65536 for int16) and the output's type.")
+    inputs = (Input("x", "act", "input"),
+              Input("table", "act", "lookup table, one entry per input value, output type"))
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        x, table = arrays
+        want = 1 << (8 * x.dtype.itemsize)
+        if table.shape != (want,):
+            raise KernelError(f"{where}{cls.name}: a {x.dtype} input needs a table of {want} "
+                              f"entries, got shape {list(table.shape)}")
+        if table.dtype != out_dtype:
+            raise KernelError(f"{where}{cls.name}: table type {table.dtype} must equal the "
+                              f"output type {out_dtype}")
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        x, table = arrays
+        index = x.astype(np.int64) - int(np.iinfo(x.dtype).min)
+        return table[index].astype(out_dtype)

@@ -1,0 +1,124 @@
+"""Registration of the domain's ops with onnxruntime-extensions, and the exception-safe hook.
+
+onnxruntime-extensions calls one Python hook for every Python custom op. Its stock hook
+converts outputs with ``.tolist()`` (about 1000x slower than handing over the array) and lets
+exceptions escape, which makes onnxruntime call ``std::terminate``. ortnpu installs its own hook:
+it returns a contiguous array of the declared type, and it catches *everything*, records the
+error for :func:`take_errors` and returns an empty tensor, so that the process never aborts and
+:meth:`ortnpu.InferenceSession.run` raises the error afterwards, naming the node.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ortnpu.domain import DOMAIN, OPS, OpSpec, kernels
+from ortnpu.domain.spec import ACTIVATION_TYPES
+from ortnpu.errors import KernelError, OrtNpuError
+
+log = logging.getLogger("ortnpu")
+
+_lock = threading.Lock()
+_registered = False
+_ours: dict[int, tuple[type[OpSpec], np.dtype, str]] = {}
+_errors: list[tuple[int, OrtNpuError]] = []
+
+
+@dataclass(frozen=True)
+class KernelFailure:
+    """An error raised inside a kernel during a run."""
+
+    thread_id: int
+    error: OrtNpuError
+
+
+def _type_code(kind: str, pyop: Any) -> int:
+    return {
+        "act": pyop.undefined, "int8": pyop.dt_int8, "int32": pyop.dt_int32,
+        "int64": pyop.dt_int64, "uint8": pyop.dt_uint8, "int16": pyop.dt_int16,
+    }[kind]
+
+
+def _attr_code(kind: type, pyop: Any) -> int:
+    return {int: pyop.dt_int64, float: pyop.dt_float, str: pyop.dt_string}[kind]
+
+
+def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
+    """Run one custom-op invocation; never raise."""
+    entry = _ours.get(k_id)
+    if entry is None:
+        return _foreign(k_id, feed, attributes)
+    spec, out_dtype, op_type = entry
+    name = ""
+    try:
+        name = str(attributes.get("node_name", "")) if hasattr(attributes, "get") else ""
+        where = f"node {name!r} ({op_type}): "
+        attrs = spec.full_attrs(dict(attributes), where=where)
+        arrays = [np.asarray(f) for f in feed]
+        y = kernels.run(spec, arrays, attrs, out_dtype, where=where)
+        y = np.ascontiguousarray(y, dtype=out_dtype)
+        return (k_id, y.shape, y)
+    except BaseException as exc:
+        if not isinstance(exc, OrtNpuError):
+            exc = KernelError(f"node {name!r} ({op_type}): internal kernel error "
+                              f"{type(exc).__name__}: {exc}")
+        with _lock:
+            _errors.append((threading.get_ident(), exc))
+            if len(_errors) > 1000:
+                del _errors[:500]
+        log.error("ortnpu kernel failed, output left empty: %s", exc)
+        return (k_id, (0,), np.zeros((0,), dtype=out_dtype))
+
+
+def _foreign(k_id: int, feed: Any, attributes: Any) -> tuple:
+    """Python ops that are not ours keep the stock behaviour, made exception-safe."""
+    from onnxruntime_extensions import _ocos
+
+    try:
+        return _ocos._on_pyop_invocation(k_id, feed, attributes)
+    except BaseException as exc:
+        with _lock:
+            _errors.append((threading.get_ident(), KernelError(f"python custom op failed: {exc}")))
+        return (k_id, (0,), [])
+
+
+def ensure_registered() -> None:
+    """Register every op type of the domain once per process and install the hook."""
+    global _registered
+    with _lock:
+        if _registered:
+            return
+        from onnxruntime_extensions import PyCustomOpDef, onnx_op
+
+        for spec in OPS:
+            for op_type, out_dtype, count in spec.op_types():
+                inputs = [_type_code(k, PyCustomOpDef) for k in spec.input_kinds(count)]
+                out_code = _type_code(
+                    {"i8": "int8", "u8": "uint8", "i16": "int16"}[
+                        next(s for s, d in ACTIVATION_TYPES.items() if d == out_dtype)],
+                    PyCustomOpDef)
+                attrs = {a.name: _attr_code(a.kind, PyCustomOpDef) for a in spec.all_attrs()}
+                opdef = onnx_op(op_type=f"{DOMAIN}::{op_type}", inputs=inputs,
+                                outputs=[out_code], attrs=attrs)(_unreachable)
+                _ours[id(opdef)] = (spec, out_dtype, op_type)
+        PyCustomOpDef.install_hooker(_hook)
+        _registered = True
+
+
+def _unreachable(*_args: Any, **_kwargs: Any) -> None:
+    """Body of the registered ops; the hook dispatches to the kernels instead."""
+    raise KernelError("ortnpu op body called without the ortnpu hook")
+
+
+def take_errors(thread_id: int | None = None) -> list[OrtNpuError]:
+    """Remove and return the kernel errors recorded for a thread (default: the caller's)."""
+    tid = threading.get_ident() if thread_id is None else thread_id
+    with _lock:
+        mine = [e for t, e in _errors if t == tid]
+        _errors[:] = [(t, e) for t, e in _errors if t != tid]
+    return mine
