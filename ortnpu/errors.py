@@ -32,10 +32,10 @@ class KernelError(OrtNpuError):
 
 
 __all__ = [
-    "OrtNpuError",
-    "ModelError",
-    "TargetError",
-    "UnsupportedError",
     "CalibrationError",
     "KernelError",
+    "ModelError",
+    "OrtNpuError",
+    "TargetError",
+    "UnsupportedError",
 ]

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ortnpu {args.command}: interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the CLI must never show a bare traceback
+    except Exception as exc:
         if args.debug:
             traceback.print_exc()
         print(f"ortnpu {args.command}: internal error: {type(exc).__name__}: {exc} "

@@ -1,0 +1,88 @@
+"""What the lowering rules see of the float graph while the quantizer builds the NPU graph."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ortnpu.quant.calibrate import Calibrator
+from ortnpu.quant.params import QuantParams, activation_params
+from ortnpu.target import Arithmetic, Target
+
+
+@dataclass
+class GraphView:
+    """Read-only indexes of a float graph: initializers, producers, consumers, shapes."""
+
+    model: onnx.ModelProto
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
+    producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
+    consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    shapes: dict[str, list[int | None]] = field(default_factory=dict)
+    graph_outputs: set[str] = field(default_factory=set)
+
+    @classmethod
+    def build(cls, model: onnx.ModelProto) -> GraphView:
+        view = cls(model=model)
+        g = model.graph
+        for init in g.initializer:
+            view.constants[init.name] = numpy_helper.to_array(init)
+        for node in g.node:
+            if node.op_type == "Constant" and node.attribute:
+                attr = node.attribute[0]
+                if attr.name == "value":
+                    view.constants[node.output[0]] = numpy_helper.to_array(attr.t)
+            for o in node.output:
+                view.producer[o] = node
+            for i in node.input:
+                if i:
+                    view.consumers.setdefault(i, []).append(node)
+        for vi in [*g.input, *g.output, *g.value_info]:
+            dims = vi.type.tensor_type.shape.dim
+            view.shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None
+                                    for d in dims]
+        view.graph_outputs = {o.name for o in g.output}
+        return view
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of a constant tensor, or None for an activation."""
+        return self.constants.get(name)
+
+    def single_consumer(self, tensor: str) -> onnx.NodeProto | None:
+        """The only consumer of ``tensor`` if it has exactly one and is not a graph output."""
+        users = self.consumers.get(tensor, [])
+        if len(users) == 1 and tensor not in self.graph_outputs:
+            return users[0]
+        return None
+
+
+@dataclass
+class QuantContext:
+    """Shared state of one quantization run."""
+
+    view: GraphView
+    target: Target
+    calibrator: Calibrator
+    per_channel: bool
+    params: dict[str, QuantParams] = field(default_factory=dict)
+    unsigned_outputs: set[str] = field(default_factory=set)
+
+    @property
+    def arith(self) -> Arithmetic:
+        return self.target.arithmetic
+
+    def params_of(self, tensor: str) -> QuantParams:
+        """Quantization parameters of an activation, chosen once from its calibrated range."""
+        if tensor not in self.params:
+            lo, hi = self.calibrator.range_of(tensor)
+            self.params[tensor] = activation_params(
+                lo, hi, self.arith,
+                unsigned=tensor in self.unsigned_outputs and self.arith.unsigned_after_relu)
+        return self.params[tensor]
+
+    def set_params(self, tensor: str, params: QuantParams) -> None:
+        """Fix a tensor's parameters (pools and layout ops keep their input's)."""
+        self.params[tensor] = params

@@ -1,0 +1,92 @@
+"""Builds the NPU graph: integer tensors, boundary Quantize/Dequantize nodes, initializers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from ortnpu.quant.context import QuantContext
+from ortnpu.quant.params import QuantParams
+
+_ONNX_TYPE = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int16": TensorProto.INT16}
+
+
+@dataclass
+class Emitter:
+    """Accumulates the nodes of the NPU graph in topological order.
+
+    Integer versions of float tensors are named ``<float name>_q``. A float tensor that an NPU
+    node consumes gets a ``QuantizeLinear``; an integer tensor that a CPU node or a graph output
+    needs gets a ``DequantizeLinear`` that writes the original float name, so CPU nodes and the
+    graph outputs keep their names.
+    """
+
+    ctx: QuantContext
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    initializers: list[onnx.TensorProto] = field(default_factory=list)
+    value_info: list[onnx.ValueInfoProto] = field(default_factory=list)
+    int_tensors: dict[str, str] = field(default_factory=dict)   # float name -> int name
+    float_ready: set[str] = field(default_factory=set)           # float tensors that exist
+    needs_opset21: bool = False
+    _names: set[str] = field(default_factory=set)
+
+    def unique(self, base: str) -> str:
+        """A tensor or node name not used yet."""
+        name, k = base, 1
+        while name in self._names:
+            name = f"{base}_{k}"
+            k += 1
+        self._names.add(name)
+        return name
+
+    def constant(self, base: str, value: np.ndarray) -> str:
+        """Add an initializer and return its name."""
+        name = self.unique(base)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def _qparams_inputs(self, tensor: str, p: QuantParams) -> tuple[str, str]:
+        scale = self.constant(f"{tensor}_scale", np.array(p.scale, np.float32))
+        zp = self.constant(f"{tensor}_zero_point", np.array(p.zero_point, np.dtype(p.dtype)))
+        if p.dtype == "int16":
+            self.needs_opset21 = True
+        return scale, zp
+
+    def int_input(self, tensor: str) -> str:
+        """The integer version of ``tensor``, quantizing the float one on first use."""
+        if tensor in self.int_tensors:
+            return self.int_tensors[tensor]
+        p = self.ctx.params_of(tensor)
+        scale, zp = self._qparams_inputs(tensor, p)
+        out = self.unique(f"{tensor}_q")
+        self.nodes.append(helper.make_node("QuantizeLinear", [tensor, scale, zp], [out],
+                                           name=self.unique(f"{tensor}_quantize")))
+        self.int_tensors[tensor] = out
+        self._record(out, p)
+        return out
+
+    def int_output(self, tensor: str, params: QuantParams) -> str:
+        """Declare the integer output of an NPU node that replaces float ``tensor``."""
+        self.ctx.set_params(tensor, params)
+        out = self.unique(f"{tensor}_q")
+        self.int_tensors[tensor] = out
+        self._record(out, params)
+        return out
+
+    def _record(self, name: str, p: QuantParams) -> None:
+        self.value_info.append(helper.make_tensor_value_info(name, _ONNX_TYPE[p.dtype], None))
+
+    def float_input(self, tensor: str) -> str:
+        """The float version of ``tensor`` for a CPU node, dequantizing on first use."""
+        if tensor in self.float_ready or tensor not in self.int_tensors:
+            return tensor
+        p = self.ctx.params[tensor]
+        scale, zp = self._qparams_inputs(tensor, p)
+        self.nodes.append(helper.make_node("DequantizeLinear", [self.int_tensors[tensor], scale,
+                                                                zp], [tensor],
+                                           name=self.unique(f"{tensor}_dequantize")))
+        self.float_ready.add(tensor)
+        return tensor

@@ -1,0 +1,212 @@
+"""Post-training quantization of a float model into an NPU graph.
+
+The NPU graph keeps the float model's input and output names and types: float in, float out,
+``QuantizeLinear``/``DequantizeLinear`` at the boundaries between NPU and CPU parts. NPU parts are
+``com.ortnpu`` nodes; every node left on the CPU carries its reason in ``doc_string``. The target
+travels in ``metadata_props`` so the graph runs without being told the target again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx
+from onnx import helper
+
+from ortnpu.domain import DOMAIN, DOMAIN_VERSION
+from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
+from ortnpu.quant.calibrate import CalibrationData, Calibrator, MinMaxCalibrator, calibrate
+from ortnpu.quant.context import GraphView, QuantContext
+from ortnpu.quant.emitter import Emitter
+from ortnpu.quant.lowering import RULE_OF_OP, Match, fusable_activation
+from ortnpu.target import Target, load_target
+
+META_TARGET = "ortnpu.target"
+META_TARGET_TOML = "ortnpu.target_toml"
+META_TENSORS = "ortnpu.tensors"
+META_PLACEMENT = "ortnpu.placement"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one float node runs in the NPU graph, and why if on the CPU."""
+
+    node: str
+    op_type: str
+    device: str          # "NPU" or "CPU"
+    reason: str = ""
+    fused_into: str = ""  # name of the NPU node that absorbed it (fused activations)
+
+
+@dataclass
+class QuantizationResult:
+    """Side information of :func:`quantize`: placements per float node."""
+
+    placements: list[Placement] = field(default_factory=list)
+
+
+def _target_verdict(target: Target, node: onnx.NodeProto, shapes: dict) -> str | None:
+    """The target's support check, if that module is present: ``None`` or the reason."""
+    try:
+        verdict = target.check(node, shapes)
+    except (ImportError, AttributeError):
+        return None
+    except OrtNpuError as exc:
+        return str(exc)
+    if verdict is None or getattr(verdict, "supported", True):
+        return None
+    return str(getattr(verdict, "reason", "")) or f"{node.op_type} is not supported by the target"
+
+
+def _prepare(model: onnx.ModelProto, optimize: bool) -> onnx.ModelProto:
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelError(f"quantize expects an onnx.ModelProto, got {type(model).__name__}; "
+                         "load the file with onnx.load first")
+    if optimize:
+        try:
+            from ortnpu.passes import optimize as run_optimize
+        except ImportError:  # pragma: no cover - the passes package ships with ortnpu
+            run_optimize = None
+        if run_optimize is not None:
+            model = run_optimize(model)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:
+        raise ModelError(f"{model.graph.name}: shape inference failed: {exc}") from None
+    for k, node in enumerate(inferred.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{k}"
+    return inferred
+
+
+def quantize(model: onnx.ModelProto, target: Target | str | None = None,
+             calibration_data: CalibrationData = None, *,
+             per_channel: bool | None = None, optimize: bool = True,
+             calibrator: Calibrator | None = None, force_cpu: Iterable[str] = (),
+             result: QuantizationResult | None = None) -> onnx.ModelProto:
+    """Quantize a float model for ``target`` into an NPU graph.
+
+    Args:
+        model: the float model.
+        target: a :class:`Target`, a preset name or a TOML path (default ``tflite-int8``).
+        calibration_data: real samples: an array (single input), an iterable of input dicts or
+            an ``onnxruntime.quantization.CalibrationDataReader``.
+        per_channel: per-channel weights (default: the target's rule).
+        optimize: run :func:`ortnpu.optimize` first (folds BatchNormalization etc.).
+        calibrator: statistics collector (default min/max).
+        force_cpu: node names or op types to keep on the CPU.
+        result: filled with the placement of every float node, when given.
+
+    Returns:
+        The NPU graph as an ``onnx.ModelProto``.
+    """
+    target = load_target(target)
+    if calibration_data is None:
+        raise UnsupportedError("quantize needs calibration data: real samples of the model's "
+                               "inputs (an array, dicts, or a CalibrationDataReader)")
+    model = _prepare(model, optimize)
+    view = GraphView.build(model)
+    calib = calibrate(model, calibration_data, calibrator or MinMaxCalibrator())
+    ctx = QuantContext(view=view, target=target, calibrator=calib,
+                       per_channel=target.arithmetic.per_channel if per_channel is None
+                       else per_channel)
+    out = Emitter(ctx)
+    for name in [*view.constants, *(i.name for i in model.graph.input),
+                 *(o for n in model.graph.node for o in n.output)]:
+        out._names.add(name)
+    out.float_ready.update(i.name for i in model.graph.input)
+    forced = set(force_cpu)
+    placements: list[Placement] = []
+    absorbed: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.name in absorbed:
+            placements.append(Placement(node.name, node.op_type, "NPU",
+                                        fused_into=absorbed[node.name]))
+            continue
+        reason = _cpu_reason(node, ctx, forced)
+        if reason is None:
+            rule = RULE_OF_OP[node.op_type]
+            act = fusable_activation(node, ctx) if rule.fuses_activation else None
+            if act is not None and (act.name in forced or act.op_type in forced):
+                act = None
+            try:
+                rule.emit(Match(node, act), ctx, out)
+            except (ValueError, OrtNpuError) as exc:
+                reason = f"{node.op_type} '{node.name}': {exc}"
+            else:
+                placements.append(Placement(node.name, node.op_type, "NPU"))
+                if act is not None:
+                    absorbed[act.name] = node.name
+                continue
+        _emit_cpu(node, out, reason)
+        placements.append(Placement(node.name, node.op_type, "CPU", reason))
+    for o in model.graph.output:
+        out.float_input(o.name)
+    if result is not None:
+        result.placements = placements
+    return _assemble(model, target, out, placements)
+
+
+def _cpu_reason(node: onnx.NodeProto, ctx: QuantContext, forced: set[str]) -> str | None:
+    if node.name in forced or node.op_type in forced:
+        return f"{node.op_type} '{node.name}': kept on the CPU by the user (force_cpu)"
+    if node.domain not in ("", "ai.onnx"):
+        return f"{node.op_type} '{node.name}': custom domain {node.domain!r} runs on the CPU"
+    verdict = _target_verdict(ctx.target, node, ctx.view.shapes)
+    if verdict is not None:
+        return verdict
+    rule = RULE_OF_OP.get(node.op_type)
+    if rule is None:
+        if node.op_type in ctx.target.support.cpu_preferred:
+            return (f"{node.op_type} '{node.name}': target {ctx.target.name} leaves "
+                    f"{node.op_type} to the CPU (support.cpu_preferred)")
+        return (f"{node.op_type} '{node.name}': ortnpu has no integer lowering for "
+                f"{node.op_type}; it runs in float on the CPU")
+    for t in node.input:
+        if t and t not in ctx.view.constants and t not in ctx.params:
+            try:
+                ctx.calibrator.range_of(t)
+            except OrtNpuError:
+                return (f"{node.op_type} '{node.name}': input {t!r} is not a float tensor seen "
+                        "during calibration")
+    return rule.check(node, ctx)
+
+
+def _emit_cpu(node: onnx.NodeProto, out: Emitter, reason: str) -> None:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    del copy.input[:]
+    copy.input.extend(out.float_input(i) if i else i for i in node.input)
+    copy.doc_string = f"CPU: {reason}"
+    out.nodes.append(copy)
+    out.float_ready.update(o for o in node.output if o)
+
+
+def _assemble(model: onnx.ModelProto, target: Target, out: Emitter,
+              placements: list[Placement]) -> onnx.ModelProto:
+    g = model.graph
+    used = {i for n in out.nodes for i in n.input}
+    initializers = [i for i in g.initializer if i.name in used] + out.initializers
+    graph = helper.make_graph(out.nodes, g.name or "npu_graph", list(g.input), list(g.output),
+                              initializer=initializers, value_info=out.value_info,
+                              doc_string=f"NPU graph for target {target.name}, made by ortnpu")
+    opsets = [o for o in model.opset_import if o.domain not in ("", "ai.onnx", DOMAIN)]
+    default = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [13])
+    if out.needs_opset21:
+        default = max(default, 21)
+    opsets += [helper.make_opsetid("", max(default, 13)),
+               helper.make_opsetid(DOMAIN, DOMAIN_VERSION)]
+    npu = helper.make_model(graph, opset_imports=opsets, producer_name="ortnpu",
+                            ir_version=max(model.ir_version, 10 if default >= 21 else 8))
+    tensors = {name: {**p.to_dict(), "int_name": out.int_tensors.get(name, "")}
+               for name, p in out.ctx.params.items()}
+    meta = {META_TARGET: target.name, META_TARGET_TOML: target.to_toml(),
+            META_TENSORS: json.dumps(tensors, sort_keys=True),
+            META_PLACEMENT: json.dumps([p.__dict__ for p in placements])}
+    for k, v in {p.key: p.value for p in model.metadata_props}.items():
+        if not k.startswith("ortnpu.target") and k not in meta:
+            meta[k] = v
+    helper.set_model_props(npu, meta)
+    return npu

@@ -1,0 +1,55 @@
+"""Small float graphs built with onnx.helper for unit tests (synthetic weights, fixed seeds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def small_cnn(seed: int = 0, batch: int | str = "N") -> onnx.ModelProto:
+    """Conv+Relu, MaxPool, depthwise Conv+Clip, Add residual, GAP, Flatten, Gemm, Softmax."""
+    rng = np.random.default_rng(seed)
+
+    def init(name: str, *shape: int, scale: float = 0.3) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+
+    inits = [init("w1", 8, 3, 3, 3), init("b1", 8, scale=0.1), init("w2", 8, 1, 3, 3),
+             init("b2", 8, scale=0.1), init("w3", 8, 8, 1, 1), init("wf", 5, 8),
+             init("bf", 5, scale=0.1),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(6.0, np.float32), "six")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="dwconv", pads=[1, 1, 1, 1],
+                         group=8),
+        helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name="relu6"),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], name="pwconv"),
+        helper.make_node("Add", ["c3", "p1"], ["a1"], name="add1"),
+        helper.make_node("Sigmoid", ["a1"], ["s1"], name="sigmoid1"),
+        helper.make_node("Mul", ["a1", "s1"], ["m1"], name="swish"),
+        helper.make_node("GlobalAveragePool", ["m1"], ["g1"], name="gap"),
+        helper.make_node("Flatten", ["g1"], ["f1"], name="flatten"),
+        helper.make_node("Gemm", ["f1", "wf", "bf"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small_cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                           [batch, 3, 12, 12])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 5])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def images(n: int, seed: int = 1, shape: tuple[int, ...] = (3, 12, 12)) -> np.ndarray:
+    """Smooth random images in [0, 1] (synthetic: unit tests only)."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, *shape)).astype(np.float32)
+    return ((x + np.roll(x, 1, axis=-1) + np.roll(x, 1, axis=-2)) / 3).astype(np.float32)
