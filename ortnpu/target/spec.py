@@ -108,6 +108,14 @@ class SupportRules:
         "accepts tensors whose shape is not known before run time"))
     min_subgraph_nodes: int = field(default=1, metadata=_meta(
         "smallest NPU subgraph worth the transfer to and from the NPU", lo=1))
+    fused_activations: tuple[str, ...] = field(default=("Relu", "Clip"), metadata=_meta(
+        "activations the NPU applies as an output clamp of the layer before them"))
+    dtypes: tuple[str, ...] = field(default=("float32", "float16"), metadata=_meta(
+        "element types of float tensors the NPU can take over (they are quantized)"))
+    max_spatial_dims: int = field(default=2, metadata=_meta(
+        "most spatial axes of Conv and pools (1 = signals, 2 = images, 3 = volumes)", lo=1))
+    matmul_two_activations: bool = field(default=False, metadata=_meta(
+        "runs MatMul whose two operands are both computed at run time (attention scores)"))
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,8 @@ class Hardware:
     dram_gbps: float = field(default=8.0, metadata=_meta("DRAM bandwidth in GB/s", lo=1e-3))
     cpu_gmacs: float = field(default=10.0, metadata=_meta(
         "host CPU throughput in GMAC/s, for layers left on the CPU", lo=1e-3))
+    subgraph_overhead_us: float = field(default=20.0, metadata=_meta(
+        "fixed cost in microseconds of handing one NPU subgraph from the CPU to the NPU", lo=0))
     illustrative: bool = field(default=True, metadata=_meta(
         "true when the numbers are not taken from a public datasheet"))
     source: str = field(default="", metadata=_meta("datasheet the numbers come from"))
