@@ -154,7 +154,7 @@ def _cpu_reason(node: onnx.NodeProto, ctx: QuantContext, forced: set[str]) -> st
         return f"{node.op_type} '{node.name}': kept on the CPU by the user (force_cpu)"
     if node.domain not in ("", "ai.onnx"):
         return f"{node.op_type} '{node.name}': custom domain {node.domain!r} runs on the CPU"
-    verdict = _target_verdict(ctx.target, node, ctx.view.shapes)
+    verdict = _target_verdict(ctx.target, node, ctx.view.batch_one_shapes())
     if verdict is not None:
         return verdict
     rule = RULE_OF_OP.get(node.op_type)

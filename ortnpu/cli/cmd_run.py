@@ -1,0 +1,44 @@
+"""``ortnpu run``: run a model (an NPU graph or any ONNX model) on inputs from an .npz file."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from ortnpu.errors import ModelError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run an NPU graph on inputs from an .npz file",
+                       description="Run a model with the com.ortnpu ops registered and save "
+                                   "its outputs.")
+    p.add_argument("model", help="NPU graph or ONNX model")
+    p.add_argument("--inputs", required=True, metavar="NPZ",
+                   help=".npz with one array per model input, named like the input")
+    p.add_argument("-o", "--output", metavar="NPZ", help="save the outputs here")
+    p.add_argument("--threads", type=int, default=None, help="intra-op thread count")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ortnpu.runtime import InferenceSession
+
+    sess = InferenceSession(args.model, intra_op_num_threads=args.threads)
+    try:
+        archive = np.load(args.inputs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{args.inputs}: cannot read inputs: {exc}") from None
+    names = [i.name for i in sess.get_inputs()]
+    if len(names) == 1 and names[0] not in archive:
+        feed = {names[0]: archive[next(iter(archive.keys()))]}
+    else:
+        feed = {n: archive[n] for n in names if n in archive}
+    outputs = sess.run(None, feed)
+    result = {o.name: v for o, v in zip(sess.get_outputs(), outputs, strict=True)}
+    for name, v in result.items():
+        print(f"{name}: shape {list(v.shape)} dtype {v.dtype}")
+    if args.output:
+        np.savez(args.output, **result)
+        print(f"wrote {args.output}")
+    return 0

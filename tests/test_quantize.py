@@ -1,0 +1,98 @@
+"""The first quantizer: small graphs on every preset, placements, metadata, exactness."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from graphs import images, small_cnn
+
+import ortnpu
+from ortnpu.domain import DOMAIN
+from ortnpu.quant import QuantizationResult
+from ortnpu.runtime.reference import run_reference
+
+
+def float_run(model, x):
+    return ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize(("target", "tolerance"), [
+    ("tflite-int8", 0.02), ("tflite-a16w8", 0.005), ("n2d2-int8", 0.05)])
+def test_small_cnn_on_every_preset(target: str, tolerance: float) -> None:
+    model = small_cnn()
+    calib, test = images(64, seed=1), images(32, seed=2)
+    res = QuantizationResult()
+    npu = ortnpu.quantize(model, target, calib, result=res, optimize=False)
+    out = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]
+    ref = float_run(model, test)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() < tolerance
+    placement = {p.node: p for p in res.placements}
+    assert placement["softmax"].device == "CPU" and "Softmax" in placement["softmax"].reason
+    assert placement["relu1"].fused_into == "conv1"
+    assert placement["relu6"].fused_into == "dwconv"
+    assert all(p.device == "NPU" for name, p in placement.items() if name != "softmax")
+    meta = {p.key: p.value for p in npu.metadata_props}
+    assert meta["ortnpu.target"] == target
+    assert ortnpu.target.parse_target(meta["ortnpu.target_toml"]).name == target
+    tensors = json.loads(meta["ortnpu.tensors"])
+    assert tensors["x"]["dtype"] in ("int8", "int16")
+    # inputs and outputs keep the float model's names and types
+    assert [i.name for i in npu.graph.input] == ["x"]
+    assert [o.name for o in npu.graph.output] == ["probs"]
+
+
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+def test_onnxruntime_equals_reference_evaluator_graph_wide(target: str) -> None:
+    """Every integer tensor of the NPU graph, onnxruntime vs onnx's reference evaluator."""
+    model = small_cnn()
+    npu = ortnpu.quantize(model, target, images(16, seed=1), optimize=False)
+    x = images(3, seed=7)
+    int_tensors = [n.output[0] for n in npu.graph.node if n.domain == DOMAIN]
+    probe = type(npu)()
+    probe.CopyFrom(npu)
+    from onnx import helper
+
+    for t in int_tensors:
+        probe.graph.output.append(helper.make_value_info(t, helper.make_empty_tensor_value_info(
+            t).type))
+    ours = ortnpu.InferenceSession(probe).run(int_tensors, {"x": x})
+    ref = run_reference(npu, {"x": x}, int_tensors)
+    for name, a, b in zip(int_tensors, ours, ref, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+
+
+def test_n2d2_uses_unsigned_outputs_after_relu_and_shift_only_rescale() -> None:
+    npu = ortnpu.quantize(small_cnn(), "n2d2-int8", images(16), optimize=False)
+    convs = {n.name: n for n in npu.graph.node if n.domain == DOMAIN}
+    assert convs["conv1"].op_type == "Conv_u8"          # ReLU output: unsigned
+    inits = {i.name: i for i in npu.graph.initializer}
+    from onnx import numpy_helper
+
+    assert set(numpy_helper.to_array(inits["conv1_multiplier"]).tolist()) == {1}
+
+
+def test_force_cpu_and_errors() -> None:
+    res = QuantizationResult()
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(8), force_cpu=["add1", "Sigmoid"],
+                          optimize=False,
+                          result=res)
+    placement = {p.node: p for p in res.placements}
+    assert placement["add1"].device == "CPU" and "force_cpu" in placement["add1"].reason
+    assert placement["sigmoid1"].device == "CPU"
+    cpu_docs = [n.doc_string for n in npu.graph.node if n.name == "add1"]
+    assert cpu_docs and cpu_docs[0].startswith("CPU: ")
+    out = ortnpu.InferenceSession(npu).run(None, {"x": images(4)})[0]
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ortnpu.UnsupportedError, match=r"calibration data"):
+        ortnpu.quantize(small_cnn(), "tflite-int8", None)
+    with pytest.raises(ortnpu.CalibrationError, match="empty"):
+        ortnpu.quantize(small_cnn(), "tflite-int8", np.zeros((0, 3, 12, 12), np.float32))
+    with pytest.raises(ortnpu.CalibrationError, match="NaN"):
+        ortnpu.quantize(small_cnn(), "tflite-int8", np.full((2, 3, 12, 12), np.nan, np.float32))
+    with pytest.raises(ortnpu.ModelError, match="onnx.ModelProto"):
+        ortnpu.quantize("model.onnx", "tflite-int8", images(2))
