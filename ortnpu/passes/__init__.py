@@ -21,6 +21,7 @@ from ortnpu.passes.activation_fusion import (
 from ortnpu.passes.base import Pass, PassManager, PassResult, Repeat
 from ortnpu.passes.batchnorm_folding import FoldBatchNorm
 from ortnpu.passes.constant_folding import FoldConstants
+from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
 from ortnpu.passes.identity_elimination import RemoveIdentity
 from ortnpu.passes.matmul_add_fusion import FC_BIAS_KEY, FuseMatMulAdd
@@ -35,6 +36,7 @@ from ortnpu.passes.weight_equalization import EqualizeWeights
 #: Pass names accepted by ``optimize(skip=...)`` and ``ortnpu optimize --skip``.
 PASS_NAMES = ("NameNodes", "FixInputShapes", "InferShapes", "FoldConstants", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
+              "DivByConstantToMul",
               "FuseMatMulAdd", "DuplicateSharedWeights", "EqualizeWeights",
               "MarkFusedActivations")
 
@@ -73,7 +75,8 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     if input_shapes:
         passes.append(FixInputShapes(input_shapes))
     passes.append(Repeat(cleanup))
-    passes += [FoldBatchNorm(), FusePad(), FuseMatMulAdd(), DuplicateSharedWeights()]
+    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FuseMatMulAdd(),
+               DuplicateSharedWeights()]
     if equalize:
         passes.append(EqualizeWeights())
     if fuse_activations:
@@ -89,7 +92,8 @@ def optimize(model: onnx.ModelProto, *, input_shapes: Mapping[str, Sequence[int]
 
     The pipeline names unnamed nodes, fixes dynamic input shapes, infers shapes, folds
     constants, removes Identity/Dropout and no-op layout ops, folds BatchNormalization into
-    Conv/Gemm/MatMul, fuses Pad into Conv/pools, fuses MatMul+Add into Gemm, gives each layer
+    Conv/Gemm/MatMul, fuses Pad into Conv/pools, turns division by a constant into a
+    multiplication, fuses MatMul+Add into Gemm, gives each layer
     its own weights, optionally equalizes weights, and marks ReLU/Clip fused into their
     producer (the nodes are kept: the result is standard ONNX).
 
@@ -130,6 +134,7 @@ __all__ = [
     "FUSED_ACTIVATION_KEY",
     "FUSED_INTO_KEY",
     "PASS_NAMES",
+    "DivByConstantToMul",
     "DuplicateSharedWeights",
     "EqualizeWeights",
     "FixInputShapes",

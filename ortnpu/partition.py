@@ -1,0 +1,443 @@
+"""NPU/CPU partitioning: which nodes run on the NPU, grouped into convex subgraphs.
+
+:func:`partition` decides a placement for every node from the target's support verdicts, user
+overrides and an optional NPU region cut by tensor names, then groups NPU nodes into
+subgraphs. Every subgraph is **convex**: no path leaves it and comes back in, so it can run as
+one call to the NPU with all its inputs ready. Subgraphs smaller than the target's
+``min_subgraph_nodes`` go back to the CPU. Every CPU node carries a reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ortnpu.errors import ModelError
+from ortnpu.passes.graph import (
+    GraphIndex,
+    node_inputs,
+    shapes_and_types,
+    topological_order,
+)
+from ortnpu.target.spec import Target, load_target
+from ortnpu.target.support import Verdict, check_node
+
+NPU = "NPU"
+CPU = "CPU"
+
+
+@dataclass
+class Subgraph:
+    """One convex group of NPU nodes.
+
+    Attributes:
+        index: position in :attr:`PartitionPlan.subgraphs` (execution order).
+        nodes: node names in topological order.
+        inputs: tensors computed outside the subgraph (or graph inputs) that it reads.
+        outputs: tensors it computes that are read outside it or are graph outputs.
+    """
+
+    index: int
+    nodes: list[str]
+    inputs: list[str]
+    outputs: list[str]
+
+    @property
+    def name(self) -> str:
+        return f"npu_{self.index}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "index": self.index, "nodes": list(self.nodes),
+                "inputs": list(self.inputs), "outputs": list(self.outputs)}
+
+
+@dataclass
+class PartitionPlan:
+    """Where each node runs, and why.
+
+    Attributes:
+        placement: node name to ``"NPU"`` or ``"CPU"``.
+        reasons: node name to a sentence; every CPU node has one saying what to change.
+        verdicts: node name to its support :class:`~ortnpu.target.support.Verdict`.
+        subgraphs: the NPU subgraphs in execution order.
+        order: node names in topological order.
+        op_types: node name to op type.
+        target: name of the target.
+    """
+
+    placement: dict[str, str]
+    reasons: dict[str, str]
+    verdicts: dict[str, Verdict]
+    subgraphs: list[Subgraph]
+    order: list[str]
+    op_types: dict[str, str]
+    target: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def npu_nodes(self) -> list[str]:
+        return [n for n in self.order if self.placement[n] == NPU]
+
+    @property
+    def cpu_nodes(self) -> list[str]:
+        return [n for n in self.order if self.placement[n] == CPU]
+
+    @property
+    def boundary_tensors(self) -> list[str]:
+        """Tensors crossing between the CPU and the NPU (subgraph inputs and outputs)."""
+        seen: dict[str, None] = {}
+        for sg in self.subgraphs:
+            for t in sg.inputs + sg.outputs:
+                seen.setdefault(t, None)
+        return list(seen)
+
+    def subgraph_of(self, node: str) -> Subgraph | None:
+        """The subgraph holding ``node``, or None for a CPU node."""
+        for sg in self.subgraphs:
+            if node in sg.nodes:
+                return sg
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (see docs/evaluate.md for the schema)."""
+        return {
+            "target": self.target,
+            "options": self.options,
+            "npu_node_count": len(self.npu_nodes),
+            "cpu_node_count": len(self.cpu_nodes),
+            "subgraphs": [sg.to_dict() for sg in self.subgraphs],
+            "cpu_nodes": [{"name": n, "op": self.op_types[n], "reason": self.reasons[n]}
+                          for n in self.cpu_nodes],
+            "boundary_tensors": self.boundary_tensors,
+        }
+
+    def __str__(self) -> str:
+        lines = [f"partition for {self.target}: {len(self.npu_nodes)} NPU node(s) in "
+                 f"{len(self.subgraphs)} subgraph(s), {len(self.cpu_nodes)} CPU node(s)"]
+        for sg in self.subgraphs:
+            lines.append(f"  {sg.name}: {len(sg.nodes)} nodes, inputs {sg.inputs}, "
+                         f"outputs {sg.outputs}")
+        for n in self.cpu_nodes:
+            lines.append(f"  CPU {self.reasons[n]}")
+        return "\n".join(lines)
+
+
+def _matches(node: onnx.NodeProto, selectors: Iterable[str]) -> str | None:
+    for s in selectors:
+        if s in (node.name, node.op_type):
+            return s
+    return None
+
+
+def _check_selectors(nodes: Sequence[onnx.NodeProto], selectors: Sequence[str],
+                     option: str) -> None:
+    known = {n.name for n in nodes} | {n.op_type for n in nodes}
+    unknown = [s for s in selectors if s not in known]
+    if unknown:
+        raise ModelError(f"{option} names {', '.join(map(repr, unknown))}: neither a node name "
+                         "nor an op type of the model")
+
+
+def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+    from ortnpu.passes import InferShapes, NameNodes
+
+    model = NameNodes()(model).model
+    with contextlib.suppress(ModelError):
+        model = InferShapes()(model).model
+    return model
+
+
+def _region(graph: onnx.GraphProto, index: GraphIndex, npu_inputs: Sequence[str],
+            npu_outputs: Sequence[str]) -> set[str]:
+    """Nodes needed to compute ``npu_outputs`` from ``npu_inputs`` (extract_model semantics)."""
+    stop = set(npu_inputs)
+    region: set[str] = set()
+    todo = [t for t in npu_outputs]
+    seen: set[str] = set()
+    while todo:
+        t = todo.pop()
+        if t in seen or t in stop:
+            continue
+        seen.add(t)
+        node = index.producer.get(t)
+        if node is None or node.name in region:
+            continue
+        region.add(node.name)
+        todo.extend(node_inputs(node))
+    return region
+
+
+def partition(model: onnx.ModelProto, target: Target | str | None = None, *,
+              force_cpu: Sequence[str] = (), force_npu: Sequence[str] = (),
+              npu_inputs: Sequence[str] | None = None, npu_outputs: Sequence[str] | None = None,
+              min_subgraph_nodes: int | None = None) -> PartitionPlan:
+    """Place every node on the NPU or the CPU and group the NPU nodes in convex subgraphs.
+
+    Args:
+        model: the (preferably optimized) float model; not modified. Unnamed nodes are named
+            ``<op>_<index>`` as :class:`~ortnpu.passes.NameNodes` does.
+        target: a :class:`~ortnpu.target.Target` or preset name (default ``tflite-int8``).
+        force_cpu: node names or op types to run on the CPU whatever the verdict.
+        force_npu: node names or op types to run on the NPU whatever the verdict.
+        npu_inputs: tensors where the NPU part starts; what computes them (pre-processing)
+            runs on the CPU. Like ``onnx.utils.extract_model``'s input names.
+        npu_outputs: tensors where the NPU part ends; what follows (post-processing) runs on
+            the CPU.
+        min_subgraph_nodes: overrides the target's ``[support] min_subgraph_nodes``.
+
+    Returns:
+        The :class:`PartitionPlan`.
+
+    Raises:
+        ModelError: not a model, a cyclic graph, unknown names in the options, or a node both
+            forced to the CPU and to the NPU.
+        TargetError: unknown target.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelError(f"partition expects an onnx.ModelProto, got {type(model).__name__}")
+    target = load_target(target)
+    model = _prepared(model)
+    graph = model.graph
+    order_nodes = topological_order(graph)
+    index = GraphIndex(graph)
+    shapes, dtypes = shapes_and_types(model)
+    constants = _Constants(index)
+
+    force_cpu, force_npu = list(force_cpu), list(force_npu)
+    _check_selectors(order_nodes, force_cpu, "force_cpu")
+    _check_selectors(order_nodes, force_npu, "force_npu")
+    tensors = set(index.producer) | index.graph_inputs
+    for option, names in (("npu_inputs", npu_inputs or ()), ("npu_outputs", npu_outputs or ())):
+        unknown = [t for t in names if t not in tensors]
+        if unknown:
+            raise ModelError(f"{option} names {', '.join(map(repr, unknown))}: not a tensor "
+                             "computed by the model or a model input")
+    region = None
+    if npu_inputs or npu_outputs:
+        region = _region(graph, index, list(npu_inputs or []),
+                         list(npu_outputs or [o.name for o in graph.output]))
+
+    placement: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    verdicts: dict[str, Verdict] = {}
+    for node in order_nodes:
+        label = f"{node.op_type} '{node.name}'"
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
+            verdict = Verdict(False, f"{label}: holds a constant, nothing to compute; "
+                                     "`ortnpu optimize` turns it into an initializer")
+        else:
+            verdict = check_node(target, node, shapes, dtypes=dtypes, constants=constants,
+                                 require_shapes=True)
+        verdicts[node.name] = verdict
+        cpu_by = _matches(node, force_cpu)
+        npu_by = _matches(node, force_npu)
+        if cpu_by and npu_by:
+            raise ModelError(f"{label} is forced to the CPU ({cpu_by!r}) and to the NPU "
+                             f"({npu_by!r}); choose one")
+        if cpu_by:
+            placement[node.name] = CPU
+            reasons[node.name] = f"{label}: forced to the CPU by the user (force_cpu {cpu_by!r})"
+        elif npu_by:
+            placement[node.name] = NPU
+            note = "" if verdict.supported else f" (the check said: {verdict.reason})"
+            reasons[node.name] = f"{label}: forced to the NPU by the user{note}"
+        elif region is not None and node.name not in region and node.op_type != "Constant":
+            placement[node.name] = CPU
+            reasons[node.name] = (f"{label}: outside the NPU region cut by npu_inputs "
+                                  f"{list(npu_inputs or [])} / npu_outputs "
+                                  f"{list(npu_outputs or [])}; it runs on the CPU as pre- or "
+                                  "post-processing")
+        else:
+            placement[node.name] = NPU if verdict.supported else CPU
+            reasons[node.name] = verdict.reason
+
+    clusters = _cluster(order_nodes, index, placement, set(constants))
+    minimum = min_subgraph_nodes or target.support.min_subgraph_nodes
+    kept: list[list[str]] = []
+    for members in clusters:
+        if len(members) >= minimum:
+            kept.append(members)
+            continue
+        for name in members:
+            placement[name] = CPU
+            op = next(n.op_type for n in order_nodes if n.name == name)
+            reasons[name] = (f"{op} '{name}': supported, but its NPU subgraph would have only "
+                             f"{len(members)} node(s), fewer than the minimum {minimum} "
+                             "([support] min_subgraph_nodes); the transfers would cost more "
+                             "than the NPU saves")
+    subgraphs = _subgraphs(kept, order_nodes, index, set(constants))
+    options = {"force_cpu": force_cpu, "force_npu": force_npu,
+               "npu_inputs": list(npu_inputs or []), "npu_outputs": list(npu_outputs or []),
+               "min_subgraph_nodes": minimum}
+    return PartitionPlan(placement=placement, reasons=reasons, verdicts=verdicts,
+                         subgraphs=subgraphs, order=[n.name for n in order_nodes],
+                         op_types={n.name: n.op_type for n in order_nodes},
+                         target=target.name, options=options)
+
+
+class _Constants(Mapping[str, np.ndarray]):
+    """The graph's constant tensors by name, decoded only when a check reads a value."""
+
+    def __init__(self, index: GraphIndex) -> None:
+        self._index = index
+        self._names = {n for n in index.initializers if n not in index.graph_inputs}
+        self._names |= {n.output[0] for n in index.graph.node
+                        if n.op_type == "Constant" and n.output}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._cache:
+            value = self._index.constant(name)
+            self._cache[name] = np.zeros(0) if value is None else value
+        return self._cache[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def _edges(order: Sequence[onnx.NodeProto], index: GraphIndex,
+           constants: set[str]) -> dict[str, set[str]]:
+    succ: dict[str, set[str]] = defaultdict(set)
+    for node in order:
+        for x in node_inputs(node):
+            producer = index.producer.get(x)
+            if producer is not None and x not in constants and producer.name != node.name:
+                succ[producer.name].add(node.name)
+    return succ
+
+
+def _cluster(order: Sequence[onnx.NodeProto], index: GraphIndex, placement: Mapping[str, str],
+             constants: set[str]) -> list[list[str]]:
+    """Greedy convex clustering of NPU nodes.
+
+    Clusters are merged along producer -> consumer edges in topological order. Merging clusters
+    A -> B is refused when B is reachable from A through a third cluster: the merged cluster
+    would then have a path that leaves it and re-enters, i.e. a cycle between the NPU subgraph
+    and the CPU. The contracted graph therefore stays acyclic and every cluster stays convex.
+    """
+    succ_nodes = _edges(order, index, constants)
+    parent = {n.name: n.name for n in order}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    csucc: dict[str, set[str]] = {n.name: set(succ_nodes.get(n.name, ())) for n in order}
+    cpred: dict[str, set[str]] = {n.name: set() for n in order}
+    for a, bs in succ_nodes.items():
+        for b in bs:
+            cpred[b].add(a)
+
+    def reachable_other(a: str, b: str) -> bool:
+        """True if cluster b is reachable from cluster a other than by a direct edge."""
+        stack = [c for c in csucc[a] if c != b]
+        seen = set(stack)
+        while stack:
+            c = stack.pop()
+            if c == b:
+                return True
+            for d in csucc[c]:
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        return False
+
+    def merge(a: str, b: str) -> None:
+        parent[b] = a
+        for s in csucc.pop(b):
+            cpred[s].discard(b)
+            if s != a:
+                cpred[s].add(a)
+                csucc[a].add(s)
+        for p in cpred.pop(b):
+            csucc[p].discard(b)
+            if p != a:
+                csucc[p].add(a)
+                cpred[a].add(p)
+        csucc[a].discard(b)
+        csucc[a].discard(a)
+        cpred[a].discard(a)
+        cpred[a].discard(b)
+
+    for node in order:
+        if placement[node.name] != NPU:
+            continue
+        for x in node_inputs(node):
+            producer = index.producer.get(x)
+            if producer is None or x in constants or placement[producer.name] != NPU:
+                continue
+            a, b = find(producer.name), find(node.name)
+            if a == b:
+                continue
+            if not reachable_other(a, b):
+                merge(a, b)
+    groups: dict[str, list[str]] = defaultdict(list)
+    for node in order:
+        if placement[node.name] == NPU:
+            groups[find(node.name)].append(node.name)
+    return list(groups.values())
+
+
+def _subgraphs(groups: list[list[str]], order: Sequence[onnx.NodeProto], index: GraphIndex,
+               constants: set[str]) -> list[Subgraph]:
+    by_name = {n.name: n for n in order}
+    position = {n.name: i for i, n in enumerate(order)}
+    groups = sorted(groups, key=lambda g: position[g[-1]])
+    result = []
+    for i, members in enumerate(groups):
+        inside = set(members)
+        produced = {o for m in members for o in by_name[m].output if o}
+        inputs: dict[str, None] = {}
+        outputs: dict[str, None] = {}
+        for m in members:
+            for x in node_inputs(by_name[m]):
+                if x not in produced and x not in constants:
+                    inputs.setdefault(x, None)
+            for o in by_name[m].output:
+                if not o:
+                    continue
+                readers = index.consumers.get(o, [])
+                if o in index.graph_outputs or any(r.name not in inside for r in readers):
+                    outputs.setdefault(o, None)
+        result.append(Subgraph(index=i, nodes=list(members), inputs=list(inputs),
+                               outputs=list(outputs)))
+    return result
+
+
+def is_convex(model: onnx.ModelProto, nodes: Iterable[str]) -> bool:
+    """True if no path from a node of ``nodes`` leaves the set and re-enters it."""
+    graph = model.graph
+    index = GraphIndex(graph)
+    order = topological_order(graph)
+    succ = _edges(order, index, set())
+    inside = set(nodes)
+    frontier = [s for n in inside for s in succ.get(n, ()) if s not in inside]
+    seen = set(frontier)
+    while frontier:
+        c = frontier.pop()
+        for d in succ.get(c, ()):
+            if d in inside:
+                return False
+            if d not in seen:
+                seen.add(d)
+                frontier.append(d)
+    return True
+
+
+__all__ = ["CPU", "NPU", "PartitionPlan", "Subgraph", "is_convex", "partition"]
