@@ -1,14 +1,31 @@
 """Quantization: calibration, parameter choice, lowering to the ``com.ortnpu`` domain."""
 
-from ortnpu.quant.calibrate import MinMaxCalibrator, calibrate
+from ortnpu.quant.calibrate import (
+    METHODS,
+    HistogramCalibrator,
+    MinMaxCalibrator,
+    calibrate,
+    make_calibrator,
+)
 from ortnpu.quant.params import QuantParams
-from ortnpu.quant.quantizer import Placement, QuantizationResult, quantize
+from ortnpu.quant.quantizer import (
+    Placement,
+    QuantConfig,
+    QuantizationResult,
+    QuantPreset,
+    quantize,
+)
 
 __all__ = [
+    "METHODS",
+    "HistogramCalibrator",
     "MinMaxCalibrator",
     "Placement",
+    "QuantConfig",
     "QuantParams",
+    "QuantPreset",
     "QuantizationResult",
     "calibrate",
+    "make_calibrator",
     "quantize",
 ]

@@ -51,6 +51,142 @@ class MinMaxCalibrator:
         return self.lo[name], self.hi[name]
 
 
+#: Range methods of :class:`HistogramCalibrator`.
+METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+@dataclass
+class _Histogram:
+    """A symmetric histogram over [-limit, limit] whose range doubles when data exceeds it.
+
+    Doubling merges neighbouring bins pairwise, so the histogram stays exact with respect to
+    the data seen (no re-binning error) and its memory is fixed whatever the sample count.
+    """
+
+    bins: int
+    limit: float = 0.0
+    counts: np.ndarray | None = None
+    lo: float = np.inf
+    hi: float = -np.inf
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, np.float64).reshape(-1)
+        if v.size == 0:
+            return
+        self.lo = min(self.lo, float(v.min()))
+        self.hi = max(self.hi, float(v.max()))
+        top = max(abs(self.lo), abs(self.hi))
+        if self.counts is None:
+            self.limit = 2.0 ** np.ceil(np.log2(top)) if top > 0 else 1.0
+            self.counts = np.zeros(self.bins, np.int64)
+        while top > self.limit:
+            merged = self.counts.reshape(-1, 2).sum(axis=1)
+            self.counts = np.zeros(self.bins, np.int64)
+            self.counts[self.bins // 4: self.bins // 4 + merged.size] = merged
+            self.limit *= 2.0
+        idx = ((v + self.limit) / (2 * self.limit) * self.bins).astype(np.int64)
+        self.counts += np.bincount(np.clip(idx, 0, self.bins - 1), minlength=self.bins)
+
+    def edges(self) -> np.ndarray:
+        return np.linspace(-self.limit, self.limit, self.bins + 1)
+
+
+@dataclass
+class HistogramCalibrator:
+    """Streaming histograms per tensor; the range comes from ``method``.
+
+    Methods: ``minmax`` (observed extremes), ``percentile`` (drop the tails beyond
+    ``percentile``), ``entropy`` (the clipping threshold minimising the KL divergence between
+    the distribution and its 8-bit quantized form, as TensorRT does), ``mse`` (the clipping
+    threshold minimising the expected squared quantization error). Memory is ``bins`` integers
+    per tensor, whatever the number of samples.
+    """
+
+    method: str = "minmax"
+    percentile: float = 99.99
+    bins: int = 2048
+    levels: int = 256
+    overrides: dict[str, str] = field(default_factory=dict)
+    hists: dict[str, _Histogram] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for m in [self.method, *self.overrides.values()]:
+            if m not in METHODS:
+                raise CalibrationError(f"unknown calibration method {m!r}; use one of "
+                                       f"{', '.join(METHODS)}")
+
+    def collect(self, name: str, values: np.ndarray) -> None:
+        self.hists.setdefault(name, _Histogram(self.bins)).add(values)
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        h = self.hists.get(name)
+        if h is None or h.counts is None:
+            raise CalibrationError(f"tensor {name!r} was never seen during calibration")
+        method = self.overrides.get(name, self.method)
+        if method == "minmax" or h.hi <= h.lo:
+            return h.lo, h.hi
+        if method == "percentile":
+            return self._percentile(h)
+        threshold = self._entropy(h) if method == "entropy" else self._mse(h)
+        return max(h.lo, -threshold), min(h.hi, threshold)
+
+    def _percentile(self, h: _Histogram) -> tuple[float, float]:
+        cdf = np.cumsum(h.counts) / h.counts.sum()
+        edges = h.edges()
+        tail = (100.0 - self.percentile) / 100.0
+        lo_i = int(np.searchsorted(cdf, tail, side="left"))
+        hi_i = int(np.searchsorted(cdf, 1.0 - tail, side="left"))
+        return max(h.lo, float(edges[lo_i])), min(h.hi, float(edges[min(hi_i + 1, h.bins)]))
+
+    def _abs_hist(self, h: _Histogram) -> tuple[np.ndarray, float]:
+        half = h.bins // 2
+        folded = h.counts[half:] + h.counts[:half][::-1]
+        return folded.astype(np.float64), h.limit / half
+
+    def _entropy(self, h: _Histogram) -> float:
+        hist, width = self._abs_hist(h)
+        target = self.levels // 2
+        nz = np.nonzero(hist)[0]
+        last = int(nz[-1]) + 1 if nz.size else target
+        best, best_kl = last, np.inf
+        for i in range(target, max(last, target) + 1, max(1, (last - target) // 256 or 1)):
+            p = hist[:i].copy()
+            p[i - 1] += hist[i:].sum()
+            chunks = np.array_split(hist[:i], target)
+            q = np.concatenate([np.where(c > 0, c.sum() / max(np.count_nonzero(c), 1), 0.0)
+                                for c in chunks])
+            ps, qs = p.sum(), q.sum()
+            if ps == 0 or qs == 0:
+                continue
+            p, q = p / ps, q / qs
+            mask = p > 0
+            kl = float(np.sum(p[mask] * np.log(p[mask] / np.maximum(q[mask], 1e-12))))
+            if kl < best_kl:
+                best, best_kl = i, kl
+        return best * width
+
+    def _mse(self, h: _Histogram) -> float:
+        hist, width = self._abs_hist(h)
+        centers = (np.arange(hist.size) + 0.5) * width
+        top = max(abs(h.lo), abs(h.hi))
+        best, best_err = top, np.inf
+        for frac in np.linspace(0.2, 1.0, 81):
+            t = top * frac
+            step = 2 * t / (self.levels - 1)
+            err = float(np.sum(hist * np.where(centers > t, (centers - t) ** 2,
+                                               step * step / 12.0)))
+            if err < best_err:
+                best, best_err = t, err
+        return best
+
+
+def make_calibrator(method: str = "minmax", **options: object) -> Calibrator:
+    """The calibrator of a range method (``minmax`` uses exact running extremes)."""
+    if method == "minmax" and not options.get("overrides"):
+        return MinMaxCalibrator()
+    return HistogramCalibrator(method=method, **options)  # type: ignore[arg-type]
+
+
 def iter_batches(data: CalibrationData, input_names: list[str]) -> Iterator[dict[str, np.ndarray]]:
     """Normalise the accepted calibration-data forms into a stream of feed dicts."""
     if isinstance(data, np.ndarray):

@@ -79,6 +79,14 @@ class QuantContext:
     per_channel: bool
     params: dict[str, QuantParams] = field(default_factory=dict)
     unsigned_outputs: set[str] = field(default_factory=set)
+    #: activations kept in 16 bits on an 8-bit target (mixed precision)
+    wide_tensors: frozenset[str] = frozenset()
+    #: parameters given by the caller (QDQ import): used instead of calibration
+    preset_params: dict[str, QuantParams] = field(default_factory=dict)
+    #: exact integer weights given by the caller: initializer -> (int8 weights, scales)
+    preset_weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: exact integer biases given by the caller: initializer -> int64 values
+    preset_biases: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def arith(self) -> Arithmetic:
@@ -87,11 +95,19 @@ class QuantContext:
     def params_of(self, tensor: str) -> QuantParams:
         """Quantization parameters of an activation, chosen once from its calibrated range."""
         if tensor not in self.params:
+            if tensor in self.preset_params:
+                self.params[tensor] = self.preset_params[tensor]
+                return self.params[tensor]
             lo, hi = self.calibrator.range_of(tensor)
             self.params[tensor] = activation_params(
                 lo, hi, self.arith,
-                unsigned=tensor in self.unsigned_outputs and self.arith.unsigned_after_relu)
+                unsigned=tensor in self.unsigned_outputs and self.arith.unsigned_after_relu,
+                bits=16 if tensor in self.wide_tensors else None)
         return self.params[tensor]
+
+    def is_wide(self, *params: QuantParams) -> bool:
+        """True when a 16-bit tensor meets an 8-bit target (mixed precision)."""
+        return self.arith.activation_bits == 8 and any(p.dtype == "int16" for p in params)
 
     def set_params(self, tensor: str, params: QuantParams) -> None:
         """Fix a tensor's parameters (pools and layout ops keep their input's)."""

@@ -39,6 +39,7 @@ from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.params import (
     QuantParams,
     bias_values,
+    linear_rule,
     multiplier,
     rescale_rule,
     weight_params,
@@ -147,6 +148,24 @@ def _pads_2d(node: onnx.NodeProto, ctx: QuantContext, kernel: tuple[int, int],
     return pads
 
 
+def _weights(ctx: QuantContext, name: str, w: np.ndarray, axis: int,
+             transposed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Integer weights and scales: the caller's exact ones (QDQ import) or quantized here."""
+    if name in ctx.preset_weights:
+        q, scales = ctx.preset_weights[name]
+        return (q.T if transposed else q).astype(np.int8), np.asarray(scales, np.float64)
+    return weight_params(w, ctx.arith, ctx.per_channel, axis=axis)
+
+
+def _bias(ctx: QuantContext, node: onnx.NodeProto, index: int, bias: np.ndarray | None,
+          x_scale: float, w_scales: np.ndarray, channels: int, bias_bits: int) -> np.ndarray:
+    """Bias in accumulator units: the caller's exact integers (QDQ import) or rounded here."""
+    if len(node.input) > index and node.input[index] in ctx.preset_biases:
+        return np.broadcast_to(ctx.preset_biases[node.input[index]].astype(np.int64),
+                               (channels,)).copy()
+    return bias_values(bias, x_scale, w_scales, channels, bias_bits)
+
+
 class ConvRule(LoweringRule):
     """Conv (grouped, depthwise) with constant weights → ``Conv``."""
 
@@ -176,13 +195,13 @@ class ConvRule(LoweringRule):
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
         yp = self.out_params(m, ctx)
-        wq, ws = weight_params(w, a, ctx.per_channel, axis=0)
+        wq, ws = _weights(ctx, node.input[1], w, axis=0)
         cout = w.shape[0]
-        rule = rescale_rule(a)
+        rule, acc_bits, bias_bits = linear_rule(a, ctx.is_wide(xp, yp))
         reals = [np.float64(np.float32(xp.scale)) * ws[c if ws.size > 1 else 0] / yp.scale
                  for c in range(cout)]
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
-        bias = bias_values(b, xp.scale, ws, cout, a)
+        bias = _bias(ctx, node, 2, b, xp.scale, ws, cout, bias_bits)
         name = node.name or node.output[0]
         inputs = [x, out.constant(f"{name}_w", wq), out.constant(f"{name}_bias", bias),
                   out.constant(f"{name}_multiplier", np.array(mult, np.int32)),
@@ -195,7 +214,7 @@ class ConvRule(LoweringRule):
             stride_h=strides[0], stride_w=strides[1], dilation_h=dilations[0],
             dilation_w=dilations[1], pad_top=pads[0], pad_left=pads[1], pad_bottom=pads[2],
             pad_right=pads[3], group=int(attr(node, "group", 1)), rounding=rule,
-            acc_bits=a.accumulator_bits))
+            acc_bits=acc_bits))
 
 
 class FullyConnectedRule(LoweringRule):
@@ -244,8 +263,9 @@ class FullyConnectedRule(LoweringRule):
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
         yp = self.out_params(m, ctx)
-        wq, ws = weight_params(w, a, ctx.per_channel, axis=0)
-        rule = rescale_rule(a)
+        transposed = not (node.op_type == "Gemm" and attr(node, "transB", 0))
+        wq, ws = _weights(ctx, node.input[1], w, axis=0, transposed=transposed)
+        rule, acc_bits, bias_bits = linear_rule(a, ctx.is_wide(xp, yp))
         if ws.size == 1:  # TFLite: input*filter scale in float32, then the division in double
             reals = [np.float64(np.float32(xp.scale) * np.float32(ws[0])) / yp.scale] * n
         else:
@@ -253,14 +273,15 @@ class FullyConnectedRule(LoweringRule):
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
         name = node.name or node.output[0]
         inputs = [x, out.constant(f"{name}_w", wq),
-                  out.constant(f"{name}_bias", bias_values(bias, xp.scale, ws, n, a)),
+                  out.constant(f"{name}_bias", _bias(ctx, node, 2, bias, xp.scale, ws, n,
+                                                     bias_bits)),
                   out.constant(f"{name}_multiplier", np.array(mult, np.int32)),
                   out.constant(f"{name}_shift", np.array(shift, np.int32))]
         y = out.int_output(m.output, yp)
         out.nodes.append(make_node(
             FullyConnected, inputs, y, yp.dtype, name, x_zp=xp.zero_point, y_zp=yp.zero_point,
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule,
-            acc_bits=a.accumulator_bits))
+            acc_bits=acc_bits))
 
 
 class MatMulRule(LoweringRule):
@@ -273,7 +294,7 @@ class MatMulRule(LoweringRule):
         x0, x1 = out.int_input(node.input[0]), out.int_input(node.input[1])
         p0, p1 = ctx.params[node.input[0]], ctx.params[node.input[1]]
         yp = self.out_params(m, ctx)
-        rule = rescale_rule(a)
+        rule, acc_bits, _ = linear_rule(a, ctx.is_wide(p0, p1, yp))
         mult, shift = multiplier(float(np.float64(p0.scale) * p1.scale / yp.scale), a, rule)
         name = node.name or node.output[0]
         y = out.int_output(m.output, yp)
@@ -282,7 +303,7 @@ class MatMulRule(LoweringRule):
                      out.constant(f"{name}_shift", np.array([shift], np.int32))],
             y, yp.dtype, name, a_zp=p0.zero_point, b_zp=p1.zero_point, y_zp=yp.zero_point,
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule,
-            acc_bits=a.accumulator_bits))
+            acc_bits=acc_bits))
 
 
 def _operand(tensor: str, ctx: QuantContext, out: Emitter) -> tuple[str, QuantParams]:
@@ -313,7 +334,7 @@ class AddRule(LoweringRule):
         (xa, pa), (xb, pb) = (_operand(i, ctx, out) for i in node.input)
         yp = self.out_params(m, ctx)
         rule = rescale_rule(a, elementwise=True)
-        left = a.add_left_shift
+        left = 15 if ctx.is_wide(pa, pb, yp) else a.add_left_shift
         twice_max = 2.0 * max(np.float64(pa.scale), np.float64(pb.scale))
         ma = multiplier(float(pa.scale / twice_max), a, rule)
         mb = multiplier(float(pb.scale / twice_max), a, rule)

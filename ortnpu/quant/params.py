@@ -45,12 +45,19 @@ def _pow2_ceil(x: float) -> float:
 
 
 def activation_params(lo: float, hi: float, arith: Arithmetic, *,
-                      unsigned: bool = False) -> QuantParams:
+                      unsigned: bool = False, bits: int | None = None) -> QuantParams:
     """Scale and zero point of an activation with calibrated range ``[lo, hi]``.
 
     The range always contains 0 so that zero (padding) is exact. ``unsigned`` selects the
-    unsigned range used after a ReLU on targets with ``unsigned_after_relu``.
+    unsigned range used after a ReLU on targets with ``unsigned_after_relu``. ``bits=16`` on an
+    8-bit target gives TFLite's 16x8 form (symmetric int16, zero point 0) for mixed precision.
     """
+    if bits is not None and bits != arith.activation_bits:
+        import dataclasses
+
+        arith = dataclasses.replace(arith, activation_bits=bits, activation_signed=True,
+                                    activation_symmetric=True, activation_narrow_range=False)
+        unsigned = False
     lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise UnsupportedError(f"calibrated range [{lo}, {hi}] is not finite")
@@ -100,13 +107,13 @@ def weight_params(w: np.ndarray, arith: Arithmetic, per_channel: bool,
 
 
 def bias_values(bias: np.ndarray | None, x_scale: float, w_scales: np.ndarray, channels: int,
-                arith: Arithmetic) -> np.ndarray:
+                bias_bits: int) -> np.ndarray:
     """Bias in accumulator units, ``round(b / (s_x * s_w[c]))``, saturated to the bias width."""
     if bias is None:
         return np.zeros(channels, np.int64)
     s = np.float64(x_scale) * np.broadcast_to(w_scales, (channels,))
     q = round_half_away(np.asarray(bias, np.float64) / s)
-    lo, hi = integer_range(arith.bias_bits, True)
+    lo, hi = integer_range(bias_bits, True)
     return np.clip(q, lo, hi).astype(np.int64)
 
 
@@ -115,6 +122,15 @@ def rescale_rule(arith: Arithmetic, *, elementwise: bool = False) -> str:
     if arith.rounding == "tflite_int64" and elementwise:
         return "tflite_double"
     return arith.rounding
+
+
+def linear_rule(arith: Arithmetic, wide: bool) -> tuple[str, int, int]:
+    """``(rounding, acc_bits, bias_bits)`` of a conv/matmul; ``wide`` when a 16-bit tensor is
+    involved on an 8-bit target (mixed precision): TFLite's 16x8 kernels then apply."""
+    if not wide or arith.accumulator_bits == 64:
+        return arith.rounding, arith.accumulator_bits, arith.bias_bits
+    rule = "tflite_int64" if arith.rounding.startswith("tflite") else arith.rounding
+    return rule, 64, 64
 
 
 def multiplier(real: float, arith: Arithmetic, rule: str) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from onnx import helper
 
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
-from ortnpu.quant.calibrate import CalibrationData, Calibrator, MinMaxCalibrator, calibrate
+from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.lowering import RULE_OF_OP, Match, fusable_activation
@@ -81,10 +81,62 @@ def _prepare(model: onnx.ModelProto, optimize: bool) -> onnx.ModelProto:
     return inferred
 
 
+@dataclass(frozen=True)
+class QuantConfig:
+    """Choices of one quantization run; the target decides everything not set here.
+
+    Attributes:
+        per_channel: per-channel weights (``None``: the target's rule).
+        method: activation range method: ``minmax``, ``percentile``, ``entropy`` or ``mse``.
+        percentile: the percentile of the ``percentile`` method.
+        method_overrides: per-tensor methods, e.g. ``{"logits": "minmax"}``.
+        int16_tensors: activations kept in 16 bits on an 8-bit target (mixed precision; the
+            layers touching them use TFLite's 16x8 arithmetic).
+        force_cpu: node names or op types kept on the CPU.
+    """
+
+    per_channel: bool | None = None
+    method: str = "minmax"
+    percentile: float = 99.99
+    method_overrides: tuple[tuple[str, str], ...] = ()
+    int16_tensors: frozenset[str] = frozenset()
+    force_cpu: frozenset[str] = frozenset()
+
+
+@dataclass
+class QuantPreset:
+    """Parameters fixed by the caller instead of calibration (used by ``import_qdq``).
+
+    Attributes:
+        params: activation tensor -> parameters.
+        weights: weight initializer -> (int8 weights in the float layout, float scales).
+        biases: bias initializer -> int64 values in accumulator units.
+    """
+
+    params: dict = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)
+    biases: dict = field(default_factory=dict)
+
+
+class _NoCalibration:
+    """Stands in for a calibrator when every parameter comes from a preset."""
+
+    def collect(self, name: str, values: object) -> None:  # pragma: no cover - unused
+        pass
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        from ortnpu.errors import CalibrationError
+
+        raise CalibrationError(f"tensor {name!r} has no quantization parameters in the model "
+                               "and no calibration data was given")
+
+
 def quantize(model: onnx.ModelProto, target: Target | str | None = None,
              calibration_data: CalibrationData = None, *,
-             per_channel: bool | None = None, optimize: bool = True,
+             config: QuantConfig | None = None, per_channel: bool | None = None,
+             method: str | None = None, optimize: bool = True,
              calibrator: Calibrator | None = None, force_cpu: Iterable[str] = (),
+             preset: QuantPreset | None = None,
              result: QuantizationResult | None = None) -> onnx.ModelProto:
     """Quantize a float model for ``target`` into an NPU graph.
 
@@ -93,31 +145,51 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         target: a :class:`Target`, a preset name or a TOML path (default ``tflite-int8``).
         calibration_data: real samples: an array (single input), an iterable of input dicts or
             an ``onnxruntime.quantization.CalibrationDataReader``.
-        per_channel: per-channel weights (default: the target's rule).
+        config: a :class:`QuantConfig`; ``per_channel``, ``method`` and ``force_cpu`` are
+            shortcuts that override its fields.
         optimize: run :func:`ortnpu.optimize` first (folds BatchNormalization etc.).
-        calibrator: statistics collector (default min/max).
-        force_cpu: node names or op types to keep on the CPU.
+        calibrator: a custom statistics collector (overrides ``method``).
+        preset: parameters fixed by the caller (QDQ import) instead of calibration.
         result: filled with the placement of every float node, when given.
 
     Returns:
         The NPU graph as an ``onnx.ModelProto``.
     """
+    import dataclasses
+
+    from ortnpu.quant.calibrate import make_calibrator
+
+    config = config or QuantConfig()
+    if per_channel is not None:
+        config = dataclasses.replace(config, per_channel=per_channel)
+    if method is not None:
+        config = dataclasses.replace(config, method=method)
+    if force_cpu:
+        config = dataclasses.replace(config, force_cpu=config.force_cpu | frozenset(force_cpu))
     target = load_target(target)
-    if calibration_data is None:
+    if calibration_data is None and preset is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
     model = _prepare(model, optimize)
     view = GraphView.build(model)
-    calib = calibrate(model, calibration_data, calibrator or MinMaxCalibrator())
+    if calibration_data is not None:
+        calib = calibrate(model, calibration_data, calibrator or make_calibrator(
+            config.method, percentile=config.percentile,
+            overrides=dict(config.method_overrides)))
+    else:
+        calib = _NoCalibration()
+    preset = preset or QuantPreset()
     ctx = QuantContext(view=view, target=target, calibrator=calib,
-                       per_channel=target.arithmetic.per_channel if per_channel is None
-                       else per_channel)
+                       per_channel=target.arithmetic.per_channel if config.per_channel is None
+                       else config.per_channel, wide_tensors=config.int16_tensors,
+                       preset_params=dict(preset.params), preset_weights=dict(preset.weights),
+                       preset_biases=dict(preset.biases))
     out = Emitter(ctx)
     for name in [*view.constants, *(i.name for i in model.graph.input),
                  *(o for n in model.graph.node for o in n.output)]:
         out._names.add(name)
     out.float_ready.update(i.name for i in model.graph.input)
-    forced = set(force_cpu)
+    forced = set(config.force_cpu)
     placements: list[Placement] = []
     absorbed: dict[str, str] = {}
     for node in model.graph.node:
@@ -165,7 +237,8 @@ def _cpu_reason(node: onnx.NodeProto, ctx: QuantContext, forced: set[str]) -> st
         return (f"{node.op_type} '{node.name}': ortnpu has no integer lowering for "
                 f"{node.op_type}; it runs in float on the CPU")
     for t in node.input:
-        if t and t not in ctx.view.constants and t not in ctx.params:
+        if t and t not in ctx.view.constants and t not in ctx.params \
+                and t not in ctx.preset_params:
             try:
                 ctx.calibrator.range_of(t)
             except OrtNpuError:
