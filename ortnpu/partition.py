@@ -144,7 +144,8 @@ def _check_selectors(nodes: Sequence[onnx.NodeProto], selectors: Sequence[str],
                          "nor an op type of the model")
 
 
-def _prepared(model: onnx.ModelProto) -> onnx.ModelProto:
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Name unnamed nodes and infer shapes, on a copy (as partition and estimate need)."""
     from ortnpu.passes import InferShapes, NameNodes
 
     model = NameNodes()(model).model
@@ -202,7 +203,7 @@ def partition(model: onnx.ModelProto, target: Target | str | None = None, *,
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"partition expects an onnx.ModelProto, got {type(model).__name__}")
     target = load_target(target)
-    model = _prepared(model)
+    model = prepare(model)
     graph = model.graph
     order_nodes = topological_order(graph)
     index = GraphIndex(graph)

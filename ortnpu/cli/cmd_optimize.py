@@ -1,0 +1,133 @@
+"""``ortnpu optimize``: run the graph passes and write the optimized float model."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from ortnpu.errors import ModelError
+
+#: Largest relative output error (to the output range) accepted by --verify.
+VERIFY_TOLERANCE = 1e-4
+
+
+def parse_input_shapes(values: Sequence[str] | None) -> dict[str, list[int]] | None:
+    """``["x=1,3,224,224"]`` -> ``{"x": [1, 3, 224, 224]}``.
+
+    Raises:
+        ModelError: malformed value.
+    """
+    if not values:
+        return None
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        name, sep, dims = value.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            shapes[name] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
+        except ValueError:
+            raise ModelError(f"--input-shape {value!r}: expected NAME=D1,D2,..., e.g. "
+                             "x=1,3,224,224") from None
+    return shapes
+
+
+def split_names(values: Sequence[str] | None) -> list[str]:
+    """Repeated and comma-separated option values as one list."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]
+
+
+def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``optimize`` and ``opt-and-eval``."""
+    from ortnpu.passes import PASS_NAMES
+
+    p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
+                   help="fix a dynamic input's shape, e.g. x=1,3,224,224 (repeatable)")
+    p.add_argument("--no-fuse-activations", action="store_true",
+                   help="do not mark ReLU/Clip as fused into the layer before them")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer weight equalization of Conv -> ReLU -> Conv pairs")
+    p.add_argument("--skip", action="append", metavar="PASS", choices=PASS_NAMES,
+                   help=f"leave out a pass (repeatable): {', '.join(PASS_NAMES)}")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not compare the optimized model's outputs with the original's")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "optimize", help="optimize a float model for an NPU (same outputs)",
+        description="Run the graph passes (shape inference, constant folding, Identity/Dropout "
+                    "and no-op removal, BatchNormalization folding, Pad fusion, MatMul+Add -> "
+                    "Gemm, shared weight copies, optional weight equalization, activation "
+                    "fusion marks) and write the optimized float model. Prints what each pass "
+                    "changed, then checks on random inputs that the outputs are unchanged.",
+        epilog="Exit codes: 0 ok; 1 the optimized outputs differ from the original's by more "
+               f"than {VERIFY_TOLERANCE:g} of the output range (and more than 1e-06 "
+               "absolute); 2 bad input (unreadable "
+               "model, unknown input name...); 3 internal error.")
+    p.add_argument("model", help="input .onnx file")
+    p.add_argument("-o", "--output", required=True, help="where to write the optimized model")
+    p.add_argument("--target", default=None,
+                   help="target preset or .toml file whose rules decide activation fusion")
+    p.add_argument("-v", "--verbose", action="store_true", help="list every change")
+    add_optimize_arguments(p)
+    p.set_defaults(func=_run)
+
+
+def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None, int]:
+    """Load, optimize, verify, print the pass log.
+
+    Returns:
+        (original, optimized, pass result, output comparison or None, exit code).
+    """
+    from ortnpu.evaluate import load_model
+    from ortnpu.passes import optimize
+    from ortnpu.passes.verify import compare_models
+
+    original = load_model(args.model)
+    shapes = parse_input_shapes(args.input_shape)
+    optimized, result = optimize(original, input_shapes=shapes, target=args.target,
+                                 fuse_activations=not args.no_fuse_activations,
+                                 equalize=args.equalize, skip=args.skip or (),
+                                 return_results=True)
+    before, after = len(original.graph.node), len(optimized.graph.node)
+    print(f"optimized {args.model}: {before} -> {after} nodes")
+    limit = None if getattr(args, "verbose", False) else 3
+    for d in result.details:
+        if not d.changes:
+            continue
+        print(f"  {d.name}: {len(d.changes)} change(s)")
+        for c in d.changes[:limit]:
+            print(f"    {c}")
+        if limit is not None and len(d.changes) > limit:
+            print(f"    ... {len(d.changes) - limit} more (use -v)")
+    check = None
+    code = 0
+    if not args.no_verify:
+        check = compare_models(original, optimized, input_shapes=shapes,
+                               tolerance=VERIFY_TOLERANCE)
+        ok = check["ok"]
+        print(f"  outputs unchanged: max abs error {check['max_abs_error']:.3g}, "
+              f"{check['max_relative_error']:.3g} of the output range "
+              f"({'ok' if ok else 'FAILED'}; tolerance {VERIFY_TOLERANCE:g} of the range, or "
+              f"{check['noise_floor']:g} absolute)")
+        code = 0 if ok else 1
+    return original, optimized, result, check, code
+
+
+def save_model(model: object, path: str) -> None:
+    """Write ``model`` to ``path`` (external data for models above 2 GB)."""
+    import onnx
+
+    try:
+        onnx.save(model, path)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot write {path}: {exc}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    _, optimized, _, _, code = optimize_file(args)
+    save_model(optimized, args.output)
+    print(f"wrote {args.output}")
+    return code

@@ -1,0 +1,293 @@
+"""Performance estimate per layer from the target's hardware numbers.
+
+The model (documented in docs/evaluate.md) is a roofline per layer:
+
+* **compute cycles** = MACs / MACs-per-cycle (the 16-bit rate when activations are 16-bit)
+  + elementwise results / elementwise-per-cycle;
+* **memory cycles** = DRAM bytes / (DRAM bandwidth / clock);
+* **cycles** = max(compute, memory); the larger one is the layer's **bound**.
+
+A layer's weights always come from DRAM once. Its activations stay in SRAM when weights, inputs
+and outputs fit together in ``sram_kib``; otherwise they go through DRAM too. Tensors entering
+or leaving an NPU subgraph always cross DRAM. Fused activations and reshape-like views cost
+nothing. CPU layers are timed separately from ``cpu_gmacs`` and flagged. The latency adds the
+NPU time, the CPU time and ``subgraph_overhead_us`` per NPU subgraph, all run one after the
+other (no overlap).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import onnx
+
+from ortnpu.errors import ModelError
+from ortnpu.partition import NPU, PartitionPlan, partition, prepare
+from ortnpu.passes.activation_fusion import FUSED_INTO_KEY
+from ortnpu.passes.graph import GraphIndex, attr, get_meta, shapes_and_types
+from ortnpu.target.spec import Target, load_target
+
+#: Ops that only reinterpret the shape of a tensor: no compute, no data movement.
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout",
+                      "Constant"})
+#: Ops that move data without arithmetic.
+MOVE_OPS = frozenset({"Transpose", "Concat", "Pad", "Slice", "Split", "Gather", "Resize",
+                      "Expand", "Tile", "DepthToSpace", "SpaceToDepth"})
+
+
+@dataclass
+class LayerEstimate:
+    """The estimate of one node.
+
+    Attributes:
+        name: node name.
+        op: op type.
+        placement: ``"NPU"`` or ``"CPU"``.
+        subgraph: index of its NPU subgraph, or None.
+        macs: multiply-accumulates.
+        elementwise_ops: other arithmetic results (pool window elements, activations...).
+        weight_bytes: bytes of constant inputs at the target's weight and bias widths.
+        input_bytes: bytes of run-time inputs at the activation width.
+        output_bytes: bytes of outputs at the activation width.
+        sram_fit: weights, inputs and outputs fit in SRAM together.
+        dram_bytes: bytes moved to or from DRAM for this layer.
+        compute_cycles: cycles the arithmetic needs.
+        memory_cycles: cycles the DRAM traffic needs.
+        cycles: max(compute, memory) on the NPU; 0 for CPU layers.
+        bound: ``compute``, ``memory``, ``fused`` (activation applied by the layer before),
+            ``view`` (shape change only), or ``cpu``.
+        time_us: time of the layer in microseconds.
+        exact: False when unknown dims were taken as 1.
+    """
+
+    name: str
+    op: str
+    placement: str
+    subgraph: int | None
+    macs: int = 0
+    elementwise_ops: int = 0
+    weight_bytes: int = 0
+    input_bytes: int = 0
+    output_bytes: int = 0
+    sram_fit: bool = True
+    dram_bytes: int = 0
+    compute_cycles: int = 0
+    memory_cycles: int = 0
+    cycles: int = 0
+    bound: str = "compute"
+    time_us: float = 0.0
+    exact: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Estimate:
+    """Per-layer estimates and totals of a whole model on one target.
+
+    Attributes:
+        target: target name.
+        layers: per-node estimates in topological order.
+        totals: summed numbers (see :meth:`compute_totals` and docs/evaluate.md).
+        illustrative: the target's hardware numbers are not from a datasheet.
+        notes: assumptions the user should know about.
+    """
+
+    target: str
+    layers: list[LayerEstimate]
+    totals: dict[str, Any] = field(default_factory=dict)
+    illustrative: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "illustrative": self.illustrative,
+                "notes": list(self.notes), "totals": dict(self.totals),
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+
+def _elements(shape: list | None) -> tuple[int, bool]:
+    if shape is None:
+        return 1, False
+    exact = all(isinstance(d, int) and d >= 0 for d in shape)
+    return int(math.prod(d if isinstance(d, int) and d > 0 else 1 for d in shape)), exact
+
+
+def _work(node: onnx.NodeProto, shapes: dict, index: GraphIndex) -> tuple[int, int]:
+    """(MACs, elementwise results) of one node."""
+    op = node.op_type
+    out_n, _ = _elements(shapes.get(node.output[0])) if node.output else (0, True)
+    if op in VIEW_OPS or op in MOVE_OPS:
+        return 0, 0
+    w_shape = shapes.get(node.input[1]) if len(node.input) > 1 else None
+    if op == "Conv" and w_shape:
+        return out_n * _elements(w_shape[1:])[0], 0
+    if op == "ConvTranspose" and w_shape:
+        in_n, _ = _elements(shapes.get(node.input[0]))
+        return in_n * _elements(w_shape[1:])[0], 0
+    if op == "Gemm" and w_shape and len(w_shape) == 2:
+        k = w_shape[1] if attr(node, "transB", 0) else w_shape[0]
+        return out_n * (k if isinstance(k, int) else 1), 0
+    if op == "MatMul":
+        a = shapes.get(node.input[0])
+        k = a[-1] if a else 1
+        return out_n * (k if isinstance(k, int) and k > 0 else 1), 0
+    if op in ("MaxPool", "AveragePool", "LpPool"):
+        return 0, out_n * int(math.prod(attr(node, "kernel_shape") or [1]))
+    if op.startswith("Global") or op.startswith("Reduce"):
+        return 0, _elements(shapes.get(node.input[0]))[0]
+    if op in ("Softmax", "LayerNormalization", "InstanceNormalization"):
+        return 0, 4 * out_n
+    return 0, out_n
+
+
+def estimate(model: onnx.ModelProto, target: Target | str | None = None,
+             plan: PartitionPlan | None = None) -> Estimate:
+    """Estimate MACs, bytes, SRAM fit, cycles and time per layer, and the totals.
+
+    Args:
+        model: the float model (optimized, with shapes inferred, gives the best numbers).
+        target: target or preset name whose ``[hardware]`` and ``[arithmetic]`` apply.
+        plan: the partition to follow; computed with default options when omitted.
+
+    Returns:
+        The :class:`Estimate`.
+
+    Raises:
+        ModelError: not a model.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelError(f"estimate expects an onnx.ModelProto, got {type(model).__name__}")
+    target = load_target(target)
+    if plan is None:
+        plan = partition(model, target)
+    model = prepare(model)
+    hw, arith = target.hardware, target.arithmetic
+    index = GraphIndex(model.graph)
+    shapes, _ = shapes_and_types(model)
+    nodes = {n.name: n for n in model.graph.node}
+    act_bytes = arith.activation_bits / 8
+    macs_per_cycle = hw.macs_per_cycle_16bit if arith.activation_bits == 16 else \
+        hw.macs_per_cycle
+    bytes_per_cycle = hw.dram_gbps * 1e9 / (hw.clock_mhz * 1e6)
+    sram = hw.sram_kib * 1024
+    boundary_in = {sg.index: set(sg.inputs) for sg in plan.subgraphs}
+    boundary_out = {sg.index: set(sg.outputs) for sg in plan.subgraphs}
+    sub_of = {n: sg.index for sg in plan.subgraphs for n in sg.nodes}
+    layers: list[LayerEstimate] = []
+    inexact = []
+    for name in plan.order:
+        node = nodes[name]
+        place = plan.placement[name]
+        layer = LayerEstimate(name=name, op=node.op_type, placement=place,
+                              subgraph=sub_of.get(name))
+        layer.macs, layer.elementwise_ops = _work(node, shapes, index)
+        exact = True
+        for i, x in enumerate(node.input):
+            if not x:
+                continue
+            n, ok = _elements(shapes.get(x))
+            if index.is_constant(x):
+                bits = arith.weight_bits if i == 1 else (
+                    arith.bias_bits if i == 2 and node.op_type in (
+                        "Conv", "ConvTranspose", "Gemm") else arith.activation_bits)
+                layer.weight_bytes += math.ceil(n * bits / 8)
+            else:
+                layer.input_bytes += int(n * act_bytes)
+                exact = exact and ok
+        for o in node.output:
+            if o:
+                n, ok = _elements(shapes.get(o))
+                layer.output_bytes += int(n * act_bytes)
+                exact = exact and ok
+        layer.exact = exact
+        if not exact:
+            inexact.append(name)
+        fused_into = get_meta(node, FUSED_INTO_KEY)
+        if node.op_type in VIEW_OPS:
+            layer.bound, layer.input_bytes, layer.output_bytes = "view", 0, 0
+            layer.weight_bytes = 0
+        elif place == NPU:
+            working = layer.weight_bytes + layer.input_bytes + layer.output_bytes
+            layer.sram_fit = working <= sram
+            dram = layer.weight_bytes
+            sg = sub_of.get(name)
+            if layer.sram_fit and sg is not None:
+                dram += sum(int(_elements(shapes.get(x))[0] * act_bytes)
+                            for x in node.input if x in boundary_in[sg])
+                dram += sum(int(_elements(shapes.get(o))[0] * act_bytes)
+                            for o in node.output if o in boundary_out[sg])
+            else:
+                dram += layer.input_bytes + layer.output_bytes
+            layer.dram_bytes = dram
+            if fused_into and plan.placement.get(fused_into) == NPU:
+                layer.bound = "fused"
+            else:
+                layer.compute_cycles = math.ceil(layer.macs / macs_per_cycle
+                                                 + layer.elementwise_ops
+                                                 / hw.elementwise_per_cycle)
+                layer.memory_cycles = math.ceil(dram / bytes_per_cycle)
+                layer.cycles = max(layer.compute_cycles, layer.memory_cycles)
+                layer.bound = "compute" if layer.compute_cycles >= layer.memory_cycles \
+                    else "memory"
+                layer.time_us = layer.cycles / hw.clock_mhz
+        else:
+            layer.bound = "cpu"
+            layer.sram_fit = False
+            work = layer.macs + layer.elementwise_ops
+            if node.op_type in MOVE_OPS:
+                work = (layer.input_bytes + layer.output_bytes) // 4
+            layer.time_us = work / (hw.cpu_gmacs * 1e3)
+        layers.append(layer)
+    result = Estimate(target=target.name, layers=layers, illustrative=hw.illustrative)
+    result.totals = compute_totals(layers, target, len(plan.subgraphs))
+    if hw.illustrative:
+        result.notes.append(f"the hardware numbers of target {target.name!r} are illustrative, "
+                            "not from a datasheet")
+    if inexact:
+        result.notes.append(f"{len(inexact)} layer(s) have unknown dims, counted as 1; fix the "
+                            "input shapes with --input-shape for exact numbers")
+    result.notes.append("NPU and CPU parts run one after the other; CPU times come from "
+                        f"cpu_gmacs = {hw.cpu_gmacs} GMAC/s")
+    return result
+
+
+def compute_totals(layers: list[LayerEstimate], target: Target,
+                   subgraphs: int) -> dict[str, Any]:
+    """Totals: MACs, bytes, cycles, times (ms), latency, fps and the NPU share of MACs."""
+    hw = target.hardware
+    npu = [layer for layer in layers if layer.placement == NPU]
+    cpu = [layer for layer in layers if layer.placement != NPU]
+    macs = sum(layer.macs for layer in layers)
+    npu_macs = sum(layer.macs for layer in npu)
+    npu_us = sum(layer.time_us for layer in npu)
+    cpu_us = sum(layer.time_us for layer in cpu)
+    overhead_us = subgraphs * hw.subgraph_overhead_us
+    latency_us = npu_us + cpu_us + overhead_us
+    bounds = {b: sum(1 for layer in npu if layer.bound == b)
+              for b in ("compute", "memory", "fused", "view")}
+    return {
+        "macs": macs,
+        "npu_macs": npu_macs,
+        "cpu_macs": macs - npu_macs,
+        "npu_mac_fraction": (npu_macs / macs) if macs else 1.0,
+        "weight_bytes": sum(layer.weight_bytes for layer in npu),
+        "dram_bytes": sum(layer.dram_bytes for layer in npu),
+        "npu_cycles": sum(layer.cycles for layer in npu),
+        "npu_time_ms": npu_us / 1000,
+        "cpu_time_ms": cpu_us / 1000,
+        "overhead_ms": overhead_us / 1000,
+        "latency_ms": latency_us / 1000,
+        "fps": 1e6 / latency_us if latency_us > 0 else math.inf,
+        "layers_not_fitting_sram": sum(1 for layer in npu
+                                       if not layer.sram_fit and layer.bound != "view"),
+        "npu_layers_by_bound": bounds,
+        "npu_layers": len(npu),
+        "cpu_layers": len(cpu),
+        "subgraphs": subgraphs,
+    }
+
+
+__all__ = ["Estimate", "LayerEstimate", "compute_totals", "estimate"]
