@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,18 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
 
 
 __all__ = ["evaluate", "load_model", "model_facts"]
+
+
+class _CallableModule(types.ModuleType):
+    """Makes ``ortnpu.evaluate(...)`` work after this module was imported.
+
+    The package maps the name ``evaluate`` lazily to the function, but once ``ortnpu.evaluate``
+    (this module) is imported, Python binds the package attribute to the module itself;
+    calling the module then calls the function.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvaluationReport:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

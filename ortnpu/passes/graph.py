@@ -132,10 +132,19 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+def node_key(node: onnx.NodeProto) -> tuple[str, str, tuple[str, ...]]:
+    """A key that identifies a node of one graph (outputs are unique in SSA form).
+
+    Python protobuf wrappers of repeated fields are not stable objects, so nodes are never
+    compared with ``id()``.
+    """
+    return node.name, node.op_type, tuple(node.output)
+
+
 def remove_nodes(graph: onnx.GraphProto, doomed: Iterable[onnx.NodeProto]) -> None:
-    """Remove the given nodes (by identity) from ``graph``, keeping the order of the rest."""
-    ids = {id(n) for n in doomed}
-    keep = [n for n in graph.node if id(n) not in ids]
+    """Remove the given nodes from ``graph``, keeping the order of the rest."""
+    keys = {node_key(n) for n in doomed}
+    keep = [n for n in graph.node if node_key(n) not in keys]
     if len(keep) != len(graph.node):
         kept = [onnx.NodeProto() for _ in keep]
         for dst, src in zip(kept, keep, strict=True):

@@ -14,12 +14,14 @@ class RemoveUnused(Pass):
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
         live = {o.name for o in graph.output}
-        keep_ids: set[int] = set()
-        for node in reversed(list(graph.node)):
+        nodes = list(graph.node)
+        keep: set[int] = set()
+        for position in range(len(nodes) - 1, -1, -1):
+            node = nodes[position]
             if any(o in live for o in node.output if o):
-                keep_ids.add(id(node))
+                keep.add(position)
                 live.update(node_inputs(node))
-        dead = [n for n in graph.node if id(n) not in keep_ids]
+        dead = [n for i, n in enumerate(nodes) if i not in keep]
         changes: list[str] = []
         if dead:
             names = ", ".join(repr(n.name or n.op_type) for n in dead[:6])
@@ -27,6 +29,7 @@ class RemoveUnused(Pass):
             changes.append(f"removed {len(dead)} node(s) whose outputs are never used: "
                            f"{names}{more}")
             remove_nodes(graph, dead)
+            del nodes
         declared = {i.name for i in graph.input}
         live |= declared
         unused = [t for t in graph.initializer if t.name not in live]

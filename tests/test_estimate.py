@@ -1,0 +1,100 @@
+"""Performance estimate: MACs, bytes, SRAM fit, roofline cycles and totals on crafted graphs."""
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from ortnpu.errors import ModelError
+from ortnpu.estimate import estimate
+from ortnpu.partition import partition
+from ortnpu.target import parse_target
+
+
+def _target(sram_kib: int = 1024, cpu_preferred: str = "[]") -> object:
+    return parse_target(f"""name = "t"
+[support]
+cpu_preferred = {cpu_preferred}
+op_types = ["Conv", "Relu", "Gemm", "Flatten", "Softmax"]
+[hardware]
+clock_mhz = 100.0
+macs_per_cycle = 100
+elementwise_per_cycle = 10
+sram_kib = {sram_kib}
+dram_gbps = 0.1
+cpu_gmacs = 1.0
+subgraph_overhead_us = 5.0
+""")
+
+
+def _model() -> onnx.ModelProto:
+    w = np.ones((8, 4, 3, 3), np.float32)
+    fw = np.ones((8 * 16, 10), np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c"], ["r"], name="relu"),
+         helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+         helper.make_node("Gemm", ["f", "fw"], ["g"], name="fc"),
+         helper.make_node("Softmax", ["g"], ["y"], name="sm")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(fw, "fw")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_per_layer_numbers() -> None:
+    t = _target()
+    est = estimate(_model(), t)
+    layers = {x.name: x for x in est.layers}
+    conv = layers["conv"]
+    assert conv.macs == 8 * 16 * 4 * 9            # out elements x (Cin/g) x kernel
+    assert conv.weight_bytes == 8 * 4 * 9         # int8 weights
+    assert conv.input_bytes == 64 and conv.output_bytes == 128
+    assert conv.sram_fit
+    # conv reads the graph input through DRAM (subgraph boundary): 288 weights + 64 input bytes
+    assert conv.dram_bytes == 288 + 64
+    assert conv.compute_cycles == 8 * 16 * 4 * 9 // 100 + 1
+    assert conv.memory_cycles == 352  # 0.1 GB/s at 100 MHz = 1 byte per cycle
+    assert conv.cycles == 352 and conv.bound == "memory"
+    assert layers["flat"].bound == "view" and layers["flat"].cycles == 0
+    assert layers["fc"].macs == 128 * 10
+    sm = layers["sm"]
+    assert sm.placement == "NPU"
+
+
+def test_cpu_layers_flagged_and_totals() -> None:
+    t = _target(cpu_preferred='["Softmax"]')
+    plan = partition(_model(), t)
+    est = estimate(_model(), t, plan)
+    sm = next(x for x in est.layers if x.name == "sm")
+    assert sm.placement == "CPU" and sm.bound == "cpu" and sm.cycles == 0
+    assert sm.time_us == pytest.approx(4 * 10 / 1e3)  # 4 ops per element at 1 GMAC/s
+    tot = est.totals
+    assert tot["subgraphs"] == 1 and tot["overhead_ms"] == pytest.approx(0.005)
+    assert tot["latency_ms"] == pytest.approx(tot["npu_time_ms"] + tot["cpu_time_ms"] + 0.005)
+    assert tot["fps"] == pytest.approx(1000 / tot["latency_ms"])
+    assert tot["npu_mac_fraction"] == 1.0
+    assert tot["dram_bytes"] == sum(x.dram_bytes for x in est.layers if x.placement == "NPU")
+    assert est.to_dict()["layers"][0]["name"] == "conv"
+    assert any("illustrative" in n for n in est.notes)
+
+
+def test_sram_overflow_moves_activations_through_dram() -> None:
+    est = estimate(_model(), _target(sram_kib=0))
+    conv = next(x for x in est.layers if x.name == "conv")
+    assert not conv.sram_fit
+    assert conv.dram_bytes == 288 + 64 + 128
+    assert est.totals["layers_not_fitting_sram"] >= 1
+
+
+def test_fused_activation_is_free() -> None:
+    import ortnpu
+
+    est = estimate(ortnpu.optimize(_model()), _target())
+    relu = next(x for x in est.layers if x.name == "relu")
+    assert relu.bound == "fused" and relu.cycles == 0
+
+
+def test_bad_model() -> None:
+    with pytest.raises(ModelError):
+        estimate(b"not a model", _target())  # type: ignore[arg-type]
