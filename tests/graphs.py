@@ -53,3 +53,42 @@ def images(n: int, seed: int = 1, shape: tuple[int, ...] = (3, 12, 12)) -> np.nd
     rng = np.random.default_rng(seed)
     x = rng.random((n, *shape)).astype(np.float32)
     return ((x + np.roll(x, 1, axis=-1) + np.roll(x, 1, axis=-2)) / 3).astype(np.float32)
+
+
+def outlier_cnn(seed: int = 0, factor: float = 300.0) -> onnx.ModelProto:
+    """small_cnn with one channel of conv1 blown up by ``factor`` and scaled back by dwconv.
+
+    The float function is unchanged, but per-tensor int8 quantization of the activations
+    between the two layers loses the small channels: the layer autofix and compare must find.
+    """
+    model = small_cnn(seed)
+    inits = {i.name: i for i in model.graph.initializer}
+    w1 = numpy_helper.to_array(inits["w1"]).copy()
+    b1 = numpy_helper.to_array(inits["b1"]).copy()
+    w2 = numpy_helper.to_array(inits["w2"]).copy()
+    w1[0] *= factor
+    b1[0] = abs(b1[0]) * factor
+    w2[0] /= factor
+    for name, value in (("w1", w1), ("b1", b1), ("w2", w2)):
+        inits[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+    return model
+
+
+class InflatedRange:
+    """A min/max calibrator that widens one tensor's range: a deliberately bad scale."""
+
+    def __init__(self, tensor: str, factor: float = 200.0) -> None:
+        from ortnpu.quant import MinMaxCalibrator
+
+        self.inner = MinMaxCalibrator()
+        self.tensor = tensor
+        self.factor = factor
+
+    def collect(self, name: str, values: np.ndarray) -> None:
+        self.inner.collect(name, values)
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        lo, hi = self.inner.range_of(name)
+        if name == self.tensor:
+            return lo * self.factor, hi * self.factor
+        return lo, hi

@@ -33,6 +33,25 @@ class Emitter:
     needs_opset21: bool = False
     _names: set[str] = field(default_factory=set)
 
+    def snapshot(self) -> tuple:
+        """State to restore when a lowering fails half way (see :meth:`restore`)."""
+        return (len(self.nodes), len(self.initializers), len(self.value_info),
+                dict(self.int_tensors), set(self.float_ready), self.needs_opset21,
+                set(self._names), dict(self.ctx.params), set(self.ctx.unsigned_outputs))
+
+    def restore(self, state: tuple) -> None:
+        """Undo everything emitted since :meth:`snapshot`."""
+        n, i, v, ints, ready, op21, names, params, unsigned = state
+        del self.nodes[n:]
+        del self.initializers[i:]
+        del self.value_info[v:]
+        self.int_tensors, self.float_ready, self.needs_opset21 = ints, ready, op21
+        self._names = names
+        self.ctx.params.clear()
+        self.ctx.params.update(params)
+        self.ctx.unsigned_outputs.clear()
+        self.ctx.unsigned_outputs.update(unsigned)
+
     def unique(self, base: str) -> str:
         """A tensor or node name not used yet."""
         name, k = base, 1

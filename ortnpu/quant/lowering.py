@@ -428,7 +428,8 @@ class LutRule(LoweringRule):
         info = np.iinfo(xp.dtype)
         q = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
         real = (np.float32(xp.scale) * (q - xp.zero_point).astype(np.float32)).astype(np.float32)
-        f = _LUT_FUNCTIONS[node.op_type](real, node).astype(np.float32)
+        with np.errstate(over="ignore"):  # expf overflow gives the exact limit, as in C
+            f = _LUT_FUNCTIONS[node.op_type](real, node).astype(np.float32)
         table = yp.quantize(f)
         name = node.name or node.output[0]
         y = out.int_output(node.output[0], yp)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ortnpu.domain.arith import quantize_multiplier, round_half_away
+from ortnpu.domain.arith import quantize_multiplier, rescale_bounds, round_half_away
 from ortnpu.errors import UnsupportedError
 from ortnpu.target import Arithmetic, integer_range
 
@@ -142,7 +142,12 @@ def multiplier(real: float, arith: Arithmetic, rule: str) -> tuple[int, int]:
     if not math.isfinite(real) or real < 0:
         raise UnsupportedError(f"rescale multiplier {real!r} is not a finite non-negative number")
     if rule.startswith("tflite"):
-        return quantize_multiplier(real, single_rounding=(rule == "tflite_single"))
+        qm, shift = quantize_multiplier(real, single_rounding=(rule == "tflite_single"))
+        lo, hi = rescale_bounds(rule)[1]
+        if not lo <= shift <= hi:
+            raise UnsupportedError(f"the rescale multiplier {real:.6g} is outside what rounding "
+                                   f"{rule!r} represents (shift {shift} not in [{lo}, {hi}])")
+        return qm, shift
     if real == 0.0:
         return 0, 0
     mode = arith.rescale

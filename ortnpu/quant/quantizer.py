@@ -135,7 +135,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
              calibration_data: CalibrationData = None, *,
              config: QuantConfig | None = None, per_channel: bool | None = None,
              method: str | None = None, optimize: bool = True,
-             calibrator: Calibrator | None = None, force_cpu: Iterable[str] = (),
+             calibrator: Calibrator | None = None, calibrated: Calibrator | None = None,
+             force_cpu: Iterable[str] = (),
              preset: QuantPreset | None = None,
              result: QuantizationResult | None = None) -> onnx.ModelProto:
     """Quantize a float model for ``target`` into an NPU graph.
@@ -149,6 +150,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             shortcuts that override its fields.
         optimize: run :func:`ortnpu.optimize` first (folds BatchNormalization etc.).
         calibrator: a custom statistics collector (overrides ``method``).
+        calibrated: a calibrator already filled by :func:`~ortnpu.quant.calibrate` on this
+            (optimized) model; calibration is then skipped (autofix quantizes many times).
         preset: parameters fixed by the caller (QDQ import) instead of calibration.
         result: filled with the placement of every float node, when given.
 
@@ -167,12 +170,14 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if force_cpu:
         config = dataclasses.replace(config, force_cpu=config.force_cpu | frozenset(force_cpu))
     target = load_target(target)
-    if calibration_data is None and preset is None:
+    if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
     model = _prepare(model, optimize)
     view = GraphView.build(model)
-    if calibration_data is not None:
+    if calibrated is not None:
+        calib = calibrated
+    elif calibration_data is not None:
         calib = calibrate(model, calibration_data, calibrator or make_calibrator(
             config.method, percentile=config.percentile,
             overrides=dict(config.method_overrides)))
@@ -203,10 +208,13 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             act = fusable_activation(node, ctx) if rule.fuses_activation else None
             if act is not None and (act.name in forced or act.op_type in forced):
                 act = None
+            state = out.snapshot()
             try:
                 rule.emit(Match(node, act), ctx, out)
             except (ValueError, OrtNpuError) as exc:
-                reason = f"{node.op_type} '{node.name}': {exc}"
+                out.restore(state)
+                reason = str(exc) if str(exc).startswith(f"{node.op_type} '") else \
+                    f"{node.op_type} '{node.name}': {exc}"
             else:
                 placements.append(Placement(node.name, node.op_type, "NPU"))
                 if act is not None:
