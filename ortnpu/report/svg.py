@@ -27,8 +27,9 @@ def cycles_chart(report: EvaluationReport, bar: int = 6, height: int = 220) -> s
     if not rows:
         return "<p>No layer does any work.</p>"
     peak = max(v for _, v in rows)
+    bar = max(bar, min(24, 900 // len(rows)))
     left, bottom = 60, 20
-    width = left + len(rows) * (bar + 1) + 10
+    width = max(520, left + len(rows) * (bar + 1) + 10)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
              f'height="{height + bottom}" role="img" aria-label="cycles per layer">']
     for frac in (0.0, 0.5, 1.0):
