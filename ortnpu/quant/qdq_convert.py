@@ -261,7 +261,7 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
         qc = imported.constants[wname]
         if wname not in seen:
             seen.add(wname)
-            wq, ws, changes = convert_weight(wname, qc, a, _out_axis(n))
+            wq, ws, changes = convert_weight(qc.source, qc, a, _out_axis(n))
             out.weights[wname] = (wq, ws)
             out.conversions += changes
         if len(n.input) > 2 and n.input[2] in imported.constants:
@@ -331,7 +331,7 @@ def _plan_bias(n: onnx.NodeProto, imported: ImportedGraph, out: ImportPlan,
            same_unit and not _changed_inputs(n, imported, out)
            else "the input or weight scales changed" if qc.dtype == "int32"
            else f"it is stored as {qc.dtype}, not int32 in accumulator units")
-    out.conversions.append(Conversion(bname, f"bias re-rounded to int{bits} in units of input "
+    out.conversions.append(Conversion(qc.source, f"bias re-rounded to int{bits} in units of input "
                                       f"scale × weight scale; max change {delta:.4g}", why))
 
 

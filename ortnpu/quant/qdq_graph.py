@@ -324,6 +324,36 @@ class _Reader:
         y = self._qlinear_output(node, 6)
         self.emit("MatMul", [a, b], [y], node)
 
+    def _op_QGemm(self, node: onnx.NodeProto) -> None:
+        """com.microsoft QGemm: A, B triples, int32 bias C, optional output scale."""
+        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0:
+            raise UnsupportedError(f"QGemm '{node.name}': transA/alpha are not supported")
+        a = self._qlinear_input(node, 0)
+        trans = int(_attr(node, "transB", 0))
+        w = self.need_const(node, 3, "weight")
+        scale = self.need_const(node, 4, "weight scale")
+        zp = self.const(node.input[5]) if len(node.input) > 5 else None
+        wname = self.add_const(f"{node.input[3]}_float", self.quantized_const(
+            node, w, scale, zp, (0 if trans else 1) if np.asarray(scale).size > 1 else None,
+            node.input[3]))
+        if len(node.input) < 8 or not node.input[7]:
+            raise UnsupportedError(f"QGemm '{node.name}': float output (no output scale); "
+                                   "ortnpu needs the output scale of every NPU layer")
+        y = self._qlinear_output(node, 7)
+        inputs = [a, wname]
+        if len(node.input) > 6 and node.input[6]:
+            unit = (np.float64(self.out.params[a].scale)
+                    * self.out.constants[wname].scale).astype(np.float32)
+            inputs.append(self.add_const(f"{node.input[6]}_float", self.quantized_const(
+                node, self.need_const(node, 6, "bias"), unit, None,
+                0 if unit.size > 1 else None, node.input[6])))
+        self.emit("Gemm", inputs, [y], node, transB=trans)
+
+    def _op_QLinearSoftmax(self, node: onnx.NodeProto) -> None:
+        x = self._qlinear_input(node, 0)
+        y = self._qlinear_output(node, 3)
+        self.emit("Softmax", [x], [y], node, axis=int(_attr(node, "axis", -1)))
+
     def _op_QLinearAdd(self, node: onnx.NodeProto) -> None:
         self._ms_binary(node)
 
@@ -448,6 +478,46 @@ class _Reader:
             self.skip.add(index[id(n)])
         return chain, np.asarray(unit, np.float64).reshape(-1), bias
 
+    def _op_Identity(self, node: onnx.NodeProto) -> None:
+        value = self.const(node.input[0])
+        if value is not None:  # exporters pass shared zero points through Identity
+            self.values[node.output[0]] = value
+        else:
+            self._float_node(node)
+
+    def _op_Clip(self, node: onnx.NodeProto) -> None:
+        """A Clip on integers narrows the quantized range (PyTorch's quant_min/quant_max)."""
+        x = node.input[0]
+        if x not in self.int_tensors:
+            self._float_node(node)
+            return
+        p = self.out.params[self.fl(x)]
+        bounds = []
+        for k, default in ((1, p.qmin), (2, p.qmax)):
+            t = node.input[k] if len(node.input) > k else ""
+            v = self.const(t) if t else None
+            if t and v is None:
+                raise UnsupportedError(f"Clip '{node.name}': bounds on an integer tensor must "
+                                       "be constant")
+            bounds.append(default if v is None else int(np.asarray(v).reshape(-1)[0]))
+        lo, hi = max(bounds[0], p.qmin), min(bounds[1], p.qmax)
+        if (lo, hi) == (p.qmin, p.qmax):
+            self.float_of[node.output[0]] = self.fl(x)
+            self.int_tensors.add(node.output[0])
+            return
+        y = node.output[0]
+        names = [self.add_real(f"{y}_min", p.scale * (lo - p.zero_point)),
+                 self.add_real(f"{y}_max", p.scale * (hi - p.zero_point))]
+        self.emit("Clip", [self.fl(x), *names], [y], node)
+        self.set_params(node, y, p)
+        self.int_tensors.add(y)
+        self.out.notes.append(f"Clip '{node.name}' on integers [{lo}, {hi}] read as a float "
+                              "Clip of the same real range")
+
+    def add_real(self, name: str, value: float) -> str:
+        self.new_inits[name] = np.array(value, np.float32)
+        return name
+
     # plain ops ----------------------------------------------------------------------------
     def _float_node(self, node: onnx.NodeProto) -> None:
         ints = [i for i in node.input if i in self.int_tensors]
@@ -459,8 +529,9 @@ class _Reader:
             if node.op_type not in _MOVING_OPS or node.domain not in ("", "ai.onnx"):
                 raise UnsupportedError(
                     f"{node.op_type} '{node.name}': runs on the integer tensor {ints[0]!r}; "
-                    "ortnpu imports quantized operators QLinearConv, QLinearMatMul, QLinearAdd, "
-                    "QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, "
+                    "ortnpu imports quantized operators QLinearConv, QLinearMatMul, QGemm, "
+                    "QLinearAdd, QLinearMul, QLinearSoftmax, QLinearGlobalAveragePool, "
+                    "QLinearAveragePool, QLinearSigmoid, "
                     "MatMulInteger, ConvInteger and value-moving ops (MaxPool, Reshape, ...)")
             p = self.out.params[self.fl(ints[0])]
             for o in node.output:

@@ -51,8 +51,8 @@ def import_qdq(model: onnx.ModelProto, target: Target | str | None = None, *,
         UnsupportedError: a structure that cannot be imported; the message names the node.
     """
     target = load_target(target)
-    check_supported(model)
     imported = read_quantized(model)
+    check_supported(model)
     imported.model = _float_graph(imported)
     fit = plan(imported, target)
     preset = QuantPreset(params=dict(fit.params), weights=dict(fit.weights),
@@ -87,10 +87,10 @@ def _unexpected(npu: onnx.ModelProto, planned: dict, res: QuantizationResult,
         if tensor in final:
             continue
         node = producer.get(tensor)
-        if node is not None and device.get(node) == "CPU":
-            out.append(Conversion(tensor, "quantization dropped: the tensor stays float",
-                                  f"it is computed on the CPU by '{node}' and no NPU node "
-                                  "reads it"))
+        where = (f"it is computed on the CPU by '{node}'" if node is not None
+                 and device.get(node) == "CPU" else "it is a graph input")
+        out.append(Conversion(tensor, "quantization dropped: the tensor stays float",
+                              f"{where} and no NPU node reads it"))
     return out
 
 

@@ -1,0 +1,47 @@
+"""``ortnpu import-qdq``: an already-quantized (QDQ or QOperator) model → NPU graph."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ortnpu.errors import ModelError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "import-qdq", help="build the NPU graph of an already-quantized model",
+        description="Read the scales, zero points, integer weights and biases of a QDQ or "
+                    "QOperator model (onnxruntime, PyTorch, Intel Neural Compressor) and write "
+                    "the NPU graph that uses them. Every change the target needs is printed.")
+    p.add_argument("model", help="quantized ONNX model (QDQ or QOperator)")
+    p.add_argument("--target", default="tflite-int8", help="target preset or TOML file")
+    p.add_argument("-o", "--output", required=True, help="where to write the NPU graph")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import onnx
+
+    from ortnpu.quant import QuantizationResult
+    from ortnpu.quant.qdq_import import import_qdq
+
+    try:
+        model = onnx.load(args.model)
+    except Exception as exc:
+        raise ModelError(f"{args.model}: cannot load the model: {exc}") from None
+    report: list = []
+    res = QuantizationResult()
+    npu = import_qdq(model, args.target, report=report, result=res)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(npu, args.output)
+    on_npu = sum(p.device == "NPU" for p in res.placements)
+    changed = sum(not c.exact for c in report)
+    print(f"wrote {args.output}: {on_npu} nodes on the NPU, {len(res.placements) - on_npu} on "
+          f"the CPU; {len(report)} conversion(s), {changed} changing values")
+    for c in sorted(report, key=lambda c: not c.exact):
+        print(f"  {c}")
+    for p in res.placements:
+        if p.device == "CPU":
+            print(f"  CPU {p.node} ({p.op_type}): {p.reason}")
+    return 0
