@@ -96,26 +96,41 @@ def assert_identical(a: onnx.ModelProto, b: onnx.ModelProto, x: np.ndarray,
         assert u.dtype == v.dtype and np.array_equal(u, v), name
 
 
-def direct_preset_small_cnn(qdq: onnx.ModelProto) -> QuantPreset:
-    """The QDQ file's numbers, read by name, as a preset for the original small_cnn."""
+def direct_preset(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> QuantPreset:
+    """onnxruntime's QDQ numbers, read by name, as a preset for the original float model.
+
+    Written from the NPU rules, not from the importer: uint8 activations are the same real
+    values on int8 with the zero point - 128; pools and layout ops keep their input's
+    parameters; a bias whose input scale that changes is re-expressed in the new accumulator
+    unit, rounding half away from zero.
+    """
     inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
-    params = {}
+    file_params = {}
     for n in qdq.graph.node:
         if n.op_type == "QuantizeLinear" and n.input[0] not in inits:
-            tensor = n.input[0].removesuffix("_QuantizeLinear_Input")
             zp = inits[n.input[2]]
             p = QuantParams(float(inits[n.input[1]]), int(zp), zp.dtype.name)
-            if p.dtype == "uint8":  # the same real values on int8: zero point - 128
+            if p.dtype == "uint8":
                 p = QuantParams(p.scale, p.zero_point - 128, "int8")
-            params[tensor] = p
-    weights = {w: (inits[f"{w}_quantized"], inits[f"{w}_scale"].astype(np.float64))
-               for w in ("w1", "w2", "w3", "wf")}
-    biases = {b: inits[f"{b}_quantized"].astype(np.int64) for b in ("b1", "b2")}
-    # The NPU's GlobalAveragePool/Flatten keep their input's scale (m1), not the file's g1:
-    # the fc bias is re-expressed in units of m1 scale x wf scale, rounding half away.
-    real = inits["bf_quantized"] * inits["bf_quantized_scale"].astype(np.float64)
-    unit = np.float64(params["m1"].scale) * weights["wf"][1]
-    biases["bf"] = round_half_away(real / unit).astype(np.int64)
+            file_params[n.input[0].removesuffix("_QuantizeLinear_Input")] = p
+    params = dict(file_params)
+    for n in float_model.graph.node:
+        if n.op_type in ("MaxPool", "GlobalAveragePool", "AveragePool", "Flatten", "Reshape") \
+                and n.input[0] in params:
+            params[n.output[0]] = params[n.input[0]]
+    weights, biases = {}, {}
+    for n in float_model.graph.node:
+        if n.op_type not in ("Conv", "Gemm"):
+            continue
+        w = n.input[1]
+        weights[w] = (inits[f"{w}_quantized"], inits[f"{w}_scale"].astype(np.float64))
+        if len(n.input) > 2:
+            b, x = n.input[2], n.input[0]
+            q = inits[f"{b}_quantized"].astype(np.int64)
+            if params[x] != file_params[x]:
+                real = q * inits[f"{b}_quantized_scale"].astype(np.float64)
+                q = round_half_away(real / (np.float64(params[x].scale) * weights[w][1]))
+            biases[b] = q.astype(np.int64)
     return QuantPreset(params=params, weights=weights, biases=biases)
 
 
@@ -135,7 +150,7 @@ def test_ort_qdq_import_equals_direct_quantization(ort_models: dict, act: str) -
     report: list = []
     imported = import_qdq(qdq, "tflite-int8", report=report)
     direct = ortnpu.quantize(ort_models["float"], "tflite-int8", None, optimize=False,
-                             preset=direct_preset_small_cnn(qdq))
+                             preset=direct_preset(qdq, ort_models["float"]))
     x = images(24, seed=5)
     assert_identical(imported, direct, x, min_common=8)
     # Closeness to onnxruntime's float QDQ definition (not bit-exact by nature).
@@ -437,3 +452,46 @@ def test_cli_prints_each_conversion(ort_models: dict, tmp_path: Path,
     text = capsys.readouterr().out
     assert out.exists() and "[exact] x: uint8" in text and "[changed] s1" in text
     assert cli_main(["import-qdq", str(tmp_path / "missing.onnx"), "-o", str(out)]) == 2
+
+
+@pytest.mark.slow
+def test_bundled_demo_model_through_ort_qdq(tmp_path: Path) -> None:
+    """The demo model: onnxruntime's QDQ output imported = direct quantization, bit for bit."""
+    from ortnpu.models_cache import bundled_model_path, load_bundled_data
+
+    try:
+        path, data = bundled_model_path(), load_bundled_data()
+    except FileNotFoundError:
+        pytest.skip("the bundled digits model is not built yet")
+    float_model = ortnpu.optimize(onnx.load(path))  # folds BatchNormalization
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    name = float_model.graph.input[0].name
+    calib = data["calib_x"][:64]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    onnx.save(float_model, tmp_path / "f.onnx")
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, per_channel=True,
+                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+    qdq = onnx.load(tmp_path / "q.onnx")
+    imported = import_qdq(qdq, "tflite-int8")
+    direct = ortnpu.quantize(float_model, "tflite-int8", None, optimize=False,
+                             preset=direct_preset(qdq, float_model))
+    x = data["test_x"][:64]
+    a = ortnpu.InferenceSession(imported).run(None, {name: x})[0]
+    b = ortnpu.InferenceSession(direct).run(None, {name: x})[0]
+    assert np.array_equal(a, b)
+    assert (a.argmax(1) == data["test_y"][:64]).mean() > 0.9
