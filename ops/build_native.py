@@ -1,0 +1,102 @@
+"""cffi (API mode) builder of ``ortnpu.domain._native``, the C kernels of ``ops/``.
+
+Used by setup.py (``cffi_modules``) at install time, and by hand during development::
+
+    python ops/build_native.py          # builds ops/_build/ and copies the module in place
+
+No ``-march=native``: the AVX2 loops are compiled in a target region of kernels.c and chosen at
+run time, so one binary runs on every x86-64 CPU. OpenMP is used when the compiler accepts
+``-fopenmp`` (probed below); without it the kernels run on one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+HEADER = HERE / "ortnpu_kernels.h"
+SOURCES = ["kernels.c"]
+DEPENDS = ["kernels_isa.h", "rescale.h", "ortnpu_kernels.h"]
+
+
+def _rel(path: Path) -> str:
+    """setuptools wants source paths relative to the project root (the working directory)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
+
+def _cdef() -> str:
+    """The declarations between the cdef markers of the header."""
+    text = HEADER.read_text()
+    start = text.index("/* --- cdef begin --- */") + len("/* --- cdef begin --- */")
+    return text[start:text.index("/* --- cdef end --- */")]
+
+
+def _probe_openmp() -> bool:
+    """True when the C compiler setuptools will use compiles and links with -fopenmp."""
+    if os.environ.get("ORTNPU_NO_OPENMP"):
+        return False
+    try:
+        from setuptools._distutils import ccompiler, sysconfig
+    except ImportError:  # pragma: no cover - very old setuptools
+        return False
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "omp_probe.c"
+        src.write_text("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        try:
+            cc = ccompiler.new_compiler()
+            sysconfig.customize_compiler(cc)
+            objs = cc.compile([str(src)], output_dir=tmp, extra_postargs=["-fopenmp"])
+            cc.link_executable(objs, str(Path(tmp) / "omp_probe"), extra_postargs=["-fopenmp"])
+        except Exception:  # any compiler or linker failure: build without OpenMP
+            return False
+    return True
+
+
+def _make(absolute: bool = False) -> FFI:
+    """The builder; ``absolute`` paths for ``FFI.compile``, which changes directory."""
+    path = str if absolute else _rel
+    openmp = _probe_openmp()
+    compile_args = ["-O3", "-std=gnu11", "-fno-math-errno"]
+    link_args: list[str] = []
+    if sys.platform == "win32":
+        compile_args = ["/O2"]
+    elif openmp:
+        compile_args.append("-fopenmp")
+        link_args.append("-fopenmp")
+    builder = FFI()
+    builder.cdef(_cdef())
+    builder.set_source(
+        "ortnpu.domain._native",
+        '#include "ortnpu_kernels.h"\n',
+        sources=[path(HERE / s) for s in SOURCES],
+        include_dirs=[path(HERE)],
+        depends=[path(HERE / d) for d in DEPENDS],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    return builder
+
+
+ffibuilder = _make()
+
+
+def build_in_place() -> Path:
+    """Compile into ops/_build and copy the extension next to ortnpu/domain/native.py."""
+    root = HERE.parent
+    out = Path(_make(absolute=True).compile(tmpdir=str(HERE / "_build"), verbose=False))
+    target = root / "ortnpu" / "domain" / out.name
+    shutil.copy2(out, target)
+    return target
+
+
+if __name__ == "__main__":
+    print(build_in_place())

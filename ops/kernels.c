@@ -1,0 +1,907 @@
+/* ortnpu C kernels: drivers (validation, packing, threading, output) around the per-ISA inner
+ * loops of kernels_isa.h. Exactness contract: see ortnpu_kernels.h and rescale.h.
+ *
+ * Accumulation. Conv and FullyConnected multiply raw activations (padding holds x_zp) by the
+ * int8 weights and correct once per output channel:
+ *     sum (x - x_zp) * w  =  sum x * w  -  x_zp * sum w,
+ * an identity of integers; with the bias, corr[c] = bias[c] - x_zp * wsum[c] is added in
+ * uint64 (wrapping like numpy's int64) and the result wrapped to int32 when acc_bits == 32.
+ * Raw int8/uint8/int16 values fit int16, so the inner products can use int16 pair
+ * multiply-adds into int32 lanes. Those lanes wrap modulo 2^32, which is exactly the int32
+ * accumulator; for acc_bits == 64 the K range is cut into blocks whose sums provably fit int32
+ * and the block sums are added in int64, so the 64-bit accumulator is exact as well.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ortnpu_kernels.h"
+#include "rescale.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(ORTNPU_NO_SIMD)
+#define ORTNPU_HAVE_AVX2 1
+#include <immintrin.h>
+#else
+#define ORTNPU_HAVE_AVX2 0
+#endif
+
+typedef struct {
+    void (*bcast_tile)(const int16_t *, int64_t, int, const int16_t *, int64_t, int64_t, int64_t,
+                       int32_t *, int64_t);
+    void (*dot_tile)(const int16_t *, int64_t, int, const int8_t *, int64_t, int, int64_t,
+                     int64_t, int32_t *);
+    void (*interleave)(const int16_t *, const int16_t *, int16_t *, int64_t);
+    void (*dw_row)(uint32_t *, const int16_t *, int64_t, int64_t, int32_t);
+    void (*finish32_double)(const int32_t *, int64_t, uint32_t, int64_t, int, int64_t, int64_t,
+                            int64_t, void *, int);
+} ortnpu_isa_t;
+
+/* portable build of the inner loops */
+#define ORTNPU_ISA_AVX2 0
+#define FN(name) name##_scalar
+#include "kernels_isa.h"
+#undef FN
+#undef ORTNPU_ISA_AVX2
+
+#if ORTNPU_HAVE_AVX2
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+#define ORTNPU_ISA_AVX2 1
+#define FN(name) name##_avx2
+#include "kernels_isa.h"
+#undef FN
+#undef ORTNPU_ISA_AVX2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+int ortnpu_cpu_has_avx2(void) {
+#if ORTNPU_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+int ortnpu_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int ortnpu_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static const ortnpu_isa_t *pick_isa(int isa) {
+#if ORTNPU_HAVE_AVX2
+    if (isa == 1 && ortnpu_cpu_has_avx2()) return &isa_table_avx2;
+#endif
+    (void)isa;
+    return &isa_table_scalar;
+}
+
+static int threads_of(int nthreads) { return nthreads < 1 ? 1 : (nthreads > 1024 ? 1024 : nthreads); }
+
+/* ------------------------------------------------------------------------- typed access */
+static int type_ok(int t) { return t == ORTNPU_T_I8 || t == ORTNPU_T_U8 || t == ORTNPU_T_I16; }
+static int64_t type_min(int t) { return t == ORTNPU_T_I8 ? -128 : (t == ORTNPU_T_U8 ? 0 : -32768); }
+static int64_t type_max(int t) { return t == ORTNPU_T_I8 ? 127 : (t == ORTNPU_T_U8 ? 255 : 32767); }
+/* largest |raw value| of a type */
+static int64_t type_abs(int t) { return t == ORTNPU_T_I8 ? 128 : (t == ORTNPU_T_U8 ? 255 : 32768); }
+
+static inline int64_t ld(const void *p, int t, int64_t i) {
+    switch (t) {
+    case ORTNPU_T_I8: return ((const int8_t *)p)[i];
+    case ORTNPU_T_U8: return ((const uint8_t *)p)[i];
+    default: return ((const int16_t *)p)[i];
+    }
+}
+
+/* dst[i] = src[start + i*stride] widened to int16 (every activation type fits int16). */
+static void load_i16(int16_t *dst, const void *src, int t, int64_t start, int64_t stride,
+                     int64_t count) {
+    if (t == ORTNPU_T_I8) {
+        const int8_t *s = (const int8_t *)src + start;
+        if (stride == 1)
+            for (int64_t i = 0; i < count; i++) dst[i] = s[i];
+        else
+            for (int64_t i = 0; i < count; i++) dst[i] = s[i * stride];
+    } else if (t == ORTNPU_T_U8) {
+        const uint8_t *s = (const uint8_t *)src + start;
+        if (stride == 1)
+            for (int64_t i = 0; i < count; i++) dst[i] = s[i];
+        else
+            for (int64_t i = 0; i < count; i++) dst[i] = s[i * stride];
+    } else {
+        const int16_t *s = (const int16_t *)src + start;
+        if (stride == 1)
+            memcpy(dst, s, (size_t)count * sizeof *dst);
+        else
+            for (int64_t i = 0; i < count; i++) dst[i] = s[i * stride];
+    }
+}
+
+static void fill_i16(int16_t *dst, int16_t v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) dst[i] = v;
+}
+
+/* y[i*ostride] = clamp(v[i] + zp, lo, hi) as the output type; v holds int32-range values. */
+static void store_clamp(const int64_t *v, int64_t n, const ortnpu_out_t *o, void *y,
+                        int64_t idx0, int64_t ostride) {
+    const int64_t zp = o->y_zp, lo = o->act_min, hi = o->act_max;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t t = v[i] + zp;
+        t = t < lo ? lo : (t > hi ? hi : t);
+        int64_t at = idx0 + i * ostride;
+        switch (o->otype) {
+        case ORTNPU_T_I8: ((int8_t *)y)[at] = (int8_t)t; break;
+        case ORTNPU_T_U8: ((uint8_t *)y)[at] = (uint8_t)t; break;
+        default: ((int16_t *)y)[at] = (int16_t)t; break;
+        }
+    }
+}
+
+/* v[i] = rescale(v[i], m[i*ms], shift[i*ss]) with the rule chosen outside the loop. */
+static void rescale_chunk(int64_t *v, int64_t n, const int32_t *m, int64_t ms, const int32_t *sh,
+                          int64_t ss, int rule) {
+#define ORTNPU_RESCALE_LOOP(F)                                                              \
+    for (int64_t i = 0; i < n; i++) v[i] = F(v[i], m[i * ms], sh[i * ss]);
+    switch (rule) {
+    case ORTNPU_R_DOUBLE: ORTNPU_RESCALE_LOOP(rs_double) break;
+    case ORTNPU_R_SINGLE: ORTNPU_RESCALE_LOOP(rs_single) break;
+    case ORTNPU_R_INT64: ORTNPU_RESCALE_LOOP(rs_int64) break;
+    default: ORTNPU_RESCALE_LOOP(rs_half_up) break;
+    }
+#undef ORTNPU_RESCALE_LOOP
+}
+
+#define CHUNK 256
+
+/* Generic output of accumulators: acc32 (int32, exact or wrapped) or acc64 (exact int64
+ * sums), plus corr (uint64, per element with stride cs), brought to the accumulator width,
+ * rescaled, offset, clamped and stored at y[idx0 + i*ostride]. */
+static void finish_any(const int32_t *acc32, const int64_t *acc64, int64_t n, const uint64_t *corr,
+                       int64_t cs, const int32_t *m, int64_t ms, const int32_t *sh, int64_t ss,
+                       const ortnpu_out_t *o, void *y, int64_t idx0, int64_t ostride) {
+    int64_t buf[CHUNK];
+    for (int64_t b = 0; b < n; b += CHUNK) {
+        int64_t len = n - b < CHUNK ? n - b : CHUNK;
+        for (int64_t i = 0; i < len; i++) {
+            int64_t j = b + i;
+            uint64_t raw = acc32 ? (uint64_t)(int64_t)acc32[j] : (uint64_t)acc64[j];
+            uint64_t s = raw + corr[j * cs];
+            buf[i] = o->acc_bits == 32 ? wrap32(s64(s)) : s64(s);
+        }
+        rescale_chunk(buf, len, m + b * ms, ms, sh + b * ss, ss, o->rule);
+        store_clamp(buf, len, o, y, idx0 + b * ostride, ostride);
+    }
+}
+
+/* One row of outputs with per-row constant parameters; uses the fused AVX2 epilogue for the
+ * common case (int32 accumulator, tflite_double, contiguous output). */
+static void finish_row(const ortnpu_isa_t *I, const int32_t *acc32, const int64_t *acc64,
+                       int64_t n, uint64_t corr, const int32_t *m, const int32_t *sh,
+                       const ortnpu_out_t *o, void *y, int64_t idx0) {
+    if (acc32 && o->acc_bits == 32 && o->rule == ORTNPU_R_DOUBLE) {
+        char *base = (char *)y + idx0 * (o->otype == ORTNPU_T_I16 ? 2 : 1);
+        I->finish32_double(acc32, n, (uint32_t)corr, *m, *sh, o->y_zp, o->act_min, o->act_max,
+                           base, o->otype);
+        return;
+    }
+    finish_any(acc32, acc64, n, &corr, 0, m, 0, sh, 0, o, y, idx0, 1);
+}
+
+static int out_ok(const ortnpu_out_t *o) {
+    if (!o || !type_ok(o->otype)) return 0;
+    if (o->rule < 0 || o->rule > 3 || (o->acc_bits != 32 && o->acc_bits != 64)) return 0;
+    if (o->act_min > o->act_max || o->act_min < type_min(o->otype) ||
+        o->act_max > type_max(o->otype))
+        return 0;
+    return o->y_zp >= -(INT64_C(1) << 16) && o->y_zp <= (INT64_C(1) << 16);
+}
+
+static int params_ok(const int32_t *m, const int32_t *s, int64_t n, int rule) {
+    for (int64_t i = 0; i < n; i++)
+        if (!mult_ok(rule, m[i]) || !shift_ok(rule, s[i])) return 0;
+    return 1;
+}
+
+/* Number of int16 pairs whose madd sum provably fits int32 when each product is at most
+ * maxprod in magnitude; 0 means "no limit needed" (32-bit accumulator wraps anyway). */
+static int64_t pair_block(int acc_bits, int64_t maxprod) {
+    if (acc_bits == 32) return 0;
+    int64_t b = INT32_MAX / (2 * maxprod);
+    return b < 1 ? 1 : b;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t round16(int64_t a) { return (a + 15) & ~INT64_C(15); }
+
+/* ============================================================================== Conv */
+
+typedef struct {
+    const ortnpu_conv_t *p;
+    const void *x;
+    int64_t K, K2, Kp, P, TP;
+} conv_ctx_t;
+
+/* One im2col row: value of tap k (input channel ci, ky, kx) for output pixels p0..p0+tp of
+ * image n, padding filled with x_zp. */
+static void im2col_row(const conv_ctx_t *cx, int64_t n, int64_t ci, int64_t ky, int64_t kx,
+                       int64_t p0, int64_t tp, int16_t *dst) {
+    const ortnpu_conv_t *p = cx->p;
+    const int16_t zp = (int16_t)p->x_zp;
+    const int64_t plane = (n * p->c + ci) * p->h * p->w;
+    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 &&
+        p->pb == 0 && p->pr == 0) { /* 1x1 fast path: pixel p is input pixel p */
+        load_i16(dst, cx->x, p->xtype, plane + p0, 1, tp);
+        return;
+    }
+    const int64_t off = kx * p->dw - p->pl;
+    /* output columns whose input column ox*sw + off lies inside [0, w) */
+    int64_t lo = off >= 0 ? 0 : ceil_div(-off, p->sw);
+    int64_t hi = p->w - off <= 0 ? 0 : ceil_div(p->w - off, p->sw);
+    int64_t q = p0, end = p0 + tp;
+    while (q < end) {
+        int64_t oy = q / p->ow, ox0 = q % p->ow;
+        int64_t cnt = p->ow - ox0 < end - q ? p->ow - ox0 : end - q;
+        int16_t *d = dst + (q - p0);
+        int64_t iy = oy * p->sh + ky * p->dh - p->pt;
+        if (iy < 0 || iy >= p->h) {
+            fill_i16(d, zp, cnt);
+        } else {
+            int64_t a = lo > ox0 ? lo : ox0, b = hi < ox0 + cnt ? hi : ox0 + cnt;
+            if (b < a) b = a;
+            if (a > ox0 + cnt) a = ox0 + cnt, b = a;
+            fill_i16(d, zp, a - ox0);
+            load_i16(d + (a - ox0), cx->x, p->xtype, plane + iy * p->w + a * p->sw + off, p->sw,
+                     b - a);
+            fill_i16(d + (b - ox0), zp, ox0 + cnt - b);
+        }
+        q += cnt;
+    }
+}
+
+static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                      const void *x, const int16_t *U, const uint64_t *corr, const int32_t *mult,
+                      const int32_t *shift, void *y, int nt, int *err) {
+    conv_ctx_t cx;
+    cx.p = p;
+    cx.x = x;
+    cx.K = p->cg * p->kh * p->kw;
+    cx.Kp = (cx.K + 1) / 2;
+    cx.K2 = 2 * cx.Kp;
+    cx.P = p->oh * p->ow;
+    /* pixel tile: the packed im2col tile (Kp x TP pairs) stays within ~128 KiB */
+    int64_t tp = (INT64_C(128) * 1024 / (cx.Kp * 4)) & ~INT64_C(15);
+    if (tp < 16) tp = 16;
+    if (tp > 256) tp = 256;
+    if (tp > round16(cx.P)) tp = round16(cx.P);
+    cx.TP = tp;
+    const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
+    const int64_t ntiles = ceil_div(cx.P, cx.TP);
+    const int64_t base_items = p->n * p->group * ntiles;
+    int64_t nsplit = 1;
+    if (base_items < 4 * nt) nsplit = ceil_div(4 * nt, base_items);
+    if (nsplit > nblk) nsplit = nblk;
+    const int64_t items = base_items * nsplit;
+    const int64_t maxprod = type_abs(p->xtype) * 128;
+    const int64_t kb = pair_block(o->acc_bits, maxprod); /* pairs per exact int32 block */
+    const int blocked = kb > 0 && kb < cx.Kp;
+    const int64_t TP = cx.TP, Kp = cx.Kp, K2 = cx.K2;
+
+#pragma omp parallel num_threads(nt)
+    {
+        int16_t *V = malloc((size_t)(Kp * TP * 2) * sizeof(int16_t));
+        int16_t *ra = malloc((size_t)TP * 2 * sizeof(int16_t));
+        int32_t *acc = malloc((size_t)(4 * TP) * sizeof(int32_t));
+        int64_t *acc64 = blocked ? malloc((size_t)(4 * TP) * sizeof(int64_t)) : NULL;
+        int ok = V && ra && acc && (!blocked || acc64);
+        if (!ok) {
+#pragma omp atomic write
+            *err = ORTNPU_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t split = it % nsplit, rest = it / nsplit;
+            int64_t t = rest % ntiles, ng = rest / ntiles;
+            int64_t g = ng % p->group, n = ng / p->group;
+            int64_t p0 = t * TP, tpx = cx.P - p0 < TP ? cx.P - p0 : TP, tpc = round16(tpx);
+            /* im2col of this tile into V, pair-interleaved: V[j][c][0..1] = taps 2j, 2j+1 */
+            int16_t *rb = ra + TP;
+            for (int64_t k = 0; k < cx.K; k += 2) {
+                for (int h = 0; h < 2; h++) {
+                    int16_t *row = h ? rb : ra;
+                    int64_t kk = k + h;
+                    if (kk < cx.K) {
+                        int64_t ci = g * p->cg + kk / (p->kh * p->kw), r = kk % (p->kh * p->kw);
+                        im2col_row(&cx, n, ci, r / p->kw, r % p->kw, p0, tpx, row);
+                        fill_i16(row + tpx, 0, tpc - tpx);
+                    } else {
+                        fill_i16(row, 0, tpc);
+                    }
+                }
+                I->interleave(ra, rb, V + (k / 2) * TP * 2, tpc);
+            }
+            int64_t b0 = split * nblk / nsplit, b1 = (split + 1) * nblk / nsplit;
+            for (int64_t blk = b0; blk < b1; blk++) {
+                int64_t c0 = g * coutg + blk * 4;
+                int R = (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4);
+                const int16_t *Ub = U + c0 * K2;
+                for (int64_t col = 0; col < tpc; col += 16) {
+                    if (!blocked) {
+                        I->bcast_tile(Ub, K2, R, V + 2 * col, TP, 0, Kp, acc + col, TP);
+                    } else {
+                        for (int r = 0; r < R; r++)
+                            for (int c = 0; c < 16; c++) acc64[r * TP + col + c] = 0;
+                        for (int64_t j0 = 0; j0 < Kp; j0 += kb) {
+                            int64_t j1 = j0 + kb < Kp ? j0 + kb : Kp;
+                            int32_t tmp[4 * 16];
+                            I->bcast_tile(Ub, K2, R, V + 2 * col, TP, j0, j1, tmp, 16);
+                            for (int r = 0; r < R; r++)
+                                for (int c = 0; c < 16; c++) acc64[r * TP + col + c] += tmp[r * 16 + c];
+                        }
+                    }
+                }
+                for (int r = 0; r < R; r++) {
+                    int64_t c = c0 + r, pi = p->n_params == 1 ? 0 : c;
+                    int64_t idx0 = (n * p->cout + c) * cx.P + p0;
+                    finish_row(I, blocked ? NULL : acc + r * TP, blocked ? acc64 + r * TP : NULL,
+                               tpx, corr[c], mult + pi, shift + pi, o, y, idx0);
+                }
+            }
+        }
+        free(V);
+        free(ra);
+        free(acc);
+        free(acc64);
+    }
+}
+
+/* Depthwise (one input channel per output channel): direct convolution on a zp-padded int16
+ * copy of the input plane, int32 accumulators (exact or wrapping, see the caller). */
+static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                           const void *x, const int8_t *w, const uint64_t *corr,
+                           const int32_t *mult, const int32_t *shift, void *y, int nt, int *err) {
+    const int64_t hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
+    const int64_t mdw = p->cout / p->group; /* depth multiplier */
+    const int64_t P = p->oh * p->ow, items = p->n * p->cout, taps = p->kh * p->kw;
+#pragma omp parallel num_threads(nt)
+    {
+        int16_t *plane = malloc((size_t)(hp * wp) * sizeof(int16_t));
+        uint32_t *acc = malloc((size_t)P * sizeof(uint32_t));
+        int ok = plane && acc;
+        if (!ok) {
+#pragma omp atomic write
+            *err = ORTNPU_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t n = it / p->cout, co = it % p->cout, ci = co / mdw;
+            const int64_t src = (n * p->c + ci) * p->h * p->w;
+            const int16_t zp = (int16_t)p->x_zp;
+            fill_i16(plane, zp, p->pt * wp);
+            for (int64_t r = 0; r < p->h; r++) {
+                int16_t *d = plane + (r + p->pt) * wp;
+                fill_i16(d, zp, p->pl);
+                load_i16(d + p->pl, x, p->xtype, src + r * p->w, 1, p->w);
+                fill_i16(d + p->pl + p->w, zp, p->pr);
+            }
+            fill_i16(plane + (p->pt + p->h) * wp, zp, p->pb * wp);
+            const int8_t *wk = w + co * taps;
+            for (int64_t oy = 0; oy < p->oh; oy++) {
+                uint32_t *a = acc + oy * p->ow;
+                memset(a, 0, (size_t)p->ow * sizeof *a);
+                for (int64_t ky = 0; ky < p->kh; ky++) {
+                    const int16_t *srow = plane + (oy * p->sh + ky * p->dh) * wp;
+                    for (int64_t kx = 0; kx < p->kw; kx++)
+                        I->dw_row(a, srow + kx * p->dw, p->sw, p->ow, wk[ky * p->kw + kx]);
+                }
+            }
+            int64_t pi = p->n_params == 1 ? 0 : co;
+            finish_row(I, (const int32_t *)acc, NULL, P, corr[co], mult + pi, shift + pi, o, y,
+                       (n * p->cout + co) * P);
+        }
+        free(plane);
+        free(acc);
+    }
+}
+
+int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
+                  const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
+                  int nthreads, int isa) {
+    if (!p || !out_ok(o) || !type_ok(p->xtype)) return ORTNPU_EBADARG;
+    if (p->n < 0 || p->c < 1 || p->h < 1 || p->w < 1 || p->cout < 1 || p->cg < 1 || p->kh < 1 ||
+        p->kw < 1 || p->group < 1 || p->sh < 1 || p->sw < 1 || p->dh < 1 || p->dw < 1 ||
+        p->pt < 0 || p->pl < 0 || p->pb < 0 || p->pr < 0)
+        return ORTNPU_EBADARG;
+    if (p->cg * p->group != p->c || p->cout % p->group) return ORTNPU_EBADARG;
+    int64_t span_h = p->dh * (p->kh - 1) + 1, span_w = p->dw * (p->kw - 1) + 1;
+    if (span_h > p->h + p->pt + p->pb || span_w > p->w + p->pl + p->pr) return ORTNPU_EBADARG;
+    if (p->oh != (p->h + p->pt + p->pb - span_h) / p->sh + 1 ||
+        p->ow != (p->w + p->pl + p->pr - span_w) / p->sw + 1)
+        return ORTNPU_EBADARG;
+    if (p->x_zp < type_min(p->xtype) || p->x_zp > type_max(p->xtype)) return ORTNPU_EBADARG;
+    if (p->n_params != 1 && p->n_params != p->cout) return ORTNPU_EBADARG;
+    if (!params_ok(mult, shift, p->n_params, o->rule)) return ORTNPU_EBADARG;
+    if (p->n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = pick_isa(isa);
+    const int nt = threads_of(nthreads);
+    const int64_t K = p->cg * p->kh * p->kw, Kp = (K + 1) / 2, K2 = 2 * Kp;
+    const int depthwise = p->cg == 1 &&
+        (o->acc_bits == 32 || p->kh * p->kw * type_abs(p->xtype) * 128 <= INT32_MAX);
+    int16_t *U = depthwise ? NULL : malloc((size_t)(p->cout * K2) * sizeof(int16_t));
+    uint64_t *corr = malloc((size_t)p->cout * sizeof(uint64_t));
+    int err = ORTNPU_OK;
+    if ((!depthwise && !U) || !corr) {
+        free(U);
+        free(corr);
+        return ORTNPU_ENOMEM;
+    }
+    /* weights: sum per output channel (zero-point correction) and, for the GEMM path, int16
+     * rows padded to an even K (the pair layout of the broadcast operand) */
+    for (int64_t c = 0; c < p->cout; c++) {
+        const int8_t *wr = w + c * K;
+        int64_t s = 0;
+        for (int64_t k = 0; k < K; k++) s += wr[k];
+        if (U) {
+            for (int64_t k = 0; k < K; k++) U[c * K2 + k] = wr[k];
+            if (K2 > K) U[c * K2 + K] = 0;
+        }
+        corr[c] = (uint64_t)bias[c] - (uint64_t)(p->x_zp * s);
+    }
+    if (depthwise)
+        conv_depthwise(I, p, o, x, w, corr, mult, shift, y, nt, &err);
+    else
+        conv_gemm(I, p, o, x, U, corr, mult, shift, y, nt, &err);
+    free(U);
+    free(corr);
+    return err;
+}
+
+/* ==================================================================== FullyConnected */
+
+int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, int32_t xtype,
+                           int64_t x_zp, const int8_t *w, const int64_t *bias,
+                           const int32_t *mult, const int32_t *shift, int32_t n_params,
+                           const ortnpu_out_t *o, void *y, int nthreads, int isa) {
+    if (!out_ok(o) || !type_ok(xtype) || rows < 0 || k < 0 || n < 0) return ORTNPU_EBADARG;
+    if (x_zp < type_min(xtype) || x_zp > type_max(xtype)) return ORTNPU_EBADARG;
+    if (n_params != 1 && n_params != n) return ORTNPU_EBADARG;
+    if (!params_ok(mult, shift, n_params, o->rule)) return ORTNPU_EBADARG;
+    if (rows == 0 || n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = pick_isa(isa);
+    const int nt = threads_of(nthreads);
+    const int64_t k16 = round16(k);
+    int16_t *X = malloc((size_t)(rows * k16 + 1) * sizeof(int16_t));
+    uint64_t *corr = malloc((size_t)n * sizeof(uint64_t));
+    if (!X || !corr) {
+        free(X);
+        free(corr);
+        return ORTNPU_ENOMEM;
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        load_i16(X + r * k16, x, xtype, r * k, 1, k);
+        fill_i16(X + r * k16 + k, 0, k16 - k);
+    }
+    /* exact int32 blocks of k (multiple of 16) for the 64-bit accumulator */
+    int64_t kb = pair_block(o->acc_bits, type_abs(xtype) * 128) * 2;
+    kb &= ~INT64_C(15); /* at least 496 (int16 input): 496 * 2^22 < 2^31 */
+    const int blocked = o->acc_bits == 64 && kb < k;
+    const int64_t nblk = ceil_div(n, 4);
+    const int pc = n_params != 1;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t n0 = b * 4;
+        const int NW = (int)(n - n0 < 4 ? n - n0 : 4);
+        uint64_t cr[4];
+        for (int q = 0; q < NW; q++) {
+            int64_t s = 0;
+            if (x_zp != 0)
+                for (int64_t kk = 0; kk < k; kk++) s += w[(n0 + q) * k + kk];
+            cr[q] = (uint64_t)bias[n0 + q] - (uint64_t)(x_zp * s);
+        }
+        for (int64_t r0 = 0; r0 < rows; r0 += 2) {
+            const int R = rows - r0 >= 2 ? 2 : 1;
+            int32_t c32[8];
+            int64_t c64[8];
+            if (!blocked) {
+                I->dot_tile(X + r0 * k16, k16, R, w + n0 * k, k, NW, 0, k, c32);
+            } else {
+                memset(c64, 0, sizeof c64);
+                for (int64_t k0 = 0; k0 < k; k0 += kb) {
+                    int64_t k1 = k0 + kb < k ? k0 + kb : k;
+                    I->dot_tile(X + r0 * k16, k16, R, w + n0 * k, k, NW, k0, k1, c32);
+                    for (int i = 0; i < 8; i++) c64[i] += c32[i];
+                }
+            }
+            for (int r = 0; r < R; r++)
+                finish_any(blocked ? NULL : c32 + 4 * r, blocked ? c64 + 4 * r : NULL, NW, cr, 1,
+                           mult + (pc ? n0 : 0), pc, shift + (pc ? n0 : 0), pc, o, y,
+                           (r0 + r) * n + n0, 1);
+        }
+    }
+    free(X);
+    free(corr);
+    return ORTNPU_OK;
+}
+
+/* ============================================================================ MatMul */
+
+int ortnpu_matmul(int64_t batch, int64_t m, int64_t k, int64_t n, const void *a, int32_t atype,
+                  int64_t a_zp, const int64_t *a_off, int64_t a_len, const void *b,
+                  int32_t btype, int64_t b_zp, const int64_t *b_off, int64_t b_len,
+                  int32_t mult, int32_t shift, const ortnpu_out_t *o, void *y, int nthreads,
+                  int isa) {
+    if (!out_ok(o) || !type_ok(atype) || !type_ok(btype) || batch < 0 || m < 0 || k < 0 || n < 0)
+        return ORTNPU_EBADARG;
+    if (a_zp < type_min(atype) || a_zp > type_max(atype) || b_zp < type_min(btype) ||
+        b_zp > type_max(btype))
+        return ORTNPU_EBADARG;
+    if (!mult_ok(o->rule, mult) || !shift_ok(o->rule, shift)) return ORTNPU_EBADARG;
+    for (int64_t i = 0; i < batch; i++)
+        if (a_off[i] < 0 || a_off[i] + m * k > a_len || b_off[i] < 0 || b_off[i] + k * n > b_len)
+            return ORTNPU_EBADARG;
+    if (batch == 0 || m == 0 || n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = pick_isa(isa);
+    const int nt = threads_of(nthreads);
+    /* range of the zero-point-subtracted operands */
+    int64_t alo = type_min(atype) - a_zp, ahi = type_max(atype) - a_zp;
+    int64_t blo = type_min(btype) - b_zp, bhi = type_max(btype) - b_zp;
+    int64_t ra = -alo > ahi ? -alo : ahi, rb = -blo > bhi ? -blo : bhi;
+    int fits = alo >= -32768 && ahi <= 32767 && blo >= -32768 && bhi <= 32767;
+    int64_t kb = pair_block(o->acc_bits, ra * rb);
+    if (o->acc_bits == 64 && 2 * ra * rb > INT32_MAX) fits = 0;
+    int err = ORTNPU_OK;
+    if (!fits) {
+        /* exact int64 loops: products reach 2^32, beyond the int16 pair path */
+#pragma omp parallel num_threads(nt)
+        {
+            int64_t *acc = malloc((size_t)n * sizeof(int64_t));
+            if (!acc) {
+#pragma omp atomic write
+                err = ORTNPU_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < batch * m; it++) {
+                if (!acc) continue;
+                int64_t bi = it / m, i = it % m;
+                memset(acc, 0, (size_t)n * sizeof *acc);
+                for (int64_t kk = 0; kk < k; kk++) {
+                    int64_t av = ld(a, atype, a_off[bi] + i * k + kk) - a_zp;
+                    int64_t row = b_off[bi] + kk * n;
+                    for (int64_t j = 0; j < n; j++) acc[j] += av * (ld(b, btype, row + j) - b_zp);
+                }
+                uint64_t zero = 0;
+                finish_any(NULL, acc, n, &zero, 0, &mult, 0, &shift, 0, o, y, it * n, 1);
+            }
+            free(acc);
+        }
+        return err;
+    }
+    const int64_t Kp = (k + 1) / 2, K2 = 2 * Kp, np16 = round16(n);
+    const int64_t usz = m * K2, vsz = Kp * np16 * 2;
+    int16_t *U = malloc((size_t)(batch * usz + 1) * sizeof(int16_t));
+    int16_t *V = malloc((size_t)(batch * vsz + 1) * sizeof(int16_t));
+    if (!U || !V) {
+        free(U);
+        free(V);
+        return ORTNPU_ENOMEM;
+    }
+    const int blocked = kb > 0 && kb < Kp;
+#pragma omp parallel num_threads(nt)
+    {
+        int16_t *r0 = malloc((size_t)(2 * np16) * sizeof(int16_t));
+        int32_t *acc = malloc((size_t)(4 * np16) * sizeof(int32_t));
+        int64_t *acc64 = blocked ? malloc((size_t)(4 * np16) * sizeof(int64_t)) : NULL;
+        int ok = r0 && acc && (!blocked || acc64);
+        if (!ok) {
+#pragma omp atomic write
+            err = ORTNPU_ENOMEM;
+        }
+        /* pack: U = rows of a - a_zp (int16, K padded even), V = pairs of rows of b - b_zp */
+#pragma omp for schedule(static)
+        for (int64_t bi = 0; bi < batch; bi++) {
+            if (!ok) continue;
+            int16_t *u = U + bi * usz, *v = V + bi * vsz, *r1 = r0 + np16;
+            for (int64_t i = 0; i < m; i++) {
+                for (int64_t kk = 0; kk < k; kk++)
+                    u[i * K2 + kk] = (int16_t)(ld(a, atype, a_off[bi] + i * k + kk) - a_zp);
+                if (K2 > k) u[i * K2 + k] = 0;
+            }
+            for (int64_t j = 0; j < Kp; j++) {
+                for (int h = 0; h < 2; h++) {
+                    int16_t *row = h ? r1 : r0;
+                    int64_t kk = 2 * j + h;
+                    fill_i16(row, 0, np16);
+                    if (kk < k)
+                        for (int64_t c = 0; c < n; c++)
+                            row[c] = (int16_t)(ld(b, btype, b_off[bi] + kk * n + c) - b_zp);
+                }
+                I->interleave(r0, r1, v + j * np16 * 2, np16);
+            }
+        }
+        const int64_t mblk = ceil_div(m, 4);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < batch * mblk; it++) {
+            if (!ok) continue;
+            int64_t bi = it / mblk, i0 = (it % mblk) * 4;
+            int R = (int)(m - i0 < 4 ? m - i0 : 4);
+            const int16_t *u = U + bi * usz + i0 * K2, *v = V + bi * vsz;
+            for (int64_t col = 0; col < np16; col += 16) {
+                if (!blocked) {
+                    I->bcast_tile(u, K2, R, v + 2 * col, np16, 0, Kp, acc + col, np16);
+                } else {
+                    for (int r = 0; r < R; r++)
+                        for (int c = 0; c < 16; c++) acc64[r * np16 + col + c] = 0;
+                    for (int64_t j0 = 0; j0 < Kp; j0 += kb) {
+                        int64_t j1 = j0 + kb < Kp ? j0 + kb : Kp;
+                        int32_t tmp[64];
+                        I->bcast_tile(u, K2, R, v + 2 * col, np16, j0, j1, tmp, 16);
+                        for (int r = 0; r < R; r++)
+                            for (int c = 0; c < 16; c++) acc64[r * np16 + col + c] += tmp[r * 16 + c];
+                    }
+                }
+            }
+            for (int r = 0; r < R; r++)
+                finish_row(I, blocked ? NULL : acc + r * np16, blocked ? acc64 + r * np16 : NULL,
+                           n, 0, &mult, &shift, o, y, (bi * m + i0 + r) * n);
+        }
+        free(r0);
+        free(acc);
+        free(acc64);
+    }
+    free(U);
+    free(V);
+    return err;
+}
+
+/* ======================================================================= Add and Mul */
+
+static void load_i64(int64_t *dst, const void *src, int t, int64_t start, int64_t stride,
+                     int64_t count) {
+    if (t == ORTNPU_T_I8)
+        for (int64_t i = 0; i < count; i++) dst[i] = ((const int8_t *)src)[start + i * stride];
+    else if (t == ORTNPU_T_U8)
+        for (int64_t i = 0; i < count; i++) dst[i] = ((const uint8_t *)src)[start + i * stride];
+    else
+        for (int64_t i = 0; i < count; i++) dst[i] = ((const int16_t *)src)[start + i * stride];
+}
+
+int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a, int32_t atype,
+                  const int64_t *astride, int64_t a_len, const void *b, int32_t btype,
+                  const int64_t *bstride, int64_t b_len, const int64_t *prm,
+                  const ortnpu_out_t *o, void *y, int nthreads, int isa) {
+    (void)isa;
+    if (!out_ok(o) || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 ||
+        (op != 0 && op != 1))
+        return ORTNPU_EBADARG;
+    /* parameters: zero points in their type's range, rescales in the rule's range */
+    if (prm[0] < type_min(atype) || prm[0] > type_max(atype) || prm[1] < type_min(btype) ||
+        prm[1] > type_max(btype))
+        return ORTNPU_EBADARG;
+    if (op == 0) {
+        if (prm[2] < 0 || prm[2] > 31) return ORTNPU_EBADARG;
+        for (int i = 3; i < 9; i += 2)
+            if (!mult_ok(o->rule, prm[i]) || !shift_ok(o->rule, prm[i + 1])) return ORTNPU_EBADARG;
+    } else if (!mult_ok(o->rule, prm[2]) || !shift_ok(o->rule, prm[3])) {
+        return ORTNPU_EBADARG;
+    }
+    /* bounds: the largest offset reached must lie inside each input */
+    int64_t outer = 1, amax = 0, bmax = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] < 0 || astride[d] < 0 || bstride[d] < 0) return ORTNPU_EBADARG;
+        if (shape[d] == 0) return ORTNPU_OK;
+        if (d < ndim - 1) outer *= shape[d];
+        amax += (shape[d] - 1) * astride[d];
+        bmax += (shape[d] - 1) * bstride[d];
+    }
+    if (amax >= a_len || bmax >= b_len) return ORTNPU_EBADARG;
+    const int64_t inner = shape[ndim - 1], nch = ceil_div(inner, CHUNK);
+    const int nt = threads_of(nthreads);
+    const int32_t m32[3] = {(int32_t)prm[op == 0 ? 3 : 2], (int32_t)prm[op == 0 ? 5 : 2],
+                            (int32_t)prm[op == 0 ? 7 : 2]};
+    const int32_t s32v[3] = {(int32_t)prm[op == 0 ? 4 : 3], (int32_t)prm[op == 0 ? 6 : 3],
+                             (int32_t)prm[op == 0 ? 8 : 3]};
+#pragma omp parallel for num_threads(nt) schedule(static) if (outer * inner > 32768)
+    for (int64_t it = 0; it < outer * nch; it++) {
+        int64_t row = it / nch, c0 = (it % nch) * CHUNK;
+        int64_t len = inner - c0 < CHUNK ? inner - c0 : CHUNK;
+        int64_t ao = 0, bo = 0, rem = row;
+        for (int d = ndim - 2; d >= 0; d--) {
+            int64_t idx = rem % shape[d];
+            rem /= shape[d];
+            ao += idx * astride[d];
+            bo += idx * bstride[d];
+        }
+        const int64_t sa = astride[ndim - 1], sb = bstride[ndim - 1];
+        ao += c0 * sa;
+        bo += c0 * sb;
+        int64_t va[CHUNK], vb[CHUNK];
+        load_i64(va, a, atype, ao, sa, len);
+        load_i64(vb, b, btype, bo, sb, len);
+        if (op == 0) {
+            /* Add: (x - zp) << left_shift wrapped to int32, rescaled per input, summed with
+             * int32 wrap-around, rescaled again */
+            const int ls = (int)prm[2];
+            for (int64_t i = 0; i < len; i++) {
+                va[i] = s32((uint32_t)(uint64_t)(va[i] - prm[0]) << ls);
+                vb[i] = s32((uint32_t)(uint64_t)(vb[i] - prm[1]) << ls);
+            }
+            rescale_chunk(va, len, &m32[0], 0, &s32v[0], 0, o->rule);
+            rescale_chunk(vb, len, &m32[1], 0, &s32v[1], 0, o->rule);
+            for (int64_t i = 0; i < len; i++) va[i] = wrap32(va[i] + vb[i]);
+            rescale_chunk(va, len, &m32[2], 0, &s32v[2], 0, o->rule);
+        } else {
+            /* Mul: the product of the offsets (|.| < 2^32) wrapped to int32 */
+            for (int64_t i = 0; i < len; i++) va[i] = wrap32((va[i] - prm[0]) * (vb[i] - prm[1]));
+            rescale_chunk(va, len, &m32[0], 0, &s32v[0], 0, o->rule);
+        }
+        store_clamp(va, len, o, y, row * inner + c0, 1);
+    }
+    return ORTNPU_OK;
+}
+
+/* ======================================================================= Requantize */
+
+int ortnpu_requantize(int64_t outer, int64_t ch, int64_t inner, const void *x, int32_t xtype,
+                      int64_t x_zp, const int32_t *mult, const int32_t *shift, int32_t n_params,
+                      const ortnpu_out_t *o, void *y, int nthreads, int isa) {
+    (void)isa;
+    if (!out_ok(o) || !type_ok(xtype) || outer < 0 || ch < 0 || inner < 0) return ORTNPU_EBADARG;
+    if (x_zp < type_min(xtype) || x_zp > type_max(xtype)) return ORTNPU_EBADARG;
+    if (n_params != 1 && n_params != ch) return ORTNPU_EBADARG;
+    if (!params_ok(mult, shift, n_params, o->rule)) return ORTNPU_EBADARG;
+    const int64_t total = outer * ch * inner;
+    if (total == 0) return ORTNPU_OK;
+    const int nt = threads_of(nthreads);
+    const int pc = n_params != 1;
+    /* rows: with per-channel parameters and inner == 1 a row runs along the channels (per
+     * element parameters); otherwise a row is one channel's inner block (constant ones) */
+    const int along = pc && inner == 1;
+    const int64_t rowlen = along ? ch : (pc ? inner : total);
+    const int64_t rows = total / rowlen, nch = ceil_div(rowlen, CHUNK);
+#pragma omp parallel for num_threads(nt) schedule(static) if (total > 32768)
+    for (int64_t it = 0; it < rows * nch; it++) {
+        int64_t row = it / nch, c0 = (it % nch) * CHUNK;
+        int64_t len = rowlen - c0 < CHUNK ? rowlen - c0 : CHUNK;
+        int64_t start = row * rowlen + c0;
+        int64_t v[CHUNK];
+        load_i64(v, x, xtype, start, 1, len);
+        for (int64_t i = 0; i < len; i++) v[i] -= x_zp;
+        if (along)
+            rescale_chunk(v, len, mult + c0, 1, shift + c0, 1, o->rule);
+        else {
+            int64_t c = pc ? row % ch : 0;
+            rescale_chunk(v, len, mult + c, 0, shift + c, 0, o->rule);
+        }
+        store_clamp(v, len, o, y, start, 1);
+    }
+    return ORTNPU_OK;
+}
+
+/* ============================================================================== Lut */
+
+int ortnpu_lut(int64_t count, const void *x, int32_t xtype, const void *table, int32_t ttype,
+               int64_t table_len, void *y, int nthreads) {
+    if (!type_ok(xtype) || !type_ok(ttype) || count < 0) return ORTNPU_EBADARG;
+    if (table_len != (xtype == ORTNPU_T_I16 ? 65536 : 256)) return ORTNPU_EBADARG;
+    const int nt = threads_of(nthreads);
+    const int64_t off = -type_min(xtype);
+#pragma omp parallel for num_threads(nt) schedule(static) if (count > 65536)
+    for (int64_t c0 = 0; c0 < count; c0 += 4096) {
+        int64_t end = c0 + 4096 < count ? c0 + 4096 : count;
+        for (int64_t i = c0; i < end; i++) {
+            int64_t idx = ld(x, xtype, i) + off; /* in [0, table_len) by construction */
+            switch (ttype) {
+            case ORTNPU_T_I8: ((int8_t *)y)[i] = ((const int8_t *)table)[idx]; break;
+            case ORTNPU_T_U8: ((uint8_t *)y)[i] = ((const uint8_t *)table)[idx]; break;
+            default: ((int16_t *)y)[i] = ((const int16_t *)table)[idx]; break;
+            }
+        }
+    }
+    return ORTNPU_OK;
+}
+
+/* ============================================================================ Pooling */
+
+int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *win,
+                  const void *x, int32_t xtype, int64_t act_min, int64_t act_max, void *y,
+                  int nthreads) {
+    const int64_t kh = win[0], kw = win[1], sh = win[2], sw = win[3], dh = win[4], dw = win[5];
+    const int64_t pt = win[6], pl = win[7], pb = win[8], pr = win[9], oh = win[10], ow = win[11];
+    if (!type_ok(xtype) || (op != 0 && op != 1) || n < 0 || c < 0 || h < 1 || w < 1)
+        return ORTNPU_EBADARG;
+    if (kh < 1 || kw < 1 || sh < 1 || sw < 1 || dh < 1 || dw < 1 || pt < 0 || pl < 0 || pb < 0 ||
+        pr < 0 || act_min > act_max)
+        return ORTNPU_EBADARG;
+    int64_t span_h = dh * (kh - 1) + 1, span_w = dw * (kw - 1) + 1;
+    if (span_h > h + pt + pb || span_w > w + pl + pr) return ORTNPU_EBADARG;
+    if (oh != (h + pt + pb - span_h) / sh + 1 || ow != (w + pl + pr - span_w) / sw + 1)
+        return ORTNPU_EBADARG;
+    const int nt = threads_of(nthreads);
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t pl_i = 0; pl_i < n * c; pl_i++) {
+        const int64_t src = pl_i * h * w, dst = pl_i * oh * ow;
+        for (int64_t oy = 0; oy < oh; oy++) {
+            for (int64_t ox = 0; ox < ow; ox++) {
+                int64_t best = INT64_MIN, sum = 0, cnt = 0;
+                for (int64_t ky = 0; ky < kh; ky++) {
+                    int64_t iy = oy * sh + ky * dh - pt;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int64_t kx = 0; kx < kw; kx++) {
+                        int64_t ix = ox * sw + kx * dw - pl;
+                        if (ix < 0 || ix >= w) continue;
+                        int64_t v = ld(x, xtype, src + iy * w + ix);
+                        best = v > best ? v : best;
+                        sum += v;
+                        cnt++;
+                    }
+                }
+                int64_t r;
+                if (op == 0) {
+                    r = best; /* no in-bounds element: INT64_MIN, clamped to act_min */
+                } else if (cnt == 0) {
+                    r = 0;    /* impossible after validation; avoid dividing by zero */
+                } else {
+                    /* (sum +- count/2) / count, C's truncating division */
+                    int64_t half = cnt / 2;
+                    r = (sum > 0 ? sum + half : sum - half) / cnt;
+                }
+                r = r < act_min ? act_min : (r > act_max ? act_max : r);
+                int64_t at = dst + oy * ow + ox;
+                switch (xtype) {
+                case ORTNPU_T_I8: ((int8_t *)y)[at] = (int8_t)r; break;
+                case ORTNPU_T_U8: ((uint8_t *)y)[at] = (uint8_t)r; break;
+                default: ((int16_t *)y)[at] = (int16_t)r; break;
+                }
+            }
+        }
+    }
+    return ORTNPU_OK;
+}
+
+int ortnpu_global_avgpool(int64_t n, int64_t c, int64_t hw, const void *x, int32_t xtype,
+                          int64_t act_min, int64_t act_max, void *y, int nthreads) {
+    if (!type_ok(xtype) || n < 0 || c < 0 || hw < 1 || act_min > act_max) return ORTNPU_EBADARG;
+    const int nt = threads_of(nthreads);
+#pragma omp parallel for num_threads(nt) schedule(static) if (n * c * hw > 65536)
+    for (int64_t i = 0; i < n * c; i++) {
+        int64_t sum = 0;
+        if (xtype == ORTNPU_T_I8)
+            for (int64_t j = 0; j < hw; j++) sum += ((const int8_t *)x)[i * hw + j];
+        else if (xtype == ORTNPU_T_U8)
+            for (int64_t j = 0; j < hw; j++) sum += ((const uint8_t *)x)[i * hw + j];
+        else
+            for (int64_t j = 0; j < hw; j++) sum += ((const int16_t *)x)[i * hw + j];
+        int64_t half = hw / 2;
+        int64_t r = (sum > 0 ? sum + half : sum - half) / hw;
+        r = r < act_min ? act_min : (r > act_max ? act_max : r);
+        switch (xtype) {
+        case ORTNPU_T_I8: ((int8_t *)y)[i] = (int8_t)r; break;
+        case ORTNPU_T_U8: ((uint8_t *)y)[i] = (uint8_t)r; break;
+        default: ((int16_t *)y)[i] = (int16_t)r; break;
+        }
+    }
+    return ORTNPU_OK;
+}

@@ -1,0 +1,231 @@
+/* Inner loops compiled once per instruction set: included by kernels.c twice, once for
+ * portable C (ORTNPU_ISA_AVX2 == 0) and once inside an AVX2 target region (== 1). FN(name)
+ * appends the ISA suffix. Everything here is integer arithmetic whose result is fixed by the C
+ * language, so the AVX2 build (hand-written intrinsics or auto-vectorized loops) gives exactly
+ * the bits of the portable build; the tests run both.
+ *
+ * Layouts used by the GEMM tile (see kernels.c for how the drivers pack them):
+ *   U: "broadcast" operand, row r is U + r*ldu, an int16 pair (k=2j, 2j+1) at U + r*ldu + 2j.
+ *   V: "vector" operand, pair j of column c at V + 2*(j*ldv + c).
+ *   C[r*ldc + c] = sum over j in [j0, j1) of U[r][2j]*V[j][c][0] + U[r][2j+1]*V[j][c][1],
+ *   16 columns, int32 with wrap-around (exact modulo 2^32; the drivers bound the K range when
+ *   the exact sum is needed).
+ */
+
+/* --------------------------------------------------------------------------- GEMM tile */
+#if ORTNPU_ISA_AVX2
+static inline __attribute__((always_inline)) void
+FN(bcast_tile_r)(const int16_t *U, int64_t ldu, const int R, const int16_t *V, int64_t ldv,
+                 int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    __m256i c0[4], c1[4];
+    for (int r = 0; r < R; r++) {
+        c0[r] = _mm256_setzero_si256();
+        c1[r] = _mm256_setzero_si256();
+    }
+    for (int64_t j = j0; j < j1; j++) {
+        const int16_t *vp = V + 2 * j * ldv;
+        __m256i v0 = _mm256_loadu_si256((const __m256i *)vp);
+        __m256i v1 = _mm256_loadu_si256((const __m256i *)(vp + 16));
+        for (int r = 0; r < R; r++) {
+            int32_t u;
+            memcpy(&u, U + r * ldu + 2 * j, sizeof u);
+            __m256i b = _mm256_set1_epi32(u);
+            /* madd never saturates: its only overflow (both products (-32768)^2) wraps to
+             * -2^31, still exact modulo 2^32 */
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(b, v0));
+            c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(b, v1));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        _mm256_storeu_si256((__m256i *)(C + r * ldc), c0[r]);
+        _mm256_storeu_si256((__m256i *)(C + r * ldc + 8), c1[r]);
+    }
+}
+#else
+static inline void FN(bcast_tile_r)(const int16_t *U, int64_t ldu, const int R,
+                                    const int16_t *V, int64_t ldv, int64_t j0, int64_t j1,
+                                    int32_t *C, int64_t ldc) {
+    uint32_t acc[4][16];
+    memset(acc, 0, sizeof acc);
+    for (int64_t j = j0; j < j1; j++) {
+        const int16_t *vp = V + 2 * j * ldv;
+        for (int r = 0; r < R; r++) {
+            const int32_t u0 = U[r * ldu + 2 * j], u1 = U[r * ldu + 2 * j + 1];
+            for (int c = 0; c < 16; c++) {
+                /* each product fits int32 (|.| <= 2^30); their sum may not: add unsigned */
+                acc[r][c] += (uint32_t)(u0 * vp[2 * c]) + (uint32_t)(u1 * vp[2 * c + 1]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < 16; c++) C[r * ldc + c] = s32(acc[r][c]);
+}
+#endif
+
+static void FN(bcast_tile)(const int16_t *U, int64_t ldu, int R, const int16_t *V, int64_t ldv,
+                           int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    switch (R) {
+    case 1: FN(bcast_tile_r)(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
+    case 2: FN(bcast_tile_r)(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
+    case 3: FN(bcast_tile_r)(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
+    default: FN(bcast_tile_r)(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+    }
+}
+
+/* ------------------------------------------------------------------------- dot tile (FC)
+ * C[r*4 + q] = sum over k in [k0, k1) of X[r*ldx + k] * W[q*ldw + k] (int32, wrapping),
+ * R <= 2 rows of X (int16), NW <= 4 rows of W (int8). */
+#if ORTNPU_ISA_AVX2
+static inline __attribute__((always_inline)) void
+FN(dot_tile_r)(const int16_t *X, int64_t ldx, const int R, const int8_t *W, int64_t ldw,
+               const int NW, int64_t k0, int64_t k1, int32_t *C) {
+    __m256i acc[2][4];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < NW; q++) acc[r][q] = _mm256_setzero_si256();
+    int64_t k = k0;
+    for (; k + 16 <= k1; k += 16) {
+        __m256i xv[2];
+        for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_si256((const __m256i *)(X + r * ldx + k));
+        for (int q = 0; q < NW; q++) {
+            __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(W + q * ldw + k)));
+            for (int r = 0; r < R; r++)
+                acc[r][q] = _mm256_add_epi32(acc[r][q], _mm256_madd_epi16(xv[r], wv));
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        for (int q = 0; q < NW; q++) {
+            __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc[r][q]),
+                                      _mm256_extracti128_si256(acc[r][q], 1));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+            uint32_t t = (uint32_t)_mm_cvtsi128_si32(s);
+            for (int64_t kk = k; kk < k1; kk++)
+                t += (uint32_t)((int32_t)X[r * ldx + kk] * W[q * ldw + kk]);
+            C[r * 4 + q] = s32(t);
+        }
+    }
+}
+#else
+static inline void FN(dot_tile_r)(const int16_t *X, int64_t ldx, const int R, const int8_t *W,
+                                  int64_t ldw, const int NW, int64_t k0, int64_t k1,
+                                  int32_t *C) {
+    for (int r = 0; r < R; r++) {
+        for (int q = 0; q < NW; q++) {
+            const int16_t *xr = X + r * ldx;
+            const int8_t *wr = W + q * ldw;
+            uint32_t t = 0;
+            for (int64_t k = k0; k < k1; k++) t += (uint32_t)((int32_t)xr[k] * wr[k]);
+            C[r * 4 + q] = s32(t);
+        }
+    }
+}
+#endif
+
+static void FN(dot_tile)(const int16_t *X, int64_t ldx, int R, const int8_t *W, int64_t ldw,
+                         int NW, int64_t k0, int64_t k1, int32_t *C) {
+    if (R == 2 && NW == 4)
+        FN(dot_tile_r)(X, ldx, 2, W, ldw, 4, k0, k1, C);
+    else if (R == 1 && NW == 4)
+        FN(dot_tile_r)(X, ldx, 1, W, ldw, 4, k0, k1, C);
+    else
+        for (int q = 0; q < NW; q++) {
+            int32_t t[8] = {0};
+            if (R == 2)
+                FN(dot_tile_r)(X, ldx, 2, W + q * ldw, ldw, 1, k0, k1, t);
+            else
+                FN(dot_tile_r)(X, ldx, 1, W + q * ldw, ldw, 1, k0, k1, t);
+            for (int r = 0; r < R; r++) C[r * 4 + q] = t[r * 4];
+        }
+}
+
+/* ------------------------------------------------------------------ helpers, auto-vectorized */
+/* dst[2i] = a[i], dst[2i+1] = b[i]: two K rows into the pair layout of V. */
+static void FN(interleave)(const int16_t *restrict a, const int16_t *restrict b,
+                           int16_t *restrict dst, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        dst[2 * i] = a[i];
+        dst[2 * i + 1] = b[i];
+    }
+}
+
+/* Depthwise: acc[ox] += wv * src[ox*sw] over one output row (wrapping uint32). */
+static void FN(dw_row)(uint32_t *restrict acc, const int16_t *restrict src, int64_t sw,
+                       int64_t ow, int32_t wv) {
+    if (sw == 1) {
+        for (int64_t i = 0; i < ow; i++) acc[i] += (uint32_t)(wv * (int32_t)src[i]);
+    } else if (sw == 2) {
+        for (int64_t i = 0; i < ow; i++) acc[i] += (uint32_t)(wv * (int32_t)src[2 * i]);
+    } else {
+        for (int64_t i = 0; i < ow; i++) acc[i] += (uint32_t)(wv * (int32_t)src[i * sw]);
+    }
+}
+
+/* ------------------------------------------------------------------------------ epilogue
+ * Fused output of an int32 accumulator row with per-row constant parameters and the
+ * tflite_double rule: y = clamp(rs_double(wrap32(acc + corr), qm, shift) + zp, lo, hi). */
+#define ORTNPU_FINISH_SCALAR_LOOP(T)                                                         \
+    do {                                                                                     \
+        T *out = (T *)outp;                                                                  \
+        for (; i < n; i++) {                                                                 \
+            int64_t v = rs_double(s32((uint32_t)acc[i] + corr), qm, shift) + zp;             \
+            out[i] = (T)(v < lo ? lo : (v > hi ? hi : v));                                   \
+        }                                                                                    \
+    } while (0)
+
+static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
+                                int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
+                                int otype) {
+    int64_t i = 0;
+#if ORTNPU_ISA_AVX2
+    const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const __m128i lcount = _mm_cvtsi32_si128(left), rcount = _mm_cvtsi32_si128(right);
+    const __m256i vcorr = _mm256_set1_epi32(s32(corr));
+    const __m256i vq = _mm256_set1_epi32((int32_t)qm);
+    const __m256i half = _mm256_set1_epi64x(INT64_C(1) << 30);
+    const int32_t mask_s = (int32_t)((1u << right) - 1u);
+    const __m256i vmask = _mm256_set1_epi32(mask_s);
+    const __m256i vthr = _mm256_set1_epi32(mask_s >> 1);
+    const __m256i zero = _mm256_setzero_si256();
+    /* clamp before adding zp: clamp(r + zp, lo, hi) == clamp(r, lo - zp, hi - zp) + zp, and
+     * the shifted bounds fit int32 while r + zp might not */
+    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
+    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
+    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
+    for (; i + 8 <= n; i += 8) {
+        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), vcorr);
+        a = _mm256_sll_epi32(a, lcount);                    /* x << left, wrapping */
+        /* ab + 2^30 in 64 bits, even and odd lanes; bits 31..62 are the high-mul result */
+        __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, vq), half);
+        __m256i od = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), vq), half);
+        ev = _mm256_srli_epi64(ev, 31);
+        od = _mm256_slli_epi64(od, 1);
+        __m256i h = _mm256_blend_epi32(ev, od, 0xAA);
+        if (right > 0) {                                    /* RoundingDivideByPOT */
+            __m256i rem = _mm256_and_si256(h, vmask);
+            __m256i thr = _mm256_sub_epi32(vthr, _mm256_cmpgt_epi32(zero, h));
+            h = _mm256_sub_epi32(_mm256_sra_epi32(h, rcount), _mm256_cmpgt_epi32(rem, thr));
+        }
+        h = _mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi);
+        h = _mm256_add_epi32(h, vzp);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        if (otype == ORTNPU_T_I16) {
+            _mm_storeu_si128((__m128i *)((int16_t *)outp + i), p16);
+        } else if (otype == ORTNPU_T_I8) {
+            _mm_storel_epi64((__m128i *)((int8_t *)outp + i), _mm_packs_epi16(p16, p16));
+        } else {
+            _mm_storel_epi64((__m128i *)((uint8_t *)outp + i), _mm_packus_epi16(p16, p16));
+        }
+    }
+#endif
+    if (otype == ORTNPU_T_I8)
+        ORTNPU_FINISH_SCALAR_LOOP(int8_t);
+    else if (otype == ORTNPU_T_U8)
+        ORTNPU_FINISH_SCALAR_LOOP(uint8_t);
+    else
+        ORTNPU_FINISH_SCALAR_LOOP(int16_t);
+}
+#undef ORTNPU_FINISH_SCALAR_LOOP
+
+static const ortnpu_isa_t FN(isa_table) = {
+    FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
+};

@@ -1,0 +1,87 @@
+/* ortnpu C kernels: public interface (also parsed by cffi's cdef, so keep it plain C, no
+ * preprocessor directives between the markers below).
+ *
+ * Every kernel must give the same bits as the numpy reference of its op
+ * (ortnpu/domain/ops_*.py, arithmetic in ortnpu/domain/arith.py). Inputs are validated in Python
+ * before the call; the kernels still refuse impossible sizes (return ORTNPU_EBADARG) instead of
+ * reading or writing out of bounds. Return codes: 0 ok, -1 bad argument, -2 out of memory.
+ *
+ * Element types (ORTNPU_T_*): 0 int8, 1 uint8, 2 int16.
+ * Rounding rules (ORTNPU_R_*): 0 tflite_double, 1 tflite_single, 2 tflite_int64, 3 half_up.
+ * isa: 0 portable scalar C, 1 AVX2 (falls back to scalar when the CPU lacks AVX2).
+ */
+#ifndef ORTNPU_KERNELS_H
+#define ORTNPU_KERNELS_H
+
+#include <stdint.h>
+
+/* --- cdef begin --- */
+typedef struct {
+    int32_t rule;      /* rounding rule */
+    int32_t acc_bits;  /* 32 (wrapping accumulator) or 64 */
+    int64_t y_zp;      /* output zero point, added after the rescale */
+    int64_t act_min;   /* output clamp */
+    int64_t act_max;
+    int32_t otype;     /* output element type */
+} ortnpu_out_t;
+
+typedef struct {
+    int64_t n, c, h, w;            /* input NCHW */
+    int64_t cout, cg, kh, kw;      /* weights [cout, cg, kh, kw] */
+    int64_t group;
+    int64_t sh, sw, dh, dw;        /* strides, dilations */
+    int64_t pt, pl, pb, pr;        /* pads top, left, bottom, right */
+    int64_t oh, ow;                /* output size (checked against the geometry) */
+    int64_t x_zp;
+    int32_t xtype;
+    int32_t n_params;              /* length of multiplier/shift: 1 or cout */
+} ortnpu_conv_t;
+
+int ortnpu_cpu_has_avx2(void);
+int ortnpu_has_openmp(void);
+int ortnpu_max_threads(void);
+
+int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
+                  const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
+                  int nthreads, int isa);
+
+/* x [rows, k] (contiguous), w [n, k] int8, y [rows, n]. */
+int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, int32_t xtype,
+                           int64_t x_zp, const int8_t *w, const int64_t *bias,
+                           const int32_t *mult, const int32_t *shift, int32_t n_params,
+                           const ortnpu_out_t *o, void *y, int nthreads, int isa);
+
+/* a [.., m, k], b [.., k, n] contiguous; batch i uses the matrices at element offsets
+ * a_off[i] and b_off[i]; y [batch, m, n]. Per-tensor multiplier/shift. */
+int ortnpu_matmul(int64_t batch, int64_t m, int64_t k, int64_t n, const void *a, int32_t atype,
+                  int64_t a_zp, const int64_t *a_off, int64_t a_len, const void *b,
+                  int32_t btype, int64_t b_zp, const int64_t *b_off, int64_t b_len,
+                  int32_t mult, int32_t shift, const ortnpu_out_t *o, void *y, int nthreads,
+                  int isa);
+
+/* Elementwise Add (op 0) and Mul (op 1) with numpy broadcasting: `ndim` dims of the output
+ * shape, element strides of a and b per dim (0 where broadcast). params: Add: a_zp, b_zp,
+ * left_shift, a_mult, a_shift, b_mult, b_shift, y_mult, y_shift; Mul: a_zp, b_zp, mult, shift. */
+int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a, int32_t atype,
+                  const int64_t *astride, int64_t a_len, const void *b, int32_t btype,
+                  const int64_t *bstride, int64_t b_len, const int64_t *params,
+                  const ortnpu_out_t *o, void *y, int nthreads, int isa);
+
+/* x viewed as [outer, ch, inner]; multiplier/shift of length 1 or ch. */
+int ortnpu_requantize(int64_t outer, int64_t ch, int64_t inner, const void *x, int32_t xtype,
+                      int64_t x_zp, const int32_t *mult, const int32_t *shift, int32_t n_params,
+                      const ortnpu_out_t *o, void *y, int nthreads, int isa);
+
+int ortnpu_lut(int64_t count, const void *x, int32_t xtype, const void *table, int32_t ttype,
+               int64_t table_len, void *y, int nthreads);
+
+/* op 0 max, 1 average. win: kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, oh, ow. */
+int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *win,
+                  const void *x, int32_t xtype, int64_t act_min, int64_t act_max, void *y,
+                  int nthreads);
+
+int ortnpu_global_avgpool(int64_t n, int64_t c, int64_t hw, const void *x, int32_t xtype,
+                          int64_t act_min, int64_t act_max, void *y, int nthreads);
+/* --- cdef end --- */
+
+#endif

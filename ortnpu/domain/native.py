@@ -1,0 +1,361 @@
+"""The C kernels of ``ops/`` (module ``ortnpu.domain._native``), wrapped for :mod:`kernels`.
+
+Each wrapper takes the op's validated ``(arrays, attrs, out_dtype)``, makes the inputs
+contiguous, resolves broadcasting and per-channel parameters on the Python side, allocates the
+output and passes buffer pointers to one C call (cffi releases the GIL during the call). The
+results equal the numpy references bit for bit; ``tests/test_native_kernels.py`` checks that.
+
+Run-time choices:
+
+* SIMD path: AVX2 when the CPU has it, else portable C. ``ORTNPU_SIMD=scalar`` or
+  :func:`set_simd` forces the portable path (the results are identical by construction; the
+  tests run both).
+* Threads: :func:`set_threads`; by default ``os.cpu_count()``, capped by the environment variable
+  ``ORTNPU_NUM_THREADS``.
+
+Weights are packed (int8 to int16 pairs, per-channel sums for the zero-point correction) inside
+each call; that costs one pass over the weights, a few percent of a convolution, so no cache of
+packed weights is kept (see docs/kernels.md for the measurement and the reasoning).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ortnpu.errors import KernelError
+
+try:
+    from ortnpu.domain import _native  # type: ignore[attr-defined]
+except ImportError:  # not built: no C compiler at install time
+    _native = None
+
+AVAILABLE: bool = _native is not None
+
+_TYPE_CODE = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2}
+_RULE_CODE = {"tflite_double": 0, "tflite_single": 1, "tflite_int64": 2, "half_up": 3}
+_SIMD_MODES = ("auto", "avx2", "scalar")
+
+
+def _default_threads() -> int:
+    """``os.cpu_count()``, capped by ``ORTNPU_NUM_THREADS`` when that is a positive integer."""
+    n = os.cpu_count() or 1
+    env = os.environ.get("ORTNPU_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        n = min(n, int(env))
+    return max(1, n)
+
+
+_threads = _default_threads()
+_simd = os.environ.get("ORTNPU_SIMD", "auto").strip().lower() or "auto"
+if _simd not in _SIMD_MODES:
+    _simd = "auto"
+
+
+def set_threads(n: int | None) -> None:
+    """Threads of the C kernels; ``None`` restores the default."""
+    global _threads
+    if n is None:
+        _threads = _default_threads()
+        return
+    if int(n) < 1:
+        raise KernelError(f"thread count must be at least 1, got {n}")
+    _threads = int(n)
+
+
+def get_threads() -> int:
+    """Threads the C kernels use."""
+    return _threads
+
+
+def set_simd(mode: str) -> None:
+    """``"auto"`` (AVX2 where the CPU has it), ``"avx2"`` or ``"scalar"`` (portable C)."""
+    global _simd
+    if mode not in _SIMD_MODES:
+        raise KernelError(f"SIMD mode must be one of {', '.join(_SIMD_MODES)}, got {mode!r}")
+    _simd = mode
+
+
+def has_avx2() -> bool:
+    """True when the CPU (and the build) can run the AVX2 loops."""
+    return bool(AVAILABLE and _native.lib.ortnpu_cpu_has_avx2())
+
+
+def simd() -> str:
+    """The SIMD path the next call takes: ``"avx2"`` or ``"scalar"``."""
+    return "avx2" if _simd != "scalar" and has_avx2() else "scalar"
+
+
+def _isa() -> int:
+    return 1 if simd() == "avx2" else 0
+
+
+def describe() -> str:
+    """Which SIMD path and how many threads, e.g. ``AVX2, 2 threads (OpenMP)``."""
+    if not AVAILABLE:
+        return "not built"
+    path = "AVX2" if simd() == "avx2" else "portable C (no AVX2)"
+    if _simd == "scalar" and has_avx2():
+        path = "portable C (AVX2 disabled by ORTNPU_SIMD/set_simd)"
+    if _native.lib.ortnpu_has_openmp():
+        return f"{path}, {_threads} thread{'s' if _threads != 1 else ''} (OpenMP)"
+    return f"{path}, 1 thread (built without OpenMP)"
+
+
+# ------------------------------------------------------------------------------- helpers
+def _buf(arr: np.ndarray, ctype: str = "char[]") -> Any:
+    return _native.ffi.from_buffer(ctype, arr)
+
+
+def _out_params(a: Mapping[str, Any], out_dtype: np.dtype) -> Any:
+    return _native.ffi.new("ortnpu_out_t *", {
+        "rule": _RULE_CODE[a.get("rounding", "tflite_double")],
+        "acc_bits": int(a.get("acc_bits", 32)),
+        "y_zp": int(a.get("y_zp", 0)),
+        "act_min": int(a["act_min"]),
+        "act_max": int(a["act_max"]),
+        "otype": _TYPE_CODE[np.dtype(out_dtype)],
+    })
+
+
+def _check(rc: int, op: str) -> None:
+    if rc == -2:
+        raise MemoryError(f"{op}: the C kernel could not allocate its scratch memory")
+    if rc != 0:
+        raise KernelError(f"{op}: the C kernel refused its arguments (code {rc}); this is a bug "
+                          "in ortnpu's validation, please report it")
+
+
+def _params(mult: np.ndarray, shift: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Multiplier and shift as int32 arrays of one common length (1 or ``channels``)."""
+    m = np.ascontiguousarray(mult, dtype=np.int32).reshape(-1)
+    s = np.ascontiguousarray(shift, dtype=np.int32).reshape(-1)
+    if m.size != s.size:
+        m = np.ascontiguousarray(np.broadcast_to(m, (channels,)))
+        s = np.ascontiguousarray(np.broadcast_to(s, (channels,)))
+    return m, s
+
+
+# --------------------------------------------------------------------------------- kernels
+def _conv(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
+    from ortnpu.domain.ops_linear import Conv
+
+    x, w, bias, mult, shift = arrays
+    oh, ow = Conv.geometry(x.shape, w.shape, a)
+    cout = w.shape[0]
+    if x.size == 0 or w.size == 0:
+        return Conv.reference(arrays, a, out_dtype)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    bias = np.ascontiguousarray(bias, dtype=np.int64)
+    m, s = _params(mult, shift, cout)
+    y = np.empty((x.shape[0], cout, oh, ow), dtype=out_dtype)
+    p = _native.ffi.new("ortnpu_conv_t *", {
+        "n": x.shape[0], "c": x.shape[1], "h": x.shape[2], "w": x.shape[3],
+        "cout": cout, "cg": w.shape[1], "kh": w.shape[2], "kw": w.shape[3],
+        "group": a["group"], "sh": a["stride_h"], "sw": a["stride_w"],
+        "dh": a["dilation_h"], "dw": a["dilation_w"], "pt": a["pad_top"],
+        "pl": a["pad_left"], "pb": a["pad_bottom"], "pr": a["pad_right"], "oh": oh, "ow": ow,
+        "x_zp": a["x_zp"], "xtype": _TYPE_CODE[x.dtype], "n_params": m.size,
+    })
+    rc = _native.lib.ortnpu_conv2d(
+        p, _out_params(a, out_dtype), _buf(x), _buf(w, "int8_t[]"), _buf(bias, "int64_t[]"),
+        _buf(m, "int32_t[]"), _buf(s, "int32_t[]"), _buf(y), _threads, _isa())
+    _check(rc, "Conv")
+    return y
+
+
+def _fully_connected(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                     out_dtype: np.dtype) -> np.ndarray:
+    from ortnpu.domain.ops_linear import FullyConnected
+
+    x, w, bias, mult, shift = arrays
+    n, k = w.shape
+    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    if rows == 0 or n == 0 or k == 0:
+        return FullyConnected.reference(arrays, a, out_dtype)
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w)
+    bias = np.ascontiguousarray(bias, dtype=np.int64)
+    m, s = _params(mult, shift, n)
+    y = np.empty((*x.shape[:-1], n), dtype=out_dtype)
+    rc = _native.lib.ortnpu_fully_connected(
+        rows, k, n, _buf(x), _TYPE_CODE[x.dtype], a["x_zp"], _buf(w, "int8_t[]"),
+        _buf(bias, "int64_t[]"), _buf(m, "int32_t[]"), _buf(s, "int32_t[]"), m.size,
+        _out_params(a, out_dtype), _buf(y), _threads, _isa())
+    _check(rc, "FullyConnected")
+    return y
+
+
+def _batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], size: int) -> np.ndarray:
+    """Element offset of each broadcast batch entry's matrix inside a contiguous operand."""
+    count = int(np.prod(shape, dtype=np.int64))
+    idx = np.arange(count, dtype=np.int64).reshape(shape)
+    return np.ascontiguousarray(np.broadcast_to(idx, batch).reshape(-1) * size)
+
+
+def _matmul(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
+    from ortnpu.domain.ops_linear import MatMul
+
+    xa, xb, mult, shift = arrays
+    m, k = xa.shape[-2:]
+    n = xb.shape[-1]
+    batch = tuple(np.broadcast_shapes(xa.shape[:-2], xb.shape[:-2]))
+    nb = int(np.prod(batch, dtype=np.int64))
+    if nb == 0 or m == 0 or n == 0 or k == 0:
+        return MatMul.reference(arrays, a, out_dtype)
+    xa = np.ascontiguousarray(xa)
+    xb = np.ascontiguousarray(xb)
+    a_off = _batch_offsets(xa.shape[:-2], batch, m * k)
+    b_off = _batch_offsets(xb.shape[:-2], batch, k * n)
+    y = np.empty((*batch, m, n), dtype=out_dtype)
+    rc = _native.lib.ortnpu_matmul(
+        nb, m, k, n, _buf(xa), _TYPE_CODE[xa.dtype], a["a_zp"], _buf(a_off, "int64_t[]"),
+        xa.size, _buf(xb), _TYPE_CODE[xb.dtype], a["b_zp"], _buf(b_off, "int64_t[]"), xb.size,
+        int(mult.reshape(-1)[0]), int(shift.reshape(-1)[0]), _out_params(a, out_dtype), _buf(y),
+        _threads, _isa())
+    _check(rc, "MatMul")
+    return y
+
+
+def _broadcast_plan(x: np.ndarray, y: np.ndarray) -> tuple[tuple[int, ...], list[list[int]]]:
+    """Output shape and per-operand element strides (0 on broadcast axes), axes merged where
+    both operands are contiguous across them."""
+    shape = np.broadcast_shapes(x.shape, y.shape)
+    strides = [[s // arr.itemsize for s in np.broadcast_to(arr, shape).strides] for arr in (x, y)]
+    dims: list[int] = []
+    st: list[list[int]] = [[], []]
+    for d, size in enumerate(shape):
+        if size == 1:
+            continue
+        if dims and all(st[i][-1] == strides[i][d] * size for i in range(2)):
+            dims[-1] *= size
+            for i in range(2):
+                st[i][-1] = strides[i][d]
+            continue
+        dims.append(size)
+        for i in range(2):
+            st[i].append(strides[i][d])
+    if not dims:
+        dims, st = [1], [[0], [0]]
+    return tuple(dims), st
+
+
+def _binary(op: int, names: tuple[str, ...]) -> Callable[..., np.ndarray]:
+    def run(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
+        x = np.ascontiguousarray(arrays[0])
+        y = np.ascontiguousarray(arrays[1])
+        shape = np.broadcast_shapes(x.shape, y.shape)
+        out = np.empty(shape, dtype=out_dtype)
+        if out.size == 0:
+            return out
+        dims, (sa, sb) = _broadcast_plan(x, y)
+        params = np.array([a[k] for k in names], dtype=np.int64)
+        rc = _native.lib.ortnpu_binary(
+            op, len(dims), _buf(np.array(dims, np.int64), "int64_t[]"), _buf(x),
+            _TYPE_CODE[x.dtype], _buf(np.array(sa, np.int64), "int64_t[]"), x.size, _buf(y),
+            _TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
+            _buf(params, "int64_t[]"), _out_params(a, out_dtype), _buf(out), _threads, _isa())
+        _check(rc, ("Add", "Mul")[op])
+        return out
+
+    return run
+
+
+_add = _binary(0, ("a_zp", "b_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
+                   "b_shift", "y_multiplier", "y_shift"))
+_mul = _binary(1, ("a_zp", "b_zp", "multiplier", "shift"))
+
+
+def _requantize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                out_dtype: np.dtype) -> np.ndarray:
+    x, mult, shift = arrays
+    x = np.ascontiguousarray(x)
+    out = np.empty(x.shape, dtype=out_dtype)
+    if x.size == 0:
+        return out
+    if mult.size > 1 or shift.size > 1:
+        axis = a["axis"] % x.ndim
+        ch = x.shape[axis]
+        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
+        inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+        m, s = _params(mult, shift, ch)
+    else:
+        outer, ch, inner = 1, 1, x.size
+        m, s = _params(mult, shift, 1)
+    rc = _native.lib.ortnpu_requantize(
+        outer, ch, inner, _buf(x), _TYPE_CODE[x.dtype], a["x_zp"], _buf(m, "int32_t[]"),
+        _buf(s, "int32_t[]"), m.size, _out_params(a, out_dtype), _buf(out), _threads, _isa())
+    _check(rc, "Requantize")
+    return out
+
+
+def _lut(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
+    x = np.ascontiguousarray(arrays[0])
+    table = np.ascontiguousarray(arrays[1])
+    out = np.empty(x.shape, dtype=table.dtype)
+    if x.size == 0:
+        return out
+    rc = _native.lib.ortnpu_lut(x.size, _buf(x), _TYPE_CODE[x.dtype], _buf(table),
+                                _TYPE_CODE[table.dtype], table.size, _buf(out), _threads)
+    _check(rc, "Lut")
+    return out
+
+
+def _pool(op: int) -> Callable[..., np.ndarray]:
+    def run(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
+        from ortnpu.domain import common as c
+
+        x = np.ascontiguousarray(arrays[0])
+        n, ch, h, w = x.shape
+        dh, dw = a.get("dilation_h", 1), a.get("dilation_w", 1)
+        oh = c.window_out(h, a["kernel_h"], a["stride_h"], dh, a["pad_top"], a["pad_bottom"],
+                          "", "pool", "vertical")
+        ow = c.window_out(w, a["kernel_w"], a["stride_w"], dw, a["pad_left"], a["pad_right"],
+                          "", "pool", "horizontal")
+        out = np.empty((n, ch, oh, ow), dtype=x.dtype)
+        if out.size == 0:
+            return out
+        win = np.array([a["kernel_h"], a["kernel_w"], a["stride_h"], a["stride_w"], dh, dw,
+                        a["pad_top"], a["pad_left"], a["pad_bottom"], a["pad_right"], oh, ow],
+                       dtype=np.int64)
+        rc = _native.lib.ortnpu_pool2d(op, n, ch, h, w, _buf(win, "int64_t[]"), _buf(x),
+                                       _TYPE_CODE[x.dtype], a["act_min"], a["act_max"],
+                                       _buf(out), _threads)
+        _check(rc, ("MaxPool", "AveragePool")[op])
+        return out
+
+    return run
+
+
+def _global_avgpool(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                    out_dtype: np.dtype) -> np.ndarray:
+    x = np.ascontiguousarray(arrays[0])
+    n, ch, h, w = x.shape
+    out = np.empty((n, ch, 1, 1), dtype=x.dtype)
+    if out.size == 0:
+        return out
+    rc = _native.lib.ortnpu_global_avgpool(n, ch, h * w, _buf(x), _TYPE_CODE[x.dtype],
+                                           a["act_min"], a["act_max"], _buf(out), _threads)
+    _check(rc, "GlobalAveragePool")
+    return out
+
+
+Kernel = Callable[[Sequence[np.ndarray], Mapping[str, Any], np.dtype], np.ndarray]
+
+#: op name -> C-backed kernel with the signature of ``OpSpec.reference``.
+KERNELS: dict[str, Kernel] = {} if not AVAILABLE else {
+    "Conv": _conv,
+    "FullyConnected": _fully_connected,
+    "MatMul": _matmul,
+    "Add": _add,
+    "Mul": _mul,
+    "Requantize": _requantize,
+    "Lut": _lut,
+    "MaxPool": _pool(0),
+    "AveragePool": _pool(1),
+    "GlobalAveragePool": _global_avgpool,
+}
