@@ -210,6 +210,14 @@ def test_qdq_export_loads_and_states_its_differences(kit: Path) -> None:
     assert dev <= 2
 
 
+def test_public_api_name_is_callable_after_import() -> None:
+    import ortnpu
+    import ortnpu.export as package
+
+    assert ortnpu.export is package or callable(ortnpu.export)
+    assert ortnpu.export(_chain_model()).graph.node
+
+
 def test_bad_input_raises_ortnpu_errors() -> None:
     model = _chain_model()
     with pytest.raises(UnsupportedError, match="style"):

@@ -14,6 +14,10 @@ Each style is a table with one lowering per op of ``ortnpu.domain.OPS``; ``graph
 
 from __future__ import annotations
 
+import sys
+import types
+from typing import Any
+
 import onnx
 
 from ortnpu.errors import UnsupportedError
@@ -59,5 +63,15 @@ def export(model: onnx.ModelProto, style: str = "integer",
         return qdq.export_qdq(model)
     raise UnsupportedError(f"unknown export style {style!r}; use one of {', '.join(STYLES)}")
 
+
+class _CallableModule(types.ModuleType):
+    """``ortnpu.export`` is both this package and the public function: once the package is
+    imported, ``ortnpu.export`` names the module, so the module itself must be callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> onnx.ModelProto:
+        return export(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["STYLES", "export"]
