@@ -32,7 +32,7 @@ FIXTURES = Path(__file__).resolve().parent / "data" / "qdq"
 
 # --- helpers ---------------------------------------------------------------------------------
 def ort_quantize(tmp: Path, model: onnx.ModelProto, act: str, fmt: str = "QDQ",
-                 n: int = 16) -> onnx.ModelProto:
+                 n: int = 8) -> onnx.ModelProto:
     """onnxruntime's own quantize_static output for ``model`` (activations ``act``)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
