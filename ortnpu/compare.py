@@ -557,7 +557,8 @@ def _isolation_model(npu: onnx.ModelProto, tensors: dict[str, _Tensor],
     outputs: dict[str, str] = {}
     out_infos = []
     for node in npu.graph.node:
-        if node.domain != _DOMAIN or not node.output or node.output[0] not in of_int:
+        if (node.domain != _DOMAIN or not node.output or node.output[0] not in of_int
+                or of_int[node.output[0]].name not in available):
             continue
         ins = []
         for i in node.input:

@@ -130,7 +130,7 @@ def test_data_forms_and_streaming(models: tuple[onnx.ModelProto, onnx.ModelProto
 
 
 def test_exact_metrics() -> None:
-    from ortnpu.compare import _Accumulator
+    from ortnpu.compare import _Accumulator, _num
 
     acc = _Accumulator("t")
     acc.update(np.array([1.0, 2.0]), np.array([1.0, 2.0]))
@@ -141,6 +141,7 @@ def test_exact_metrics() -> None:
     m = acc.result()
     assert m.sqnr_db == pytest.approx(10 * math.log10(25.0)) and m.mean_abs_error == 0.5
     assert json.dumps(ComparisonReport([], [], 1).to_dict())
+    assert _num(math.inf) == "inf" and _num(-math.inf) == "-inf" and _num(None) is None
 
 
 def test_bad_input(models: tuple[onnx.ModelProto, onnx.ModelProto]) -> None:
@@ -165,6 +166,28 @@ def test_bad_input(models: tuple[onnx.ModelProto, onnx.ModelProto]) -> None:
         compare(model, npu, {"image": images(4)})
     with pytest.raises(ModelError, match="cannot load"):
         compare("/nonexistent/float.onnx", npu, images(4))
+
+
+def _renamed(model: onnx.ModelProto, names: dict[str, str]) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        node.input[:] = [names.get(i, i) for i in node.input]
+        node.output[:] = [names.get(o, o) for o in node.output]
+    return copy
+
+
+def test_mismatched_models(models: tuple[onnx.ModelProto, onnx.ModelProto]) -> None:
+    model, npu = models
+    partial = compare(_renamed(model, {"c3": "c3_other"}), npu, images(4))
+    assert "c3" in partial.skipped and "pwconv" in partial.skipped
+    assert "add1" in partial.skipped  # its input c3 has no float value: not run alone
+    rows = {x.name: x for x in partial.layers}
+    assert "pwconv" not in rows and rows["add1"].isolated is None
+    assert rows["fc"].isolated is not None
+    inner = {o for n in model.graph.node for o in n.output} - {"probs"}
+    with pytest.raises(ModelError, match="none of the quantized tensors"):
+        compare(_renamed(model, {t: f"{t}_other" for t in inner}), npu, images(4))
 
 
 def test_public_name(models: tuple[onnx.ModelProto, onnx.ModelProto]) -> None:
