@@ -104,7 +104,7 @@ class Flatten(OpSpec):
     def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
                   out_dtype: np.dtype) -> np.ndarray:
         x = arrays[0]
-        axis = a["axis"] % (x.ndim + 1) if a["axis"] < 0 else a["axis"]
+        axis = a["axis"] + x.ndim if a["axis"] < 0 else a["axis"]   # ONNX: axis in [-r, r]
         rows = int(np.prod(x.shape[:axis]))
         return x.reshape(rows, int(np.prod(x.shape[axis:]))).astype(out_dtype)
 

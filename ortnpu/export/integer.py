@@ -291,21 +291,9 @@ def lower_reshape(b: Builder, ctx: NodeContext) -> None:
     b.emit("Reshape", [ctx.input(0), ctx.input(1)], ctx.out_type, ctx.output)
 
 
-def flatten_axis(ctx: NodeContext) -> int:
-    """The non-negative axis the domain's Flatten uses (its reference maps a negative axis
-    with ``axis % (rank + 1)``)."""
-    axis = ctx.attrs["axis"]
-    if axis >= 0:
-        return axis
-    rank = ctx.rank(0)
-    if rank is None:
-        raise UnsupportedError(f"{ctx.where}a negative axis needs the rank of {ctx.input(0)!r}")
-    return axis % (rank + 1)
-
-
 def lower_flatten(b: Builder, ctx: NodeContext) -> None:
-    """Flatten with the axis the simulator uses."""
-    b.emit("Flatten", [ctx.input(0)], ctx.out_type, ctx.output, axis=flatten_axis(ctx))
+    """Flatten: the domain's axis follows ONNX (negative counts from the end)."""
+    b.emit("Flatten", [ctx.input(0)], ctx.out_type, ctx.output, axis=ctx.attrs["axis"])
 
 
 def lower_transpose(b: Builder, ctx: NodeContext) -> None:
