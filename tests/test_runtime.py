@@ -149,3 +149,30 @@ def test_four_threads_share_one_session() -> None:
         t.join()
     assert not errors
     assert all(np.array_equal(results[k], serial[k]) for k in range(16))
+
+
+LATE_IMPORT_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import numpy as np, onnxruntime as ort, ortnpu
+    from test_runtime import conv_model
+    model, _, _ = conv_model()
+    sess = ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(),
+                                providers=["CPUExecutionProvider"])
+    assert "torch" not in sys.modules, "registering our ops must not import torch"
+    import onnxruntime_extensions  # installs its stock hook: it must not replace ours
+    x = np.zeros((2, 4, 7, 7), np.int8)
+    print("shape", sess.run(None, {{"x": x}})[0].shape)
+    print("alive")
+""")
+
+
+def test_importing_onnxruntime_extensions_later_keeps_our_hook(tmp_path) -> None:
+    import os
+
+    script = tmp_path / "late_import.py"
+    script.write_text(LATE_IMPORT_SCRIPT.format(tests=os.path.dirname(__file__)))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "shape (2, 6, 3, 5)" in proc.stdout and "alive" in proc.stdout

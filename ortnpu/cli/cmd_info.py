@@ -13,10 +13,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from importlib.metadata import version
+
     import numpy
     import onnx
     import onnxruntime
-    import onnxruntime_extensions
 
     from ortnpu import __version__
     from ortnpu.domain import kernels
@@ -24,7 +25,7 @@ def _run(args: argparse.Namespace) -> int:
 
     print(f"ortnpu {__version__}")
     print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, "
-          f"onnxruntime-extensions {onnxruntime_extensions.__version__}, numpy {numpy.__version__}")
+          f"onnxruntime-extensions {version('onnxruntime-extensions')}, numpy {numpy.__version__}")
     print(f"kernels: {kernels.describe()}")
     print(f"targets: {', '.join(preset_names())} (default tflite-int8)")
     return 0

@@ -109,44 +109,100 @@ def _validation_key(k_id: int, attributes: Any, arrays: list[np.ndarray]) -> tup
     return tuple(parts)
 
 
-def _foreign(k_id: int, feed: Any, attributes: Any) -> tuple:
-    """Python ops that are not ours keep the stock behaviour, made exception-safe."""
-    from onnxruntime_extensions import _ocos
+#: The hook another library installed (onnxruntime-extensions' stock one), for its own ops.
+_foreign_hook: Any = None
+_pydll: Any = None
+_keep: list[Any] = []   # registered op definitions must outlive the process's sessions
 
+
+def _foreign(k_id: int, feed: Any, attributes: Any) -> tuple:
+    """Python ops that are not ours go to the hook their library installed, made safe."""
     try:
-        return _ocos._on_pyop_invocation(k_id, feed, attributes)
+        if _foreign_hook is None:
+            raise KernelError(f"no handler for python custom op id {k_id}")
+        return _foreign_hook(k_id, feed, attributes)
     except BaseException as exc:
         with _lock:
             _errors.append((threading.get_ident(), KernelError(f"python custom op failed: {exc}")))
-        return (k_id, (0,), [])
+        return (k_id, (0,), np.zeros((0,), np.float32))
+
+
+def _load_pydll() -> Any:
+    """onnxruntime-extensions' native module, loaded without the package's ``__init__``.
+
+    The package's ``__init__`` imports torch, transformers and more when they are installed
+    (seconds, and a broken torch breaks the import); ortnpu needs only the native module that
+    defines Python custom ops and the library path to register with onnxruntime.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    name = "onnxruntime_extensions._extensions_pydll"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    if spec is None or spec.origin is None:
+        raise KernelError("onnxruntime-extensions is not installed: pip install "
+                          "onnxruntime-extensions")
+    folder = os.path.dirname(spec.origin)
+    files = [f for f in os.listdir(folder)
+             if f.startswith("_extensions_pydll") and f.endswith((".so", ".pyd", ".dylib"))]
+    if not files:
+        raise KernelError(f"onnxruntime-extensions at {folder} has no _extensions_pydll module")
+    mspec = importlib.util.spec_from_file_location(name, os.path.join(folder, files[0]))
+    module = importlib.util.module_from_spec(mspec)
+    mspec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+def library_path() -> str:
+    """Path of the custom-op library to pass to ``SessionOptions.register_custom_ops_library``."""
+    ensure_registered()
+    return str(_pydll.__file__)
+
+
+def _remember_foreign(hook: Any) -> None:
+    """Stands in for ``PyCustomOpDef.install_hooker`` after ortnpu installed its hook.
+
+    onnxruntime-extensions installs its stock hook when its package is imported; if that
+    happens after ortnpu registered, the stock hook would replace ours and abort the process on
+    our ops. Instead it becomes the handler of the ops that are not ours.
+    """
+    global _foreign_hook
+    _foreign_hook = hook
 
 
 def ensure_registered() -> None:
     """Register every op type of the domain once per process and install the hook."""
-    global _registered
+    global _registered, _pydll, _foreign_hook
     with _lock:
         if _registered:
             return
-        from onnxruntime_extensions import PyCustomOpDef, onnx_op
+        import sys
 
+        _pydll = _load_pydll()
+        pyop = _pydll.PyCustomOpDef
         for spec in OPS:
             for op_type, out_dtype, count in spec.op_types():
-                inputs = [_type_code(k, PyCustomOpDef) for k in spec.input_kinds(count)]
-                out_code = _type_code(
+                definition = pyop()
+                definition.op_type = f"{DOMAIN}::{op_type}"
+                definition.obj_id = id(definition)
+                definition.input_types = [_type_code(k, pyop) for k in spec.input_kinds(count)]
+                definition.output_types = [_type_code(
                     {"i8": "int8", "u8": "uint8", "i16": "int16"}[
-                        next(s for s, d in ACTIVATION_TYPES.items() if d == out_dtype)],
-                    PyCustomOpDef)
-                attrs = {a.name: _attr_code(a.kind, PyCustomOpDef) for a in spec.all_attrs()}
-                opdef = onnx_op(op_type=f"{DOMAIN}::{op_type}", inputs=inputs,
-                                outputs=[out_code], attrs=attrs)(_unreachable)
-                _ours[id(opdef)] = (spec, out_dtype, op_type)
-        PyCustomOpDef.install_hooker(_hook)
+                        next(s for s, d in ACTIVATION_TYPES.items() if d == out_dtype)], pyop)]
+                definition.attrs = {a.name: _attr_code(a.kind, pyop) for a in spec.all_attrs()}
+                _pydll.add_custom_op(definition)
+                _keep.append(definition)
+                _ours[id(definition)] = (spec, out_dtype, op_type)
+        ocos = sys.modules.get("onnxruntime_extensions._ocos")
+        if ocos is not None:
+            _foreign_hook = ocos._on_pyop_invocation
+        pyop.install_hooker(_hook)
+        pyop.install_hooker = staticmethod(_remember_foreign)
         _registered = True
-
-
-def _unreachable(*_args: Any, **_kwargs: Any) -> None:
-    """Body of the registered ops; the hook dispatches to the kernels instead."""
-    raise KernelError("ortnpu op body called without the ortnpu hook")
 
 
 def take_errors(thread_id: int | None = None) -> list[OrtNpuError]:

@@ -35,11 +35,9 @@ def session_options(intra_op_num_threads: int | None = None,
         intra_op_num_threads: threads of onnxruntime's own kernels (and of ours).
         base: options to extend instead of fresh ones.
     """
-    import onnxruntime_extensions
-
     registry.ensure_registered()
     so = base or ort.SessionOptions()
-    so.register_custom_ops_library(onnxruntime_extensions.get_library_path())
+    so.register_custom_ops_library(registry.library_path())
     if intra_op_num_threads is not None:
         so.intra_op_num_threads = int(intra_op_num_threads)
     so.log_severity_level = 3  # our empty-output error path makes onnxruntime warn; keep it quiet
@@ -51,16 +49,32 @@ def pending_errors() -> list[OrtNpuError]:
     return registry.take_errors()
 
 
-def _model_bytes(model: onnx.ModelProto | str | os.PathLike | bytes) -> tuple[bytes, str]:
+#: What :meth:`InferenceSession.run` does with NaN in float inputs (see docs/robustness.md).
+NAN_POLICIES = ("raise", "zero", "allow")
+
+
+def _model_bytes(model: onnx.ModelProto | str | os.PathLike | bytes
+                 ) -> tuple[bytes, str, onnx.ModelProto]:
+    """Validate the model at the edge (``ortnpu.validate``) and serialise it for onnxruntime."""
+    from ortnpu.validate import load_model
+
     if isinstance(model, onnx.ModelProto):
-        return model.SerializeToString(), model.graph.name or "<model>"
-    if isinstance(model, (bytes, bytearray)):
-        return bytes(model), "<bytes>"
-    path = Path(model)
+        name = model.graph.name or "<model>"
+    elif isinstance(model, (bytes, bytearray, memoryview)):
+        name = "<bytes>"
+    elif isinstance(model, (str, os.PathLike)):
+        name = str(Path(model))
+    else:
+        raise ModelError(f"InferenceSession expects an onnx.ModelProto, bytes or a path, got "
+                         f"{type(model).__name__}")
+    proto = load_model(model)
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model), name, proto
     try:
-        return path.read_bytes(), str(path)
-    except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model: {exc.strerror or exc}") from None
+        return proto.SerializeToString(), name, proto
+    except ValueError as exc:  # protobuf refuses messages above 2 GB
+        raise ModelError(f"{name}: cannot serialise the model for onnxruntime: {exc}; save it "
+                         "with external data and pass the path") from None
 
 
 class InferenceSession:
@@ -71,13 +85,25 @@ class InferenceSession:
         sess_options: options to extend; the domain is registered on them.
         providers: onnxruntime providers (default CPU).
         intra_op_num_threads: convenience for the thread count.
+        nan_policy: NaN in a float input: ``"raise"`` a :class:`ModelError` (default; what
+            onnxruntime's QuantizeLinear makes of NaN depends on the CPU), ``"zero"`` replace it
+            by 0.0 (deterministic everywhere), ``"allow"`` pass it through unchanged. Infinities
+            always pass: they saturate to the ends of the integer range, deterministically.
     """
 
     def __init__(self, model: onnx.ModelProto | str | os.PathLike | bytes,
                  sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str] | None = None,
-                 intra_op_num_threads: int | None = None) -> None:
-        data, self.model_name = _model_bytes(model)
+                 intra_op_num_threads: int | None = None, *,
+                 nan_policy: str = "raise") -> None:
+        if nan_policy not in NAN_POLICIES:
+            raise ModelError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}, got "
+                             f"{nan_policy!r}")
+        self.nan_policy = nan_policy
+        data, self.model_name, proto = _model_bytes(model)
+        self._ranked = {vi.name: vi.type.tensor_type.HasField("shape")
+                        for vi in proto.graph.input}
+        del proto
         opts = session_options(intra_op_num_threads, base=sess_options)
         try:
             self._sess = ort.InferenceSession(data, opts,
@@ -147,12 +173,26 @@ class InferenceSession:
         for name, value in input_feed.items():
             info = self._inputs[name]
             want = _NP_OF_ORT.get(info.type)
-            arr = np.asarray(value)
+            try:
+                arr = np.ascontiguousarray(value)
+            except (ValueError, TypeError) as exc:
+                raise ModelError(f"{self.model_name}: input {name!r} is not an array: "
+                                 f"{_first_line(exc)}") from None
             if want is not None and arr.dtype != want:
                 raise ModelError(f"{self.model_name}: input {name!r} has dtype {arr.dtype}, the "
                                  f"model expects {np.dtype(want)}; convert it with "
                                  f".astype(np.{np.dtype(want).name})")
-            shape = info.shape
+            if arr.dtype.kind == "f" and self.nan_policy != "allow":
+                nan = np.isnan(arr)
+                if nan.any():
+                    if self.nan_policy == "raise":
+                        first = [int(i) for i in np.argwhere(nan)[0]]
+                        raise ModelError(
+                            f"{self.model_name}: input {name!r} contains {int(nan.sum())} NaN "
+                            f"value(s), the first at index {first}; clean the data, or create "
+                            "the session with nan_policy='zero' (NaN -> 0.0) or 'allow'")
+                    arr = np.where(nan, arr.dtype.type(0), arr)
+            shape = info.shape if self._ranked.get(name, True) else None
             if shape is not None and len(shape) != arr.ndim:
                 raise ModelError(f"{self.model_name}: input {name!r} has rank {arr.ndim} "
                                  f"(shape {list(arr.shape)}), the model expects rank "
