@@ -37,6 +37,11 @@ typedef struct {
     void (*dw_row)(uint32_t *, const int16_t *, int64_t, int64_t, int32_t);
     void (*finish32_double)(const int32_t *, int64_t, uint32_t, int64_t, int, int64_t, int64_t,
                             int64_t, void *, int);
+    void (*quad_interleave)(const int16_t *, int64_t, uint8_t *, int64_t, int16_t);
+    /* u8 x s8 quad tile (AVX-512 VNNI only, NULL elsewhere): like bcast_tile with groups of
+     * four bytes, U signed weights, V unsigned activations */
+    void (*bcast_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
+                          int64_t, int32_t *, int64_t);
 } ortnpu_isa_t;
 
 /* portable build of the inner loops */
@@ -65,6 +70,124 @@ typedef struct {
 #endif
 #endif
 
+#if ORTNPU_HAVE_AVX2
+/* AVX-512 VNNI: the GEMM tile with vpdpwssd (int16 pair products summed into int32 lanes,
+ * wrapping: the same bits as madd + add). 16 columns fill one zmm; the K range is split in two
+ * interleaved halves so that eight accumulator chains hide the instruction latency. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
+#endif
+static inline __attribute__((always_inline)) void
+bcast_tile_vnni_r(const int16_t *U, int64_t ldu, const int R, const int16_t *V, int64_t ldv,
+                  int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    __m512i a0[4], a1[4];
+    for (int r = 0; r < R; r++) {
+        a0[r] = _mm512_setzero_si512();
+        a1[r] = _mm512_setzero_si512();
+    }
+    int64_t j = j0;
+    for (; j + 2 <= j1; j += 2) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 2 * j * ldv));
+        __m512i v1 = _mm512_loadu_si512((const void *)(V + 2 * (j + 1) * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0, u1;
+            memcpy(&u0, U + r * ldu + 2 * j, sizeof u0);
+            memcpy(&u1, U + r * ldu + 2 * j + 2, sizeof u1);
+            a0[r] = _mm512_dpwssd_epi32(a0[r], _mm512_set1_epi32(u0), v0);
+            a1[r] = _mm512_dpwssd_epi32(a1[r], _mm512_set1_epi32(u1), v1);
+        }
+    }
+    if (j < j1) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 2 * j * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0;
+            memcpy(&u0, U + r * ldu + 2 * j, sizeof u0);
+            a0[r] = _mm512_dpwssd_epi32(a0[r], _mm512_set1_epi32(u0), v0);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        _mm512_storeu_si512((void *)(C + r * ldc), _mm512_add_epi32(a0[r], a1[r]));
+}
+
+static void bcast_tile_vnni(const int16_t *U, int64_t ldu, int R, const int16_t *V, int64_t ldv,
+                            int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    switch (R) {
+    case 1: bcast_tile_vnni_r(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
+    case 2: bcast_tile_vnni_r(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
+    case 3: bcast_tile_vnni_r(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
+    default: bcast_tile_vnni_r(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+    }
+}
+/* The same with u8 activations x s8 weights in groups of four (vpdpbusd, no saturation:
+ * exact modulo 2^32): twice the products per instruction of the int16 pairs. */
+static inline __attribute__((always_inline)) void
+bcast_tile_u8_vnni_r(const int8_t *U, int64_t ldu, const int R, const uint8_t *V, int64_t ldv,
+                     int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    __m512i a0[4], a1[4];
+    for (int r = 0; r < R; r++) {
+        a0[r] = _mm512_setzero_si512();
+        a1[r] = _mm512_setzero_si512();
+    }
+    int64_t j = j0;
+    for (; j + 2 <= j1; j += 2) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 4 * j * ldv));
+        __m512i v1 = _mm512_loadu_si512((const void *)(V + 4 * (j + 1) * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0, u1;
+            memcpy(&u0, U + r * ldu + 4 * j, sizeof u0);
+            memcpy(&u1, U + r * ldu + 4 * j + 4, sizeof u1);
+            a0[r] = _mm512_dpbusd_epi32(a0[r], v0, _mm512_set1_epi32(u0));
+            a1[r] = _mm512_dpbusd_epi32(a1[r], v1, _mm512_set1_epi32(u1));
+        }
+    }
+    if (j < j1) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 4 * j * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0;
+            memcpy(&u0, U + r * ldu + 4 * j, sizeof u0);
+            a0[r] = _mm512_dpbusd_epi32(a0[r], v0, _mm512_set1_epi32(u0));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        _mm512_storeu_si512((void *)(C + r * ldc), _mm512_add_epi32(a0[r], a1[r]));
+}
+
+static void bcast_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_t *V,
+                               int64_t ldv, int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    switch (R) {
+    case 1: bcast_tile_u8_vnni_r(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
+    case 2: bcast_tile_u8_vnni_r(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
+    case 3: bcast_tile_u8_vnni_r(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
+    default: bcast_tile_u8_vnni_r(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+    }
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+static const ortnpu_isa_t isa_table_vnni = {
+    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx2,
+    quad_interleave_avx2, bcast_tile_u8_vnni,
+};
+#endif
+
+int ortnpu_cpu_has_vnni(void) {
+#if ORTNPU_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
 int ortnpu_cpu_has_avx2(void) {
 #if ORTNPU_HAVE_AVX2
     __builtin_cpu_init();
@@ -92,7 +215,8 @@ int ortnpu_max_threads(void) {
 
 static const ortnpu_isa_t *pick_isa(int isa) {
 #if ORTNPU_HAVE_AVX2
-    if (isa == 1 && ortnpu_cpu_has_avx2()) return &isa_table_avx2;
+    if (isa == 2 && ortnpu_cpu_has_vnni()) return &isa_table_vnni;
+    if (isa >= 1 && ortnpu_cpu_has_avx2()) return &isa_table_avx2;
 #endif
     (void)isa;
     return &isa_table_scalar;
@@ -280,17 +404,21 @@ static void im2col_row(const conv_ctx_t *cx, int64_t n, int64_t ci, int64_t ky, 
     }
 }
 
+/* GEMM convolution: per (image, group, pixel tile) the im2col tile V holds, for every group
+ * of G taps (G = 2: int16 pairs; G = 4: u8 quads for the VNNI u8 x s8 tile) and every pixel of
+ * the tile, the G values side by side (4 bytes per tap group and pixel either way); U holds the
+ * weights of each output channel as G-groups. Output channels go by blocks of four. */
 static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
-                      const void *x, const int16_t *U, const uint64_t *corr, const int32_t *mult,
-                      const int32_t *shift, void *y, int nt, int *err) {
+                      const void *x, const void *U, int G, int16_t qoff, const uint64_t *corr,
+                      const int32_t *mult, const int32_t *shift, void *y, int nt, int *err) {
     conv_ctx_t cx;
     cx.p = p;
     cx.x = x;
     cx.K = p->cg * p->kh * p->kw;
-    cx.Kp = (cx.K + 1) / 2;
-    cx.K2 = 2 * cx.Kp;
+    cx.Kp = ceil_div(cx.K, G); /* tap groups */
+    cx.K2 = G * cx.Kp;         /* weight row length, in elements */
     cx.P = p->oh * p->ow;
-    /* pixel tile: the packed im2col tile (Kp x TP pairs) stays within ~128 KiB */
+    /* pixel tile: the packed im2col tile (Kp x TP x 4 bytes) stays within ~128 KiB */
     int64_t tp = (INT64_C(128) * 1024 / (cx.Kp * 4)) & ~INT64_C(15);
     if (tp < 16) tp = 16;
     if (tp > 256) tp = 256;
@@ -303,18 +431,20 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     if (base_items < 4 * nt) nsplit = ceil_div(4 * nt, base_items);
     if (nsplit > nblk) nsplit = nblk;
     const int64_t items = base_items * nsplit;
-    const int64_t maxprod = type_abs(p->xtype) * 128;
-    const int64_t kb = pair_block(o->acc_bits, maxprod); /* pairs per exact int32 block */
+    /* tap groups per exact int32 block (acc_bits 64): each group sums G products of at most
+     * max|value| * 128 */
+    const int64_t vabs = G == 4 ? 255 : type_abs(p->xtype);
+    const int64_t kb = o->acc_bits == 32 ? 0 : INT32_MAX / (G * vabs * 128);
     const int blocked = kb > 0 && kb < cx.Kp;
     const int64_t TP = cx.TP, Kp = cx.Kp, K2 = cx.K2;
 
 #pragma omp parallel num_threads(nt)
     {
-        int16_t *V = malloc((size_t)(Kp * TP * 2) * sizeof(int16_t));
-        int16_t *ra = malloc((size_t)TP * 2 * sizeof(int16_t));
+        uint8_t *V = malloc((size_t)(Kp * TP * 4));
+        int16_t *rows = malloc((size_t)(G * TP) * sizeof(int16_t));
         int32_t *acc = malloc((size_t)(4 * TP) * sizeof(int32_t));
         int64_t *acc64 = blocked ? malloc((size_t)(4 * TP) * sizeof(int64_t)) : NULL;
-        int ok = V && ra && acc && (!blocked || acc64);
+        int ok = V && rows && acc && (!blocked || acc64);
         if (!ok) {
 #pragma omp atomic write
             *err = ORTNPU_ENOMEM;
@@ -326,40 +456,49 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t t = rest % ntiles, ng = rest / ntiles;
             int64_t g = ng % p->group, n = ng / p->group;
             int64_t p0 = t * TP, tpx = cx.P - p0 < TP ? cx.P - p0 : TP, tpc = round16(tpx);
-            /* im2col of this tile into V, pair-interleaved: V[j][c][0..1] = taps 2j, 2j+1 */
-            int16_t *rb = ra + TP;
-            for (int64_t k = 0; k < cx.K; k += 2) {
-                for (int h = 0; h < 2; h++) {
-                    int16_t *row = h ? rb : ra;
+            /* im2col of this tile into V: V[j][c][0..G) = taps G*j .. G*j+G-1 of pixel c */
+            for (int64_t k = 0; k < cx.K; k += G) {
+                for (int h = 0; h < G; h++) {
+                    int16_t *row = rows + h * TP;
                     int64_t kk = k + h;
                     if (kk < cx.K) {
                         int64_t ci = g * p->cg + kk / (p->kh * p->kw), r = kk % (p->kh * p->kw);
                         im2col_row(&cx, n, ci, r / p->kw, r % p->kw, p0, tpx, row);
                         fill_i16(row + tpx, 0, tpc - tpx);
                     } else {
-                        fill_i16(row, 0, tpc);
+                        fill_i16(row, 0, tpc); /* the weights are 0 there */
                     }
                 }
-                I->interleave(ra, rb, V + (k / 2) * TP * 2, tpc);
+                if (G == 2)
+                    I->interleave(rows, rows + TP, (int16_t *)(void *)V + (k / 2) * TP * 2, tpc);
+                else
+                    I->quad_interleave(rows, TP, V + (k / 4) * TP * 4, tpc, qoff);
             }
             int64_t b0 = split * nblk / nsplit, b1 = (split + 1) * nblk / nsplit;
             for (int64_t blk = b0; blk < b1; blk++) {
                 int64_t c0 = g * coutg + blk * 4;
                 int R = (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4);
-                const int16_t *Ub = U + c0 * K2;
                 for (int64_t col = 0; col < tpc; col += 16) {
-                    if (!blocked) {
-                        I->bcast_tile(Ub, K2, R, V + 2 * col, TP, 0, Kp, acc + col, TP);
-                    } else {
+                    int64_t jstep = blocked ? kb : Kp;
+                    if (blocked)
                         for (int r = 0; r < R; r++)
                             for (int c = 0; c < 16; c++) acc64[r * TP + col + c] = 0;
-                        for (int64_t j0 = 0; j0 < Kp; j0 += kb) {
-                            int64_t j1 = j0 + kb < Kp ? j0 + kb : Kp;
-                            int32_t tmp[4 * 16];
-                            I->bcast_tile(Ub, K2, R, V + 2 * col, TP, j0, j1, tmp, 16);
+                    for (int64_t j0 = 0; j0 < Kp; j0 += jstep) {
+                        int64_t j1 = j0 + jstep < Kp ? j0 + jstep : Kp;
+                        int32_t tmp[4 * 16];
+                        int32_t *dst = blocked ? tmp : acc + col;
+                        int64_t ldc = blocked ? 16 : TP;
+                        if (G == 2)
+                            I->bcast_tile((const int16_t *)U + c0 * K2, K2, R,
+                                          (const int16_t *)(const void *)V + 2 * col, TP, j0, j1,
+                                          dst, ldc);
+                        else
+                            I->bcast_tile_u8((const int8_t *)U + c0 * K2, K2, R, V + 4 * col, TP,
+                                             j0, j1, dst, ldc);
+                        if (blocked)
                             for (int r = 0; r < R; r++)
-                                for (int c = 0; c < 16; c++) acc64[r * TP + col + c] += tmp[r * 16 + c];
-                        }
+                                for (int c = 0; c < 16; c++)
+                                    acc64[r * TP + col + c] += tmp[r * 16 + c];
                     }
                 }
                 for (int r = 0; r < R; r++) {
@@ -371,7 +510,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             }
         }
         free(V);
-        free(ra);
+        free(rows);
         free(acc);
         free(acc64);
     }
@@ -447,10 +586,16 @@ int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, 
     if (p->n == 0) return ORTNPU_OK;
     const ortnpu_isa_t *I = pick_isa(isa);
     const int nt = threads_of(nthreads);
-    const int64_t K = p->cg * p->kh * p->kw, Kp = (K + 1) / 2, K2 = 2 * Kp;
     const int depthwise = p->cg == 1 &&
         (o->acc_bits == 32 || p->kh * p->kw * type_abs(p->xtype) * 128 <= INT32_MAX);
-    int16_t *U = depthwise ? NULL : malloc((size_t)(p->cout * K2) * sizeof(int16_t));
+    /* u8 x s8 quads on VNNI for 8-bit inputs: an int8 x becomes x + 128, so the padding value
+     * and the zero point of the correction move by 128 as well */
+    const int G = (I->bcast_tile_u8 && p->xtype != ORTNPU_T_I16) ? 4 : 2;
+    const int16_t qoff = p->xtype == ORTNPU_T_I8 ? 128 : 0;
+    const int64_t zp_eff = G == 4 ? p->x_zp + qoff : p->x_zp;
+    const int64_t K = p->cg * p->kh * p->kw, K2 = G * ceil_div(K, G);
+    void *U = depthwise ? NULL
+                        : malloc((size_t)(p->cout * K2) * (G == 2 ? sizeof(int16_t) : 1));
     uint64_t *corr = malloc((size_t)p->cout * sizeof(uint64_t));
     int err = ORTNPU_OK;
     if ((!depthwise && !U) || !corr) {
@@ -464,16 +609,19 @@ int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, 
         const int8_t *wr = w + c * K;
         int64_t s = 0;
         for (int64_t k = 0; k < K; k++) s += wr[k];
-        if (U) {
-            for (int64_t k = 0; k < K; k++) U[c * K2 + k] = wr[k];
-            if (K2 > K) U[c * K2 + K] = 0;
+        if (U && G == 2) {
+            int16_t *u = (int16_t *)U + c * K2;
+            for (int64_t k = 0; k < K2; k++) u[k] = k < K ? wr[k] : 0;
+        } else if (U) {
+            int8_t *u = (int8_t *)U + c * K2;
+            for (int64_t k = 0; k < K2; k++) u[k] = k < K ? wr[k] : 0;
         }
-        corr[c] = (uint64_t)bias[c] - (uint64_t)(p->x_zp * s);
+        corr[c] = (uint64_t)bias[c] - (uint64_t)((depthwise ? p->x_zp : zp_eff) * s);
     }
     if (depthwise)
         conv_depthwise(I, p, o, x, w, corr, mult, shift, y, nt, &err);
     else
-        conv_gemm(I, p, o, x, U, corr, mult, shift, y, nt, &err);
+        conv_gemm(I, p, o, x, U, G, qoff, corr, mult, shift, y, nt, &err);
     free(U);
     free(corr);
     return err;
@@ -500,12 +648,21 @@ int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, in
         free(corr);
         return ORTNPU_ENOMEM;
     }
+    /* x - x_zp fits int16 for 8-bit inputs (and int16 ones with zp 0): subtract it here;
+     * otherwise keep raw values and correct with x_zp * sum(w) per output */
+    const int fold = xtype != ORTNPU_T_I16 || x_zp == 0;
+    const int64_t zsub = fold ? x_zp : 0, zcorr = fold ? 0 : x_zp;
     for (int64_t r = 0; r < rows; r++) {
-        load_i16(X + r * k16, x, xtype, r * k, 1, k);
-        fill_i16(X + r * k16 + k, 0, k16 - k);
+        int16_t *d = X + r * k16;
+        load_i16(d, x, xtype, r * k, 1, k);
+        if (zsub)
+            for (int64_t kk = 0; kk < k; kk++) d[kk] = (int16_t)(d[kk] - zsub);
+        fill_i16(d + k, 0, k16 - k);
     }
+    int64_t xabs = type_max(xtype) - zsub > zsub - type_min(xtype) ? type_max(xtype) - zsub
+                                                                   : zsub - type_min(xtype);
     /* exact int32 blocks of k (multiple of 16) for the 64-bit accumulator */
-    int64_t kb = pair_block(o->acc_bits, type_abs(xtype) * 128) * 2;
+    int64_t kb = pair_block(o->acc_bits, xabs * 128) * 2;
     kb &= ~INT64_C(15); /* at least 496 (int16 input): 496 * 2^22 < 2^31 */
     const int blocked = o->acc_bits == 64 && kb < k;
     const int64_t nblk = ceil_div(n, 4);
@@ -517,9 +674,9 @@ int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, in
         uint64_t cr[4];
         for (int q = 0; q < NW; q++) {
             int64_t s = 0;
-            if (x_zp != 0)
+            if (zcorr != 0)
                 for (int64_t kk = 0; kk < k; kk++) s += w[(n0 + q) * k + kk];
-            cr[q] = (uint64_t)bias[n0 + q] - (uint64_t)(x_zp * s);
+            cr[q] = (uint64_t)bias[n0 + q] - (uint64_t)(zcorr * s);
         }
         for (int64_t r0 = 0; r0 < rows; r0 += 2) {
             const int R = rows - r0 >= 2 ? 2 : 1;

@@ -8,7 +8,8 @@
  *
  * Element types (ORTNPU_T_*): 0 int8, 1 uint8, 2 int16.
  * Rounding rules (ORTNPU_R_*): 0 tflite_double, 1 tflite_single, 2 tflite_int64, 3 half_up.
- * isa: 0 portable scalar C, 1 AVX2 (falls back to scalar when the CPU lacks AVX2).
+ * isa: 0 portable C, 1 AVX2, 2 AVX-512 VNNI for the GEMM tile (each falls back to the next
+ *      narrower path the CPU supports). Every path gives the same bits.
  */
 #ifndef ORTNPU_KERNELS_H
 #define ORTNPU_KERNELS_H
@@ -38,6 +39,7 @@ typedef struct {
 } ortnpu_conv_t;
 
 int ortnpu_cpu_has_avx2(void);
+int ortnpu_cpu_has_vnni(void);
 int ortnpu_has_openmp(void);
 int ortnpu_max_threads(void);
 

@@ -2,7 +2,7 @@
 
 Differential tests: each case is validated like onnxruntime would (``spec.validate``), run by
 the numpy reference and by the C kernel, and compared with ``np.array_equal``. Every test runs
-on both SIMD paths (AVX2 when the CPU has it, and the portable C path), most also on 1 and 2
+on every SIMD path the CPU has (AVX-512 VNNI, AVX2, portable C), most also on 1 and 2
 threads. Randomized cases use fixed seeds; targeted cases cover the rounding ties, the
 saturations, the zero points at the dtype extremes and every shift of every rule.
 """
@@ -23,13 +23,25 @@ pytestmark = pytest.mark.skipif(not native.AVAILABLE,
                                 reason="C kernels not built (ortnpu.domain._native missing)")
 
 DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
-SIMD = ["avx2", "scalar"]
+SIMD = ["avx512", "avx2", "scalar"]
 COUNT = {"cases": 0}
 
 
 @pytest.fixture(params=SIMD)
 def simd(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test on one SIMD path (AVX2 skipped on CPUs without it)."""
+    if request.param == "avx2" and not native.has_avx2():
+        pytest.skip("this CPU has no AVX2")
+    if request.param == "avx512" and not native.has_avx512_vnni():
+        pytest.skip("this CPU has no AVX-512 VNNI")
+    native.set_simd(request.param)
+    yield request.param
+    native.set_simd("auto")
+
+
+@pytest.fixture(params=["avx2", "scalar"])
+def simd2(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The paths of code that has no AVX-512 variant (FC, elementwise, pooling)."""
     if request.param == "avx2" and not native.has_avx2():
         pytest.skip("this CPU has no AVX2")
     native.set_simd(request.param)
@@ -138,7 +150,7 @@ def acc_patterns(rng: np.random.Generator) -> np.ndarray:
 
 @pytest.mark.parametrize("rule", ROUNDING_RULES)
 @pytest.mark.parametrize("acc_bits", [32, 64])
-def test_rescale_every_shift(simd: str, rule: str, acc_bits: int) -> None:
+def test_rescale_every_shift(simd2: str, rule: str, acc_bits: int) -> None:
     """Every shift of the rule's range, multipliers 0, 1, 2^30, 2^31-1 (and the half_up
     negatives), accumulators around ties, across the int32 and int64 ranges (via the bias)."""
     rng = np.random.default_rng(1)
@@ -181,7 +193,7 @@ def test_rescale_every_shift(simd: str, rule: str, acc_bits: int) -> None:
 
 
 @pytest.mark.parametrize("rule", ROUNDING_RULES)
-def test_requantize_every_shift(simd: str, rule: str) -> None:
+def test_requantize_every_shift(simd2: str, rule: str) -> None:
     """Requantize over all shifts per channel, every input/output type and extreme zps."""
     rng = np.random.default_rng(2)
     (_, mhi), (slo, shi) = rescale_bounds(rule)
@@ -315,6 +327,26 @@ def test_conv_int16_acc64_exact(simd: str) -> None:
               np.int16)
 
 
+def test_huge_k_8bit_acc64_blocks(simd: str) -> None:
+    """K = 140000 8-bit taps at the extremes: beyond one exact int32 block of every path
+    (int16 pairs, u8 quads, FC dot blocks), so the 64-bit sums go through the block adds."""
+    k = 140000
+    for xdt, xval, x_zp in ((np.int8, -128, 127), (np.uint8, 255, 0), (np.int8, 127, -128)):
+        x = np.full((1, k, 1, 1), xval, xdt)
+        w = np.full((3, k, 1, 1), -128, np.int8)
+        w[1] = 127
+        w[2, ::3] = 5
+        bias = np.array([0, 1 << 35, -7], np.int64)
+        for acc_bits in (32, 64):
+            mult, shift = rescale_params(np.random.default_rng(3), "tflite_double", 2.0 ** 40, 3,
+                                         wild=0.0)
+            attrs = {"acc_bits": acc_bits, "x_zp": x_zp, "y_zp": 0, "act_min": -32768,
+                     "act_max": 32767}
+            check("Conv", [x, w, bias, mult, shift], attrs, np.int16)
+            check("FullyConnected", [x.reshape(1, k), w.reshape(3, k), bias, mult, shift],
+                  attrs, np.int16)
+
+
 def test_conv_ties_and_saturation(simd: str) -> None:
     """Accumulators on exact .5 points of the final shift, and outputs beyond both ends."""
     x = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(1, 1, 16, 16)
@@ -337,7 +369,7 @@ def test_conv_ties_and_saturation(simd: str) -> None:
 
 
 # ------------------------------------------------------------------------ FC and MatMul
-def test_fully_connected_random(simd: str, threads: int) -> None:
+def test_fully_connected_random(simd2: str) -> None:
     rng = np.random.default_rng(20)
     for i in range(120):
         xdt, out = one_of(rng, DTYPES), one_of(rng, DTYPES)
@@ -357,7 +389,7 @@ def test_fully_connected_random(simd: str, threads: int) -> None:
               {"x_zp": x_zp, "rounding": rule, "acc_bits": acc_bits, **out_attrs(rng, out)}, out)
 
 
-def test_fully_connected_int16_acc64_blocks(simd: str) -> None:
+def test_fully_connected_int16_acc64_blocks(simd2: str) -> None:
     """K = 1500 int16 at the extremes: sums need 64 bits; exact blocks of 496."""
     x = np.full((3, 1500), -32768, np.int16)
     x[1] = 32767
@@ -417,7 +449,7 @@ def elementwise_shapes(rng: np.random.Generator) -> tuple[tuple[int, ...], tuple
                         ((3, 1), (1, 1000)), ((2, 2, 2, 2, 2, 3), (2, 1, 2, 1, 2, 1))])
 
 
-def test_add_random(simd: str, threads: int) -> None:
+def test_add_random(simd2: str) -> None:
     rng = np.random.default_rng(40)
     for _ in range(150):
         sa, sb = elementwise_shapes(rng)
@@ -436,7 +468,7 @@ def test_add_random(simd: str, threads: int) -> None:
         check("Add", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
 
 
-def test_mul_random(simd: str, threads: int) -> None:
+def test_mul_random(simd2: str) -> None:
     rng = np.random.default_rng(41)
     for _ in range(150):
         sa, sb = elementwise_shapes(rng)
@@ -448,7 +480,7 @@ def test_mul_random(simd: str, threads: int) -> None:
         check("Mul", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
 
 
-def test_lut_every_type(simd: str) -> None:
+def test_lut_every_type(simd2: str) -> None:
     rng = np.random.default_rng(50)
     for xdt in DTYPES:
         for out in DTYPES:
@@ -458,7 +490,7 @@ def test_lut_every_type(simd: str) -> None:
 
 
 # ------------------------------------------------------------------------------- pooling
-def test_pools_random(simd: str, threads: int) -> None:
+def test_pools_random(simd2: str) -> None:
     rng = np.random.default_rng(60)
     for _ in range(120):
         xdt = one_of(rng, DTYPES)
@@ -482,7 +514,7 @@ def test_pools_random(simd: str, threads: int) -> None:
         check("GlobalAveragePool", [x], {"act_min": lo, "act_max": hi})
 
 
-def test_pool_edges(simd: str) -> None:
+def test_pool_edges(simd2: str) -> None:
     """Average ties (±.5 with truncating division), windows holding only padding (MaxPool with
     dilation), GlobalAveragePool ties."""
     x = np.array([[[[0, 1, -1, 0, 2, -3, 5, -6]]]], np.int8)

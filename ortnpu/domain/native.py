@@ -7,9 +7,9 @@ results equal the numpy references bit for bit; ``tests/test_native_kernels.py``
 
 Run-time choices:
 
-* SIMD path: AVX2 when the CPU has it, else portable C. ``ORTNPU_SIMD=scalar`` or
-  :func:`set_simd` forces the portable path (the results are identical by construction; the
-  tests run both).
+* SIMD path: the widest the CPU has: AVX-512 VNNI for the GEMM tile (with AVX2 around it),
+  AVX2, or portable C. ``ORTNPU_SIMD=avx2|scalar`` or :func:`set_simd` narrows it (the results
+  are identical by construction; the tests run every path the CPU has).
 * Threads: :func:`set_threads`; by default ``os.cpu_count()``, capped by the environment variable
   ``ORTNPU_NUM_THREADS``.
 
@@ -37,7 +37,8 @@ AVAILABLE: bool = _native is not None
 
 _TYPE_CODE = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2}
 _RULE_CODE = {"tflite_double": 0, "tflite_single": 1, "tflite_int64": 2, "half_up": 3}
-_SIMD_MODES = ("auto", "avx2", "scalar")
+_SIMD_MODES = ("auto", "avx512", "avx2", "scalar")
+_ISA_CODE = {"scalar": 0, "avx2": 1, "avx512": 2}
 
 
 def _default_threads() -> int:
@@ -72,7 +73,8 @@ def get_threads() -> int:
 
 
 def set_simd(mode: str) -> None:
-    """``"auto"`` (AVX2 where the CPU has it), ``"avx2"`` or ``"scalar"`` (portable C)."""
+    """``"auto"`` (the widest path the CPU has), or at most ``"avx512"`` (AVX-512 VNNI GEMM
+    tile, AVX2 elsewhere), ``"avx2"`` or ``"scalar"`` (portable C)."""
     global _simd
     if mode not in _SIMD_MODES:
         raise KernelError(f"SIMD mode must be one of {', '.join(_SIMD_MODES)}, got {mode!r}")
@@ -84,22 +86,32 @@ def has_avx2() -> bool:
     return bool(AVAILABLE and _native.lib.ortnpu_cpu_has_avx2())
 
 
+def has_avx512_vnni() -> bool:
+    """True when the CPU (and the build) can run the AVX-512 VNNI GEMM tile."""
+    return bool(AVAILABLE and _native.lib.ortnpu_cpu_has_vnni())
+
+
 def simd() -> str:
-    """The SIMD path the next call takes: ``"avx2"`` or ``"scalar"``."""
-    return "avx2" if _simd != "scalar" and has_avx2() else "scalar"
+    """The SIMD path the next call takes: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
+    if _simd in ("auto", "avx512") and has_avx512_vnni():
+        return "avx512"
+    if _simd != "scalar" and has_avx2():
+        return "avx2"
+    return "scalar"
 
 
 def _isa() -> int:
-    return 1 if simd() == "avx2" else 0
+    return _ISA_CODE[simd()]
 
 
 def describe() -> str:
     """Which SIMD path and how many threads, e.g. ``AVX2, 2 threads (OpenMP)``."""
     if not AVAILABLE:
         return "not built"
-    path = "AVX2" if simd() == "avx2" else "portable C (no AVX2)"
-    if _simd == "scalar" and has_avx2():
-        path = "portable C (AVX2 disabled by ORTNPU_SIMD/set_simd)"
+    path = {"avx512": "AVX-512 VNNI + AVX2", "avx2": "AVX2",
+            "scalar": "portable C (no AVX2)"}[simd()]
+    if _simd != "auto" and simd() != "avx512" and has_avx2():
+        path += " (narrowed by ORTNPU_SIMD/set_simd)"
     if _native.lib.ortnpu_has_openmp():
         return f"{path}, {_threads} thread{'s' if _threads != 1 else ''} (OpenMP)"
     return f"{path}, 1 thread (built without OpenMP)"
