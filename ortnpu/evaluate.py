@@ -66,7 +66,8 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
              min_subgraph_nodes: int | None = None, verify: bool = False,
              optimize_options: Mapping[str, Any] | None = None, name: str = "",
              optimize_log: Sequence[Mapping[str, Any]] | None = None,
-             verification: Mapping[str, Any] | None = None) -> EvaluationReport:
+             verification: Mapping[str, Any] | None = None,
+             batch_one: bool = True) -> EvaluationReport:
     """Evaluate a float model on a target: per-node verdicts, partition, estimate.
 
     Args:
@@ -88,6 +89,8 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
             (``PassResult.to_dict()`` of each pass), shown in the report.
         verification: an output comparison already done by the caller
             (:func:`ortnpu.passes.verify.compare_models`), shown in the report.
+        batch_one: an input whose only dynamic dim is the first (the batch) is evaluated with
+            batch 1, and the report says so; set False to keep it dynamic.
 
     Returns:
         The :class:`~ortnpu.report.EvaluationReport`.
@@ -117,6 +120,9 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
         from ortnpu.passes import FixInputShapes
 
         work = FixInputShapes(input_shapes)(original).model
+    batch_notes: list[str] = []
+    if batch_one:
+        work, batch_notes = _batch_one(work)
     work = prepare(work)
     plan = partition(work, target, force_cpu=force_cpu, force_npu=force_npu,
                      npu_inputs=npu_inputs, npu_outputs=npu_outputs,
@@ -130,12 +136,34 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
             if producer is not None and producer.name != node.name and \
                     producer.op_type != "Constant":
                 edges.append((producer.name, node.name))
+    est.notes[:0] = batch_notes
     return EvaluationReport(model=model_facts(work, name), target=target, plan=plan,
                             estimate=est, edges=list(dict.fromkeys(edges)),
                             optimize=optimize_log, verification=verification)
 
 
 __all__ = ["evaluate", "load_model", "model_facts"]
+
+
+def _batch_one(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
+    """Fix inputs whose only dynamic dim is axis 0 to batch 1; return the model and notes."""
+    from ortnpu.passes import FixInputShapes
+
+    inits = {t.name for t in model.graph.initializer}
+    shapes: dict[str, list[int]] = {}
+    for inp in model.graph.input:
+        dims = shape_of(inp)
+        if inp.name in inits or not dims:
+            continue
+        rest_static = all(isinstance(d, int) and d > 0 for d in dims[1:])
+        if rest_static and not (isinstance(dims[0], int) and dims[0] > 0):
+            shapes[inp.name] = [1, *dims[1:]]
+    if not shapes:
+        return model, []
+    fixed = FixInputShapes(shapes)(model).model
+    names = ", ".join(repr(n) for n in shapes)
+    return fixed, [f"input(s) {names} have a dynamic batch; evaluated with batch 1 (use "
+                   "--input-shape to choose another)"]
 
 
 class _CallableModule(types.ModuleType):

@@ -102,7 +102,9 @@ def test_python_dash_m(model_file: Path) -> None:
 def _real_models() -> list:
     from ortnpu.models_cache import cached_model
 
+    bundled = Path(__file__).resolve().parents[1] / "ortnpu" / "data" / "digits_cnn.onnx"
     cases = [
+        ("digits_cnn", bundled if bundled.is_file() else None, None),
         ("ppocr-det", ocr_model("ch_PP-OCRv4_det_infer.onnx"), "x=1,3,320,320"),
         ("ppocr-rec", ocr_model("ch_PP-OCRv4_rec_infer.onnx"), "x=1,3,48,320"),
         ("ppocr-cls", ocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx"), "x=1,3,48,192"),

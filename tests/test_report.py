@@ -112,13 +112,17 @@ def test_html_self_contained(report: object, tmp_path: Path) -> None:
 
 
 def test_evaluate_without_optimize_and_errors(tmp_path: Path) -> None:
-    r = ortnpu.evaluate(small_cnn())
-    # BatchNormalization stays and dynamic N makes every node fall back, each with a reason
+    r = ortnpu.evaluate(small_cnn(), batch_one=False)
+    # dynamic N makes every node fall back, each with a reason
     assert r.plan.npu_nodes == []
     assert all("dynamic shape" in r.plan.reasons[n] or "not among" in r.plan.reasons[n]
                or "leaves Softmax" in r.plan.reasons[n] for n in r.plan.cpu_nodes)
-    fixed = ortnpu.evaluate(small_cnn(), input_shapes={"x": [1, 1, 8, 8]})
-    assert "bn1" in fixed.plan.npu_nodes
+    batch1 = ortnpu.evaluate(small_cnn())
+    assert "bn1" in batch1.plan.npu_nodes  # BatchNormalization not folded still runs
+    assert "dynamic batch; evaluated with batch 1" in batch1.estimate.notes[0]
+    fixed = ortnpu.evaluate(small_cnn(), input_shapes={"x": [2, 1, 8, 8]})
+    assert fixed.model["inputs"][0]["shape"] == [2, 1, 8, 8]
+    assert not any("dynamic batch" in n for n in fixed.estimate.notes)
     with pytest.raises(ModelError, match="no such model file"):
         ortnpu.evaluate(tmp_path / "missing.onnx")
     bad = tmp_path / "bad.onnx"
