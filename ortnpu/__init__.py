@@ -22,12 +22,12 @@ __version__ = "0.1.0"
 # Heavier entry points are imported on first use so that `import ortnpu` stays fast.
 _LAZY = {
     "optimize": ("ortnpu.passes", "optimize"),
-    "evaluate": ("ortnpu.evaluate", "evaluate"),
+    "evaluate": ("ortnpu.evaluation", "evaluate"),
     "quantize": ("ortnpu.quant", "quantize"),
     "import_qdq": ("ortnpu.quant.qdq_import", "import_qdq"),
     "autofix": ("ortnpu.quant.autofix", "autofix"),
-    "compare": ("ortnpu.compare", "compare"),
-    "export": ("ortnpu.export", "export"),
+    "compare": ("ortnpu.comparison", "compare"),
+    "export": ("ortnpu.exporters", "export"),
     "InferenceSession": ("ortnpu.runtime", "InferenceSession"),
     "session_options": ("ortnpu.runtime", "session_options"),
 }

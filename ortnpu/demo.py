@@ -80,7 +80,7 @@ def run_demo(target: Target | str | None = None, model_path: str | Path | None =
     start = time.perf_counter()
     report = None
     try:
-        from ortnpu.evaluate import evaluate
+        from ortnpu.evaluation import evaluate
 
         report = evaluate(optimized, t)
     except ImportError:  # pragma: no cover - evaluate ships with ortnpu

@@ -66,7 +66,7 @@ def load_data(path: str, input_names: list[str], key: str | None = None) -> dict
 def _run(args: argparse.Namespace) -> int:
     import onnx
 
-    from ortnpu.compare import compare
+    from ortnpu.comparison import compare
 
     if args.top is not None and args.top < 1:
         raise CalibrationError(f"--top must be at least 1, got {args.top}")

@@ -49,7 +49,7 @@ def evaluate_and_report(args: argparse.Namespace, model: Any, name: str,
                         **extra: Any) -> int:
     """Evaluate ``model``, print, write files; return the exit code."""
     from ortnpu.cli.cmd_optimize import split_names
-    from ortnpu.evaluate import evaluate
+    from ortnpu.evaluation import evaluate
 
     if args.min_subgraph_nodes is not None and args.min_subgraph_nodes < 1:
         from ortnpu.errors import ModelError

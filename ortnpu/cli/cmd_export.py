@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     import onnx
 
     from ortnpu.errors import ModelError
-    from ortnpu.export import export
+    from ortnpu.exporters import export
 
     try:
         model = onnx.load(args.model)

@@ -81,7 +81,7 @@ def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None,
     Returns:
         (original, optimized, pass result, output comparison or None, exit code).
     """
-    from ortnpu.evaluate import load_model
+    from ortnpu.evaluation import load_model
     from ortnpu.passes import optimize
     from ortnpu.passes.verify import compare_models
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
-import types
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html import escape
@@ -848,20 +846,5 @@ def _finite(v: float) -> float:
     if math.isnan(v):
         return 0.0
     return max(min(v, 1e9), -1e9)
-
-
-class _CallableModule(types.ModuleType):
-    """Keeps ``ortnpu.compare(...)`` working once this submodule is imported.
-
-    ``ortnpu/__init__.py`` maps the name ``compare`` to this function lazily, but importing the
-    submodule ``ortnpu.compare`` binds the package attribute to the module, which would shadow
-    the function; a callable module serves both spellings.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ComparisonReport:
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["ComparisonReport", "LayerComparison", "Metrics", "OutputComparison", "compare"]

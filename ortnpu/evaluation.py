@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,16 +164,3 @@ def _batch_one(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
                    "--input-shape to choose another)"]
 
 
-class _CallableModule(types.ModuleType):
-    """Makes ``ortnpu.evaluate(...)`` work after this module was imported.
-
-    The package maps the name ``evaluate`` lazily to the function, but once ``ortnpu.evaluate``
-    (this module) is imported, Python binds the package attribute to the module itself;
-    calling the module then calls the function.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> EvaluationReport:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

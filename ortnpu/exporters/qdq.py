@@ -20,9 +20,9 @@ import onnx
 
 from ortnpu.conformance.edges import effective_factor
 from ortnpu.domain.spec import ONNX_OF_DTYPE
-from ortnpu.export import integer
-from ortnpu.export.builder import F32, NP_OF_ONNX, Builder
-from ortnpu.export.graph import Lowering, NodeContext, check_table, lower_model
+from ortnpu.exporters import integer
+from ortnpu.exporters.builder import F32, NP_OF_ONNX, Builder
+from ortnpu.exporters.graph import Lowering, NodeContext, check_table, lower_model
 
 #: QuantizeLinear/DequantizeLinear with int16 and per-axis parameters need opset 21.
 QDQ_OPSET = 21

@@ -20,9 +20,9 @@ from onnx import TensorProto
 
 from ortnpu.domain.arith import INT32_MAX
 from ortnpu.errors import UnsupportedError
-from ortnpu.export.builder import F32, I32, I64, NP_OF_ONNX, Builder
-from ortnpu.export.graph import Lowering, NodeContext, check_table
-from ortnpu.export.rescale import lower_rescale
+from ortnpu.exporters.builder import F32, I32, I64, NP_OF_ONNX, Builder
+from ortnpu.exporters.graph import Lowering, NodeContext, check_table
+from ortnpu.exporters.rescale import lower_rescale
 
 I8, U8, I16 = TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16
 RANGE = {I8: (-128, 127), U8: (0, 255), I16: (-(1 << 15), (1 << 15) - 1)}

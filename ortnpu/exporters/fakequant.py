@@ -21,9 +21,9 @@ import numpy as np
 import onnx
 
 from ortnpu.conformance.edges import effective_factor
-from ortnpu.export import integer
-from ortnpu.export.builder import F32, Builder
-from ortnpu.export.graph import Lowering, NodeContext, check_table, lower_model
+from ortnpu.exporters import integer
+from ortnpu.exporters.builder import F32, Builder
+from ortnpu.exporters.graph import Lowering, NodeContext, check_table, lower_model
 
 _F24 = 1 << 24
 

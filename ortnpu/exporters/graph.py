@@ -20,7 +20,7 @@ from onnx import helper, numpy_helper, shape_inference
 from ortnpu.domain import DOMAIN, OPS, OpSpec, parse_op_type, spec_of
 from ortnpu.domain.spec import ONNX_OF_DTYPE
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
-from ortnpu.export.builder import NP_OF_ONNX, Builder
+from ortnpu.exporters.builder import NP_OF_ONNX, Builder
 
 #: Lowest default-domain opset of an export (ReduceSum/Clip/Pad with tensor inputs).
 MIN_OPSET = 13

@@ -15,7 +15,7 @@ import numpy as np
 
 from ortnpu.domain.arith import INT32_MAX, INT32_MIN, ROUNDING_RULES
 from ortnpu.errors import UnsupportedError
-from ortnpu.export.builder import I64, Builder
+from ortnpu.exporters.builder import I64, Builder
 
 
 def _pow2(e: np.ndarray) -> np.ndarray:

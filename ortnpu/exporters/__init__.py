@@ -14,10 +14,6 @@ Each style is a table with one lowering per op of ``ortnpu.domain.OPS``; ``graph
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 import onnx
 
 from ortnpu.errors import UnsupportedError
@@ -46,32 +42,21 @@ def export(model: onnx.ModelProto, style: str = "integer",
         ModelError: ``model`` is not an ONNX model.
     """
     if style == "integer":
-        from ortnpu.export import integer
-        from ortnpu.export.graph import lower_model
+        from ortnpu.exporters import integer
+        from ortnpu.exporters.graph import lower_model
 
         post = integer.drop_implicit_casts if implicit_casting else None
         return lower_model(model, integer.LOWERINGS, style, post,
                            {"ortnpu.export.exact": "true",
                             "ortnpu.export.implicit_casting": str(implicit_casting).lower()})
     if style == "fake-quant":
-        from ortnpu.export import fakequant
+        from ortnpu.exporters import fakequant
 
         return fakequant.export_fake_quant(model, implicit_casting)
     if style == "qdq":
-        from ortnpu.export import qdq
+        from ortnpu.exporters import qdq
 
         return qdq.export_qdq(model)
     raise UnsupportedError(f"unknown export style {style!r}; use one of {', '.join(STYLES)}")
-
-
-class _CallableModule(types.ModuleType):
-    """``ortnpu.export`` is both this package and the public function: once the package is
-    imported, ``ortnpu.export`` names the module, so the module itself must be callable."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> onnx.ModelProto:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
 
 __all__ = ["STYLES", "export"]
