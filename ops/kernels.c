@@ -165,6 +165,52 @@ static void bcast_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_
     default: bcast_tile_u8_vnni_r(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
     }
 }
+/* finish32_double on 16 lanes: the same steps as the AVX2 version in kernels_isa.h (see the
+ * comments there), with mask registers for the comparisons and saturating narrowing stores
+ * (exact: the values are already clamped into the output type). */
+static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
+                                   int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
+                                   int otype) {
+    const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const __m128i lcount = _mm_cvtsi32_si128(left), rcount = _mm_cvtsi32_si128(right);
+    const __m512i vcorr = _mm512_set1_epi32(s32(corr));
+    const __m512i vq = _mm512_set1_epi32((int32_t)qm);
+    const __m512i half = _mm512_set1_epi64(INT64_C(1) << 30);
+    const int32_t mask_s = (int32_t)((1u << right) - 1u);
+    const __m512i vmask = _mm512_set1_epi32(mask_s), vthr = _mm512_set1_epi32(mask_s >> 1);
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    const __m512i vlo = _mm512_set1_epi32((int32_t)(lo - zp));
+    const __m512i vhi = _mm512_set1_epi32((int32_t)(hi - zp));
+    const __m512i vzp = _mm512_set1_epi32((int32_t)zp);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i a = _mm512_add_epi32(_mm512_loadu_si512((const void *)(acc + i)), vcorr);
+        a = _mm512_sll_epi32(a, lcount);
+        __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, vq), half);
+        __m512i od = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), vq), half);
+        __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ev, 31),
+                                            _mm512_slli_epi64(od, 1));
+        if (right > 0) {
+            __m512i rem = _mm512_and_si512(h, vmask);
+            __m512i thr = _mm512_mask_add_epi32(vthr, _mm512_cmplt_epi32_mask(h, zero), vthr,
+                                                one);
+            h = _mm512_sra_epi32(h, rcount);
+            h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, one);
+        }
+        h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, vlo), vhi), vzp);
+        if (otype == ORTNPU_T_I16)
+            _mm256_storeu_si256((__m256i *)((int16_t *)outp + i), _mm512_cvtsepi32_epi16(h));
+        else if (otype == ORTNPU_T_I8)
+            _mm_storeu_si128((__m128i *)((int8_t *)outp + i), _mm512_cvtsepi32_epi8(h));
+        else
+            _mm_storeu_si128((__m128i *)((uint8_t *)outp + i), _mm512_cvtusepi32_epi8(h));
+    }
+    if (i < n) {
+        char *rest = (char *)outp + i * (otype == ORTNPU_T_I16 ? 2 : 1);
+        finish32_double_avx2(acc + i, n - i, corr, qm, shift, zp, lo, hi, rest, otype);
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -172,7 +218,7 @@ static void bcast_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_
 #endif
 
 static const ortnpu_isa_t isa_table_vnni = {
-    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx2,
+    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     quad_interleave_avx2, bcast_tile_u8_vnni,
 };
 #endif
@@ -365,42 +411,43 @@ typedef struct {
     const ortnpu_conv_t *p;
     const void *x;
     int64_t K, K2, Kp, P, TP;
+    int plain_1x1;
+    const int64_t *lo, *hi; /* per kx: range of output columns reading inside the input */
 } conv_ctx_t;
 
 /* One im2col row: value of tap k (input channel ci, ky, kx) for output pixels p0..p0+tp of
  * image n, padding filled with x_zp. */
 static void im2col_row(const conv_ctx_t *cx, int64_t n, int64_t ci, int64_t ky, int64_t kx,
-                       int64_t p0, int64_t tp, int16_t *dst) {
+                       int64_t p0, int64_t tp, int64_t oy0, int64_t ox0, int16_t *dst) {
     const ortnpu_conv_t *p = cx->p;
     const int16_t zp = (int16_t)p->x_zp;
     const int64_t plane = (n * p->c + ci) * p->h * p->w;
-    if (p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 && p->pl == 0 &&
-        p->pb == 0 && p->pr == 0) { /* 1x1 fast path: pixel p is input pixel p */
+    if (cx->plain_1x1) { /* 1x1, stride 1, no padding: output pixel q is input pixel q */
         load_i16(dst, cx->x, p->xtype, plane + p0, 1, tp);
         return;
     }
     const int64_t off = kx * p->dw - p->pl;
-    /* output columns whose input column ox*sw + off lies inside [0, w) */
-    int64_t lo = off >= 0 ? 0 : ceil_div(-off, p->sw);
-    int64_t hi = p->w - off <= 0 ? 0 : ceil_div(p->w - off, p->sw);
-    int64_t q = p0, end = p0 + tp;
-    while (q < end) {
-        int64_t oy = q / p->ow, ox0 = q % p->ow;
-        int64_t cnt = p->ow - ox0 < end - q ? p->ow - ox0 : end - q;
-        int16_t *d = dst + (q - p0);
+    /* output columns whose input column ox*sw + off lies inside [0, w) (precomputed) */
+    const int64_t lo = cx->lo[kx], hi = cx->hi[kx];
+    int64_t done = 0, oy = oy0, ox = ox0;
+    while (done < tp) {
+        int64_t cnt = p->ow - ox < tp - done ? p->ow - ox : tp - done;
+        int16_t *d = dst + done;
         int64_t iy = oy * p->sh + ky * p->dh - p->pt;
         if (iy < 0 || iy >= p->h) {
             fill_i16(d, zp, cnt);
         } else {
-            int64_t a = lo > ox0 ? lo : ox0, b = hi < ox0 + cnt ? hi : ox0 + cnt;
+            int64_t a = lo > ox ? lo : ox, b = hi < ox + cnt ? hi : ox + cnt;
+            if (a > ox + cnt) a = ox + cnt;
             if (b < a) b = a;
-            if (a > ox0 + cnt) a = ox0 + cnt, b = a;
-            fill_i16(d, zp, a - ox0);
-            load_i16(d + (a - ox0), cx->x, p->xtype, plane + iy * p->w + a * p->sw + off, p->sw,
+            fill_i16(d, zp, a - ox);
+            load_i16(d + (a - ox), cx->x, p->xtype, plane + iy * p->w + a * p->sw + off, p->sw,
                      b - a);
-            fill_i16(d + (b - ox0), zp, ox0 + cnt - b);
+            fill_i16(d + (b - ox), zp, ox + cnt - b);
         }
-        q += cnt;
+        done += cnt;
+        oy++;
+        ox = 0;
     }
 }
 
@@ -437,6 +484,20 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     const int64_t kb = o->acc_bits == 32 ? 0 : INT32_MAX / (G * vabs * 128);
     const int blocked = kb > 0 && kb < cx.Kp;
     const int64_t TP = cx.TP, Kp = cx.Kp, K2 = cx.K2;
+    cx.plain_1x1 = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 &&
+                   p->pl == 0 && p->pb == 0 && p->pr == 0;
+    int64_t *lohi = malloc((size_t)(2 * p->kw) * sizeof(int64_t));
+    if (!lohi) {
+        *err = ORTNPU_ENOMEM;
+        return;
+    }
+    for (int64_t kx = 0; kx < p->kw; kx++) {
+        const int64_t off = kx * p->dw - p->pl;
+        lohi[kx] = off >= 0 ? 0 : ceil_div(-off, p->sw);
+        lohi[p->kw + kx] = p->w - off <= 0 ? 0 : ceil_div(p->w - off, p->sw);
+    }
+    cx.lo = lohi;
+    cx.hi = lohi + p->kw;
 
 #pragma omp parallel num_threads(nt)
     {
@@ -456,15 +517,23 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t t = rest % ntiles, ng = rest / ntiles;
             int64_t g = ng % p->group, n = ng / p->group;
             int64_t p0 = t * TP, tpx = cx.P - p0 < TP ? cx.P - p0 : TP, tpc = round16(tpx);
+            const int64_t oy0 = p0 / p->ow, ox0 = p0 % p->ow;
             /* im2col of this tile into V: V[j][c][0..G) = taps G*j .. G*j+G-1 of pixel c */
+            int64_t ci = g * p->cg, ky = 0, kx = 0; /* tap kk, advanced without divisions */
             for (int64_t k = 0; k < cx.K; k += G) {
                 for (int h = 0; h < G; h++) {
                     int16_t *row = rows + h * TP;
                     int64_t kk = k + h;
                     if (kk < cx.K) {
-                        int64_t ci = g * p->cg + kk / (p->kh * p->kw), r = kk % (p->kh * p->kw);
-                        im2col_row(&cx, n, ci, r / p->kw, r % p->kw, p0, tpx, row);
+                        im2col_row(&cx, n, ci, ky, kx, p0, tpx, oy0, ox0, row);
                         fill_i16(row + tpx, 0, tpc - tpx);
+                        if (++kx == p->kw) {
+                            kx = 0;
+                            if (++ky == p->kh) {
+                                ky = 0;
+                                ci++;
+                            }
+                        }
                     } else {
                         fill_i16(row, 0, tpc); /* the weights are 0 there */
                     }
@@ -514,6 +583,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
         free(acc);
         free(acc64);
     }
+    free(lohi);
 }
 
 /* Depthwise (one input channel per output channel): direct convolution on a zp-padded int16
