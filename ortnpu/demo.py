@@ -122,6 +122,17 @@ def run_demo(target: Target | str | None = None, model_path: str | Path | None =
     echo(f"[5/5] compare: float accuracy {fa * 100:.2f} %, {t.name} accuracy {qa * 100:.2f} % "
          f"({(qa - fa) * 100:+.2f} points), top-1 agreement {agree * 100:.2f} %, "
          f"max |Δ output| {np.abs(float_out - npu_out).max():.4f}")
+    start = time.perf_counter()
+    from ortnpu.comparison import compare
+
+    diff = compare(optimized, npu, test_x, max_samples=256)
+    seconds["compare"] = time.perf_counter() - start
+    worst = ", ".join(f"{layer.name} {layer.isolated.sqnr_db:.1f} dB"
+                      for layer in diff.worst(3) if layer.isolated is not None)
+    suspects = [layer.name for layer in diff.suspects()]
+    echo(f"      per layer (SQNR of each layer alone, lowest first): {worst}; "
+         + (f"layers that stand out: {', '.join(suspects)}" if suspects
+            else "no layer stands out"))
     echo("placement (float node → where it runs):")
     for p in placement.placements:
         where = p.device if not p.fused_into else f"NPU (fused into {p.fused_into})"
@@ -136,7 +147,8 @@ def run_demo(target: Target | str | None = None, model_path: str | Path | None =
         onnx.save(npu, str(out / "npu.onnx"))
         if report is not None:
             (out / "report.html").write_text(report.to_html(), encoding="utf-8")
-        echo(f"wrote {out / 'optimized.onnx'}, {out / 'npu.onnx'}"
+        (out / "compare.html").write_text(diff.to_html(), encoding="utf-8")
+        echo(f"wrote {out / 'optimized.onnx'}, {out / 'npu.onnx'}, {out / 'compare.html'}"
              + (f", {out / 'report.html'}" if report is not None else ""))
     return DemoResult(target=t.name, samples=len(test_x), float_accuracy=fa, npu_accuracy=qa,
                       agreement=agree, npu_nodes=npu_nodes, cpu_nodes=cpu_nodes,
