@@ -42,6 +42,7 @@ typedef struct {
      * four bytes, U signed weights, V unsigned activations */
     void (*bcast_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                           int64_t, int32_t *, int64_t);
+    void (*dw_row3)(uint32_t *, const int16_t *, int64_t, int64_t, int64_t, const int8_t *);
 } ortnpu_isa_t;
 
 /* portable build of the inner loops */
@@ -219,7 +220,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    quad_interleave_avx2, bcast_tile_u8_vnni,
+    quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2,
 };
 #endif
 
@@ -623,8 +624,11 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
                 memset(a, 0, (size_t)p->ow * sizeof *a);
                 for (int64_t ky = 0; ky < p->kh; ky++) {
                     const int16_t *srow = plane + (oy * p->sh + ky * p->dh) * wp;
-                    for (int64_t kx = 0; kx < p->kw; kx++)
-                        I->dw_row(a, srow + kx * p->dw, p->sw, p->ow, wk[ky * p->kw + kx]);
+                    if (p->kw == 3)
+                        I->dw_row3(a, srow, p->sw, p->ow, p->dw, wk + ky * 3);
+                    else
+                        for (int64_t kx = 0; kx < p->kw; kx++)
+                            I->dw_row(a, srow + kx * p->dw, p->sw, p->ow, wk[ky * p->kw + kx]);
                 }
             }
             int64_t pi = p->n_params == 1 ? 0 : co;
