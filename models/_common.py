@@ -8,8 +8,6 @@ readable names, checks the file, and compares onnxruntime with torch on the same
 
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import os
 import random
 import re
@@ -17,74 +15,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from _cache import REPO_ROOT, cache_dir, output_dir, parse_args, up_to_date
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 OPSET = 17
-
-
-def _models_cache_module() -> ModuleType:
-    """Load ``ortnpu/models_cache.py`` by path so the cache rule has one home.
-
-    Importing the ``ortnpu`` package itself would pull in its runtime dependencies, which the
-    model-building venv need not have.
-    """
-    path = REPO_ROOT / "ortnpu" / "models_cache.py"
-    spec = importlib.util.spec_from_file_location("_ortnpu_models_cache", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cache_dir() -> Path:
-    """Return (and create) the model cache folder, honouring ``ORTNPU_MODEL_CACHE``."""
-    path: Path = _models_cache_module().cache_dir()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def parse_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse the options every builder shares, so ``build_all.py`` can pass them on.
-
-    Args:
-        description: Text for ``--help``.
-        argv: Arguments (default: ``sys.argv[1:]``).
-    """
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--force", action="store_true", help="rebuild even if the files exist")
-    parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: the ortnpu model cache)"
-    )
-    return parser.parse_args(argv)
-
-
-def output_dir(args: argparse.Namespace) -> Path:
-    """Return the folder to write into: ``--out`` or the cache."""
-    if args.out is None:
-        return cache_dir()
-    args.out.mkdir(parents=True, exist_ok=True)
-    return args.out
-
-
-def up_to_date(paths: Sequence[Path], force: bool) -> bool:
-    """Say whether a build can be skipped, printing why, so reruns cost nothing."""
-    if force:
-        return False
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        return False
-    print("already built (use --force to rebuild):")
-    for p in paths:
-        print(f"  {p}  ({p.stat().st_size / 1e6:.2f} MB)")
-    return True
 
 
 def seed_everything(seed: int, threads: int) -> None:
@@ -214,8 +153,58 @@ def export_onnx(
     )
     proto = onnx.load(str(path))
     inline_shared_initializers(proto)
+    constants = constants_to_initializers(proto)
     rename_nodes(proto)
+    name_constants(proto, constants)
     return proto
+
+
+def constants_to_initializers(proto: onnx.ModelProto) -> list[str]:
+    """Move ``Constant`` nodes (e.g. the bounds of ReLU6's Clip) into initializers.
+
+    Without constant folding the exporter emits them as nodes; as initializers they are plain
+    parameters that every tool treats alike. Returns the names of the new initializers.
+    """
+    graph = proto.graph
+    moved: list[str] = []
+    keep = []
+    for node in graph.node:
+        attrs = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and set(attrs) == {"value"}:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attrs["value"].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+            moved.append(tensor.name)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    return moved
+
+
+def name_constants(proto: onnx.ModelProto, names: Sequence[str]) -> None:
+    """Name former constants after their consumer: ``<clip>_min``, ``<clip>_max``, ``<op>_in1``."""
+    graph = proto.graph
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in graph.node:
+        for i, value in enumerate(node.input):
+            consumers.setdefault(value, []).append((node, i))
+    roles = {"Clip": {1: "min", 2: "max"}}
+    mapping: dict[str, str] = {}
+    taken = {t.name for t in graph.initializer}
+    for name in names:
+        users = consumers.get(name, [])
+        if len(users) != 1:
+            continue
+        node, i = users[0]
+        new = f"{node.name}_{roles.get(node.op_type, {}).get(i, f'in{i}')}"
+        if new not in taken:
+            mapping[name] = new
+            taken.add(new)
+    for tensor in graph.initializer:
+        tensor.name = mapping.get(tensor.name, tensor.name)
+    rename_values(proto, mapping)
 
 
 def inline_shared_initializers(proto: onnx.ModelProto) -> None:
@@ -337,3 +326,27 @@ def fail(message: str) -> None:
 def env_threads(default: int = 2) -> int:
     """Threads for training: ``ORTNPU_TRAIN_THREADS`` or the default (the machines have 2)."""
     return int(os.environ.get("ORTNPU_TRAIN_THREADS", default))
+
+
+__all__ = [
+    "OPSET",
+    "REPO_ROOT",
+    "accuracy",
+    "cache_dir",
+    "env_threads",
+    "export_onnx",
+    "fail",
+    "format_accuracy",
+    "onnx_predict",
+    "op_counts",
+    "output_dir",
+    "parse_args",
+    "rename_nodes",
+    "rename_values",
+    "save_checked",
+    "seed_everything",
+    "set_metadata",
+    "torch_predict",
+    "train_classifier",
+    "up_to_date",
+]
