@@ -96,13 +96,15 @@ def check_model(model: onnx.ModelProto, origin: str = "<model>", *,
 # ----------------------------------------------------------------------------- the file
 def _read(path: Path) -> bytes:
     if not path.exists():
-        raise ModelError(f"{path}: cannot read the model: no such file; check the path")
+        raise ModelError(f"{path}: cannot load the model: cannot read the model file (no such "
+                         "file); check the path")
     if path.is_dir():
         raise ModelError(f"{path}: is a directory; give the path of a .onnx file inside it")
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ModelError(f"{path}: cannot read the model: {exc.strerror or exc}") from None
+        raise ModelError(f"{path}: cannot load the model: cannot read the model file "
+                         f"({exc.strerror or exc})") from None
     if not data:
         raise ModelError(f"{path}: the file is empty (an interrupted download or save?); "
                          "write the model again")

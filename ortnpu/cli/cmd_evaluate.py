@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ortnpu.cli.cmd_optimize import parse_input_shapes
+    from ortnpu.validate import load_model
 
-    return evaluate_and_report(args, args.model, Path(args.model).name,
+    return evaluate_and_report(args, load_model(args.model), Path(args.model).name,
                                input_shapes=parse_input_shapes(args.input_shape))

@@ -40,11 +40,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from ortnpu.errors import ModelError
     from ortnpu.exporters import export
+    from ortnpu.validate import load_model
 
-    try:
-        model = onnx.load(args.model)
-    except Exception as exc:
-        raise ModelError(f"{args.model}: cannot read the model: {exc}") from None
+    model = load_model(args.model)
     out = export(model, style=args.style, implicit_casting=args.implicit_casting)
     try:
         onnx.save(out, args.output)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ortnpu.errors import ModelError
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,11 +23,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from ortnpu.quant import QuantizationResult
     from ortnpu.quant.qdq_import import import_qdq
+    from ortnpu.validate import load_model
 
-    try:
-        model = onnx.load(args.model)
-    except Exception as exc:
-        raise ModelError(f"{args.model}: cannot load the model: {exc}") from None
+    model = load_model(args.model)
     report: list = []
     res = QuantizationResult()
     npu = import_qdq(model, args.target, report=report, result=res)

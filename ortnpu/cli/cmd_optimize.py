@@ -81,9 +81,9 @@ def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None,
     Returns:
         (original, optimized, pass result, output comparison or None, exit code).
     """
-    from ortnpu.evaluation import load_model
     from ortnpu.passes import optimize
     from ortnpu.passes.verify import compare_models
+    from ortnpu.validate import load_model
 
     original = load_model(args.model)
     shapes = parse_input_shapes(args.input_shape)

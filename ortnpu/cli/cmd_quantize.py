@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ortnpu.errors import CalibrationError, ModelError
+from ortnpu.errors import CalibrationError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,11 +75,10 @@ def load_calibration(path: str, input_names: list[str], preprocess: str = "",
 
 
 def load_model(path: str) -> onnx.ModelProto:
-    """Load an ONNX file or raise ModelError naming it."""
-    try:
-        return onnx.load(path)
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load the model: {exc}") from None
+    """Load and validate an ONNX file (``ortnpu.validate``) or raise ModelError naming it."""
+    from ortnpu.validate import load_model as validated
+
+    return validated(path)
 
 
 def input_names(model: onnx.ModelProto) -> list[str]:
