@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not native.AVAILABLE,
 
 DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
 SIMD = ["avx512", "avx2", "scalar"]
-COUNT = {"cases": 0}
+COUNT = {"cases": 0, "elements": 0}  # how much was compared (printed by tools, not asserted)
 
 
 @pytest.fixture(params=SIMD)
@@ -67,6 +67,7 @@ def check(op: str, arrays: Sequence[np.ndarray], attrs: dict[str, Any] | None = 
     ref = spec.reference(arrays, full, out)
     got = native.KERNELS[op](arrays, full, out)
     COUNT["cases"] += 1
+    COUNT["elements"] += ref.size
     assert got.dtype == ref.dtype and got.shape == ref.shape, (op, got.shape, ref.shape)
     if not np.array_equal(got, ref):
         bad = np.argwhere(got != ref)
