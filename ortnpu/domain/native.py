@@ -20,6 +20,7 @@ packed weights is kept (see docs/kernels.md for the measurement and the reasonin
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -109,7 +110,7 @@ def describe() -> str:
     if not AVAILABLE:
         return "not built"
     path = {"avx512": "AVX-512 VNNI + AVX2", "avx2": "AVX2",
-            "scalar": "portable C (no AVX2)"}[simd()]
+            "scalar": "portable C"}[simd()]
     if _simd != "auto" and simd() != "avx512" and has_avx2():
         path += " (narrowed by ORTNPU_SIMD/set_simd)"
     if _native.lib.ortnpu_has_openmp():
@@ -186,7 +187,7 @@ def _fully_connected(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
 
     x, w, bias, mult, shift = arrays
     n, k = w.shape
-    rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+    rows = math.prod(x.shape[:-1])
     if rows == 0 or n == 0 or k == 0:
         return FullyConnected.reference(arrays, a, out_dtype)
     x = np.ascontiguousarray(x)
@@ -204,7 +205,7 @@ def _fully_connected(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
 
 def _batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], size: int) -> np.ndarray:
     """Element offset of each broadcast batch entry's matrix inside a contiguous operand."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     idx = np.arange(count, dtype=np.int64).reshape(shape)
     return np.ascontiguousarray(np.broadcast_to(idx, batch).reshape(-1) * size)
 
@@ -216,7 +217,7 @@ def _matmul(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dt
     m, k = xa.shape[-2:]
     n = xb.shape[-1]
     batch = tuple(np.broadcast_shapes(xa.shape[:-2], xb.shape[:-2]))
-    nb = int(np.prod(batch, dtype=np.int64))
+    nb = math.prod(batch)
     if nb == 0 or m == 0 or n == 0 or k == 0:
         return MatMul.reference(arrays, a, out_dtype)
     xa = np.ascontiguousarray(xa)
@@ -292,8 +293,8 @@ def _requantize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
     if mult.size > 1 or shift.size > 1:
         axis = a["axis"] % x.ndim
         ch = x.shape[axis]
-        outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-        inner = int(np.prod(x.shape[axis + 1:], dtype=np.int64))
+        outer = math.prod(x.shape[:axis])
+        inner = math.prod(x.shape[axis + 1:])
         m, s = _params(mult, shift, ch)
     else:
         outer, ch, inner = 1, 1, x.size
