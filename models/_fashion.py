@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import _common as common
@@ -95,8 +96,10 @@ def flip_augment(xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 class Classifier(nn.Module):
-    """Base of the Fashion models: Softmax is appended in eval mode, so the export ends in
-    ``probs`` like the demo model, while training sees the logits."""
+    """Base of the Fashion models: logits while training, Softmax appended in eval mode.
+
+    The export then ends in ``probs`` like the demo model, while the loss sees the logits.
+    """
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Return the class scores; subclasses define the network here."""
@@ -110,14 +113,17 @@ class Classifier(nn.Module):
 
 def build(
     name: str,
-    model: Classifier,
+    make_model: Callable[[], Classifier],
     description: str,
     *,
     epochs: int,
     lr: float,
     argv: list[str] | None,
 ) -> int:
-    """Train ``model`` on Fashion-MNIST, export ``<name>.onnx`` and the shared data file."""
+    """Train ``make_model()`` on Fashion-MNIST, export ``<name>.onnx`` and the shared data file.
+
+    The model is built only after seeding, so its initial weights are repeatable.
+    """
     args = common.parse_args(description, argv)
     out = common.output_dir(args)
     onnx_path = out / f"{name}.onnx"
@@ -128,6 +134,7 @@ def build(
     threads = common.env_threads()
     common.seed_everything(SEED, threads=threads)
     x_tr, y_tr, x_te, y_te = load_fashion()
+    model = make_model()
     print(f"fashion-mnist: {len(x_tr)} train / {len(x_te)} test; training on {threads} threads")
     start = time.monotonic()
     done = common.train_classifier(

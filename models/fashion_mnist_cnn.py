@@ -50,7 +50,7 @@ class FashionCNN(_fashion.Classifier):
 def main(argv: list[str] | None = None) -> int:
     """Train for a fixed number of epochs (about 2 minutes on 2 cores) and export."""
     return _fashion.build(
-        "fashion_mnist_cnn", FashionCNN(), __doc__.splitlines()[0], epochs=3, lr=3e-3, argv=argv
+        "fashion_mnist_cnn", FashionCNN, __doc__.splitlines()[0], epochs=3, lr=3e-3, argv=argv
     )
 
 

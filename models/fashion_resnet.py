@@ -73,7 +73,7 @@ class FashionResNet(_fashion.Classifier):
 def main(argv: list[str] | None = None) -> int:
     """Train for a fixed number of epochs (a few minutes on 2 cores) and export."""
     return _fashion.build(
-        "fashion_resnet", FashionResNet(), __doc__.splitlines()[0], epochs=3, lr=3e-3, argv=argv
+        "fashion_resnet", FashionResNet, __doc__.splitlines()[0], epochs=3, lr=3e-3, argv=argv
     )
 
 

@@ -51,7 +51,7 @@ def cached_model(name: str) -> Path | None:
 
 def _bundled(name: str) -> Path:
     """Locate a file of ``ortnpu/data`` whether ortnpu runs from a checkout or a wheel."""
-    resource = resources.files("ortnpu").joinpath("data", name)
+    resource = resources.files("ortnpu").joinpath("data").joinpath(name)
     path = Path(str(resource))
     if not path.is_file():
         raise FileNotFoundError(
