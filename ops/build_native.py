@@ -6,7 +6,9 @@ Used by setup.py (``cffi_modules``) at install time, and by hand during developm
 
 No ``-march=native``: the AVX2 loops are compiled in a target region of kernels.c and chosen at
 run time, so one binary runs on every x86-64 CPU. OpenMP is used when the compiler accepts
-``-fopenmp`` (probed below); without it the kernels run on one thread.
+``-fopenmp`` (probed below); without it the kernels run on one thread. Environment:
+``ORTNPU_NO_OPENMP=1`` builds without OpenMP; ``ORTNPU_EXTRA_CFLAGS`` adds compiler and linker
+flags (sanitizers during development).
 """
 
 from __future__ import annotations
@@ -72,6 +74,9 @@ def _make(absolute: bool = False) -> FFI:
     elif openmp:
         compile_args.append("-fopenmp")
         link_args.append("-fopenmp")
+    extra = os.environ.get("ORTNPU_EXTRA_CFLAGS", "").split()  # e.g. -fsanitize=undefined
+    compile_args += extra
+    link_args += extra
     builder = FFI()
     builder.cdef(_cdef())
     builder.set_source(
