@@ -27,6 +27,12 @@
 #else
 #define ORTNPU_HAVE_AVX2 0
 #endif
+#if defined(__GNUC__) && defined(__SSE2__) && !defined(ORTNPU_PLAIN_C)
+#define ORTNPU_HAVE_SSE2 1
+#include <emmintrin.h>
+#else
+#define ORTNPU_HAVE_SSE2 0
+#endif
 
 typedef struct {
     void (*bcast_tile)(const int16_t *, int64_t, int, const int16_t *, int64_t, int64_t, int64_t,

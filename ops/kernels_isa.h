@@ -4,6 +4,9 @@
  * language, so the AVX2 build (hand-written intrinsics or auto-vectorized loops) gives exactly
  * the bits of the portable build; the tests run both.
  *
+ * The portable build uses SSE2 intrinsics for the GEMM tile on x86-64 (SSE2 is part of the
+ * x86-64 baseline) unless ORTNPU_PLAIN_C is defined; elsewhere it is plain C.
+ *
  * Layouts used by the GEMM tile (see kernels.c for how the drivers pack them):
  *   U: "broadcast" operand, row r is U + r*ldu, an int16 pair (k=2j, 2j+1) at U + r*ldu + 2j.
  *   V: "vector" operand, pair j of column c at V + 2*(j*ldv + c).
@@ -39,6 +42,36 @@ FN(bcast_tile_r)(const int16_t *U, int64_t ldu, const int R, const int16_t *V, i
     for (int r = 0; r < R; r++) {
         _mm256_storeu_si256((__m256i *)(C + r * ldc), c0[r]);
         _mm256_storeu_si256((__m256i *)(C + r * ldc + 8), c1[r]);
+    }
+}
+#elif ORTNPU_HAVE_SSE2
+/* Baseline x86-64 (SSE2, always present): the same tile with _mm_madd_epi16, in two halves of
+ * eight columns so that the accumulators fit the sixteen xmm registers. */
+static inline __attribute__((always_inline)) void
+FN(bcast_tile_r)(const int16_t *U, int64_t ldu, const int R, const int16_t *V, int64_t ldv,
+                 int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    for (int half = 0; half < 2; half++) {
+        __m128i c0[4], c1[4];
+        for (int r = 0; r < R; r++) {
+            c0[r] = _mm_setzero_si128();
+            c1[r] = _mm_setzero_si128();
+        }
+        for (int64_t j = j0; j < j1; j++) {
+            const int16_t *vp = V + 2 * j * ldv + 16 * half;
+            __m128i v0 = _mm_loadu_si128((const __m128i *)vp);
+            __m128i v1 = _mm_loadu_si128((const __m128i *)(vp + 8));
+            for (int r = 0; r < R; r++) {
+                int32_t u;
+                memcpy(&u, U + r * ldu + 2 * j, sizeof u);
+                __m128i b = _mm_set1_epi32(u);
+                c0[r] = _mm_add_epi32(c0[r], _mm_madd_epi16(b, v0));
+                c1[r] = _mm_add_epi32(c1[r], _mm_madd_epi16(b, v1));
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            _mm_storeu_si128((__m128i *)(C + r * ldc + 8 * half), c0[r]);
+            _mm_storeu_si128((__m128i *)(C + r * ldc + 8 * half + 4), c1[r]);
+        }
     }
 }
 #else
