@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -61,11 +62,11 @@ class Reshape(OpSpec):
         if out.count(-1) > 1 or any(d < -1 for d in out):
             raise KernelError(f"{where}{cls.name}: invalid shape {dims}")
         if -1 in out:
-            known = int(np.prod([d for d in out if d != -1]))
+            known = math.prod(d for d in out if d != -1)  # Python ints: no int64 wrap
             if known == 0 or x.size % known:
                 raise KernelError(f"{where}{cls.name}: cannot reshape {list(x.shape)} to {dims}")
             out[out.index(-1)] = x.size // known
-        if int(np.prod(out)) != x.size:
+        if math.prod(out) != x.size:
             raise KernelError(f"{where}{cls.name}: cannot reshape {list(x.shape)} "
                               f"({x.size} elements) to {dims}")
         return tuple(out)
@@ -154,7 +155,7 @@ class Pad(OpSpec):
             raise KernelError(f"{where}{cls.name}: pads must lie in [0, 65536]")
         c.check_in_range(a["value"], x.dtype, "value", where, cls.name)
         out = [d + int(pads[i]) + int(pads[i + x.ndim]) for i, d in enumerate(x.shape)]
-        c.check_elements(int(np.prod(out)), where, cls.name)
+        c.check_elements(math.prod(out), where, cls.name)  # Python ints: no int64 wrap
 
     @classmethod
     def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],

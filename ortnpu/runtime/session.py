@@ -173,8 +173,9 @@ class InferenceSession:
         for name, value in input_feed.items():
             info = self._inputs[name]
             want = _NP_OF_ORT.get(info.type)
-            try:
-                arr = np.ascontiguousarray(value)
+            try:  # np.ascontiguousarray would turn a 0-d array into shape [1]
+                arr = np.asarray(value)
+                arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
             except (ValueError, TypeError) as exc:
                 raise ModelError(f"{self.model_name}: input {name!r} is not an array: "
                                  f"{_first_line(exc)}") from None

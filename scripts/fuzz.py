@@ -1,0 +1,55 @@
+"""Long fuzz run of ortnpu's edges; prints the counts and the failing cases.
+
+    python scripts/fuzz.py --cases 10000 --seed 0 --jobs 2
+
+Exit code 0 when there were no crashes, hangs, non-ortnpu exceptions or mismatches, else 1.
+Replay a case with ``python -m ortnpu.fuzz.worker --seed S --start I --stop I+1 --verbose``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ortnpu.fuzz import Summary, run_fuzz
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run, print the summary (and write it as JSON on request)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cases", type=int, default=10000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="first case index")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes at once")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
+    p.add_argument("--batch", type=int, default=100, help="cases per worker process")
+    p.add_argument("--memory-gib", type=float, default=6.0, help="address-space cap per worker")
+    p.add_argument("--json", metavar="FILE", help="write counts and failures as JSON")
+    args = p.parse_args(argv)
+    last = [0.0]
+
+    def progress(s: Summary) -> None:
+        if time.monotonic() - last[0] > 30:
+            last[0] = time.monotonic()
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(s.classes.items()))
+            print(f"  {s.cases}/{args.cases} cases, {s.seconds:.0f} s: {counts}", flush=True)
+
+    summary = run_fuzz(args.cases, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
+                       batch=args.batch, memory_gib=args.memory_gib, start=args.start,
+                       progress=progress)
+    print(summary.to_text(limit=50))
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "seed": args.seed, "start": args.start, "cases": summary.cases,
+            "seconds": round(summary.seconds, 1), "classes": dict(summary.classes),
+            "kinds": dict(summary.kinds), "failures": summary.failures}, indent=1))
+    return 1 if summary.bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
