@@ -434,7 +434,14 @@ def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> None:
             raise ModelError(f"{where}: attribute {attr.name!r} must be a scalar "
                              f"{decl.kind.__name__}, got "
                              f"{onnx.AttributeProto.AttributeType.Name(attr.type)}")
-        given[attr.name] = helper.get_attribute_value(attr)
+        value = helper.get_attribute_value(attr)
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ModelError(f"{where}: attribute {attr.name!r} is not valid UTF-8 text; "
+                                 "the file may be corrupt") from None
+        given[attr.name] = value
     missing = [n for n in declared if n not in given]
     if missing:
         raise ModelError(f"{where}: attribute(s) {missing} are missing; onnxruntime needs every "

@@ -273,8 +273,19 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
         if missing:
             raise CalibrationError(f"calibration batch {seen} lacks input(s) {sorted(missing)}; "
                                    f"the model's inputs are {input_names}")
-        feed = {k: np.asarray(v, dtype=np.float32) for k, v in feed.items() if k in input_names}
+        unknown = sorted(str(k) for k in set(feed) - set(input_names))
+        if unknown:
+            raise CalibrationError(f"calibration batch {seen} has input(s) {unknown} the model "
+                                   f"does not have; its inputs are {input_names}: rename them")
+        try:
+            feed = {k: np.asarray(v, dtype=np.float32) for k, v in feed.items()}
+        except (TypeError, ValueError) as exc:
+            raise CalibrationError(f"calibration batch {seen}: inputs must be numeric arrays: "
+                                   f"{str(exc).splitlines()[0]}") from None
         for k, v in feed.items():
+            if v.size == 0:
+                raise CalibrationError(f"calibration batch {seen}: input {k!r} is empty (shape "
+                                       f"{list(v.shape)}); give at least one sample per batch")
             if not np.all(np.isfinite(v)):
                 raise CalibrationError(f"calibration batch {seen}: input {k!r} contains NaN or "
                                        "infinity; clean the data first")
