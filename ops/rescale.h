@@ -52,19 +52,18 @@ static inline int64_t rdbpot(int64_t x, int e) {
 static inline int64_t rs_double(int64_t x, int64_t qm, int shift) {
     int left = shift > 0 ? shift : 0;
     int right = shift > 0 ? 0 : -shift;
-    int64_t a = s32((uint32_t)(uint64_t)x << left);
+    int64_t a = s32((uint32_t)(uint64_t)sat32(x) << left); /* int32 input: saturate 64-bit acc */
     int64_t ab = a * qm; /* |ab| < 2^62 */
     int64_t nudge = ab >= 0 ? (INT64_C(1) << 30) : (1 - (INT64_C(1) << 30));
     int64_t high = (ab + nudge) / (INT64_C(1) << 31); /* C division truncates toward zero */
     return rdbpot(high, right);
 }
 
-/* tflite_single: (x * qm + 2^(t-1)) >> t with t = 31 - shift in [1, 62], wrapping like numpy's
- * int64 (only reachable with a 64-bit accumulator), then saturated to int32. */
+/* tflite_single: (x * qm + 2^(t-1)) >> t with t = 31 - shift in [1, 62] on an int32 input (a
+ * 64-bit accumulator is saturated to int32 first, so |x * qm| < 2^62), saturated to int32. */
 static inline int64_t rs_single(int64_t x, int64_t qm, int shift) {
     int t = 31 - shift;
-    uint64_t p = (uint64_t)x * (uint64_t)qm + (1ull << (t - 1));
-    return sat32(asr64(s64(p), t));
+    return sat32(asr64(sat32(x) * qm + (INT64_C(1) << (t - 1)), t));
 }
 
 /* tflite_int64: x saturated to [-2^47, 2^47-1], multiplier reduced to 15 bits, one rounding
@@ -78,22 +77,25 @@ static inline int64_t rs_int64(int64_t x, int64_t qm, int shift) {
     return sat32(asr64(x * red + (INT64_C(1) << (t - 1)), t));
 }
 
-/* half_up: (x*m + 2^(r-1)) >> r for a right shift r in [0, 62] (product and rounding term wrap
- * like numpy's int64); a left shift saturates to +-INT64_MAX when |rounded| exceeds
- * INT64_MAX >> left. numpy's abs(INT64_MIN) is negative, so INT64_MIN is shifted (to 0 for any
- * left > 0) instead of saturated; we reproduce that. Finally saturated to int32. */
+/* half_up: (x*m + 2^(r-1)) >> r for a right shift r in [1, 62], x*m*2^left otherwise, exact
+ * for x in [-2^62, 2^62] (saturated beyond) and 32-bit m: the product is formed in 128 bits.
+ * The result saturates to int32. */
+#ifndef __SIZEOF_INT128__
+#error "ortnpu's half_up rescale needs a compiler with 128-bit integers (gcc, clang)"
+#endif
 static inline int64_t rs_half_up(int64_t x, int64_t m, int shift) {
-    int right = shift < 0 ? -shift : 0;
-    int left = shift > 0 ? shift : 0;
-    uint64_t p = (uint64_t)x * (uint64_t)m + (right > 0 ? (1ull << (right - 1)) : 0u);
-    int64_t r = asr64(s64(p), right);
-    int64_t limit = INT64_MAX >> left;
-    int64_t v;
-    if (r != INT64_MIN && (r > limit || r < -limit))
-        v = r > 0 ? INT64_MAX : -INT64_MAX;
-    else
-        v = s64((uint64_t)r << left);
-    return sat32(v);
+    const int64_t lim = INT64_C(1) << 62;
+    if (x < -lim) x = -lim;
+    if (x > lim) x = lim;
+    __int128 p = (__int128)x * m; /* |p| <= 2^93 */
+    if (shift < 0) {
+        int r = -shift;
+        p += (__int128)1 << (r - 1);
+        p = p >= 0 ? p >> r : ~(~p >> r); /* flooring shift, well defined for negatives */
+    } else if (shift > 0) {
+        p *= (__int128)1 << shift; /* |p| <= 2^124 */
+    }
+    return p < INT32_MIN ? INT32_MIN : (p > INT32_MAX ? INT32_MAX : (int64_t)p);
 }
 
 static inline int64_t rescale1(int64_t x, int64_t m, int shift, int rule) {

@@ -127,3 +127,32 @@ def test_half_up_every_shift(shift: int) -> None:
             r = int((exact + Fraction(1, 2)).__floor__())   # round half up
             want.append(min(max(r, I32_MIN), I32_MAX))
         assert got.tolist() == want
+
+
+BIG_X = [(1 << 62), -(1 << 62), (1 << 62) + 5, -(1 << 63), (1 << 40) - 1, -(1 << 47) + 3,
+         (1 << 33) + 1, -(1 << 35) - 7, 123456789012345, -98765432109876]
+
+
+@pytest.mark.parametrize("shift", [-62, -61, -40, -33, -32, -31, -30, -17, -1, 0, 1, 5, 31])
+def test_half_up_is_exact_on_64_bit_accumulators(shift: int) -> None:
+    """No int64 wrap: the product of a 62-bit input and a 32-bit multiplier is exact."""
+    for m in (1, 3, (1 << 15) - 1, (1 << 30) + 1, I32_MAX, -I32_MAX, I32_MIN):
+        got = arith.rescale_half_up(np.array(BIG_X, np.int64), np.int64(m), np.int64(shift))
+        want = []
+        for x in BIG_X:
+            x = min(max(x, -(1 << 62)), 1 << 62)
+            r = int((Fraction(x * m) * Fraction(2) ** shift + Fraction(1, 2)).__floor__())
+            want.append(min(max(r, I32_MIN), I32_MAX))
+        assert got.tolist() == want, (m, shift)
+
+
+def test_32_bit_rules_saturate_a_64_bit_accumulator_first() -> None:
+    x = np.array([1 << 40, -(1 << 40), (1 << 31), -(1 << 31) - 1], np.int64)
+    saturated = np.array([I32_MAX, I32_MIN, I32_MAX, I32_MIN], np.int64)
+    for rule in ("tflite_double", "tflite_single"):
+        for qm, shift in ((1 << 30, 0), (I32_MAX, -5), (1 << 30, 1)):
+            got = arith.rescale(x, np.int64(qm), np.int64(shift), rule)
+            assert got.tolist() == arith.rescale(saturated, np.int64(qm), np.int64(shift),
+                                                 rule).tolist(), rule
+        half = arith.rescale(x, np.int64(1 << 30), np.int64(0), rule)   # multiplier 0.5
+        assert half.tolist() == [1 << 30, -(1 << 30), 1 << 30, -(1 << 30)], rule

@@ -181,3 +181,18 @@ def test_conv_validation_names_the_problem(arrays, attrs, fragment) -> None:
     with pytest.raises(KernelError) as info:
         Conv.run_reference(arrays, attrs, np.int8)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("rounding", ["tflite_double", "tflite_single", "tflite_int64",
+                                      "half_up"])
+def test_huge_64_bit_accumulator_saturates_under_every_rule(rounding: str) -> None:
+    x = np.array([[1]], np.int8)
+    w = np.array([[1]], np.int8)
+    mult = np.array([1 << 30], np.int32)
+    shift = np.array([0], np.int32)
+    for bias, want in (((1 << 40) - 1, 32767), (-(1 << 40), -32768)):
+        y = FullyConnected.run_reference(
+            [x, w, np.array([bias], np.int64), mult, shift],
+            dict(acc_bits=64, rounding=rounding, act_min=-32768, act_max=32767, y_zp=0),
+            np.int16)
+        assert int(y[0, 0]) == want, (rounding, bias)

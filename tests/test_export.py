@@ -157,12 +157,14 @@ def test_rescale_lowering_equals_arith_on_every_shift(rule: str) -> None:
         mults.append(INT32_MIN)   # outside the domain's range: the SRDHM saturation branch
     m = np.repeat(np.array(mults, np.int64), shifts.size)
     s = np.tile(shifts, len(mults))
-    bound = (1 << 31) if rule != "tflite_int64" else (1 << 48)
-    x = np.concatenate([rng.integers(-bound, bound, (40, 1)),
+    # 32-bit values, then 64-bit accumulators: every rule is defined (and exported) on int64
+    x = np.concatenate([rng.integers(-(1 << 31), 1 << 31, (30, 1)),
+                        rng.integers(-(1 << 62), 1 << 62, (10, 1)),
+                        rng.integers(-(1 << 40), 1 << 40, (10, 1)),
                         np.array([[INT32_MIN], [INT32_MAX], [0], [1], [-1], [1 << 30],
-                                  [-(1 << 30)], [(1 << 30) + 1]])]).astype(np.int64)
-    if rule == "half_up":
-        x = np.clip(x, -(1 << 31), (1 << 31) - 1)
+                                  [-(1 << 30)], [(1 << 30) + 1], [1 << 62], [-(1 << 62)],
+                                  [(1 << 63) - 1], [-(1 << 63)], [1 << 47], [-(1 << 47) - 1]])
+                        ]).astype(np.int64)
     want = rescale(x, m[None], s[None], rule)
     sess = ort.InferenceSession(_rescale_graph(m[None], s[None], rule).SerializeToString(),
                                 providers=["CPUExecutionProvider"])

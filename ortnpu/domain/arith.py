@@ -96,17 +96,23 @@ def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray | int) -> np.ndar
 
 
 def rescale_tflite_double(x: np.ndarray, qm: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """TFLite ``MultiplyByQuantizedMultiplier`` (int32, double rounding), the default build."""
+    """TFLite ``MultiplyByQuantizedMultiplier`` (int32, double rounding), the default build.
+
+    The rule takes an int32 input; a 64-bit accumulator is saturated to int32 first.
+    """
     shift = np.asarray(shift, dtype=np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
-    shifted = wrap_int32(np.asarray(x, dtype=np.int64) << left)
+    shifted = wrap_int32(saturate(x, INT32_MIN, INT32_MAX) << left)
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, qm), right)
 
 
 def rescale_tflite_single(x: np.ndarray, qm: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """TFLite ``MultiplyByQuantizedMultiplier`` of the single-rounding build (shift ≤ 30)."""
-    x = np.asarray(x, dtype=np.int64)
+    """TFLite ``MultiplyByQuantizedMultiplier`` of the single-rounding build (shift ≤ 30).
+
+    The rule takes an int32 input; a 64-bit accumulator is saturated to int32 first.
+    """
+    x = saturate(x, INT32_MIN, INT32_MAX)
     total = 31 - np.asarray(shift, dtype=np.int64)
     result = (x * np.asarray(qm, dtype=np.int64) + (np.int64(1) << (total - 1))) >> total
     return saturate(result, INT32_MIN, INT32_MAX)
@@ -130,20 +136,36 @@ def rescale_half_up(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) ->
     """``x * m * 2**shift`` rounding half up: ``(x*m + 2^(r-1)) >> r`` for a right shift r.
 
     The rule of N2D2's single-shift (m = 1), double-shift (m = 2^a + 1) and fixed-point16/32
-    rescaling, and of TOSA's RESCALE with single rounding. Left shifts are exact; the result
-    saturates to int64 and then to int32, the widest result any target keeps.
+    rescaling, and of TOSA's RESCALE with single rounding. It is exact for every input in
+    [-2^62, 2^62] (beyond, the input saturates) and every multiplier of 32 bits: the product,
+    up to 2^93, is formed from two 31-bit limbs so nothing wraps. The result saturates to int32.
     """
-    x = np.asarray(x, dtype=np.int64)
+    lim = np.int64(1) << 62
+    x = np.clip(np.asarray(x, dtype=np.int64), -lim, lim)
+    m = np.asarray(multiplier, dtype=np.int64)
     shift = np.asarray(shift, dtype=np.int64)
-    prod = x * np.asarray(multiplier, dtype=np.int64)
     right = np.maximum(-shift, 0)
     left = np.maximum(shift, 0)
-    rounded = (prod + np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)) >> right
-    # Left shifts saturate instead of overflowing int64.
-    limit = np.int64(INT64_MAX) >> left
-    shifted = np.where(np.abs(rounded) > limit, np.sign(rounded) * np.int64(INT64_MAX),
-                       rounded << left)
-    return saturate(shifted, INT32_MIN, INT32_MAX)
+    low_mask = np.int64((1 << 31) - 1)
+    big = np.int64(1) << 40            # any value beyond int32 saturates the same way
+    with np.errstate(over="ignore"):
+        # right shifts: x*m = H*2^31 + L with H = (x >> 31)*m and L = (x & (2^31-1))*m
+        high = (x >> 31) * m                                   # |high| <= 2^62
+        low = (x & low_mask) * m + np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0),
+                                            0)                 # |low| < 2^63
+        a = high + (low >> 31)                                 # value = a*2^31 + rem
+        rem = low & low_mask
+        by_big_shift = a >> np.maximum(right - 31, 0)
+        fits = np.abs(a) <= (np.int64(1) << (np.minimum(right, 31) + 1))
+        by_small_shift = np.where(
+            fits, a * (np.int64(1) << np.maximum(31 - right, 0)) + (rem >> np.minimum(right, 63)),
+            np.sign(a) * big)
+        shifted_right = np.where(right >= 31, by_big_shift, by_small_shift)
+        # left shifts (and shift 0): exact when small, saturated otherwise
+        estimate = x.astype(np.float64) * m.astype(np.float64) * np.exp2(left.astype(np.float64))
+        shifted_left = np.where(np.abs(estimate) > float(big), np.sign(estimate).astype(np.int64)
+                                * big, (x * m) << np.where(np.abs(estimate) > float(big), 0, left))
+    return saturate(np.where(right > 0, shifted_right, shifted_left), INT32_MIN, INT32_MAX)
 
 
 _RULES = {

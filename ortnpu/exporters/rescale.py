@@ -25,7 +25,7 @@ def _pow2(e: np.ndarray) -> np.ndarray:
 def tflite_double(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
     """``RoundingDivideByPOT(SRDHM(wrap32(x << left), m), right)``."""
     left, right = np.maximum(s, 0), np.maximum(-s, 0)
-    a = b.wrap32(x)
+    a = b.clip(x, INT32_MIN, INT32_MAX)                  # int32 input: saturate a 64-bit acc
     if left.any():
         a = b.wrap32(b.mul_c(a, _pow2(left)))
     ab = b.mul_c(a, m)                                   # |a·m| ≤ 2^62
@@ -48,6 +48,7 @@ def tflite_double(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
 def tflite_single(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
     """``sat32((x·m + 2^(t-1)) >> t)`` with ``t = 31 - shift``."""
     total = 31 - s
+    x = b.clip(x, INT32_MIN, INT32_MAX)                  # int32 input: saturate a 64-bit acc
     rounded = b.add_c(b.mul_c(x, m), _pow2(total - 1))
     return b.clip(b.floor_pow2(rounded, total), INT32_MIN, INT32_MAX)
 
@@ -62,14 +63,35 @@ def tflite_int64(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
 
 
 def half_up(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
-    """``(x·m + 2^(r-1)) >> r`` for right shifts, saturating left shifts, then int32."""
+    """``(x·m + 2^(r-1)) >> r`` for right shifts, ``x·m·2^left`` otherwise, then int32.
+
+    Exact like ``arith.rescale_half_up`` for inputs up to ±2^62: right shifts form the product
+    from two 31-bit limbs of ``x`` so no int64 product wraps; left shifts clamp first, since
+    anything beyond ±2^31 saturates either way.
+    """
     left, right = np.maximum(s, 0), np.maximum(-s, 0)
+    x = b.clip(x, -(1 << 62), 1 << 62)
+    small = b.mul_c(b.clip(x, -(1 << 31) - 1, (1 << 31) + 1), m)      # |.| < 2^63
+    by_left = b.mul_c(b.clip(small, -(1 << 31) - 1, (1 << 31) + 1), _pow2(left))
+    if not right.any():
+        return b.clip(by_left, INT32_MIN, INT32_MAX)
+    high = b.floor_pow2(x, np.int64(31))
+    low = b.sub(x, b.mul_c(high, 1 << 31))                             # in [0, 2^31)
     offset = np.where(right > 0, _pow2(np.maximum(right - 1, 0)), 0)
-    rounded = b.floor_pow2(b.add_c(b.mul_c(x, m), offset), right)
-    if left.any():
-        # Anything beyond ±2^31 saturates either way; clamping first keeps the product in int64.
-        rounded = b.mul_c(b.clip(rounded, -(1 << 31), 1 << 31), _pow2(left))
-    return b.clip(rounded, INT32_MIN, INT32_MAX)
+    lo_m = b.add_c(b.mul_c(low, m), offset)                            # |.| < 2^63
+    carry = b.floor_pow2(lo_m, np.int64(31))
+    a = b.add(b.mul_c(high, m), carry)                                 # value = a·2^31 + rem
+    rem = b.sub(lo_m, b.mul_c(carry, 1 << 31))
+    by_big = b.floor_pow2(a, np.maximum(right - 31, 0))
+    bound = _pow2(np.minimum(right, 31) + 1)
+    a_c = b.emit("Max", [b.emit("Min", [a, b.const(bound)], I64), b.const(-bound)], I64)
+    exact = b.add(b.mul_c(a_c, _pow2(np.maximum(31 - right, 0))),
+                  b.floor_pow2(rem, np.minimum(right, 62)))
+    fits = b.compare("LessOrEqual", b.emit("Abs", [a], I64), b.const(bound))
+    by_small = b.where(fits, exact, b.mul_c(b.emit("Sign", [a], I64), 1 << 40))
+    by_right = b.where(b.const(right >= 31, np.bool_), by_big, by_small)
+    result = b.where(b.const(right > 0, np.bool_), by_right, by_left)
+    return b.clip(result, INT32_MIN, INT32_MAX)
 
 
 _RULES = {"tflite_double": tflite_double, "tflite_single": tflite_single,
