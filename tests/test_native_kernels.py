@@ -50,8 +50,9 @@ def simd2(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture(params=[1, 2])
-def threads(request: pytest.FixtureRequest) -> Iterator[int]:
+def threads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     native.set_threads(request.param)
+    monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)   # small test shapes use every thread
     yield request.param
     native.set_threads(None)
 
@@ -550,7 +551,8 @@ def test_dispatch_through_kernels_run() -> None:
     assert "C kernels" in kernels.describe()
 
 
-def test_thread_counts_agree() -> None:
+def test_thread_counts_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(native, "PARALLEL_MIN_WORK", 0)
     rng = np.random.default_rng(71)
     arrays, attrs, out = conv_case(rng, kind="dense")
     spec = OPS_BY_NAME["Conv"]
@@ -602,3 +604,12 @@ def test_describe_names_path_and_threads() -> None:
     text = native.describe()
     assert ("AVX2" in text) or ("portable" in text)
     assert "thread" in text
+
+
+def test_small_work_runs_on_one_thread() -> None:
+    native.set_threads(2)
+    try:
+        assert native._threads_for(100) == 1
+        assert native._threads_for(native.PARALLEL_MIN_WORK * 8) == 2
+    finally:
+        native.set_threads(None)
