@@ -64,15 +64,16 @@ class NodeContext:
                                    "constant) to be exported; fold it into a constant first")
         return self.constants[name]
 
-    def shape(self, k: int) -> list[int]:
-        """Static shape of input ``k``; an error when a dimension is unknown."""
+    def shape(self, k: int, static_from: int = 0) -> list[int]:
+        """Shape of input ``k``; an error when a dimension from ``static_from`` on is unknown
+        (``static_from=1`` lets the batch dimension stay dynamic)."""
         name = self.node.input[k]
         shape = self.shapes.get(name)
-        if shape is None or any(d is None for d in shape):
+        if shape is None or any(d is None for d in shape[static_from:]):
             raise UnsupportedError(f"{self.where}the shape of {name!r} must be static to be "
                                    "exported; fix the input shapes first (ortnpu optimize "
                                    "--input-shape ...)")
-        return [int(d) for d in shape]  # type: ignore[arg-type]
+        return [None if d is None else int(d) for d in shape]  # type: ignore[misc]
 
     def rank(self, k: int) -> int | None:
         """Rank of input ``k`` when known."""

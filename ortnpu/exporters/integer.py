@@ -257,7 +257,7 @@ def _rounded_div(b: Builder, total: str, count: np.ndarray) -> str:
 def lower_average_pool(b: Builder, ctx: NodeContext) -> None:
     """Window sums by a depthwise ConvInteger of ones, divided by the in-bounds count."""
     a = ctx.attrs
-    _, c, h, w = ctx.shape(0)
+    _, c, h, w = ctx.shape(0, static_from=1)
     attrs = window_attrs(a, dilation=False)
     ones = np.ones((c, 1, a["kernel_h"], a["kernel_w"]), np.int8)
     total = _conv_sum(b, ctx, ctx.input(0), 0, ones, {**attrs, "group": c})
@@ -274,7 +274,7 @@ def lower_average_pool(b: Builder, ctx: NodeContext) -> None:
 
 def lower_global_average_pool(b: Builder, ctx: NodeContext) -> None:
     """int64 ReduceSum over H×W, divided by H·W with the reference's rounding."""
-    _, _, h, w = ctx.shape(0)
+    _, _, h, w = ctx.shape(0, static_from=2)
     total = b.emit("ReduceSum", [b.i64(ctx.input(0)), b.const([2, 3])], I64, keepdims=1)
     y = _rounded_div(b, total, np.int64(h * w))
     b.finish(y, ctx.attrs["act_min"], ctx.attrs["act_max"], ctx.out_type, ctx.output)

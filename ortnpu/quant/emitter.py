@@ -84,7 +84,7 @@ class Emitter:
         self.nodes.append(helper.make_node("QuantizeLinear", [tensor, scale, zp], [out],
                                            name=self.unique(f"{tensor}_quantize")))
         self.int_tensors[tensor] = out
-        self._record(out, p)
+        self._record(out, p, tensor)
         return out
 
     def int_output(self, tensor: str, params: QuantParams) -> str:
@@ -92,11 +92,14 @@ class Emitter:
         self.ctx.set_params(tensor, params)
         out = self.unique(f"{tensor}_q")
         self.int_tensors[tensor] = out
-        self._record(out, params)
+        self._record(out, params, tensor)
         return out
 
-    def _record(self, name: str, p: QuantParams) -> None:
-        self.value_info.append(helper.make_tensor_value_info(name, _ONNX_TYPE[p.dtype], None))
+    def _record(self, name: str, p: QuantParams, float_name: str) -> None:
+        """Type and shape of an integer tensor (the float tensor's shape), for tools that read
+        the NPU graph without running it (export, evaluate)."""
+        shape = self.ctx.view.shapes.get(float_name)
+        self.value_info.append(helper.make_tensor_value_info(name, _ONNX_TYPE[p.dtype], shape))
 
     def float_input(self, tensor: str) -> str:
         """The float version of ``tensor`` for a CPU node, dequantizing on first use."""
