@@ -84,6 +84,7 @@ def load_model(model: onnx.ModelProto | str | os.PathLike | bytes, *,
 def check_model(model: onnx.ModelProto, origin: str = "<model>", *,
                 need_static_shapes: bool = False, check_npu: bool = True) -> None:
     """Validate a loaded model; see :func:`load_model` for what is checked."""
+    _check_text(model, origin)
     _check_versions(model, origin)
     _check_graph(model.graph, origin, outer=(), top=True)
     _check_initializers(model.graph, origin)
@@ -153,6 +154,33 @@ def _load_external(model: onnx.ModelProto, path: Path, origin: str) -> None:
                              ) from None
         tensor.data_location = TensorProto.DEFAULT
         del tensor.external_data[:]
+
+
+# -------------------------------------------------------------------------------- text
+def _check_text(model: onnx.ModelProto, origin: str) -> None:
+    """Names, op types and domains are text: protobuf returns bytes where they are not UTF-8."""
+
+    def check(values: Iterable[object], what: str) -> None:
+        for v in values:
+            if not isinstance(v, str):
+                raise ModelError(f"{origin}: {what} {v!r} is not valid UTF-8 text; the file is "
+                                 "corrupt: export the model again")
+
+    check((op.domain for op in model.opset_import), "opset domain")
+
+    def walk(graph: onnx.GraphProto) -> None:
+        check([graph.name], "graph name")
+        check((v.name for v in [*graph.input, *graph.output, *graph.value_info]), "tensor name")
+        check((t.name for t in graph.initializer), "initializer name")
+        for node in graph.node:
+            check([node.name, node.op_type, node.domain], "node field")
+            check([*node.input, *node.output], f"tensor name of node {node.name!r}")
+            check((a.name for a in node.attribute), f"attribute name of node {node.name!r}")
+            for attr in node.attribute:
+                for sub in _subgraphs(attr):
+                    walk(sub)
+
+    walk(model.graph)
 
 
 # ------------------------------------------------------------------------------ versions
