@@ -33,6 +33,8 @@ class AccuracyRow:
 
 
 def _run(sess: ort.InferenceSession, name: str, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    first = sess.get_inputs()[0].shape[0]
+    chunk = first if isinstance(first, int) and first > 0 else chunk   # fixed-batch models
     return np.concatenate([sess.run(None, {name: x[i:i + chunk]})[0]
                            for i in range(0, len(x), chunk)])
 

@@ -187,16 +187,20 @@ def make_calibrator(method: str = "minmax", **options: object) -> Calibrator:
     return HistogramCalibrator(method=method, **options)  # type: ignore[arg-type]
 
 
-def iter_batches(data: CalibrationData, input_names: list[str]) -> Iterator[dict[str, np.ndarray]]:
-    """Normalise the accepted calibration-data forms into a stream of feed dicts."""
+def iter_batches(data: CalibrationData, input_names: list[str],
+                 batch: int = 32) -> Iterator[dict[str, np.ndarray]]:
+    """Normalise the accepted calibration-data forms into a stream of feed dicts.
+
+    A bare array is cut into batches of ``batch`` samples (1 for a model with a fixed batch).
+    """
     if isinstance(data, np.ndarray):
         if len(input_names) != 1:
             raise CalibrationError(f"a bare array can feed only a single-input model; this model "
                                    f"has inputs {input_names}: pass dicts instead")
         if data.ndim == 0 or data.shape[0] == 0:
             raise CalibrationError("the calibration array is empty")
-        for start in range(0, data.shape[0], 32):
-            yield {input_names[0]: data[start:start + 32]}
+        for start in range(0, data.shape[0], batch):
+            yield {input_names[0]: data[start:start + batch]}
         return
     if hasattr(data, "get_next") and callable(data.get_next):
         while True:
@@ -267,8 +271,10 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
                                f"calibration: {str(exc).splitlines()[0]}") from None
     input_names = [i.name for i in sess.get_inputs()]
     out_names = [o.name for o in sess.get_outputs()]
+    first = sess.get_inputs()[0].shape
+    batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else 32
     seen = 0
-    for feed in iter_batches(data, input_names):
+    for feed in iter_batches(data, input_names, batch):
         missing = set(input_names) - set(feed)
         if missing:
             raise CalibrationError(f"calibration batch {seen} lacks input(s) {sorted(missing)}; "
