@@ -96,3 +96,29 @@ def test_force_cpu_and_errors() -> None:
         ortnpu.quantize(small_cnn(), "tflite-int8", np.full((2, 3, 12, 12), np.nan, np.float32))
     with pytest.raises(ortnpu.ModelError, match="onnx.ModelProto"):
         ortnpu.quantize("model.onnx", "tflite-int8", images(2))
+
+
+def test_bias_correction_removes_the_mean_error_of_per_tensor_weights() -> None:
+    from ortnpu.quant import QuantConfig
+
+    model = small_cnn()
+    test = images(256, seed=4)
+    ref = float_run(model, test)
+    errors = {}
+    for corrected in (False, True):
+        npu = ortnpu.quantize(model, "tflite-int8", images(128), optimize=False,
+                              config=QuantConfig(per_channel=False, bias_correction=corrected))
+        out = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]
+        errors[corrected] = float(np.abs((out - ref).mean(axis=0)).mean())
+    assert errors[True] < errors[False] / 4
+
+
+def test_equalization_option_keeps_accuracy() -> None:
+    from ortnpu.quant import QuantConfig
+
+    model = small_cnn()
+    test = images(64, seed=6)
+    npu = ortnpu.quantize(model, "tflite-int8", images(64),
+                          config=QuantConfig(per_channel=False, equalize=True))
+    out = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]
+    assert np.abs(out - float_run(model, test)).max() < 0.02

@@ -30,6 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="percentile of --method percentile (default 99.99)")
     p.add_argument("--int16", action="append", default=[], metavar="TENSOR",
                    help="keep this activation in 16 bits (mixed precision); repeatable")
+    p.add_argument("--equalize", action="store_true",
+                   help="cross-layer weight equalization before quantizing")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="correct each layer's bias for the mean error of its quantized weights")
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")
@@ -94,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
     data = load_calibration(args.calib, input_names(model), args.preprocess, args.limit)
     config = QuantConfig(per_channel=False if args.per_tensor else None, method=args.method,
                          percentile=args.percentile, int16_tensors=frozenset(args.int16),
-                         force_cpu=frozenset(args.force_cpu))
+                         force_cpu=frozenset(args.force_cpu), equalize=args.equalize,
+                         bias_correction=args.bias_correction)
     res = QuantizationResult()
     npu = quantize(model, args.target, data, config=config, optimize=not args.no_optimize,
                    result=res)

@@ -180,6 +180,43 @@ class HistogramCalibrator:
         return best
 
 
+@dataclass
+class WithChannelMeans:
+    """Wraps a calibrator and also keeps per-channel means (for bias correction).
+
+    The channel axis is 1 for tensors of rank 3 or more (NCHW) and the last axis for rank 2.
+    Sums and counts are streamed, so memory stays one vector per tensor.
+    """
+
+    inner: Calibrator
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def collect(self, name: str, values: np.ndarray) -> None:
+        self.inner.collect(name, values)
+        v = np.asarray(values, np.float64)
+        if v.ndim < 2 or v.size == 0:
+            return
+        axis = 1 if v.ndim >= 3 else v.ndim - 1
+        reduce = tuple(d for d in range(v.ndim) if d != axis)
+        total = v.sum(axis=reduce)
+        if name in self.sums and self.sums[name].shape == total.shape:
+            self.sums[name] += total
+        else:
+            self.sums[name] = total
+            self.counts[name] = 0
+        self.counts[name] += v.size // v.shape[axis]
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        return self.inner.range_of(name)
+
+    def channel_mean(self, name: str) -> np.ndarray | None:
+        """Mean of each channel of ``name``, or None if it was not seen."""
+        if name not in self.sums or not self.counts.get(name):
+            return None
+        return self.sums[name] / self.counts[name]
+
+
 def make_calibrator(method: str = "minmax", **options: object) -> Calibrator:
     """The calibrator of a range method (``minmax`` uses exact running extremes)."""
     if method == "minmax" and not options.get("overrides"):

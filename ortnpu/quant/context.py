@@ -87,6 +87,13 @@ class QuantContext:
     preset_weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: exact integer biases given by the caller: initializer -> int64 values
     preset_biases: dict[str, np.ndarray] = field(default_factory=dict)
+    #: correct biases for the mean error of quantized weights (needs channel means)
+    bias_correction: bool = False
+
+    def channel_mean(self, tensor: str) -> np.ndarray | None:
+        """Per-channel mean of a calibrated activation, when bias correction collected it."""
+        getter = getattr(self.calibrator, "channel_mean", None)
+        return getter(tensor) if self.bias_correction and getter is not None else None
 
     @property
     def arith(self) -> Arithmetic:

@@ -166,6 +166,28 @@ def _bias(ctx: QuantContext, node: onnx.NodeProto, index: int, bias: np.ndarray 
     return bias_values(bias, x_scale, w_scales, channels, bias_bits)
 
 
+def _corrected_bias(ctx: QuantContext, x_name: str, bias: np.ndarray | None, w: np.ndarray,
+                    wq: np.ndarray, ws: np.ndarray, group: int) -> np.ndarray | None:
+    """Bias plus the mean output error of the quantized weights (bias correction).
+
+    ``w`` is [C_out, C_in/group, ...] (conv) or [N, K] (fully connected); the error of output
+    channel ``o`` is ``Σ E[x_c] · (w - w_q·s)[o, c, ...]`` over its group's input channels.
+    """
+    mean = ctx.channel_mean(x_name)
+    if mean is None:
+        return bias
+    cout = w.shape[0]
+    scales = np.broadcast_to(ws, (cout,)).reshape([cout] + [1] * (w.ndim - 1))
+    error = (w - wq.astype(np.float64) * scales).reshape(cout, w.shape[1], -1).sum(axis=2)
+    per_group = cout // group
+    if mean.size != w.shape[1] * group:
+        return bias
+    x_mean = mean.reshape(group, w.shape[1])[np.arange(cout) // per_group]
+    delta = (error * x_mean).sum(axis=1)
+    base = np.zeros(cout) if bias is None else np.asarray(bias, np.float64).reshape(-1)
+    return base + delta
+
+
 class ConvRule(LoweringRule):
     """Conv (grouped, depthwise) with constant weights → ``Conv``."""
 
@@ -201,6 +223,7 @@ class ConvRule(LoweringRule):
         reals = [np.float64(np.float32(xp.scale)) * ws[c if ws.size > 1 else 0] / yp.scale
                  for c in range(cout)]
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
+        b = _corrected_bias(ctx, node.input[0], b, w, wq, ws, int(attr(node, "group", 1)))
         bias = _bias(ctx, node, 2, b, xp.scale, ws, cout, bias_bits)
         name = node.name or node.output[0]
         inputs = [x, out.constant(f"{name}_w", wq), out.constant(f"{name}_bias", bias),
@@ -271,6 +294,7 @@ class FullyConnectedRule(LoweringRule):
         else:
             reals = [np.float64(xp.scale) * ws[c] / yp.scale for c in range(n)]
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
+        bias = _corrected_bias(ctx, node.input[0], bias, w, wq, ws, 1)
         name = node.name or node.output[0]
         inputs = [x, out.constant(f"{name}_w", wq),
                   out.constant(f"{name}_bias", _bias(ctx, node, 2, bias, xp.scale, ws, n,

@@ -17,7 +17,7 @@ from onnx import helper
 
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
-from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
+from ortnpu.quant.calibrate import CalibrationData, Calibrator, WithChannelMeans, calibrate
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.lowering import RULE_OF_OP, Match, fusable_activation
@@ -60,7 +60,7 @@ def _target_verdict(target: Target, node: onnx.NodeProto, shapes: dict) -> str |
     return str(getattr(verdict, "reason", "")) or f"{node.op_type} is not supported by the target"
 
 
-def _prepare(model: onnx.ModelProto, optimize: bool) -> onnx.ModelProto:
+def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> onnx.ModelProto:
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"quantize expects an onnx.ModelProto, got {type(model).__name__}; "
                          "load the file with onnx.load first")
@@ -70,7 +70,7 @@ def _prepare(model: onnx.ModelProto, optimize: bool) -> onnx.ModelProto:
         except ImportError:  # pragma: no cover - the passes package ships with ortnpu
             run_optimize = None
         if run_optimize is not None:
-            model = run_optimize(model)
+            model = run_optimize(model, equalize=equalize)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:
@@ -93,6 +93,10 @@ class QuantConfig:
         int16_tensors: activations kept in 16 bits on an 8-bit target (mixed precision; the
             layers touching them use TFLite's 16x8 arithmetic).
         force_cpu: node names or op types kept on the CPU.
+        equalize: cross-layer weight equalization before quantizing (Conv→ReLU→Conv pairs;
+            same float outputs, weight ranges better suited to per-tensor weights).
+        bias_correction: add to each conv/fully-connected bias the mean error its quantized
+            weights cause, ``Σ_k E[x_k]·(w - w_q)``, measured on the calibration data.
     """
 
     per_channel: bool | None = None
@@ -101,6 +105,8 @@ class QuantConfig:
     method_overrides: tuple[tuple[str, str], ...] = ()
     int16_tensors: frozenset[str] = frozenset()
     force_cpu: frozenset[str] = frozenset()
+    equalize: bool = False
+    bias_correction: bool = False
 
 
 @dataclass
@@ -173,14 +179,16 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
-    model = _prepare(model, optimize)
+    model = _prepare(model, optimize, config.equalize)
     view = GraphView.build(model)
     if calibrated is not None:
         calib = calibrated
     elif calibration_data is not None:
-        calib = calibrate(model, calibration_data, calibrator or make_calibrator(
-            config.method, percentile=config.percentile,
-            overrides=dict(config.method_overrides)))
+        collector = calibrator or make_calibrator(
+            config.method, percentile=config.percentile, overrides=dict(config.method_overrides))
+        if config.bias_correction:
+            collector = WithChannelMeans(collector)
+        calib = calibrate(model, calibration_data, collector)
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()
@@ -188,7 +196,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                        per_channel=target.arithmetic.per_channel if config.per_channel is None
                        else config.per_channel, wide_tensors=config.int16_tensors,
                        preset_params=dict(preset.params), preset_weights=dict(preset.weights),
-                       preset_biases=dict(preset.biases))
+                       preset_biases=dict(preset.biases),
+                       bias_correction=config.bias_correction)
     out = Emitter(ctx)
     for name in [*view.constants, *(i.name for i in model.graph.input),
                  *(o for n in model.graph.node for o in n.output)]:
