@@ -507,6 +507,7 @@ RISKY_SCRIPT = textwrap.dedent("""
         ([x, w, b, m, np.full(2, 31, np.int32)], dict(rounding="tflite_int64")),
         ([x, np.zeros((2, 1, 3, 3), np.int8), b, m, s], dict(group=2)),
         ([x, np.zeros((2, 2, 9, 9), np.int8), b, m, s], {}),
+        ([x, np.zeros((2, 2, 0, 3), np.int8), b, m, s], {}),  # empty kernel (fuzz find)
         ([x[:, :, ::2], w, b, m, s], {}),
     ]
     for arrays, attrs in cases:

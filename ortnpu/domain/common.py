@@ -99,6 +99,8 @@ def check_elements(count: int, where: str, op: str, what: str = "output") -> Non
 def window_out(size: int, k: int, stride: int, dilation: int, pad0: int, pad1: int,
                where: str, op: str, axis: str) -> int:
     """Output length of a sliding window; at least 1 or an error."""
+    if k < 1:  # an empty kernel (a weight of shape [C, Cg, 0, kw]) has no window to slide
+        raise KernelError(f"{where}{op}: the {axis} kernel size is {k}; it must be at least 1")
     span = dilation * (k - 1) + 1
     padded = size + pad0 + pad1
     if span > padded:
