@@ -298,9 +298,8 @@ def test_cli_truncated_model_in_a_subprocess(tmp_path: Path, npu: onnx.ModelProt
 @pytest.mark.parametrize(("text", "fragment"), [
     ('name = "t"\n[arithmetic]\nactivation_bits = 7\n', "not allowed"),
     ('name = "t"\n[arithmetic]\nactivation_bits = 99999999999999999999\n', "not allowed"),
-    pytest.param('name = "t"\n[hardware]\nclock_mhz = nan\n', "clock_mhz",
-                 marks=pytest.mark.xfail(reason="target/spec.py _convert lets NaN through its "
-                                                "lo/hi checks (nan < lo is False)")),
+    ('name = "t"\n[hardware]\nclock_mhz = nan\n', "clock_mhz: nan is not a finite number"),
+    ('name = "t"\n[hardware]\ndram_gbps = inf\n', "dram_gbps: inf is not a finite number"),
     ('name = "t"\n[hardware]\nclock_mhz = -1.0\n', "below the minimum"),
     ('name = "t"\n[support]\nop_types = ["Conv", 3]\n', "expected a list of strings"),
     ('name = "t"\narithmetic = 3\n', r"\[arithmetic\] must be a table"),

@@ -71,7 +71,7 @@ def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
                     if len(_validated) > 4096:
                         _validated.clear()
                     _validated[key] = attrs
-        y = np.ascontiguousarray(y, dtype=out_dtype)
+        y = np.require(y, dtype=out_dtype, requirements="C")   # keeps rank 0 (no [1])
         return (k_id, y.shape, y)
     except BaseException as exc:
         if not isinstance(exc, OrtNpuError):

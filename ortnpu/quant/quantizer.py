@@ -64,6 +64,9 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> 
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"quantize expects an onnx.ModelProto, got {type(model).__name__}; "
                          "load the file with onnx.load first")
+    from ortnpu.validate import check_model
+
+    check_model(model, model.graph.name or "<model>", check_npu=False)
     if optimize:
         try:
             from ortnpu.passes import optimize as run_optimize

@@ -9,6 +9,7 @@ New keys are added by adding a field with a default: the loader and the docs fol
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -204,6 +205,8 @@ def _convert(value: Any, f: dataclasses.Field, where: str) -> Any:
     elif tp == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise TargetError(f"{where}: {value!r} is not a finite number")
     elif tp == "str":
         ok = isinstance(value, str)
     else:  # tuple[str, ...]
