@@ -454,15 +454,29 @@ def test_cli_prints_each_conversion(ort_models: dict, tmp_path: Path,
     assert cli_main(["import-qdq", str(tmp_path / "missing.onnx"), "-o", str(out)]) == 2
 
 
-@pytest.mark.slow
-def test_bundled_demo_model_through_ort_qdq(tmp_path: Path) -> None:
-    """The demo model: onnxruntime's QDQ output imported = direct quantization, bit for bit."""
-    from ortnpu.models_cache import bundled_model_path, load_bundled_data
+def _real_model(name: str) -> tuple[Path, dict[str, np.ndarray]]:
+    from ortnpu import models_cache
 
-    try:
-        path, data = bundled_model_path(), load_bundled_data()
-    except FileNotFoundError:
-        pytest.skip("the bundled digits model is not built yet")
+    if name == "digits_cnn":
+        return models_cache.bundled_model_path(), models_cache.load_bundled_data()
+    path = models_cache.cached_model(f"{name}.onnx")
+    data_name = "imagenet_photos.npz" if name == "mobilenet_v2" else "fashion_mnist_data.npz"
+    data_path = models_cache.cached_model(data_name)
+    if path is None or data_path is None:
+        pytest.skip(f"{name} is not built (python models/build_all.py)")
+    with np.load(data_path) as f:
+        data = {k: f[k] for k in f.files}
+    if name == "mobilenet_v2":
+        data = {"calib_x": data["x"][:16], "test_x": data["x"][70:]}
+    return path, data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["digits_cnn", "fashion_mnist_cnn", "fashion_resnet",
+                                   "mobilenet_v2"])
+def test_real_models_through_ort_qdq(model: str, tmp_path: Path) -> None:
+    """Real models: onnxruntime's QDQ output imported = direct quantization, bit for bit."""
+    path, data = _real_model(model)
     float_model = ortnpu.optimize(onnx.load(path))  # folds BatchNormalization
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -490,8 +504,13 @@ def test_bundled_demo_model_through_ort_qdq(tmp_path: Path) -> None:
     imported = import_qdq(qdq, "tflite-int8")
     direct = ortnpu.quantize(float_model, "tflite-int8", None, optimize=False,
                              preset=direct_preset(qdq, float_model))
+    fixed = float_model.graph.input[0].type.tensor_type.shape.dim[0].dim_value
+    step = fixed or 64
     x = data["test_x"][:64]
-    a = ortnpu.InferenceSession(imported).run(None, {name: x})[0]
-    b = ortnpu.InferenceSession(direct).run(None, {name: x})[0]
+    sessions = [ortnpu.InferenceSession(imported), ortnpu.InferenceSession(direct)]
+    a, b = ([s.run(None, {name: x[i:i + step]})[0] for i in range(0, len(x), step)]
+            for s in sessions)
+    a, b = np.concatenate(a), np.concatenate(b)
     assert np.array_equal(a, b)
-    assert (a.argmax(1) == data["test_y"][:64]).mean() > 0.9
+    if "test_y" in data:
+        assert (a.argmax(1) == data["test_y"][:64]).mean() > 0.85
