@@ -960,6 +960,21 @@ int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
                             (int32_t)prm[op == 0 ? 7 : 2]};
     const int32_t s32v[3] = {(int32_t)prm[op == 0 ? 4 : 3], (int32_t)prm[op == 0 ? 6 : 3],
                              (int32_t)prm[op == 0 ? 8 : 3]};
+    /* Add on 8-bit inputs: each input's shifted, rescaled value depends on the input value
+     * alone, so it is computed once per possible value (2 x 256 rescales) instead of once per
+     * element: the same numbers, a third of the work. */
+    int64_t ta[256], tb[256];
+    const int tables = op == 0 && atype != ORTNPU_T_I16 && btype != ORTNPU_T_I16;
+    if (tables) {
+        const int ls = (int)prm[2];
+        for (int64_t v = 0; v < 256; v++) {
+            ta[v] = rescale1(s32((uint32_t)(uint64_t)(v + type_min(atype) - prm[0]) << ls),
+                             m32[0], s32v[0], o->rule);
+            tb[v] = rescale1(s32((uint32_t)(uint64_t)(v + type_min(btype) - prm[1]) << ls),
+                             m32[1], s32v[1], o->rule);
+        }
+    }
+    const int64_t amin = type_min(atype), bmin = type_min(btype);
 #pragma omp parallel for num_threads(nt) schedule(static) if (outer * inner > 32768)
     for (int64_t it = 0; it < outer * nch; it++) {
         int64_t row = it / nch, c0 = (it % nch) * CHUNK;
@@ -977,7 +992,11 @@ int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
         int64_t va[CHUNK], vb[CHUNK];
         load_i64(va, a, atype, ao, sa, len);
         load_i64(vb, b, btype, bo, sb, len);
-        if (op == 0) {
+        if (tables) {
+            for (int64_t i = 0; i < len; i++)
+                va[i] = wrap32(ta[va[i] - amin] + tb[vb[i] - bmin]);
+            rescale_chunk(va, len, &m32[2], 0, &s32v[2], 0, o->rule);
+        } else if (op == 0) {
             /* Add: (x - zp) << left_shift wrapped to int32, rescaled per input, summed with
              * int32 wrap-around, rescaled again */
             const int ls = (int)prm[2];
