@@ -217,9 +217,20 @@ static void FN(dw_row3)(uint32_t *restrict acc, const int16_t *restrict src, int
             acc[i] += (uint32_t)(w0 * (int32_t)src[i]) + (uint32_t)(w1 * (int32_t)s1[i]) +
                       (uint32_t)(w2 * (int32_t)s2[i]);
     } else {
-        for (int64_t i = 0; i < ow; i++)
-            acc[i] += (uint32_t)(w0 * (int32_t)src[i * sw]) +
-                      (uint32_t)(w1 * (int32_t)s1[i * sw]) + (uint32_t)(w2 * (int32_t)s2[i * sw]);
+        /* Strided taps: gather each tap into a contiguous block first, so the multiply-adds
+         * run on contiguous data the compiler vectorizes (the gathered loop did not). */
+        int32_t g0[128], g1[128], g2[128];
+        for (int64_t i0 = 0; i0 < ow; i0 += 128) {
+            const int64_t n = ow - i0 < 128 ? ow - i0 : 128;
+            for (int64_t i = 0; i < n; i++) {
+                g0[i] = src[(i0 + i) * sw];
+                g1[i] = s1[(i0 + i) * sw];
+                g2[i] = s2[(i0 + i) * sw];
+            }
+            uint32_t *a = acc + i0;
+            for (int64_t i = 0; i < n; i++)
+                a[i] += (uint32_t)(w0 * g0[i]) + (uint32_t)(w1 * g1[i]) + (uint32_t)(w2 * g2[i]);
+        }
     }
 }
 
