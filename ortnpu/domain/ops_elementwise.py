@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,17 @@ def _broadcast(x: np.ndarray, y: np.ndarray, where: str, op: str) -> tuple[int, 
                           "broadcast") from None
 
 
+def _check_operands(op: str, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                    out_dtype: np.dtype, where: str) -> None:
+    """Checks shared by the binary ops: broadcastable shapes, zero points, output clamp."""
+    x, y = arrays
+    shape = _broadcast(x, y, where, op)
+    c.check_elements(math.prod(shape), where, op)
+    c.check_in_range(a["a_zp"], x.dtype, "a_zp", where, op)
+    c.check_in_range(a["b_zp"], y.dtype, "b_zp", where, op)
+    c.check_clamp(a, out_dtype, where, op)
+
+
 class Add(OpSpec):
     """Elementwise addition with TFLite's common-scale scheme (left shift, three rescales)."""
 
@@ -48,12 +60,7 @@ class Add(OpSpec):
     @classmethod
     def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
               where: str) -> None:
-        x, y = arrays
-        shape = _broadcast(x, y, where, cls.name)
-        c.check_elements(int(np.prod(shape)), where, cls.name)
-        c.check_in_range(a["a_zp"], x.dtype, "a_zp", where, cls.name)
-        c.check_in_range(a["b_zp"], y.dtype, "b_zp", where, cls.name)
-        c.check_clamp(a, out_dtype, where, cls.name)
+        _check_operands(cls.name, arrays, a, out_dtype, where)
         for p in ("a_", "b_", "y_"):
             c.check_scalar_rescale(a[f"{p}multiplier"], a[f"{p}shift"], a["rounding"],
                                    f"{p}multiplier/{p}shift", where, cls.name)
@@ -87,12 +94,7 @@ class Mul(OpSpec):
     @classmethod
     def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
               where: str) -> None:
-        x, y = arrays
-        shape = _broadcast(x, y, where, cls.name)
-        c.check_elements(int(np.prod(shape)), where, cls.name)
-        c.check_in_range(a["a_zp"], x.dtype, "a_zp", where, cls.name)
-        c.check_in_range(a["b_zp"], y.dtype, "b_zp", where, cls.name)
-        c.check_clamp(a, out_dtype, where, cls.name)
+        _check_operands(cls.name, arrays, a, out_dtype, where)
         c.check_scalar_rescale(a["multiplier"], a["shift"], a["rounding"], "multiplier/shift",
                                where, cls.name)
 

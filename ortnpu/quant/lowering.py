@@ -342,16 +342,22 @@ def _operand(tensor: str, ctx: QuantContext, out: Emitter) -> tuple[str, QuantPa
     return out.constant(f"{tensor}_q", p.quantize(value)), p
 
 
-class AddRule(LoweringRule):
-    """Add → ``Add`` with TFLite's common-scale scheme (left shift, three multipliers)."""
+class _BinaryRule(LoweringRule):
+    """Shared check of Add and Mul: at least one operand must be computed at run time."""
 
-    op_types = ("Add",)
     fuses_activation = True
 
     def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
         if all(ctx.view.const(i) is not None for i in node.input):
-            return f"Add '{node.name}': both operands are constant; fold it with `ortnpu optimize`"
+            return (f"{node.op_type} '{node.name}': both operands are constant; fold it with "
+                    "`ortnpu optimize`")
         return None
+
+
+class AddRule(_BinaryRule):
+    """Add → ``Add`` with TFLite's common-scale scheme (left shift, three multipliers)."""
+
+    op_types = ("Add",)
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
@@ -372,16 +378,10 @@ class AddRule(LoweringRule):
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
 
 
-class MulRule(LoweringRule):
+class MulRule(_BinaryRule):
     """Mul → ``Mul``; the real multiplier is computed in float32 as TFLite does."""
 
     op_types = ("Mul",)
-    fuses_activation = True
-
-    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
-        if all(ctx.view.const(i) is not None for i in node.input):
-            return f"Mul '{node.name}': both operands are constant; fold it with `ortnpu optimize`"
-        return None
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
