@@ -176,3 +176,28 @@ def test_importing_onnxruntime_extensions_later_keeps_our_hook(tmp_path) -> None
                           timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "shape (2, 6, 3, 5)" in proc.stdout and "alive" in proc.stdout
+
+
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+def test_fused_subgraphs_give_the_same_numbers(target: str) -> None:
+    from ortnpu import models_cache
+
+    data = models_cache.load_bundled_data()
+    model = onnx.load(str(models_cache.bundled_model_path()))
+    npu = ortnpu.quantize(model, target, data["calib_x"][:64])
+    x = data["test_x"][:100]
+    fused = ortnpu.InferenceSession(npu)
+    assert len(fused._programs) == 1          # every NPU layer in one onnxruntime node
+    one_by_one = ortnpu.InferenceSession(npu, fuse=False)
+    a = fused.run(None, {"image": x})[0]
+    b = one_by_one.run(None, {"image": x})[0]
+    assert np.array_equal(a, b)
+
+
+def test_fused_subgraph_errors_still_name_the_layer() -> None:
+    model, _, _ = conv_model(dynamic=True)
+    sess = ortnpu.InferenceSession(model)
+    assert sess._programs
+    with pytest.raises(ortnpu.KernelError, match=r"node 'conv1' \(Conv_i8\).*do not fit"):
+        sess.run(None, {"x": np.zeros((1, 3, 7, 7), np.int8)})
+    assert sess.run(None, {"x": np.zeros((1, 4, 7, 7), np.int8)})[0].shape == (1, 6, 3, 5)

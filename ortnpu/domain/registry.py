@@ -182,9 +182,11 @@ def ensure_registered() -> None:
             return
         import sys
 
+        from ortnpu.runtime.fusion import Subgraph
+
         _pydll = _load_pydll()
         pyop = _pydll.PyCustomOpDef
-        for spec in OPS:
+        for spec in (*OPS, Subgraph):
             for op_type, out_dtype, count in spec.op_types():
                 definition = pyop()
                 definition.op_type = f"{DOMAIN}::{op_type}"

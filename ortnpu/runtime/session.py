@@ -102,13 +102,15 @@ class InferenceSession:
             onnxruntime's QuantizeLinear makes of NaN depends on the CPU), ``"zero"`` replace it
             by 0.0 (deterministic everywhere), ``"allow"`` pass it through unchanged. Infinities
             always pass: they saturate to the ends of the integer range, deterministically.
+        fuse: run each NPU subgraph as one onnxruntime node (same numbers, less overhead; see
+            ``ortnpu.runtime.fusion``); ``False`` keeps one node per layer.
     """
 
     def __init__(self, model: onnx.ModelProto | str | os.PathLike | bytes,
                  sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str] | None = None,
                  intra_op_num_threads: int | None = None, *,
-                 nan_policy: str = "raise") -> None:
+                 nan_policy: str = "raise", fuse: bool = True) -> None:
         if nan_policy not in NAN_POLICIES:
             raise ModelError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}, got "
                              f"{nan_policy!r}")
@@ -116,6 +118,13 @@ class InferenceSession:
         data, self.model_name, proto = _model_bytes(model)
         self._ranked = {vi.name: vi.type.tensor_type.HasField("shape")
                         for vi in proto.graph.input}
+        self._programs: list[Any] = []
+        if fuse:
+            from ortnpu.runtime.fusion import fuse_subgraphs
+
+            fused, self._programs = fuse_subgraphs(proto)
+            if self._programs:
+                data = fused.SerializeToString()
         del proto
         opts = session_options(intra_op_num_threads, base=sess_options)
         try:

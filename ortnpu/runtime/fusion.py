@@ -1,0 +1,213 @@
+"""Run each NPU subgraph as one onnxruntime node, as a real NPU runs a compiled subgraph.
+
+An NPU graph has one ``com.ortnpu`` node per layer, and every node costs a crossing from
+onnxruntime into Python plus a validation. :func:`fuse_subgraphs` replaces each run of
+consecutive ``com.ortnpu`` nodes that has one activation input and one output by a single
+``Subgraph_<type>`` node whose *program* (the layers, their constants and attributes) stays in
+this process. The program validates its layers once per input shape and then calls the kernels
+directly. The numbers are those of the layers one by one (the tests compare both); errors still
+name the layer. Fusion is an in-memory step of :class:`ortnpu.InferenceSession`: saved NPU graphs
+keep one node per layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import threading
+import weakref
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ortnpu.domain import DOMAIN, kernels, spec_of
+from ortnpu.domain.spec import Attr, Input, OpSpec, op_type_name, parse_op_type
+from ortnpu.errors import KernelError
+
+#: Programs of the live sessions, by id (a session keeps its programs alive).
+_PROGRAMS: weakref.WeakValueDictionary[str, Program] = weakref.WeakValueDictionary()
+_counter = itertools.count()
+_lock = threading.Lock()
+
+
+@dataclass
+class Step:
+    """One layer of a program."""
+
+    spec: type[OpSpec]
+    inputs: tuple[str, ...]
+    output: str
+    attrs: dict[str, Any]
+    out_dtype: np.dtype
+    where: str
+    frees: tuple[str, ...] = ()     # intermediates no later step reads
+
+
+@dataclass
+class Program:
+    """The layers of one fused subgraph, with their constants."""
+
+    input: str
+    output: str
+    steps: list[Step]
+    constants: dict[str, np.ndarray]
+    validated: set = field(default_factory=set)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the layers; the first run for an input shape validates every layer."""
+        values: dict[str, np.ndarray] = {self.input: x}
+        signature = (x.shape, x.dtype.str)
+        check = signature not in self.validated
+        for step in self.steps:
+            arrays = [values[n] if n in values else self.constants[n] for n in step.inputs]
+            if check:
+                step.spec.validate(arrays, step.attrs, step.out_dtype, step.where)
+            values[step.output] = kernels.run_unchecked(step.spec, arrays, step.attrs,
+                                                        step.out_dtype)
+            for name in step.frees:
+                values.pop(name, None)
+        if check:
+            self.validated.add(signature)
+        return values[self.output]
+
+
+class Subgraph(OpSpec):
+    """A fused run of layers (runtime only; not part of the op table or of saved graphs)."""
+
+    name = "Subgraph"
+    doc = "y = the program's layers applied in order to x (see ortnpu/runtime/fusion.py)."
+    inputs = (Input("x", "act", "the subgraph's activation input"),)
+    attrs = (Attr("program", str, "", "id of the program in this process"),)
+    fused: ClassVar[bool] = True
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        if a["program"] not in _PROGRAMS:
+            raise KernelError(f"{where}program {a['program']!r} is not loaded in this process; "
+                              "fused subgraphs run only inside the ortnpu.InferenceSession that "
+                              "made them")
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        return _PROGRAMS[a["program"]].run(arrays[0])
+
+
+def _dtype_of(model: onnx.ModelProto, name: str) -> np.dtype | None:
+    for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
+        if vi.name == name and vi.type.tensor_type.elem_type:
+            return np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    return None
+
+
+def fuse_subgraphs(model: onnx.ModelProto, min_nodes: int = 2
+                   ) -> tuple[onnx.ModelProto, list[Program]]:
+    """Replace each fusable run of ``com.ortnpu`` nodes by one ``Subgraph`` node.
+
+    A run fuses when its nodes are consecutive in the graph, it reads exactly one activation
+    from outside (the rest are initializers) and exactly one of its tensors is used outside
+    it or is a graph output. Other runs stay one node per layer.
+
+    Returns:
+        The new model and the programs, which the caller must keep alive while it runs.
+    """
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list[int]] = {}
+    for k, node in enumerate(g.node):
+        for t in node.input:
+            consumers.setdefault(t, []).append(k)
+    graph_outputs = {o.name for o in g.output}
+    runs: list[list[int]] = []
+    for k, node in enumerate(g.node):
+        if node.domain == DOMAIN and not node.op_type.startswith("Subgraph"):
+            if runs and runs[-1][-1] == k - 1:
+                runs[-1].append(k)
+            else:
+                runs.append([k])
+    fused: dict[int, onnx.NodeProto] = {}
+    drop: set[int] = set()
+    programs: list[Program] = []
+    for run in runs:
+        program_node = _fuse(model, run, inits, consumers, graph_outputs, min_nodes, programs)
+        if program_node is not None:
+            fused[run[0]] = program_node
+            drop.update(run)
+    if not programs:
+        return model, []
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for k, node in enumerate(g.node):
+        if k in fused:
+            out.graph.node.append(fused[k])
+        elif k not in drop:
+            out.graph.node.append(node)
+    used = {t for n in out.graph.node for t in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    return out, programs
+
+
+def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorProto],
+          consumers: dict[str, list[int]], graph_outputs: set[str], min_nodes: int,
+          programs: list[Program]) -> onnx.NodeProto | None:
+    if len(run) < min_nodes:
+        return None
+    nodes = [model.graph.node[k] for k in run]
+    members = set(run)
+    produced = {o for n in nodes for o in n.output}
+    external = [t for n in nodes for t in n.input
+                if t and t not in produced and t not in inits]
+    leaving = [t for t in produced
+               if t in graph_outputs or any(c not in members for c in consumers.get(t, []))]
+    if len(set(external)) != 1 or len(leaving) != 1:
+        return None
+    out_dtype = _dtype_of(model, leaving[0])
+    if out_dtype is None:
+        return None
+    available = {external[0]}
+    for node in nodes:   # the graph's order need not be topological; the program's must
+        if any(t and t not in inits and t not in available for t in node.input):
+            return None
+        available.update(node.output)
+    steps: list[Step] = []
+    constants: dict[str, np.ndarray] = {}
+    for node in nodes:
+        try:
+            spec = spec_of(node.op_type)
+            _, _, dtype = parse_op_type(node.op_type)
+        except KernelError:
+            return None
+        attrs = spec.full_attrs({a.name: helper.get_attribute_value(a) for a in node.attribute})
+        for t in node.input:
+            if t in inits and t not in constants:
+                constants[t] = numpy_helper.to_array(inits[t])
+        steps.append(Step(spec, tuple(node.input), node.output[0], attrs, dtype,
+                          f"node {node.name!r} ({node.op_type}): "))
+    last_use: dict[str, int] = {}
+    for k, step in enumerate(steps):
+        for t in step.inputs:
+            if t in produced:
+                last_use[t] = k
+    for k, step in enumerate(steps):
+        step.frees = tuple(t for t, j in last_use.items() if j == k and t != leaving[0])
+    program = Program(external[0], leaving[0], steps, constants)
+    digest = hashlib.sha1("".join(n.name for n in nodes).encode()).hexdigest()[:12]
+    with _lock:
+        pid = f"{digest}-{next(_counter)}"
+        _PROGRAMS[pid] = program
+    programs.append(program)
+    first = nodes[0].name or "subgraph"
+    return helper.make_node(op_type_name("Subgraph", out_dtype), [external[0]], [leaving[0]],
+                            name=f"{first}..{nodes[-1].name}", domain=DOMAIN, program=pid,
+                            node_name=f"{first}..{nodes[-1].name}")
+
+
+__all__ = ["Program", "Subgraph", "fuse_subgraphs"]
