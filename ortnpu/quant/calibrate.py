@@ -145,7 +145,8 @@ class HistogramCalibrator:
 
     def _entropy(self, h: _Histogram) -> float:
         hist, width = self._abs_hist(h)
-        target = self.levels // 2
+        # a one-signed tensor (after ReLU) gets every level of the asymmetric range on [0, T]
+        target = self.levels if h.lo >= 0 or h.hi <= 0 else self.levels // 2
         nz = np.nonzero(hist)[0]
         last = int(nz[-1]) + 1 if nz.size else target
         best, best_kl = last, np.inf
