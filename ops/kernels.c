@@ -481,8 +481,9 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
     const int64_t ntiles = ceil_div(cx.P, cx.TP);
     const int64_t base_items = p->n * p->group * ntiles;
-    int64_t nsplit = 1;
-    if (base_items < 4 * nt) nsplit = ceil_div(4 * nt, base_items);
+    int64_t nsplit = 1; /* split output channels only to feed several threads: each split
+                         * repeats the tile's im2col */
+    if (nt > 1 && base_items < 2 * nt) nsplit = ceil_div(2 * nt, base_items);
     if (nsplit > nblk) nsplit = nblk;
     const int64_t items = base_items * nsplit;
     /* tap groups per exact int32 block (acc_bits 64): each group sums G products of at most
