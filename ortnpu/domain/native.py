@@ -77,7 +77,7 @@ def set_threads(n: int | None) -> None:
 #: Work (multiply-adds or elements) below which a kernel runs on one thread: waking threads
 #: costs more than it saves on small layers, and a thread that the OS does not schedule at once
 #: (a busy machine, onnxruntime's own pool spinning) stalls the whole parallel region.
-PARALLEL_MIN_WORK = 1 << 18
+PARALLEL_MIN_WORK = 1 << 21
 
 
 def _threads_for(work: int) -> int:
