@@ -275,7 +275,7 @@ def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def calibrate(model: onnx.ModelProto, data: CalibrationData,
               calibrator: Calibrator | None = None,
-              tensors: Iterable[str] | None = None) -> Calibrator:
+              tensors: Iterable[str] | None = None, progress: bool = True) -> Calibrator:
     """Run ``model`` on the data and feed every float activation to ``calibrator``.
 
     Args:
@@ -283,6 +283,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
         data: calibration data in any accepted form.
         calibrator: defaults to :class:`MinMaxCalibrator`.
         tensors: names to observe (default: every float tensor produced by a node, plus inputs).
+        progress: show a progress bar when stderr is a terminal.
     """
     calibrator = calibrator or MinMaxCalibrator()
     types = float_tensor_types(model)
@@ -312,7 +313,17 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
     first = sess.get_inputs()[0].shape
     batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else 32
     seen = 0
-    for feed in iter_batches(data, input_names, batch):
+    batches = iter_batches(data, input_names, batch)
+    if progress:
+        from tqdm import tqdm
+
+        total = len(data) if hasattr(data, "__len__") and not isinstance(data, Mapping) else None
+        if isinstance(data, np.ndarray):
+            total = -(-len(data) // batch)
+        # disable=None: a bar on a terminal, nothing in logs, pipes and CI
+        batches = tqdm(batches, total=total, desc="calibrating", unit="batch", disable=None,
+                       leave=False)
+    for feed in batches:
         missing = set(input_names) - set(feed)
         if missing:
             raise CalibrationError(f"calibration batch {seen} lacks input(s) {sorted(missing)}; "
