@@ -49,6 +49,7 @@ typedef struct {
     void (*bcast_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                           int64_t, int32_t *, int64_t);
     void (*dw_row3)(uint32_t *, const int16_t *, int64_t, int64_t, int64_t, const int8_t *);
+    void (*dw_cl_mac)(uint32_t *, const int16_t *, const int16_t *, int64_t);
 } ortnpu_isa_t;
 
 /* portable build of the inner loops */
@@ -226,7 +227,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2,
+    quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2,
 };
 #endif
 
@@ -647,6 +648,85 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
     }
 }
 
+/* Depthwise convolution, depth multiplier 1, 8-bit input, 32-bit accumulator, channels last:
+ * the inner loop runs across channels (contiguous after a transpose), which keeps the vector
+ * lanes full on small maps where the per-channel rows of conv_depthwise are a few pixels wide.
+ * Padded taps are skipped, so x - x_zp is accumulated and corr gets x_zp * sum(w) back: the
+ * wrapped int32 sum is the same modulo 2^32 whatever the order, hence the same bits. */
+static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
+                              const ortnpu_out_t *o, const void *x, const int8_t *w,
+                              const uint64_t *corr, const int32_t *mult, const int32_t *shift,
+                              void *y, int nt, int *err) {
+    const int64_t C = p->c, HW = p->h * p->w, P = p->oh * p->ow, taps = p->kh * p->kw;
+    int16_t *xt = malloc((size_t)(HW * C) * sizeof(int16_t));
+    int16_t *wt = malloc((size_t)(taps * C) * sizeof(int16_t));
+    uint32_t *acc = malloc((size_t)(P * C) * sizeof(uint32_t));
+    uint64_t *corr2 = malloc((size_t)C * sizeof(uint64_t));
+    if (!xt || !wt || !acc || !corr2) {
+        *err = ORTNPU_ENOMEM;
+        free(xt); free(wt); free(acc); free(corr2);
+        return;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        int64_t sw = 0;
+        for (int64_t t = 0; t < taps; t++) {
+            wt[t * C + c] = w[c * taps + t];
+            sw += w[c * taps + t];
+        }
+        corr2[c] = corr[c] + (uint64_t)(p->x_zp * sw); /* back to bias: padding is skipped */
+    }
+    for (int64_t n = 0; n < p->n; n++) {
+        int16_t *plane = malloc((size_t)HW * sizeof(int16_t));
+        if (!plane) {
+            *err = ORTNPU_ENOMEM;
+            break;
+        }
+        for (int64_t c = 0; c < C; c++) {
+            load_i16(plane, x, p->xtype, (n * C + c) * HW, 1, HW);
+            for (int64_t i = 0; i < HW; i++) xt[i * C + c] = (int16_t)(plane[i] - p->x_zp);
+        }
+        free(plane);
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t oy = 0; oy < p->oh; oy++) {
+            for (int64_t ox = 0; ox < p->ow; ox++) {
+                uint32_t *a = acc + (oy * p->ow + ox) * C;
+                memset(a, 0, (size_t)C * sizeof *a);
+                for (int64_t ky = 0; ky < p->kh; ky++) {
+                    const int64_t iy = oy * p->sh - p->pt + ky * p->dh;
+                    if (iy < 0 || iy >= p->h) continue;
+                    for (int64_t kx = 0; kx < p->kw; kx++) {
+                        const int64_t ix = ox * p->sw - p->pl + kx * p->dw;
+                        if (ix < 0 || ix >= p->w) continue;
+                        I->dw_cl_mac(a, xt + (iy * p->w + ix) * C, wt + (ky * p->kw + kx) * C,
+                                     C);
+                    }
+                }
+            }
+        }
+#pragma omp parallel num_threads(nt)
+        {
+            int32_t *row = malloc((size_t)P * sizeof(int32_t));
+            if (!row) {
+#pragma omp atomic write
+                *err = ORTNPU_ENOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t c = 0; c < C; c++) {
+                if (!row) continue;
+                for (int64_t q = 0; q < P; q++) row[q] = (int32_t)acc[q * C + c];
+                const int64_t pi = p->n_params == 1 ? 0 : c;
+                finish_row(I, row, NULL, P, corr2[c], mult + pi, shift + pi, o, y,
+                           (n * C + c) * P);
+            }
+            free(row);
+        }
+    }
+    free(xt);
+    free(wt);
+    free(acc);
+    free(corr2);
+}
+
 int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
                   const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
                   int nthreads, int isa) {
@@ -699,7 +779,12 @@ int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, 
         }
         corr[c] = (uint64_t)bias[c] - (uint64_t)((depthwise ? p->x_zp : zp_eff) * s);
     }
-    if (depthwise)
+    /* small maps (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row
+     * kernel (the tests compare both paths with the reference) */
+    if (depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
+        p->oh * p->ow < 400 && getenv("ORTNPU_DW_ROWS") == NULL)
+        conv_depthwise_cl(I, p, o, x, w, corr, mult, shift, y, nt, &err);
+    else if (depthwise)
         conv_depthwise(I, p, o, x, w, corr, mult, shift, y, nt, &err);
     else
         conv_gemm(I, p, o, x, U, G, qoff, corr, mult, shift, y, nt, &err);

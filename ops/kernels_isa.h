@@ -234,6 +234,13 @@ static void FN(dw_row3)(uint32_t *restrict acc, const int16_t *restrict src, int
     }
 }
 
+/* Channels-last depthwise tap: acc[c] += x[c] * w[c] (int16 operands, exact int32 products,
+ * wrapping uint32 sums); a plain loop the AVX2 build vectorizes. */
+static void FN(dw_cl_mac)(uint32_t *restrict acc, const int16_t *restrict xs,
+                          const int16_t *restrict ws, int64_t n) {
+    for (int64_t c = 0; c < n; c++) acc[c] += (uint32_t)((int32_t)xs[c] * (int32_t)ws[c]);
+}
+
 /* ------------------------------------------------------------------------------ epilogue
  * Fused output of an int32 accumulator row with per-row constant parameters and the
  * tflite_double rule: y = clamp(rs_double(wrap32(acc + corr), qm, shift) + zp, lo, hi). */
@@ -302,5 +309,5 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    FN(quad_interleave), NULL, FN(dw_row3),
+    FN(quad_interleave), NULL, FN(dw_row3), FN(dw_cl_mac),
 };
