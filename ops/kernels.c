@@ -1015,7 +1015,7 @@ int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
                   const int64_t *astride, int64_t a_len, const void *b, int32_t btype,
                   const int64_t *bstride, int64_t b_len, const int64_t *prm,
                   const ortnpu_out_t *o, void *y, int nthreads, int isa) {
-    (void)isa;
+    const ortnpu_isa_t *I = pick_isa(isa);
     if (!out_ok(o) || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 ||
         (op != 0 && op != 1))
         return ORTNPU_EBADARG;
@@ -1078,6 +1078,17 @@ int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
         int64_t va[CHUNK], vb[CHUNK];
         load_i64(va, a, atype, ao, sa, len);
         load_i64(vb, b, btype, bo, sb, len);
+        if (tables && o->rule == ORTNPU_R_DOUBLE) {
+            /* the sum's rescale, offset, clamp and store: the vectorized output stage of the
+             * convolutions (rs_double of an int32 row with no correction) */
+            int32_t sum[CHUNK];
+            for (int64_t i = 0; i < len; i++)
+                sum[i] = (int32_t)wrap32(ta[va[i] - amin] + tb[vb[i] - bmin]);
+            char *base = (char *)y + (row * inner + c0) * (o->otype == ORTNPU_T_I16 ? 2 : 1);
+            I->finish32_double(sum, len, 0u, m32[2], s32v[2], o->y_zp, o->act_min, o->act_max,
+                               base, o->otype);
+            continue;
+        }
         if (tables) {
             for (int64_t i = 0; i < len; i++)
                 va[i] = wrap32(ta[va[i] - amin] + tb[vb[i] - bmin]);
