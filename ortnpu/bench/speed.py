@@ -96,21 +96,11 @@ def measure(model: BenchModel, threads: int, repeat: int = 30, batch: int = 1,
     qdq_ms = _median_ms(lambda: qsess.run(None, {name: x}), repeat)
     qdq_mb, rss = _rss_mb() - rss, _rss_mb()
     npu = ortnpu.quantize(optimized, target, model.calib[:64], optimize=False)
-    nsess = ortnpu.InferenceSession(npu, intra_op_num_threads=threads)
-    _set_kernel_threads(threads)
+    nsess = ortnpu.InferenceSession(npu, intra_op_num_threads=threads)  # also sets C threads
     ortnpu_ms = _median_ms(lambda: nsess.run(None, {name: x}), repeat)
     ortnpu_mb = _rss_mb() - rss
     return SpeedRow(model.name, threads, batch, float_ms, qdq_ms, ortnpu_ms,
                     float_mb, qdq_mb, ortnpu_mb)
-
-
-def _set_kernel_threads(threads: int) -> None:
-    try:
-        from ortnpu.domain import native
-    except ImportError:
-        return
-    if getattr(native, "AVAILABLE", False) and hasattr(native, "set_threads"):
-        native.set_threads(threads)
 
 
 def table(rows: list[SpeedRow]) -> str:

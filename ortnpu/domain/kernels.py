@@ -68,7 +68,4 @@ def run(spec: type[OpSpec], arrays: Sequence[np.ndarray], attrs: Mapping[str, An
         out_dtype: np.dtype, where: str = "") -> np.ndarray:
     """Validate the inputs and run the op on the selected kernel path."""
     spec.validate(arrays, attrs, out_dtype, where)
-    native = _native() if _mode != "numpy" else None
-    if native is not None and spec.name in native.KERNELS:
-        return native.KERNELS[spec.name](arrays, attrs, out_dtype)
-    return spec.reference(arrays, attrs, out_dtype)
+    return run_unchecked(spec, arrays, attrs, out_dtype)
