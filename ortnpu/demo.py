@@ -16,10 +16,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortnpu.errors import ModelError
 from ortnpu.quant import QuantizationResult, quantize
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
+from ortnpu.validate import load_model
 
 
 @dataclass
@@ -60,10 +60,7 @@ def run_demo(target: Target | str | None = None, model_path: str | Path | None =
     t = load_target(target)
     seconds: dict[str, float] = {}
     path = Path(model_path) if model_path else models_cache.bundled_model_path()
-    try:
-        model = onnx.load(str(path))
-    except Exception as exc:
-        raise ModelError(f"{path}: cannot load the model: {exc}") from None
+    model = load_model(path)
     data = data if data is not None else models_cache.load_bundled_data()
     calib_x, test_x, test_y = data["calib_x"], data["test_x"], data["test_y"]
     echo(f"ortnpu demo: model {path.name}, target {t.name}")

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ortnpu.cli.cmd_quantize import add_calibration_args, input_names, load_calibration, load_model
+from ortnpu.cli.cmd_quantize import add_calibration_args, input_names, load_calibration
 from ortnpu.errors import CalibrationError
+from ortnpu.validate import load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:

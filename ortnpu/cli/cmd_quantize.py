@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from ortnpu.errors import CalibrationError
+from ortnpu.validate import load_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,13 +77,6 @@ def load_calibration(path: str, input_names: list[str], preprocess: str = "",
         key = "calib_x" if "calib_x" in keys else keys[0]
         return archive[key].astype(np.float32)[:limit]
     raise CalibrationError(f"{path}: holds arrays {keys}; the model's inputs are {input_names}")
-
-
-def load_model(path: str) -> onnx.ModelProto:
-    """Load and validate an ONNX file (``ortnpu.validate``) or raise ModelError naming it."""
-    from ortnpu.validate import load_model as validated
-
-    return validated(path)
 
 
 def input_names(model: onnx.ModelProto) -> list[str]:
