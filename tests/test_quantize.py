@@ -122,3 +122,24 @@ def test_equalization_option_keeps_accuracy() -> None:
                           config=QuantConfig(per_channel=False, equalize=True))
     out = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]
     assert np.abs(out - float_run(model, test)).max() < 0.02
+
+
+def test_config_collector_is_shared_by_quantize_and_autofix() -> None:
+    """Bias correction needs channel means: the one collector factory adds them (autofix too)."""
+    from ortnpu.quant import MinMaxCalibrator, QuantConfig
+    from ortnpu.quant.calibrate import HistogramCalibrator, WithChannelMeans
+
+    assert isinstance(QuantConfig().collector(), MinMaxCalibrator)
+    assert isinstance(QuantConfig(method="mse").collector(), HistogramCalibrator)
+    corrected = QuantConfig(bias_correction=True).collector()
+    assert isinstance(corrected, WithChannelMeans)
+    model = small_cnn()
+    test = images(64, seed=4)
+    ref = float_run(model, test)
+    config = QuantConfig(per_channel=False, bias_correction=True)
+    _, report = ortnpu.autofix(model, "tflite-int8", images(128), test,
+                               lambda out: -float(np.abs(out - ref).mean()), budget=1.0,
+                               config=config)
+    direct = ortnpu.quantize(model, "tflite-int8", images(128), config=config)
+    out = ortnpu.InferenceSession(direct).run(None, {"x": test})[0]
+    assert report.initial_score == pytest.approx(-float(np.abs(out - ref).mean()))

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 
 from ortnpu.errors import CalibrationError, UnsupportedError
-from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate, make_calibrator
+from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
 from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
@@ -109,7 +109,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     if t.arithmetic.activation_bits != 8:
         raise UnsupportedError(f"autofix moves layers from 8 to 16 bits; target {t.name} "
                                "already has 16-bit activations")
-    model = optimize(model)
+    config = config or QuantConfig()
+    model = optimize(model, equalize=config.equalize)
     names = [i.name for i in model.graph.input
              if i.name not in {x.name for x in model.graph.initializer}]
     if isinstance(eval_inputs, np.ndarray):
@@ -123,9 +124,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     so.log_severity_level = 3
     float_score = metric(_first_output(ort.InferenceSession(
         model.SerializeToString(), so, providers=["CPUExecutionProvider"]), feed))
-    config = config or QuantConfig()
-    ranges = calibrate(model, calibration_data, calibrator or make_calibrator(
-        config.method, percentile=config.percentile, overrides=dict(config.method_overrides)))
+    ranges = calibrate(model, calibration_data, config.collector(calibrator))
 
     def evaluate(cfg: QuantConfig) -> tuple[float, onnx.ModelProto, QuantizationResult]:
         res = QuantizationResult()

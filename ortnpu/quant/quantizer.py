@@ -17,7 +17,13 @@ from onnx import helper
 
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
-from ortnpu.quant.calibrate import CalibrationData, Calibrator, WithChannelMeans, calibrate
+from ortnpu.quant.calibrate import (
+    CalibrationData,
+    Calibrator,
+    WithChannelMeans,
+    calibrate,
+    make_calibrator,
+)
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.lowering import RULE_OF_OP, Match, fusable_activation
@@ -111,6 +117,13 @@ class QuantConfig:
     equalize: bool = False
     bias_correction: bool = False
 
+    def collector(self, calibrator: Calibrator | None = None) -> Calibrator:
+        """The statistics collector these choices need (``calibrator`` replaces the method's);
+        bias correction also needs per-channel means."""
+        collector = calibrator or make_calibrator(
+            self.method, percentile=self.percentile, overrides=dict(self.method_overrides))
+        return WithChannelMeans(collector) if self.bias_correction else collector
+
 
 @dataclass
 class QuantPreset:
@@ -169,8 +182,6 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     """
     import dataclasses
 
-    from ortnpu.quant.calibrate import make_calibrator
-
     config = config or QuantConfig()
     if per_channel is not None:
         config = dataclasses.replace(config, per_channel=per_channel)
@@ -187,11 +198,7 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibrated is not None:
         calib = calibrated
     elif calibration_data is not None:
-        collector = calibrator or make_calibrator(
-            config.method, percentile=config.percentile, overrides=dict(config.method_overrides))
-        if config.bias_correction:
-            collector = WithChannelMeans(collector)
-        calib = calibrate(model, calibration_data, collector)
+        calib = calibrate(model, calibration_data, config.collector(calibrator))
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()
