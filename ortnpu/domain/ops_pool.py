@@ -55,19 +55,24 @@ def _check_window(cls: type[OpSpec], x: np.ndarray, a: Mapping[str, Any], out_dt
     c.check_clamp(a, out_dtype, where, cls.name)
 
 
-class MaxPool(OpSpec):
-    """Maximum over the in-bounds part of each window, then the clamp."""
+class _WindowPool(OpSpec):
+    """What MaxPool and AveragePool share: one NCHW input, a 2-D window, same type out."""
 
-    name = "MaxPool"
-    doc = "y = clamp(max of the in-bounds window elements, act_min, act_max)."
     inputs = (Input("x", "act", "input activations, NCHW"),)
-    attrs = (*_KERNEL, *c.window_attrs(dilation=True), c.ACT_MIN, c.ACT_MAX)
     same_type = True
 
     @classmethod
     def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
               where: str) -> None:
         _check_window(cls, arrays[0], a, out_dtype, where)
+
+
+class MaxPool(_WindowPool):
+    """Maximum over the in-bounds part of each window, then the clamp."""
+
+    name = "MaxPool"
+    doc = "y = clamp(max of the in-bounds window elements, act_min, act_max)."
+    attrs = (*_KERNEL, *c.window_attrs(dilation=True), c.ACT_MIN, c.ACT_MAX)
 
     @classmethod
     def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
@@ -84,21 +89,14 @@ def _rounded_average(total: np.ndarray, count: np.ndarray) -> np.ndarray:
     return np.where(num >= 0, q, -q)
 
 
-class AveragePool(OpSpec):
+class AveragePool(_WindowPool):
     """TFLite's integer average pool: raw in-bounds sum divided by the in-bounds count."""
 
     name = "AveragePool"
     doc = ("acc = Σ x over the in-bounds window (padding is not counted); "
            "y = clamp((acc ± count/2) / count, act_min, act_max) with C's truncating division, "
            "i.e. rounding half away from zero.")
-    inputs = (Input("x", "act", "input activations, NCHW"),)
     attrs = (*_KERNEL, *c.window_attrs(dilation=False), c.ACT_MIN, c.ACT_MAX)
-    same_type = True
-
-    @classmethod
-    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
-              where: str) -> None:
-        _check_window(cls, arrays[0], a, out_dtype, where)
 
     @classmethod
     def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],

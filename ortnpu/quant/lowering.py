@@ -353,6 +353,12 @@ class _BinaryRule(LoweringRule):
                     "`ortnpu optimize`")
         return None
 
+    def operands(self, m: Match, ctx: QuantContext, out: Emitter
+                 ) -> tuple[str, QuantParams, str, QuantParams, QuantParams, str]:
+        """Integer operands with their parameters, the output's parameters, the rounding."""
+        (xa, pa), (xb, pb) = (_operand(i, ctx, out) for i in m.node.input)
+        return xa, pa, xb, pb, self.out_params(m, ctx), rescale_rule(ctx.arith, elementwise=True)
+
 
 class AddRule(_BinaryRule):
     """Add → ``Add`` with TFLite's common-scale scheme (left shift, three multipliers)."""
@@ -361,9 +367,7 @@ class AddRule(_BinaryRule):
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
-        (xa, pa), (xb, pb) = (_operand(i, ctx, out) for i in node.input)
-        yp = self.out_params(m, ctx)
-        rule = rescale_rule(a, elementwise=True)
+        xa, pa, xb, pb, yp, rule = self.operands(m, ctx, out)
         left = 15 if ctx.is_wide(pa, pb, yp) else a.add_left_shift
         twice_max = 2.0 * max(np.float64(pa.scale), np.float64(pb.scale))
         ma = multiplier(float(pa.scale / twice_max), a, rule)
@@ -385,9 +389,7 @@ class MulRule(_BinaryRule):
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
-        (xa, pa), (xb, pb) = (_operand(i, ctx, out) for i in node.input)
-        yp = self.out_params(m, ctx)
-        rule = rescale_rule(a, elementwise=True)
+        xa, pa, xb, pb, yp, rule = self.operands(m, ctx, out)
         real = np.float32(pa.scale) * np.float32(pb.scale) / np.float32(yp.scale)
         mult, shift = multiplier(float(real), a, rule)
         name = node.name or node.output[0]
