@@ -13,7 +13,6 @@ from typing import ClassVar
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ortnpu.domain import (
     Add,
@@ -34,6 +33,7 @@ from ortnpu.domain import (
     make_node,
 )
 from ortnpu.domain.arith import round_half_away
+from ortnpu.passes.graph import attr
 from ortnpu.quant.context import QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.params import (
@@ -46,14 +46,6 @@ from ortnpu.quant.params import (
 )
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
-
-
-def attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """An attribute value of ``node`` (lists as lists), or ``default``."""
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 @dataclass
@@ -128,8 +120,7 @@ class LoweringRule:
 def _pads_2d(node: onnx.NodeProto, ctx: QuantContext, kernel: tuple[int, int],
              strides: tuple[int, int], dilations: tuple[int, int]) -> list[int] | str:
     """Explicit [top, left, bottom, right] pads, resolving auto_pad from static shapes."""
-    auto = attr(node, "auto_pad", b"NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = attr(node, "auto_pad", "NOTSET")
     if auto in ("NOTSET", "VALID"):
         pads = attr(node, "pads", [0, 0, 0, 0]) if auto == "NOTSET" else [0, 0, 0, 0]
         return [int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])]
@@ -525,8 +516,7 @@ class LayoutRule(LoweringRule):
         if node.op_type == "Reshape" and attr(node, "allowzero", 0):
             return f"Reshape '{node.name}': allowzero=1 is not supported"
         if node.op_type == "Pad":
-            mode = attr(node, "mode", b"constant")
-            mode = mode.decode() if isinstance(mode, bytes) else mode
+            mode = attr(node, "mode", "constant")
             if mode != "constant":
                 return f"Pad '{node.name}': mode {mode!r} is not supported (constant only)"
             if len(node.input) < 2 or ctx.view.const(node.input[1]) is None:

@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ortnpu.errors import ModelError, UnsupportedError
+from ortnpu.passes.graph import attr
 from ortnpu.quant.params import QuantParams
 
 #: Standard ops that may run on integer tensors in a QOperator graph: they only move values,
@@ -83,13 +84,6 @@ class ImportedGraph:
     notes: list[str] = field(default_factory=list)
 
 
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
 class _Reader:
     """Walks the quantized graph in order and writes the float one."""
 
@@ -140,7 +134,7 @@ class _Reader:
                 "parameters; NPU activations have one scale and zero point per tensor "
                 "(re-quantize the model with per-tensor activations)")
         if zp is None:
-            to = _attr(node, "output_dtype", 0)
+            to = attr(node, "output_dtype", 0)
             dtype = helper.tensor_dtype_to_np_dtype(to).name if to else "uint8"
             zero = 0
         else:
@@ -167,7 +161,7 @@ class _Reader:
 
     def quantized_const(self, node: onnx.NodeProto, q: np.ndarray, scale: np.ndarray,
                         zp: np.ndarray | None, axis: int | None, source: str) -> QuantizedConst:
-        if _attr(node, "block_size", 0):
+        if attr(node, "block_size", 0):
             raise UnsupportedError(f"{node.op_type} '{node.name}': blocked quantization "
                                    "(block_size) is not supported; use per-channel weights")
         scale = np.asarray(scale, np.float32).astype(np.float64).reshape(-1)
@@ -230,7 +224,7 @@ class _Reader:
         zp = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         value = self.const(x)
         if value is not None:  # a float constant quantized in the graph (QAT weights)
-            axis = int(_attr(node, "axis", 1))
+            axis = int(attr(node, "axis", 1))
             sc = np.asarray(scale, np.float32)
             if sc.size > 1:
                 shape = [1] * value.ndim
@@ -256,7 +250,7 @@ class _Reader:
         zp = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         value = self.const(t)
         if value is not None:  # weight, bias or other constant stored as integers
-            axis = int(_attr(node, "axis", 1))
+            axis = int(attr(node, "axis", 1))
             qc = self.quantized_const(node, value, scale, zp,
                                       axis if np.asarray(scale).size > 1 else None, t)
             self.add_const(node.output[0], qc)
@@ -326,10 +320,10 @@ class _Reader:
 
     def _op_QGemm(self, node: onnx.NodeProto) -> None:
         """com.microsoft QGemm: A, B triples, int32 bias C, optional output scale."""
-        if _attr(node, "transA", 0) or _attr(node, "alpha", 1.0) != 1.0:
+        if attr(node, "transA", 0) or attr(node, "alpha", 1.0) != 1.0:
             raise UnsupportedError(f"QGemm '{node.name}': transA/alpha are not supported")
         a = self._qlinear_input(node, 0)
-        trans = int(_attr(node, "transB", 0))
+        trans = int(attr(node, "transB", 0))
         w = self.need_const(node, 3, "weight")
         scale = self.need_const(node, 4, "weight scale")
         zp = self.const(node.input[5]) if len(node.input) > 5 else None
@@ -352,7 +346,7 @@ class _Reader:
     def _op_QLinearSoftmax(self, node: onnx.NodeProto) -> None:
         x = self._qlinear_input(node, 0)
         y = self._qlinear_output(node, 3)
-        self.emit("Softmax", [x], [y], node, axis=int(_attr(node, "axis", -1)))
+        self.emit("Softmax", [x], [y], node, axis=int(attr(node, "axis", -1)))
 
     def _op_QLinearAdd(self, node: onnx.NodeProto) -> None:
         self._ms_binary(node)
@@ -376,7 +370,7 @@ class _Reader:
         self._ms_unary(node)
 
     def _ms_unary(self, node: onnx.NodeProto) -> None:
-        if _attr(node, "channels_last", 0):
+        if attr(node, "channels_last", 0):
             raise UnsupportedError(f"{node.op_type} '{node.name}': channels_last=1 is not "
                                    "supported; export the model in NCHW layout")
         x = self._qlinear_input(node, 0)
@@ -459,7 +453,7 @@ class _Reader:
                 bias = (other, value.reshape(-1))
                 chain.append(nxt)
                 nxt = only(nxt.output[0])
-        if nxt is None or nxt.op_type != "Cast" or _attr(nxt, "to") != onnx.TensorProto.FLOAT:
+        if nxt is None or nxt.op_type != "Cast" or attr(nxt, "to") != onnx.TensorProto.FLOAT:
             raise UnsupportedError(
                 f"{node.op_type} '{node.name}': expected its int32 result to be cast to float "
                 "and multiplied by a constant scale (the rescale of a QOperator/INC "
