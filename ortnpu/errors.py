@@ -31,6 +31,12 @@ class KernelError(OrtNpuError):
     """An integer kernel was given inputs or parameters it cannot compute on."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of another library's error, for one-line messages (its type if empty)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
 __all__ = [
     "CalibrationError",
     "KernelError",
@@ -38,4 +44,5 @@ __all__ = [
     "OrtNpuError",
     "TargetError",
     "UnsupportedError",
+    "first_line",
 ]

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from ortnpu.errors import KernelError, ModelError, OrtNpuError
+from ortnpu.errors import KernelError, ModelError, OrtNpuError, first_line
 
 #: Oldest IR version accepted (ONNX IR 3 introduced opset imports).
 MIN_IR_VERSION = 3
@@ -125,7 +125,7 @@ def _parse(data: bytes, origin: str) -> onnx.ModelProto:
         proto.ParseFromString(data)
     except Exception as exc:  # google.protobuf.message.DecodeError and friends
         raise ModelError(f"{origin}: onnxruntime cannot load the model: not a readable ONNX "
-                         f"model (protobuf parse failed: {_first_line(exc)}); the file may be "
+                         f"model (protobuf parse failed: {first_line(exc)}); the file may be "
                          "truncated or of another format") from None
     if proto.ir_version == 0 and not proto.graph.node and not proto.opset_import:
         raise ModelError(f"{origin}: not an ONNX model (no IR version, no opset, no nodes); the "
@@ -150,7 +150,7 @@ def _load_external(model: onnx.ModelProto, path: Path, origin: str) -> None:
             ext.load_external_data_for_tensor(tensor, str(base))
         except Exception as exc:
             raise ModelError(f"{origin}: cannot load the external data of tensor "
-                             f"{tensor.name!r} from {info.location!r}: {_first_line(exc)}"
+                             f"{tensor.name!r} from {info.location!r}: {first_line(exc)}"
                              ) from None
         tensor.data_location = TensorProto.DEFAULT
         del tensor.external_data[:]
@@ -479,11 +479,6 @@ def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> None:
         spec.full_attrs(given)
     except KernelError as exc:
         raise ModelError(f"{where}: {exc}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["check_model", "check_npu_nodes", "check_static_inputs", "load_model",

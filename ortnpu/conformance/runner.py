@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ortnpu.conformance.case import StoredCase, find_cases, read_case
-from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
+from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 
 Runner = Callable[[Path, Mapping[str, np.ndarray]], Sequence[np.ndarray]]
 
@@ -151,7 +151,7 @@ def run_case(stored: StoredCase, runner: Runner) -> CaseResult:
     except OrtNpuError as exc:
         message = f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # a foreign runner may raise anything: report, keep going
-        message = f"runner raised {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+        message = f"runner raised {type(exc).__name__}: {first_line(exc)}"
     return CaseResult(stored.suite, stored.op, stored.name, not message, message)
 
 

@@ -19,7 +19,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from ortnpu.domain import DOMAIN, OPS, OpSpec, parse_op_type, spec_of
 from ortnpu.domain.spec import ONNX_OF_DTYPE
-from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
+from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.exporters.builder import NP_OF_ONNX, Builder
 
 #: Lowest default-domain opset of an export (ReduceSum/Clip/Pad with tensor inputs).
@@ -200,7 +200,7 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
         onnx.checker.check_model(out, full_check=True)
     except Exception as exc:
         raise UnsupportedError(f"the {style!r} export of {g.name!r} does not pass "
-                               f"onnx.checker: {str(exc).splitlines()[0]}") from None
+                               f"onnx.checker: {first_line(exc)}") from None
     return out
 
 

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from ortnpu.errors import CalibrationError
+from ortnpu.errors import CalibrationError, first_line
 
 CalibrationData = Any  # Iterable[Mapping[str, np.ndarray]] | np.ndarray | CalibrationDataReader
 
@@ -307,7 +307,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise CalibrationError(f"{model.graph.name}: onnxruntime cannot run the float model for "
-                               f"calibration: {str(exc).splitlines()[0]}") from None
+                               f"calibration: {first_line(exc)}") from None
     input_names = [i.name for i in sess.get_inputs()]
     out_names = [o.name for o in sess.get_outputs()]
     first = sess.get_inputs()[0].shape
@@ -336,7 +336,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
             feed = {k: np.asarray(v, dtype=np.float32) for k, v in feed.items()}
         except (TypeError, ValueError) as exc:
             raise CalibrationError(f"calibration batch {seen}: inputs must be numeric arrays: "
-                                   f"{str(exc).splitlines()[0]}") from None
+                                   f"{first_line(exc)}") from None
         for k, v in feed.items():
             if v.size == 0:
                 raise CalibrationError(f"calibration batch {seen}: input {k!r} is empty (shape "
@@ -348,7 +348,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
             values = sess.run(out_names, feed)
         except Exception as exc:
             raise CalibrationError(f"calibration batch {seen}: the float model failed: "
-                                   f"{str(exc).splitlines()[0]}") from None
+                                   f"{first_line(exc)}") from None
         for name, v in zip(out_names, values, strict=True):
             if name in wanted or name in feed:
                 calibrator.collect(name, np.asarray(v))

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 
 from ortnpu.domain import registry
-from ortnpu.errors import KernelError, ModelError, OrtNpuError
+from ortnpu.errors import KernelError, ModelError, OrtNpuError, first_line
 
 _NP_OF_ORT = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int8)": np.int8,
@@ -132,7 +132,7 @@ class InferenceSession:
                                               providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{self.model_name}: onnxruntime cannot load the model: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         self._inputs = {i.name: i for i in self._sess.get_inputs()}
 
     # -- the onnxruntime surface -------------------------------------------------------------
@@ -175,7 +175,7 @@ class InferenceSession:
             if errors:
                 raise errors[0] from None
             raise ModelError(f"{self.model_name}: onnxruntime failed to run: "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         errors = registry.take_errors()
         if errors:
             raise errors[0]
@@ -200,7 +200,7 @@ class InferenceSession:
                 arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
             except (ValueError, TypeError) as exc:
                 raise ModelError(f"{self.model_name}: input {name!r} is not an array: "
-                                 f"{_first_line(exc)}") from None
+                                 f"{first_line(exc)}") from None
             if want is not None and arr.dtype != want:
                 raise ModelError(f"{self.model_name}: input {name!r} has dtype {arr.dtype}, the "
                                  f"model expects {np.dtype(want)}; convert it with "
@@ -226,11 +226,6 @@ class InferenceSession:
                                      f"the model expects {d} (shape {shape})")
             feed[name] = arr
         return feed
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 __all__ = ["InferenceSession", "KernelError", "pending_errors", "session_options"]
