@@ -50,6 +50,8 @@ typedef struct {
                           int64_t, int32_t *, int64_t);
     void (*dw_row3)(uint32_t *, const int16_t *, int64_t, int64_t, int64_t, const int8_t *);
     void (*dw_cl_mac)(uint32_t *, const int16_t *, const int16_t *, int64_t);
+    void (*quad_gather)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *,
+                        uint8_t *, int64_t);
 } ortnpu_isa_t;
 
 /* portable build of the inner loops */
@@ -227,7 +229,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2,
+    quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2, quad_gather_avx2,
 };
 #endif
 
@@ -421,7 +423,73 @@ typedef struct {
     int64_t K, K2, Kp, P, TP;
     int plain_1x1;
     const int64_t *lo, *hi; /* per kx: range of output columns reading inside the input */
+    /* stride 1: zero-point padded copy of the input (uint8 with the quad offset for G = 4,
+     * int16 for G = 2), Hp x Wp per plane; output pixels go over the padded-width grid
+     * q = oy * Wp + ox, whose columns ox >= ow are computed and dropped */
+    const void *xp;
+    int64_t hp, wp;
 } conv_ctx_t;
+
+static const int16_t conv_zeros[288] = {0};
+
+/* The padded copy of every plane of x (see conv_ctx_t); 64 elements of slack at the end
+ * because the last tile reads up to 15 pixels past the last output. */
+static void *pad_planes(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
+                        int64_t hp, int64_t wp) {
+    const int64_t planes = p->n * p->c, plane = hp * wp, es = G == 4 ? 1 : 2;
+    char *xp = malloc((size_t)((planes * plane + 64) * es));
+    if (!xp) return NULL;
+    memset(xp + planes * plane * es, 0, (size_t)(64 * es));
+    const int64_t zp = p->x_zp + (G == 4 ? qoff : 0);
+    for (int64_t pl = 0; pl < planes; pl++) {
+        const int64_t src = pl * p->h * p->w;
+        if (G == 4) {
+            uint8_t *d = (uint8_t *)xp + pl * plane;
+            memset(d, (int)(uint8_t)zp, (size_t)plane);
+            for (int64_t y = 0; y < p->h; y++) {
+                uint8_t *row = d + (y + p->pt) * wp + p->pl;
+                if (p->xtype == ORTNPU_T_I8) {
+                    const int8_t *s = (const int8_t *)x + src + y * p->w;
+                    for (int64_t i = 0; i < p->w; i++) row[i] = (uint8_t)(s[i] + qoff);
+                } else {
+                    memcpy(row, (const uint8_t *)x + src + y * p->w, (size_t)p->w);
+                }
+            }
+        } else {
+            int16_t *d = (int16_t *)(void *)xp + pl * plane;
+            fill_i16(d, (int16_t)zp, plane);
+            for (int64_t y = 0; y < p->h; y++)
+                load_i16(d + (y + p->pt) * wp + p->pl, x, p->xtype, src + y * p->w, 1,
+                         p->w);
+        }
+    }
+    return xp;
+}
+
+/* Move the valid columns (ox < ow) of a tile's accumulator row [q0, q0 + len) to its front;
+ * returns how many and sets *first to the output index of the first. */
+#define ORTNPU_COMPACT(NAME, T)                                                                 \
+    static int64_t NAME(T *acc, int64_t q0, int64_t len, int64_t wp, int64_t ow,             \
+                        int64_t *first) {                                                      \
+        int64_t cnt = 0, q = q0, end = q0 + len;                                               \
+        *first = -1;                                                                           \
+        while (q < end) {                                                                      \
+            int64_t oy = q / wp, ox = q % wp;                                                  \
+            if (ox >= ow) {                                                                    \
+                q = (oy + 1) * wp;                                                             \
+                continue;                                                                      \
+            }                                                                                  \
+            int64_t seg = ow - ox < end - q ? ow - ox : end - q;                               \
+            if (*first < 0) *first = oy * ow + ox;                                             \
+            if (cnt != q - q0) memmove(acc + cnt, acc + (q - q0), (size_t)seg * sizeof(T));    \
+            cnt += seg;                                                                        \
+            q += seg;                                                                          \
+        }                                                                                      \
+        return cnt;                                                                            \
+    }
+ORTNPU_COMPACT(compact32, int32_t)
+ORTNPU_COMPACT(compact64, int64_t)
+#undef ORTNPU_COMPACT
 
 /* One im2col row: value of tap k (input channel ci, ky, kx) for output pixels p0..p0+tp of
  * image n, padding filled with x_zp. */
@@ -459,6 +527,17 @@ static void im2col_row(const conv_ctx_t *cx, int64_t n, int64_t ci, int64_t ky, 
     }
 }
 
+/* The tap after (ci, ky, kx) in weight order, without divisions. */
+static inline void next_tap(const ortnpu_conv_t *p, int64_t *ci, int64_t *ky, int64_t *kx) {
+    if (++*kx == p->kw) {
+        *kx = 0;
+        if (++*ky == p->kh) {
+            *ky = 0;
+            ++*ci;
+        }
+    }
+}
+
 /* GEMM convolution: per (image, group, pixel tile) the im2col tile V holds, for every group
  * of G taps (G = 2: int16 pairs; G = 4: u8 quads for the VNNI u8 x s8 tile) and every pixel of
  * the tile, the G values side by side (4 bytes per tap group and pixel either way); U holds the
@@ -473,14 +552,26 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     cx.Kp = ceil_div(cx.K, G); /* tap groups */
     cx.K2 = G * cx.Kp;         /* weight row length, in elements */
     cx.P = p->oh * p->ow;
+    const int s1 = p->sh == 1 && p->sw == 1;
+    cx.hp = p->h + p->pt + p->pb;
+    cx.wp = p->w + p->pl + p->pr;
+    cx.xp = NULL;
+    if (s1) {
+        cx.xp = pad_planes(p, x, G, qoff, cx.hp, cx.wp);
+        if (!cx.xp) {
+            *err = ORTNPU_ENOMEM;
+            return;
+        }
+    }
+    const int64_t Pq = s1 ? (p->oh - 1) * cx.wp + p->ow : cx.P; /* pixels the tiles cover */
     /* pixel tile: the packed im2col tile (Kp x TP x 4 bytes) stays within ~128 KiB */
     int64_t tp = (INT64_C(128) * 1024 / (cx.Kp * 4)) & ~INT64_C(15);
     if (tp < 16) tp = 16;
     if (tp > 256) tp = 256;
-    if (tp > round16(cx.P)) tp = round16(cx.P);
+    if (tp > round16(Pq)) tp = round16(Pq);
     cx.TP = tp;
     const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
-    const int64_t ntiles = ceil_div(cx.P, cx.TP);
+    const int64_t ntiles = ceil_div(Pq, cx.TP);
     const int64_t base_items = p->n * p->group * ntiles;
     int64_t nsplit = 1; /* split output channels only to feed several threads: each split
                          * repeats the tile's im2col */
@@ -497,6 +588,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                    p->pl == 0 && p->pb == 0 && p->pr == 0;
     int64_t *lohi = malloc((size_t)(2 * p->kw) * sizeof(int64_t));
     if (!lohi) {
+        free((void *)cx.xp);
         *err = ORTNPU_ENOMEM;
         return;
     }
@@ -525,24 +617,35 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t split = it % nsplit, rest = it / nsplit;
             int64_t t = rest % ntiles, ng = rest / ntiles;
             int64_t g = ng % p->group, n = ng / p->group;
-            int64_t p0 = t * TP, tpx = cx.P - p0 < TP ? cx.P - p0 : TP, tpc = round16(tpx);
+            int64_t p0 = t * TP, tpx = Pq - p0 < TP ? Pq - p0 : TP, tpc = round16(tpx);
             const int64_t oy0 = p0 / p->ow, ox0 = p0 % p->ow;
             /* im2col of this tile into V: V[j][c][0..G) = taps G*j .. G*j+G-1 of pixel c */
             int64_t ci = g * p->cg, ky = 0, kx = 0; /* tap kk, advanced without divisions */
-            for (int64_t k = 0; k < cx.K; k += G) {
+            for (int64_t k = 0; s1 && k < cx.K; k += G) {
+                const void *src[4];
+                for (int h = 0; h < G; h++) {
+                    if (k + h < cx.K) {
+                        int64_t at = ((n * p->c + ci) * cx.hp + ky * p->dh) * cx.wp +
+                                     kx * p->dw + p0;
+                        src[h] = (const char *)cx.xp + at * (G == 4 ? 1 : 2);
+                        next_tap(p, &ci, &ky, &kx);
+                    } else {
+                        src[h] = conv_zeros; /* the weights are 0 there */
+                    }
+                }
+                if (G == 2)
+                    I->interleave(src[0], src[1], (int16_t *)(void *)V + k * TP, tpc);
+                else
+                    I->quad_gather(src[0], src[1], src[2], src[3], V + k * TP, tpc);
+            }
+            for (int64_t k = 0; !s1 && k < cx.K; k += G) {
                 for (int h = 0; h < G; h++) {
                     int16_t *row = rows + h * TP;
                     int64_t kk = k + h;
                     if (kk < cx.K) {
                         im2col_row(&cx, n, ci, ky, kx, p0, tpx, oy0, ox0, row);
                         fill_i16(row + tpx, 0, tpc - tpx);
-                        if (++kx == p->kw) {
-                            kx = 0;
-                            if (++ky == p->kh) {
-                                ky = 0;
-                                ci++;
-                            }
-                        }
+                        next_tap(p, &ci, &ky, &kx);
                     } else {
                         fill_i16(row, 0, tpc); /* the weights are 0 there */
                     }
@@ -581,9 +684,14 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                 }
                 for (int r = 0; r < R; r++) {
                     int64_t c = c0 + r, pi = p->n_params == 1 ? 0 : c;
-                    int64_t idx0 = (n * p->cout + c) * cx.P + p0;
-                    finish_row(I, blocked ? NULL : acc + r * TP, blocked ? acc64 + r * TP : NULL,
-                               tpx, corr[c], mult + pi, shift + pi, o, y, idx0);
+                    int64_t first = p0, cnt = tpx;
+                    if (s1 && cx.wp != p->ow)
+                        cnt = blocked ? compact64(acc64 + r * TP, p0, tpx, cx.wp, p->ow, &first)
+                                      : compact32(acc + r * TP, p0, tpx, cx.wp, p->ow, &first);
+                    if (cnt > 0)
+                        finish_row(I, blocked ? NULL : acc + r * TP,
+                                   blocked ? acc64 + r * TP : NULL, cnt, corr[c], mult + pi,
+                                   shift + pi, o, y, (n * p->cout + c) * cx.P + first);
                 }
             }
         }
@@ -593,6 +701,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
         free(acc64);
     }
     free(lohi);
+    free((void *)cx.xp);
 }
 
 /* Depthwise (one input channel per output channel): direct convolution on a zp-padded int16

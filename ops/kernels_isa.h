@@ -194,6 +194,34 @@ static void FN(quad_interleave)(const int16_t *restrict rows, int64_t ld, uint8_
     }
 }
 
+/* dst[4i + q] = src_q[i]: four byte rows into the u8 quad layout (the rows are already
+ * offset to uint8). SSE2 unpacks on x86-64, plain C elsewhere and for the tail. */
+static void FN(quad_gather)(const uint8_t *restrict a, const uint8_t *restrict b,
+                            const uint8_t *restrict c, const uint8_t *restrict d,
+                            uint8_t *restrict dst, int64_t n) {
+    int64_t i = 0;
+#if ORTNPU_HAVE_SSE2
+    for (; i + 16 <= n; i += 16) {
+        __m128i va = _mm_loadu_si128((const __m128i *)(a + i));
+        __m128i vb = _mm_loadu_si128((const __m128i *)(b + i));
+        __m128i vc = _mm_loadu_si128((const __m128i *)(c + i));
+        __m128i vd = _mm_loadu_si128((const __m128i *)(d + i));
+        __m128i ab0 = _mm_unpacklo_epi8(va, vb), ab1 = _mm_unpackhi_epi8(va, vb);
+        __m128i cd0 = _mm_unpacklo_epi8(vc, vd), cd1 = _mm_unpackhi_epi8(vc, vd);
+        _mm_storeu_si128((__m128i *)(dst + 4 * i), _mm_unpacklo_epi16(ab0, cd0));
+        _mm_storeu_si128((__m128i *)(dst + 4 * i + 16), _mm_unpackhi_epi16(ab0, cd0));
+        _mm_storeu_si128((__m128i *)(dst + 4 * i + 32), _mm_unpacklo_epi16(ab1, cd1));
+        _mm_storeu_si128((__m128i *)(dst + 4 * i + 48), _mm_unpackhi_epi16(ab1, cd1));
+    }
+#endif
+    for (; i < n; i++) {
+        dst[4 * i] = a[i];
+        dst[4 * i + 1] = b[i];
+        dst[4 * i + 2] = c[i];
+        dst[4 * i + 3] = d[i];
+    }
+}
+
 /* Depthwise: acc[ox] += wv * src[ox*sw] over one output row (wrapping uint32). */
 static void FN(dw_row)(uint32_t *restrict acc, const int16_t *restrict src, int64_t sw,
                        int64_t ow, int32_t wv) {
@@ -309,5 +337,5 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    FN(quad_interleave), NULL, FN(dw_row3), FN(dw_cl_mac),
+    FN(quad_interleave), NULL, FN(dw_row3), FN(dw_cl_mac), FN(quad_gather),
 };

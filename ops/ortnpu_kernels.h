@@ -84,6 +84,62 @@ int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const 
 
 int ortnpu_global_avgpool(int64_t n, int64_t c, int64_t hw, const void *x, int32_t xtype,
                           int64_t act_min, int64_t act_max, void *y, int nthreads);
+/* Compiled programs (program.c): a fused subgraph run in C, layer by layer, sample by sample.
+ * Slots: 0 the program's input, 1 its output, >= 2 intermediates at slot_off[k] bytes into
+ * the arena. Shapes are per sample (the batch axis, axis 0, is looped over). A program is
+ * reference counted: _new returns one reference, _release drops one. */
+typedef struct ortnpu_program ortnpu_program_t;
+
+ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
+                                     const int64_t *in_dims, int32_t out_type, int32_t out_rank,
+                                     const int64_t *out_dims, int64_t n_slots,
+                                     const int64_t *slot_off, int64_t arena_bytes, int isa);
+int ortnpu_program_add_conv(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                            const ortnpu_conv_t *conv, const ortnpu_out_t *o, const int8_t *w,
+                            const int64_t *bias, const int32_t *mult, const int32_t *shift,
+                            int nthreads);
+int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                          int64_t rows, int64_t k, int64_t n, int32_t xtype, int64_t x_zp,
+                          const int8_t *w, const int64_t *bias, const int32_t *mult,
+                          const int32_t *shift, int32_t n_params, const ortnpu_out_t *o,
+                          int nthreads);
+/* in0/in1 = -1: that operand is the constant a_const/b_const (copied) */
+int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op, int32_t in0,
+                              int32_t in1, int32_t out, int32_t ndim, const int64_t *shape,
+                              int32_t atype, const int64_t *astride, int64_t a_len,
+                              const void *a_const, int32_t btype, const int64_t *bstride,
+                              int64_t b_len, const void *b_const, const int64_t *params,
+                              const ortnpu_out_t *o, int nthreads);
+int ortnpu_program_add_requantize(ortnpu_program_t *p, const char *name, int32_t in,
+                                  int32_t out, int64_t outer, int64_t ch, int64_t inner,
+                                  int32_t xtype, int64_t x_zp, const int32_t *mult,
+                                  const int32_t *shift, int32_t n_params, const ortnpu_out_t *o,
+                                  int nthreads);
+int ortnpu_program_add_lut(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                           int64_t count, int32_t xtype, const void *table, int32_t ttype,
+                           int64_t table_len, int nthreads);
+int ortnpu_program_add_pool(ortnpu_program_t *p, const char *name, int32_t op, int32_t in,
+                            int32_t out, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const int64_t *win, int32_t xtype, int64_t act_min, int64_t act_max,
+                            int nthreads);
+int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                           int64_t n, int64_t c, int64_t hw, int32_t xtype, int64_t act_min,
+                           int64_t act_max, int nthreads);
+int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                            int64_t nbytes);
+/* x [batch, in_dims...], y [batch, out_dims...]; on failure err gets a message */
+int ortnpu_program_run(ortnpu_program_t *p, int64_t batch, const void *x, void *y, char *err,
+                       int64_t err_len);
+/* the same, adding each layer's time in nanoseconds to ns[layer] (the layers' profile) */
+int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
+                             char *err, int64_t err_len, double *ns);
+/* the number of layers; the name of layer k goes to name when 0 <= k < that number */
+int64_t ortnpu_program_layers(const ortnpu_program_t *p, int64_t k, char *name,
+                              int64_t name_len);
+/* a nonzero handle by which onnxruntime kernels find the program (0: table full) */
+int64_t ortnpu_program_publish(ortnpu_program_t *p);
+ortnpu_program_t *ortnpu_program_acquire(int64_t handle);
+void ortnpu_program_release(ortnpu_program_t *p);
 /* --- cdef end --- */
 
 #endif

@@ -623,7 +623,7 @@ def test_describe_names_path_and_threads() -> None:
 def test_small_work_runs_on_one_thread() -> None:
     native.set_threads(2)
     try:
-        assert native._threads_for(100) == 1
-        assert native._threads_for(native.PARALLEL_MIN_WORK * 8) == 2
+        assert native.threads_for(100) == 1
+        assert native.threads_for(native.PARALLEL_MIN_WORK * 8) == 2
     finally:
         native.set_threads(None)

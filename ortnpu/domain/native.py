@@ -42,7 +42,7 @@ except ImportError:  # not built: no C compiler at install time
 
 AVAILABLE: bool = _native is not None
 
-_TYPE_CODE = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2}
+TYPE_CODE = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2}
 _RULE_CODE = {"tflite_double": 0, "tflite_single": 1, "tflite_int64": 2, "half_up": 3}
 _SIMD_MODES = ("auto", "avx512", "avx2", "scalar")
 _ISA_CODE = {"scalar": 0, "avx2": 1, "avx512": 2}
@@ -80,7 +80,7 @@ def set_threads(n: int | None) -> None:
 PARALLEL_MIN_WORK = 1 << 21
 
 
-def _threads_for(work: int) -> int:
+def threads_for(work: int) -> int:
     """Threads for a call doing ``work`` units: one for small work, more as work grows."""
     if _threads <= 1 or work < PARALLEL_MIN_WORK:
         return 1
@@ -120,7 +120,7 @@ def simd() -> str:
     return "scalar"
 
 
-def _isa() -> int:
+def isa_code() -> int:
     return _ISA_CODE[simd()]
 
 
@@ -142,14 +142,14 @@ def _buf(arr: np.ndarray, ctype: str = "char[]") -> Any:
     return _native.ffi.from_buffer(ctype, arr)
 
 
-def _out_params(a: Mapping[str, Any], out_dtype: np.dtype) -> Any:
+def out_params(a: Mapping[str, Any], out_dtype: np.dtype) -> Any:
     return _native.ffi.new("ortnpu_out_t *", {
         "rule": _RULE_CODE[a.get("rounding", "tflite_double")],
         "acc_bits": int(a.get("acc_bits", 32)),
         "y_zp": int(a.get("y_zp", 0)),
         "act_min": int(a["act_min"]),
         "act_max": int(a["act_max"]),
-        "otype": _TYPE_CODE[np.dtype(out_dtype)],
+        "otype": TYPE_CODE[np.dtype(out_dtype)],
     })
 
 
@@ -161,7 +161,8 @@ def _check(rc: int, op: str) -> None:
                           "in ortnpu's validation, please report it")
 
 
-def _params(mult: np.ndarray, shift: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
+def channel_params(mult: np.ndarray, shift: np.ndarray,
+                   channels: int) -> tuple[np.ndarray, np.ndarray]:
     """Multiplier and shift as int32 arrays of one common length (1 or ``channels``)."""
     m = np.ascontiguousarray(mult, dtype=np.int32).reshape(-1)
     s = np.ascontiguousarray(shift, dtype=np.int32).reshape(-1)
@@ -183,22 +184,29 @@ def _conv(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtyp
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     bias = np.ascontiguousarray(bias, dtype=np.int64)
-    m, s = _params(mult, shift, cout)
+    m, s = channel_params(mult, shift, cout)
     y = np.empty((x.shape[0], cout, oh, ow), dtype=out_dtype)
-    p = _native.ffi.new("ortnpu_conv_t *", {
+    rc = _native.lib.ortnpu_conv2d(
+        conv_struct(x, w, a, m.size), out_params(a, out_dtype), _buf(x), _buf(w, "int8_t[]"),
+        _buf(bias, "int64_t[]"), _buf(m, "int32_t[]"), _buf(s, "int32_t[]"), _buf(y),
+        threads_for(y.size * w.shape[1] * w.shape[2] * w.shape[3]), isa_code())
+    _check(rc, "Conv")
+    return y
+
+
+def conv_struct(x: np.ndarray, w: np.ndarray, a: Mapping[str, Any], n_params: int) -> Any:
+    """The ``ortnpu_conv_t`` of a convolution of ``x`` by ``w``."""
+    from ortnpu.domain.ops_linear import Conv
+
+    oh, ow = Conv.geometry(x.shape, w.shape, a)
+    return _native.ffi.new("ortnpu_conv_t *", {
         "n": x.shape[0], "c": x.shape[1], "h": x.shape[2], "w": x.shape[3],
-        "cout": cout, "cg": w.shape[1], "kh": w.shape[2], "kw": w.shape[3],
+        "cout": w.shape[0], "cg": w.shape[1], "kh": w.shape[2], "kw": w.shape[3],
         "group": a["group"], "sh": a["stride_h"], "sw": a["stride_w"],
         "dh": a["dilation_h"], "dw": a["dilation_w"], "pt": a["pad_top"],
         "pl": a["pad_left"], "pb": a["pad_bottom"], "pr": a["pad_right"], "oh": oh, "ow": ow,
-        "x_zp": a["x_zp"], "xtype": _TYPE_CODE[x.dtype], "n_params": m.size,
+        "x_zp": a["x_zp"], "xtype": TYPE_CODE[x.dtype], "n_params": n_params,
     })
-    rc = _native.lib.ortnpu_conv2d(
-        p, _out_params(a, out_dtype), _buf(x), _buf(w, "int8_t[]"), _buf(bias, "int64_t[]"),
-        _buf(m, "int32_t[]"), _buf(s, "int32_t[]"), _buf(y),
-        _threads_for(y.size * w.shape[1] * w.shape[2] * w.shape[3]), _isa())
-    _check(rc, "Conv")
-    return y
 
 
 def _fully_connected(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
@@ -213,12 +221,12 @@ def _fully_connected(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w)
     bias = np.ascontiguousarray(bias, dtype=np.int64)
-    m, s = _params(mult, shift, n)
+    m, s = channel_params(mult, shift, n)
     y = np.empty((*x.shape[:-1], n), dtype=out_dtype)
     rc = _native.lib.ortnpu_fully_connected(
-        rows, k, n, _buf(x), _TYPE_CODE[x.dtype], a["x_zp"], _buf(w, "int8_t[]"),
+        rows, k, n, _buf(x), TYPE_CODE[x.dtype], a["x_zp"], _buf(w, "int8_t[]"),
         _buf(bias, "int64_t[]"), _buf(m, "int32_t[]"), _buf(s, "int32_t[]"), m.size,
-        _out_params(a, out_dtype), _buf(y), _threads_for(y.size * k), _isa())
+        out_params(a, out_dtype), _buf(y), threads_for(y.size * k), isa_code())
     _check(rc, "FullyConnected")
     return y
 
@@ -246,15 +254,15 @@ def _matmul(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dt
     b_off = _batch_offsets(xb.shape[:-2], batch, k * n)
     y = np.empty((*batch, m, n), dtype=out_dtype)
     rc = _native.lib.ortnpu_matmul(
-        nb, m, k, n, _buf(xa), _TYPE_CODE[xa.dtype], a["a_zp"], _buf(a_off, "int64_t[]"),
-        xa.size, _buf(xb), _TYPE_CODE[xb.dtype], a["b_zp"], _buf(b_off, "int64_t[]"), xb.size,
-        int(mult.reshape(-1)[0]), int(shift.reshape(-1)[0]), _out_params(a, out_dtype), _buf(y),
-        _threads_for(y.size * k), _isa())
+        nb, m, k, n, _buf(xa), TYPE_CODE[xa.dtype], a["a_zp"], _buf(a_off, "int64_t[]"),
+        xa.size, _buf(xb), TYPE_CODE[xb.dtype], a["b_zp"], _buf(b_off, "int64_t[]"), xb.size,
+        int(mult.reshape(-1)[0]), int(shift.reshape(-1)[0]), out_params(a, out_dtype), _buf(y),
+        threads_for(y.size * k), isa_code())
     _check(rc, "MatMul")
     return y
 
 
-def _broadcast_plan(x: np.ndarray, y: np.ndarray) -> tuple[tuple[int, ...], list[list[int]]]:
+def broadcast_plan(x: np.ndarray, y: np.ndarray) -> tuple[tuple[int, ...], list[list[int]]]:
     """Output shape and per-operand element strides (0 on broadcast axes), axes merged where
     both operands are contiguous across them."""
     shape = np.broadcast_shapes(x.shape, y.shape)
@@ -285,23 +293,28 @@ def _binary(op: int, names: tuple[str, ...]) -> Callable[..., np.ndarray]:
         out = np.empty(shape, dtype=out_dtype)
         if out.size == 0:
             return out
-        dims, (sa, sb) = _broadcast_plan(x, y)
+        dims, (sa, sb) = broadcast_plan(x, y)
         params = np.array([a[k] for k in names], dtype=np.int64)
         rc = _native.lib.ortnpu_binary(
             op, len(dims), _buf(np.array(dims, np.int64), "int64_t[]"), _buf(x),
-            _TYPE_CODE[x.dtype], _buf(np.array(sa, np.int64), "int64_t[]"), x.size, _buf(y),
-            _TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
-            _buf(params, "int64_t[]"), _out_params(a, out_dtype), _buf(out),
-            _threads_for(out.size), _isa())
+            TYPE_CODE[x.dtype], _buf(np.array(sa, np.int64), "int64_t[]"), x.size, _buf(y),
+            TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
+            _buf(params, "int64_t[]"), out_params(a, out_dtype), _buf(out),
+            threads_for(out.size), isa_code())
         _check(rc, ("Add", "Mul")[op])
         return out
 
     return run
 
 
-_add = _binary(0, ("a_zp", "b_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
-                   "b_shift", "y_multiplier", "y_shift"))
-_mul = _binary(1, ("a_zp", "b_zp", "multiplier", "shift"))
+#: op name -> (op code of ``ortnpu_binary``, the attributes of its ``params`` array in order)
+BINARY_OPS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "Add": (0, ("a_zp", "b_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
+                "b_shift", "y_multiplier", "y_shift")),
+    "Mul": (1, ("a_zp", "b_zp", "multiplier", "shift")),
+}
+_add = _binary(*BINARY_OPS["Add"])
+_mul = _binary(*BINARY_OPS["Mul"])
 
 
 def _requantize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
@@ -316,14 +329,14 @@ def _requantize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
         ch = x.shape[axis]
         outer = math.prod(x.shape[:axis])
         inner = math.prod(x.shape[axis + 1:])
-        m, s = _params(mult, shift, ch)
+        m, s = channel_params(mult, shift, ch)
     else:
         outer, ch, inner = 1, 1, x.size
-        m, s = _params(mult, shift, 1)
+        m, s = channel_params(mult, shift, 1)
     rc = _native.lib.ortnpu_requantize(
-        outer, ch, inner, _buf(x), _TYPE_CODE[x.dtype], a["x_zp"], _buf(m, "int32_t[]"),
-        _buf(s, "int32_t[]"), m.size, _out_params(a, out_dtype), _buf(out),
-        _threads_for(out.size), _isa())
+        outer, ch, inner, _buf(x), TYPE_CODE[x.dtype], a["x_zp"], _buf(m, "int32_t[]"),
+        _buf(s, "int32_t[]"), m.size, out_params(a, out_dtype), _buf(out),
+        threads_for(out.size), isa_code())
     _check(rc, "Requantize")
     return out
 
@@ -334,33 +347,39 @@ def _lut(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype
     out = np.empty(x.shape, dtype=table.dtype)
     if x.size == 0:
         return out
-    rc = _native.lib.ortnpu_lut(x.size, _buf(x), _TYPE_CODE[x.dtype], _buf(table),
-                                _TYPE_CODE[table.dtype], table.size, _buf(out),
-                                _threads_for(out.size))
+    rc = _native.lib.ortnpu_lut(x.size, _buf(x), TYPE_CODE[x.dtype], _buf(table),
+                                TYPE_CODE[table.dtype], table.size, _buf(out),
+                                threads_for(out.size))
     _check(rc, "Lut")
     return out
 
 
+def pool_window(shape: Sequence[int], a: Mapping[str, Any]) -> np.ndarray:
+    """The window array of ``ortnpu_pool2d``: kernel, strides, dilations, pads, output size."""
+    from ortnpu.domain import common as c
+
+    _, _, h, w = shape
+    dh, dw = a.get("dilation_h", 1), a.get("dilation_w", 1)
+    oh = c.window_out(h, a["kernel_h"], a["stride_h"], dh, a["pad_top"], a["pad_bottom"],
+                      "", "pool", "vertical")
+    ow = c.window_out(w, a["kernel_w"], a["stride_w"], dw, a["pad_left"], a["pad_right"],
+                      "", "pool", "horizontal")
+    return np.array([a["kernel_h"], a["kernel_w"], a["stride_h"], a["stride_w"], dh, dw,
+                     a["pad_top"], a["pad_left"], a["pad_bottom"], a["pad_right"], oh, ow],
+                    dtype=np.int64)
+
+
 def _pool(op: int) -> Callable[..., np.ndarray]:
     def run(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
-        from ortnpu.domain import common as c
-
         x = np.ascontiguousarray(arrays[0])
         n, ch, h, w = x.shape
-        dh, dw = a.get("dilation_h", 1), a.get("dilation_w", 1)
-        oh = c.window_out(h, a["kernel_h"], a["stride_h"], dh, a["pad_top"], a["pad_bottom"],
-                          "", "pool", "vertical")
-        ow = c.window_out(w, a["kernel_w"], a["stride_w"], dw, a["pad_left"], a["pad_right"],
-                          "", "pool", "horizontal")
-        out = np.empty((n, ch, oh, ow), dtype=x.dtype)
+        win = pool_window(x.shape, a)
+        out = np.empty((n, ch, int(win[10]), int(win[11])), dtype=x.dtype)
         if out.size == 0:
             return out
-        win = np.array([a["kernel_h"], a["kernel_w"], a["stride_h"], a["stride_w"], dh, dw,
-                        a["pad_top"], a["pad_left"], a["pad_bottom"], a["pad_right"], oh, ow],
-                       dtype=np.int64)
         rc = _native.lib.ortnpu_pool2d(op, n, ch, h, w, _buf(win, "int64_t[]"), _buf(x),
-                                       _TYPE_CODE[x.dtype], a["act_min"], a["act_max"],
-                                       _buf(out), _threads_for(out.size * 4))
+                                       TYPE_CODE[x.dtype], a["act_min"], a["act_max"],
+                                       _buf(out), threads_for(out.size * 4))
         _check(rc, ("MaxPool", "AveragePool")[op])
         return out
 
@@ -374,9 +393,9 @@ def _global_avgpool(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
     out = np.empty((n, ch, 1, 1), dtype=x.dtype)
     if out.size == 0:
         return out
-    rc = _native.lib.ortnpu_global_avgpool(n, ch, h * w, _buf(x), _TYPE_CODE[x.dtype],
+    rc = _native.lib.ortnpu_global_avgpool(n, ch, h * w, _buf(x), TYPE_CODE[x.dtype],
                                            a["act_min"], a["act_max"], _buf(out),
-                                           _threads_for(x.size))
+                                           threads_for(x.size))
     _check(rc, "GlobalAveragePool")
     return out
 

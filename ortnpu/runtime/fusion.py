@@ -55,6 +55,10 @@ class Program:
     output: str
     steps: list[Step]
     constants: dict[str, np.ndarray]
+    name: str = "subgraph"
+    in_shape: tuple[Any, ...] | None = None   # from the model; None when unknown
+    in_dtype: np.dtype | None = None
+    pid: str = ""                             # the id the Subgraph node names
     validated: set = field(default_factory=set)
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -102,6 +106,15 @@ def _dtype_of(model: onnx.ModelProto, name: str) -> np.dtype | None:
     for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
         if vi.name == name and vi.type.tensor_type.elem_type:
             return np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+    return None
+
+
+def _shape_of(model: onnx.ModelProto, name: str) -> tuple[Any, ...] | None:
+    """Dimensions of a tensor from the model (ints, or None where symbolic)."""
+    for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
+        tt = vi.type.tensor_type
+        if vi.name == name and tt.HasField("shape"):
+            return tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     return None
 
 
@@ -198,16 +211,20 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
                 last_use[t] = k
     for k, step in enumerate(steps):
         step.frees = tuple(t for t, j in last_use.items() if j == k and t != leaving[0])
-    program = Program(external[0], leaving[0], steps, constants)
+    first = nodes[0].name or "subgraph"
+    program = Program(external[0], leaving[0], steps, constants,
+                      name=f"{first}..{nodes[-1].name}",
+                      in_shape=_shape_of(model, external[0]),
+                      in_dtype=_dtype_of(model, external[0]))
     digest = hashlib.sha1("".join(n.name for n in nodes).encode()).hexdigest()[:12]
     with _lock:
         pid = f"{digest}-{next(_counter)}"
         _PROGRAMS[pid] = program
+    program.pid = pid
     programs.append(program)
-    first = nodes[0].name or "subgraph"
     return helper.make_node(op_type_name("Subgraph", out_dtype), [external[0]], [leaving[0]],
-                            name=f"{first}..{nodes[-1].name}", domain=DOMAIN, program=pid,
-                            node_name=f"{first}..{nodes[-1].name}")
+                            name=program.name, domain=DOMAIN, program=pid,
+                            node_name=program.name)
 
 
 __all__ = ["Program", "Subgraph", "fuse_subgraphs"]

@@ -104,13 +104,16 @@ class InferenceSession:
             always pass: they saturate to the ends of the integer range, deterministically.
         fuse: run each NPU subgraph as one onnxruntime node (same numbers, less overhead; see
             ``ortnpu.runtime.fusion``); ``False`` keeps one node per layer.
+        native: compile each fused subgraph into a C program that onnxruntime runs without
+            Python (same numbers; see ``ortnpu.runtime.native_program``). Subgraphs that do
+            not compile run through Python; :attr:`compile_reports` says why.
     """
 
     def __init__(self, model: onnx.ModelProto | str | os.PathLike | bytes,
                  sess_options: ort.SessionOptions | None = None,
                  providers: Sequence[str] | None = None,
                  intra_op_num_threads: int | None = None, *,
-                 nan_policy: str = "raise", fuse: bool = True) -> None:
+                 nan_policy: str = "raise", fuse: bool = True, native: bool = True) -> None:
         if nan_policy not in NAN_POLICIES:
             raise ModelError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}, got "
                              f"{nan_policy!r}")
@@ -119,14 +122,23 @@ class InferenceSession:
         self._ranked = {vi.name: vi.type.tensor_type.HasField("shape")
                         for vi in proto.graph.input}
         self._programs: list[Any] = []
+        self._natives: list[Any] = []
+        #: what became of each fused subgraph (run in C by onnxruntime, or why not)
+        self.compile_reports: list[Any] = []
+        opts = session_options(intra_op_num_threads, base=sess_options)  # sets C threads too
         if fuse:
             from ortnpu.runtime.fusion import fuse_subgraphs
+            from ortnpu.runtime.native_program import compile_subgraphs, library_path
 
             fused, self._programs = fuse_subgraphs(proto)
+            if self._programs and native:
+                fused, self._natives, self.compile_reports = compile_subgraphs(fused,
+                                                                               self._programs)
+                if self._natives:
+                    opts.register_custom_ops_library(library_path())
             if self._programs:
                 data = fused.SerializeToString()
         del proto
-        opts = session_options(intra_op_num_threads, base=sess_options)
         try:
             self._sess = ort.InferenceSession(data, opts,
                                               providers=list(providers or ["CPUExecutionProvider"]))

@@ -1,0 +1,334 @@
+/* onnxruntime custom op that runs a compiled program (program.c) with no Python in the loop.
+ *
+ * onnxruntime loads this library (the same shared object as the cffi module, so it sees the
+ * programs Python compiled) through SessionOptions.register_custom_ops_library, which calls
+ * RegisterCustomOps. The ops live in the runtime-only domain "com.ortnpu.native":
+ * Program_<in>_<out> with in, out in {i8, u8, i16}, one input, one output and one attribute,
+ * `handle`, the number ortnpu_program_publish returned. Saved models never contain them.
+ *
+ * onnxruntime's C headers are not shipped in any package we can install, so this file declares
+ * the few parts of its stable C ABI it uses: onnxruntime only ever appends to the OrtApi
+ * function table and to OrtCustomOp, so a function's slot in the table never changes. The
+ * slots below are those of the released headers (checked against onnxruntime 1.14 to 1.32).
+ * Every failure becomes an OrtStatus (an exception in Python), never an abort.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ortnpu_kernels.h"
+
+#if defined(_WIN32)
+#define ORTNPU_EXPORT __declspec(dllexport)
+#else
+#define ORTNPU_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ---------------------------------------------------------- the parts of the C ABI we use */
+typedef struct OrtStatus OrtStatus;
+typedef struct OrtApi OrtApi;                 /* a table of function pointers, see ORT_FN */
+typedef struct OrtKernelInfo OrtKernelInfo;
+typedef struct OrtKernelContext OrtKernelContext;
+typedef struct OrtValue OrtValue;
+typedef struct OrtTensorTypeAndShapeInfo OrtTensorTypeAndShapeInfo;
+typedef struct OrtSessionOptions OrtSessionOptions;
+typedef struct OrtCustomOpDomain OrtCustomOpDomain;
+
+typedef struct {
+    const OrtApi *(*GetApi)(uint32_t version);
+    const char *(*GetVersionString)(void);
+} OrtApiBase;
+
+typedef struct OrtCustomOp OrtCustomOp;
+struct OrtCustomOp {               /* field order of onnxruntime's OrtCustomOp (26 fields) */
+    uint32_t version;
+    void *(*CreateKernel)(const OrtCustomOp *, const OrtApi *, const OrtKernelInfo *);
+    const char *(*GetName)(const OrtCustomOp *);
+    const char *(*GetExecutionProviderType)(const OrtCustomOp *);
+    int (*GetInputType)(const OrtCustomOp *, size_t);
+    size_t (*GetInputTypeCount)(const OrtCustomOp *);
+    int (*GetOutputType)(const OrtCustomOp *, size_t);
+    size_t (*GetOutputTypeCount)(const OrtCustomOp *);
+    void (*KernelCompute)(void *, OrtKernelContext *);
+    void (*KernelDestroy)(void *);
+    int (*GetInputCharacteristic)(const OrtCustomOp *, size_t);
+    int (*GetOutputCharacteristic)(const OrtCustomOp *, size_t);
+    int (*GetInputMemoryType)(const OrtCustomOp *, size_t);
+    int (*GetVariadicInputMinArity)(const OrtCustomOp *);
+    int (*GetVariadicInputHomogeneity)(const OrtCustomOp *);
+    int (*GetVariadicOutputMinArity)(const OrtCustomOp *);
+    int (*GetVariadicOutputHomogeneity)(const OrtCustomOp *);
+    OrtStatus *(*CreateKernelV2)(const OrtCustomOp *, const OrtApi *, const OrtKernelInfo *,
+                                 void **);
+    OrtStatus *(*KernelComputeV2)(void *, OrtKernelContext *);
+    void *InferOutputShapeFn, *GetStartVersion, *GetEndVersion, *GetMayInplace,
+        *ReleaseMayInplace, *GetAliasMap, *ReleaseAliasMap;
+};
+
+/* the OrtCustomOp version we declare: 16 is the first with CreateKernelV2/KernelComputeV2 */
+#define ORTNPU_OP_VERSION 16
+
+/* OrtApi slots (index into the table of function pointers) */
+enum {
+    SLOT_CreateStatus = 0,
+    SLOT_CreateCustomOpDomain = 26,
+    SLOT_CustomOpDomain_Add = 27,
+    SLOT_AddCustomOpDomain = 28,
+    SLOT_GetTensorMutableData = 51,
+    SLOT_GetDimensionsCount = 61,
+    SLOT_GetDimensions = 62,
+    SLOT_GetTensorTypeAndShape = 65,
+    SLOT_KernelInfoGetAttribute_int64 = 86,
+    SLOT_KernelContext_GetInput = 90,
+    SLOT_KernelContext_GetOutput = 91,
+    SLOT_ReleaseStatus = 93,
+    SLOT_ReleaseTensorTypeAndShapeInfo = 99,
+};
+
+#define ORT_FN(api, slot, type) ((type)((void *const *)(const void *)(api))[slot])
+
+typedef OrtStatus *(*CreateStatus_fn)(int code, const char *msg);
+typedef OrtStatus *(*CreateCustomOpDomain_fn)(const char *, OrtCustomOpDomain **);
+typedef OrtStatus *(*CustomOpDomain_Add_fn)(OrtCustomOpDomain *, const OrtCustomOp *);
+typedef OrtStatus *(*AddCustomOpDomain_fn)(OrtSessionOptions *, OrtCustomOpDomain *);
+typedef OrtStatus *(*GetTensorMutableData_fn)(OrtValue *, void **);
+typedef OrtStatus *(*GetDimensionsCount_fn)(const OrtTensorTypeAndShapeInfo *, size_t *);
+typedef OrtStatus *(*GetDimensions_fn)(const OrtTensorTypeAndShapeInfo *, int64_t *, size_t);
+typedef OrtStatus *(*GetTensorTypeAndShape_fn)(const OrtValue *, OrtTensorTypeAndShapeInfo **);
+typedef OrtStatus *(*KernelInfoGetAttribute_int64_fn)(const OrtKernelInfo *, const char *,
+                                                      int64_t *);
+typedef OrtStatus *(*KernelContext_GetInput_fn)(const OrtKernelContext *, size_t,
+                                                const OrtValue **);
+typedef OrtStatus *(*KernelContext_GetOutput_fn)(OrtKernelContext *, size_t, const int64_t *,
+                                                 size_t, OrtValue **);
+typedef void (*ReleaseStatus_fn)(OrtStatus *);
+typedef void (*ReleaseTensorTypeAndShapeInfo_fn)(OrtTensorTypeAndShapeInfo *);
+
+enum { ORT_OK = 0, ORT_INVALID_ARGUMENT = 2, ORT_RUNTIME_EXCEPTION = 6 };
+enum { ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT16 = 5 };
+
+/* -------------------------------------------------------------------------------- the op */
+typedef struct {
+    OrtCustomOp base;      /* first: onnxruntime hands back a pointer to it */
+    int32_t in_type, out_type;
+    char name[32];
+} ortnpu_op_t;
+
+typedef struct {
+    const OrtApi *api;
+    ortnpu_program_t *program;
+    int32_t in_rank, out_rank;
+    int64_t in_dims[8], out_dims[8];
+    int32_t in_type, out_type;
+} ortnpu_kernel_t;
+
+/* the program's shapes and types (program.c) */
+void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
+                         int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
+                         int64_t *out_dims);
+const char *ortnpu_program_name(const ortnpu_program_t *p);
+
+static const char *const TYPE_NAME[3] = {"i8", "u8", "i16"};
+static const int ELEM_OF[3] = {ELEM_INT8, ELEM_UINT8, ELEM_INT16};
+
+static OrtStatus *fail(const OrtApi *api, int code, const char *msg) {
+    return ORT_FN(api, SLOT_CreateStatus, CreateStatus_fn)(code, msg);
+}
+
+static const char *op_name(const OrtCustomOp *op) { return ((const ortnpu_op_t *)op)->name; }
+static const char *op_ep(const OrtCustomOp *op) {
+    (void)op;
+    return NULL; /* CPU */
+}
+static int op_in_type(const OrtCustomOp *op, size_t i) {
+    (void)i;
+    return ELEM_OF[((const ortnpu_op_t *)op)->in_type];
+}
+static int op_out_type(const OrtCustomOp *op, size_t i) {
+    (void)i;
+    return ELEM_OF[((const ortnpu_op_t *)op)->out_type];
+}
+static size_t op_one(const OrtCustomOp *op) {
+    (void)op;
+    return 1;
+}
+static int op_required(const OrtCustomOp *op, size_t i) {
+    (void)op;
+    (void)i;
+    return 0; /* INPUT_OUTPUT_REQUIRED */
+}
+static int op_default_mem(const OrtCustomOp *op, size_t i) {
+    (void)op;
+    (void)i;
+    return 0; /* OrtMemTypeDefault */
+}
+static int op_arity(const OrtCustomOp *op) {
+    (void)op;
+    return 1;
+}
+
+static OrtStatus *kernel_create(const OrtCustomOp *op, const OrtApi *api,
+                                const OrtKernelInfo *info, void **out) {
+    const ortnpu_op_t *o = (const ortnpu_op_t *)op;
+    char msg[512];
+    *out = NULL;
+    if (!api) return NULL; /* cannot happen: onnxruntime passes its table */
+    int64_t handle = 0;
+    OrtStatus *st = ORT_FN(api, SLOT_KernelInfoGetAttribute_int64,
+                           KernelInfoGetAttribute_int64_fn)(info, "handle", &handle);
+    if (st) return st;
+    ortnpu_program_t *p = ortnpu_program_acquire(handle);
+    if (!p)
+        return fail(api, ORT_INVALID_ARGUMENT,
+                    "ortnpu: compiled program not found in this process; com.ortnpu.native "
+                    "nodes only run inside the ortnpu.InferenceSession that compiled them");
+    ortnpu_kernel_t *k = calloc(1, sizeof(*k));
+    if (!k) {
+        ortnpu_program_release(p);
+        return fail(api, ORT_RUNTIME_EXCEPTION, "ortnpu: out of memory");
+    }
+    k->api = api;
+    k->program = p;
+    ortnpu_program_info(p, &k->in_type, &k->in_rank, k->in_dims, &k->out_type, &k->out_rank,
+                        k->out_dims);
+    if (k->in_type != o->in_type || k->out_type != o->out_type) {
+        snprintf(msg, sizeof msg, "ortnpu: program %s takes %s and gives %s, the node %s",
+                 ortnpu_program_name(p), TYPE_NAME[k->in_type], TYPE_NAME[k->out_type], o->name);
+        ortnpu_program_release(p);
+        free(k);
+        return fail(api, ORT_INVALID_ARGUMENT, msg);
+    }
+    *out = k;
+    return NULL;
+}
+
+static OrtStatus *kernel_compute(void *kernel, OrtKernelContext *ctx) {
+    ortnpu_kernel_t *k = kernel;
+    const OrtApi *api = k->api;
+    char msg[512];
+    const OrtValue *in = NULL;
+    OrtStatus *st = ORT_FN(api, SLOT_KernelContext_GetInput, KernelContext_GetInput_fn)(ctx, 0, &in);
+    if (st) return st;
+    if (!in) return fail(api, ORT_INVALID_ARGUMENT, "ortnpu: missing input");
+    OrtTensorTypeAndShapeInfo *info = NULL;
+    st = ORT_FN(api, SLOT_GetTensorTypeAndShape, GetTensorTypeAndShape_fn)(in, &info);
+    if (st) return st;
+    size_t rank = 0;
+    int64_t dims[9] = {0};
+    st = ORT_FN(api, SLOT_GetDimensionsCount, GetDimensionsCount_fn)(info, &rank);
+    if (!st && rank >= 1 && rank <= 9)
+        st = ORT_FN(api, SLOT_GetDimensions, GetDimensions_fn)(info, dims, rank);
+    ORT_FN(api, SLOT_ReleaseTensorTypeAndShapeInfo, ReleaseTensorTypeAndShapeInfo_fn)(info);
+    if (st) return st;
+    int ok = rank == (size_t)k->in_rank + 1 && dims[0] >= 0;
+    for (int d = 0; ok && d < k->in_rank; d++) ok = dims[d + 1] == k->in_dims[d];
+    if (!ok) {
+        int n = snprintf(msg, sizeof msg, "ortnpu: %s: input has shape [",
+                         ortnpu_program_name(k->program));
+        for (size_t d = 0; d < rank && d < 9 && n < 400; d++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, d ? ", %lld" : "%lld",
+                          (long long)dims[d]);
+        n += snprintf(msg + n, sizeof msg - (size_t)n, "], the compiled subgraph takes [batch");
+        for (int d = 0; d < k->in_rank && n < 480; d++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, ", %lld", (long long)k->in_dims[d]);
+        snprintf(msg + n, sizeof msg - (size_t)n, "]");
+        return fail(api, ORT_INVALID_ARGUMENT, msg);
+    }
+    int64_t odims[9];
+    odims[0] = dims[0];
+    for (int d = 0; d < k->out_rank; d++) odims[d + 1] = k->out_dims[d];
+    OrtValue *out = NULL;
+    st = ORT_FN(api, SLOT_KernelContext_GetOutput, KernelContext_GetOutput_fn)(
+        ctx, 0, odims, (size_t)k->out_rank + 1, &out);
+    if (st) return st;
+    void *x = NULL, *y = NULL;
+    st = ORT_FN(api, SLOT_GetTensorMutableData, GetTensorMutableData_fn)((OrtValue *)in, &x);
+    if (st) return st;
+    st = ORT_FN(api, SLOT_GetTensorMutableData, GetTensorMutableData_fn)(out, &y);
+    if (st) return st;
+    char err[400] = "";
+    int rc = ortnpu_program_run(k->program, dims[0], x, y, err, sizeof err);
+    if (rc != 0) {
+        snprintf(msg, sizeof msg, "ortnpu: %s", err);
+        return fail(api, ORT_RUNTIME_EXCEPTION, msg);
+    }
+    return NULL;
+}
+
+static void kernel_destroy(void *kernel) {
+    ortnpu_kernel_t *k = kernel;
+    if (!k) return;
+    ortnpu_program_release(k->program);
+    free(k);
+}
+
+/* Version-1 entry points, used only by a runtime that ignores the V2 ones: no status can
+ * be returned there, so a failure leaves the output unwritten (never reached on 1.16+). */
+static void *kernel_create_v1(const OrtCustomOp *op, const OrtApi *api,
+                              const OrtKernelInfo *info) {
+    void *k = NULL;
+    OrtStatus *st = kernel_create(op, api, info, &k);
+    if (st) ORT_FN(api, SLOT_ReleaseStatus, ReleaseStatus_fn)(st);
+    return k;
+}
+
+static void kernel_compute_v1(void *kernel, OrtKernelContext *ctx) {
+    ortnpu_kernel_t *k = kernel;
+    if (!k) return;
+    OrtStatus *st = kernel_compute(kernel, ctx);
+    if (st) ORT_FN(k->api, SLOT_ReleaseStatus, ReleaseStatus_fn)(st);
+}
+
+static ortnpu_op_t g_ops[9];
+
+static void init_ops(void) {
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < 3; j++) {
+            ortnpu_op_t *o = &g_ops[i * 3 + j];
+            memset(o, 0, sizeof(*o));
+            o->in_type = i;
+            o->out_type = j;
+            snprintf(o->name, sizeof o->name, "Program_%s_%s", TYPE_NAME[i], TYPE_NAME[j]);
+            OrtCustomOp *b = &o->base;
+            b->version = ORTNPU_OP_VERSION;
+            b->CreateKernel = kernel_create_v1;
+            b->GetName = op_name;
+            b->GetExecutionProviderType = op_ep;
+            b->GetInputType = op_in_type;
+            b->GetInputTypeCount = op_one;
+            b->GetOutputType = op_out_type;
+            b->GetOutputTypeCount = op_one;
+            b->KernelCompute = kernel_compute_v1;
+            b->KernelDestroy = kernel_destroy;
+            b->GetInputCharacteristic = op_required;
+            b->GetOutputCharacteristic = op_required;
+            b->GetInputMemoryType = op_default_mem;
+            b->GetVariadicInputMinArity = op_arity;
+            b->GetVariadicInputHomogeneity = op_arity;
+            b->GetVariadicOutputMinArity = op_arity;
+            b->GetVariadicOutputHomogeneity = op_arity;
+            b->CreateKernelV2 = kernel_create;
+            b->KernelComputeV2 = kernel_compute;
+        }
+    }
+}
+
+#include <pthread.h>
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+ORTNPU_EXPORT OrtStatus *RegisterCustomOps(OrtSessionOptions *options, const OrtApiBase *base) {
+    const OrtApi *api = base ? base->GetApi(ORTNPU_OP_VERSION) : NULL;
+    if (!api) return NULL; /* onnxruntime older than 1.16: nothing registered, models say so */
+    pthread_once(&g_once, init_ops);
+    /* a new domain per registration, kept for the life of the process: onnxruntime reads it
+     * for as long as sessions made from these options live */
+    OrtCustomOpDomain *domain = NULL;
+    OrtStatus *st = ORT_FN(api, SLOT_CreateCustomOpDomain, CreateCustomOpDomain_fn)(
+        "com.ortnpu.native", &domain);
+    if (st) return st;
+    for (int i = 0; i < 9; i++) {
+        st = ORT_FN(api, SLOT_CustomOpDomain_Add, CustomOpDomain_Add_fn)(domain, &g_ops[i].base);
+        if (st) return st;
+    }
+    return ORT_FN(api, SLOT_AddCustomOpDomain, AddCustomOpDomain_fn)(options, domain);
+}

@@ -1,0 +1,462 @@
+/* ortnpu compiled programs: a fused NPU subgraph run entirely in C.
+ *
+ * A program is the list of layers of one fused subgraph (ortnpu/runtime/native_program.py
+ * builds it), with private copies of every constant and the sizes of its intermediate tensors
+ * for one sample. Running it walks the layers for each sample of the batch, calling the same
+ * kernels as the per-op path (kernels.c), so the numbers are those of the layers one by one.
+ *
+ * Memory: intermediates live in an arena (offsets planned in Python so that tensors that are
+ * never alive together share bytes). Arenas are allocated on the first run and then reused: a
+ * small free list serves concurrent runs of the same program from several threads.
+ *
+ * Lifetime: programs are reference counted. Python holds one reference; every onnxruntime
+ * kernel built from the program (ort_op.c) holds another, so the program outlives whichever
+ * of the two goes first. Published programs are found by a 64-bit handle that includes a
+ * per-process random part, so a handle copied from another process is refused, never used.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ortnpu_kernels.h"
+#include "rescale.h"
+
+enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY };
+
+typedef struct {
+    int32_t kind, op;
+    int32_t in0, in1, out;  /* slots; -1: constant operand (binary only) */
+    int nthreads;
+    ortnpu_conv_t conv;
+    ortnpu_out_t o;
+    int64_t i[16];          /* kind-specific integers */
+    void *c[6];             /* owned copies of constants */
+    char name[96];
+} layer_t;
+
+typedef struct arena {
+    struct arena *next;
+} arena_t;
+
+struct ortnpu_program {
+    int64_t refs;
+    int64_t handle;
+    int32_t in_type, out_type;
+    int32_t in_rank, out_rank;      /* per-sample ranks (batch axis excluded) */
+    int64_t in_dims[8], out_dims[8];
+    int64_t in_bytes, out_bytes;    /* per sample */
+    int64_t n_slots;
+    int64_t *slot_off;              /* byte offset in the arena, slots >= 2 */
+    int64_t arena_bytes;
+    int64_t n_layers, cap_layers;
+    layer_t *layers;
+    int isa;
+    pthread_mutex_t lock;
+    arena_t *free_arenas;
+    char name[128];
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void *dup_bytes(const void *src, int64_t n) {
+    if (n < 0) return NULL;
+    void *d = malloc(n > 0 ? (size_t)n : 1);
+    if (d && n > 0) memcpy(d, src, (size_t)n);
+    return d;
+}
+
+static int type_size(int32_t t) { return t == ORTNPU_T_I16 ? 2 : 1; }
+
+ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
+                                     const int64_t *in_dims, int32_t out_type, int32_t out_rank,
+                                     const int64_t *out_dims, int64_t n_slots,
+                                     const int64_t *slot_off, int64_t arena_bytes, int isa) {
+    if (in_rank < 0 || in_rank > 8 || out_rank < 0 || out_rank > 8 || n_slots < 2 ||
+        arena_bytes < 0)
+        return NULL;
+    if (in_type < 0 || in_type > 2 || out_type < 0 || out_type > 2) return NULL;
+    ortnpu_program_t *p = calloc(1, sizeof(*p));
+    if (!p) return NULL;
+    p->refs = 1;
+    p->in_type = in_type;
+    p->out_type = out_type;
+    p->in_rank = in_rank;
+    p->out_rank = out_rank;
+    p->in_bytes = type_size(in_type);
+    p->out_bytes = type_size(out_type);
+    for (int k = 0; k < in_rank; k++) {
+        p->in_dims[k] = in_dims[k];
+        p->in_bytes *= in_dims[k];
+    }
+    for (int k = 0; k < out_rank; k++) {
+        p->out_dims[k] = out_dims[k];
+        p->out_bytes *= out_dims[k];
+    }
+    p->n_slots = n_slots;
+    p->slot_off = dup_bytes(slot_off, n_slots * (int64_t)sizeof(int64_t));
+    p->arena_bytes = arena_bytes;
+    p->isa = isa;
+    pthread_mutex_init(&p->lock, NULL);
+    snprintf(p->name, sizeof(p->name), "%s", name ? name : "subgraph");
+    if (!p->slot_off) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static layer_t *new_layer(ortnpu_program_t *p, int32_t kind, const char *name, int32_t in0,
+                          int32_t in1, int32_t out, int nthreads) {
+    if (in0 < -1 || in0 >= p->n_slots || in1 < -1 || in1 >= p->n_slots || out < 1 ||
+        out >= p->n_slots)
+        return NULL;
+    if (p->n_layers == p->cap_layers) {
+        int64_t cap = p->cap_layers ? 2 * p->cap_layers : 16;
+        layer_t *l = realloc(p->layers, (size_t)cap * sizeof(layer_t));
+        if (!l) return NULL;
+        p->layers = l;
+        p->cap_layers = cap;
+    }
+    layer_t *L = &p->layers[p->n_layers];
+    memset(L, 0, sizeof(*L));
+    L->kind = kind;
+    L->in0 = in0;
+    L->in1 = in1;
+    L->out = out;
+    L->nthreads = nthreads < 1 ? 1 : nthreads;
+    snprintf(L->name, sizeof(L->name), "%s", name ? name : "?");
+    return L;
+}
+
+static void set_ints(layer_t *L, const int64_t *v, int n) {
+    for (int k = 0; k < n; k++) L->i[k] = v[k];
+}
+
+/* The constants are copied; a failed copy leaves the layer uncounted (freed here). */
+static int commit(ortnpu_program_t *p, layer_t *L, int ncopies) {
+    for (int k = 0; k < ncopies; k++) {
+        if (!L->c[k]) {
+            for (int j = 0; j < ncopies; j++) free(L->c[j]);
+            return ORTNPU_ENOMEM;
+        }
+    }
+    p->n_layers++;
+    return ORTNPU_OK;
+}
+
+int ortnpu_program_add_conv(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                            const ortnpu_conv_t *conv, const ortnpu_out_t *o, const int8_t *w,
+                            const int64_t *bias, const int32_t *mult, const int32_t *shift,
+                            int nthreads) {
+    layer_t *L = new_layer(p, L_CONV, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    L->conv = *conv;
+    L->o = *o;
+    int64_t wn = conv->cout * conv->cg * conv->kh * conv->kw;
+    L->c[0] = dup_bytes(w, wn);
+    L->c[1] = dup_bytes(bias, conv->cout * 8);
+    L->c[2] = dup_bytes(mult, conv->n_params * 4);
+    L->c[3] = dup_bytes(shift, conv->n_params * 4);
+    return commit(p, L, 4);
+}
+
+int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                          int64_t rows, int64_t k, int64_t n, int32_t xtype, int64_t x_zp,
+                          const int8_t *w, const int64_t *bias, const int32_t *mult,
+                          const int32_t *shift, int32_t n_params, const ortnpu_out_t *o,
+                          int nthreads) {
+    layer_t *L = new_layer(p, L_FC, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    L->o = *o;
+    set_ints(L, (const int64_t[]){rows, k, n, xtype, x_zp, n_params}, 6);
+    L->c[0] = dup_bytes(w, n * k);
+    L->c[1] = dup_bytes(bias, n * 8);
+    L->c[2] = dup_bytes(mult, n_params * 4);
+    L->c[3] = dup_bytes(shift, n_params * 4);
+    return commit(p, L, 4);
+}
+
+int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op, int32_t in0,
+                              int32_t in1, int32_t out, int32_t ndim, const int64_t *shape,
+                              int32_t atype, const int64_t *astride, int64_t a_len,
+                              const void *a_const, int32_t btype, const int64_t *bstride,
+                              int64_t b_len, const void *b_const, const int64_t *params,
+                              const ortnpu_out_t *o, int nthreads) {
+    layer_t *L = new_layer(p, L_BINARY, name, in0, in1, out, nthreads);
+    if (!L || ndim < 1 || ndim > 8 || (in0 < 0 && !a_const) || (in1 < 0 && !b_const))
+        return ORTNPU_EBADARG;
+    L->op = op;
+    L->o = *o;
+    set_ints(L, (const int64_t[]){ndim, atype, a_len, btype, b_len}, 5);
+    L->c[0] = dup_bytes(shape, ndim * 8);
+    L->c[1] = dup_bytes(astride, ndim * 8);
+    L->c[2] = dup_bytes(bstride, ndim * 8);
+    L->c[3] = dup_bytes(params, 9 * 8);
+    L->c[4] = in0 < 0 ? dup_bytes(a_const, a_len * type_size(atype)) : malloc(1);
+    L->c[5] = in1 < 0 ? dup_bytes(b_const, b_len * type_size(btype)) : malloc(1);
+    return commit(p, L, 6);
+}
+
+int ortnpu_program_add_requantize(ortnpu_program_t *p, const char *name, int32_t in,
+                                  int32_t out, int64_t outer, int64_t ch, int64_t inner,
+                                  int32_t xtype, int64_t x_zp, const int32_t *mult,
+                                  const int32_t *shift, int32_t n_params, const ortnpu_out_t *o,
+                                  int nthreads) {
+    layer_t *L = new_layer(p, L_REQUANT, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    L->o = *o;
+    set_ints(L, (const int64_t[]){outer, ch, inner, xtype, x_zp, n_params}, 6);
+    L->c[0] = dup_bytes(mult, n_params * 4);
+    L->c[1] = dup_bytes(shift, n_params * 4);
+    return commit(p, L, 2);
+}
+
+int ortnpu_program_add_lut(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                           int64_t count, int32_t xtype, const void *table, int32_t ttype,
+                           int64_t table_len, int nthreads) {
+    layer_t *L = new_layer(p, L_LUT, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){count, xtype, ttype, table_len}, 4);
+    L->c[0] = dup_bytes(table, table_len * type_size(ttype));
+    return commit(p, L, 1);
+}
+
+int ortnpu_program_add_pool(ortnpu_program_t *p, const char *name, int32_t op, int32_t in,
+                            int32_t out, int64_t n, int64_t c, int64_t h, int64_t w,
+                            const int64_t *win, int32_t xtype, int64_t act_min, int64_t act_max,
+                            int nthreads) {
+    layer_t *L = new_layer(p, L_POOL, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    L->op = op;
+    set_ints(L, (const int64_t[]){n, c, h, w, xtype, act_min, act_max}, 7);
+    L->c[0] = dup_bytes(win, 12 * 8);
+    return commit(p, L, 1);
+}
+
+int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                           int64_t n, int64_t c, int64_t hw, int32_t xtype, int64_t act_min,
+                           int64_t act_max, int nthreads) {
+    layer_t *L = new_layer(p, L_GAP, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){n, c, hw, xtype, act_min, act_max}, 6);
+    return commit(p, L, 0);
+}
+
+int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                            int64_t nbytes) {
+    layer_t *L = new_layer(p, L_COPY, name, in, -1, out, 1);
+    if (!L || in < 0 || nbytes < 0) return ORTNPU_EBADARG;
+    L->i[0] = nbytes;
+    return commit(p, L, 0);
+}
+
+/* ----------------------------------------------------------------------------- running */
+
+static arena_t *arena_get(ortnpu_program_t *p) {
+    pthread_mutex_lock(&p->lock);
+    arena_t *a = p->free_arenas;
+    if (a) p->free_arenas = a->next;
+    pthread_mutex_unlock(&p->lock);
+    if (a) return a;
+    size_t bytes = 64 + (size_t)((p->arena_bytes + 63) & ~INT64_C(63));
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, bytes)) return NULL;
+    return mem;
+}
+
+static void arena_put(ortnpu_program_t *p, arena_t *a) {
+    pthread_mutex_lock(&p->lock);
+    a->next = p->free_arenas;
+    p->free_arenas = a;
+    pthread_mutex_unlock(&p->lock);
+}
+
+static inline void *slot(const ortnpu_program_t *p, char *base, int32_t s, const void *x,
+                         void *y) {
+    return s == 0 ? (void *)x : (s == 1 ? y : base + p->slot_off[s]);
+}
+
+static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, const void *x,
+                     void *y) {
+    void *out = slot(p, base, L->out, x, y);
+    const void *a = L->in0 >= 0 ? slot(p, base, L->in0, x, y) : NULL;
+    switch (L->kind) {
+    case L_CONV:
+        return ortnpu_conv2d(&L->conv, &L->o, a, L->c[0], L->c[1], L->c[2], L->c[3], out,
+                             L->nthreads, p->isa);
+    case L_FC:
+        return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
+                                      L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
+                                      &L->o, out, L->nthreads, p->isa);
+    case L_BINARY: {
+        const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[5];
+        if (!a) a = L->c[4];
+        return ortnpu_binary(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1], L->c[1],
+                             L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4], L->c[3], &L->o,
+                             out, L->nthreads, p->isa);
+    }
+    case L_REQUANT:
+        return ortnpu_requantize(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
+                                 L->c[0], L->c[1], (int32_t)L->i[5], &L->o, out, L->nthreads,
+                                 p->isa);
+    case L_LUT:
+        return ortnpu_lut(L->i[0], a, (int32_t)L->i[1], L->c[0], (int32_t)L->i[2], L->i[3], out,
+                          L->nthreads);
+    case L_POOL:
+        return ortnpu_pool2d(L->op, L->i[0], L->i[1], L->i[2], L->i[3], L->c[0], a,
+                             (int32_t)L->i[4], L->i[5], L->i[6], out, L->nthreads);
+    case L_GAP:
+        return ortnpu_global_avgpool(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
+                                     L->i[5], out, L->nthreads);
+    case L_COPY:
+        if (out != a) memmove(out, a, (size_t)L->i[0]);
+        return ORTNPU_OK;
+    default:
+        return ORTNPU_EBADARG;
+    }
+}
+
+static double now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
+                             char *err, int64_t err_len, double *ns) {
+    if (!p || batch < 0 || (batch > 0 && (!x || !y))) return ORTNPU_EBADARG;
+    if (batch == 0 || p->n_layers == 0) return ORTNPU_OK;
+    arena_t *a = arena_get(p);
+    if (!a) {
+        if (err && err_len > 0)
+            snprintf(err, (size_t)err_len, "%s: out of memory for %lld bytes of intermediates",
+                     p->name, (long long)p->arena_bytes);
+        return ORTNPU_ENOMEM;
+    }
+    char *base = (char *)a + 64;
+    int rc = ORTNPU_OK;
+    for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++) {
+        const char *xb = (const char *)x + b * p->in_bytes;
+        char *yb = (char *)y + b * p->out_bytes;
+        for (int64_t k = 0; k < p->n_layers; k++) {
+            double t0 = ns ? now_ns() : 0.0;
+            rc = run_layer(p, &p->layers[k], base, xb, yb);
+            if (ns) ns[k] += now_ns() - t0;
+            if (rc != ORTNPU_OK) {
+                if (err && err_len > 0)
+                    snprintf(err, (size_t)err_len, "%s: layer %s failed (%s)", p->name,
+                             p->layers[k].name,
+                             rc == ORTNPU_ENOMEM ? "out of memory"
+                                                 : "the kernel refused its arguments; this is a "
+                                                   "bug in ortnpu, please report it");
+                break;
+            }
+        }
+    }
+    arena_put(p, a);
+    return rc;
+}
+
+int ortnpu_program_run(ortnpu_program_t *p, int64_t batch, const void *x, void *y, char *err,
+                       int64_t err_len) {
+    return ortnpu_program_run_timed(p, batch, x, y, err, err_len, NULL);
+}
+
+int64_t ortnpu_program_layers(const ortnpu_program_t *p, int64_t k, char *name,
+                              int64_t name_len) {
+    if (!p) return 0;
+    if (k >= 0 && k < p->n_layers && name && name_len > 0)
+        snprintf(name, (size_t)name_len, "%s", p->layers[k].name);
+    return p->n_layers;
+}
+
+/* ------------------------------------------------------------------------ life and lookup */
+
+#define MAX_PUBLISHED 4096
+static ortnpu_program_t *g_table[MAX_PUBLISHED];
+static uint64_t g_nonce;
+
+static uint64_t nonce(void) {
+    if (!g_nonce) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t v = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^
+                     ((uint64_t)getpid() << 32);
+        g_nonce = (v & 0x7FFFFFFFFFF00000ull) | 0x100000ull;  /* never 0, low bits free */
+    }
+    return g_nonce;
+}
+
+int64_t ortnpu_program_publish(ortnpu_program_t *p) {
+    if (!p) return 0;
+    int64_t handle = 0;
+    pthread_mutex_lock(&g_lock);
+    for (int k = 0; k < MAX_PUBLISHED; k++) {
+        if (!g_table[k]) {
+            g_table[k] = p;
+            p->refs++;
+            handle = (int64_t)(nonce() + (uint64_t)k);
+            p->handle = handle;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_lock);
+    return handle;
+}
+
+ortnpu_program_t *ortnpu_program_acquire(int64_t handle) {
+    ortnpu_program_t *p = NULL;
+    pthread_mutex_lock(&g_lock);
+    uint64_t k = (uint64_t)handle - nonce();
+    if (g_nonce && k < MAX_PUBLISHED && g_table[k] && g_table[k]->handle == handle) {
+        p = g_table[k];
+        p->refs++;
+    }
+    pthread_mutex_unlock(&g_lock);
+    return p;
+}
+
+static void destroy(ortnpu_program_t *p) {
+    for (int64_t k = 0; k < p->n_layers; k++)
+        for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
+    free(p->layers);
+    free(p->slot_off);
+    while (p->free_arenas) {
+        arena_t *a = p->free_arenas;
+        p->free_arenas = a->next;
+        free(a);
+    }
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+void ortnpu_program_release(ortnpu_program_t *p) {
+    if (!p) return;
+    pthread_mutex_lock(&g_lock);
+    int64_t left = --p->refs;
+    /* only the table's reference left: unpublish (no kernel and no Python object use it) */
+    if (left == 1 && p->handle) {
+        uint64_t k = (uint64_t)p->handle - nonce();
+        if (k < MAX_PUBLISHED && g_table[k] == p) g_table[k] = NULL;
+        p->handle = 0;
+        left = --p->refs;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (left == 0) destroy(p);
+}
+
+void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
+                         int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
+                         int64_t *out_dims) {
+    *in_type = p->in_type;
+    *in_rank = p->in_rank;
+    *out_type = p->out_type;
+    *out_rank = p->out_rank;
+    for (int k = 0; k < p->in_rank; k++) in_dims[k] = p->in_dims[k];
+    for (int k = 0; k < p->out_rank; k++) out_dims[k] = p->out_dims[k];
+}
+
+const char *ortnpu_program_name(const ortnpu_program_t *p) { return p->name; }

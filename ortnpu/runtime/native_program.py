@@ -1,0 +1,344 @@
+"""Compile a fused subgraph into a C program that onnxruntime runs without Python.
+
+A :class:`~ortnpu.runtime.fusion.Program` runs its layers from Python: one crossing from
+onnxruntime into Python per subgraph, then one cffi call per layer. That costs tens of
+microseconds per run, which is most of the time of a small model. :func:`compile_program` turns
+the program into a C program (``ops/program.c``): the layers with private copies of their
+constants, the per-sample shapes and an arena plan for the intermediates. onnxruntime then runs
+it through a native custom op (``ops/ort_op.c``), with no Python and no GIL on the run path.
+
+The C program calls the same kernels as the per-layer path, so the numbers are identical (the
+tests compare every model both ways). It loops over the batch axis and runs every layer on one
+sample at a time, which needs layers that treat the samples independently; the compiler checks
+that by running the program on one and two samples, and refuses (with a reason) what it cannot
+prove. A refused program simply keeps running through Python.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ortnpu.domain import kernels
+from ortnpu.errors import KernelError, OrtNpuError, first_line
+from ortnpu.runtime.fusion import Program, Step
+
+#: Layers the C program runs (others keep the subgraph on the Python path).
+NATIVE_OPS = frozenset({"Conv", "FullyConnected", "Add", "Mul", "Requantize", "Lut", "MaxPool",
+                        "AveragePool", "GlobalAveragePool", "Reshape", "Flatten"})
+
+_ALIGN = 64
+_ERR_LEN = 512
+
+
+def _native() -> Any:
+    from ortnpu.domain import native
+
+    return native
+
+
+@dataclass
+class NativeProgram:
+    """One reference to a compiled C program; the handle finds it from onnxruntime."""
+
+    ptr: Any
+    handle: int
+    in_dtype: np.dtype
+    out_dtype: np.dtype
+    in_dims: tuple[int, ...]
+    out_dims: tuple[int, ...]
+    name: str
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run on ``x`` of shape ``[batch, *in_dims]`` (tests and direct use)."""
+        return self._run(x, None)
+
+    def profile(self, x: np.ndarray, repeat: int = 10) -> list[tuple[str, float]]:
+        """Mean milliseconds per layer over ``repeat`` runs on ``x``."""
+        nat = _native()
+        lib, ffi = nat._native.lib, nat._native.ffi
+        count = lib.ortnpu_program_layers(self.ptr, -1, ffi.NULL, 0)
+        ns = ffi.new("double[]", max(count, 1))
+        for _ in range(repeat):
+            self._run(x, ns)
+        names = []
+        for k in range(count):
+            buf = ffi.new("char[]", 128)
+            lib.ortnpu_program_layers(self.ptr, k, buf, 128)
+            names.append(ffi.string(buf).decode(errors="replace"))
+        return [(names[k], ns[k] / repeat / 1e6) for k in range(count)]
+
+    def _run(self, x: np.ndarray, ns: Any) -> np.ndarray:
+        nat = _native()
+        if x.dtype != self.in_dtype or tuple(x.shape[1:]) != self.in_dims:
+            raise KernelError(f"{self.name}: expected [batch, {', '.join(map(str, self.in_dims))}]"
+                              f" {self.in_dtype}, got {list(x.shape)} {x.dtype}")
+        x = np.ascontiguousarray(x)
+        y = np.empty((x.shape[0], *self.out_dims), dtype=self.out_dtype)
+        err = nat._native.ffi.new("char[]", _ERR_LEN)
+        rc = nat._native.lib.ortnpu_program_run_timed(
+            self.ptr, x.shape[0], nat._buf(x), nat._buf(y), err, _ERR_LEN,
+            ns if ns is not None else nat._native.ffi.NULL)
+        if rc != 0:
+            raise KernelError(nat._native.ffi.string(err).decode(errors="replace"))
+        return y
+
+
+def _run_steps(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tensor of the program for input ``x`` (validating each layer)."""
+    values: dict[str, np.ndarray] = {program.input: x}
+    for step in program.steps:
+        arrays = [values[n] if n in values else program.constants[n] for n in step.inputs]
+        values[step.output] = kernels.run(step.spec, arrays, step.attrs, step.out_dtype,
+                                          step.where)
+    return values
+
+
+def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int], list[int], int]:
+    """Slots of the tensors and arena offsets: tensors alive at the same step never overlap."""
+    slots = {program.input: 0, program.output: 1}
+    defined: dict[str, int] = {}
+    last_use: dict[str, int] = {}
+    for k, step in enumerate(program.steps):
+        defined.setdefault(step.output, k)
+        last_use[step.output] = max(last_use.get(step.output, k), k)
+        for t in step.inputs:
+            if t in defined:
+                last_use[t] = k
+    offsets = [0, 0]
+    placed: list[tuple[int, int, int, int]] = []   # (start, end, defined, last use)
+    arena = 0
+    for t, k in sorted(defined.items(), key=lambda kv: kv[1]):
+        if t in slots:
+            continue
+        size = (sizes[t] + _ALIGN - 1) // _ALIGN * _ALIGN
+        live = sorted((s, e) for s, e, d, u in placed if d <= last_use[t] and u >= k)
+        start = 0
+        for s, e in live:
+            if start + size <= s:
+                break
+            start = max(start, e)
+        slots[t] = len(offsets)
+        offsets.append(start)
+        placed.append((start, start + size, k, last_use[t]))
+        arena = max(arena, start + size)
+    return slots, offsets, arena
+
+
+def _check_separable(program: Program, one: dict[str, np.ndarray],
+                     x1: np.ndarray) -> str | None:
+    """Why the layers do not treat samples independently, or None when they do."""
+    for name, v in one.items():
+        if v.ndim == 0 or v.shape[0] != 1:
+            return f"tensor {name!r} has shape {list(v.shape)} for one sample (batch axis lost)"
+        if v.size == 0:
+            return f"tensor {name!r} is empty"
+    if not any(s.spec.name in ("Reshape", "Flatten") for s in program.steps):
+        return None
+    two = _run_steps(program, np.concatenate([x1, x1]))
+    for name, v in one.items():
+        if two[name].shape != (2, *v.shape[1:]):
+            return (f"tensor {name!r} has shape {list(two[name].shape)} for two samples and "
+                    f"{list(v.shape)} for one (a reshape mixes the samples)")
+    return None
+
+
+def compile_program(program: Program, in_shape: Sequence[Any],
+                    in_dtype: np.dtype) -> NativeProgram | str:
+    """Compile ``program`` for inputs ``[batch, *in_shape[1:]]``.
+
+    Returns:
+        The compiled program, or the reason it stays on the Python path.
+    """
+    nat = _native()
+    if not nat.AVAILABLE or kernels.get_mode() == "numpy":
+        return "the C kernels are not in use"
+    other = sorted({s.spec.name for s in program.steps} - NATIVE_OPS)
+    if other:
+        return f"layers without a C program step: {', '.join(other)}"
+    dims = list(in_shape)
+    if len(dims) < 1 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+        return f"input {program.input!r} needs fixed dimensions after the batch axis, has {dims}"
+    in_dtype = np.dtype(in_dtype)
+    if in_dtype not in nat.TYPE_CODE:
+        return f"input type {in_dtype} is not an integer type of the domain"
+    x1 = np.zeros((1, *dims[1:]), dtype=in_dtype)
+    try:
+        values = _run_steps(program, x1)
+        reason = _check_separable(program, values, x1)
+    except OrtNpuError as exc:
+        return f"the layers refuse one sample of shape {list(x1.shape)}: {first_line(exc)}"
+    if reason:
+        return reason
+    out = values[program.output]
+    if out.dtype not in nat.TYPE_CODE:
+        return f"output type {out.dtype} is not an integer type of the domain"
+    sizes = {t: v.nbytes for t, v in values.items()}
+    slots, offsets, arena = _plan_arena(program, sizes)
+    name = program.name
+    ffi, lib = nat._native.ffi, nat._native.lib
+    ptr = lib.ortnpu_program_new(
+        name.encode(), nat.TYPE_CODE[in_dtype], len(dims) - 1,
+        ffi.new("int64_t[]", [int(d) for d in dims[1:]] or [0]), nat.TYPE_CODE[out.dtype],
+        out.ndim - 1, ffi.new("int64_t[]", list(out.shape[1:]) or [0]), len(offsets),
+        ffi.new("int64_t[]", offsets), arena, nat.isa_code())
+    if ptr == ffi.NULL:
+        return "the C program could not be created (out of memory?)"
+    ptr = ffi.gc(ptr, lib.ortnpu_program_release)
+    for step in program.steps:
+        arrays = [values[n] if n in values else program.constants[n] for n in step.inputs]
+        rc = _add_layer(ptr, step, arrays, [slots.get(n, -1) for n in step.inputs],
+                        slots[step.output], values[step.output])
+        if rc != 0:
+            return f"{step.where}the C program refused the layer (code {rc})"
+    handle = lib.ortnpu_program_publish(ptr)
+    if handle == 0:
+        return "too many compiled programs alive in this process"
+    return NativeProgram(ptr, int(handle), in_dtype, out.dtype, tuple(int(d) for d in dims[1:]),
+                         tuple(out.shape[1:]), name)
+
+
+def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], out: int,
+               y: np.ndarray) -> int:
+    """Append one layer; ``arrays`` are its inputs for one sample, ``y`` its output."""
+    nat = _native()
+    lib, buf, a = nat._native.lib, nat._buf, step.attrs
+    name = (step.where.split("'")[1] if "'" in step.where else step.spec.name).encode()
+    op = step.spec.name
+    x = np.ascontiguousarray(arrays[0])
+    if op == "Conv":
+        w, bias, mult, shift = arrays[1:]
+        m, s = nat.channel_params(mult, shift, w.shape[0])
+        return lib.ortnpu_program_add_conv(
+            ptr, name, ins[0], out, nat.conv_struct(x, w, a, m.size),
+            nat.out_params(a, step.out_dtype), buf(np.ascontiguousarray(w), "int8_t[]"),
+            buf(np.ascontiguousarray(bias, dtype=np.int64), "int64_t[]"), buf(m, "int32_t[]"),
+            buf(s, "int32_t[]"), nat.threads_for(y.size * math.prod(w.shape[1:])))
+    if op == "FullyConnected":
+        w, bias, mult, shift = arrays[1:]
+        n, k = w.shape
+        m, s = nat.channel_params(mult, shift, n)
+        return lib.ortnpu_program_add_fc(
+            ptr, name, ins[0], out, math.prod(x.shape[:-1]), k, n, nat.TYPE_CODE[x.dtype],
+            a["x_zp"], buf(np.ascontiguousarray(w), "int8_t[]"),
+            buf(np.ascontiguousarray(bias, dtype=np.int64), "int64_t[]"), buf(m, "int32_t[]"),
+            buf(s, "int32_t[]"), m.size, nat.out_params(a, step.out_dtype),
+            nat.threads_for(y.size * k))
+    if op in nat.BINARY_OPS:
+        code, keys = nat.BINARY_OPS[op]
+        b = np.ascontiguousarray(arrays[1])
+        dims, (sa, sb) = nat.broadcast_plan(x, b)
+        params = np.zeros(9, dtype=np.int64)
+        params[:len(keys)] = [a[key] for key in keys]
+        ffi = nat._native.ffi
+        return lib.ortnpu_program_add_binary(
+            ptr, name, code, ins[0], ins[1], out, len(dims), ffi.new("int64_t[]", list(dims)),
+            nat.TYPE_CODE[x.dtype], ffi.new("int64_t[]", sa), x.size,
+            buf(x) if ins[0] < 0 else ffi.NULL, nat.TYPE_CODE[b.dtype], ffi.new("int64_t[]", sb),
+            b.size, buf(b) if ins[1] < 0 else ffi.NULL, buf(params, "int64_t[]"),
+            nat.out_params(a, step.out_dtype), nat.threads_for(y.size))
+    if op == "Requantize":
+        mult, shift = arrays[1:]
+        if mult.size > 1 or shift.size > 1:
+            axis = a["axis"] % x.ndim
+            outer, ch, inner = (math.prod(x.shape[:axis]), x.shape[axis],
+                                math.prod(x.shape[axis + 1:]))
+        else:
+            outer, ch, inner = 1, 1, x.size
+        m, s = nat.channel_params(mult, shift, ch)
+        return lib.ortnpu_program_add_requantize(
+            ptr, name, ins[0], out, outer, ch, inner, nat.TYPE_CODE[x.dtype], a["x_zp"],
+            buf(m, "int32_t[]"), buf(s, "int32_t[]"), m.size, nat.out_params(a, step.out_dtype),
+            nat.threads_for(y.size))
+    if op == "Lut":
+        table = np.ascontiguousarray(arrays[1])
+        return lib.ortnpu_program_add_lut(ptr, name, ins[0], out, x.size, nat.TYPE_CODE[x.dtype],
+                                          buf(table), nat.TYPE_CODE[table.dtype], table.size,
+                                          nat.threads_for(y.size))
+    if op in ("MaxPool", "AveragePool"):
+        n, c, h, w_ = x.shape
+        return lib.ortnpu_program_add_pool(
+            ptr, name, 0 if op == "MaxPool" else 1, ins[0], out, n, c, h, w_,
+            buf(nat.pool_window(x.shape, a), "int64_t[]"), nat.TYPE_CODE[x.dtype], a["act_min"],
+            a["act_max"], nat.threads_for(y.size * 4))
+    if op == "GlobalAveragePool":
+        n, c, h, w_ = x.shape
+        return lib.ortnpu_program_add_gap(ptr, name, ins[0], out, n, c, h * w_,
+                                          nat.TYPE_CODE[x.dtype], a["act_min"], a["act_max"],
+                                          nat.threads_for(x.size))
+    if op in ("Reshape", "Flatten"):
+        if x.dtype != y.dtype:
+            return -1
+        return lib.ortnpu_program_add_copy(ptr, name, ins[0], out, y.nbytes)
+    return -1
+
+
+#: The runtime-only domain of the native op (ops/ort_op.c); never in a saved model.
+NATIVE_DOMAIN = "com.ortnpu.native"
+_TYPE_SUFFIX = {np.dtype(np.int8): "i8", np.dtype(np.uint8): "u8", np.dtype(np.int16): "i16"}
+
+
+def library_path() -> str | None:
+    """The shared library onnxruntime loads for the native op (the C kernels' module)."""
+    nat = _native()
+    return nat._native.__file__ if nat.AVAILABLE else None
+
+
+@dataclass
+class CompileReport:
+    """What became of each fused subgraph: run in C, or why not."""
+
+    subgraph: str
+    native: bool
+    reason: str = ""
+
+
+def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program]
+                      ) -> tuple[onnx.ModelProto, list[NativeProgram], list[CompileReport]]:
+    """Replace each fused ``Subgraph`` node whose program compiles by a native op node.
+
+    Returns:
+        The model (the input itself when nothing compiled), the compiled programs (keep them
+        alive with the session) and one report per program.
+    """
+    by_pid = {p.pid: p for p in programs}
+    natives: list[NativeProgram] = []
+    reports: list[CompileReport] = []
+    replaced: dict[int, onnx.NodeProto] = {}
+    for k, node in enumerate(model.graph.node):
+        pid = next((a.s.decode() for a in node.attribute if a.name == "program"), None)
+        program = by_pid.get(pid) if node.op_type.startswith("Subgraph") else None
+        if program is None:
+            continue
+        if program.in_shape is None or program.in_dtype is None:
+            result: NativeProgram | str = "the model does not give the input's shape and type"
+        else:
+            result = compile_program(program, program.in_shape, program.in_dtype)
+        if isinstance(result, str):
+            reports.append(CompileReport(program.name, False, result))
+            continue
+        natives.append(result)
+        reports.append(CompileReport(program.name, True))
+        op_type = (f"Program_{_TYPE_SUFFIX[result.in_dtype]}_"
+                   f"{_TYPE_SUFFIX[np.dtype(result.out_dtype)]}")
+        replaced[k] = helper.make_node(op_type, list(node.input), list(node.output),
+                                       name=node.name, domain=NATIVE_DOMAIN,
+                                       handle=result.handle)
+    if not replaced:
+        return model, natives, reports
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for k, node in replaced.items():
+        out.graph.node[k].CopyFrom(node)
+    out.opset_import.append(helper.make_opsetid(NATIVE_DOMAIN, 1))
+    return out, natives, reports
+
+
+__all__ = ["NATIVE_DOMAIN", "NATIVE_OPS", "CompileReport", "NativeProgram", "compile_program",
+           "compile_subgraphs", "library_path"]

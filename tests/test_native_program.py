@@ -1,0 +1,166 @@
+"""Compiled subgraphs: onnxruntime runs each fused NPU subgraph in C, with the same numbers."""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ortnpu
+from ortnpu.domain import DOMAIN, Conv, Reshape, Transpose, kernels, make_node, native
+from ortnpu.runtime.fusion import fuse_subgraphs
+from ortnpu.runtime.native_program import (
+    NATIVE_DOMAIN,
+    compile_program,
+    compile_subgraphs,
+    library_path,
+)
+from tests.graphs import images, small_cnn
+
+pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="C kernels not built")
+
+
+def _sessions(npu: onnx.ModelProto) -> dict[str, ortnpu.InferenceSession]:
+    return {"native": ortnpu.InferenceSession(npu),
+            "python": ortnpu.InferenceSession(npu, native=False),
+            "per-layer": ortnpu.InferenceSession(npu, fuse=False)}
+
+
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+def test_compiled_subgraph_equals_python_and_per_layer_runs(target: str) -> None:
+    npu = ortnpu.quantize(small_cnn(), target, images(32))
+    sessions = _sessions(npu)
+    reports = sessions["native"].compile_reports
+    assert reports and all(r.native for r in reports), reports
+    for batch in (1, 5):
+        x = images(batch, seed=batch)
+        outs = {k: s.run(None, {"x": x})[0] for k, s in sessions.items()}
+        assert np.array_equal(outs["native"], outs["python"])
+        assert np.array_equal(outs["native"], outs["per-layer"])
+
+
+def test_bundled_model_runs_native_with_the_same_numbers() -> None:
+    from ortnpu import models_cache
+
+    data = models_cache.load_bundled_data()
+    npu = ortnpu.quantize(onnx.load(str(models_cache.bundled_model_path())), "tflite-int8",
+                          data["calib_x"][:64])
+    sessions = _sessions(npu)
+    assert [r.native for r in sessions["native"].compile_reports] == [True]
+    x = data["test_x"][:200]
+    outs = {k: s.run(None, {"image": x})[0] for k, s in sessions.items()}
+    assert np.array_equal(outs["native"], outs["per-layer"])
+    assert np.array_equal(outs["native"], outs["python"])
+    empty = sessions["native"].run(None, {"image": x[:0]})[0]
+    assert empty.shape == (0, 10)
+
+
+def _int_graph(nodes: list, x_shape: list, inits: dict[str, np.ndarray]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.INT8, x_shape)],
+        [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.INT8, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, 1)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _conv_inits() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return {"w": rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8),
+            "b": rng.integers(-500, 500, 4).astype(np.int64),
+            "m": np.full(4, 1 << 30, np.int32), "s": np.full(4, -7, np.int32)}
+
+
+def _conv() -> onnx.NodeProto:
+    return make_node(Conv, ["x", "w", "b", "m", "s"], "c", np.int8, "conv", x_zp=1,
+                     pad_top=1, pad_left=1, pad_bottom=1, pad_right=1)
+
+
+def test_reshape_that_mixes_samples_is_refused_with_a_reason() -> None:
+    inits = {**_conv_inits(), "shape": np.array([1, -1], np.int64)}
+    reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "mix")
+    model = _int_graph([_conv(), reshape], ["N", 2, 5, 5], inits)
+    _, programs = fuse_subgraphs(model)
+    result = compile_program(programs[0], programs[0].in_shape, programs[0].in_dtype)
+    assert isinstance(result, str) and "mixes the samples" in result
+    sess = ortnpu.InferenceSession(model)
+    assert sess.compile_reports and not sess.compile_reports[0].native
+    x = np.random.default_rng(0).integers(-128, 128, (1, 2, 5, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+def test_layers_without_a_c_step_and_dynamic_shapes_say_why() -> None:
+    perm = make_node(Transpose, ["c", "perm"], "y", np.int8, "t")
+    model = _int_graph([_conv(), perm], ["N", 2, 5, 5],
+                       {**_conv_inits(), "perm": np.array([0, 1, 3, 2], np.int64)})
+    reports = ortnpu.InferenceSession(model).compile_reports
+    assert "layers without a C program step: Transpose" in reports[0].reason
+    reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "flat")
+    dynamic = _int_graph([_conv(), reshape], ["N", 2, "H", "W"],
+                         {**_conv_inits(), "shape": np.array([0, -1], np.int64)})
+    reports = ortnpu.InferenceSession(dynamic).compile_reports
+    assert "fixed dimensions after the batch axis" in reports[0].reason
+
+
+def test_numpy_mode_keeps_the_python_path() -> None:
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    kernels.set_mode("numpy")
+    try:
+        sess = ortnpu.InferenceSession(npu)
+    finally:
+        kernels.set_mode("auto")
+    assert "not in use" in sess.compile_reports[0].reason
+
+
+def test_unknown_handle_is_an_error_not_a_crash() -> None:
+    node = helper.make_node("Program_i8_i8", ["x"], ["y"], domain=NATIVE_DOMAIN, handle=12345)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.INT8, [1, 2])], [helper.make_tensor_value_info("y", TensorProto.INT8,
+                                                                        [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(NATIVE_DOMAIN, 1)])
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(library_path())
+    with pytest.raises(Exception, match="compiled program not found"):
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def test_threads_share_a_native_session_and_programs_outlive_it() -> None:
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    sess = ortnpu.InferenceSession(npu)
+    x = images(3, seed=9)
+    want = sess.run(None, {"x": x})[0]
+    results: list[bool] = []
+
+    def work() -> None:
+        for _ in range(20):
+            results.append(np.array_equal(sess.run(None, {"x": x})[0], want))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 80 and all(results)
+    inner = sess._sess
+    sess._natives.clear()      # drop Python's references first: the kernel keeps its own
+    gc.collect()
+    assert np.array_equal(inner.run(None, {"x": x})[0], want)
+
+
+def test_profile_names_every_layer() -> None:
+    npu = ortnpu.quantize(small_cnn(batch=1), "tflite-int8", images(16))
+    fused, programs = fuse_subgraphs(npu)
+    _, natives, reports = compile_subgraphs(fused, programs)
+    assert natives and reports[0].native
+    x = np.zeros((1, *natives[0].in_dims), natives[0].in_dtype)
+    prof = natives[0].profile(x, repeat=2)
+    assert [name for name, _ in prof] == [s.where.split("'")[1] for s in programs[0].steps]
+    assert all(ms >= 0 for _, ms in prof)
