@@ -20,6 +20,51 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <pthread.h>
+
+/* Per-thread scratch buffers: grown on demand, then reused by every later call on the same
+ * thread, so the hot path does not allocate (large mallocs would map fresh zeroed pages on
+ * every call). Freed when the thread ends. A caller's slots (OUT*) and the slots of the
+ * parallel regions it starts (IN*) are distinct because the caller is also a team member. */
+enum { S_OUT0, S_OUT1, S_OUT2, S_OUT3, S_OUT4, S_OUT5, S_IN0, S_IN1, S_IN2, S_IN3, S_SLOTS };
+typedef struct {
+    void *p;
+    size_t n;
+} scratch_t;
+static pthread_key_t g_scratch_key;
+static pthread_once_t g_scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(void *t) {
+    scratch_t *s = t;
+    for (int k = 0; k < S_SLOTS; k++) free(s[k].p);
+    free(s);
+}
+
+static void scratch_init(void) { (void)pthread_key_create(&g_scratch_key, scratch_release); }
+
+static void *scratch(int slot, size_t bytes) {
+    pthread_once(&g_scratch_once, scratch_init);
+    scratch_t *t = pthread_getspecific(g_scratch_key);
+    if (!t) {
+        t = calloc(S_SLOTS, sizeof(scratch_t));
+        if (!t || pthread_setspecific(g_scratch_key, t)) {
+            free(t);
+            return NULL;
+        }
+    }
+    scratch_t *s = &t[slot];
+    if (s->n < bytes) {
+        free(s->p);
+        s->n = 0;
+        size_t n = bytes + bytes / 4 + 64;
+        if (posix_memalign(&s->p, 64, n)) {
+            s->p = NULL;
+            return NULL;
+        }
+        s->n = n;
+    }
+    return s->p;
+}
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(ORTNPU_NO_SIMD)
 #define ORTNPU_HAVE_AVX2 1
@@ -437,7 +482,7 @@ static const int16_t conv_zeros[288] = {0};
 static void *pad_planes(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
                         int64_t hp, int64_t wp) {
     const int64_t planes = p->n * p->c, plane = hp * wp, es = G == 4 ? 1 : 2;
-    char *xp = malloc((size_t)((planes * plane + 64) * es));
+    char *xp = scratch(S_OUT2, (size_t)((planes * plane + 64) * es));
     if (!xp) return NULL;
     memset(xp + planes * plane * es, 0, (size_t)(64 * es));
     const int64_t zp = p->x_zp + (G == 4 ? qoff : 0);
@@ -586,9 +631,8 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     const int64_t TP = cx.TP, Kp = cx.Kp, K2 = cx.K2;
     cx.plain_1x1 = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 &&
                    p->pl == 0 && p->pb == 0 && p->pr == 0;
-    int64_t *lohi = malloc((size_t)(2 * p->kw) * sizeof(int64_t));
+    int64_t *lohi = scratch(S_OUT3, (size_t)(2 * p->kw) * sizeof(int64_t));
     if (!lohi) {
-        free((void *)cx.xp);
         *err = ORTNPU_ENOMEM;
         return;
     }
@@ -602,10 +646,10 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
 
 #pragma omp parallel num_threads(nt)
     {
-        uint8_t *V = malloc((size_t)(Kp * TP * 4));
-        int16_t *rows = malloc((size_t)(G * TP) * sizeof(int16_t));
-        int32_t *acc = malloc((size_t)(4 * TP) * sizeof(int32_t));
-        int64_t *acc64 = blocked ? malloc((size_t)(4 * TP) * sizeof(int64_t)) : NULL;
+        uint8_t *V = scratch(S_IN0, (size_t)(Kp * TP * 4));
+        int16_t *rows = scratch(S_IN1, (size_t)(G * TP) * sizeof(int16_t));
+        int32_t *acc = scratch(S_IN2, (size_t)(4 * TP) * sizeof(int32_t));
+        int64_t *acc64 = blocked ? scratch(S_IN3, (size_t)(4 * TP) * sizeof(int64_t)) : NULL;
         int ok = V && rows && acc && (!blocked || acc64);
         if (!ok) {
 #pragma omp atomic write
@@ -695,13 +739,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                 }
             }
         }
-        free(V);
-        free(rows);
-        free(acc);
-        free(acc64);
     }
-    free(lohi);
-    free((void *)cx.xp);
 }
 
 /* Depthwise (one input channel per output channel): direct convolution on a zp-padded int16
@@ -714,8 +752,8 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
     const int64_t P = p->oh * p->ow, items = p->n * p->cout, taps = p->kh * p->kw;
 #pragma omp parallel num_threads(nt)
     {
-        int16_t *plane = malloc((size_t)(hp * wp) * sizeof(int16_t));
-        uint32_t *acc = malloc((size_t)P * sizeof(uint32_t));
+        int16_t *plane = scratch(S_IN0, (size_t)(hp * wp) * sizeof(int16_t));
+        uint32_t *acc = scratch(S_IN1, (size_t)P * sizeof(uint32_t));
         int ok = plane && acc;
         if (!ok) {
 #pragma omp atomic write
@@ -752,8 +790,6 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
             finish_row(I, (const int32_t *)acc, NULL, P, corr[co], mult + pi, shift + pi, o, y,
                        (n * p->cout + co) * P);
         }
-        free(plane);
-        free(acc);
     }
 }
 
@@ -767,13 +803,12 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
                               const uint64_t *corr, const int32_t *mult, const int32_t *shift,
                               void *y, int nt, int *err) {
     const int64_t C = p->c, HW = p->h * p->w, P = p->oh * p->ow, taps = p->kh * p->kw;
-    int16_t *xt = malloc((size_t)(HW * C) * sizeof(int16_t));
-    int16_t *wt = malloc((size_t)(taps * C) * sizeof(int16_t));
-    uint32_t *acc = malloc((size_t)(P * C) * sizeof(uint32_t));
-    uint64_t *corr2 = malloc((size_t)C * sizeof(uint64_t));
+    int16_t *xt = scratch(S_OUT2, (size_t)(HW * C) * sizeof(int16_t));
+    int16_t *wt = scratch(S_OUT3, (size_t)(taps * C) * sizeof(int16_t));
+    uint32_t *acc = scratch(S_OUT4, (size_t)(P * C) * sizeof(uint32_t));
+    uint64_t *corr2 = scratch(S_OUT5, (size_t)C * sizeof(uint64_t));
     if (!xt || !wt || !acc || !corr2) {
         *err = ORTNPU_ENOMEM;
-        free(xt); free(wt); free(acc); free(corr2);
         return;
     }
     for (int64_t c = 0; c < C; c++) {
@@ -785,7 +820,7 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
         corr2[c] = corr[c] + (uint64_t)(p->x_zp * sw); /* back to bias: padding is skipped */
     }
     for (int64_t n = 0; n < p->n; n++) {
-        int16_t *plane = malloc((size_t)HW * sizeof(int16_t));
+        int16_t *plane = scratch(S_IN0, (size_t)HW * sizeof(int16_t));
         if (!plane) {
             *err = ORTNPU_ENOMEM;
             break;
@@ -794,7 +829,6 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
             load_i16(plane, x, p->xtype, (n * C + c) * HW, 1, HW);
             for (int64_t i = 0; i < HW; i++) xt[i * C + c] = (int16_t)(plane[i] - p->x_zp);
         }
-        free(plane);
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t oy = 0; oy < p->oh; oy++) {
             for (int64_t ox = 0; ox < p->ow; ox++) {
@@ -814,7 +848,7 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
         }
 #pragma omp parallel num_threads(nt)
         {
-            int32_t *row = malloc((size_t)P * sizeof(int32_t));
+            int32_t *row = scratch(S_IN1, (size_t)P * sizeof(int32_t));
             if (!row) {
 #pragma omp atomic write
                 *err = ORTNPU_ENOMEM;
@@ -827,13 +861,8 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
                 finish_row(I, row, NULL, P, corr2[c], mult + pi, shift + pi, o, y,
                            (n * C + c) * P);
             }
-            free(row);
         }
     }
-    free(xt);
-    free(wt);
-    free(acc);
-    free(corr2);
 }
 
 int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
@@ -856,7 +885,7 @@ int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, 
     if (p->n == 0) return ORTNPU_OK;
     const ortnpu_isa_t *I = pick_isa(isa);
     const int nt = threads_of(nthreads);
-    const int depthwise = p->cg == 1 &&
+    const int depthwise = p->cg == 1 && p->group > 1 &&
         (o->acc_bits == 32 || p->kh * p->kw * type_abs(p->xtype) * 128 <= INT32_MAX);
     /* u8 x s8 quads on VNNI for 8-bit inputs: an int8 x becomes x + 128, so the padding value
      * and the zero point of the correction move by 128 as well */
@@ -865,14 +894,10 @@ int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, 
     const int64_t zp_eff = G == 4 ? p->x_zp + qoff : p->x_zp;
     const int64_t K = p->cg * p->kh * p->kw, K2 = G * ceil_div(K, G);
     void *U = depthwise ? NULL
-                        : malloc((size_t)(p->cout * K2) * (G == 2 ? sizeof(int16_t) : 1));
-    uint64_t *corr = malloc((size_t)p->cout * sizeof(uint64_t));
+                        : scratch(S_OUT0, (size_t)(p->cout * K2) * (G == 2 ? sizeof(int16_t) : 1));
+    uint64_t *corr = scratch(S_OUT1, (size_t)p->cout * sizeof(uint64_t));
     int err = ORTNPU_OK;
-    if ((!depthwise && !U) || !corr) {
-        free(U);
-        free(corr);
-        return ORTNPU_ENOMEM;
-    }
+    if ((!depthwise && !U) || !corr) return ORTNPU_ENOMEM;
     /* weights: sum per output channel (zero-point correction) and, for the GEMM path, int16
      * rows padded to an even K (the pair layout of the broadcast operand) */
     for (int64_t c = 0; c < p->cout; c++) {
@@ -897,8 +922,6 @@ int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, 
         conv_depthwise(I, p, o, x, w, corr, mult, shift, y, nt, &err);
     else
         conv_gemm(I, p, o, x, U, G, qoff, corr, mult, shift, y, nt, &err);
-    free(U);
-    free(corr);
     return err;
 }
 
@@ -916,11 +939,9 @@ int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, in
     const ortnpu_isa_t *I = pick_isa(isa);
     const int nt = threads_of(nthreads);
     const int64_t k16 = round16(k);
-    int16_t *X = malloc((size_t)(rows * k16 + 1) * sizeof(int16_t));
-    uint64_t *corr = malloc((size_t)n * sizeof(uint64_t));
+    int16_t *X = scratch(S_OUT0, (size_t)(rows * k16 + 1) * sizeof(int16_t));
+    uint64_t *corr = scratch(S_OUT1, (size_t)n * sizeof(uint64_t));
     if (!X || !corr) {
-        free(X);
-        free(corr);
         return ORTNPU_ENOMEM;
     }
     /* x - x_zp fits int16 for 8-bit inputs (and int16 ones with zp 0): subtract it here;
@@ -973,8 +994,6 @@ int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, in
                            (r0 + r) * n + n0, 1);
         }
     }
-    free(X);
-    free(corr);
     return ORTNPU_OK;
 }
 
@@ -1287,6 +1306,32 @@ int ortnpu_lut(int64_t count, const void *x, int32_t xtype, const void *table, i
 
 /* ============================================================================ Pooling */
 
+/* Max pooling of one plane without padding or dilation: the max of the kh input rows first
+ * (a vectorizable element-wise max), then the windows along that row; tmp holds w values. */
+#define ORTNPU_MAXPOOL_PLANE(NAME, T)                                                           \
+    static void NAME(const T *x, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,   \
+                     int64_t oh, int64_t ow, int64_t lo, int64_t hi, T *y, T *tmp) {           \
+        for (int64_t oy = 0; oy < oh; oy++) {                                                  \
+            const T *r0 = x + oy * sh * w;                                                     \
+            memcpy(tmp, r0, (size_t)w * sizeof(T));                                            \
+            for (int64_t ky = 1; ky < kh; ky++) {                                              \
+                const T *r = r0 + ky * w;                                                      \
+                for (int64_t i = 0; i < w; i++) tmp[i] = r[i] > tmp[i] ? r[i] : tmp[i];        \
+            }                                                                                  \
+            T *out = y + oy * ow;                                                              \
+            for (int64_t ox = 0; ox < ow; ox++) {                                              \
+                const T *t = tmp + ox * sw;                                                    \
+                T m = t[0];                                                                    \
+                for (int64_t kx = 1; kx < kw; kx++) m = t[kx] > m ? t[kx] : m;                 \
+                out[ox] = (T)(m < lo ? lo : (m > hi ? hi : m));                                \
+            }                                                                                  \
+        }                                                                                      \
+    }
+ORTNPU_MAXPOOL_PLANE(maxpool_plane_i8, int8_t)
+ORTNPU_MAXPOOL_PLANE(maxpool_plane_u8, uint8_t)
+ORTNPU_MAXPOOL_PLANE(maxpool_plane_i16, int16_t)
+#undef ORTNPU_MAXPOOL_PLANE
+
 int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *win,
                   const void *x, int32_t xtype, int64_t act_min, int64_t act_max, void *y,
                   int nthreads) {
@@ -1302,6 +1347,32 @@ int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const 
     if (oh != (h + pt + pb - span_h) / sh + 1 || ow != (w + pl + pr - span_w) / sw + 1)
         return ORTNPU_EBADARG;
     const int nt = threads_of(nthreads);
+    if (op == 0 && pt == 0 && pl == 0 && pb == 0 && pr == 0 && dh == 1 && dw == 1) {
+        int err = ORTNPU_OK;
+#pragma omp parallel num_threads(nt)
+        {
+            int16_t *tmp = scratch(S_IN0, (size_t)w * sizeof(int16_t));
+            if (!tmp) {
+#pragma omp atomic write
+                err = ORTNPU_ENOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < n * c; i++) {
+                if (!tmp) continue;
+                const int64_t src = i * h * w, dst = i * oh * ow;
+                if (xtype == ORTNPU_T_I8)
+                    maxpool_plane_i8((const int8_t *)x + src, w, kh, kw, sh, sw, oh, ow,
+                                     act_min, act_max, (int8_t *)y + dst, (int8_t *)tmp);
+                else if (xtype == ORTNPU_T_U8)
+                    maxpool_plane_u8((const uint8_t *)x + src, w, kh, kw, sh, sw, oh, ow,
+                                     act_min, act_max, (uint8_t *)y + dst, (uint8_t *)tmp);
+                else
+                    maxpool_plane_i16((const int16_t *)x + src, w, kh, kw, sh, sw, oh, ow,
+                                      act_min, act_max, (int16_t *)y + dst, tmp);
+            }
+        }
+        return err;
+    }
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int64_t pl_i = 0; pl_i < n * c; pl_i++) {
         const int64_t src = pl_i * h * w, dst = pl_i * oh * ow;

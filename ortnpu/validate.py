@@ -221,7 +221,7 @@ def _check_versions(model: onnx.ModelProto, origin: str) -> None:
         raise ModelError(f"{origin}: the model imports {DOMAIN} version {seen[DOMAIN]}; this "
                          f"ortnpu implements version {DOMAIN_VERSION}")
     local = {f.domain for f in model.functions}
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         domain = "" if node.domain == "ai.onnx" else node.domain
         if domain not in seen and domain not in local:
             raise ModelError(f"{origin}: node {_node_name(node)} uses domain "
@@ -276,12 +276,13 @@ def _node_name(node: onnx.NodeProto) -> str:
     return f"{node.name!r} ({node.op_type})" if node.name else f"<unnamed {node.op_type}>"
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+def all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
+    """The nodes of ``graph`` and of every subgraph inside it (If/Loop/Scan bodies)."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             for sub in _subgraphs(attr):
-                yield from _all_nodes(sub)
+                yield from all_nodes(sub)
 
 
 def _subgraphs(attr: onnx.AttributeProto) -> list[onnx.GraphProto]:
@@ -415,7 +416,7 @@ def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
     from ortnpu.domain.spec import parse_op_type
 
     inits = {t.name: t for t in model.graph.initializer}
-    for node in _all_nodes(model.graph):
+    for node in all_nodes(model.graph):
         if node.domain != DOMAIN:
             continue
         where = f"{origin}: node {_node_name(node)}"

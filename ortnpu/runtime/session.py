@@ -131,6 +131,7 @@ class InferenceSession:
             from ortnpu.runtime.native_program import compile_subgraphs, library_path
 
             fused, self._programs = fuse_subgraphs(proto)
+            fused = fused if self._programs else proto
             if self._programs and native:
                 fused, self._natives, self.compile_reports = compile_subgraphs(fused,
                                                                                self._programs)
@@ -138,7 +139,15 @@ class InferenceSession:
                     opts.register_custom_ops_library(library_path())
             if self._programs:
                 data = fused.SerializeToString()
-        del proto
+            final = fused
+        else:
+            final = proto
+        # Python custom ops left in the graph record their errors for run() to raise
+        from ortnpu.validate import all_nodes
+
+        self._python_ops = any(n.domain == registry.DOMAIN for n in all_nodes(final.graph)) or \
+            any(n.domain == registry.DOMAIN for f in final.functions for n in f.node)
+        del proto, final
         try:
             self._sess = ort.InferenceSession(data, opts,
                                               providers=list(providers or ["CPUExecutionProvider"]))
@@ -146,6 +155,14 @@ class InferenceSession:
             raise ModelError(f"{self.model_name}: onnxruntime cannot load the model: "
                              f"{first_line(exc)}") from None
         self._inputs = {i.name: i for i in self._sess.get_inputs()}
+        self._names = frozenset(self._inputs)
+        #: per input: the numpy dtype onnxruntime wants and the (axis, size) of fixed axes
+        self._feed_spec = {}
+        for name, info in self._inputs.items():
+            shape = info.shape if self._ranked.get(name, True) else None
+            fixed = None if shape is None else (
+                len(shape), tuple((k, d) for k, d in enumerate(shape) if isinstance(d, int)))
+            self._feed_spec[name] = (_NP_OF_ORT.get(info.type), fixed)
 
     # -- the onnxruntime surface -------------------------------------------------------------
     def get_inputs(self) -> list[Any]:
@@ -178,66 +195,81 @@ class InferenceSession:
             KernelError: an integer kernel refused its inputs (names the node).
         """
         feed = self._check_feed(input_feed)
-        registry.take_errors()
+        if self._python_ops:
+            registry.take_errors()
         try:
             result = self._sess.run(list(output_names) if output_names else None, feed,
                                     run_options)
         except Exception as exc:
-            errors = registry.take_errors()
+            errors = registry.take_errors() if self._python_ops else []
             if errors:
                 raise errors[0] from None
-            raise ModelError(f"{self.model_name}: onnxruntime failed to run: "
-                             f"{first_line(exc)}") from None
-        errors = registry.take_errors()
-        if errors:
-            raise errors[0]
+            message = first_line(exc)
+            if "ortnpu: " in message:  # a compiled subgraph's status names the layer
+                raise KernelError(f"{self.model_name}: "
+                                  f"{message[message.index('ortnpu: ') + 8:]}") from None
+            raise ModelError(f"{self.model_name}: onnxruntime failed to run: {message}") from None
+        if self._python_ops:
+            errors = registry.take_errors()
+            if errors:
+                raise errors[0]
         return result
 
     def _check_feed(self, input_feed: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The feed as onnxruntime wants it, or a ModelError saying what is wrong."""
         if not isinstance(input_feed, Mapping):
             raise ModelError(f"{self.model_name}: the input feed must be a dict of name -> array")
-        unknown = sorted(set(input_feed) - set(self._inputs))
-        if unknown:
-            raise ModelError(f"{self.model_name}: unknown input(s) {unknown}; the model's inputs "
-                             f"are {sorted(self._inputs)}")
-        missing = sorted(set(self._inputs) - set(input_feed))
-        if missing:
-            raise ModelError(f"{self.model_name}: missing input(s) {missing}")
+        if input_feed.keys() != self._names:
+            unknown = sorted(set(input_feed) - self._names)
+            if unknown:
+                raise ModelError(f"{self.model_name}: unknown input(s) {unknown}; the model's "
+                                 f"inputs are {sorted(self._inputs)}")
+            raise ModelError(f"{self.model_name}: missing input(s) "
+                             f"{sorted(self._names - set(input_feed))}")
         feed = {}
         for name, value in input_feed.items():
-            info = self._inputs[name]
-            want = _NP_OF_ORT.get(info.type)
-            try:  # np.ascontiguousarray would turn a 0-d array into shape [1]
-                arr = np.asarray(value)
-                arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
-            except (ValueError, TypeError) as exc:
-                raise ModelError(f"{self.model_name}: input {name!r} is not an array: "
-                                 f"{first_line(exc)}") from None
+            want, fixed = self._feed_spec[name]
+            if type(value) is np.ndarray and value.flags.c_contiguous:
+                arr = value                      # the common case: nothing to convert
+            else:
+                try:  # np.ascontiguousarray would turn a 0-d array into shape [1]
+                    arr = np.asarray(value)
+                    arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+                except (ValueError, TypeError) as exc:
+                    raise ModelError(f"{self.model_name}: input {name!r} is not an array: "
+                                     f"{first_line(exc)}") from None
             if want is not None and arr.dtype != want:
                 raise ModelError(f"{self.model_name}: input {name!r} has dtype {arr.dtype}, the "
                                  f"model expects {np.dtype(want)}; convert it with "
                                  f".astype(np.{np.dtype(want).name})")
             if arr.dtype.kind == "f" and self.nan_policy != "allow":
-                nan = np.isnan(arr)
-                if nan.any():
-                    if self.nan_policy == "raise":
-                        first = [int(i) for i in np.argwhere(nan)[0]]
-                        raise ModelError(
-                            f"{self.model_name}: input {name!r} contains {int(nan.sum())} NaN "
-                            f"value(s), the first at index {first}; clean the data, or create "
-                            "the session with nan_policy='zero' (NaN -> 0.0) or 'allow'")
-                    arr = np.where(nan, arr.dtype.type(0), arr)
-            shape = info.shape if self._ranked.get(name, True) else None
-            if shape is not None and len(shape) != arr.ndim:
-                raise ModelError(f"{self.model_name}: input {name!r} has rank {arr.ndim} "
-                                 f"(shape {list(arr.shape)}), the model expects rank "
-                                 f"{len(shape)} ({shape})")
-            for k, (d, n) in enumerate(zip(shape or [], arr.shape, strict=False)):
-                if isinstance(d, int) and d != n:
-                    raise ModelError(f"{self.model_name}: input {name!r} dimension {k} is {n}, "
-                                     f"the model expects {d} (shape {shape})")
+                arr = self._clean_nan(name, arr)
+            if fixed is not None:
+                rank, dims = fixed
+                if rank != arr.ndim:
+                    raise ModelError(f"{self.model_name}: input {name!r} has rank {arr.ndim} "
+                                     f"(shape {list(arr.shape)}), the model expects rank "
+                                     f"{rank} ({self._inputs[name].shape})")
+                for k, d in dims:
+                    if arr.shape[k] != d:
+                        raise ModelError(f"{self.model_name}: input {name!r} dimension {k} is "
+                                         f"{arr.shape[k]}, the model expects {d} (shape "
+                                         f"{self._inputs[name].shape})")
             feed[name] = arr
         return feed
+
+    def _clean_nan(self, name: str, arr: np.ndarray) -> np.ndarray:
+        """Apply the NaN policy (a mask and ``any`` beat a NaN-propagating sum: measured)."""
+        nan = np.isnan(arr)
+        if not nan.any():
+            return arr
+        if self.nan_policy == "raise":
+            first = [int(i) for i in np.argwhere(nan)[0]]
+            raise ModelError(
+                f"{self.model_name}: input {name!r} contains {int(nan.sum())} NaN "
+                f"value(s), the first at index {first}; clean the data, or create "
+                "the session with nan_policy='zero' (NaN -> 0.0) or 'allow'")
+        return np.where(nan, arr.dtype.type(0), arr)
 
 
 __all__ = ["InferenceSession", "KernelError", "pending_errors", "session_options"]
