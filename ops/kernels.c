@@ -97,6 +97,12 @@ typedef struct {
     void (*dw_cl_mac)(uint32_t *, const int16_t *, const int16_t *, int64_t);
     void (*quad_gather)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *,
                         uint8_t *, int64_t);
+    /* depthwise 3x3 output row by pair multiply-adds (NULL: use dw_row3) */
+    void (*dw3_row)(uint32_t *, const int16_t *, const int16_t *, const int16_t *, int64_t,
+                    int64_t, const int8_t *, int16_t *);
+    /* u8 x s8 tile over 16 * NC columns and the whole K (AVX-512 VNNI only, NULL elsewhere) */
+    void (*wide_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
+                         int32_t *, int64_t, int);
 } ortnpu_isa_t;
 
 /* portable build of the inner loops */
@@ -211,6 +217,49 @@ bcast_tile_u8_vnni_r(const int8_t *U, int64_t ldu, const int R, const uint8_t *V
         _mm512_storeu_si512((void *)(C + r * ldc), _mm512_add_epi32(a0[r], a1[r]));
 }
 
+/* The u8 x s8 tile over 16 * NC columns at once (NC up to 4) and the whole K range: each
+ * broadcast weight quad feeds NC accumulators, which is what small-K layers (1x1 convs with
+ * few input channels) need; 16 accumulators hide the instruction latency. */
+static inline __attribute__((always_inline)) void
+wide_tile_u8_vnni_rn(const int8_t *U, int64_t ldu, const int R, const uint8_t *V, int64_t ldv,
+                     int64_t kp, int32_t *C, int64_t ldc, const int NC) {
+    __m512i a[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NC; c++) a[r][c] = _mm512_setzero_si512();
+    for (int64_t j = 0; j < kp; j++) {
+        __m512i v[4];
+        for (int c = 0; c < NC; c++)
+            v[c] = _mm512_loadu_si512((const void *)(V + 4 * (j * ldv + 16 * c)));
+        for (int r = 0; r < R; r++) {
+            int32_t u;
+            memcpy(&u, U + r * ldu + 4 * j, sizeof u);
+            const __m512i w = _mm512_set1_epi32(u);
+            for (int c = 0; c < NC; c++) a[r][c] = _mm512_dpbusd_epi32(a[r][c], v[c], w);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NC; c++)
+            _mm512_storeu_si512((void *)(C + r * ldc + 16 * c), a[r][c]);
+}
+
+static void wide_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_t *V,
+                              int64_t ldv, int64_t kp, int32_t *C, int64_t ldc, int NC) {
+#define ORTNPU_WIDE(RR)                                                                         \
+    switch (NC) {                                                                              \
+    case 1: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 1); break;                    \
+    case 2: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 2); break;                    \
+    case 3: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 3); break;                    \
+    default: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 4); break;                   \
+    }
+    switch (R) {
+    case 1: ORTNPU_WIDE(1) break;
+    case 2: ORTNPU_WIDE(2) break;
+    case 3: ORTNPU_WIDE(3) break;
+    default: ORTNPU_WIDE(4) break;
+    }
+#undef ORTNPU_WIDE
+}
+
 static void bcast_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_t *V,
                                int64_t ldv, int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
     switch (R) {
@@ -275,6 +324,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2, quad_gather_avx2,
+    dw3_row_avx2, wide_tile_u8_vnni,
 };
 #endif
 
@@ -477,6 +527,11 @@ typedef struct {
 
 static const int16_t conv_zeros[288] = {0};
 
+/* int8 to uint8 by adding 128 (restrict: lets the compiler vectorize the byte loop) */
+static void flip_i8(uint8_t *restrict d, const int8_t *restrict s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] = (uint8_t)s[i] ^ 0x80u;
+}
+
 /* The padded copy of every plane of x (see conv_ctx_t); 64 elements of slack at the end
  * because the last tile reads up to 15 pixels past the last output. */
 static void *pad_planes(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
@@ -494,8 +549,7 @@ static void *pad_planes(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
             for (int64_t y = 0; y < p->h; y++) {
                 uint8_t *row = d + (y + p->pt) * wp + p->pl;
                 if (p->xtype == ORTNPU_T_I8) {
-                    const int8_t *s = (const int8_t *)x + src + y * p->w;
-                    for (int64_t i = 0; i < p->w; i++) row[i] = (uint8_t)(s[i] + qoff);
+                    flip_i8(row, (const int8_t *)x + src + y * p->w, p->w);
                 } else {
                     memcpy(row, (const uint8_t *)x + src + y * p->w, (size_t)p->w);
                 }
@@ -703,7 +757,13 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             for (int64_t blk = b0; blk < b1; blk++) {
                 int64_t c0 = g * coutg + blk * 4;
                 int R = (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4);
-                for (int64_t col = 0; col < tpc; col += 16) {
+                const int wide = G == 4 && !blocked && I->wide_tile_u8;
+                for (int64_t col = 0; wide && col < tpc; col += 64) {
+                    int nc = (int)((tpc - col) / 16 < 4 ? (tpc - col) / 16 : 4);
+                    I->wide_tile_u8((const int8_t *)U + c0 * K2, K2, R, V + 4 * col, TP, Kp,
+                                    acc + col, TP, nc);
+                }
+                for (int64_t col = 0; !wide && col < tpc; col += 16) {
                     int64_t jstep = blocked ? kb : Kp;
                     if (blocked)
                         for (int r = 0; r < R; r++)
@@ -752,9 +812,14 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
     const int64_t P = p->oh * p->ow, items = p->n * p->cout, taps = p->kh * p->kw;
 #pragma omp parallel num_threads(nt)
     {
-        int16_t *plane = scratch(S_IN0, (size_t)(hp * wp) * sizeof(int16_t));
-        uint32_t *acc = scratch(S_IN1, (size_t)P * sizeof(uint32_t));
-        int ok = plane && acc;
+        const int pairs3 = I->dw3_row && p->kh == 3 && p->kw == 3 && p->dh == 1 &&
+                           p->dw == 1 && (p->sw == 1 || p->sw == 2);
+        /* slack: dw3_row reads up to 2 * (ow + 16) past a row start */
+        int16_t *plane = scratch(S_IN0, (size_t)(hp * wp + 2 * p->ow + 64) * sizeof(int16_t));
+        uint32_t *acc = scratch(S_IN1, (size_t)(P + 16) * sizeof(uint32_t));
+        int16_t *pairs = pairs3 ? scratch(S_IN2, (size_t)(8 * (p->ow + 24)) * sizeof(int16_t))
+                                : NULL;
+        int ok = plane && acc && (!pairs3 || pairs);
         if (!ok) {
 #pragma omp atomic write
             *err = ORTNPU_ENOMEM;
@@ -774,7 +839,11 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
             }
             fill_i16(plane + (p->pt + p->h) * wp, zp, p->pb * wp);
             const int8_t *wk = w + co * taps;
-            for (int64_t oy = 0; oy < p->oh; oy++) {
+            for (int64_t oy = 0; pairs3 && oy < p->oh; oy++) {
+                const int16_t *r0 = plane + oy * p->sh * wp;
+                I->dw3_row(acc + oy * p->ow, r0, r0 + wp, r0 + 2 * wp, p->sw, p->ow, wk, pairs);
+            }
+            for (int64_t oy = 0; !pairs3 && oy < p->oh; oy++) {
                 uint32_t *a = acc + oy * p->ow;
                 memset(a, 0, (size_t)p->ow * sizeof *a);
                 for (int64_t ky = 0; ky < p->kh; ky++) {

@@ -262,6 +262,60 @@ static void FN(dw_row3)(uint32_t *restrict acc, const int16_t *restrict src, int
     }
 }
 
+/* Depthwise 3x3, dilation 1, stride 1 or 2, one output row: acc[i] = sum over the nine taps
+ * (stored, not added). Rows r0 and r1 are interleaved into int16 pairs (r2 with zeros) so
+ * that one pair multiply-add (madd: a0*b0 + a1*b1, exact in int32 for int16 values times
+ * int8 weights) does two taps; stride 2 reads the even and odd columns as two phases.
+ * pairs: scratch of 4 * 2 * (ow + 24) int16. NULL in the portable build. */
+#if ORTNPU_ISA_AVX2
+static void FN(dw3_row)(uint32_t *restrict acc, const int16_t *r0, const int16_t *r1,
+                        const int16_t *r2, int64_t sw, int64_t ow, const int8_t *wk,
+                        int16_t *restrict pairs) {
+    /* pairs per phase buffer: lanes up to round8(ow) + 2; the rows are read that far (the
+     * caller's plane has slack), values past the row only reach lanes >= ow, not stored
+     * beyond the caller's slack either */
+    const int64_t L = ((ow + 7) & ~INT64_C(7)) + 8;
+    for (int64_t ph = 0; ph < sw; ph++) {
+        int16_t *restrict p01 = pairs + (ph * 2) * 2 * L, *restrict p2 = p01 + 2 * L;
+        if (sw == 1) {
+            for (int64_t j = 0; j < L; j++) {
+                p01[2 * j] = r0[j];
+                p01[2 * j + 1] = r1[j];
+                p2[2 * j] = r2[j];
+                p2[2 * j + 1] = 0;
+            }
+        } else {
+            for (int64_t j = 0; j < L; j++) {
+                p01[2 * j] = r0[2 * j + ph];
+                p01[2 * j + 1] = r1[2 * j + ph];
+                p2[2 * j] = r2[2 * j + ph];
+                p2[2 * j + 1] = 0;
+            }
+        }
+    }
+    __m256i w01[3], w2[3];
+    for (int kx = 0; kx < 3; kx++) {
+        w01[kx] = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)wk[3 + kx] << 16) |
+                                              (uint16_t)(int16_t)wk[kx]));
+        w2[kx] = _mm256_set1_epi32((int32_t)(uint16_t)(int16_t)wk[6 + kx]);
+    }
+    for (int64_t i = 0; i < ow; i += 8) {
+        __m256i s = _mm256_setzero_si256();
+        for (int kx = 0; kx < 3; kx++) {
+            const int64_t ph = kx % sw, off = kx / sw;
+            const int16_t *p01 = pairs + (ph * 2) * 2 * L, *p2 = p01 + 2 * L;
+            __m256i a = _mm256_loadu_si256((const __m256i *)(p01 + 2 * (i + off)));
+            __m256i c = _mm256_loadu_si256((const __m256i *)(p2 + 2 * (i + off)));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(a, w01[kx]));
+            s = _mm256_add_epi32(s, _mm256_madd_epi16(c, w2[kx]));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + i), s);
+    }
+}
+#else
+#define dw3_row_scalar NULL
+#endif
+
 /* Channels-last depthwise tap: acc[c] += x[c] * w[c] (int16 operands, exact int32 products,
  * wrapping uint32 sums); a plain loop the AVX2 build vectorizes. */
 static void FN(dw_cl_mac)(uint32_t *restrict acc, const int16_t *restrict xs,
@@ -337,5 +391,5 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    FN(quad_interleave), NULL, FN(dw_row3), FN(dw_cl_mac), FN(quad_gather),
+    FN(quad_interleave), NULL, FN(dw_row3), FN(dw_cl_mac), FN(quad_gather), FN(dw3_row), NULL,
 };
