@@ -88,7 +88,6 @@ typedef struct {
     void (*dw_row)(uint32_t *, const int16_t *, int64_t, int64_t, int32_t);
     void (*finish32_double)(const int32_t *, int64_t, uint32_t, int64_t, int, int64_t, int64_t,
                             int64_t, void *, int);
-    void (*quad_interleave)(const int16_t *, int64_t, uint8_t *, int64_t, int16_t);
     /* u8 x s8 quad tile (AVX-512 VNNI only, NULL elsewhere): like bcast_tile with groups of
      * four bytes, U signed weights, V unsigned activations */
     void (*bcast_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
@@ -323,7 +322,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    quad_interleave_avx2, bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2, quad_gather_avx2,
+    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2, quad_gather_avx2,
     dw3_row_avx2, wide_tile_u8_vnni,
 };
 #endif
@@ -512,17 +511,17 @@ static int64_t round16(int64_t a) { return (a + 15) & ~INT64_C(15); }
 
 /* ============================================================================== Conv */
 
+/* The im2col of the GEMM convolution reads a zero-point padded copy of the input split into
+ * stride phases: phase (py, px) of a plane holds the padded pixels (i * sh + py, j * sw + px),
+ * hph x wph of them. Output pixel (oy, ox) then reads tap (ky, kx) at phase
+ * ((ky * dh) % sh, (kx * dw) % sw), position (oy + ky * dh / sh, ox + kx * dw / sw): for every
+ * stride, a tap's values for a run of output pixels are one contiguous slice. Output pixels go
+ * over the phase-width grid q = oy * wph + ox; columns ox >= ow are computed and dropped.
+ * Values are uint8 with the quad offset for G = 4, int16 for G = 2. */
 typedef struct {
-    const ortnpu_conv_t *p;
-    const void *x;
     int64_t K, K2, Kp, P, TP;
-    int plain_1x1;
-    const int64_t *lo, *hi; /* per kx: range of output columns reading inside the input */
-    /* stride 1: zero-point padded copy of the input (uint8 with the quad offset for G = 4,
-     * int16 for G = 2), Hp x Wp per plane; output pixels go over the padded-width grid
-     * q = oy * Wp + ox, whose columns ox >= ow are computed and dropped */
     const void *xp;
-    int64_t hp, wp;
+    int64_t hph, wph, nph; /* phase plane size, phases per channel (sh * sw) */
 } conv_ctx_t;
 
 static const int16_t conv_zeros[288] = {0};
@@ -532,34 +531,75 @@ static void flip_i8(uint8_t *restrict d, const int8_t *restrict s, int64_t n) {
     for (int64_t i = 0; i < n; i++) d[i] = (uint8_t)s[i] ^ 0x80u;
 }
 
-/* The padded copy of every plane of x (see conv_ctx_t); 64 elements of slack at the end
+/* Even and odd bytes of src[0..n) to ev[0..(n+1)/2) and od[0..n/2), each XOR f. */
+static void deinterleave2_u8(const uint8_t *restrict src, int64_t n, uint8_t *restrict ev,
+                             uint8_t *restrict od, uint8_t f) {
+    int64_t i = 0;
+#if ORTNPU_HAVE_SSE2
+    const __m128i lo8 = _mm_set1_epi16(0x00FF), vf = _mm_set1_epi8((char)f);
+    for (; i + 32 <= n; i += 32) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
+        __m128i e = _mm_packus_epi16(_mm_and_si128(a, lo8), _mm_and_si128(b, lo8));
+        __m128i o = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+        _mm_storeu_si128((__m128i *)(ev + i / 2), _mm_xor_si128(e, vf));
+        _mm_storeu_si128((__m128i *)(od + i / 2), _mm_xor_si128(o, vf));
+    }
+#endif
+    for (; i < n; i++) {
+        if (i & 1)
+            od[i / 2] = src[i] ^ f;
+        else
+            ev[i / 2] = src[i] ^ f;
+    }
+}
+
+/* The phase planes of every input plane (see conv_ctx_t); 64 elements of slack at the end
  * because the last tile reads up to 15 pixels past the last output. */
-static void *pad_planes(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
-                        int64_t hp, int64_t wp) {
-    const int64_t planes = p->n * p->c, plane = hp * wp, es = G == 4 ? 1 : 2;
+static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
+                        const conv_ctx_t *cx) {
+    const int64_t planes = p->n * p->c, phase = cx->hph * cx->wph, plane = cx->nph * phase;
+    const int64_t es = G == 4 ? 1 : 2, sh = p->sh, sw = p->sw;
     char *xp = scratch(S_OUT2, (size_t)((planes * plane + 64) * es));
     if (!xp) return NULL;
     memset(xp + planes * plane * es, 0, (size_t)(64 * es));
     const int64_t zp = p->x_zp + (G == 4 ? qoff : 0);
+    if (G == 4)
+        memset(xp, (int)(uint8_t)zp, (size_t)(planes * plane));
+    else
+        fill_i16((int16_t *)(void *)xp, (int16_t)zp, planes * plane);
     for (int64_t pl = 0; pl < planes; pl++) {
-        const int64_t src = pl * p->h * p->w;
-        if (G == 4) {
-            uint8_t *d = (uint8_t *)xp + pl * plane;
-            memset(d, (int)(uint8_t)zp, (size_t)plane);
-            for (int64_t y = 0; y < p->h; y++) {
-                uint8_t *row = d + (y + p->pt) * wp + p->pl;
-                if (p->xtype == ORTNPU_T_I8) {
-                    flip_i8(row, (const int8_t *)x + src + y * p->w, p->w);
+        for (int64_t y = 0; y < p->h; y++) {
+            const int64_t src = (pl * p->h + y) * p->w, r = y + p->pt;
+            const int64_t row = pl * plane + (r % sh) * sw * phase + (r / sh) * cx->wph;
+            if (G == 4 && sw == 2) { /* both phases of the row in one pass */
+                uint8_t *ph0 = (uint8_t *)xp + row, *ph1 = ph0 + phase;
+                uint8_t *ev = p->pl % 2 ? ph1 : ph0, *od = p->pl % 2 ? ph0 : ph1;
+                deinterleave2_u8((const uint8_t *)x + src, p->w, ev + p->pl / 2,
+                                 od + (p->pl + 1) / 2, p->xtype == ORTNPU_T_I8 ? 0x80u : 0u);
+                continue;
+            }
+            for (int64_t px = 0; px < sw && px < p->w + p->pl; px++) {
+                /* input columns x with (x + pl) % sw == px, from x0 on */
+                const int64_t x0 = ((px - p->pl) % sw + sw) % sw;
+                if (x0 >= p->w) continue;
+                const int64_t cnt = (p->w - x0 + sw - 1) / sw;
+                const int64_t at = pl * plane + ((r % sh) * sw + px) * phase +
+                                   (r / sh) * cx->wph + (x0 + p->pl) / sw;
+                if (G == 2) {
+                    load_i16((int16_t *)(void *)xp + at, x, p->xtype, src + x0, sw, cnt);
+                } else if (sw == 1) {
+                    if (p->xtype == ORTNPU_T_I8)
+                        flip_i8((uint8_t *)xp + at, (const int8_t *)x + src + x0, cnt);
+                    else
+                        memcpy(xp + at, (const uint8_t *)x + src + x0, (size_t)cnt);
                 } else {
-                    memcpy(row, (const uint8_t *)x + src + y * p->w, (size_t)p->w);
+                    uint8_t *d = (uint8_t *)xp + at;
+                    const uint8_t *sx = (const uint8_t *)x + src + x0;
+                    const uint8_t f = p->xtype == ORTNPU_T_I8 ? 0x80u : 0u;
+                    for (int64_t i = 0; i < cnt; i++) d[i] = sx[i * sw] ^ f;
                 }
             }
-        } else {
-            int16_t *d = (int16_t *)(void *)xp + pl * plane;
-            fill_i16(d, (int16_t)zp, plane);
-            for (int64_t y = 0; y < p->h; y++)
-                load_i16(d + (y + p->pt) * wp + p->pl, x, p->xtype, src + y * p->w, 1,
-                         p->w);
         }
     }
     return xp;
@@ -590,42 +630,6 @@ ORTNPU_COMPACT(compact32, int32_t)
 ORTNPU_COMPACT(compact64, int64_t)
 #undef ORTNPU_COMPACT
 
-/* One im2col row: value of tap k (input channel ci, ky, kx) for output pixels p0..p0+tp of
- * image n, padding filled with x_zp. */
-static void im2col_row(const conv_ctx_t *cx, int64_t n, int64_t ci, int64_t ky, int64_t kx,
-                       int64_t p0, int64_t tp, int64_t oy0, int64_t ox0, int16_t *dst) {
-    const ortnpu_conv_t *p = cx->p;
-    const int16_t zp = (int16_t)p->x_zp;
-    const int64_t plane = (n * p->c + ci) * p->h * p->w;
-    if (cx->plain_1x1) { /* 1x1, stride 1, no padding: output pixel q is input pixel q */
-        load_i16(dst, cx->x, p->xtype, plane + p0, 1, tp);
-        return;
-    }
-    const int64_t off = kx * p->dw - p->pl;
-    /* output columns whose input column ox*sw + off lies inside [0, w) (precomputed) */
-    const int64_t lo = cx->lo[kx], hi = cx->hi[kx];
-    int64_t done = 0, oy = oy0, ox = ox0;
-    while (done < tp) {
-        int64_t cnt = p->ow - ox < tp - done ? p->ow - ox : tp - done;
-        int16_t *d = dst + done;
-        int64_t iy = oy * p->sh + ky * p->dh - p->pt;
-        if (iy < 0 || iy >= p->h) {
-            fill_i16(d, zp, cnt);
-        } else {
-            int64_t a = lo > ox ? lo : ox, b = hi < ox + cnt ? hi : ox + cnt;
-            if (a > ox + cnt) a = ox + cnt;
-            if (b < a) b = a;
-            fill_i16(d, zp, a - ox);
-            load_i16(d + (a - ox), cx->x, p->xtype, plane + iy * p->w + a * p->sw + off, p->sw,
-                     b - a);
-            fill_i16(d + (b - ox), zp, ox + cnt - b);
-        }
-        done += cnt;
-        oy++;
-        ox = 0;
-    }
-}
-
 /* The tap after (ci, ky, kx) in weight order, without divisions. */
 static inline void next_tap(const ortnpu_conv_t *p, int64_t *ci, int64_t *ky, int64_t *kx) {
     if (++*kx == p->kw) {
@@ -645,24 +649,19 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                       const void *x, const void *U, int G, int16_t qoff, const uint64_t *corr,
                       const int32_t *mult, const int32_t *shift, void *y, int nt, int *err) {
     conv_ctx_t cx;
-    cx.p = p;
-    cx.x = x;
     cx.K = p->cg * p->kh * p->kw;
     cx.Kp = ceil_div(cx.K, G); /* tap groups */
     cx.K2 = G * cx.Kp;         /* weight row length, in elements */
     cx.P = p->oh * p->ow;
-    const int s1 = p->sh == 1 && p->sw == 1;
-    cx.hp = p->h + p->pt + p->pb;
-    cx.wp = p->w + p->pl + p->pr;
-    cx.xp = NULL;
-    if (s1) {
-        cx.xp = pad_planes(p, x, G, qoff, cx.hp, cx.wp);
-        if (!cx.xp) {
-            *err = ORTNPU_ENOMEM;
-            return;
-        }
+    cx.hph = ceil_div(p->h + p->pt + p->pb, p->sh);
+    cx.wph = ceil_div(p->w + p->pl + p->pr, p->sw);
+    cx.nph = p->sh * p->sw;
+    cx.xp = pad_phases(p, x, G, qoff, &cx);
+    if (!cx.xp) {
+        *err = ORTNPU_ENOMEM;
+        return;
     }
-    const int64_t Pq = s1 ? (p->oh - 1) * cx.wp + p->ow : cx.P; /* pixels the tiles cover */
+    const int64_t Pq = (p->oh - 1) * cx.wph + p->ow; /* grid pixels the tiles cover */
     /* pixel tile: the packed im2col tile (Kp x TP x 4 bytes) stays within ~128 KiB */
     int64_t tp = (INT64_C(128) * 1024 / (cx.Kp * 4)) & ~INT64_C(15);
     if (tp < 16) tp = 16;
@@ -683,28 +682,13 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     const int64_t kb = o->acc_bits == 32 ? 0 : INT32_MAX / (G * vabs * 128);
     const int blocked = kb > 0 && kb < cx.Kp;
     const int64_t TP = cx.TP, Kp = cx.Kp, K2 = cx.K2;
-    cx.plain_1x1 = p->kh == 1 && p->kw == 1 && p->sh == 1 && p->sw == 1 && p->pt == 0 &&
-                   p->pl == 0 && p->pb == 0 && p->pr == 0;
-    int64_t *lohi = scratch(S_OUT3, (size_t)(2 * p->kw) * sizeof(int64_t));
-    if (!lohi) {
-        *err = ORTNPU_ENOMEM;
-        return;
-    }
-    for (int64_t kx = 0; kx < p->kw; kx++) {
-        const int64_t off = kx * p->dw - p->pl;
-        lohi[kx] = off >= 0 ? 0 : ceil_div(-off, p->sw);
-        lohi[p->kw + kx] = p->w - off <= 0 ? 0 : ceil_div(p->w - off, p->sw);
-    }
-    cx.lo = lohi;
-    cx.hi = lohi + p->kw;
 
 #pragma omp parallel num_threads(nt)
     {
         uint8_t *V = scratch(S_IN0, (size_t)(Kp * TP * 4));
-        int16_t *rows = scratch(S_IN1, (size_t)(G * TP) * sizeof(int16_t));
         int32_t *acc = scratch(S_IN2, (size_t)(4 * TP) * sizeof(int32_t));
         int64_t *acc64 = blocked ? scratch(S_IN3, (size_t)(4 * TP) * sizeof(int64_t)) : NULL;
-        int ok = V && rows && acc && (!blocked || acc64);
+        int ok = V && acc && (!blocked || acc64);
         if (!ok) {
 #pragma omp atomic write
             *err = ORTNPU_ENOMEM;
@@ -716,15 +700,16 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t t = rest % ntiles, ng = rest / ntiles;
             int64_t g = ng % p->group, n = ng / p->group;
             int64_t p0 = t * TP, tpx = Pq - p0 < TP ? Pq - p0 : TP, tpc = round16(tpx);
-            const int64_t oy0 = p0 / p->ow, ox0 = p0 % p->ow;
             /* im2col of this tile into V: V[j][c][0..G) = taps G*j .. G*j+G-1 of pixel c */
             int64_t ci = g * p->cg, ky = 0, kx = 0; /* tap kk, advanced without divisions */
-            for (int64_t k = 0; s1 && k < cx.K; k += G) {
+            for (int64_t k = 0; k < cx.K; k += G) {
                 const void *src[4];
                 for (int h = 0; h < G; h++) {
                     if (k + h < cx.K) {
-                        int64_t at = ((n * p->c + ci) * cx.hp + ky * p->dh) * cx.wp +
-                                     kx * p->dw + p0;
+                        const int64_t ry = ky * p->dh, rx = kx * p->dw;
+                        const int64_t ph = (ry % p->sh) * p->sw + rx % p->sw;
+                        const int64_t at = (((n * p->c + ci) * cx.nph + ph) * cx.hph +
+                                            ry / p->sh) * cx.wph + rx / p->sw + p0;
                         src[h] = (const char *)cx.xp + at * (G == 4 ? 1 : 2);
                         next_tap(p, &ci, &ky, &kx);
                     } else {
@@ -735,23 +720,6 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                     I->interleave(src[0], src[1], (int16_t *)(void *)V + k * TP, tpc);
                 else
                     I->quad_gather(src[0], src[1], src[2], src[3], V + k * TP, tpc);
-            }
-            for (int64_t k = 0; !s1 && k < cx.K; k += G) {
-                for (int h = 0; h < G; h++) {
-                    int16_t *row = rows + h * TP;
-                    int64_t kk = k + h;
-                    if (kk < cx.K) {
-                        im2col_row(&cx, n, ci, ky, kx, p0, tpx, oy0, ox0, row);
-                        fill_i16(row + tpx, 0, tpc - tpx);
-                        next_tap(p, &ci, &ky, &kx);
-                    } else {
-                        fill_i16(row, 0, tpc); /* the weights are 0 there */
-                    }
-                }
-                if (G == 2)
-                    I->interleave(rows, rows + TP, (int16_t *)(void *)V + (k / 2) * TP * 2, tpc);
-                else
-                    I->quad_interleave(rows, TP, V + (k / 4) * TP * 4, tpc, qoff);
             }
             int64_t b0 = split * nblk / nsplit, b1 = (split + 1) * nblk / nsplit;
             for (int64_t blk = b0; blk < b1; blk++) {
@@ -789,9 +757,9 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                 for (int r = 0; r < R; r++) {
                     int64_t c = c0 + r, pi = p->n_params == 1 ? 0 : c;
                     int64_t first = p0, cnt = tpx;
-                    if (s1 && cx.wp != p->ow)
-                        cnt = blocked ? compact64(acc64 + r * TP, p0, tpx, cx.wp, p->ow, &first)
-                                      : compact32(acc + r * TP, p0, tpx, cx.wp, p->ow, &first);
+                    if (cx.wph != p->ow)
+                        cnt = blocked ? compact64(acc64 + r * TP, p0, tpx, cx.wph, p->ow, &first)
+                                      : compact32(acc + r * TP, p0, tpx, cx.wph, p->ow, &first);
                     if (cnt > 0)
                         finish_row(I, blocked ? NULL : acc + r * TP,
                                    blocked ? acc64 + r * TP : NULL, cnt, corr[c], mult + pi,

@@ -181,19 +181,6 @@ static void FN(interleave)(const int16_t *restrict a, const int16_t *restrict b,
     }
 }
 
-/* dst[4i + q] = (uint8)(rows[q*ld + i] + off): four K rows into the u8 quad layout (the
- * values are 8-bit activations, off = 128 turns int8 into uint8). */
-static void FN(quad_interleave)(const int16_t *restrict rows, int64_t ld, uint8_t *restrict dst,
-                                int64_t n, int16_t off) {
-    const int16_t *r0 = rows, *r1 = rows + ld, *r2 = rows + 2 * ld, *r3 = rows + 3 * ld;
-    for (int64_t i = 0; i < n; i++) {
-        dst[4 * i] = (uint8_t)(r0[i] + off);
-        dst[4 * i + 1] = (uint8_t)(r1[i] + off);
-        dst[4 * i + 2] = (uint8_t)(r2[i] + off);
-        dst[4 * i + 3] = (uint8_t)(r3[i] + off);
-    }
-}
-
 /* dst[4i + q] = src_q[i]: four byte rows into the u8 quad layout (the rows are already
  * offset to uint8). SSE2 unpacks on x86-64, plain C elsewhere and for the tail. */
 static void FN(quad_gather)(const uint8_t *restrict a, const uint8_t *restrict b,
@@ -391,5 +378,5 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    FN(quad_interleave), NULL, FN(dw_row3), FN(dw_cl_mac), FN(quad_gather), FN(dw3_row), NULL,
+    NULL, FN(dw_row3), FN(dw_cl_mac), FN(quad_gather), FN(dw3_row), NULL,
 };

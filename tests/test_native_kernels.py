@@ -316,6 +316,25 @@ def test_conv_larger_shapes(simd: str, threads: int) -> None:
         check("Conv", [x, w, bias, mult, shift], a, np.int8)
 
 
+@pytest.mark.parametrize("xdt", DTYPES)
+def test_conv_wide_rows_every_stride_phase(simd: str, xdt: np.dtype) -> None:
+    """Rows wide enough for the vector loops of the stride-phase split (even and odd left
+    pads, strides 2 and 3) and of the depthwise pair rows."""
+    rng = np.random.default_rng(14)
+    for (cin, cout, hw, k, g, stride, pad) in [(3, 16, 70, 3, 1, 2, 1), (3, 8, 67, 3, 1, 2, 0),
+                                               (5, 8, 66, 4, 1, 2, 3), (4, 6, 50, 3, 1, 3, 1),
+                                               (8, 8, 71, 3, 8, 2, 1), (8, 8, 40, 3, 8, 1, 1)]:
+        x = rand_act(rng, xdt, (1, cin, hw, hw))
+        w = rand_act(rng, np.dtype(np.int8), (cout, cin // g, k, k))
+        est = math.sqrt(cin // g * k * k) * 255 * 60
+        bias = rng.integers(-int(est), int(est), size=cout).astype(np.int64)
+        mult, shift = rescale_params(rng, "tflite_double", est, cout, wild=0.0)
+        a = {"group": g, "stride_h": stride, "stride_w": stride, "pad_top": pad,
+             "pad_left": pad, "pad_bottom": pad, "pad_right": pad + 1,
+             "x_zp": rand_zp(rng, xdt), "y_zp": 4}
+        check("Conv", [x, w, bias, mult, shift], a, np.int8)
+
+
 def test_conv_int16_acc64_exact(simd: str) -> None:
     """int16 inputs with |sum| far beyond int32: the 64-bit accumulator must be exact (the
     int32 blocks of the AVX2/portable GEMM), the 32-bit one must wrap."""
