@@ -1,14 +1,21 @@
 """Side-by-side latency: onnxruntime float, onnxruntime int8 (QDQ), ortnpu's NPU graph.
 
 All three run in one process with the same ``intra_op_num_threads`` on the same input; the
-numbers that matter are the ratios, never absolute times.
+numbers that matter are the ratios, never absolute times. The three sessions are timed in
+turns (blocks of runs of each, again and again) so that a slower or faster phase of a shared
+machine affects all three alike; each latency is the median of its runs.
+
+Quantization time is measured too: ``ortnpu.quantize`` against onnxruntime's
+``quantize_static`` with the same calibration images.
 """
 
 from __future__ import annotations
 
+import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +26,12 @@ import onnxruntime as ort
 from ortnpu.bench.accuracy import _Reader
 from ortnpu.bench.models import BenchModel
 
+CALIBRATION_IMAGES = 64
+
 
 @dataclass
 class SpeedRow:
-    """Median latencies (ms) of one model at one thread count."""
+    """Median latencies (ms) of one model at one thread count, and what it took to get there."""
 
     model: str
     threads: int
@@ -30,9 +39,10 @@ class SpeedRow:
     float_ms: float
     qdq_ms: float
     ortnpu_ms: float
-    float_mb: float
-    qdq_mb: float
-    ortnpu_mb: float
+    quant_ort_s: float      # onnxruntime quantize_static
+    quant_ortnpu_s: float   # ortnpu.quantize (same calibration images)
+    peak_mb: float          # peak resident memory of the process so far
+    native: bool            # every NPU subgraph ran as a compiled C program
 
     @property
     def vs_qdq(self) -> float:
@@ -43,23 +53,25 @@ class SpeedRow:
         return self.ortnpu_ms / self.float_ms
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _median_ms(run, repeat: int) -> float:
-    for _ in range(3):
-        run()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+def interleaved_medians(runs: list[Callable[[], object]], repeat: int,
+                        rounds: int = 5) -> list[float]:
+    """Median milliseconds of each callable over ``repeat`` timed runs, taken in ``rounds``
+    blocks in turn. Each block starts with one untimed run: an idle onnxruntime pool keeps
+    spinning for a moment after its session ran, and must not be timed against the next."""
+    times: list[list[float]] = [[] for _ in runs]
+    per_block = max(1, -(-repeat // rounds))
+    for _ in range(rounds):
+        for k, run in enumerate(runs):
+            run()
+            for _ in range(per_block):
+                start = time.perf_counter()
+                run()
+                times[k].append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def measure(model: BenchModel, threads: int, repeat: int = 30, batch: int = 1,
@@ -72,6 +84,7 @@ def measure(model: BenchModel, threads: int, repeat: int = 30, batch: int = 1,
     optimized = ortnpu.optimize(onnx.load(str(model.path)))
     name = optimized.graph.input[0].name
     x = np.ascontiguousarray(model.test[:batch])
+    calib = model.calib[:CALIBRATION_IMAGES]
 
     def options() -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -80,36 +93,38 @@ def measure(model: BenchModel, threads: int, repeat: int = 30, batch: int = 1,
         so.log_severity_level = 3
         return so
 
-    rss = _rss_mb()
     fsess = ort.InferenceSession(optimized.SerializeToString(), options(),
                                  providers=["CPUExecutionProvider"])
-    float_ms = _median_ms(lambda: fsess.run(None, {name: x}), repeat)
-    float_mb, rss = _rss_mb() - rss, _rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(optimized, str(src))
-        quantize_static(str(src), str(dst), _Reader(name, model.calib[:64]),
+        start = time.perf_counter()
+        quantize_static(str(src), str(dst), _Reader(name, calib),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        quant_ort = time.perf_counter() - start
         qsess = ort.InferenceSession(str(dst), options(), providers=["CPUExecutionProvider"])
-    rss = _rss_mb()
-    qdq_ms = _median_ms(lambda: qsess.run(None, {name: x}), repeat)
-    qdq_mb, rss = _rss_mb() - rss, _rss_mb()
-    npu = ortnpu.quantize(optimized, target, model.calib[:64], optimize=False)
+    start = time.perf_counter()
+    npu = ortnpu.quantize(optimized, target, calib, optimize=False)
+    quant_ortnpu = time.perf_counter() - start
     nsess = ortnpu.InferenceSession(npu, intra_op_num_threads=threads)  # also sets C threads
-    ortnpu_ms = _median_ms(lambda: nsess.run(None, {name: x}), repeat)
-    ortnpu_mb = _rss_mb() - rss
-    return SpeedRow(model.name, threads, batch, float_ms, qdq_ms, ortnpu_ms,
-                    float_mb, qdq_mb, ortnpu_mb)
+    float_ms, qdq_ms, ortnpu_ms = interleaved_medians(
+        [lambda: fsess.run(None, {name: x}), lambda: qsess.run(None, {name: x}),
+         lambda: nsess.run(None, {name: x})], repeat)
+    native = bool(nsess.compile_reports) and all(r.native for r in nsess.compile_reports)
+    return SpeedRow(model.name, threads, batch, float_ms, qdq_ms, ortnpu_ms, quant_ort,
+                    quant_ortnpu, _peak_mb(), native)
 
 
 def table(rows: list[SpeedRow]) -> str:
     """Markdown table of the rows."""
     lines = ["| model | threads | batch | float (ms) | onnxruntime int8 QDQ (ms) | ortnpu (ms) | "
-             "ortnpu / int8 | ortnpu / float | RSS growth float / int8 / ortnpu (MB) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "ortnpu / int8 | ortnpu / float | quantize: ORT / ortnpu (s) | peak RSS (MB) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        flag = "" if r.native else " (Python path)"
         lines.append(f"| {r.model} | {r.threads} | {r.batch} | {r.float_ms:.3f} | "
-                     f"{r.qdq_ms:.3f} | {r.ortnpu_ms:.3f} | {r.vs_qdq:.2f} | {r.vs_float:.2f} | "
-                     f"{r.float_mb:.0f} / {r.qdq_mb:.0f} / {r.ortnpu_mb:.0f} |")
+                     f"{r.qdq_ms:.3f} | {r.ortnpu_ms:.3f}{flag} | {r.vs_qdq:.2f} | "
+                     f"{r.vs_float:.2f} | {r.quant_ort_s:.2f} / {r.quant_ortnpu_s:.2f} | "
+                     f"{r.peak_mb:.0f} |")
     return "\n".join(lines)
