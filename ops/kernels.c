@@ -93,7 +93,9 @@ typedef struct {
     void (*bcast_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                           int64_t, int32_t *, int64_t);
     void (*dw_row3)(uint32_t *, const int16_t *, int64_t, int64_t, int64_t, const int8_t *);
-    void (*dw_cl_mac)(uint32_t *, const int16_t *, const int16_t *, int64_t);
+    /* channels-last depthwise output pixel: acc[c] = sum over taps of x[off[t] + c] * w[t][c] */
+    void (*dw_cl_pixel)(uint32_t *, const int16_t *, const int64_t *, const int16_t *, int64_t,
+                        int64_t);
     void (*quad_gather)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *,
                         uint8_t *, int64_t);
     /* depthwise 3x3 output row by pair multiply-adds (NULL: use dw_row3) */
@@ -322,7 +324,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_mac_avx2, quad_gather_avx2,
+    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixel_avx2, quad_gather_avx2,
     dw3_row_avx2, wide_tile_u8_vnni,
 };
 #endif
@@ -782,12 +784,10 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
     {
         const int pairs3 = I->dw3_row && p->kh == 3 && p->kw == 3 && p->dh == 1 &&
                            p->dw == 1 && (p->sw == 1 || p->sw == 2);
-        /* slack: dw3_row reads up to 2 * (ow + 16) past a row start */
+        /* slack: dw3_row reads up to 2 * ow + 24 values past a row start */
         int16_t *plane = scratch(S_IN0, (size_t)(hp * wp + 2 * p->ow + 64) * sizeof(int16_t));
         uint32_t *acc = scratch(S_IN1, (size_t)(P + 16) * sizeof(uint32_t));
-        int16_t *pairs = pairs3 ? scratch(S_IN2, (size_t)(8 * (p->ow + 24)) * sizeof(int16_t))
-                                : NULL;
-        int ok = plane && acc && (!pairs3 || pairs);
+        int ok = plane && acc;
         if (!ok) {
 #pragma omp atomic write
             *err = ORTNPU_ENOMEM;
@@ -809,7 +809,7 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
             const int8_t *wk = w + co * taps;
             for (int64_t oy = 0; pairs3 && oy < p->oh; oy++) {
                 const int16_t *r0 = plane + oy * p->sh * wp;
-                I->dw3_row(acc + oy * p->ow, r0, r0 + wp, r0 + 2 * wp, p->sw, p->ow, wk, pairs);
+                I->dw3_row(acc + oy * p->ow, r0, r0 + wp, r0 + 2 * wp, p->sw, p->ow, wk, NULL);
             }
             for (int64_t oy = 0; !pairs3 && oy < p->oh; oy++) {
                 uint32_t *a = acc + oy * p->ow;
@@ -839,64 +839,69 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
                               const ortnpu_out_t *o, const void *x, const int8_t *w,
                               const uint64_t *corr, const int32_t *mult, const int32_t *shift,
                               void *y, int nt, int *err) {
-    const int64_t C = p->c, HW = p->h * p->w, P = p->oh * p->ow, taps = p->kh * p->kw;
-    int16_t *xt = scratch(S_OUT2, (size_t)(HW * C) * sizeof(int16_t));
+    const int64_t C = p->c, P = p->oh * p->ow, taps = p->kh * p->kw;
+    const int64_t hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
+    int16_t *xt = scratch(S_OUT2, (size_t)(hp * wp * C) * sizeof(int16_t));
     int16_t *wt = scratch(S_OUT3, (size_t)(taps * C) * sizeof(int16_t));
     uint32_t *acc = scratch(S_OUT4, (size_t)(P * C) * sizeof(uint32_t));
-    uint64_t *corr2 = scratch(S_OUT5, (size_t)C * sizeof(uint64_t));
-    if (!xt || !wt || !acc || !corr2) {
+    int64_t *off = scratch(S_OUT5, (size_t)taps * sizeof(int64_t));
+    int16_t *plane = scratch(S_IN0, (size_t)(16 * p->h * p->w) * sizeof(int16_t));
+    if (!xt || !wt || !acc || !off || !plane) {
         *err = ORTNPU_ENOMEM;
         return;
     }
-    for (int64_t c = 0; c < C; c++) {
-        int64_t sw = 0;
-        for (int64_t t = 0; t < taps; t++) {
-            wt[t * C + c] = w[c * taps + t];
-            sw += w[c * taps + t];
-        }
-        corr2[c] = corr[c] + (uint64_t)(p->x_zp * sw); /* back to bias: padding is skipped */
-    }
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t t = 0; t < taps; t++) wt[t * C + c] = w[c * taps + t];
+    for (int64_t ky = 0; ky < p->kh; ky++)
+        for (int64_t kx = 0; kx < p->kw; kx++)
+            off[ky * p->kw + kx] = (ky * p->dh * wp + kx * p->dw) * C;
     for (int64_t n = 0; n < p->n; n++) {
-        int16_t *plane = scratch(S_IN0, (size_t)HW * sizeof(int16_t));
-        if (!plane) {
-            *err = ORTNPU_ENOMEM;
-            break;
-        }
-        for (int64_t c = 0; c < C; c++) {
-            load_i16(plane, x, p->xtype, (n * C + c) * HW, 1, HW);
-            for (int64_t i = 0; i < HW; i++) xt[i * C + c] = (int16_t)(plane[i] - p->x_zp);
+        /* channels-last copy with the zero point in the padding: every tap is read, and
+         * corr (bias - x_zp * sum w) accounts for the zero point */
+        const int16_t zp = (int16_t)p->x_zp;
+        const int64_t HW = p->h * p->w;
+        fill_i16(xt, zp, hp * wp * C);
+        /* by blocks of 16 channels: 16 input streams read in step, 16 contiguous values
+         * written per pixel */
+        for (int64_t c0 = 0; c0 < C; c0 += 16) {
+            const int64_t cb = C - c0 < 16 ? C - c0 : 16;
+            for (int64_t c = 0; c < cb; c++)
+                load_i16(plane + c * HW, x, p->xtype, (n * C + c0 + c) * HW, 1, HW);
+            for (int64_t iy = 0; iy < p->h; iy++)
+                for (int64_t ix = 0; ix < p->w; ix++) {
+                    int16_t *d = xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0;
+                    const int16_t *sr = plane + iy * p->w + ix;
+                    if (cb == 16)
+                        for (int c = 0; c < 16; c++) d[c] = sr[c * HW];
+                    else
+                        for (int64_t c = 0; c < cb; c++) d[c] = sr[c * HW];
+                }
         }
 #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t oy = 0; oy < p->oh; oy++) {
-            for (int64_t ox = 0; ox < p->ow; ox++) {
-                uint32_t *a = acc + (oy * p->ow + ox) * C;
-                memset(a, 0, (size_t)C * sizeof *a);
-                for (int64_t ky = 0; ky < p->kh; ky++) {
-                    const int64_t iy = oy * p->sh - p->pt + ky * p->dh;
-                    if (iy < 0 || iy >= p->h) continue;
-                    for (int64_t kx = 0; kx < p->kw; kx++) {
-                        const int64_t ix = ox * p->sw - p->pl + kx * p->dw;
-                        if (ix < 0 || ix >= p->w) continue;
-                        I->dw_cl_mac(a, xt + (iy * p->w + ix) * C, wt + (ky * p->kw + kx) * C,
-                                     C);
-                    }
-                }
-            }
+        for (int64_t q = 0; q < P; q++) {
+            const int64_t oy = q / p->ow, ox = q % p->ow;
+            I->dw_cl_pixel(acc + q * C, xt + (oy * p->sh * wp + ox * p->sw) * C, off, wt, taps,
+                           C);
         }
 #pragma omp parallel num_threads(nt)
         {
-            int32_t *row = scratch(S_IN1, (size_t)P * sizeof(int32_t));
-            if (!row) {
+            /* back to channel rows by blocks of 16 channels (64 contiguous bytes per pixel) */
+            int32_t *rows = scratch(S_IN1, (size_t)(16 * P) * sizeof(int32_t));
+            if (!rows) {
 #pragma omp atomic write
                 *err = ORTNPU_ENOMEM;
             }
 #pragma omp for schedule(static)
-            for (int64_t c = 0; c < C; c++) {
-                if (!row) continue;
-                for (int64_t q = 0; q < P; q++) row[q] = (int32_t)acc[q * C + c];
-                const int64_t pi = p->n_params == 1 ? 0 : c;
-                finish_row(I, row, NULL, P, corr2[c], mult + pi, shift + pi, o, y,
-                           (n * C + c) * P);
+            for (int64_t c0 = 0; c0 < C; c0 += 16) {
+                if (!rows) continue;
+                const int64_t cb = C - c0 < 16 ? C - c0 : 16;
+                for (int64_t q = 0; q < P; q++)
+                    for (int64_t c = 0; c < cb; c++) rows[c * P + q] = (int32_t)acc[q * C + c0 + c];
+                for (int64_t c = 0; c < cb; c++) {
+                    const int64_t pi = p->n_params == 1 ? 0 : c0 + c;
+                    finish_row(I, rows + c * P, NULL, P, corr[c0 + c], mult + pi, shift + pi, o,
+                               y, (n * C + c0 + c) * P);
+                }
             }
         }
     }

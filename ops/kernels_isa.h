@@ -250,64 +250,91 @@ static void FN(dw_row3)(uint32_t *restrict acc, const int16_t *restrict src, int
 }
 
 /* Depthwise 3x3, dilation 1, stride 1 or 2, one output row: acc[i] = sum over the nine taps
- * (stored, not added). Rows r0 and r1 are interleaved into int16 pairs (r2 with zeros) so
- * that one pair multiply-add (madd: a0*b0 + a1*b1, exact in int32 for int16 values times
- * int8 weights) does two taps; stride 2 reads the even and odd columns as two phases.
- * pairs: scratch of 4 * 2 * (ow + 24) int16. NULL in the portable build. */
+ * (stored, not added), with int16 pair multiply-adds (madd: a0*b0 + a1*b1, exact in int32 for
+ * int16 values times int8 weights) straight from the input rows, no repacking: the pair
+ * (x[s*i], x[s*i+1]) meets weights (w0, w1) and the pair (x[s*i+2], x[s*i+3]) meets (w2, 0).
+ * Stride 2 reads those pairs as they lie in memory, 8 outputs per load; stride 1 reads them
+ * for the even and the odd outputs separately and interleaves the two results. Reads up to
+ * 2 * ow + 24 values past each row start (the caller's plane has the slack) and stores whole
+ * vectors (up to 15 values past ow: the caller's accumulator has the slack). NULL in the
+ * portable build. */
 #if ORTNPU_ISA_AVX2
 static void FN(dw3_row)(uint32_t *restrict acc, const int16_t *r0, const int16_t *r1,
                         const int16_t *r2, int64_t sw, int64_t ow, const int8_t *wk,
-                        int16_t *restrict pairs) {
-    /* pairs per phase buffer: lanes up to round8(ow) + 2; the rows are read that far (the
-     * caller's plane has slack), values past the row only reach lanes >= ow, not stored
-     * beyond the caller's slack either */
-    const int64_t L = ((ow + 7) & ~INT64_C(7)) + 8;
-    for (int64_t ph = 0; ph < sw; ph++) {
-        int16_t *restrict p01 = pairs + (ph * 2) * 2 * L, *restrict p2 = p01 + 2 * L;
-        if (sw == 1) {
-            for (int64_t j = 0; j < L; j++) {
-                p01[2 * j] = r0[j];
-                p01[2 * j + 1] = r1[j];
-                p2[2 * j] = r2[j];
-                p2[2 * j + 1] = 0;
-            }
-        } else {
-            for (int64_t j = 0; j < L; j++) {
-                p01[2 * j] = r0[2 * j + ph];
-                p01[2 * j + 1] = r1[2 * j + ph];
-                p2[2 * j] = r2[2 * j + ph];
-                p2[2 * j + 1] = 0;
-            }
-        }
+                        int16_t *unused) {
+    (void)unused;
+    const int16_t *rows[3] = {r0, r1, r2};
+    __m256i w01[3], w2z[3];
+    for (int ky = 0; ky < 3; ky++) {
+        w01[ky] = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)(int16_t)wk[3 * ky + 1] << 16) |
+                                              (uint16_t)(int16_t)wk[3 * ky]));
+        w2z[ky] = _mm256_set1_epi32((int32_t)(uint16_t)(int16_t)wk[3 * ky + 2]);
     }
-    __m256i w01[3], w2[3];
-    for (int kx = 0; kx < 3; kx++) {
-        w01[kx] = _mm256_set1_epi32((int32_t)(((uint32_t)(uint16_t)wk[3 + kx] << 16) |
-                                              (uint16_t)(int16_t)wk[kx]));
-        w2[kx] = _mm256_set1_epi32((int32_t)(uint16_t)(int16_t)wk[6 + kx]);
-    }
-    for (int64_t i = 0; i < ow; i += 8) {
-        __m256i s = _mm256_setzero_si256();
-        for (int kx = 0; kx < 3; kx++) {
-            const int64_t ph = kx % sw, off = kx / sw;
-            const int16_t *p01 = pairs + (ph * 2) * 2 * L, *p2 = p01 + 2 * L;
-            __m256i a = _mm256_loadu_si256((const __m256i *)(p01 + 2 * (i + off)));
-            __m256i c = _mm256_loadu_si256((const __m256i *)(p2 + 2 * (i + off)));
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(a, w01[kx]));
-            s = _mm256_add_epi32(s, _mm256_madd_epi16(c, w2[kx]));
+    if (sw == 2) {
+        for (int64_t i = 0; i < ow; i += 8) {
+            __m256i s = _mm256_setzero_si256();
+            for (int ky = 0; ky < 3; ky++) {
+                const int16_t *r = rows[ky] + 2 * i;
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(
+                    _mm256_loadu_si256((const __m256i *)r), w01[ky]));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(
+                    _mm256_loadu_si256((const __m256i *)(r + 2)), w2z[ky]));
+            }
+            _mm256_storeu_si256((__m256i *)(acc + i), s);
         }
-        _mm256_storeu_si256((__m256i *)(acc + i), s);
+        return;
+    }
+    for (int64_t i = 0; i < ow; i += 16) {
+        __m256i ev = _mm256_setzero_si256(), od = _mm256_setzero_si256();
+        for (int ky = 0; ky < 3; ky++) {
+            const int16_t *r = rows[ky] + i;
+            ev = _mm256_add_epi32(ev, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)r), w01[ky]));
+            ev = _mm256_add_epi32(ev, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(r + 2)), w2z[ky]));
+            od = _mm256_add_epi32(od, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(r + 1)), w01[ky]));
+            od = _mm256_add_epi32(od, _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)(r + 3)), w2z[ky]));
+        }
+        /* ev = outputs i, i+2, .., i+14; od = i+1, .., i+15: interleave back in order */
+        __m256i lo = _mm256_unpacklo_epi32(ev, od), hi = _mm256_unpackhi_epi32(ev, od);
+        _mm256_storeu_si256((__m256i *)(acc + i), _mm256_permute2x128_si256(lo, hi, 0x20));
+        _mm256_storeu_si256((__m256i *)(acc + i + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
     }
 }
 #else
 #define dw3_row_scalar NULL
 #endif
 
-/* Channels-last depthwise tap: acc[c] += x[c] * w[c] (int16 operands, exact int32 products,
- * wrapping uint32 sums); a plain loop the AVX2 build vectorizes. */
-static void FN(dw_cl_mac)(uint32_t *restrict acc, const int16_t *restrict xs,
-                          const int16_t *restrict ws, int64_t n) {
-    for (int64_t c = 0; c < n; c++) acc[c] += (uint32_t)((int32_t)xs[c] * (int32_t)ws[c]);
+/* Channels-last depthwise, one output pixel: acc[c] = sum over the taps of x[off[t] + c] *
+ * w[t * C + c]. The values are 8-bit activations (raw, zero point in the padding) and int8
+ * weights, so each product fits int16 exactly (|x * w| <= 255 * 128): the AVX2 build takes the
+ * low halves of 16-bit products and widens them to int32 sums (exact, at most taps * 32640). */
+static void FN(dw_cl_pixel)(uint32_t *restrict acc, const int16_t *restrict x,
+                            const int64_t *restrict off, const int16_t *restrict w,
+                            int64_t taps, int64_t C) {
+    int64_t c0 = 0;
+#if ORTNPU_ISA_AVX2
+    for (; c0 + 16 <= C; c0 += 16) {
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int64_t t = 0; t < taps; t++) {
+            __m256i pr = _mm256_mullo_epi16(
+                _mm256_loadu_si256((const __m256i *)(x + off[t] + c0)),
+                _mm256_loadu_si256((const __m256i *)(w + t * C + c0)));
+            lo = _mm256_add_epi32(lo, _mm256_cvtepi16_epi32(_mm256_castsi256_si128(pr)));
+            hi = _mm256_add_epi32(hi, _mm256_cvtepi16_epi32(_mm256_extracti128_si256(pr, 1)));
+        }
+        _mm256_storeu_si256((__m256i *)(acc + c0), lo);
+        _mm256_storeu_si256((__m256i *)(acc + c0 + 8), hi);
+    }
+#endif
+    for (int64_t c = c0; c < C; c++) {
+        uint32_t a = 0;
+        for (int64_t t = 0; t < taps; t++)
+            a += (uint32_t)((int32_t)x[off[t] + c] * (int32_t)w[t * C + c]);
+        acc[c] = a;
+    }
 }
 
 /* ------------------------------------------------------------------------------ epilogue
@@ -378,5 +405,5 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    NULL, FN(dw_row3), FN(dw_cl_mac), FN(quad_gather), FN(dw3_row), NULL,
+    NULL, FN(dw_row3), FN(dw_cl_pixel), FN(quad_gather), FN(dw3_row), NULL,
 };
