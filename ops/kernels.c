@@ -570,36 +570,50 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
         memset(xp, (int)(uint8_t)zp, (size_t)(planes * plane));
     else
         fill_i16((int16_t *)(void *)xp, (int16_t)zp, planes * plane);
+    /* per column phase: first input column x0, how many, and where they start (no
+     * divisions in the loops below: they cost more than the copy on small maps) */
+    int64_t x0s[16], cnts[16], js[16];
+    const int64_t nphx = sw < 16 ? sw : 16;
+    for (int64_t px = 0; px < nphx; px++) {
+        x0s[px] = ((px - p->pl) % sw + sw) % sw;
+        cnts[px] = x0s[px] < p->w ? (p->w - x0s[px] + sw - 1) / sw : 0;
+        js[px] = (x0s[px] + p->pl) / sw;
+    }
+    const uint8_t flip = p->xtype == ORTNPU_T_I8 ? 0x80u : 0u;
     for (int64_t pl = 0; pl < planes; pl++) {
+        int64_t rph = p->pt % sh, ri = p->pt / sh; /* phase and index of padded row y + pt */
         for (int64_t y = 0; y < p->h; y++) {
-            const int64_t src = (pl * p->h + y) * p->w, r = y + p->pt;
-            const int64_t row = pl * plane + (r % sh) * sw * phase + (r / sh) * cx->wph;
+            const int64_t src = (pl * p->h + y) * p->w;
+            const int64_t row = pl * plane + rph * sw * phase + ri * cx->wph;
+            if (++rph == sh) {
+                rph = 0;
+                ri++;
+            }
             if (G == 4 && sw == 2) { /* both phases of the row in one pass */
                 uint8_t *ph0 = (uint8_t *)xp + row, *ph1 = ph0 + phase;
                 uint8_t *ev = p->pl % 2 ? ph1 : ph0, *od = p->pl % 2 ? ph0 : ph1;
                 deinterleave2_u8((const uint8_t *)x + src, p->w, ev + p->pl / 2,
-                                 od + (p->pl + 1) / 2, p->xtype == ORTNPU_T_I8 ? 0x80u : 0u);
+                                 od + (p->pl + 1) / 2, flip);
                 continue;
             }
-            for (int64_t px = 0; px < sw && px < p->w + p->pl; px++) {
-                /* input columns x with (x + pl) % sw == px, from x0 on */
-                const int64_t x0 = ((px - p->pl) % sw + sw) % sw;
-                if (x0 >= p->w) continue;
-                const int64_t cnt = (p->w - x0 + sw - 1) / sw;
-                const int64_t at = pl * plane + ((r % sh) * sw + px) * phase +
-                                   (r / sh) * cx->wph + (x0 + p->pl) / sw;
+            for (int64_t px = 0; px < sw; px++) {
+                const int64_t x0 = px < 16 ? x0s[px] : ((px - p->pl) % sw + sw) % sw;
+                const int64_t cnt = px < 16 ? cnts[px]
+                                            : (x0 < p->w ? (p->w - x0 + sw - 1) / sw : 0);
+                const int64_t j0 = px < 16 ? js[px] : (x0 + p->pl) / sw;
+                if (cnt <= 0) continue;
+                const int64_t at = row + px * phase + j0;
                 if (G == 2) {
                     load_i16((int16_t *)(void *)xp + at, x, p->xtype, src + x0, sw, cnt);
                 } else if (sw == 1) {
-                    if (p->xtype == ORTNPU_T_I8)
+                    if (flip)
                         flip_i8((uint8_t *)xp + at, (const int8_t *)x + src + x0, cnt);
                     else
                         memcpy(xp + at, (const uint8_t *)x + src + x0, (size_t)cnt);
                 } else {
                     uint8_t *d = (uint8_t *)xp + at;
                     const uint8_t *sx = (const uint8_t *)x + src + x0;
-                    const uint8_t f = p->xtype == ORTNPU_T_I8 ? 0x80u : 0u;
-                    for (int64_t i = 0; i < cnt; i++) d[i] = sx[i * sw] ^ f;
+                    for (int64_t i = 0; i < cnt; i++) d[i] = sx[i * sw] ^ flip;
                 }
             }
         }
@@ -907,64 +921,125 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
     }
 }
 
-int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
-                  const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
-                  int nthreads, int isa) {
-    if (!p || !out_ok(o) || !type_ok(p->xtype)) return ORTNPU_EBADARG;
+static int conv_args_ok(const ortnpu_conv_t *p, const ortnpu_out_t *o) {
+    if (!p || !out_ok(o) || !type_ok(p->xtype)) return 0;
     if (p->n < 0 || p->c < 1 || p->h < 1 || p->w < 1 || p->cout < 1 || p->cg < 1 || p->kh < 1 ||
         p->kw < 1 || p->group < 1 || p->sh < 1 || p->sw < 1 || p->dh < 1 || p->dw < 1 ||
         p->pt < 0 || p->pl < 0 || p->pb < 0 || p->pr < 0)
-        return ORTNPU_EBADARG;
-    if (p->cg * p->group != p->c || p->cout % p->group) return ORTNPU_EBADARG;
+        return 0;
+    if (p->cg * p->group != p->c || p->cout % p->group) return 0;
     int64_t span_h = p->dh * (p->kh - 1) + 1, span_w = p->dw * (p->kw - 1) + 1;
-    if (span_h > p->h + p->pt + p->pb || span_w > p->w + p->pl + p->pr) return ORTNPU_EBADARG;
+    if (span_h > p->h + p->pt + p->pb || span_w > p->w + p->pl + p->pr) return 0;
     if (p->oh != (p->h + p->pt + p->pb - span_h) / p->sh + 1 ||
         p->ow != (p->w + p->pl + p->pr - span_w) / p->sw + 1)
-        return ORTNPU_EBADARG;
-    if (p->x_zp < type_min(p->xtype) || p->x_zp > type_max(p->xtype)) return ORTNPU_EBADARG;
-    if (p->n_params != 1 && p->n_params != p->cout) return ORTNPU_EBADARG;
-    if (!params_ok(mult, shift, p->n_params, o->rule)) return ORTNPU_EBADARG;
-    if (p->n == 0) return ORTNPU_OK;
-    const ortnpu_isa_t *I = pick_isa(isa);
-    const int nt = threads_of(nthreads);
-    const int depthwise = p->cg == 1 && p->group > 1 &&
+        return 0;
+    if (p->x_zp < type_min(p->xtype) || p->x_zp > type_max(p->xtype)) return 0;
+    return p->n_params == 1 || p->n_params == p->cout;
+}
+
+/* The weights in the layout of the chosen kernel, and the per-channel correction
+ * corr[c] = bias[c] - zp * sum(w[c]) (zp with the quad offset on the u8 x s8 path). */
+struct ortnpu_conv_pack {
+    int G, depthwise;
+    int16_t qoff;
+    int isa;
+    void *U;        /* GEMM weights: rows of K2 (G == 2: int16, G == 4: int8); NULL depthwise */
+    uint64_t *corr;
+    int owned;      /* U and corr were malloc'ed for this pack (else per-thread scratch) */
+};
+
+static int conv_pack_fill(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                          const int8_t *w, const int64_t *bias, ortnpu_conv_pack_t *pk,
+                          int owned) {
+    pk->depthwise = p->cg == 1 && p->group > 1 &&
         (o->acc_bits == 32 || p->kh * p->kw * type_abs(p->xtype) * 128 <= INT32_MAX);
     /* u8 x s8 quads on VNNI for 8-bit inputs: an int8 x becomes x + 128, so the padding value
      * and the zero point of the correction move by 128 as well */
-    const int G = (I->bcast_tile_u8 && p->xtype != ORTNPU_T_I16) ? 4 : 2;
-    const int16_t qoff = p->xtype == ORTNPU_T_I8 ? 128 : 0;
-    const int64_t zp_eff = G == 4 ? p->x_zp + qoff : p->x_zp;
+    pk->G = (I->bcast_tile_u8 && p->xtype != ORTNPU_T_I16) ? 4 : 2;
+    pk->qoff = p->xtype == ORTNPU_T_I8 ? 128 : 0;
+    pk->owned = owned;
+    const int G = pk->G;
+    const int64_t zp_eff = G == 4 ? p->x_zp + pk->qoff : p->x_zp;
     const int64_t K = p->cg * p->kh * p->kw, K2 = G * ceil_div(K, G);
-    void *U = depthwise ? NULL
-                        : scratch(S_OUT0, (size_t)(p->cout * K2) * (G == 2 ? sizeof(int16_t) : 1));
-    uint64_t *corr = scratch(S_OUT1, (size_t)p->cout * sizeof(uint64_t));
-    int err = ORTNPU_OK;
-    if ((!depthwise && !U) || !corr) return ORTNPU_ENOMEM;
-    /* weights: sum per output channel (zero-point correction) and, for the GEMM path, int16
-     * rows padded to an even K (the pair layout of the broadcast operand) */
+    const size_t ubytes = (size_t)(p->cout * K2) * (G == 2 ? sizeof(int16_t) : 1);
+    const size_t cbytes = (size_t)p->cout * sizeof(uint64_t);
+    pk->U = pk->depthwise ? NULL : (owned ? malloc(ubytes) : scratch(S_OUT0, ubytes));
+    pk->corr = owned ? malloc(cbytes) : scratch(S_OUT1, cbytes);
+    if ((!pk->depthwise && !pk->U) || !pk->corr) return ORTNPU_ENOMEM;
     for (int64_t c = 0; c < p->cout; c++) {
         const int8_t *wr = w + c * K;
         int64_t s = 0;
         for (int64_t k = 0; k < K; k++) s += wr[k];
-        if (U && G == 2) {
-            int16_t *u = (int16_t *)U + c * K2;
+        if (pk->U && G == 2) {
+            int16_t *u = (int16_t *)pk->U + c * K2;
             for (int64_t k = 0; k < K2; k++) u[k] = k < K ? wr[k] : 0;
-        } else if (U) {
-            int8_t *u = (int8_t *)U + c * K2;
+        } else if (pk->U) {
+            int8_t *u = (int8_t *)pk->U + c * K2;
             for (int64_t k = 0; k < K2; k++) u[k] = k < K ? wr[k] : 0;
         }
-        corr[c] = (uint64_t)bias[c] - (uint64_t)((depthwise ? p->x_zp : zp_eff) * s);
+        pk->corr[c] = (uint64_t)bias[c] - (uint64_t)((pk->depthwise ? p->x_zp : zp_eff) * s);
     }
+    return ORTNPU_OK;
+}
+
+static int conv_run(const ortnpu_isa_t *I, const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
+                    const ortnpu_out_t *o, const void *x, const int8_t *w, const int32_t *mult,
+                    const int32_t *shift, void *y, int nt) {
+    int err = ORTNPU_OK;
     /* small maps (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row
      * kernel (the tests compare both paths with the reference) */
-    if (depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
+    if (pk->depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
         p->oh * p->ow < 400 && getenv("ORTNPU_DW_ROWS") == NULL)
-        conv_depthwise_cl(I, p, o, x, w, corr, mult, shift, y, nt, &err);
-    else if (depthwise)
-        conv_depthwise(I, p, o, x, w, corr, mult, shift, y, nt, &err);
+        conv_depthwise_cl(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
+    else if (pk->depthwise)
+        conv_depthwise(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
     else
-        conv_gemm(I, p, o, x, U, G, qoff, corr, mult, shift, y, nt, &err);
+        conv_gemm(I, p, o, x, pk->U, pk->G, pk->qoff, pk->corr, mult, shift, y, nt, &err);
     return err;
+}
+
+int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
+                  const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
+                  int nthreads, int isa) {
+    if (!conv_args_ok(p, o) || !params_ok(mult, shift, p->n_params, o->rule))
+        return ORTNPU_EBADARG;
+    if (p->n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = pick_isa(isa);
+    ortnpu_conv_pack_t pk;
+    int rc = conv_pack_fill(I, p, o, w, bias, &pk, 0);
+    if (rc != ORTNPU_OK) return rc;
+    return conv_run(I, &pk, p, o, x, w, mult, shift, y, threads_of(nthreads));
+}
+
+ortnpu_conv_pack_t *ortnpu_conv_pack_new(const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                                         const int8_t *w, const int64_t *bias, int isa) {
+    if (!conv_args_ok(p, o)) return NULL;
+    ortnpu_conv_pack_t *pk = calloc(1, sizeof(*pk));
+    if (!pk) return NULL;
+    pk->isa = isa;
+    if (conv_pack_fill(pick_isa(isa), p, o, w, bias, pk, 1) != ORTNPU_OK) {
+        ortnpu_conv_pack_free(pk);
+        return NULL;
+    }
+    return pk;
+}
+
+void ortnpu_conv_pack_free(ortnpu_conv_pack_t *pk) {
+    if (!pk) return;
+    if (pk->owned) {
+        free(pk->U);
+        free(pk->corr);
+    }
+    free(pk);
+}
+
+int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
+                         const ortnpu_out_t *o, const void *x, const int8_t *w,
+                         const int32_t *mult, const int32_t *shift, void *y, int nthreads) {
+    if (!pk || !conv_args_ok(p, o) || !params_ok(mult, shift, p->n_params, o->rule))
+        return ORTNPU_EBADARG;
+    if (p->n == 0) return ORTNPU_OK;
+    return conv_run(pick_isa(pk->isa), pk, p, o, x, w, mult, shift, y, threads_of(nthreads));
 }
 
 /* ==================================================================== FullyConnected */
@@ -1374,6 +1449,39 @@ ORTNPU_MAXPOOL_PLANE(maxpool_plane_u8, uint8_t)
 ORTNPU_MAXPOOL_PLANE(maxpool_plane_i16, int16_t)
 #undef ORTNPU_MAXPOOL_PLANE
 
+/* 2x2 stride-2 max pooling of one 8-bit plane without padding: SSE2 on the uint8 view
+ * (int8 values XOR 0x80 keep their order), 8 outputs per 16 input bytes of two rows. */
+static void maxpool2x2_u8view(const uint8_t *x, int64_t w, int64_t oh, int64_t ow, uint8_t f,
+                              uint8_t lo, uint8_t hi, uint8_t *y) {
+    for (int64_t oy = 0; oy < oh; oy++) {
+        const uint8_t *r0 = x + 2 * oy * w, *r1 = r0 + w;
+        uint8_t *out = y + oy * ow;
+        int64_t ox = 0;
+#if ORTNPU_HAVE_SSE2
+        const __m128i vf = _mm_set1_epi8((char)f), lo8 = _mm_set1_epi16(0x00FF);
+        const __m128i vlo = _mm_set1_epi8((char)lo), vhi = _mm_set1_epi8((char)hi);
+        for (; ox + 8 <= ow; ox += 8) {
+            __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r0 + 2 * ox)), vf);
+            __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r1 + 2 * ox)), vf);
+            __m128i m = _mm_max_epu8(a, b);
+            __m128i pm = _mm_max_epi16(_mm_and_si128(m, lo8), _mm_srli_epi16(m, 8));
+            __m128i r = _mm_packus_epi16(pm, pm);
+            r = _mm_min_epu8(_mm_max_epu8(r, vlo), vhi);
+            _mm_storel_epi64((__m128i *)(out + ox), _mm_xor_si128(r, vf));
+        }
+#endif
+        for (; ox < ow; ox++) {
+            uint8_t a = r0[2 * ox] ^ f, b = r0[2 * ox + 1] ^ f, c = r1[2 * ox] ^ f,
+                    d = r1[2 * ox + 1] ^ f;
+            uint8_t m = a > b ? a : b;
+            m = c > m ? c : m;
+            m = d > m ? d : m;
+            m = m < lo ? lo : (m > hi ? hi : m);
+            out[ox] = m ^ f;
+        }
+    }
+}
+
 int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *win,
                   const void *x, int32_t xtype, int64_t act_min, int64_t act_max, void *y,
                   int nthreads) {
@@ -1389,6 +1497,20 @@ int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const 
     if (oh != (h + pt + pb - span_h) / sh + 1 || ow != (w + pl + pr - span_w) / sw + 1)
         return ORTNPU_EBADARG;
     const int nt = threads_of(nthreads);
+    if (op == 0 && pt == 0 && pl == 0 && pb == 0 && pr == 0 && dh == 1 && dw == 1 &&
+        kh == 2 && kw == 2 && sh == 2 && sw == 2 && xtype != ORTNPU_T_I16) {
+        /* the clamp bounds in the uint8 view (clamped to the type first) */
+        const int64_t tmin = type_min(xtype), tmax = type_max(xtype);
+        const int64_t amin = act_min < tmin ? tmin : (act_min > tmax ? tmax : act_min);
+        const int64_t amax = act_max < tmin ? tmin : (act_max > tmax ? tmax : act_max);
+        const uint8_t f = xtype == ORTNPU_T_I8 ? 0x80u : 0u;
+        const uint8_t lo = (uint8_t)amin ^ f, hi = (uint8_t)amax ^ f;
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t i = 0; i < n * c; i++)
+            maxpool2x2_u8view((const uint8_t *)x + i * h * w, w, oh, ow, f, lo, hi,
+                              (uint8_t *)y + i * oh * ow);
+        return ORTNPU_OK;
+    }
     if (op == 0 && pt == 0 && pl == 0 && pb == 0 && pr == 0 && dh == 1 && dw == 1) {
         int err = ORTNPU_OK;
 #pragma omp parallel num_threads(nt)

@@ -142,4 +142,14 @@ ortnpu_program_t *ortnpu_program_acquire(int64_t handle);
 void ortnpu_program_release(ortnpu_program_t *p);
 /* --- cdef end --- */
 
+/* Weights of one convolution packed once for repeated runs (compiled programs): valid only
+ * with the same ortnpu_conv_t (apart from n), ortnpu_out_t and isa. */
+typedef struct ortnpu_conv_pack ortnpu_conv_pack_t;
+ortnpu_conv_pack_t *ortnpu_conv_pack_new(const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                                         const int8_t *w, const int64_t *bias, int isa);
+void ortnpu_conv_pack_free(ortnpu_conv_pack_t *pk);
+int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
+                         const ortnpu_out_t *o, const void *x, const int8_t *w,
+                         const int32_t *mult, const int32_t *shift, void *y, int nthreads);
+
 #endif

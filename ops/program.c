@@ -34,6 +34,7 @@ typedef struct {
     ortnpu_out_t o;
     int64_t i[16];          /* kind-specific integers */
     void *c[6];             /* owned copies of constants */
+    ortnpu_conv_pack_t *pack; /* Conv: weights packed for the kernel */
     char name[96];
 } layer_t;
 
@@ -160,7 +161,14 @@ int ortnpu_program_add_conv(ortnpu_program_t *p, const char *name, int32_t in, i
     L->c[1] = dup_bytes(bias, conv->cout * 8);
     L->c[2] = dup_bytes(mult, conv->n_params * 4);
     L->c[3] = dup_bytes(shift, conv->n_params * 4);
-    return commit(p, L, 4);
+    L->pack = ortnpu_conv_pack_new(conv, o, w, bias, p->isa); /* packed once, not per run */
+    if (!L->pack) {
+        for (int j = 0; j < 4; j++) free(L->c[j]);
+        return ORTNPU_EBADARG;
+    }
+    int rc = commit(p, L, 4);
+    if (rc != ORTNPU_OK) ortnpu_conv_pack_free(L->pack);
+    return rc;
 }
 
 int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
@@ -285,8 +293,8 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     const void *a = L->in0 >= 0 ? slot(p, base, L->in0, x, y) : NULL;
     switch (L->kind) {
     case L_CONV:
-        return ortnpu_conv2d(&L->conv, &L->o, a, L->c[0], L->c[1], L->c[2], L->c[3], out,
-                             L->nthreads, p->isa);
+        return ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, a, L->c[0], L->c[2], L->c[3],
+                                    out, L->nthreads);
     case L_FC:
         return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
                                       L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
@@ -420,8 +428,10 @@ ortnpu_program_t *ortnpu_program_acquire(int64_t handle) {
 }
 
 static void destroy(ortnpu_program_t *p) {
-    for (int64_t k = 0; k < p->n_layers; k++)
+    for (int64_t k = 0; k < p->n_layers; k++) {
         for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
+        ortnpu_conv_pack_free(p->layers[k].pack);
+    }
     free(p->layers);
     free(p->slot_off);
     while (p->free_arenas) {
