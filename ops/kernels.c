@@ -982,6 +982,15 @@ static int conv_pack_fill(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const o
     return ORTNPU_OK;
 }
 
+/* ORTNPU_DW_ROWS=1 or ortnpu_force_dw_rows(1) (tests) forces the depthwise row kernel; the
+ * environment is read once (getenv scans it on every call) */
+static int g_dw_rows = -1;
+void ortnpu_force_dw_rows(int on) { g_dw_rows = on ? 1 : 0; }
+static int force_dw_rows(void) {
+    if (g_dw_rows < 0) g_dw_rows = getenv("ORTNPU_DW_ROWS") != NULL;
+    return g_dw_rows;
+}
+
 static int conv_run(const ortnpu_isa_t *I, const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
                     const ortnpu_out_t *o, const void *x, const int8_t *w, const int32_t *mult,
                     const int32_t *shift, void *y, int nt) {
@@ -989,7 +998,7 @@ static int conv_run(const ortnpu_isa_t *I, const ortnpu_conv_pack_t *pk, const o
     /* small maps (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row
      * kernel (the tests compare both paths with the reference) */
     if (pk->depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
-        p->oh * p->ow < 400 && getenv("ORTNPU_DW_ROWS") == NULL)
+        p->oh * p->ow < 400 && !force_dw_rows())
         conv_depthwise_cl(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
     else if (pk->depthwise)
         conv_depthwise(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
@@ -1256,10 +1265,37 @@ static void load_i64(int64_t *dst, const void *src, int t, int64_t start, int64_
         for (int64_t i = 0; i < count; i++) dst[i] = ((const int16_t *)src)[start + i * stride];
 }
 
+/* Add on 8-bit inputs: each input's shifted, rescaled value depends on the input value
+ * alone, so it is computed once per possible value (2 x 256 rescales) instead of once per
+ * element: the same numbers, a third of the work. Returns 0 when the tables do not apply. */
+int ortnpu_binary_tables(int32_t op, int32_t atype, int32_t btype, const int64_t *prm,
+                         int32_t rule, int64_t *ta, int64_t *tb) {
+    if (op != 0 || atype == ORTNPU_T_I16 || btype == ORTNPU_T_I16 || !type_ok(atype) ||
+        !type_ok(btype))
+        return 0;
+    const int ls = (int)prm[2];
+    for (int64_t v = 0; v < 256; v++) {
+        ta[v] = rescale1(s32((uint32_t)(uint64_t)(v + type_min(atype) - prm[0]) << ls),
+                         (int32_t)prm[3], (int32_t)prm[4], rule);
+        tb[v] = rescale1(s32((uint32_t)(uint64_t)(v + type_min(btype) - prm[1]) << ls),
+                         (int32_t)prm[5], (int32_t)prm[6], rule);
+    }
+    return 1;
+}
+
 int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a, int32_t atype,
                   const int64_t *astride, int64_t a_len, const void *b, int32_t btype,
                   const int64_t *bstride, int64_t b_len, const int64_t *prm,
                   const ortnpu_out_t *o, void *y, int nthreads, int isa) {
+    return ortnpu_binary_tabled(op, ndim, shape, a, atype, astride, a_len, b, btype, bstride,
+                                b_len, prm, NULL, o, y, nthreads, isa);
+}
+
+int ortnpu_binary_tabled(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
+                         int32_t atype, const int64_t *astride, int64_t a_len, const void *b,
+                         int32_t btype, const int64_t *bstride, int64_t b_len,
+                         const int64_t *prm, const int64_t *given, const ortnpu_out_t *o,
+                         void *y, int nthreads, int isa) {
     const ortnpu_isa_t *I = pick_isa(isa);
     if (!out_ok(o) || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 ||
         (op != 0 && op != 1))
@@ -1291,19 +1327,15 @@ int ortnpu_binary(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
                             (int32_t)prm[op == 0 ? 7 : 2]};
     const int32_t s32v[3] = {(int32_t)prm[op == 0 ? 4 : 3], (int32_t)prm[op == 0 ? 6 : 3],
                              (int32_t)prm[op == 0 ? 8 : 3]};
-    /* Add on 8-bit inputs: each input's shifted, rescaled value depends on the input value
-     * alone, so it is computed once per possible value (2 x 256 rescales) instead of once per
-     * element: the same numbers, a third of the work. */
-    int64_t ta[256], tb[256];
-    const int tables = op == 0 && atype != ORTNPU_T_I16 && btype != ORTNPU_T_I16;
-    if (tables) {
-        const int ls = (int)prm[2];
-        for (int64_t v = 0; v < 256; v++) {
-            ta[v] = rescale1(s32((uint32_t)(uint64_t)(v + type_min(atype) - prm[0]) << ls),
-                             m32[0], s32v[0], o->rule);
-            tb[v] = rescale1(s32((uint32_t)(uint64_t)(v + type_min(btype) - prm[1]) << ls),
-                             m32[1], s32v[1], o->rule);
-        }
+    /* tables of the per-input terms (given: made by ortnpu_binary_tables with these
+     * parameters, 512 values) */
+    int64_t own[512];
+    const int64_t *ta = given, *tb = given ? given + 256 : NULL;
+    int tables = given != NULL;
+    if (!tables) {
+        tables = ortnpu_binary_tables(op, atype, btype, prm, o->rule, own, own + 256);
+        ta = own;
+        tb = own + 256;
     }
     const int64_t amin = type_min(atype), bmin = type_min(btype);
 #pragma omp parallel for num_threads(nt) schedule(static) if (outer * inner > 32768)

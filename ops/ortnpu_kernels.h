@@ -42,6 +42,8 @@ int ortnpu_cpu_has_avx2(void);
 int ortnpu_cpu_has_vnni(void);
 int ortnpu_has_openmp(void);
 int ortnpu_max_threads(void);
+/* force (1) or release (0) the depthwise row kernel on small maps (tests compare both) */
+void ortnpu_force_dw_rows(int on);
 
 int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
                   const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
@@ -141,6 +143,16 @@ int64_t ortnpu_program_publish(ortnpu_program_t *p);
 ortnpu_program_t *ortnpu_program_acquire(int64_t handle);
 void ortnpu_program_release(ortnpu_program_t *p);
 /* --- cdef end --- */
+
+/* The per-value tables of an 8-bit Add (512 values: a's then b's), made once for repeated
+ * runs; 0 when the op does not use tables. ortnpu_binary_tabled takes them (or NULL). */
+int ortnpu_binary_tables(int32_t op, int32_t atype, int32_t btype, const int64_t *prm,
+                         int32_t rule, int64_t *ta, int64_t *tb);
+int ortnpu_binary_tabled(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
+                         int32_t atype, const int64_t *astride, int64_t a_len, const void *b,
+                         int32_t btype, const int64_t *bstride, int64_t b_len,
+                         const int64_t *prm, const int64_t *given, const ortnpu_out_t *o,
+                         void *y, int nthreads, int isa);
 
 /* Weights of one convolution packed once for repeated runs (compiled programs): valid only
  * with the same ortnpu_conv_t (apart from n), ortnpu_out_t and isa. */

@@ -35,6 +35,7 @@ typedef struct {
     int64_t i[16];          /* kind-specific integers */
     void *c[6];             /* owned copies of constants */
     ortnpu_conv_pack_t *pack; /* Conv: weights packed for the kernel */
+    int64_t *tables;          /* 8-bit Add: per-value tables (NULL: computed per run) */
     char name[96];
 } layer_t;
 
@@ -205,6 +206,9 @@ int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op,
     L->c[3] = dup_bytes(params, 9 * 8);
     L->c[4] = in0 < 0 ? dup_bytes(a_const, a_len * type_size(atype)) : malloc(1);
     L->c[5] = in1 < 0 ? dup_bytes(b_const, b_len * type_size(btype)) : malloc(1);
+    int64_t tables[512];
+    if (ortnpu_binary_tables(op, atype, btype, params, o->rule, tables, tables + 256))
+        L->tables = dup_bytes(tables, sizeof tables); /* made once, not per run */
     return commit(p, L, 6);
 }
 
@@ -302,9 +306,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[5];
         if (!a) a = L->c[4];
-        return ortnpu_binary(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1], L->c[1],
-                             L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4], L->c[3], &L->o,
-                             out, L->nthreads, p->isa);
+        return ortnpu_binary_tabled(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
+                                    L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
+                                    L->c[3], L->tables, &L->o, out, L->nthreads, p->isa);
     }
     case L_REQUANT:
         return ortnpu_requantize(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
@@ -431,6 +435,7 @@ static void destroy(ortnpu_program_t *p) {
     for (int64_t k = 0; k < p->n_layers; k++) {
         for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
         ortnpu_conv_pack_free(p->layers[k].pack);
+        free(p->layers[k].tables);
     }
     free(p->layers);
     free(p->slot_off);

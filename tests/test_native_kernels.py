@@ -287,17 +287,19 @@ def test_conv_kinds_every_dtype(simd: str, kind: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["channels_last", "rows"])
-def test_depthwise_both_kernels(simd: str, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_depthwise_both_kernels(simd: str, path: str) -> None:
     """Depthwise convs on small maps run channels-last unless ORTNPU_DW_ROWS forces rows."""
-    if path == "rows":
-        monkeypatch.setenv("ORTNPU_DW_ROWS", "1")
-    rng = np.random.default_rng(13)
-    for xdt in DTYPES:
-        for rule in ROUNDING_RULES:
-            for _ in range(6):
-                arrays, attrs, out = conv_case(rng, kind="depthwise", xdt=xdt, rule=rule,
-                                               acc_bits=32)
-                check("Conv", arrays, attrs, out)
+    native._native.lib.ortnpu_force_dw_rows(1 if path == "rows" else 0)
+    try:
+        rng = np.random.default_rng(13)
+        for xdt in DTYPES:
+            for rule in ROUNDING_RULES:
+                for _ in range(6):
+                    arrays, attrs, out = conv_case(rng, kind="depthwise", xdt=xdt, rule=rule,
+                                                   acc_bits=32)
+                    check("Conv", arrays, attrs, out)
+    finally:
+        native._native.lib.ortnpu_force_dw_rows(0)
 
 
 def test_conv_larger_shapes(simd: str, threads: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -259,10 +260,11 @@ class InferenceSession:
         return feed
 
     def _clean_nan(self, name: str, arr: np.ndarray) -> np.ndarray:
-        """Apply the NaN policy (a mask and ``any`` beat a NaN-propagating sum: measured)."""
-        nan = np.isnan(arr)
-        if not nan.any():
+        """Apply the NaN policy. ``min`` propagates NaN and needs no mask array (measured: 1.7
+        against 2.0 us on a digit, 8 against 15 us on a 224x224 image)."""
+        if arr.size == 0 or not math.isnan(arr.min()):
             return arr
+        nan = np.isnan(arr)
         if self.nan_policy == "raise":
             first = [int(i) for i in np.argwhere(nan)[0]]
             raise ModelError(
