@@ -13,9 +13,9 @@ Run-time choices:
 * Threads: :func:`set_threads`; by default ``os.cpu_count()``, capped by the environment variable
   ``ORTNPU_NUM_THREADS``.
 
-Weights are packed (int8 to int16 pairs, per-channel sums for the zero-point correction) inside
-each call; that costs one pass over the weights, a few percent of a convolution, so no cache of
-packed weights is kept (see docs/kernels.md for the measurement and the reasoning).
+These per-op wrappers pack a convolution's weights (and an Add's tables) inside each call. The
+compiled programs of ``ortnpu.runtime.native_program`` pack them once, when the program is
+built, and run without Python (see docs/kernels.md).
 """
 
 from __future__ import annotations
