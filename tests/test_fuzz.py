@@ -46,3 +46,14 @@ def test_every_op_seed_is_valid_before_mutation(name: str) -> None:
         y = kernels.run(case.spec, case.arrays, attrs, np.dtype(case.out_dtype))
         assert y.dtype == case.out_dtype
         assert op_model(case) is not None
+
+
+@pytest.mark.parametrize("seed,index", [(3, 1023), (3, 4525)])
+def test_cases_the_long_run_found_stay_ortnpu_errors(seed: int, index: int) -> None:
+    """Regressions from ``scripts/fuzz.py --seed 3``: a flipped byte made an intermediate's
+    element type 63 (fusion raised KeyError) or an input's symbolic dimension invalid UTF-8
+    (the session raised UnicodeDecodeError). Both must be ModelErrors."""
+    kind, cls, detail = Worker(seed).run(index)
+    assert kind == "file"
+    assert cls == "ortnpu", detail
+    assert "ModelError" in detail

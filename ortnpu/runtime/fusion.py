@@ -103,9 +103,14 @@ class Subgraph(OpSpec):
 
 
 def _dtype_of(model: onnx.ModelProto, name: str) -> np.dtype | None:
+    """The tensor's numpy dtype from the model, or None when unknown (or not an ONNX type:
+    onnxruntime then refuses the model with its own message)."""
     for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
         if vi.name == name and vi.type.tensor_type.elem_type:
-            return np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            try:
+                return np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+            except (KeyError, TypeError):
+                return None
     return None
 
 

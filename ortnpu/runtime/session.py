@@ -155,15 +155,20 @@ class InferenceSession:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"{self.model_name}: onnxruntime cannot load the model: "
                              f"{first_line(exc)}") from None
-        self._inputs = {i.name: i for i in self._sess.get_inputs()}
+        try:  # onnxruntime decodes names and symbolic dimensions as UTF-8 here
+            self._inputs = {i.name: i for i in self._sess.get_inputs()}
+            #: per input: the numpy dtype onnxruntime wants and the (axis, size) of fixed axes
+            self._feed_spec = {}
+            for name, info in self._inputs.items():
+                shape = info.shape if self._ranked.get(name, True) else None
+                fixed = None if shape is None else (
+                    len(shape), tuple((k, d) for k, d in enumerate(shape) if isinstance(d, int)))
+                self._feed_spec[name] = (_NP_OF_ORT.get(info.type), fixed)
+        except UnicodeDecodeError as exc:
+            raise ModelError(f"{self.model_name}: an input's name or dimension is not valid "
+                             f"UTF-8 ({exc.reason} at byte {exc.start}); fix the model's "
+                             "inputs") from None
         self._names = frozenset(self._inputs)
-        #: per input: the numpy dtype onnxruntime wants and the (axis, size) of fixed axes
-        self._feed_spec = {}
-        for name, info in self._inputs.items():
-            shape = info.shape if self._ranked.get(name, True) else None
-            fixed = None if shape is None else (
-                len(shape), tuple((k, d) for k, d in enumerate(shape) if isinstance(d, int)))
-            self._feed_spec[name] = (_NP_OF_ORT.get(info.type), fixed)
 
     # -- the onnxruntime surface -------------------------------------------------------------
     def get_inputs(self) -> list[Any]:
