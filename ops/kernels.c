@@ -101,6 +101,10 @@ typedef struct {
     /* depthwise 3x3 output row by pair multiply-adds (NULL: use dw_row3) */
     void (*dw3_row)(uint32_t *, const int16_t *, const int16_t *, const int16_t *, int64_t,
                     int64_t, const int8_t *, int16_t *);
+    /* finish32_double over a phase-width grid tile, dropping columns >= ow (AVX-512 only,
+     * NULL elsewhere: compaction + finish32_double) */
+    void (*finish32_double_grid)(const int32_t *, int64_t, int64_t, int64_t, int64_t, uint32_t,
+                                 int64_t, int, int64_t, int64_t, int64_t, void *, int);
     /* u8 x s8 tile over 16 * NC columns and the whole K (AVX-512 VNNI only, NULL elsewhere) */
     void (*wide_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                          int32_t *, int64_t, int);
@@ -273,46 +277,100 @@ static void bcast_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_
 /* finish32_double on 16 lanes: the same steps as the AVX2 version in kernels_isa.h (see the
  * comments there), with mask registers for the comparisons and saturating narrowing stores
  * (exact: the values are already clamped into the output type). */
+/* One step of finish32_double on up to 16 lanes (mask k): the same steps as the AVX2 version
+ * in kernels_isa.h (see the comments there), with mask registers for the comparisons and
+ * saturating narrowing stores (exact: the values are already clamped into the output type). */
+typedef struct {
+    __m512i vcorr, vq, half, vmask, vthr, one, zero, vlo, vhi, vzp;
+    __m128i lcount, rcount;
+    int right, otype;
+} fin512_t;
+
+static inline __attribute__((always_inline)) fin512_t
+fin512_setup(uint32_t corr, int64_t qm, int shift, int64_t zp, int64_t lo, int64_t hi,
+             int otype) {
+    fin512_t f;
+    const int left = shift > 0 ? shift : 0;
+    f.right = shift > 0 ? 0 : -shift;
+    f.lcount = _mm_cvtsi32_si128(left);
+    f.rcount = _mm_cvtsi32_si128(f.right);
+    f.vcorr = _mm512_set1_epi32(s32(corr));
+    f.vq = _mm512_set1_epi32((int32_t)qm);
+    f.half = _mm512_set1_epi64(INT64_C(1) << 30);
+    const int32_t mask_s = (int32_t)((1u << f.right) - 1u);
+    f.vmask = _mm512_set1_epi32(mask_s);
+    f.vthr = _mm512_set1_epi32(mask_s >> 1);
+    f.one = _mm512_set1_epi32(1);
+    f.zero = _mm512_setzero_si512();
+    f.vlo = _mm512_set1_epi32((int32_t)(lo - zp));
+    f.vhi = _mm512_set1_epi32((int32_t)(hi - zp));
+    f.vzp = _mm512_set1_epi32((int32_t)zp);
+    f.otype = otype;
+    return f;
+}
+
+static inline __attribute__((always_inline)) void
+fin512_step(const fin512_t *f, const int32_t *acc, __mmask16 k, void *outp) {
+    __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc), f->vcorr);
+    a = _mm512_sll_epi32(a, f->lcount);
+    __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, f->vq), f->half);
+    __m512i od = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), f->vq), f->half);
+    __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ev, 31),
+                                        _mm512_slli_epi64(od, 1));
+    if (f->right > 0) {
+        __m512i rem = _mm512_and_si512(h, f->vmask);
+        __m512i thr = _mm512_mask_add_epi32(f->vthr, _mm512_cmplt_epi32_mask(h, f->zero),
+                                            f->vthr, f->one);
+        h = _mm512_sra_epi32(h, f->rcount);
+        h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, f->one);
+    }
+    h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi), f->vzp);
+    if (f->otype == ORTNPU_T_I16)
+        _mm512_mask_cvtsepi32_storeu_epi16(outp, k, h);
+    else if (f->otype == ORTNPU_T_I8)
+        _mm512_mask_cvtsepi32_storeu_epi8(outp, k, h);
+    else
+        _mm512_mask_cvtusepi32_storeu_epi8(outp, k, h);
+}
+
 static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
                                    int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
                                    int otype) {
-    const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    const __m128i lcount = _mm_cvtsi32_si128(left), rcount = _mm_cvtsi32_si128(right);
-    const __m512i vcorr = _mm512_set1_epi32(s32(corr));
-    const __m512i vq = _mm512_set1_epi32((int32_t)qm);
-    const __m512i half = _mm512_set1_epi64(INT64_C(1) << 30);
-    const int32_t mask_s = (int32_t)((1u << right) - 1u);
-    const __m512i vmask = _mm512_set1_epi32(mask_s), vthr = _mm512_set1_epi32(mask_s >> 1);
-    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
-    const __m512i vlo = _mm512_set1_epi32((int32_t)(lo - zp));
-    const __m512i vhi = _mm512_set1_epi32((int32_t)(hi - zp));
-    const __m512i vzp = _mm512_set1_epi32((int32_t)zp);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m512i a = _mm512_add_epi32(_mm512_loadu_si512((const void *)(acc + i)), vcorr);
-        a = _mm512_sll_epi32(a, lcount);
-        __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, vq), half);
-        __m512i od = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), vq), half);
-        __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ev, 31),
-                                            _mm512_slli_epi64(od, 1));
-        if (right > 0) {
-            __m512i rem = _mm512_and_si512(h, vmask);
-            __m512i thr = _mm512_mask_add_epi32(vthr, _mm512_cmplt_epi32_mask(h, zero), vthr,
-                                                one);
-            h = _mm512_sra_epi32(h, rcount);
-            h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, one);
-        }
-        h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, vlo), vhi), vzp);
-        if (otype == ORTNPU_T_I16)
-            _mm256_storeu_si256((__m256i *)((int16_t *)outp + i), _mm512_cvtsepi32_epi16(h));
-        else if (otype == ORTNPU_T_I8)
-            _mm_storeu_si128((__m128i *)((int8_t *)outp + i), _mm512_cvtsepi32_epi8(h));
-        else
-            _mm_storeu_si128((__m128i *)((uint8_t *)outp + i), _mm512_cvtusepi32_epi8(h));
+    const fin512_t f = fin512_setup(corr, qm, shift, zp, lo, hi, otype);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t left = n - i;
+        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        fin512_step(&f, acc + i, k, (char *)outp + i * es);
     }
-    if (i < n) {
-        char *rest = (char *)outp + i * (otype == ORTNPU_T_I16 ? 2 : 1);
-        finish32_double_avx2(acc + i, n - i, corr, qm, shift, zp, lo, hi, rest, otype);
+}
+
+/* finish32_double over a tile of the phase-width grid: acc holds grid pixels q0 .. q0 + len,
+ * of which columns ox >= ow (q = oy * wph + ox) are dropped; out is the channel's output plane.
+ * Masked loads and stores: no compaction pass. */
+static void finish32_double_grid_avx512(const int32_t *acc, int64_t q0, int64_t len,
+                                        int64_t wph, int64_t ow, uint32_t corr, int64_t qm,
+                                        int shift, int64_t zp, int64_t lo, int64_t hi,
+                                        void *out, int otype) {
+    const fin512_t f = fin512_setup(corr, qm, shift, zp, lo, hi, otype);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    int64_t q = q0, end = q0 + len, oy = q0 / wph, ox = q0 % wph;
+    while (q < end) {
+        if (ox >= ow) { /* dropped columns up to the next row */
+            q += wph - ox;
+            oy++;
+            ox = 0;
+            continue;
+        }
+        const int64_t seg = ow - ox < end - q ? ow - ox : end - q;
+        char *dst = (char *)out + (oy * ow + ox) * es;
+        for (int64_t i = 0; i < seg; i += 16) {
+            const int64_t left = seg - i;
+            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            fin512_step(&f, acc + (q - q0) + i, k, dst + i * es);
+        }
+        q += seg;
+        ox += seg;
     }
 }
 
@@ -325,7 +383,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixel_avx2, quad_gather_avx2,
-    dw3_row_avx2, wide_tile_u8_vnni,
+    dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
 };
 #endif
 
@@ -773,6 +831,15 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                 for (int r = 0; r < R; r++) {
                     int64_t c = c0 + r, pi = p->n_params == 1 ? 0 : c;
                     int64_t first = p0, cnt = tpx;
+                    if (cx.wph != p->ow && !blocked && I->finish32_double_grid &&
+                        o->acc_bits == 32 && o->rule == ORTNPU_R_DOUBLE) {
+                        const int es = o->otype == ORTNPU_T_I16 ? 2 : 1;
+                        I->finish32_double_grid(
+                            acc + r * TP, p0, tpx, cx.wph, p->ow, (uint32_t)corr[c], mult[pi],
+                            shift[pi], o->y_zp, o->act_min, o->act_max,
+                            (char *)y + (n * p->cout + c) * cx.P * es, o->otype);
+                        continue;
+                    }
                     if (cx.wph != p->ow)
                         cnt = blocked ? compact64(acc64 + r * TP, p0, tpx, cx.wph, p->ow, &first)
                                       : compact32(acc + r * TP, p0, tpx, cx.wph, p->ow, &first);
