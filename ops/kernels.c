@@ -741,6 +741,14 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     if (tp < 16) tp = 16;
     if (tp > 256) tp = 256;
     if (tp > round16(Pq)) tp = round16(Pq);
+    /* several threads and too few tiles: smaller pixel tiles (down to 64 pixels) before
+     * splitting output channels, whose items each repeat the tile's im2col */
+    const int64_t images = p->n * p->group;
+    if (nt > 1 && images * ceil_div(Pq, tp) < 2 * nt) {
+        int64_t want = round16(ceil_div(Pq, ceil_div(2 * nt, images)));
+        if (want < 64) want = 64;
+        if (want < tp) tp = want;
+    }
     cx.TP = tp;
     const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
     const int64_t ntiles = ceil_div(Pq, cx.TP);
