@@ -624,9 +624,11 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
     if (!xp) return NULL;
     memset(xp + planes * plane * es, 0, (size_t)(64 * es));
     const int64_t zp = p->x_zp + (G == 4 ? qoff : 0);
-    if (G == 4)
+    const int padded = p->pt || p->pl || p->pb || p->pr || (p->h + p->pt + p->pb) % sh ||
+                       (p->w + p->pl + p->pr) % sw;
+    if (padded && G == 4)
         memset(xp, (int)(uint8_t)zp, (size_t)(planes * plane));
-    else
+    else if (padded)
         fill_i16((int16_t *)(void *)xp, (int16_t)zp, planes * plane);
     /* per column phase: first input column x0, how many, and where they start (no
      * divisions in the loops below: they cost more than the copy on small maps) */
@@ -638,6 +640,18 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
         js[px] = (x0s[px] + p->pl) / sw;
     }
     const uint8_t flip = p->xtype == ORTNPU_T_I8 ? 0x80u : 0u;
+    if (sh == 1 && sw == 1 && p->pt == 0 && p->pl == 0 && p->pb == 0 && p->pr == 0) {
+        /* no padding, one phase: the copy is the whole input in one pass (small maps would
+         * otherwise pay a call per row) */
+        const int64_t total = planes * p->h * p->w;
+        if (G == 2)
+            load_i16((int16_t *)(void *)xp, x, p->xtype, 0, 1, total);
+        else if (flip)
+            flip_i8((uint8_t *)xp, (const int8_t *)x, total);
+        else
+            memcpy(xp, x, (size_t)total);
+        return xp;
+    }
     for (int64_t pl = 0; pl < planes; pl++) {
         int64_t rph = p->pt % sh, ri = p->pt / sh; /* phase and index of padded row y + pt */
         for (int64_t y = 0; y < p->h; y++) {
