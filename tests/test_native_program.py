@@ -22,7 +22,8 @@ from ortnpu.runtime.native_program import (
 )
 from tests.graphs import images, small_cnn
 
-pytestmark = pytest.mark.skipif(not native.AVAILABLE, reason="C kernels not built")
+pytestmark = pytest.mark.skipif(not native.AVAILABLE or kernels.get_mode() == "numpy",
+                                reason="C kernels not built or not in use (ORTNPU_KERNELS)")
 
 
 def _sessions(npu: onnx.ModelProto) -> dict[str, ortnpu.InferenceSession]:
@@ -111,11 +112,12 @@ def test_layers_without_a_c_step_and_dynamic_shapes_say_why() -> None:
 
 def test_numpy_mode_keeps_the_python_path() -> None:
     npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    before = kernels.get_mode()
     kernels.set_mode("numpy")
     try:
         sess = ortnpu.InferenceSession(npu)
     finally:
-        kernels.set_mode("auto")
+        kernels.set_mode(before)
     assert "not in use" in sess.compile_reports[0].reason
 
 
