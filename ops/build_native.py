@@ -87,6 +87,7 @@ def _make(absolute: bool = False) -> FFI:
         depends=[path(HERE / d) for d in DEPENDS],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
+        libraries=[] if sys.platform == "win32" else ["m"],
     )
     return builder
 

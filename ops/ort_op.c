@@ -3,7 +3,7 @@
  * onnxruntime loads this library (the same shared object as the cffi module, so it sees the
  * programs Python compiled) through SessionOptions.register_custom_ops_library, which calls
  * RegisterCustomOps. The ops live in the runtime-only domain "com.ortnpu.native":
- * Program_<in>_<out> with in, out in {i8, u8, i16}, one input, one output and one attribute,
+ * Program_<in>_<out> with in, out in {i8, u8, i16, f32}, one input, one output and one attribute,
  * `handle`, the number ortnpu_program_publish returned. Saved models never contain them.
  *
  * onnxruntime's C headers are not shipped in any package we can install, so this file declares
@@ -105,7 +105,7 @@ typedef void (*ReleaseStatus_fn)(OrtStatus *);
 typedef void (*ReleaseTensorTypeAndShapeInfo_fn)(OrtTensorTypeAndShapeInfo *);
 
 enum { ORT_OK = 0, ORT_INVALID_ARGUMENT = 2, ORT_RUNTIME_EXCEPTION = 6 };
-enum { ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT16 = 5 };
+enum { ELEM_FLOAT = 1, ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT16 = 5 };
 
 /* -------------------------------------------------------------------------------- the op */
 typedef struct {
@@ -128,8 +128,10 @@ void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *i
                          int64_t *out_dims);
 const char *ortnpu_program_name(const ortnpu_program_t *p);
 
-static const char *const TYPE_NAME[3] = {"i8", "u8", "i16"};
-static const int ELEM_OF[3] = {ELEM_INT8, ELEM_UINT8, ELEM_INT16};
+/* type codes of the program's boundary: those of ortnpu_kernels.h, and 3 for float32 */
+#define N_TYPES 4
+static const char *const TYPE_NAME[N_TYPES] = {"i8", "u8", "i16", "f32"};
+static const int ELEM_OF[N_TYPES] = {ELEM_INT8, ELEM_UINT8, ELEM_INT16, ELEM_FLOAT};
 
 static OrtStatus *fail(const OrtApi *api, int code, const char *msg) {
     return ORT_FN(api, SLOT_CreateStatus, CreateStatus_fn)(code, msg);
@@ -279,12 +281,12 @@ static void kernel_compute_v1(void *kernel, OrtKernelContext *ctx) {
     if (st) ORT_FN(k->api, SLOT_ReleaseStatus, ReleaseStatus_fn)(st);
 }
 
-static ortnpu_op_t g_ops[9];
+static ortnpu_op_t g_ops[N_TYPES * N_TYPES];
 
 static void init_ops(void) {
-    for (int i = 0; i < 3; i++) {
-        for (int j = 0; j < 3; j++) {
-            ortnpu_op_t *o = &g_ops[i * 3 + j];
+    for (int i = 0; i < N_TYPES; i++) {
+        for (int j = 0; j < N_TYPES; j++) {
+            ortnpu_op_t *o = &g_ops[i * N_TYPES + j];
             memset(o, 0, sizeof(*o));
             o->in_type = i;
             o->out_type = j;
@@ -326,7 +328,7 @@ ORTNPU_EXPORT OrtStatus *RegisterCustomOps(OrtSessionOptions *options, const Ort
     OrtStatus *st = ORT_FN(api, SLOT_CreateCustomOpDomain, CreateCustomOpDomain_fn)(
         "com.ortnpu.native", &domain);
     if (st) return st;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < N_TYPES * N_TYPES; i++) {
         st = ORT_FN(api, SLOT_CustomOpDomain_Add, CustomOpDomain_Add_fn)(domain, &g_ops[i].base);
         if (st) return st;
     }

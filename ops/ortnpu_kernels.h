@@ -129,6 +129,13 @@ int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, in
                            int64_t act_max, int nthreads);
 int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                             int64_t nbytes);
+/* Float boundary: with q_in the program takes float input and quantizes it as onnxruntime's
+ * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
+ * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the
+ * arena and apart from every intermediate. */
+int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
+                                int64_t q_off, int dq_out, float dq_scale, int64_t dq_zp,
+                                int64_t dq_off);
 /* x [batch, in_dims...], y [batch, out_dims...]; on failure err gets a message */
 int ortnpu_program_run(ortnpu_program_t *p, int64_t batch, const void *x, void *y, char *err,
                        int64_t err_len);

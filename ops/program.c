@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <math.h>
 #include <unistd.h>
 
 #include "ortnpu_kernels.h"
@@ -49,7 +50,13 @@ struct ortnpu_program {
     int32_t in_type, out_type;
     int32_t in_rank, out_rank;      /* per-sample ranks (batch axis excluded) */
     int64_t in_dims[8], out_dims[8];
-    int64_t in_bytes, out_bytes;    /* per sample */
+    int64_t in_bytes, out_bytes;    /* per sample, of the external tensors */
+    int64_t in_count, out_count;    /* elements per sample */
+    /* float boundary (ortnpu_program_set_float_io): the program quantizes its float input into
+     * the arena at q_off and dequantizes its output from dq_off into the float output */
+    int q_in, dq_out;
+    float q_scale, dq_scale;
+    int64_t q_zp, dq_zp, q_off, dq_off;
     int64_t n_slots;
     int64_t *slot_off;              /* byte offset in the arena, slots >= 2 */
     int64_t arena_bytes;
@@ -89,14 +96,17 @@ ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t 
     p->out_rank = out_rank;
     p->in_bytes = type_size(in_type);
     p->out_bytes = type_size(out_type);
+    p->in_count = p->out_count = 1;
     for (int k = 0; k < in_rank; k++) {
         p->in_dims[k] = in_dims[k];
-        p->in_bytes *= in_dims[k];
+        p->in_count *= in_dims[k];
     }
     for (int k = 0; k < out_rank; k++) {
         p->out_dims[k] = out_dims[k];
-        p->out_bytes *= out_dims[k];
+        p->out_count *= out_dims[k];
     }
+    p->in_bytes *= p->in_count;
+    p->out_bytes *= p->out_count;
     p->n_slots = n_slots;
     p->slot_off = dup_bytes(slot_off, n_slots * (int64_t)sizeof(int64_t));
     p->arena_bytes = arena_bytes;
@@ -108,6 +118,63 @@ ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t 
         return NULL;
     }
     return p;
+}
+
+int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
+                                int64_t q_off, int dq_out, float dq_scale, int64_t dq_zp,
+                                int64_t dq_off) {
+    if (!p) return ORTNPU_EBADARG;
+    if (q_in && (!(q_scale > 0.0f) || q_off < 0 || q_off + p->in_count * type_size(p->in_type) >
+                                                       p->arena_bytes ||
+                 q_zp < (p->in_type == ORTNPU_T_I8 ? -128 : p->in_type == ORTNPU_T_U8 ? 0 : -32768) ||
+                 q_zp > (p->in_type == ORTNPU_T_I8 ? 127 : p->in_type == ORTNPU_T_U8 ? 255 : 32767)))
+        return ORTNPU_EBADARG;
+    if (dq_out && (dq_off < 0 || dq_off + p->out_count * type_size(p->out_type) > p->arena_bytes))
+        return ORTNPU_EBADARG;
+    p->q_in = q_in;
+    p->q_scale = q_scale;
+    p->q_zp = q_zp;
+    p->q_off = q_off;
+    p->dq_out = dq_out;
+    p->dq_scale = dq_scale;
+    p->dq_zp = dq_zp;
+    p->dq_off = dq_off;
+    if (q_in) p->in_bytes = p->in_count * (int64_t)sizeof(float);
+    if (dq_out) p->out_bytes = p->out_count * (int64_t)sizeof(float);
+    return ORTNPU_OK;
+}
+
+/* onnxruntime's QuantizeLinear (MLAS): x / scale, max with the lower bound, min with the upper
+ * one (a NaN becomes the lower bound, as MAXPS returns its second operand), round half to even,
+ * add the zero point. Bounds are integers, so clamping before rounding equals clamping after. */
+static void quantize_f32(const float *x, int64_t n, float scale, int64_t zp, int32_t otype,
+                         void *y) {
+    const int64_t tmin = otype == ORTNPU_T_I8 ? -128 : otype == ORTNPU_T_U8 ? 0 : -32768;
+    const int64_t tmax = otype == ORTNPU_T_I8 ? 127 : otype == ORTNPU_T_U8 ? 255 : 32767;
+    const float lo = (float)(tmin - zp), hi = (float)(tmax - zp);
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i] / scale;
+        v = v > lo ? v : lo;
+        v = v < hi ? v : hi;
+        const int64_t r = (int64_t)nearbyintf(v) + zp;
+        if (otype == ORTNPU_T_I8)
+            ((int8_t *)y)[i] = (int8_t)r;
+        else if (otype == ORTNPU_T_U8)
+            ((uint8_t *)y)[i] = (uint8_t)r;
+        else
+            ((int16_t *)y)[i] = (int16_t)r;
+    }
+}
+
+/* onnxruntime's DequantizeLinear: (x - zp) * scale in float */
+static void dequantize_f32(const void *x, int64_t n, int32_t itype, float scale, int64_t zp,
+                           float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t v = itype == ORTNPU_T_I8   ? ((const int8_t *)x)[i]
+                          : itype == ORTNPU_T_U8 ? ((const uint8_t *)x)[i]
+                                                 : ((const int16_t *)x)[i];
+        y[i] = (float)(v - (int32_t)zp) * scale;
+    }
 }
 
 static layer_t *new_layer(ortnpu_program_t *p, int32_t kind, const char *name, int32_t in0,
@@ -288,7 +355,9 @@ static void arena_put(ortnpu_program_t *p, arena_t *a) {
 
 static inline void *slot(const ortnpu_program_t *p, char *base, int32_t s, const void *x,
                          void *y) {
-    return s == 0 ? (void *)x : (s == 1 ? y : base + p->slot_off[s]);
+    if (s == 0) return p->q_in ? base + p->q_off : (void *)x;
+    if (s == 1) return p->dq_out ? base + p->dq_off : y;
+    return base + p->slot_off[s];
 }
 
 static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, const void *x,
@@ -353,6 +422,9 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
     for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++) {
         const char *xb = (const char *)x + b * p->in_bytes;
         char *yb = (char *)y + b * p->out_bytes;
+        if (p->q_in)
+            quantize_f32((const float *)(const void *)xb, p->in_count, p->q_scale, p->q_zp,
+                         p->in_type, base + p->q_off);
         for (int64_t k = 0; k < p->n_layers; k++) {
             double t0 = ns ? now_ns() : 0.0;
             rc = run_layer(p, &p->layers[k], base, xb, yb);
@@ -367,6 +439,9 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
                 break;
             }
         }
+        if (rc == ORTNPU_OK && p->dq_out)
+            dequantize_f32(base + p->dq_off, p->out_count, p->out_type, p->dq_scale, p->dq_zp,
+                           (float *)(void *)yb);
     }
     arena_put(p, a);
     return rc;
@@ -466,9 +541,9 @@ void ortnpu_program_release(ortnpu_program_t *p) {
 void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
                          int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
                          int64_t *out_dims) {
-    *in_type = p->in_type;
+    *in_type = p->q_in ? 3 : p->in_type; /* 3: float32 at the boundary */
     *in_rank = p->in_rank;
-    *out_type = p->out_type;
+    *out_type = p->dq_out ? 3 : p->out_type;
     *out_rank = p->out_rank;
     for (int k = 0; k < p->in_rank; k++) in_dims[k] = p->in_dims[k];
     for (int k = 0; k < p->out_rank; k++) out_dims[k] = p->out_dims[k];

@@ -166,3 +166,47 @@ def test_profile_names_every_layer() -> None:
     prof = natives[0].profile(x, repeat=2)
     assert [name for name, _ in prof] == [s.where.split("'")[1] for s in programs[0].steps]
     assert all(ms >= 0 for _, ms in prof)
+
+
+def _qdq_scale(npu: onnx.ModelProto) -> tuple[float, int]:
+    inits = {i.name: numpy_helper.to_array(i) for i in npu.graph.initializer}
+    q = next(n for n in npu.graph.node if n.op_type == "QuantizeLinear")
+    zp = int(inits[q.input[2]].reshape(-1)[0]) if len(q.input) > 2 else 0
+    return float(inits[q.input[1]].reshape(-1)[0]), zp
+
+
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+def test_float_boundary_equals_onnxruntime_quantize_and_dequantize(target: str) -> None:
+    """The program's own QuantizeLinear/DequantizeLinear against onnxruntime's on edge values:
+    rounding ties of both parities, the clamp bounds and beyond, infinities, subnormals, -0."""
+    npu = ortnpu.quantize(small_cnn(), target, images(32))
+    scale, zp = _qdq_scale(npu)
+    native_sess = ortnpu.InferenceSession(npu)
+    fused, programs = fuse_subgraphs(npu)
+    compiled, _, _ = compile_subgraphs(fused, programs)
+    kinds = [n.op_type for n in compiled.graph.node]
+    assert "QuantizeLinear" not in kinds and kinds[0].startswith("Program_f32_")
+    ref = ortnpu.InferenceSession(npu, native=False)      # onnxruntime's Q/DQ nodes
+    rng = np.random.default_rng(5)
+    k = rng.integers(-40000, 40000, size=3 * 12 * 12 * 4)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-45, -1e-45, 3e38, -3e38,
+                        (127.5 - zp) * scale, (-128.5 - zp) * scale, (255.5 - zp) * scale,
+                        (32767.5 - zp) * scale, 0.5 * scale, -0.5 * scale, 1.5 * scale,
+                        -2.5 * scale], np.float32)
+    x = ((k + 0.5) * scale).astype(np.float32)               # ties at every integer
+    x[:special.size] = special
+    x = x.reshape(4, 3, 12, 12)
+    x[1] = rng.standard_normal((3, 12, 12)).astype(np.float32) * 300 * scale
+    a = native_sess.run(None, {"x": x})[0]
+    b = ref.run(None, {"x": x})[0]
+    assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_quantize_shared_with_another_consumer_is_not_absorbed() -> None:
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    q = next(n for n in npu.graph.node if n.op_type == "QuantizeLinear")
+    npu.graph.output.append(helper.make_tensor_value_info(q.output[0], TensorProto.INT8, None))
+    fused, programs = fuse_subgraphs(npu)
+    compiled, natives, _ = compile_subgraphs(fused, programs)
+    assert natives and any(n.op_type == "QuantizeLinear" for n in compiled.graph.node)
+    assert np.dtype(natives[0].in_dtype) == np.int8

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from ortnpu.domain import kernels
 from ortnpu.errors import KernelError, OrtNpuError, first_line
@@ -150,8 +150,18 @@ def _check_separable(program: Program, one: dict[str, np.ndarray],
     return None
 
 
-def compile_program(program: Program, in_shape: Sequence[Any],
-                    in_dtype: np.dtype) -> NativeProgram | str:
+@dataclass(frozen=True)
+class FloatBoundary:
+    """A QuantizeLinear before and/or a DequantizeLinear after the subgraph, run by the program
+    itself (as onnxruntime computes them), so that onnxruntime runs one node instead of three.
+    Each is ``(scale, zero_point)`` or None."""
+
+    quantize: tuple[float, int] | None = None
+    dequantize: tuple[float, int] | None = None
+
+
+def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtype,
+                    boundary: FloatBoundary | None = None) -> NativeProgram | str:
     """Compile ``program`` for inputs ``[batch, *in_shape[1:]]``.
 
     Returns:
@@ -182,6 +192,9 @@ def compile_program(program: Program, in_shape: Sequence[Any],
         return f"output type {out.dtype} is not an integer type of the domain"
     sizes = {t: v.nbytes for t, v in values.items()}
     slots, offsets, arena = _plan_arena(program, sizes)
+    boundary = boundary or FloatBoundary()
+    q_off, arena = arena, arena + (x1.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+    dq_off, arena = arena, arena + (out.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
     name = program.name
     ffi, lib = nat._native.ffi, nat._native.lib
     ptr = lib.ortnpu_program_new(
@@ -198,11 +211,18 @@ def compile_program(program: Program, in_shape: Sequence[Any],
                         slots[step.output], values[step.output])
         if rc != 0:
             return f"{step.where}the C program refused the layer (code {rc})"
+    q, dq = boundary.quantize, boundary.dequantize
+    rc = lib.ortnpu_program_set_float_io(
+        ptr, q is not None, q[0] if q else 1.0, q[1] if q else 0, q_off, dq is not None,
+        dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off)
+    if rc != 0:
+        return f"the C program refused the float boundary {boundary} (code {rc})"
     handle = lib.ortnpu_program_publish(ptr)
     if handle == 0:
         return "too many compiled programs alive in this process"
-    return NativeProgram(ptr, int(handle), in_dtype, out.dtype, tuple(int(d) for d in dims[1:]),
-                         tuple(out.shape[1:]), name)
+    f32 = np.dtype(np.float32)
+    return NativeProgram(ptr, int(handle), f32 if q else in_dtype, f32 if dq else out.dtype,
+                         tuple(int(d) for d in dims[1:]), tuple(out.shape[1:]), name)
 
 
 def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], out: int,
@@ -282,7 +302,8 @@ def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], o
 
 #: The runtime-only domain of the native op (ops/ort_op.c); never in a saved model.
 NATIVE_DOMAIN = "com.ortnpu.native"
-_TYPE_SUFFIX = {np.dtype(np.int8): "i8", np.dtype(np.uint8): "u8", np.dtype(np.int16): "i16"}
+_TYPE_SUFFIX = {np.dtype(np.int8): "i8", np.dtype(np.uint8): "u8", np.dtype(np.int16): "i16",
+                np.dtype(np.float32): "f32"}
 
 
 def library_path() -> str | None:
@@ -300,46 +321,120 @@ class CompileReport:
     reason: str = ""
 
 
+def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
+    if name not in inits:
+        return None
+    value = numpy_helper.to_array(inits[name])
+    return value if value.size == 1 else None
+
+
+def _quantize_before(model: onnx.ModelProto, node: onnx.NodeProto, in_dtype: np.dtype,
+                     inits: dict[str, onnx.TensorProto], consumers: dict[str, list[int]],
+                     outputs: set[str]) -> tuple[int, tuple[float, int]] | None:
+    """The QuantizeLinear that alone feeds ``node``, with a scalar scale and zero point."""
+    tensor = node.input[0]
+    if tensor in outputs or len(consumers.get(tensor, [])) != 1:
+        return None
+    for k, q in enumerate(model.graph.node):
+        if tensor in q.output:
+            return _qdq_params(q, k, "QuantizeLinear", in_dtype, inits)
+    return None
+
+
+def _dequantize_after(model: onnx.ModelProto, node: onnx.NodeProto, out_dtype: np.dtype,
+                      inits: dict[str, onnx.TensorProto], consumers: dict[str, list[int]],
+                      outputs: set[str]) -> tuple[int, tuple[float, int]] | None:
+    """The DequantizeLinear that alone reads ``node``'s output, scalar scale and zero point."""
+    tensor = node.output[0]
+    users = consumers.get(tensor, [])
+    if tensor in outputs or len(users) != 1:
+        return None
+    return _qdq_params(model.graph.node[users[0]], users[0], "DequantizeLinear", out_dtype,
+                       inits)
+
+
+def _qdq_params(q: onnx.NodeProto, k: int, op_type: str, int_dtype: np.dtype,
+                inits: dict[str, onnx.TensorProto]) -> tuple[int, tuple[float, int]] | None:
+    if q.op_type != op_type or q.domain not in ("", "ai.onnx") or len(q.input) < 2:
+        return None
+    if any(a.name not in ("axis", "saturate") for a in q.attribute):
+        return None    # block quantization, output_dtype: not a plain per-tensor op
+    scale = _scalar(inits, q.input[1])
+    zp = _scalar(inits, q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros(1, np.uint8)
+    if scale is None or zp is None or scale.dtype != np.float32 or zp.dtype != int_dtype:
+        return None
+    value = float(scale.reshape(-1)[0])
+    if not (np.isfinite(value) and value > 0):
+        return None
+    return k, (value, int(zp.reshape(-1)[0]))
+
+
 def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program]
                       ) -> tuple[onnx.ModelProto, list[NativeProgram], list[CompileReport]]:
     """Replace each fused ``Subgraph`` node whose program compiles by a native op node.
+
+    A QuantizeLinear that alone feeds the subgraph and a DequantizeLinear that alone reads it
+    (per-tensor, float32 scale) become part of the program, which computes them exactly as
+    onnxruntime does (``ops/program.c``; the tests compare both on edge values).
 
     Returns:
         The model (the input itself when nothing compiled), the compiled programs (keep them
         alive with the session) and one report per program.
     """
     by_pid = {p.pid: p for p in programs}
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, list[int]] = {}
+    for k, n in enumerate(model.graph.node):
+        for t in n.input:
+            consumers.setdefault(t, []).append(k)
+    outputs = {o.name for o in model.graph.output}
     natives: list[NativeProgram] = []
     reports: list[CompileReport] = []
     replaced: dict[int, onnx.NodeProto] = {}
+    dropped: set[int] = set()
     for k, node in enumerate(model.graph.node):
         pid = next((a.s.decode() for a in node.attribute if a.name == "program"), None)
         program = by_pid.get(pid) if node.op_type.startswith("Subgraph") else None
         if program is None:
             continue
         if program.in_shape is None or program.in_dtype is None:
-            result: NativeProgram | str = "the model does not give the input's shape and type"
-        else:
-            result = compile_program(program, program.in_shape, program.in_dtype)
+            reports.append(CompileReport(program.name, False,
+                                         "the model does not give the input's shape and type"))
+            continue
+        q = _quantize_before(model, node, program.in_dtype, inits, consumers, outputs)
+        out_dtype = next((s.out_dtype for s in program.steps if s.output == program.output),
+                         None)
+        dq = (_dequantize_after(model, node, np.dtype(out_dtype), inits, consumers, outputs)
+              if out_dtype is not None else None)
+        result = compile_program(program, program.in_shape, program.in_dtype,
+                                 FloatBoundary(q[1] if q else None, dq[1] if dq else None))
         if isinstance(result, str):
             reports.append(CompileReport(program.name, False, result))
             continue
         natives.append(result)
         reports.append(CompileReport(program.name, True))
-        op_type = (f"Program_{_TYPE_SUFFIX[result.in_dtype]}_"
+        inputs = list(model.graph.node[q[0]].input[:1]) if q else list(node.input)
+        outs = list(model.graph.node[dq[0]].output) if dq else list(node.output)
+        if q:
+            dropped.add(q[0])
+        if dq:
+            dropped.add(dq[0])
+        op_type = (f"Program_{_TYPE_SUFFIX[np.dtype(result.in_dtype)]}_"
                    f"{_TYPE_SUFFIX[np.dtype(result.out_dtype)]}")
-        replaced[k] = helper.make_node(op_type, list(node.input), list(node.output),
-                                       name=node.name, domain=NATIVE_DOMAIN,
-                                       handle=result.handle)
+        replaced[k] = helper.make_node(op_type, inputs, outs, name=node.name,
+                                       domain=NATIVE_DOMAIN, handle=result.handle)
     if not replaced:
         return model, natives, reports
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    for k, node in replaced.items():
-        out.graph.node[k].CopyFrom(node)
+    del out.graph.node[:]
+    for k, node in enumerate(model.graph.node):
+        if k in dropped:
+            continue
+        out.graph.node.append(replaced.get(k, node))
     out.opset_import.append(helper.make_opsetid(NATIVE_DOMAIN, 1))
     return out, natives, reports
 
 
-__all__ = ["NATIVE_DOMAIN", "NATIVE_OPS", "CompileReport", "NativeProgram", "compile_program",
-           "compile_subgraphs", "library_path"]
+__all__ = ["NATIVE_DOMAIN", "NATIVE_OPS", "CompileReport", "FloatBoundary", "NativeProgram",
+           "compile_program", "compile_subgraphs", "library_path"]
