@@ -100,7 +100,12 @@ def build_in_place() -> Path:
     root = HERE.parent
     out = Path(_make(absolute=True).compile(tmpdir=str(HERE / "_build"), verbose=False))
     target = root / "ortnpu" / "domain" / out.name
-    shutil.copy2(out, target)
+    # copy next to the target, then rename: a new file, not new bytes in the old one, so that
+    # processes that have the old module mapped keep running (overwriting it in place made
+    # running fuzz workers die with SIGSEGV)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.copy2(out, tmp)
+    os.replace(tmp, target)
     return target
 
 
