@@ -2,8 +2,9 @@
 
 All three run in one process with the same ``intra_op_num_threads`` on the same input; the
 numbers that matter are the ratios, never absolute times. The three sessions are timed in
-turns (blocks of runs of each, again and again) so that a slower or faster phase of a shared
-machine affects all three alike; each latency is the median of its runs.
+turns (blocks of runs of each, again and again, each block after a few milliseconds of untimed
+runs) so that a slower or faster phase of a shared machine affects all three alike; each
+latency is the median of its runs.
 
 Quantization time is measured too: ``ortnpu.quantize`` against onnxruntime's
 ``quantize_static`` with the same calibration images.
@@ -57,16 +58,20 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def interleaved_medians(runs: list[Callable[[], object]], repeat: int,
-                        rounds: int = 5) -> list[float]:
+def interleaved_medians(runs: list[Callable[[], object]], repeat: int, rounds: int = 5,
+                        settle_ms: float = 5.0) -> list[float]:
     """Median milliseconds of each callable over ``repeat`` timed runs, taken in ``rounds``
-    blocks in turn. Each block starts with one untimed run: an idle onnxruntime pool keeps
-    spinning for a moment after its session ran, and must not be timed against the next."""
+    blocks in turn. Each block starts with untimed runs for ``settle_ms``: an onnxruntime pool
+    keeps spinning for a while after its session ran (and a sleeping one must wake up), which
+    must not be timed against the next session."""
     times: list[list[float]] = [[] for _ in runs]
     per_block = max(1, -(-repeat // rounds))
     for _ in range(rounds):
         for k, run in enumerate(runs):
+            settle_until = time.perf_counter() + settle_ms / 1000
             run()
+            while time.perf_counter() < settle_until:
+                run()
             for _ in range(per_block):
                 start = time.perf_counter()
                 run()
