@@ -1581,7 +1581,8 @@ static void maxpool2x2_u8view(const uint8_t *x, int64_t w, int64_t oh, int64_t o
 #if ORTNPU_HAVE_SSE2
         const __m128i vf = _mm_set1_epi8((char)f), lo8 = _mm_set1_epi16(0x00FF);
         const __m128i vlo = _mm_set1_epi8((char)lo), vhi = _mm_set1_epi8((char)hi);
-        for (; ox + 8 <= ow; ox += 8) {
+        for (; ox < ow && ow >= 8; ox += 8) {
+            if (ox + 8 > ow) ox = ow - 8; /* last step overlaps the previous one: same values */
             __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r0 + 2 * ox)), vf);
             __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(r1 + 2 * ox)), vf);
             __m128i m = _mm_max_epu8(a, b);
