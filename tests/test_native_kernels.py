@@ -551,6 +551,19 @@ def test_pools_random(simd2: str) -> None:
         check("GlobalAveragePool", [x], {"act_min": lo, "act_max": hi})
 
 
+def test_max_pool_2x2_wide_rows(simd2: str) -> None:
+    """2x2 stride-2 max pooling on rows wide enough for the vector steps (8 outputs, the last
+    step overlapping the previous one), odd sizes, clamps inside the type, every 8-bit type."""
+    rng = np.random.default_rng(61)
+    for xdt in DTYPES:
+        for h, w in [(16, 16), (17, 23), (28, 28), (9, 34), (4, 18)]:
+            x = rand_act(rng, xdt, (2, 3, h, w), extreme=0.3)
+            lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+            for a_min, a_max in [(lo, hi), (lo + 20, hi - 30)]:
+                check("MaxPool", [x], {"kernel_h": 2, "kernel_w": 2, "stride_h": 2,
+                                       "stride_w": 2, "act_min": a_min, "act_max": a_max})
+
+
 def test_pool_edges(simd2: str) -> None:
     """Average ties (±.5 with truncating division), windows holding only padding (MaxPool with
     dilation), GlobalAveragePool ties."""
