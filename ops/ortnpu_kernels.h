@@ -132,10 +132,11 @@ int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, i
 /* Float boundary: with q_in the program takes float input and quantizes it as onnxruntime's
  * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
  * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the
- * arena and apart from every intermediate. */
+ * arena and apart from every intermediate. nan_mode, for NaN in the float input: 0 quantize it
+ * as MLAS does (to the lowest integer), 1 as 0.0, 2 fail the run (code -3, message says so). */
 int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
                                 int64_t q_off, int dq_out, float dq_scale, int64_t dq_zp,
-                                int64_t dq_off);
+                                int64_t dq_off, int nan_mode);
 /* x [batch, in_dims...], y [batch, out_dims...]; on failure err gets a message */
 int ortnpu_program_run(ortnpu_program_t *p, int64_t batch, const void *x, void *y, char *err,
                        int64_t err_len);

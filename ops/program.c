@@ -55,6 +55,7 @@ struct ortnpu_program {
     /* float boundary (ortnpu_program_set_float_io): the program quantizes its float input into
      * the arena at q_off and dequantizes its output from dq_off into the float output */
     int q_in, dq_out;
+    int nan_mode;                   /* NaN in the float input: 0 as MLAS, 1 as 0.0, 2 an error */
     float q_scale, dq_scale;
     int64_t q_zp, dq_zp, q_off, dq_off;
     int64_t n_slots;
@@ -122,8 +123,9 @@ ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t 
 
 int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
                                 int64_t q_off, int dq_out, float dq_scale, int64_t dq_zp,
-                                int64_t dq_off) {
-    if (!p) return ORTNPU_EBADARG;
+                                int64_t dq_off, int nan_mode) {
+    if (!p || nan_mode < 0 || nan_mode > 2) return ORTNPU_EBADARG;
+    p->nan_mode = nan_mode;
     if (q_in && (!(q_scale > 0.0f) || q_off < 0 || q_off + p->in_count * type_size(p->in_type) >
                                                        p->arena_bytes ||
                  q_zp < (p->in_type == ORTNPU_T_I8 ? -128 : p->in_type == ORTNPU_T_U8 ? 0 : -32768) ||
@@ -147,13 +149,19 @@ int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, in
 /* onnxruntime's QuantizeLinear (MLAS): x / scale, max with the lower bound, min with the upper
  * one (a NaN becomes the lower bound, as MAXPS returns its second operand), round half to even,
  * add the zero point. Bounds are integers, so clamping before rounding equals clamping after. */
-static void quantize_f32(const float *x, int64_t n, float scale, int64_t zp, int32_t otype,
-                         void *y) {
+static int64_t quantize_f32(const float *x, int64_t n, float scale, int64_t zp, int32_t otype,
+                            void *y, int nan_mode) {
     const int64_t tmin = otype == ORTNPU_T_I8 ? -128 : otype == ORTNPU_T_U8 ? 0 : -32768;
     const int64_t tmax = otype == ORTNPU_T_I8 ? 127 : otype == ORTNPU_T_U8 ? 255 : 32767;
     const float lo = (float)(tmin - zp), hi = (float)(tmax - zp);
+    int64_t nans = 0;
     for (int64_t i = 0; i < n; i++) {
-        float v = x[i] / scale;
+        float xi = x[i];
+        if (xi != xi) { /* NaN */
+            nans++;
+            if (nan_mode == 1) xi = 0.0f;
+        }
+        float v = xi / scale;
         v = v > lo ? v : lo;
         v = v < hi ? v : hi;
         const int64_t r = (int64_t)nearbyintf(v) + zp;
@@ -164,6 +172,7 @@ static void quantize_f32(const float *x, int64_t n, float scale, int64_t zp, int
         else
             ((int16_t *)y)[i] = (int16_t)r;
     }
+    return nans;
 }
 
 /* onnxruntime's DequantizeLinear: (x - zp) * scale in float */
@@ -422,9 +431,15 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
     for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++) {
         const char *xb = (const char *)x + b * p->in_bytes;
         char *yb = (char *)y + b * p->out_bytes;
-        if (p->q_in)
+        if (p->q_in &&
             quantize_f32((const float *)(const void *)xb, p->in_count, p->q_scale, p->q_zp,
-                         p->in_type, base + p->q_off);
+                         p->in_type, base + p->q_off, p->nan_mode) > 0 && p->nan_mode == 2) {
+            if (err && err_len > 0)
+                snprintf(err, (size_t)err_len, "%s: NaN in the input (sample %lld)", p->name,
+                         (long long)b);
+            rc = ORTNPU_ENAN;
+            break;
+        }
         for (int64_t k = 0; k < p->n_layers; k++) {
             double t0 = ns ? now_ns() : 0.0;
             rc = run_layer(p, &p->layers[k], base, xb, yb);

@@ -12,7 +12,7 @@
 
 enum { ORTNPU_T_I8 = 0, ORTNPU_T_U8 = 1, ORTNPU_T_I16 = 2 };
 enum { ORTNPU_R_DOUBLE = 0, ORTNPU_R_SINGLE = 1, ORTNPU_R_INT64 = 2, ORTNPU_R_HALF_UP = 3 };
-enum { ORTNPU_OK = 0, ORTNPU_EBADARG = -1, ORTNPU_ENOMEM = -2 };
+enum { ORTNPU_OK = 0, ORTNPU_EBADARG = -1, ORTNPU_ENOMEM = -2, ORTNPU_ENAN = -3 };
 
 /* Two's-complement reinterpretation of an unsigned value (no implementation-defined casts). */
 static inline int32_t s32(uint32_t u) {

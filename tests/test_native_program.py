@@ -210,3 +210,27 @@ def test_quantize_shared_with_another_consumer_is_not_absorbed() -> None:
     compiled, natives, _ = compile_subgraphs(fused, programs)
     assert natives and any(n.op_type == "QuantizeLinear" for n in compiled.graph.node)
     assert np.dtype(natives[0].in_dtype) == np.int8
+
+
+def test_nan_policy_applied_inside_the_program() -> None:
+    """A graph input read only by a program that quantizes it: the program applies the NaN
+    policy (no Python pass over the input); results and messages are those of the Python path."""
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    x = images(3, seed=4)
+    x[1, 2, 3, 4] = np.nan
+    x[2, 0, 0, 0] = np.nan
+    for policy in ("raise", "zero", "allow"):
+        sess = ortnpu.InferenceSession(npu, nan_policy=policy)
+        assert sess._nan_in_program == {"x"}
+        ref = ortnpu.InferenceSession(npu, nan_policy=policy, native=False)
+        if policy == "raise":
+            for s in (sess, ref):
+                with pytest.raises(ortnpu.ModelError,
+                                   match=r"contains 2 NaN value\(s\), the first at index "
+                                         r"\[1, 2, 3, 4\]"):
+                    s.run(None, {"x": x})
+        elif policy == "zero":
+            assert np.array_equal(sess.run(None, {"x": x})[0], ref.run(None, {"x": x})[0])
+        else:
+            y = sess.run(None, {"x": x})[0]
+            assert y.shape == (3, 5) and np.isfinite(y).all()

@@ -158,6 +158,12 @@ class FloatBoundary:
 
     quantize: tuple[float, int] | None = None
     dequantize: tuple[float, int] | None = None
+    #: NaN in the float input: "allow" (quantized as onnxruntime's MLAS: the lowest integer),
+    #: "zero" (as 0.0) or "raise" (the run fails with "NaN in the input")
+    nan_policy: str = "allow"
+
+
+_NAN_MODES = {"allow": 0, "zero": 1, "raise": 2}
 
 
 def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtype,
@@ -214,7 +220,7 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     q, dq = boundary.quantize, boundary.dequantize
     rc = lib.ortnpu_program_set_float_io(
         ptr, q is not None, q[0] if q else 1.0, q[1] if q else 0, q_off, dq is not None,
-        dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off)
+        dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off, _NAN_MODES[boundary.nan_policy])
     if rc != 0:
         return f"the C program refused the float boundary {boundary} (code {rc})"
     handle = lib.ortnpu_program_publish(ptr)
@@ -369,13 +375,15 @@ def _qdq_params(q: onnx.NodeProto, k: int, op_type: str, int_dtype: np.dtype,
     return k, (value, int(zp.reshape(-1)[0]))
 
 
-def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program]
+def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
+                      nan_policy: str = "allow"
                       ) -> tuple[onnx.ModelProto, list[NativeProgram], list[CompileReport]]:
     """Replace each fused ``Subgraph`` node whose program compiles by a native op node.
 
     A QuantizeLinear that alone feeds the subgraph and a DequantizeLinear that alone reads it
     (per-tensor, float32 scale) become part of the program, which computes them exactly as
-    onnxruntime does (``ops/program.c``; the tests compare both on edge values).
+    onnxruntime does (``ops/program.c``; the tests compare both on edge values). ``nan_policy``
+    says what such a program does with NaN in its float input (see :class:`FloatBoundary`).
 
     Returns:
         The model (the input itself when nothing compiled), the compiled programs (keep them
@@ -407,7 +415,8 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program]
         dq = (_dequantize_after(model, node, np.dtype(out_dtype), inits, consumers, outputs)
               if out_dtype is not None else None)
         result = compile_program(program, program.in_shape, program.in_dtype,
-                                 FloatBoundary(q[1] if q else None, dq[1] if dq else None))
+                                 FloatBoundary(q[1] if q else None, dq[1] if dq else None,
+                                               nan_policy))
         if isinstance(result, str):
             reports.append(CompileReport(program.name, False, result))
             continue

@@ -134,8 +134,8 @@ class InferenceSession:
             fused, self._programs = fuse_subgraphs(proto)
             fused = fused if self._programs else proto
             if self._programs and native:
-                fused, self._natives, self.compile_reports = compile_subgraphs(fused,
-                                                                               self._programs)
+                fused, self._natives, self.compile_reports = compile_subgraphs(
+                    fused, self._programs, nan_policy)
                 if self._natives:
                     opts.register_custom_ops_library(library_path())
             if self._programs:
@@ -144,10 +144,22 @@ class InferenceSession:
         else:
             final = proto
         # Python custom ops left in the graph record their errors for run() to raise
+        from ortnpu.runtime.native_program import NATIVE_DOMAIN
         from ortnpu.validate import all_nodes
 
         self._python_ops = any(n.domain == registry.DOMAIN for n in all_nodes(final.graph)) or \
             any(n.domain == registry.DOMAIN for f in final.functions for n in f.node)
+        # float inputs read only by compiled programs that quantize them: the program applies
+        # the NaN policy itself (no pass over the input in Python)
+        readers: dict[str, list[onnx.NodeProto]] = {}
+        for n in all_nodes(final.graph):
+            for t in n.input:
+                readers.setdefault(t, []).append(n)
+        self._nan_in_program = {
+            vi.name for vi in final.graph.input
+            if readers.get(vi.name) and all(n.domain == NATIVE_DOMAIN and
+                                            n.op_type.startswith("Program_f32")
+                                            for n in readers[vi.name])}
         del proto, final
         try:
             self._sess = ort.InferenceSession(data, opts,
@@ -211,6 +223,10 @@ class InferenceSession:
             if errors:
                 raise errors[0] from None
             message = first_line(exc)
+            if "NaN in the input" in message:  # a compiled program applied nan_policy="raise"
+                for name, arr in feed.items():
+                    if arr.dtype.kind == "f":
+                        self._clean_nan(name, arr)   # raises the ModelError with the details
             if "ortnpu: " in message:  # a compiled subgraph's status names the layer
                 raise KernelError(f"{self.model_name}: "
                                   f"{message[message.index('ortnpu: ') + 8:]}") from None
@@ -248,7 +264,8 @@ class InferenceSession:
                 raise ModelError(f"{self.model_name}: input {name!r} has dtype {arr.dtype}, the "
                                  f"model expects {np.dtype(want)}; convert it with "
                                  f".astype(np.{np.dtype(want).name})")
-            if arr.dtype.kind == "f" and self.nan_policy != "allow":
+            if arr.dtype.kind == "f" and self.nan_policy != "allow" and \
+                    name not in self._nan_in_program:
                 arr = self._clean_nan(name, arr)
             if fixed is not None:
                 rank, dims = fixed
