@@ -58,7 +58,7 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def interleaved_medians(runs: list[Callable[[], object]], repeat: int, rounds: int = 5,
+def interleaved_medians(runs: list[Callable[[], object]], repeat: int, rounds: int = 10,
                         settle_ms: float = 5.0) -> list[float]:
     """Median milliseconds of each callable over ``repeat`` timed runs, taken in ``rounds``
     blocks in turn. Each block starts with untimed runs for ``settle_ms``: an onnxruntime pool
