@@ -27,5 +27,10 @@ def _run(args: argparse.Namespace) -> int:
     print(f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}, "
           f"onnxruntime-extensions {version('onnxruntime-extensions')}, numpy {numpy.__version__}")
     print(f"kernels: {kernels.describe()}")
+    from ortnpu.runtime.native_program import library_path
+
+    lib = library_path() if kernels.get_mode() != "numpy" else None
+    print("compiled subgraphs: " + (f"yes, onnxruntime runs them natively ({lib})" if lib else
+                                    "no (C kernels not in use): subgraphs run through Python"))
     print(f"targets: {', '.join(preset_names())} (default tflite-int8)")
     return 0

@@ -182,6 +182,12 @@ class InferenceSession:
                              "inputs") from None
         self._names = frozenset(self._inputs)
 
+    @property
+    def native_programs(self) -> list[Any]:
+        """The compiled C programs of this session (``NativeProgram``: ``profile(x)`` gives each
+        layer's time); empty when every subgraph runs through Python."""
+        return list(self._natives)
+
     # -- the onnxruntime surface -------------------------------------------------------------
     def get_inputs(self) -> list[Any]:
         """Input metadata (as onnxruntime's ``NodeArg``)."""
