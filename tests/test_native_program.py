@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from graphs import images, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
@@ -20,7 +21,6 @@ from ortnpu.runtime.native_program import (
     compile_subgraphs,
     library_path,
 )
-from tests.graphs import images, small_cnn
 
 pytestmark = pytest.mark.skipif(not native.AVAILABLE or kernels.get_mode() == "numpy",
                                 reason="C kernels not built or not in use (ORTNPU_KERNELS)")
