@@ -95,7 +95,8 @@ typedef struct ortnpu_program ortnpu_program_t;
 ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
                                      const int64_t *in_dims, int32_t out_type, int32_t out_rank,
                                      const int64_t *out_dims, int64_t n_slots,
-                                     const int64_t *slot_off, int64_t arena_bytes, int isa);
+                                     const int64_t *slot_off, int64_t arena_bytes, int isa,
+                                     int nthreads);
 int ortnpu_program_add_conv(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                             const ortnpu_conv_t *conv, const ortnpu_out_t *o, const int8_t *w,
                             const int64_t *bias, const int32_t *mult, const int32_t *shift,

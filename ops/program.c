@@ -64,6 +64,7 @@ struct ortnpu_program {
     int64_t n_layers, cap_layers;
     layer_t *layers;
     int isa;
+    int nthreads;                   /* the session's threads: batches run samples in parallel */
     pthread_mutex_t lock;
     arena_t *free_arenas;
     char name[128];
@@ -83,7 +84,8 @@ static int type_size(int32_t t) { return t == ORTNPU_T_I16 ? 2 : 1; }
 ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
                                      const int64_t *in_dims, int32_t out_type, int32_t out_rank,
                                      const int64_t *out_dims, int64_t n_slots,
-                                     const int64_t *slot_off, int64_t arena_bytes, int isa) {
+                                     const int64_t *slot_off, int64_t arena_bytes, int isa,
+                                     int nthreads) {
     if (in_rank < 0 || in_rank > 8 || out_rank < 0 || out_rank > 8 || n_slots < 2 ||
         arena_bytes < 0)
         return NULL;
@@ -112,6 +114,7 @@ ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t 
     p->slot_off = dup_bytes(slot_off, n_slots * (int64_t)sizeof(int64_t));
     p->arena_bytes = arena_bytes;
     p->isa = isa;
+    p->nthreads = nthreads < 1 ? 1 : nthreads;
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "subgraph");
     if (!p->slot_off) {
@@ -370,37 +373,38 @@ static inline void *slot(const ortnpu_program_t *p, char *base, int32_t s, const
 }
 
 static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, const void *x,
-                     void *y) {
+                     void *y, int one_thread) {
+    const int nt = one_thread ? 1 : L->nthreads;
     void *out = slot(p, base, L->out, x, y);
     const void *a = L->in0 >= 0 ? slot(p, base, L->in0, x, y) : NULL;
     switch (L->kind) {
     case L_CONV:
         return ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, a, L->c[0], L->c[2], L->c[3],
-                                    out, L->nthreads);
+                                    out, nt);
     case L_FC:
         return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
                                       L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
-                                      &L->o, out, L->nthreads, p->isa);
+                                      &L->o, out, nt, p->isa);
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[5];
         if (!a) a = L->c[4];
         return ortnpu_binary_tabled(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
                                     L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
-                                    L->c[3], L->tables, &L->o, out, L->nthreads, p->isa);
+                                    L->c[3], L->tables, &L->o, out, nt, p->isa);
     }
     case L_REQUANT:
         return ortnpu_requantize(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
-                                 L->c[0], L->c[1], (int32_t)L->i[5], &L->o, out, L->nthreads,
+                                 L->c[0], L->c[1], (int32_t)L->i[5], &L->o, out, nt,
                                  p->isa);
     case L_LUT:
         return ortnpu_lut(L->i[0], a, (int32_t)L->i[1], L->c[0], (int32_t)L->i[2], L->i[3], out,
-                          L->nthreads);
+                          nt);
     case L_POOL:
         return ortnpu_pool2d(L->op, L->i[0], L->i[1], L->i[2], L->i[3], L->c[0], a,
-                             (int32_t)L->i[4], L->i[5], L->i[6], out, L->nthreads);
+                             (int32_t)L->i[4], L->i[5], L->i[6], out, nt);
     case L_GAP:
         return ortnpu_global_avgpool(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
-                                     L->i[5], out, L->nthreads);
+                                     L->i[5], out, nt);
     case L_COPY:
         if (out != a) memmove(out, a, (size_t)L->i[0]);
         return ORTNPU_OK;
@@ -415,10 +419,69 @@ static double now_ns(void) {
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
+/* One sample through the program (quantize, layers, dequantize) with arena base. */
+static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb, int64_t b,
+                      int one_thread, char *err, int64_t err_len, double *ns) {
+    if (p->q_in &&
+        quantize_f32((const float *)(const void *)xb, p->in_count, p->q_scale, p->q_zp,
+                     p->in_type, base + p->q_off, p->nan_mode) > 0 && p->nan_mode == 2) {
+        if (err && err_len > 0)
+            snprintf(err, (size_t)err_len, "%s: NaN in the input (sample %lld)", p->name,
+                     (long long)b);
+        return ORTNPU_ENAN;
+    }
+    for (int64_t k = 0; k < p->n_layers; k++) {
+        double t0 = ns ? now_ns() : 0.0;
+        int rc = run_layer(p, &p->layers[k], base, xb, yb, one_thread);
+        if (ns) ns[k] += now_ns() - t0;
+        if (rc != ORTNPU_OK) {
+            if (err && err_len > 0)
+                snprintf(err, (size_t)err_len, "%s: layer %s failed (%s)", p->name,
+                         p->layers[k].name,
+                         rc == ORTNPU_ENOMEM ? "out of memory"
+                                             : "the kernel refused its arguments; this is a "
+                                               "bug in ortnpu, please report it");
+            return rc;
+        }
+    }
+    if (p->dq_out)
+        dequantize_f32(base + p->dq_off, p->out_count, p->out_type, p->dq_scale, p->dq_zp,
+                       (float *)(void *)yb);
+    return ORTNPU_OK;
+}
+
 int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
                              char *err, int64_t err_len, double *ns) {
     if (!p || batch < 0 || (batch > 0 && (!x || !y))) return ORTNPU_EBADARG;
     if (batch == 0 || p->n_layers == 0) return ORTNPU_OK;
+    int rc = ORTNPU_OK;
+    /* A batch of several samples on several threads: one sample per thread at a time, each
+     * layer on one thread (the samples are independent; splitting one small sample's layers
+     * over threads costs more than it gains). A profile runs sequentially. */
+    const int nt = (int)(batch < p->nthreads ? batch : p->nthreads);
+    if (nt > 1 && !ns) {
+#pragma omp parallel num_threads(nt)
+        {
+            arena_t *a = arena_get(p);
+            char local[400] = "";
+            int my = a ? ORTNPU_OK : ORTNPU_ENOMEM;
+            if (!a) snprintf(local, sizeof local, "%s: out of memory for %lld bytes of "
+                             "intermediates", p->name, (long long)p->arena_bytes);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t b = 0; b < batch; b++) {
+                if (my != ORTNPU_OK) continue;
+                my = run_sample(p, (char *)a + 64, (const char *)x + b * p->in_bytes,
+                                (char *)y + b * p->out_bytes, b, 1, local, sizeof local, NULL);
+            }
+            if (a) arena_put(p, a);
+#pragma omp critical(ortnpu_program_error)
+            if (my != ORTNPU_OK && rc == ORTNPU_OK) {
+                rc = my;
+                if (err && err_len > 0) snprintf(err, (size_t)err_len, "%s", local);
+            }
+        }
+        return rc;
+    }
     arena_t *a = arena_get(p);
     if (!a) {
         if (err && err_len > 0)
@@ -426,38 +489,9 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
                      p->name, (long long)p->arena_bytes);
         return ORTNPU_ENOMEM;
     }
-    char *base = (char *)a + 64;
-    int rc = ORTNPU_OK;
-    for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++) {
-        const char *xb = (const char *)x + b * p->in_bytes;
-        char *yb = (char *)y + b * p->out_bytes;
-        if (p->q_in &&
-            quantize_f32((const float *)(const void *)xb, p->in_count, p->q_scale, p->q_zp,
-                         p->in_type, base + p->q_off, p->nan_mode) > 0 && p->nan_mode == 2) {
-            if (err && err_len > 0)
-                snprintf(err, (size_t)err_len, "%s: NaN in the input (sample %lld)", p->name,
-                         (long long)b);
-            rc = ORTNPU_ENAN;
-            break;
-        }
-        for (int64_t k = 0; k < p->n_layers; k++) {
-            double t0 = ns ? now_ns() : 0.0;
-            rc = run_layer(p, &p->layers[k], base, xb, yb);
-            if (ns) ns[k] += now_ns() - t0;
-            if (rc != ORTNPU_OK) {
-                if (err && err_len > 0)
-                    snprintf(err, (size_t)err_len, "%s: layer %s failed (%s)", p->name,
-                             p->layers[k].name,
-                             rc == ORTNPU_ENOMEM ? "out of memory"
-                                                 : "the kernel refused its arguments; this is a "
-                                                   "bug in ortnpu, please report it");
-                break;
-            }
-        }
-        if (rc == ORTNPU_OK && p->dq_out)
-            dequantize_f32(base + p->dq_off, p->out_count, p->out_type, p->dq_scale, p->dq_zp,
-                           (float *)(void *)yb);
-    }
+    for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++)
+        rc = run_sample(p, (char *)a + 64, (const char *)x + b * p->in_bytes,
+                        (char *)y + b * p->out_bytes, b, 0, err, err_len, ns);
     arena_put(p, a);
     return rc;
 }

@@ -207,7 +207,7 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
         name.encode(), nat.TYPE_CODE[in_dtype], len(dims) - 1,
         ffi.new("int64_t[]", [int(d) for d in dims[1:]] or [0]), nat.TYPE_CODE[out.dtype],
         out.ndim - 1, ffi.new("int64_t[]", list(out.shape[1:]) or [0]), len(offsets),
-        ffi.new("int64_t[]", offsets), arena, nat.isa_code())
+        ffi.new("int64_t[]", offsets), arena, nat.isa_code(), nat.get_threads())
     if ptr == ffi.NULL:
         return "the C program could not be created (out of memory?)"
     ptr = ffi.gc(ptr, lib.ortnpu_program_release)
