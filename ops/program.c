@@ -65,6 +65,7 @@ struct ortnpu_program {
     layer_t *layers;
     int isa;
     int nthreads;                   /* the session's threads: batches run samples in parallel */
+    int64_t fixed_batch;            /* > 0: the only batch size the program accepts */
     pthread_mutex_t lock;
     arena_t *free_arenas;
     char name[128];
@@ -450,9 +451,19 @@ static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb,
     return ORTNPU_OK;
 }
 
+void ortnpu_program_set_fixed_batch(ortnpu_program_t *p, int64_t batch) {
+    if (p) p->fixed_batch = batch > 0 ? batch : 0;
+}
+
 int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
                              char *err, int64_t err_len, double *ns) {
     if (!p || batch < 0 || (batch > 0 && (!x || !y))) return ORTNPU_EBADARG;
+    if (p->fixed_batch && batch != p->fixed_batch) {
+        if (err && err_len > 0)
+            snprintf(err, (size_t)err_len, "%s: compiled for batch %lld (the model fixes it), "
+                     "got %lld", p->name, (long long)p->fixed_batch, (long long)batch);
+        return ORTNPU_EBADARG;
+    }
     if (batch == 0 || p->n_layers == 0) return ORTNPU_OK;
     int rc = ORTNPU_OK;
     /* A batch of several samples on several threads: one sample per thread at a time, each

@@ -234,3 +234,16 @@ def test_nan_policy_applied_inside_the_program() -> None:
         else:
             y = sess.run(None, {"x": x})[0]
             assert y.shape == (3, 5) and np.isfinite(y).all()
+
+
+def test_fixed_batch_one_compiles_even_when_a_reshape_fixes_the_batch() -> None:
+    inits = {**_conv_inits(), "shape": np.array([1, -1], np.int64)}
+    reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "flat1")
+    model = _int_graph([_conv(), reshape], [1, 2, 5, 5], inits)
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = np.random.default_rng(2).integers(-128, 128, (1, 2, 5, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+    with pytest.raises(ortnpu.KernelError, match="compiled for batch 1"):
+        sess.native_programs[0].run(np.zeros((2, 2, 5, 5), np.int8))

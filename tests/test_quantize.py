@@ -143,3 +143,28 @@ def test_config_collector_is_shared_by_quantize_and_autofix() -> None:
     direct = ortnpu.quantize(model, "tflite-int8", images(128), config=config)
     out = ortnpu.InferenceSession(direct).run(None, {"x": test})[0]
     assert report.initial_score == pytest.approx(-float(np.abs(out - ref).mean()))
+
+
+def test_old_opset_model_is_converted_so_its_cpu_nodes_stay_valid() -> None:
+    """An opset-12 model's Squeeze/Unsqueeze take `axes` as an attribute; the NPU graph needs
+    opset 13 (per-channel QuantizeLinear), where it is an input. Found on PP-OCRv4 rec."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32),
+                                "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Unsqueeze", ["c"], ["u"], name="unsq", axes=[0]),
+             helper.make_node("Squeeze", ["u"], ["y"], name="sq", axes=[0])]
+    graph = helper.make_graph(nodes, "old", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 3, 8, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 8, 8])], initializer=[w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    x = rng.random((8, 1, 3, 8, 8)).astype(np.float32)
+    npu = ortnpu.quantize(model, "tflite-int8", [{"x": v} for v in x], optimize=False)
+    assert max(o.version for o in npu.opset_import if o.domain == "") >= 13
+    sq = next(n for n in npu.graph.node if n.op_type == "Squeeze")
+    assert len(sq.input) == 2 and not sq.attribute       # axes became an input
+    y = ortnpu.InferenceSession(npu).run(None, {"x": x[0]})[0]
+    assert y.shape == (1, 4, 8, 8)

@@ -13,10 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import onnx
+import onnx.version_converter
 from onnx import helper
 
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION
-from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError
+from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.quant.calibrate import (
     CalibrationData,
     Calibrator,
@@ -88,6 +89,32 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> 
         if not node.name:
             node.name = f"{node.op_type}_{k}"
     return inferred
+
+
+def _upgrade_opset(model: onnx.ModelProto, needed: int) -> onnx.ModelProto:
+    """The model at the default-domain opset the NPU graph needs (13: per-channel
+    QuantizeLinear; 21: int16 QuantizeLinear), converted by onnx's version converter.
+
+    The NPU graph declares that opset and keeps the CPU nodes of the float model: an older
+    model's Squeeze, Unsqueeze, Split or Reduce* nodes must change form (attributes that became
+    inputs), or onnxruntime refuses the graph (measured on PP-OCRv4 rec, opset 12).
+    """
+    version = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
+    if not version or version >= needed:
+        return model
+    try:
+        converted = onnx.version_converter.convert_version(model, needed)
+        converted = onnx.shape_inference.infer_shapes(converted)
+    except Exception as exc:  # the converter raises plain RuntimeErrors
+        raise ModelError(
+            f"{model.graph.name}: the model uses opset {version}; the NPU graph needs {needed} "
+            f"and onnx's version converter failed: {first_line(exc)}; convert the model "
+            f"(onnx.version_converter.convert_version(model, {needed})) and fix what it "
+            "reports") from None
+    for k, node in enumerate(converted.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{k}"
+    return converted
 
 
 @dataclass(frozen=True)
@@ -194,6 +221,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
     model = _prepare(model, optimize, config.equalize)
+    model = _upgrade_opset(model, 21 if target.arithmetic.activation_bits == 16 or
+                           config.int16_tensors else 13)
     view = GraphView.build(model)
     if calibrated is not None:
         calib = calibrated

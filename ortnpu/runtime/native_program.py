@@ -188,11 +188,19 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     x1 = np.zeros((1, *dims[1:]), dtype=in_dtype)
     try:
         values = _run_steps(program, x1)
-        reason = _check_separable(program, values, x1)
     except OrtNpuError as exc:
         return f"the layers refuse one sample of shape {list(x1.shape)}: {first_line(exc)}"
-    if reason:
-        return reason
+    # a model whose batch is fixed to 1 never runs other batches: the program runs one sample
+    # and refuses any other batch; otherwise the samples must be independent
+    fixed_batch = dims[0] == 1
+    if not fixed_batch:
+        try:
+            reason = _check_separable(program, values, x1)
+        except OrtNpuError as exc:
+            reason = (f"the layers refuse two samples (a layer fixes the batch size; fix the "
+                      f"model's batch to 1 to compile it): {first_line(exc)}")
+        if reason:
+            return reason
     out = values[program.output]
     if out.dtype not in nat.TYPE_CODE:
         return f"output type {out.dtype} is not an integer type of the domain"
@@ -223,6 +231,8 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
         dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off, _NAN_MODES[boundary.nan_policy])
     if rc != 0:
         return f"the C program refused the float boundary {boundary} (code {rc})"
+    if fixed_batch:
+        lib.ortnpu_program_set_fixed_batch(ptr, 1)
     handle = lib.ortnpu_program_publish(ptr)
     if handle == 0:
         return "too many compiled programs alive in this process"
