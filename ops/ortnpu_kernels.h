@@ -130,6 +130,10 @@ int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, in
                            int64_t act_max, int nthreads);
 int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                             int64_t nbytes);
+/* dims: the input's dimensions for one sample (batch axis included, = 1); elem_size 1 or 2 */
+int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
+                                 int32_t out, int32_t ndim, const int64_t *dims,
+                                 const int64_t *perm, int32_t elem_size);
 /* Float boundary: with q_in the program takes float input and quantizes it as onnxruntime's
  * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
  * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the

@@ -25,7 +25,7 @@
 #include "ortnpu_kernels.h"
 #include "rescale.h"
 
-enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY };
+enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE };
 
 typedef struct {
     int32_t kind, op;
@@ -337,6 +337,52 @@ int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, in
     return commit(p, L, 0);
 }
 
+int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
+                                 int32_t out, int32_t ndim, const int64_t *dims,
+                                 const int64_t *perm, int32_t elem_size) {
+    layer_t *L = new_layer(p, L_TRANSPOSE, name, in, -1, out, 1);
+    if (!L || in < 0 || ndim < 1 || ndim > 8 || (elem_size != 1 && elem_size != 2))
+        return ORTNPU_EBADARG;
+    int seen[8] = {0};
+    for (int k = 0; k < ndim; k++) {
+        if (dims[k] < 1 || perm[k] < 0 || perm[k] >= ndim || seen[perm[k]]) return ORTNPU_EBADARG;
+        seen[perm[k]] = 1;
+    }
+    set_ints(L, (const int64_t[]){ndim, elem_size}, 2);
+    L->c[0] = dup_bytes(dims, ndim * 8);
+    L->c[1] = dup_bytes(perm, ndim * 8);
+    return commit(p, L, 2);
+}
+
+/* y = transpose(x, perm) of one sample: output index odometer, input offset by strides */
+static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims,
+                           const int64_t *perm, int es) {
+    int64_t in_stride[8], ostride[8], odims[8], idx[8] = {0};
+    int64_t acc = 1, total = 1;
+    for (int k = ndim - 1; k >= 0; k--) {
+        in_stride[k] = acc;
+        acc *= dims[k];
+    }
+    for (int k = 0; k < ndim; k++) {
+        odims[k] = dims[perm[k]];
+        ostride[k] = in_stride[perm[k]];
+        total *= odims[k];
+    }
+    int64_t off = 0;
+    for (int64_t i = 0; i < total; i++) {
+        if (es == 1)
+            ((uint8_t *)y)[i] = ((const uint8_t *)x)[off];
+        else
+            ((uint16_t *)y)[i] = ((const uint16_t *)x)[off];
+        for (int k = ndim - 1; k >= 0; k--) { /* next output index */
+            off += ostride[k];
+            if (++idx[k] < odims[k]) break;
+            off -= ostride[k] * odims[k];
+            idx[k] = 0;
+        }
+    }
+}
+
 int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                             int64_t nbytes) {
     layer_t *L = new_layer(p, L_COPY, name, in, -1, out, 1);
@@ -408,6 +454,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
                                      L->i[5], out, nt);
     case L_COPY:
         if (out != a) memmove(out, a, (size_t)L->i[0]);
+        return ORTNPU_OK;
+    case L_TRANSPOSE:
+        transpose_copy(a, out, (int)L->i[0], L->c[0], L->c[1], (int)L->i[1]);
         return ORTNPU_OK;
     default:
         return ORTNPU_EBADARG;

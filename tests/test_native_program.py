@@ -13,7 +13,7 @@ from graphs import images, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
-from ortnpu.domain import DOMAIN, Conv, Reshape, Transpose, kernels, make_node, native
+from ortnpu.domain import DOMAIN, Conv, Pad, Reshape, Transpose, kernels, make_node, native
 from ortnpu.runtime.fusion import fuse_subgraphs
 from ortnpu.runtime.native_program import (
     NATIVE_DOMAIN,
@@ -98,11 +98,11 @@ def test_reshape_that_mixes_samples_is_refused_with_a_reason() -> None:
 
 
 def test_layers_without_a_c_step_and_dynamic_shapes_say_why() -> None:
-    perm = make_node(Transpose, ["c", "perm"], "y", np.int8, "t")
-    model = _int_graph([_conv(), perm], ["N", 2, 5, 5],
-                       {**_conv_inits(), "perm": np.array([0, 1, 3, 2], np.int64)})
+    pad = make_node(Pad, ["c", "pads"], "y", np.int8, "p", value=1)
+    model = _int_graph([_conv(), pad], ["N", 2, 5, 5],
+                       {**_conv_inits(), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})
     reports = ortnpu.InferenceSession(model).compile_reports
-    assert "layers without a C program step: Transpose" in reports[0].reason
+    assert "layers without a C program step: Pad" in reports[0].reason
     reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "flat")
     dynamic = _int_graph([_conv(), reshape], ["N", 2, "H", "W"],
                          {**_conv_inits(), "shape": np.array([0, -1], np.int64)})
@@ -247,3 +247,38 @@ def test_fixed_batch_one_compiles_even_when_a_reshape_fixes_the_batch() -> None:
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
     with pytest.raises(ortnpu.KernelError, match="compiled for batch 1"):
         sess.native_programs[0].run(np.zeros((2, 2, 5, 5), np.int8))
+
+
+@pytest.mark.parametrize("perm", [[0, 1, 3, 2], [0, 2, 3, 1], [0, 3, 1, 2]])
+def test_transpose_layers_run_in_the_program(perm: list[int]) -> None:
+    t = make_node(Transpose, ["c", "perm"], "y", np.int8, "t")
+    model = _int_graph([_conv(), t], ["N", 2, 5, 7],
+                       {**_conv_inits(), "perm": np.array(perm, np.int64)})
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = np.random.default_rng(3).integers(-128, 128, (3, 2, 5, 7)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+def test_transpose_moving_the_batch_axis_is_refused() -> None:
+    t = make_node(Transpose, ["c", "perm"], "y", np.int8, "t")
+    model = _int_graph([_conv(), t], ["N", 2, 5, 5],
+                       {**_conv_inits(), "perm": np.array([1, 0, 2, 3], np.int64)})
+    reports = ortnpu.InferenceSession(model).compile_reports
+    assert not reports[0].native and "batch axis" in reports[0].reason
+
+
+def test_transpose_of_int16_values() -> None:
+    conv16 = make_node(Conv, ["x", "w", "b", "m", "s"], "c", np.int16, "conv16", x_zp=1,
+                       pad_top=1, pad_left=1, pad_bottom=1, pad_right=1)
+    t = make_node(Transpose, ["c", "perm"], "y", np.int16, "t16")
+    model = _int_graph([conv16, t], ["N", 2, 4, 6],
+                       {**_conv_inits(), "perm": np.array([0, 3, 2, 1], np.int64)})
+    model.graph.output[0].type.tensor_type.elem_type = TensorProto.INT16
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = np.random.default_rng(4).integers(-128, 128, (2, 2, 4, 6)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    got = sess.run(None, {"x": x})[0]
+    assert got.dtype == np.int16 and np.array_equal(got, ref)

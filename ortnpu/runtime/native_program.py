@@ -31,7 +31,7 @@ from ortnpu.runtime.fusion import Program, Step
 
 #: Layers the C program runs (others keep the subgraph on the Python path).
 NATIVE_OPS = frozenset({"Conv", "FullyConnected", "Add", "Mul", "Requantize", "Lut", "MaxPool",
-                        "AveragePool", "GlobalAveragePool", "Reshape", "Flatten"})
+                        "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose"})
 
 _ALIGN = 64
 _ERR_LEN = 512
@@ -309,6 +309,14 @@ def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], o
         return lib.ortnpu_program_add_gap(ptr, name, ins[0], out, n, c, h * w_,
                                           nat.TYPE_CODE[x.dtype], a["act_min"], a["act_max"],
                                           nat.threads_for(x.size))
+    if op == "Transpose":
+        if x.dtype != y.dtype:
+            return -1
+        ffi = nat._native.ffi
+        perm = [int(v) for v in np.asarray(arrays[1]).reshape(-1)]
+        return lib.ortnpu_program_add_transpose(
+            ptr, name, ins[0], out, x.ndim, ffi.new("int64_t[]", list(x.shape)),
+            ffi.new("int64_t[]", perm), x.dtype.itemsize)
     if op in ("Reshape", "Flatten"):
         if x.dtype != y.dtype:
             return -1
