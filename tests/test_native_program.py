@@ -282,3 +282,19 @@ def test_transpose_of_int16_values() -> None:
     ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
     got = sess.run(None, {"x": x})[0]
     assert got.dtype == np.int16 and np.array_equal(got, ref)
+
+
+def test_transpose_swapping_the_batch_with_a_unit_axis_is_refused() -> None:
+    """[1, 1, H, W] transposed by (1, 0, 2, 3) keeps its shape for one sample but mixes the
+    samples of a batch: only the two-sample check sees it."""
+    rng = np.random.default_rng(6)
+    inits = {"w": rng.integers(-127, 128, (1, 2, 3, 3)).astype(np.int8),
+             "b": np.zeros(1, np.int64), "m": np.full(1, 1 << 30, np.int32),
+             "s": np.full(1, -7, np.int32), "perm": np.array([1, 0, 2, 3], np.int64)}
+    t = make_node(Transpose, ["c", "perm"], "y", np.int8, "swap")
+    model = _int_graph([_conv(), t], ["N", 2, 5, 5], inits)
+    reports = ortnpu.InferenceSession(model).compile_reports
+    assert not reports[0].native and "mixes the samples" in reports[0].reason
+    x = rng.integers(-128, 128, (3, 2, 5, 5)).astype(np.int8)
+    got = ortnpu.InferenceSession(model).run(None, {"x": x})[0]
+    assert np.array_equal(got, ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0])

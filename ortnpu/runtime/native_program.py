@@ -29,10 +29,6 @@ from ortnpu.domain import kernels
 from ortnpu.errors import KernelError, OrtNpuError, first_line
 from ortnpu.runtime.fusion import Program, Step
 
-#: Layers the C program runs (others keep the subgraph on the Python path).
-NATIVE_OPS = frozenset({"Conv", "FullyConnected", "Add", "Mul", "Requantize", "Lut", "MaxPool",
-                        "AveragePool", "GlobalAveragePool", "Reshape", "Flatten", "Transpose"})
-
 _ALIGN = 64
 _ERR_LEN = 512
 
@@ -140,13 +136,13 @@ def _check_separable(program: Program, one: dict[str, np.ndarray],
             return f"tensor {name!r} has shape {list(v.shape)} for one sample (batch axis lost)"
         if v.size == 0:
             return f"tensor {name!r} is empty"
-    if not any(s.spec.name in ("Reshape", "Flatten") for s in program.steps):
-        return None
+    if not any(s.spec.name in ("Reshape", "Flatten", "Transpose") for s in program.steps):
+        return None   # the other layers keep the batch axis whenever one sample keeps it
     two = _run_steps(program, np.concatenate([x1, x1]))
     for name, v in one.items():
         if two[name].shape != (2, *v.shape[1:]):
             return (f"tensor {name!r} has shape {list(two[name].shape)} for two samples and "
-                    f"{list(v.shape)} for one (a reshape mixes the samples)")
+                    f"{list(v.shape)} for one (a reshape or transpose mixes the samples)")
     return None
 
 
@@ -241,87 +237,141 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
                          tuple(int(d) for d in dims[1:]), tuple(out.shape[1:]), name)
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """What a layer builder gets: the C program, the layer's name, its inputs for one sample
+    (``arrays``, constants included), their slots (-1: a constant), its output slot and its
+    output for one sample."""
+
+    ptr: Any
+    name: bytes
+    step: Step
+    arrays: list[np.ndarray]
+    ins: list[int]
+    out: int
+    y: np.ndarray
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.ascontiguousarray(self.arrays[0])
+
+
+def _conv(nat: Any, L: _Layer) -> int:
+    x, a = L.x, L.step.attrs
+    w, bias, mult, shift = L.arrays[1:]
+    m, s = nat.channel_params(mult, shift, w.shape[0])
+    return nat._native.lib.ortnpu_program_add_conv(
+        L.ptr, L.name, L.ins[0], L.out, nat.conv_struct(x, w, a, m.size),
+        nat.out_params(a, L.step.out_dtype), nat._buf(np.ascontiguousarray(w), "int8_t[]"),
+        nat._buf(np.ascontiguousarray(bias, dtype=np.int64), "int64_t[]"),
+        nat._buf(m, "int32_t[]"), nat._buf(s, "int32_t[]"),
+        nat.threads_for(L.y.size * math.prod(w.shape[1:])))
+
+
+def _fully_connected(nat: Any, L: _Layer) -> int:
+    x, a = L.x, L.step.attrs
+    w, bias, mult, shift = L.arrays[1:]
+    n, k = w.shape
+    m, s = nat.channel_params(mult, shift, n)
+    return nat._native.lib.ortnpu_program_add_fc(
+        L.ptr, L.name, L.ins[0], L.out, math.prod(x.shape[:-1]), k, n, nat.TYPE_CODE[x.dtype],
+        a["x_zp"], nat._buf(np.ascontiguousarray(w), "int8_t[]"),
+        nat._buf(np.ascontiguousarray(bias, dtype=np.int64), "int64_t[]"),
+        nat._buf(m, "int32_t[]"), nat._buf(s, "int32_t[]"), m.size,
+        nat.out_params(a, L.step.out_dtype), nat.threads_for(L.y.size * k))
+
+
+def _binary(nat: Any, L: _Layer) -> int:
+    x, a, ffi = L.x, L.step.attrs, nat._native.ffi
+    code, keys = nat.BINARY_OPS[L.step.spec.name]
+    b = np.ascontiguousarray(L.arrays[1])
+    dims, (sa, sb) = nat.broadcast_plan(x, b)
+    params = np.zeros(9, dtype=np.int64)
+    params[:len(keys)] = [a[key] for key in keys]
+    return nat._native.lib.ortnpu_program_add_binary(
+        L.ptr, L.name, code, L.ins[0], L.ins[1], L.out, len(dims),
+        ffi.new("int64_t[]", list(dims)), nat.TYPE_CODE[x.dtype], ffi.new("int64_t[]", sa),
+        x.size, nat._buf(x) if L.ins[0] < 0 else ffi.NULL, nat.TYPE_CODE[b.dtype],
+        ffi.new("int64_t[]", sb), b.size, nat._buf(b) if L.ins[1] < 0 else ffi.NULL,
+        nat._buf(params, "int64_t[]"), nat.out_params(a, L.step.out_dtype),
+        nat.threads_for(L.y.size))
+
+
+def _requantize(nat: Any, L: _Layer) -> int:
+    x, a = L.x, L.step.attrs
+    mult, shift = L.arrays[1:]
+    if mult.size > 1 or shift.size > 1:
+        axis = a["axis"] % x.ndim
+        outer, ch, inner = (math.prod(x.shape[:axis]), x.shape[axis],
+                            math.prod(x.shape[axis + 1:]))
+    else:
+        outer, ch, inner = 1, 1, x.size
+    m, s = nat.channel_params(mult, shift, ch)
+    return nat._native.lib.ortnpu_program_add_requantize(
+        L.ptr, L.name, L.ins[0], L.out, outer, ch, inner, nat.TYPE_CODE[x.dtype], a["x_zp"],
+        nat._buf(m, "int32_t[]"), nat._buf(s, "int32_t[]"), m.size,
+        nat.out_params(a, L.step.out_dtype), nat.threads_for(L.y.size))
+
+
+def _lut(nat: Any, L: _Layer) -> int:
+    x, table = L.x, np.ascontiguousarray(L.arrays[1])
+    return nat._native.lib.ortnpu_program_add_lut(
+        L.ptr, L.name, L.ins[0], L.out, x.size, nat.TYPE_CODE[x.dtype], nat._buf(table),
+        nat.TYPE_CODE[table.dtype], table.size, nat.threads_for(L.y.size))
+
+
+def _pool(nat: Any, L: _Layer) -> int:
+    x, a = L.x, L.step.attrs
+    n, c, h, w = x.shape
+    return nat._native.lib.ortnpu_program_add_pool(
+        L.ptr, L.name, 0 if L.step.spec.name == "MaxPool" else 1, L.ins[0], L.out, n, c, h, w,
+        nat._buf(nat.pool_window(x.shape, a), "int64_t[]"), nat.TYPE_CODE[x.dtype],
+        a["act_min"], a["act_max"], nat.threads_for(L.y.size * 4))
+
+
+def _global_avgpool(nat: Any, L: _Layer) -> int:
+    x, a = L.x, L.step.attrs
+    n, c, h, w = x.shape
+    return nat._native.lib.ortnpu_program_add_gap(
+        L.ptr, L.name, L.ins[0], L.out, n, c, h * w, nat.TYPE_CODE[x.dtype], a["act_min"],
+        a["act_max"], nat.threads_for(x.size))
+
+
+def _transpose(nat: Any, L: _Layer) -> int:
+    x, ffi = L.x, nat._native.ffi
+    if x.dtype != L.y.dtype:
+        return -1
+    perm = [int(v) for v in np.asarray(L.arrays[1]).reshape(-1)]
+    return nat._native.lib.ortnpu_program_add_transpose(
+        L.ptr, L.name, L.ins[0], L.out, x.ndim, ffi.new("int64_t[]", list(x.shape)),
+        ffi.new("int64_t[]", perm), x.dtype.itemsize)
+
+
+def _copy(nat: Any, L: _Layer) -> int:
+    if L.x.dtype != L.y.dtype:
+        return -1
+    return nat._native.lib.ortnpu_program_add_copy(L.ptr, L.name, L.ins[0], L.out, L.y.nbytes)
+
+
+#: op -> builder of its C program layer (returns the C code: 0 ok, negative refused)
+_BUILDERS: dict[str, Any] = {
+    "Conv": _conv, "FullyConnected": _fully_connected, "Add": _binary, "Mul": _binary,
+    "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool, "AveragePool": _pool,
+    "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Reshape": _copy,
+    "Flatten": _copy,
+}
+
+
+#: Layers the C program runs (others keep the subgraph on the Python path).
+NATIVE_OPS = frozenset(_BUILDERS)
+
+
 def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], out: int,
                y: np.ndarray) -> int:
     """Append one layer; ``arrays`` are its inputs for one sample, ``y`` its output."""
-    nat = _native()
-    lib, buf, a = nat._native.lib, nat._buf, step.attrs
     name = (step.where.split("'")[1] if "'" in step.where else step.spec.name).encode()
-    op = step.spec.name
-    x = np.ascontiguousarray(arrays[0])
-    if op == "Conv":
-        w, bias, mult, shift = arrays[1:]
-        m, s = nat.channel_params(mult, shift, w.shape[0])
-        return lib.ortnpu_program_add_conv(
-            ptr, name, ins[0], out, nat.conv_struct(x, w, a, m.size),
-            nat.out_params(a, step.out_dtype), buf(np.ascontiguousarray(w), "int8_t[]"),
-            buf(np.ascontiguousarray(bias, dtype=np.int64), "int64_t[]"), buf(m, "int32_t[]"),
-            buf(s, "int32_t[]"), nat.threads_for(y.size * math.prod(w.shape[1:])))
-    if op == "FullyConnected":
-        w, bias, mult, shift = arrays[1:]
-        n, k = w.shape
-        m, s = nat.channel_params(mult, shift, n)
-        return lib.ortnpu_program_add_fc(
-            ptr, name, ins[0], out, math.prod(x.shape[:-1]), k, n, nat.TYPE_CODE[x.dtype],
-            a["x_zp"], buf(np.ascontiguousarray(w), "int8_t[]"),
-            buf(np.ascontiguousarray(bias, dtype=np.int64), "int64_t[]"), buf(m, "int32_t[]"),
-            buf(s, "int32_t[]"), m.size, nat.out_params(a, step.out_dtype),
-            nat.threads_for(y.size * k))
-    if op in nat.BINARY_OPS:
-        code, keys = nat.BINARY_OPS[op]
-        b = np.ascontiguousarray(arrays[1])
-        dims, (sa, sb) = nat.broadcast_plan(x, b)
-        params = np.zeros(9, dtype=np.int64)
-        params[:len(keys)] = [a[key] for key in keys]
-        ffi = nat._native.ffi
-        return lib.ortnpu_program_add_binary(
-            ptr, name, code, ins[0], ins[1], out, len(dims), ffi.new("int64_t[]", list(dims)),
-            nat.TYPE_CODE[x.dtype], ffi.new("int64_t[]", sa), x.size,
-            buf(x) if ins[0] < 0 else ffi.NULL, nat.TYPE_CODE[b.dtype], ffi.new("int64_t[]", sb),
-            b.size, buf(b) if ins[1] < 0 else ffi.NULL, buf(params, "int64_t[]"),
-            nat.out_params(a, step.out_dtype), nat.threads_for(y.size))
-    if op == "Requantize":
-        mult, shift = arrays[1:]
-        if mult.size > 1 or shift.size > 1:
-            axis = a["axis"] % x.ndim
-            outer, ch, inner = (math.prod(x.shape[:axis]), x.shape[axis],
-                                math.prod(x.shape[axis + 1:]))
-        else:
-            outer, ch, inner = 1, 1, x.size
-        m, s = nat.channel_params(mult, shift, ch)
-        return lib.ortnpu_program_add_requantize(
-            ptr, name, ins[0], out, outer, ch, inner, nat.TYPE_CODE[x.dtype], a["x_zp"],
-            buf(m, "int32_t[]"), buf(s, "int32_t[]"), m.size, nat.out_params(a, step.out_dtype),
-            nat.threads_for(y.size))
-    if op == "Lut":
-        table = np.ascontiguousarray(arrays[1])
-        return lib.ortnpu_program_add_lut(ptr, name, ins[0], out, x.size, nat.TYPE_CODE[x.dtype],
-                                          buf(table), nat.TYPE_CODE[table.dtype], table.size,
-                                          nat.threads_for(y.size))
-    if op in ("MaxPool", "AveragePool"):
-        n, c, h, w_ = x.shape
-        return lib.ortnpu_program_add_pool(
-            ptr, name, 0 if op == "MaxPool" else 1, ins[0], out, n, c, h, w_,
-            buf(nat.pool_window(x.shape, a), "int64_t[]"), nat.TYPE_CODE[x.dtype], a["act_min"],
-            a["act_max"], nat.threads_for(y.size * 4))
-    if op == "GlobalAveragePool":
-        n, c, h, w_ = x.shape
-        return lib.ortnpu_program_add_gap(ptr, name, ins[0], out, n, c, h * w_,
-                                          nat.TYPE_CODE[x.dtype], a["act_min"], a["act_max"],
-                                          nat.threads_for(x.size))
-    if op == "Transpose":
-        if x.dtype != y.dtype:
-            return -1
-        ffi = nat._native.ffi
-        perm = [int(v) for v in np.asarray(arrays[1]).reshape(-1)]
-        return lib.ortnpu_program_add_transpose(
-            ptr, name, ins[0], out, x.ndim, ffi.new("int64_t[]", list(x.shape)),
-            ffi.new("int64_t[]", perm), x.dtype.itemsize)
-    if op in ("Reshape", "Flatten"):
-        if x.dtype != y.dtype:
-            return -1
-        return lib.ortnpu_program_add_copy(ptr, name, ins[0], out, y.nbytes)
-    return -1
+    builder = _BUILDERS.get(step.spec.name)
+    return builder(_native(), _Layer(ptr, name, step, arrays, ins, out, y)) if builder else -1
 
 
 #: The runtime-only domain of the native op (ops/ort_op.c); never in a saved model.
