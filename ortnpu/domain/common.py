@@ -89,11 +89,16 @@ def check_scalar_rescale(m: int, s: int, rounding: str, what: str, where: str, o
                          where, f"{op} ({what})")
 
 
-def check_elements(count: int, where: str, op: str, what: str = "output") -> None:
+#: Elements of a zero-point padded input copy (the numpy reference holds it as int64: 2 GiB).
+MAX_PADDED_ELEMENTS = 1 << 28
+
+
+def check_elements(count: int, where: str, op: str, what: str = "output",
+                   limit: int = MAX_ELEMENTS) -> None:
     """Refuse work whose size would exhaust memory."""
-    if count > MAX_ELEMENTS:
+    if count > limit:
         raise KernelError(f"{where}{op}: {what} would have {count} elements, more than the "
-                          f"{MAX_ELEMENTS} ortnpu allows")
+                          f"{limit} ortnpu allows")
 
 
 def window_out(size: int, k: int, stride: int, dilation: int, pad0: int, pad1: int,

@@ -74,6 +74,10 @@ class Conv(OpSpec):
         c.check_elements(x.shape[0] * cout * oh * ow, where, op)
         c.check_elements(x.shape[0] * cin * w.shape[2] * w.shape[3] * oh * ow, where, op,
                          "the im2col buffer")
+        # both kernel paths copy the input with its padding (pads of thousands are no NPU's)
+        c.check_elements(x.shape[0] * cin * (x.shape[2] + a["pad_top"] + a["pad_bottom"]) *
+                         (x.shape[3] + a["pad_left"] + a["pad_right"]), where, op,
+                         "the padded input", c.MAX_PADDED_ELEMENTS)
 
     @classmethod
     def accumulate(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any]) -> np.ndarray:
