@@ -177,8 +177,9 @@ def test_op_type_names_round_trip_and_table_is_complete() -> None:
       np.zeros(2, np.int64), np.ones(2, np.int32), np.zeros(2, np.int32)], {},
      "activations must be int8, uint8 or int16"),
     ([np.zeros((2, 2, 8, 5), np.int8), np.zeros((1, 2, 3, 2), np.int8), np.zeros(1, np.int64),
-      np.ones(1, np.int32), np.zeros(1, np.int32)], {"pad_top": 2684, "pad_right": 65535},
-     "the padded input would have 705734720 elements"),   # fuzz seed 6, case 9807
+      np.ones(1, np.int32), np.zeros(1, np.int32)],
+     {"pad_top": 2684, "pad_right": 65535, "stride_h": 1000, "stride_w": 10000},
+     "the padded input would have 705734720 elements"),   # as fuzz seed 6, case 9807
 ])
 def test_conv_validation_names_the_problem(arrays, attrs, fragment) -> None:
     with pytest.raises(KernelError) as info:
