@@ -581,7 +581,12 @@ static int64_t round16(int64_t a) { return (a + 15) & ~INT64_C(15); }
 typedef struct {
     int64_t K, K2, Kp, P, TP;
     const void *xp;
-    int64_t hph, wph, nph; /* phase plane size, phases per channel (sh * sw) */
+    int64_t hph, wph, nph; /* phase plane size, phases kept per channel */
+    /* only the phases some tap reads are kept (a stride larger than the kernel would
+     * otherwise copy phases nobody reads): row phase py is kept as rmap[py] (-1: not kept),
+     * column phase px as cmap[px]; phase index = rmap[py] * npx + cmap[px] */
+    const int32_t *rmap, *cmap;
+    int64_t npx;
 } conv_ctx_t;
 
 static const int16_t conv_zeros[288] = {0};
@@ -656,12 +661,14 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
         int64_t rph = p->pt % sh, ri = p->pt / sh; /* phase and index of padded row y + pt */
         for (int64_t y = 0; y < p->h; y++) {
             const int64_t src = (pl * p->h + y) * p->w;
-            const int64_t row = pl * plane + rph * sw * phase + ri * cx->wph;
+            const int32_t rk = cx->rmap[rph];
+            const int64_t row = pl * plane + (int64_t)rk * cx->npx * phase + ri * cx->wph;
             if (++rph == sh) {
                 rph = 0;
                 ri++;
             }
-            if (G == 4 && sw == 2) { /* both phases of the row in one pass */
+            if (rk < 0) continue; /* a row phase no tap reads */
+            if (G == 4 && sw == 2 && cx->npx == 2) { /* both phases of the row in one pass */
                 uint8_t *ph0 = (uint8_t *)xp + row, *ph1 = ph0 + phase;
                 uint8_t *ev = p->pl % 2 ? ph1 : ph0, *od = p->pl % 2 ? ph0 : ph1;
                 deinterleave2_u8((const uint8_t *)x + src, p->w, ev + p->pl / 2,
@@ -669,12 +676,13 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
                 continue;
             }
             for (int64_t px = 0; px < sw; px++) {
+                if (cx->cmap[px] < 0) continue;
                 const int64_t x0 = px < 16 ? x0s[px] : ((px - p->pl) % sw + sw) % sw;
                 const int64_t cnt = px < 16 ? cnts[px]
                                             : (x0 < p->w ? (p->w - x0 + sw - 1) / sw : 0);
                 const int64_t j0 = px < 16 ? js[px] : (x0 + p->pl) / sw;
                 if (cnt <= 0) continue;
-                const int64_t at = row + px * phase + j0;
+                const int64_t at = row + cx->cmap[px] * phase + j0;
                 if (G == 2) {
                     load_i16((int16_t *)(void *)xp + at, x, p->xtype, src + x0, sw, cnt);
                 } else if (sw == 1) {
@@ -743,7 +751,22 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     cx.P = p->oh * p->ow;
     cx.hph = ceil_div(p->h + p->pt + p->pb, p->sh);
     cx.wph = ceil_div(p->w + p->pl + p->pr, p->sw);
-    cx.nph = p->sh * p->sw;
+    int32_t *maps = scratch(S_OUT3, (size_t)(p->sh + p->sw) * sizeof(int32_t));
+    if (!maps) {
+        *err = ORTNPU_ENOMEM;
+        return;
+    }
+    for (int64_t k = 0; k < p->sh + p->sw; k++) maps[k] = -1;
+    int64_t npy = 0, npx = 0;
+    for (int64_t ky = 0; ky < p->kh; ky++)
+        if (maps[(ky * p->dh) % p->sh] < 0) maps[(ky * p->dh) % p->sh] = (int32_t)npy++;
+    for (int64_t kx = 0; kx < p->kw; kx++)
+        if (maps[p->sh + (kx * p->dw) % p->sw] < 0)
+            maps[p->sh + (kx * p->dw) % p->sw] = (int32_t)npx++;
+    cx.rmap = maps;
+    cx.cmap = maps + p->sh;
+    cx.npx = npx;
+    cx.nph = npy * npx;
     cx.xp = pad_phases(p, x, G, qoff, &cx);
     if (!cx.xp) {
         *err = ORTNPU_ENOMEM;
@@ -803,7 +826,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                 for (int h = 0; h < G; h++) {
                     if (k + h < cx.K) {
                         const int64_t ry = ky * p->dh, rx = kx * p->dw;
-                        const int64_t ph = (ry % p->sh) * p->sw + rx % p->sw;
+                        const int64_t ph = cx.rmap[ry % p->sh] * cx.npx + cx.cmap[rx % p->sw];
                         const int64_t at = (((n * p->c + ci) * cx.nph + ph) * cx.hph +
                                             ry / p->sh) * cx.wph + rx / p->sw + p0;
                         src[h] = (const char *)cx.xp + at * (G == 4 ? 1 : 2);
