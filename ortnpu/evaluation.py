@@ -10,6 +10,7 @@ import onnx
 
 from ortnpu.errors import ModelError
 from ortnpu.estimate import estimate
+from ortnpu.onnx_types import np_dtype, type_name
 from ortnpu.partition import partition, prepare
 from ortnpu.passes.graph import GraphIndex, node_inputs, shape_of
 from ortnpu.report.evaluation import EvaluationReport
@@ -45,7 +46,8 @@ def model_facts(model: onnx.ModelProto, name: str = "") -> dict[str, Any]:
     def info(v: onnx.ValueInfoProto) -> dict[str, Any]:
         elem = v.type.tensor_type.elem_type
         return {"name": v.name, "shape": shape_of(v),
-                "dtype": onnx.helper.tensor_dtype_to_np_dtype(elem).name if elem else None}
+                "dtype": (type_name(elem) if np_dtype(elem) is None else np_dtype(elem).name)
+                if elem else None}
 
     return {
         "name": name or model.graph.name,

@@ -27,6 +27,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ortnpu.errors import KernelError, ModelError, OrtNpuError, first_line
+from ortnpu.onnx_types import np_dtype, type_name
 
 #: Oldest IR version accepted (ONNX IR 3 introduced opset imports).
 MIN_IR_VERSION = 3
@@ -370,13 +371,12 @@ def _check_initializers(graph: onnx.GraphProto, origin: str) -> None:
 
 def _itemsize(data_type: int) -> int:
     """Bytes per element of a fixed-size type; 0 for strings and sub-byte types."""
-    try:
-        np_type = helper.tensor_dtype_to_np_dtype(data_type)
-    except (KeyError, ValueError, TypeError):
+    np_type = np_dtype(data_type)
+    if np_type is None:
         return 0
     if data_type in (TensorProto.STRING, TensorProto.UNDEFINED) or np_type.kind in "OSU":
         return 0
-    name = helper.tensor_dtype_to_string(data_type)
+    name = type_name(data_type)
     if any(tag in name for tag in ("INT4", "FLOAT4", "INT2")):
         return 0
     return int(np_type.itemsize)
@@ -443,8 +443,7 @@ def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
                 want = helper.np_dtype_to_tensor_dtype(np.dtype(kind))
                 if init.data_type != want:
                     raise ModelError(f"{where}: input {name!r} is "
-                                     f"{helper.tensor_dtype_to_string(init.data_type)}, the op "
-                                     f"needs {kind}")
+                                     f"{type_name(init.data_type)}, the op needs {kind}")
         _check_npu_attrs(node, spec, where)
 
 

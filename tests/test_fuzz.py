@@ -48,12 +48,20 @@ def test_every_op_seed_is_valid_before_mutation(name: str) -> None:
         assert op_model(case) is not None
 
 
-@pytest.mark.parametrize("seed,index", [(3, 1023), (3, 4525)])
+@pytest.mark.parametrize("seed,index", [(3, 1023), (3, 4525), (8, 1283)])
 def test_cases_the_long_run_found_stay_ortnpu_errors(seed: int, index: int) -> None:
-    """Regressions from ``scripts/fuzz.py --seed 3``: a flipped byte made an intermediate's
-    element type 63 (fusion raised KeyError) or an input's symbolic dimension invalid UTF-8
-    (the session raised UnicodeDecodeError). Both must be ModelErrors."""
+    """Regressions from ``scripts/fuzz.py``: a flipped byte made an intermediate's element type
+    63 (fusion raised KeyError), an input's symbolic dimension invalid UTF-8 (the session raised
+    UnicodeDecodeError), an initializer's element type 29 (the validator's message raised
+    KeyError). All must be ModelErrors."""
     kind, cls, detail = Worker(seed).run(index)
     assert kind == "file"
     assert cls == "ortnpu", detail
     assert "ModelError" in detail
+
+
+def test_unknown_element_types_have_names_not_key_errors() -> None:
+    from ortnpu.onnx_types import np_dtype, type_name
+
+    assert np_dtype(1) == np.float32 and type_name(3) == "INT8"
+    assert np_dtype(29) is None and type_name(29) == "unknown element type 29"

@@ -17,6 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ortnpu.errors import ModelError, UnsupportedError
+from ortnpu.onnx_types import np_dtype, type_name
 from ortnpu.passes.graph import attr
 from ortnpu.quant.params import QuantParams
 
@@ -135,7 +136,8 @@ class _Reader:
                 "(re-quantize the model with per-tensor activations)")
         if zp is None:
             to = attr(node, "output_dtype", 0)
-            dtype = helper.tensor_dtype_to_np_dtype(to).name if to else "uint8"
+            dtype = (np_dtype(to).name if np_dtype(to) is not None else type_name(to)) \
+                if to else "uint8"
             zero = 0
         else:
             dtype, zero = zp.dtype.name, int(zp.reshape(-1)[0])

@@ -27,6 +27,7 @@ from onnx import helper, numpy_helper
 from ortnpu.domain import DOMAIN, kernels, spec_of
 from ortnpu.domain.spec import Attr, Input, OpSpec, op_type_name, parse_op_type
 from ortnpu.errors import KernelError
+from ortnpu.onnx_types import np_dtype
 
 #: Programs of the live sessions, by id (a session keeps its programs alive).
 _PROGRAMS: weakref.WeakValueDictionary[str, Program] = weakref.WeakValueDictionary()
@@ -107,10 +108,7 @@ def _dtype_of(model: onnx.ModelProto, name: str) -> np.dtype | None:
     onnxruntime then refuses the model with its own message)."""
     for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
         if vi.name == name and vi.type.tensor_type.elem_type:
-            try:
-                return np.dtype(helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
-            except (KeyError, TypeError):
-                return None
+            return np_dtype(vi.type.tensor_type.elem_type)
     return None
 
 

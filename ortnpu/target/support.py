@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ortnpu.onnx_types import np_dtype, type_name
 from ortnpu.target.spec import SupportRules, Target
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -315,8 +316,9 @@ def _tensor_problem(ctx: NodeContext) -> str | None:
         for name in names:
             dtype = ctx.dtypes.get(name)
             if dtype:
-                dname = helper.tensor_dtype_to_np_dtype(dtype).name \
-                    if dtype != onnx.TensorProto.STRING else "string"
+                known = np_dtype(dtype)
+                dname = "string" if dtype == onnx.TensorProto.STRING else (
+                    known.name if known is not None else type_name(dtype))
                 if dname not in rules.dtypes:
                     return (f"{kind} '{name}' is {dname}; the NPU takes "
                             f"{', '.join(rules.dtypes)} tensors (it quantizes them), so "
