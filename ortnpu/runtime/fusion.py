@@ -7,7 +7,9 @@ consecutive ``com.ortnpu`` nodes that has one activation input and one output by
 this process. The program validates its layers once per input shape and then calls the kernels
 directly. The numbers are those of the layers one by one (the tests compare both); errors still
 name the layer. Fusion is an in-memory step of :class:`ortnpu.InferenceSession`: saved NPU graphs
-keep one node per layer.
+keep one node per layer. The session then compiles each program into C
+(:mod:`ortnpu.runtime.native_program`); this Python program is the path for subgraphs that do
+not compile and for ``native=False``.
 """
 
 from __future__ import annotations
