@@ -7,7 +7,11 @@
  *
  * Memory: intermediates live in an arena (offsets planned in Python so that tensors that are
  * never alive together share bytes). Arenas are allocated on the first run and then reused: a
- * small free list serves concurrent runs of the same program from several threads.
+ * small free list serves concurrent runs of the same program from several threads, and the
+ * samples of a batch that run in parallel (one per thread, each layer on one thread).
+ *
+ * Boundary: a program may take float input and quantize it itself, and dequantize its output,
+ * exactly as onnxruntime's QuantizeLinear/DequantizeLinear (ortnpu_program_set_float_io).
  *
  * Lifetime: programs are reference counted. Python holds one reference; every onnxruntime
  * kernel built from the program (ort_op.c) holds another, so the program outlives whichever
