@@ -130,6 +130,14 @@ int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, in
                            int64_t act_max, int nthreads);
 int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                             int64_t nbytes);
+/* pads in ONNX order (begins then ends) over the sample's dims; value already in the type */
+int ortnpu_program_add_pad(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                           int32_t ndim, const int64_t *dims, const int64_t *pads, int64_t value,
+                           int32_t elem_size);
+/* out = for each of `outer` blocks, the inner_bytes[k] bytes of each input k in turn */
+int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_in,
+                              const int32_t *ins, int32_t out, int64_t outer,
+                              const int64_t *inner_bytes);
 /* dims: the input's dimensions for one sample (batch axis included, = 1); elem_size 1 or 2 */
 int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
                                  int32_t out, int32_t ndim, const int64_t *dims,

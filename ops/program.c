@@ -29,7 +29,8 @@
 #include "ortnpu_kernels.h"
 #include "rescale.h"
 
-enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE };
+enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE, L_PAD,
+       L_CONCAT };
 
 typedef struct {
     int32_t kind, op;
@@ -358,6 +359,59 @@ int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t 
     return commit(p, L, 2);
 }
 
+int ortnpu_program_add_pad(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                           int32_t ndim, const int64_t *dims, const int64_t *pads, int64_t value,
+                           int32_t elem_size) {
+    layer_t *L = new_layer(p, L_PAD, name, in, -1, out, 1);
+    if (!L || in < 0 || ndim < 1 || ndim > 8 || (elem_size != 1 && elem_size != 2))
+        return ORTNPU_EBADARG;
+    for (int k = 0; k < ndim; k++)
+        if (dims[k] < 1 || pads[k] < 0 || pads[k + ndim] < 0) return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){ndim, elem_size, value}, 3);
+    L->c[0] = dup_bytes(dims, ndim * 8);
+    L->c[1] = dup_bytes(pads, 2 * ndim * 8);
+    return commit(p, L, 2);
+}
+
+/* y = x with constant padding, one sample: fill, then copy each innermost row into place */
+static void pad_copy(const void *x, void *y, int ndim, const int64_t *dims, const int64_t *pads,
+                     int64_t value, int es) {
+    int64_t odims[8], ostride[8], total = 1, rows = 1, idx[8] = {0};
+    for (int k = ndim - 1; k >= 0; k--) {
+        odims[k] = dims[k] + pads[k] + pads[k + ndim];
+        ostride[k] = total;
+        total *= odims[k];
+    }
+    if (es == 1)
+        memset(y, (int)(uint8_t)value, (size_t)total);
+    else
+        for (int64_t i = 0; i < total; i++) ((uint16_t *)y)[i] = (uint16_t)value;
+    for (int k = 0; k < ndim - 1; k++) rows *= dims[k];
+    const int64_t row = dims[ndim - 1];
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t off = pads[ndim - 1];
+        for (int k = 0; k < ndim - 1; k++) off += (idx[k] + pads[k]) * ostride[k];
+        memcpy((char *)y + off * es, (const char *)x + r * row * es, (size_t)(row * es));
+        for (int k = ndim - 2; k >= 0; k--) { /* next input row */
+            if (++idx[k] < dims[k]) break;
+            idx[k] = 0;
+        }
+    }
+}
+
+int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_in,
+                              const int32_t *ins, int32_t out, int64_t outer,
+                              const int64_t *inner_bytes) {
+    layer_t *L = new_layer(p, L_CONCAT, name, n_in > 0 ? ins[0] : -1, -1, out, 1);
+    if (!L || n_in < 1 || n_in > 64 || outer < 1) return ORTNPU_EBADARG;
+    for (int k = 0; k < n_in; k++)
+        if (ins[k] < 0 || ins[k] >= p->n_slots || inner_bytes[k] < 0) return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){n_in, outer}, 2);
+    L->c[0] = dup_bytes(ins, n_in * 4);
+    L->c[1] = dup_bytes(inner_bytes, n_in * 8);
+    return commit(p, L, 2);
+}
+
 /* y = transpose(x, perm) of one sample: output index odometer, input offset by strides */
 static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims,
                            const int64_t *perm, int es) {
@@ -462,6 +516,24 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     case L_TRANSPOSE:
         transpose_copy(a, out, (int)L->i[0], L->c[0], L->c[1], (int)L->i[1]);
         return ORTNPU_OK;
+    case L_PAD:
+        pad_copy(a, out, (int)L->i[0], L->c[0], L->c[1], L->i[2], (int)L->i[1]);
+        return ORTNPU_OK;
+    case L_CONCAT: {
+        /* per outer index, each input's inner block in turn */
+        const int32_t *ins = L->c[0];
+        const int64_t *inner = L->c[1];
+        int64_t total = 0;
+        for (int64_t k = 0; k < L->i[0]; k++) total += inner[k];
+        int64_t at = 0;
+        for (int64_t k = 0; k < L->i[0]; k++) {
+            const char *src = slot(p, base, ins[k], x, y);
+            for (int64_t o = 0; o < L->i[1]; o++)
+                memcpy((char *)out + o * total + at, src + o * inner[k], (size_t)inner[k]);
+            at += inner[k];
+        }
+        return ORTNPU_OK;
+    }
     default:
         return ORTNPU_EBADARG;
     }

@@ -13,7 +13,18 @@ from graphs import images, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
-from ortnpu.domain import DOMAIN, Conv, Pad, Reshape, Transpose, kernels, make_node, native
+from ortnpu.domain import (
+    DOMAIN,
+    Concat,
+    Conv,
+    MatMul,
+    Pad,
+    Reshape,
+    Transpose,
+    kernels,
+    make_node,
+    native,
+)
 from ortnpu.runtime.fusion import fuse_subgraphs
 from ortnpu.runtime.native_program import (
     NATIVE_DOMAIN,
@@ -98,11 +109,13 @@ def test_reshape_that_mixes_samples_is_refused_with_a_reason() -> None:
 
 
 def test_layers_without_a_c_step_and_dynamic_shapes_say_why() -> None:
-    pad = make_node(Pad, ["c", "pads"], "y", np.int8, "p", value=1)
-    model = _int_graph([_conv(), pad], ["N", 2, 5, 5],
-                       {**_conv_inits(), "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)})
+    rng = np.random.default_rng(8)
+    mm = make_node(MatMul, ["c", "mb", "m1", "s1"], "y", np.int8, "mm")
+    model = _int_graph([_conv(), mm], ["N", 2, 5, 5],
+                       {**_conv_inits(), "mb": rng.integers(-5, 5, (5, 3)).astype(np.int8),
+                        "m1": np.array([1 << 30], np.int32), "s1": np.array([-6], np.int32)})
     reports = ortnpu.InferenceSession(model).compile_reports
-    assert "layers without a C program step: Pad" in reports[0].reason
+    assert "layers without a C program step: MatMul" in reports[0].reason
     reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "flat")
     dynamic = _int_graph([_conv(), reshape], ["N", 2, "H", "W"],
                          {**_conv_inits(), "shape": np.array([0, -1], np.int64)})
@@ -298,3 +311,36 @@ def test_transpose_swapping_the_batch_with_a_unit_axis_is_refused() -> None:
     x = rng.integers(-128, 128, (3, 2, 5, 5)).astype(np.int8)
     got = ortnpu.InferenceSession(model).run(None, {"x": x})[0]
     assert np.array_equal(got, ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+def test_pad_layers_run_in_the_program(dtype: type) -> None:
+    conv = make_node(Conv, ["x", "w", "b", "m", "s"], "c", dtype, "convp", x_zp=1)
+    value = -3 if dtype == np.int8 else -1000
+    pad = make_node(Pad, ["c", "pads"], "y", dtype, "pad", value=value)
+    model = _int_graph([conv, pad], ["N", 2, 6, 5],
+                       {**_conv_inits(), "pads": np.array([0, 0, 2, 1, 0, 0, 1, 3], np.int64)})
+    model.graph.output[0].type.tensor_type.elem_type = helper.np_dtype_to_tensor_dtype(
+        np.dtype(dtype))
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = np.random.default_rng(9).integers(-128, 128, (3, 2, 6, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+@pytest.mark.parametrize("axis", [1, 2, 3, -1])
+def test_concat_of_branches_runs_in_the_program(axis: int) -> None:
+    """Two branches of one input joined by a Concat inside one compiled subgraph."""
+    rng = np.random.default_rng(10)
+    inits = {**_conv_inits(), "w2": rng.integers(-127, 128, (4, 4, 1, 1)).astype(np.int8),
+             "b2": np.zeros(4, np.int64), "m2": np.full(4, 1 << 30, np.int32),
+             "s2": np.full(4, -6, np.int32)}
+    c2 = make_node(Conv, ["c", "w2", "b2", "m2", "s2"], "d", np.int8, "branch", x_zp=0)
+    cat = make_node(Concat, ["c", "d", "c"], "y", np.int8, "cat", axis=axis)
+    model = _int_graph([_conv(), c2, cat], ["N", 2, 5, 5], inits)
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = rng.integers(-128, 128, (2, 2, 5, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)

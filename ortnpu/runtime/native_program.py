@@ -347,6 +347,31 @@ def _transpose(nat: Any, L: _Layer) -> int:
         ffi.new("int64_t[]", perm), x.dtype.itemsize)
 
 
+def _pad(nat: Any, L: _Layer) -> int:
+    x, ffi = L.x, nat._native.ffi
+    if x.dtype != L.y.dtype:
+        return -1
+    pads = [int(v) for v in np.asarray(L.arrays[1]).reshape(-1)]
+    value = int(np.array(L.step.attrs["value"]).astype(x.dtype).astype(np.int64))
+    if x.dtype.itemsize == 2:
+        value &= 0xFFFF   # the C side stores the low 16 bits
+    return nat._native.lib.ortnpu_program_add_pad(
+        L.ptr, L.name, L.ins[0], L.out, x.ndim, ffi.new("int64_t[]", list(x.shape)),
+        ffi.new("int64_t[]", pads), value, x.dtype.itemsize)
+
+
+def _concat(nat: Any, L: _Layer) -> int:
+    ffi = nat._native.ffi
+    if any(i < 0 for i in L.ins) or any(a.dtype != L.y.dtype for a in L.arrays):
+        return -1
+    axis = L.step.attrs["axis"] % L.y.ndim
+    outer = math.prod(L.y.shape[:axis])
+    inner = [math.prod(a.shape[axis:]) * a.dtype.itemsize for a in L.arrays]
+    return nat._native.lib.ortnpu_program_add_concat(
+        L.ptr, L.name, len(L.ins), ffi.new("int32_t[]", L.ins), L.out, outer,
+        ffi.new("int64_t[]", inner))
+
+
 def _copy(nat: Any, L: _Layer) -> int:
     if L.x.dtype != L.y.dtype:
         return -1
@@ -357,8 +382,8 @@ def _copy(nat: Any, L: _Layer) -> int:
 _BUILDERS: dict[str, Any] = {
     "Conv": _conv, "FullyConnected": _fully_connected, "Add": _binary, "Mul": _binary,
     "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool, "AveragePool": _pool,
-    "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Reshape": _copy,
-    "Flatten": _copy,
+    "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Pad": _pad,
+    "Concat": _concat, "Reshape": _copy, "Flatten": _copy,
 }
 
 
