@@ -39,6 +39,9 @@ def _check_window(cls: type[OpSpec], x: np.ndarray, a: Mapping[str, Any], out_dt
                   where: str) -> None:
     if x.ndim != 4:
         raise KernelError(f"{where}{cls.name}: x must be 4-D (NCHW), got shape {list(x.shape)}")
+    if x.shape[2] == 0 or x.shape[3] == 0:   # every window would hold only padding
+        raise KernelError(f"{where}{cls.name}: x has an empty spatial axis, shape "
+                          f"{list(x.shape)}; a pool needs at least one input pixel per window")
     oh = c.window_out(x.shape[2], a["kernel_h"], a["stride_h"], a.get("dilation_h", 1),
                       a["pad_top"], a["pad_bottom"], where, cls.name, "vertical")
     ow = c.window_out(x.shape[3], a["kernel_w"], a["stride_w"], a.get("dilation_w", 1),
