@@ -344,3 +344,26 @@ def test_concat_of_branches_runs_in_the_program(axis: int) -> None:
     x = rng.integers(-128, 128, (2, 2, 5, 5)).astype(np.int8)
     ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+@pytest.mark.parametrize("simd", ["avx512", "avx2", "scalar"])
+def test_compiled_programs_equal_the_numpy_references_on_every_simd_path(simd: str) -> None:
+    """A program compiled under each SIMD path the CPU has against the numpy references."""
+    available = {"avx512": native.has_avx512_vnni(), "avx2": native.has_avx2(), "scalar": True}
+    if not available[simd]:
+        pytest.skip(f"the CPU has no {simd} path")
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    x = images(4, seed=12)
+    before = kernels.get_mode()
+    kernels.set_mode("numpy")
+    try:
+        want = ortnpu.InferenceSession(npu, fuse=False).run(None, {"x": x})[0]
+    finally:
+        kernels.set_mode(before)
+    native.set_simd(simd)
+    try:
+        sess = ortnpu.InferenceSession(npu)
+    finally:
+        native.set_simd("auto")
+    assert [r.native for r in sess.compile_reports] == [True]
+    assert np.array_equal(sess.run(None, {"x": x})[0], want)
