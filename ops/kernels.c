@@ -435,9 +435,6 @@ static const ortnpu_isa_t *pick_isa(int isa) {
 static int threads_of(int nthreads) { return nthreads < 1 ? 1 : (nthreads > 1024 ? 1024 : nthreads); }
 
 /* ------------------------------------------------------------------------- typed access */
-static int type_ok(int t) { return t == ORTNPU_T_I8 || t == ORTNPU_T_U8 || t == ORTNPU_T_I16; }
-static int64_t type_min(int t) { return t == ORTNPU_T_I8 ? -128 : (t == ORTNPU_T_U8 ? 0 : -32768); }
-static int64_t type_max(int t) { return t == ORTNPU_T_I8 ? 127 : (t == ORTNPU_T_U8 ? 255 : 32767); }
 /* largest |raw value| of a type */
 static int64_t type_abs(int t) { return t == ORTNPU_T_I8 ? 128 : (t == ORTNPU_T_U8 ? 255 : 32768); }
 

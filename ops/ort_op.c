@@ -122,11 +122,6 @@ typedef struct {
     int32_t in_type, out_type;
 } ortnpu_kernel_t;
 
-/* the program's shapes and types (program.c) */
-void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
-                         int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
-                         int64_t *out_dims);
-const char *ortnpu_program_name(const ortnpu_program_t *p);
 
 /* type codes of the program's boundary: those of ortnpu_kernels.h, and 3 for float32 */
 #define N_TYPES 4

@@ -177,6 +177,13 @@ int ortnpu_binary_tabled(int32_t op, int32_t ndim, const int64_t *shape, const v
                          const int64_t *prm, const int64_t *given, const ortnpu_out_t *o,
                          void *y, int nthreads, int isa);
 
+/* A compiled program's boundary (type codes; 3: float32 at a quantize/dequantize boundary)
+ * and name, for the onnxruntime op (ort_op.c). */
+void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
+                         int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
+                         int64_t *out_dims);
+const char *ortnpu_program_name(const ortnpu_program_t *p);
+
 /* Weights of one convolution packed once for repeated runs (compiled programs): valid only
  * with the same ortnpu_conv_t (apart from n), ortnpu_out_t and isa. */
 typedef struct ortnpu_conv_pack ortnpu_conv_pack_t;

@@ -85,7 +85,6 @@ static void *dup_bytes(const void *src, int64_t n) {
     return d;
 }
 
-static int type_size(int32_t t) { return t == ORTNPU_T_I16 ? 2 : 1; }
 
 ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
                                      const int64_t *in_dims, int32_t out_type, int32_t out_rank,
@@ -137,8 +136,7 @@ int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, in
     p->nan_mode = nan_mode;
     if (q_in && (!(q_scale > 0.0f) || q_off < 0 || q_off + p->in_count * type_size(p->in_type) >
                                                        p->arena_bytes ||
-                 q_zp < (p->in_type == ORTNPU_T_I8 ? -128 : p->in_type == ORTNPU_T_U8 ? 0 : -32768) ||
-                 q_zp > (p->in_type == ORTNPU_T_I8 ? 127 : p->in_type == ORTNPU_T_U8 ? 255 : 32767)))
+                 q_zp < type_min(p->in_type) || q_zp > type_max(p->in_type)))
         return ORTNPU_EBADARG;
     if (dq_out && (dq_off < 0 || dq_off + p->out_count * type_size(p->out_type) > p->arena_bytes))
         return ORTNPU_EBADARG;
@@ -160,9 +158,7 @@ int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, in
  * add the zero point. Bounds are integers, so clamping before rounding equals clamping after. */
 static int64_t quantize_f32(const float *x, int64_t n, float scale, int64_t zp, int32_t otype,
                             void *y, int nan_mode) {
-    const int64_t tmin = otype == ORTNPU_T_I8 ? -128 : otype == ORTNPU_T_U8 ? 0 : -32768;
-    const int64_t tmax = otype == ORTNPU_T_I8 ? 127 : otype == ORTNPU_T_U8 ? 255 : 32767;
-    const float lo = (float)(tmin - zp), hi = (float)(tmax - zp);
+    const float lo = (float)(type_min(otype) - zp), hi = (float)(type_max(otype) - zp);
     int64_t nans = 0;
     for (int64_t i = 0; i < n; i++) {
         float xi = x[i];

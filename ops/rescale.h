@@ -14,6 +14,12 @@ enum { ORTNPU_T_I8 = 0, ORTNPU_T_U8 = 1, ORTNPU_T_I16 = 2 };
 enum { ORTNPU_R_DOUBLE = 0, ORTNPU_R_SINGLE = 1, ORTNPU_R_INT64 = 2, ORTNPU_R_HALF_UP = 3 };
 enum { ORTNPU_OK = 0, ORTNPU_EBADARG = -1, ORTNPU_ENOMEM = -2, ORTNPU_ENAN = -3 };
 
+/* The element types (ORTNPU_T_*): validity, range and size. */
+static inline int type_ok(int t) { return t == ORTNPU_T_I8 || t == ORTNPU_T_U8 || t == ORTNPU_T_I16; }
+static inline int64_t type_min(int t) { return t == ORTNPU_T_I8 ? -128 : (t == ORTNPU_T_U8 ? 0 : -32768); }
+static inline int64_t type_max(int t) { return t == ORTNPU_T_I8 ? 127 : (t == ORTNPU_T_U8 ? 255 : 32767); }
+static inline int type_size(int t) { return t == ORTNPU_T_I16 ? 2 : 1; }
+
 /* Two's-complement reinterpretation of an unsigned value (no implementation-defined casts). */
 static inline int32_t s32(uint32_t u) {
     return u <= 0x7FFFFFFFu ? (int32_t)u : (int32_t)(u - 0x80000000u) - 0x7FFFFFFF - 1;
