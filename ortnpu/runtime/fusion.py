@@ -48,6 +48,7 @@ class Step:
     out_dtype: np.dtype
     where: str
     frees: tuple[str, ...] = ()     # intermediates no later step reads
+    name: str = ""                  # the node's name
 
 
 @dataclass
@@ -61,8 +62,13 @@ class Program:
     name: str = "subgraph"
     in_shape: tuple[Any, ...] | None = None   # from the model; None when unknown
     in_dtype: np.dtype | None = None
+    out_dtype: np.dtype | None = None
     pid: str = ""                             # the id the Subgraph node names
     validated: set = field(default_factory=set)
+
+    def inputs_of(self, step: Step, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """The step's input arrays: tensors computed so far, then the program's constants."""
+        return [values[n] if n in values else self.constants[n] for n in step.inputs]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run the layers; the first run for an input shape validates every layer."""
@@ -70,7 +76,7 @@ class Program:
         signature = (x.shape, x.dtype.str)
         check = signature not in self.validated
         for step in self.steps:
-            arrays = [values[n] if n in values else self.constants[n] for n in step.inputs]
+            arrays = self.inputs_of(step, values)
             if check:
                 step.spec.validate(arrays, step.attrs, step.out_dtype, step.where)
             values[step.output] = kernels.run_unchecked(step.spec, arrays, step.attrs,
@@ -208,7 +214,7 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
             if t in inits and t not in constants:
                 constants[t] = numpy_helper.to_array(inits[t])
         steps.append(Step(spec, tuple(node.input), node.output[0], attrs, dtype,
-                          f"node {node.name!r} ({node.op_type}): "))
+                          f"node {node.name!r} ({node.op_type}): ", name=node.name))
     last_use: dict[str, int] = {}
     for k, step in enumerate(steps):
         for t in step.inputs:
@@ -220,7 +226,7 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
     program = Program(external[0], leaving[0], steps, constants,
                       name=f"{first}..{nodes[-1].name}",
                       in_shape=_shape_of(model, external[0]),
-                      in_dtype=_dtype_of(model, external[0]))
+                      in_dtype=_dtype_of(model, external[0]), out_dtype=out_dtype)
     digest = hashlib.sha1("".join(n.name for n in nodes).encode()).hexdigest()[:12]
     with _lock:
         pid = f"{digest}-{next(_counter)}"

@@ -91,10 +91,13 @@ def _run_steps(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
     """Every tensor of the program for input ``x`` (validating each layer)."""
     values: dict[str, np.ndarray] = {program.input: x}
     for step in program.steps:
-        arrays = [values[n] if n in values else program.constants[n] for n in step.inputs]
-        values[step.output] = kernels.run(step.spec, arrays, step.attrs, step.out_dtype,
-                                          step.where)
+        values[step.output] = kernels.run(step.spec, program.inputs_of(step, values),
+                                          step.attrs, step.out_dtype, step.where)
     return values
+
+
+def _aligned(nbytes: int) -> int:
+    return (nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
 
 
 def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int], list[int], int]:
@@ -114,7 +117,7 @@ def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int]
     for t, k in sorted(defined.items(), key=lambda kv: kv[1]):
         if t in slots:
             continue
-        size = (sizes[t] + _ALIGN - 1) // _ALIGN * _ALIGN
+        size = _aligned(sizes[t])
         live = sorted((s, e) for s, e, d, u in placed if d <= last_use[t] and u >= k)
         start = 0
         for s, e in live:
@@ -203,8 +206,9 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     sizes = {t: v.nbytes for t, v in values.items()}
     slots, offsets, arena = _plan_arena(program, sizes)
     boundary = boundary or FloatBoundary()
-    q_off, arena = arena, arena + (x1.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
-    dq_off, arena = arena, arena + (out.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+    q, dq = boundary.quantize, boundary.dequantize
+    q_off, arena = arena, arena + (_aligned(x1.nbytes) if q else 0)     # quantized input
+    dq_off, arena = arena, arena + (_aligned(out.nbytes) if dq else 0)  # output to dequantize
     name = program.name
     ffi, lib = nat._native.ffi, nat._native.lib
     ptr = lib.ortnpu_program_new(
@@ -216,12 +220,11 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
         return "the C program could not be created (out of memory?)"
     ptr = ffi.gc(ptr, lib.ortnpu_program_release)
     for step in program.steps:
-        arrays = [values[n] if n in values else program.constants[n] for n in step.inputs]
-        rc = _add_layer(ptr, step, arrays, [slots.get(n, -1) for n in step.inputs],
-                        slots[step.output], values[step.output])
+        rc = _add_layer(ptr, step, program.inputs_of(step, values),
+                        [slots.get(n, -1) for n in step.inputs], slots[step.output],
+                        values[step.output])
         if rc != 0:
             return f"{step.where}the C program refused the layer (code {rc})"
-    q, dq = boundary.quantize, boundary.dequantize
     rc = lib.ortnpu_program_set_float_io(
         ptr, q is not None, q[0] if q else 1.0, q[1] if q else 0, q_off, dq is not None,
         dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off, _NAN_MODES[boundary.nan_policy])
@@ -394,7 +397,7 @@ NATIVE_OPS = frozenset(_BUILDERS)
 def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], out: int,
                y: np.ndarray) -> int:
     """Append one layer; ``arrays`` are its inputs for one sample, ``y`` its output."""
-    name = (step.where.split("'")[1] if "'" in step.where else step.spec.name).encode()
+    name = (step.name or step.spec.name).encode()
     builder = _BUILDERS.get(step.spec.name)
     return builder(_native(), _Layer(ptr, name, step, arrays, ins, out, y)) if builder else -1
 
@@ -427,29 +430,13 @@ def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
     return value if value.size == 1 else None
 
 
-def _quantize_before(model: onnx.ModelProto, node: onnx.NodeProto, in_dtype: np.dtype,
-                     inits: dict[str, onnx.TensorProto], consumers: dict[str, list[int]],
-                     outputs: set[str]) -> tuple[int, tuple[float, int]] | None:
-    """The QuantizeLinear that alone feeds ``node``, with a scalar scale and zero point."""
-    tensor = node.input[0]
-    if tensor in outputs or len(consumers.get(tensor, [])) != 1:
+def _lone_link(tensor: str, other: int | None, consumers: dict[str, list[int]],
+               outputs: set[str]) -> int | None:
+    """``other`` (the node at the far end of ``tensor``) when ``tensor`` links only the
+    subgraph and that node: one reader, not a graph output."""
+    if other is None or tensor in outputs or len(consumers.get(tensor, [])) != 1:
         return None
-    for k, q in enumerate(model.graph.node):
-        if tensor in q.output:
-            return _qdq_params(q, k, "QuantizeLinear", in_dtype, inits)
-    return None
-
-
-def _dequantize_after(model: onnx.ModelProto, node: onnx.NodeProto, out_dtype: np.dtype,
-                      inits: dict[str, onnx.TensorProto], consumers: dict[str, list[int]],
-                      outputs: set[str]) -> tuple[int, tuple[float, int]] | None:
-    """The DequantizeLinear that alone reads ``node``'s output, scalar scale and zero point."""
-    tensor = node.output[0]
-    users = consumers.get(tensor, [])
-    if tensor in outputs or len(users) != 1:
-        return None
-    return _qdq_params(model.graph.node[users[0]], users[0], "DequantizeLinear", out_dtype,
-                       inits)
+    return other
 
 
 def _qdq_params(q: onnx.NodeProto, k: int, op_type: str, int_dtype: np.dtype,
@@ -485,9 +472,12 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
     by_pid = {p.pid: p for p in programs}
     inits = {i.name: i for i in model.graph.initializer}
     consumers: dict[str, list[int]] = {}
+    producer: dict[str, int] = {}
     for k, n in enumerate(model.graph.node):
         for t in n.input:
             consumers.setdefault(t, []).append(k)
+        for t in n.output:
+            producer[t] = k
     outputs = {o.name for o in model.graph.output}
     natives: list[NativeProgram] = []
     reports: list[CompileReport] = []
@@ -502,11 +492,13 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
             reports.append(CompileReport(program.name, False,
                                          "the model does not give the input's shape and type"))
             continue
-        q = _quantize_before(model, node, program.in_dtype, inits, consumers, outputs)
-        out_dtype = next((s.out_dtype for s in program.steps if s.output == program.output),
-                         None)
-        dq = (_dequantize_after(model, node, np.dtype(out_dtype), inits, consumers, outputs)
-              if out_dtype is not None else None)
+        q_node = _lone_link(node.input[0], producer.get(node.input[0]), consumers, outputs)
+        reader = consumers.get(node.output[0], [None])[0]
+        dq_node = _lone_link(node.output[0], reader, consumers, outputs)
+        q = None if q_node is None else _qdq_params(
+            model.graph.node[q_node], q_node, "QuantizeLinear", program.in_dtype, inits)
+        dq = None if dq_node is None or program.out_dtype is None else _qdq_params(
+            model.graph.node[dq_node], dq_node, "DequantizeLinear", program.out_dtype, inits)
         result = compile_program(program, program.in_shape, program.in_dtype,
                                  FloatBoundary(q[1] if q else None, dq[1] if dq else None,
                                                nan_policy))

@@ -131,8 +131,7 @@ class InferenceSession:
             from ortnpu.runtime.fusion import fuse_subgraphs
             from ortnpu.runtime.native_program import compile_subgraphs, library_path
 
-            fused, self._programs = fuse_subgraphs(proto)
-            fused = fused if self._programs else proto
+            fused, self._programs = fuse_subgraphs(proto)   # proto itself when nothing fused
             if self._programs and native:
                 fused, self._natives, self.compile_reports = compile_subgraphs(
                     fused, self._programs, nan_policy)
@@ -147,14 +146,15 @@ class InferenceSession:
         from ortnpu.runtime.native_program import NATIVE_DOMAIN
         from ortnpu.validate import all_nodes
 
-        self._python_ops = any(n.domain == registry.DOMAIN for n in all_nodes(final.graph)) or \
+        graph_nodes = list(all_nodes(final.graph))
+        readers: dict[str, list[onnx.NodeProto]] = {}
+        for n in graph_nodes:
+            for t in n.input:
+                readers.setdefault(t, []).append(n)
+        self._python_ops = any(n.domain == registry.DOMAIN for n in graph_nodes) or \
             any(n.domain == registry.DOMAIN for f in final.functions for n in f.node)
         # float inputs read only by compiled programs that quantize them: the program applies
         # the NaN policy itself (no pass over the input in Python)
-        readers: dict[str, list[onnx.NodeProto]] = {}
-        for n in all_nodes(final.graph):
-            for t in n.input:
-                readers.setdefault(t, []).append(n)
         self._nan_in_program = {
             vi.name for vi in final.graph.input
             if readers.get(vi.name) and all(n.domain == NATIVE_DOMAIN and
