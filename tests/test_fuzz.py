@@ -50,13 +50,15 @@ def test_every_op_seed_is_valid_before_mutation(name: str) -> None:
 
 @pytest.mark.parametrize("seed,index,kind,error", [
     (3, 1023, "file", "ModelError"), (3, 4525, "file", "ModelError"),
-    (8, 1283, "file", "ModelError"), (10, 2639, "op-direct", "KernelError")])
+    (8, 1283, "file", "ModelError"), (10, 2639, "op-direct", "KernelError"),
+    (13, 4462, "file", "ModelError")])
 def test_cases_the_long_run_found_stay_ortnpu_errors(seed: int, index: int, kind: str,
                                                       error: str) -> None:
     """Regressions from ``scripts/fuzz.py``: a flipped byte made an intermediate's element type
     63 (fusion raised KeyError), an input's symbolic dimension invalid UTF-8 (the session raised
     UnicodeDecodeError), an initializer's element type 29 (the validator's message raised
-    KeyError); an AveragePool of a zero-width input ran on the numpy path (dividing by a zero
+    KeyError), a QuantizeLinear scale of element type 69 (the compiler's read raised KeyError);
+    an AveragePool of a zero-width input ran on the numpy path (dividing by a zero
     count) while the C path refused it. All must be ortnpu errors on every path."""
     got_kind, cls, detail = Worker(seed).run(index)
     assert got_kind == kind

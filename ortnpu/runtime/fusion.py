@@ -212,6 +212,8 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
         attrs = spec.full_attrs({a.name: helper.get_attribute_value(a) for a in node.attribute})
         for t in node.input:
             if t in inits and t not in constants:
+                if np_dtype(inits[t].data_type) is None:
+                    return None   # not an ONNX type: onnxruntime refuses the model itself
                 constants[t] = numpy_helper.to_array(inits[t])
         steps.append(Step(spec, tuple(node.input), node.output[0], attrs, dtype,
                           f"node {node.name!r} ({node.op_type}): ", name=node.name))

@@ -27,6 +27,7 @@ from onnx import helper, numpy_helper
 
 from ortnpu.domain import kernels
 from ortnpu.errors import KernelError, OrtNpuError, first_line
+from ortnpu.onnx_types import np_dtype
 from ortnpu.runtime.fusion import Program, Step
 
 _ALIGN = 64
@@ -424,8 +425,8 @@ class CompileReport:
 
 
 def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
-    if name not in inits:
-        return None
+    if name not in inits or np_dtype(inits[name].data_type) is None:
+        return None   # absent, or an element type onnx does not know (onnxruntime refuses it)
     value = numpy_helper.to_array(inits[name])
     return value if value.size == 1 else None
 
