@@ -414,10 +414,17 @@ def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
     """
     from ortnpu.domain import DOMAIN, spec_of
     from ortnpu.domain.spec import parse_op_type
+    from ortnpu.runtime.native_program import NATIVE_DOMAIN as _NATIVE_DOMAIN
 
     inits = {t.name: t for t in model.graph.initializer}
     elem_types = _element_types(model.graph)
     for node in all_nodes(model.graph):
+        if node.domain == _NATIVE_DOMAIN:
+            raise ModelError(f"{origin}: node {_node_name(node)} is a compiled program of a "
+                             f"running ortnpu session ({_NATIVE_DOMAIN}), valid only inside "
+                             "that session: a graph saved with SessionOptions."
+                             "optimized_model_filepath cannot be loaded again; load the NPU "
+                             "graph itself")
         if node.domain != DOMAIN:
             continue
         where = f"{origin}: node {_node_name(node)}"

@@ -203,3 +203,51 @@ def test_options_of_another_type_are_a_model_error() -> None:
 
 needs_c = pytest.mark.skipif(not native.AVAILABLE or kernels.get_mode() == "numpy",
                              reason="C kernels not built or not in use (ORTNPU_KERNELS)")
+
+
+# ------------------------------------------------------------------- compiled program handles
+@needs_c
+def test_handles_are_never_reused_in_a_process() -> None:
+    import gc
+
+    from graphs import images, small_cnn
+
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    handles = []
+    for _ in range(5):
+        sess = ortnpu.InferenceSession(npu)
+        handles += [p.handle for p in sess.native_programs]
+        del sess
+        gc.collect()             # the program is gone: its table slot is free again
+    assert len(handles) == 5 and len(set(handles)) == 5
+
+
+@needs_c
+def test_saved_runtime_graph_never_runs_another_sessions_program(tmp_path: Path) -> None:
+    """onnxruntime's optimized_model_filepath saves the compiled-program nodes with their
+    handles; once that session is gone, the handle must find nothing, even when another
+    program took its table slot."""
+    import gc
+
+    from graphs import images, small_cnn
+
+    from ortnpu.runtime.native_program import library_path
+
+    saved = tmp_path / "runtime.onnx"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(saved)
+    first = ortnpu.InferenceSession(ortnpu.quantize(small_cnn(), "tflite-int8", images(16)), so)
+    assert first.native_programs and saved.exists()
+    assert so.optimized_model_filepath == str(saved)
+    del first
+    gc.collect()
+    other = ortnpu.InferenceSession(ortnpu.quantize(small_cnn(), "tflite-int8",
+                                                    images(16, seed=5)))
+    assert other.native_programs                       # holds the slot the first one had
+    plain = ortnpu.session_options()
+    plain.register_custom_ops_library(library_path())
+    plain.log_severity_level = 4
+    with pytest.raises(Exception, match="unknown or stale"):
+        ort.InferenceSession(str(saved), plain, providers=["CPUExecutionProvider"])
+    with pytest.raises(ortnpu.ModelError, match="optimized_model_filepath"):
+        ortnpu.InferenceSession(saved)
