@@ -175,10 +175,16 @@ static OrtStatus *kernel_create(const OrtCustomOp *op, const OrtApi *api,
                            KernelInfoGetAttribute_int64_fn)(info, "handle", &handle);
     if (st) return st;
     ortnpu_program_t *p = ortnpu_program_acquire(handle);
-    if (!p)
-        return fail(api, ORT_INVALID_ARGUMENT,
-                    "ortnpu: compiled program not found in this process; com.ortnpu.native "
-                    "nodes only run inside the ortnpu.InferenceSession that compiled them");
+    if (!p) {
+        snprintf(msg, sizeof msg,
+                 "ortnpu: compiled program not found in this process: a %s node has handle %lld, "
+                 "which is unknown or stale (its session is gone, or the graph was saved from "
+                 "a running session with SessionOptions.optimized_model_filepath, or comes "
+                 "from another process); com.ortnpu.native nodes only run inside the "
+                 "ortnpu.InferenceSession that compiled them: load the NPU graph itself",
+                 o->name, (long long)handle);
+        return fail(api, ORT_INVALID_ARGUMENT, msg);
+    }
     ortnpu_kernel_t *k = calloc(1, sizeof(*k));
     if (!k) {
         ortnpu_program_release(p);

@@ -15,8 +15,9 @@
  *
  * Lifetime: programs are reference counted. Python holds one reference; every onnxruntime
  * kernel built from the program (ort_op.c) holds another, so the program outlives whichever
- * of the two goes first. Published programs are found by a 64-bit handle that includes a
- * per-process random part, so a handle copied from another process is refused, never used.
+ * of the two goes first. Published programs are found by a 64-bit handle: a per-process random
+ * part plus a generation count that is never reused, so a handle copied from another process,
+ * or kept after its program is gone, is refused, never used for another program.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -646,6 +647,7 @@ int64_t ortnpu_program_layers(const ortnpu_program_t *p, int64_t k, char *name,
 #define MAX_PUBLISHED 4096
 static ortnpu_program_t *g_table[MAX_PUBLISHED];
 static uint64_t g_nonce;
+static uint64_t g_generation; /* programs published so far in this process */
 
 static uint64_t nonce(void) {
     if (!g_nonce) {
@@ -653,22 +655,26 @@ static uint64_t nonce(void) {
         clock_gettime(CLOCK_REALTIME, &ts);
         uint64_t v = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^
                      ((uint64_t)getpid() << 32);
-        g_nonce = (v & 0x7FFFFFFFFFF00000ull) | 0x100000ull;  /* never 0, low bits free */
+        g_nonce = (v & 0x3FFFFFFFFFF00000ull) | 0x100000ull;  /* never 0, low bits free */
     }
     return g_nonce;
 }
 
+/* Handles are the per-process random nonce plus a generation count that only grows, so a
+ * handle is never issued twice in a process: once its program is gone, the handle is stale
+ * and finds nothing, even when another program takes the table slot (a runtime graph saved by
+ * onnxruntime's optimized_model_filepath keeps handles that must never run another program).
+ * Lookups compare the whole handle over the table (kernel creation only, not per run). */
 int64_t ortnpu_program_publish(ortnpu_program_t *p) {
     if (!p) return 0;
     int64_t handle = 0;
     pthread_mutex_lock(&g_lock);
-    for (int k = 0; k < MAX_PUBLISHED; k++) {
+    for (int k = 0; k < MAX_PUBLISHED && !p->handle; k++) {
         if (!g_table[k]) {
             g_table[k] = p;
             p->refs++;
-            handle = (int64_t)(nonce() + (uint64_t)k);
+            handle = (int64_t)(nonce() + ++g_generation);
             p->handle = handle;
-            break;
         }
     }
     pthread_mutex_unlock(&g_lock);
@@ -677,11 +683,14 @@ int64_t ortnpu_program_publish(ortnpu_program_t *p) {
 
 ortnpu_program_t *ortnpu_program_acquire(int64_t handle) {
     ortnpu_program_t *p = NULL;
+    if (handle == 0) return NULL;
     pthread_mutex_lock(&g_lock);
-    uint64_t k = (uint64_t)handle - nonce();
-    if (g_nonce && k < MAX_PUBLISHED && g_table[k] && g_table[k]->handle == handle) {
-        p = g_table[k];
-        p->refs++;
+    for (int k = 0; k < MAX_PUBLISHED; k++) {
+        if (g_table[k] && g_table[k]->handle == handle) {
+            p = g_table[k];
+            p->refs++;
+            break;
+        }
     }
     pthread_mutex_unlock(&g_lock);
     return p;
@@ -710,8 +719,8 @@ void ortnpu_program_release(ortnpu_program_t *p) {
     int64_t left = --p->refs;
     /* only the table's reference left: unpublish (no kernel and no Python object use it) */
     if (left == 1 && p->handle) {
-        uint64_t k = (uint64_t)p->handle - nonce();
-        if (k < MAX_PUBLISHED && g_table[k] == p) g_table[k] = NULL;
+        for (int k = 0; k < MAX_PUBLISHED; k++)
+            if (g_table[k] == p) g_table[k] = NULL;
         p->handle = 0;
         left = --p->refs;
     }

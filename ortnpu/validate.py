@@ -414,15 +414,23 @@ def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
     """
     from ortnpu.domain import DOMAIN, spec_of
     from ortnpu.domain.spec import parse_op_type
+    from ortnpu.runtime.native_program import NATIVE_DOMAIN as _NATIVE_DOMAIN
 
     inits = {t.name: t for t in model.graph.initializer}
+    elem_types = _element_types(model.graph)
     for node in all_nodes(model.graph):
+        if node.domain == _NATIVE_DOMAIN:
+            raise ModelError(f"{origin}: node {_node_name(node)} is a compiled program of a "
+                             f"running ortnpu session ({_NATIVE_DOMAIN}), valid only inside "
+                             "that session: a graph saved with SessionOptions."
+                             "optimized_model_filepath cannot be loaded again; load the NPU "
+                             "graph itself")
         if node.domain != DOMAIN:
             continue
         where = f"{origin}: node {_node_name(node)}"
         try:
             spec = spec_of(node.op_type)
-            _, count, _ = parse_op_type(node.op_type)
+            _, count, out_dtype = parse_op_type(node.op_type)
         except OrtNpuError as exc:
             raise ModelError(f"{where}: {exc}; the {DOMAIN} ops are listed in "
                              "docs/op-domain.md") from None
@@ -444,7 +452,56 @@ def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
                 if init.data_type != want:
                     raise ModelError(f"{where}: input {name!r} is "
                                      f"{type_name(init.data_type)}, the op needs {kind}")
+        _check_act_types(node, spec, count, out_dtype, elem_types, where)
         _check_npu_attrs(node, spec, where)
+
+
+def _element_types(graph: onnx.GraphProto) -> dict[str, int]:
+    """Element types of the tensors whose type the graph states without inference: graph inputs
+    and outputs, value_info, initializers, and the outputs of Cast and ``com.ortnpu`` nodes."""
+    from ortnpu.domain import DOMAIN
+    from ortnpu.domain.spec import ACTIVATION_TYPES, ONNX_OF_DTYPE
+
+    types: dict[str, int] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for t in graph.initializer:
+        types[t.name] = t.data_type
+    for node in graph.node:
+        if not node.output:
+            continue
+        if node.domain == DOMAIN:
+            suffix = node.op_type.rpartition("_")[2]
+            if suffix in ACTIVATION_TYPES:
+                types[node.output[0]] = ONNX_OF_DTYPE[ACTIVATION_TYPES[suffix]]
+        elif node.op_type == "Cast" and node.domain in ("", "ai.onnx"):
+            to = next((a.i for a in node.attribute if a.name == "to"), 0)
+            if to:
+                types[node.output[0]] = to
+    return types
+
+
+def _check_act_types(node: onnx.NodeProto, spec: type, count: int, out_dtype: np.dtype,
+                     elem_types: dict[str, int], where: str) -> None:
+    """Activation inputs of a known element type must have one the op takes.
+
+    onnxruntime-extensions aborts the process on element types it cannot hand to Python
+    (float16, bfloat16, float8, int4, ...); onnxruntime itself refuses them at load too (the
+    registry declares the types each input takes), but this message says what to do.
+    """
+    acts = [name for name, kind in zip(node.input, spec.input_kinds(count), strict=True)
+            if kind == "act"]
+    for name, allowed in zip(acts, spec.act_types(count, out_dtype), strict=True):
+        code = elem_types.get(name)
+        if code is None:
+            continue
+        dtype = np_dtype(code)
+        if dtype is None or dtype not in allowed or _itemsize(code) == 0:
+            want = ", ".join(np.dtype(d).name for d in allowed)
+            raise ModelError(f"{where}: input {name!r} has element type {type_name(code)}; this "
+                             f"input takes {want}; quantize the tensor (QuantizeLinear) or "
+                             "cast it to one of these types first")
 
 
 def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> None:

@@ -163,6 +163,11 @@ class Lut(OpSpec):
               Input("table", "act", "lookup table, one entry per input value, output type"))
 
     @classmethod
+    def act_types(cls, count: int, out_dtype: np.dtype) -> list[tuple[np.dtype, ...]]:
+        x, _ = super().act_types(count, out_dtype)
+        return [x, (np.dtype(out_dtype),)]   # the table has the output's type (check)
+
+    @classmethod
     def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
               where: str) -> None:
         x, table = arrays

@@ -25,6 +25,10 @@ class Concat(OpSpec):
     variadic = tuple(range(2, MAX_VARIADIC + 1))
 
     @classmethod
+    def act_types(cls, count: int, out_dtype: np.dtype) -> list[tuple[np.dtype, ...]]:
+        return [(np.dtype(out_dtype),)] * count   # every input has the output's type (check)
+
+    @classmethod
     def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
               where: str) -> None:
         first = arrays[0]

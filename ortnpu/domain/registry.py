@@ -10,6 +10,7 @@ error for :func:`take_errors` and returns an empty tensor, so that the process n
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from ortnpu.domain import DOMAIN, OPS, OpSpec, kernels
-from ortnpu.domain.spec import ACTIVATION_TYPES
 from ortnpu.errors import KernelError, OrtNpuError
 
 log = logging.getLogger("ortnpu")
@@ -26,7 +26,7 @@ log = logging.getLogger("ortnpu")
 _lock = threading.Lock()
 _registered = False
 _ours: dict[int, tuple[type[OpSpec], np.dtype, str]] = {}
-_errors: list[tuple[int, OrtNpuError]] = []
+_errors: list[tuple[int | None, OrtNpuError]] = []
 
 
 @dataclass(frozen=True)
@@ -39,9 +39,29 @@ class KernelFailure:
 
 def _type_code(kind: str, pyop: Any) -> int:
     return {
-        "act": pyop.undefined, "int8": pyop.dt_int8, "int32": pyop.dt_int32,
-        "int64": pyop.dt_int64, "uint8": pyop.dt_uint8, "int16": pyop.dt_int16,
+        "int8": pyop.dt_int8, "int32": pyop.dt_int32, "int64": pyop.dt_int64,
+        "uint8": pyop.dt_uint8, "int16": pyop.dt_int16,
     }[kind]
+
+
+def _overloads(spec: type[OpSpec], count: int, out_dtype: np.dtype) -> list[list[str]]:
+    """The input element types of each onnxruntime overload of one op type.
+
+    An input declared with onnxruntime-extensions' ``undefined`` type accepts every element
+    type, and onnxruntime-extensions aborts the process on those it cannot hand to Python
+    (float16, bfloat16, float8, int4, ...). onnxruntime merges the overloads of an op into one
+    schema whose inputs accept the union of their types, and it checks node input types against
+    that schema when it loads a model: declaring one overload per allowed combination of
+    activation types makes onnxruntime refuse any other type at load, with an error naming the
+    node, on every path (``ortnpu.InferenceSession`` and plain onnxruntime alike).
+    """
+    kinds = spec.input_kinds(count)
+    combos = itertools.product(*spec.act_types(count, out_dtype))
+    result = []
+    for combo in combos:
+        acts = iter(combo)
+        result.append([np.dtype(next(acts)).name if k == "act" else k for k in kinds])
+    return result
 
 
 def _attr_code(kind: type, pyop: Any) -> int:
@@ -77,10 +97,7 @@ def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
         if not isinstance(exc, OrtNpuError):
             exc = KernelError(f"node {name!r} ({op_type}): internal kernel error "
                               f"{type(exc).__name__}: {exc}")
-        with _lock:
-            _errors.append((threading.get_ident(), exc))
-            if len(_errors) > 1000:
-                del _errors[:500]
+        _record(exc)
         log.error("ortnpu kernel failed, output left empty: %s", exc)
         return (k_id, (0,), np.zeros((0,), dtype=out_dtype))
 
@@ -122,9 +139,25 @@ def _foreign(k_id: int, feed: Any, attributes: Any) -> tuple:
             raise KernelError(f"no handler for python custom op id {k_id}")
         return _foreign_hook(k_id, feed, attributes)
     except BaseException as exc:
-        with _lock:
-            _errors.append((threading.get_ident(), KernelError(f"python custom op failed: {exc}")))
+        _record(KernelError(f"python custom op failed: {exc}"))
         return (k_id, (0,), np.zeros((0,), np.float32))
+
+
+def _record(error: OrtNpuError) -> None:
+    """Keep a kernel error for the thread that started the run.
+
+    onnxruntime runs a kernel in the thread that called ``run`` (sequential execution), or on
+    one of its own pool threads (``ExecutionMode.ORT_PARALLEL``), which Python sees as a
+    "dummy" thread. No calling thread can be named for the latter: such errors are kept as
+    orphans, which :func:`take_errors` hands out on request (``pending_errors``) instead of
+    losing them. ``ortnpu.InferenceSession`` runs graphs with Python kernels sequentially.
+    """
+    current = threading.current_thread()
+    tid = None if isinstance(current, threading._DummyThread) else threading.get_ident()
+    with _lock:
+        _errors.append((tid, error))
+        if len(_errors) > 1000:
+            del _errors[:500]
 
 
 def _load_pydll() -> Any:
@@ -188,17 +221,17 @@ def ensure_registered() -> None:
         pyop = _pydll.PyCustomOpDef
         for spec in (*OPS, Subgraph):
             for op_type, out_dtype, count in spec.op_types():
-                definition = pyop()
-                definition.op_type = f"{DOMAIN}::{op_type}"
-                definition.obj_id = id(definition)
-                definition.input_types = [_type_code(k, pyop) for k in spec.input_kinds(count)]
-                definition.output_types = [_type_code(
-                    {"i8": "int8", "u8": "uint8", "i16": "int16"}[
-                        next(s for s, d in ACTIVATION_TYPES.items() if d == out_dtype)], pyop)]
-                definition.attrs = {a.name: _attr_code(a.kind, pyop) for a in spec.all_attrs()}
-                _pydll.add_custom_op(definition)
-                _keep.append(definition)
-                _ours[id(definition)] = (spec, out_dtype, op_type)
+                for input_types in _overloads(spec, count, out_dtype):
+                    definition = pyop()
+                    definition.op_type = f"{DOMAIN}::{op_type}"
+                    definition.obj_id = id(definition)
+                    definition.input_types = [_type_code(k, pyop) for k in input_types]
+                    definition.output_types = [_type_code(np.dtype(out_dtype).name, pyop)]
+                    definition.attrs = {a.name: _attr_code(a.kind, pyop)
+                                        for a in spec.all_attrs()}
+                    _pydll.add_custom_op(definition)
+                    _keep.append(definition)
+                    _ours[id(definition)] = (spec, out_dtype, op_type)
         ocos = sys.modules.get("onnxruntime_extensions._ocos")
         if ocos is not None:
             _foreign_hook = ocos._on_pyop_invocation
@@ -207,10 +240,12 @@ def ensure_registered() -> None:
         _registered = True
 
 
-def take_errors(thread_id: int | None = None) -> list[OrtNpuError]:
-    """Remove and return the kernel errors recorded for a thread (default: the caller's)."""
+def take_errors(thread_id: int | None = None, orphans: bool = False) -> list[OrtNpuError]:
+    """Remove and return the kernel errors recorded for a thread (default: the caller's), and
+    with ``orphans`` those recorded on onnxruntime's pool threads (see :func:`_record`)."""
     tid = threading.get_ident() if thread_id is None else thread_id
+    wanted = {tid, None} if orphans else {tid}
     with _lock:
-        mine = [e for t, e in _errors if t == tid]
-        _errors[:] = [(t, e) for t, e in _errors if t != tid]
+        mine = [e for t, e in _errors if t in wanted]
+        _errors[:] = [(t, e) for t, e in _errors if t not in wanted]
     return mine

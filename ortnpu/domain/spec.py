@@ -114,6 +114,22 @@ class OpSpec:
             kinds = [kinds[0]] * count + kinds[1:]
         return kinds
 
+    @classmethod
+    def act_types(cls, count: int, out_dtype: np.dtype) -> list[tuple[np.dtype, ...]]:
+        """For one registration, the element types each activation input may have (in input
+        order): every activation type, or only the output's where the op requires that.
+
+        The registry declares one onnxruntime overload per combination, so onnxruntime refuses
+        any other element type (float16, bfloat16, float8, int4, ...) when it loads the model
+        instead of aborting when it runs it (see ``registry.py``).
+        """
+        kinds = cls.input_kinds(count)
+        every = tuple(ACTIVATION_TYPES.values())
+        types = [every for k in kinds if k == "act"]
+        if cls.same_type and types:
+            types[0] = (np.dtype(out_dtype),)
+        return types
+
     # ------------------------------------------------------------- attributes
     @classmethod
     def full_attrs(cls, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:

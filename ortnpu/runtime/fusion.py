@@ -222,8 +222,12 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
         for t in step.inputs:
             if t in produced:
                 last_use[t] = k
+    frees: dict[int, list[str]] = {}
+    for t, j in last_use.items():   # one pass: session creation stays linear in chain length
+        if t != leaving[0]:
+            frees.setdefault(j, []).append(t)
     for k, step in enumerate(steps):
-        step.frees = tuple(t for t, j in last_use.items() if j == k and t != leaving[0])
+        step.frees = tuple(frees.get(k, ()))
     first = nodes[0].name or "subgraph"
     program = Program(external[0], leaving[0], steps, constants,
                       name=f"{first}..{nodes[-1].name}",

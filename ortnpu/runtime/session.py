@@ -23,6 +23,60 @@ _NP_OF_ORT = {
 }
 
 
+#: Scalar properties of ``onnxruntime.SessionOptions`` carried over by :func:`copy_options`.
+_OPTION_FIELDS = (
+    "enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse", "enable_profiling",
+    "execution_mode", "execution_order", "graph_optimization_level", "inter_op_num_threads",
+    "intra_op_num_threads", "log_severity_level", "log_verbosity_level", "logid",
+    "optimized_model_filepath", "profile_file_prefix", "use_deterministic_compute",
+    "use_per_session_threads",
+)
+#: Session configuration keys carried over when the caller set them (onnxruntime cannot list
+#: the keys of an options object, so these are the documented ones that matter on the CPU).
+_CONFIG_KEYS = (
+    "session.intra_op.allow_spinning", "session.inter_op.allow_spinning",
+    "session.use_env_allocators", "session.set_denormal_as_zero", "session.disable_prepacking",
+    "session.load_model_format", "session.save_model_format",
+    "session.use_ort_model_bytes_directly", "session.dynamic_block_base",
+    "session.disable_quant_qdq", "session.disable_double_qdq_remover",
+    "session.enable_quant_qdq_cleanup", "session.disable_aot_function_inlining",
+    "session.graph_optimizations_loop_level", "session.intra_op_thread_affinities",
+    "session.optimized_model_external_initializers_file_name",
+    "session.optimized_model_external_initializers_min_size_in_bytes",
+    "session.disable_specified_optimizers", "session.x64quantprecision",
+    "session.strict_shape_type_inference", "session.allow_released_opsets_only",
+    "session.disable_cpu_ep_fallback", "session.use_device_allocator_for_initializers",
+    "mlas.enable_gemm_fastmath_arm64_bfloat16", "optimization.minimal_build_optimizations",
+)
+
+
+def copy_options(base: ort.SessionOptions | None) -> ort.SessionOptions:
+    """Fresh options with the caller's settings: ortnpu never changes the caller's object.
+
+    Registering a custom-op library into the caller's options made them unusable for a second
+    session (onnxruntime refuses a domain registered twice) and surprised callers that reuse
+    options. Copied: every scalar property and the documented configuration entries that were
+    set. onnxruntime cannot enumerate custom-op libraries, initializers, providers or dimension
+    overrides already added to an options object; those are not copied.
+    """
+    so = ort.SessionOptions()
+    if base is None:
+        return so
+    if not isinstance(base, ort.SessionOptions):
+        raise ModelError(f"sess_options must be onnxruntime.SessionOptions, got "
+                         f"{type(base).__name__}")
+    for name in _OPTION_FIELDS:
+        if hasattr(base, name):
+            setattr(so, name, getattr(base, name))
+    for key in _CONFIG_KEYS:
+        try:
+            value = base.get_session_config_entry(key)
+        except Exception:  # onnxruntime raises when the key was never set
+            continue
+        so.add_session_config_entry(key, value)
+    return so
+
+
 def session_options(intra_op_num_threads: int | None = None,
                     base: ort.SessionOptions | None = None) -> ort.SessionOptions:
     """Return ``onnxruntime.SessionOptions`` that can run NPU graphs.
@@ -34,19 +88,29 @@ def session_options(intra_op_num_threads: int | None = None,
 
     Args:
         intra_op_num_threads: threads of onnxruntime's own kernels (and of ours).
-        base: options to extend instead of fresh ones.
+        base: options to start from; they are copied (see :func:`copy_options`), never changed.
     """
     registry.ensure_registered()
-    so = base or ort.SessionOptions()
+    so = copy_options(base)
     so.register_custom_ops_library(registry.library_path())
     if intra_op_num_threads is not None:
         so.intra_op_num_threads = int(intra_op_num_threads)
         _set_kernel_threads(int(intra_op_num_threads))
     # onnxruntime's idle pool threads spin between its kernels; an NPU graph runs our kernels
     # in between, and a spinning worker steals the core they need (measured: 2-10x slower).
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # A caller's explicit setting wins.
+    if not _has_entry(so, "session.intra_op.allow_spinning"):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # our empty-output error path makes onnxruntime warn; keep it quiet
     return so
+
+
+def _has_entry(so: ort.SessionOptions, key: str) -> bool:
+    try:
+        so.get_session_config_entry(key)
+    except Exception:  # onnxruntime raises when the key was never set
+        return False
+    return True
 
 
 def _set_kernel_threads(threads: int) -> None:
@@ -59,8 +123,10 @@ def _set_kernel_threads(threads: int) -> None:
 
 
 def pending_errors() -> list[OrtNpuError]:
-    """Kernel errors recorded on this thread since the last call (plain onnxruntime sessions)."""
-    return registry.take_errors()
+    """Kernel errors of plain onnxruntime sessions since the last call: those recorded on this
+    thread, and those of kernels that onnxruntime ran on its own pool threads
+    (``ExecutionMode.ORT_PARALLEL``), which no calling thread can be told apart for."""
+    return registry.take_errors(orphans=True)
 
 
 #: What :meth:`InferenceSession.run` does with NaN in float inputs (see docs/robustness.md).
@@ -96,7 +162,9 @@ class InferenceSession:
 
     Args:
         model: an NPU graph (or any ONNX model) as ``ModelProto``, bytes or a path.
-        sess_options: options to extend; the domain is registered on them.
+        sess_options: options to start from; they are copied, never changed (see
+            :func:`copy_options`). Graphs that keep Python kernels run sequentially (their
+            errors must reach the calling thread).
         providers: onnxruntime providers (default CPU).
         intra_op_num_threads: convenience for the thread count.
         nan_policy: NaN in a float input: ``"raise"`` a :class:`ModelError` (default; what
@@ -160,6 +228,13 @@ class InferenceSession:
             if readers.get(vi.name) and all(n.domain == NATIVE_DOMAIN and
                                             n.op_type.startswith("Program_f32")
                                             for n in readers[vi.name])}
+        if self._python_ops:
+            # onnxruntime-extensions cannot return an error status, so a Python kernel records
+            # its error for the thread that runs it and run() raises it from there. In parallel
+            # mode onnxruntime runs kernels on its own pool threads, where no caller could find
+            # the error (run returned an empty output). Python kernels serialise on the GIL
+            # anyway, so the session runs its nodes in the calling thread.
+            opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         del proto, final
         try:
             self._sess = ort.InferenceSession(data, opts,
@@ -302,4 +377,4 @@ class InferenceSession:
         return np.where(nan, arr.dtype.type(0), arr)
 
 
-__all__ = ["InferenceSession", "KernelError", "pending_errors", "session_options"]
+__all__ = ["InferenceSession", "KernelError", "copy_options", "pending_errors", "session_options"]

@@ -1,0 +1,338 @@
+"""Reliability holes found by an attack on the installed package (issue 12), each closed at its
+root: element types onnxruntime-extensions cannot hand to Python, kernel errors under parallel
+execution, reused program handles, the caller's session options, quadratic session creation.
+
+Checks that could abort the process run in a subprocess that imports what this process imported
+(the installed package), so that an abort fails the test instead of killing pytest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ortnpu
+from ortnpu.domain import DOMAIN, Requantize, kernels, make_node, native
+from ortnpu.runtime.session import pending_errors
+
+TESTS = os.path.dirname(__file__)
+PACKAGE_PARENT = str(Path(ortnpu.__file__).resolve().parent.parent)
+
+
+def _subprocess(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``script`` with the ortnpu this process imported (not a source tree in the cwd)."""
+    prelude = f"import sys\nsys.path[:0] = [{PACKAGE_PARENT!r}, {TESTS!r}]\n"
+    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(script), *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=TESTS)
+
+
+def requantize_model(x_type: int, cast: bool = False, value_info: bool = False
+                     ) -> onnx.ModelProto:
+    """x -> Requantize_i8 -> y; ``x`` of ``x_type`` as a graph input, from a CPU Cast, or only
+    stated in value_info (behind an Identity)."""
+    node = make_node(Requantize, ["x", "m", "s"], "y", np.int8, "rq")
+    inits = [numpy_helper.from_array(np.array([1 << 30], np.int32), "m"),
+             numpy_helper.from_array(np.array([-1], np.int32), "s")]
+    nodes, inputs, infos = [node], [helper.make_tensor_value_info("x", x_type, [2])], []
+    if cast:
+        nodes.insert(0, helper.make_node("Cast", ["xf"], ["x"], to=x_type, name="cast"))
+        inputs = [helper.make_tensor_value_info("xf", TensorProto.FLOAT, [2])]
+    elif value_info:
+        nodes.insert(0, helper.make_node("Identity", ["xi"], ["x"], name="ident"))
+        inputs = [helper.make_tensor_value_info("xi", x_type, [2])]
+        infos = [helper.make_tensor_value_info("x", x_type, [2])]
+    graph = helper.make_graph(nodes, "rq_graph", inputs,
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+                              inits, value_info=infos)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+
+UNSUPPORTED = ["FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E5M2", "INT4", "UINT4", "FLOAT",
+               "INT32"]
+
+TYPES_SCRIPT = """
+    import numpy as np, onnxruntime as ort, ortnpu
+    from onnx import TensorProto
+    from test_safety import UNSUPPORTED, requantize_model
+    for tname in UNSUPPORTED:
+        code = getattr(TensorProto, tname)
+        for where in ("input", "cast", "value_info"):
+            model = requantize_model(code, cast=where == "cast", value_info=where == "value_info")
+            for path in ("fused", "per-layer"):
+                try:
+                    ortnpu.InferenceSession(model, fuse=path == "fused")
+                    print("LOADED", tname, where, path)
+                except ortnpu.ModelError as exc:
+                    ok = "'rq'" in str(exc) and tname in str(exc)
+                    print("refused" if ok else "UNCLEAR", tname, where, path, exc)
+            try:
+                ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(),
+                                     providers=["CPUExecutionProvider"])
+                print("LOADED", tname, where, "plain")
+            except Exception as exc:  # onnxruntime's own exception types
+                ok = "(rq)" in str(exc) and "Type Error" in str(exc)
+                print("refused" if ok else "UNCLEAR", tname, where, "plain", exc)
+    print("alive")
+"""
+
+
+def test_unsupported_element_types_are_refused_at_load_on_every_path() -> None:
+    proc = _subprocess(TYPES_SCRIPT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "alive"
+    verdicts = lines[:-1]
+    assert len(verdicts) == len(UNSUPPORTED) * 3 * 3
+    assert all(v.startswith("refused") for v in verdicts), \
+        [v for v in verdicts if not v.startswith("refused")]
+
+
+def test_cli_run_refuses_float16_with_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "f16.onnx"
+    onnx.save(requantize_model(TensorProto.FLOAT16), path)
+    np.savez(tmp_path / "in.npz", x=np.ones(2, np.float16))
+    proc = _subprocess("from ortnpu.cli import main\nsys.exit(main())", "run", str(path),
+                       "--inputs", str(tmp_path / "in.npz"))
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "'rq'" in proc.stderr and "FLOAT16" in proc.stderr
+
+
+def test_activation_combinations_that_validation_accepts_still_load() -> None:
+    """The declared overloads cover every type mix the kernels accept (int16 into an int8
+    Requantize, uint8 into int8)."""
+    for x_type, dtype in ((TensorProto.INT16, np.int16), (TensorProto.UINT8, np.uint8)):
+        sess = ortnpu.InferenceSession(requantize_model(x_type), fuse=False)
+        out = sess.run(None, {"x": np.array([100, -3], dtype) if dtype == np.int16
+                              else np.array([100, 3], dtype)})[0]
+        assert out.dtype == np.int8
+
+
+# --------------------------------------------------------------- non-UTF-8 string attributes
+def test_non_utf8_attribute_is_a_model_error_in_ortnpu_sessions() -> None:
+    model = requantize_model(TensorProto.INT8)
+    for attr in model.graph.node[0].attribute:
+        if attr.name == "rounding":
+            attr.s = b"\xff\xfe"
+    with pytest.raises(ortnpu.ModelError, match=r"'rq'.*'rounding' is not valid UTF-8"):
+        ortnpu.InferenceSession(model)
+
+
+# ------------------------------------------------------------- errors in every execution mode
+def _parallel_options() -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    so.inter_op_num_threads = 2
+    return so
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"native": False}, {"fuse": False}])
+def test_kernel_errors_are_raised_under_parallel_execution(kwargs: dict) -> None:
+    from test_runtime import conv_model
+
+    model, _, _ = conv_model(dynamic=True)   # dynamic: stays on the Python kernel path
+    sess = ortnpu.InferenceSession(model, _parallel_options(), **kwargs)
+    bad = np.zeros((1, 3, 7, 7), np.int8)
+    raised = 0
+    for _ in range(20):
+        try:
+            sess.run(None, {"x": bad})
+        except ortnpu.KernelError as exc:
+            raised += "conv1" in str(exc)
+    assert raised == 20
+    assert sess.run(None, {"x": np.zeros((1, 4, 7, 7), np.int8)})[0].shape == (1, 6, 3, 5)
+
+
+def test_plain_session_errors_under_parallel_execution_are_pending() -> None:
+    from test_runtime import conv_model
+
+    model, _, _ = conv_model(dynamic=True)
+    pending_errors()
+    sess = ort.InferenceSession(model.SerializeToString(),
+                                ortnpu.session_options(base=_parallel_options()),
+                                providers=["CPUExecutionProvider"])
+    bad = np.zeros((1, 3, 7, 7), np.int8)
+    found = 0
+    for _ in range(20):
+        sess.run(None, {"x": bad})
+        found += any("conv1" in str(e) for e in pending_errors())
+    assert found == 20
+
+
+# ------------------------------------------------------------------ the caller's options
+def test_callers_options_are_reused_and_never_changed() -> None:
+    from test_runtime import conv_model
+
+    model, _, _ = conv_model()
+    so = ort.SessionOptions()
+    so.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    so.log_severity_level = 2
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    x = np.random.default_rng(3).integers(-128, 128, (2, 4, 7, 7)).astype(np.int8)
+    outs = [ortnpu.InferenceSession(model, so, **kw).run(None, {"x": x})[0]
+            for kw in ({}, {}, {"fuse": False}, {"native": False})]
+    assert all(np.array_equal(o, outs[0]) for o in outs)
+    plain = ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(base=so),
+                                 providers=["CPUExecutionProvider"])
+    assert np.array_equal(plain.run(None, {"x": x})[0], outs[0])
+    # untouched: still usable for a plain model, same settings, no library registered in it
+    assert so.execution_mode == ort.ExecutionMode.ORT_PARALLEL and so.log_severity_level == 2
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    with pytest.raises(Exception, match="com.ortnpu"):
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    copied = ortnpu.session_options(base=so)
+    assert copied is not so and copied.execution_mode == ort.ExecutionMode.ORT_PARALLEL
+    assert copied.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+
+
+def test_options_of_another_type_are_a_model_error() -> None:
+    from test_runtime import conv_model
+
+    with pytest.raises(ortnpu.ModelError, match="SessionOptions"):
+        ortnpu.InferenceSession(conv_model()[0], sess_options={"x": 1})  # type: ignore[arg-type]
+
+
+needs_c = pytest.mark.skipif(not native.AVAILABLE or kernels.get_mode() == "numpy",
+                             reason="C kernels not built or not in use (ORTNPU_KERNELS)")
+
+
+# ------------------------------------------------------------------- compiled program handles
+@needs_c
+def test_handles_are_never_reused_in_a_process() -> None:
+    import gc
+
+    from graphs import images, small_cnn
+
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16))
+    handles = []
+    for _ in range(5):
+        sess = ortnpu.InferenceSession(npu)
+        handles += [p.handle for p in sess.native_programs]
+        del sess
+        gc.collect()             # the program is gone: its table slot is free again
+    assert len(handles) == 5 and len(set(handles)) == 5
+
+
+@needs_c
+def test_saved_runtime_graph_never_runs_another_sessions_program(tmp_path: Path) -> None:
+    """onnxruntime's optimized_model_filepath saves the compiled-program nodes with their
+    handles; once that session is gone, the handle must find nothing, even when another
+    program took its table slot."""
+    import gc
+
+    from graphs import images, small_cnn
+
+    from ortnpu.runtime.native_program import library_path
+
+    saved = tmp_path / "runtime.onnx"
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(saved)
+    first = ortnpu.InferenceSession(ortnpu.quantize(small_cnn(), "tflite-int8", images(16)), so)
+    assert first.native_programs and saved.exists()
+    assert so.optimized_model_filepath == str(saved)
+    del first
+    gc.collect()
+    other = ortnpu.InferenceSession(ortnpu.quantize(small_cnn(), "tflite-int8",
+                                                    images(16, seed=5)))
+    assert other.native_programs                       # holds the slot the first one had
+    plain = ortnpu.session_options()
+    plain.register_custom_ops_library(library_path())
+    plain.log_severity_level = 4
+    with pytest.raises(Exception, match="unknown or stale"):
+        ort.InferenceSession(str(saved), plain, providers=["CPUExecutionProvider"])
+    with pytest.raises(ortnpu.ModelError, match="optimized_model_filepath"):
+        ortnpu.InferenceSession(saved)
+
+
+# ------------------------------------------------------------------ linear session creation
+def chain_model(n: int) -> onnx.ModelProto:
+    """A chain of ``n`` com.ortnpu layers (Requantize, Lut, Add of a tensor with itself)."""
+    from ortnpu.domain import Add, Lut
+
+    inits = [numpy_helper.from_array(np.array([1 << 30], np.int32), "m"),
+             numpy_helper.from_array(np.array([-1], np.int32), "s"),
+             numpy_helper.from_array(np.arange(-128, 128).astype(np.int8), "tab")]
+    nodes, t = [], "x"
+    for k in range(n):
+        out = f"t{k}"
+        if k % 3 == 0:
+            nodes.append(make_node(Requantize, [t, "m", "s"], out, np.int8, f"rq{k}"))
+        elif k % 3 == 1:
+            nodes.append(make_node(Lut, [t, "tab"], out, np.int8, f"lut{k}"))
+        else:
+            nodes.append(make_node(Add, [t, t], out, np.int8, f"add{k}", a_multiplier=1 << 30,
+                                   b_multiplier=1 << 30, y_multiplier=1 << 30, a_shift=-1,
+                                   b_shift=-1))
+        t = out
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info(
+        "x", TensorProto.INT8, [1, 8])], [helper.make_tensor_value_info(t, TensorProto.INT8,
+                                                                         [1, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+
+def _fuse_and_plan_seconds(model: onnx.ModelProto) -> float:
+    """Fusing a chain and planning its arena (the two steps that were quadratic)."""
+    import gc
+    import time
+
+    from ortnpu.runtime.fusion import fuse_subgraphs
+    from ortnpu.runtime.native_program import _plan_arena
+
+    gc.collect()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        _, (program,) = fuse_subgraphs(model)
+        _plan_arena(program, {s.output: 8 for s in program.steps} | {program.input: 8})
+        return time.perf_counter() - start
+    finally:
+        gc.enable()
+
+
+def test_fusion_and_arena_planning_scale_linearly() -> None:
+    """4x the layers must cost about 4x, far from the 16x of the former quadratic steps
+    (measured on one machine: 1500 -> 6000 layers took 0.39 -> 7.3 s before, 19x; now ~4x).
+    Sizes alternate and the best of five counts, so that other load on the machine hits both."""
+    small_model, large_model = chain_model(1500), chain_model(6000)
+    small = large = float("inf")
+    for _ in range(5):
+        small = min(small, _fuse_and_plan_seconds(small_model))
+        large = min(large, _fuse_and_plan_seconds(large_model))
+    assert large < 8 * small, (small, large)
+
+
+def test_arena_plan_never_overlaps_live_tensors() -> None:
+    """The faster planner keeps its promise: tensors alive at the same step never share bytes,
+    and a chain reuses a small arena."""
+    from ortnpu.runtime.fusion import fuse_subgraphs
+    from ortnpu.runtime.native_program import _aligned, _plan_arena
+
+    _, (program,) = fuse_subgraphs(chain_model(300))
+    rng = np.random.default_rng(0)
+    sizes = {s.output: int(rng.integers(1, 500)) for s in program.steps} | {program.input: 8}
+    slots, offsets, arena = _plan_arena(program, sizes)
+    live: dict[str, tuple[int, int]] = {}
+    last = {}
+    for k, step in enumerate(program.steps):
+        for t in step.inputs:
+            last[t] = k
+        last.setdefault(step.output, k)
+    for k, step in enumerate(program.steps):
+        if slots[step.output] >= 2:
+            start = offsets[slots[step.output]]
+            span = (start, start + _aligned(sizes[step.output]))
+            for other, (s, e) in live.items():
+                if last[other] >= k:
+                    assert span[1] <= s or e <= span[0], (step.output, other)
+            live[step.output] = span
+    assert arena <= 3 * _aligned(500)
