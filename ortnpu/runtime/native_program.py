@@ -132,21 +132,41 @@ def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int]
     return slots, offsets, arena
 
 
+def _random_input(shape: Sequence[int], dtype: np.dtype, seed: int) -> np.ndarray:
+    """Random values over the dtype's whole range (distinct samples expose mixing)."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
 def _check_separable(program: Program, one: dict[str, np.ndarray],
                      x1: np.ndarray) -> str | None:
-    """Why the layers do not treat samples independently, or None when they do."""
+    """Why running the layers sample by sample would differ from running the batch, or None.
+
+    The per-sample program is right only if every tensor of a batch of B samples is the
+    concatenation, on axis 0, of the tensors of the samples run one by one. No layer type
+    guarantees that by itself: a broadcast against a higher-rank operand moves the batch axis
+    (``[N, 4] + [1, 1, 1, 4]`` is ``[1, 1, N, 4]``), two activations of different rank combine
+    every sample with every other, a Reshape, Transpose, Concat or Pad can move or mix it. So
+    the compiler checks it: two different random samples run one by one and together must give,
+    for every tensor, the shape ``[2, ...]`` and the same values.
+    """
     for name, v in one.items():
         if v.ndim == 0 or v.shape[0] != 1:
             return f"tensor {name!r} has shape {list(v.shape)} for one sample (batch axis lost)"
         if v.size == 0:
             return f"tensor {name!r} is empty"
-    if not any(s.spec.name in ("Reshape", "Flatten", "Transpose") for s in program.steps):
-        return None   # the other layers keep the batch axis whenever one sample keeps it
-    two = _run_steps(program, np.concatenate([x1, x1]))
+    xa, xb = (_random_input(x1.shape, x1.dtype, seed) for seed in (1, 2))
+    runs = [_run_steps(program, xa), _run_steps(program, xb)]
+    two = _run_steps(program, np.concatenate([xa, xb]))
     for name, v in one.items():
         if two[name].shape != (2, *v.shape[1:]):
             return (f"tensor {name!r} has shape {list(two[name].shape)} for two samples and "
-                    f"{list(v.shape)} for one (a reshape or transpose mixes the samples)")
+                    f"{list(v.shape)} for one (a broadcast, reshape or transpose moves or mixes "
+                    "the samples; fix the model's batch size to compile it)")
+        if not np.array_equal(two[name], np.concatenate([r[name] for r in runs])):
+            return (f"tensor {name!r} of two samples differs from the samples run one by one "
+                    "(a layer mixes the samples; fix the model's batch size to compile it)")
     return None
 
 
@@ -185,15 +205,23 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     in_dtype = np.dtype(in_dtype)
     if in_dtype not in nat.TYPE_CODE:
         return f"input type {in_dtype} is not an integer type of the domain"
-    x1 = np.zeros((1, *dims[1:]), dtype=in_dtype)
+    # a model that fixes the batch size N never runs other batches: the program's layers are
+    # built for all N samples at once and it refuses any other batch; with a free batch size it
+    # loops over the samples, which must be independent
+    fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 0
+    x1 = np.zeros((fixed_batch or 1, *dims[1:]), dtype=in_dtype)
     try:
         values = _run_steps(program, x1)
     except OrtNpuError as exc:
-        return f"the layers refuse one sample of shape {list(x1.shape)}: {first_line(exc)}"
-    # a model whose batch is fixed to 1 never runs other batches: the program runs one sample
-    # and refuses any other batch; otherwise the samples must be independent
-    fixed_batch = dims[0] == 1
-    if not fixed_batch:
+        what = "the batch" if fixed_batch else "one sample"
+        return f"the layers refuse {what} of shape {list(x1.shape)}: {first_line(exc)}"
+    if fixed_batch:
+        out = values[program.output]
+        if out.ndim == 0 or out.shape[0] != fixed_batch:
+            return (f"the output {program.output!r} has shape {list(out.shape)} for an input of "
+                    f"shape {list(x1.shape)}: the batch axis moves (a broadcast, reshape or "
+                    "transpose), which the compiled program's [batch, ...] output cannot hold")
+    else:
         try:
             reason = _check_separable(program, values, x1)
         except OrtNpuError as exc:
@@ -226,13 +254,13 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
                         values[step.output])
         if rc != 0:
             return f"{step.where}the C program refused the layer (code {rc})"
+    if fixed_batch and lib.ortnpu_program_set_fixed_batch(ptr, fixed_batch) != 0:
+        return f"the C program refused the fixed batch {fixed_batch}"
     rc = lib.ortnpu_program_set_float_io(
         ptr, q is not None, q[0] if q else 1.0, q[1] if q else 0, q_off, dq is not None,
         dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off, _NAN_MODES[boundary.nan_policy])
     if rc != 0:
         return f"the C program refused the float boundary {boundary} (code {rc})"
-    if fixed_batch:
-        lib.ortnpu_program_set_fixed_batch(ptr, 1)
     handle = lib.ortnpu_program_publish(ptr)
     if handle == 0:
         return "too many compiled programs alive in this process"
