@@ -426,3 +426,56 @@ def test_fixed_batch_runs_the_whole_batch_as_one_unit(batch: int) -> None:
     with pytest.raises(ortnpu.KernelError, match=f"compiled for batch {batch}"):
         ortnpu.InferenceSession(model).native_programs[0].run(
             np.zeros((batch + 1, 4), np.int8))
+
+
+def _attention_scores(seed: int = 0) -> onnx.ModelProto:
+    """MatMul+Add, Softmax (on the CPU), MatMul+Add, MatMul: the float part of attention."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    inits = [numpy_helper.from_array((rng.standard_normal((d, d)) * 0.5).astype(np.float32), n)
+             for n in ("w1", "w2", "w3")]
+    inits += [numpy_helper.from_array((rng.standard_normal(d) * 0.1).astype(np.float32), n)
+              for n in ("b1", "b2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"], name="m1"),
+             helper.make_node("Add", ["m1", "b1"], ["a1"], name="a1"),
+             helper.make_node("Softmax", ["a1"], ["s"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["s", "w2"], ["m2"], name="m2"),
+             helper.make_node("Add", ["m2", "b2"], ["a2"], name="a2"),
+             helper.make_node("MatMul", ["a2", "w3"], ["y"], name="m3")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8, d])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+def test_boundaries_onnxruntime_fuses_stay_in_the_graph(target: str) -> None:
+    """onnxruntime turns DequantizeLinear -> Softmax -> QuantizeLinear into QLinearSoftmax in
+    the reference path; a program that absorbed the DequantizeLinear and the QuantizeLinear left
+    it a float Softmax: 0.0195 apart on 8-bit scores (the ViT of issue 13)."""
+    rng = np.random.default_rng(1)
+    npu = ortnpu.quantize(_attention_scores(), target,
+                          (rng.random((32, 8, 16)) * 4 - 2).astype(np.float32))
+    x = (rng.random((1, 8, 16)) * 4 - 2).astype(np.float32)
+    sess = ortnpu.InferenceSession(npu)
+    assert [r.native for r in sess.compile_reports] == [True, True]
+    ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    plain = ort.InferenceSession(npu.SerializeToString(), ortnpu.session_options())
+    exported = ort.InferenceSession(ortnpu.export(npu).SerializeToString())
+    assert np.array_equal(plain.run(None, {"x": x})[0], ref)
+    assert np.array_equal(exported.run(None, {"x": x})[0], ref)
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+    # with onnxruntime's optimizations off, nothing is fused: the programs take the Q/DQ nodes
+    def no_opt() -> ort.SessionOptions:   # one per session: a session registers into it
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return so
+
+    kinds = [n.op_type for n in
+             compile_subgraphs(*fuse_subgraphs(npu), sess_options=no_opt())[0].graph.node]
+    assert "QuantizeLinear" not in kinds and "DequantizeLinear" not in kinds
+    ref_off = ortnpu.InferenceSession(npu, no_opt(), fuse=False, native=False)
+    off = ortnpu.InferenceSession(npu, no_opt())
+    assert np.array_equal(off.run(None, {"x": x})[0], ref_off.run(None, {"x": x})[0])

@@ -484,15 +484,74 @@ def _qdq_params(q: onnx.NodeProto, k: int, op_type: str, int_dtype: np.dtype,
     return k, (value, int(zp.reshape(-1)[0]))
 
 
+#: session config entries that change which Q/DQ nodes onnxruntime fuses (copied to the probe)
+_QDQ_CONFIG_KEYS = ("session.disable_quant_qdq", "session.enable_quant_qdq_cleanup",
+                    "session.disable_double_qdq_remover",
+                    "optimization.disable_specified_optimizers",
+                    "session.disable_aot_function_inlining")
+
+
+def _kept_by_onnxruntime(model: onnx.ModelProto, nodes: set[int],
+                         sess_options: Any = None) -> set[int]:
+    """Of ``nodes`` (Q/DQ nodes of ``model``), those onnxruntime's graph optimizations keep as
+    they are.
+
+    onnxruntime fuses a DequantizeLinear -> op -> QuantizeLinear group into its own quantized
+    kernel (``QLinearSoftmax``, ``QLinearSigmoid``, ``QLinearAdd``, ``QLinearConcat``, ...),
+    whose numbers differ from the float op between the two (Softmax: up to 0.0195 on a
+    transformer's scores). The reference path, plain onnxruntime and the integer export all run
+    that fused kernel; a program that absorbed the DequantizeLinear or the QuantizeLinear would
+    leave onnxruntime the float op instead. Which groups it fuses depends on its version, the
+    element types and the session's options, so onnxruntime itself is asked: the model is
+    optimized with the session's level and Q/DQ settings, and a node is kept when a node of the
+    same name, type, inputs and outputs is still there.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    from ortnpu.runtime.session import session_options
+
+    so = session_options()
+    if sess_options is not None:
+        so.graph_optimization_level = sess_options.graph_optimization_level
+        for key in _QDQ_CONFIG_KEYS:
+            try:
+                value = sess_options.get_session_config_entry(key)
+            except Exception:  # onnxruntime raises its own error for an absent key
+                continue
+            so.add_session_config_entry(key, value)
+    g = model.graph
+    names = [g.node[k].name for k in nodes]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        unique = {k for k in nodes if g.node[k].name and names.count(g.node[k].name) == 1}
+    else:
+        unique = set(nodes)
+    with tempfile.TemporaryDirectory(prefix="ortnpu-qdq-") as tmp:
+        so.optimized_model_filepath = f"{tmp}/optimized.onnx"
+        try:
+            ort.InferenceSession(model.SerializeToString(), so,
+                                 providers=["CPUExecutionProvider"])
+            optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
+        except Exception:  # onnxruntime's own error types: absorb nothing that could matter
+            return set()
+    after = {(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in optimized.graph.node}
+    return {k for k in unique if (g.node[k].name, g.node[k].op_type, tuple(g.node[k].input),
+                                  tuple(g.node[k].output)) in after}
+
+
 def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
-                      nan_policy: str = "allow"
+                      nan_policy: str = "allow", sess_options: Any = None
                       ) -> tuple[onnx.ModelProto, list[NativeProgram], list[CompileReport]]:
     """Replace each fused ``Subgraph`` node whose program compiles by a native op node.
 
     A QuantizeLinear that alone feeds the subgraph and a DequantizeLinear that alone reads it
     (per-tensor, float32 scale) become part of the program, which computes them exactly as
-    onnxruntime does (``ops/program.c``; the tests compare both on edge values). ``nan_policy``
-    says what such a program does with NaN in its float input (see :class:`FloatBoundary`).
+    onnxruntime does (``ops/program.c``; the tests compare both on edge values), unless
+    onnxruntime, optimizing the model with ``sess_options`` (default: its defaults), would fuse
+    that node with the float op beside it into a quantized kernel of its own (see
+    :func:`_kept_by_onnxruntime`). ``nan_policy`` says what such a program does with NaN in
+    its float input (see :class:`FloatBoundary`).
 
     Returns:
         The model (the input itself when nothing compiled), the compiled programs (keep them
@@ -512,6 +571,27 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
     reports: list[CompileReport] = []
     replaced: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
+    boundaries: dict[int, tuple[Any, Any]] = {}
+    beside_float_op: set[int] = set()   # Q/DQ that onnxruntime could fuse with a float op
+    for k, node in enumerate(model.graph.node):
+        pid = next((a.s.decode() for a in node.attribute if a.name == "program"), None)
+        program = by_pid.get(pid) if node.op_type.startswith("Subgraph") else None
+        if program is None or program.in_shape is None or program.in_dtype is None:
+            continue
+        q_node = _lone_link(node.input[0], producer.get(node.input[0]), consumers, outputs)
+        reader = consumers.get(node.output[0], [None])[0]
+        dq_node = _lone_link(node.output[0], reader, consumers, outputs)
+        q = None if q_node is None else _qdq_params(
+            model.graph.node[q_node], q_node, "QuantizeLinear", program.in_dtype, inits)
+        dq = None if dq_node is None or program.out_dtype is None else _qdq_params(
+            model.graph.node[dq_node], dq_node, "DequantizeLinear", program.out_dtype, inits)
+        boundaries[k] = (q, dq)
+        if q and model.graph.node[q[0]].input[0] in producer:
+            beside_float_op.add(q[0])
+        if dq and consumers.get(model.graph.node[dq[0]].output[0]):
+            beside_float_op.add(dq[0])
+    kept = _kept_by_onnxruntime(model, beside_float_op, sess_options) if beside_float_op \
+        else set()
     for k, node in enumerate(model.graph.node):
         pid = next((a.s.decode() for a in node.attribute if a.name == "program"), None)
         program = by_pid.get(pid) if node.op_type.startswith("Subgraph") else None
@@ -521,13 +601,8 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
             reports.append(CompileReport(program.name, False,
                                          "the model does not give the input's shape and type"))
             continue
-        q_node = _lone_link(node.input[0], producer.get(node.input[0]), consumers, outputs)
-        reader = consumers.get(node.output[0], [None])[0]
-        dq_node = _lone_link(node.output[0], reader, consumers, outputs)
-        q = None if q_node is None else _qdq_params(
-            model.graph.node[q_node], q_node, "QuantizeLinear", program.in_dtype, inits)
-        dq = None if dq_node is None or program.out_dtype is None else _qdq_params(
-            model.graph.node[dq_node], dq_node, "DequantizeLinear", program.out_dtype, inits)
+        q, dq = (b if b and (b[0] not in beside_float_op or b[0] in kept) else None
+                 for b in boundaries[k])
         result = compile_program(program, program.in_shape, program.in_dtype,
                                  FloatBoundary(q[1] if q else None, dq[1] if dq else None,
                                                nan_policy))
