@@ -150,8 +150,11 @@ int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t 
 int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
                                 int64_t q_off, int dq_out, float dq_scale, int64_t dq_zp,
                                 int64_t dq_off, int nan_mode);
-/* a program whose layers only hold for one batch size (a model with a fixed batch) */
-void ortnpu_program_set_fixed_batch(ortnpu_program_t *p, int64_t batch);
+/* A program compiled for the whole batch of a model that fixes it: its layers were built for
+ * all `batch` samples at once, so it accepts only that batch and runs it as one unit (no
+ * per-sample loop, so no need for the layers to treat samples independently). Call before
+ * ortnpu_program_set_float_io. Returns ORTNPU_EBADARG on a bad batch. */
+int ortnpu_program_set_fixed_batch(ortnpu_program_t *p, int64_t batch);
 /* x [batch, in_dims...], y [batch, out_dims...]; on failure err gets a message */
 int ortnpu_program_run(ortnpu_program_t *p, int64_t batch, const void *x, void *y, char *err,
                        int64_t err_len);

@@ -135,11 +135,13 @@ int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, in
                                 int64_t dq_off, int nan_mode) {
     if (!p || nan_mode < 0 || nan_mode > 2) return ORTNPU_EBADARG;
     p->nan_mode = nan_mode;
-    if (q_in && (!(q_scale > 0.0f) || q_off < 0 || q_off + p->in_count * type_size(p->in_type) >
-                                                       p->arena_bytes ||
+    const int64_t unit = p->fixed_batch > 0 ? p->fixed_batch : 1; /* samples per run_sample */
+    if (q_in && (!(q_scale > 0.0f) || q_off < 0 ||
+                 q_off + unit * p->in_count * type_size(p->in_type) > p->arena_bytes ||
                  q_zp < type_min(p->in_type) || q_zp > type_max(p->in_type)))
         return ORTNPU_EBADARG;
-    if (dq_out && (dq_off < 0 || dq_off + p->out_count * type_size(p->out_type) > p->arena_bytes))
+    if (dq_out &&
+        (dq_off < 0 || dq_off + unit * p->out_count * type_size(p->out_type) > p->arena_bytes))
         return ORTNPU_EBADARG;
     p->q_in = q_in;
     p->q_scale = q_scale;
@@ -545,8 +547,10 @@ static double now_ns(void) {
 /* One sample through the program (quantize, layers, dequantize) with arena base. */
 static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb, int64_t b,
                       int one_thread, char *err, int64_t err_len, double *ns) {
+    /* a fixed-batch program's unit is the whole batch (its layers were built for it) */
+    const int64_t unit = p->fixed_batch > 0 ? p->fixed_batch : 1;
     if (p->q_in &&
-        quantize_f32((const float *)(const void *)xb, p->in_count, p->q_scale, p->q_zp,
+        quantize_f32((const float *)(const void *)xb, unit * p->in_count, p->q_scale, p->q_zp,
                      p->in_type, base + p->q_off, p->nan_mode) > 0 && p->nan_mode == 2) {
         if (err && err_len > 0)
             snprintf(err, (size_t)err_len, "%s: NaN in the input (sample %lld)", p->name,
@@ -568,13 +572,15 @@ static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb,
         }
     }
     if (p->dq_out)
-        dequantize_f32(base + p->dq_off, p->out_count, p->out_type, p->dq_scale, p->dq_zp,
+        dequantize_f32(base + p->dq_off, unit * p->out_count, p->out_type, p->dq_scale, p->dq_zp,
                        (float *)(void *)yb);
     return ORTNPU_OK;
 }
 
-void ortnpu_program_set_fixed_batch(ortnpu_program_t *p, int64_t batch) {
-    if (p) p->fixed_batch = batch > 0 ? batch : 0;
+int ortnpu_program_set_fixed_batch(ortnpu_program_t *p, int64_t batch) {
+    if (!p || batch < 1 || p->q_in || p->dq_out) return ORTNPU_EBADARG;
+    p->fixed_batch = batch;
+    return ORTNPU_OK;
 }
 
 int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
@@ -588,6 +594,18 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
     }
     if (batch == 0 || p->n_layers == 0) return ORTNPU_OK;
     int rc = ORTNPU_OK;
+    if (p->fixed_batch) { /* the layers were built for the whole batch: one unit */
+        arena_t *a = arena_get(p);
+        if (!a) {
+            if (err && err_len > 0)
+                snprintf(err, (size_t)err_len, "%s: out of memory for %lld bytes of "
+                         "intermediates", p->name, (long long)p->arena_bytes);
+            return ORTNPU_ENOMEM;
+        }
+        rc = run_sample(p, (char *)a + 64, x, y, 0, 0, err, err_len, ns);
+        arena_put(p, a);
+        return rc;
+    }
     /* A batch of several samples on several threads: one sample per thread at a time, each
      * layer on one thread (the samples are independent; splitting one small sample's layers
      * over threads costs more than it gains). A profile runs sequentially. */

@@ -1,9 +1,11 @@
 """Long fuzz run of ortnpu's edges; prints the counts and the failing cases.
 
     python scripts/fuzz.py --cases 10000 --seed 0 --jobs 2
+    python scripts/fuzz.py --chains --cases 10000 --seed 0 --jobs 2   # compiled programs
 
-Exit code 0 when there were no crashes, hangs, non-ortnpu exceptions or mismatches, else 1.
-Replay a case with ``python -m ortnpu.fuzz.worker --seed S --start I --stop I+1 --verbose``.
+Exit code 0 when there were no crashes, hangs, non-ortnpu exceptions, mismatches or (chains)
+cases that missed the compiled path, else 1. Replay a case with
+``python -m ortnpu.fuzz.worker --seed S --start I --stop I+1 [--suite chains] --verbose``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=100, help="cases per worker process")
     p.add_argument("--memory-gib", type=float, default=6.0, help="address-space cap per worker")
     p.add_argument("--json", metavar="FILE", help="write counts and failures as JSON")
+    p.add_argument("--chains", action="store_true",
+                   help="multi-layer NPU graphs through every execution path (compiled C "
+                        "programs, fused Python, per node, plain onnxruntime, integer export)")
     args = p.parse_args(argv)
     last = [0.0]
 
@@ -41,13 +46,18 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = run_fuzz(args.cases, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
                        batch=args.batch, memory_gib=args.memory_gib, start=args.start,
-                       progress=progress)
+                       progress=progress, suite="chains" if args.chains else "edges")
     print(summary.to_text(limit=50))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "seed": args.seed, "start": args.start, "cases": summary.cases,
             "seconds": round(summary.seconds, 1), "classes": dict(summary.classes),
-            "kinds": dict(summary.kinds), "failures": summary.failures}, indent=1))
+            "kinds": dict(summary.kinds), "paths": dict(summary.paths),
+            "suite": summary.suite, "failures": summary.failures}, indent=1))
+    if args.chains and summary.cases >= 20 and not summary.paths["compiled-program"]:
+        print("FAIL: no chain case ran through a compiled C program (are the C kernels built "
+              "and in use? `ortnpu info`)")
+        return 1
     return 1 if summary.bad else 0
 
 

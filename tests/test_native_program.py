@@ -367,3 +367,115 @@ def test_compiled_programs_equal_the_numpy_references_on_every_simd_path(simd: s
         native.set_simd("auto")
     assert [r.native for r in sess.compile_reports] == [True]
     assert np.array_equal(sess.run(None, {"x": x})[0], want)
+
+
+def _add(a: str, b: str, out: str, name: str) -> onnx.NodeProto:
+    from ortnpu.domain import Add
+
+    return make_node(Add, [a, b], out, np.int8, name, a_multiplier=1 << 30, a_shift=-1,
+                     b_multiplier=1 << 30, b_shift=-1, y_multiplier=1 << 30, y_shift=-18)
+
+
+def _paths_agree(model: onnx.ModelProto, x: np.ndarray) -> list[bool]:
+    """Compiled, fused-Python and per-node runs give the same array; returns what compiled."""
+    sess = ortnpu.InferenceSession(model)
+    ref = ortnpu.InferenceSession(model, fuse=False, native=False).run(None, {"x": x})[0]
+    for s in (sess, ortnpu.InferenceSession(model, native=False)):
+        got = s.run(None, {"x": x})[0]
+        assert got.shape == ref.shape and np.array_equal(got, ref)
+    return [r.native for r in sess.compile_reports]
+
+
+@pytest.mark.parametrize("batch", [3, "N"])
+def test_rank_expanding_broadcast_is_exact(batch: int | str) -> None:
+    """x [3, 4] + zeros [1, 1, 1, 4] is [1, 1, 3, 4]: the batch axis moves. The per-sample
+    program gave one global average per row ([[8]], [[28]], [[48]]) instead of one ([[28]])."""
+    from ortnpu.domain import GlobalAveragePool
+
+    gap = make_node(GlobalAveragePool, ["a"], "y", np.int8, "gap")
+    model = _int_graph([_add("x", "z", "a", "add"), gap], [batch, 4],
+                       {"z": np.zeros((1, 1, 1, 4), np.int8)})
+    x = (np.arange(12, dtype=np.int8).reshape(3, 4) * 4).astype(np.int8)
+    assert _paths_agree(model, x) == [False]
+    sess = ortnpu.InferenceSession(model)
+    assert "batch axis moves" in sess.compile_reports[0].reason or \
+        "moves or mixes the samples" in sess.compile_reports[0].reason
+
+
+def test_activations_of_different_rank_are_exact() -> None:
+    """[N, 4] + [N, 1, 1, 4] combines every sample with every other ([N, 1, N, 4])."""
+    reshape = make_node(Reshape, ["x", "shape"], "r", np.int8, "r")
+    model = _int_graph([reshape, _add("x", "r", "y", "add")], ["N", 4],
+                       {"shape": np.array([-1, 1, 1, 4], np.int64)})
+    x = np.random.default_rng(5).integers(-128, 128, (3, 4)).astype(np.int8)
+    assert _paths_agree(model, x) == [False]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_fixed_batch_runs_the_whole_batch_as_one_unit(batch: int) -> None:
+    """A model that fixes its batch compiles for the whole batch, so even a broadcast that
+    moves the batch axis inside the program is exact; other batch sizes are refused."""
+    from ortnpu.domain import GlobalAveragePool
+
+    nodes = [_add("x", "z", "a", "add"), make_node(Reshape, ["a", "shape"], "r", np.int8, "r"),
+             make_node(GlobalAveragePool, ["r"], "y", np.int8, "gap")]
+    model = _int_graph(nodes, [batch, 4], {"z": np.zeros((1, 1, 1, 4), np.int8),
+                                           "shape": np.array([batch, 1, 1, 4], np.int64)})
+    x = np.random.default_rng(6).integers(-128, 128, (batch, 4)).astype(np.int8)
+    assert _paths_agree(model, x) == [True]
+    with pytest.raises(ortnpu.KernelError, match=f"compiled for batch {batch}"):
+        ortnpu.InferenceSession(model).native_programs[0].run(
+            np.zeros((batch + 1, 4), np.int8))
+
+
+def _attention_scores(seed: int = 0) -> onnx.ModelProto:
+    """MatMul+Add, Softmax (on the CPU), MatMul+Add, MatMul: the float part of attention."""
+    rng = np.random.default_rng(seed)
+    d = 16
+    inits = [numpy_helper.from_array((rng.standard_normal((d, d)) * 0.5).astype(np.float32), n)
+             for n in ("w1", "w2", "w3")]
+    inits += [numpy_helper.from_array((rng.standard_normal(d) * 0.1).astype(np.float32), n)
+              for n in ("b1", "b2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m1"], name="m1"),
+             helper.make_node("Add", ["m1", "b1"], ["a1"], name="a1"),
+             helper.make_node("Softmax", ["a1"], ["s"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["s", "w2"], ["m2"], name="m2"),
+             helper.make_node("Add", ["m2", "b2"], ["a2"], name="a2"),
+             helper.make_node("MatMul", ["a2", "w3"], ["y"], name="m3")]
+    graph = helper.make_graph(nodes, "attn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8, d])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+def test_boundaries_onnxruntime_fuses_stay_in_the_graph(target: str) -> None:
+    """onnxruntime turns DequantizeLinear -> Softmax -> QuantizeLinear into QLinearSoftmax in
+    the reference path; a program that absorbed the DequantizeLinear and the QuantizeLinear left
+    it a float Softmax: 0.0195 apart on 8-bit scores (the ViT of issue 13)."""
+    rng = np.random.default_rng(1)
+    npu = ortnpu.quantize(_attention_scores(), target,
+                          (rng.random((32, 8, 16)) * 4 - 2).astype(np.float32))
+    x = (rng.random((1, 8, 16)) * 4 - 2).astype(np.float32)
+    sess = ortnpu.InferenceSession(npu)
+    assert [r.native for r in sess.compile_reports] == [True, True]
+    ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    plain = ort.InferenceSession(npu.SerializeToString(), ortnpu.session_options())
+    exported = ort.InferenceSession(ortnpu.export(npu).SerializeToString())
+    assert np.array_equal(plain.run(None, {"x": x})[0], ref)
+    assert np.array_equal(exported.run(None, {"x": x})[0], ref)
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+    # with onnxruntime's optimizations off, nothing is fused: the programs take the Q/DQ nodes
+    def no_opt() -> ort.SessionOptions:   # one per session: a session registers into it
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return so
+
+    kinds = [n.op_type for n in
+             compile_subgraphs(*fuse_subgraphs(npu), sess_options=no_opt())[0].graph.node]
+    assert "QuantizeLinear" not in kinds and "DequantizeLinear" not in kinds
+    ref_off = ortnpu.InferenceSession(npu, no_opt(), fuse=False, native=False)
+    off = ortnpu.InferenceSession(npu, no_opt())
+    assert np.array_equal(off.run(None, {"x": x})[0], ref_off.run(None, {"x": x})[0])

@@ -22,8 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-#: Classes that count as failures of ortnpu.
-BAD = ("crash", "hang", "foreign", "mismatch")
+#: Classes that count as failures of ortnpu ("missed": a chain case expected to run through a
+#: compiled C program stayed on the Python path, see ortnpu.fuzz.chains).
+BAD = ("crash", "hang", "foreign", "mismatch", "missed")
+#: Case suites: the edges of single ops, models and files (worker.py), or chains of layers
+#: through every execution path including the compiled programs (chains.py).
+SUITES = ("edges", "chains")
 #: Seconds a worker may take to import and build its base models before the first case.
 STARTUP_SECONDS = 120.0
 
@@ -33,17 +37,21 @@ class Summary:
     """Counts per class and per kind, and the failing cases with how to replay them."""
 
     seed: int
+    suite: str = "edges"
     cases: int = 0
     classes: Counter = field(default_factory=Counter)
     kinds: Counter = field(default_factory=Counter)
     failures: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: what ran, summed over the cases (chains: execution paths, compiled layers "C:<op>")
+    paths: Counter = field(default_factory=Counter)
 
     def add(self, record: dict[str, Any]) -> None:
         """Count one case's record."""
         self.cases += 1
         self.classes[record["class"]] += 1
         self.kinds[record.get("kind", "?")] += 1
+        self.paths.update(record.get("paths", ()))
         if record["class"] in BAD:
             self.failures.append(record)
 
@@ -54,15 +62,23 @@ class Summary:
 
     def to_text(self, limit: int = 20) -> str:
         """The report: totals, per class, per kind, then the first failures."""
-        lines = [f"fuzz seed {self.seed}: {self.cases} cases in {self.seconds:.0f} s",
+        lines = [f"fuzz {self.suite} seed {self.seed}: {self.cases} cases in "
+                 f"{self.seconds:.0f} s",
                  "  " + ", ".join(f"{c} {self.classes[c]}" for c in
-                                  ("ok", "ortnpu", "foreign", "mismatch", "crash", "hang")),
+                                  ("ok", "ortnpu", "foreign", "mismatch", "missed", "crash",
+                                   "hang")),
                  "  kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items()))]
+        if self.paths:
+            lines.append("  ran: " + ", ".join(f"{k} {n}" for k, n in sorted(
+                self.paths.items()) if not k.startswith("C:")))
+            lines.append("  layers in compiled programs: " + ", ".join(
+                f"{k[2:]} {n}" for k, n in sorted(self.paths.items()) if k.startswith("C:")))
+        suite = f" --suite {self.suite}" if self.suite != "edges" else ""
         for rec in self.failures[:limit]:
             lines.append(f"  {rec['class'].upper()} case {rec['i']} ({rec.get('kind', '?')}): "
                          f"{rec.get('detail', '')[:300]}")
             lines.append(f"    replay: python -m ortnpu.fuzz.worker --seed {self.seed} "
-                         f"--start {rec['i']} --stop {rec['i'] + 1} --verbose")
+                         f"--start {rec['i']} --stop {rec['i'] + 1}{suite} --verbose")
         if len(self.failures) > limit:
             lines.append(f"  ... and {len(self.failures) - limit} more")
         return "\n".join(lines)
@@ -77,20 +93,23 @@ def _signal_name(code: int) -> str:
     return f"exit code {code}"
 
 
-def _worker_cmd(seed: int, start: int, stop: int, memory_gib: float) -> list[str]:
+def _worker_cmd(seed: int, start: int, stop: int, memory_gib: float,
+                suite: str = "edges") -> list[str]:
     return [sys.executable, "-m", "ortnpu.fuzz.worker", "--seed", str(seed), "--start",
-            str(start), "--stop", str(stop), "--memory-gib", str(memory_gib)]
+            str(start), "--stop", str(stop), "--memory-gib", str(memory_gib), "--suite", suite]
 
 
 def run_batch(seed: int, start: int, stop: int, timeout: float, memory_gib: float,
-              env: dict[str, str]) -> tuple[list[dict[str, Any]], int | None]:
+              env: dict[str, str], suite: str = "edges"
+              ) -> tuple[list[dict[str, Any]], int | None]:
     """Run cases ``[start, stop)`` in one worker until done, a crash or a hang.
 
     Returns:
         The records of finished cases (plus one crash/hang record), and the first case not
         run (None when the batch completed).
     """
-    proc = subprocess.Popen(_worker_cmd(seed, start, stop, memory_gib), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(_worker_cmd(seed, start, stop, memory_gib, suite),
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env, start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
@@ -163,7 +182,8 @@ def _kill(proc: subprocess.Popen) -> None:
 def run_fuzz(cases: int, seed: int = 0, jobs: int = 2, timeout: float = 60.0,
              batch: int = 50, memory_gib: float = 6.0, start: int = 0,
              env: dict[str, str] | None = None,
-             progress: Callable[[Summary], None] | None = None) -> Summary:
+             progress: Callable[[Summary], None] | None = None,
+             suite: str = "edges") -> Summary:
     """Run cases ``[start, start + cases)`` of ``seed`` on ``jobs`` workers.
 
     Args:
@@ -176,13 +196,17 @@ def run_fuzz(cases: int, seed: int = 0, jobs: int = 2, timeout: float = 60.0,
         start: first case index.
         env: environment of the workers (default: this one, one kernel thread each).
         progress: called with the summary after each batch.
+        suite: ``"edges"`` (ops, models, files) or ``"chains"`` (multi-layer graphs through
+            every path, the compiled programs included; ortnpu.fuzz.chains).
     """
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
     env = dict(os.environ if env is None else env)
     env.setdefault("ORTNPU_NUM_THREADS", "1")
     env.setdefault("OMP_NUM_THREADS", "1")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    summary = Summary(seed)
+    summary = Summary(seed, suite)
     queue = [(s, min(s + batch, start + cases)) for s in range(start, start + cases, batch)]
     lock = threading.Lock()
     t0 = time.monotonic()
@@ -193,10 +217,10 @@ def run_fuzz(cases: int, seed: int = 0, jobs: int = 2, timeout: float = 60.0,
                 if not queue:
                     return
                 lo, hi = queue.pop(0)
-            records, rest = run_batch(seed, lo, hi, timeout, memory_gib, env)
+            records, rest = run_batch(seed, lo, hi, timeout, memory_gib, env, suite)
             for rec in records:
                 if rec["class"] in ("crash", "hang"):
-                    rec.update(_confirm(seed, rec, timeout, memory_gib, env))
+                    rec.update(_confirm(seed, rec, timeout, memory_gib, env, suite))
             with lock:
                 for rec in records:
                     summary.add(rec)
@@ -217,9 +241,9 @@ def run_fuzz(cases: int, seed: int = 0, jobs: int = 2, timeout: float = 60.0,
 
 
 def _confirm(seed: int, rec: dict[str, Any], timeout: float, memory_gib: float,
-             env: dict[str, str]) -> dict[str, Any]:
+             env: dict[str, str], suite: str = "edges") -> dict[str, Any]:
     """Replay a crashed or hung case alone; note whether it reproduces."""
-    records, _ = run_batch(seed, rec["i"], rec["i"] + 1, timeout, memory_gib, env)
+    records, _ = run_batch(seed, rec["i"], rec["i"] + 1, timeout, memory_gib, env, suite)
     again = next((r for r in records if r["i"] == rec["i"]), None)
     if again is None:
         return {"detail": rec["detail"] + " (replay: no result)"}

@@ -36,7 +36,7 @@ from ortnpu.fuzz import gen
 KINDS = (("op-direct", 0.34), ("op-graph", 0.26), ("model", 0.2), ("target", 0.07),
          ("calibration", 0.07), ("file", 0.06))
 #: Worst first: the class of a case is the worst of its steps.
-SEVERITY = ("crash", "hang", "foreign", "mismatch", "ortnpu", "ok")
+SEVERITY = ("crash", "hang", "foreign", "mismatch", "missed", "ortnpu", "ok")
 
 
 class MismatchError(Exception):
@@ -316,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop", type=int, required=True)
     p.add_argument("--memory-gib", type=float, default=6.0)
     p.add_argument("--verbose", action="store_true", help="print details and kernel logs")
+    p.add_argument("--suite", choices=("edges", "chains"), default="edges",
+                   help="edges: ops, models, files; chains: multi-layer graphs through every "
+                        "path, the compiled programs included (ortnpu.fuzz.chains)")
     args = p.parse_args(argv)
     if args.memory_gib > 0:
         _limit_memory(args.memory_gib)
@@ -325,12 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ortnpu").setLevel(logging.CRITICAL)
     worker = Worker(args.seed)
     sink = io.StringIO()
-    with contextlib.redirect_stderr(sink) if not args.verbose else contextlib.nullcontext():
-        worker.npu_model("tflite-int8")
+    if args.suite == "edges":
+        with contextlib.redirect_stderr(sink) if not args.verbose else contextlib.nullcontext():
+            worker.npu_model("tflite-int8")
     out = sys.stdout
     print("READY", flush=True)
     for i in range(args.start, args.stop):
         print(f"B {i}", file=out, flush=True)
+        if args.suite == "chains":
+            from ortnpu.fuzz.chains import run_case
+
+            print(json.dumps(run_case(args.seed, i)), file=out, flush=True)
+            continue
         kind, cls, detail = worker.run(i)
         print(json.dumps({"i": i, "kind": kind, "class": cls, "detail": detail[:800]}),
               file=out, flush=True)

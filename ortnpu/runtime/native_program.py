@@ -140,21 +140,41 @@ def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int]
     return slots, offsets, arena
 
 
+def _random_input(shape: Sequence[int], dtype: np.dtype, seed: int) -> np.ndarray:
+    """Random values over the dtype's whole range (distinct samples expose mixing)."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(seed)
+    return rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+
+
 def _check_separable(program: Program, one: dict[str, np.ndarray],
                      x1: np.ndarray) -> str | None:
-    """Why the layers do not treat samples independently, or None when they do."""
+    """Why running the layers sample by sample would differ from running the batch, or None.
+
+    The per-sample program is right only if every tensor of a batch of B samples is the
+    concatenation, on axis 0, of the tensors of the samples run one by one. No layer type
+    guarantees that by itself: a broadcast against a higher-rank operand moves the batch axis
+    (``[N, 4] + [1, 1, 1, 4]`` is ``[1, 1, N, 4]``), two activations of different rank combine
+    every sample with every other, a Reshape, Transpose, Concat or Pad can move or mix it. So
+    the compiler checks it: two different random samples run one by one and together must give,
+    for every tensor, the shape ``[2, ...]`` and the same values.
+    """
     for name, v in one.items():
         if v.ndim == 0 or v.shape[0] != 1:
             return f"tensor {name!r} has shape {list(v.shape)} for one sample (batch axis lost)"
         if v.size == 0:
             return f"tensor {name!r} is empty"
-    if not any(s.spec.name in ("Reshape", "Flatten", "Transpose") for s in program.steps):
-        return None   # the other layers keep the batch axis whenever one sample keeps it
-    two = _run_steps(program, np.concatenate([x1, x1]))
+    xa, xb = (_random_input(x1.shape, x1.dtype, seed) for seed in (1, 2))
+    runs = [_run_steps(program, xa), _run_steps(program, xb)]
+    two = _run_steps(program, np.concatenate([xa, xb]))
     for name, v in one.items():
         if two[name].shape != (2, *v.shape[1:]):
             return (f"tensor {name!r} has shape {list(two[name].shape)} for two samples and "
-                    f"{list(v.shape)} for one (a reshape or transpose mixes the samples)")
+                    f"{list(v.shape)} for one (a broadcast, reshape or transpose moves or mixes "
+                    "the samples; fix the model's batch size to compile it)")
+        if not np.array_equal(two[name], np.concatenate([r[name] for r in runs])):
+            return (f"tensor {name!r} of two samples differs from the samples run one by one "
+                    "(a layer mixes the samples; fix the model's batch size to compile it)")
     return None
 
 
@@ -193,15 +213,23 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     in_dtype = np.dtype(in_dtype)
     if in_dtype not in nat.TYPE_CODE:
         return f"input type {in_dtype} is not an integer type of the domain"
-    x1 = np.zeros((1, *dims[1:]), dtype=in_dtype)
+    # a model that fixes the batch size N never runs other batches: the program's layers are
+    # built for all N samples at once and it refuses any other batch; with a free batch size it
+    # loops over the samples, which must be independent
+    fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 0
+    x1 = np.zeros((fixed_batch or 1, *dims[1:]), dtype=in_dtype)
     try:
         values = _run_steps(program, x1)
     except OrtNpuError as exc:
-        return f"the layers refuse one sample of shape {list(x1.shape)}: {first_line(exc)}"
-    # a model whose batch is fixed to 1 never runs other batches: the program runs one sample
-    # and refuses any other batch; otherwise the samples must be independent
-    fixed_batch = dims[0] == 1
-    if not fixed_batch:
+        what = "the batch" if fixed_batch else "one sample"
+        return f"the layers refuse {what} of shape {list(x1.shape)}: {first_line(exc)}"
+    if fixed_batch:
+        out = values[program.output]
+        if out.ndim == 0 or out.shape[0] != fixed_batch:
+            return (f"the output {program.output!r} has shape {list(out.shape)} for an input of "
+                    f"shape {list(x1.shape)}: the batch axis moves (a broadcast, reshape or "
+                    "transpose), which the compiled program's [batch, ...] output cannot hold")
+    else:
         try:
             reason = _check_separable(program, values, x1)
         except OrtNpuError as exc:
@@ -234,13 +262,13 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
                         values[step.output])
         if rc != 0:
             return f"{step.where}the C program refused the layer (code {rc})"
+    if fixed_batch and lib.ortnpu_program_set_fixed_batch(ptr, fixed_batch) != 0:
+        return f"the C program refused the fixed batch {fixed_batch}"
     rc = lib.ortnpu_program_set_float_io(
         ptr, q is not None, q[0] if q else 1.0, q[1] if q else 0, q_off, dq is not None,
         dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off, _NAN_MODES[boundary.nan_policy])
     if rc != 0:
         return f"the C program refused the float boundary {boundary} (code {rc})"
-    if fixed_batch:
-        lib.ortnpu_program_set_fixed_batch(ptr, 1)
     handle = lib.ortnpu_program_publish(ptr)
     if handle == 0:
         return "too many compiled programs alive in this process"
@@ -464,15 +492,74 @@ def _qdq_params(q: onnx.NodeProto, k: int, op_type: str, int_dtype: np.dtype,
     return k, (value, int(zp.reshape(-1)[0]))
 
 
+#: session config entries that change which Q/DQ nodes onnxruntime fuses (copied to the probe)
+_QDQ_CONFIG_KEYS = ("session.disable_quant_qdq", "session.enable_quant_qdq_cleanup",
+                    "session.disable_double_qdq_remover",
+                    "optimization.disable_specified_optimizers",
+                    "session.disable_aot_function_inlining")
+
+
+def _kept_by_onnxruntime(model: onnx.ModelProto, nodes: set[int],
+                         sess_options: Any = None) -> set[int]:
+    """Of ``nodes`` (Q/DQ nodes of ``model``), those onnxruntime's graph optimizations keep as
+    they are.
+
+    onnxruntime fuses a DequantizeLinear -> op -> QuantizeLinear group into its own quantized
+    kernel (``QLinearSoftmax``, ``QLinearSigmoid``, ``QLinearAdd``, ``QLinearConcat``, ...),
+    whose numbers differ from the float op between the two (Softmax: up to 0.0195 on a
+    transformer's scores). The reference path, plain onnxruntime and the integer export all run
+    that fused kernel; a program that absorbed the DequantizeLinear or the QuantizeLinear would
+    leave onnxruntime the float op instead. Which groups it fuses depends on its version, the
+    element types and the session's options, so onnxruntime itself is asked: the model is
+    optimized with the session's level and Q/DQ settings, and a node is kept when a node of the
+    same name, type, inputs and outputs is still there.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    from ortnpu.runtime.session import session_options
+
+    so = session_options()
+    if sess_options is not None:
+        so.graph_optimization_level = sess_options.graph_optimization_level
+        for key in _QDQ_CONFIG_KEYS:
+            try:
+                value = sess_options.get_session_config_entry(key)
+            except Exception:  # onnxruntime raises its own error for an absent key
+                continue
+            so.add_session_config_entry(key, value)
+    g = model.graph
+    names = [g.node[k].name for k in nodes]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        unique = {k for k in nodes if g.node[k].name and names.count(g.node[k].name) == 1}
+    else:
+        unique = set(nodes)
+    with tempfile.TemporaryDirectory(prefix="ortnpu-qdq-") as tmp:
+        so.optimized_model_filepath = f"{tmp}/optimized.onnx"
+        try:
+            ort.InferenceSession(model.SerializeToString(), so,
+                                 providers=["CPUExecutionProvider"])
+            optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
+        except Exception:  # onnxruntime's own error types: absorb nothing that could matter
+            return set()
+    after = {(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in optimized.graph.node}
+    return {k for k in unique if (g.node[k].name, g.node[k].op_type, tuple(g.node[k].input),
+                                  tuple(g.node[k].output)) in after}
+
+
 def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
-                      nan_policy: str = "allow"
+                      nan_policy: str = "allow", sess_options: Any = None
                       ) -> tuple[onnx.ModelProto, list[NativeProgram], list[CompileReport]]:
     """Replace each fused ``Subgraph`` node whose program compiles by a native op node.
 
     A QuantizeLinear that alone feeds the subgraph and a DequantizeLinear that alone reads it
     (per-tensor, float32 scale) become part of the program, which computes them exactly as
-    onnxruntime does (``ops/program.c``; the tests compare both on edge values). ``nan_policy``
-    says what such a program does with NaN in its float input (see :class:`FloatBoundary`).
+    onnxruntime does (``ops/program.c``; the tests compare both on edge values), unless
+    onnxruntime, optimizing the model with ``sess_options`` (default: its defaults), would fuse
+    that node with the float op beside it into a quantized kernel of its own (see
+    :func:`_kept_by_onnxruntime`). ``nan_policy`` says what such a program does with NaN in
+    its float input (see :class:`FloatBoundary`).
 
     Returns:
         The model (the input itself when nothing compiled), the compiled programs (keep them
@@ -492,6 +579,27 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
     reports: list[CompileReport] = []
     replaced: dict[int, onnx.NodeProto] = {}
     dropped: set[int] = set()
+    boundaries: dict[int, tuple[Any, Any]] = {}
+    beside_float_op: set[int] = set()   # Q/DQ that onnxruntime could fuse with a float op
+    for k, node in enumerate(model.graph.node):
+        pid = next((a.s.decode() for a in node.attribute if a.name == "program"), None)
+        program = by_pid.get(pid) if node.op_type.startswith("Subgraph") else None
+        if program is None or program.in_shape is None or program.in_dtype is None:
+            continue
+        q_node = _lone_link(node.input[0], producer.get(node.input[0]), consumers, outputs)
+        reader = consumers.get(node.output[0], [None])[0]
+        dq_node = _lone_link(node.output[0], reader, consumers, outputs)
+        q = None if q_node is None else _qdq_params(
+            model.graph.node[q_node], q_node, "QuantizeLinear", program.in_dtype, inits)
+        dq = None if dq_node is None or program.out_dtype is None else _qdq_params(
+            model.graph.node[dq_node], dq_node, "DequantizeLinear", program.out_dtype, inits)
+        boundaries[k] = (q, dq)
+        if q and model.graph.node[q[0]].input[0] in producer:
+            beside_float_op.add(q[0])
+        if dq and consumers.get(model.graph.node[dq[0]].output[0]):
+            beside_float_op.add(dq[0])
+    kept = _kept_by_onnxruntime(model, beside_float_op, sess_options) if beside_float_op \
+        else set()
     for k, node in enumerate(model.graph.node):
         pid = next((a.s.decode() for a in node.attribute if a.name == "program"), None)
         program = by_pid.get(pid) if node.op_type.startswith("Subgraph") else None
@@ -501,13 +609,8 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
             reports.append(CompileReport(program.name, False,
                                          "the model does not give the input's shape and type"))
             continue
-        q_node = _lone_link(node.input[0], producer.get(node.input[0]), consumers, outputs)
-        reader = consumers.get(node.output[0], [None])[0]
-        dq_node = _lone_link(node.output[0], reader, consumers, outputs)
-        q = None if q_node is None else _qdq_params(
-            model.graph.node[q_node], q_node, "QuantizeLinear", program.in_dtype, inits)
-        dq = None if dq_node is None or program.out_dtype is None else _qdq_params(
-            model.graph.node[dq_node], dq_node, "DequantizeLinear", program.out_dtype, inits)
+        q, dq = (b if b and (b[0] not in beside_float_op or b[0] in kept) else None
+                 for b in boundaries[k])
         result = compile_program(program, program.in_shape, program.in_dtype,
                                  FloatBoundary(q[1] if q else None, dq[1] if dq else None,
                                                nan_policy))

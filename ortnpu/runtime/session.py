@@ -202,7 +202,7 @@ class InferenceSession:
             fused, self._programs = fuse_subgraphs(proto)   # proto itself when nothing fused
             if self._programs and native:
                 fused, self._natives, self.compile_reports = compile_subgraphs(
-                    fused, self._programs, nan_policy)
+                    fused, self._programs, nan_policy, opts)
                 if self._natives:
                     opts.register_custom_ops_library(library_path())
             if self._programs:
