@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ortnpu import console
+from ortnpu.batching import fixed_batch, sample_batches
 from ortnpu.errors import CalibrationError, ModelError
 
 SCHEMA = "ortnpu.compare/1"
@@ -604,12 +606,12 @@ def _isolation_model(npu: onnx.ModelProto, tensors: dict[str, _Tensor],
 
 # -- data -----------------------------------------------------------------------------------
 
-def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
-             max_samples: int | None) -> Iterator[dict[str, np.ndarray]]:
-    """Feeds of at most one batch each, cut to ``max_samples`` samples in total."""
+def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | None
+             ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
+    """Feeds of at most one batch each, cut to ``max_samples`` samples in total, and how many
+    feeds there are (``None`` when the data does not say: a reader or a generator)."""
     names = [i.name for i in inputs]
-    first = inputs[0].type.tensor_type.shape.dim
-    fixed = first[0].dim_value if first and first[0].HasField("dim_value") else 0
+    fixed = fixed_batch([_first_dim(i) for i in inputs])
     size = fixed or DEFAULT_BATCH
     if data is None:
         raise CalibrationError("compare needs data: real samples of the model's inputs "
@@ -621,15 +623,12 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
         data = {names[0]: data}
     if isinstance(data, Mapping):
         arrays = {n: _array(data, n, names) for n in names}
-        n = min(len(a) for a in arrays.values())
         if max_samples is not None:
-            n = min(n, max_samples)
-        for start in range(0, n, size):
-            stop = min(start + size, n)
-            if fixed and stop - start != fixed:
-                break
-            yield {k: a[start:stop] for k, a in arrays.items()}
-        return
+            arrays = {k: a[:max_samples] for k, a in arrays.items()}
+        n = min(len(a) for a in arrays.values())
+        count = n // size if fixed is not None else -(-n // size)
+        return sample_batches(arrays, size, whole=fixed is not None), count
+    count = len(data) if hasattr(data, "__len__") and max_samples is None else None
     if hasattr(data, "get_next"):
         reader = data
         data = iter(lambda: reader.get_next(), None)
@@ -638,6 +637,12 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
     except TypeError:
         raise CalibrationError(f"compare cannot read data of type {type(data).__name__}; pass "
                                "an array, a dict of arrays or an iterable of dicts") from None
+    return _item_batches(items, names, max_samples), count
+
+
+def _item_batches(items: Iterator[Any], names: list[str],
+                  max_samples: int | None) -> Iterator[dict[str, np.ndarray]]:
+    """The feeds of an iterable of dicts (each one batch), checked, cut to ``max_samples``."""
     seen = 0
     for item in items:
         if isinstance(item, np.ndarray) and len(names) == 1:
@@ -653,6 +658,11 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
             feed = {k: a[:left] for k, a in feed.items()}
         seen += min(len(a) for a in feed.values()) if feed else 0
         yield feed
+
+
+def _first_dim(info: onnx.ValueInfoProto) -> int | None:
+    dims = info.type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
 
 
 def _array(data: Mapping[str, Any], name: str, names: list[str]) -> np.ndarray:
@@ -696,7 +706,7 @@ def _reference(float_model: onnx.ModelProto, wanted: set[str]) -> tuple[onnx.Mod
 
 def compare(float_model: onnx.ModelProto | str | os.PathLike,
             npu_model: onnx.ModelProto | str | os.PathLike, data: Data, *,
-            max_samples: int | None = None) -> ComparisonReport:
+            max_samples: int | None = None, progress: bool = True) -> ComparisonReport:
     """Compare an NPU graph with its float model layer by layer on real data.
 
     Args:
@@ -706,6 +716,7 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
             dict ``{input: array}``, an iterable of such dicts (each one batch), or an
             ``onnxruntime.quantization.CalibrationDataReader``.
         max_samples: compare at most this many samples.
+        progress: a progress bar over the batches on stderr when it is a terminal.
 
     Returns:
         A :class:`ComparisonReport` with the layers ranked worst first.
@@ -766,7 +777,9 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     samples = 0
     f_names = [o.name for o in f_sess.get_outputs()]
     n_names = [o.name for o in n_sess.get_outputs()]
-    for feed in _batches(data, f_inputs, max_samples):
+    batches, count = _batches(data, f_inputs, max_samples)
+    for feed in console.progress(batches, total=count, desc="compare", unit="batch",
+                                 enabled=progress):
         batch = min(len(a) for a in feed.values())
         if batch == 0:
             continue
