@@ -39,6 +39,8 @@ SCHEMA = "ortnpu.compare/1"
 DEFAULT_BATCH = 32
 #: a layer whose isolated SQNR is this far below the lower quartile of the others "stands out"
 SUSPECT_MARGIN_DB = 12.0
+#: layer names longer than this are shortened in the middle in the text table (see short_names)
+NAME_WIDTH = 40
 _META_TENSORS = "ortnpu.tensors"
 _META_PLACEMENT = "ortnpu.placement"
 _DOMAIN = "com.ortnpu"
@@ -241,7 +243,9 @@ class ComparisonReport:
     def to_text(self, top: int | None = None) -> str:
         """A fixed-width table, worst layer first, then the outputs."""
         rows = self.layers if top is None else self.layers[:top]
-        head = (f"{'#':>3} {'layer':<22} {'op':<18} {'dev':<3} {'alone':>6} {'in q':>6} "
+        label = short_names(x.name for x in self.layers)
+        nw = max([5, *(len(label[x.name]) for x in rows)])
+        head = (f"{'#':>3} {'layer':<{nw}} {'op':<18} {'dev':<3} {'alone':>6} {'in q':>6} "
                 f"{'graph':>6} {'drop':>6} {'cosine':>8} {'max err':>9} {'mean err':>9} "
                 f"{'scale':>9}")
         lines = [f"compare: {self.npu_model or 'NPU graph'} vs {self.float_model or 'float'} "
@@ -251,7 +255,7 @@ class ComparisonReport:
                  "input - output in the graph", head, "-" * len(head)]
         for k, x in enumerate(rows, 1):
             lines.append(
-                f"{k:>3} {_clip(x.name, 22):<22} {_clip(x.op_type, 18):<18} {x.device:<3} "
+                f"{k:>3} {label[x.name]:<{nw}} {_clip(x.op_type, 18):<18} {x.device:<3} "
                 f"{_db(x.isolated_sqnr_db if x.isolated else None):>6} "
                 f"{_db(x.isolated_input_sqnr_db if x.isolated else None):>6} "
                 f"{_db(x.in_graph.sqnr_db):>6} {_db(x.sqnr_drop_db):>6} "
@@ -347,7 +351,8 @@ class ComparisonReport:
                   if math.isfinite(v)]
         top = max([*finite, 1.0]) * 1.1
         suspects = {x.name for x in self.suspects()}
-        left = 180
+        label = short_names((x.name for x in layers), 26)
+        left = max(180, 7 * max(len(v) for v in label.values()) + 12)  # ~7 px a character
         height = row * len(layers) + 30
         parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" '
                  f'height="{height}" role="img" aria-label="SQNR per layer">']
@@ -362,7 +367,7 @@ class ComparisonReport:
             color = "#c0392b" if x.name in suspects else (
                 "#2f6fbf" if x.device == "NPU" else "#e67e22")
             parts.append(f'<text x="{left - 6}" y="{y + row - 5}" text-anchor="end" '
-                         f'font-size="11">{escape(_clip(x.name, 26))}</text>')
+                         f'font-size="11">{escape(label[x.name])}</text>')
             if iso is not None:
                 parts.append(f'<rect x="{left}" y="{y}" width="{px(iso):.1f}" '
                              f'height="{row - 4}" fill="{color}"><title>'
@@ -398,6 +403,34 @@ def _db(v: float | None) -> str:
 
 def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def short_names(names: Iterable[str], width: int = NAME_WIDTH) -> dict[str, str]:
+    """Labels of at most about ``width`` characters that keep different names different.
+
+    Exported models name layers by path (``/backbone/encoder/layer.11/attention/query/MatMul``):
+    the start is shared by hundreds of layers and the tail repeats in every block, so cutting
+    either end leaves identical labels. The cut goes in the middle, at the first split (head
+    length) that leaves every label distinct; when no split at ``width`` does, the labels
+    widen until one does (at worst to the full names).
+    """
+    unique = list(dict.fromkeys(names))
+    longest = max((len(n) for n in unique), default=0)
+    if longest <= width:
+        return {n: n for n in unique}
+    for w in range(width, longest, 4):
+        for head in range(max(1, w // 4), w - 4):
+            short = {n: _clip_middle(n, w, head) for n in unique}
+            if len(set(short.values())) == len(unique):
+                return short
+    return {n: n for n in unique}
+
+
+def _clip_middle(s: str, width: int, head: int) -> str:
+    """``s`` with its middle replaced by "…": ``head`` characters, "…", then the tail."""
+    if len(s) <= width:
+        return s
+    return s[:head] + "…" + s[len(s) - (width - head - 1):]
 
 
 # -- model plumbing -------------------------------------------------------------------------
