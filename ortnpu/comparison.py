@@ -121,6 +121,17 @@ class _Accumulator:
         return Metrics(sqnr, cos, self.max_abs, self.abs_sum / max(self.n, 1), self.n)
 
 
+def measure(reference: np.ndarray, test: np.ndarray, name: str = "tensor") -> Metrics:
+    """The metrics of one tensor against its float reference (``name`` appears in errors).
+
+    Raises:
+        ModelError: the shapes differ or ``test`` holds NaN or infinite values.
+    """
+    acc = _Accumulator(name)
+    acc.update(reference, test)
+    return acc.result()
+
+
 # -- report ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -893,4 +904,5 @@ def _finite(v: float) -> float:
         return 0.0
     return max(min(v, 1e9), -1e9)
 
-__all__ = ["ComparisonReport", "LayerComparison", "Metrics", "OutputComparison", "compare"]
+__all__ = ["ComparisonReport", "LayerComparison", "Metrics", "OutputComparison", "compare",
+           "measure", "short_names"]
