@@ -225,7 +225,7 @@ class AutofixReport:
                  f"float score {_fmt(self.float_score)}, goal {_fmt(self.goal)}"
                  + ("" if math.isnan(self.budget) else f" (budget {_fmt(self.budget)})")
                  + f"; quantized: {_fmt(self.initial_score)}"]
-        if self.candidates:
+        if self.trials:
             lines.append(f"candidates: {len(self.candidates)} of {self.npu_layers} NPU layers, "
                          f"{self.ranked_by}")
         by_step: dict[int, list[AutofixTrial]] = {}
@@ -352,8 +352,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         float_sess = ort.InferenceSession(model.SerializeToString(),
                                           console.quiet_session_options(),
                                           providers=["CPUExecutionProvider"])
-        float_out = dict(zip(out_names, run_samples(float_sess, feed, progress=False),
-                             strict=True))
+        float_out = dict(zip(out_names, run_samples(float_sess, feed, progress=progress,
+                                                    desc="float model"), strict=True))
     except OrtNpuError:
         raise
     except Exception as exc:  # onnxruntime's own exception types
