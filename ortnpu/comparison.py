@@ -31,12 +31,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ortnpu import console
+from ortnpu.batching import fixed_batch, sample_batches
 from ortnpu.errors import CalibrationError, ModelError
 
 SCHEMA = "ortnpu.compare/1"
 DEFAULT_BATCH = 32
 #: a layer whose isolated SQNR is this far below the lower quartile of the others "stands out"
 SUSPECT_MARGIN_DB = 12.0
+#: layer names longer than this are shortened in the middle in the text table (see short_names)
+NAME_WIDTH = 40
 _META_TENSORS = "ortnpu.tensors"
 _META_PLACEMENT = "ortnpu.placement"
 _DOMAIN = "com.ortnpu"
@@ -115,6 +119,17 @@ class _Accumulator:
         else:
             cos = self.dot / math.sqrt(self.ref2 * self.test2)
         return Metrics(sqnr, cos, self.max_abs, self.abs_sum / max(self.n, 1), self.n)
+
+
+def measure(reference: np.ndarray, test: np.ndarray, name: str = "tensor") -> Metrics:
+    """The metrics of one tensor against its float reference (``name`` appears in errors).
+
+    Raises:
+        ModelError: the shapes differ or ``test`` holds NaN or infinite values.
+    """
+    acc = _Accumulator(name)
+    acc.update(reference, test)
+    return acc.result()
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -239,7 +254,9 @@ class ComparisonReport:
     def to_text(self, top: int | None = None) -> str:
         """A fixed-width table, worst layer first, then the outputs."""
         rows = self.layers if top is None else self.layers[:top]
-        head = (f"{'#':>3} {'layer':<22} {'op':<18} {'dev':<3} {'alone':>6} {'in q':>6} "
+        label = short_names(x.name for x in self.layers)
+        nw = max([5, *(len(label[x.name]) for x in rows)])
+        head = (f"{'#':>3} {'layer':<{nw}} {'op':<18} {'dev':<3} {'alone':>6} {'in q':>6} "
                 f"{'graph':>6} {'drop':>6} {'cosine':>8} {'max err':>9} {'mean err':>9} "
                 f"{'scale':>9}")
         lines = [f"compare: {self.npu_model or 'NPU graph'} vs {self.float_model or 'float'} "
@@ -249,7 +266,7 @@ class ComparisonReport:
                  "input - output in the graph", head, "-" * len(head)]
         for k, x in enumerate(rows, 1):
             lines.append(
-                f"{k:>3} {_clip(x.name, 22):<22} {_clip(x.op_type, 18):<18} {x.device:<3} "
+                f"{k:>3} {label[x.name]:<{nw}} {_clip(x.op_type, 18):<18} {x.device:<3} "
                 f"{_db(x.isolated_sqnr_db if x.isolated else None):>6} "
                 f"{_db(x.isolated_input_sqnr_db if x.isolated else None):>6} "
                 f"{_db(x.in_graph.sqnr_db):>6} {_db(x.sqnr_drop_db):>6} "
@@ -345,7 +362,8 @@ class ComparisonReport:
                   if math.isfinite(v)]
         top = max([*finite, 1.0]) * 1.1
         suspects = {x.name for x in self.suspects()}
-        left = 180
+        label = short_names((x.name for x in layers), 26)
+        left = max(180, 7 * max(len(v) for v in label.values()) + 12)  # ~7 px a character
         height = row * len(layers) + 30
         parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 60}" '
                  f'height="{height}" role="img" aria-label="SQNR per layer">']
@@ -360,7 +378,7 @@ class ComparisonReport:
             color = "#c0392b" if x.name in suspects else (
                 "#2f6fbf" if x.device == "NPU" else "#e67e22")
             parts.append(f'<text x="{left - 6}" y="{y + row - 5}" text-anchor="end" '
-                         f'font-size="11">{escape(_clip(x.name, 26))}</text>')
+                         f'font-size="11">{escape(label[x.name])}</text>')
             if iso is not None:
                 parts.append(f'<rect x="{left}" y="{y}" width="{px(iso):.1f}" '
                              f'height="{row - 4}" fill="{color}"><title>'
@@ -396,6 +414,34 @@ def _db(v: float | None) -> str:
 
 def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def short_names(names: Iterable[str], width: int = NAME_WIDTH) -> dict[str, str]:
+    """Labels of at most about ``width`` characters that keep different names different.
+
+    Exported models name layers by path (``/backbone/encoder/layer.11/attention/query/MatMul``):
+    the start is shared by hundreds of layers and the tail repeats in every block, so cutting
+    either end leaves identical labels. The cut goes in the middle, at the first split (head
+    length) that leaves every label distinct; when no split at ``width`` does, the labels
+    widen until one does (at worst to the full names).
+    """
+    unique = list(dict.fromkeys(names))
+    longest = max((len(n) for n in unique), default=0)
+    if longest <= width:
+        return {n: n for n in unique}
+    for w in range(width, longest, 4):
+        for head in range(max(1, w // 4), w - 4):
+            short = {n: _clip_middle(n, w, head) for n in unique}
+            if len(set(short.values())) == len(unique):
+                return short
+    return {n: n for n in unique}
+
+
+def _clip_middle(s: str, width: int, head: int) -> str:
+    """``s`` with its middle replaced by "…": ``head`` characters, "…", then the tail."""
+    if len(s) <= width:
+        return s
+    return s[:head] + "…" + s[len(s) - (width - head - 1):]
 
 
 # -- model plumbing -------------------------------------------------------------------------
@@ -604,12 +650,12 @@ def _isolation_model(npu: onnx.ModelProto, tensors: dict[str, _Tensor],
 
 # -- data -----------------------------------------------------------------------------------
 
-def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
-             max_samples: int | None) -> Iterator[dict[str, np.ndarray]]:
-    """Feeds of at most one batch each, cut to ``max_samples`` samples in total."""
+def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | None
+             ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
+    """Feeds of at most one batch each, cut to ``max_samples`` samples in total, and how many
+    feeds there are (``None`` when the data does not say: a reader or a generator)."""
     names = [i.name for i in inputs]
-    first = inputs[0].type.tensor_type.shape.dim
-    fixed = first[0].dim_value if first and first[0].HasField("dim_value") else 0
+    fixed = fixed_batch([_first_dim(i) for i in inputs])
     size = fixed or DEFAULT_BATCH
     if data is None:
         raise CalibrationError("compare needs data: real samples of the model's inputs "
@@ -621,15 +667,12 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
         data = {names[0]: data}
     if isinstance(data, Mapping):
         arrays = {n: _array(data, n, names) for n in names}
-        n = min(len(a) for a in arrays.values())
         if max_samples is not None:
-            n = min(n, max_samples)
-        for start in range(0, n, size):
-            stop = min(start + size, n)
-            if fixed and stop - start != fixed:
-                break
-            yield {k: a[start:stop] for k, a in arrays.items()}
-        return
+            arrays = {k: a[:max_samples] for k, a in arrays.items()}
+        n = min(len(a) for a in arrays.values())
+        count = n // size if fixed is not None else -(-n // size)
+        return sample_batches(arrays, size, whole=fixed is not None), count
+    count = len(data) if hasattr(data, "__len__") and max_samples is None else None
     if hasattr(data, "get_next"):
         reader = data
         data = iter(lambda: reader.get_next(), None)
@@ -638,6 +681,12 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
     except TypeError:
         raise CalibrationError(f"compare cannot read data of type {type(data).__name__}; pass "
                                "an array, a dict of arrays or an iterable of dicts") from None
+    return _item_batches(items, names, max_samples), count
+
+
+def _item_batches(items: Iterator[Any], names: list[str],
+                  max_samples: int | None) -> Iterator[dict[str, np.ndarray]]:
+    """The feeds of an iterable of dicts (each one batch), checked, cut to ``max_samples``."""
     seen = 0
     for item in items:
         if isinstance(item, np.ndarray) and len(names) == 1:
@@ -653,6 +702,11 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
             feed = {k: a[:left] for k, a in feed.items()}
         seen += min(len(a) for a in feed.values()) if feed else 0
         yield feed
+
+
+def _first_dim(info: onnx.ValueInfoProto) -> int | None:
+    dims = info.type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
 
 
 def _array(data: Mapping[str, Any], name: str, names: list[str]) -> np.ndarray:
@@ -696,7 +750,7 @@ def _reference(float_model: onnx.ModelProto, wanted: set[str]) -> tuple[onnx.Mod
 
 def compare(float_model: onnx.ModelProto | str | os.PathLike,
             npu_model: onnx.ModelProto | str | os.PathLike, data: Data, *,
-            max_samples: int | None = None) -> ComparisonReport:
+            max_samples: int | None = None, progress: bool = True) -> ComparisonReport:
     """Compare an NPU graph with its float model layer by layer on real data.
 
     Args:
@@ -706,6 +760,7 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
             dict ``{input: array}``, an iterable of such dicts (each one batch), or an
             ``onnxruntime.quantization.CalibrationDataReader``.
         max_samples: compare at most this many samples.
+        progress: a progress bar over the batches on stderr when it is a terminal.
 
     Returns:
         A :class:`ComparisonReport` with the layers ranked worst first.
@@ -766,7 +821,9 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     samples = 0
     f_names = [o.name for o in f_sess.get_outputs()]
     n_names = [o.name for o in n_sess.get_outputs()]
-    for feed in _batches(data, f_inputs, max_samples):
+    batches, count = _batches(data, f_inputs, max_samples)
+    for feed in console.progress(batches, total=count, desc="compare", unit="batch",
+                                 enabled=progress):
         batch = min(len(a) for a in feed.values())
         if batch == 0:
             continue
@@ -847,4 +904,5 @@ def _finite(v: float) -> float:
         return 0.0
     return max(min(v, 1e9), -1e9)
 
-__all__ = ["ComparisonReport", "LayerComparison", "Metrics", "OutputComparison", "compare"]
+__all__ = ["ComparisonReport", "LayerComparison", "Metrics", "OutputComparison", "compare",
+           "measure", "short_names"]

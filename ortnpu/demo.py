@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ortnpu.console import quiet_session_options
 from ortnpu.quant import QuantizationResult, quantize
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
@@ -102,8 +103,7 @@ def run_demo(target: Target | str | None = None, model_path: str | Path | None =
 
     input_name = model.graph.input[0].name
     start = time.perf_counter()
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = quiet_session_options()
     float_sess = ort.InferenceSession(model.SerializeToString(), so,
                                       providers=["CPUExecutionProvider"])
     float_out = float_sess.run(None, {input_name: test_x})[0]

@@ -8,7 +8,8 @@ import pytest
 from graphs import InflatedRange, images, small_cnn
 
 import ortnpu
-from ortnpu.quant.autofix import top1
+from ortnpu.errors import CalibrationError
+from ortnpu.quant.autofix import cosine, top1
 
 
 def test_autofix_moves_the_broken_layer_to_int16_and_recovers() -> None:
@@ -33,4 +34,122 @@ def test_autofix_moves_the_broken_layer_to_int16_and_recovers() -> None:
 
 
 def test_top1_metric() -> None:
-    assert top1(np.array([1, 0]))(np.array([[0.1, 0.9], [0.2, 0.8]])) == 0.5
+    out = {"probs": np.array([[0.1, 0.9], [0.2, 0.8]])}
+    assert top1(np.array([1, 0]))(out, out) == 0.5
+    with pytest.raises(CalibrationError, match="2 labels, but output 'probs' has 8 samples"):
+        top1(np.array([1, 0]))(out, {"probs": np.zeros((8, 2))})
+
+
+@pytest.fixture(scope="module")
+def broken() -> dict:
+    """small_cnn whose calibration inflates the range of c3 (pwconv's output) 300-fold."""
+    return {"model": small_cnn(), "calib": images(64), "eval": images(48, seed=5),
+            "calibrator": InflatedRange("c3", 300.0)}
+
+
+def test_label_free_default_objective_finds_the_broken_layer(broken: dict) -> None:
+    npu, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"],
+                                 broken["eval"], budget=1e-5, calibrator=broken["calibrator"],
+                                 progress=False)
+    assert report.metric == "cosine, worst output" and report.float_score == 1.0
+    assert report.goal == pytest.approx(0.99999) and report.initial_score < report.goal
+    assert report.steps[0].layer == "pwconv" and report.steps[0].action == "int16"
+    assert report.steps[0].before == report.initial_score
+    assert report.within_budget and report.changes == {"pwconv": "int16"}
+    # every trial of step 1 starts from the same score and one of them is the kept change
+    first = [t for t in report.trials if t.step == 1]
+    assert first and all(t.before == report.initial_score for t in first)
+    assert max(t.after for t in first) == report.steps[0].score
+    text = str(report)
+    assert "step 1: pwconv (c3) -> int16" in text and "changed: pwconv -> int16" in text
+    assert "tried pwconv -> int16" in text
+    d = report.to_dict()
+    assert d["changes"] == {"pwconv": "int16"} and len(d["trials"]) == len(report.trials)
+    # the score is what the returned graph gives
+    ref = ort.InferenceSession(broken["model"].SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": broken["eval"]})
+    out = ortnpu.InferenceSession(npu).run(None, {"x": broken["eval"]})
+    got = cosine()({"probs": ref[0]}, {"probs": out[0]})
+    assert got == pytest.approx(report.final_score)
+
+
+def test_candidates_are_capped_and_ranked_by_compare(broken: dict) -> None:
+    _, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"],
+                               broken["eval"], "sqnr", goal=40.0, max_candidates=2,
+                               calibrator=broken["calibrator"], progress=False)
+    assert report.npu_layers > 2 and len(report.candidates) == 2
+    assert report.candidates[0] == "pwconv" and "compare" in report.ranked_by
+    assert {t.layer for t in report.trials if t.step == 1} <= set(report.candidates)
+    assert len([t for t in report.trials if t.step == 1]) == 2
+    assert report.steps[0].layer == "pwconv" and report.metric.startswith("SQNR")
+
+
+def test_user_metric_of_float_and_npu_outputs(broken: dict) -> None:
+    calls = []
+
+    def neg_mae(float_outputs: dict, npu_outputs: dict) -> float:
+        calls.append(sorted(float_outputs))
+        return -float(np.abs(float_outputs["probs"] - npu_outputs["probs"]).mean())
+
+    _, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"],
+                               broken["eval"], neg_mae, goal=-0.002,
+                               calibrator=broken["calibrator"], progress=False)
+    assert calls[0] == ["probs"] and report.float_score == 0.0
+    assert report.within_budget and report.steps[0].layer == "pwconv"
+
+
+def test_bad_objectives(broken: dict) -> None:
+    args = (broken["model"], "tflite-int8", broken["calib"], broken["eval"])
+    with pytest.raises(CalibrationError, match="give the goal"):
+        ortnpu.autofix(*args, "sqnr", progress=False)
+    with pytest.raises(CalibrationError, match="unknown autofix metric"):
+        ortnpu.autofix(*args, "accuracy", progress=False)
+    with pytest.raises(CalibrationError, match="5 labels, but output 'probs' has 48 samples"):
+        ortnpu.autofix(*args, top1(np.zeros(5, np.int64)), progress=False)
+    with pytest.raises(CalibrationError, match="no output 'nope'"):
+        ortnpu.autofix(*args, cosine("nope"), progress=False)
+
+
+def test_fixed_batch_model_is_evaluated_a_batch_at_a_time() -> None:
+    model = small_cnn(batch=1)
+    _, report = ortnpu.autofix(model, "tflite-int8", images(16), images(12, seed=5),
+                               progress=False)
+    assert report.within_budget and report.initial_score > 0.99
+
+
+def _cli_files(tmp_path, labels: np.ndarray | None, n: int = 40) -> list[str]:
+    import onnx
+
+    onnx.save(small_cnn(), tmp_path / "f.onnx")
+    np.savez(tmp_path / "calib.npz", x=images(16))
+    extra = {} if labels is None else {"labels": labels}
+    np.savez(tmp_path / "eval.npz", x=images(n, seed=4), **extra)
+    return ["autofix", str(tmp_path / "f.onnx"), "--calib", str(tmp_path / "calib.npz"),
+            "--eval", str(tmp_path / "eval.npz"), "-o", str(tmp_path / "npu.onnx")]
+
+
+def test_cli_label_count_must_match_the_samples(tmp_path, capsys) -> None:
+    from ortnpu.cli import main
+
+    assert main(_cli_files(tmp_path, np.zeros(5, np.int64))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "5 labels in 'labels' but 40 samples of input 'x'" in err[0]
+    assert not (tmp_path / "npu.onnx").exists()
+
+
+def test_cli_without_labels(tmp_path, capsys) -> None:
+    import json
+
+    from ortnpu.cli import main
+
+    args = _cli_files(tmp_path, None)
+    assert main([*args, "--max-candidates", "3", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "autofix objective: cosine, worst output" in out and "goal reached" in out
+    assert json.loads((tmp_path / "r.json").read_text())["schema"] == "ortnpu.autofix/1"
+    assert main([*args, "--objective", "top1"]) == 2
+    assert "needs integer labels" in capsys.readouterr().err
+    assert main([*args, "--objective", "sqnr"]) == 2
+    assert "needs --goal" in capsys.readouterr().err
+    assert main([*args, "--objective", "sqnr", "--goal", "1000"]) == 1   # unreachable
+    assert "goal NOT reached" in capsys.readouterr().out

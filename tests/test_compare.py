@@ -221,3 +221,32 @@ def test_cli(models: tuple[onnx.ModelProto, onnx.ModelProto], tmp_path: Path,
     assert main(["compare", str(tmp_path / "f.onnx"), str(tmp_path / "n.onnx"), "--data",
                  str(tmp_path / "d.npz"), "--key", "nope"]) == 2
     assert "has no array 'nope'" in capsys.readouterr().err
+
+
+def test_long_names_with_a_common_prefix_stay_distinct(healthy: ComparisonReport) -> None:
+    """ViT-style names: 12 blocks share the start and the end; the table must tell them apart."""
+    import dataclasses
+
+    from ortnpu.comparison import NAME_WIDTH, short_names
+
+    names = [f"/backbone/encoder/layer.{i}/attention/attention/{p}/MatMul"
+             for i in range(12) for p in ("query", "key", "value")]
+    names += [f"/backbone/encoder/layer.{i}/mlp/fc1/MatMul" for i in range(12)]
+    short = short_names(names)
+    assert len(set(short.values())) == len(names)
+    assert all(len(v) <= NAME_WIDTH for v in short.values()), short
+    assert all(v.endswith("MatMul") and v.startswith("/backbone") for v in short.values())
+    assert short_names(["a", "b"]) == {"a": "a", "b": "b"}
+    # labels widen rather than collide when names differ only in the middle
+    tight = short_names([f"{'x' * 30}{i:03d}{'y' * 30}" for i in range(5)], 12)
+    assert len(set(tight.values())) == 5
+
+    rows = [dataclasses.replace(x, name=n) for x, n in zip(healthy.layers, names, strict=False)]
+    report = dataclasses.replace(healthy, layers=rows)
+    table = [line.split()[1] for line in report.to_text().splitlines()
+             if line[:3].strip().isdigit()]
+    assert len(table) == len(rows) and len(set(table)) == len(rows)
+    import re
+
+    labels = re.findall(r'text-anchor="end" font-size="11">([^<]*)</text>', report.to_html())
+    assert len(labels) == len(rows) and len(set(labels)) == len(rows)

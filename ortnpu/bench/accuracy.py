@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 
 from ortnpu.bench.models import BenchModel
+from ortnpu.console import quiet_session_options
 
 
 @dataclass
@@ -64,8 +65,7 @@ def measure(model: BenchModel, target: str = "tflite-int8",
 
     import ortnpu
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = quiet_session_options()
     optimized = ortnpu.optimize(onnx.load(str(model.path)))
     name = optimized.graph.input[0].name
     fsess = ort.InferenceSession(optimized.SerializeToString(), so,

@@ -26,6 +26,7 @@ import onnxruntime as ort
 
 from ortnpu.bench.accuracy import _Reader
 from ortnpu.bench.models import BenchModel
+from ortnpu.console import quiet_session_options
 
 CALIBRATION_IMAGES = 64
 
@@ -92,10 +93,9 @@ def measure(model: BenchModel, threads: int, repeat: int = 30, batch: int = 1,
     calib = model.calib[:CALIBRATION_IMAGES]
 
     def options() -> ort.SessionOptions:
-        so = ort.SessionOptions()
+        so = quiet_session_options()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1
-        so.log_severity_level = 3
         return so
 
     fsess = ort.InferenceSession(optimized.SerializeToString(), options(),

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ortnpu {__version__}")
     parser.add_argument("--debug", action="store_true",
-                        help="print the full traceback of an error")
+                        help="print the full traceback of an error and onnxruntime's own "
+                             "warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     package = importlib.import_module(__name__)
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
@@ -51,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    from ortnpu import console
+
+    console.set_verbose(args.debug)  # onnxruntime's own log lines only with --debug
     try:
         code = args.func(args)
         return EXIT_OK if code is None else int(code)

@@ -1,8 +1,9 @@
-"""``ortnpu autofix``: quantize, then recover accuracy layer by layer within a budget."""
+"""``ortnpu autofix``: quantize, then recover accuracy layer by layer until a goal is reached."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,47 +12,114 @@ from ortnpu.cli.cmd_quantize import add_calibration_args, input_names, load_cali
 from ortnpu.errors import CalibrationError
 from ortnpu.validate import load_model
 
+#: the arrays of --eval that hold labels (any other array is an input)
+LABEL_KEYS = ("labels", "test_y")
+#: the accepted loss when no --budget/--goal is given, per objective
+DEFAULT_BUDGET = {"top1": 0.005, "cosine": 0.01}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "autofix", help="quantize and move sensitive layers to int16/CPU until accurate",
-        description="Quantize, score top-1 accuracy on labelled data, and while the loss against "
-                    "the float model exceeds --budget, move the layer whose 16-bit version "
-                    "recovers the most to int16 (then to the CPU). Prints every step.")
+        description="Quantize, score the NPU graph against the float model on evaluation "
+                    "samples, and while the score is short of the goal, move the layer whose "
+                    "16-bit version recovers the most to int16 (then to the CPU). Works without "
+                    "labels: the default objective is the cosine similarity of the NPU outputs "
+                    "to the float outputs (worst output); with labels in --eval it is top-1 "
+                    "accuracy. Each step tries the --max-candidates layers that compare ranks "
+                    "worst. Prints every step, its trials and what changed.",
+        epilog="Exit code 0 when the goal is reached, 1 when it is not (the best NPU graph "
+               "found is written either way), 2 on bad input.")
     p.add_argument("model", help="float ONNX model")
     p.add_argument("--target", default="tflite-int8", help="target preset or TOML file")
     add_calibration_args(p)
     p.add_argument("--eval", required=True, metavar="NPZ",
-                   help=".npz with the evaluation inputs (named like the model input, or "
-                        "'test_x') and integer labels ('labels' or 'test_y')")
-    p.add_argument("--budget", type=float, default=0.005,
-                   help="largest accepted top-1 loss, as a fraction (default 0.005 = 0.5 point)")
+                   help=".npz with the evaluation inputs (one array per model input named like "
+                        "it; for a single-input model 'test_x' or the one other array; first "
+                        "axis = sample) and, optionally, integer labels ('labels' or 'test_y', "
+                        "one per sample)")
+    p.add_argument("--objective", choices=("auto", "top1", "cosine", "sqnr"), default="auto",
+                   help="what to recover: top1 (needs labels), cosine or sqnr of the NPU "
+                        "outputs against the float outputs (no labels); auto: top1 when --eval "
+                        "has labels, else cosine")
+    p.add_argument("--metric-output", metavar="NAME", default=None,
+                   help="score cosine/sqnr on this model output only (default: the worst "
+                        "output)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="accepted loss against the float model: top-1 points as a fraction "
+                        "(default 0.005) or 1 - cosine (default 0.01)")
+    p.add_argument("--goal", type=float, default=None,
+                   help="the score to reach instead of a budget (required for sqnr, in dB)")
     p.add_argument("--max-steps", type=int, default=8, help="most layers to change")
+    p.add_argument("--max-candidates", type=int, default=20, metavar="N",
+                   help="layers tried per step, worst first by compare's per-layer error "
+                        "(default 20; 0: every NPU layer, in graph order)")
+    p.add_argument("--json", metavar="FILE", help="write the full report (every trial) here")
     p.add_argument("-o", "--output", required=True, help="where to write the NPU graph")
     p.set_defaults(func=_run)
+
+
+def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+    """The evaluation inputs and labels of an .npz; labels must be one per sample."""
+    from ortnpu.cli.cmd_compare import select_inputs
+
+    try:
+        with np.load(path) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as exc:
+        raise CalibrationError(f"{path}: cannot read evaluation data: {exc}") from None
+    label_key = next((k for k in LABEL_KEYS if k in arrays and k not in names), None)
+    labels = arrays.pop(label_key) if label_key else None
+    feed = select_inputs(arrays, names, None, path)
+    counts = {k: (len(a) if np.ndim(a) else 0) for k, a in feed.items()}
+    if labels is not None:
+        whole = labels.dtype.kind in "iu" or (
+            labels.dtype.kind == "f" and bool(np.all(np.isfinite(labels) & (labels % 1 == 0))))
+        if labels.ndim != 1 or not whole:
+            raise CalibrationError(f"{path}: {label_key!r} must be a 1-D array of integer class "
+                                   f"labels, got dtype {labels.dtype} shape {list(labels.shape)}")
+        for k, n in counts.items():
+            if n != len(labels):
+                raise CalibrationError(f"{path}: {len(labels)} labels in {label_key!r} but "
+                                       f"{n} samples of input {k!r}; give one label per sample")
+    return feed, labels
 
 
 def _run(args: argparse.Namespace) -> int:
     import onnx
 
-    from ortnpu.quant.autofix import autofix, top1
+    from ortnpu.quant.autofix import autofix, cosine, sqnr, top1
 
+    if args.max_candidates < 0:
+        raise CalibrationError(f"--max-candidates must be 0 (all) or more, got "
+                               f"{args.max_candidates}")
     model = load_model(args.model)
     names = input_names(model)
     data = load_calibration(args.calib, names, args.preprocess, args.limit)
-    try:
-        archive = np.load(args.eval)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{args.eval}: cannot read evaluation data: {exc}") from None
-    xkey = names[0] if names[0] in archive else "test_x"
-    ykey = "labels" if "labels" in archive else "test_y"
-    if xkey not in archive or ykey not in archive:
-        raise CalibrationError(f"{args.eval}: needs inputs ({names[0]!r} or 'test_x') and "
-                               f"labels ('labels' or 'test_y'); holds {list(archive.keys())}")
-    npu, report = autofix(model, args.target, data, archive[xkey].astype(np.float32),
-                          top1(archive[ykey]), budget=args.budget, max_steps=args.max_steps)
+    feed, labels = load_eval(args.eval, names)
+    objective = args.objective
+    if objective == "auto":
+        objective = "top1" if labels is not None else "cosine"
+    if objective == "top1":
+        if labels is None:
+            raise CalibrationError(f"{args.eval}: --objective top1 needs integer labels "
+                                   f"({' or '.join(map(repr, LABEL_KEYS))}); without labels "
+                                   "use --objective cosine or sqnr")
+        metric = top1(labels)
+    else:
+        metric = (cosine if objective == "cosine" else sqnr)(args.metric_output)
+    if objective == "sqnr" and args.goal is None:
+        raise CalibrationError("--objective sqnr needs --goal: the SQNR in dB to reach "
+                               "(e.g. --goal 30)")
+    budget = args.budget if args.budget is not None else DEFAULT_BUDGET.get(objective)
+    npu, report = autofix(model, args.target, data, feed, metric, budget=budget, goal=args.goal,
+                          max_steps=args.max_steps, max_candidates=args.max_candidates or None)
     print(report)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     onnx.save(npu, args.output)
     print(f"wrote {args.output}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
     return 0 if report.within_budget else 1

@@ -45,6 +45,13 @@ def load_data(path: str, input_names: list[str], key: str | None = None) -> dict
             arrays = {k: archive[k] for k in archive.files}
     except (OSError, ValueError) as exc:
         raise CalibrationError(f"{path}: cannot read the data: {exc}") from None
+    return select_inputs(arrays, input_names, key, path)
+
+
+def select_inputs(arrays: dict[str, np.ndarray], input_names: list[str], key: str | None,
+                  path: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz that feed the model: named like the inputs, or for a single-input
+    model ``key``, else ``test_x``, else the first array (shared with ``autofix --eval``)."""
     if not arrays:
         raise CalibrationError(f"{path}: holds no arrays; save one array per model input")
     if key is not None:

@@ -12,7 +12,10 @@ from ortnpu.errors import ModelError
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an NPU graph on inputs from an .npz file",
                        description="Run a model with the com.ortnpu ops registered and save "
-                                   "its outputs.")
+                                   "its outputs. The first axis of each array is the sample: a "
+                                   "model with a fixed batch size runs the samples one batch "
+                                   "at a time (like compare and autofix) and the outputs are "
+                                   "joined.")
     p.add_argument("model", help="NPU graph or ONNX model")
     p.add_argument("--inputs", required=True, metavar="NPZ",
                    help=".npz with one array per model input, named like the input")
@@ -22,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ortnpu.batching import run_samples
     from ortnpu.runtime import InferenceSession
 
     sess = InferenceSession(args.model, intra_op_num_threads=args.threads)
@@ -34,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         feed = {names[0]: archive[next(iter(archive.keys()))]}
     else:
         feed = {n: archive[n] for n in names if n in archive}
-    outputs = sess.run(None, feed)
+    outputs = run_samples(sess, feed)  # a fixed-batch model runs one batch at a time
     result = {o.name: v for o, v in zip(sess.get_outputs(), outputs, strict=True)}
     for name, v in result.items():
         print(f"{name}: shape {list(v.shape)} dtype {v.dtype}")

@@ -32,8 +32,9 @@ def onnxruntime_runner(model_path: Path, inputs: Mapping[str, np.ndarray]) -> li
     """Run with plain onnxruntime, no custom op registered (standard ONNX models only)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    from ortnpu.console import quiet_session_options
+
+    so = quiet_session_options()
     sess = ort.InferenceSession(str(model_path), so, providers=["CPUExecutionProvider"])
     return sess.run(None, dict(inputs))
 

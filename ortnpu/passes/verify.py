@@ -10,6 +10,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from ortnpu.console import quiet_session_options
 from ortnpu.errors import ModelError
 
 
@@ -57,9 +58,8 @@ def random_inputs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
+    opts = quiet_session_options()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
     try:
         return ort.InferenceSession(model.SerializeToString(), opts,
                                     providers=["CPUExecutionProvider"])

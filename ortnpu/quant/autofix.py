@@ -1,57 +1,201 @@
 """Automatic accuracy recovery: move the most sensitive layers to int16, then to the CPU.
 
 Users of vendor toolchains find the layer that loses accuracy by hand. ``autofix`` measures it:
-it quantizes, scores the NPU graph with the user's metric, and while the loss against the float
-model exceeds the budget, tries each candidate layer in 16 bits (TFLite 16x8 arithmetic for that
+it quantizes, scores the NPU graph against the float model on the user's samples, and while the
+score is short of the goal, tries candidate layers in 16 bits (TFLite 16x8 arithmetic for that
 layer) and keeps the change that recovers the most; when 16 bits are not enough it moves the
-layer to the CPU. Every step is reported.
+layer to the CPU. Every trial and every change is reported.
+
+Any model: the default objective needs no labels (the cosine similarity, or the SQNR, of the NPU
+graph's outputs against the float model's), so detectors, CTC readers and saliency models work
+as well as classifiers; ``top1(labels)`` and user metrics plug in the same way. Real models have
+hundreds of layers and every trial re-quantizes and re-runs the model, so only the
+``max_candidates`` layers that :func:`ortnpu.compare` finds add the most error are tried.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortnpu.errors import CalibrationError, UnsupportedError
+from ortnpu import console
+from ortnpu.batching import run_samples
+from ortnpu.errors import CalibrationError, ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
 from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
 
-#: A metric maps the model's first output on the evaluation inputs to a score (higher = better).
-Metric = Callable[[np.ndarray], float]
+#: ``{output name: array}`` in the model's output order, one row per evaluation sample
+Outputs = dict[str, np.ndarray]
+#: Scores the NPU graph's outputs against the float model's, on the same inputs; higher is
+#: better. Called once with the float outputs twice to get the float model's own score.
+Metric = Callable[[Outputs, Outputs], float]
+#: the default number of layers tried per step
+DEFAULT_MAX_CANDIDATES = 20
 
 
-def top1(labels: np.ndarray) -> Metric:
-    """Top-1 accuracy against integer labels (the first output holds class scores)."""
+def top1(labels: np.ndarray | Sequence[int]) -> Metric:
+    """Top-1 accuracy of the first output (class scores) against integer labels, one a sample."""
     labels = np.asarray(labels).reshape(-1)
 
-    def score(outputs: np.ndarray) -> float:
-        return float((np.asarray(outputs).reshape(len(labels), -1).argmax(1) == labels).mean())
+    def score(float_outputs: Outputs, npu_outputs: Outputs) -> float:
+        name, out = next(iter(npu_outputs.items()))
+        out = np.asarray(out)
+        if out.ndim == 0 or out.shape[0] != len(labels):
+            raise CalibrationError(
+                f"top-1 needs one label per evaluation sample: {len(labels)} labels, but "
+                f"output {name!r} has {out.shape[0] if out.ndim else 0} samples (shape "
+                f"{list(out.shape)}); give as many labels as samples")
+        return float((out.reshape(len(labels), -1).argmax(1) == labels).mean())
 
+    score.label = "top-1 accuracy"  # type: ignore[attr-defined]
     return score
+
+
+def cosine(output: str | int | None = None) -> Metric:
+    """Cosine similarity of the NPU outputs to the float ones (1 is identical direction).
+
+    Args:
+        output: the output (name or position) to score; ``None``: the worst of all outputs.
+    """
+    return _against_float("cosine", output)
+
+
+def sqnr(output: str | int | None = None) -> Metric:
+    """SQNR in dB of the NPU outputs against the float ones (``inf`` when exact).
+
+    Args:
+        output: the output (name or position) to score; ``None``: the worst of all outputs.
+    """
+    return _against_float("sqnr_db", output)
+
+
+def _against_float(field_name: str, output: str | int | None) -> Metric:
+    from ortnpu.comparison import measure
+
+    def score(float_outputs: Outputs, npu_outputs: Outputs) -> float:
+        names = list(float_outputs)
+        if output is None:
+            chosen = names
+        elif isinstance(output, int) and not isinstance(output, bool):
+            if not -len(names) <= output < len(names):
+                raise CalibrationError(f"the model has {len(names)} outputs {names}; there is "
+                                       f"no output {output}")
+            chosen = [names[output]]
+        elif output in float_outputs:
+            chosen = [str(output)]
+        else:
+            raise CalibrationError(f"the model has no output {output!r}; its outputs are "
+                                   f"{names}")
+        return min(getattr(measure(float_outputs[k], npu_outputs[k], k), field_name)
+                   for k in chosen)
+
+    what = "SQNR (dB)" if field_name == "sqnr_db" else "cosine"
+    score.label = (f"{what} of output {output!r}" if output is not None  # type: ignore[attr-defined]
+                   else f"{what}, worst output")
+    return score
+
+
+METRICS: dict[str, Callable[[], Metric]] = {"cosine": cosine, "sqnr": sqnr}
+
+
+def _as_metric(metric: Metric | Callable[[np.ndarray], float] | str) -> Metric:
+    """A two-argument metric; a name from :data:`METRICS` or a one-argument legacy metric (it
+    scores the first output of a model on its own) is wrapped."""
+    if isinstance(metric, str):
+        if metric not in METRICS:
+            raise CalibrationError(f"unknown autofix metric {metric!r}; use one of "
+                                   f"{sorted(METRICS)}, top1(labels) or a callable "
+                                   "metric(float_outputs, npu_outputs) -> float")
+        return METRICS[metric]()
+    if not callable(metric):
+        raise CalibrationError(f"the autofix metric must be a name or a callable, got "
+                               f"{type(metric).__name__}")
+    try:
+        params = list(inspect.signature(metric).parameters.values())
+    except (TypeError, ValueError):
+        return metric  # type: ignore[return-value]
+    required = [p for p in params if p.default is p.empty and p.kind in
+                (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(required) == 1 and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        def legacy(float_outputs: Outputs, npu_outputs: Outputs) -> float:
+            return metric(next(iter(npu_outputs.values())))  # type: ignore[call-arg]
+
+        legacy.label = _label(metric)  # type: ignore[attr-defined]
+        return legacy
+    return metric  # type: ignore[return-value]
+
+
+def _label(metric: Any) -> str:
+    return str(getattr(metric, "label", None) or getattr(metric, "__name__", "metric"))
+
+
+# -- the report ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AutofixTrial:
+    """One change tried: the score before it (the current graph) and with it."""
+
+    step: int
+    action: str               # "int16" or "cpu"
+    layer: str                # float node name
+    tensor: str               # the activation that changes
+    before: float
+    after: float | None       # None when the trial failed
+    error: str = ""           # why the trial failed
+
+    def to_dict(self) -> dict[str, object]:
+        return {"step": self.step, "action": self.action, "layer": self.layer,
+                "tensor": self.tensor, "before": _num(self.before), "after": _num(self.after),
+                "error": self.error}
 
 
 @dataclass(frozen=True)
 class AutofixStep:
-    """One change and its effect."""
+    """One change kept and its effect."""
 
     action: str        # "int16" or "cpu"
     layer: str         # float node name
     tensor: str        # the activation that changed
-    score: float
+    score: float       # the score with this change
     loss: float        # float score minus this score
+    before: float = math.nan   # the score before this change
+    tried: int = 0     # how many candidates this step tried
+
+    def to_dict(self) -> dict[str, object]:
+        return {"action": self.action, "layer": self.layer, "tensor": self.tensor,
+                "before": _num(self.before), "score": _num(self.score),
+                "loss": _num(self.loss), "tried": self.tried}
 
 
 @dataclass
 class AutofixReport:
-    """What autofix did."""
+    """What autofix did: the scores, every trial, and the changes it kept.
+
+    Attributes:
+        float_score: the float model's own score (``metric(float, float)``: 1 for cosine,
+            ``inf`` for SQNR, its accuracy for top-1).
+        initial_score: the score of the plain quantized NPU graph.
+        final_score: the score of the returned NPU graph.
+        budget: accepted loss against the float score (``nan`` when ``goal`` was given).
+        goal: the score to reach.
+        metric: what the score measures.
+        steps: the changes kept, in order.
+        trials: every change tried (each step tries up to ``max_candidates`` layers).
+        candidates: the layers eligible, in the order they are tried (worst first).
+        ranked_by: how the candidates were ordered.
+        within_budget: the goal was reached.
+    """
 
     float_score: float
     initial_score: float
@@ -60,47 +204,134 @@ class AutofixReport:
     steps: list[AutofixStep] = field(default_factory=list)
     within_budget: bool = False
     seconds: float = 0.0
+    goal: float = math.nan
+    metric: str = ""
+    trials: list[AutofixTrial] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=list)
+    npu_layers: int = 0
+    ranked_by: str = ""
 
-    def __str__(self) -> str:
-        lines = [f"float score {self.float_score:.4f}, int score {self.initial_score:.4f} "
-                 f"(loss {self.float_score - self.initial_score:.4f}, budget {self.budget:.4f})"]
+    @property
+    def changes(self) -> dict[str, str]:
+        """``{layer: "int16" | "cpu"}``: where each changed layer ended up."""
+        out: dict[str, str] = {}
+        for s in self.steps:
+            out[s.layer] = s.action
+        return out
+
+    def to_text(self, trials_per_step: int | None = 5) -> str:
+        """The report; ``trials_per_step`` best trials of each step (``None``: all)."""
+        lines = [f"autofix objective: {self.metric or 'metric'} (higher is better)",
+                 f"float score {_fmt(self.float_score)}, goal {_fmt(self.goal)}"
+                 + ("" if math.isnan(self.budget) else f" (budget {_fmt(self.budget)})")
+                 + f"; quantized: {_fmt(self.initial_score)}"]
+        if self.trials:
+            lines.append(f"candidates: {len(self.candidates)} of {self.npu_layers} NPU layers, "
+                         f"{self.ranked_by}")
+        by_step: dict[int, list[AutofixTrial]] = {}
+        for t in self.trials:
+            by_step.setdefault(t.step, []).append(t)
         for k, s in enumerate(self.steps, 1):
-            lines.append(f"  step {k}: {s.layer} ({s.tensor}) → {s.action}: score "
-                         f"{s.score:.4f}, loss {s.loss:.4f}")
-        verdict = "within budget" if self.within_budget else "budget NOT reached"
-        lines.append(f"final score {self.final_score:.4f}: {verdict} "
-                     f"({self.seconds:.1f} s)")
+            lines.append(f"step {k}: {s.layer} ({s.tensor}) -> {s.action}: "
+                         f"{_fmt(s.before)} -> {_fmt(s.score)} (tried {s.tried})")
+            lines += self._trial_lines(by_step.get(k, []), trials_per_step)
+        if len(by_step) > len(self.steps):  # the last step found no improving change
+            k = len(self.steps) + 1
+            lines.append(f"step {k}: no change improves the score "
+                         f"(tried {len(by_step[k])})")
+            lines += self._trial_lines(by_step[k], trials_per_step)
+        verdict = "goal reached" if self.within_budget else "goal NOT reached"
+        lines.append(f"final score {_fmt(self.final_score)}: {verdict} ({self.seconds:.1f} s)")
+        changes = self.changes
+        lines.append("changed: " + (", ".join(
+            f"{layer} -> {'int16' if a == 'int16' else 'CPU'}" for layer, a in changes.items())
+            if changes else "nothing"))
         return "\n".join(lines)
 
+    @staticmethod
+    def _trial_lines(trials: list[AutofixTrial], limit: int | None) -> list[str]:
+        ranked = sorted(trials, key=lambda t: -math.inf if t.after is None else t.after,
+                        reverse=True)
+        shown = ranked if limit is None else ranked[:limit]
+        out = [f"    tried {t.layer} -> {t.action}: "
+               + (f"{_fmt(t.before)} -> {_fmt(t.after)}" if t.after is not None
+                  else f"failed: {t.error}") for t in shown]
+        if len(ranked) > len(shown):
+            out.append(f"    ... {len(ranked) - len(shown)} more trials")
+        return out
 
-def _first_output(sess: InferenceSession | ort.InferenceSession, feed: dict) -> np.ndarray:
-    return sess.run(None, feed)[0]
+    def __str__(self) -> str:
+        return self.to_text()
 
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (infinities as ``"inf"``/``"-inf"``, like compare's)."""
+        return {"schema": "ortnpu.autofix/1", "metric": self.metric,
+                "float_score": _num(self.float_score), "goal": _num(self.goal),
+                "budget": _num(self.budget), "initial_score": _num(self.initial_score),
+                "final_score": _num(self.final_score), "goal_reached": self.within_budget,
+                "seconds": self.seconds, "npu_layers": self.npu_layers,
+                "ranked_by": self.ranked_by, "candidates": list(self.candidates),
+                "steps": [s.to_dict() for s in self.steps],
+                "trials": [t.to_dict() for t in self.trials], "changes": self.changes}
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.6g}"  # cosines differ in the 4th decimal, SQNRs in the units
+
+
+def _num(v: float | None) -> float | str | None:
+    if v is None or math.isnan(v):
+        return None
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return float(v)
+
+
+# -- the search ------------------------------------------------------------------------------
 
 def autofix(model: onnx.ModelProto, target: Target | str | None,
             calibration_data: CalibrationData, eval_inputs: dict[str, np.ndarray] | np.ndarray,
-            metric: Metric, *, budget: float = 0.01, config: QuantConfig | None = None,
-            max_steps: int = 8, candidates: Sequence[str] | None = None,
-            allow_cpu: bool = True,
-            calibrator: Calibrator | None = None) -> tuple[onnx.ModelProto, AutofixReport]:
-    """Quantize, then move sensitive layers to int16 (or the CPU) until within ``budget``.
+            metric: Metric | Callable[[np.ndarray], float] | str = "cosine", *,
+            budget: float | None = None, goal: float | None = None,
+            config: QuantConfig | None = None, max_steps: int = 8,
+            candidates: Sequence[str] | None = None,
+            max_candidates: int | None = DEFAULT_MAX_CANDIDATES, allow_cpu: bool = True,
+            calibrator: Calibrator | None = None,
+            progress: bool = True) -> tuple[onnx.ModelProto, AutofixReport]:
+    """Quantize, then move sensitive layers to int16 (or the CPU) until the score reaches the goal.
 
     Args:
         model: the float model (optimized or not; it is optimized once here).
         target: the target.
         calibration_data: calibration samples.
-        eval_inputs: evaluation inputs (array for single-input models, or a feed dict).
-        metric: scores the model's first output on ``eval_inputs`` (higher is better), e.g.
-            :func:`top1`.
-        budget: largest accepted ``float score - int score``.
+        eval_inputs: evaluation inputs (array for single-input models, or a feed dict); the
+            first axis is the sample (a fixed-batch model runs a batch at a time).
+        metric: ``metric(float_outputs, npu_outputs) -> float``, higher is better, over all
+            evaluation samples; ``"cosine"`` (default) or ``"sqnr"`` (worst output, no labels
+            needed), :func:`cosine`/:func:`sqnr` for one output, :func:`top1` with labels. A
+            one-argument callable scores the first output alone (the float model's score
+            then comes from the float outputs).
+        budget: largest accepted ``float score - score`` (default 0.01); ignored with ``goal``.
+        goal: the score to reach (needed for SQNR, whose float score is infinite).
         config: base quantization choices.
         max_steps: most changes to make.
         candidates: float node names that may change (default: every NPU layer).
-        allow_cpu: move a layer to the CPU when 16 bits do not help.
+        max_candidates: layers tried per step: those :func:`ortnpu.compare` ranks worst by the
+            error each adds alone (``None``: every candidate, in graph order, no compare run).
+        allow_cpu: move a layer to the CPU when it is already in 16 bits.
         calibrator: a custom statistics collector (default: ``config.method``).
+        progress: progress bars on stderr when it is a terminal.
 
     Returns:
-        The best NPU graph and the report of the steps.
+        The best NPU graph and the report.
+
+    Raises:
+        CalibrationError: bad evaluation data (e.g. not one label per sample), or no finite goal.
+        UnsupportedError: the target already has 16-bit activations.
     """
     from ortnpu.passes import optimize
 
@@ -109,41 +340,71 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     if t.arithmetic.activation_bits != 8:
         raise UnsupportedError(f"autofix moves layers from 8 to 16 bits; target {t.name} "
                                "already has 16-bit activations")
+    if max_candidates is not None and max_candidates < 1:
+        raise CalibrationError(f"max_candidates must be at least 1 (or None for all), got "
+                               f"{max_candidates}")
+    score_of = _as_metric(metric)
     config = config or QuantConfig()
     model = optimize(model, equalize=config.equalize)
-    names = [i.name for i in model.graph.input
-             if i.name not in {x.name for x in model.graph.initializer}]
-    if isinstance(eval_inputs, np.ndarray):
-        if len(names) != 1:
-            raise CalibrationError(f"eval_inputs as one array needs a single-input model; "
-                                   f"inputs are {names}")
-        feed = {names[0]: eval_inputs}
+    feed = _feed(model, eval_inputs)
+    out_names = [o.name for o in model.graph.output]
+    try:
+        float_sess = ort.InferenceSession(model.SerializeToString(),
+                                          console.quiet_session_options(),
+                                          providers=["CPUExecutionProvider"])
+        float_out = dict(zip(out_names, run_samples(float_sess, feed, progress=progress,
+                                                    desc="float model"), strict=True))
+    except OrtNpuError:
+        raise
+    except Exception as exc:  # onnxruntime's own exception types
+        raise ModelError(f"{model.graph.name}: the float model does not run on the evaluation "
+                         f"inputs: {first_line(exc)}") from None
+    float_score = float(score_of(float_out, float_out))
+    if goal is None:
+        budget = 0.01 if budget is None else float(budget)
+        goal = float_score - budget
+        if not math.isfinite(goal):
+            raise CalibrationError(f"the float score of {_label(score_of)} is {float_score}, so "
+                                   "a budget below it means nothing; give the goal to reach "
+                                   "instead (e.g. goal=30 for an SQNR of 30 dB)")
     else:
-        feed = dict(eval_inputs)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    float_score = metric(_first_output(ort.InferenceSession(
-        model.SerializeToString(), so, providers=["CPUExecutionProvider"]), feed))
-    ranges = calibrate(model, calibration_data, config.collector(calibrator))
+        budget = math.nan
+    ranges = calibrate(model, calibration_data, config.collector(calibrator), progress=progress)
 
     def evaluate(cfg: QuantConfig) -> tuple[float, onnx.ModelProto, QuantizationResult]:
         res = QuantizationResult()
         npu = quantize(model, t, config=cfg, optimize=False, calibrated=ranges, result=res)
-        return metric(_first_output(InferenceSession(npu), feed)), npu, res
+        got = run_samples(InferenceSession(npu), feed, progress=False)
+        return float(score_of(float_out, dict(zip(out_names, got, strict=True)))), npu, res
 
     score, best_npu, res = evaluate(config)
     report = AutofixReport(float_score=float_score, initial_score=score, final_score=score,
-                           budget=budget)
+                           budget=budget, goal=goal, metric=_label(score_of))
     outputs_of = {n.name: n.output[0] for n in model.graph.node}
     fused = {p.node: p.fused_into for p in res.placements if p.fused_into}
-    for _ in range(max_steps):
-        if float_score - score <= budget:
+    npu_layers = [p.node for p in res.placements if p.device == "NPU" and not p.fused_into]
+    report.npu_layers = len(npu_layers)
+    order = npu_layers
+    report.ranked_by = "in graph order"
+    if score < goal and max_candidates is not None and len(npu_layers) > max_candidates:
+        order = _ranked(model, best_npu, feed, npu_layers, progress)
+        report.ranked_by = "worst first by the error each adds alone (compare)"
+    allowed = None if candidates is None else set(candidates)
+    order = [n for n in order if allowed is None or n in allowed]
+    report.candidates = order[:max_candidates] if max_candidates is not None else list(order)
+
+    for step in range(1, max_steps + 1):
+        if score >= goal:
             break
-        layers = [p.node for p in res.placements
-                  if p.device == "NPU" and not p.fused_into
-                  and (candidates is None or p.node in candidates)]
-        trials: list[tuple[float, str, str, QuantConfig, onnx.ModelProto]] = []
-        for layer in layers:
+        placed = {p.node for p in res.placements if p.device == "NPU" and not p.fused_into}
+        layers = [n for n in order if n in placed]
+        if max_candidates is not None:
+            layers = layers[:max_candidates]
+        best: tuple[float, str, str, QuantConfig, onnx.ModelProto, QuantizationResult] | None
+        best = None
+        tried = 0
+        for layer in console.progress(layers, desc=f"autofix step {step}", unit="trial",
+                                      enabled=progress):
             tensor = _output_tensor(layer, outputs_of, fused)
             if tensor in config.int16_tensors:
                 if not allow_cpu:
@@ -153,21 +414,68 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
             else:
                 cfg = dataclasses.replace(config, int16_tensors=config.int16_tensors | {tensor})
                 action = "int16"
-            s, npu, _ = evaluate(cfg)
-            trials.append((s, action, layer, cfg, npu))
-        if not trials:
-            break
-        s, action, layer, cfg, npu = max(trials, key=lambda x: x[0])
-        if s <= score:
+            tried += 1
+            try:
+                s, npu, r = evaluate(cfg)
+            except OrtNpuError as exc:  # one layer that cannot change does not end the search
+                report.trials.append(AutofixTrial(step, action, layer, tensor, score, None,
+                                                  first_line(exc)))
+                continue
+            report.trials.append(AutofixTrial(step, action, layer, tensor, score, s))
+            if best is None or s > best[0]:
+                best = (s, action, layer, cfg, npu, r)
+        if best is None or best[0] <= score:
             break  # no single change helps any more
-        config, score, best_npu = cfg, s, npu
-        _, _, res = evaluate(config)
+        s, action, layer, cfg, npu, r = best
         report.steps.append(AutofixStep(action, layer, _output_tensor(layer, outputs_of, fused),
-                                        s, float_score - s))
+                                        s, float_score - s, before=score, tried=tried))
+        config, score, best_npu, res = cfg, s, npu, r
+        fused = {p.node: p.fused_into for p in res.placements if p.fused_into}
     report.final_score = score
-    report.within_budget = float_score - score <= budget
+    report.within_budget = score >= goal
     report.seconds = time.perf_counter() - start
     return best_npu, report
+
+
+def _feed(model: onnx.ModelProto, eval_inputs: Mapping[str, np.ndarray] | np.ndarray
+          ) -> dict[str, np.ndarray]:
+    """The evaluation feed, checked against the model's inputs; float arrays as float32."""
+    init = {x.name for x in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in init]
+    if isinstance(eval_inputs, np.ndarray):
+        if len(names) != 1:
+            raise CalibrationError(f"eval_inputs as one array needs a single-input model; "
+                                   f"inputs are {names}")
+        eval_inputs = {names[0]: eval_inputs}
+    if not isinstance(eval_inputs, Mapping):
+        raise CalibrationError(f"eval_inputs must be an array or a dict of arrays, got "
+                               f"{type(eval_inputs).__name__}")
+    missing = [n for n in names if n not in eval_inputs]
+    if missing:
+        raise CalibrationError(f"the evaluation inputs lack {missing}; the model's inputs are "
+                               f"{names}")
+    feed = {}
+    for n in names:
+        a = np.asarray(eval_inputs[n])
+        if a.ndim == 0 or len(a) == 0:
+            raise CalibrationError(f"evaluation input {n!r} holds no samples (shape "
+                                   f"{list(a.shape)}); the first axis is the sample")
+        feed[n] = a.astype(np.float32, copy=False) if a.dtype.kind == "f" else a
+    return feed
+
+
+def _ranked(model: onnx.ModelProto, npu: onnx.ModelProto, feed: dict[str, np.ndarray],
+            layers: list[str], progress: bool) -> list[str]:
+    """``layers`` worst first by :func:`ortnpu.compare`'s isolated SQNR (the error each adds
+    on its own); layers compare cannot isolate follow in graph order."""
+    from ortnpu.comparison import compare
+
+    report = compare(model, npu, feed, progress=progress)
+    wanted = set(layers)
+    ranked = [x.name for x in report.layers
+              if x.device == "NPU" and x.isolated is not None and x.name in wanted]
+    seen = set(ranked)
+    return ranked + [n for n in layers if n not in seen]
 
 
 def _output_tensor(layer: str, outputs_of: dict[str, str], fused: dict[str, str]) -> str:
@@ -176,3 +484,7 @@ def _output_tensor(layer: str, outputs_of: dict[str, str], fused: dict[str, str]
         if into == layer:
             return outputs_of[act]
     return outputs_of[layer]
+
+
+__all__ = ["DEFAULT_MAX_CANDIDATES", "METRICS", "AutofixReport", "AutofixStep", "AutofixTrial",
+           "Metric", "autofix", "cosine", "sqnr", "top1"]

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from ortnpu import console
 from ortnpu.errors import CalibrationError, first_line
 
 CalibrationData = Any  # Iterable[Mapping[str, np.ndarray]] | np.ndarray | CalibrationDataReader
@@ -300,8 +301,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
     for name in wanted:
         if name not in existing:
             probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = console.quiet_session_options()
     try:
         sess = ort.InferenceSession(probe.SerializeToString(), so,
                                     providers=["CPUExecutionProvider"])
@@ -315,14 +315,10 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
     seen = 0
     batches = iter_batches(data, input_names, batch)
     if progress:
-        from tqdm import tqdm
-
         total = len(data) if hasattr(data, "__len__") and not isinstance(data, Mapping) else None
         if isinstance(data, np.ndarray):
             total = -(-len(data) // batch)
-        # disable=None: a bar on a terminal, nothing in logs, pipes and CI
-        batches = tqdm(batches, total=total, desc="calibrating", unit="batch", disable=None,
-                       leave=False)
+        batches = console.progress(batches, total=total, desc="calibrating", unit="batch")
     for feed in batches:
         missing = set(input_names) - set(feed)
         if missing:

@@ -195,6 +195,10 @@ class InferenceSession:
         #: what became of each fused subgraph (run in C by onnxruntime, or why not)
         self.compile_reports: list[Any] = []
         opts = session_options(intra_op_num_threads, base=sess_options)  # sets C threads too
+        if sess_options is None:  # run() raises every failure: onnxruntime's log would repeat it
+            from ortnpu.console import log_severity
+
+            opts.log_severity_level = log_severity()
         if fuse:
             from ortnpu.runtime.fusion import fuse_subgraphs
             from ortnpu.runtime.native_program import compile_subgraphs, library_path

@@ -1,0 +1,78 @@
+"""Many samples through a fixed-batch model: run, compare and autofix share one rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from graphs import images, small_cnn
+from onnx import TensorProto, helper
+
+import ortnpu
+from ortnpu.batching import fixed_batch, run_samples, sample_batches
+from ortnpu.cli import main
+from ortnpu.errors import ModelError
+
+
+@pytest.fixture(scope="module")
+def batch1() -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    model = small_cnn(batch=1)
+    return model, ortnpu.quantize(model, "tflite-int8", images(16))
+
+
+def test_fixed_batch() -> None:
+    assert fixed_batch([1]) == 1 and fixed_batch([4, 4]) == 4
+    assert fixed_batch(["N"]) is None and fixed_batch([None]) is None
+    assert fixed_batch([1, 2]) is None   # an input whose first axis is not the sample
+    assert fixed_batch([]) is None
+
+
+def test_sample_batches() -> None:
+    x = np.arange(7)
+    assert [b["x"].tolist() for b in sample_batches({"x": x}, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [b["x"].tolist() for b in sample_batches({"x": x}, 3, whole=True)] == [
+        [0, 1, 2], [3, 4, 5]]
+
+
+def test_run_cli_loops_a_batch1_model_over_the_samples(
+        batch1: tuple[onnx.ModelProto, onnx.ModelProto], tmp_path: Path) -> None:
+    _, npu = batch1
+    onnx.save(npu, tmp_path / "npu.onnx")
+    x = images(7, seed=3)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main(["run", str(tmp_path / "npu.onnx"), "--inputs", str(tmp_path / "in.npz"), "-o",
+                 str(tmp_path / "out.npz")]) == 0
+    got = np.load(tmp_path / "out.npz")["probs"]
+    sess = ortnpu.InferenceSession(npu)
+    one_by_one = np.concatenate([sess.run(None, {"x": x[k:k + 1]})[0] for k in range(7)])
+    assert got.shape == (7, 5)
+    np.testing.assert_array_equal(got, one_by_one)   # bit for bit
+
+
+def test_compare_loops_the_same_way(batch1: tuple[onnx.ModelProto, onnx.ModelProto]) -> None:
+    report = ortnpu.compare(*batch1, images(5, seed=3), progress=False)
+    assert report.samples == 5
+
+
+def test_samples_not_a_multiple_of_the_batch(tmp_path: Path, capsys) -> None:
+    model = small_cnn(batch=2)
+    onnx.save(model, tmp_path / "b2.onnx")
+    np.savez(tmp_path / "in.npz", x=images(5))
+    assert main(["run", str(tmp_path / "b2.onnx"), "--inputs", str(tmp_path / "in.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "5 samples is not a multiple of 2" in err and len(err.strip().splitlines()) == 1
+
+
+def test_outputs_that_are_not_per_sample_cannot_be_joined() -> None:
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0)], "total",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("s", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    sess = ortnpu.InferenceSession(model)
+    with pytest.raises(ModelError, match="not one row per sample"):
+        run_samples(sess, {"x": np.ones((4, 3), np.float32)})
+    assert run_samples(sess, {"x": np.ones((1, 3), np.float32)})[0] == 3.0

@@ -1,0 +1,52 @@
+"""onnxruntime's own log stays off the console unless verbose; progress bars only on terminals."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ortnpu
+from ortnpu import console
+from ortnpu.errors import ModelError
+
+
+def _bad_reshape() -> onnx.ModelProto:
+    """A model that loads and fails at run time (onnxruntime logs an error line, then raises)."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"], name="r")], "bad_reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array([3, 3], np.int64), "s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_onnxruntime_log_only_when_verbose(verbose: bool, capfd: pytest.CaptureFixture) -> None:
+    console.set_verbose(verbose)
+    try:
+        sess = ortnpu.InferenceSession(_bad_reshape())
+        with pytest.raises(ModelError, match="Reshape"):
+            sess.run(None, {"x": np.zeros((2, 4), np.float32)})
+    finally:
+        console.set_verbose(False)
+    err = capfd.readouterr().err
+    assert ("onnxruntime" in err) is verbose, err
+
+
+def test_quiet_options_follow_the_verbosity() -> None:
+    assert console.quiet_session_options().log_severity_level == 4
+    console.set_verbose(True)
+    try:
+        assert console.quiet_session_options().log_severity_level == 2
+    finally:
+        console.set_verbose(False)
+
+
+def test_progress_is_silent_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    assert list(console.progress(range(3), desc="x")) == [0, 1, 2]
+    assert list(console.progress(iter(range(2)), desc="x", enabled=False)) == [0, 1]
+    assert capsys.readouterr().err == ""
