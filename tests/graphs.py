@@ -92,3 +92,37 @@ class InflatedRange:
         if name == self.tensor:
             return lo * self.factor, hi * self.factor
         return lo, hi
+
+
+def tied_rnn(steps: int = 4, hidden: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """A recurrent cell unrolled over ``steps`` time steps whose Gemm/Tanh read the SAME weight
+    initializers at every step (tied weights, as torch exports an LSTMCell loop)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.3)
+                                     .astype(np.float32), name)
+             for name in ("w_ih", "w_hh")]
+    inits.append(numpy_helper.from_array((rng.standard_normal(hidden) * 0.1)
+                                         .astype(np.float32), "bias"))
+    nodes = [helper.make_node("Split", ["x"], [f"x{t}" for t in range(steps)], name="split",
+                              axis=1, num_outputs=steps)]
+    h = ""
+    for t in range(steps):
+        nodes.append(helper.make_node("Squeeze", [f"x{t}", "axis1"], [f"xs{t}"], name=f"sq{t}"))
+        nodes.append(helper.make_node("Gemm", [f"xs{t}", "w_ih", "bias"], [f"i{t}"],
+                                      name=f"ih{t}", transB=1))
+        if h:
+            nodes.append(helper.make_node("Gemm", [h, "w_hh"], [f"r{t}"], name=f"hh{t}",
+                                          transB=1))
+            nodes.append(helper.make_node("Add", [f"i{t}", f"r{t}"], [f"s{t}"], name=f"add{t}"))
+        nodes.append(helper.make_node("Tanh", [f"s{t}" if h else f"i{t}"], [f"h{t}"],
+                                      name=f"tanh{t}"))
+        h = f"h{t}"
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    graph = helper.make_graph(
+        nodes, "tied_rnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, steps, hidden])],
+        [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, hidden])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
