@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
 from ortnpu.domain import DOMAIN, Conv, MaxPool, make_node
+from ortnpu.quant import QuantConfig
 
 
 def conv_model(dynamic: bool = False) -> tuple[onnx.ModelProto, list[np.ndarray], dict]:
@@ -231,7 +232,7 @@ def test_npu_graph_with_int16_tensors_loads_at_every_optimization_level(level) -
     rng = np.random.default_rng(6)
     calib = rng.random((8, 3, 6, 6)).astype(np.float32)
     npu = ortnpu.quantize(_conv_then_unsqueeze(), "tflite-int8", calib,
-                          config=ortnpu.quant.QuantConfig(int16_tensors=frozenset({"x"})))
+                          config=QuantConfig(int16_tensors=frozenset({"x"})))
     x = calib[:1]
     ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
     so = ortnpu.session_options()
