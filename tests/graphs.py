@@ -92,3 +92,93 @@ class InflatedRange:
         if name == self.tensor:
             return lo * self.factor, hi * self.factor
         return lo, hi
+
+
+def tied_rnn(steps: int = 4, hidden: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """A recurrent cell unrolled over ``steps`` time steps whose Gemm/Tanh read the SAME weight
+    initializers at every step (tied weights, as torch exports an LSTMCell loop)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) * 0.3)
+                                     .astype(np.float32), name)
+             for name in ("w_ih", "w_hh")]
+    inits.append(numpy_helper.from_array((rng.standard_normal(hidden) * 0.1)
+                                         .astype(np.float32), "bias"))
+    nodes = [helper.make_node("Split", ["x"], [f"x{t}" for t in range(steps)], name="split",
+                              axis=1, num_outputs=steps)]
+    h = ""
+    for t in range(steps):
+        nodes.append(helper.make_node("Squeeze", [f"x{t}", "axis1"], [f"xs{t}"], name=f"sq{t}"))
+        nodes.append(helper.make_node("Gemm", [f"xs{t}", "w_ih", "bias"], [f"i{t}"],
+                                      name=f"ih{t}", transB=1))
+        if h:
+            nodes.append(helper.make_node("Gemm", [h, "w_hh"], [f"r{t}"], name=f"hh{t}",
+                                          transB=1))
+            nodes.append(helper.make_node("Add", [f"i{t}", f"r{t}"], [f"s{t}"], name=f"add{t}"))
+        nodes.append(helper.make_node("Tanh", [f"s{t}" if h else f"i{t}"], [f"h{t}"],
+                                      name=f"tanh{t}"))
+        h = f"h{t}"
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    graph = helper.make_graph(
+        nodes, "tied_rnn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, steps, hidden])],
+        [helper.make_tensor_value_info(h, TensorProto.FLOAT, [1, hidden])], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def if_model(seed: int = 0) -> onnx.ModelProto:
+    """Conv+Relu then an ``If`` on a bool input whose branches read outer tensors only through
+    their bodies (implicit inputs): the Conv's pre-activation output ``c``, the Relu's output
+    ``r`` and the initializer ``k`` (as a voice-activity model's ``If`` on its state does)."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "w")
+    k = numpy_helper.from_array((rng.standard_normal((1, 4, 1, 1))).astype(np.float32), "k")
+    out = helper.make_tensor_value_info("b", TensorProto.FLOAT, None)
+    then_g = helper.make_graph(
+        [helper.make_node("Mul", ["c", "k"], ["t0"], name="then_mul"),
+         helper.make_node("Add", ["t0", "r"], ["b"], name="then_add")], "then", [], [out])
+    else_g = helper.make_graph(
+        [helper.make_node("Sub", ["r", "c"], ["b"], name="else_sub")], "else", [],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("If", ["flag"], ["b"], name="branch", then_branch=then_g,
+                              else_branch=else_g),
+             helper.make_node("Sigmoid", ["b"], ["y"], name="sigmoid")]
+    graph = helper.make_graph(
+        nodes, "if_model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6]),
+         helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        initializer=[w, k])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def vad_like(batch: int | str = "batch") -> onnx.ModelProto:
+    """A voice-activity-like model: audio ``x[batch, 16]``, an int64 sample rate ``sr`` (a
+    scalar) and an LSTM-style state ``h[2, batch, 4]`` whose batch axis is not the first."""
+    rng = np.random.default_rng(9)
+    w = numpy_helper.from_array((rng.standard_normal((16, 4)) * 0.3).astype(np.float32), "w")
+    nodes = [helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT, name="cast_sr"),
+             helper.make_node("Div", ["x", "srf"], ["xs"], name="norm"),
+             helper.make_node("MatMul", ["xs", "w"], ["m"], name="proj"),
+             helper.make_node("ReduceSum", ["h", "axis0"], ["hs"], name="state_sum",
+                              keepdims=0),
+             helper.make_node("Add", ["m", "hs"], ["a"], name="mix"),
+             helper.make_node("Relu", ["a"], ["y"], name="relu")]
+    graph = helper.make_graph(
+        nodes, "vad_like",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 16]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, []),
+         helper.make_tensor_value_info("h", TensorProto.FLOAT, [2, batch, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
+        initializer=[w, numpy_helper.from_array(np.array([0], np.int64), "axis0")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model

@@ -86,3 +86,35 @@ def test_quantize_with_each_method_stays_close_to_float(method: str) -> None:
     out = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]
     # entropy clips the tails by design, which costs a little on smooth synthetic data
     assert np.abs(out - ref).max() < (0.04 if method == "entropy" else 0.02)
+
+
+def _vad_samples(n: int = 6) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(4)
+    return [{"x": rng.standard_normal((1, 16)).astype(np.float32) * 8000,
+             "sr": np.array(16000, np.int64),
+             "h": rng.standard_normal((2, 1, 4)).astype(np.float32)} for _ in range(n)]
+
+
+def test_integer_input_is_fed_in_its_own_type() -> None:
+    """An int64 sample rate was cast to float32: onnxruntime refused it without naming it."""
+    from graphs import vad_like
+
+    model = vad_like()
+    calib = calibrate(model, _vad_samples())
+    lo, hi = calib.range_of("x")
+    assert lo < 0 < hi
+    with pytest.raises(ortnpu.CalibrationError):
+        calib.range_of("sr")   # no quantization range for an integer input
+    npu = ortnpu.quantize(model, "tflite-int8", _vad_samples())
+    feed = _vad_samples(1)[0]
+    ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, feed)[0]
+    assert np.array_equal(ortnpu.InferenceSession(npu).run(None, feed)[0], ref)
+    # an int stored as whole floats is accepted; a value that is not one names the input
+    as_float = [{**s, "sr": np.array(16000.0)} for s in _vad_samples(2)]
+    calibrate(model, as_float)
+    bad = [{**s, "sr": np.array(16000.5)} for s in _vad_samples(2)]
+    with pytest.raises(ortnpu.CalibrationError, match=r"input 'sr' is INT64; got non-integer"):
+        calibrate(model, bad)
+    text = [{**s, "sr": np.array("16k")} for s in _vad_samples(2)]
+    with pytest.raises(ortnpu.CalibrationError, match=r"input 'sr' \(INT64\) got an array"):
+        calibrate(model, text)

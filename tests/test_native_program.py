@@ -262,6 +262,22 @@ def test_fixed_batch_one_compiles_even_when_a_reshape_fixes_the_batch() -> None:
         sess.native_programs[0].run(np.zeros((2, 2, 5, 5), np.int8))
 
 
+def test_fixed_batch_output_whose_first_axis_is_not_the_batch_is_refused() -> None:
+    """Batch fixed to 1, and a Transpose moves the height to axis 0 (a CNN feeding a sequence
+    model, [T, B, C]): the C op writes [batch, *per-sample dims], so compiling it would keep one
+    time step of five (issue 13: a Gather downstream then failed with idx=1 out of [-1, 0])."""
+    t = make_node(Transpose, ["c", "perm"], "y", np.int8, "to_time_major")
+    model = _int_graph([_conv(), t], [1, 2, 5, 7],
+                       {**_conv_inits(), "perm": np.array([2, 0, 1, 3], np.int64)})
+    sess = ortnpu.InferenceSession(model)
+    reports = sess.compile_reports
+    assert not reports[0].native and "first axis is not the batch" in reports[0].reason
+    x = np.random.default_rng(7).integers(-128, 128, (1, 2, 5, 7)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    got = sess.run(None, {"x": x})[0]
+    assert ref.shape[:2] == (5, 1) and got.shape == ref.shape and np.array_equal(got, ref)
+
+
 @pytest.mark.parametrize("perm", [[0, 1, 3, 2], [0, 2, 3, 1], [0, 3, 1, 2]])
 def test_transpose_layers_run_in_the_program(perm: list[int]) -> None:
     t = make_node(Transpose, ["c", "perm"], "y", np.int8, "t")

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
 from ortnpu.domain import DOMAIN, Conv, MaxPool, make_node
+from ortnpu.quant import QuantConfig
 
 
 def conv_model(dynamic: bool = False) -> tuple[onnx.ModelProto, list[np.ndarray], dict]:
@@ -201,3 +202,44 @@ def test_fused_subgraph_errors_still_name_the_layer() -> None:
     with pytest.raises(ortnpu.KernelError, match=r"node 'conv1' \(Conv_i8\).*do not fit"):
         sess.run(None, {"x": np.zeros((1, 3, 7, 7), np.int8)})
     assert sess.run(None, {"x": np.zeros((1, 4, 7, 7), np.int8)})[0].shape == (1, 6, 3, 5)
+
+
+def _conv_then_unsqueeze() -> onnx.ModelProto:
+    """Conv (NPU) whose output a CPU Unsqueeze reads: the NPU graph has DequantizeLinear ->
+    Unsqueeze, a pattern onnxruntime's QDQ propagation rewrites."""
+    rng = np.random.default_rng(5)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, "w")
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Unsqueeze", ["r", "axes"], ["y"], name="unsqueeze")]
+    graph = helper.make_graph(
+        nodes, "conv_unsqueeze", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                [1, 3, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 4, 6, 6])],
+        initializer=[w, axes])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+def test_npu_graph_with_int16_tensors_loads_at_every_optimization_level(level) -> None:
+    """An int16 tensor makes the NPU graph opset 21; onnxruntime's QDQ propagation then copies a
+    Q/DQ pair past the CPU Unsqueeze with ``output_dtype=INT8`` and its S8->U8 rewrite turns
+    the zero point into uint8: the session refused the graph (issue 13, autofix exit 2)."""
+    rng = np.random.default_rng(6)
+    calib = rng.random((8, 3, 6, 6)).astype(np.float32)
+    npu = ortnpu.quantize(_conv_then_unsqueeze(), "tflite-int8", calib,
+                          config=QuantConfig(int16_tensors=frozenset({"x"})))
+    x = calib[:1]
+    ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    so = ortnpu.session_options()
+    so.graph_optimization_level = level
+    plain = ort.InferenceSession(npu.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    assert np.array_equal(plain.run(None, {"x": x})[0], ref)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    ours = ortnpu.InferenceSession(npu, sess_options=opts)
+    assert np.array_equal(ours.run(None, {"x": x})[0], ref)

@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "optimize", help="optimize a float model for an NPU (same outputs)",
         description="Run the graph passes (shape inference, constant folding, Identity/Dropout "
                     "and no-op removal, BatchNormalization folding, Pad fusion, MatMul+Add -> "
-                    "Gemm, shared weight copies, optional weight equalization, activation "
+                    "Gemm, optional weight equalization, activation "
                     "fusion marks) and write the optimized float model. Prints what each pass "
                     "changed, then checks on random inputs that the outputs are unchanged.",
         epilog="Exit codes: 0 ok; 1 the optimized outputs differ from the original's by more "

@@ -37,7 +37,7 @@ from ortnpu.passes.weight_equalization import EqualizeWeights
 PASS_NAMES = ("NameNodes", "FixInputShapes", "InferShapes", "FoldConstants", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
               "DivByConstantToMul",
-              "FuseMatMulAdd", "DuplicateSharedWeights", "EqualizeWeights",
+              "FuseMatMulAdd", "EqualizeWeights",
               "MarkFusedActivations")
 
 
@@ -75,8 +75,11 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     if input_shapes:
         passes.append(FixInputShapes(input_shapes))
     passes.append(Repeat(cleanup))
-    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FuseMatMulAdd(),
-               DuplicateSharedWeights()]
+    # no DuplicateSharedWeights: the passes that change a layer's weights (FoldBatchNorm,
+    # EqualizeWeights, DivByConstantToMul) copy a shared tensor on write, and the quantizer
+    # emits each layer's integer weights itself; copying tied weights up front multiplied an
+    # unrolled LSTM's size by its time steps (issue 13: 19 MB -> 275 MB)
+    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FuseMatMulAdd()]
     if equalize:
         passes.append(EqualizeWeights())
     if fuse_activations:
@@ -93,9 +96,8 @@ def optimize(model: onnx.ModelProto, *, input_shapes: Mapping[str, Sequence[int]
     The pipeline names unnamed nodes, fixes dynamic input shapes, infers shapes, folds
     constants, removes Identity/Dropout and no-op layout ops, folds BatchNormalization into
     Conv/Gemm/MatMul, fuses Pad into Conv/pools, turns division by a constant into a
-    multiplication, fuses MatMul+Add into Gemm, gives each layer
-    its own weights, optionally equalizes weights, and marks ReLU/Clip fused into their
-    producer (the nodes are kept: the result is standard ONNX).
+    multiplication, fuses MatMul+Add into Gemm, optionally equalizes weights, and marks
+    ReLU/Clip fused into their producer (the nodes are kept: the result is standard ONNX).
 
     Args:
         model: the float model; never modified.

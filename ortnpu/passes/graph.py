@@ -56,23 +56,30 @@ def set_meta(node: onnx.NodeProto, key: str, value: str) -> None:
 def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     """Names an If/Loop/Scan node's bodies read from the outer scope (implicit inputs)."""
     names: set[str] = set()
-    for a in node.attribute:
-        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-        for g in graphs:
-            local = {i.name for i in g.input} | {i.name for i in g.initializer}
-            for n in g.node:
-                local.update(n.output)
-            for n in g.node:
-                names.update(x for x in n.input if x and x not in local)
-                names.update(x for x in subgraph_inputs(n) if x not in local)
+    for g in subgraphs(node):
+        local = local_names(g)
+        for n in g.node:
+            names.update(x for x in n.input if x and x not in local)
+            names.update(x for x in subgraph_inputs(n) if x not in local)
+        # a body may return an outer tensor as it is (an output no body node produces)
+        names.update(o.name for o in g.output if o.name and o.name not in local)
     return names
+
+
+def implicit_inputs(node: onnx.NodeProto) -> list[str]:
+    """Outer tensors only the node's subgraph bodies read (not among its explicit inputs).
+
+    Every rewrite that renames, removes or replaces a tensor must treat these as reads of the
+    node: they are the one place where subgraphs see the outer graph.
+    """
+    if not node.attribute:
+        return []
+    return sorted(subgraph_inputs(node) - set(node.input))
 
 
 def node_inputs(node: onnx.NodeProto) -> list[str]:
     """Explicit non-empty inputs, then implicit inputs of subgraph bodies."""
-    explicit = [x for x in node.input if x]
-    implicit = sorted(subgraph_inputs(node) - set(explicit)) if node.attribute else []
-    return explicit + implicit
+    return [x for x in node.input if x] + implicit_inputs(node)
 
 
 class GraphIndex:
@@ -153,15 +160,35 @@ def remove_nodes(graph: onnx.GraphProto, doomed: Iterable[onnx.NodeProto]) -> No
         graph.node.extend(kept)
 
 
+def subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    """The bodies of an If/Loop/Scan node (empty for other nodes)."""
+    return [g for a in node.attribute
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs))]
+
+
+def local_names(graph: onnx.GraphProto) -> set[str]:
+    """Tensors a (sub)graph defines itself: inputs, initializers, node outputs."""
+    names = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    for n in graph.node:
+        names.update(n.output)
+    return names
+
+
 def rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
-    """Make every reader of tensor ``old`` (including subgraph bodies) read ``new`` instead."""
+    """Make every reader of tensor ``old`` (including subgraph bodies) read ``new`` instead.
+
+    A body that defines its own ``old`` (shadowing the outer one) is left alone.
+    """
     for node in graph.node:
         for i, x in enumerate(node.input):
             if x == old:
                 node.input[i] = new
-        for a in node.attribute:
-            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+        for g in subgraphs(node):
+            if old not in local_names(g):
                 rename_input(g, old, new)
+                for o in g.output:   # a body may return the outer tensor itself
+                    if o.name == old:
+                        o.name = new
 
 
 def replace_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:

@@ -11,9 +11,12 @@ from ortnpu.passes.graph import GraphIndex, all_tensor_names, iter_weight_inputs
 class DuplicateSharedWeights(Pass):
     """Copy a weight or bias initializer read by several layers so each has its own.
 
-    Per-channel quantization and weight equalization change a layer's weights; a shared tensor
-    would then silently change another layer too. The first reader keeps the original name,
-    later ones read ``<tensor>_<node name>``.
+    Not part of :func:`~ortnpu.passes.optimize`: the passes that change a layer's weights copy
+    a shared tensor on write, and the quantizer emits each layer's integer weights itself (one
+    initializer for identical ones), so tied weights (an unrolled LSTM reads the same matrices
+    at every time step) stay one tensor. Use this pass only for a tool of your own that edits
+    weights in place. The first reader keeps the original name, later ones read
+    ``<tensor>_<node name>``.
     """
 
     def apply(self, model: onnx.ModelProto) -> list[str]:

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper
 
 from ortnpu import console
 from ortnpu.errors import CalibrationError, first_line
+from ortnpu.feeds import cast_input, input_specs
 
 CalibrationData = Any  # Iterable[Mapping[str, np.ndarray]] | np.ndarray | CalibrationDataReader
 
@@ -309,6 +310,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
         raise CalibrationError(f"{model.graph.name}: onnxruntime cannot run the float model for "
                                f"calibration: {first_line(exc)}") from None
     input_names = [i.name for i in sess.get_inputs()]
+    specs = {s.name: s for s in input_specs(model)}
     out_names = [o.name for o in sess.get_outputs()]
     first = sess.get_inputs()[0].shape
     batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else 32
@@ -328,16 +330,13 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
         if unknown:
             raise CalibrationError(f"calibration batch {seen} has input(s) {unknown} the model "
                                    f"does not have; its inputs are {input_names}: rename them")
-        try:
-            feed = {k: np.asarray(v, dtype=np.float32) for k, v in feed.items()}
-        except (TypeError, ValueError) as exc:
-            raise CalibrationError(f"calibration batch {seen}: inputs must be numeric arrays: "
-                                   f"{first_line(exc)}") from None
+        # each input in its own element type (an int64 sample rate, a bool flag)
+        feed = {k: cast_input(specs[k], v, f"calibration batch {seen}") for k, v in feed.items()}
         for k, v in feed.items():
             if v.size == 0:
                 raise CalibrationError(f"calibration batch {seen}: input {k!r} is empty (shape "
                                        f"{list(v.shape)}); give at least one sample per batch")
-            if not np.all(np.isfinite(v)):
+            if v.dtype.kind == "f" and not np.all(np.isfinite(v)):
                 raise CalibrationError(f"calibration batch {seen}: input {k!r} contains NaN or "
                                        "infinity; clean the data first")
         try:
@@ -349,7 +348,8 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
             if name in wanted or name in feed:
                 calibrator.collect(name, np.asarray(v))
         for k, v in feed.items():
-            calibrator.collect(k, v)
+            if v.dtype.kind == "f":  # integer and bool inputs have no quantization range
+                calibrator.collect(k, v)
         seen += 1
     if seen == 0:
         raise CalibrationError("the calibration data is empty: give at least one sample")

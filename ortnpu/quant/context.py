@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ortnpu.passes.graph import node_inputs
 from ortnpu.quant.calibrate import Calibrator
 from ortnpu.quant.params import QuantParams, activation_params
 from ortnpu.target import Arithmetic, Target
@@ -37,9 +38,10 @@ class GraphView:
                     view.constants[node.output[0]] = numpy_helper.to_array(attr.t)
             for o in node.output:
                 view.producer[o] = node
-            for i in node.input:
-                if i:
-                    view.consumers.setdefault(i, []).append(node)
+            # an If/Loop/Scan reads outer tensors inside its bodies too: such a tensor has
+            # that node as a consumer (else a Relu reading it looks like its only reader)
+            for i in node_inputs(node):
+                view.consumers.setdefault(i, []).append(node)
         for vi in [*g.input, *g.output, *g.value_info]:
             dims = vi.type.tensor_type.shape.dim
             view.shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None

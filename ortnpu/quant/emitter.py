@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,6 +11,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu.quant.context import QuantContext
 from ortnpu.quant.params import QuantParams
+
+#: Arrays at least this large are stored once when several layers emit identical values.
+SHARED_MIN_SIZE = 16
 
 _ONNX_TYPE = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8, "int16": TensorProto.INT16}
 
@@ -32,21 +36,26 @@ class Emitter:
     float_ready: set[str] = field(default_factory=set)           # float tensors that exist
     needs_opset21: bool = False
     _names: set[str] = field(default_factory=set)
+    #: (dtype, shape, sha256) of every array constant emitted -> its name: identical weights
+    #: (tied weights read by every time step of an unrolled RNN) are stored once
+    _constants: dict[tuple, str] = field(default_factory=dict)
 
     def snapshot(self) -> tuple:
         """State to restore when a lowering fails half way (see :meth:`restore`)."""
         return (len(self.nodes), len(self.initializers), len(self.value_info),
                 dict(self.int_tensors), set(self.float_ready), self.needs_opset21,
-                set(self._names), dict(self.ctx.params), set(self.ctx.unsigned_outputs))
+                set(self._names), dict(self.ctx.params), set(self.ctx.unsigned_outputs),
+                dict(self._constants))
 
     def restore(self, state: tuple) -> None:
         """Undo everything emitted since :meth:`snapshot`."""
-        n, i, v, ints, ready, op21, names, params, unsigned = state
+        n, i, v, ints, ready, op21, names, params, unsigned, constants = state
         del self.nodes[n:]
         del self.initializers[i:]
         del self.value_info[v:]
         self.int_tensors, self.float_ready, self.needs_opset21 = ints, ready, op21
         self._names = names
+        self._constants = constants
         self.ctx.params.clear()
         self.ctx.params.update(params)
         self.ctx.unsigned_outputs.clear()
@@ -62,9 +71,21 @@ class Emitter:
         return name
 
     def constant(self, base: str, value: np.ndarray) -> str:
-        """Add an initializer and return its name."""
+        """Add an initializer and return its name.
+
+        An array of :data:`SHARED_MIN_SIZE` elements or more identical to one already emitted
+        returns that one's name (scalars such as scales keep a name per tensor).
+        """
+        value = np.ascontiguousarray(value)
+        key = None
+        if value.size >= SHARED_MIN_SIZE:
+            key = (value.dtype.str, value.shape, hashlib.sha256(value.tobytes()).digest())
+            if key in self._constants:
+                return self._constants[key]
         name = self.unique(base)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        self.initializers.append(numpy_helper.from_array(value, name))
+        if key is not None:
+            self._constants[key] = name
         return name
 
     def _qparams_inputs(self, tensor: str, p: QuantParams) -> tuple[str, str]:

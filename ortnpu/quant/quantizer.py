@@ -18,6 +18,7 @@ from onnx import helper
 
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
+from ortnpu.passes.graph import implicit_inputs, node_inputs
 from ortnpu.quant.calibrate import (
     CalibrationData,
     Calibrator,
@@ -29,6 +30,7 @@ from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.lowering import RULE_OF_OP, Match, fusable_activation
 from ortnpu.target import Target, load_target
+from ortnpu.validate import all_nodes
 
 META_TARGET = "ortnpu.target"
 META_TARGET_TOML = "ortnpu.target_toml"
@@ -239,8 +241,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                        bias_correction=config.bias_correction)
     out = Emitter(ctx)
     for name in [*view.constants, *(i.name for i in model.graph.input),
-                 *(o for n in model.graph.node for o in n.output)]:
-        out._names.add(name)
+                 *(o for n in all_nodes(model.graph) for o in n.output)]:
+        out._names.add(name)   # subgraph bodies' own names too: a new name must not shadow one
     out.float_ready.update(i.name for i in model.graph.input)
     forced = set(config.force_cpu)
     placements: list[Placement] = []
@@ -308,6 +310,8 @@ def _emit_cpu(node: onnx.NodeProto, out: Emitter, reason: str) -> None:
     copy.CopyFrom(node)
     del copy.input[:]
     copy.input.extend(out.float_input(i) if i else i for i in node.input)
+    for name in implicit_inputs(node):
+        out.float_input(name)  # outer tensors a subgraph body reads keep their float names
     copy.doc_string = f"CPU: {reason}"
     out.nodes.append(copy)
     out.float_ready.update(o for o in node.output if o)
@@ -316,7 +320,7 @@ def _emit_cpu(node: onnx.NodeProto, out: Emitter, reason: str) -> None:
 def _assemble(model: onnx.ModelProto, target: Target, out: Emitter,
               placements: list[Placement]) -> onnx.ModelProto:
     g = model.graph
-    used = {i for n in out.nodes for i in n.input}
+    used = {i for n in out.nodes for i in node_inputs(n)}
     initializers = [i for i in g.initializer if i.name in used] + out.initializers
     graph = helper.make_graph(out.nodes, g.name or "npu_graph", list(g.input), list(g.output),
                               initializer=initializers, value_info=out.value_info,

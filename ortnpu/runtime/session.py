@@ -101,6 +101,13 @@ def session_options(intra_op_num_threads: int | None = None,
     # A caller's explicit setting wins.
     if not _has_entry(so, "session.intra_op.allow_spinning"):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # An NPU graph is not a QDQ model for onnxruntime's int8 kernels: its Q/DQ nodes are the
+    # exact boundaries of the NPU parts. onnxruntime's QDQ transformers (propagation past
+    # Reshape/Unsqueeze, S8->U8, QDQ fusion into its own int8 kernels) change results (see
+    # docs/export.md) and, in an opset-21 graph (int16 tensors), produce a QuantizeLinear whose
+    # output_dtype contradicts its rewritten zero point, so the session refused the graph at
+    # ORT_ENABLE_EXTENDED and above (issue 13). They are off at every optimization level.
+    so.add_session_config_entry("session.disable_quant_qdq", "1")
     so.log_severity_level = 3  # our empty-output error path makes onnxruntime warn; keep it quiet
     return so
 

@@ -1,0 +1,214 @@
+"""Model inputs and arrays of samples: each input's element type and sample (batch) axis.
+
+Calibration, ``run`` and ``compare`` read samples from arrays (an .npz holds one array per
+input). An input is fed in its own element type (an int64 sample rate, a bool flag), never
+cast to float32. Each input has its own sample axis: axis 0 for an image, axis 1 for an LSTM
+state ``[2, batch, 64]``, none for a scalar such as a sample rate. The axis is, in order:
+
+1. given by the caller (``--batch-axis NAME=AXIS``, ``NAME=none``);
+2. none for a rank-0 input (one value used for every sample; an array with one more axis
+   than the input stacks one value per sample instead);
+3. the axis carrying the model's batch symbol (the symbolic first dimension of the first input
+   that has one, e.g. ``batch`` in ``x[batch, 3, H, W]`` and ``h0[2, batch, 64]``);
+4. for a fixed shape, the one axis of size 1 where the array is longer than the model's dim
+   (``h0[2, 1, 64]`` fed from an array ``[2, N, 64]``);
+5. axis 0.
+
+An input given for one sample only (size 1 on its sample axis) is fed unchanged with every
+sample of the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from ortnpu.errors import CalibrationError
+from ortnpu.onnx_types import np_dtype, type_name
+
+#: A sample axis: an axis number, None (the same value for every sample) or STACKED (the array
+#: has one more leading axis than the input: sample i is ``array[i]``).
+STACKED = "stacked"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model input accepts: its element type and its shape as far as it is known."""
+
+    name: str
+    elem_type: int
+    shape: tuple[int | str | None, ...] | None
+
+    @property
+    def dtype(self) -> np.dtype | None:
+        """The numpy dtype onnxruntime wants (None for an element type numpy lacks)."""
+        return np_dtype(self.elem_type) if self.elem_type else None
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that are not initializers, in order."""
+    from ortnpu.passes.graph import shape_of
+
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = shape_of(vi)
+        specs.append(InputSpec(vi.name, vi.type.tensor_type.elem_type,
+                               None if shape is None else tuple(shape)))
+    return specs
+
+
+def cast_input(spec: InputSpec, value: object, where: str = "") -> np.ndarray:
+    """``value`` as an array of the input's element type.
+
+    Raises:
+        CalibrationError: the value does not fit the type (floats for an integer input that
+            are not whole numbers, out-of-range integers, text...), naming the input.
+    """
+    prefix = f"{where}: " if where else ""
+    want = spec.dtype
+    try:
+        a = np.asarray(value)
+    except (TypeError, ValueError) as exc:
+        raise CalibrationError(f"{prefix}input {spec.name!r} is not an array: {exc}") from None
+    kind = type_name(spec.elem_type) if spec.elem_type else "unknown type"
+    if a.dtype.kind not in "biuf":
+        raise CalibrationError(f"{prefix}input {spec.name!r} ({kind}) got an array of dtype "
+                               f"{a.dtype}; give numbers")
+    if want is None or a.dtype == want:
+        return a
+    if want.kind == "f":
+        if a.dtype.kind == "b":
+            raise CalibrationError(f"{prefix}input {spec.name!r} is {kind}; got booleans")
+        return a.astype(want)
+    if want.kind == "b":
+        if a.dtype.kind != "b" and a.size and not np.isin(a, (0, 1)).all():
+            raise CalibrationError(f"{prefix}input {spec.name!r} is BOOL; got values other than "
+                                   "0 and 1")
+        return a.astype(bool)
+    if want.kind in "iu":
+        if a.dtype.kind == "f" and a.size and not (np.isfinite(a).all() and
+                                                   (a == np.round(a)).all()):
+            raise CalibrationError(f"{prefix}input {spec.name!r} is {kind}; got non-integer "
+                                   f"values (dtype {a.dtype}): save it as integers")
+        info = np.iinfo(want)
+        if a.size and (a.min() < info.min or a.max() > info.max):
+            raise CalibrationError(f"{prefix}input {spec.name!r} is {kind}; values "
+                                   f"{a.min()}..{a.max()} do not fit")
+        return a.astype(want)
+    raise CalibrationError(f"{prefix}input {spec.name!r} has element type {kind}, which ortnpu "
+                           "cannot feed")
+
+
+def parse_batch_axes(values: Sequence[str] | None) -> dict[str, int | None]:
+    """``["h0=1", "sr=none"]`` -> ``{"h0": 1, "sr": None}`` (``--batch-axis``).
+
+    Raises:
+        CalibrationError: malformed value.
+    """
+    axes: dict[str, int | None] = {}
+    for value in values or ():
+        name, sep, axis = value.rpartition("=")
+        axis = axis.strip().lower()
+        if not sep or not name or not (axis == "none" or axis.lstrip("-").isdigit()):
+            raise CalibrationError(f"--batch-axis {value!r}: expected NAME=AXIS or NAME=none, "
+                                   "e.g. h0=1")
+        axes[name] = None if axis == "none" else int(axis)
+    return axes
+
+
+def batch_symbol(specs: Sequence[InputSpec]) -> str | None:
+    """The symbolic first dimension of the first input that has one (the batch)."""
+    for s in specs:
+        if s.shape and isinstance(s.shape[0], str):
+            return s.shape[0]
+    return None
+
+
+def sample_axis(spec: InputSpec, array: np.ndarray | None = None, symbol: str | None = None,
+                given: Mapping[str, int | None] | None = None) -> int | str | None:
+    """The sample axis of ``spec`` for ``array`` (see the module docstring for the rules)."""
+    rank = None if spec.shape is None else len(spec.shape)
+    if given and spec.name in given:
+        axis = given[spec.name]
+        if axis is None:
+            return None
+        ndim = array.ndim if array is not None else rank
+        if ndim is not None and not -ndim <= axis < ndim:
+            raise CalibrationError(f"--batch-axis {spec.name}={axis}: the input has rank {ndim}")
+        return axis % ndim if ndim else axis
+    if array is not None and rank is not None and array.ndim == rank + 1:
+        return STACKED
+    if rank == 0:
+        return None
+    if spec.shape is not None and symbol is not None and symbol in spec.shape:
+        return spec.shape.index(symbol)
+    if array is not None and spec.shape is not None and array.ndim == len(spec.shape):
+        longer = [k for k, d in enumerate(spec.shape)
+                  if d == 1 and array.shape[k] > 1]
+        if len(longer) == 1:
+            return longer[0]
+    return 0
+
+
+def _count(array: np.ndarray, axis: int | str | None) -> int | None:
+    if axis is None:
+        return None
+    return len(array) if axis == STACKED else array.shape[int(axis)]
+
+
+def _take(array: np.ndarray, axis: int | str | None, start: int, stop: int,
+          count: int | None) -> np.ndarray:
+    if axis is None:
+        return array
+    if count == 1:   # one sample given: the same for every sample of the others
+        start, stop = 0, 1
+    if axis == STACKED:
+        return array[start]
+    index = [slice(None)] * array.ndim
+    index[int(axis)] = slice(start, stop)
+    return array[tuple(index)]
+
+
+def iter_samples(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *,
+                 batch_axes: Mapping[str, int | None] | None = None, batch: int = 1,
+                 limit: int | None = None, where: str = "") -> Iterator[dict[str, np.ndarray]]:
+    """Feeds of ``batch`` samples (1 when an input stacks its samples) cut from ``arrays``,
+    each input in its own element type and cut along its own sample axis.
+
+    Raises:
+        CalibrationError: an array is missing, has the wrong type, or ``batch_axes`` names
+            an input the model does not have.
+    """
+    names = [s.name for s in specs]
+    unknown = sorted(set(batch_axes or {}) - set(names))
+    if unknown:
+        raise CalibrationError(f"--batch-axis names {unknown}, not inputs of the model; its "
+                               f"inputs are {names}")
+    symbol = batch_symbol(specs)
+    prepared = []
+    for s in specs:
+        if s.name not in arrays:
+            raise CalibrationError(f"{where + ': ' if where else ''}no array for model input "
+                                   f"{s.name!r}; the inputs are {names}")
+        a = cast_input(s, arrays[s.name], where)
+        axis = sample_axis(s, a, symbol, batch_axes)
+        prepared.append((s.name, a, axis, _count(a, axis)))
+    counts = [c for _, _, _, c in prepared if c is not None]
+    many = [c for c in counts if c > 1]
+    n = 0 if 0 in counts else min(many) if many else 1
+    if limit is not None:
+        n = min(n, limit)
+    step = 1 if any(ax == STACKED for _, _, ax, _ in prepared) else max(1, batch)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        yield {k: _take(a, ax, start, stop, c) for k, a, ax, c in prepared}
+
+
+__all__ = ["STACKED", "InputSpec", "batch_symbol", "cast_input", "input_specs", "iter_samples",
+           "parse_batch_axes", "sample_axis"]
