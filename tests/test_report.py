@@ -94,8 +94,8 @@ def test_dict_schema(report: object) -> None:
 def test_text(report: object) -> None:
     text = str(report)
     assert "NPU" in text and "latency" in text
-    assert "Resize 'up': op type Resize is not among the ops the target runs" in text
-    assert "Softmax 'softmax': the target leaves Softmax to the CPU" in text
+    assert "ortnpu has no integer lowering for Resize yet" in text
+    assert "ortnpu has no integer lowering for Softmax yet" in text
 
 
 def test_html_self_contained(report: object, tmp_path: Path) -> None:
@@ -115,10 +115,11 @@ def test_evaluate_without_optimize_and_errors(tmp_path: Path) -> None:
     r = ortnpu.evaluate(small_cnn(), batch_one=False)
     # dynamic N makes every node fall back, each with a reason
     assert r.plan.npu_nodes == []
-    assert all("dynamic shape" in r.plan.reasons[n] or "not among" in r.plan.reasons[n]
-               or "leaves Softmax" in r.plan.reasons[n] for n in r.plan.cpu_nodes)
+    assert all("dynamic shape" in r.plan.reasons[n] or "no integer lowering" in r.plan.reasons[n]
+               for n in r.plan.cpu_nodes)
     batch1 = ortnpu.evaluate(small_cnn())
-    assert "bn1" in batch1.plan.npu_nodes  # BatchNormalization not folded still runs
+    # a BatchNormalization left unfolded has no integer lowering; optimize folds it
+    assert "`ortnpu optimize` folds it" in batch1.plan.reasons["bn1"]
     assert "dynamic batch; evaluated with batch 1" in batch1.estimate.notes[0]
     fixed = ortnpu.evaluate(small_cnn(), input_shapes={"x": [2, 1, 8, 8]})
     assert fixed.model["inputs"][0]["shape"] == [2, 1, 8, 8]
