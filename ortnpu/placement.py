@@ -143,19 +143,20 @@ class _Lowering:
 
 
 def _target_reason(problems: Sequence[tuple[str, str]]) -> str:
-    """One sentence from the target's problems; advice on the op lists only when sufficient."""
+    """One sentence from the target's problems; it names everything that must change."""
     keys = [k for k, _ in problems]
     texts = [t for _, t in problems]
-    if keys == ["cpu_preferred"]:
+    edits = (["remove it from cpu_preferred"] if "cpu_preferred" in keys else []) + \
+        (["add it to op_types"] if "op_types" in keys else [])
+    if len(texts) == 1 and keys[0] == "cpu_preferred":
         return texts[0] + "; remove it from that list to run it on the NPU"
-    if keys == ["op_types"]:
+    if len(texts) == 1 and keys[0] == "op_types":
         return texts[0] + "; add it to op_types in the target file to run it on the NPU"
-    if keys == ["cpu_preferred", "op_types"]:
-        return (texts[0] + " and does not list it in [support] op_types; add it to op_types "
-                "and remove it from cpu_preferred to run it on the NPU")
     if len(texts) == 1:
         return texts[0]
-    return "; and ".join(texts) + " (all of these must change to run it on the NPU)"
+    others = len(texts) - len(edits)
+    todo = edits + (["lift the other limits named"] if others else [])
+    return "; ".join(texts) + f"; to run it on the NPU, {' and '.join(todo)}"
 
 
 def _matches(node: onnx.NodeProto, selectors: Iterable[str]) -> str | None:
