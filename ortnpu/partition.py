@@ -72,6 +72,8 @@ class PartitionPlan:
             reports can count CPU nodes per cause and op type.
         fused_into: activation node name to the NPU node whose output clamp it becomes.
         notes: what the placement assumed (e.g. a dynamic batch read as 1).
+        cpu_islands: the CPU nodes grouped like the subgraphs (convex groups along edges),
+            so that subgraphs and islands contract to an acyclic picture of the partition.
     """
 
     placement: dict[str, str]
@@ -85,6 +87,7 @@ class PartitionPlan:
     causes: dict[str, str] = field(default_factory=dict)
     fused_into: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cpu_islands: list[list[str]] = field(default_factory=list)
 
     def cpu_groups(self) -> list[tuple[str, str, list[str]]]:
         """CPU nodes grouped by (cause, op type), largest group first: ``(cause, op, nodes)``."""
@@ -132,6 +135,7 @@ class PartitionPlan:
             "cpu_groups": [{"cause": c, "op": op, "count": len(nodes), "nodes": nodes}
                            for c, op, nodes in self.cpu_groups()],
             "fused": dict(self.fused_into),
+            "cpu_islands": [list(i) for i in self.cpu_islands],
             "boundary_tensors": self.boundary_tensors,
         }
 

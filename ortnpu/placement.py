@@ -72,7 +72,7 @@ def batch_one(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
 
 #: What removes an op ortnpu does not lower, where `ortnpu optimize` does (true of its passes).
 _NO_LOWERING_HINTS = {
-    "BatchNormalization": "; `ortnpu optimize` folds it into a Conv, Gemm or MatMul before it",
+    "BatchNormalization": "; `ortnpu optimize` folds it into the layer before it",
     "Identity": "; `ortnpu optimize` removes it",
     "Dropout": "; `ortnpu optimize` removes it (inference mode)",
     "Constant": "; `ortnpu optimize` turns it into an initializer",
@@ -101,6 +101,7 @@ class _Lowering:
         self.ctx = QuantContext(view=GraphView.build(model), target=target, calibrator=None,
                                 per_channel=target.arithmetic.per_channel)  # type: ignore[arg-type]
         self.dtypes = dtypes
+        self._folded: set[str] | None = None
 
     def problem(self, node: onnx.NodeProto) -> str | None:
         """``None`` when a rule lowers ``node``, else why not (without the node label)."""
@@ -113,7 +114,7 @@ class _Lowering:
         rule = RULE_OF_OP.get(op)
         if rule is None:
             return (f"ortnpu has no integer lowering for {op} yet; it runs on the CPU in float"
-                    + _NO_LOWERING_HINTS.get(op, ""))
+                    + self._hint(node))
         view = self.ctx.view
         for kind, names in (("input", node.input), ("output", node.output)):
             for name in names:
@@ -128,6 +129,21 @@ class _Lowering:
             return None
         label = f"{op} '{node.name}': "
         return message[len(label):] if message.startswith(label) else message
+
+    def _hint(self, node: onnx.NodeProto) -> str:
+        """What `ortnpu optimize` would do about an op without lowering, when it would."""
+        if node.op_type != "BatchNormalization":
+            return _NO_LOWERING_HINTS.get(node.op_type, "")
+        if self._folded is None:  # ask the pass itself, once: the hint must be true
+            from ortnpu.passes import FoldBatchNorm
+
+            try:
+                after = FoldBatchNorm()(self.ctx.view.model).model
+                self._folded = {n.name for n in self.ctx.view.model.graph.node} - \
+                    {n.name for n in after.graph.node}
+            except ModelError:
+                self._folded = set()
+        return _NO_LOWERING_HINTS["BatchNormalization"] if node.name in self._folded else ""
 
     def fused_activation(self, node: onnx.NodeProto, target: Target) -> onnx.NodeProto | None:
         """The Relu/Clip the lowering of ``node`` absorbs as its output clamp, if any."""
@@ -303,6 +319,8 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
                               f"{len(members)} node(s), fewer than the minimum {minimum} "
                               "([support] min_subgraph_nodes); the transfers would cost more "
                               "than the NPU saves")
+    inverse = {n: NPU if p == CPU else CPU for n, p in placement.items()}
+    islands = cluster(order, index, inverse, set(constants))
     reasons: dict[str, str] = {}
     causes: dict[str, str] = {}
     for node in order:
@@ -323,7 +341,8 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
                          subgraphs=subgraphs_of(kept, order, index, set(constants)),
                          order=[n.name for n in order],
                          op_types={n.name: n.op_type for n in order}, target=target.name,
-                         options=options, causes=causes, fused_into=fused_into, notes=notes)
+                         options=options, causes=causes, fused_into=fused_into, notes=notes,
+                         cpu_islands=islands)
 
 
 __all__ = ["QUANTIZABLE", "batch_one", "cause_of", "place"]

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import pytest
+from graphs import transformer
 from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
@@ -52,29 +53,7 @@ def _n(op: str, ins: list[str], out: str | list[str], name: str, **kw: object) -
 
 def attention() -> onnx.ModelProto:
     """Self-attention, residual, decomposed LayerNorm, Erf GELU: [1, 8, 16]."""
-    nodes = [
-        _n("MatMul", ["x", "wq"], "q", "q_proj"), _n("MatMul", ["x", "wk"], "k", "k_proj"),
-        _n("MatMul", ["x", "wv"], "v", "v_proj"),
-        _n("Transpose", ["k"], "kt", "k_t", perm=[0, 2, 1]),
-        _n("MatMul", ["q", "kt"], "s", "scores"), _n("Mul", ["s", "quarter"], "ss", "scale"),
-        _n("Softmax", ["ss"], "p", "softmax", axis=-1),
-        _n("MatMul", ["p", "v"], "o", "context"), _n("MatMul", ["o", "wo"], "y0", "out_proj"),
-        _n("Add", ["y0", "x"], "y", "residual"),
-        _n("ReduceMean", ["y"], "mu", "ln_mean", axes=[-1]),
-        _n("Sub", ["y", "mu"], "d", "ln_sub"), _n("Mul", ["d", "d"], "sq", "ln_sq"),
-        _n("ReduceMean", ["sq"], "var", "ln_var", axes=[-1]),
-        _n("Add", ["var", "eps"], "ve", "ln_eps"), _n("Sqrt", ["ve"], "sd", "ln_sqrt"),
-        _n("Div", ["d", "sd"], "nrm", "ln_div"), _n("Mul", ["nrm", "gamma"], "ng", "ln_gamma"),
-        _n("Add", ["ng", "beta"], "ln", "ln_beta"),
-        _n("Mul", ["ln", "rsqrt2"], "h", "gelu_scale"), _n("Erf", ["h"], "e", "gelu_erf"),
-        _n("Add", ["e", "one"], "e1", "gelu_add"), _n("Mul", ["ln", "e1"], "g1", "gelu_mul"),
-        _n("Mul", ["g1", "half"], "out", "gelu_half"),
-    ]
-    inits = [_w("wq", 16, 16), _w("wk", 16, 16), _w("wv", 16, 16), _w("wo", 16, 16),
-             _c("quarter", 0.25), _c("eps", 1e-5), _c("gamma", np.ones(16)),
-             _c("beta", np.zeros(16)), _c("rsqrt2", 1 / np.sqrt(2)), _c("one", 1.0),
-             _c("half", 0.5)]
-    return _model(nodes, {"x": [1, 8, 16]}, {"out": [1, 8, 16]}, inits)
+    return transformer(1)
 
 
 def lstm_like() -> onnx.ModelProto:
