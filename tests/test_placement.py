@@ -280,3 +280,23 @@ def test_integer_tensors_stay_on_the_cpu_with_a_true_reason() -> None:
     assert plan.reasons["reshape_int"] == (
         "Reshape 'reshape_int': input 'xi' is int64; ortnpu quantizes float32 tensors only, "
         "so it runs on the CPU in int64")
+
+
+def test_old_opset_conversion_adds_no_cpu_nodes() -> None:
+    """Quantize converts opset 12 to 13 (Squeeze axes become inputs); the converter's Constant
+    nodes must not show up as CPU nodes that evaluate never saw (PP-OCRv4 rec: 54 vs 61)."""
+    nodes = [_n("Gemm", ["x", "w"], "g", "fc", transB=1), _n("Relu", ["g"], "r", "relu"),
+             _n("Unsqueeze", ["r"], "u", "unsq", axes=[1]),
+             _n("Squeeze", ["u"], "y", "sq", axes=[1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [1, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [_w("w", 4, 8)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    evaluated, quantized = _both(model, load_target("tflite-int8"))
+    assert evaluated == quantized == {
+        "unsq": "Unsqueeze 'unsq': ortnpu has no integer lowering for Unsqueeze yet; it runs "
+                "on the CPU in float",
+        "sq": "Squeeze 'sq': ortnpu has no integer lowering for Squeeze yet; it runs on the "
+              "CPU in float"}

@@ -103,7 +103,11 @@ def _upgrade_opset(model: onnx.ModelProto, needed: int) -> onnx.ModelProto:
     for k, node in enumerate(converted.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{k}"
-    return converted
+    # the converter writes new attribute-turned-inputs (Squeeze axes...) as Constant nodes:
+    # make them initializers, or the NPU graph has CPU nodes the float model's placement lacks
+    from ortnpu.passes import FoldConstants
+
+    return FoldConstants()(converted).model
 
 
 @dataclass(frozen=True)
