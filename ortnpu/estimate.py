@@ -25,8 +25,7 @@ import onnx
 
 from ortnpu.errors import ModelError
 from ortnpu.partition import NPU, PartitionPlan, partition, prepare
-from ortnpu.passes.activation_fusion import FUSED_INTO_KEY
-from ortnpu.passes.graph import GraphIndex, attr, get_meta, shapes_and_types
+from ortnpu.passes.graph import GraphIndex, attr, shapes_and_types
 from ortnpu.target.spec import Target, load_target
 
 #: Ops that only reinterpret the shape of a tensor: no compute, no data movement.
@@ -205,7 +204,7 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
         layer.exact = exact
         if not exact:
             inexact.append(name)
-        fused_into = get_meta(node, FUSED_INTO_KEY)
+        fused_into = plan.fused_into.get(name)
         if node.op_type in VIEW_OPS:
             layer.bound, layer.input_bytes, layer.output_bytes = "view", 0, 0
             layer.weight_bytes = 0

@@ -11,8 +11,10 @@ import onnx
 from ortnpu.errors import ModelError
 from ortnpu.estimate import estimate
 from ortnpu.onnx_types import np_dtype, type_name
-from ortnpu.partition import partition, prepare
+from ortnpu.partition import prepare
 from ortnpu.passes.graph import GraphIndex, node_inputs, shape_of
+from ortnpu.placement import batch_one as fix_batch_one
+from ortnpu.placement import place
 from ortnpu.report.evaluation import EvaluationReport
 from ortnpu.target.spec import Target, load_target
 
@@ -122,11 +124,11 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
         work = FixInputShapes(input_shapes)(original).model
     batch_notes: list[str] = []
     if batch_one:
-        work, batch_notes = _batch_one(work)
+        work, batch_notes = fix_batch_one(work)
     work = prepare(work)
-    plan = partition(work, target, force_cpu=force_cpu, force_npu=force_npu,
-                     npu_inputs=npu_inputs, npu_outputs=npu_outputs,
-                     min_subgraph_nodes=min_subgraph_nodes)
+    plan = place(work, target, force_cpu=force_cpu, force_npu=force_npu,
+                 npu_inputs=npu_inputs, npu_outputs=npu_outputs,
+                 min_subgraph_nodes=min_subgraph_nodes, batch=False)
     est = estimate(work, target, plan)
     index = GraphIndex(work.graph)
     edges = []
@@ -143,26 +145,4 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
 
 
 __all__ = ["evaluate", "load_model", "model_facts"]
-
-
-def _batch_one(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
-    """Fix inputs whose only dynamic dim is axis 0 to batch 1; return the model and notes."""
-    from ortnpu.passes import FixInputShapes
-
-    inits = {t.name for t in model.graph.initializer}
-    shapes: dict[str, list[int]] = {}
-    for inp in model.graph.input:
-        dims = shape_of(inp)
-        if inp.name in inits or not dims:
-            continue
-        rest_static = all(isinstance(d, int) and d > 0 for d in dims[1:])
-        if rest_static and not (isinstance(dims[0], int) and dims[0] > 0):
-            shapes[inp.name] = [1, *dims[1:]]
-    if not shapes:
-        return model, []
-    fixed = FixInputShapes(shapes)(model).model
-    names = ", ".join(repr(n) for n in shapes)
-    return fixed, [f"input(s) {names} have a dynamic batch; evaluated with batch 1 (use "
-                   "--input-shape to choose another)"]
-
 

@@ -1,10 +1,9 @@
-"""NPU/CPU partitioning: which nodes run on the NPU, grouped into convex subgraphs.
+"""NPU/CPU partitioning: the plan of where nodes run, and NPU nodes grouped into convex subgraphs.
 
-:func:`partition` decides a placement for every node from the target's support verdicts, user
-overrides and an optional NPU region cut by tensor names, then groups NPU nodes into
-subgraphs. Every subgraph is **convex**: no path leaves it and comes back in, so it can run as
-one call to the NPU with all its inputs ready. Subgraphs smaller than the target's
-``min_subgraph_nodes`` go back to the CPU. Every CPU node carries a reason.
+The decision per node is :func:`ortnpu.placement.place` (target support and ortnpu's lowerings
+in one place); :func:`partition` is that function under its historical name. This module holds
+the result (:class:`PartitionPlan`) and the grouping: every subgraph is **convex**, no path
+leaves it and comes back in, so it can run as one call to the NPU with all its inputs ready.
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ from ortnpu.errors import ModelError
 from ortnpu.passes.graph import (
     GraphIndex,
     node_inputs,
-    shapes_and_types,
     topological_order,
 )
-from ortnpu.target.spec import Target, load_target
-from ortnpu.target.support import Verdict, check_node
+from ortnpu.target.spec import Target
+from ortnpu.target.support import Verdict
 
 NPU = "NPU"
 CPU = "CPU"
@@ -69,6 +67,13 @@ class PartitionPlan:
         order: node names in topological order.
         op_types: node name to op type.
         target: name of the target.
+        options: the placement options used.
+        causes: node name to the grouping key of its reason (no node or tensor names), so
+            reports can count CPU nodes per cause and op type.
+        fused_into: activation node name to the NPU node whose output clamp it becomes.
+        notes: what the placement assumed (e.g. a dynamic batch read as 1).
+        cpu_islands: the CPU nodes grouped like the subgraphs (convex groups along edges),
+            so that subgraphs and islands contract to an acyclic picture of the partition.
     """
 
     placement: dict[str, str]
@@ -79,6 +84,19 @@ class PartitionPlan:
     op_types: dict[str, str]
     target: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    causes: dict[str, str] = field(default_factory=dict)
+    fused_into: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    cpu_islands: list[list[str]] = field(default_factory=list)
+
+    def cpu_groups(self) -> list[tuple[str, str, list[str]]]:
+        """CPU nodes grouped by (cause, op type), largest group first: ``(cause, op, nodes)``."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for n in self.cpu_nodes:
+            key = (self.causes.get(n) or self.reasons[n], self.op_types[n])
+            groups.setdefault(key, []).append(n)
+        ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][1], kv[0][0]))
+        return [(cause, op, nodes) for (cause, op), nodes in ranked]
 
     @property
     def npu_nodes(self) -> list[str]:
@@ -112,8 +130,12 @@ class PartitionPlan:
             "npu_node_count": len(self.npu_nodes),
             "cpu_node_count": len(self.cpu_nodes),
             "subgraphs": [sg.to_dict() for sg in self.subgraphs],
-            "cpu_nodes": [{"name": n, "op": self.op_types[n], "reason": self.reasons[n]}
-                          for n in self.cpu_nodes],
+            "cpu_nodes": [{"name": n, "op": self.op_types[n], "reason": self.reasons[n],
+                           "cause": self.causes.get(n, "")} for n in self.cpu_nodes],
+            "cpu_groups": [{"cause": c, "op": op, "count": len(nodes), "nodes": nodes}
+                           for c, op, nodes in self.cpu_groups()],
+            "fused": dict(self.fused_into),
+            "cpu_islands": [list(i) for i in self.cpu_islands],
             "boundary_tensors": self.boundary_tensors,
         }
 
@@ -128,22 +150,6 @@ class PartitionPlan:
         return "\n".join(lines)
 
 
-def _matches(node: onnx.NodeProto, selectors: Iterable[str]) -> str | None:
-    for s in selectors:
-        if s in (node.name, node.op_type):
-            return s
-    return None
-
-
-def _check_selectors(nodes: Sequence[onnx.NodeProto], selectors: Sequence[str],
-                     option: str) -> None:
-    known = {n.name for n in nodes} | {n.op_type for n in nodes}
-    unknown = [s for s in selectors if s not in known]
-    if unknown:
-        raise ModelError(f"{option} names {', '.join(map(repr, unknown))}: neither a node name "
-                         "nor an op type of the model")
-
-
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     """Name unnamed nodes and infer shapes, on a copy (as partition and estimate need)."""
     from ortnpu.passes import InferShapes, NameNodes
@@ -154,7 +160,7 @@ def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _region(graph: onnx.GraphProto, index: GraphIndex, npu_inputs: Sequence[str],
+def region_of(index: GraphIndex, npu_inputs: Sequence[str],
             npu_outputs: Sequence[str]) -> set[str]:
     """Nodes needed to compute ``npu_outputs`` from ``npu_inputs`` (extract_model semantics)."""
     stop = set(npu_inputs)
@@ -180,12 +186,16 @@ def partition(model: onnx.ModelProto, target: Target | str | None = None, *,
               min_subgraph_nodes: int | None = None) -> PartitionPlan:
     """Place every node on the NPU or the CPU and group the NPU nodes in convex subgraphs.
 
+    The same decision as :func:`ortnpu.placement.place` (which see), with shapes read as they
+    are (no batch fixed to 1).
+
     Args:
         model: the (preferably optimized) float model; not modified. Unnamed nodes are named
             ``<op>_<index>`` as :class:`~ortnpu.passes.NameNodes` does.
         target: a :class:`~ortnpu.target.Target` or preset name (default ``tflite-int8``).
         force_cpu: node names or op types to run on the CPU whatever the verdict.
-        force_npu: node names or op types to run on the NPU whatever the verdict.
+        force_npu: node names or op types to run on the NPU whatever the target's limits (a
+            node ortnpu cannot lower stays on the CPU).
         npu_inputs: tensors where the NPU part starts; what computes them (pre-processing)
             runs on the CPU. Like ``onnx.utils.extract_model``'s input names.
         npu_outputs: tensors where the NPU part ends; what follows (post-processing) runs on
@@ -200,89 +210,14 @@ def partition(model: onnx.ModelProto, target: Target | str | None = None, *,
             forced to the CPU and to the NPU.
         TargetError: unknown target.
     """
-    if not isinstance(model, onnx.ModelProto):
-        raise ModelError(f"partition expects an onnx.ModelProto, got {type(model).__name__}")
-    target = load_target(target)
-    model = prepare(model)
-    graph = model.graph
-    order_nodes = topological_order(graph)
-    index = GraphIndex(graph)
-    shapes, dtypes = shapes_and_types(model)
-    constants = _Constants(index)
+    from ortnpu.placement import place
 
-    force_cpu, force_npu = list(force_cpu), list(force_npu)
-    _check_selectors(order_nodes, force_cpu, "force_cpu")
-    _check_selectors(order_nodes, force_npu, "force_npu")
-    tensors = set(index.producer) | index.graph_inputs
-    for option, names in (("npu_inputs", npu_inputs or ()), ("npu_outputs", npu_outputs or ())):
-        unknown = [t for t in names if t not in tensors]
-        if unknown:
-            raise ModelError(f"{option} names {', '.join(map(repr, unknown))}: not a tensor "
-                             "computed by the model or a model input")
-    region = None
-    if npu_inputs or npu_outputs:
-        region = _region(graph, index, list(npu_inputs or []),
-                         list(npu_outputs or [o.name for o in graph.output]))
-
-    placement: dict[str, str] = {}
-    reasons: dict[str, str] = {}
-    verdicts: dict[str, Verdict] = {}
-    for node in order_nodes:
-        label = f"{node.op_type} '{node.name}'"
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-            verdict = Verdict(False, f"{label}: holds a constant, nothing to compute; "
-                                     "`ortnpu optimize` turns it into an initializer")
-        else:
-            verdict = check_node(target, node, shapes, dtypes=dtypes, constants=constants,
-                                 require_shapes=True)
-        verdicts[node.name] = verdict
-        cpu_by = _matches(node, force_cpu)
-        npu_by = _matches(node, force_npu)
-        if cpu_by and npu_by:
-            raise ModelError(f"{label} is forced to the CPU ({cpu_by!r}) and to the NPU "
-                             f"({npu_by!r}); choose one")
-        if cpu_by:
-            placement[node.name] = CPU
-            reasons[node.name] = f"{label}: forced to the CPU by the user (force_cpu {cpu_by!r})"
-        elif npu_by:
-            placement[node.name] = NPU
-            note = "" if verdict.supported else f" (the check said: {verdict.reason})"
-            reasons[node.name] = f"{label}: forced to the NPU by the user{note}"
-        elif region is not None and node.name not in region and node.op_type != "Constant":
-            placement[node.name] = CPU
-            reasons[node.name] = (f"{label}: outside the NPU region cut by npu_inputs "
-                                  f"{list(npu_inputs or [])} / npu_outputs "
-                                  f"{list(npu_outputs or [])}; it runs on the CPU as pre- or "
-                                  "post-processing")
-        else:
-            placement[node.name] = NPU if verdict.supported else CPU
-            reasons[node.name] = verdict.reason
-
-    clusters = _cluster(order_nodes, index, placement, set(constants))
-    minimum = min_subgraph_nodes or target.support.min_subgraph_nodes
-    kept: list[list[str]] = []
-    for members in clusters:
-        if len(members) >= minimum:
-            kept.append(members)
-            continue
-        for name in members:
-            placement[name] = CPU
-            op = next(n.op_type for n in order_nodes if n.name == name)
-            reasons[name] = (f"{op} '{name}': supported, but its NPU subgraph would have only "
-                             f"{len(members)} node(s), fewer than the minimum {minimum} "
-                             "([support] min_subgraph_nodes); the transfers would cost more "
-                             "than the NPU saves")
-    subgraphs = _subgraphs(kept, order_nodes, index, set(constants))
-    options = {"force_cpu": force_cpu, "force_npu": force_npu,
-               "npu_inputs": list(npu_inputs or []), "npu_outputs": list(npu_outputs or []),
-               "min_subgraph_nodes": minimum}
-    return PartitionPlan(placement=placement, reasons=reasons, verdicts=verdicts,
-                         subgraphs=subgraphs, order=[n.name for n in order_nodes],
-                         op_types={n.name: n.op_type for n in order_nodes},
-                         target=target.name, options=options)
+    return place(model, target, force_cpu=force_cpu, force_npu=force_npu,
+                 npu_inputs=npu_inputs, npu_outputs=npu_outputs,
+                 min_subgraph_nodes=min_subgraph_nodes, batch=False)
 
 
-class _Constants(Mapping[str, np.ndarray]):
+class Constants(Mapping[str, np.ndarray]):
     """The graph's constant tensors by name, decoded only when a check reads a value."""
 
     def __init__(self, index: GraphIndex) -> None:
@@ -321,7 +256,7 @@ def _edges(order: Sequence[onnx.NodeProto], index: GraphIndex,
     return succ
 
 
-def _cluster(order: Sequence[onnx.NodeProto], index: GraphIndex, placement: Mapping[str, str],
+def cluster(order: Sequence[onnx.NodeProto], index: GraphIndex, placement: Mapping[str, str],
              constants: set[str]) -> list[list[str]]:
     """Greedy convex clustering of NPU nodes.
 
@@ -395,7 +330,7 @@ def _cluster(order: Sequence[onnx.NodeProto], index: GraphIndex, placement: Mapp
     return list(groups.values())
 
 
-def _subgraphs(groups: list[list[str]], order: Sequence[onnx.NodeProto], index: GraphIndex,
+def subgraphs_of(groups: list[list[str]], order: Sequence[onnx.NodeProto], index: GraphIndex,
                constants: set[str]) -> list[Subgraph]:
     by_name = {n.name: n for n in order}
     position = {n.name: i for i, n in enumerate(order)}
@@ -441,4 +376,5 @@ def is_convex(model: onnx.ModelProto, nodes: Iterable[str]) -> bool:
     return True
 
 
-__all__ = ["CPU", "NPU", "PartitionPlan", "Subgraph", "is_convex", "partition"]
+__all__ = ["CPU", "NPU", "Constants", "PartitionPlan", "Subgraph", "cluster", "is_convex",
+           "partition", "prepare", "region_of", "subgraphs_of"]

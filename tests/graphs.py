@@ -182,3 +182,71 @@ def vad_like(batch: int | str = "batch") -> onnx.ModelProto:
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def transformer(blocks: int = 1, seed: int = 7, tokens: int = 8, width: int = 16
+                ) -> onnx.ModelProto:
+    """``blocks`` encoder blocks of 24 nodes: self-attention (MatMul of two activations,
+    Softmax), residual, a LayerNorm decomposed into ReduceMean/Sub/Sqrt/Div, an Erf GELU.
+
+    One block names its nodes ``q_proj``, ``scores``...; several prefix them ``b<k>/``. Forty
+    blocks make the ~1000-node model the reports must stay readable on.
+    """
+    rng = np.random.default_rng(seed)
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                       name)
+
+    def c(name: str, value: object) -> onnx.TensorProto:
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    nodes: list[onnx.NodeProto] = []
+    inits = [c("quarter", 0.25), c("eps", 1e-5), c("gamma", np.ones(width)),
+             c("beta", np.zeros(width)), c("rsqrt2", 1 / np.sqrt(2)), c("one", 1.0),
+             c("half", 0.5)]
+    x = "x"
+    for k in range(blocks):
+        p = "" if blocks == 1 else f"b{k}/"
+        names = {x, "quarter", "eps", "gamma", "beta", "rsqrt2", "one", "half"}
+
+        def n(op: str, ins: list[str], out: str, name: str, p: str = p,
+              names: set[str] = names, **kw: object) -> str:
+            nodes.append(helper.make_node(op, [i if i in names else p + i for i in ins],
+                                          [p + out], name=p + name, **kw))
+            return p + out
+
+        inits += [w(p + "wq", width, width), w(p + "wk", width, width),
+                  w(p + "wv", width, width), w(p + "wo", width, width)]
+        n("MatMul", [x, "wq"], "q", "q_proj")
+        n("MatMul", [x, "wk"], "k", "k_proj")
+        n("MatMul", [x, "wv"], "v", "v_proj")
+        n("Transpose", ["k"], "kt", "k_t", perm=[0, 2, 1])
+        n("MatMul", ["q", "kt"], "s", "scores")
+        n("Mul", ["s", "quarter"], "ss", "scale")
+        n("Softmax", ["ss"], "p", "softmax", axis=-1)
+        n("MatMul", ["p", "v"], "o", "context")
+        n("MatMul", ["o", "wo"], "y0", "out_proj")
+        n("Add", ["y0", x], "y", "residual")
+        n("ReduceMean", ["y"], "mu", "ln_mean", axes=[-1])
+        n("Sub", ["y", "mu"], "d", "ln_sub")
+        n("Mul", ["d", "d"], "sq", "ln_sq")
+        n("ReduceMean", ["sq"], "var", "ln_var", axes=[-1])
+        n("Add", ["var", "eps"], "ve", "ln_eps")
+        n("Sqrt", ["ve"], "sd", "ln_sqrt")
+        n("Div", ["d", "sd"], "nrm", "ln_div")
+        n("Mul", ["nrm", "gamma"], "ng", "ln_gamma")
+        n("Add", ["ng", "beta"], "ln", "ln_beta")
+        n("Mul", ["ln", "rsqrt2"], "h", "gelu_scale")
+        n("Erf", ["h"], "e", "gelu_erf")
+        n("Add", ["e", "one"], "e1", "gelu_add")
+        n("Mul", ["ln", "e1"], "g1", "gelu_mul")
+        x = n("Mul", ["g1", "half"], "out", "gelu_half")
+    graph = helper.make_graph(
+        nodes, "transformer",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, tokens, width])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, tokens, width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model

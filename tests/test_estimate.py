@@ -59,7 +59,7 @@ def test_per_layer_numbers() -> None:
     assert layers["flat"].bound == "view" and layers["flat"].cycles == 0
     assert layers["fc"].macs == 128 * 10
     sm = layers["sm"]
-    assert sm.placement == "NPU"
+    assert sm.placement == "CPU"  # the target lists Softmax, but ortnpu cannot lower it yet
 
 
 def test_cpu_layers_flagged_and_totals() -> None:

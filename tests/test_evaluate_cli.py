@@ -39,7 +39,8 @@ def test_evaluate_command(model_file: Path, tmp_path: Path,
     text = capsys.readouterr().out
     assert code == EXIT_OK, text
     d = json.loads(js.read_text())
-    assert d["summary"]["cpu_nodes"] == 2
+    # Resize and Softmax have no integer lowering; the unfolded BatchNormalization neither
+    assert d["summary"]["cpu_nodes"] == 3
     assert html.read_text().startswith("<!DOCTYPE html>")
     assert "Resize 'up'" in text
     code = main(["evaluate", str(model_file), "--input-shape", "x=1,1,8,8", "--require-npu",
@@ -48,8 +49,9 @@ def test_evaluate_command(model_file: Path, tmp_path: Path,
     code = main(["evaluate", str(model_file), "--input-shape", "x=1,1,8,8", "--force-cpu",
                  "Conv", "--force-npu", "up,softmax", "--json", str(js)])
     d = json.loads(js.read_text())
-    cpu = {c["name"] for c in d["partition"]["cpu_nodes"]}
-    assert code == EXIT_OK and {"conv1", "dw2"} <= cpu and "up" not in cpu
+    cpu = {c["name"]: c["reason"] for c in d["partition"]["cpu_nodes"]}
+    assert code == EXIT_OK and {"conv1", "dw2"} <= set(cpu)
+    assert "forced to the NPU by the user, but ortnpu has no integer lowering" in cpu["up"]
 
 
 def test_opt_and_eval_command(model_file: Path, tmp_path: Path,

@@ -43,7 +43,7 @@ def test_naive_grouping_would_cycle() -> None:
     assert all(is_convex(m, sg.nodes) for sg in plan.subgraphs)
     assert plan.subgraphs[0].outputs == ["a"]
     assert plan.subgraphs[1].inputs == ["a", "b"]
-    assert plan.reasons["b"].startswith("Neg 'b': op type Neg is not among")
+    assert plan.reasons["b"].startswith("Neg 'b': ortnpu has no integer lowering for Neg")
 
 
 def test_long_detour_and_diamond() -> None:
@@ -89,10 +89,17 @@ def test_random_graphs_always_convex() -> None:
 def test_overrides_by_name_and_op_type() -> None:
     m = _cycle_trap()
     plan = partition(m, TARGET, force_cpu=["c"], force_npu=["Neg"])
-    assert plan.placement == {"a": NPU, "b": NPU, "c": CPU}
+    # force_npu overrides the target's limits, not a missing lowering: Neg stays on the CPU
+    assert plan.placement == {"a": NPU, "b": CPU, "c": CPU}
     assert plan.reasons["c"] == "Add 'c': forced to the CPU by the user (force_cpu 'c')"
-    assert "forced to the NPU by the user (the check said:" in plan.reasons["b"]
-    assert [sg.nodes for sg in plan.subgraphs] == [["a", "b"]]
+    assert plan.reasons["b"] == ("Neg 'b': forced to the NPU by the user, but ortnpu has no "
+                                 "integer lowering for Neg yet; it runs on the CPU in float")
+    assert [sg.nodes for sg in plan.subgraphs] == [["a"]]
+    narrow = parse_target('name = "narrow"\n[support]\nop_types = ["Add"]\n')
+    plan = partition(m, narrow, force_npu=["Relu"])
+    assert plan.placement == {"a": NPU, "b": CPU, "c": NPU}
+    assert "forced to the NPU by the user (the target's check said: op type Relu" \
+        in plan.reasons["a"]
     with pytest.raises(ModelError, match="neither a node name nor an op type"):
         partition(m, TARGET, force_cpu=["nope"])
     with pytest.raises(ModelError, match="choose one"):

@@ -94,8 +94,8 @@ def test_dict_schema(report: object) -> None:
 def test_text(report: object) -> None:
     text = str(report)
     assert "NPU" in text and "latency" in text
-    assert "Resize 'up': op type Resize is not among the ops the target runs" in text
-    assert "Softmax 'softmax': the target leaves Softmax to the CPU" in text
+    assert "ortnpu has no integer lowering for Resize yet" in text
+    assert "ortnpu has no integer lowering for Softmax yet" in text
 
 
 def test_html_self_contained(report: object, tmp_path: Path) -> None:
@@ -115,10 +115,11 @@ def test_evaluate_without_optimize_and_errors(tmp_path: Path) -> None:
     r = ortnpu.evaluate(small_cnn(), batch_one=False)
     # dynamic N makes every node fall back, each with a reason
     assert r.plan.npu_nodes == []
-    assert all("dynamic shape" in r.plan.reasons[n] or "not among" in r.plan.reasons[n]
-               or "leaves Softmax" in r.plan.reasons[n] for n in r.plan.cpu_nodes)
+    assert all("dynamic shape" in r.plan.reasons[n] or "no integer lowering" in r.plan.reasons[n]
+               for n in r.plan.cpu_nodes)
     batch1 = ortnpu.evaluate(small_cnn())
-    assert "bn1" in batch1.plan.npu_nodes  # BatchNormalization not folded still runs
+    # a BatchNormalization left unfolded has no integer lowering; optimize folds it
+    assert "`ortnpu optimize` folds it" in batch1.plan.reasons["bn1"]
     assert "dynamic batch; evaluated with batch 1" in batch1.estimate.notes[0]
     fixed = ortnpu.evaluate(small_cnn(), input_shapes={"x": [2, 1, 8, 8]})
     assert fixed.model["inputs"][0]["shape"] == [2, 1, 8, 8]
@@ -141,3 +142,62 @@ def test_html_renders_in_chromium(report: object, tmp_path: Path) -> None:
     path = tmp_path / "r.html"
     report.write_html(path)
     assert render(path, tmp_path / "r.png") == []
+
+
+@pytest.fixture(scope="module")
+def deep_report() -> object:
+    from graphs import transformer
+
+    return ortnpu.evaluate(transformer(40), "tflite-int8")
+
+
+def test_text_scales_to_1000_nodes(deep_report: object) -> None:
+    plan = deep_report.plan
+    assert len(plan.order) == 960 and len(plan.cpu_nodes) == 360
+    text = str(deep_report)
+    assert len(text.splitlines()) < 40  # a screenful, not one line per node
+    assert re.search(r"^\s+80\s+MatMul\s+both operands are computed at run time", text, re.M)
+    assert re.search(r"^\s+80\s+ReduceMean\s+ortnpu has no integer lowering for ReduceMean",
+                     text, re.M)
+    assert "b17/ln_mean" not in text
+    verbose = deep_report.to_text(verbose=True)
+    assert all(plan.reasons[n] in verbose for n in plan.cpu_nodes)
+    assert all(f"  {sg.name}: " in verbose for sg in plan.subgraphs)
+
+
+def test_json_keeps_every_node_and_the_groups(deep_report: object) -> None:
+    part = deep_report.to_dict()["partition"]
+    assert len(part["cpu_nodes"]) == 360 and all(c["reason"] for c in part["cpu_nodes"])
+    groups = part["cpu_groups"]
+    assert sum(g["count"] for g in groups) == 360 and len(groups) == 7
+    assert {g["op"] for g in groups} == {"MatMul", "ReduceMean", "Div", "Erf", "Softmax",
+                                         "Sqrt", "Sub"}
+    islands = [n for i in part["cpu_islands"] for n in i]
+    assert sorted(islands) == sorted(c["name"] for c in part["cpu_nodes"])
+
+
+def test_html_groups_and_draws_the_partition_compactly(deep_report: object) -> None:
+    plan = deep_report.plan
+    html = deep_report.to_html()
+    section = html[html.index('id="cpu"'):html.index('id="subgraphs"')]
+    assert section.count("<details>") == 7  # one unfoldable row per (reason, op type)
+    assert section.count("<li>") == 360
+    assert "<td class=\"n\">80</td><td>MatMul</td>" in section
+    svg = re.search(r'<svg[^>]*aria-label="partition graph".*?</svg>', html, re.S).group(0)
+    boxes = len(plan.subgraphs) + len(plan.cpu_islands)
+    assert svg.count("<rect") == boxes
+    height = float(re.search(r'height="([\d.]+)"', svg).group(1))
+    assert height < 1500  # wraps into columns instead of one 40000-pixel strip
+    assert 'aria-label="partition strip"' in html
+    assert 'aria-label="node graph"' not in html  # left out above 300 nodes
+
+
+def test_partition_overview_is_acyclic_and_convex(deep_report: object) -> None:
+    """Subgraphs and CPU islands are convex, so the contracted picture has no cycle."""
+    from graphs import transformer
+
+    from ortnpu.partition import is_convex
+
+    model = transformer(40)
+    for island in deep_report.plan.cpu_islands[:40]:
+        assert is_convex(model, island)

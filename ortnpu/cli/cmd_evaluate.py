@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help=".onnx file (run `ortnpu optimize` first, or use opt-and-eval)")
     p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
                    help="fix a dynamic input's shape, e.g. x=1,3,224,224 (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list every CPU node and every NPU subgraph (default: CPU nodes "
+                        "counted per reason and op type)")
     add_evaluate_arguments(p)
     p.set_defaults(func=_run)
 
@@ -60,7 +63,7 @@ def evaluate_and_report(args: argparse.Namespace, model: Any, name: str,
                       npu_inputs=split_names(args.npu_inputs) or None,
                       npu_outputs=split_names(args.npu_outputs) or None,
                       min_subgraph_nodes=args.min_subgraph_nodes, name=name, **extra)
-    text = str(report)
+    text = report.to_text(verbose=getattr(args, "verbose", False))
     print("\n".join(text.splitlines()[:5]) if args.quiet else text)
     if args.json:
         report.write_json(args.json)

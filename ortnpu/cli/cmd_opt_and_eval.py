@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "and some nodes run on the CPU; 2 bad input; 3 internal error.")
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", help="also write the optimized model here")
-    p.add_argument("-v", "--verbose", action="store_true", help="list every pass change")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="list every pass change, CPU node and NPU subgraph")
     add_optimize_arguments(p)
     add_evaluate_arguments(p)
     p.set_defaults(func=_run)

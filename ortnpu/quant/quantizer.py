@@ -19,6 +19,8 @@ from onnx import helper
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.passes.graph import implicit_inputs, node_inputs
+from ortnpu.passes.name_nodes import NameNodes
+from ortnpu.placement import place
 from ortnpu.quant.calibrate import (
     CalibrationData,
     Calibrator,
@@ -28,7 +30,7 @@ from ortnpu.quant.calibrate import (
 )
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
-from ortnpu.quant.lowering import RULE_OF_OP, Match, fusable_activation
+from ortnpu.quant.lowering import RULE_OF_OP, Match
 from ortnpu.target import Target, load_target
 from ortnpu.validate import all_nodes
 
@@ -54,19 +56,6 @@ class QuantizationResult:
     """Side information of :func:`quantize`: placements per float node."""
 
     placements: list[Placement] = field(default_factory=list)
-
-
-def _target_verdict(target: Target, node: onnx.NodeProto, shapes: dict) -> str | None:
-    """The target's support check, if that module is present: ``None`` or the reason."""
-    try:
-        verdict = target.check(node, shapes)
-    except (ImportError, AttributeError):
-        return None
-    except OrtNpuError as exc:
-        return str(exc)
-    if verdict is None or getattr(verdict, "supported", True):
-        return None
-    return str(getattr(verdict, "reason", "")) or f"{node.op_type} is not supported by the target"
 
 
 def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> onnx.ModelProto:
@@ -116,7 +105,11 @@ def _upgrade_opset(model: onnx.ModelProto, needed: int) -> onnx.ModelProto:
     for k, node in enumerate(converted.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{k}"
-    return converted
+    # the converter writes new attribute-turned-inputs (Squeeze axes...) as Constant nodes:
+    # make them initializers, or the NPU graph has CPU nodes the float model's placement lacks
+    from ortnpu.passes import FoldConstants
+
+    return FoldConstants()(converted).model
 
 
 @dataclass(frozen=True)
@@ -225,6 +218,7 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     model = _prepare(model, optimize, config.equalize)
     model = _upgrade_opset(model, 21 if target.arithmetic.activation_bits == 16 or
                            config.int16_tensors else 13)
+    model = NameNodes()(model).model  # unique node names: placement and Placement key by name
     view = GraphView.build(model)
     if calibrated is not None:
         calib = calibrated
@@ -244,7 +238,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                  *(o for n in all_nodes(model.graph) for o in n.output)]:
         out._names.add(name)   # subgraph bodies' own names too: a new name must not shadow one
     out.float_ready.update(i.name for i in model.graph.input)
-    forced = set(config.force_cpu)
+    plan = place(model, target, force_cpu=sorted(config.force_cpu), strict_names=False)
+    by_name = {n.name: n for n in model.graph.node}
+    activation_of = {producer: by_name[act] for act, producer in plan.fused_into.items()}
     placements: list[Placement] = []
     absorbed: dict[str, str] = {}
     for node in model.graph.node:
@@ -252,12 +248,17 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             placements.append(Placement(node.name, node.op_type, "NPU",
                                         fused_into=absorbed[node.name]))
             continue
-        reason = _cpu_reason(node, ctx, forced)
+        if plan.placement[node.name] == "CPU":
+            reason: str | None = plan.reasons[node.name]
+        elif node.name in plan.fused_into and plan.verdicts[node.name].supported:
+            reason = _calibration_gap(node, ctx)  # its producer fell back: lower it alone
+        elif node.name in plan.fused_into:
+            reason = plan.verdicts[node.name].reason
+        else:
+            reason = _calibration_gap(node, ctx)
         if reason is None:
             rule = RULE_OF_OP[node.op_type]
-            act = fusable_activation(node, ctx) if rule.fuses_activation else None
-            if act is not None and (act.name in forced or act.op_type in forced):
-                act = None
+            act = activation_of.get(node.name)
             state = out.snapshot()
             try:
                 rule.emit(Match(node, act), ctx, out)
@@ -279,21 +280,12 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     return _assemble(model, target, out, placements)
 
 
-def _cpu_reason(node: onnx.NodeProto, ctx: QuantContext, forced: set[str]) -> str | None:
-    if node.name in forced or node.op_type in forced:
-        return f"{node.op_type} '{node.name}': kept on the CPU by the user (force_cpu)"
-    if node.domain not in ("", "ai.onnx"):
-        return f"{node.op_type} '{node.name}': custom domain {node.domain!r} runs on the CPU"
-    verdict = _target_verdict(ctx.target, node, ctx.view.batch_one_shapes())
-    if verdict is not None:
-        return verdict
-    rule = RULE_OF_OP.get(node.op_type)
-    if rule is None:
-        if node.op_type in ctx.target.support.cpu_preferred:
-            return (f"{node.op_type} '{node.name}': target {ctx.target.name} leaves "
-                    f"{node.op_type} to the CPU (support.cpu_preferred)")
-        return (f"{node.op_type} '{node.name}': ortnpu has no integer lowering for "
-                f"{node.op_type}; it runs in float on the CPU")
+def _calibration_gap(node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+    """Why an NPU node cannot be quantized after all: an input calibration never saw.
+
+    Placement (:func:`ortnpu.placement.place`) decided everything that depends on the model and
+    the target; only the calibration data can still leave a tensor without a range.
+    """
     for t in node.input:
         if t and t not in ctx.view.constants and t not in ctx.params \
                 and t not in ctx.preset_params:
@@ -302,7 +294,7 @@ def _cpu_reason(node: onnx.NodeProto, ctx: QuantContext, forced: set[str]) -> st
             except OrtNpuError:
                 return (f"{node.op_type} '{node.name}': input {t!r} is not a float tensor seen "
                         "during calibration")
-    return rule.check(node, ctx)
+    return None
 
 
 def _emit_cpu(node: onnx.NodeProto, out: Emitter, reason: str) -> None:

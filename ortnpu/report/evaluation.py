@@ -109,10 +109,15 @@ class EvaluationReport:
         """Write :meth:`to_html` to ``path``."""
         _write(path, self.to_html())
 
-    def __str__(self) -> str:
+    def to_text(self, verbose: bool = False) -> str:
+        """The text report: CPU nodes grouped by (reason, op type) with counts; ``verbose``
+        also lists every node under its group and every subgraph."""
         from ortnpu.report.text import render_text
 
-        return render_text(self)
+        return render_text(self, verbose=verbose)
+
+    def __str__(self) -> str:
+        return self.to_text()
 
 
 def _finite(value: Any) -> Any:

@@ -6,6 +6,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ortnpu.partition import PartitionPlan
     from ortnpu.report.evaluation import EvaluationReport
 
 
@@ -25,10 +26,36 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def render_text(report: EvaluationReport, top: int = 10) -> str:
-    """Summary, subgraphs, every CPU node with its reason, and the slowest layers."""
+def macs_text(macs: float) -> str:
+    """``651 MMACs``, ``512 MACs``, ``no MACs``."""
+    if not macs:
+        return "no MACs"
+    text = human_count(macs)
+    return text + ("MACs" if text[-1].isalpha() else " MACs")
+
+
+def op_summary(ops: list[str], limit: int = 4) -> str:
+    """``Conv×12, Add×6, Relu×6, +3 op types`` for a list of op types."""
+    counts = Counter(ops).most_common()
+    text = ", ".join(f"{op}×{k}" for op, k in counts[:limit])
+    return text + (f", +{len(counts) - limit} op types" if len(counts) > limit else "")
+
+
+def group_label(plan: PartitionPlan, cause: str, nodes: list[str]) -> str:
+    """What a group of CPU nodes shows as its reason: the node's own when it is alone."""
+    return plan.reasons[nodes[0]] if len(nodes) == 1 else cause
+
+
+def render_text(report: EvaluationReport, top: int = 10, verbose: bool = False,
+                subgraphs: int = 8) -> str:
+    """Summary, subgraphs, CPU nodes grouped by (reason, op type), the slowest layers.
+
+    ``verbose`` lists every subgraph and every CPU node under its group; otherwise the text
+    stays a screenful on a 1000-node model.
+    """
     s = report.summary
     t = report.target
+    plan = report.plan
     lines = [
         f"model {report.model.get('name') or '?'}: {s['nodes']} nodes; target {t.name}"
         + (" (illustrative hardware numbers)" if s["illustrative"] else ""),
@@ -43,15 +70,27 @@ def render_text(report: EvaluationReport, top: int = 10) -> str:
         v = report.verification
         lines.append(f"  optimized vs original: max abs error {v['max_abs_error']:.3g} "
                      f"(relative to output range {v['max_relative_error']:.3g})")
-    for sg in report.plan.subgraphs:
-        lines.append(f"  {sg.name}: {len(sg.nodes)} nodes {sg.nodes[0]} .. {sg.nodes[-1]}; "
-                     f"in {', '.join(sg.inputs)}; out {', '.join(sg.outputs)}")
-    cpu = report.plan.cpu_nodes
+    shown = plan.subgraphs if verbose else sorted(
+        plan.subgraphs, key=lambda sg: -len(sg.nodes))[:subgraphs]
+    if plan.subgraphs:
+        lines.append(f"NPU subgraphs ({len(plan.subgraphs)}"
+                     + ("" if len(shown) == len(plan.subgraphs) else
+                        f", the {len(shown)} largest; --verbose lists all") + "):")
+    for sg in sorted(shown, key=lambda sg: sg.index):
+        lines.append(f"  {sg.name}: {len(sg.nodes)} nodes {sg.nodes[0]} .. {sg.nodes[-1]} "
+                     f"({op_summary([plan.op_types[n] for n in sg.nodes])}); "
+                     f"{len(sg.inputs)} in, {len(sg.outputs)} out")
+    cpu = plan.cpu_nodes
     if cpu:
-        ops = Counter(report.plan.op_types[n] for n in cpu)
-        lines.append(f"CPU nodes ({len(cpu)}; " +
-                     ", ".join(f"{op} x{k}" for op, k in ops.most_common()) + "):")
-        lines += [f"  {report.plan.reasons[n]}" for n in cpu]
+        groups = plan.cpu_groups()
+        lines.append(f"CPU nodes ({len(cpu)}) by reason and op type"
+                     + ("" if verbose else "; --verbose lists every node") + ":")
+        width = max(len(op) for _, op, _ in groups)
+        lines.append(f"  {'count':>5}  {'op':<{width}}  reason")
+        for cause, op, nodes in groups:
+            lines.append(f"  {len(nodes):>5}  {op:<{width}}  {group_label(plan, cause, nodes)}")
+            if verbose:
+                lines += [f"         {plan.reasons[n]}" for n in nodes]
     layers = sorted((x for x in report.estimate.layers if x.time_us > 0),
                     key=lambda x: -x.time_us)[:top]
     if layers:
@@ -59,6 +98,6 @@ def render_text(report: EvaluationReport, top: int = 10) -> str:
         for x in layers:
             where = "CPU" if x.placement == "CPU" else f"NPU {x.cycles} cycles"
             lines.append(f"  {x.name:<32} {x.op:<18} {where:<22} {x.time_us:10.1f} us  "
-                         f"{human_count(x.macs)}MACs  bound {x.bound}")
+                         f"{macs_text(x.macs)}  bound {x.bound}")
     lines += [f"note: {n}" for n in report.estimate.notes]
     return "\n".join(lines)

@@ -309,35 +309,80 @@ FAMILY_CHECKS: tuple[SupportCheck, ...] = (
 _BY_OP: dict[str, SupportCheck] = {op: c for c in FAMILY_CHECKS for op in c.ops}
 
 
-def _tensor_problem(ctx: NodeContext) -> str | None:
+def _tensor_problems(ctx: NodeContext) -> list[str]:
+    """Every kind of tensor limit the node breaks (element type, unknown shape, rank, dynamic
+    shape), the first tensor of each kind: fixing all of them is what moves the node."""
     rules = ctx.rules
     outputs = [o for o in ctx.node.output if o]
+    found: dict[str, str] = {}
     for kind, names in (("input", ctx.data_inputs()), ("output", outputs)):
         for name in names:
             dtype = ctx.dtypes.get(name)
-            if dtype:
+            if dtype and "dtype" not in found:
                 known = np_dtype(dtype)
                 dname = "string" if dtype == onnx.TensorProto.STRING else (
                     known.name if known is not None else type_name(dtype))
                 if dname not in rules.dtypes:
-                    return (f"{kind} '{name}' is {dname}; the NPU takes "
-                            f"{', '.join(rules.dtypes)} tensors (it quantizes them), so "
-                            f"{dname} data stays on the CPU ([support] dtypes)")
+                    found["dtype"] = (f"{kind} '{name}' is {dname}; the NPU takes "
+                                      f"{', '.join(rules.dtypes)} tensors (it quantizes them), "
+                                      f"so {dname} data stays on the CPU ([support] dtypes)")
             shape = ctx.shape(name)
             if shape is None:
-                if ctx.require_shapes and not rules.dynamic_shapes:
-                    return (f"the shape of {kind} '{name}' is unknown; fix the model's input "
-                            "shapes with --input-shape NAME=1,3,H,W and run `ortnpu optimize`")
+                if ctx.require_shapes and not rules.dynamic_shapes and "shape" not in found:
+                    found["shape"] = (f"the shape of {kind} '{name}' is unknown; fix the model's "
+                                      "input shapes with --input-shape NAME=1,3,H,W and run "
+                                      "`ortnpu optimize`")
                 continue
-            if len(shape) > rules.max_rank:
-                return (f"{kind} '{name}' has rank {len(shape)} {_dims(shape)}, above the "
-                        f"target's maximum rank {rules.max_rank} ([support] max_rank)")
+            if len(shape) > rules.max_rank and "rank" not in found:
+                found["rank"] = (f"{kind} '{name}' has rank {len(shape)} {_dims(shape)}, above "
+                                 f"the target's maximum rank {rules.max_rank} ([support] "
+                                 "max_rank)")
             static = all(isinstance(d, int) and d >= 0 for d in shape)
-            if not static and not rules.dynamic_shapes:
-                return (f"{kind} '{name}' has a dynamic shape {_dims(shape)}; the target needs "
-                        "static shapes ([support] dynamic_shapes = false): fix the model's "
-                        "input shapes with --input-shape NAME=1,3,H,W")
-    return None
+            if not static and not rules.dynamic_shapes and "shape" not in found:
+                found["shape"] = (f"{kind} '{name}' has a dynamic shape {_dims(shape)}; the "
+                                  "target needs static shapes ([support] dynamic_shapes = "
+                                  "false): fix the model's input shapes with --input-shape "
+                                  "NAME=1,3,H,W")
+    return list(found.values())
+
+
+#: Keys of :func:`target_problems` for the op-level limits (the others are tensor or family
+#: limits): ``domain``, ``cpu_preferred``, ``op_types``.
+OP_LEVEL = ("domain", "cpu_preferred", "op_types")
+
+
+def target_problems(target: Target, node: onnx.NodeProto,
+                    shapes: Mapping[str, Sequence[Any]], *,
+                    dtypes: Mapping[str, int] | None = None,
+                    constants: Mapping[str, np.ndarray] | None = None,
+                    require_shapes: bool = False) -> list[tuple[str, str]]:
+    """Every limit of ``target`` that ``node`` breaks, as ``(key, problem)`` pairs in check order.
+
+    ``key`` is one of :data:`OP_LEVEL`, ``tensor`` or the op family's check class name; the
+    problem is a sentence without the node label. Unlike :func:`check_node`, which stops at the
+    first failure, this lists them all, so that a reason built from them names everything that
+    must change before the node moves to the NPU (:mod:`ortnpu.placement` uses it).
+    """
+    rules = target.support
+    ctx = NodeContext(node=node, rules=rules, shapes=shapes, dtypes=dtypes or {},
+                      constants=constants, require_shapes=require_shapes)
+    op = node.op_type
+    if node.domain not in STANDARD_DOMAINS:
+        return [("domain", f"op of domain {node.domain!r} is not a standard ONNX op; the NPU "
+                           "runs standard ops only")]
+    found: list[tuple[str, str]] = []
+    if op in rules.cpu_preferred:
+        found.append(("cpu_preferred", f"the target leaves {op} to the CPU ([support] "
+                                       "cpu_preferred)"))
+    if op not in rules.op_types:
+        found.append(("op_types", f"op type {op} is not among the ops the target runs "
+                                  "([support] op_types)"))
+    found += [("tensor", p) for p in _tensor_problems(ctx)]
+    family = _BY_OP.get(op)
+    problem = family.check(ctx) if family is not None else None
+    if problem:
+        found.append((type(family).__name__, problem))
+    return found
 
 
 def check_node(target: Target, node: onnx.NodeProto, shapes: Mapping[str, Sequence[Any]],
@@ -359,27 +404,19 @@ def check_node(target: Target, node: onnx.NodeProto, shapes: Mapping[str, Sequen
     Returns:
         The :class:`Verdict`, with a reason in both cases.
     """
-    rules = target.support
-    ctx = NodeContext(node=node, rules=rules, shapes=shapes, dtypes=dtypes or {},
-                      constants=constants, require_shapes=require_shapes)
-    label, op = ctx.label, node.op_type
-    if node.domain not in STANDARD_DOMAINS:
-        return Verdict(False, f"{label}: op of domain {node.domain!r} is not a standard ONNX op; "
-                              "the NPU runs standard ops only")
-    if op in rules.cpu_preferred:
-        return Verdict(False, f"{label}: the target leaves {op} to the CPU ([support] "
-                              "cpu_preferred); remove it from that list to run it on the NPU")
-    if op not in rules.op_types:
-        return Verdict(False, f"{label}: op type {op} is not among the ops the target runs "
-                              "([support] op_types), so it runs on the CPU; if your NPU runs "
-                              "it, add it to op_types in the target file")
-    problem = _tensor_problem(ctx)
-    family = _BY_OP.get(op)
-    if problem is None and family is not None:
-        problem = family.check(ctx)
-    if problem:
-        return Verdict(False, f"{label}: {problem}")
-    return Verdict(True, f"{label}: runs on the NPU")
+    label = f"{node.op_type} '{node.name or '?'}'"
+    problems = target_problems(target, node, shapes, dtypes=dtypes, constants=constants,
+                               require_shapes=require_shapes)
+    if not problems:
+        return Verdict(True, f"{label}: runs on the NPU")
+    key, problem = problems[0]
+    if key == "cpu_preferred":
+        problem += "; remove it from that list to run it on the NPU"
+    elif key == "op_types":
+        problem += ", so it runs on the CPU; if your NPU runs it, add it to op_types in the " \
+                   "target file"
+    return Verdict(False, f"{label}: {problem}")
 
 
-__all__ = ["FAMILY_CHECKS", "NodeContext", "SupportCheck", "Verdict", "check_node"]
+__all__ = ["FAMILY_CHECKS", "OP_LEVEL", "NodeContext", "SupportCheck", "Verdict", "check_node",
+           "target_problems"]
