@@ -48,7 +48,8 @@ def export(model: onnx.ModelProto, style: str = "integer",
         post = integer.drop_implicit_casts if implicit_casting else None
         return lower_model(model, integer.LOWERINGS, style, post,
                            {"ortnpu.export.exact": "true",
-                            "ortnpu.export.implicit_casting": str(implicit_casting).lower()})
+                            "ortnpu.export.implicit_casting": str(implicit_casting).lower()},
+                           opaque_dequantize=True)
     if style == "fake-quant":
         from ortnpu.exporters import fakequant
 

@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from ortnpu.domain import DOMAIN, OPS, OpSpec, parse_op_type, spec_of
 from ortnpu.domain.spec import ONNX_OF_DTYPE
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
-from ortnpu.exporters.builder import NP_OF_ONNX, Builder
+from ortnpu.exporters.builder import F32, NP_OF_ONNX, Builder
 
 #: Lowest default-domain opset of an export (ReduceSum/Clip/Pad with tensor inputs).
 MIN_OPSET = 13
@@ -151,8 +151,13 @@ def helper_attrs(node: onnx.NodeProto) -> dict[str, Any]:
 
 def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: str,
                 post: Callable[[Builder, onnx.GraphProto], None] | None = None,
-                metadata: Mapping[str, str] | None = None) -> onnx.ModelProto:
-    """Replace every ``com.ortnpu`` node of ``model`` by its lowering from ``table``."""
+                metadata: Mapping[str, str] | None = None,
+                opaque_dequantize: bool = False) -> onnx.ModelProto:
+    """Replace every ``com.ortnpu`` node of ``model`` by its lowering from ``table``.
+
+    ``opaque_dequantize`` rewrites the per-tensor DequantizeLinear nodes at the NPU/CPU
+    boundaries as Cast, Sub and Mul (see :func:`_dequantize_as_arithmetic`).
+    """
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"export needs an onnx.ModelProto, got {type(model).__name__}")
     g = model.graph
@@ -163,7 +168,8 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
     used_by_standard: set[str] = set()
     for node in g.node:
         if node.domain != DOMAIN:
-            b.nodes.append(node)
+            if not (opaque_dequantize and _dequantize_as_arithmetic(b, node, constants)):
+                b.nodes.append(node)
             used_by_standard.update(node.input)
             continue
         try:
@@ -202,6 +208,38 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
         raise UnsupportedError(f"the {style!r} export of {g.name!r} does not pass "
                                f"onnx.checker: {first_line(exc)}") from None
     return out
+
+
+def _dequantize_as_arithmetic(b: Builder, node: onnx.NodeProto,
+                              constants: Mapping[str, np.ndarray]) -> bool:
+    """Emit a per-tensor DequantizeLinear as ``(float(x) - float(zp)) * scale``.
+
+    Why: stock onnxruntime (default optimizations) fuses DequantizeLinear -> float op ->
+    QuantizeLinear into its own int8 kernels (QLinearSoftmax, QLinearSigmoid, QLinearAdd...),
+    which compute something else than the float op the NPU graph's CPU part states; the
+    simulator's sessions turn that fusion off (``session.disable_quant_qdq``), a user's plain
+    session of the export cannot. Without a DequantizeLinear there is nothing to fuse, and the
+    arithmetic is the same: ``x - zp`` of 8- and 16-bit integers is exact in float32, and the
+    product is the one DequantizeLinear computes.
+
+    Returns:
+        False (the node is kept) for per-axis or non-constant parameters and other input types.
+    """
+    if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        return False
+    if b.types.get(node.input[0]) not in (TensorProto.INT8, TensorProto.UINT8,
+                                          TensorProto.INT16):
+        return False
+    params = [constants.get(n) for n in node.input[1:3] if n]
+    if any(p is None or p.size != 1 for p in params) or params[0].dtype != np.float32:
+        return False
+    scale = params[0].reshape(())
+    zp = params[1].reshape(()) if len(params) > 1 else np.int64(0)
+    xf = b.emit("Cast", [node.input[0]], F32, to=F32)
+    if int(zp) != 0:
+        xf = b.emit("Sub", [xf, b.const(np.float32(zp), np.float32)], F32)
+    b.emit("Mul", [xf, b.const(scale, np.float32)], F32, output=node.output[0])
+    return True
 
 
 def _with_shape(vi: onnx.ValueInfoProto, shapes: dict[str, list[int | None]]

@@ -238,11 +238,6 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
         if reason:
             return reason
     out = values[program.output]
-    if fixed_batch and (out.ndim == 0 or out.shape[0] != 1):
-        # the C op writes [batch, *out_dims]: an output whose first axis is not the batch
-        # (a Transpose or Reshape moved another axis there) would lose all but one slice
-        return (f"output {program.output!r} has shape {list(out.shape)} for one sample: its "
-                "first axis is not the batch axis")
     if out.dtype not in nat.TYPE_CODE:
         return f"output type {out.dtype} is not an integer type of the domain"
     sizes = {t: v.nbytes for t, v in values.items()}
