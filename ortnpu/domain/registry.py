@@ -26,7 +26,7 @@ log = logging.getLogger("ortnpu")
 _lock = threading.Lock()
 _registered = False
 _ours: dict[int, tuple[type[OpSpec], np.dtype, str]] = {}
-_errors: list[tuple[int | None, OrtNpuError]] = []
+_errors: list[tuple[int, bool, OrtNpuError]] = []   # (thread, on a foreign thread, error)
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,14 @@ def _record(error: OrtNpuError) -> None:
 
     onnxruntime runs a kernel in the thread that called ``run`` (sequential execution), or on
     one of its own pool threads (``ExecutionMode.ORT_PARALLEL``), which Python sees as a
-    "dummy" thread. No calling thread can be named for the latter: such errors are kept as
-    orphans, which :func:`take_errors` hands out on request (``pending_errors``) instead of
-    losing them. ``ortnpu.InferenceSession`` runs graphs with Python kernels sequentially.
+    "dummy" thread. No calling thread can be named for the latter: such errors are marked as
+    orphans, which :func:`take_errors` also hands out on request (``pending_errors``) instead
+    of losing them. ``ortnpu.InferenceSession`` runs graphs with Python kernels sequentially,
+    so their errors carry the calling thread's id even when that thread is not Python's.
     """
-    current = threading.current_thread()
-    tid = None if isinstance(current, threading._DummyThread) else threading.get_ident()
+    foreign = isinstance(threading.current_thread(), threading._DummyThread)
     with _lock:
-        _errors.append((tid, error))
+        _errors.append((threading.get_ident(), foreign, error))
         if len(_errors) > 1000:
             del _errors[:500]
 
@@ -244,8 +244,8 @@ def take_errors(thread_id: int | None = None, orphans: bool = False) -> list[Ort
     """Remove and return the kernel errors recorded for a thread (default: the caller's), and
     with ``orphans`` those recorded on onnxruntime's pool threads (see :func:`_record`)."""
     tid = threading.get_ident() if thread_id is None else thread_id
-    wanted = {tid, None} if orphans else {tid}
     with _lock:
-        mine = [e for t, e in _errors if t in wanted]
-        _errors[:] = [(t, e) for t, e in _errors if t not in wanted]
+        mine = [e for t, foreign, e in _errors if t == tid or (orphans and foreign)]
+        _errors[:] = [(t, foreign, e) for t, foreign, e in _errors
+                      if not (t == tid or (orphans and foreign))]
     return mine

@@ -85,6 +85,9 @@ def session_options(intra_op_num_threads: int | None = None,
     ``com.ortnpu`` nodes. A kernel error cannot be raised through onnxruntime without aborting the
     process, so such a session returns an empty output and logs the error; call
     :func:`pending_errors` after ``run`` or use :class:`InferenceSession`, which raises it.
+    onnxruntime-extensions aborts the process on a node string attribute that is not valid
+    UTF-8, before ortnpu sees it: check untrusted models with ``ortnpu.validate.load_model``
+    first (``InferenceSession`` does), see docs/robustness.md.
 
     Args:
         intra_op_num_threads: threads of onnxruntime's own kernels (and of ours).
