@@ -413,7 +413,7 @@ def build_chain(rng: np.random.Generator) -> Chain:
     tries = 0
     while len([o for o in b.ops if not o.startswith("[")]) < target and tries < 60:
         tries += 1
-        if b.ops and rng.random() < 0.12 and not b.float_island:
+        if b.ops and rng.random() < 0.2 and not b.float_island:
             nxt = _island(b, cur)
         else:
             nxt = LAYERS[_pick(rng, sorted(LAYERS))](b, cur)
