@@ -101,6 +101,7 @@ class _Builder:
         self.float_island = False
         self.side_outputs: list[str] = []
         self.float_tensors: set[str] = set()
+        self.fanned: set[str] = set()       # tensors already given a fan-out
         self.count = 0
 
     def const(self, name: str, value: np.ndarray) -> str:
@@ -422,7 +423,7 @@ def build_chain(rng: np.random.Generator) -> Chain:
         cur = nxt
         if rng.random() < 0.08 and len(b.tensors) > 2:   # fan-out to the CPU / graph output
             side = b.tensors[int(rng.integers(1, len(b.tensors) - 1))]
-            if side.name not in b.float_tensors:
+            if side.name not in b.float_tensors and side.name not in b.fanned:
                 if rng.random() < 0.5:
                     b.nodes.append(helper.make_node("Cast", [side.name], [f"{side.name}_cpu"],
                                                     name=f"{side.name}_cast",
@@ -430,6 +431,7 @@ def build_chain(rng: np.random.Generator) -> Chain:
                     b.side_outputs.append(f"{side.name}_cpu")
                 else:
                     b.side_outputs.append(side.name)
+                b.fanned.add(side.name)
                 b.notes.append(f"fan-out of {side.name}")
     outputs = [cur.name]
     if rng.random() < 0.4 and cur.name != "x":
