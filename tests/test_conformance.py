@@ -41,7 +41,7 @@ def test_generation_covers_every_op_and_suite(kit: Path) -> None:
     assert suites == set(preset_names()) | {f"rule-{r}" for r in ROUNDING_RULES}
     for preset in preset_names():
         ops = {p.name.split("_")[1] for p in cases if p.parent.name == preset}
-        assert ops == {op.name.lower() for op in OPS}, preset
+        assert ops == {op.name.lower() for op in OPS} | {"chain"}, preset
 
 
 def test_layout_parameters_are_initializers(kit: Path) -> None:
@@ -71,12 +71,14 @@ def test_target_arithmetic_is_used() -> None:
     for suite, cases in by_suite.items():
         arith = conformance.profile_of(__import__("ortnpu").load_target(suite))
         for c in cases:
-            if "rounding" in c.attrs:
-                assert c.attrs["rounding"] == arith.rounding, c.dirname
-            if "acc_bits" in c.attrs:
-                assert c.attrs["acc_bits"] == arith.acc_bits, c.dirname
-            if c.op == "Add":
-                assert c.attrs["left_shift"] == arith.add_left_shift
+            layers = c.layers if c.op == "chain" else [c]   # a chain's layers follow it too
+            for layer in layers:
+                if "rounding" in layer.attrs:
+                    assert layer.attrs["rounding"] == arith.rounding, c.dirname
+                if "acc_bits" in layer.attrs:
+                    assert layer.attrs["acc_bits"] == arith.acc_bits, c.dirname
+                if layer.op == "Add":
+                    assert layer.attrs["left_shift"] == arith.add_left_shift
             if c.op in ("Conv", "FullyConnected") and not arith.per_channel:
                 assert c.inputs[3].value.size == 1, c.dirname
     a16 = by_suite["tflite-a16w8"]
@@ -195,3 +197,20 @@ def test_c_and_numpy_kernels_agree_on_every_case(kit: Path) -> None:
         want = outputs["numpy"][key]
         assert all(a.dtype == b.dtype and np.array_equal(a, b)
                    for a, b in zip(got, want, strict=True)), key
+
+
+@pytest.mark.skipif(not _native_available() or kernels.get_mode() == "numpy",
+                    reason="C kernels not built or not in use")
+def test_chain_cases_reach_the_compiled_programs(kit: Path) -> None:
+    """Single-op cases never fuse; the chains run through compiled C programs (fixed batches as
+    one unit, symbolic batches sample by sample) and give the numpy references' bits."""
+    import ortnpu
+
+    chains = conformance.find_cases(kit, ["chain"])
+    assert len(chains) == 4 * len(preset_names())
+    for folder in chains:
+        stored = conformance.read_case(folder)
+        sess = ortnpu.InferenceSession(str(stored.model_path))
+        assert sess.compile_reports and all(r.native for r in sess.compile_reports), folder
+        got = sess.run(None, stored.inputs)
+        assert conformance.compare(stored.expected, got) == "", folder

@@ -495,3 +495,23 @@ def test_boundaries_onnxruntime_fuses_stay_in_the_graph(target: str) -> None:
     ref_off = ortnpu.InferenceSession(npu, no_opt(), fuse=False, native=False)
     off = ortnpu.InferenceSession(npu, no_opt())
     assert np.array_equal(off.run(None, {"x": x})[0], ref_off.run(None, {"x": x})[0])
+
+
+def test_initializers_that_are_graph_inputs_are_kept() -> None:
+    """A model that lists its initializers as graph inputs (torch's
+    keep_initializers_as_inputs=True): fusion dropped the initializers it had copied into a
+    program, leaving graph inputs without a value; they are defaults a feed may replace, so
+    they stay in the graph and no program freezes them."""
+    inits = {**_conv_inits(), "shape": np.array([0, -1], np.int64)}
+    reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "flat")
+    model = _int_graph([_conv(), reshape], ["N", 2, 5, 5], inits)
+    for name in ("w", "b", "m", "s", "shape"):
+        value = inits[name]
+        model.graph.input.append(helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+    fused, programs = fuse_subgraphs(model)
+    assert not programs   # the parameters are not constants: nothing to fuse
+    assert {i.name for i in fused.graph.initializer} == set(inits)
+    x = np.random.default_rng(9).integers(-128, 128, (2, 2, 5, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False, native=False).run(None, {"x": x})[0]
+    assert np.array_equal(ortnpu.InferenceSession(model).run(None, {"x": x})[0], ref)

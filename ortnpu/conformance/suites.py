@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ortnpu.conformance import cases_chain as chain
 from ortnpu.conformance import cases_elementwise as ew
 from ortnpu.conformance import cases_linear as lin
 from ortnpu.conformance import cases_other as other
@@ -25,12 +26,13 @@ from ortnpu.domain.arith import ROUNDING_RULES
 from ortnpu.errors import UnsupportedError
 from ortnpu.target import Target, load_target, preset_names
 
-Builder = Callable[[Profile], list[Case]]
+Builder = Callable[[Profile], list[Case] | list[chain.ChainCase]]
 
 #: Builders of a target suite, in the order of the domain's op table.
 TARGET_BUILDERS: tuple[Builder, ...] = (
     lin.conv_cases, lin.fc_cases, lin.matmul_cases, ew.add_cases, ew.mul_cases,
     ew.requantize_cases, ew.lut_cases, other.pool_cases, other.layout_cases,
+    chain.chain_cases,
 )
 
 #: (activation type, accumulator bits) combinations of a rule suite.
@@ -55,7 +57,7 @@ def suite_names() -> list[str]:
     return preset_names() + [f"rule-{r}" for r in ROUNDING_RULES]
 
 
-def target_cases(target: Target | str) -> list[Case]:
+def target_cases(target: Target | str) -> list[Case | chain.ChainCase]:
     """The cases of a target (a preset name, a TOML path or a :class:`Target`)."""
     p = profile_of(load_target(target))
     return [c for build in TARGET_BUILDERS for c in build(p)]
@@ -73,14 +75,14 @@ def rule_cases(rounding: str) -> list[Case]:
     return out
 
 
-def build_suite(name: str | Target) -> list[Case]:
+def build_suite(name: str | Target) -> list[Case | chain.ChainCase]:
     """The cases of a suite by name (``rule-<rounding>``, a preset, a target file)."""
     if isinstance(name, str) and name.startswith("rule-"):
         rounding = name[5:]
         if rounding not in ROUNDING_RULES:
             raise UnsupportedError(f"unknown suite {name!r}; rule suites are "
                                    f"{', '.join('rule-' + r for r in ROUNDING_RULES)}")
-        cases = rule_cases(rounding)
+        cases: list[Case | chain.ChainCase] = list(rule_cases(rounding))
     else:
         cases = target_cases(name)
     seen: set[str] = set()
@@ -91,16 +93,18 @@ def build_suite(name: str | Target) -> list[Case]:
     return cases
 
 
-def select(cases: Sequence[Case], ops: Sequence[str] | None) -> list[Case]:
-    """Keep the cases of the named ops (case-insensitive); unknown names are an error."""
+def select(cases: Sequence[Case | chain.ChainCase], ops: Sequence[str] | None
+           ) -> list[Case | chain.ChainCase]:
+    """Keep the cases of the named ops (case-insensitive; ``chain``: the multi-op chains);
+    unknown names are an error."""
     if not ops:
         return list(cases)
-    known = {o.lower(): o for o in OPS_BY_NAME}
+    known = {o.lower(): o for o in OPS_BY_NAME} | {"chain": "chain"}
     wanted = set()
     for op in ops:
         if op.lower() not in known:
             raise UnsupportedError(f"unknown op {op!r}; the domain's ops are "
-                                   f"{', '.join(OPS_BY_NAME)}")
+                                   f"{', '.join(OPS_BY_NAME)} (and 'chain')")
         wanted.add(known[op.lower()])
     return [c for c in cases if c.op in wanted]
 

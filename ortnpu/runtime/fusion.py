@@ -141,7 +141,10 @@ def fuse_subgraphs(model: onnx.ModelProto, min_nodes: int = 2
         The new model and the programs, which the caller must keep alive while it runs.
     """
     g = model.graph
-    inits = {i.name: i for i in g.initializer}
+    # an initializer that is also a graph input is only a default: a feed may replace it, so
+    # a program must not freeze it as a constant (it counts as a second activation input)
+    fed = {i.name for i in g.input}
+    inits = {i.name: i for i in g.initializer if i.name not in fed}
     consumers: dict[str, list[int]] = {}
     for k, node in enumerate(g.node):
         for t in node.input:
@@ -173,7 +176,7 @@ def fuse_subgraphs(model: onnx.ModelProto, min_nodes: int = 2
         elif k not in drop:
             out.graph.node.append(node)
     used = {t for n in out.graph.node for t in n.input}
-    keep = [i for i in g.initializer if i.name in used]
+    keep = [i for i in g.initializer if i.name in used or i.name in fed]
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep)
     return out, programs

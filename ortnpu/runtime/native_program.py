@@ -566,7 +566,8 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
         alive with the session) and one report per program.
     """
     by_pid = {p.pid: p for p in programs}
-    inits = {i.name: i for i in model.graph.initializer}
+    fed = {i.name for i in model.graph.input}   # overridable defaults are not constants
+    inits = {i.name: i for i in model.graph.initializer if i.name not in fed}
     consumers: dict[str, list[int]] = {}
     producer: dict[str, int] = {}
     for k, n in enumerate(model.graph.node):
