@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -32,17 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import onnx
 
+    from ortnpu.cli.files import output_path, read_arrays, save_model
     from ortnpu.quant.autofix import autofix, top1
 
+    output_path(args.output, args.model, args.calib, args.eval, args.target)
     model = load_model(args.model)
     names = input_names(model)
     data = load_calibration(args.calib, names, args.preprocess, args.limit)
-    try:
-        archive = np.load(args.eval)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{args.eval}: cannot read evaluation data: {exc}") from None
+    archive = read_arrays(args.eval, "evaluation data")
     xkey = names[0] if names[0] in archive else "test_x"
     ykey = "labels" if "labels" in archive else "test_y"
     if xkey not in archive or ykey not in archive:
@@ -51,7 +48,6 @@ def _run(args: argparse.Namespace) -> int:
     npu, report = autofix(model, args.target, data, archive[xkey].astype(np.float32),
                           top1(archive[ykey]), budget=args.budget, max_steps=args.max_steps)
     print(report)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(npu, args.output)
+    save_model(npu, args.output)
     print(f"wrote {args.output}")
     return 0 if report.within_budget else 1

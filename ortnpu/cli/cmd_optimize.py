@@ -116,17 +116,10 @@ def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None,
     return original, optimized, result, check, code
 
 
-def save_model(model: object, path: str) -> None:
-    """Write ``model`` to ``path`` (external data for models above 2 GB)."""
-    import onnx
-
-    try:
-        onnx.save(model, path)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot write {path}: {exc}") from None
-
-
 def _run(args: argparse.Namespace) -> int:
+    from ortnpu.cli.files import output_path, save_model
+
+    output_path(args.output, args.model, args.target)
     _, optimized, _, _, code = optimize_file(args)
     save_model(optimized, args.output)
     print(f"wrote {args.output}")
