@@ -167,11 +167,7 @@ def test_cli_help_lists_every_option(capsys: pytest.CaptureFixture) -> None:
         assert option in text
 
 
-def _native_available() -> bool:
-    return kernels._native() is not None
-
-
-@pytest.mark.skipif(not _native_available(), reason="C kernels (ortnpu.domain.native) not built")
+@pytest.mark.usefixtures("require_c")
 def test_c_and_numpy_kernels_agree_on_every_case(kit: Path) -> None:
     outputs: dict[str, dict[str, list]] = {}
     before = kernels.get_mode()   # ORTNPU_KERNELS=numpy runs of the suite keep their mode
