@@ -58,7 +58,9 @@ def load_model(model: onnx.ModelProto | str | os.PathLike | bytes, *,
     """Load (when given a path or bytes) and validate a model; raise :class:`ModelError`.
 
     Args:
-        model: a ``ModelProto`` (returned as is after the checks), serialized bytes or a path.
+        model: a ``ModelProto`` (returned as is after the checks, or as a copy without the
+            inputs that are initializers: :func:`initializers_as_constants`), serialized
+            bytes or a path.
         need_static_shapes: also require every graph input to have a fully known shape (the
             quantizer's and estimator's needs); the error says which dimension is dynamic.
         check_npu: validate ``com.ortnpu`` nodes (op type, inputs, attributes).
@@ -79,7 +81,28 @@ def load_model(model: onnx.ModelProto | str | os.PathLike | bytes, *,
         raise ModelError(f"expected an onnx.ModelProto, bytes or a path to a .onnx file, got "
                          f"{type(model).__name__}")
     check_model(proto, origin, need_static_shapes=need_static_shapes, check_npu=check_npu)
-    return proto
+    return initializers_as_constants(proto)
+
+
+def initializers_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without the graph inputs that are also initializers (a copy when any).
+
+    ONNX lets a graph list its initializers as inputs (default values a caller may override;
+    PyTorch's ``keep_initializers_as_inputs=True``). ortnpu treats them as the constants they
+    are, everywhere: the passes fold them, the quantizer bakes them into integer weights and
+    fusion packs them, so an NPU graph that still declared them as inputs would ask for inputs
+    it no longer has. :func:`load_model`, :func:`ortnpu.passes.optimize`, the quantizer and the
+    exporters all call this; overriding such an initializer at run time is not supported.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    if not any(vi.name in inits for vi in model.graph.input):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [vi for vi in out.graph.input if vi.name not in inits]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    return out
 
 
 def check_model(model: onnx.ModelProto, origin: str = "<model>", *,
@@ -537,5 +560,6 @@ def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> dict[str, 
         raise ModelError(f"{where}: {exc}") from None
 
 
-__all__ = ["check_model", "check_npu_nodes", "check_static_inputs", "load_model",
+__all__ = ["check_model", "check_npu_nodes", "check_static_inputs", "initializers_as_constants",
+           "load_model",
            "max_ir_version", "max_opset"]
