@@ -9,6 +9,8 @@ kinds of bad input.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,6 +179,14 @@ CASES: list[tuple[str, Callable[[Path], str], str]] = [
     *[(f"export-{s}-shift-out-of-range", _shift40, f"export {{f}} --style {s} -o e.onnx")
       for s in ("integer", "fake-quant", "qdq")],
     ("conformance-stray-output", _stray_output, "conformance {f}"),
+    ("conformance-export-to-file", _none, "conformance --export m.onnx --op Add -t tflite-int8"),
+    # numbers the options silently accepted
+    ("run-threads-0", _none, "run npu.onnx --inputs good.npz --threads 0"),
+    ("quantize-limit-negative", _none, "quantize m.onnx --calib good.npz -o q.onnx --limit -1"),
+    ("quantize-percentile-200", _none,
+     "quantize m.onnx --calib good.npz -o q.onnx --method percentile --percentile 200"),
+    ("quantize-percentile-nan", _none,
+     "quantize m.onnx --calib good.npz -o q.onnx --method percentile --percentile nan"),
     # external data that escapes the model's folder or has unusable fields
     *[(f"external-{n}", _external(e), "evaluate {f}") for n, e in [
         ("parent", [("location", "../secret.bin")]),
@@ -241,3 +251,16 @@ def test_export_api_refuses_what_validation_refuses(ws: Path) -> None:
     _two_multipliers(ws)
     with pytest.raises(ModelError, match="multiplier must be a 1-D tensor of length 1 or"):
         export(onnx.load(ws / "mult2.onnx"))
+
+
+def test_a_closed_stdout_pipe_is_not_an_internal_error(ws: Path, tmp_path: Path) -> None:
+    """``ortnpu optimize ... | head -1``: the reader leaves; the model is still written."""
+    proc = subprocess.Popen([sys.executable, "-m", "ortnpu", "optimize", str(ws / "m.onnx"),
+                             "-o", str(tmp_path / "o.onnx"), "-v"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "internal error" not in err and "BrokenPipe" not in err, err
+    assert (tmp_path / "o.onnx").is_file()

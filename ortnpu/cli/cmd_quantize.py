@@ -56,6 +56,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
 def load_calibration(path: str, input_names: list[str], preprocess: str = "",
                      limit: int | None = None) -> object:
     """Read an .npz, or a folder of images, into calibration data for ``quantize``."""
+    if limit is not None and limit < 1:
+        raise CalibrationError(f"--limit must be at least 1, got {limit}")
     if Path(path).is_dir():
         from ortnpu.quant.image_reader import ImageFolderReader, Preprocess
 
@@ -88,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     from ortnpu.cli.files import output_path, save_model
     from ortnpu.quant import QuantConfig, QuantizationResult, quantize
 
+    if not 0 < args.percentile <= 100:  # also refuses nan
+        raise CalibrationError(f"--percentile must be in (0, 100], got {args.percentile}")
     output_path(args.output, args.model, args.calib, args.target)
     model = load_model(args.model)
     data = load_calibration(args.calib, input_names(model), args.preprocess, args.limit)

@@ -23,6 +23,8 @@ def _run(args: argparse.Namespace) -> int:
     from ortnpu.cli.files import npz_path, output_path, read_arrays, save_arrays
     from ortnpu.runtime import InferenceSession
 
+    if args.threads is not None and args.threads < 1:
+        raise ModelError(f"--threads must be at least 1, got {args.threads}")
     if args.output:
         output_path(npz_path(args.output), args.model, args.inputs)
     archive = read_arrays(args.inputs, "inputs", ModelError)
