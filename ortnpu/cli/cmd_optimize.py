@@ -65,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Exit codes: 0 ok; 1 the optimized outputs differ from the original's by more "
                f"than {VERIFY_TOLERANCE:g} of the output range (and more than 1e-06 "
                "absolute); 2 bad input (unreadable "
-               "model, unknown input name...); 3 internal error.")
+               "model, unknown input name, an output check that would need a tensor above "
+               "512 MiB or cannot run with default sizes for dynamic dimensions: give "
+               "--input-shape or --no-verify); 3 internal error.")
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the optimized model")
     p.add_argument("--target", default=None,
