@@ -58,7 +58,9 @@ def load_model(model: onnx.ModelProto | str | os.PathLike | bytes, *,
     """Load (when given a path or bytes) and validate a model; raise :class:`ModelError`.
 
     Args:
-        model: a ``ModelProto`` (returned as is after the checks), serialized bytes or a path.
+        model: a ``ModelProto`` (returned as is after the checks, or as a copy without the
+            inputs that are initializers: :func:`initializers_as_constants`), serialized
+            bytes or a path.
         need_static_shapes: also require every graph input to have a fully known shape (the
             quantizer's and estimator's needs); the error says which dimension is dynamic.
         check_npu: validate ``com.ortnpu`` nodes (op type, inputs, attributes).
@@ -79,7 +81,28 @@ def load_model(model: onnx.ModelProto | str | os.PathLike | bytes, *,
         raise ModelError(f"expected an onnx.ModelProto, bytes or a path to a .onnx file, got "
                          f"{type(model).__name__}")
     check_model(proto, origin, need_static_shapes=need_static_shapes, check_npu=check_npu)
-    return proto
+    return initializers_as_constants(proto)
+
+
+def initializers_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without the graph inputs that are also initializers (a copy when any).
+
+    ONNX lets a graph list its initializers as inputs (default values a caller may override;
+    PyTorch's ``keep_initializers_as_inputs=True``). ortnpu treats them as the constants they
+    are, everywhere: the passes fold them, the quantizer bakes them into integer weights and
+    fusion packs them, so an NPU graph that still declared them as inputs would ask for inputs
+    it no longer has. :func:`load_model`, :func:`ortnpu.passes.optimize`, the quantizer and the
+    exporters all call this; overriding such an initializer at run time is not supported.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    if not any(vi.name in inits for vi in model.graph.input):
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [vi for vi in out.graph.input if vi.name not in inits]
+    del out.graph.input[:]
+    out.graph.input.extend(keep)
+    return out
 
 
 def check_model(model: onnx.ModelProto, origin: str = "<model>", *,
@@ -141,9 +164,15 @@ def _load_external(model: onnx.ModelProto, path: Path, origin: str) -> None:
     external = [t for t in ext._get_all_tensors(model) if ext.uses_external_data(t)]
     base = path.resolve().parent
     for tensor in external:
-        info = ext.ExternalDataInfo(tensor)
-        where = base / info.location
-        if not where.is_file():
+        try:  # a bad offset/length (not a number, negative) or an unusable path
+            info = ext.ExternalDataInfo(tensor)
+            where = base / info.location
+            present = where.is_file()
+        except (ValueError, OSError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+            raise ModelError(f"{origin}: tensor {tensor.name!r} has unusable external data "
+                             f"fields ({why}); export the model again") from None
+        if not present:
             raise ModelError(f"{origin}: tensor {tensor.name!r} keeps its data in external file "
                              f"{info.location!r}, which is missing next to the model; copy it "
                              f"to {base}")
@@ -405,12 +434,15 @@ def check_static_inputs(model: onnx.ModelProto, origin: str = "<model>") -> None
 
 
 # ----------------------------------------------------------------------------- NPU nodes
-def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
+def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>", *,
+                    rescale_values: bool = False) -> None:
     """Static checks of every ``com.ortnpu`` node: op type, input count, attributes.
 
     The shape- and value-dependent checks run again before every kernel call
     (``OpSpec.validate``); these catch at load time what would otherwise make onnxruntime
-    refuse the model with a terse message.
+    refuse the model with a terse message. ``rescale_values`` also checks the values of
+    constant multipliers and shifts (the exporters need that: they never run a kernel; a
+    session checks them before each kernel call).
     """
     from ortnpu.domain import DOMAIN, spec_of
     from ortnpu.domain.spec import parse_op_type
@@ -453,7 +485,8 @@ def check_npu_nodes(model: onnx.ModelProto, origin: str = "<model>") -> None:
                     raise ModelError(f"{where}: input {name!r} is "
                                      f"{type_name(init.data_type)}, the op needs {kind}")
         _check_act_types(node, spec, count, out_dtype, elem_types, where)
-        _check_npu_attrs(node, spec, where)
+        attrs = _check_npu_attrs(node, spec, where)
+        _check_npu_constants(node, spec, count, inits, attrs, where, rescale_values)
 
 
 def _element_types(graph: onnx.GraphProto) -> dict[str, int]:
@@ -504,7 +537,53 @@ def _check_act_types(node: onnx.NodeProto, spec: type, count: int, out_dtype: np
                              "cast it to one of these types first")
 
 
-def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> None:
+def _check_npu_constants(node: onnx.NodeProto, spec: type, count: int,
+                         inits: dict[str, onnx.TensorProto], attrs: dict[str, object],
+                         where: str, values: bool) -> None:
+    """Constant per-channel rescale parameters fit the constant weights.
+
+    The kernels check this before every call, but the exporters lower the constants without
+    running a kernel, so a model this accepted could fail inside an exporter (a 2-element
+    multiplier for 16 channels); both now go through the kernels' own check.
+    """
+    from onnx import numpy_helper
+
+    from ortnpu.domain.arith import rescale_bounds
+    from ortnpu.domain.common import check_rescale_params
+
+    names = spec.input_names(count)
+    consts: dict[str, np.ndarray] = {}
+    for name, tensor in zip(names, node.input, strict=False):
+        if tensor in inits:
+            try:
+                consts[name] = numpy_helper.to_array(inits[tensor])
+            except Exception:  # an unusual encoding: the kernel's own check runs at run time
+                return
+    mult, shift = consts.get("multiplier"), consts.get("shift")
+    if mult is None or shift is None:
+        return
+    if "w" in names:
+        w = consts.get("w")
+        if w is None:  # weights computed at run time: the kernel checks
+            return
+        channels: int | None = int(w.shape[0]) if w.ndim else None
+        bias = consts.get("bias")
+        if bias is not None and channels is not None and bias.shape != (channels,):
+            raise ModelError(f"{where}: bias must have shape [{channels}] (one value per "
+                             f"output channel of the weights), got {list(bias.shape)}")
+    else:
+        channels = max(mult.size, shift.size) if max(mult.size, shift.size) > 1 else None
+    rounding = str(attrs["rounding"])
+    if not values:  # shapes only: clip the values into range so only the shapes can fail
+        (mlo, mhi), (slo, shi) = rescale_bounds(rounding)
+        mult, shift = np.clip(mult, mlo, mhi), np.clip(shift, slo, shi)
+    try:
+        check_rescale_params(mult, shift, channels, rounding, "", spec.name)
+    except KernelError as exc:
+        raise ModelError(f"{where}: {exc}") from None
+
+
+def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> dict[str, object]:
     """Every declared attribute present, of its scalar type, inside its range; no others."""
     codes = {int: onnx.AttributeProto.INT, float: onnx.AttributeProto.FLOAT,
              str: onnx.AttributeProto.STRING}
@@ -533,10 +612,11 @@ def _check_npu_attrs(node: onnx.NodeProto, spec: type, where: str) -> None:
                          "attribute of a Python custom op on the node (build nodes with "
                          "ortnpu.domain.make_node)")
     try:
-        spec.full_attrs(given)
+        return spec.full_attrs(given)
     except KernelError as exc:
         raise ModelError(f"{where}: {exc}") from None
 
 
-__all__ = ["check_model", "check_npu_nodes", "check_static_inputs", "load_model",
+__all__ = ["check_model", "check_npu_nodes", "check_static_inputs", "initializers_as_constants",
+           "load_model",
            "max_ir_version", "max_opset"]

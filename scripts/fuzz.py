@@ -4,8 +4,13 @@
     python scripts/fuzz.py --chains --cases 10000 --seed 0 --jobs 2   # compiled programs
 
 Exit code 0 when there were no crashes, hangs, non-ortnpu exceptions, mismatches or (chains)
-cases that missed the compiled path, else 1. Replay a case with
-``python -m ortnpu.fuzz.worker --seed S --start I --stop I+1 [--suite chains] --verbose``.
+cases that missed the compiled path, else 1 (also when the C kernels are expected but the
+workers ran without them); 2 when a worker imported another ortnpu than this script. Replay a
+case with ``python -m ortnpu.fuzz.worker --seed S --start I --stop I+1 [--suite chains] --verbose``.
+
+It fuzzes the ortnpu that ``import ortnpu`` finds (the installed package with its C kernels;
+the repository checkout is not put on the path), and the report's ``kernels:`` line says which
+kernels the workers ran. To fuzz another copy, put it first on ``PYTHONPATH``.
 """
 
 from __future__ import annotations
@@ -16,9 +21,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from ortnpu.fuzz import Summary, run_fuzz
+from ortnpu.fuzz.runner import WorkerImportError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,16 +48,22 @@ def main(argv: list[str] | None = None) -> int:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(s.classes.items()))
             print(f"  {s.cases}/{args.cases} cases, {s.seconds:.0f} s: {counts}", flush=True)
 
-    summary = run_fuzz(args.cases, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
-                       batch=args.batch, memory_gib=args.memory_gib, start=args.start,
-                       progress=progress, suite="chains" if args.chains else "edges")
+    try:
+        summary = run_fuzz(args.cases, seed=args.seed, jobs=args.jobs, timeout=args.timeout,
+                           batch=args.batch, memory_gib=args.memory_gib, start=args.start,
+                           progress=progress, suite="chains" if args.chains else "edges")
+    except WorkerImportError as exc:
+        print(f"fuzz: {exc}", file=sys.stderr)
+        return 2
     print(summary.to_text(limit=50))
     if args.json:
         Path(args.json).write_text(json.dumps({
             "seed": args.seed, "start": args.start, "cases": summary.cases,
             "seconds": round(summary.seconds, 1), "classes": dict(summary.classes),
             "kinds": dict(summary.kinds), "paths": dict(summary.paths),
-            "suite": summary.suite, "failures": summary.failures}, indent=1))
+            "suite": summary.suite, "kernels": summary.kernels,
+            "workers": summary.workers, "problems": summary.problems,
+            "failures": summary.failures}, indent=1))
     if args.chains and summary.cases >= 20 and not summary.paths["compiled-program"]:
         print("FAIL: no chain case ran through a compiled C program (are the C kernels built "
               "and in use? `ortnpu info`)")

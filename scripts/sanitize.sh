@@ -45,9 +45,22 @@ export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1:log_path=$L
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$LOG/ubsan"
 export PYTHONPATH="$WORK"
 export ORTNPU_KERNELS=c
+# C tests fail instead of skipping, and the fuzz run fails, if the sanitized module is missing
+export ORTNPU_REQUIRE_C=1
 cd "$WORK"
 
-"$PY" -c "from ortnpu.domain import kernels, native; assert native.AVAILABLE; print(kernels.describe())"
+# Everything below must run the sanitized copy: check that ortnpu and its C module come from it
+# (the fuzz workers check that they import the same package as scripts/fuzz.py).
+"$PY" - "$WORK" <<'PYCHECK'
+import os, sys
+import ortnpu
+from ortnpu.domain import kernels, native
+work = os.path.realpath(sys.argv[1])
+assert native.AVAILABLE, f"sanitized C module missing: {native.IMPORT_ERROR}"
+for what, path in (("ortnpu", ortnpu.__file__), ("C module", native._native.__file__)):
+    assert os.path.realpath(path).startswith(work + os.sep), f"{what} from {path}, not {work}"
+print(kernels.describe(), "from", native._native.__file__)
+PYCHECK
 
 status=0
 echo "== conformance kit (every suite, C kernels)"

@@ -169,11 +169,7 @@ def test_cli_help_lists_every_option(capsys: pytest.CaptureFixture) -> None:
         assert option in text
 
 
-def _native_available() -> bool:
-    return kernels._native() is not None
-
-
-@pytest.mark.skipif(not _native_available(), reason="C kernels (ortnpu.domain.native) not built")
+@pytest.mark.usefixtures("require_c")
 def test_c_and_numpy_kernels_agree_on_every_case(kit: Path) -> None:
     outputs: dict[str, dict[str, list]] = {}
     before = kernels.get_mode()   # ORTNPU_KERNELS=numpy runs of the suite keep their mode
@@ -199,8 +195,8 @@ def test_c_and_numpy_kernels_agree_on_every_case(kit: Path) -> None:
                    for a, b in zip(got, want, strict=True)), key
 
 
-@pytest.mark.skipif(not _native_available() or kernels.get_mode() == "numpy",
-                    reason="C kernels not built or not in use")
+@pytest.mark.usefixtures("require_c")
+@pytest.mark.skipif(kernels.get_mode() == "numpy", reason="the numpy kernels are selected")
 def test_chain_cases_reach_the_compiled_programs(kit: Path) -> None:
     """Single-op cases never fuse; the chains run through compiled C programs (fixed batches as
     one unit, symbolic batches sample by sample) and give the numpy references' bits."""

@@ -6,11 +6,17 @@ the C kernels, the numpy references and onnxruntime fails the test with the repl
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ortnpu.fuzz import run_fuzz
 from ortnpu.fuzz.gen import OP_SEEDS, op_case, op_model
+from ortnpu.fuzz.runner import IMPORT_MISMATCH
 from ortnpu.fuzz.worker import KINDS, Worker
 
 SEED = 20261123
@@ -71,3 +77,53 @@ def test_unknown_element_types_have_names_not_key_errors() -> None:
 
     assert np_dtype(1) == np.float32 and type_name(3) == "INT8"
     assert np_dtype(29) is None and type_name(29) == "unknown element type 29"
+
+
+def test_workers_import_the_runners_ortnpu_not_a_checkout_in_the_cwd(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source checkout (no C module) in the working directory used to shadow the installed
+    package in the workers, so fuzz runs from the repository root tested numpy kernels only."""
+    import ortnpu
+    from ortnpu.domain import native
+    from ortnpu.fuzz.runner import package_dir
+
+    shutil.copytree(Path(ortnpu.__file__).parent, tmp_path / "ortnpu",
+                    ignore=shutil.ignore_patterns("*.so", "_native_build.json", "__pycache__"))
+    monkeypatch.chdir(tmp_path)
+    summary = run_fuzz(6, seed=SEED, jobs=1, timeout=60.0, batch=6)
+    assert summary.bad == 0, summary.to_text()
+    assert summary.workers["ortnpu"] == package_dir()
+    assert summary.workers["c"] == native.AVAILABLE
+    assert f"ortnpu from {package_dir()}" in summary.to_text()
+
+
+def test_worker_refuses_another_ortnpu(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "ortnpu.fuzz.worker", "--start", "0", "--stop",
+                           "1", "--package", str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == IMPORT_MISMATCH, proc.stderr
+    assert "imported ortnpu from" in proc.stderr
+
+
+def test_missing_c_kernels_fail_the_run_when_expected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORTNPU_KERNELS-independent: workers that report no C while C is expected fail the run."""
+    from ortnpu.fuzz import runner
+
+    monkeypatch.setenv("ORTNPU_REQUIRE_C", "1")
+    real = runner._run_all
+
+    def numpy_workers(*args, **kwargs):  # type: ignore[no-untyped-def]
+        s = real(*args, **kwargs)
+        s.workers["c"] = False
+        return s
+
+    monkeypatch.setattr(runner, "_run_all", numpy_workers)
+    summary = runner.run_fuzz(2, seed=SEED, jobs=1, batch=2)
+    assert summary.bad == 1 and "C kernels are expected" in summary.to_text()
+
+
+def test_c_kernels_present_when_expected() -> None:
+    """Fails loudly (not a skip) when the build saw a compiler or CI requires C."""
+    from conftest import c_kernels_or_skip
+
+    c_kernels_or_skip()

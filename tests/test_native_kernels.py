@@ -19,8 +19,7 @@ import pytest
 from ortnpu.domain import OPS_BY_NAME, kernels, native
 from ortnpu.domain.arith import ROUNDING_RULES, quantize_multiplier, rescale_bounds
 
-pytestmark = pytest.mark.skipif(not native.AVAILABLE,
-                                reason="C kernels not built (ortnpu.domain._native missing)")
+pytestmark = pytest.mark.usefixtures("require_c")  # fails when C is expected but missing
 
 DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
 SIMD = ["avx512", "avx2", "scalar"]

@@ -33,8 +33,9 @@ from ortnpu.runtime.native_program import (
     library_path,
 )
 
-pytestmark = pytest.mark.skipif(not native.AVAILABLE or kernels.get_mode() == "numpy",
-                                reason="C kernels not built or not in use (ORTNPU_KERNELS)")
+pytestmark = [pytest.mark.usefixtures("require_c"),  # fails when C is expected but missing
+              pytest.mark.skipif(kernels.get_mode() == "numpy",
+                                 reason="C kernels not in use (ORTNPU_KERNELS=numpy)")]
 
 
 def _sessions(npu: onnx.ModelProto) -> dict[str, ortnpu.InferenceSession]:

@@ -289,7 +289,7 @@ def test_cli_truncated_model_in_a_subprocess(tmp_path: Path, npu: onnx.ModelProt
     np.savez(inputs, x=images(np.random.default_rng(0), 1))
     proc = subprocess.run([sys.executable, "-m", "ortnpu", "run", str(path), "--inputs",
                            str(inputs)], capture_output=True, text=True, timeout=120,
-                          cwd=ROOT)
+                          cwd=tmp_path)  # outside the checkout: the installed ortnpu
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "npu.onnx" in proc.stderr
 
@@ -475,9 +475,9 @@ REGISTRATION_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_domain_registers_once_per_process() -> None:
+def test_domain_registers_once_per_process(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", REGISTRATION_SCRIPT], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+                          text=True, timeout=300, cwd=tmp_path)  # the installed ortnpu
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "registered once" in proc.stdout
 
@@ -488,8 +488,12 @@ RISKY_SCRIPT = textwrap.dedent("""
     import numpy as np
     import ortnpu
     from ortnpu.domain import OPS_BY_NAME, kernels
-    mode = sys.argv[1]
+    from ortnpu.domain import native
+    mode, package = sys.argv[1], sys.argv[2]
+    assert ortnpu.__file__ == package, (ortnpu.__file__, package)
     if mode == "c" and kernels._native() is None:
+        if native.expected():
+            sys.exit(f"C kernels expected ({native.expected()}) but missing")
         print("no C kernels"); sys.exit(0)
     kernels.set_mode(mode)
     conv = OPS_BY_NAME["Conv"]
@@ -526,9 +530,10 @@ RISKY_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.parametrize("mode", ["numpy", "c"])
-def test_risky_kernel_inputs_never_crash(mode: str) -> None:
-    proc = subprocess.run([sys.executable, "-c", RISKY_SCRIPT, mode], capture_output=True,
-                          text=True, timeout=300, cwd=ROOT)
+def test_risky_kernel_inputs_never_crash(mode: str, tmp_path: Path) -> None:
+    # outside the checkout, so the subprocess imports this (installed) ortnpu, checked
+    proc = subprocess.run([sys.executable, "-c", RISKY_SCRIPT, mode, ortnpu.__file__],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "alive" in proc.stdout or "no C kernels" in proc.stdout
 

@@ -5,16 +5,21 @@ Each sub-command lives in its own module ``ortnpu/cli/cmd_<name>.py`` that defin
 table. Exit codes: 0 success, 1 the command ran and found failures (e.g. conformance cases
 failed), 2 bad input (an :class:`~ortnpu.errors.OrtNpuError`, printed as one line), 3 an internal
 error (a bug: please report it with the output of ``--debug``).
+
+When the reader of standard output goes away (``ortnpu optimize ... | head -1``) the command
+still finishes its work (files are written); what it prints after that is dropped.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from ortnpu.errors import OrtNpuError
 
@@ -45,6 +50,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _ClosedPipeSafe:
+    """Standard output whose reader may close it: after a broken pipe, writes are dropped."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._close()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._close()
+
+    def _close(self) -> None:
+        self.broken = True
+        try:  # the interpreter's final flush of the real stdout must not fail either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
@@ -55,6 +95,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ortnpu import console
 
     console.set_verbose(args.debug)  # onnxruntime's own log lines only with --debug
+    stdout = sys.stdout
+    sys.stdout = _ClosedPipeSafe(stdout)
+    try:
+        return _call(args)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _call(args: argparse.Namespace) -> int:
+    """Run the sub-command; map exceptions to exit codes."""
     try:
         code = args.func(args)
         return EXIT_OK if code is None else int(code)

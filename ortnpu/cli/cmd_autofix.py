@@ -62,12 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The evaluation inputs and labels of an .npz; labels must be one per sample."""
     from ortnpu.cli.cmd_compare import select_inputs
+    from ortnpu.cli.files import read_arrays
 
-    try:
-        with np.load(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{path}: cannot read evaluation data: {exc}") from None
+    arrays = read_arrays(path, "evaluation data")
     label_key = next((k for k in LABEL_KEYS if k in arrays and k not in names), None)
     labels = arrays.pop(label_key) if label_key else None
     feed = select_inputs(arrays, names, None, path)
@@ -86,13 +83,15 @@ def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.nd
 
 
 def _run(args: argparse.Namespace) -> int:
-    import onnx
-
+    from ortnpu.cli.files import output_path, save_model
     from ortnpu.quant.autofix import autofix, cosine, sqnr, top1
 
     if args.max_candidates < 0:
         raise CalibrationError(f"--max-candidates must be 0 (all) or more, got "
                                f"{args.max_candidates}")
+    output_path(args.output, args.model, args.calib, args.eval, args.target)
+    if args.json:
+        output_path(args.json, args.model, args.calib, args.eval, args.target, args.output)
     model = load_model(args.model)
     names = input_names(model)
     data = load_calibration(args.calib, names, args.preprocess, args.limit)
@@ -115,11 +114,9 @@ def _run(args: argparse.Namespace) -> int:
     npu, report = autofix(model, args.target, data, feed, metric, budget=budget, goal=args.goal,
                           max_steps=args.max_steps, max_candidates=args.max_candidates or None)
     print(report)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(npu, args.output)
+    save_model(npu, args.output)
     print(f"wrote {args.output}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
         print(f"wrote {args.json}")
     return 0 if report.within_budget else 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
@@ -40,12 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_data(path: str, input_names: list[str], key: str | None = None) -> dict[str, np.ndarray]:
     """Read an .npz into ``{input name: array}`` (the first axis of each array is the sample)."""
-    try:
-        with np.load(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{path}: cannot read the data: {exc}") from None
-    return select_inputs(arrays, input_names, key, path)
+    from ortnpu.cli.files import read_arrays
+
+    return select_inputs(read_arrays(path, "the data"), input_names, key, path)
 
 
 def select_inputs(arrays: dict[str, np.ndarray], input_names: list[str], key: str | None,
@@ -73,10 +69,14 @@ def select_inputs(arrays: dict[str, np.ndarray], input_names: list[str], key: st
 def _run(args: argparse.Namespace) -> int:
     import onnx
 
+    from ortnpu.cli.files import output_path, write_text
     from ortnpu.comparison import compare
 
     if args.top is not None and args.top < 1:
         raise CalibrationError(f"--top must be at least 1, got {args.top}")
+    for out in (args.json, args.html):
+        if out:
+            output_path(out, args.float_model, args.npu_model, args.data)
     try:  # only the input names here: compare loads both models itself, naming them by path
         head = onnx.load(args.float_model, load_external_data=False)
     except Exception as exc:
@@ -90,7 +90,6 @@ def _run(args: argparse.Namespace) -> int:
     for path, text in ((args.json, report.to_json() if args.json else ""),
                        (args.html, report.to_html() if args.html else "")):
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text, encoding="utf-8")
+            write_text(path, text)
             print(f"wrote {path}")
     return 0

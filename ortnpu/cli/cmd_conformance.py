@@ -72,7 +72,15 @@ def _run(args: argparse.Namespace) -> int:
                                "(generate), not both")
     runner = conformance.resolve_runner(args.runner)
     if args.export:
-        written = conformance.generate(args.export, args.target, args.op)
+        from ortnpu.errors import ModelError
+
+        out = Path(args.export)
+        if out.exists() and not out.is_dir():
+            raise ModelError(f"{out}: --export needs a folder, and this is a file")
+        try:
+            written = conformance.generate(out, args.target, args.op)
+        except OSError as exc:
+            raise ModelError(f"{out}: cannot write the vectors: {exc.strerror or exc}") from None
         print(f"wrote {len(written)} cases to {args.export}")
         return 0
     if args.dir:

@@ -80,7 +80,12 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ortnpu.cli.cmd_optimize import parse_input_shapes
+    from ortnpu.cli.files import output_path
     from ortnpu.validate import load_model
+
+    for out in (args.json, args.html):
+        if out:
+            output_path(out, args.model, args.target)
 
     return evaluate_and_report(args, load_model(args.model), Path(args.model).name,
                                input_shapes=parse_input_shapes(args.input_shape))

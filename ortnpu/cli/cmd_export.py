@@ -36,18 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import onnx
-
-    from ortnpu.errors import ModelError
+    from ortnpu.cli.files import output_path, save_model
     from ortnpu.exporters import export
     from ortnpu.validate import load_model
 
+    output_path(args.output, args.model)
     model = load_model(args.model)
     out = export(model, style=args.style, implicit_casting=args.implicit_casting)
-    try:
-        onnx.save(out, args.output)
-    except OSError as exc:
-        raise ModelError(f"{args.output}: cannot write: {exc}") from None
+    save_model(out, args.output)
     props = {p.key: p.value for p in out.metadata_props}
     print(f"wrote {args.output} ({args.style}, {len(out.graph.node)} nodes, exact: "
           f"{props.get('ortnpu.export.exact', '?')})")

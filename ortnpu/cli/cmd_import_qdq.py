@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,18 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import onnx
-
+    from ortnpu.cli.files import output_path, save_model
     from ortnpu.quant import QuantizationResult
     from ortnpu.quant.qdq_import import import_qdq
     from ortnpu.validate import load_model
 
+    output_path(args.output, args.model, args.target)
     model = load_model(args.model)
     report: list = []
     res = QuantizationResult()
     npu = import_qdq(model, args.target, report=report, result=res)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(npu, args.output)
+    save_model(npu, args.output)
     on_npu = sum(p.device == "NPU" for p in res.placements)
     changed = sum(not c.exact for c in report)
     print(f"wrote {args.output}: {on_npu} nodes on the NPU, {len(res.placements) - on_npu} on "

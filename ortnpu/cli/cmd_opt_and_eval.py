@@ -30,8 +30,12 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ortnpu.cli.cmd_evaluate import evaluate_and_report
-    from ortnpu.cli.cmd_optimize import optimize_file, save_model
+    from ortnpu.cli.cmd_optimize import optimize_file
+    from ortnpu.cli.files import output_path, save_model
 
+    for out in (args.output, args.json, args.html):
+        if out:
+            output_path(out, args.model, args.target)
     _, optimized, result, check, code = optimize_file(args)
     if args.output:
         save_model(optimized, args.output)

@@ -65,7 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="Exit codes: 0 ok; 1 the optimized outputs differ from the original's by more "
                f"than {VERIFY_TOLERANCE:g} of the output range (and more than 1e-06 "
                "absolute); 2 bad input (unreadable "
-               "model, unknown input name...); 3 internal error.")
+               "model, unknown input name, an output check that would need a tensor above "
+               "512 MiB or cannot run with default sizes for dynamic dimensions: give "
+               "--input-shape or --no-verify); 3 internal error.")
     p.add_argument("model", help="input .onnx file")
     p.add_argument("-o", "--output", required=True, help="where to write the optimized model")
     p.add_argument("--target", default=None,
@@ -116,17 +118,10 @@ def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None,
     return original, optimized, result, check, code
 
 
-def save_model(model: object, path: str) -> None:
-    """Write ``model`` to ``path`` (external data for models above 2 GB)."""
-    import onnx
-
-    try:
-        onnx.save(model, path)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot write {path}: {exc}") from None
-
-
 def _run(args: argparse.Namespace) -> int:
+    from ortnpu.cli.files import output_path, save_model
+
+    output_path(args.output, args.model, args.target)
     _, optimized, _, _, code = optimize_file(args)
     save_model(optimized, args.output)
     print(f"wrote {args.output}")

@@ -56,6 +56,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
 def load_calibration(path: str, input_names: list[str], preprocess: str = "",
                      limit: int | None = None) -> object:
     """Read an .npz, or a folder of images, into calibration data for ``quantize``."""
+    if limit is not None and limit < 1:
+        raise CalibrationError(f"--limit must be at least 1, got {limit}")
     if Path(path).is_dir():
         from ortnpu.quant.image_reader import ImageFolderReader, Preprocess
 
@@ -64,10 +66,9 @@ def load_calibration(path: str, input_names: list[str], preprocess: str = "",
                                    f"inputs are {input_names}")
         return ImageFolderReader(path, input_names[0],
                                  Preprocess.parse(preprocess) if preprocess else None, limit)
-    try:
-        archive = np.load(path)
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{path}: cannot read calibration data: {exc}") from None
+    from ortnpu.cli.files import read_arrays
+
+    archive = read_arrays(path, "calibration data")
     keys = list(archive.keys())
     if set(input_names) <= set(keys):
         arrays = {k: archive[k].astype(np.float32)[:limit] for k in input_names}
@@ -86,8 +87,12 @@ def input_names(model: onnx.ModelProto) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ortnpu.cli.files import output_path, save_model
     from ortnpu.quant import QuantConfig, QuantizationResult, quantize
 
+    if not 0 < args.percentile <= 100:  # also refuses nan
+        raise CalibrationError(f"--percentile must be in (0, 100], got {args.percentile}")
+    output_path(args.output, args.model, args.calib, args.target)
     model = load_model(args.model)
     data = load_calibration(args.calib, input_names(model), args.preprocess, args.limit)
     config = QuantConfig(per_channel=False if args.per_tensor else None, method=args.method,
@@ -97,8 +102,7 @@ def _run(args: argparse.Namespace) -> int:
     res = QuantizationResult()
     npu = quantize(model, args.target, data, config=config, optimize=not args.no_optimize,
                    result=res)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(npu, args.output)
+    save_model(npu, args.output)
     on_npu = sum(p.device == "NPU" for p in res.placements)
     print(f"wrote {args.output}: {on_npu} nodes on the NPU, "
           f"{len(res.placements) - on_npu} on the CPU")

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 from ortnpu.errors import ModelError
 
 
@@ -26,13 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from ortnpu.batching import run_samples
+    from ortnpu.cli.files import npz_path, output_path, read_arrays, save_arrays
     from ortnpu.runtime import InferenceSession
 
+    if args.threads is not None and args.threads < 1:
+        raise ModelError(f"--threads must be at least 1, got {args.threads}")
+    if args.output:
+        output_path(npz_path(args.output), args.model, args.inputs)
+    archive = read_arrays(args.inputs, "inputs", ModelError)
     sess = InferenceSession(args.model, intra_op_num_threads=args.threads)
-    try:
-        archive = np.load(args.inputs)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"{args.inputs}: cannot read inputs: {exc}") from None
     names = [i.name for i in sess.get_inputs()]
     if len(names) == 1 and names[0] not in archive:
         feed = {names[0]: archive[next(iter(archive.keys()))]}
@@ -43,6 +43,5 @@ def _run(args: argparse.Namespace) -> int:
     for name, v in result.items():
         print(f"{name}: shape {list(v.shape)} dtype {v.dtype}")
     if args.output:
-        np.savez(args.output, **result)
-        print(f"wrote {args.output}")
+        print(f"wrote {save_arrays(args.output, result)}")
     return 0

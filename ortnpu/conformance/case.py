@@ -170,9 +170,16 @@ def read_case(folder: Path, root: Path | None = None) -> StoredCase:
         if not file.is_file():
             raise ModelError(f"{folder}: model input {name!r} has no {DATA_SET}/input_{k}.pb")
         inputs[name] = read_tensor(file)
-    outputs = sorted(data.glob("output_*.pb"), key=lambda p: int(p.stem.split("_")[1]))
+    outputs = sorted(data.glob("output_*.pb"))
     if not outputs:
         raise ModelError(f"{folder}: no {DATA_SET}/output_<k>.pb with the expected outputs")
+    want = [data / f"output_{k}.pb" for k in range(len(outputs))]
+    stray = sorted(set(outputs) - set(want))
+    if stray:
+        raise ModelError(f"{folder}: {DATA_SET}/{stray[0].name} is not an expected output file "
+                         f"(expected output_0.pb ... output_{len(outputs) - 1}.pb, numbered "
+                         "from 0 without gaps); remove or rename it")
+    outputs = want
     _, op, *rest = folder.name.split("_")
     suite = str(folder.parent.relative_to(root)) if root and folder.parent != root else ""
     return StoredCase(folder, suite, op, "_".join(rest), inputs,

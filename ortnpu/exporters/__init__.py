@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import onnx
 
-from ortnpu.errors import UnsupportedError
+from ortnpu.errors import ModelError, UnsupportedError
 
 STYLES = ("integer", "fake-quant", "qdq")
 
@@ -39,8 +39,17 @@ def export(model: onnx.ModelProto, style: str = "integer",
 
     Raises:
         UnsupportedError: unknown style, or a node whose parameters are not constants.
-        ModelError: ``model`` is not an ONNX model.
+        ModelError: ``model`` is not an ONNX model, or not a valid NPU graph (the checks of
+            :func:`ortnpu.validate.check_model`, so export refuses what validation refuses).
     """
+    from ortnpu.validate import check_model, check_npu_nodes, initializers_as_constants
+
+    if not isinstance(model, onnx.ModelProto):
+        raise ModelError(f"expected an onnx.ModelProto, got {type(model).__name__}")
+    origin = model.graph.name or "<model>"
+    check_model(model, origin)
+    check_npu_nodes(model, origin, rescale_values=True)
+    model = initializers_as_constants(model)
     if style == "integer":
         from ortnpu.exporters import integer
         from ortnpu.exporters.graph import lower_model

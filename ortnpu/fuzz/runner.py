@@ -5,6 +5,14 @@ worker that dies by a signal or exits early is a **crash** of the case it had st
 that does not finish within ``timeout`` seconds is a **hang** (the worker is killed). Either
 way the case is replayed alone in a fresh process to confirm it, and the rest of the batch goes
 to a new worker. Everything else is classified inside the worker (see its docstring).
+
+Workers import exactly the ortnpu this process imported: its folder goes first on
+``PYTHONPATH``, the workers start in an empty temporary directory (so a repository checkout in
+the current directory cannot shadow the installed package and its C kernels) and each worker
+checks ``ortnpu.__file__`` before its first case (a different package stops the run with
+:class:`WorkerImportError`). Each worker reports which kernels it runs; the summary prints them,
+and a run whose workers lack the C kernels although they are expected
+(:func:`ortnpu.domain.native.expected`) counts as failed.
 """
 
 from __future__ import annotations
@@ -12,9 +20,11 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -30,6 +40,12 @@ BAD = ("crash", "hang", "foreign", "mismatch", "missed")
 SUITES = ("edges", "chains")
 #: Seconds a worker may take to import and build its base models before the first case.
 STARTUP_SECONDS = 120.0
+#: Exit code of a worker that imported another ortnpu than the runner's.
+IMPORT_MISMATCH = 97
+
+
+class WorkerImportError(RuntimeError):
+    """A worker imported a different ortnpu package than the process that started it."""
 
 
 @dataclass
@@ -45,6 +61,10 @@ class Summary:
     seconds: float = 0.0
     #: what ran, summed over the cases (chains: execution paths, compiled layers "C:<op>")
     paths: Counter = field(default_factory=Counter)
+    #: What the workers reported at startup: package folder, kernels, C available/expected.
+    workers: dict[str, Any] = field(default_factory=dict)
+    #: Run-level failures (C kernels expected but absent in the workers).
+    problems: list[str] = field(default_factory=list)
 
     def add(self, record: dict[str, Any]) -> None:
         """Count one case's record."""
@@ -57,8 +77,17 @@ class Summary:
 
     @property
     def bad(self) -> int:
-        """Number of failing cases (crashes, hangs, foreign exceptions, mismatches)."""
-        return sum(self.classes[c] for c in BAD)
+        """Failing cases (crashes, hangs, foreign exceptions, mismatches) plus run problems."""
+        return sum(self.classes[c] for c in BAD) + len(self.problems)
+
+    @property
+    def kernels(self) -> str:
+        """Which kernels the workers ran, as they reported it."""
+        w = self.workers
+        if not w:
+            return "unknown (no worker reported)"
+        return (f"{'C and numpy' if w.get('c') else 'numpy only'} "
+                f"({w.get('kernels', '?')}); ortnpu from {w.get('ortnpu', '?')}")
 
     def to_text(self, limit: int = 20) -> str:
         """The report: totals, per class, per kind, then the first failures."""
@@ -67,7 +96,9 @@ class Summary:
                  "  " + ", ".join(f"{c} {self.classes[c]}" for c in
                                   ("ok", "ortnpu", "foreign", "mismatch", "missed", "crash",
                                    "hang")),
-                 "  kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items()))]
+                 "  kinds: " + ", ".join(f"{k} {n}" for k, n in sorted(self.kinds.items())),
+                 f"  kernels: {self.kernels}"]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
         if self.paths:
             lines.append("  ran: " + ", ".join(f"{k} {n}" for k, n in sorted(
                 self.paths.items()) if not k.startswith("C:")))
@@ -93,24 +124,51 @@ def _signal_name(code: int) -> str:
     return f"exit code {code}"
 
 
+def package_dir() -> str:
+    """The folder of the ortnpu package this process imported."""
+    import ortnpu
+
+    return os.path.dirname(os.path.realpath(ortnpu.__file__))
+
+
 def _worker_cmd(seed: int, start: int, stop: int, memory_gib: float,
                 suite: str = "edges") -> list[str]:
     return [sys.executable, "-m", "ortnpu.fuzz.worker", "--seed", str(seed), "--start",
-            str(start), "--stop", str(stop), "--memory-gib", str(memory_gib), "--suite", suite]
+            str(start), "--stop", str(stop), "--memory-gib", str(memory_gib), "--suite", suite,
+            "--package", package_dir()]
+
+
+def worker_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The workers' environment: this process's ortnpu first on ``PYTHONPATH``, one kernel
+    thread each (unless set)."""
+    env = dict(os.environ if env is None else env)
+    env.setdefault("ORTNPU_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    root = os.path.dirname(package_dir())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def run_batch(seed: int, start: int, stop: int, timeout: float, memory_gib: float,
-              env: dict[str, str], suite: str = "edges"
+              env: dict[str, str], cwd: str | None = None,
+              ready: dict[str, Any] | None = None, suite: str = "edges"
               ) -> tuple[list[dict[str, Any]], int | None]:
     """Run cases ``[start, stop)`` in one worker until done, a crash or a hang.
+
+    Args:
+        cwd: the worker's working directory (keep it outside a source checkout).
+        ready: filled with what the worker reports at startup (package, kernels).
 
     Returns:
         The records of finished cases (plus one crash/hang record), and the first case not
         run (None when the batch completed).
+
+    Raises:
+        WorkerImportError: the worker imported another ortnpu than this process.
     """
     proc = subprocess.Popen(_worker_cmd(seed, start, stop, memory_gib, suite),
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
+                            start_new_session=True)
     assert proc.stdout is not None and proc.stderr is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ, "out")
@@ -145,8 +203,10 @@ def run_batch(seed: int, start: int, stop: int, timeout: float, memory_gib: floa
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
                     text = line.decode("utf-8", "replace").strip()
-                    if text == "READY":
+                    if text.startswith("READY"):
                         deadline = time.monotonic() + timeout
+                        if ready is not None and text[5:].strip():
+                            ready.update(json.loads(text[5:]))
                     elif text.startswith("B "):
                         current = int(text[2:])
                         deadline = time.monotonic() + timeout
@@ -160,6 +220,9 @@ def run_batch(seed: int, start: int, stop: int, timeout: float, memory_gib: floa
         sel.close()
         if proc.poll() is None:
             _kill(proc)
+    if code == IMPORT_MISMATCH:
+        raise WorkerImportError(err_tail.decode("utf-8", "replace").strip().splitlines()[-1]
+                                if err_tail.strip() else "a fuzz worker imported another ortnpu")
     finished = {r["i"] for r in records}
     if code != 0 or len(finished) < stop - start:
         at = current if current is not None else next(
@@ -198,30 +261,61 @@ def run_fuzz(cases: int, seed: int = 0, jobs: int = 2, timeout: float = 60.0,
         progress: called with the summary after each batch.
         suite: ``"edges"`` (ops, models, files) or ``"chains"`` (multi-layer graphs through
             every path, the compiled programs included; ortnpu.fuzz.chains).
+
+    Raises:
+        WorkerImportError: a worker imported another ortnpu than this process.
+        ValueError: an unknown suite.
     """
+    from ortnpu.domain import native
+
     if suite not in SUITES:
         raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
-    env = dict(os.environ if env is None else env)
-    env.setdefault("ORTNPU_NUM_THREADS", "1")
-    env.setdefault("OMP_NUM_THREADS", "1")
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env = worker_env(env)
+    cwd = tempfile.mkdtemp(prefix="ortnpu-fuzz-")
+    try:
+        summary = _run_all(cases, seed, jobs, timeout, batch, memory_gib, start, env, cwd,
+                           progress, suite)
+    finally:
+        shutil.rmtree(cwd, ignore_errors=True)
+    why = native.expected()
+    if why and not summary.workers.get("c"):
+        summary.problems.append(f"the C kernels are expected ({why}) but the workers ran the "
+                                f"numpy kernels only: {summary.kernels}")
+    return summary
+
+
+def _run_all(cases: int, seed: int, jobs: int, timeout: float, batch: int, memory_gib: float,
+             start: int, env: dict[str, str], cwd: str,
+             progress: Callable[[Summary], None] | None, suite: str) -> Summary:
+    """The batches of :func:`run_fuzz` on ``jobs`` threads, each driving one worker."""
     summary = Summary(seed, suite)
+    errors: list[BaseException] = []
     queue = [(s, min(s + batch, start + cases)) for s in range(start, start + cases, batch)]
     lock = threading.Lock()
     t0 = time.monotonic()
 
     def work() -> None:
+        try:
+            batches()
+        except BaseException as exc:  # re-raised by the main thread
+            with lock:
+                errors.append(exc)
+                queue.clear()
+
+    def batches() -> None:
         while True:
             with lock:
                 if not queue:
                     return
                 lo, hi = queue.pop(0)
-            records, rest = run_batch(seed, lo, hi, timeout, memory_gib, env, suite)
+            ready: dict[str, Any] = {}
+            records, rest = run_batch(seed, lo, hi, timeout, memory_gib, env, cwd, ready, suite)
             for rec in records:
                 if rec["class"] in ("crash", "hang"):
-                    rec.update(_confirm(seed, rec, timeout, memory_gib, env, suite))
+                    rec.update(_confirm(seed, rec, timeout, memory_gib, env, cwd, suite))
             with lock:
+                if ready and not summary.workers:
+                    summary.workers.update(ready)
                 for rec in records:
                     summary.add(rec)
                 if rest is not None and rest < hi:
@@ -235,15 +329,19 @@ def run_fuzz(cases: int, seed: int = 0, jobs: int = 2, timeout: float = 60.0,
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     summary.seconds = time.monotonic() - t0
     summary.failures.sort(key=lambda r: r["i"])
     return summary
 
 
 def _confirm(seed: int, rec: dict[str, Any], timeout: float, memory_gib: float,
-             env: dict[str, str], suite: str = "edges") -> dict[str, Any]:
+             env: dict[str, str], cwd: str | None = None, suite: str = "edges"
+             ) -> dict[str, Any]:
     """Replay a crashed or hung case alone; note whether it reproduces."""
-    records, _ = run_batch(seed, rec["i"], rec["i"] + 1, timeout, memory_gib, env, suite)
+    records, _ = run_batch(seed, rec["i"], rec["i"] + 1, timeout, memory_gib, env, cwd,
+                           suite=suite)
     again = next((r for r in records if r["i"] == rec["i"]), None)
     if again is None:
         return {"detail": rec["detail"] + " (replay: no result)"}

@@ -31,6 +31,7 @@ import onnx
 
 from ortnpu.errors import OrtNpuError
 from ortnpu.fuzz import gen
+from ortnpu.fuzz.runner import IMPORT_MISMATCH
 
 #: Kinds of case and their share of a run.
 KINDS = (("op-direct", 0.34), ("op-graph", 0.26), ("model", 0.2), ("target", 0.07),
@@ -297,6 +298,16 @@ def _native_available() -> bool:
     return kernels._native() is not None
 
 
+def _imported() -> dict[str, Any]:
+    """Which ortnpu this worker imported and which kernels it runs (reported to the runner)."""
+    import ortnpu
+    from ortnpu.domain import kernels, native
+
+    return {"ortnpu": os.path.dirname(os.path.realpath(ortnpu.__file__)),
+            "c": _native_available(), "kernels": kernels.describe(),
+            "c_expected": native.expected() or ""}
+
+
 def _limit_memory(gib: float) -> None:
     """Cap the address space so a runaway allocation is a MemoryError, not the OOM killer."""
     try:
@@ -319,7 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", choices=("edges", "chains"), default="edges",
                    help="edges: ops, models, files; chains: multi-layer graphs through every "
                         "path, the compiled programs included (ortnpu.fuzz.chains)")
+    p.add_argument("--package", metavar="DIR",
+                   help="the ortnpu package folder the runner imported; refuse to run another")
     args = p.parse_args(argv)
+    info = _imported()
+    if args.package and os.path.realpath(args.package) != info["ortnpu"]:
+        print(f"ortnpu.fuzz.worker: imported ortnpu from {info['ortnpu']} but the runner "
+              f"imported {os.path.realpath(args.package)} (a source checkout in the working "
+              "directory or on PYTHONPATH?)", file=sys.stderr, flush=True)
+        return IMPORT_MISMATCH
     if args.memory_gib > 0:
         _limit_memory(args.memory_gib)
     if not args.verbose:
@@ -332,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.redirect_stderr(sink) if not args.verbose else contextlib.nullcontext():
             worker.npu_model("tflite-int8")
     out = sys.stdout
-    print("READY", flush=True)
+    print("READY " + json.dumps(info), flush=True)
     for i in range(args.start, args.stop):
         print(f"B {i}", file=out, flush=True)
         if args.suite == "chains":

@@ -119,10 +119,12 @@ def optimize(model: onnx.ModelProto, *, input_shapes: Mapping[str, Sequence[int]
                          "load files with onnx.load")
     if not model.graph.node:
         raise ModelError("the model has no nodes")
+    from ortnpu.validate import initializers_as_constants
+
     manager = PassManager(default_passes(input_shapes=input_shapes, target=target,
                                          fuse_activations=fuse_activations, equalize=equalize,
                                          skip=skip))
-    result = manager(model)
+    result = manager(initializers_as_constants(model))
     out = result.model
     if out is model:
         out = onnx.ModelProto()

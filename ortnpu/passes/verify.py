@@ -1,4 +1,10 @@
-"""Check that two float models compute the same outputs."""
+"""Check that two float models compute the same outputs.
+
+The check feeds random inputs whose shapes come from the model (or ``input_shapes``), so a
+declared input of [12000, 12000] would allocate gigabytes: every input and every tensor whose
+inferred shape is static is bounded by :data:`MAX_CHECK_TENSOR_BYTES`, and the refusal names
+the tensor and says how to go on (a smaller ``input_shapes`` entry, or no check).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,81 @@ import onnxruntime as ort
 from onnx import helper
 
 from ortnpu.console import quiet_session_options
-from ortnpu.errors import ModelError
+from ortnpu.errors import ModelError, first_line
+
+#: Largest tensor, in bytes, the output check creates (an input) or lets onnxruntime compute
+#: (an intermediate or output of static inferred shape): 512 MiB.
+MAX_CHECK_TENSOR_BYTES = 1 << 29
+#: How to go on when the check cannot run as asked (library and CLI spellings).
+_HINT = ("give the inputs smaller or real shapes with input_shapes={...} (CLI: --input-shape "
+         "NAME=D1,D2,...) or skip the check (CLI: --no-verify)")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):,.0f} MiB"
+
+
+def _input_specs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None
+                 ) -> list[tuple[str, list[int], np.dtype, bool]]:
+    """``(name, dims, dtype, guessed)`` of every graph input that is not an initializer;
+    ``guessed`` when a dynamic dimension was given a default size."""
+    inits = {t.name for t in model.graph.initializer}
+    specs = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        guessed = False
+        if input_shapes and inp.name in input_shapes:
+            dims = [int(d) for d in input_shapes[inp.name]]
+        else:
+            dims = []
+            rank = len(tt.shape.dim)
+            for axis, d in enumerate(tt.shape.dim):
+                if d.HasField("dim_value") and d.dim_value > 0:
+                    dims.append(int(d.dim_value))
+                else:
+                    guessed = True
+                    dims.append(32 if rank == 4 and axis >= 2 else 1)
+        try:
+            dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except (KeyError, ValueError, TypeError):
+            raise ModelError(f"input {inp.name!r} has an element type ortnpu cannot generate "
+                             "random data for") from None
+        nbytes = dtype.itemsize
+        for d in dims:
+            nbytes *= max(d, 0)
+        if nbytes > MAX_CHECK_TENSOR_BYTES:
+            raise ModelError(f"input {inp.name!r} of shape {dims} ({dtype}) would need "
+                             f"{_mib(nbytes)} of random data for the output check (limit "
+                             f"{_mib(MAX_CHECK_TENSOR_BYTES)}); {_HINT}")
+        specs.append((inp.name, dims, dtype, guessed))
+    return specs
+
+
+def check_tensor_sizes(model: onnx.ModelProto) -> None:
+    """Refuse a check whose static inferred tensors exceed :data:`MAX_CHECK_TENSOR_BYTES`.
+
+    Raises:
+        ModelError: names the first tensor too large.
+    """
+    for vi in [*model.graph.value_info, *model.graph.output]:
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        if any(d < 0 for d in dims):
+            continue
+        try:
+            nbytes = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+        except (KeyError, ValueError, TypeError):
+            continue
+        for d in dims:
+            nbytes *= d
+        if nbytes > MAX_CHECK_TENSOR_BYTES:
+            raise ModelError(f"tensor {vi.name!r} of shape {dims} would take {_mib(nbytes)} "
+                             f"in the output check (limit {_mib(MAX_CHECK_TENSOR_BYTES)}); "
+                             f"{_HINT}")
 
 
 def random_inputs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -22,38 +102,20 @@ def random_inputs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[in
     unknown dim becomes 1, or 32 for the spatial axes of a rank-4 (image-like) input.
 
     Raises:
-        ModelError: an input type that cannot be generated.
+        ModelError: an input type that cannot be generated, or an input larger than
+            :data:`MAX_CHECK_TENSOR_BYTES`.
     """
     rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
     feeds: dict[str, np.ndarray] = {}
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        tt = inp.type.tensor_type
-        if input_shapes and inp.name in input_shapes:
-            dims = [int(d) for d in input_shapes[inp.name]]
-        else:
-            dims = []
-            rank = len(tt.shape.dim)
-            for axis, d in enumerate(tt.shape.dim):
-                if d.HasField("dim_value") and d.dim_value > 0:
-                    dims.append(int(d.dim_value))
-                else:
-                    dims.append(32 if rank == 4 and axis >= 2 else 1)
-        try:
-            dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        except (KeyError, ValueError):
-            raise ModelError(f"input {inp.name!r} has an element type ortnpu cannot generate "
-                             "random data for") from None
+    for name, dims, dtype, _ in _input_specs(model, input_shapes):
         if np.issubdtype(dtype, np.floating):
-            feeds[inp.name] = rng.standard_normal(dims).astype(dtype)
+            feeds[name] = rng.standard_normal(dims).astype(dtype)
         elif np.issubdtype(dtype, np.integer):
-            feeds[inp.name] = rng.integers(0, 4, size=dims).astype(dtype)
+            feeds[name] = rng.integers(0, 4, size=dims).astype(dtype)
         elif dtype == np.bool_:
-            feeds[inp.name] = rng.random(dims) < 0.5
+            feeds[name] = rng.random(dims) < 0.5
         else:
-            raise ModelError(f"input {inp.name!r} has type {dtype}; cannot generate data")
+            raise ModelError(f"input {name!r} has type {dtype}; cannot generate data")
     return feeds
 
 
@@ -90,8 +152,15 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, *,
         divides by the output's range (max - min over all samples).
 
     Raises:
-        ModelError: a model does not load or run in onnxruntime.
+        ModelError: a model does not load or run in onnxruntime (with a hint when dynamic
+            dimensions were given default sizes), or a tensor of the check would exceed
+            :data:`MAX_CHECK_TENSOR_BYTES`.
     """
+    guessed = [] if feeds is not None else [
+        f"{name}={','.join(map(str, dims))}"
+        for name, dims, _, g in _input_specs(original, input_shapes) if g]
+    if feeds is None:
+        check_tensor_sizes(optimized)
     a, b = _session(original), _session(optimized)
     names = [o.name for o in a.get_outputs()]
     errors: dict[str, float] = dict.fromkeys(names, 0.0)
@@ -104,7 +173,11 @@ def compare_models(original: onnx.ModelProto, optimized: onnx.ModelProto, *,
             ra = a.run(names, feed)
             rb = b.run(names, feed)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime failed to run the models: {exc}") from None
+            why = f"onnxruntime failed to run the models: {first_line(exc)}"
+            if guessed:
+                why += (f"; the check gave the dynamic dimensions default sizes "
+                        f"({' '.join(guessed)}), which this model may not accept: {_HINT}")
+            raise ModelError(why) from None
         for name, x, y in zip(names, ra, rb, strict=True):
             if x.shape != y.shape:
                 raise ModelError(f"output {name!r} has shape {list(y.shape)} instead of "

@@ -62,9 +62,10 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> 
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"quantize expects an onnx.ModelProto, got {type(model).__name__}; "
                          "load the file with onnx.load first")
-    from ortnpu.validate import check_model
+    from ortnpu.validate import check_model, initializers_as_constants
 
     check_model(model, model.graph.name or "<model>", check_npu=False)
+    model = initializers_as_constants(model)
     if optimize:
         try:
             from ortnpu.passes import optimize as run_optimize

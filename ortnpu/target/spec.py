@@ -123,18 +123,25 @@ class SupportRules:
 class Hardware:
     """Numbers of the performance estimate. Illustrative unless ``source`` names a datasheet."""
 
-    clock_mhz: float = field(default=1000.0, metadata=_meta("NPU clock in MHz", lo=1e-3))
-    macs_per_cycle: int = field(default=512, metadata=_meta("int8 MACs per cycle", lo=1))
+    # Upper bounds keep the estimate's arithmetic finite (1e308 MHz made cycle times 0 and
+    # divided by them); they are far above any real part.
+    clock_mhz: float = field(default=1000.0, metadata=_meta("NPU clock in MHz", lo=1e-3,
+                                                            hi=1e6))
+    macs_per_cycle: int = field(default=512, metadata=_meta("int8 MACs per cycle", lo=1,
+                                                            hi=1 << 24))
     macs_per_cycle_16bit: int = field(default=128, metadata=_meta(
-        "MACs per cycle with 16-bit activations", lo=1))
+        "MACs per cycle with 16-bit activations", lo=1, hi=1 << 24))
     elementwise_per_cycle: int = field(default=64, metadata=_meta(
-        "elementwise results per cycle", lo=1))
-    sram_kib: int = field(default=1024, metadata=_meta("on-chip SRAM in KiB", lo=0))
-    dram_gbps: float = field(default=8.0, metadata=_meta("DRAM bandwidth in GB/s", lo=1e-3))
+        "elementwise results per cycle", lo=1, hi=1 << 24))
+    sram_kib: int = field(default=1024, metadata=_meta("on-chip SRAM in KiB", lo=0,
+                                                       hi=1 << 32))
+    dram_gbps: float = field(default=8.0, metadata=_meta("DRAM bandwidth in GB/s", lo=1e-3,
+                                                         hi=1e6))
     cpu_gmacs: float = field(default=10.0, metadata=_meta(
-        "host CPU throughput in GMAC/s, for layers left on the CPU", lo=1e-3))
+        "host CPU throughput in GMAC/s, for layers left on the CPU", lo=1e-3, hi=1e9))
     subgraph_overhead_us: float = field(default=20.0, metadata=_meta(
-        "fixed cost in microseconds of handing one NPU subgraph from the CPU to the NPU", lo=0))
+        "fixed cost in microseconds of handing one NPU subgraph from the CPU to the NPU", lo=0,
+        hi=1e9))
     illustrative: bool = field(default=True, metadata=_meta(
         "true when the numbers are not taken from a public datasheet"))
     source: str = field(default="", metadata=_meta("datasheet the numbers come from"))
