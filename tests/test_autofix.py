@@ -174,3 +174,19 @@ def test_a_failing_trial_is_reported_and_the_search_goes_on(broken: dict, monkey
     assert report.steps[0].layer == "pwconv" and report.within_budget
     assert "tried swish -> int16: failed: cannot load the int16 graph of m1" in \
         report.to_text(trials_per_step=None)
+
+
+def test_without_compare_the_candidates_follow_the_graph(broken: dict, monkeypatch) -> None:
+    import ortnpu.comparison as comparison
+    from ortnpu.errors import ModelError
+
+    def fails(*args, **kwargs):
+        raise ModelError("no ranking today")
+
+    monkeypatch.setattr(comparison, "compare", fails)
+    _, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"], broken["eval"],
+                               budget=1e-5, max_candidates=4, max_steps=1,
+                               calibrator=broken["calibrator"], progress=False)
+    assert "no ranking today" in report.ranked_by
+    assert report.candidates == ["conv1", "pool1", "dwconv", "pwconv"]
+    assert report.steps[0].layer == "pwconv"

@@ -61,13 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
     """The evaluation inputs and labels of an .npz; labels must be one per sample."""
-    from ortnpu.cli.cmd_compare import select_inputs
+    from ortnpu.cli.cmd_compare import read_npz, select_inputs
 
-    try:
-        with np.load(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{path}: cannot read evaluation data: {exc}") from None
+    arrays = read_npz(path)
     label_key = next((k for k in LABEL_KEYS if k in arrays and k not in names), None)
     labels = arrays.pop(label_key) if label_key else None
     feed = select_inputs(arrays, names, None, path)

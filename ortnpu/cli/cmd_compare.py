@@ -40,12 +40,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_data(path: str, input_names: list[str], key: str | None = None) -> dict[str, np.ndarray]:
     """Read an .npz into ``{input name: array}`` (the first axis of each array is the sample)."""
+    return select_inputs(read_npz(path), input_names, key, path)
+
+
+def read_npz(path: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz (shared with ``autofix --eval``)."""
     try:
         with np.load(path) as archive:
-            arrays = {k: archive[k] for k in archive.files}
+            return {k: archive[k] for k in archive.files}
     except (OSError, ValueError) as exc:
         raise CalibrationError(f"{path}: cannot read the data: {exc}") from None
-    return select_inputs(arrays, input_names, key, path)
 
 
 def select_inputs(arrays: dict[str, np.ndarray], input_names: list[str], key: str | None,
