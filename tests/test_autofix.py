@@ -153,3 +153,40 @@ def test_cli_without_labels(tmp_path, capsys) -> None:
     assert "needs --goal" in capsys.readouterr().err
     assert main([*args, "--objective", "sqnr", "--goal", "1000"]) == 1   # unreachable
     assert "goal NOT reached" in capsys.readouterr().out
+
+
+def test_a_failing_trial_is_reported_and_the_search_goes_on(broken: dict, monkeypatch) -> None:
+    import ortnpu.quant.autofix as af
+    from ortnpu.errors import ModelError
+
+    real = af.quantize
+
+    def refuses_m1_in_16_bits(model, target, *args, config=None, **kwargs):
+        if config is not None and "m1" in config.int16_tensors:
+            raise ModelError("cannot load the int16 graph of m1")
+        return real(model, target, *args, config=config, **kwargs)
+
+    monkeypatch.setattr(af, "quantize", refuses_m1_in_16_bits)
+    _, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"], broken["eval"],
+                               budget=1e-5, calibrator=broken["calibrator"], progress=False)
+    failed = [t for t in report.trials if t.after is None]
+    assert [t.layer for t in failed] == ["swish"] and "int16 graph of m1" in failed[0].error
+    assert report.steps[0].layer == "pwconv" and report.within_budget
+    assert "tried swish -> int16: failed: cannot load the int16 graph of m1" in \
+        report.to_text(trials_per_step=None)
+
+
+def test_without_compare_the_candidates_follow_the_graph(broken: dict, monkeypatch) -> None:
+    import ortnpu.comparison as comparison
+    from ortnpu.errors import ModelError
+
+    def fails(*args, **kwargs):
+        raise ModelError("no ranking today")
+
+    monkeypatch.setattr(comparison, "compare", fails)
+    _, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"], broken["eval"],
+                               budget=1e-5, max_candidates=4, max_steps=1,
+                               calibrator=broken["calibrator"], progress=False)
+    assert "no ranking today" in report.ranked_by
+    assert report.candidates == ["conv1", "pool1", "dwconv", "pwconv"]
+    assert report.steps[0].layer == "pwconv"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import numpy as np
 import onnx
 import pytest
@@ -50,3 +53,28 @@ def test_progress_is_silent_off_a_terminal(capsys: pytest.CaptureFixture[str]) -
     assert list(console.progress(range(3), desc="x")) == [0, 1, 2]
     assert list(console.progress(iter(range(2)), desc="x", enabled=False)) == [0, 1]
     assert capsys.readouterr().err == ""
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_long_steps_draw_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """compare, autofix (calibration, float run, trials) and run show a bar on a terminal."""
+    from graphs import InflatedRange, images, small_cnn
+
+    from ortnpu.batching import run_samples
+
+    tty = _Terminal()
+    monkeypatch.setattr(sys, "stderr", tty)
+    model = small_cnn(batch=1)
+    npu = ortnpu.quantize(model, "tflite-int8", images(8))
+    ortnpu.compare(model, npu, images(3))
+    run_samples(ortnpu.InferenceSession(npu), {"x": images(3)})
+    ortnpu.autofix(model, "tflite-int8", images(8), images(4, seed=5), "sqnr", goal=1e9,
+                   max_steps=1, max_candidates=2, calibrator=InflatedRange("c3", 300.0))
+    text = tty.getvalue()
+    for bar in ("calibrating", "compare", "run", "float model", "autofix step 1"):
+        assert f"{bar}:" in text, (bar, text)
+    assert "trial" in text and "batch" in text

@@ -387,8 +387,11 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     order = npu_layers
     report.ranked_by = "in graph order"
     if score < goal and max_candidates is not None and len(npu_layers) > max_candidates:
-        order = _ranked(model, best_npu, feed, npu_layers, progress)
-        report.ranked_by = "worst first by the error each adds alone (compare)"
+        try:
+            order = _ranked(model, best_npu, feed, npu_layers, progress)
+            report.ranked_by = "worst first by the error each adds alone (compare)"
+        except OrtNpuError as exc:  # the search still works, only less well aimed
+            report.ranked_by = f"in graph order (compare could not rank them: {first_line(exc)})"
     allowed = None if candidates is None else set(candidates)
     order = [n for n in order if allowed is None or n in allowed]
     report.candidates = order[:max_candidates] if max_candidates is not None else list(order)
