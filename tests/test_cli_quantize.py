@@ -75,3 +75,60 @@ def test_autofix_cli(model_file: Path, tmp_path: Path, capsys) -> None:
                  "--budget", "0.02", "-o", str(tmp_path / "npu.onnx")])
     assert code == 0
     assert "within budget" in capsys.readouterr().out
+
+
+def _vad_npz(path: Path, n: int = 5, rate: bool = True) -> None:
+    rng = np.random.default_rng(2)
+    arrays = {"x": rng.standard_normal((n, 16)).astype(np.float32),
+              "h": rng.standard_normal((2, n, 4)).astype(np.float32)}   # batch on axis 1
+    if rate:
+        arrays["sr"] = np.array(16000, np.int64)
+    np.savez(path, **arrays)
+
+
+def test_quantize_freezes_an_integer_input_and_folds_its_if(tmp_path: Path, capsys) -> None:
+    from graphs import vad_with_if
+
+    model = tmp_path / "vad.onnx"
+    onnx.save(vad_with_if(), str(model))
+    calib = tmp_path / "calib.npz"
+    _vad_npz(calib, rate=False)
+    out = tmp_path / "npu.onnx"
+    assert main(["quantize", str(model), "--calib", str(calib), "-o", str(out),
+                 "--freeze", "sr=16000", "--input-shape", "x=1,16",
+                 "--input-shape", "h=2,1,4"]) == 0
+    npu = onnx.load(str(out))
+    assert [i.name for i in npu.graph.input] == ["x", "h"]
+    assert not any(n.op_type == "If" for n in npu.graph.node)
+    assert npu.graph.input[1].type.tensor_type.shape.dim[1].dim_value == 1
+
+
+@pytest.mark.parametrize("batch", ["batch", 1])
+def test_calibration_cuts_each_input_on_its_own_batch_axis(tmp_path: Path, batch) -> None:
+    """h is [2, batch, 4]: found from the batch symbol, or for a fixed batch of 1 from the
+    one axis of size 1 where the array is longer; sr (int64 scalar) is the same for every
+    sample. Before: every array was cast to float32 and cut on axis 0."""
+    from graphs import vad_like
+
+    from ortnpu.cli.cmd_quantize import load_calibration
+
+    model = vad_like(batch)
+    calib = tmp_path / "calib.npz"
+    _vad_npz(calib)
+    data = load_calibration(str(calib), ["x", "sr", "h"], model=model)
+    assert len(data) == 5
+    assert [data[0][k].shape for k in ("x", "sr", "h")] == [(1, 16), (), (2, 1, 4)]
+    assert data[0]["sr"].dtype == np.int64
+    rng_h = np.load(calib)["h"]
+    assert np.array_equal(data[3]["h"][:, 0], rng_h[:, 3])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "npu.onnx"
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out)]) == 0
+    # an explicit axis wins; a wrong one is a one-line error naming the input
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
+                 "--batch-axis", "h=1", "--batch-axis", "sr=none"]) == 0
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
+                 "--batch-axis", "h=7"]) == 2
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
+                 "--batch-axis", "state=1"]) == 2

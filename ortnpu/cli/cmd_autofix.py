@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ortnpu.cli.cmd_quantize import add_calibration_args, input_names, load_calibration
+from ortnpu.cli.options import add_input_args, input_options
 from ortnpu.errors import CalibrationError
 from ortnpu.validate import load_model
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="float ONNX model")
     p.add_argument("--target", default="tflite-int8", help="target preset or TOML file")
     add_calibration_args(p)
+    add_input_args(p)
     p.add_argument("--eval", required=True, metavar="NPZ",
                    help=".npz with the evaluation inputs (named like the model input, or "
                         "'test_x') and integer labels ('labels' or 'test_y')")
@@ -34,11 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     import onnx
 
+    from ortnpu.passes import fix_inputs
     from ortnpu.quant.autofix import autofix, top1
 
-    model = load_model(args.model)
+    model = fix_inputs(load_model(args.model), **input_options(args))
     names = input_names(model)
-    data = load_calibration(args.calib, names, args.preprocess, args.limit)
+    data = load_calibration(args.calib, names, args.preprocess, args.limit, model=model,
+                            batch_axes=args.batch_axis)
     try:
         archive = np.load(args.eval)
     except (OSError, ValueError) as exc:
