@@ -604,10 +604,15 @@ def _isolation_model(npu: onnx.ModelProto, tensors: dict[str, _Tensor],
 
 # -- data -----------------------------------------------------------------------------------
 
-def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
-             max_samples: int | None) -> Iterator[dict[str, np.ndarray]]:
-    """Feeds of at most one batch each, cut to ``max_samples`` samples in total."""
+def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | None,
+             batch_axes: Mapping[str, int | None] | None = None,
+             ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(sample count, feed) of at most one batch each, cut to ``max_samples`` samples in
+    total; each input of a dict of arrays is cut along its own sample axis (ortnpu.feeds)."""
+    from ortnpu.feeds import sample_axis, sample_batches, spec_of
+
     names = [i.name for i in inputs]
+    specs = [spec_of(i) for i in inputs]
     first = inputs[0].type.tensor_type.shape.dim
     fixed = first[0].dim_value if first and first[0].HasField("dim_value") else 0
     size = fixed or DEFAULT_BATCH
@@ -621,14 +626,13 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
         data = {names[0]: data}
     if isinstance(data, Mapping):
         arrays = {n: _array(data, n, names) for n in names}
-        n = min(len(a) for a in arrays.values())
-        if max_samples is not None:
-            n = min(n, max_samples)
-        for start in range(0, n, size):
-            stop = min(start + size, n)
-            if fixed and stop - start != fixed:
+        if fixed and sample_axis(specs[0], arrays[names[0]], None, batch_axes) not in (0, None):
+            size = 1   # the batch is on another axis: one sample at a time
+        for count, feed in sample_batches(specs, arrays, batch_axes=batch_axes, batch=size,
+                                          limit=max_samples, where="compare"):
+            if fixed and size > 1 and count != fixed:
                 break
-            yield {k: a[start:stop] for k, a in arrays.items()}
+            yield count, feed
         return
     if hasattr(data, "get_next"):
         reader = data
@@ -650,9 +654,10 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto],
             left = max_samples - seen
             if left <= 0:
                 return
-            feed = {k: a[:left] for k, a in feed.items()}
-        seen += min(len(a) for a in feed.values()) if feed else 0
-        yield feed
+            feed = {k: a[:left] if a.ndim else a for k, a in feed.items()}
+        count = min((len(a) for a in feed.values() if a.ndim), default=1)
+        seen += count
+        yield count, feed
 
 
 def _array(data: Mapping[str, Any], name: str, names: list[str]) -> np.ndarray:
@@ -662,9 +667,6 @@ def _array(data: Mapping[str, Any], name: str, names: list[str]) -> np.ndarray:
     a = np.asarray(data[name])
     if a.dtype.kind == "f":
         a = a.astype(np.float32, copy=False)
-    if a.ndim == 0:
-        raise CalibrationError(f"compare: input {name!r} is a scalar; the first axis of each "
-                               "array must be the sample")
     if a.dtype.kind in "fc" and not np.isfinite(a).all():
         raise CalibrationError(f"compare: input {name!r} holds NaN or infinite values; clean "
                                "the data before comparing")
@@ -696,7 +698,8 @@ def _reference(float_model: onnx.ModelProto, wanted: set[str]) -> tuple[onnx.Mod
 
 def compare(float_model: onnx.ModelProto | str | os.PathLike,
             npu_model: onnx.ModelProto | str | os.PathLike, data: Data, *,
-            max_samples: int | None = None) -> ComparisonReport:
+            max_samples: int | None = None,
+            batch_axes: Mapping[str, int | None] | None = None) -> ComparisonReport:
     """Compare an NPU graph with its float model layer by layer on real data.
 
     Args:
@@ -706,6 +709,8 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
             dict ``{input: array}``, an iterable of such dicts (each one batch), or an
             ``onnxruntime.quantization.CalibrationDataReader``.
         max_samples: compare at most this many samples.
+        batch_axes: the sample axis of an input's array where the model does not tell it
+            (``{"h0": 1}``; None: one value for every sample); see :mod:`ortnpu.feeds`.
 
     Returns:
         A :class:`ComparisonReport` with the layers ranked worst first.
@@ -766,8 +771,7 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     samples = 0
     f_names = [o.name for o in f_sess.get_outputs()]
     n_names = [o.name for o in n_sess.get_outputs()]
-    for feed in _batches(data, f_inputs, max_samples):
-        batch = min(len(a) for a in feed.values())
+    for batch, feed in _batches(data, f_inputs, max_samples, batch_axes):
         if batch == 0:
             continue
         samples += batch

@@ -132,3 +132,32 @@ def test_calibration_cuts_each_input_on_its_own_batch_axis(tmp_path: Path, batch
                  "--batch-axis", "h=7"]) == 2
     assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
                  "--batch-axis", "state=1"]) == 2
+
+
+def test_run_and_compare_feed_a_fixed_batch_model_sample_by_sample(tmp_path: Path,
+                                                                    capsys) -> None:
+    """A batch-1 model with an int64 scalar and a state whose batch axis is 1: run joins the
+    per-sample outputs, compare loops over the samples (before: compare refused the scalar,
+    run fed 5 samples to a batch-1 model)."""
+    from graphs import vad_like
+
+    import ortnpu
+
+    model = vad_like(1)
+    path, npu_path = tmp_path / "m.onnx", tmp_path / "npu.onnx"
+    onnx.save(model, str(path))
+    data = tmp_path / "data.npz"
+    _vad_npz(data)
+    assert main(["quantize", str(path), "--calib", str(data), "-o", str(npu_path)]) == 0
+    out = tmp_path / "out.npz"
+    assert main(["run", str(npu_path), "--inputs", str(data), "-o", str(out)]) == 0
+    got = np.load(out)["y"]
+    arrays = np.load(data)
+    sess = ortnpu.InferenceSession(str(npu_path))
+    want = np.concatenate([sess.run(None, {"x": arrays["x"][i:i + 1], "sr": arrays["sr"],
+                                           "h": arrays["h"][:, i:i + 1]})[0]
+                           for i in range(5)])
+    assert got.shape == (5, 4) and np.array_equal(got, want)
+    capsys.readouterr()
+    assert main(["compare", str(path), str(npu_path), "--data", str(data)]) == 0
+    assert "5 sample" in capsys.readouterr().out
