@@ -92,7 +92,7 @@ def cast_input(spec: InputSpec, value: object, where: str = "") -> np.ndarray:
     kind = type_name(spec.elem_type) if spec.elem_type else "unknown type"
     if a.dtype.kind not in "biuf":
         raise CalibrationError(f"{prefix}input {spec.name!r} ({kind}) got an array of dtype "
-                               f"{a.dtype}; give numbers")
+                               f"{a.dtype}; give numeric arrays")
     if want is None or a.dtype == want:
         return a
     if want.kind == "f":
