@@ -70,3 +70,16 @@ def test_rename_leaves_a_body_that_shadows_the_name() -> None:
     bodies = {a.name: a.g for a in graph.node[0].attribute}
     then_g, else_g = bodies["then_branch"], bodies["else_branch"]
     assert list(then_g.node[1].input) == ["r"] and list(else_g.node[0].input) == ["r2"]
+
+
+def test_integer_export_keeps_initializers_only_a_body_reads() -> None:
+    """``k`` is read only inside the then-branch: the export dropped it (dangling tensor)."""
+    npu = ortnpu.quantize(if_model(), "tflite-int8", _calib())
+    exported = ortnpu.export(npu, "integer")
+    assert "k" in {t.name for t in exported.graph.initializer}
+    for flag in (True, False):
+        feed = {"x": _calib()[0]["x"], "flag": np.array(flag)}
+        ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, feed)[0]
+        got = ort.InferenceSession(exported.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        assert np.array_equal(got, ref)
