@@ -32,7 +32,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu import console
-from ortnpu.batching import fixed_batch, sample_batches
 from ortnpu.errors import CalibrationError, ModelError
 
 SCHEMA = "ortnpu.compare/1"
@@ -650,12 +649,17 @@ def _isolation_model(npu: onnx.ModelProto, tensors: dict[str, _Tensor],
 
 # -- data -----------------------------------------------------------------------------------
 
-def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | None
-             ) -> tuple[Iterable[dict[str, np.ndarray]], int | None]:
-    """Feeds of at most one batch each, cut to ``max_samples`` samples in total, and how many
-    feeds there are (``None`` when the data does not say: a reader or a generator)."""
+def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | None,
+             batch_axes: Mapping[str, int | None] | None = None,
+             ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(sample count, feed) of at most one batch each, cut to ``max_samples`` samples in
+    total; each input of a dict of arrays is cut along its own sample axis (ortnpu.feeds)."""
+    from ortnpu.feeds import sample_axis, sample_batches, spec_of
+
     names = [i.name for i in inputs]
-    fixed = fixed_batch([_first_dim(i) for i in inputs])
+    specs = [spec_of(i) for i in inputs]
+    first = inputs[0].type.tensor_type.shape.dim
+    fixed = first[0].dim_value if first and first[0].HasField("dim_value") else 0
     size = fixed or DEFAULT_BATCH
     if data is None:
         raise CalibrationError("compare needs data: real samples of the model's inputs "
@@ -667,12 +671,14 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | N
         data = {names[0]: data}
     if isinstance(data, Mapping):
         arrays = {n: _array(data, n, names) for n in names}
-        if max_samples is not None:
-            arrays = {k: a[:max_samples] for k, a in arrays.items()}
-        n = min(len(a) for a in arrays.values())
-        count = n // size if fixed is not None else -(-n // size)
-        return sample_batches(arrays, size, whole=fixed is not None), count
-    count = len(data) if hasattr(data, "__len__") and max_samples is None else None
+        if fixed and sample_axis(specs[0], arrays[names[0]], None, batch_axes) not in (0, None):
+            size = 1   # the batch is on another axis: one sample at a time
+        for count, feed in sample_batches(specs, arrays, batch_axes=batch_axes, batch=size,
+                                          limit=max_samples, where="compare"):
+            if fixed and size > 1 and count != fixed:
+                break
+            yield count, feed
+        return
     if hasattr(data, "get_next"):
         reader = data
         data = iter(lambda: reader.get_next(), None)
@@ -699,14 +705,10 @@ def _item_batches(items: Iterator[Any], names: list[str],
             left = max_samples - seen
             if left <= 0:
                 return
-            feed = {k: a[:left] for k, a in feed.items()}
-        seen += min(len(a) for a in feed.values()) if feed else 0
-        yield feed
-
-
-def _first_dim(info: onnx.ValueInfoProto) -> int | None:
-    dims = info.type.tensor_type.shape.dim
-    return dims[0].dim_value if dims and dims[0].HasField("dim_value") else None
+            feed = {k: a[:left] if a.ndim else a for k, a in feed.items()}
+        count = min((len(a) for a in feed.values() if a.ndim), default=1)
+        seen += count
+        yield count, feed
 
 
 def _array(data: Mapping[str, Any], name: str, names: list[str]) -> np.ndarray:
@@ -716,9 +718,6 @@ def _array(data: Mapping[str, Any], name: str, names: list[str]) -> np.ndarray:
     a = np.asarray(data[name])
     if a.dtype.kind == "f":
         a = a.astype(np.float32, copy=False)
-    if a.ndim == 0:
-        raise CalibrationError(f"compare: input {name!r} is a scalar; the first axis of each "
-                               "array must be the sample")
     if a.dtype.kind in "fc" and not np.isfinite(a).all():
         raise CalibrationError(f"compare: input {name!r} holds NaN or infinite values; clean "
                                "the data before comparing")
@@ -750,7 +749,8 @@ def _reference(float_model: onnx.ModelProto, wanted: set[str]) -> tuple[onnx.Mod
 
 def compare(float_model: onnx.ModelProto | str | os.PathLike,
             npu_model: onnx.ModelProto | str | os.PathLike, data: Data, *,
-            max_samples: int | None = None, progress: bool = True) -> ComparisonReport:
+            max_samples: int | None = None, progress: bool = True,
+            batch_axes: Mapping[str, int | None] | None = None) -> ComparisonReport:
     """Compare an NPU graph with its float model layer by layer on real data.
 
     Args:
@@ -761,6 +761,8 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
             ``onnxruntime.quantization.CalibrationDataReader``.
         max_samples: compare at most this many samples.
         progress: a progress bar over the batches on stderr when it is a terminal.
+        batch_axes: the sample axis of an input's array where the model does not tell it
+            (``{"h0": 1}``; None: one value for every sample); see :mod:`ortnpu.feeds`.
 
     Returns:
         A :class:`ComparisonReport` with the layers ranked worst first.
@@ -821,10 +823,9 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     samples = 0
     f_names = [o.name for o in f_sess.get_outputs()]
     n_names = [o.name for o in n_sess.get_outputs()]
-    batches, count = _batches(data, f_inputs, max_samples)
-    for feed in console.progress(batches, total=count, desc="compare", unit="batch",
-                                 enabled=progress):
-        batch = min(len(a) for a in feed.values())
+    batches = console.progress(_batches(data, f_inputs, max_samples, batch_axes),
+                               desc="compare", unit="batch", enabled=progress)
+    for batch, feed in batches:
         if batch == 0:
             continue
         samples += batch

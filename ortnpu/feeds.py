@@ -48,19 +48,32 @@ class InputSpec:
         return np_dtype(self.elem_type) if self.elem_type else None
 
 
-def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """The graph inputs that are not initializers, in order."""
+def spec_of(vi: onnx.ValueInfoProto) -> InputSpec:
+    """The :class:`InputSpec` of a graph input's value info."""
     from ortnpu.passes.graph import shape_of
 
+    shape = shape_of(vi)
+    return InputSpec(vi.name, vi.type.tensor_type.elem_type,
+                     None if shape is None else tuple(shape))
+
+
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """The graph inputs that are not initializers, in order."""
     inits = {t.name for t in model.graph.initializer}
-    specs = []
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        shape = shape_of(vi)
-        specs.append(InputSpec(vi.name, vi.type.tensor_type.elem_type,
-                               None if shape is None else tuple(shape)))
-    return specs
+    return [spec_of(vi) for vi in model.graph.input if vi.name not in inits]
+
+
+def output_axis(shape: Sequence[int | str | None] | None, symbol: str | None) -> int | None:
+    """The sample axis of an output (to join per-sample results): the batch symbol's axis,
+    else the only axis of size 1 of a fixed shape, else 0 (None for a scalar)."""
+    if shape is not None and len(shape) == 0:
+        return None
+    if shape is None:
+        return 0
+    if symbol is not None and symbol in shape:
+        return list(shape).index(symbol)
+    ones = [k for k, d in enumerate(shape) if d == 1]
+    return ones[0] if len(ones) == 1 else 0
 
 
 def cast_input(spec: InputSpec, value: object, where: str = "") -> np.ndarray:
@@ -79,7 +92,7 @@ def cast_input(spec: InputSpec, value: object, where: str = "") -> np.ndarray:
     kind = type_name(spec.elem_type) if spec.elem_type else "unknown type"
     if a.dtype.kind not in "biuf":
         raise CalibrationError(f"{prefix}input {spec.name!r} ({kind}) got an array of dtype "
-                               f"{a.dtype}; give numbers")
+                               f"{a.dtype}; give numeric arrays")
     if want is None or a.dtype == want:
         return a
     if want.kind == "f":
@@ -178,8 +191,18 @@ def _take(array: np.ndarray, axis: int | str | None, start: int, stop: int,
 def iter_samples(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *,
                  batch_axes: Mapping[str, int | None] | None = None, batch: int = 1,
                  limit: int | None = None, where: str = "") -> Iterator[dict[str, np.ndarray]]:
-    """Feeds of ``batch`` samples (1 when an input stacks its samples) cut from ``arrays``,
-    each input in its own element type and cut along its own sample axis.
+    """Feeds of ``batch`` samples (see :func:`sample_batches`)."""
+    for _, feed in sample_batches(specs, arrays, batch_axes=batch_axes, batch=batch,
+                                  limit=limit, where=where):
+        yield feed
+
+
+def sample_batches(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *,
+                   batch_axes: Mapping[str, int | None] | None = None, batch: int = 1,
+                   limit: int | None = None,
+                   where: str = "") -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(sample count, feed) pairs of ``batch`` samples (1 when an input stacks its samples)
+    cut from ``arrays``, each input in its own element type and cut along its own sample axis.
 
     Raises:
         CalibrationError: an array is missing, has the wrong type, or ``batch_axes`` names
@@ -207,8 +230,8 @@ def iter_samples(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *
     step = 1 if any(ax == STACKED for _, _, ax, _ in prepared) else max(1, batch)
     for start in range(0, n, step):
         stop = min(start + step, n)
-        yield {k: _take(a, ax, start, stop, c) for k, a, ax, c in prepared}
+        yield stop - start, {k: _take(a, ax, start, stop, c) for k, a, ax, c in prepared}
 
 
 __all__ = ["STACKED", "InputSpec", "batch_symbol", "cast_input", "input_specs", "iter_samples",
-           "parse_batch_axes", "sample_axis"]
+           "output_axis", "parse_batch_axes", "sample_axis", "sample_batches", "spec_of"]

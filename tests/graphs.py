@@ -184,6 +184,36 @@ def vad_like(batch: int | str = "batch") -> onnx.ModelProto:
     return model
 
 
+def vad_with_if(batch: int | str = "batch") -> onnx.ModelProto:
+    """:func:`vad_like` whose first step depends on the sample rate through an ``If``
+    (``sr == 16000``: x / 2, else x * 3), as silero-style VAD models branch on ``sr``; the
+    branches read the outer ``x`` and an outer initializer implicitly."""
+    model = vad_like(batch)
+    g = model.graph
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    three = numpy_helper.from_array(np.array(3.0, np.float32), "three")
+    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate16k")
+    out = [helper.make_tensor_value_info("xb", TensorProto.FLOAT, None)]
+    then_g = helper.make_graph([helper.make_node("Mul", ["x", "half"], ["xb"], name="halve")],
+                               "at16k", [], out)
+    else_g = helper.make_graph([helper.make_node("Mul", ["x", "three"], ["xb"], name="triple")],
+                               "other", [], [helper.make_tensor_value_info(
+                                   "xb", TensorProto.FLOAT, None)])
+    head = [helper.make_node("Equal", ["sr", "rate16k"], ["is16k"], name="is16k"),
+            helper.make_node("If", ["is16k"], ["xb"], name="by_rate", then_branch=then_g,
+                             else_branch=else_g)]
+    nodes = list(g.node)
+    for n in nodes:
+        for k, x in enumerate(n.input):
+            if x == "x":
+                n.input[k] = "xb"
+    del g.node[:]
+    g.node.extend(head + nodes)
+    g.initializer.extend([half, three, rate])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
 def transformer(blocks: int = 1, seed: int = 7, tokens: int = 8, width: int = 16
                 ) -> onnx.ModelProto:
     """``blocks`` encoder blocks of 24 nodes: self-attention (MatMul of two activations,

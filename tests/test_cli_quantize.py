@@ -75,3 +75,89 @@ def test_autofix_cli(model_file: Path, tmp_path: Path, capsys) -> None:
                  "--budget", "0.02", "-o", str(tmp_path / "npu.onnx")])
     assert code == 0
     assert "goal reached" in capsys.readouterr().out
+
+
+def _vad_npz(path: Path, n: int = 5, rate: bool = True) -> None:
+    rng = np.random.default_rng(2)
+    arrays = {"x": rng.standard_normal((n, 16)).astype(np.float32),
+              "h": rng.standard_normal((2, n, 4)).astype(np.float32)}   # batch on axis 1
+    if rate:
+        arrays["sr"] = np.array(16000, np.int64)
+    np.savez(path, **arrays)
+
+
+def test_quantize_freezes_an_integer_input_and_folds_its_if(tmp_path: Path, capsys) -> None:
+    from graphs import vad_with_if
+
+    model = tmp_path / "vad.onnx"
+    onnx.save(vad_with_if(), str(model))
+    calib = tmp_path / "calib.npz"
+    _vad_npz(calib, rate=False)
+    out = tmp_path / "npu.onnx"
+    assert main(["quantize", str(model), "--calib", str(calib), "-o", str(out),
+                 "--freeze", "sr=16000", "--input-shape", "x=1,16",
+                 "--input-shape", "h=2,1,4"]) == 0
+    npu = onnx.load(str(out))
+    assert [i.name for i in npu.graph.input] == ["x", "h"]
+    assert not any(n.op_type == "If" for n in npu.graph.node)
+    assert npu.graph.input[1].type.tensor_type.shape.dim[1].dim_value == 1
+
+
+@pytest.mark.parametrize("batch", ["batch", 1])
+def test_calibration_cuts_each_input_on_its_own_batch_axis(tmp_path: Path, batch) -> None:
+    """h is [2, batch, 4]: found from the batch symbol, or for a fixed batch of 1 from the
+    one axis of size 1 where the array is longer; sr (int64 scalar) is the same for every
+    sample. Before: every array was cast to float32 and cut on axis 0."""
+    from graphs import vad_like
+
+    from ortnpu.cli.cmd_quantize import load_calibration
+
+    model = vad_like(batch)
+    calib = tmp_path / "calib.npz"
+    _vad_npz(calib)
+    data = load_calibration(str(calib), ["x", "sr", "h"], model=model)
+    assert len(data) == 5
+    assert [data[0][k].shape for k in ("x", "sr", "h")] == [(1, 16), (), (2, 1, 4)]
+    assert data[0]["sr"].dtype == np.int64
+    rng_h = np.load(calib)["h"]
+    assert np.array_equal(data[3]["h"][:, 0], rng_h[:, 3])
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    out = tmp_path / "npu.onnx"
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out)]) == 0
+    # an explicit axis wins; a wrong one is a one-line error naming the input
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
+                 "--batch-axis", "h=1", "--batch-axis", "sr=none"]) == 0
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
+                 "--batch-axis", "h=7"]) == 2
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out),
+                 "--batch-axis", "state=1"]) == 2
+
+
+def test_run_and_compare_feed_a_fixed_batch_model_sample_by_sample(tmp_path: Path,
+                                                                    capsys) -> None:
+    """A batch-1 model with an int64 scalar and a state whose batch axis is 1: run joins the
+    per-sample outputs, compare loops over the samples (before: compare refused the scalar,
+    run fed 5 samples to a batch-1 model)."""
+    from graphs import vad_like
+
+    import ortnpu
+
+    model = vad_like(1)
+    path, npu_path = tmp_path / "m.onnx", tmp_path / "npu.onnx"
+    onnx.save(model, str(path))
+    data = tmp_path / "data.npz"
+    _vad_npz(data)
+    assert main(["quantize", str(path), "--calib", str(data), "-o", str(npu_path)]) == 0
+    out = tmp_path / "out.npz"
+    assert main(["run", str(npu_path), "--inputs", str(data), "-o", str(out)]) == 0
+    got = np.load(out)["y"]
+    arrays = np.load(data)
+    sess = ortnpu.InferenceSession(str(npu_path))
+    want = np.concatenate([sess.run(None, {"x": arrays["x"][i:i + 1], "sr": arrays["sr"],
+                                           "h": arrays["h"][:, i:i + 1]})[0]
+                           for i in range(5)])
+    assert got.shape == (5, 4) and np.array_equal(got, want)
+    capsys.readouterr()
+    assert main(["compare", str(path), str(npu_path), "--data", str(data)]) == 0
+    assert "5 sample" in capsys.readouterr().out

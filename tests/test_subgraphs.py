@@ -70,3 +70,37 @@ def test_rename_leaves_a_body_that_shadows_the_name() -> None:
     bodies = {a.name: a.g for a in graph.node[0].attribute}
     then_g, else_g = bodies["then_branch"], bodies["else_branch"]
     assert list(then_g.node[1].input) == ["r"] and list(else_g.node[0].input) == ["r2"]
+
+
+def test_integer_export_keeps_initializers_only_a_body_reads() -> None:
+    """``k`` is read only inside the then-branch: the export dropped it (dangling tensor)."""
+    npu = ortnpu.quantize(if_model(), "tflite-int8", _calib())
+    exported = ortnpu.export(npu, "integer")
+    assert "k" in {t.name for t in exported.graph.initializer}
+    for flag in (True, False):
+        feed = {"x": _calib()[0]["x"], "flag": np.array(flag)}
+        ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, feed)[0]
+        got = ort.InferenceSession(exported.SerializeToString(),
+                                   providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        assert np.array_equal(got, ref)
+
+
+def test_fused_session_keeps_initializers_only_a_body_reads() -> None:
+    """Bodies read ``s = sigmoid(relu(conv(x)))``, ``r`` and ``k``: conv and sigmoid fuse into
+    one program, and the fused graph kept the initializers its nodes read explicitly, dropping
+    ``k`` (the session failed to load)."""
+    model = if_model()
+    model.graph.node.insert(2, helper.make_node("Sigmoid", ["r"], ["s"], name="gate"))
+    branch = next(n for n in model.graph.node if n.op_type == "If")
+    for a in branch.attribute:
+        for n in a.g.node:
+            for i, x in enumerate(n.input):
+                if x in ("c", "r"):
+                    n.input[i] = "s"
+    npu = ortnpu.quantize(model, "tflite-int8", _calib())
+    sess = ortnpu.InferenceSession(npu)
+    assert sess.compile_reports   # a fused program exists
+    for flag in (True, False):
+        feed = {"x": _calib()[0]["x"], "flag": np.array(flag)}
+        ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, feed)[0]
+        assert np.array_equal(sess.run(None, feed)[0], ref)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ortnpu.cli.cmd_quantize import add_calibration_args, input_names, load_calibration
+from ortnpu.cli.options import add_input_args, input_options
 from ortnpu.errors import CalibrationError
 from ortnpu.validate import load_model
 
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="float ONNX model")
     p.add_argument("--target", default="tflite-int8", help="target preset or TOML file")
     add_calibration_args(p)
+    add_input_args(p)
     p.add_argument("--eval", required=True, metavar="NPZ",
                    help=".npz with the evaluation inputs (one array per model input named like "
                         "it; for a single-input model 'test_x' or the one other array; first "
@@ -84,6 +86,7 @@ def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.nd
 
 def _run(args: argparse.Namespace) -> int:
     from ortnpu.cli.files import output_path, save_model
+    from ortnpu.passes import fix_inputs
     from ortnpu.quant.autofix import autofix, cosine, sqnr, top1
 
     if args.max_candidates < 0:
@@ -92,9 +95,10 @@ def _run(args: argparse.Namespace) -> int:
     output_path(args.output, args.model, args.calib, args.eval, args.target)
     if args.json:
         output_path(args.json, args.model, args.calib, args.eval, args.target, args.output)
-    model = load_model(args.model)
+    model = fix_inputs(load_model(args.model), **input_options(args))
     names = input_names(model)
-    data = load_calibration(args.calib, names, args.preprocess, args.limit)
+    data = load_calibration(args.calib, names, args.preprocess, args.limit, model=model,
+                            batch_axes=args.batch_axis)
     feed, labels = load_eval(args.eval, names)
     objective = args.objective
     if objective == "auto":

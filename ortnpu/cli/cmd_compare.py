@@ -6,7 +6,9 @@ import argparse
 
 import numpy as np
 
+from ortnpu.cli.options import add_batch_axis_arg
 from ortnpu.errors import CalibrationError, ModelError
+from ortnpu.feeds import parse_batch_axes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, metavar="NPZ",
                    help=".npz with one array per model input, named like the input; for a "
                         "single-input model any one array (see --key; default: test_x if "
-                        "present, else the first array). The first axis is the sample.")
+                        "present, else the first array). Each array's sample axis: see "
+                        "--batch-axis.")
     p.add_argument("--key", metavar="NAME", default=None,
                    help="the array of the .npz to use for a single-input model")
+    add_batch_axis_arg(p)
     p.add_argument("--max-samples", type=int, default=None, metavar="N",
                    help="compare at most N samples")
     p.add_argument("--top", type=int, default=None, metavar="N",
@@ -85,7 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     names = [i.name for i in head.graph.input if i.name not in init]
     del head
     data = load_data(args.data, names, args.key)
-    report = compare(args.float_model, args.npu_model, data, max_samples=args.max_samples)
+    report = compare(args.float_model, args.npu_model, data, max_samples=args.max_samples,
+                     batch_axes=parse_batch_axes(args.batch_axis))
     print(report.to_text(top=args.top))
     for path, text in ((args.json, report.to_json() if args.json else ""),
                        (args.html, report.to_html() if args.html else "")):

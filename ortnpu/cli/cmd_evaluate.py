@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ortnpu.cli.options import add_input_shape_arg
+
 EPILOG = ("Exit codes: 0 ok; 1 --require-npu was given and some nodes run on the CPU; 2 bad "
           "input (unreadable model, unknown target, unknown node name...); 3 internal error.")
 
@@ -39,8 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "a report; optionally write it as JSON and HTML.",
         epilog=EPILOG)
     p.add_argument("model", help=".onnx file (run `ortnpu optimize` first, or use opt-and-eval)")
-    p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
-                   help="fix a dynamic input's shape, e.g. x=1,3,224,224 (repeatable)")
+    add_input_shape_arg(p)
     p.add_argument("-v", "--verbose", action="store_true",
                    help="list every CPU node and every NPU subgraph (default: CPU nodes "
                         "counted per reason and op type)")
@@ -79,8 +80,8 @@ def evaluate_and_report(args: argparse.Namespace, model: Any, name: str,
 def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ortnpu.cli.cmd_optimize import parse_input_shapes
     from ortnpu.cli.files import output_path
+    from ortnpu.cli.options import parse_input_shapes
     from ortnpu.validate import load_model
 
     for out in (args.json, args.html):

@@ -6,31 +6,10 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ortnpu.errors import ModelError
+from ortnpu.cli.options import add_input_args, input_options
 
 #: Largest relative output error (to the output range) accepted by --verify.
 VERIFY_TOLERANCE = 1e-4
-
-
-def parse_input_shapes(values: Sequence[str] | None) -> dict[str, list[int]] | None:
-    """``["x=1,3,224,224"]`` -> ``{"x": [1, 3, 224, 224]}``.
-
-    Raises:
-        ModelError: malformed value.
-    """
-    if not values:
-        return None
-    shapes: dict[str, list[int]] = {}
-    for value in values:
-        name, sep, dims = value.rpartition("=")
-        try:
-            if not sep or not name:
-                raise ValueError
-            shapes[name] = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
-        except ValueError:
-            raise ModelError(f"--input-shape {value!r}: expected NAME=D1,D2,..., e.g. "
-                             "x=1,3,224,224") from None
-    return shapes
 
 
 def split_names(values: Sequence[str] | None) -> list[str]:
@@ -42,8 +21,7 @@ def add_optimize_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``optimize`` and ``opt-and-eval``."""
     from ortnpu.passes import PASS_NAMES
 
-    p.add_argument("--input-shape", action="append", metavar="NAME=D1,D2,...",
-                   help="fix a dynamic input's shape, e.g. x=1,3,224,224 (repeatable)")
+    add_input_args(p)
     p.add_argument("--no-fuse-activations", action="store_true",
                    help="do not mark ReLU/Clip as fused into the layer before them")
     p.add_argument("--equalize", action="store_true",
@@ -83,13 +61,14 @@ def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None,
     Returns:
         (original, optimized, pass result, output comparison or None, exit code).
     """
-    from ortnpu.passes import optimize
+    from ortnpu.passes import fix_inputs, optimize
     from ortnpu.passes.verify import compare_models
     from ortnpu.validate import load_model
 
     original = load_model(args.model)
-    shapes = parse_input_shapes(args.input_shape)
-    optimized, result = optimize(original, input_shapes=shapes, target=args.target,
+    inputs = input_options(args)
+    shapes = inputs["input_shapes"]
+    optimized, result = optimize(original, **inputs, target=args.target,
                                  fuse_activations=not args.no_fuse_activations,
                                  equalize=args.equalize, skip=args.skip or (),
                                  return_results=True)
@@ -107,7 +86,9 @@ def optimize_file(args: argparse.Namespace) -> tuple[Any, Any, Any, dict | None,
     check = None
     code = 0
     if not args.no_verify:
-        check = compare_models(original, optimized, input_shapes=shapes,
+        # frozen inputs: the reference is the original with the same constants
+        reference = fix_inputs(original, freeze=inputs["freeze"])
+        check = compare_models(reference, optimized, input_shapes=shapes,
                                tolerance=VERIFY_TOLERANCE)
         ok = check["ok"]
         print(f"  outputs unchanged: max abs error {check['max_abs_error']:.3g}, "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import onnx
 
+from ortnpu.cli.options import add_batch_axis_arg, add_input_args, input_options
 from ortnpu.errors import CalibrationError
 from ortnpu.validate import load_model
 
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")
+    add_input_args(p)
     p.set_defaults(func=_run)
 
 
@@ -51,13 +52,25 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                    help="for image folders: 'size=224,224;mean=0.485,0.456,0.406;"
                         "std=0.229,0.224,0.225;scale=255;layout=NCHW;channels=3'")
     p.add_argument("--limit", type=int, default=None, help="use at most this many samples")
+    add_batch_axis_arg(p)
 
 
 def load_calibration(path: str, input_names: list[str], preprocess: str = "",
-                     limit: int | None = None) -> object:
-    """Read an .npz, or a folder of images, into calibration data for ``quantize``."""
+                     limit: int | None = None, *, model: onnx.ModelProto | None = None,
+                     batch_axes: list[str] | None = None) -> object:
+    """Read an .npz, or a folder of images, into calibration data for ``quantize``.
+
+    Each array is cut into samples along its input's sample axis (``--batch-axis``, else
+    found from ``model``'s batch dimension; see :mod:`ortnpu.feeds`); arrays keep their
+    element type (calibration converts each to its input's type).
+    """
     if limit is not None and limit < 1:
         raise CalibrationError(f"--limit must be at least 1, got {limit}")
+    from ortnpu.feeds import InputSpec, input_specs, iter_samples, parse_batch_axes, sample_axis
+
+    axes = parse_batch_axes(batch_axes)
+    specs = [s for s in input_specs(model) if s.name in input_names] if model is not None \
+        else [InputSpec(n, 0, None) for n in input_names]
     if Path(path).is_dir():
         from ortnpu.quant.image_reader import ImageFolderReader, Preprocess
 
@@ -71,12 +84,15 @@ def load_calibration(path: str, input_names: list[str], preprocess: str = "",
     archive = read_arrays(path, "calibration data")
     keys = list(archive.keys())
     if set(input_names) <= set(keys):
-        arrays = {k: archive[k].astype(np.float32)[:limit] for k in input_names}
-        n = min(len(a) for a in arrays.values())
-        return [{k: a[i:i + 1] for k, a in arrays.items()} for i in range(n)]
-    if len(input_names) == 1 and keys:
-        key = "calib_x" if "calib_x" in keys else keys[0]
-        return archive[key].astype(np.float32)[:limit]
+        arrays = {k: archive[k] for k in input_names}
+    elif len(input_names) == 1 and keys:
+        arrays = {input_names[0]: archive["calib_x" if "calib_x" in keys else keys[0]]}
+    else:
+        arrays = None
+    if arrays is not None:
+        if len(specs) == 1 and sample_axis(specs[0], arrays[specs[0].name], None, axes) == 0:
+            return arrays[specs[0].name][:limit]   # calibration batches it along axis 0
+        return list(iter_samples(specs, arrays, batch_axes=axes, limit=limit, where=path))
     raise CalibrationError(f"{path}: holds arrays {keys}; the model's inputs are {input_names}")
 
 
@@ -88,20 +104,24 @@ def input_names(model: onnx.ModelProto) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     from ortnpu.cli.files import output_path, save_model
+    from ortnpu.passes import fix_inputs
     from ortnpu.quant import QuantConfig, QuantizationResult, quantize
 
     if not 0 < args.percentile <= 100:  # also refuses nan
         raise CalibrationError(f"--percentile must be in (0, 100], got {args.percentile}")
     output_path(args.output, args.model, args.calib, args.target)
     model = load_model(args.model)
-    data = load_calibration(args.calib, input_names(model), args.preprocess, args.limit)
+    inputs = input_options(args)
+    fed = fix_inputs(model, freeze=inputs["freeze"])   # frozen inputs need no data
+    data = load_calibration(args.calib, input_names(fed), args.preprocess, args.limit,
+                            model=fed, batch_axes=args.batch_axis)
     config = QuantConfig(per_channel=False if args.per_tensor else None, method=args.method,
                          percentile=args.percentile, int16_tensors=frozenset(args.int16),
                          force_cpu=frozenset(args.force_cpu), equalize=args.equalize,
                          bias_correction=args.bias_correction)
     res = QuantizationResult()
     npu = quantize(model, args.target, data, config=config, optimize=not args.no_optimize,
-                   result=res)
+                   result=res, **inputs)
     save_model(npu, args.output)
     on_npu = sum(p.device == "NPU" for p in res.placements)
     print(f"wrote {args.output}: {on_npu} nodes on the NPU, "

@@ -21,6 +21,7 @@ from ortnpu.domain import DOMAIN, OPS, OpSpec, parse_op_type, spec_of
 from ortnpu.domain.spec import ONNX_OF_DTYPE
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.exporters.builder import F32, NP_OF_ONNX, Builder
+from ortnpu.passes.graph import node_inputs
 
 #: Lowest default-domain opset of an export (ReduceSum/Clip/Pad with tensor inputs).
 MIN_OPSET = 13
@@ -170,7 +171,7 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
         if node.domain != DOMAIN:
             if not (opaque_dequantize and _dequantize_as_arithmetic(b, node, constants)):
                 b.nodes.append(node)
-            used_by_standard.update(node.input)
+            used_by_standard.update(node_inputs(node))   # subgraph bodies' reads too
             continue
         try:
             spec = spec_of(node.op_type)
@@ -188,7 +189,7 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
                               doc_string=g.doc_string)
     if post is not None:
         post(b, graph)
-    needed = {i for n in graph.node for i in n.input} | used_by_standard
+    needed = {i for n in graph.node for i in node_inputs(n)} | used_by_standard
     needed |= {o.name for o in g.output}
     graph.initializer.extend(i for i in g.initializer if i.name in needed)
     graph.initializer.extend(i for i in b.initializers if i.name in needed)

@@ -23,7 +23,9 @@ from ortnpu.passes.batchnorm_folding import FoldBatchNorm
 from ortnpu.passes.constant_folding import FoldConstants
 from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
+from ortnpu.passes.freeze_inputs import FreezeInputs
 from ortnpu.passes.identity_elimination import RemoveIdentity
+from ortnpu.passes.if_folding import FoldConstantIf
 from ortnpu.passes.matmul_add_fusion import FC_BIAS_KEY, FuseMatMulAdd
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.noop_removal import RemoveNoOpReshapeTranspose
@@ -34,7 +36,8 @@ from ortnpu.passes.unused_removal import RemoveUnused
 from ortnpu.passes.weight_equalization import EqualizeWeights
 
 #: Pass names accepted by ``optimize(skip=...)`` and ``ortnpu optimize --skip``.
-PASS_NAMES = ("NameNodes", "FixInputShapes", "InferShapes", "FoldConstants", "RemoveIdentity",
+PASS_NAMES = ("NameNodes", "FreezeInputs", "FixInputShapes", "InferShapes", "FoldConstants",
+              "FoldConstantIf", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
               "DivByConstantToMul",
               "FuseMatMulAdd", "EqualizeWeights",
@@ -42,12 +45,14 @@ PASS_NAMES = ("NameNodes", "FixInputShapes", "InferShapes", "FoldConstants", "Re
 
 
 def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                   target: Any = None, fuse_activations: bool = True, equalize: bool = False,
+                   freeze: Mapping[str, Any] | None = None, target: Any = None,
+                   fuse_activations: bool = True, equalize: bool = False,
                    skip: Sequence[str] = ()) -> list[Pass]:
     """The passes of :func:`optimize`, in order.
 
     Args:
         input_shapes: fixed shapes for dynamic inputs, ``{"x": [1, 3, 224, 224]}``.
+        freeze: inputs replaced by constants, ``{"sr": 16000}``.
         target: a :class:`~ortnpu.target.Target` (or preset name) whose rules decide which
             activations fuse; ``None`` uses the default rules.
         fuse_activations: mark ReLU/Clip fused into the producing layer.
@@ -69,9 +74,11 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     def keep(p: Pass) -> bool:
         return type(p).__name__ not in skip
 
-    cleanup = [p for p in (InferShapes(), FoldConstants(), RemoveIdentity(),
+    cleanup = [p for p in (InferShapes(), FoldConstants(), FoldConstantIf(), RemoveIdentity(),
                            RemoveNoOpReshapeTranspose(), RemoveUnused()) if keep(p)]
     passes: list[Pass] = [NameNodes()]
+    if freeze:
+        passes.append(FreezeInputs(freeze))
     if input_shapes:
         passes.append(FixInputShapes(input_shapes))
     passes.append(Repeat(cleanup))
@@ -88,20 +95,39 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     return [p for p in passes if keep(p) or isinstance(p, Repeat)]
 
 
+def fix_inputs(model: onnx.ModelProto, *,
+               input_shapes: Mapping[str, Sequence[int]] | None = None,
+               freeze: Mapping[str, Any] | None = None) -> onnx.ModelProto:
+    """Only the input passes of :func:`optimize`: freeze inputs, fix dynamic shapes.
+
+    For callers that quantize without optimizing (``quantize(optimize=False)``, autofix).
+    """
+    passes: list[Pass] = []
+    if freeze:
+        passes.append(FreezeInputs(freeze))
+    if input_shapes:
+        passes.append(FixInputShapes(input_shapes))
+    return PassManager(passes)(model).model if passes else model
+
+
 def optimize(model: onnx.ModelProto, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-             target: Any = None, fuse_activations: bool = True, equalize: bool = False,
+             freeze: Mapping[str, Any] | None = None, target: Any = None,
+             fuse_activations: bool = True, equalize: bool = False,
              skip: Sequence[str] = (), return_results: bool = False) -> Any:
     """Optimize a float model for an NPU; the outputs stay the same.
 
-    The pipeline names unnamed nodes, fixes dynamic input shapes, infers shapes, folds
-    constants, removes Identity/Dropout and no-op layout ops, folds BatchNormalization into
-    Conv/Gemm/MatMul, fuses Pad into Conv/pools, turns division by a constant into a
-    multiplication, fuses MatMul+Add into Gemm, optionally equalizes weights, and marks
-    ReLU/Clip fused into their producer (the nodes are kept: the result is standard ONNX).
+    The pipeline names unnamed nodes, freezes inputs to constants, fixes dynamic input shapes,
+    infers shapes, folds constants and ``If`` nodes on a constant condition, removes
+    Identity/Dropout and no-op layout ops, folds BatchNormalization into Conv/Gemm/MatMul,
+    fuses Pad into Conv/pools, turns division by a constant into a multiplication, fuses
+    MatMul+Add into Gemm, optionally equalizes weights, and marks ReLU/Clip fused into their
+    producer (the nodes are kept: the result is standard ONNX).
 
     Args:
         model: the float model; never modified.
         input_shapes: fixed shapes for dynamic inputs, ``{"x": [1, 3, 224, 224]}``.
+        freeze: inputs replaced by constants, ``{"sr": 16000}`` (the model loses these
+            inputs; an ``If`` on them keeps only the branch taken).
         target: target (or preset name) whose rules decide which activations fuse.
         fuse_activations: mark ReLU/Clip fused into the producing layer.
         equalize: run cross-layer weight equalization (changes weights, not outputs).
@@ -121,7 +147,8 @@ def optimize(model: onnx.ModelProto, *, input_shapes: Mapping[str, Sequence[int]
         raise ModelError("the model has no nodes")
     from ortnpu.validate import initializers_as_constants
 
-    manager = PassManager(default_passes(input_shapes=input_shapes, target=target,
+    manager = PassManager(default_passes(input_shapes=input_shapes, freeze=freeze,
+                                         target=target,
                                          fuse_activations=fuse_activations, equalize=equalize,
                                          skip=skip))
     result = manager(initializers_as_constants(model))
@@ -143,7 +170,9 @@ __all__ = [
     "EqualizeWeights",
     "FixInputShapes",
     "FoldBatchNorm",
+    "FoldConstantIf",
     "FoldConstants",
+    "FreezeInputs",
     "FuseMatMulAdd",
     "FusePad",
     "InferShapes",
@@ -157,5 +186,6 @@ __all__ = [
     "RemoveUnused",
     "Repeat",
     "default_passes",
+    "fix_inputs",
     "optimize",
 ]

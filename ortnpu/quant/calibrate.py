@@ -277,7 +277,8 @@ def float_tensor_types(model: onnx.ModelProto) -> dict[str, int]:
 
 def calibrate(model: onnx.ModelProto, data: CalibrationData,
               calibrator: Calibrator | None = None,
-              tensors: Iterable[str] | None = None, progress: bool = True) -> Calibrator:
+              tensors: Iterable[str] | None = None, progress: bool = True,
+              ignore: frozenset[str] = frozenset()) -> Calibrator:
     """Run ``model`` on the data and feed every float activation to ``calibrator``.
 
     Args:
@@ -286,6 +287,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
         calibrator: defaults to :class:`MinMaxCalibrator`.
         tensors: names to observe (default: every float tensor produced by a node, plus inputs).
         progress: show a progress bar when stderr is a terminal.
+        ignore: arrays of the data to drop (inputs frozen to constants).
     """
     calibrator = calibrator or MinMaxCalibrator()
     types = float_tensor_types(model)
@@ -322,6 +324,8 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
             total = -(-len(data) // batch)
         batches = console.progress(batches, total=total, desc="calibrating", unit="batch")
     for feed in batches:
+        if ignore:
+            feed = {k: v for k, v in feed.items() if k not in ignore}
         missing = set(input_names) - set(feed)
         if missing:
             raise CalibrationError(f"calibration batch {seen} lacks input(s) {sorted(missing)}; "

@@ -9,7 +9,7 @@ travels in ``metadata_props`` so the graph runs without being told the target ag
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import onnx
@@ -58,7 +58,9 @@ class QuantizationResult:
     placements: list[Placement] = field(default_factory=list)
 
 
-def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> onnx.ModelProto:
+def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             freeze: Mapping[str, object] | None = None) -> onnx.ModelProto:
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"quantize expects an onnx.ModelProto, got {type(model).__name__}; "
                          "load the file with onnx.load first")
@@ -66,13 +68,13 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False) -> 
 
     check_model(model, model.graph.name or "<model>", check_npu=False)
     model = initializers_as_constants(model)
+    from ortnpu.passes import fix_inputs
+    from ortnpu.passes import optimize as run_optimize
+
     if optimize:
-        try:
-            from ortnpu.passes import optimize as run_optimize
-        except ImportError:  # pragma: no cover - the passes package ships with ortnpu
-            run_optimize = None
-        if run_optimize is not None:
-            model = run_optimize(model, equalize=equalize)
+        model = run_optimize(model, equalize=equalize, input_shapes=input_shapes, freeze=freeze)
+    else:
+        model = fix_inputs(model, input_shapes=input_shapes, freeze=freeze)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:
@@ -183,7 +185,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
              calibrator: Calibrator | None = None, calibrated: Calibrator | None = None,
              force_cpu: Iterable[str] = (),
              preset: QuantPreset | None = None,
-             result: QuantizationResult | None = None) -> onnx.ModelProto:
+             result: QuantizationResult | None = None,
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             freeze: Mapping[str, object] | None = None) -> onnx.ModelProto:
     """Quantize a float model for ``target`` into an NPU graph.
 
     Args:
@@ -199,6 +203,10 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             (optimized) model; calibration is then skipped (autofix quantizes many times).
         preset: parameters fixed by the caller (QDQ import) instead of calibration.
         result: filled with the placement of every float node, when given.
+        input_shapes: fixed shapes for dynamic inputs, ``{"x": [1, 3, 224, 224]}``.
+        freeze: inputs replaced by constants, ``{"sr": 16000}``: the NPU graph has no such
+            input, an ``If`` on it keeps only the branch taken; calibration data may still
+            hold the frozen inputs (they are ignored).
 
     Returns:
         The NPU graph as an ``onnx.ModelProto``.
@@ -216,7 +224,7 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
-    model = _prepare(model, optimize, config.equalize)
+    model = _prepare(model, optimize, config.equalize, input_shapes, freeze)
     model = _upgrade_opset(model, 21 if target.arithmetic.activation_bits == 16 or
                            config.int16_tensors else 13)
     model = NameNodes()(model).model  # unique node names: placement and Placement key by name
@@ -224,7 +232,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibrated is not None:
         calib = calibrated
     elif calibration_data is not None:
-        calib = calibrate(model, calibration_data, config.collector(calibrator))
+        calib = calibrate(model, calibration_data, config.collector(calibrator),
+                          ignore=frozenset(freeze or ()))
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()

@@ -30,6 +30,7 @@ from ortnpu.domain import DOMAIN, kernels, spec_of
 from ortnpu.domain.spec import Attr, Input, OpSpec, op_type_name, parse_op_type
 from ortnpu.errors import KernelError
 from ortnpu.onnx_types import np_dtype
+from ortnpu.passes.graph import node_inputs
 
 #: Programs of the live sessions, by id (a session keeps its programs alive).
 _PROGRAMS: weakref.WeakValueDictionary[str, Program] = weakref.WeakValueDictionary()
@@ -147,7 +148,7 @@ def fuse_subgraphs(model: onnx.ModelProto, min_nodes: int = 2
     inits = {i.name: i for i in g.initializer if i.name not in fed}
     consumers: dict[str, list[int]] = {}
     for k, node in enumerate(g.node):
-        for t in node.input:
+        for t in node_inputs(node):   # an If/Loop/Scan body's reads count
             consumers.setdefault(t, []).append(k)
     graph_outputs = {o.name for o in g.output}
     runs: list[list[int]] = []
@@ -175,7 +176,7 @@ def fuse_subgraphs(model: onnx.ModelProto, min_nodes: int = 2
             out.graph.node.append(fused[k])
         elif k not in drop:
             out.graph.node.append(node)
-    used = {t for n in out.graph.node for t in n.input}
+    used = {t for n in out.graph.node for t in node_inputs(n)}
     keep = [i for i in g.initializer if i.name in used or i.name in fed]
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep)
