@@ -91,12 +91,8 @@ class PartitionPlan:
 
     def cpu_groups(self) -> list[tuple[str, str, list[str]]]:
         """CPU nodes grouped by (cause, op type), largest group first: ``(cause, op, nodes)``."""
-        groups: dict[tuple[str, str], list[str]] = {}
-        for n in self.cpu_nodes:
-            key = (self.causes.get(n) or self.reasons[n], self.op_types[n])
-            groups.setdefault(key, []).append(n)
-        ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][1], kv[0][0]))
-        return [(cause, op, nodes) for (cause, op), nodes in ranked]
+        return group_by_cause((n, self.op_types[n], self.causes.get(n) or self.reasons[n])
+                              for n in self.cpu_nodes)
 
     @property
     def npu_nodes(self) -> list[str]:
@@ -148,6 +144,15 @@ class PartitionPlan:
         for n in self.cpu_nodes:
             lines.append(f"  CPU {self.reasons[n]}")
         return "\n".join(lines)
+
+
+def group_by_cause(rows: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, list[str]]]:
+    """``(node, op, cause)`` rows grouped by (cause, op), largest group first."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for node, op, cause in rows:
+        groups.setdefault((cause, op), []).append(node)
+    ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0][1], kv[0][0]))
+    return [(cause, op, nodes) for (cause, op), nodes in ranked]
 
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -376,5 +381,6 @@ def is_convex(model: onnx.ModelProto, nodes: Iterable[str]) -> bool:
     return True
 
 
-__all__ = ["CPU", "NPU", "Constants", "PartitionPlan", "Subgraph", "cluster", "is_convex",
+__all__ = ["CPU", "NPU", "Constants", "PartitionPlan", "Subgraph", "cluster", "group_by_cause",
+           "is_convex",
            "partition", "prepare", "region_of", "subgraphs_of"]

@@ -91,6 +91,25 @@ def cause_of(problem: str) -> str:
     return _BRACKETS.sub("[…]", _QUOTED.sub("'…'", problem))
 
 
+def cpu_lines(placements: Iterable[Any], verbose: bool = False) -> list[str]:
+    """The grouped CPU table of a quantizer's placements (``node``, ``op_type``, ``device``,
+    ``reason``), as ``ortnpu evaluate`` prints it, for the CLIs that quantize."""
+    from ortnpu.partition import group_by_cause
+    from ortnpu.report.text import cpu_group_lines
+
+    cpu = [p for p in placements if p.device == CPU]
+    if not cpu:
+        return []
+    reasons = {p.node: p.reason for p in cpu}
+
+    def cause(p: Any) -> str:
+        label = f"{p.op_type} '{p.node}': "
+        return cause_of(p.reason[len(label):] if p.reason.startswith(label) else p.reason)
+
+    groups = group_by_cause((p.node, p.op_type, cause(p)) for p in cpu)
+    return cpu_group_lines(groups, reasons, verbose)
+
+
 class _Lowering:
     """Whether ortnpu can lower a node to integer ops (the lowering rules' own checks)."""
 
@@ -345,4 +364,4 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
                          cpu_islands=islands)
 
 
-__all__ = ["QUANTIZABLE", "batch_one", "cause_of", "place"]
+__all__ = ["QUANTIZABLE", "batch_one", "cause_of", "cpu_lines", "place"]

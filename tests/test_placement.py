@@ -117,8 +117,19 @@ def _with_ops(add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> Target
     return target
 
 
+def dynamic_attention() -> onnx.ModelProto:
+    """Two attention blocks whose sequence length is dynamic: shape reasons everywhere."""
+    model = transformer(2)
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dim = value.type.tensor_type.shape.dim[1]
+        dim.ClearField("dim_value")
+        dim.dim_param = "T"
+    return model
+
+
 GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
-    "attention": attention, "lstm": lstm_like, "detector": detector_head}
+    "attention": attention, "lstm": lstm_like, "detector": detector_head,
+    "dynamic_attention": dynamic_attention}
 TARGETS: dict[str, Callable[[], Target]] = {
     "default": lambda: load_target("tflite-int8"),
     "adds_sub_reducemean_erf": lambda: _with_ops(add=("Sub", "ReduceMean", "Erf")),
@@ -136,7 +147,7 @@ def _tight() -> Target:
 
 def _samples(model: onnx.ModelProto, n: int = 6) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(3)
-    shapes = {i.name: [d.dim_value for d in i.type.tensor_type.shape.dim]
+    shapes = {i.name: [d.dim_value or 8 for d in i.type.tensor_type.shape.dim]
               for i in model.graph.input}
     return [{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
             for _ in range(n)]

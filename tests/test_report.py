@@ -181,7 +181,8 @@ def test_html_groups_and_draws_the_partition_compactly(deep_report: object) -> N
     html = deep_report.to_html()
     section = html[html.index('id="cpu"'):html.index('id="subgraphs"')]
     assert section.count("<details>") == 7  # one unfoldable row per (reason, op type)
-    assert section.count("<li>") == 360
+    assert all(f"{n}, " in section or f"{n}</p>" in section for n in plan.cpu_nodes)
+    assert section.count("<li>") == 0  # same reason for the whole group: names only
     assert "<td class=\"n\">80</td><td>MatMul</td>" in section
     svg = re.search(r'<svg[^>]*aria-label="partition graph".*?</svg>', html, re.S).group(0)
     boxes = len(plan.subgraphs) + len(plan.cpu_islands)
@@ -201,3 +202,33 @@ def test_partition_overview_is_acyclic_and_convex(deep_report: object) -> None:
     model = transformer(40)
     for island in deep_report.plan.cpu_islands[:40]:
         assert is_convex(model, island)
+
+
+def test_cpu_group_lists_own_reasons_when_they_differ(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    """Reasons that differ only by tensor names and dynamic dims form one group, which unfolds
+    to each node's own reason; the CLI prints the group, -v every node."""
+    from graphs import transformer
+
+    from ortnpu.cli import main
+
+    model = transformer(3)
+    dim = model.graph.input[0].type.tensor_type.shape.dim[1]
+    dim.ClearField("dim_value")
+    dim.dim_param = "T"  # a dynamic sequence length: every NPU-able node has a shape reason
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "T"
+    report = ortnpu.evaluate(model, "tflite-int8")
+    groups = {(op, len(nodes)): cause for cause, op, nodes in report.plan.cpu_groups()}
+    assert groups[("MatMul", 12)].startswith("input '…' has a dynamic shape [1, T, 16];")
+    html = report.to_html()
+    section = html[html.index('id="cpu"'):html.index('<h2 id="chart"')]
+    assert "<li><b>b2/q_proj</b>: input &#x27;b1/out&#x27; has a dynamic shape" in section
+    path = tmp_path / "t.onnx"
+    onnx.save(model, path)
+    assert main(["evaluate", str(path)]) == 0
+    short = capsys.readouterr().out
+    assert main(["evaluate", str(path), "-v"]) == 0
+    verbose = capsys.readouterr().out
+    assert re.search(r"^\s+12\s+MatMul\s+input '…' has a dynamic shape", short, re.M)
+    assert "MatMul 'b2/q_proj'" not in short and "MatMul 'b2/q_proj': input 'b1/out'" in verbose
+    assert "b1/ln_mean" not in short and "ReduceMean 'b1/ln_mean': ortnpu has no" in verbose

@@ -35,7 +35,9 @@ def _run(args: argparse.Namespace) -> int:
           f"the CPU; {len(report)} conversion(s), {changed} changing values")
     for c in sorted(report, key=lambda c: not c.exact):
         print(f"  {c}")
-    for p in res.placements:
-        if p.device == "CPU":
-            print(f"  CPU {p.node} ({p.op_type}): {p.reason}")
+    from ortnpu.placement import cpu_lines
+
+    lines = cpu_lines(res.placements)  # per node: the NPU graph's doc_strings and metadata
+    if lines:
+        print("\n".join(lines))
     return 0

@@ -126,7 +126,9 @@ def _run(args: argparse.Namespace) -> int:
     on_npu = sum(p.device == "NPU" for p in res.placements)
     print(f"wrote {args.output}: {on_npu} nodes on the NPU, "
           f"{len(res.placements) - on_npu} on the CPU")
-    for p in res.placements:
-        if p.device == "CPU":
-            print(f"  CPU {p.node} ({p.op_type}): {p.reason}")
+    from ortnpu.placement import cpu_lines
+
+    lines = cpu_lines(res.placements)  # per node: the NPU graph's doc_strings and metadata
+    if lines:
+        print("\n".join(lines))
     return 0

@@ -51,14 +51,6 @@ class GraphView:
         view.graph_outputs = {o.name for o in g.output}
         return view
 
-    def batch_one_shapes(self) -> dict[str, list[int | None]]:
-        """Shapes with a dynamic leading (batch) dimension read as 1.
-
-        The simulated NPU runs the graph on any batch, one sample after the other as the
-        hardware would; only the other dimensions must be static for the target's checks.
-        """
-        return {k: ([1, *v[1:]] if v and v[0] is None else v) for k, v in self.shapes.items()}
-
     def const(self, name: str) -> np.ndarray | None:
         """The value of a constant tensor, or None for an activation."""
         return self.constants.get(name)

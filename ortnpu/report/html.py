@@ -29,6 +29,7 @@ tr.CPU td{background:#fff4ea}.summary td{font-size:14px}.muted{color:#777}
 .key span{display:inline-block;padding:1px 8px;margin-right:6px;border-radius:3px}
 details>summary{cursor:pointer}details ul{margin:4px 0 4px 0;padding-left:18px}
 td details li{margin:1px 0}td.reason{max-width:900px}
+p.names{margin:4px 0 4px 14px;font-family:monospace;font-size:11px}
 """
 
 #: Above this many nodes the per-node drawing is left out (the overview shows the partition).
@@ -146,12 +147,16 @@ def _cpu_groups(report: EvaluationReport) -> list[str]:
     parts.append(f"<p>{len(groups)} group(s) by reason and op type; unfold a row for its "
                  "nodes.</p><table><tr><th>count</th><th>op</th><th>reason</th></tr>")
     for cause, op, nodes in groups:
-        items = "".join(f"<li><b>{escape(n)}</b>: {escape(plan.reasons[n].split(': ', 1)[-1])}"
-                        "</li>" for n in nodes)
+        own = {n: plan.reasons[n].split(": ", 1)[-1] for n in nodes}
+        if all(r == cause for r in own.values()):  # the names say it all
+            body = f'<p class="names">{", ".join(escape(n) for n in nodes)}</p>'
+        else:
+            body = "<ul>" + "".join(f"<li><b>{escape(n)}</b>: {escape(r)}</li>"
+                                    for n, r in own.items()) + "</ul>"
         parts.append(_row([
             f'<td class="n">{len(nodes)}</td>', f"<td>{escape(op)}</td>",
             f'<td class="reason"><details><summary>{escape(group_label(plan, cause, nodes))}'
-            f"</summary><ul>{items}</ul></details></td>"], "CPU"))
+            f"</summary>{body}</details></td>"], "CPU"))
     parts.append("</table>")
     return parts
 

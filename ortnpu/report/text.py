@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -46,6 +47,22 @@ def group_label(plan: PartitionPlan, cause: str, nodes: list[str]) -> str:
     return plan.reasons[nodes[0]] if len(nodes) == 1 else cause
 
 
+def cpu_group_lines(groups: Sequence[tuple[str, str, list[str]]], reasons: Mapping[str, str],
+                    verbose: bool = False) -> list[str]:
+    """The CPU table: count, op type and reason per group; ``verbose`` adds every node."""
+    total = sum(len(nodes) for _, _, nodes in groups)
+    lines = [f"CPU nodes ({total}) by reason and op type"
+             + ("" if verbose else "; --verbose lists every node") + ":"]
+    width = max(len(op) for _, op, _ in groups)
+    lines.append(f"  {'count':>5}  {'op':<{width}}  reason")
+    for cause, op, nodes in groups:
+        label = reasons[nodes[0]] if len(nodes) == 1 else cause
+        lines.append(f"  {len(nodes):>5}  {op:<{width}}  {label}")
+        if verbose:
+            lines += [f"         {reasons[n]}" for n in nodes]
+    return lines
+
+
 def render_text(report: EvaluationReport, top: int = 10, verbose: bool = False,
                 subgraphs: int = 8) -> str:
     """Summary, subgraphs, CPU nodes grouped by (reason, op type), the slowest layers.
@@ -80,17 +97,8 @@ def render_text(report: EvaluationReport, top: int = 10, verbose: bool = False,
         lines.append(f"  {sg.name}: {len(sg.nodes)} nodes {sg.nodes[0]} .. {sg.nodes[-1]} "
                      f"({op_summary([plan.op_types[n] for n in sg.nodes])}); "
                      f"{len(sg.inputs)} in, {len(sg.outputs)} out")
-    cpu = plan.cpu_nodes
-    if cpu:
-        groups = plan.cpu_groups()
-        lines.append(f"CPU nodes ({len(cpu)}) by reason and op type"
-                     + ("" if verbose else "; --verbose lists every node") + ":")
-        width = max(len(op) for _, op, _ in groups)
-        lines.append(f"  {'count':>5}  {'op':<{width}}  reason")
-        for cause, op, nodes in groups:
-            lines.append(f"  {len(nodes):>5}  {op:<{width}}  {group_label(plan, cause, nodes)}")
-            if verbose:
-                lines += [f"         {plan.reasons[n]}" for n in nodes]
+    if plan.cpu_nodes:
+        lines += cpu_group_lines(plan.cpu_groups(), plan.reasons, verbose)
     layers = sorted((x for x in report.estimate.layers if x.time_us > 0),
                     key=lambda x: -x.time_us)[:top]
     if layers:
