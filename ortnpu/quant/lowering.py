@@ -44,6 +44,7 @@ from ortnpu.quant.params import (
     rescale_rule,
     weight_params,
 )
+from ortnpu.quant.tables import float_table, hard_swish_int8_table
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 
@@ -442,12 +443,11 @@ class LutRule(LoweringRule):
             yp = QuantParams(1.0 / 128, 0, "int8")
         else:
             yp = ctx.params_of(node.output[0])
-        info = np.iinfo(xp.dtype)
-        q = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
-        real = (np.float32(xp.scale) * (q - xp.zero_point).astype(np.float32)).astype(np.float32)
-        with np.errstate(over="ignore"):  # expf overflow gives the exact limit, as in C
-            f = _LUT_FUNCTIONS[node.op_type](real, node).astype(np.float32)
-        table = yp.quantize(f)
+        table = None
+        if node.op_type == "HardSwish" and xp.dtype == "int8" and a.rounding.startswith("tflite"):
+            table = hard_swish_int8_table(xp, yp)   # TFLite's 16-bit fixed-point kernel
+        if table is None:
+            table = float_table(lambda v: _LUT_FUNCTIONS[node.op_type](v, node), xp, yp)
         name = node.name or node.output[0]
         y = out.int_output(node.output[0], yp)
         out.nodes.append(make_node(Lut, [x, out.constant(f"{name}_table", table)], y, yp.dtype,

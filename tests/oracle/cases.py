@@ -82,6 +82,20 @@ def _weights(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return w.astype(np.int8)
 
 
+def _linear_output(rng: np.random.Generator, act: str, macs: int, unit: float) -> Quant:
+    """Output parameters of a conv/FC: the accumulator's spread fills the range (2^±1.5),
+    so most outputs are rounded and some saturate."""
+    spread = 80.0 * (256.0 if act == "int16" else 1.0) * 70.0 * math.sqrt(macs) * unit
+    return Quant(spread / (_limits(act)[1] * float(np.exp2(rng.uniform(-2.5, 1.0)))),
+                 _zero_point(rng, act), act)
+
+
+def _bias(rng: np.random.Generator, act: str, macs: int, channels: int) -> np.ndarray:
+    """Biases of the size of the accumulator's spread."""
+    spread = 80.0 * (256.0 if act == "int16" else 1.0) * 70.0 * math.sqrt(macs)
+    return np.round(rng.normal(0.0, spread, size=channels)).astype(np.int64)
+
+
 def _bias_dtype(act: str) -> str:
     return "int64" if act == "int16" else "int32"
 
@@ -141,14 +155,11 @@ def _conv_like(rng: np.random.Generator, act: str, depthwise: bool) -> Case:
         ws[:] = ws[0]
     macs = k * k * (1 if depthwise else cin)
     bias_unit = (np.float32(xq.scale) * ws).astype(np.float32)
-    typical = 64.0 * 64.0 * math.sqrt(macs) * float(np.median(bias_unit))
-    yq = Quant(typical / (_limits(act)[1] * float(np.exp(rng.uniform(-1.5, 2.0)))),
-               _zero_point(rng, act), act)
+    yq = _linear_output(rng, act, macs, float(np.median(bias_unit)))
     oh, pt, pb = _same_pads(h, k, stride, dilation, padding)
     ow, pl, pr = _same_pads(w, k, stride, dilation, padding)
     x = _data(rng, (1, h, w, cin), act)
-    bias_lim = int(min(2 ** 20, 2 ** 31 - 1))
-    bias = rng.integers(-bias_lim, bias_lim, size=cout, dtype=np.int64)
+    bias = _bias(rng, act, macs, cout)
 
     t = TFLiteGraph()
     tx = t.tensor("x", x.shape, act, scale=xq.scale, zero_point=xq.zero_point)
@@ -201,12 +212,10 @@ def fully_connected(rng: np.random.Generator, act: str) -> Case:
     ws = (np.array([_scale(rng, 1e-3, 0.05) for _ in range(n)], np.float32) if per_channel
           else np.array([_scale(rng, 1e-3, 0.05)], np.float32))
     unit = (np.float32(xq.scale) * ws).astype(np.float32)
-    typical = 64.0 * 64.0 * math.sqrt(k) * float(np.median(unit))
-    yq = Quant(typical / (_limits(act)[1] * float(np.exp(rng.uniform(-1.5, 2.0)))),
-               _zero_point(rng, act), act)
+    yq = _linear_output(rng, act, k, float(np.median(unit)))
     x = _data(rng, (batch, k), act)
     wt = _weights(rng, (n, k))
-    bias = rng.integers(-(2 ** 18), 2 ** 18, size=n, dtype=np.int64)
+    bias = _bias(rng, act, k, n)
     unit_n = np.broadcast_to(unit, (n,))
 
     t = TFLiteGraph()
