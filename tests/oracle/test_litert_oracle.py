@@ -27,10 +27,6 @@ KNOWN_DIFFERENCES = {
     ("FULLY_CONNECTED", "int16"): "LiteRT's reference FULLY_CONNECTED rescales in double "
     "floating point, round((double)acc * s_in*s_w/s_out); ortnpu applies the 16x8 int64 "
     "fixed-point rescale (15-bit multiplier) of the other 16x8 kernels",
-    ("MEAN", "int8"): "TFLite's MEAN rescales the zero-point-corrected sum by QM(s_in/s_out) "
-    "renormalized by 1/n; ortnpu's GlobalAveragePool rounds the raw sum / n (AVERAGE_POOL_2D's "
-    "rule)",
-    ("MEAN", "int16"): "as MEAN int8",
     ("LOGISTIC", "int16"): "TFLite's int16 LOGISTIC interpolates a 256-entry table of its "
     "source; ortnpu's int16 table is the float function",
     ("TANH", "int16"): "as LOGISTIC int16",
