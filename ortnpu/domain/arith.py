@@ -72,6 +72,21 @@ def quantize_multiplier(real: float, *, single_rounding: bool = False) -> tuple[
     return qm, shift
 
 
+def mean_multiplier(real: float, count: int) -> tuple[int, int]:
+    """TFLite's MEAN rescale: ``QuantizeMultiplier(real)`` renormalized by ``1 / count``.
+
+    reference_ops::QuantizedMeanOrSum folds the division into the multiplier:
+    ``k = min(floor(log2 count), 32, 31 + shift)``, ``M' = (M << k) / count`` (truncating),
+    ``shift' = shift - k``; the mean is then ``MultiplyByQuantizedMultiplier(sum - zp·count, M',
+    shift')``. This is not ``QuantizeMultiplier(real / count)``: the last bits of M' differ.
+    """
+    if count < 1:
+        raise ValueError(f"count must be positive, got {count}")
+    qm, shift = quantize_multiplier(real)
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    return (qm << k) // count, shift - k
+
+
 def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """gemmlowp ``SaturatingRoundingDoublingHighMul`` on int32 values held in int64."""
     a = np.asarray(a, dtype=np.int64)

@@ -37,6 +37,10 @@ Rules allowed: {", ".join(f"`{r}`" for r in ROUNDING_RULES)}. Where the referenc
 behaviour (int32 overflow) ortnpu wraps like hardware adders; where it asserts a range it
 saturates. Accumulators with `acc_bits = 32` wrap modulo 2^32 (sum plus bias).
 
+Each op's "TFLite:" line names the TFLite kernel it reproduces on the `tflite-*` targets and
+the detail that decides its bits; tests/oracle checks them against LiteRT's reference kernels
+(docs/oracle.md).
+
 Attributes common to every op: {", ".join(f"`{a.name}` ({a.doc})" for a in COMMON_ATTRS)}.
 """
 
@@ -46,6 +50,8 @@ def render() -> str:
     parts = [_HEADER]
     for op in OPS:
         parts.append(f"\n## {op.name}\n\n{(op.__doc__ or '').strip()}\n\n{op.doc}\n")
+        if op.tflite:
+            parts.append(f"\nTFLite: {op.tflite}\n")
         if op.same_type:
             parts.append("\nThe output type equals the input type.\n")
         parts.append("\n| input | type | meaning |\n|---|---|---|\n")

@@ -44,6 +44,8 @@ class Add(OpSpec):
     """Elementwise addition with TFLite's common-scale scheme (left shift, three rescales)."""
 
     name = "Add"
+    tflite = ("ADD (reference_integer_ops::Add): twice_max = 2·max(s_a, s_b), left shift 20 "
+              "(15 for 16x8), multipliers s_a/twice_max, s_b/twice_max, twice_max/(2^left·s_y).")
     doc = ("a' = rescale((a - a_zp) << left_shift, a_multiplier, a_shift); b' likewise; "
            "y = clamp(rescale(a' + b', y_multiplier, y_shift) + y_zp, act_min, act_max). "
            "All intermediates are int32 (wrapping). Inputs broadcast like numpy.")
@@ -82,6 +84,7 @@ class Mul(OpSpec):
     """Elementwise product with one rescale (TFLite's Mul)."""
 
     name = "Mul"
+    tflite = ("MUL: s_a · s_b / s_y computed wholly in float32.")
     doc = ("y = clamp(rescale((a - a_zp) · (b - b_zp), multiplier, shift) + y_zp, act_min, "
            "act_max); the product is int32 (wrapping). Inputs broadcast like numpy.")
     inputs = (Input("a", "act", "first operand"), Input("b", "act", "second operand"))
@@ -111,6 +114,9 @@ class Requantize(OpSpec):
     """Change scale, zero point or bit width: ``y = clamp(rescale(x - x_zp) + y_zp)``."""
 
     name = "Requantize"
+    tflite = ("QUANTIZE int8 → int8 (multiplier from (double)s_in / s_out); RELU and RELU6 with a "
+              "scale change (ReluX: float32 s_in / s_out, requantize first, then clamp to "
+              "[max(qmin, zp), min(qmax, zp + roundf(6 / s_out))]).")
     doc = ("y = clamp(rescale(x - x_zp, multiplier[k], shift[k]) + y_zp, act_min, act_max) "
            "where k is the index along `axis` for per-channel parameters.")
     inputs = (
@@ -157,6 +163,11 @@ class Lut(OpSpec):
     """Table lookup (sigmoid, tanh, hard-swish, exp, ...): ``y = table[x - min(type of x)]``."""
 
     name = "Lut"
+    tflite = ("int8 LOGISTIC and TANH: LUTPopulate, the function in float32 on every input value "
+              "(LOGISTIC output fixed at 1/256, -128). int8 HARD_SWISH: the table holds the "
+              "reference kernel's 16-bit fixed-point result for every input value "
+              "(quant/tables.py). int16 LOGISTIC/TANH are not reproduced: TFLite interpolates a "
+              "256-entry table of its own; ortnpu's int16 table is the float function.")
     doc = ("y = table[x - min(x.dtype)]: the table has one entry per input value (256 for "
            "8-bit inputs, 65536 for int16) and the output's type.")
     inputs = (Input("x", "act", "input"),

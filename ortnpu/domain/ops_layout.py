@@ -17,6 +17,7 @@ class Concat(OpSpec):
     """Concatenation of inputs that share one scale and zero point (TFLite's rule): a copy."""
 
     name = "Concat"
+    tflite = ("CONCATENATION (int8: one scale and zero point on every input and the output).")
     doc = ("y = concatenate(x0, x1, ..., axis). Inputs must share the output's scale and zero "
            "point; the quantizer inserts Requantize where they differ. Registered per input "
            f"count 2..{MAX_VARIADIC}: Concat2_i8, Concat3_i8, ...")
@@ -54,6 +55,7 @@ class Reshape(OpSpec):
     """ONNX Reshape (0 keeps a dimension, -1 infers one) on an integer tensor."""
 
     name = "Reshape"
+    tflite = ("RESHAPE.")
     doc = "y = x reshaped to `shape` with ONNX's rules (0 copies the input dimension, -1 infers)."
     inputs = (Input("x", "act", "input"), Input("shape", "int64", "target shape"))
     same_type = True
@@ -93,6 +95,7 @@ class Flatten(OpSpec):
     """ONNX Flatten: dimensions before `axis` become rows, the rest columns."""
 
     name = "Flatten"
+    tflite = ("RESHAPE.")
     doc = "y = x reshaped to [prod(shape[:axis]), prod(shape[axis:])]."
     inputs = (Input("x", "act", "input"),)
     attrs = (Attr("axis", int, 1, "first dimension of the columns", lo=-8, hi=8),)
@@ -118,6 +121,7 @@ class Transpose(OpSpec):
     """Permutation of the axes."""
 
     name = "Transpose"
+    tflite = ("TRANSPOSE.")
     doc = "y = transpose(x, perm)."
     inputs = (Input("x", "act", "input"), Input("perm", "int64", "permutation of the axes"))
     same_type = True
@@ -141,6 +145,7 @@ class Pad(OpSpec):
     """Constant padding with an integer value (the zero point, so the padding means 0.0)."""
 
     name = "Pad"
+    tflite = ("PAD: fills with the output zero point (the input's).")
     doc = ("y = x padded with `value` ; pads = [begin_0, ..., begin_r-1, end_0, ..., end_r-1] "
            "(ONNX order), all non-negative.")
     inputs = (Input("x", "act", "input"), Input("pads", "int64", "pads in ONNX order"))

@@ -22,6 +22,12 @@ class Conv(OpSpec):
     """2-D convolution (grouped, depthwise) with the rescale and clamp fused into the output."""
 
     name = "Conv"
+    tflite = ("CONV_2D and DEPTHWISE_CONV_2D (reference_integer_ops::ConvPerChannel, "
+              "DepthwiseConvPerChannel): multiplier per channel from (double)s_in · s_w[c] "
+              "/ s_out; fused RELU/RELU6 bounds zp + roundf(f / s_out) in float32; SAME "
+              "padding puts the extra row/column last. On tflite targets MEAN over H×W (ONNX "
+              "GlobalAveragePool) is a depthwise Conv with weights 1, x_zp = y_zp and "
+              "TFLite's renormalized MEAN multiplier (arith.mean_multiplier).")
     doc = ("acc[n,c,h,w] = Σ (x - x_zp) · w[c] over the window + bias[c] (acc_bits wide); "
            "y = clamp(rescale(acc, multiplier[c], shift[c]) + y_zp, act_min, act_max). "
            "Padding contributes x_zp (i.e. zero after the offset).")
@@ -117,6 +123,10 @@ class FullyConnected(OpSpec):
     """Fully connected layer (constant int8 weights) with fused rescale and clamp."""
 
     name = "FullyConnected"
+    tflite = ("FULLY_CONNECTED: one weight scale multiplies s_in · s_w in float32, then divides by "
+              "s_out in double; per channel as Conv. LiteRT's reference FULLY_CONNECTED (2.3) "
+              "rescales in double floating point instead, round((double)acc · s_in·s_w/s_out): "
+              "equal except at near-ties for int8, and often different for 16x8 (docs/oracle.md).")
     doc = ("acc[..., o] = Σ_k (x[..., k] - x_zp) · w[o, k] + bias[o]; "
            "y = clamp(rescale(acc, multiplier[o], shift[o]) + y_zp, act_min, act_max).")
     inputs = (
@@ -161,6 +171,7 @@ class MatMul(OpSpec):
     """Product of two activation tensors (attention, dynamic weights), per-tensor rescale."""
 
     name = "MatMul"
+    tflite = ("BATCH_MATMUL (not yet checked by the LiteRT oracle).")
     doc = ("acc = (a - a_zp) @ (b - b_zp) with numpy broadcasting of batch dimensions; "
            "y = clamp(rescale(acc, multiplier, shift) + y_zp, act_min, act_max).")
     inputs = (

@@ -74,6 +74,7 @@ class MaxPool(_WindowPool):
     """Maximum over the in-bounds part of each window, then the clamp."""
 
     name = "MaxPool"
+    tflite = ("MAX_POOL_2D.")
     doc = "y = clamp(max of the in-bounds window elements, act_min, act_max)."
     attrs = (*_KERNEL, *c.window_attrs(dilation=True), c.ACT_MIN, c.ACT_MAX)
 
@@ -96,6 +97,8 @@ class AveragePool(_WindowPool):
     """TFLite's integer average pool: raw in-bounds sum divided by the in-bounds count."""
 
     name = "AveragePool"
+    tflite = ("AVERAGE_POOL_2D: the raw in-bounds sum, divided by the in-bounds count with "
+              "rounding half away from zero.")
     doc = ("acc = Σ x over the in-bounds window (padding is not counted); "
            "y = clamp((acc ± count/2) / count, act_min, act_max) with C's truncating division, "
            "i.e. rounding half away from zero.")
@@ -114,6 +117,9 @@ class GlobalAveragePool(OpSpec):
     """Average over all of H×W with AveragePool's rounding; output [N, C, 1, 1]."""
 
     name = "GlobalAveragePool"
+    tflite = ("AVERAGE_POOL_2D with a window of the whole H×W. TFLite converters emit MEAN for a "
+              "global average pool, which rounds differently: tflite targets lower it as MEAN "
+              "(see Conv); this op serves the other targets.")
     doc = "y[n,c] = clamp((Σ_hw x ± HW/2) / HW, act_min, act_max) (truncating division)."
     inputs = (Input("x", "act", "input activations, NCHW"),)
     attrs = (c.ACT_MIN, c.ACT_MAX)

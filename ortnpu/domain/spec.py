@@ -87,6 +87,8 @@ class OpSpec:
 
     name: ClassVar[str]
     doc: ClassVar[str]
+    #: the TFLite kernel this op reproduces and the detail that decides its bits
+    tflite: ClassVar[str] = ""
     inputs: ClassVar[tuple[Input, ...]]
     attrs: ClassVar[tuple[Attr, ...]] = ()
     #: For ops with a variable count of activation inputs, the allowed counts.

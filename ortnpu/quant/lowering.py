@@ -32,7 +32,7 @@ from ortnpu.domain import (
     Transpose,
     make_node,
 )
-from ortnpu.domain.arith import round_half_away
+from ortnpu.domain.arith import mean_multiplier, round_half_away
 from ortnpu.passes.graph import attr
 from ortnpu.quant.context import QuantContext
 from ortnpu.quant.emitter import Emitter
@@ -44,6 +44,7 @@ from ortnpu.quant.params import (
     rescale_rule,
     weight_params,
 )
+from ortnpu.quant.tables import float_table, hard_swish_int8_table
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 
@@ -76,12 +77,18 @@ def activation_bounds(act: onnx.NodeProto | None, ctx: QuantContext) -> tuple[fl
 
 
 def clamp_attrs(p: QuantParams, bounds: tuple[float, float]) -> dict[str, int]:
-    """``act_min``/``act_max`` of an output: TFLite's ``zp + round(f / scale)``, clamped."""
+    """``act_min``/``act_max`` of an output: TFLite's ``zp + round(f / scale)``, clamped.
+
+    As in TFLite's ``CalculateActivationRangeQuantized`` and ``QuantizedReluX`` the division
+    is float32 (``f / scale`` of two floats, then ``roundf``): in double, a bound whose
+    quotient lies just below .5 can round the other way.
+    """
     lo, hi = p.qmin, p.qmax
+    scale = np.float32(p.scale)
     if np.isfinite(bounds[0]):
-        lo = max(lo, p.zero_point + int(round_half_away(bounds[0] / p.scale)))
+        lo = max(lo, p.zero_point + int(round_half_away(np.float32(bounds[0]) / scale)))
     if np.isfinite(bounds[1]):
-        hi = min(hi, p.zero_point + int(round_half_away(bounds[1] / p.scale)))
+        hi = min(hi, p.zero_point + int(round_half_away(np.float32(bounds[1]) / scale)))
     return {"act_min": int(lo), "act_max": int(max(lo, hi))}
 
 
@@ -408,7 +415,10 @@ class ActivationRule(LoweringRule):
         ctx.unsigned_outputs.add(node.output[0])
         yp = ctx.params_of(node.output[0])
         rule = rescale_rule(a, elementwise=True)
-        mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), a, rule)
+        # TFLite's RELU/RELU6 divide the scales in float32 (ReluPrepare)
+        real = (np.float32(xp.scale) / np.float32(yp.scale) if rule.startswith("tflite")
+                else np.float64(xp.scale) / yp.scale)
+        mult, shift = multiplier(float(real), a, rule)
         name = node.name or node.output[0]
         y = out.int_output(node.output[0], yp)
         out.nodes.append(make_node(
@@ -442,16 +452,35 @@ class LutRule(LoweringRule):
             yp = QuantParams(1.0 / 128, 0, "int8")
         else:
             yp = ctx.params_of(node.output[0])
-        info = np.iinfo(xp.dtype)
-        q = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
-        real = (np.float32(xp.scale) * (q - xp.zero_point).astype(np.float32)).astype(np.float32)
-        with np.errstate(over="ignore"):  # expf overflow gives the exact limit, as in C
-            f = _LUT_FUNCTIONS[node.op_type](real, node).astype(np.float32)
-        table = yp.quantize(f)
+        table = None
+        if node.op_type == "HardSwish" and xp.dtype == "int8" and a.rounding.startswith("tflite"):
+            table = hard_swish_int8_table(xp, yp)   # TFLite's 16-bit fixed-point kernel
+        if table is None:
+            table = float_table(lambda v: _LUT_FUNCTIONS[node.op_type](v, node), xp, yp)
         name = node.name or node.output[0]
         y = out.int_output(node.output[0], yp)
         out.nodes.append(make_node(Lut, [x, out.constant(f"{name}_table", table)], y, yp.dtype,
                                    name))
+
+
+def _emit_tflite_mean(out: Emitter, x: str, y: str, xp: QuantParams, shape: list[int],
+                      name: str) -> None:
+    """TFLite's MEAN over H×W as a depthwise ``Conv`` with weights 1 (as NPUs run it).
+
+    TFLite computes ``MBQM(Σx - zp·n, M', shift') + zp`` with its renormalized multiplier
+    (:func:`~ortnpu.domain.arith.mean_multiplier`); a depthwise convolution with an all-ones
+    H×W kernel, the input zero point and that rescale computes exactly this (int32 sum, the
+    32-bit double-rounding rescale of the reference kernel for int8 and int16 alike).
+    """
+    _, c, h, w = shape
+    mult, shift = mean_multiplier(1.0, h * w)   # the output keeps the input's parameters
+    inputs = [x, out.constant(f"{name}_ones", np.ones((c, 1, h, w), np.int8)),
+              out.constant(f"{name}_bias", np.zeros(c, np.int64)),
+              out.constant(f"{name}_multiplier", np.array([mult], np.int32)),
+              out.constant(f"{name}_shift", np.array([shift], np.int32))]
+    out.nodes.append(make_node(
+        Conv, inputs, y, xp.dtype, name, x_zp=xp.zero_point, y_zp=xp.zero_point,
+        act_min=xp.qmin, act_max=xp.qmax, group=c, rounding="tflite_double", acc_bits=32))
 
 
 class PoolRule(LoweringRule):
@@ -487,7 +516,12 @@ class PoolRule(LoweringRule):
         y = out.int_output(node.output[0], xp)
         clamp = {"act_min": xp.qmin, "act_max": xp.qmax}
         if node.op_type == "GlobalAveragePool":
-            out.nodes.append(make_node(GlobalAveragePool, [x], y, xp.dtype, name, **clamp))
+            shape = ctx.view.batch_one_shapes().get(node.input[0]) or []
+            if ctx.arith.rounding.startswith("tflite") and len(shape) == 4 and \
+                    all(isinstance(d, int) and d > 0 for d in shape[1:]):
+                _emit_tflite_mean(out, x, y, xp, shape, name)
+            else:
+                out.nodes.append(make_node(GlobalAveragePool, [x], y, xp.dtype, name, **clamp))
             return
         k = attr(node, "kernel_shape")
         s = attr(node, "strides", [1, 1])

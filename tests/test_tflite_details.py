@@ -1,0 +1,65 @@
+"""TFLite details the lowering reproduces, checked without LiteRT (tests/oracle checks them
+against LiteRT's reference kernels when the ``oracle`` extra is installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+import ortnpu
+from ortnpu.domain.arith import mean_multiplier, quantize_multiplier, rescale
+from ortnpu.quant.lowering import clamp_attrs
+from ortnpu.quant.params import QuantParams
+
+
+def test_mean_multiplier_is_renormalized_not_requantized() -> None:
+    """reference_ops::QuantizedMeanOrSum: QM(real) shifted left by floor(log2 n), divided by n."""
+    assert mean_multiplier(1.0, 1) == quantize_multiplier(1.0) == (1 << 30, 1)
+    assert mean_multiplier(1.0, 3) == ((1 << 31) // 3, 0)
+    assert quantize_multiplier(1.0 / 3) == (1431655765, -1)       # not what TFLite uses
+    # k is capped at 31 + shift so that the shift stays >= -31
+    m, s = mean_multiplier(2.0 ** -20, 1 << 20)
+    assert s == -31 and m == (quantize_multiplier(2.0 ** -20)[0] << 12) >> 20
+
+
+def test_relu6_bound_divides_in_float32() -> None:
+    """6 / s_out = 24.4999998 in double but exactly 24.5 in float32: TFLite's roundf gives 25."""
+    p = QuantParams(float(np.float32(6.0 / 24.5)), -128, "int8")
+    assert np.float64(6.0) / p.scale < 24.5
+    assert clamp_attrs(p, (0.0, 6.0)) == {"act_min": -128, "act_max": -128 + 25}
+
+
+def _gap_model(zp: int, scale: float, shape: tuple[int, int, int, int]) -> onnx.ModelProto:
+    def qdq(x: str, out: str) -> list[onnx.NodeProto]:
+        return [helper.make_node("QuantizeLinear", [x, "s", "z"], [f"{x}_q"]),
+                helper.make_node("DequantizeLinear", [f"{x}_q", "s", "z"], [out])]
+
+    nodes = [*qdq("x", "xd"), helper.make_node("GlobalAveragePool", ["xd"], ["g"], name="gap"),
+             *qdq("g", "y")]
+    graph = helper.make_graph(
+        nodes, "gap", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array(scale, np.float32), "s"),
+         numpy_helper.from_array(np.array(zp, np.int8), "z")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+
+
+def test_global_average_pool_is_tflite_mean_on_tflite_targets() -> None:
+    """MEAN rescales Σ(x - zp) by the renormalized multiplier (a depthwise all-ones Conv on the
+    NPU); on a 3x5 window with zero point -36 this differs from the rounded raw average."""
+    rng = np.random.default_rng(0)
+    zp, scale, shape = -36, 0.05, (1, 4, 3, 5)
+    q = rng.integers(-128, 128, size=shape)
+    npu = ortnpu.import_qdq(_gap_model(zp, scale, shape), "tflite-int8")
+    assert [n.op_type for n in npu.graph.node if n.domain == "com.ortnpu"] == ["Conv_i8"]
+    (y,) = ortnpu.InferenceSession(npu).run(None, {"x": ((q - zp) * np.float32(scale))
+                                                  .astype(np.float32)})
+    got = np.rint(y.reshape(-1) / np.float32(scale)).astype(np.int64) + zp
+    m, s = mean_multiplier(1.0, 15)
+    total = q.reshape(4, 15).sum(axis=1)
+    want = np.clip(rescale(total - zp * 15, m, s, "tflite_double") + zp, -128, 127)
+    assert np.array_equal(got, want)
+    half = np.where(total > 0, total + 7, total - 7)
+    raw = np.sign(half) * (np.abs(half) // 15)            # the AVERAGE_POOL_2D rule
+    assert not np.array_equal(raw, want)
