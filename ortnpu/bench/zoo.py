@@ -49,6 +49,8 @@ class ZooModel:
         int_values: values to cycle through for integer inputs (e.g. ``sr``: 16000, 8000).
         scale: standard deviation of the random float inputs.
         description: one line for the table.
+        data: ``(npz file in the cache, key)`` of real samples for a single-input model
+            (calibration takes the first rows, evaluation the last); random when absent.
     """
 
     name: str
@@ -58,6 +60,7 @@ class ZooModel:
     int_values: Mapping[str, Sequence[int]] = field(default_factory=dict)
     scale: float = 1.0
     description: str = ""
+    data: tuple[str, str] | None = None
 
     def locate(self, search: Sequence[Path] = ()) -> Path | None:
         """The model file: an absolute path, else the cache, else the search folders."""
@@ -95,6 +98,7 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
     ZooModel("zoo_crnn", "zoo_crnn.onnx", "ctc",
              description="CNN + bidirectional LSTM CTC reader 32x128, 37 classes"),
     ZooModel("silero_vad", "silero_vad.onnx", "cosine",
+             input_shapes={"input": [1, 576], "state": [2, 1, 128]},
              int_values={"sr": (16000,)}, scale=0.3,
              description="Silero VAD as shipped by the silero-vad package (If, LSTM, int64 sr)"),
     ZooModel("ppocr_det", "ch_PP-OCRv4_det_infer.onnx", "cosine",
@@ -107,7 +111,8 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
              input_shapes={"x": [1, 3, 48, 192]}, scale=1.0,
              description="PP-OCR v2 text-angle classifier (rapidocr-onnxruntime)"),
     ZooModel("mobilenet_v2", "mobilenet_v2.onnx", "top1",
-             description="torchvision MobileNetV2, ImageNet weights"),
+             description="torchvision MobileNetV2, ImageNet weights, photo crops",
+             data=("imagenet_photos.npz", "x")),
     *[_light(n) for n in ("squeezenet", "bvlc_alexnet", "zfnet512", "vgg19", "resnet50",
                           "shufflenet", "inception_v1", "inception_v2")],
     _light("densenet121", "cosine"),
@@ -126,14 +131,23 @@ def _inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
 
 
 def make_feeds(model: onnx.ModelProto, entry: ZooModel, count: int,
-               seed: int) -> list[dict[str, np.ndarray]]:
-    """Seeded samples for every (fixed-shape) input, of the input's own dtype.
+               seed: int, *, last: bool = False) -> list[dict[str, np.ndarray]]:
+    """Samples for every (fixed-shape) input, of the input's own dtype.
 
-    Float inputs are normal with the entry's scale; integer inputs cycle through the entry's
-    ``int_values`` (zeros when none are given); booleans are False.
+    With the entry's real data: its first ``count`` rows (its last with ``last``, so
+    calibration and evaluation samples are disjoint). Otherwise seeded: float inputs are normal
+    with the entry's scale; integer inputs cycle through the entry's ``int_values`` (zeros when
+    none are given); booleans are False.
     """
     from onnx.helper import tensor_dtype_to_np_dtype
 
+    real = models_cache.cached_model(entry.data[0]) if entry.data else None
+    if real is not None and entry.data is not None and len(_inputs(model)) == 1:
+        with np.load(real) as npz:
+            rows = npz[entry.data[1]]
+        rows = rows[-count:] if last else rows[:count]
+        name = _inputs(model)[0].name
+        return [{name: np.ascontiguousarray(r[None])} for r in rows]
     rng = np.random.default_rng(seed)
     feeds = []
     for k in range(count):
@@ -337,7 +351,7 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
         report = _step(result, "evaluate", lambda: ortnpu.evaluate(opt, target))
         result.cpu_evaluate = set(report.plan.cpu_nodes)
         calib = make_feeds(opt, entry, calib_samples, seed)
-        feeds = make_feeds(opt, entry, eval_samples, seed + 1)
+        feeds = make_feeds(opt, entry, eval_samples, seed + 1, last=True)
         placements = QuantizationResult()
         npu = _step(result, "quantize", lambda: ortnpu.quantize(
             opt, target, calib, optimize=False, result=placements))
@@ -411,6 +425,20 @@ def table(results: Sequence[ZooResult]) -> str:
     return "\n".join(lines)
 
 
+def details(results: Sequence[ZooResult]) -> str:
+    """Full messages behind the table: errors, mismatching outputs, placement differences."""
+    lines = []
+    for r in results:
+        head = f"- {r.model} {r.target}:"
+        if r.crash or r.error:
+            lines.append(f"{head} {r.failed_step}: {r.crash or r.error}")
+        if r.mismatches:
+            lines.append(f"{head} not exact: {'; '.join(r.mismatches[:6])}")
+        if r.failed_step in (None, "run", "export") and not r.placement_agrees:
+            lines.append(f"{head} placement: {r.placement_diff()}")
+    return "\n".join(lines)
+
+
 def main(names: Sequence[str], targets: Sequence[str],
          search: Sequence[Path] = ()) -> list[ZooResult]:
     """Run the zoo and print the table (models that are not built are listed as skipped)."""
@@ -427,6 +455,7 @@ def main(names: Sequence[str], targets: Sequence[str],
                   f"{'ok' if r.ran else 'failed'}, {r.seconds:.1f} s", flush=True)
             results.append(r)
     print(table(results))
+    print(details(results))
     return results
 
 
@@ -437,6 +466,7 @@ __all__ = [
     "ZooModel",
     "ZooResult",
     "agreement",
+    "details",
     "main",
     "make_feeds",
     "run_pipeline",
