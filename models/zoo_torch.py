@@ -216,11 +216,44 @@ class YoloDetector(nn.Module):
 # ---------------------------------------------------------------- CRNN (CNN + BiLSTM, CTC)
 
 
+class UnrolledBiLSTM(nn.Module):
+    """A bidirectional LSTM written step by step, as many exporters emit it: per time step a
+    Gather of the input column, Linear layers for the gates, Split, Sigmoid/Tanh, Mul, Add."""
+
+    def __init__(self, cin: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.fw_x, self.fw_h = nn.Linear(cin, 4 * hidden), nn.Linear(hidden, 4 * hidden)
+        self.bw_x, self.bw_h = nn.Linear(cin, 4 * hidden), nn.Linear(hidden, 4 * hidden)
+
+    def _step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor, lin_x: nn.Linear,
+              lin_h: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+        i, f, g, o = (lin_x(x) + lin_h(h)).chunk(4, 1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return torch.sigmoid(o) * torch.tanh(c), c
+
+    def forward(self, seq: torch.Tensor) -> tuple[torch.Tensor, None]:
+        steps, batch = seq.shape[0], seq.shape[1]
+        zeros = seq.new_zeros(batch, self.hidden)
+        h, c, fw = zeros, zeros, []
+        for t in range(steps):
+            h, c = self._step(seq[t], h, c, self.fw_x, self.fw_h)
+            fw.append(h)
+        h, c, bw = zeros, zeros, []
+        for t in reversed(range(steps)):
+            h, c = self._step(seq[t], h, c, self.bw_x, self.bw_h)
+            bw.append(h)
+        bw.reverse()
+        return torch.stack([torch.cat([a, b], 1) for a, b in zip(fw, bw, strict=True)]), None
+
+
 class CRNN(nn.Module):
     """Text-line reader: VGG-ish conv stack squeezing the height to 1, a bidirectional LSTM
-    over the width, and a per-column Linear over the alphabet (+ CTC blank at index 0)."""
+    over the width (the ONNX ``LSTM`` op, or unrolled step by step), and a per-column Linear
+    over the alphabet (+ CTC blank at index 0)."""
 
-    def __init__(self, height: int = 32, classes: int = 37, hidden: int = 48) -> None:
+    def __init__(self, height: int = 32, classes: int = 37, hidden: int = 48,
+                 unrolled: bool = False) -> None:
         super().__init__()
 
         def block(cin: int, cout: int, pool: tuple[int, int]) -> list[nn.Module]:
@@ -230,7 +263,8 @@ class CRNN(nn.Module):
         self.cnn = nn.Sequential(*block(1, 16, (2, 2)), *block(16, 32, (2, 2)),
                                  *block(32, 64, (2, 1)), *block(64, 64, (2, 1)))
         self.collapse = nn.Conv2d(64, 64, (height // 16, 1))
-        self.rnn = nn.LSTM(64, hidden, bidirectional=True)
+        self.rnn: nn.Module = (UnrolledBiLSTM(64, hidden) if unrolled
+                               else nn.LSTM(64, hidden, bidirectional=True))
         self.fc = nn.Linear(2 * hidden, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -267,6 +301,8 @@ TORCH_MODELS: dict[str, TorchEntry] = {
     "zoo_vit": TorchEntry(ViT, (1, 3, 64, 64), ("image",), ("logits", "saliency")),
     "zoo_yolo": TorchEntry(YoloDetector, (1, 3, 128, 128), ("image",), ("detections",)),
     "zoo_crnn": TorchEntry(CRNN, (1, 1, 32, 128), ("image",), ("logits",)),
+    "zoo_crnn_unrolled": TorchEntry(lambda: CRNN(unrolled=True), (1, 1, 32, 128), ("image",),
+                                    ("logits",)),
     # CI-sized variants of the same code (kilobytes, built in a second)
     "zoo_vit_tiny": TorchEntry(lambda: ViT(image=32, patch=8, dim=32, depth=2, heads=2),
                                (1, 3, 32, 32), ("image",), ("logits", "saliency")),
@@ -274,6 +310,9 @@ TORCH_MODELS: dict[str, TorchEntry] = {
                                 (1, 3, 64, 64), ("image",), ("detections",)),
     "zoo_crnn_tiny": TorchEntry(lambda: CRNN(height=16, classes=11, hidden=16),
                                 (1, 1, 16, 48), ("image",), ("logits",)),
+    "zoo_crnn_unrolled_tiny": TorchEntry(
+        lambda: CRNN(height=16, classes=11, hidden=16, unrolled=True),
+        (1, 1, 16, 48), ("image",), ("logits",)),
 }
 
 
