@@ -30,6 +30,7 @@ _LAZY = {
     "export": ("ortnpu.exporters", "export"),
     "InferenceSession": ("ortnpu.runtime", "InferenceSession"),
     "session_options": ("ortnpu.runtime", "session_options"),
+    "from_torch": ("ortnpu.frontends.torch_export", "from_torch"),
 }
 
 
@@ -56,6 +57,7 @@ __all__ = [
     "compare",
     "evaluate",
     "export",
+    "from_torch",
     "import_qdq",
     "load_target",
     "optimize",

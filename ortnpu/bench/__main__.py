@@ -1,19 +1,22 @@
-"""``python -m ortnpu.bench speed|accuracy [--models ...]``: the measured tables of docs/."""
+"""``python -m ortnpu.bench speed|accuracy|zoo [--models ...]``: the measured tables of docs/."""
 
 from __future__ import annotations
 
 import argparse
 import platform
 
-from ortnpu.bench import accuracy, models, speed
+from ortnpu.bench import accuracy, models, speed, zoo
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m ortnpu.bench",
                                 description="Side-by-side benchmarks on the real models.")
-    p.add_argument("kind", choices=("speed", "accuracy"))
-    p.add_argument("--models", default=",".join(models.LOADERS),
-                   help=f"comma-separated, from {', '.join(models.LOADERS)}")
+    p.add_argument("kind", choices=("speed", "accuracy", "zoo"))
+    p.add_argument("--models", default=None,
+                   help=f"comma-separated, from {', '.join(models.LOADERS)} (speed, accuracy; "
+                   "default all) or from the zoo (zoo; default all zoo models that are built)")
+    p.add_argument("--targets", default=",".join(zoo.PRESETS),
+                   help="presets for zoo (comma-separated, default all three)")
     p.add_argument("--threads", default="1,2", help="thread counts for speed (default 1,2)")
     p.add_argument("--repeat", type=int, default=30, help="timed runs per measurement")
     p.add_argument("--batch", type=int, default=1, help="batch size for speed")
@@ -27,7 +30,14 @@ def main() -> None:
 
     print(f"# {platform.processor() or platform.machine()}, onnxruntime "
           f"{onnxruntime.__version__}, kernels: {kernels.describe()}")
-    chosen = models.load([m.strip() for m in args.models.split(",") if m.strip()])
+    names = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if args.kind == "zoo":
+        unknown = [n for n in names if n not in zoo.ZOO]
+        if unknown:
+            raise SystemExit(f"unknown zoo model(s) {unknown}; known: {', '.join(zoo.ZOO)}")
+        zoo.main(names or list(zoo.ZOO), [t.strip() for t in args.targets.split(",")])
+        return
+    chosen = models.load(names or list(models.LOADERS))
     if args.kind == "speed":
         rows = [speed.measure(m, int(t), args.repeat, args.batch, args.target)
                 for m in chosen for t in args.threads.split(",")]
