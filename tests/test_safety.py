@@ -336,3 +336,48 @@ def test_arena_plan_never_overlaps_live_tensors() -> None:
                     assert span[1] <= s or e <= span[0], (step.output, other)
             live[step.output] = span
     assert arena <= 3 * _aligned(500)
+
+
+# ------------------------------------------------------- nothing crosses into onnxruntime
+HOSTILE_SCRIPT = """
+    import logging
+    import numpy as np, onnxruntime as ort, ortnpu
+    from ortnpu.domain import kernels
+    from ortnpu.runtime.session import pending_errors
+    from test_runtime import conv_model
+
+    class Hostile(Exception):
+        def __str__(self):
+            raise RuntimeError("no message for you")
+
+    def explode(*args, **kwargs):
+        raise Hostile()
+
+    class Raising(logging.Handler):
+        def emit(self, record):
+            raise SystemExit("a handler that exits")
+
+    logging.getLogger("ortnpu").addHandler(Raising())
+    logging.raiseExceptions = False
+    kernels.run = kernels.run_unchecked = explode
+    model, _, _ = conv_model()
+    sess = ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(),
+                                providers=["CPUExecutionProvider"])
+    out = sess.run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})
+    print("pending", [str(e) for e in pending_errors()])
+    try:
+        ortnpu.InferenceSession(model, fuse=False).run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})
+    except ortnpu.KernelError as exc:
+        print("raised", exc)
+    print("alive")
+"""
+
+
+def test_hostile_exceptions_and_log_handlers_never_reach_onnxruntime() -> None:
+    """An exception whose message cannot be formatted and a log handler that raises, inside a
+    kernel on the plain-onnxruntime path: the run ends, the error is kept, nothing aborts."""
+    proc = _subprocess(HOSTILE_SCRIPT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "alive" in proc.stdout
+    assert "Hostile (its message cannot be shown)" in proc.stdout
+    assert "raised node 'conv1'" in proc.stdout

@@ -10,6 +10,7 @@ error for :func:`take_errors` and returns an empty tensor, so that the process n
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -96,10 +97,20 @@ def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
     except BaseException as exc:
         if not isinstance(exc, OrtNpuError):
             exc = KernelError(f"node {name!r} ({op_type}): internal kernel error "
-                              f"{type(exc).__name__}: {exc}")
+                              f"{_text(exc)}")
         _record(exc)
-        log.error("ortnpu kernel failed, output left empty: %s", exc)
+        with contextlib.suppress(BaseException):  # nor may a logging handler that raises
+            log.error("ortnpu kernel failed, output left empty: %s", _text(exc))
         return (k_id, (0,), np.zeros((0,), dtype=out_dtype))
+
+
+def _text(exc: BaseException) -> str:
+    """``Type: message`` of an exception, even when its ``__str__`` raises (an exception that
+    escaped the hook would abort the process)."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except BaseException:
+        return f"{type(exc).__name__} (its message cannot be shown)"
 
 
 #: Inputs that passed validation, keyed by everything validation reads (see below).
@@ -139,7 +150,7 @@ def _foreign(k_id: int, feed: Any, attributes: Any) -> tuple:
             raise KernelError(f"no handler for python custom op id {k_id}")
         return _foreign_hook(k_id, feed, attributes)
     except BaseException as exc:
-        _record(KernelError(f"python custom op failed: {exc}"))
+        _record(KernelError(f"python custom op failed: {_text(exc)}"))
         return (k_id, (0,), np.zeros((0,), np.float32))
 
 
