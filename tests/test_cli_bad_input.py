@@ -64,6 +64,29 @@ def _pickled(d: Path) -> str:
     return "pickled.npy"
 
 
+def _not_an_array(d: Path) -> str:
+    import zipfile
+
+    with zipfile.ZipFile(d / "text.npz", "w") as zf:
+        zf.writestr("notes.txt", "hello")
+    return "text.npz"
+
+
+def _short_member(d: Path) -> str:
+    """A good ``x`` next to an array whose data is cut short (its header is fine)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(1000, np.float32))
+    with zipfile.ZipFile(d / "short.npz", "w") as zf:
+        x = io.BytesIO()
+        np.save(x, images(1))
+        zf.writestr("x.npy", x.getvalue())
+        zf.writestr("junk.npy", buf.getvalue()[:200])
+    return "short.npz"
+
+
 def _target(key: str, value: str) -> Callable[[Path], str]:
     def make(d: Path) -> str:
         lines = [f"{key} = {value}" if ln.startswith(f"{key} = ") else ln
@@ -146,6 +169,8 @@ CASES: list[tuple[str, Callable[[Path], str], str]] = [
     *[(f"autofix-{n}", f, "autofix m.onnx --calib good.npz --eval {f} -o a.onnx")
       for n, f in NPZ_BAD],
     ("run-dir-inputs", _none, "run npu.onnx --inputs ext_none_dir"),
+    ("run-npz-member-not-an-array", _not_an_array, "run npu.onnx --inputs {f}"),
+    ("compare-short-member-used", _short_member, "compare m.onnx npu.onnx --data {f} --key junk"),
     # outputs whose folder cannot exist (its parent is a file) or that would overwrite an input
     ("optimize-out-under-file", _none, "optimize m.onnx -o afile/o.onnx"),
     ("export-out-under-file", _none, "export npu.onnx -o afile/o.onnx"),
@@ -264,3 +289,10 @@ def test_a_closed_stdout_pipe_is_not_an_internal_error(ws: Path, tmp_path: Path)
     assert proc.wait(timeout=120) == 0, err
     assert "internal error" not in err and "BrokenPipe" not in err, err
     assert (tmp_path / "o.onnx").is_file()
+
+
+def test_arrays_a_command_does_not_use_are_not_read(ws: Path) -> None:
+    """Data files are checked by their headers and read lazily: a damaged array next to the
+    one the command uses does not stop it (and big unused arrays are never loaded)."""
+    name = _short_member(ws)
+    assert main(["run", str(ws / "npu.onnx"), "--inputs", str(ws / name)]) == 0

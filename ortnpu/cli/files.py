@@ -10,8 +10,9 @@ would otherwise be overwritten, e.g. ``evaluate --json model.onnx``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,38 +22,97 @@ from ortnpu.errors import CalibrationError, ModelError, OrtNpuError, first_line
 _NUMERIC_KINDS = "biuf"
 
 
-def read_arrays(path: str | os.PathLike, what: str = "data",
-                error: type[OrtNpuError] = CalibrationError) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` (or the one array of a ``.npy``, named by the file's stem).
+class ArrayFile(Mapping[str, np.ndarray]):
+    """The arrays of an ``.npz`` (or the one array of a ``.npy``, named by the file's stem).
 
-    Arrays are read eagerly and without pickle, so a truncated archive, an object array or a
-    non-numeric array is refused here, naming the file, instead of failing later.
+    Every member's header (name, dtype, shape) is checked when the file is opened, so a
+    truncated or empty archive, an object array (never unpickled) or a non-numeric array is
+    refused at once, naming the file; the data of an array is read only when it is asked for
+    (an archive may hold large arrays a command does not use).
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str = "data",
+                 error: type[OrtNpuError] = CalibrationError) -> None:
+        self.path, self.what, self._error = Path(path), what, error
+        p = self.path
+        if not p.exists():
+            raise error(f"{p}: cannot read {what}: no such file; check the path")
+        if p.is_dir():
+            raise error(f"{p}: is a directory; give an .npz file with one array per model "
+                        "input")
+        try:
+            self._headers = self._read_headers()
+        except OrtNpuError:
+            raise
+        except Exception as exc:  # OSError, ValueError, BadZipFile, EOFError, ...
+            raise self._unreadable(exc) from None
+        if not self._headers:
+            raise error(f"{p}: holds no arrays; save one array per model input, named like it")
+        for name, dtype in self._headers.items():
+            if dtype.kind not in _NUMERIC_KINDS:
+                raise error(f"{p}: array {name!r} has dtype {dtype}; {what} must be numbers "
+                            "(bool, integer or float)")
+
+    def _unreadable(self, exc: BaseException) -> OrtNpuError:
+        return self._error(f"{self.path}: cannot read {self.what} ({first_line(exc)}); save "
+                           "numeric arrays with numpy.savez(path, name=array) (no object "
+                           "arrays)")
+
+    def _read_headers(self) -> dict[str, np.dtype]:
+        """``{name: dtype}`` from the ``.npy`` headers, without reading any data."""
+        import zipfile
+
+        if not zipfile.is_zipfile(self.path):
+            with open(self.path, "rb") as f:
+                return {self.path.stem: _npy_dtype(f)}
+        headers: dict[str, np.dtype] = {}
+        with zipfile.ZipFile(self.path) as zf:
+            for member in zf.namelist():
+                if not member.endswith(".npy"):
+                    raise self._error(f"{self.path}: member {member!r} is not a numpy array; "
+                                      "save the file with numpy.savez")
+                with zf.open(member) as f:
+                    headers[member[:-4]] = _npy_dtype(f)
+        return headers
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._headers:
+            raise KeyError(key)
+        try:
+            loaded = np.load(self.path, allow_pickle=False)
+            if isinstance(loaded, np.ndarray):
+                return loaded
+            with loaded:
+                return loaded[key]
+        except Exception as exc:  # truncated data, a corrupt member
+            raise self._unreadable(exc) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers)
+
+    def __len__(self) -> int:
+        return len(self._headers)
+
+
+def _npy_dtype(f: BinaryIO) -> np.dtype:
+    """The dtype in an ``.npy`` header (raises ValueError on a malformed one)."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        _, _, dtype = fmt.read_array_header_1_0(f)
+    else:
+        _, _, dtype = fmt.read_array_header_2_0(f)
+    return np.dtype(dtype)
+
+
+def read_arrays(path: str | os.PathLike, what: str = "data",
+                error: type[OrtNpuError] = CalibrationError) -> ArrayFile:
+    """Open an ``.npz``/``.npy`` data file as an :class:`ArrayFile` (checked, read lazily).
 
     Raises:
         ``error``: missing/unreadable file, no arrays, or an array that is not numeric.
     """
-    p = Path(path)
-    if not p.exists():
-        raise error(f"{p}: cannot read {what}: no such file; check the path")
-    if p.is_dir():
-        raise error(f"{p}: is a directory; give an .npz file with one array per model input")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            arrays = {p.stem: loaded}
-        else:
-            with loaded:
-                arrays = {k: loaded[k] for k in loaded.files}
-    except Exception as exc:  # OSError, ValueError, BadZipFile, EOFError, zlib.error, ...
-        raise error(f"{p}: cannot read {what} ({first_line(exc)}); save numeric arrays with "
-                    "numpy.savez(path, name=array) (no object arrays)") from None
-    if not arrays:
-        raise error(f"{p}: holds no arrays; save one array per model input, named like it")
-    for name, arr in arrays.items():
-        if arr.dtype.kind not in _NUMERIC_KINDS:
-            raise error(f"{p}: array {name!r} has dtype {arr.dtype}; {what} must be numbers "
-                        "(bool, integer or float)")
-    return arrays
+    return ArrayFile(path, what, error)
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -124,4 +184,5 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         raise ModelError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-__all__ = ["npz_path", "output_path", "read_arrays", "save_arrays", "save_model", "write_text"]
+__all__ = ["ArrayFile", "npz_path", "output_path", "read_arrays", "save_arrays", "save_model",
+           "write_text"]
