@@ -750,7 +750,8 @@ def _reference(float_model: onnx.ModelProto, wanted: set[str]) -> tuple[onnx.Mod
 def compare(float_model: onnx.ModelProto | str | os.PathLike,
             npu_model: onnx.ModelProto | str | os.PathLike, data: Data, *,
             max_samples: int | None = None, progress: bool = True,
-            batch_axes: Mapping[str, int | None] | None = None) -> ComparisonReport:
+            batch_axes: Mapping[str, int | None] | None = None,
+            freeze: Mapping[str, Any] | None = None) -> ComparisonReport:
     """Compare an NPU graph with its float model layer by layer on real data.
 
     Args:
@@ -763,6 +764,8 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
         progress: a progress bar over the batches on stderr when it is a terminal.
         batch_axes: the sample axis of an input's array where the model does not tell it
             (``{"h0": 1}``; None: one value for every sample); see :mod:`ortnpu.feeds`.
+        freeze: the constants the NPU graph was quantized with (``{"sr": 16000}``): the float
+            model gets them too.
 
     Returns:
         A :class:`ComparisonReport` with the layers ranked worst first.
@@ -774,15 +777,22 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     from ortnpu.runtime import InferenceSession
 
     float_model, float_name = _load(float_model, "float model")
+    if freeze:
+        from ortnpu.passes import fix_inputs
+
+        float_model = fix_inputs(float_model, freeze=freeze)
     npu, npu_name = _load(npu_model, "NPU graph")
     if max_samples is not None and max_samples < 1:
         raise CalibrationError(f"compare: max_samples must be at least 1, got {max_samples}")
     tensors = _npu_tensors(npu, npu_name)
     f_inputs, n_inputs = _inputs(float_model), _inputs(npu)
     if [i.name for i in f_inputs] != [i.name for i in n_inputs]:
+        frozen = sorted({i.name for i in f_inputs} - {i.name for i in n_inputs})
+        hint = (f" (if it was quantized with --freeze, freeze {frozen} here too)"
+                if frozen and {i.name for i in n_inputs} <= {i.name for i in f_inputs} else "")
         raise ModelError(f"{npu_name} has inputs {[i.name for i in n_inputs]} but {float_name} "
                          f"has {[i.name for i in f_inputs]}; pass the float model the NPU graph "
-                         "was quantized from")
+                         f"was quantized from{hint}")
     f_outputs = [o.name for o in float_model.graph.output]
     n_outputs = [o.name for o in npu.graph.output]
     if f_outputs != n_outputs:
@@ -823,7 +833,8 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     samples = 0
     f_names = [o.name for o in f_sess.get_outputs()]
     n_names = [o.name for o in n_sess.get_outputs()]
-    batches = console.progress(_batches(data, f_inputs, max_samples, batch_axes),
+    # the NPU graph's inputs: their shapes may be fixed (--input-shape) where the float ones are not
+    batches = console.progress(_batches(data, n_inputs, max_samples, batch_axes),
                                desc="compare", unit="batch", enabled=progress)
     for batch, feed in batches:
         if batch == 0:

@@ -90,6 +90,8 @@ def _vad_npz(path: Path, n: int = 5, rate: bool = True) -> None:
 def test_quantize_freezes_an_integer_input_and_folds_its_if(tmp_path: Path, capsys) -> None:
     from graphs import vad_with_if
 
+    import ortnpu
+
     model = tmp_path / "vad.onnx"
     onnx.save(vad_with_if(), str(model))
     calib = tmp_path / "calib.npz"
@@ -102,6 +104,16 @@ def test_quantize_freezes_an_integer_input_and_folds_its_if(tmp_path: Path, caps
     assert [i.name for i in npu.graph.input] == ["x", "h"]
     assert not any(n.op_type == "If" for n in npu.graph.node)
     assert npu.graph.input[1].type.tensor_type.shape.dim[1].dim_value == 1
+    capsys.readouterr()
+    assert main(["compare", str(model), str(out), "--data", str(calib)]) == 2
+    assert "'sr'" in capsys.readouterr().err
+    from ortnpu.comparison import compare
+
+    with pytest.raises(ortnpu.ModelError, match=r"freeze \['sr'\] here too"):
+        compare(str(model), str(out), dict(np.load(calib)))
+    assert main(["compare", str(model), str(out), "--data", str(calib),
+                 "--freeze", "sr=16000"]) == 0
+    assert "output y: SQNR" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("batch", ["batch", 1])

@@ -6,7 +6,7 @@ import argparse
 
 import numpy as np
 
-from ortnpu.cli.options import add_batch_axis_arg
+from ortnpu.cli.options import add_batch_axis_arg, add_freeze_arg
 from ortnpu.errors import CalibrationError, ModelError
 from ortnpu.feeds import parse_batch_axes
 
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", metavar="NAME", default=None,
                    help="the array of the .npz to use for a single-input model")
     add_batch_axis_arg(p)
+    add_freeze_arg(p)
     p.add_argument("--max-samples", type=int, default=None, metavar="N",
                    help="compare at most N samples")
     p.add_argument("--top", type=int, default=None, metavar="N",
@@ -85,12 +86,16 @@ def _run(args: argparse.Namespace) -> int:
         head = onnx.load(args.float_model, load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{args.float_model}: cannot load the float model: {exc}") from None
+    from ortnpu.passes.freeze_inputs import parse_freeze
+
+    freeze = parse_freeze(args.freeze) or None
     init = {i.name for i in head.graph.initializer}
-    names = [i.name for i in head.graph.input if i.name not in init]
+    names = [i.name for i in head.graph.input if i.name not in init and i.name not in
+             (freeze or {})]
     del head
     data = load_data(args.data, names, args.key)
     report = compare(args.float_model, args.npu_model, data, max_samples=args.max_samples,
-                     batch_axes=parse_batch_axes(args.batch_axis))
+                     batch_axes=parse_batch_axes(args.batch_axis), freeze=freeze)
     print(report.to_text(top=args.top))
     for path, text in ((args.json, report.to_json() if args.json else ""),
                        (args.html, report.to_html() if args.html else "")):

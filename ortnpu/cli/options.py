@@ -44,6 +44,11 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
     """``--input-shape`` and ``--freeze``: what the model's inputs become before anything
     else runs."""
     add_input_shape_arg(p)
+    add_freeze_arg(p)
+
+
+def add_freeze_arg(p: argparse.ArgumentParser) -> None:
+    """``--freeze NAME=VALUE`` (repeatable)."""
     p.add_argument("--freeze", action="append", metavar="NAME=VALUE",
                    help="replace an input by a constant, e.g. sr=16000 or mask=1,0,1 "
                         "(repeatable); an If on it keeps only the branch taken")

@@ -23,6 +23,7 @@ from ortnpu.errors import UnsupportedError
 from ortnpu.exporters.builder import F32, I32, I64, NP_OF_ONNX, Builder
 from ortnpu.exporters.graph import Lowering, NodeContext, check_table
 from ortnpu.exporters.rescale import lower_rescale
+from ortnpu.passes.graph import node_inputs, rename_input
 
 I8, U8, I16 = TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16
 RANGE = {I8: (-128, 127), U8: (0, 255), I16: (-(1 << 15), (1 << 15) - 1)}
@@ -347,16 +348,14 @@ def drop_implicit_casts(b: Builder, graph: onnx.GraphProto) -> None:
             replace[node.output[0]] = origin
     if not replace:
         return
-    for node in graph.node:
-        for k, name in enumerate(node.input):
-            if name in replace:
-                node.input[k] = replace[name]
+    for old, new in replace.items():
+        rename_input(graph, old, new)   # subgraph bodies follow
     outputs = {o.name for o in graph.output}
-    used = {i for n in graph.node for i in n.input} | outputs
+    used = {i for n in graph.node for i in node_inputs(n)} | outputs
     keep = [n for n in graph.node if any(o in used for o in n.output)]
     while len(keep) != len(graph.node):
         del graph.node[:]
         graph.node.extend(keep)
-        used = {i for n in graph.node for i in n.input} | outputs
+        used = {i for n in graph.node for i in node_inputs(n)} | outputs
         keep = [n for n in graph.node if any(o in used for o in n.output)]
 

@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 
 from ortnpu.errors import ModelError, UnsupportedError
 from ortnpu.onnx_types import np_dtype, type_name
-from ortnpu.passes.graph import attr
+from ortnpu.passes.graph import attr, node_inputs
 from ortnpu.quant.params import QuantParams
 
 #: Standard ops that may run on integer tensors in a QOperator graph: they only move values,
@@ -563,7 +563,7 @@ class _Reader:
             if old in self.out.params:
                 self.out.params[new] = self.out.params.pop(old)
         self.nodes += extra
-        used = {i for n in self.nodes for i in n.input}
+        used = {i for n in self.nodes for i in node_inputs(n)}
         inits = [numpy_helper.from_array(v, k) for k, v in self.new_inits.items() if k in used]
         inits += [i for i in g.initializer if i.name in used and i.name not in self.new_inits]
         for name, value in self.values.items():  # Constant nodes feeding float ops
