@@ -332,7 +332,7 @@ def test_undecodable_target_file(tmp_path: Path) -> None:
     ([{"image": np.zeros((1, 3, 8, 8), np.float32)}], "lacks input"),
     ([{"x": np.zeros((1, 3, 8, 8), np.float32), "label": np.zeros(1)}],
      r"has input\(s\) \['label'\] the model does not have"),
-    ([{"x": [["a"]]}], "got an array of dtype <U1; give numbers"),
+    ([{"x": [["a"]]}], "numeric arrays"),
     ([np.zeros((1, 3, 8, 8), np.float32)], "must be dicts"),
 ])
 def test_bad_calibration_data(data, fragment: str) -> None:
