@@ -63,3 +63,18 @@ def test_global_average_pool_is_tflite_mean_on_tflite_targets() -> None:
     half = np.where(total > 0, total + 7, total - 7)
     raw = np.sign(half) * (np.abs(half) // 15)            # the AVERAGE_POOL_2D rule
     assert not np.array_equal(raw, want)
+
+
+def test_hard_swish_table_is_tflite_fixed_point() -> None:
+    """LiteRT 2.3's reference HARD_SWISH (16-bit fixed point) on x 0.0123697/45 → y
+    0.00694902/68 gives these three outputs, each one below the float32 function's
+    (``ortnpu.quant.tables.float_table``); the other 253 entries agree."""
+    from ortnpu.quant.tables import float_table, hard_swish_int8_table
+
+    xp = QuantParams(0.01236970815807581, 45, "int8")
+    yp = QuantParams(0.0069490158930420876, 68, "int8")
+    table = hard_swish_int8_table(xp, yp).astype(np.int64)
+    litert = {-107: 17, -65: 14, 79: 102}
+    assert {q: int(table[q + 128]) for q in litert} == litert
+    rounded = float_table(lambda v: v * np.clip(v / 6 + 0.5, 0, 1), xp, yp).astype(np.int64)
+    assert np.flatnonzero(table != rounded).tolist() == sorted(q + 128 for q in litert)

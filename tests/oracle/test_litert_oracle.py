@@ -27,6 +27,8 @@ KNOWN_DIFFERENCES = {
     ("FULLY_CONNECTED", "int16"): "LiteRT's reference FULLY_CONNECTED rescales in double "
     "floating point, round((double)acc * s_in*s_w/s_out); ortnpu applies the 16x8 int64 "
     "fixed-point rescale (15-bit multiplier) of the other 16x8 kernels",
+    ("FULLY_CONNECTED", "int8"): "as FULLY_CONNECTED int16; on int8 the results differ only "
+    "where ortnpu's double rounding (tflite_double) meets a near-tie (~1 case in 30)",
     ("LOGISTIC", "int16"): "TFLite's int16 LOGISTIC interpolates a 256-entry table of its "
     "source; ortnpu's int16 table is the float function",
     ("TANH", "int16"): "as LOGISTIC int16",
@@ -34,13 +36,6 @@ KNOWN_DIFFERENCES = {
 
 FAST_SEEDS = {"int8": range(20), "int16": range(10)}
 SLOW_SEEDS = range(20, 220)
-
-
-#: Differences too rare for the fast seeds (a double-rounding near-tie every ~30 cases).
-RARE_DIFFERENCES = {
-    ("FULLY_CONNECTED", "int8"): "LiteRT's reference FULLY_CONNECTED rounds acc * eff once, in "
-    "double; ortnpu's fixed-point double rounding differs by one on near-ties",
-}
 
 
 def _params(known: dict[tuple[str, str], str]) -> list:
@@ -66,7 +61,7 @@ def test_op_equals_litert(op: str, act: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("op", "act"), _params({**KNOWN_DIFFERENCES, **RARE_DIFFERENCES}))
+@pytest.mark.parametrize(("op", "act"), _params(KNOWN_DIFFERENCES))
 def test_op_equals_litert_many(op: str, act: str) -> None:
     _check(op, act, SLOW_SEEDS)
 
