@@ -53,6 +53,19 @@ def sample_batches(arrays: Mapping[str, np.ndarray], size: int, *,
         yield {k: a[start:stop] for k, a in arrays.items()}
 
 
+def check_whole_batches(n: int, batch: int) -> None:
+    """Refuse ``n`` samples for a model that fixes its batch to ``batch`` unless they split
+    into whole batches.
+
+    Raises:
+        ModelError: ``n`` is not a multiple of ``batch``.
+    """
+    if n % batch:
+        raise ModelError(f"the model takes batches of {batch} samples (its input shape fixes "
+                         f"the batch axis); {n} samples is not a multiple of {batch}: drop "
+                         f"{n % batch} sample(s) or pad the data")
+
+
 def _input_first_dims(sess: Any) -> list[Any]:
     return [i.shape[0] if i.shape else None for i in sess.get_inputs()]
 
@@ -83,10 +96,7 @@ def run_samples(sess: Any, feed: Mapping[str, np.ndarray],
     n = counts.pop() if len(counts) == 1 else None
     if batch is None or n is None or n <= batch:
         return sess.run(names, dict(feed))
-    if n % batch:
-        raise ModelError(f"the model takes batches of {batch} samples (its input shape fixes "
-                         f"the first axis); {n} samples is not a multiple of {batch}: drop "
-                         f"{n % batch} sample(s) or pad the data")
+    check_whole_batches(n, batch)
     results: list[list[np.ndarray]] = []
     batches = console.progress(sample_batches(feed, batch, whole=True), total=n // batch,
                                desc=desc, unit="batch", enabled=progress)
@@ -104,4 +114,4 @@ def run_samples(sess: Any, feed: Mapping[str, np.ndarray],
     return joined
 
 
-__all__ = ["fixed_batch", "run_samples", "sample_batches"]
+__all__ = ["check_whole_batches", "fixed_batch", "run_samples", "sample_batches"]

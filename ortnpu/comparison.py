@@ -687,11 +687,11 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | N
     except TypeError:
         raise CalibrationError(f"compare cannot read data of type {type(data).__name__}; pass "
                                "an array, a dict of arrays or an iterable of dicts") from None
-    return _item_batches(items, names, max_samples), count
+    yield from _item_batches(items, names, max_samples)
 
 
 def _item_batches(items: Iterator[Any], names: list[str],
-                  max_samples: int | None) -> Iterator[dict[str, np.ndarray]]:
+                  max_samples: int | None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """The feeds of an iterable of dicts (each one batch), checked, cut to ``max_samples``."""
     seen = 0
     for item in items:

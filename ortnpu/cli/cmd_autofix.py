@@ -66,7 +66,7 @@ def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.nd
     from ortnpu.cli.cmd_compare import select_inputs
     from ortnpu.cli.files import read_arrays
 
-    arrays = read_arrays(path, "evaluation data")
+    arrays = dict(read_arrays(path, "evaluation data"))
     label_key = next((k for k in LABEL_KEYS if k in arrays and k not in names), None)
     labels = arrays.pop(label_key) if label_key else None
     feed = select_inputs(arrays, names, None, path)

@@ -61,6 +61,7 @@ def _run_samples(sess: Any, inputs: list[Any], feed: dict[str, np.ndarray],
     """Run the arrays at once when the model takes them; else (a model with a fixed batch
     and a file of more samples, or samples on another axis) batch by batch along each input's
     sample axis, joining each output along its own sample axis."""
+    from ortnpu.batching import check_whole_batches
     from ortnpu.feeds import (
         batch_symbol,
         output_axis,
@@ -76,8 +77,10 @@ def _run_samples(sess: Any, inputs: list[Any], feed: dict[str, np.ndarray],
         if s.name in feed and s.shape:
             axis = sample_axis(s, np.asarray(feed[s.name]), symbol, axes)
             if isinstance(axis, int) and isinstance(s.shape[axis], int):
-                if np.asarray(feed[s.name]).shape[axis] != s.shape[axis]:
+                n = np.asarray(feed[s.name]).shape[axis]
+                if n != s.shape[axis]:
                     fixed = s.shape[axis]
+                    check_whole_batches(n, fixed)
                 break
     outs = [o.name for o in sess.get_outputs()]
     if fixed is None and not axes:
