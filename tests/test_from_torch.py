@@ -1,8 +1,9 @@
-"""``ortnpu.from_torch``: a PyTorch module into the pipeline with fixed shapes, or a clear error."""
+"""``ortnpu.from_torch``: a PyTorch module into the pipeline with fixed shapes, or a clear error.
+
+Needs torch (skipped without it); the missing-torch error is tested in test_from_torch_missing.py.
+"""
 
 from __future__ import annotations
-
-import sys
 
 import numpy as np
 import onnx
@@ -10,13 +11,6 @@ import onnxruntime as ort
 import pytest
 
 import ortnpu
-
-
-def test_missing_torch_is_a_clear_unsupported_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "torch", None)   # import torch now raises ImportError
-    with pytest.raises(ortnpu.UnsupportedError, match=r"ortnpu\[torch\]"):
-        ortnpu.from_torch(object(), np.zeros((1, 3), np.float32))
-
 
 torch = pytest.importorskip("torch")
 
