@@ -315,13 +315,19 @@ def lower_pad(b: Builder, ctx: NodeContext) -> None:
     b.emit("Pad", [x, pads, value], ctx.out_type, ctx.output, mode="constant")
 
 
+def lower_slice(b: Builder, ctx: NodeContext) -> None:
+    """ONNX Slice with the constant starts/ends/axes/steps (onnxruntime slices 8/16-bit types)."""
+    params = [b.const(ctx.const(k).astype(np.int64)) for k in range(1, 5)]
+    b.emit("Slice", [ctx.input(0), *params], ctx.out_type, ctx.output)
+
+
 LOWERINGS: dict[str, Lowering] = {
     "Conv": lower_conv, "FullyConnected": lower_fully_connected, "MatMul": lower_matmul,
     "Add": lower_add, "Mul": lower_mul, "Requantize": lower_requantize, "Lut": lower_lut,
     "MaxPool": lower_max_pool, "AveragePool": lower_average_pool,
     "GlobalAveragePool": lower_global_average_pool, "Concat": lower_concat,
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Transpose": lower_transpose,
-    "Pad": lower_pad,
+    "Pad": lower_pad, "Slice": lower_slice,
 }
 check_table(LOWERINGS, "integer")
 

@@ -29,6 +29,7 @@ from ortnpu.domain import (
     Pad,
     Requantize,
     Reshape,
+    Slice,
     Transpose,
     make_node,
 )
@@ -539,12 +540,74 @@ class PoolRule(LoweringRule):
             out.nodes.append(make_node(AveragePool, [x], y, xp.dtype, name, **common))
 
 
-class LayoutRule(LoweringRule):
-    """Flatten, Reshape (constant shape), Transpose, Pad (constant) → the layout ops."""
+def _listed_axes(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | None | str:
+    """The ``axes`` of a Squeeze/Unsqueeze (input since opset 13, attribute before); ``None``
+    when absent, a reason when computed at run time."""
+    if len(node.input) > 1 and node.input[1]:
+        value = ctx.view.const(node.input[1])
+        if value is None:
+            return f"{node.op_type} '{node.name}': the axes are computed at run time"
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+    axes = attr(node, "axes", None)
+    return None if axes is None else [int(v) for v in axes]
 
-    op_types = ("Flatten", "Reshape", "Transpose", "Pad")
+
+def squeeze_shape(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | str:
+    """The constant ``Reshape`` shape of a Squeeze/Unsqueeze, or why there is none.
+
+    A dimension that stays at its index is written 0 (copied from the input at run time), so
+    the shape holds for any batch size; one other unknown dimension is written -1.
+    """
+    axes = _listed_axes(node, ctx)
+    if isinstance(axes, str):
+        return axes
+    shape = ctx.view.shapes.get(node.input[0])
+    if shape is None:
+        return f"{node.op_type} '{node.name}': the input rank is unknown"
+    rank = len(shape)
+    if node.op_type == "Squeeze":
+        if axes is None:
+            if any(d is None for d in shape):
+                return (f"Squeeze '{node.name}': without axes it needs a static input shape; "
+                        "fix it with `ortnpu optimize --input-shape`")
+            axes = [k for k, d in enumerate(shape) if d == 1]
+        norm = {a + rank if a < 0 else a for a in axes}
+        if any(not 0 <= a < rank for a in norm) or any(shape[a] not in (1, None) for a in norm):
+            return f"Squeeze '{node.name}': axes {axes} do not name size-1 axes of {shape}"
+        source = [k for k in range(rank) if k not in norm]
+    else:
+        if axes is None:
+            return f"Unsqueeze '{node.name}': no axes"
+        out_rank = rank + len(axes)
+        norm = {a + out_rank if a < 0 else a for a in axes}
+        if len(norm) != len(axes) or any(not 0 <= a < out_rank for a in norm):
+            return f"Unsqueeze '{node.name}': invalid axes {axes} for rank {rank}"
+        rest = iter(range(rank))
+        source = [-1 if k in norm else next(rest) for k in range(out_rank)]
+    out: list[int] = []
+    for j, i in enumerate(source):
+        if i == j:
+            out.append(0)
+        elif i < 0:
+            out.append(1)
+        else:
+            out.append(-1 if shape[i] is None else int(shape[i]))
+    if out.count(-1) > 1:
+        return (f"{node.op_type} '{node.name}': more than one moved axis has a dynamic size; "
+                "fix the input shape with `ortnpu optimize --input-shape`")
+    return out
+
+
+class LayoutRule(LoweringRule):
+    """Flatten, Reshape (constant shape), Transpose, Pad (constant), Squeeze and Unsqueeze
+    (constant axes, as a Reshape: TFLite's SQUEEZE and EXPAND_DIMS copy too) → the layout ops."""
+
+    op_types = ("Flatten", "Reshape", "Transpose", "Pad", "Squeeze", "Unsqueeze")
 
     def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if node.op_type in ("Squeeze", "Unsqueeze"):
+            shape = squeeze_shape(node, ctx)
+            return shape if isinstance(shape, str) else None
         if node.op_type == "Reshape" and ctx.view.const(node.input[1]) is None:
             return f"Reshape '{node.name}': the target shape is computed at run time"
         if node.op_type == "Reshape" and attr(node, "allowzero", 0):
@@ -576,6 +639,12 @@ class LayoutRule(LoweringRule):
                                        axis=int(attr(node, "axis", 1))))
         elif node.op_type == "Reshape":
             shape = out.constant(f"{name}_shape", ctx.view.const(node.input[1]).astype(np.int64))
+            out.nodes.append(make_node(Reshape, [x, shape], y, xp.dtype, name))
+        elif node.op_type in ("Squeeze", "Unsqueeze"):
+            dims = squeeze_shape(node, ctx)
+            if isinstance(dims, str):
+                raise ValueError(dims)
+            shape = out.constant(f"{name}_shape", np.array(dims, np.int64))
             out.nodes.append(make_node(Reshape, [x, shape], y, xp.dtype, name))
         elif node.op_type == "Transpose":
             rank = len(ctx.view.shapes.get(node.input[0]) or []) or None
@@ -627,8 +696,97 @@ class ConcatRule(LoweringRule):
                                    axis=int(attr(node, "axis", 1))))
 
 
+def _slice_params(node: onnx.NodeProto, ctx: QuantContext) -> list[np.ndarray] | str:
+    """Constant ``[starts, ends, axes, steps]`` of a Slice (inputs since opset 10, else
+    attributes), or why not."""
+    if len(node.input) > 1:
+        values = []
+        for k in range(1, 5):
+            name = node.input[k] if len(node.input) > k else ""
+            v = ctx.view.const(name) if name else None
+            if name and v is None:
+                what = ("starts", "ends", "axes", "steps")[k - 1]
+                return f"Slice '{node.name}': the {what} are computed at run time"
+            values.append(None if v is None else np.asarray(v, np.int64).reshape(-1))
+        starts, ends, axes, steps = values
+    else:
+        starts = np.array(attr(node, "starts", []), np.int64)
+        ends = np.array(attr(node, "ends", []), np.int64)
+        axes, steps = attr(node, "axes", None), None
+        axes = None if axes is None else np.array(axes, np.int64)
+    if starts is None or ends is None:
+        return f"Slice '{node.name}': starts and ends are required"
+    axes = np.arange(starts.size, dtype=np.int64) if axes is None else axes
+    steps = np.ones(starts.size, np.int64) if steps is None else steps
+    if len({starts.size, ends.size, axes.size, steps.size}) != 1 or (steps == 0).any():
+        return f"Slice '{node.name}': starts, ends, axes and steps do not match (or a step is 0)"
+    return [starts, ends, axes, steps]
+
+
+def split_sizes(node: onnx.NodeProto, ctx: QuantContext) -> tuple[int, list[int]] | str:
+    """``(axis, size of each output)`` of a Split, or why they are not known."""
+    axis = int(attr(node, "axis", 0))
+    shape = ctx.view.shapes.get(node.input[0])
+    if len(node.input) > 1 and node.input[1]:
+        split = ctx.view.const(node.input[1])
+        if split is None:
+            return f"Split '{node.name}': the split sizes are computed at run time"
+        sizes = [int(v) for v in np.asarray(split).reshape(-1)]
+    elif attr(node, "split", None) is not None:
+        sizes = [int(v) for v in attr(node, "split")]
+    else:
+        if shape is None or not -len(shape) <= axis < len(shape) or shape[axis] is None:
+            return (f"Split '{node.name}': equal parts need a static size of axis {axis}; fix "
+                    "the input shape with `ortnpu optimize --input-shape`")
+        n, dim = len(node.output), int(shape[axis])
+        part = -(-dim // n)   # opset 18: ceil(dim / n), the last output gets the rest
+        sizes = [max(0, min(part, dim - k * part)) for k in range(n)]
+    if len(sizes) != len(node.output) or any(v < 0 for v in sizes):
+        return f"Split '{node.name}': {len(sizes)} sizes for {len(node.output)} outputs"
+    return axis, sizes
+
+
+class SliceRule(LoweringRule):
+    """Slice (constant starts/ends/axes/steps) and Split (constant sizes) → ``Slice`` nodes,
+    one per output; the outputs keep the input's scale and zero point (TFLite's
+    STRIDED_SLICE/SPLIT copy)."""
+
+    op_types = ("Slice", "Split")
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        found = _slice_params(node, ctx) if node.op_type == "Slice" else split_sizes(node, ctx)
+        return found if isinstance(found, str) else None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        name = node.name or node.output[0]
+        if node.op_type == "Slice":
+            params = _slice_params(node, ctx)
+            if isinstance(params, str):
+                raise ValueError(params)
+            pieces = [(node.output[0], name, params)]
+        else:
+            found = split_sizes(node, ctx)
+            if isinstance(found, str):
+                raise ValueError(found)
+            axis, sizes = found
+            offsets = np.cumsum([0, *sizes])
+            pieces = [(o, f"{name}_{k}" if len(node.output) > 1 else name,
+                       [np.array([offsets[k]]), np.array([offsets[k + 1]]), np.array([axis]),
+                        np.array([1])])
+                      for k, o in enumerate(node.output) if o]
+        for tensor, piece, params in pieces:
+            consts = [out.constant(f"{piece}_{what}", np.asarray(v, np.int64))
+                      for what, v in zip(("starts", "ends", "axes", "steps"), params,
+                                         strict=True)]
+            y = out.int_output(tensor, xp)
+            out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, piece))
+
+
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
-    PoolRule(), LayoutRule(), ConcatRule(),
+    PoolRule(), LayoutRule(), ConcatRule(), SliceRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}
