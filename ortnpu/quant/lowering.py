@@ -8,6 +8,8 @@ place each, so the arithmetic of every layer can be read off its rule.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,12 +26,16 @@ from ortnpu.domain import (
     GlobalAveragePool,
     Lut,
     MatMul,
+    Maximum,
     MaxPool,
+    Minimum,
     Mul,
+    OpSpec,
     Pad,
     Requantize,
     Reshape,
     Slice,
+    Sub,
     Transpose,
     make_node,
 )
@@ -45,7 +51,13 @@ from ortnpu.quant.params import (
     rescale_rule,
     weight_params,
 )
-from ortnpu.quant.tables import float_table, hard_swish_int8_table
+from ortnpu.quant.tables import (
+    float32_function,
+    float_table,
+    hard_swish_int8_table,
+    leaky_relu_table,
+    lut_populate,
+)
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 
@@ -363,6 +375,7 @@ class AddRule(_BinaryRule):
     """Add → ``Add`` with TFLite's common-scale scheme (left shift, three multipliers)."""
 
     op_types = ("Add",)
+    spec: ClassVar[type[OpSpec]] = Add
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
@@ -375,10 +388,17 @@ class AddRule(_BinaryRule):
         name = node.name or node.output[0]
         y = out.int_output(m.output, yp)
         out.nodes.append(make_node(
-            Add, [xa, xb], y, yp.dtype, name, a_zp=pa.zero_point, b_zp=pb.zero_point,
+            self.spec, [xa, xb], y, yp.dtype, name, a_zp=pa.zero_point, b_zp=pb.zero_point,
             y_zp=yp.zero_point, left_shift=left, a_multiplier=ma[0], a_shift=ma[1],
             b_multiplier=mb[0], b_shift=mb[1], y_multiplier=my[0], y_shift=my[1],
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
+
+
+class SubRule(AddRule):
+    """Sub → ``Sub``: TFLite's SUB is its ADD scheme with b's multiplier negated."""
+
+    op_types = ("Sub",)
+    spec = Sub
 
 
 class MulRule(_BinaryRule):
@@ -438,12 +458,91 @@ _LUT_FUNCTIONS = {
 }
 
 
-class LutRule(LoweringRule):
-    """Sigmoid, Tanh, HardSigmoid, HardSwish → ``Lut`` (one table entry per input value)."""
+_SQRT1_2 = 0.70710678118654752440
 
-    op_types = tuple(_LUT_FUNCTIONS)
+
+def _tflite_lut_function(node: onnx.NodeProto) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The float32 function TFLite's ``LUTPopulate`` tabulates for ``node`` (ELU, GELU exact
+    and tanh, and HardSigmoid in float32), with the C library's float functions."""
+    f32 = np.float32
+    op = node.op_type
+    if op == "Elu":
+        expm1 = float32_function("expm1f", np.expm1)
+        alpha = f32(attr(node, "alpha", 1.0))
+
+        def elu(v: np.ndarray) -> np.ndarray:   # value < 0.0f ? std::expm1(value) : value
+            neg = expm1(v) if alpha == 1 else (alpha * expm1(v)).astype(f32)
+            return np.where(v < 0, neg, v)
+        return elu
+    if op == "Gelu" and attr(node, "approximate", "none") == "tanh":
+        tanh = float32_function("tanhf", np.tanh)
+        k = f32(1.12837916709551257390 * _SQRT1_2)   # sqrt(2 / pi) as a float constant
+
+        def gelu_tanh(v: np.ndarray) -> np.ndarray:  # 0.5f*in*(1.f + tanh(k*(in + c*in^3)))
+            cube = ((f32(0.044715) * v).astype(f32) * v).astype(f32) * v
+            inner = (k * (v + cube.astype(f32)).astype(f32)).astype(f32)
+            return ((f32(0.5) * v).astype(f32) * (f32(1) + tanh(inner)).astype(f32))
+        return gelu_tanh
+    if op == "Gelu":
+        erfc = float32_function("erfcf", np.vectorize(math.erfc, otypes=[np.float64]))
+
+        def gelu(v: np.ndarray) -> np.ndarray:   # 0.5f * in * std::erfc(in * -M_SQRT1_2)
+            return ((f32(0.5) * v).astype(f32) * erfc((v * f32(-_SQRT1_2)).astype(f32)))
+        return gelu
+    if op == "HardSigmoid":
+        alpha, beta = f32(attr(node, "alpha", 0.2)), f32(attr(node, "beta", 0.5))
+        return lambda v: np.clip((alpha * v).astype(f32) + beta, f32(0), f32(1))
+    return None
+
+
+class LutRule(LoweringRule):
+    """Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Gelu, LeakyRelu → ``Lut`` (one table entry
+    per input value)."""
+
+    op_types = (*_LUT_FUNCTIONS, "Elu", "Gelu", "LeakyRelu")
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if node.op_type == "LeakyRelu" and float(attr(node, "alpha", 0.01)) < 0:
+            return (f"LeakyRelu '{node.name}': a negative alpha has no non-negative rescale "
+                    "multiplier")
+        if node.op_type == "Gelu" and attr(node, "approximate", "none") not in ("none", "tanh"):
+            return f"Gelu '{node.name}': approximate={attr(node, 'approximate')!r} is unknown"
+        return None
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        tflite_8bit = (ctx.arith.rounding.startswith("tflite")
+                       and ctx.params_of(m.node.input[0]).dtype != "int16")
+        if m.node.op_type in ("Elu", "Gelu", "LeakyRelu") or (
+                m.node.op_type == "HardSigmoid" and tflite_8bit):
+            self._emit_tflite_table(m, ctx, out)
+            return
+        self._emit_float_table(m, ctx, out)
+
+    def _emit_tflite_table(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        """LeakyRelu: TFLite's two-multiplier integer kernel, tabulated; Elu, Gelu, HardSigmoid:
+        TFLite's float32 ``LUTPopulate`` on 8-bit inputs (the plain float function on int16
+        inputs and on targets without TFLite's arithmetic)."""
+        node, a = m.node, ctx.arith
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        yp = ctx.params_of(node.output[0])
+        if node.op_type == "LeakyRelu":
+            table = leaky_relu_table(xp, yp, float(attr(node, "alpha", 0.01)),
+                                     rescale_rule(a, elementwise=True), a)
+        elif xp.dtype != "int16" and a.rounding.startswith("tflite"):
+            fn = _tflite_lut_function(node)
+            assert fn is not None
+            table = lut_populate(fn, xp, yp)
+        else:
+            fn = _tflite_lut_function(node)
+            assert fn is not None
+            table = float_table(fn, xp, yp)
+        name = node.name or node.output[0]
+        y = out.int_output(node.output[0], yp)
+        out.nodes.append(make_node(Lut, [x, out.constant(f"{name}_table", table)], y, yp.dtype,
+                                   name))
+
+    def _emit_float_table(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
@@ -540,7 +639,7 @@ class PoolRule(LoweringRule):
             out.nodes.append(make_node(AveragePool, [x], y, xp.dtype, name, **common))
 
 
-def _listed_axes(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | None | str:
+def _listed_axes(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | str | None:
     """The ``axes`` of a Squeeze/Unsqueeze (input since opset 13, attribute before); ``None``
     when absent, a reason when computed at run time."""
     if len(node.input) > 1 and node.input[1]:
@@ -660,6 +759,79 @@ class LayoutRule(LoweringRule):
             out.nodes.append(make_node(Pad, [x, pads], y, xp.dtype, name, value=xp.zero_point))
 
 
+def _on_params(tensor: str, yp: QuantParams, name: str, ctx: QuantContext, out: Emitter) -> str:
+    """``tensor`` as integers on the parameters ``yp``: a constant quantized with them, an
+    activation requantized (QUANTIZE int8 → int8: multiplier from the double ratio of the
+    scales) unless it already has them."""
+    value = ctx.view.const(tensor)
+    if value is not None:
+        return out.constant(f"{name}_q", yp.quantize(value))
+    x = out.int_input(tensor)
+    xp = ctx.params[tensor]
+    if xp == yp:
+        return x
+    rule = rescale_rule(ctx.arith, elementwise=True)
+    mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), ctx.arith, rule)
+    rq = out.unique(f"{name}_requantized")
+    out.nodes.append(make_node(
+        Requantize, [x, out.constant(f"{rq}_multiplier", np.array([mult], np.int32)),
+                     out.constant(f"{rq}_shift", np.array([shift], np.int32))],
+        rq, yp.dtype, rq, x_zp=xp.zero_point, y_zp=yp.zero_point,
+        act_min=yp.qmin, act_max=yp.qmax, rounding=rule))
+    return rq
+
+
+class RequantizeRule(LoweringRule):
+    """Identity → ``Requantize``: a copy, or a requantization where the model gives the output
+    parameters of its own (a DequantizeLinear → QuantizeLinear pair of a QDQ model: TFLite's
+    QUANTIZE int8 → int8, multiplier from the double ratio of the scales)."""
+
+    op_types = ("Identity",)
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        y = node.output[0]
+        yp = ctx.params_of(y) if y in ctx.preset_params else xp
+        rule = rescale_rule(ctx.arith, elementwise=True)
+        mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), ctx.arith, rule)
+        name = node.name or y
+        yq = out.int_output(y, yp)
+        out.nodes.append(make_node(
+            Requantize, [x, out.constant(f"{name}_multiplier", np.array([mult], np.int32)),
+                         out.constant(f"{name}_shift", np.array([shift], np.int32))],
+            yq, yp.dtype, name, x_zp=xp.zero_point, y_zp=yp.zero_point, act_min=yp.qmin,
+            act_max=yp.qmax, rounding=rule))
+
+
+class MinMaxRule(LoweringRule):
+    """Max/Min of two operands → ``Maximum``/``Minimum``: TFLite compares the stored integers,
+    so both operands are brought to the output's parameters first (a constant is quantized
+    with them)."""
+
+    op_types = ("Max", "Min")
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if len(node.input) != 2:
+            return (f"{node.op_type} '{node.name}': {len(node.input)} operands (the NPU op takes "
+                    "2)")
+        if all(ctx.view.const(i) is not None for i in node.input):
+            return (f"{node.op_type} '{node.name}': both operands are constant; fold it with "
+                    "`ortnpu optimize`")
+        return None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        yp = ctx.params_of(node.output[0])
+        name = node.name or node.output[0]
+        inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
+                  for k, tensor in enumerate(node.input)]
+        y = out.int_output(node.output[0], yp)
+        spec = Maximum if node.op_type == "Max" else Minimum
+        out.nodes.append(make_node(spec, inputs, y, yp.dtype, name))
+
+
 class ConcatRule(LoweringRule):
     """Concat → ``Concat``; inputs on another scale are requantized to the output's first."""
 
@@ -673,24 +845,11 @@ class ConcatRule(LoweringRule):
         return None
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
-        node, a = m.node, ctx.arith
+        node = m.node
         yp = ctx.params_of(node.output[0])
-        rule = rescale_rule(a, elementwise=True)
         name = node.name or node.output[0]
-        inputs = []
-        for k, tensor in enumerate(node.input):
-            x = out.int_input(tensor)
-            xp = ctx.params[tensor]
-            if xp != yp:
-                mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), a, rule)
-                rq = out.unique(f"{name}_in{k}_requantized")
-                out.nodes.append(make_node(
-                    Requantize, [x, out.constant(f"{rq}_multiplier", np.array([mult], np.int32)),
-                                 out.constant(f"{rq}_shift", np.array([shift], np.int32))],
-                    rq, yp.dtype, rq, x_zp=xp.zero_point, y_zp=yp.zero_point,
-                    act_min=yp.qmin, act_max=yp.qmax, rounding=rule))
-                x = rq
-            inputs.append(x)
+        inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
+                  for k, tensor in enumerate(node.input)]
         y = out.int_output(node.output[0], yp)
         out.nodes.append(make_node(Concat, inputs, y, yp.dtype, name,
                                    axis=int(attr(node, "axis", 1))))
@@ -787,6 +946,7 @@ class SliceRule(LoweringRule):
 
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
-    PoolRule(), LayoutRule(), ConcatRule(), SliceRule(),
+    PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
+    RequantizeRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

@@ -20,7 +20,7 @@ from cases import (
     _related,
     _unary,
 )
-from qdq_builder import Case, QDQGraph, Quant
+from qdq_builder import Case, QDQGraph
 from tflite_builder import ACTIVATIONS, TFLiteGraph
 
 TARGET = {"int8": "tflite-int8", "int16": "tflite-a16w8"}
