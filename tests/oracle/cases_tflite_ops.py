@@ -100,7 +100,10 @@ def sub(rng: np.random.Generator, act: str) -> Case:
     ta = t.tensor("a", sa, act, scale=qa.scale, zero_point=qa.zero_point)
     tb = t.tensor("b", sb, act, scale=qb.scale, zero_point=qb.zero_point)
     ty = t.tensor("y", shape, act, scale=qy.scale, zero_point=qy.zero_point)
-    t.op("SUB", [ta, tb], [ty], ("SubOptions", {"FusedActivationFunction": ACTIVATIONS[fused]}))
+    # PotScaleInt16 false: the general 16-bit path (the default true takes TFLite's LSTM-only
+    # power-of-two path when every scale is a power of two and the zero points are 0)
+    t.op("SUB", [ta, tb], [ty], ("SubOptions", {"FusedActivationFunction": ACTIVATIONS[fused],
+                                                "PotScaleInt16": False}))
     g = QDQGraph()
     y = g.node("Sub", [g.input("a", sa, qa), g.input("b", sb, qb)], "diff")
     g.output(_onnx_activation(g, y, fused), qy)

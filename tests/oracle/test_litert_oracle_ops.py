@@ -75,3 +75,19 @@ def test_op_equals_litert(op: str, act: str) -> None:
 @pytest.mark.parametrize(("op", "act"), _params())
 def test_op_equals_litert_many(op: str, act: str) -> None:
     _check(op, act, SLOW_SEEDS)
+
+
+@pytest.mark.parametrize(("xq", "yq"), [((0.0652347058057785, 67), (0.04348980262875557, 58)),
+                                        ((0.033703599125146866, -59), (0.001644078060053289, -109))])
+def test_elu_table_uses_the_float32_reciprocal(xq: tuple, yq: tuple) -> None:
+    """Parameters where TFLite's ``f(x) * (1 / s_out)`` in float32 and a double division
+    ``f(x) / s_out`` round some entries differently: ortnpu follows LiteRT."""
+    from cases import _unary
+    from qdq_builder import Quant
+
+    rng = np.random.default_rng(0)
+    case = _unary(rng, "int8", "ELU", "Elu", Quant(xq[0], xq[1]), Quant(yq[0], yq[1]),
+                  shape=(16, 16))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(qdq_builder, "run_litert", _run_builtin)
+        assert mismatch(case) is None
