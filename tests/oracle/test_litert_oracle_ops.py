@@ -77,8 +77,9 @@ def test_op_equals_litert_many(op: str, act: str) -> None:
     _check(op, act, SLOW_SEEDS)
 
 
-@pytest.mark.parametrize(("xq", "yq"), [((0.0652347058057785, 67), (0.04348980262875557, 58)),
-                                        ((0.033703599125146866, -59), (0.001644078060053289, -109))])
+@pytest.mark.parametrize(("xq", "yq"), [
+    ((0.0652347058057785, 67), (0.04348980262875557, 58)),
+    ((0.033703599125146866, -59), (0.001644078060053289, -109))])
 def test_elu_table_uses_the_float32_reciprocal(xq: tuple, yq: tuple) -> None:
     """Parameters where TFLite's ``f(x) * (1 / s_out)`` in float32 and a double division
     ``f(x) / s_out`` round some entries differently: ortnpu follows LiteRT."""
