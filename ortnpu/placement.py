@@ -73,7 +73,6 @@ def batch_one(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
 #: What removes an op ortnpu does not lower, where `ortnpu optimize` does (true of its passes).
 _NO_LOWERING_HINTS = {
     "BatchNormalization": "; `ortnpu optimize` folds it into the layer before it",
-    "Identity": "; `ortnpu optimize` removes it",
     "Dropout": "; `ortnpu optimize` removes it (inference mode)",
     "Constant": "; `ortnpu optimize` turns it into an initializer",
 }

@@ -1,4 +1,4 @@
-"""Cases of the elementwise ops: Add, Mul, Requantize, Lut."""
+"""Cases of the elementwise ops: Add, Sub, Mul, Maximum, Minimum, Requantize, Lut."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def _grid(p: Profile, dtype: np.dtype, rng: np.random.Generator) -> tuple[np.nda
 
 def _add(p: Profile, name: str, a: np.ndarray, b: np.ndarray, *, scales: tuple[float, ...],
          zps: tuple[int, int, int], left_shift: int | None = None, clamp: dict | None = None,
-         doc: str = "") -> Case:
+         doc: str = "", op: str = "Add") -> Case:
     """TFLite's parameter choice: inputs to a common scale 2*max(s1, s2), output rescale."""
     s1, s2, so = scales
     ls = p.add_left_shift if left_shift is None else left_shift
@@ -45,7 +45,7 @@ def _add(p: Profile, name: str, a: np.ndarray, b: np.ndarray, *, scales: tuple[f
              "a_multiplier": am, "a_shift": ash, "b_multiplier": bm, "b_shift": bsh,
              "y_multiplier": ym, "y_shift": ysh, "rounding": p.rounding,
              **(clamp or clamp_bounds(p, p.act))}
-    return case(p, "Add", name, [tensor("a", a), tensor("b", b)], attrs, doc=doc)
+    return case(p, op, name, [tensor("a", a), tensor("b", b)], attrs, doc=doc)
 
 
 def add_cases(p: Profile) -> list[Case]:
@@ -68,6 +68,44 @@ def add_cases(p: Profile) -> list[Case]:
     if not p.symmetric:
         cases.append(_add(p, "zp_extremes", a, b, scales=(0.03, 0.05, 0.05), zps=(lo, hi, lo),
                           doc="zero points at the type ends"))
+    return cases
+
+
+def sub_cases(p: Profile) -> list[Case]:
+    """Sub (Add's parameters, b's multiplier negated in the kernel): every value pair,
+    broadcasting the subtrahend, saturation both ways, zero points at the type ends."""
+    rng = seeded_rng(p.suite, "Sub")
+    lo, hi = p.act_range
+    a, b = _grid(p, p.act, rng)
+    z = (zero_point(p, rng), zero_point(p, rng), zero_point(p, rng))
+    cases = [
+        _add(p, "grid", a, b, scales=(0.05, 0.03, 0.06), zps=z, op="Sub",
+             doc="every pair of sampled values (ties of the negated rescale)"),
+        _add(p, "broadcast_b", with_extremes(rng, (2, 3, 4), lo, hi, p.act),
+             with_extremes(rng, (4,), lo, hi, p.act), scales=(0.5, 0.02, 0.4), zps=z,
+             op="Sub", doc="trailing-axis subtrahend, scales 25x apart"),
+        _add(p, "saturate", a, b, scales=(0.1, 0.1, 0.01), zps=z, op="Sub",
+             doc="output scale 10x too small: saturates at both ends"),
+    ]
+    if not p.symmetric:
+        cases.append(_add(p, "zp_extremes", a, b, scales=(0.03, 0.05, 0.05), zps=(hi, lo, lo),
+                          op="Sub", doc="zero points at the type ends"))
+    return cases
+
+
+def min_max_cases(p: Profile) -> list[Case]:
+    """Maximum and Minimum: every value pair (equal values included), broadcasting."""
+    rng = seeded_rng(p.suite, "MinMax")
+    lo, hi = p.act_range
+    a, b = _grid(p, p.act, rng)
+    cases = []
+    for op in ("Maximum", "Minimum"):
+        cases.append(case(p, op, "grid", [tensor("a", a), tensor("b", b)], {},
+                          doc="every pair of sampled values, the type ends included"))
+        cases.append(case(p, op, "broadcast", [
+            tensor("a", with_extremes(rng, (2, 3, 4), lo, hi, p.act)),
+            tensor("b", with_extremes(rng, (3, 1), lo, hi, p.act))], {},
+            doc="a middle-axis operand"))
     return cases
 
 

@@ -82,7 +82,7 @@ def pool_cases(p: Profile) -> list[Case]:
 
 
 def layout_cases(p: Profile) -> list[Case]:
-    """Concat (2, 3 and 8 inputs, several axes), Reshape, Flatten, Transpose, Pad."""
+    """Concat (2, 3 and 8 inputs, several axes), Reshape, Flatten, Transpose, Pad, Slice."""
     rng = seeded_rng(p.suite, "layout")
     lo, hi = p.act_range
     d = p.act
@@ -118,4 +118,19 @@ def layout_cases(p: Profile) -> list[Case]:
     cases.append(case(p, "Pad", "all_axes_max", [tensor("x", act(2, 3)),
                                                  param("pads", [1, 0, 2, 1], np.int64)],
                       {"value": hi}, d, "pad value at the type maximum"))
+    big = np.iinfo(np.int64).max
+    slices: list[tuple[str, list[list[int]], str]] = [
+        ("channels", [[1], [3], [1], [1]], "one axis, step 1 (a Split output)"),
+        ("strided_neg_axes", [[0, 1], [big, -1], [-1, -2], [2, 2]],
+         "steps of 2, negative axes and end, INT64_MAX for 'to the end'"),
+        ("reversed", [[-1, big], [-big, 0], [3, 1], [-1, -2]],
+         "negative steps: start clamped to dim-1, end to -1 (whole axis reversed)"),
+        ("clamped", [[-100, 3], [100, 100], [2, 3], [1, 1]],
+         "starts and ends beyond the axis, clamped to it"),
+    ]
+    for name, (starts, ends, axes, steps), why in slices:
+        cases.append(case(p, "Slice", name, [tensor("x", x), param("starts", starts, np.int64),
+                                             param("ends", ends, np.int64),
+                                             param("axes", axes, np.int64),
+                                             param("steps", steps, np.int64)], {}, d, why))
     return cases

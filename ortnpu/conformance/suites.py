@@ -30,8 +30,8 @@ Builder = Callable[[Profile], list[Case] | list[chain.ChainCase]]
 
 #: Builders of a target suite, in the order of the domain's op table.
 TARGET_BUILDERS: tuple[Builder, ...] = (
-    lin.conv_cases, lin.fc_cases, lin.matmul_cases, ew.add_cases, ew.mul_cases,
-    ew.requantize_cases, ew.lut_cases, other.pool_cases, other.layout_cases,
+    lin.conv_cases, lin.fc_cases, lin.matmul_cases, ew.add_cases, ew.sub_cases, ew.mul_cases,
+    ew.min_max_cases, ew.requantize_cases, ew.lut_cases, other.pool_cases, other.layout_cases,
     chain.chain_cases,
 )
 
@@ -46,6 +46,7 @@ def _rule_builders(p: Profile) -> list[Case]:
              lin.conv_wide(p)]
     cases += [c for c in lin.matmul_cases(p) if c.name in ("2d", "zp_extremes")]
     cases += [c for c in ew.add_cases(p) if c.name in ("grid", "zp_extremes")]
+    cases += [c for c in ew.sub_cases(p) if c.name in ("grid", "zp_extremes")]
     cases += [c for c in ew.mul_cases(p) if c.name in ("grid", "saturate")]
     cases += [c for c in ew.requantize_cases(p)
               if c.name == "sweep" or c.name.startswith("to_")]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ortnpu.domain.ops_elementwise import Add, Lut, Mul, Requantize
-from ortnpu.domain.ops_layout import Concat, Flatten, Pad, Reshape, Transpose
+from ortnpu.domain.ops_elementwise import Add, Lut, Maximum, Minimum, Mul, Requantize, Sub
+from ortnpu.domain.ops_layout import Concat, Flatten, Pad, Reshape, Slice, Transpose
 from ortnpu.domain.ops_linear import Conv, FullyConnected, MatMul
 from ortnpu.domain.ops_pool import AveragePool, GlobalAveragePool, MaxPool
 from ortnpu.domain.spec import (
@@ -20,6 +20,7 @@ from ortnpu.errors import KernelError
 OPS: tuple[type[OpSpec], ...] = (
     Conv, FullyConnected, MatMul, Add, Mul, Requantize, Lut,
     MaxPool, AveragePool, GlobalAveragePool, Concat, Reshape, Flatten, Transpose, Pad,
+    Slice, Sub, Maximum, Minimum,
 )
 OPS_BY_NAME: dict[str, type[OpSpec]] = {op.name: op for op in OPS}
 

@@ -1,10 +1,11 @@
-"""Elementwise ops: Add, Mul (each with its own rescale), Requantize, Lut."""
+"""Elementwise ops: Add, Sub, Mul (each with its own rescale), Maximum, Minimum, Requantize,
+Lut."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -58,6 +59,8 @@ class Add(OpSpec):
         *_mult_attrs("a_", "a"), *_mult_attrs("b_", "b"), *_mult_attrs("y_", "the sum"),
         c.ACT_MIN, c.ACT_MAX, c.ROUNDING,
     )
+    #: sign of b's multiplier in the kernel (-1: TFLite's SUB)
+    b_sign: ClassVar[int] = 1
 
     @classmethod
     def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
@@ -74,10 +77,24 @@ class Add(OpSpec):
         x = wrap_int32((arrays[0].astype(np.int64) - a["a_zp"]) << a["left_shift"])
         y = wrap_int32((arrays[1].astype(np.int64) - a["b_zp"]) << a["left_shift"])
         xs = rescale(x, a["a_multiplier"], a["a_shift"], r)
-        ys = rescale(y, a["b_multiplier"], a["b_shift"], r)
+        ys = rescale(y, cls.b_sign * a["b_multiplier"], a["b_shift"], r)
         total = wrap_int32(xs + ys)
         out = rescale(total, a["y_multiplier"], a["y_shift"], r) + a["y_zp"]
         return c.clamp_to(out, a, out_dtype)
+
+
+class Sub(Add):
+    """Elementwise difference: TFLite's SUB, which is its ADD kernel with b's multiplier negated."""
+
+    name = "Sub"
+    tflite = ("SUB int8 and 16x8 general (PrepareGeneralSubOp, op_sign -1): the ADD scheme "
+              "(twice_max, left shift 20 or 15, three multipliers) with input2_multiplier "
+              "negated, run by reference_integer_ops::Add; SaturatingRoundingDoublingHighMul and "
+              "the rounding shift then see the negative multiplier.")
+    doc = ("As Add with b's rescale multiplier negated: b' = rescale((b - b_zp) << left_shift, "
+           "-b_multiplier, b_shift); y = clamp(rescale(a' + b', y_multiplier, y_shift) + y_zp). "
+           "`b_multiplier` holds the magnitude (non-negative, as the rules require).")
+    b_sign = -1
 
 
 class Mul(OpSpec):
@@ -108,6 +125,48 @@ class Mul(OpSpec):
                           * (arrays[1].astype(np.int64) - a["b_zp"]))
         out = rescale(prod, a["multiplier"], a["shift"], a["rounding"]) + a["y_zp"]
         return c.clamp_to(out, a, out_dtype)
+
+
+class Maximum(OpSpec):
+    """Elementwise maximum of two operands on the output's scale and zero point."""
+
+    name = "Maximum"
+    tflite = ("MAXIMUM (maximum_minimum.cc): compares the stored integers, so both inputs and "
+              "the output share one scale and zero point; the quantizer requantizes an input "
+              "on other parameters first.")
+    doc = ("y = max(a, b) on the integers; a, b and y have one type and one scale and zero "
+           "point. Inputs broadcast like numpy.")
+    inputs = (Input("a", "act", "first operand"), Input("b", "act", "second operand"))
+    same_type = True
+    function: ClassVar[Any] = staticmethod(np.maximum)
+
+    @classmethod
+    def act_types(cls, count: int, out_dtype: np.dtype) -> list[tuple[np.dtype, ...]]:
+        return [(np.dtype(out_dtype),)] * 2   # both operands have the output's type (check)
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        x, y = arrays
+        if y.dtype != out_dtype:
+            raise KernelError(f"{where}{cls.name}: input b has type {y.dtype}, the output "
+                              f"{out_dtype}; requantize it first")
+        c.check_elements(math.prod(_broadcast(x, y, where, cls.name)), where, cls.name)
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        return np.ascontiguousarray(cls.function(arrays[0], arrays[1])).astype(out_dtype)
+
+
+class Minimum(Maximum):
+    """Elementwise minimum of two operands on the output's scale and zero point."""
+
+    name = "Minimum"
+    tflite = ("MINIMUM: as MAXIMUM.")
+    doc = ("y = min(a, b) on the integers; a, b and y have one type and one scale and zero "
+           "point. Inputs broadcast like numpy.")
+    function = staticmethod(np.minimum)
 
 
 class Requantize(OpSpec):

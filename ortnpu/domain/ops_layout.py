@@ -173,3 +173,66 @@ class Pad(OpSpec):
         r = x.ndim
         widths = [(int(pads[i]), int(pads[i + r])) for i in range(r)]
         return np.pad(x, widths, constant_values=a["value"]).astype(out_dtype)
+
+
+def slice_bounds(dim: int, start: int, end: int, step: int) -> tuple[int, int]:
+    """ONNX Slice's clamping of one axis: ``(first index, stop)`` for ``range(first, stop, step)``.
+
+    Negative ``start``/``end`` count from the end; with a positive step both are clamped to
+    ``[0, dim]``, with a negative step to ``[0, dim - 1]`` and ``[-1, dim - 1]`` (``-1`` then
+    means "before the first element", not "the last one" as in a numpy slice).
+    """
+    if start < 0:
+        start += dim
+    if end < 0:
+        end += dim
+    if step > 0:
+        return min(max(start, 0), dim), min(max(end, 0), dim)
+    return min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+
+
+class Slice(OpSpec):
+    """ONNX Slice with constant starts, ends, axes and steps (TFLite STRIDED_SLICE, SLICE and
+    the outputs of SPLIT): a strided copy, values unchanged."""
+
+    name = "Slice"
+    tflite = ("STRIDED_SLICE / SLICE / SPLIT / SPLIT_V (a copy: the output keeps the input's "
+              "scale and zero point).")
+    doc = ("y = x[starts[i]:ends[i]:steps[i] on axis axes[i]], with ONNX's rules: negative "
+           "starts/ends count from the end and are clamped to the axis (for a negative step, "
+           "to [-1, dim-1]); axes not listed are copied whole.")
+    inputs = (Input("x", "act", "input"), Input("starts", "int64", "first index per axis"),
+              Input("ends", "int64", "end (exclusive) per axis"),
+              Input("axes", "int64", "the axes sliced (distinct, negative counts from the end)"),
+              Input("steps", "int64", "step per axis, non-zero"))
+    same_type = True
+
+    @classmethod
+    def check(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype,
+              where: str) -> None:
+        x, starts, ends, axes, steps = arrays
+        n = axes.size
+        if any(v.ndim != 1 or v.size != n for v in (starts, ends, steps)) or axes.ndim != 1:
+            raise KernelError(f"{where}{cls.name}: starts, ends, axes and steps must be 1-D "
+                              f"tensors of one length, got shapes {list(starts.shape)}, "
+                              f"{list(ends.shape)}, {list(axes.shape)}, {list(steps.shape)}")
+        if n > x.ndim:
+            raise KernelError(f"{where}{cls.name}: {n} axes for a rank-{x.ndim} input")
+        norm = [int(k) + x.ndim if int(k) < 0 else int(k) for k in axes]
+        if any(not 0 <= k < x.ndim for k in norm) or len(set(norm)) != n:
+            raise KernelError(f"{where}{cls.name}: axes {axes.tolist()} must be distinct axes "
+                              f"of a rank-{x.ndim} input")
+        if (steps == 0).any():
+            raise KernelError(f"{where}{cls.name}: a step is 0")
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        x, starts, ends, axes, steps = arrays
+        index: list[Any] = [slice(None)] * x.ndim
+        for k, axis in enumerate(int(v) for v in axes):
+            dim, step = x.shape[axis], int(steps[k])
+            # int64 extremes (INT64_MAX for "to the end") clamp like any other value
+            first, stop = slice_bounds(dim, int(starts[k]), int(ends[k]), step)
+            index[axis] = slice(first, None if stop < 0 else stop, step)
+        return np.ascontiguousarray(x[tuple(index)]).astype(out_dtype)

@@ -196,7 +196,9 @@ class FakeQuantLowering:
             "AveragePool": self.average_pool, "GlobalAveragePool": self.global_average_pool,
             "Concat": integer.lower_concat, "Reshape": integer.lower_reshape,
             "Flatten": integer.lower_flatten, "Transpose": integer.lower_transpose,
-            "Pad": integer.lower_pad,
+            "Pad": integer.lower_pad, "Slice": integer.lower_slice,
+            "Sub": integer.lower_sub, "Maximum": integer.lower_maximum,
+            "Minimum": integer.lower_minimum,
         }
 
 

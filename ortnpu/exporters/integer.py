@@ -163,19 +163,40 @@ def lower_matmul(b: Builder, ctx: NodeContext) -> None:
 
 
 # ----------------------------------------------------------------------- elementwise
-def lower_add(b: Builder, ctx: NodeContext) -> None:
+def lower_add(b: Builder, ctx: NodeContext, b_sign: int = 1) -> None:
     """Both inputs shifted left (int32 wrap), rescaled, summed (int32 wrap), rescaled."""
     a = ctx.attrs
     r = a["rounding"]
     parts = []
-    for k, p in ((0, "a_"), (1, "b_")):
+    for k, p, sign in ((0, "a_", 1), (1, "b_", b_sign)):
         v = b.add_c(b.i64(ctx.input(k)), -a[f"{p}zp"])
         v = b.wrap32(b.mul_c(v, 1 << a["left_shift"]))
-        parts.append(lower_rescale(b, v, np.int64(a[f"{p}multiplier"]),
+        parts.append(lower_rescale(b, v, np.int64(sign * a[f"{p}multiplier"]),
                                    np.int64(a[f"{p}shift"]), r))
     total = b.wrap32(b.add(*parts))
     y = lower_rescale(b, total, np.int64(a["y_multiplier"]), np.int64(a["y_shift"]), r)
     b.finish(b.add_c(y, a["y_zp"]), a["act_min"], a["act_max"], ctx.out_type, ctx.output)
+
+
+def lower_sub(b: Builder, ctx: NodeContext) -> None:
+    """As Add with b's multiplier negated (TFLite's SUB)."""
+    lower_add(b, ctx, b_sign=-1)
+
+
+def _lower_min_max(b: Builder, ctx: NodeContext, op: str) -> None:
+    """Max/Min on int32 copies (onnxruntime's Max/Min do not take 8/16-bit types), cast back."""
+    y = b.emit(op, [b.cast(ctx.input(0), I32), b.cast(ctx.input(1), I32)], I32)
+    b.cast(y, ctx.out_type, output=ctx.output)
+
+
+def lower_maximum(b: Builder, ctx: NodeContext) -> None:
+    """Elementwise maximum of the integers."""
+    _lower_min_max(b, ctx, "Max")
+
+
+def lower_minimum(b: Builder, ctx: NodeContext) -> None:
+    """Elementwise minimum of the integers."""
+    _lower_min_max(b, ctx, "Min")
 
 
 def lower_mul(b: Builder, ctx: NodeContext) -> None:
@@ -316,13 +337,20 @@ def lower_pad(b: Builder, ctx: NodeContext) -> None:
     b.emit("Pad", [x, pads, value], ctx.out_type, ctx.output, mode="constant")
 
 
+def lower_slice(b: Builder, ctx: NodeContext) -> None:
+    """ONNX Slice with the constant starts/ends/axes/steps (onnxruntime slices 8/16-bit types)."""
+    params = [b.const(ctx.const(k).astype(np.int64)) for k in range(1, 5)]
+    b.emit("Slice", [ctx.input(0), *params], ctx.out_type, ctx.output)
+
+
 LOWERINGS: dict[str, Lowering] = {
     "Conv": lower_conv, "FullyConnected": lower_fully_connected, "MatMul": lower_matmul,
     "Add": lower_add, "Mul": lower_mul, "Requantize": lower_requantize, "Lut": lower_lut,
     "MaxPool": lower_max_pool, "AveragePool": lower_average_pool,
     "GlobalAveragePool": lower_global_average_pool, "Concat": lower_concat,
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Transpose": lower_transpose,
-    "Pad": lower_pad,
+    "Pad": lower_pad, "Slice": lower_slice, "Sub": lower_sub, "Maximum": lower_maximum,
+    "Minimum": lower_minimum,
 }
 check_table(LOWERINGS, "integer")
 

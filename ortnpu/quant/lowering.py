@@ -8,6 +8,8 @@ place each, so the arithmetic of every layer can be read off its rule.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -24,11 +26,16 @@ from ortnpu.domain import (
     GlobalAveragePool,
     Lut,
     MatMul,
+    Maximum,
     MaxPool,
+    Minimum,
     Mul,
+    OpSpec,
     Pad,
     Requantize,
     Reshape,
+    Slice,
+    Sub,
     Transpose,
     make_node,
 )
@@ -44,7 +51,13 @@ from ortnpu.quant.params import (
     rescale_rule,
     weight_params,
 )
-from ortnpu.quant.tables import float_table, hard_swish_int8_table
+from ortnpu.quant.tables import (
+    float32_function,
+    float_table,
+    hard_swish_int8_table,
+    leaky_relu_table,
+    lut_populate,
+)
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 
@@ -362,6 +375,7 @@ class AddRule(_BinaryRule):
     """Add → ``Add`` with TFLite's common-scale scheme (left shift, three multipliers)."""
 
     op_types = ("Add",)
+    spec: ClassVar[type[OpSpec]] = Add
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
@@ -374,10 +388,17 @@ class AddRule(_BinaryRule):
         name = node.name or node.output[0]
         y = out.int_output(m.output, yp)
         out.nodes.append(make_node(
-            Add, [xa, xb], y, yp.dtype, name, a_zp=pa.zero_point, b_zp=pb.zero_point,
+            self.spec, [xa, xb], y, yp.dtype, name, a_zp=pa.zero_point, b_zp=pb.zero_point,
             y_zp=yp.zero_point, left_shift=left, a_multiplier=ma[0], a_shift=ma[1],
             b_multiplier=mb[0], b_shift=mb[1], y_multiplier=my[0], y_shift=my[1],
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
+
+
+class SubRule(AddRule):
+    """Sub → ``Sub``: TFLite's SUB is its ADD scheme with b's multiplier negated."""
+
+    op_types = ("Sub",)
+    spec = Sub
 
 
 class MulRule(_BinaryRule):
@@ -437,12 +458,91 @@ _LUT_FUNCTIONS = {
 }
 
 
-class LutRule(LoweringRule):
-    """Sigmoid, Tanh, HardSigmoid, HardSwish → ``Lut`` (one table entry per input value)."""
+_SQRT1_2 = 0.70710678118654752440
 
-    op_types = tuple(_LUT_FUNCTIONS)
+
+def _tflite_lut_function(node: onnx.NodeProto) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The float32 function TFLite's ``LUTPopulate`` tabulates for ``node`` (ELU, GELU exact
+    and tanh, and HardSigmoid in float32), with the C library's float functions."""
+    f32 = np.float32
+    op = node.op_type
+    if op == "Elu":
+        expm1 = float32_function("expm1f", np.expm1)
+        alpha = f32(attr(node, "alpha", 1.0))
+
+        def elu(v: np.ndarray) -> np.ndarray:   # value < 0.0f ? std::expm1(value) : value
+            neg = expm1(v) if alpha == 1 else (alpha * expm1(v)).astype(f32)
+            return np.where(v < 0, neg, v)
+        return elu
+    if op == "Gelu" and attr(node, "approximate", "none") == "tanh":
+        tanh = float32_function("tanhf", np.tanh)
+        k = f32(1.12837916709551257390 * _SQRT1_2)   # sqrt(2 / pi) as a float constant
+
+        def gelu_tanh(v: np.ndarray) -> np.ndarray:  # 0.5f*in*(1.f + tanh(k*(in + c*in^3)))
+            cube = ((f32(0.044715) * v).astype(f32) * v).astype(f32) * v
+            inner = (k * (v + cube.astype(f32)).astype(f32)).astype(f32)
+            return ((f32(0.5) * v).astype(f32) * (f32(1) + tanh(inner)).astype(f32))
+        return gelu_tanh
+    if op == "Gelu":
+        erfc = float32_function("erfcf", np.vectorize(math.erfc, otypes=[np.float64]))
+
+        def gelu(v: np.ndarray) -> np.ndarray:   # 0.5f * in * std::erfc(in * -M_SQRT1_2)
+            return ((f32(0.5) * v).astype(f32) * erfc((v * f32(-_SQRT1_2)).astype(f32)))
+        return gelu
+    if op == "HardSigmoid":
+        alpha, beta = f32(attr(node, "alpha", 0.2)), f32(attr(node, "beta", 0.5))
+        return lambda v: np.clip((alpha * v).astype(f32) + beta, f32(0), f32(1))
+    return None
+
+
+class LutRule(LoweringRule):
+    """Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Gelu, LeakyRelu → ``Lut`` (one table entry
+    per input value)."""
+
+    op_types = (*_LUT_FUNCTIONS, "Elu", "Gelu", "LeakyRelu")
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if node.op_type == "LeakyRelu" and float(attr(node, "alpha", 0.01)) < 0:
+            return (f"LeakyRelu '{node.name}': a negative alpha has no non-negative rescale "
+                    "multiplier")
+        if node.op_type == "Gelu" and attr(node, "approximate", "none") not in ("none", "tanh"):
+            return f"Gelu '{node.name}': approximate={attr(node, 'approximate')!r} is unknown"
+        return None
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        tflite_8bit = (ctx.arith.rounding.startswith("tflite")
+                       and ctx.params_of(m.node.input[0]).dtype != "int16")
+        if m.node.op_type in ("Elu", "Gelu", "LeakyRelu") or (
+                m.node.op_type == "HardSigmoid" and tflite_8bit):
+            self._emit_tflite_table(m, ctx, out)
+            return
+        self._emit_float_table(m, ctx, out)
+
+    def _emit_tflite_table(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        """LeakyRelu: TFLite's two-multiplier integer kernel, tabulated; Elu, Gelu, HardSigmoid:
+        TFLite's float32 ``LUTPopulate`` on 8-bit inputs (the plain float function on int16
+        inputs and on targets without TFLite's arithmetic)."""
+        node, a = m.node, ctx.arith
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        yp = ctx.params_of(node.output[0])
+        if node.op_type == "LeakyRelu":
+            table = leaky_relu_table(xp, yp, float(attr(node, "alpha", 0.01)),
+                                     rescale_rule(a, elementwise=True), a)
+        elif xp.dtype != "int16" and a.rounding.startswith("tflite"):
+            fn = _tflite_lut_function(node)
+            assert fn is not None
+            table = lut_populate(fn, xp, yp)
+        else:
+            fn = _tflite_lut_function(node)
+            assert fn is not None
+            table = float_table(fn, xp, yp)
+        name = node.name or node.output[0]
+        y = out.int_output(node.output[0], yp)
+        out.nodes.append(make_node(Lut, [x, out.constant(f"{name}_table", table)], y, yp.dtype,
+                                   name))
+
+    def _emit_float_table(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
@@ -516,7 +616,7 @@ class PoolRule(LoweringRule):
         y = out.int_output(node.output[0], xp)
         clamp = {"act_min": xp.qmin, "act_max": xp.qmax}
         if node.op_type == "GlobalAveragePool":
-            shape = list(ctx.view.shapes.get(node.input[0]) or [])   # [N, C, H, W]; N unused
+            shape = ctx.view.shapes.get(node.input[0]) or []   # the batch axis is not read
             if ctx.arith.rounding.startswith("tflite") and len(shape) == 4 and \
                     all(isinstance(d, int) and d > 0 for d in shape[1:]):
                 _emit_tflite_mean(out, x, y, xp, shape, name)
@@ -539,12 +639,74 @@ class PoolRule(LoweringRule):
             out.nodes.append(make_node(AveragePool, [x], y, xp.dtype, name, **common))
 
 
-class LayoutRule(LoweringRule):
-    """Flatten, Reshape (constant shape), Transpose, Pad (constant) → the layout ops."""
+def _listed_axes(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | str | None:
+    """The ``axes`` of a Squeeze/Unsqueeze (input since opset 13, attribute before); ``None``
+    when absent, a reason when computed at run time."""
+    if len(node.input) > 1 and node.input[1]:
+        value = ctx.view.const(node.input[1])
+        if value is None:
+            return f"{node.op_type} '{node.name}': the axes are computed at run time"
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+    axes = attr(node, "axes", None)
+    return None if axes is None else [int(v) for v in axes]
 
-    op_types = ("Flatten", "Reshape", "Transpose", "Pad")
+
+def squeeze_shape(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | str:
+    """The constant ``Reshape`` shape of a Squeeze/Unsqueeze, or why there is none.
+
+    A dimension that stays at its index is written 0 (copied from the input at run time), so
+    the shape holds for any batch size; one other unknown dimension is written -1.
+    """
+    axes = _listed_axes(node, ctx)
+    if isinstance(axes, str):
+        return axes
+    shape = ctx.view.shapes.get(node.input[0])
+    if shape is None:
+        return f"{node.op_type} '{node.name}': the input rank is unknown"
+    rank = len(shape)
+    if node.op_type == "Squeeze":
+        if axes is None:
+            if any(d is None for d in shape):
+                return (f"Squeeze '{node.name}': without axes it needs a static input shape; "
+                        "fix it with `ortnpu optimize --input-shape`")
+            axes = [k for k, d in enumerate(shape) if d == 1]
+        norm = {a + rank if a < 0 else a for a in axes}
+        if any(not 0 <= a < rank for a in norm) or any(shape[a] not in (1, None) for a in norm):
+            return f"Squeeze '{node.name}': axes {axes} do not name size-1 axes of {shape}"
+        source = [k for k in range(rank) if k not in norm]
+    else:
+        if axes is None:
+            return f"Unsqueeze '{node.name}': no axes"
+        out_rank = rank + len(axes)
+        norm = {a + out_rank if a < 0 else a for a in axes}
+        if len(norm) != len(axes) or any(not 0 <= a < out_rank for a in norm):
+            return f"Unsqueeze '{node.name}': invalid axes {axes} for rank {rank}"
+        rest = iter(range(rank))
+        source = [-1 if k in norm else next(rest) for k in range(out_rank)]
+    out: list[int] = []
+    for j, i in enumerate(source):
+        if i == j:
+            out.append(0)
+        elif i < 0:
+            out.append(1)
+        else:
+            out.append(-1 if shape[i] is None else int(shape[i]))
+    if out.count(-1) > 1:
+        return (f"{node.op_type} '{node.name}': more than one moved axis has a dynamic size; "
+                "fix the input shape with `ortnpu optimize --input-shape`")
+    return out
+
+
+class LayoutRule(LoweringRule):
+    """Flatten, Reshape (constant shape), Transpose, Pad (constant), Squeeze and Unsqueeze
+    (constant axes, as a Reshape: TFLite's SQUEEZE and EXPAND_DIMS copy too) → the layout ops."""
+
+    op_types = ("Flatten", "Reshape", "Transpose", "Pad", "Squeeze", "Unsqueeze")
 
     def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if node.op_type in ("Squeeze", "Unsqueeze"):
+            shape = squeeze_shape(node, ctx)
+            return shape if isinstance(shape, str) else None
         if node.op_type == "Reshape" and ctx.view.const(node.input[1]) is None:
             return f"Reshape '{node.name}': the target shape is computed at run time"
         if node.op_type == "Reshape" and attr(node, "allowzero", 0):
@@ -577,6 +739,12 @@ class LayoutRule(LoweringRule):
         elif node.op_type == "Reshape":
             shape = out.constant(f"{name}_shape", ctx.view.const(node.input[1]).astype(np.int64))
             out.nodes.append(make_node(Reshape, [x, shape], y, xp.dtype, name))
+        elif node.op_type in ("Squeeze", "Unsqueeze"):
+            dims = squeeze_shape(node, ctx)
+            if isinstance(dims, str):
+                raise ValueError(dims)
+            shape = out.constant(f"{name}_shape", np.array(dims, np.int64))
+            out.nodes.append(make_node(Reshape, [x, shape], y, xp.dtype, name))
         elif node.op_type == "Transpose":
             rank = len(ctx.view.shapes.get(node.input[0]) or []) or None
             perm = attr(node, "perm", None)
@@ -589,6 +757,79 @@ class LayoutRule(LoweringRule):
         else:
             pads = out.constant(f"{name}_pads", ctx.view.const(node.input[1]).astype(np.int64))
             out.nodes.append(make_node(Pad, [x, pads], y, xp.dtype, name, value=xp.zero_point))
+
+
+def _on_params(tensor: str, yp: QuantParams, name: str, ctx: QuantContext, out: Emitter) -> str:
+    """``tensor`` as integers on the parameters ``yp``: a constant quantized with them, an
+    activation requantized (QUANTIZE int8 → int8: multiplier from the double ratio of the
+    scales) unless it already has them."""
+    value = ctx.view.const(tensor)
+    if value is not None:
+        return out.constant(f"{name}_q", yp.quantize(value))
+    x = out.int_input(tensor)
+    xp = ctx.params[tensor]
+    if xp == yp:
+        return x
+    rule = rescale_rule(ctx.arith, elementwise=True)
+    mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), ctx.arith, rule)
+    rq = out.unique(f"{name}_requantized")
+    out.nodes.append(make_node(
+        Requantize, [x, out.constant(f"{rq}_multiplier", np.array([mult], np.int32)),
+                     out.constant(f"{rq}_shift", np.array([shift], np.int32))],
+        rq, yp.dtype, rq, x_zp=xp.zero_point, y_zp=yp.zero_point,
+        act_min=yp.qmin, act_max=yp.qmax, rounding=rule))
+    return rq
+
+
+class RequantizeRule(LoweringRule):
+    """Identity → ``Requantize``: a copy, or a requantization where the model gives the output
+    parameters of its own (a DequantizeLinear → QuantizeLinear pair of a QDQ model: TFLite's
+    QUANTIZE int8 → int8, multiplier from the double ratio of the scales)."""
+
+    op_types = ("Identity",)
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        y = node.output[0]
+        yp = ctx.params_of(y) if y in ctx.preset_params else xp
+        rule = rescale_rule(ctx.arith, elementwise=True)
+        mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), ctx.arith, rule)
+        name = node.name or y
+        yq = out.int_output(y, yp)
+        out.nodes.append(make_node(
+            Requantize, [x, out.constant(f"{name}_multiplier", np.array([mult], np.int32)),
+                         out.constant(f"{name}_shift", np.array([shift], np.int32))],
+            yq, yp.dtype, name, x_zp=xp.zero_point, y_zp=yp.zero_point, act_min=yp.qmin,
+            act_max=yp.qmax, rounding=rule))
+
+
+class MinMaxRule(LoweringRule):
+    """Max/Min of two operands → ``Maximum``/``Minimum``: TFLite compares the stored integers,
+    so both operands are brought to the output's parameters first (a constant is quantized
+    with them)."""
+
+    op_types = ("Max", "Min")
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if len(node.input) != 2:
+            return (f"{node.op_type} '{node.name}': {len(node.input)} operands (the NPU op takes "
+                    "2)")
+        if all(ctx.view.const(i) is not None for i in node.input):
+            return (f"{node.op_type} '{node.name}': both operands are constant; fold it with "
+                    "`ortnpu optimize`")
+        return None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        yp = ctx.params_of(node.output[0])
+        name = node.name or node.output[0]
+        inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
+                  for k, tensor in enumerate(node.input)]
+        y = out.int_output(node.output[0], yp)
+        spec = Maximum if node.op_type == "Max" else Minimum
+        out.nodes.append(make_node(spec, inputs, y, yp.dtype, name))
 
 
 class ConcatRule(LoweringRule):
@@ -604,31 +845,108 @@ class ConcatRule(LoweringRule):
         return None
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
-        node, a = m.node, ctx.arith
+        node = m.node
         yp = ctx.params_of(node.output[0])
-        rule = rescale_rule(a, elementwise=True)
         name = node.name or node.output[0]
-        inputs = []
-        for k, tensor in enumerate(node.input):
-            x = out.int_input(tensor)
-            xp = ctx.params[tensor]
-            if xp != yp:
-                mult, shift = multiplier(float(np.float64(xp.scale) / yp.scale), a, rule)
-                rq = out.unique(f"{name}_in{k}_requantized")
-                out.nodes.append(make_node(
-                    Requantize, [x, out.constant(f"{rq}_multiplier", np.array([mult], np.int32)),
-                                 out.constant(f"{rq}_shift", np.array([shift], np.int32))],
-                    rq, yp.dtype, rq, x_zp=xp.zero_point, y_zp=yp.zero_point,
-                    act_min=yp.qmin, act_max=yp.qmax, rounding=rule))
-                x = rq
-            inputs.append(x)
+        inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
+                  for k, tensor in enumerate(node.input)]
         y = out.int_output(node.output[0], yp)
         out.nodes.append(make_node(Concat, inputs, y, yp.dtype, name,
                                    axis=int(attr(node, "axis", 1))))
 
 
+def _slice_params(node: onnx.NodeProto, ctx: QuantContext) -> list[np.ndarray] | str:
+    """Constant ``[starts, ends, axes, steps]`` of a Slice (inputs since opset 10, else
+    attributes), or why not."""
+    if len(node.input) > 1:
+        values = []
+        for k in range(1, 5):
+            name = node.input[k] if len(node.input) > k else ""
+            v = ctx.view.const(name) if name else None
+            if name and v is None:
+                what = ("starts", "ends", "axes", "steps")[k - 1]
+                return f"Slice '{node.name}': the {what} are computed at run time"
+            values.append(None if v is None else np.asarray(v, np.int64).reshape(-1))
+        starts, ends, axes, steps = values
+    else:
+        starts = np.array(attr(node, "starts", []), np.int64)
+        ends = np.array(attr(node, "ends", []), np.int64)
+        axes, steps = attr(node, "axes", None), None
+        axes = None if axes is None else np.array(axes, np.int64)
+    if starts is None or ends is None:
+        return f"Slice '{node.name}': starts and ends are required"
+    axes = np.arange(starts.size, dtype=np.int64) if axes is None else axes
+    steps = np.ones(starts.size, np.int64) if steps is None else steps
+    if len({starts.size, ends.size, axes.size, steps.size}) != 1 or (steps == 0).any():
+        return f"Slice '{node.name}': starts, ends, axes and steps do not match (or a step is 0)"
+    return [starts, ends, axes, steps]
+
+
+def split_sizes(node: onnx.NodeProto, ctx: QuantContext) -> tuple[int, list[int]] | str:
+    """``(axis, size of each output)`` of a Split, or why they are not known."""
+    axis = int(attr(node, "axis", 0))
+    shape = ctx.view.shapes.get(node.input[0])
+    if len(node.input) > 1 and node.input[1]:
+        split = ctx.view.const(node.input[1])
+        if split is None:
+            return f"Split '{node.name}': the split sizes are computed at run time"
+        sizes = [int(v) for v in np.asarray(split).reshape(-1)]
+    elif attr(node, "split", None) is not None:
+        sizes = [int(v) for v in attr(node, "split")]
+    else:
+        if shape is None or not -len(shape) <= axis < len(shape) or shape[axis] is None:
+            return (f"Split '{node.name}': equal parts need a static size of axis {axis}; fix "
+                    "the input shape with `ortnpu optimize --input-shape`")
+        n, dim = len(node.output), int(shape[axis])
+        part = -(-dim // n)   # opset 18: ceil(dim / n), the last output gets the rest
+        sizes = [max(0, min(part, dim - k * part)) for k in range(n)]
+    if len(sizes) != len(node.output) or any(v < 0 for v in sizes):
+        return f"Split '{node.name}': {len(sizes)} sizes for {len(node.output)} outputs"
+    return axis, sizes
+
+
+class SliceRule(LoweringRule):
+    """Slice (constant starts/ends/axes/steps) and Split (constant sizes) → ``Slice`` nodes,
+    one per output; the outputs keep the input's scale and zero point (TFLite's
+    STRIDED_SLICE/SPLIT copy)."""
+
+    op_types = ("Slice", "Split")
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        found = _slice_params(node, ctx) if node.op_type == "Slice" else split_sizes(node, ctx)
+        return found if isinstance(found, str) else None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        name = node.name or node.output[0]
+        if node.op_type == "Slice":
+            params = _slice_params(node, ctx)
+            if isinstance(params, str):
+                raise ValueError(params)
+            pieces = [(node.output[0], name, params)]
+        else:
+            found = split_sizes(node, ctx)
+            if isinstance(found, str):
+                raise ValueError(found)
+            axis, sizes = found
+            offsets = np.cumsum([0, *sizes])
+            pieces = [(o, f"{name}_{k}" if len(node.output) > 1 else name,
+                       [np.array([offsets[k]]), np.array([offsets[k + 1]]), np.array([axis]),
+                        np.array([1])])
+                      for k, o in enumerate(node.output) if o]
+        for tensor, piece, params in pieces:
+            consts = [out.constant(f"{piece}_{what}", np.asarray(v, np.int64))
+                      for what, v in zip(("starts", "ends", "axes", "steps"), params,
+                                         strict=True)]
+            y = out.int_output(tensor, xp)
+            out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, piece))
+
+
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
-    PoolRule(), LayoutRule(), ConcatRule(),
+    PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
+    RequantizeRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

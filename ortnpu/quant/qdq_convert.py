@@ -21,7 +21,8 @@ from ortnpu.target import Arithmetic, Target, integer_range
 
 #: Lowering rules whose output keeps the input's parameters on the NPU (pools, layout ops).
 KEEPS_INPUT_PARAMS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
-                                "Reshape", "Transpose", "Pad"})
+                                "Reshape", "Transpose", "Pad", "Squeeze", "Unsqueeze", "Slice",
+                                "Split"})
 _LINEAR = ("Conv", "Gemm", "MatMul")
 
 
@@ -247,11 +248,12 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
             why = f"TFLite's int8 {n.op_type} has fixed output parameters"
         if fixed is None:
             continue
-        y = n.output[0]
-        old = out.params.get(y)
-        if old is not None and old != fixed:
-            out.conversions.append(Conversion(y, f"{_fmt(old)} → {_fmt(fixed)}", why))
-        out.params[y] = fixed
+        for y in (n.output if n.op_type == "Split" else n.output[:1]):
+            old = out.params.get(y)
+            if y and old is not None and old != fixed:
+                out.conversions.append(Conversion(y, f"{_fmt(old)} → {_fmt(fixed)}", why))
+            if y:
+                out.params[y] = fixed
     # Weights and biases of the linear layers.
     seen: set[str] = set()
     for n in g.node:
@@ -285,7 +287,7 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
                 and p.op_type in RULE_OF_OP and RULE_OF_OP[p.op_type].fuses_activation):
             continue  # absorbed by its producer if that one runs on the NPU
         missing = [i for i in acts if i not in out.params]
-        if type(rule).__name__ not in ("PoolRule", "LayoutRule"):
+        if type(rule).__name__ not in ("PoolRule", "LayoutRule", "SliceRule"):
             y = n.output[0]
             act = (_fused_activation(n, consumers, consts, outputs)
                    if rule.fuses_activation else None)

@@ -242,6 +242,18 @@ class _Reader:
         if x in self.int_tensors:
             raise UnsupportedError(f"QuantizeLinear '{node.name}': quantizes an integer tensor")
         p = self.params_from(node, np.asarray(scale), zp, self.fl(x))
+        old = self.out.params.get(self.fl(x))
+        if self.fl(x) != x and old is not None and old != p:
+            # a DequantizeLinear → QuantizeLinear pair: a requantization (TFLite's QUANTIZE
+            # int8 → int8), kept as an Identity whose output has the new parameters
+            t = f"{node.output[0]}_requantized"
+            self.nodes.append(helper.make_node("Identity", [self.fl(x)], [t],
+                                               name=node.name or t))
+            self.set_params(node, t, p)
+            self.float_of[node.output[0]] = t
+            self.int_tensors.add(node.output[0])
+            self.out.producers.add("QDQ")
+            return
         self.set_params(node, self.fl(x), p)
         self.float_of[node.output[0]] = self.fl(x)
         self.int_tensors.add(node.output[0])

@@ -12,8 +12,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ortnpu.domain.arith import quantize_multiplier, rounding_divide_by_pot
-from ortnpu.quant.params import QuantParams
+from ortnpu.domain.arith import (
+    quantize_multiplier,
+    rescale,
+    round_half_away,
+    rounding_divide_by_pot,
+)
+from ortnpu.quant.params import QuantParams, multiplier
+from ortnpu.target import Arithmetic
 
 
 def float_table(fn: Callable[[np.ndarray], np.ndarray], xp: QuantParams,
@@ -83,4 +89,76 @@ def hard_swish_int8_table(xp: QuantParams, yp: QuantParams) -> np.ndarray | None
     preshift_out = np.where(prod >= 0, prod >> 15, -((-prod) >> 15))   # truncating division
     preshift_out = np.where((reluish == -32768) & (preshift == -32768), 32767, preshift_out)
     out = rounding_divide_by_pot(preshift_out.astype(np.int64), -out_e) + yp.zero_point
+    return np.clip(out, yp.qmin, yp.qmax).astype(yp.dtype)
+
+
+def _libm(name: str) -> Callable[[float], float] | None:
+    """The C library's float function ``name`` (``tanhf``, ``expm1f``, ``erff``...), or None.
+
+    TFLite builds its tables with ``std::tanh(float)`` and friends, i.e. the C library's
+    single-precision functions; numpy's float32 kernels may be vectorized implementations that
+    differ from them in the last bit, which moves a table entry sitting on a rounding tie.
+    """
+    import ctypes
+    import ctypes.util
+
+    path = ctypes.util.find_library("m")
+    try:
+        lib = ctypes.CDLL(path) if path else ctypes.CDLL(None)
+        fn = getattr(lib, name)
+    except (OSError, AttributeError):
+        return None
+    fn.restype, fn.argtypes = ctypes.c_float, [ctypes.c_float]
+    return fn
+
+
+def float32_function(name: str, fallback: Callable[[np.ndarray], np.ndarray]
+                     ) -> Callable[[np.ndarray], np.ndarray]:
+    """Elementwise float32 ``name`` from the C library (numpy ``fallback`` without one)."""
+    fn = _libm(name)
+    if fn is None:
+        return lambda v: np.asarray(fallback(np.asarray(v, np.float32)), np.float32)
+    return lambda v: np.array([fn(float(x)) for x in np.asarray(v, np.float32).reshape(-1)],
+                              np.float32).reshape(np.shape(v))
+
+
+def lut_populate(fn: Callable[[np.ndarray], np.ndarray], xp: QuantParams,
+                 yp: QuantParams) -> np.ndarray:
+    """TFLite's ``LUTPopulate`` for 8-bit tables (ELU, GELU...), all in float32.
+
+    ``dequantized = s_in * (q - zp_in)``, ``rescaled = round(f(dequantized) * (1 / s_out))``
+    (a float32 product with the float32 reciprocal, not a division), ``(int32)(rescaled +
+    zp_out)``, clamped. A value beyond int32 (or NaN) converts as x86's ``cvttss2si`` does, to
+    INT32_MIN, which the clamp makes the type's minimum.
+    """
+    info = np.iinfo(xp.dtype)
+    q = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
+    real = (np.float32(xp.scale) * (q - xp.zero_point).astype(np.float32)).astype(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = np.asarray(fn(real)).astype(np.float32)
+        rescaled = (f * (np.float32(1.0) / np.float32(yp.scale))).astype(np.float32)
+        rounded = round_half_away(rescaled.astype(np.float64)).astype(np.float32)
+        total = (rounded + np.float32(yp.zero_point)).astype(np.float64)
+    fits = np.isfinite(total) & (total >= -2.0 ** 31) & (total < 2.0 ** 31)
+    ints = np.where(fits, np.trunc(np.where(fits, total, 0.0)), float(-(1 << 31)))
+    return np.clip(ints.astype(np.int64), yp.qmin, yp.qmax).astype(yp.dtype)
+
+
+def leaky_relu_table(xp: QuantParams, yp: QuantParams, alpha: float, rule: str,
+                     arith: Arithmetic) -> np.ndarray:
+    """TFLite's ``QuantizeLeakyRelu`` for every input value (one table, the exact integers).
+
+    The kernel rescales ``x - zp_in`` by an identity multiplier (``s_in / s_out``) where it
+    is non-negative and by an alpha multiplier (``s_in * alpha / s_out``) elsewhere, both
+    computed in float32 (LeakyReluPrepare), then adds the output zero point and saturates.
+    """
+    s_in, s_out = np.float32(xp.scale), np.float32(yp.scale)
+    identity = multiplier(float(np.float32(s_in / s_out)), arith, rule)
+    slope = multiplier(float(np.float32(np.float32(s_in * np.float32(alpha)) / s_out)), arith,
+                       rule)
+    info = np.iinfo(xp.dtype)
+    x = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64) - xp.zero_point
+    pos = rescale(x, np.int64(identity[0]), np.int64(identity[1]), rule)
+    neg = rescale(x, np.int64(slope[0]), np.int64(slope[1]), rule)
+    out = np.where(x >= 0, pos, neg) + yp.zero_point
     return np.clip(out, yp.qmin, yp.qmax).astype(yp.dtype)

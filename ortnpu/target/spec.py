@@ -94,7 +94,8 @@ class SupportRules:
         "Conv", "Gemm", "MatMul", "Add", "Mul", "Relu", "Clip", "MaxPool", "AveragePool",
         "GlobalAveragePool", "Concat", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid",
         "Reshape", "Flatten", "Transpose", "Pad", "Squeeze", "Unsqueeze", "Identity",
-        "BatchNormalization", "Dropout"), metadata=_meta("ONNX op types the NPU can run"))
+        "BatchNormalization", "Dropout", "Slice", "Split", "Sub", "Max",
+        "Min", "LeakyRelu", "Elu", "Gelu"), metadata=_meta("ONNX op types the NPU can run"))
     cpu_preferred: tuple[str, ...] = field(default=("Softmax",), metadata=_meta(
         "ops the NPU could run but that are better left to the CPU"))
     max_kernel: int = field(default=16, metadata=_meta(
