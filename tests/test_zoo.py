@@ -61,7 +61,6 @@ YOLO_COMPILED = ("the compiled default session differs from the reference path o
 
 # (model, preset or ALL, check) -> the defect; check is "steps", "exact" or "placement"
 KNOWN: dict[tuple[str, str | None, str], str] = {
-    ("zoo_vad_if", ALL, "steps"): INT_INPUT,
     ("silero_vad", ALL, "steps"): SILERO,
     ("ppocr_cls", ALL, "steps"): PPOCR_CLS_EXPORT,
     ("ppocr_det", "tflite-a16w8", "exact"): PPOCR_DET_COMPILED,
@@ -69,9 +68,7 @@ KNOWN: dict[tuple[str, str | None, str], str] = {
     ("ppocr_det", ALL, "placement"): PPOCR_PLACEMENT,
     ("ppocr_rec", ALL, "placement"): PPOCR_PLACEMENT,
     **{(n, ALL, "steps"): OPSET9 for n in LIGHT},
-    ("zoo_vit_tiny", ALL, "placement"): ATTN_PLACEMENT,
     ("zoo_vit", ALL, "placement"): ATTN_PLACEMENT,
-    ("zoo_crnn_tiny", ALL, "placement"): SQUEEZE_PLACEMENT,
     ("zoo_crnn", ALL, "placement"): SQUEEZE_PLACEMENT,
     ("zoo_crnn_unrolled_tiny", ALL, "placement"): UNROLLED_PLACEMENT,
     ("zoo_crnn_unrolled", ALL, "placement"): UNROLLED_PLACEMENT,
