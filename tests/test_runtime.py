@@ -243,3 +243,14 @@ def test_npu_graph_with_int16_tensors_loads_at_every_optimization_level(level) -
     opts.graph_optimization_level = level
     ours = ortnpu.InferenceSession(npu, sess_options=opts)
     assert np.array_equal(ours.run(None, {"x": x})[0], ref)
+
+
+def test_session_options_from_session_options_print_nothing(capfd: pytest.CaptureFixture) -> None:
+    """Options built on options that already carry ortnpu's settings (a copy, or a session
+    made from ``session_options()``): no "Config with key ... already exists" line from
+    onnxruntime on the console."""
+    base = ortnpu.session_options()
+    capfd.readouterr()
+    again = ortnpu.session_options(base=base)
+    assert again.get_session_config_entry("session.disable_quant_qdq") == "1"
+    assert "already exists" not in capfd.readouterr().err

@@ -110,7 +110,10 @@ def session_options(intra_op_num_threads: int | None = None,
     # docs/export.md) and, in an opset-21 graph (int16 tensors), produce a QuantizeLinear whose
     # output_dtype contradicts its rewritten zero point, so the session refused the graph at
     # ORT_ENABLE_EXTENDED and above (issue 13). They are off at every optimization level.
-    so.add_session_config_entry("session.disable_quant_qdq", "1")
+    if not (_has_entry(so, "session.disable_quant_qdq")
+            and so.get_session_config_entry("session.disable_quant_qdq") == "1"):
+        # (re-adding a key makes onnxruntime print a warning on the console)
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
     so.log_severity_level = 3  # our empty-output error path makes onnxruntime warn; keep it quiet
     return so
 
