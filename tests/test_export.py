@@ -242,3 +242,25 @@ def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         onnx.checker.check_model(onnx.load(str(out)), full_check=True)
     assert "exact: true" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx")]) == 2
+
+
+@pytest.mark.parametrize("target", ["tflite-a16w8", "tflite-int8"])
+def test_export_of_attention_equals_the_simulator_on_stock_onnxruntime(target: str) -> None:
+    """Float attention MatMuls on the CPU read boundary dequantizations; in the export those are
+    Cast/Sub/Mul, and stock onnxruntime (default level) folds a Mul by a scalar into a following
+    MatMul (FusedMatMul: other rounding) and turns DQ -> op -> Q into its int8 kernels; the
+    export must give the simulator's numbers anyway (zoo ViT and PP-OCR rec on 16x8, issue 13)."""
+    from graphs import transformer
+
+    import ortnpu
+
+    rng = np.random.default_rng(3)
+    model = transformer(blocks=2, tokens=16, width=32)
+    npu = ortnpu.quantize(model, target,
+                          (rng.standard_normal((16, 16, 32)) * 2).astype(np.float32))
+    x = (rng.standard_normal((1, 16, 32)) * 2).astype(np.float32)
+    want = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    exported = ort.InferenceSession(ortnpu.export(npu).SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+    assert np.array_equal(exported.run(None, {"x": x})[0], want)
+    assert np.array_equal(ortnpu.InferenceSession(npu).run(None, {"x": x})[0], want)

@@ -169,7 +169,7 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
     used_by_standard: set[str] = set()
     for node in g.node:
         if node.domain != DOMAIN:
-            if not (opaque_dequantize and _dequantize_as_arithmetic(b, node, constants)):
+            if not (opaque_dequantize and _dequantize_as_arithmetic(b, node, constants, shapes)):
                 b.nodes.append(node)
             used_by_standard.update(node_inputs(node))   # subgraph bodies' reads too
             continue
@@ -212,7 +212,8 @@ def lower_model(model: onnx.ModelProto, table: Mapping[str, Lowering], style: st
 
 
 def _dequantize_as_arithmetic(b: Builder, node: onnx.NodeProto,
-                              constants: Mapping[str, np.ndarray]) -> bool:
+                              constants: Mapping[str, np.ndarray],
+                              shapes: Mapping[str, list[int | None]]) -> bool:
     """Emit a per-tensor DequantizeLinear as ``(float(x) - float(zp)) * scale``.
 
     Why: stock onnxruntime (default optimizations) fuses DequantizeLinear -> float op ->
@@ -239,6 +240,12 @@ def _dequantize_as_arithmetic(b: Builder, node: onnx.NodeProto,
     xf = b.emit("Cast", [node.input[0]], F32, to=F32)
     if int(zp) != 0:
         xf = b.emit("Sub", [xf, b.const(np.float32(zp), np.float32)], F32)
+    # The scale as a vector along the last axis where that axis is known: onnxruntime's
+    # MatMulScaleFusion folds a Mul by a *scalar* that feeds a MatMul into FusedMatMul(alpha),
+    # which rounds differently, and its NoopElimination removes an Add of 0 put in between.
+    last = (shapes.get(node.output[0]) or shapes.get(node.input[0]) or [None])[-1]
+    if isinstance(last, int) and last > 1:
+        scale = np.full(last, scale, np.float32)
     b.emit("Mul", [xf, b.const(scale, np.float32)], F32, output=node.output[0])
     return True
 
