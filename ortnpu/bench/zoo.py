@@ -27,6 +27,7 @@ import onnx
 
 from ortnpu import models_cache
 from ortnpu.errors import OrtNpuError
+from ortnpu.onnx_types import dim_size
 
 PRESETS = ("tflite-int8", "tflite-a16w8", "n2d2-int8")
 STEPS = ("load", "optimize", "evaluate", "quantize", "run", "export")
@@ -159,7 +160,7 @@ def make_feeds(model: onnx.ModelProto, entry: ZooModel, count: int,
         for inp in _inputs(model):
             tt = inp.type.tensor_type
             dtype = np.dtype(tensor_dtype_to_np_dtype(tt.elem_type))
-            shape = [d.dim_value if d.dim_value > 0 else 1 for d in tt.shape.dim]
+            shape = [dim_size(d) or 1 for d in tt.shape.dim]
             if np.issubdtype(dtype, np.floating):
                 feed[inp.name] = (rng.standard_normal(shape) * entry.scale).astype(dtype)
             elif dtype == np.bool_:
