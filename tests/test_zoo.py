@@ -32,28 +32,14 @@ ZOO_DATA = Path(__file__).resolve().parent / "data" / "zoo"
 CI_TARGET = "tflite-int8"
 ALL = None  # every preset
 
-ATTN_PLACEMENT = ("evaluate sends the attention MatMuls (two activations) to the CPU, quantize "
-                  "lowers them; quantize puts the cls-token Concat on the CPU, evaluate on the "
-                  "NPU; finding placement-vit")
-SQUEEZE_PLACEMENT = ("quantize puts the Squeeze before the LSTM on the CPU, evaluate on the NPU; "
-                     "finding placement-crnn")
-PPOCR_PLACEMENT = ("quantize puts nodes on the CPU that evaluate puts on the NPU (det: "
-                   "BatchNormalization.2 after a CPU ConvTranspose; rec: 53 vs 57/67 CPU nodes); "
-                   "finding placement-zoo")
-UNROLLED_PLACEMENT = ("unrolled LSTM: evaluate puts the gate Adds/Muls on the CPU that quantize "
-                      "lowers, quantize puts Squeeze/Unsqueeze on the CPU that evaluate keeps on "
-                      "the NPU (425 vs 362 CPU nodes on the tiny model); finding placement-zoo")
+A16W8_EXPORT = ("the integer export differs from the reference path (and the default session, "
+                "which agree) on int16-activation models: zoo_vit 'logits'/'saliency' up to 3e-4, "
+                "ppocr_rec 'softmax_11.tmp_0' up to 3e-4; finding export-a16w8")
 
 # (model, preset or ALL, check) -> the defect; check is "steps", "exact" or "placement"
 KNOWN: dict[tuple[str, str | None, str], str] = {
-    ("ppocr_det", ALL, "placement"): PPOCR_PLACEMENT,
-    ("ppocr_rec", ALL, "placement"): PPOCR_PLACEMENT,
-    ("zoo_vit_tiny", ALL, "placement"): ATTN_PLACEMENT,
-    ("zoo_vit", ALL, "placement"): ATTN_PLACEMENT,
-    ("zoo_crnn_tiny", ALL, "placement"): SQUEEZE_PLACEMENT,
-    ("zoo_crnn", ALL, "placement"): SQUEEZE_PLACEMENT,
-    ("zoo_crnn_unrolled_tiny", ALL, "placement"): UNROLLED_PLACEMENT,
-    ("zoo_crnn_unrolled", ALL, "placement"): UNROLLED_PLACEMENT,
+    ("zoo_vit", "tflite-a16w8", "exact"): A16W8_EXPORT,
+    ("ppocr_rec", "tflite-a16w8", "exact"): A16W8_EXPORT,
 }
 
 
