@@ -33,6 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu import console
 from ortnpu.errors import CalibrationError, ModelError
+from ortnpu.onnx_types import dim_size
 
 SCHEMA = "ortnpu.compare/1"
 DEFAULT_BATCH = 32
@@ -659,7 +660,7 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | N
     names = [i.name for i in inputs]
     specs = [spec_of(i) for i in inputs]
     first = inputs[0].type.tensor_type.shape.dim
-    fixed = first[0].dim_value if first and first[0].HasField("dim_value") else 0
+    fixed = (dim_size(first[0]) or 0) if first else 0
     size = fixed or DEFAULT_BATCH
     if data is None:
         raise CalibrationError("compare needs data: real samples of the model's inputs "

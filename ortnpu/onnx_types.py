@@ -8,6 +8,7 @@ model); ortnpu must answer with its own error naming the tensor instead (found b
 from __future__ import annotations
 
 import numpy as np
+import onnx
 from onnx import helper
 
 
@@ -27,4 +28,38 @@ def type_name(data_type: int) -> str:
         return f"unknown element type {data_type}"
 
 
-__all__ = ["np_dtype", "type_name"]
+def dim_size(dim: onnx.TensorShapeProto.Dimension) -> int | None:
+    """A dimension's fixed size, or None when it is unknown.
+
+    Unknown is a ``dim_param``, an empty dimension, or a non-positive ``dim_value``: Paddle
+    (PP-OCR) writes ``dim_value = -1`` for a dynamic size, and reading that -1 as a size made
+    a fixed-shape model's outputs contradict shape inference (finding export-ppocr-cls).
+    """
+    if dim.HasField("dim_value") and dim.dim_value > 0:
+        return int(dim.dim_value)
+    return None
+
+
+def dim_sizes(info: onnx.ValueInfoProto) -> list[int | None] | None:
+    """Every dimension's :func:`dim_size`, or None when the rank is unknown (or no tensor)."""
+    if not info.type.HasField("tensor_type") or not info.type.tensor_type.HasField("shape"):
+        return None
+    return [dim_size(d) for d in info.type.tensor_type.shape.dim]
+
+
+def clear_unknown_dims(info: onnx.ValueInfoProto, *, keep_params: bool = False) -> int:
+    """Make the unknown dimensions of ``info`` empty so shape inference may fill them: every
+    non-positive ``dim_value`` (which onnx's inference would compare with the size it infers
+    and refuse), and every ``dim_param`` unless ``keep_params``. Returns how many it cleared."""
+    if not info.type.HasField("tensor_type"):
+        return 0
+    cleared = 0
+    for d in info.type.tensor_type.shape.dim:
+        if dim_size(d) is None and (d.HasField("dim_value") or
+                                    (d.HasField("dim_param") and not keep_params)):
+            d.Clear()
+            cleared += 1
+    return cleared
+
+
+__all__ = ["clear_unknown_dims", "dim_size", "dim_sizes", "np_dtype", "type_name"]

@@ -27,7 +27,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ortnpu.errors import KernelError, ModelError, OrtNpuError, first_line
-from ortnpu.onnx_types import np_dtype, type_name
+from ortnpu.onnx_types import dim_size, np_dtype, type_name
 
 #: Oldest IR version accepted (ONNX IR 3 introduced opset imports).
 MIN_IR_VERSION = 3
@@ -84,6 +84,10 @@ def load_model(model: onnx.ModelProto | str | os.PathLike | bytes, *,
     return initializers_as_constants(proto)
 
 
+#: The first IR version whose initializers need not be graph inputs (constants, not defaults).
+MIN_IR_CONSTANT_INITIALIZERS = 4
+
+
 def initializers_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` without the graph inputs that are also initializers (a copy when any).
 
@@ -93,12 +97,21 @@ def initializers_as_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     fusion packs them, so an NPU graph that still declared them as inputs would ask for inputs
     it no longer has. :func:`load_model`, :func:`ortnpu.passes.optimize`, the quantizer and the
     exporters all call this; overriding such an initializer at run time is not supported.
+
+    IR version 3 required every initializer to be a graph input, so the result is at least
+    IR version 4 (:data:`MIN_IR_CONSTANT_INITIALIZERS`): without that, the initializers dropped
+    here and those the passes fold out of nodes would be undefined tensors to onnx's checker
+    and version converter ("Input conv1_w_0 is undefined", the onnx package's opset-9 models).
     """
     inits = {t.name for t in model.graph.initializer}
-    if not any(vi.name in inits for vi in model.graph.input):
+    as_inputs = any(vi.name in inits for vi in model.graph.input)
+    old_ir = 0 < model.ir_version < MIN_IR_CONSTANT_INITIALIZERS  # 0: unset, refused elsewhere
+    if not as_inputs and not old_ir:
         return model
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    if old_ir:
+        out.ir_version = MIN_IR_CONSTANT_INITIALIZERS
     keep = [vi for vi in out.graph.input if vi.name not in inits]
     del out.graph.input[:]
     out.graph.input.extend(keep)
@@ -425,7 +438,7 @@ def check_static_inputs(model: onnx.ModelProto, origin: str = "<model>") -> None
                              f"input_shapes={{{vi.name!r}: [1, 3, 224, 224]}} (CLI: "
                              f"--input-shape {vi.name}=1,3,224,224)")
         for k, dim in enumerate(tt.shape.dim):
-            if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            if dim_size(dim) is None:
                 label = dim.dim_param or "?"
                 raise ModelError(f"{origin}: input {vi.name!r} dimension {k} is dynamic "
                                  f"({label!r}) but this step needs fixed shapes; fix it with "

@@ -79,3 +79,49 @@ def test_if_on_a_non_constant_condition_stays() -> None:
     model.graph.initializer.append(cond)
     model.graph.node[2].input[0] = "two"
     assert not FoldConstantIf()(model).modified   # not a single value: onnxruntime refuses it
+
+
+def _nested_shape_ifs(depth: int) -> onnx.ModelProto:
+    """``depth`` Ifs, each in the then-branch of the one before, each on ``shape(x)[0] == 1``
+    (as Silero VAD picks a layout by batch size): every level needs shape inference and
+    constant folding before its If can fold, one cleanup round per level."""
+
+    def level(k: int) -> list[onnx.NodeProto]:
+        p = f"l{k}_"
+        if k == depth:
+            return [helper.make_node("Relu", ["x"], [f"{p}y"], name=f"{p}relu")]
+        then = helper.make_graph(level(k + 1), f"{p}then", [], [
+            helper.make_tensor_value_info(f"l{k + 1}_y", TensorProto.FLOAT, None)])
+        other = helper.make_graph(
+            [helper.make_node("Neg", ["x"], [f"{p}neg"], name=f"{p}neg")], f"{p}else", [],
+            [helper.make_tensor_value_info(f"{p}neg", TensorProto.FLOAT, None)])
+        return [
+            helper.make_node("Constant", [], [f"{p}zero"], name=f"{p}c0",
+                             value=numpy_helper.from_array(np.array(0, np.int64))),
+            helper.make_node("Constant", [], [f"{p}one"], name=f"{p}c1",
+                             value=numpy_helper.from_array(np.array(1, np.int64))),
+            helper.make_node("Shape", ["x"], [f"{p}shape"], name=f"{p}shape"),
+            helper.make_node("Gather", [f"{p}shape", f"{p}zero"], [f"{p}batch"],
+                             name=f"{p}gather"),
+            helper.make_node("Equal", [f"{p}batch", f"{p}one"], [f"{p}cond"], name=f"{p}eq"),
+            helper.make_node("If", [f"{p}cond"], [f"{p}y"], name=f"{p}if", then_branch=then,
+                             else_branch=other)]
+
+    graph = helper.make_graph(level(0), "nested", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("l0_y", TensorProto.FLOAT, ["N", 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_deeply_nested_constant_ifs_all_fold() -> None:
+    """Silero VAD kept its last If after optimize: the cleanup rounds stopped at 4 while each
+    nesting level needs one (finding silero-fixed-shapes); they now repeat until nothing
+    changes."""
+    model = _nested_shape_ifs(7)
+    optimized = ortnpu.optimize(model, input_shapes={"x": [1, 4]})
+    assert [n.op_type for n in optimized.graph.node] == ["Relu"]
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    assert np.array_equal(_run(optimized, {"x": x}), _run(model, {"x": x}))

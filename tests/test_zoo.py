@@ -32,48 +32,9 @@ ZOO_DATA = Path(__file__).resolve().parent / "data" / "zoo"
 CI_TARGET = "tflite-int8"
 ALL = None  # every preset
 
-LIGHT = [n for n in zoo.ZOO if n.startswith("light_")]
-INT_INPUT = ("calibration feeds the int64 input 'sr' as float32 (CalibrationError: 'Unexpected "
-             "input data type'); finding calib-int-input")
-OPSET9 = ("quantize cannot upgrade the optimized opset-9 / IR-3 model: onnx's version converter "
-          "says 'Input conv1_w_0 is undefined!' (initializers made by optimize are not graph "
-          "inputs); finding opset9-upgrade")
-ATTN_PLACEMENT = ("evaluate sends the attention MatMuls (two activations) to the CPU, quantize "
-                  "lowers them; quantize puts the cls-token Concat on the CPU, evaluate on the "
-                  "NPU; finding placement-vit")
-SQUEEZE_PLACEMENT = ("quantize puts the Squeeze before the LSTM on the CPU, evaluate on the NPU; "
-                     "finding placement-crnn")
-SILERO = ("optimize(input_shapes=...) makes the real Silero VAD unloadable (LSTM in an If branch: "
-          "'First input tensor must have rank 3'), so calibration fails; finding "
-          "silero-fixed-shapes (then calib-int-input)")
-PPOCR_CLS_EXPORT = ("integer export fails onnx.checker: the Paddle output shape [-1, 2] (dim_value "
-                    "-1) survives FixInputShapes; finding export-ppocr-cls")
-PPOCR_DET_COMPILED = ("compiled default session differs from the reference path on PP-OCRv4 det's "
-                      "sigmoid output (up to 5e-7); finding ppocr-det-compiled")
-PPOCR_PLACEMENT = ("quantize puts nodes on the CPU that evaluate puts on the NPU (det: "
-                   "BatchNormalization.2 after a CPU ConvTranspose; rec: 53 vs 57/67 CPU nodes); "
-                   "finding placement-zoo")
-UNROLLED_PLACEMENT = ("unrolled LSTM: evaluate puts the gate Adds/Muls on the CPU that quantize "
-                      "lowers, quantize puts Squeeze/Unsqueeze on the CPU that evaluate keeps on "
-                      "the NPU (425 vs 362 CPU nodes on the tiny model); finding placement-zoo")
-YOLO_COMPILED = ("the compiled default session differs from the reference path on zoo_yolo "
-                 "(tflite-int8), max |diff| 1.9 on 'detections'; finding compiled-yolo")
-
-# (model, preset or ALL, check) -> the defect; check is "steps", "exact" or "placement"
-KNOWN: dict[tuple[str, str | None, str], str] = {
-    ("silero_vad", ALL, "steps"): SILERO,
-    ("ppocr_cls", ALL, "steps"): PPOCR_CLS_EXPORT,
-    ("ppocr_det", "tflite-a16w8", "exact"): PPOCR_DET_COMPILED,
-    ("ppocr_det", "n2d2-int8", "exact"): PPOCR_DET_COMPILED,
-    ("ppocr_det", ALL, "placement"): PPOCR_PLACEMENT,
-    ("ppocr_rec", ALL, "placement"): PPOCR_PLACEMENT,
-    **{(n, ALL, "steps"): OPSET9 for n in LIGHT},
-    ("zoo_vit", ALL, "placement"): ATTN_PLACEMENT,
-    ("zoo_crnn", ALL, "placement"): SQUEEZE_PLACEMENT,
-    ("zoo_crnn_unrolled_tiny", ALL, "placement"): UNROLLED_PLACEMENT,
-    ("zoo_crnn_unrolled", ALL, "placement"): UNROLLED_PLACEMENT,
-    ("zoo_yolo", "tflite-int8", "exact"): YOLO_COMPILED,
-}
+# (model, preset or ALL, check) -> the defect, a strict xfail until it is fixed; check is
+# "steps", "exact" or "placement". Every defect the zoo found so far is fixed.
+KNOWN: dict[tuple[str, str | None, str], str] = {}
 
 
 def _known(model: str, target: str, check: str) -> str | None:

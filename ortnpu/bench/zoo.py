@@ -27,6 +27,7 @@ import onnx
 
 from ortnpu import models_cache
 from ortnpu.errors import OrtNpuError
+from ortnpu.onnx_types import dim_size
 
 PRESETS = ("tflite-int8", "tflite-a16w8", "n2d2-int8")
 STEPS = ("load", "optimize", "evaluate", "quantize", "run", "export")
@@ -46,6 +47,7 @@ class ZooModel:
             (YOLO-style ``[1, 4 + nc, anchors]``), ``ctc`` (greedy-decoded strings), each
             reported with the minimum cosine over the outputs as well.
         input_shapes: fixed shapes for dynamic inputs (passed to ``optimize``).
+        freeze: inputs frozen to constants (passed to ``optimize``), e.g. a sample rate.
         int_values: values to cycle through for integer inputs (e.g. ``sr``: 16000, 8000).
         scale: standard deviation of the random float inputs.
         description: one line for the table.
@@ -57,6 +59,7 @@ class ZooModel:
     file: str
     metric: str
     input_shapes: Mapping[str, Sequence[int]] | None = None
+    freeze: Mapping[str, object] | None = None
     int_values: Mapping[str, Sequence[int]] = field(default_factory=dict)
     scale: float = 1.0
     description: str = ""
@@ -102,8 +105,8 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
     ZooModel("zoo_crnn_unrolled", "zoo_crnn_unrolled.onnx", "ctc",
              description="CNN + unrolled bidirectional LSTM CTC reader 32x128, 37 classes"),
     ZooModel("silero_vad", "silero_vad.onnx", "cosine",
-             input_shapes={"input": [1, 576], "state": [2, 1, 128]},
-             int_values={"sr": (16000,)}, scale=0.3,
+             input_shapes={"input": [1, 576], "state": [2, 1, 128]}, freeze={"sr": 16000},
+             scale=0.3,
              description="Silero VAD as shipped by the silero-vad package (If, LSTM, int64 sr)"),
     ZooModel("ppocr_det", "ch_PP-OCRv4_det_infer.onnx", "cosine",
              input_shapes={"x": [1, 3, 64, 128]}, scale=1.0,
@@ -159,7 +162,7 @@ def make_feeds(model: onnx.ModelProto, entry: ZooModel, count: int,
         for inp in _inputs(model):
             tt = inp.type.tensor_type
             dtype = np.dtype(tensor_dtype_to_np_dtype(tt.elem_type))
-            shape = [d.dim_value if d.dim_value > 0 else 1 for d in tt.shape.dim]
+            shape = [dim_size(d) or 1 for d in tt.shape.dim]
             if np.issubdtype(dtype, np.floating):
                 feed[inp.name] = (rng.standard_normal(shape) * entry.scale).astype(dtype)
             elif dtype == np.bool_:
@@ -351,7 +354,8 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
     try:
         model = _step(result, "load", lambda: onnx.load(str(path)))
         opt = _step(result, "optimize",
-                    lambda: ortnpu.optimize(model, input_shapes=entry.input_shapes))
+                    lambda: ortnpu.optimize(model, input_shapes=entry.input_shapes,
+                                            freeze=entry.freeze))
         report = _step(result, "evaluate", lambda: ortnpu.evaluate(opt, target))
         result.cpu_evaluate = set(report.plan.cpu_nodes)
         calib = make_feeds(opt, entry, calib_samples, seed)

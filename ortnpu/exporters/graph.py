@@ -21,6 +21,7 @@ from ortnpu.domain import DOMAIN, OPS, OpSpec, parse_op_type, spec_of
 from ortnpu.domain.spec import ONNX_OF_DTYPE
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.exporters.builder import F32, NP_OF_ONNX, Builder
+from ortnpu.onnx_types import dim_size
 from ortnpu.passes.graph import node_inputs
 
 #: Lowest default-domain opset of an export (ReduceSum/Clip/Pad with tensor inputs).
@@ -106,8 +107,7 @@ def _known_types(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, list
         if t.elem_type:
             types[vi.name] = t.elem_type
         if t.HasField("shape"):
-            shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None
-                               for d in t.shape.dim]
+            shapes[vi.name] = [dim_size(d) for d in t.shape.dim]
     for init in g.initializer:
         types[init.name] = init.data_type
         shapes[init.name] = list(init.dims)

@@ -43,6 +43,9 @@ PASS_NAMES = ("NameNodes", "FreezeInputs", "FixInputShapes", "InferShapes", "Fol
               "FuseMatMulAdd", "EqualizeWeights",
               "MarkFusedActivations")
 
+#: Bound on the rounds of the cleanup passes (they stop as soon as a round changes nothing).
+CLEANUP_ROUNDS = 32
+
 
 def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
                    freeze: Mapping[str, Any] | None = None, target: Any = None,
@@ -81,7 +84,9 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
         passes.append(FreezeInputs(freeze))
     if input_shapes:
         passes.append(FixInputShapes(input_shapes))
-    passes.append(Repeat(cleanup))
+    # until nothing changes: each nesting level of If on a shape (Silero VAD) needs its own
+    # round (inline, infer shapes, fold the condition); the bound only stops a pass that flips
+    passes.append(Repeat(cleanup, max_iterations=CLEANUP_ROUNDS))
     # no DuplicateSharedWeights: the passes that change a layer's weights (FoldBatchNorm,
     # EqualizeWeights, DivByConstantToMul) copy a shared tensor on write, and the quantizer
     # emits each layer's integer weights itself; copying tied weights up front multiplied an

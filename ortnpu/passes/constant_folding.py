@@ -27,7 +27,9 @@ class FoldConstants(Pass):
 
     Args:
         max_elements: outputs larger than this stay computed at run time (avoids blowing up the
-            file with e.g. ``ConstantOfShape`` results).
+            file with e.g. ``ConstantOfShape`` results), unless a layer reads them as its
+            weights or bias: a layer needs constant weights to run on the NPU (the onnx
+            package's alexnet/vgg19/zfnet512 fill their large Gemm weights by ConstantOfShape).
     """
 
     def __init__(self, max_elements: int = 1 << 22) -> None:
@@ -71,7 +73,7 @@ class FoldConstants(Pass):
         for node in to_compute:
             outs = [o for o in node.output if o]
             if all(o in values for o in outs) and all(
-                    values[o].size <= self.max_elements for o in outs):
+                    values[o].size <= self.max_elements or _is_weight(index, o) for o in outs):
                 folded_nodes.append(node)
                 for o in outs:
                     known[o] = values[o]
@@ -129,6 +131,17 @@ class FoldConstants(Pass):
             except Exception:  # fall back to one node at a time
                 continue
         return results
+
+
+#: Inputs of a layer that hold its weights and bias (constants the quantizer bakes in).
+_WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,)}
+
+
+def _is_weight(index: GraphIndex, name: str) -> bool:
+    """Some consumer of ``name`` reads it as a layer's weights or bias."""
+    return any(node.input[k] == name
+               for node in index.consumers.get(name, ())
+               for k in _WEIGHT_INPUTS.get(node.op_type, ()) if k < len(node.input))
 
 
 def _attr_int(node: onnx.NodeProto, name: str, default: int) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import onnx
 
 from ortnpu.errors import ModelError
+from ortnpu.onnx_types import clear_unknown_dims
 from ortnpu.passes.base import Pass
 from ortnpu.passes.graph import shape_of
 
@@ -45,7 +46,7 @@ class FixInputShapes(Pass):
                                  f"{dims} has rank {len(dims)}")
             if old is not None:
                 for axis, (a, b) in enumerate(zip(old, dims, strict=True)):
-                    if isinstance(a, int) and a > 0 and a != b:
+                    if isinstance(a, int) and a != b:
                         raise ModelError(f"input {name!r} has size {a} on axis {axis}; the given "
                                          f"shape {dims} says {b}")
             if old == dims:
@@ -57,10 +58,6 @@ class FixInputShapes(Pass):
             changes.append(f"fixed input {name!r} from {old} to {dims}")
         if changes:
             del model.graph.value_info[:]
-            for out in model.graph.output:
-                dims_out = shape_of(out)
-                if dims_out is not None and not all(isinstance(d, int) for d in dims_out):
-                    for d in out.type.tensor_type.shape.dim:
-                        if d.HasField("dim_param"):
-                            d.ClearField("dim_param")
+            for out in model.graph.output:  # symbolic or -1 (Paddle): inference fills them
+                clear_unknown_dims(out)
         return changes

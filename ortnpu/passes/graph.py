@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ortnpu.onnx_types import dim_size
+
 #: A tensor shape as far as it is known: ints for static dims, str or None for dynamic ones.
 Shape = list[int | str | None]
 
@@ -241,15 +243,8 @@ def shape_of(info: onnx.ValueInfoProto | None) -> Shape | None:
     tt = info.type.tensor_type
     if not tt.HasField("shape"):
         return None
-    dims: Shape = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
-    return dims
+    # a non-positive dim_value (Paddle's -1) is unknown, like an empty dim
+    return [d.dim_param if d.HasField("dim_param") else dim_size(d) for d in tt.shape.dim]
 
 
 def shapes_and_types(model: onnx.ModelProto) -> tuple[dict[str, Shape], dict[str, int]]:

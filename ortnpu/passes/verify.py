@@ -18,6 +18,7 @@ from onnx import helper
 
 from ortnpu.console import quiet_session_options
 from ortnpu.errors import ModelError, first_line
+from ortnpu.onnx_types import dim_size
 
 #: Largest tensor, in bytes, the output check creates (an input) or lets onnxruntime compute
 #: (an intermediate or output of static inferred shape): 512 MiB.
@@ -48,8 +49,9 @@ def _input_specs(model: onnx.ModelProto, input_shapes: Mapping[str, Sequence[int
             dims = []
             rank = len(tt.shape.dim)
             for axis, d in enumerate(tt.shape.dim):
-                if d.HasField("dim_value") and d.dim_value > 0:
-                    dims.append(int(d.dim_value))
+                size = dim_size(d)
+                if size is not None:
+                    dims.append(size)
                 else:
                     guessed = True
                     dims.append(32 if rank == 4 and axis >= 2 else 1)
@@ -79,8 +81,8 @@ def check_tensor_sizes(model: onnx.ModelProto) -> None:
         tt = vi.type.tensor_type
         if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
             continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-        if any(d < 0 for d in dims):
+        dims = [dim_size(d) for d in tt.shape.dim]
+        if any(d is None for d in dims):
             continue
         try:
             nbytes = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ortnpu.onnx_types import dim_size
 from ortnpu.passes.graph import node_inputs
 from ortnpu.quant.calibrate import Calibrator
 from ortnpu.quant.params import QuantParams, activation_params
@@ -44,8 +45,7 @@ class GraphView:
                 view.consumers.setdefault(i, []).append(node)
         for vi in [*g.input, *g.output, *g.value_info]:
             dims = vi.type.tensor_type.shape.dim
-            view.shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else None
-                                    for d in dims]
+            view.shapes[vi.name] = [dim_size(d) for d in dims]
         for name, value in view.constants.items():
             view.shapes.setdefault(name, list(value.shape))
         view.graph_outputs = {o.name for o in g.output}

@@ -616,7 +616,7 @@ class PoolRule(LoweringRule):
         y = out.int_output(node.output[0], xp)
         clamp = {"act_min": xp.qmin, "act_max": xp.qmax}
         if node.op_type == "GlobalAveragePool":
-            shape = ctx.view.shapes.get(node.input[0]) or []   # the batch axis is not read
+            shape = ctx.view.shapes.get(node.input[0]) or []  # batch may be dynamic: [1:] read
             if ctx.arith.rounding.startswith("tflite") and len(shape) == 4 and \
                     all(isinstance(d, int) and d > 0 for d in shape[1:]):
                 _emit_tflite_mean(out, x, y, xp, shape, name)

@@ -29,7 +29,7 @@ from onnx import helper, numpy_helper
 from ortnpu.domain import DOMAIN, kernels, spec_of
 from ortnpu.domain.spec import Attr, Input, OpSpec, op_type_name, parse_op_type
 from ortnpu.errors import KernelError
-from ortnpu.onnx_types import np_dtype
+from ortnpu.onnx_types import dim_size, np_dtype
 from ortnpu.passes.graph import node_inputs
 
 #: Programs of the live sessions, by id (a session keeps its programs alive).
@@ -126,7 +126,7 @@ def _shape_of(model: onnx.ModelProto, name: str) -> tuple[Any, ...] | None:
     for vi in [*model.graph.value_info, *model.graph.output, *model.graph.input]:
         tt = vi.type.tensor_type
         if vi.name == name and tt.HasField("shape"):
-            return tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+            return tuple(dim_size(d) for d in tt.shape.dim)
     return None
 
 

@@ -31,3 +31,21 @@ def test_dynamic_shape_not_folded() -> None:
                helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
               {"x": ["n", 3]}, {"y": ["n", 3]})
     assert not FoldConstants()(InferShapes()(m).model).modified
+
+
+def test_large_results_fold_only_as_layer_weights() -> None:
+    """The onnx package's alexnet/vgg19/zfnet512 fill their big Gemm weights by ConstantOfShape:
+    above the size cap they stayed computed at run time, so the Gemm had no constant weights
+    and went to the CPU (finding opset9-upgrade). A weight folds whatever its size; another
+    large result still does not."""
+    fill = numpy_helper.from_array(np.array([0.5], np.float32))
+    m = model([helper.make_node("ConstantOfShape", ["wshape"], ["w"], name="wfill", value=fill),
+               helper.make_node("Gemm", ["x", "w"], ["g"], name="fc"),
+               helper.make_node("ConstantOfShape", ["ashape"], ["a"], name="afill", value=fill),
+               helper.make_node("Add", ["g", "a"], ["y"], name="add")],
+              {"x": [2, 8]}, {"y": [2, 8]},
+              [init("wshape", np.array([8, 8], np.int64)),
+               init("ashape", np.array([2, 8], np.int64))])
+    result = FoldConstants(max_elements=10)(m)
+    assert ops(result.model) == ["Gemm", "ConstantOfShape", "Add"]
+    assert_same(m, result.model)
