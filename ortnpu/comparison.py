@@ -674,11 +674,8 @@ def _batches(data: Data, inputs: list[onnx.ValueInfoProto], max_samples: int | N
         arrays = {n: _array(data, n, names) for n in names}
         if fixed and sample_axis(specs[0], arrays[names[0]], None, batch_axes) not in (0, None):
             size = 1   # the batch is on another axis: one sample at a time
-        for count, feed in sample_batches(specs, arrays, batch_axes=batch_axes, batch=size,
-                                          limit=max_samples, where="compare"):
-            if fixed and size > 1 and count != fixed:
-                break
-            yield count, feed
+        yield from sample_batches(specs, arrays, batch_axes=batch_axes, batch=size,
+                                  limit=max_samples, where="compare", whole=bool(fixed))
         return
     if hasattr(data, "get_next"):
         reader = data

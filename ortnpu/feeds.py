@@ -16,17 +16,23 @@ state ``[2, batch, 64]``, none for a scalar such as a sample rate. The axis is, 
 
 An input given for one sample only (size 1 on its sample axis) is fed unchanged with every
 sample of the others.
+
+:func:`run_samples` runs such arrays through a session: at once when the model takes them, else
+a fixed batch at a time (exported models often fix the batch to 1), joining the outputs, so a
+multi-sample file works in ``run``, ``compare`` and ``autofix`` alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 
-from ortnpu.errors import CalibrationError
+from ortnpu import console
+from ortnpu.errors import CalibrationError, ModelError
 from ortnpu.onnx_types import np_dtype, type_name
 
 #: A sample axis: an axis number, None (the same value for every sample) or STACKED (the array
@@ -188,6 +194,112 @@ def _take(array: np.ndarray, axis: int | str | None, start: int, stop: int,
     return array[tuple(index)]
 
 
+def check_whole_batches(n: int, batch: int) -> None:
+    """Refuse ``n`` samples for a model that fixes its batch to ``batch`` unless they split
+    into whole batches.
+
+    Raises:
+        ModelError: ``n`` is not a multiple of ``batch``.
+    """
+    if n % batch:
+        raise ModelError(f"the model takes batches of {batch} samples (its input shape fixes "
+                         f"the batch axis); {n} samples is not a multiple of {batch}: drop "
+                         f"{n % batch} sample(s) or pad the data")
+
+
+def fixed_batch(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray],
+                batch_axes: Mapping[str, int | None] | None = None) -> int | None:
+    """The batch size the model fixes when ``arrays`` hold a different number of samples.
+
+    Looks at the first input with a known shape and a sample axis: ``None`` when that axis is
+    free (a batch symbol) or the arrays already hold exactly the fixed number of samples (they
+    run as given), else the fixed size.
+    """
+    symbol = batch_symbol(specs)
+    for s in specs:
+        if s.name in arrays and s.shape:
+            a = np.asarray(arrays[s.name])
+            axis = sample_axis(s, a, symbol, batch_axes)
+            if isinstance(axis, int) and isinstance(s.shape[axis], int) and s.shape[axis] > 0:
+                return s.shape[axis] if a.shape[axis] != s.shape[axis] else None
+            return None
+    return None
+
+
+def session_specs(sess: Any) -> list[InputSpec]:
+    """The :class:`InputSpec` of each input of an (ortnpu or onnxruntime) session."""
+    specs = []
+    for i in sess.get_inputs():
+        kind = str(i.type or "")
+        name = kind[len("tensor("):-1].upper() if kind.startswith("tensor(") else ""
+        elem = dict(onnx.TensorProto.DataType.items()).get(name, 0)
+        shape = None if i.shape is None else tuple(d if isinstance(d, (int, str)) else None
+                                                   for d in i.shape)
+        specs.append(InputSpec(i.name, elem, shape))
+    return specs
+
+
+def run_samples(sess: Any, feed: Mapping[str, np.ndarray],
+                output_names: Sequence[str] | None = None, *,
+                batch_axes: Mapping[str, int | None] | None = None, progress: bool = True,
+                desc: str = "run", where: str = "") -> list[np.ndarray]:
+    """Run ``feed`` through ``sess``, a fixed batch at a time when the model needs it.
+
+    The feed runs in one call when the model takes it as given. A model that fixes its batch
+    (see :func:`fixed_batch`) fed more samples, or ``batch_axes`` given, runs batch by batch
+    along each input's own sample axis, and each output is joined along its own sample axis.
+
+    Args:
+        sess: an :class:`ortnpu.InferenceSession` or ``onnxruntime.InferenceSession``.
+        feed: ``{input name: array}``.
+        output_names: outputs to return (default: all).
+        batch_axes: sample axes given by the caller (``--batch-axis``).
+        progress: a progress bar over the batches on a terminal.
+        desc: the bar's label.
+        where: prefix of input error messages (e.g. the data file).
+
+    Raises:
+        ModelError: the sample count is not a multiple of the fixed batch, or an output does
+            not hold one row per sample so the batches' outputs cannot be joined.
+        CalibrationError: an array does not fit its input.
+    """
+    names = list(output_names) if output_names else [o.name for o in sess.get_outputs()]
+    specs = [s for s in session_specs(sess) if s.name in feed]
+    batch = fixed_batch(specs, feed, batch_axes)
+    if batch is None and not batch_axes:
+        return list(sess.run(names, dict(feed)))
+    symbol = batch_symbol(specs)
+    total = None
+    if batch is not None:
+        first = next(s for s in specs if s.name in feed and s.shape)
+        axis = sample_axis(first, np.asarray(feed[first.name]), symbol, batch_axes)
+        n = np.asarray(feed[first.name]).shape[int(axis)]   # type: ignore[arg-type]
+        check_whole_batches(n, batch)
+        total = n // batch
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    batches = console.progress(
+        sample_batches(specs, feed, batch_axes=batch_axes, batch=batch or 1 << 30, where=where),
+        total=total, desc=desc, unit="batch", enabled=progress)
+    for _, part in batches:
+        for k, v in enumerate(sess.run(names, part)):
+            parts[k].append(v)
+    oshapes = {o.name: o.shape for o in sess.get_outputs()}
+    joined = []
+    for name, vs in zip(names, parts, strict=True):
+        if len(vs) == 1:
+            joined.append(vs[0])
+            continue
+        axis = output_axis(oshapes.get(name), symbol)
+        if batch is not None and (axis is None or any(
+                np.ndim(v) <= axis or np.shape(v)[axis] != batch for v in vs)):
+            raise ModelError(f"output {name!r} has shape {list(np.shape(vs[0]))} for a batch "
+                             f"of {batch}, not one row per sample, so the outputs of "
+                             f"{batch * len(vs)} samples cannot be joined; run the samples one "
+                             "batch at a time")
+        joined.append(vs[0] if axis is None else np.concatenate(vs, axis))
+    return joined
+
+
 def iter_samples(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *,
                  batch_axes: Mapping[str, int | None] | None = None, batch: int = 1,
                  limit: int | None = None, where: str = "") -> Iterator[dict[str, np.ndarray]]:
@@ -199,10 +311,12 @@ def iter_samples(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *
 
 def sample_batches(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray], *,
                    batch_axes: Mapping[str, int | None] | None = None, batch: int = 1,
-                   limit: int | None = None,
-                   where: str = "") -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+                   limit: int | None = None, where: str = "",
+                   whole: bool = False) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
     """(sample count, feed) pairs of ``batch`` samples (1 when an input stacks its samples)
     cut from ``arrays``, each input in its own element type and cut along its own sample axis.
+    ``whole``: the model needs exactly ``batch`` samples per feed, so a last incomplete batch
+    is left out (the caller reports how many samples it used).
 
     Raises:
         CalibrationError: an array is missing, has the wrong type, or ``batch_axes`` names
@@ -230,8 +344,11 @@ def sample_batches(specs: Sequence[InputSpec], arrays: Mapping[str, np.ndarray],
     step = 1 if any(ax == STACKED for _, _, ax, _ in prepared) else max(1, batch)
     for start in range(0, n, step):
         stop = min(start + step, n)
+        if whole and stop - start != step:
+            return
         yield stop - start, {k: _take(a, ax, start, stop, c) for k, a, ax, c in prepared}
 
 
-__all__ = ["STACKED", "InputSpec", "batch_symbol", "cast_input", "input_specs", "iter_samples",
-           "output_axis", "parse_batch_axes", "sample_axis", "sample_batches", "spec_of"]
+__all__ = ["STACKED", "InputSpec", "batch_symbol", "cast_input", "check_whole_batches",
+           "fixed_batch", "input_specs", "iter_samples", "output_axis", "parse_batch_axes",
+           "run_samples", "sample_axis", "sample_batches", "session_specs", "spec_of"]

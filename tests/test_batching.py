@@ -11,9 +11,9 @@ from graphs import images, small_cnn
 from onnx import TensorProto, helper
 
 import ortnpu
-from ortnpu.batching import fixed_batch, run_samples, sample_batches
 from ortnpu.cli import main
 from ortnpu.errors import ModelError
+from ortnpu.feeds import InputSpec, fixed_batch, run_samples, sample_batches
 
 
 @pytest.fixture(scope="module")
@@ -22,17 +22,31 @@ def batch1() -> tuple[onnx.ModelProto, onnx.ModelProto]:
     return model, ortnpu.quantize(model, "tflite-int8", images(16))
 
 
+def _spec(name: str, *shape: int | str | None) -> InputSpec:
+    return InputSpec(name, TensorProto.FLOAT, shape)
+
+
 def test_fixed_batch() -> None:
-    assert fixed_batch([1]) == 1 and fixed_batch([4, 4]) == 4
-    assert fixed_batch(["N"]) is None and fixed_batch([None]) is None
-    assert fixed_batch([1, 2]) is None   # an input whose first axis is not the sample
-    assert fixed_batch([]) is None
+    def fixed(*specs: InputSpec, n: int = 8) -> int | None:
+        arrays = {s.name: np.zeros([n if d == 1 or d == 4 else 3 for d in s.shape], np.float32)
+                  for s in specs}
+        return fixed_batch(specs, arrays)
+
+    assert fixed(_spec("x", 1, 3)) == 1 and fixed(_spec("x", 4, 3), _spec("y", 4)) == 4
+    assert fixed(_spec("x", "N", 3)) is None and fixed(_spec("x", None, 3)) is None
+    assert fixed(_spec("x", 1, 3), n=1) is None   # exactly one batch: run as given
+    # the batch axis of a recurrent state [2, 1, 64] is its axis of size 1, not the first
+    h0 = _spec("h0", 2, 1, 5)
+    assert fixed_batch([h0], {"h0": np.zeros((2, 6, 5), np.float32)}) == 1
+    assert fixed_batch([], {}) is None
 
 
 def test_sample_batches() -> None:
     x = np.arange(7)
-    assert [b["x"].tolist() for b in sample_batches({"x": x}, 3)] == [[0, 1, 2], [3, 4, 5], [6]]
-    assert [b["x"].tolist() for b in sample_batches({"x": x}, 3, whole=True)] == [
+    specs = [InputSpec("x", 0, None)]
+    assert [b["x"].tolist() for _, b in sample_batches(specs, {"x": x}, batch=3)] == [
+        [0, 1, 2], [3, 4, 5], [6]]
+    assert [b["x"].tolist() for _, b in sample_batches(specs, {"x": x}, batch=3, whole=True)] == [
         [0, 1, 2], [3, 4, 5]]
 
 

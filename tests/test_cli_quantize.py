@@ -62,6 +62,23 @@ def test_bad_input_is_one_line_and_exit_2(model_file: Path, tmp_path: Path, caps
                  "-o", str(tmp_path / "o.onnx")]) == 2
 
 
+def test_unknown_int16_and_force_cpu_names_are_refused(model_file: Path, tmp_path: Path,
+                                                       capsys) -> None:
+    """A typo in --int16 / --force-cpu used to be ignored silently."""
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=images(8))
+    out = tmp_path / "npu.onnx"
+    for option, typo, close in (("--int16", "c33", "'c3'"), ("--force-cpu", "Sofmax", "'Softmax'")):
+        assert main(["quantize", str(model_file), "--calib", str(calib), "-o", str(out),
+                     option, typo]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"{option} {typo!r} is not" in err[0], err
+        assert f"did you mean {close}" in err[0], err
+        assert not out.exists()
+    assert main(["quantize", str(model_file), "--calib", str(calib), "-o", str(out),
+                 "--force-cpu", "Softmax", "--int16", "c3"]) == 0
+
+
 def test_autofix_cli(model_file: Path, tmp_path: Path, capsys) -> None:
     import onnxruntime as ort
 

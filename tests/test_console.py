@@ -64,7 +64,7 @@ def test_long_steps_draw_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> 
     """compare, autofix (calibration, float run, trials) and run show a bar on a terminal."""
     from graphs import InflatedRange, images, small_cnn
 
-    from ortnpu.batching import run_samples
+    from ortnpu.feeds import run_samples
 
     tty = _Terminal()
     monkeypatch.setattr(sys, "stderr", tty)

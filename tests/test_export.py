@@ -264,3 +264,20 @@ def test_export_of_attention_equals_the_simulator_on_stock_onnxruntime(target: s
                                     providers=["CPUExecutionProvider"])
     assert np.array_equal(exported.run(None, {"x": x})[0], want)
     assert np.array_equal(ortnpu.InferenceSession(npu).run(None, {"x": x})[0], want)
+
+
+def test_a_model_without_npu_nodes_is_refused(tmp_path: Path, capsys) -> None:
+    """A float model used to "export" as itself with success: the user forgot to quantize."""
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "float_only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(UnsupportedError, match="no NPU node to export; quantize the model first"):
+        export(model)
+    onnx.save(model, tmp_path / "float.onnx")
+    out = tmp_path / "out.onnx"
+    assert main(["export", str(tmp_path / "float.onnx"), "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no NPU node to export" in err[0] and not out.exists()

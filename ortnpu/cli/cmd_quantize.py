@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from ortnpu.cli.options import add_batch_axis_arg, add_input_args, input_options
-from ortnpu.errors import CalibrationError
+from ortnpu.errors import CalibrationError, ModelError
 from ortnpu.validate import load_model
 
 
@@ -102,6 +102,54 @@ def input_names(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in model.graph.input if i.name not in init]
 
 
+def _known_names(model: onnx.ModelProto) -> tuple[set[str], set[str]]:
+    """(node names and op types, tensor names) of ``model``, unnamed nodes named like
+    :class:`~ortnpu.passes.NameNodes` does (the names quantize reports)."""
+    from ortnpu.passes import NameNodes
+
+    named = NameNodes()(model).model
+    nodes = {n.name for n in named.graph.node} | {n.op_type for n in named.graph.node}
+    tensors = ({i.name for i in named.graph.input} | {t.name for t in named.graph.initializer} |
+               {o for n in named.graph.node for o in n.output if o})
+    return nodes, tensors
+
+
+def _check_names(model: onnx.ModelProto, *, int16: list[str], force_cpu: list[str],
+                optimize: bool = True, equalize: bool = False, **inputs: object) -> None:
+    """Refuse ``--int16`` / ``--force-cpu`` names that match nothing, so a typo is not silently
+    ignored. A name counts when it is in the model as given or as quantize sees it (after
+    ``optimize``, which renames and fuses nodes; only computed when a name is missing).
+
+    Raises:
+        ModelError: names that match no tensor (``--int16``) or no node name or op type
+            (``--force-cpu``), with close matches.
+    """
+    if not int16 and not force_cpu:
+        return
+    nodes, tensors = _known_names(model)
+    missing = [n for n in int16 if n not in tensors] + [n for n in force_cpu if n not in nodes]
+    if missing and optimize:
+        from ortnpu.passes import optimize as run_optimize
+
+        opt_nodes, opt_tensors = _known_names(run_optimize(model, equalize=equalize,
+                                                           **inputs))  # type: ignore[arg-type]
+        nodes, tensors = nodes | opt_nodes, tensors | opt_tensors
+    import difflib
+
+    problems = []
+    for option, names, known, what in (("--int16", int16, tensors, "a tensor"),
+                                       ("--force-cpu", force_cpu, nodes,
+                                        "a node name or op type")):
+        for name in names:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            problems.append(f"{option} {name!r} is not {what} of the model{hint}")
+    if problems:
+        raise ModelError("; ".join(problems) + "; `ortnpu evaluate` lists the node names")
+
+
 def _run(args: argparse.Namespace) -> int:
     from ortnpu.cli.files import output_path, save_model
     from ortnpu.passes import fix_inputs
@@ -112,6 +160,8 @@ def _run(args: argparse.Namespace) -> int:
     output_path(args.output, args.model, args.calib, args.target)
     model = load_model(args.model)
     inputs = input_options(args)
+    _check_names(model, int16=args.int16, force_cpu=args.force_cpu,
+                optimize=not args.no_optimize, equalize=args.equalize, **inputs)
     fed = fix_inputs(model, freeze=inputs["freeze"])   # frozen inputs need no data
     data = load_calibration(args.calib, input_names(fed), args.preprocess, args.limit,
                             model=fed, batch_axes=args.batch_axis)

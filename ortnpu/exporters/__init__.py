@@ -38,7 +38,8 @@ def export(model: onnx.ModelProto, style: str = "integer",
         ``ortnpu.export.exact`` / ``ortnpu.export.notes`` say where results can differ.
 
     Raises:
-        UnsupportedError: unknown style, or a node whose parameters are not constants.
+        UnsupportedError: unknown style, a node whose parameters are not constants, or a
+            model without any ``com.ortnpu`` node (a float model: nothing to export).
         ModelError: ``model`` is not an ONNX model, or not a valid NPU graph (the checks of
             :func:`ortnpu.validate.check_model`, so export refuses what validation refuses).
     """
@@ -49,6 +50,12 @@ def export(model: onnx.ModelProto, style: str = "integer",
     origin = model.graph.name or "<model>"
     check_model(model, origin)
     check_npu_nodes(model, origin, rescale_values=True)
+    from ortnpu.domain.spec import DOMAIN
+    from ortnpu.validate import all_nodes
+
+    if not any(n.domain == DOMAIN for n in all_nodes(model.graph)):
+        raise UnsupportedError(f"{origin}: no NPU node to export; quantize the model first "
+                               f"(`ortnpu quantize`): it has no {DOMAIN} node")
     model = initializers_as_constants(model)
     if style == "integer":
         from ortnpu.exporters import integer

@@ -28,8 +28,8 @@ import onnx
 import onnxruntime as ort
 
 from ortnpu import console
-from ortnpu.batching import run_samples
 from ortnpu.errors import CalibrationError, ModelError, OrtNpuError, UnsupportedError, first_line
+from ortnpu.feeds import run_samples
 from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
 from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
 from ortnpu.runtime import InferenceSession
