@@ -92,12 +92,7 @@ class Case:
             [numpy_helper.from_array(t.value, t.name) for t in self.inputs if t.param],
             doc_string=self.doc,
         )
-        model = helper.make_model(
-            graph, producer_name="ortnpu.conformance", ir_version=IR_VERSION,
-            opset_imports=[helper.make_opsetid("", DEFAULT_OPSET),
-                           helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
-        helper.set_model_props(model, {"ortnpu.conformance.suite": self.suite})
-        return model
+        return conformance_model(graph, self.suite)
 
     def write(self, root: Path) -> Path:
         """Write the case under ``root``; return its directory."""
@@ -109,6 +104,16 @@ class Case:
             write_tensor(data / f"input_{k}.pb", value, name)
         write_tensor(data / "output_0.pb", self.expected(), "y")
         return folder
+
+
+def conformance_model(graph: onnx.GraphProto, suite: str) -> onnx.ModelProto:
+    """The model of a case: ``graph`` with the kit's producer, IR version, opsets and suite."""
+    model = helper.make_model(
+        graph, producer_name="ortnpu.conformance", ir_version=IR_VERSION,
+        opset_imports=[helper.make_opsetid("", DEFAULT_OPSET),
+                       helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
+    helper.set_model_props(model, {"ortnpu.conformance.suite": suite})
+    return model
 
 
 def _value_info(name: str, value: np.ndarray) -> onnx.ValueInfoProto:

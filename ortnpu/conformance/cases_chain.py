@@ -21,10 +21,10 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ortnpu.conformance.build import clamp_bounds, zero_point
-from ortnpu.conformance.case import DATA_SET, DEFAULT_OPSET, IR_VERSION, write_tensor
+from ortnpu.conformance.case import DATA_SET, conformance_model, write_tensor
 from ortnpu.conformance.edges import seeded_rng, with_extremes
 from ortnpu.conformance.profile import Profile
-from ortnpu.domain import DOMAIN, DOMAIN_VERSION, OPS_BY_NAME, make_node
+from ortnpu.domain import OPS_BY_NAME, make_node
 from ortnpu.domain.spec import ONNX_OF_DTYPE
 
 
@@ -96,12 +96,7 @@ class ChainCase:
             nodes, self.dirname, [self._info("x")], [self._info(o) for o in self.outputs],
             [numpy_helper.from_array(v, k) for k, v in self.params.items()],
             doc_string=self.doc, value_info=[self._info(t) for t in inner])
-        model = helper.make_model(
-            graph, producer_name="ortnpu.conformance", ir_version=IR_VERSION,
-            opset_imports=[helper.make_opsetid("", DEFAULT_OPSET),
-                           helper.make_opsetid(DOMAIN, DOMAIN_VERSION)])
-        helper.set_model_props(model, {"ortnpu.conformance.suite": self.suite})
-        return model
+        return conformance_model(graph, self.suite)
 
     def write(self, root: Path) -> Path:
         """Write the case under ``root``; return its directory."""
