@@ -96,14 +96,23 @@ class Case:
 
     def write(self, root: Path) -> Path:
         """Write the case under ``root``; return its directory."""
-        folder = Path(root) / self.dirname
-        data = folder / DATA_SET
-        data.mkdir(parents=True, exist_ok=True)
-        onnx.save(self.model(), folder / "model.onnx")
-        for k, (name, value) in enumerate(self.feeds().items()):
-            write_tensor(data / f"input_{k}.pb", value, name)
-        write_tensor(data / "output_0.pb", self.expected(), "y")
-        return folder
+        return write_case(Path(root) / self.dirname, self.model(), list(self.feeds().items()),
+                          [("y", self.expected())])
+
+
+def write_case(folder: Path, model: onnx.ModelProto,
+               inputs: Sequence[tuple[str, np.ndarray]],
+               outputs: Sequence[tuple[str, np.ndarray]]) -> Path:
+    """Write a case in the ONNX backend-test layout: ``model.onnx`` and ``test_data_set_0/``
+    with ``input_<k>.pb`` / ``output_<k>.pb``; return ``folder``."""
+    data = folder / DATA_SET
+    data.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "model.onnx")
+    for k, (name, value) in enumerate(inputs):
+        write_tensor(data / f"input_{k}.pb", value, name)
+    for k, (name, value) in enumerate(outputs):
+        write_tensor(data / f"output_{k}.pb", value, name)
+    return folder
 
 
 def conformance_model(graph: onnx.GraphProto, suite: str) -> onnx.ModelProto:

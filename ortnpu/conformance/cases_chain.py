@@ -21,7 +21,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ortnpu.conformance.build import clamp_bounds, zero_point
-from ortnpu.conformance.case import DATA_SET, conformance_model, write_tensor
+from ortnpu.conformance.case import conformance_model, write_case
 from ortnpu.conformance.edges import seeded_rng, with_extremes
 from ortnpu.conformance.profile import Profile
 from ortnpu.domain import OPS_BY_NAME, make_node
@@ -100,14 +100,8 @@ class ChainCase:
 
     def write(self, root: Path) -> Path:
         """Write the case under ``root``; return its directory."""
-        folder = Path(root) / self.dirname
-        data = folder / DATA_SET
-        data.mkdir(parents=True, exist_ok=True)
-        onnx.save(self.model(), folder / "model.onnx")
-        write_tensor(data / "input_0.pb", self.x, "x")
-        for k, (name, value) in enumerate(zip(self.outputs, self.expected(), strict=True)):
-            write_tensor(data / f"output_{k}.pb", value, name)
-        return folder
+        return write_case(Path(root) / self.dirname, self.model(), [("x", self.x)],
+                          list(zip(self.outputs, self.expected(), strict=True)))
 
 
 class _Chain:

@@ -759,6 +759,18 @@ class LayoutRule(LoweringRule):
             out.nodes.append(make_node(Pad, [x, pads], y, xp.dtype, name, value=xp.zero_point))
 
 
+def _on_output_params(node: onnx.NodeProto, ctx: QuantContext, out: Emitter
+                      ) -> tuple[list[str], str, QuantParams, str]:
+    """Every input of ``node`` on its output's parameters (ops whose inputs and output share
+    quantization: Concat, Maximum, Minimum); returns the inputs, the integer output, the output's
+    parameters and the node's name."""
+    yp = ctx.params_of(node.output[0])
+    name = node.name or node.output[0]
+    inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
+              for k, tensor in enumerate(node.input)]
+    return inputs, out.int_output(node.output[0], yp), yp, name
+
+
 def _on_params(tensor: str, yp: QuantParams, name: str, ctx: QuantContext, out: Emitter) -> str:
     """``tensor`` as integers on the parameters ``yp``: a constant quantized with them, an
     activation requantized (QUANTIZE int8 → int8: multiplier from the double ratio of the
@@ -823,11 +835,7 @@ class MinMaxRule(LoweringRule):
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node = m.node
-        yp = ctx.params_of(node.output[0])
-        name = node.name or node.output[0]
-        inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
-                  for k, tensor in enumerate(node.input)]
-        y = out.int_output(node.output[0], yp)
+        inputs, y, yp, name = _on_output_params(node, ctx, out)
         spec = Maximum if node.op_type == "Max" else Minimum
         out.nodes.append(make_node(spec, inputs, y, yp.dtype, name))
 
@@ -846,11 +854,7 @@ class ConcatRule(LoweringRule):
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node = m.node
-        yp = ctx.params_of(node.output[0])
-        name = node.name or node.output[0]
-        inputs = [_on_params(tensor, yp, f"{name}_in{k}", ctx, out)
-                  for k, tensor in enumerate(node.input)]
-        y = out.int_output(node.output[0], yp)
+        inputs, y, yp, name = _on_output_params(node, ctx, out)
         out.nodes.append(make_node(Concat, inputs, y, yp.dtype, name,
                                    axis=int(attr(node, "axis", 1))))
 
