@@ -4,8 +4,8 @@ Used by setup.py (``cffi_modules``) at install time, and by hand during developm
 
     python ops/build_native.py          # builds ops/_build/ and copies the module in place
 
-No ``-march=native``: the AVX2 loops are compiled in a target region of kernels.c and chosen at
-run time, so one binary runs on every x86-64 CPU. OpenMP is used when the compiler accepts
+No ``-march=native``: the AVX2 loops are compiled in a target region of kernels_isa.c and chosen
+at run time, so one binary runs on every x86-64 CPU. OpenMP is used when the compiler accepts
 ``-fopenmp`` (probed below); without it the kernels run on one thread. Environment:
 ``ORTNPU_NO_OPENMP=1`` builds without OpenMP; ``ORTNPU_EXTRA_CFLAGS`` adds compiler and linker
 flags (sanitizers during development).
@@ -23,8 +23,18 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "ortnpu_kernels.h"
-SOURCES = ["kernels.c", "program.c", "ort_op.c"]
-DEPENDS = ["kernels_isa.h", "rescale.h", "ortnpu_kernels.h"]
+# one C file per op family (mirroring ortnpu/domain/ops_*.py), the shared state and the per-ISA
+# inner loops, the compiled programs and the onnxruntime op; see docs/kernels.md
+SOURCES = [
+    "kernels_common.c",
+    "kernels_isa.c",
+    "kernels_elementwise.c",
+    "kernels_linear.c",
+    "kernels_pool.c",
+    "program.c",
+    "ort_op.c",
+]
+DEPENDS = ["kernels_common.h", "kernels_isa.h", "rescale.h", "ortnpu_kernels.h"]
 
 
 def _rel(path: Path) -> str:

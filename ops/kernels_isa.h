@@ -1,4 +1,4 @@
-/* Inner loops compiled once per instruction set: included by kernels.c twice, once for
+/* Inner loops compiled once per instruction set: included by kernels_isa.c twice, once for
  * portable C (ORTNPU_ISA_AVX2 == 0) and once inside an AVX2 target region (== 1). FN(name)
  * appends the ISA suffix. Everything here is integer arithmetic whose result is fixed by the C
  * language, so the AVX2 build (hand-written intrinsics or auto-vectorized loops) gives exactly
@@ -7,7 +7,7 @@
  * The portable build uses SSE2 intrinsics for the GEMM tile on x86-64 (SSE2 is part of the
  * x86-64 baseline) unless ORTNPU_PLAIN_C is defined; elsewhere it is plain C.
  *
- * Layouts used by the GEMM tile (see kernels.c for how the drivers pack them):
+ * Layouts used by the GEMM tile (see kernels_linear.c for how the drivers pack them):
  *   U: "broadcast" operand, row r is U + r*ldu, an int16 pair (k=2j, 2j+1) at U + r*ldu + 2j.
  *   V: "vector" operand, pair j of column c at V + 2*(j*ldv + c).
  *   C[r*ldc + c] = sum over j in [j0, j1) of U[r][2j]*V[j][c][0] + U[r][2j+1]*V[j][c][1],

@@ -3,7 +3,7 @@
  * A program is the list of layers of one fused subgraph (ortnpu/runtime/native_program.py
  * builds it), with private copies of every constant and the sizes of its intermediate tensors
  * for one sample. Running it walks the layers for each sample of the batch, calling the same
- * kernels as the per-op path (kernels.c), so the numbers are those of the layers one by one.
+ * kernels as the per-op path (kernels_*.c), so the numbers are those of the layers one by one.
  *
  * Memory: intermediates live in an arena (offsets planned in Python so that tensors that are
  * never alive together share bytes). Arenas are allocated on the first run and then reused: a

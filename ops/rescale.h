@@ -128,4 +128,26 @@ static inline int mult_ok(int rule, int64_t m) {
                                     : (m >= 0 && m <= INT32_MAX);
 }
 
+/* Rescale of a run of values: v[i] = rescale(v[i], m[i*ms], shift[i*ss]) with the rule
+ * chosen outside the loop (ms, ss: 0 for per-tensor parameters, 1 for per-element). */
+static inline void rescale_chunk(int64_t *v, int64_t n, const int32_t *m, int64_t ms,
+                                 const int32_t *sh, int64_t ss, int rule) {
+#define ORTNPU_RESCALE_LOOP(F)                                                              \
+    for (int64_t i = 0; i < n; i++) v[i] = F(v[i], m[i * ms], sh[i * ss]);
+    switch (rule) {
+    case ORTNPU_R_DOUBLE: ORTNPU_RESCALE_LOOP(rs_double) break;
+    case ORTNPU_R_SINGLE: ORTNPU_RESCALE_LOOP(rs_single) break;
+    case ORTNPU_R_INT64: ORTNPU_RESCALE_LOOP(rs_int64) break;
+    default: ORTNPU_RESCALE_LOOP(rs_half_up) break;
+    }
+#undef ORTNPU_RESCALE_LOOP
+}
+
+/* Every multiplier and shift of a parameter array in the rule's range. */
+static inline int params_ok(const int32_t *m, const int32_t *s, int64_t n, int rule) {
+    for (int64_t i = 0; i < n; i++)
+        if (!mult_ok(rule, m[i]) || !shift_ok(rule, s[i])) return 0;
+    return 1;
+}
+
 #endif

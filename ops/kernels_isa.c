@@ -1,0 +1,312 @@
+/* The per-ISA inner loops: kernels_isa.h compiled once as portable C and once inside an AVX2
+ * target region, the AVX-512 VNNI tiles and epilogue in a third target region, their function
+ * tables (ortnpu_isa_t) and the run-time choice between them (ortnpu_pick_isa). The kernel
+ * files reach the loops only through the table, so this is the only file compiled with
+ * target-specific code generation. */
+#include "kernels_common.h"
+
+/* portable build of the inner loops */
+#define ORTNPU_ISA_AVX2 0
+#define FN(name) name##_scalar
+#include "kernels_isa.h"
+#undef FN
+#undef ORTNPU_ISA_AVX2
+
+#if ORTNPU_HAVE_AVX2
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2")
+#endif
+#define ORTNPU_ISA_AVX2 1
+#define FN(name) name##_avx2
+#include "kernels_isa.h"
+#undef FN
+#undef ORTNPU_ISA_AVX2
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+#endif
+
+#if ORTNPU_HAVE_AVX2
+/* AVX-512 VNNI: the GEMM tile with vpdpwssd (int16 pair products summed into int32 lanes,
+ * wrapping: the same bits as madd + add). 16 columns fill one zmm; the K range is split in two
+ * interleaved halves so that eight accumulator chains hide the instruction latency. */
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")
+#endif
+static inline __attribute__((always_inline)) void
+bcast_tile_vnni_r(const int16_t *U, int64_t ldu, const int R, const int16_t *V, int64_t ldv,
+                  int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    __m512i a0[4], a1[4];
+    for (int r = 0; r < R; r++) {
+        a0[r] = _mm512_setzero_si512();
+        a1[r] = _mm512_setzero_si512();
+    }
+    int64_t j = j0;
+    for (; j + 2 <= j1; j += 2) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 2 * j * ldv));
+        __m512i v1 = _mm512_loadu_si512((const void *)(V + 2 * (j + 1) * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0, u1;
+            memcpy(&u0, U + r * ldu + 2 * j, sizeof u0);
+            memcpy(&u1, U + r * ldu + 2 * j + 2, sizeof u1);
+            a0[r] = _mm512_dpwssd_epi32(a0[r], _mm512_set1_epi32(u0), v0);
+            a1[r] = _mm512_dpwssd_epi32(a1[r], _mm512_set1_epi32(u1), v1);
+        }
+    }
+    if (j < j1) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 2 * j * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0;
+            memcpy(&u0, U + r * ldu + 2 * j, sizeof u0);
+            a0[r] = _mm512_dpwssd_epi32(a0[r], _mm512_set1_epi32(u0), v0);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        _mm512_storeu_si512((void *)(C + r * ldc), _mm512_add_epi32(a0[r], a1[r]));
+}
+
+static void bcast_tile_vnni(const int16_t *U, int64_t ldu, int R, const int16_t *V, int64_t ldv,
+                            int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    switch (R) {
+    case 1: bcast_tile_vnni_r(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
+    case 2: bcast_tile_vnni_r(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
+    case 3: bcast_tile_vnni_r(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
+    default: bcast_tile_vnni_r(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+    }
+}
+/* The same with u8 activations x s8 weights in groups of four (vpdpbusd, no saturation:
+ * exact modulo 2^32): twice the products per instruction of the int16 pairs. */
+static inline __attribute__((always_inline)) void
+bcast_tile_u8_vnni_r(const int8_t *U, int64_t ldu, const int R, const uint8_t *V, int64_t ldv,
+                     int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    __m512i a0[4], a1[4];
+    for (int r = 0; r < R; r++) {
+        a0[r] = _mm512_setzero_si512();
+        a1[r] = _mm512_setzero_si512();
+    }
+    int64_t j = j0;
+    for (; j + 2 <= j1; j += 2) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 4 * j * ldv));
+        __m512i v1 = _mm512_loadu_si512((const void *)(V + 4 * (j + 1) * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0, u1;
+            memcpy(&u0, U + r * ldu + 4 * j, sizeof u0);
+            memcpy(&u1, U + r * ldu + 4 * j + 4, sizeof u1);
+            a0[r] = _mm512_dpbusd_epi32(a0[r], v0, _mm512_set1_epi32(u0));
+            a1[r] = _mm512_dpbusd_epi32(a1[r], v1, _mm512_set1_epi32(u1));
+        }
+    }
+    if (j < j1) {
+        __m512i v0 = _mm512_loadu_si512((const void *)(V + 4 * j * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0;
+            memcpy(&u0, U + r * ldu + 4 * j, sizeof u0);
+            a0[r] = _mm512_dpbusd_epi32(a0[r], v0, _mm512_set1_epi32(u0));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        _mm512_storeu_si512((void *)(C + r * ldc), _mm512_add_epi32(a0[r], a1[r]));
+}
+
+/* The u8 x s8 tile over 16 * NC columns at once (NC up to 4) and the whole K range: each
+ * broadcast weight quad feeds NC accumulators, which is what small-K layers (1x1 convs with
+ * few input channels) need; 16 accumulators hide the instruction latency. */
+static inline __attribute__((always_inline)) void
+wide_tile_u8_vnni_rn(const int8_t *U, int64_t ldu, const int R, const uint8_t *V, int64_t ldv,
+                     int64_t kp, int32_t *C, int64_t ldc, const int NC) {
+    __m512i a[4][4];
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NC; c++) a[r][c] = _mm512_setzero_si512();
+    for (int64_t j = 0; j < kp; j++) {
+        __m512i v[4];
+        for (int c = 0; c < NC; c++)
+            v[c] = _mm512_loadu_si512((const void *)(V + 4 * (j * ldv + 16 * c)));
+        for (int r = 0; r < R; r++) {
+            int32_t u;
+            memcpy(&u, U + r * ldu + 4 * j, sizeof u);
+            const __m512i w = _mm512_set1_epi32(u);
+            for (int c = 0; c < NC; c++) a[r][c] = _mm512_dpbusd_epi32(a[r][c], v[c], w);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < NC; c++)
+            _mm512_storeu_si512((void *)(C + r * ldc + 16 * c), a[r][c]);
+}
+
+static void wide_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_t *V,
+                              int64_t ldv, int64_t kp, int32_t *C, int64_t ldc, int NC) {
+#define ORTNPU_WIDE(RR)                                                                         \
+    switch (NC) {                                                                              \
+    case 1: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 1); break;                    \
+    case 2: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 2); break;                    \
+    case 3: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 3); break;                    \
+    default: wide_tile_u8_vnni_rn(U, ldu, RR, V, ldv, kp, C, ldc, 4); break;                   \
+    }
+    switch (R) {
+    case 1: ORTNPU_WIDE(1) break;
+    case 2: ORTNPU_WIDE(2) break;
+    case 3: ORTNPU_WIDE(3) break;
+    default: ORTNPU_WIDE(4) break;
+    }
+#undef ORTNPU_WIDE
+}
+
+static void bcast_tile_u8_vnni(const int8_t *U, int64_t ldu, int R, const uint8_t *V,
+                               int64_t ldv, int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    switch (R) {
+    case 1: bcast_tile_u8_vnni_r(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
+    case 2: bcast_tile_u8_vnni_r(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
+    case 3: bcast_tile_u8_vnni_r(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
+    default: bcast_tile_u8_vnni_r(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+    }
+}
+/* finish32_double on 16 lanes: the same steps as the AVX2 version in kernels_isa.h (see the
+ * comments there), with mask registers for the comparisons and saturating narrowing stores
+ * (exact: the values are already clamped into the output type). */
+/* One step of finish32_double on up to 16 lanes (mask k): the same steps as the AVX2 version
+ * in kernels_isa.h (see the comments there), with mask registers for the comparisons and
+ * saturating narrowing stores (exact: the values are already clamped into the output type). */
+typedef struct {
+    __m512i vcorr, vq, half, vmask, vthr, one, zero, vlo, vhi, vzp;
+    __m128i lcount, rcount;
+    int right, otype;
+} fin512_t;
+
+static inline __attribute__((always_inline)) fin512_t
+fin512_setup(uint32_t corr, int64_t qm, int shift, int64_t zp, int64_t lo, int64_t hi,
+             int otype) {
+    fin512_t f;
+    const int left = shift > 0 ? shift : 0;
+    f.right = shift > 0 ? 0 : -shift;
+    f.lcount = _mm_cvtsi32_si128(left);
+    f.rcount = _mm_cvtsi32_si128(f.right);
+    f.vcorr = _mm512_set1_epi32(s32(corr));
+    f.vq = _mm512_set1_epi32((int32_t)qm);
+    f.half = _mm512_set1_epi64(INT64_C(1) << 30);
+    const int32_t mask_s = (int32_t)((1u << f.right) - 1u);
+    f.vmask = _mm512_set1_epi32(mask_s);
+    f.vthr = _mm512_set1_epi32(mask_s >> 1);
+    f.one = _mm512_set1_epi32(1);
+    f.zero = _mm512_setzero_si512();
+    f.vlo = _mm512_set1_epi32((int32_t)(lo - zp));
+    f.vhi = _mm512_set1_epi32((int32_t)(hi - zp));
+    f.vzp = _mm512_set1_epi32((int32_t)zp);
+    f.otype = otype;
+    return f;
+}
+
+static inline __attribute__((always_inline)) void
+fin512_step(const fin512_t *f, const int32_t *acc, __mmask16 k, void *outp) {
+    __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc), f->vcorr);
+    a = _mm512_sll_epi32(a, f->lcount);
+    __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, f->vq), f->half);
+    __m512i od = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), f->vq), f->half);
+    __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ev, 31),
+                                        _mm512_slli_epi64(od, 1));
+    if (f->right > 0) {
+        __m512i rem = _mm512_and_si512(h, f->vmask);
+        __m512i thr = _mm512_mask_add_epi32(f->vthr, _mm512_cmplt_epi32_mask(h, f->zero),
+                                            f->vthr, f->one);
+        h = _mm512_sra_epi32(h, f->rcount);
+        h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, f->one);
+    }
+    h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi), f->vzp);
+    if (f->otype == ORTNPU_T_I16)
+        _mm512_mask_cvtsepi32_storeu_epi16(outp, k, h);
+    else if (f->otype == ORTNPU_T_I8)
+        _mm512_mask_cvtsepi32_storeu_epi8(outp, k, h);
+    else
+        _mm512_mask_cvtusepi32_storeu_epi8(outp, k, h);
+}
+
+static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
+                                   int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
+                                   int otype) {
+    const fin512_t f = fin512_setup(corr, qm, shift, zp, lo, hi, otype);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t left = n - i;
+        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        fin512_step(&f, acc + i, k, (char *)outp + i * es);
+    }
+}
+
+/* finish32_double over a tile of the phase-width grid: acc holds grid pixels q0 .. q0 + len,
+ * of which columns ox >= ow (q = oy * wph + ox) are dropped; out is the channel's output plane.
+ * Masked loads and stores: no compaction pass. */
+static void finish32_double_grid_avx512(const int32_t *acc, int64_t q0, int64_t len,
+                                        int64_t wph, int64_t ow, uint32_t corr, int64_t qm,
+                                        int shift, int64_t zp, int64_t lo, int64_t hi,
+                                        void *out, int otype) {
+    const fin512_t f = fin512_setup(corr, qm, shift, zp, lo, hi, otype);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    int64_t q = q0, end = q0 + len, oy = q0 / wph, ox = q0 % wph;
+    while (q < end) {
+        if (ox >= ow) { /* dropped columns up to the next row */
+            q += wph - ox;
+            oy++;
+            ox = 0;
+            continue;
+        }
+        const int64_t seg = ow - ox < end - q ? ow - ox : end - q;
+        char *dst = (char *)out + (oy * ow + ox) * es;
+        for (int64_t i = 0; i < seg; i += 16) {
+            const int64_t left = seg - i;
+            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            fin512_step(&f, acc + (q - q0) + i, k, dst + i * es);
+        }
+        q += seg;
+        ox += seg;
+    }
+}
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+static const ortnpu_isa_t isa_table_vnni = {
+    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
+    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixel_avx2, quad_gather_avx2,
+    dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
+};
+#endif
+
+int ortnpu_cpu_has_vnni(void) {
+#if ORTNPU_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+int ortnpu_cpu_has_avx2(void) {
+#if ORTNPU_HAVE_AVX2
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+const ortnpu_isa_t *ortnpu_pick_isa(int isa) {
+#if ORTNPU_HAVE_AVX2
+    if (isa == 2 && ortnpu_cpu_has_vnni()) return &isa_table_vnni;
+    if (isa >= 1 && ortnpu_cpu_has_avx2()) return &isa_table_avx2;
+#endif
+    (void)isa;
+    return &isa_table_scalar;
+}

@@ -1,0 +1,811 @@
+/* Conv, FullyConnected and MatMul kernels (ortnpu/domain/ops_linear.py): drivers (validation,
+ * packing, threading, output) around the per-ISA inner loops of kernels_isa.h. Exactness
+ * contract: see ortnpu_kernels.h and rescale.h.
+ *
+ * Accumulation. Conv and FullyConnected multiply raw activations (padding holds x_zp) by the
+ * int8 weights and correct once per output channel:
+ *     sum (x - x_zp) * w  =  sum x * w  -  x_zp * sum w,
+ * an identity of integers; with the bias, corr[c] = bias[c] - x_zp * wsum[c] is added in
+ * uint64 (wrapping like numpy's int64) and the result wrapped to int32 when acc_bits == 32.
+ * Raw int8/uint8/int16 values fit int16, so the inner products can use int16 pair
+ * multiply-adds into int32 lanes. Those lanes wrap modulo 2^32, which is exactly the int32
+ * accumulator; for acc_bits == 64 the K range is cut into blocks whose sums provably fit int32
+ * and the block sums are added in int64, so the 64-bit accumulator is exact as well.
+ */
+#include "kernels_common.h"
+
+/* ============================================================================== Conv */
+
+/* The im2col of the GEMM convolution reads a zero-point padded copy of the input split into
+ * stride phases: phase (py, px) of a plane holds the padded pixels (i * sh + py, j * sw + px),
+ * hph x wph of them. Output pixel (oy, ox) then reads tap (ky, kx) at phase
+ * ((ky * dh) % sh, (kx * dw) % sw), position (oy + ky * dh / sh, ox + kx * dw / sw): for every
+ * stride, a tap's values for a run of output pixels are one contiguous slice. Output pixels go
+ * over the phase-width grid q = oy * wph + ox; columns ox >= ow are computed and dropped.
+ * Values are uint8 with the quad offset for G = 4, int16 for G = 2. */
+typedef struct {
+    int64_t K, K2, Kp, P, TP;
+    const void *xp;
+    int64_t hph, wph, nph; /* phase plane size, phases kept per channel */
+    /* only the phases some tap reads are kept (a stride larger than the kernel would
+     * otherwise copy phases nobody reads): row phase py is kept as rmap[py] (-1: not kept),
+     * column phase px as cmap[px]; phase index = rmap[py] * npx + cmap[px] */
+    const int32_t *rmap, *cmap;
+    int64_t npx;
+} conv_ctx_t;
+
+static const int16_t conv_zeros[288] = {0};
+
+/* int8 to uint8 by adding 128 (restrict: lets the compiler vectorize the byte loop) */
+static void flip_i8(uint8_t *restrict d, const int8_t *restrict s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) d[i] = (uint8_t)s[i] ^ 0x80u;
+}
+
+/* Even and odd bytes of src[0..n) to ev[0..(n+1)/2) and od[0..n/2), each XOR f. */
+static void deinterleave2_u8(const uint8_t *restrict src, int64_t n, uint8_t *restrict ev,
+                             uint8_t *restrict od, uint8_t f) {
+    int64_t i = 0;
+#if ORTNPU_HAVE_SSE2
+    const __m128i lo8 = _mm_set1_epi16(0x00FF), vf = _mm_set1_epi8((char)f);
+    for (; i + 32 <= n; i += 32) {
+        __m128i a = _mm_loadu_si128((const __m128i *)(src + i));
+        __m128i b = _mm_loadu_si128((const __m128i *)(src + i + 16));
+        __m128i e = _mm_packus_epi16(_mm_and_si128(a, lo8), _mm_and_si128(b, lo8));
+        __m128i o = _mm_packus_epi16(_mm_srli_epi16(a, 8), _mm_srli_epi16(b, 8));
+        _mm_storeu_si128((__m128i *)(ev + i / 2), _mm_xor_si128(e, vf));
+        _mm_storeu_si128((__m128i *)(od + i / 2), _mm_xor_si128(o, vf));
+    }
+#endif
+    for (; i < n; i++) {
+        if (i & 1)
+            od[i / 2] = src[i] ^ f;
+        else
+            ev[i / 2] = src[i] ^ f;
+    }
+}
+
+/* The phase planes of every input plane (see conv_ctx_t); 64 elements of slack at the end
+ * because the last tile reads up to 15 pixels past the last output. */
+static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
+                        const conv_ctx_t *cx) {
+    const int64_t planes = p->n * p->c, phase = cx->hph * cx->wph, plane = cx->nph * phase;
+    const int64_t es = G == 4 ? 1 : 2, sh = p->sh, sw = p->sw;
+    char *xp = ortnpu_scratch(S_OUT2, (size_t)((planes * plane + 64) * es));
+    if (!xp) return NULL;
+    memset(xp + planes * plane * es, 0, (size_t)(64 * es));
+    const int64_t zp = p->x_zp + (G == 4 ? qoff : 0);
+    const int padded = p->pt || p->pl || p->pb || p->pr || (p->h + p->pt + p->pb) % sh ||
+                       (p->w + p->pl + p->pr) % sw;
+    if (padded && G == 4)
+        memset(xp, (int)(uint8_t)zp, (size_t)(planes * plane));
+    else if (padded)
+        fill_i16((int16_t *)(void *)xp, (int16_t)zp, planes * plane);
+    /* per column phase: first input column x0, how many, and where they start (no
+     * divisions in the loops below: they cost more than the copy on small maps) */
+    int64_t x0s[16], cnts[16], js[16];
+    const int64_t nphx = sw < 16 ? sw : 16;
+    for (int64_t px = 0; px < nphx; px++) {
+        x0s[px] = ((px - p->pl) % sw + sw) % sw;
+        cnts[px] = x0s[px] < p->w ? (p->w - x0s[px] + sw - 1) / sw : 0;
+        js[px] = (x0s[px] + p->pl) / sw;
+    }
+    const uint8_t flip = p->xtype == ORTNPU_T_I8 ? 0x80u : 0u;
+    if (sh == 1 && sw == 1 && p->pt == 0 && p->pl == 0 && p->pb == 0 && p->pr == 0) {
+        /* no padding, one phase: the copy is the whole input in one pass (small maps would
+         * otherwise pay a call per row) */
+        const int64_t total = planes * p->h * p->w;
+        if (G == 2)
+            load_i16((int16_t *)(void *)xp, x, p->xtype, 0, 1, total);
+        else if (flip)
+            flip_i8((uint8_t *)xp, (const int8_t *)x, total);
+        else
+            memcpy(xp, x, (size_t)total);
+        return xp;
+    }
+    for (int64_t pl = 0; pl < planes; pl++) {
+        int64_t rph = p->pt % sh, ri = p->pt / sh; /* phase and index of padded row y + pt */
+        for (int64_t y = 0; y < p->h; y++) {
+            const int64_t src = (pl * p->h + y) * p->w;
+            const int32_t rk = cx->rmap[rph];
+            const int64_t row = pl * plane + (int64_t)rk * cx->npx * phase + ri * cx->wph;
+            if (++rph == sh) {
+                rph = 0;
+                ri++;
+            }
+            if (rk < 0) continue; /* a row phase no tap reads */
+            if (G == 4 && sw == 2 && cx->npx == 2) { /* both phases of the row in one pass */
+                uint8_t *ph0 = (uint8_t *)xp + row, *ph1 = ph0 + phase;
+                uint8_t *ev = p->pl % 2 ? ph1 : ph0, *od = p->pl % 2 ? ph0 : ph1;
+                deinterleave2_u8((const uint8_t *)x + src, p->w, ev + p->pl / 2,
+                                 od + (p->pl + 1) / 2, flip);
+                continue;
+            }
+            for (int64_t px = 0; px < sw; px++) {
+                if (cx->cmap[px] < 0) continue;
+                const int64_t x0 = px < 16 ? x0s[px] : ((px - p->pl) % sw + sw) % sw;
+                const int64_t cnt = px < 16 ? cnts[px]
+                                            : (x0 < p->w ? (p->w - x0 + sw - 1) / sw : 0);
+                const int64_t j0 = px < 16 ? js[px] : (x0 + p->pl) / sw;
+                if (cnt <= 0) continue;
+                const int64_t at = row + cx->cmap[px] * phase + j0;
+                if (G == 2) {
+                    load_i16((int16_t *)(void *)xp + at, x, p->xtype, src + x0, sw, cnt);
+                } else if (sw == 1) {
+                    if (flip)
+                        flip_i8((uint8_t *)xp + at, (const int8_t *)x + src + x0, cnt);
+                    else
+                        memcpy(xp + at, (const uint8_t *)x + src + x0, (size_t)cnt);
+                } else {
+                    uint8_t *d = (uint8_t *)xp + at;
+                    const uint8_t *sx = (const uint8_t *)x + src + x0;
+                    for (int64_t i = 0; i < cnt; i++) d[i] = sx[i * sw] ^ flip;
+                }
+            }
+        }
+    }
+    return xp;
+}
+
+/* Move the valid columns (ox < ow) of a tile's accumulator row [q0, q0 + len) to its front;
+ * returns how many and sets *first to the output index of the first. */
+#define ORTNPU_COMPACT(NAME, T)                                                                 \
+    static int64_t NAME(T *acc, int64_t q0, int64_t len, int64_t wp, int64_t ow,             \
+                        int64_t *first) {                                                      \
+        int64_t cnt = 0, q = q0, end = q0 + len;                                               \
+        *first = -1;                                                                           \
+        while (q < end) {                                                                      \
+            int64_t oy = q / wp, ox = q % wp;                                                  \
+            if (ox >= ow) {                                                                    \
+                q = (oy + 1) * wp;                                                             \
+                continue;                                                                      \
+            }                                                                                  \
+            int64_t seg = ow - ox < end - q ? ow - ox : end - q;                               \
+            if (*first < 0) *first = oy * ow + ox;                                             \
+            if (cnt != q - q0) memmove(acc + cnt, acc + (q - q0), (size_t)seg * sizeof(T));    \
+            cnt += seg;                                                                        \
+            q += seg;                                                                          \
+        }                                                                                      \
+        return cnt;                                                                            \
+    }
+ORTNPU_COMPACT(compact32, int32_t)
+ORTNPU_COMPACT(compact64, int64_t)
+#undef ORTNPU_COMPACT
+
+/* The tap after (ci, ky, kx) in weight order, without divisions. */
+static inline void next_tap(const ortnpu_conv_t *p, int64_t *ci, int64_t *ky, int64_t *kx) {
+    if (++*kx == p->kw) {
+        *kx = 0;
+        if (++*ky == p->kh) {
+            *ky = 0;
+            ++*ci;
+        }
+    }
+}
+
+/* GEMM convolution: per (image, group, pixel tile) the im2col tile V holds, for every group
+ * of G taps (G = 2: int16 pairs; G = 4: u8 quads for the VNNI u8 x s8 tile) and every pixel of
+ * the tile, the G values side by side (4 bytes per tap group and pixel either way); U holds the
+ * weights of each output channel as G-groups. Output channels go by blocks of four. */
+static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                      const void *x, const void *U, int G, int16_t qoff, const uint64_t *corr,
+                      const int32_t *mult, const int32_t *shift, void *y, int nt, int *err) {
+    conv_ctx_t cx;
+    cx.K = p->cg * p->kh * p->kw;
+    cx.Kp = ceil_div(cx.K, G); /* tap groups */
+    cx.K2 = G * cx.Kp;         /* weight row length, in elements */
+    cx.P = p->oh * p->ow;
+    cx.hph = ceil_div(p->h + p->pt + p->pb, p->sh);
+    cx.wph = ceil_div(p->w + p->pl + p->pr, p->sw);
+    int32_t *maps = ortnpu_scratch(S_OUT3, (size_t)(p->sh + p->sw) * sizeof(int32_t));
+    if (!maps) {
+        *err = ORTNPU_ENOMEM;
+        return;
+    }
+    for (int64_t k = 0; k < p->sh + p->sw; k++) maps[k] = -1;
+    int64_t npy = 0, npx = 0;
+    for (int64_t ky = 0; ky < p->kh; ky++)
+        if (maps[(ky * p->dh) % p->sh] < 0) maps[(ky * p->dh) % p->sh] = (int32_t)npy++;
+    for (int64_t kx = 0; kx < p->kw; kx++)
+        if (maps[p->sh + (kx * p->dw) % p->sw] < 0)
+            maps[p->sh + (kx * p->dw) % p->sw] = (int32_t)npx++;
+    cx.rmap = maps;
+    cx.cmap = maps + p->sh;
+    cx.npx = npx;
+    cx.nph = npy * npx;
+    cx.xp = pad_phases(p, x, G, qoff, &cx);
+    if (!cx.xp) {
+        *err = ORTNPU_ENOMEM;
+        return;
+    }
+    const int64_t Pq = (p->oh - 1) * cx.wph + p->ow; /* grid pixels the tiles cover */
+    /* pixel tile: the packed im2col tile (Kp x TP x 4 bytes) stays within ~128 KiB */
+    int64_t tp = (INT64_C(128) * 1024 / (cx.Kp * 4)) & ~INT64_C(15);
+    if (tp < 16) tp = 16;
+    if (tp > 256) tp = 256;
+    if (tp > round16(Pq)) tp = round16(Pq);
+    /* several threads and too few tiles: smaller pixel tiles (down to 64 pixels) before
+     * splitting output channels, whose items each repeat the tile's im2col */
+    const int64_t images = p->n * p->group;
+    if (nt > 1 && images * ceil_div(Pq, tp) < 2 * nt) {
+        int64_t want = round16(ceil_div(Pq, ceil_div(2 * nt, images)));
+        if (want < 64) want = 64;
+        if (want < tp) tp = want;
+    }
+    cx.TP = tp;
+    const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
+    const int64_t ntiles = ceil_div(Pq, cx.TP);
+    const int64_t base_items = p->n * p->group * ntiles;
+    int64_t nsplit = 1; /* split output channels only to feed several threads: each split
+                         * repeats the tile's im2col */
+    if (nt > 1 && base_items < 2 * nt) nsplit = ceil_div(2 * nt, base_items);
+    if (nsplit > nblk) nsplit = nblk;
+    const int64_t items = base_items * nsplit;
+    /* tap groups per exact int32 block (acc_bits 64): each group sums G products of at most
+     * max|value| * 128 */
+    const int64_t vabs = G == 4 ? 255 : type_abs(p->xtype);
+    const int64_t kb = o->acc_bits == 32 ? 0 : INT32_MAX / (G * vabs * 128);
+    const int blocked = kb > 0 && kb < cx.Kp;
+    const int64_t TP = cx.TP, Kp = cx.Kp, K2 = cx.K2;
+
+#pragma omp parallel num_threads(nt)
+    {
+        uint8_t *V = ortnpu_scratch(S_IN0, (size_t)(Kp * TP * 4));
+        int32_t *acc = ortnpu_scratch(S_IN2, (size_t)(4 * TP) * sizeof(int32_t));
+        int64_t *acc64 = blocked ? ortnpu_scratch(S_IN3, (size_t)(4 * TP) * sizeof(int64_t)) : NULL;
+        int ok = V && acc && (!blocked || acc64);
+        if (!ok) {
+#pragma omp atomic write
+            *err = ORTNPU_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t split = it % nsplit, rest = it / nsplit;
+            int64_t t = rest % ntiles, ng = rest / ntiles;
+            int64_t g = ng % p->group, n = ng / p->group;
+            int64_t p0 = t * TP, tpx = Pq - p0 < TP ? Pq - p0 : TP, tpc = round16(tpx);
+            /* im2col of this tile into V: V[j][c][0..G) = taps G*j .. G*j+G-1 of pixel c */
+            int64_t ci = g * p->cg, ky = 0, kx = 0; /* tap kk, advanced without divisions */
+            for (int64_t k = 0; k < cx.K; k += G) {
+                const void *src[4];
+                for (int h = 0; h < G; h++) {
+                    if (k + h < cx.K) {
+                        const int64_t ry = ky * p->dh, rx = kx * p->dw;
+                        const int64_t ph = cx.rmap[ry % p->sh] * cx.npx + cx.cmap[rx % p->sw];
+                        const int64_t at = (((n * p->c + ci) * cx.nph + ph) * cx.hph +
+                                            ry / p->sh) * cx.wph + rx / p->sw + p0;
+                        src[h] = (const char *)cx.xp + at * (G == 4 ? 1 : 2);
+                        next_tap(p, &ci, &ky, &kx);
+                    } else {
+                        src[h] = conv_zeros; /* the weights are 0 there */
+                    }
+                }
+                if (G == 2)
+                    I->interleave(src[0], src[1], (int16_t *)(void *)V + k * TP, tpc);
+                else
+                    I->quad_gather(src[0], src[1], src[2], src[3], V + k * TP, tpc);
+            }
+            int64_t b0 = split * nblk / nsplit, b1 = (split + 1) * nblk / nsplit;
+            for (int64_t blk = b0; blk < b1; blk++) {
+                int64_t c0 = g * coutg + blk * 4;
+                int R = (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4);
+                const int wide = G == 4 && !blocked && I->wide_tile_u8;
+                for (int64_t col = 0; wide && col < tpc; col += 64) {
+                    int nc = (int)((tpc - col) / 16 < 4 ? (tpc - col) / 16 : 4);
+                    I->wide_tile_u8((const int8_t *)U + c0 * K2, K2, R, V + 4 * col, TP, Kp,
+                                    acc + col, TP, nc);
+                }
+                for (int64_t col = 0; !wide && col < tpc; col += 16) {
+                    int64_t jstep = blocked ? kb : Kp;
+                    if (blocked)
+                        for (int r = 0; r < R; r++)
+                            for (int c = 0; c < 16; c++) acc64[r * TP + col + c] = 0;
+                    for (int64_t j0 = 0; j0 < Kp; j0 += jstep) {
+                        int64_t j1 = j0 + jstep < Kp ? j0 + jstep : Kp;
+                        int32_t tmp[4 * 16];
+                        int32_t *dst = blocked ? tmp : acc + col;
+                        int64_t ldc = blocked ? 16 : TP;
+                        if (G == 2)
+                            I->bcast_tile((const int16_t *)U + c0 * K2, K2, R,
+                                          (const int16_t *)(const void *)V + 2 * col, TP, j0, j1,
+                                          dst, ldc);
+                        else
+                            I->bcast_tile_u8((const int8_t *)U + c0 * K2, K2, R, V + 4 * col, TP,
+                                             j0, j1, dst, ldc);
+                        if (blocked)
+                            for (int r = 0; r < R; r++)
+                                for (int c = 0; c < 16; c++)
+                                    acc64[r * TP + col + c] += tmp[r * 16 + c];
+                    }
+                }
+                for (int r = 0; r < R; r++) {
+                    int64_t c = c0 + r, pi = p->n_params == 1 ? 0 : c;
+                    int64_t first = p0, cnt = tpx;
+                    if (cx.wph != p->ow && !blocked && I->finish32_double_grid &&
+                        o->acc_bits == 32 && o->rule == ORTNPU_R_DOUBLE) {
+                        const int es = o->otype == ORTNPU_T_I16 ? 2 : 1;
+                        I->finish32_double_grid(
+                            acc + r * TP, p0, tpx, cx.wph, p->ow, (uint32_t)corr[c], mult[pi],
+                            shift[pi], o->y_zp, o->act_min, o->act_max,
+                            (char *)y + (n * p->cout + c) * cx.P * es, o->otype);
+                        continue;
+                    }
+                    if (cx.wph != p->ow)
+                        cnt = blocked ? compact64(acc64 + r * TP, p0, tpx, cx.wph, p->ow, &first)
+                                      : compact32(acc + r * TP, p0, tpx, cx.wph, p->ow, &first);
+                    if (cnt > 0)
+                        finish_row(I, blocked ? NULL : acc + r * TP,
+                                   blocked ? acc64 + r * TP : NULL, cnt, corr[c], mult + pi,
+                                   shift + pi, o, y, (n * p->cout + c) * cx.P + first);
+                }
+            }
+        }
+    }
+}
+
+/* Depthwise (one input channel per output channel): direct convolution on a zp-padded int16
+ * copy of the input plane, int32 accumulators (exact or wrapping, see the caller). */
+static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                           const void *x, const int8_t *w, const uint64_t *corr,
+                           const int32_t *mult, const int32_t *shift, void *y, int nt, int *err) {
+    const int64_t hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
+    const int64_t mdw = p->cout / p->group; /* depth multiplier */
+    const int64_t P = p->oh * p->ow, items = p->n * p->cout, taps = p->kh * p->kw;
+#pragma omp parallel num_threads(nt)
+    {
+        const int pairs3 = I->dw3_row && p->kh == 3 && p->kw == 3 && p->dh == 1 &&
+                           p->dw == 1 && (p->sw == 1 || p->sw == 2);
+        /* slack: dw3_row reads up to 2 * ow + 24 values past a row start */
+        int16_t *plane = ortnpu_scratch(S_IN0, (size_t)(hp * wp + 2 * p->ow + 64) * sizeof(int16_t));
+        uint32_t *acc = ortnpu_scratch(S_IN1, (size_t)(P + 16) * sizeof(uint32_t));
+        int ok = plane && acc;
+        if (!ok) {
+#pragma omp atomic write
+            *err = ORTNPU_ENOMEM;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!ok) continue;
+            int64_t n = it / p->cout, co = it % p->cout, ci = co / mdw;
+            const int64_t src = (n * p->c + ci) * p->h * p->w;
+            const int16_t zp = (int16_t)p->x_zp;
+            fill_i16(plane, zp, p->pt * wp);
+            for (int64_t r = 0; r < p->h; r++) {
+                int16_t *d = plane + (r + p->pt) * wp;
+                fill_i16(d, zp, p->pl);
+                load_i16(d + p->pl, x, p->xtype, src + r * p->w, 1, p->w);
+                fill_i16(d + p->pl + p->w, zp, p->pr);
+            }
+            fill_i16(plane + (p->pt + p->h) * wp, zp, p->pb * wp);
+            const int8_t *wk = w + co * taps;
+            for (int64_t oy = 0; pairs3 && oy < p->oh; oy++) {
+                const int16_t *r0 = plane + oy * p->sh * wp;
+                I->dw3_row(acc + oy * p->ow, r0, r0 + wp, r0 + 2 * wp, p->sw, p->ow, wk, NULL);
+            }
+            for (int64_t oy = 0; !pairs3 && oy < p->oh; oy++) {
+                uint32_t *a = acc + oy * p->ow;
+                memset(a, 0, (size_t)p->ow * sizeof *a);
+                for (int64_t ky = 0; ky < p->kh; ky++) {
+                    const int16_t *srow = plane + (oy * p->sh + ky * p->dh) * wp;
+                    if (p->kw == 3)
+                        I->dw_row3(a, srow, p->sw, p->ow, p->dw, wk + ky * 3);
+                    else
+                        for (int64_t kx = 0; kx < p->kw; kx++)
+                            I->dw_row(a, srow + kx * p->dw, p->sw, p->ow, wk[ky * p->kw + kx]);
+                }
+            }
+            int64_t pi = p->n_params == 1 ? 0 : co;
+            finish_row(I, (const int32_t *)acc, NULL, P, corr[co], mult + pi, shift + pi, o, y,
+                       (n * p->cout + co) * P);
+        }
+    }
+}
+
+/* Depthwise convolution, depth multiplier 1, 8-bit input, 32-bit accumulator, channels last:
+ * the inner loop runs across channels (contiguous after a transpose), which keeps the vector
+ * lanes full on small maps where the per-channel rows of conv_depthwise are a few pixels wide.
+ * Padded taps are skipped, so x - x_zp is accumulated and corr gets x_zp * sum(w) back: the
+ * wrapped int32 sum is the same modulo 2^32 whatever the order, hence the same bits. */
+static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
+                              const ortnpu_out_t *o, const void *x, const int8_t *w,
+                              const uint64_t *corr, const int32_t *mult, const int32_t *shift,
+                              void *y, int nt, int *err) {
+    const int64_t C = p->c, P = p->oh * p->ow, taps = p->kh * p->kw;
+    const int64_t hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
+    int16_t *xt = ortnpu_scratch(S_OUT2, (size_t)(hp * wp * C) * sizeof(int16_t));
+    int16_t *wt = ortnpu_scratch(S_OUT3, (size_t)(taps * C) * sizeof(int16_t));
+    uint32_t *acc = ortnpu_scratch(S_OUT4, (size_t)(P * C) * sizeof(uint32_t));
+    int64_t *off = ortnpu_scratch(S_OUT5, (size_t)taps * sizeof(int64_t));
+    int16_t *plane = ortnpu_scratch(S_IN0, (size_t)(16 * p->h * p->w) * sizeof(int16_t));
+    if (!xt || !wt || !acc || !off || !plane) {
+        *err = ORTNPU_ENOMEM;
+        return;
+    }
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t t = 0; t < taps; t++) wt[t * C + c] = w[c * taps + t];
+    for (int64_t ky = 0; ky < p->kh; ky++)
+        for (int64_t kx = 0; kx < p->kw; kx++)
+            off[ky * p->kw + kx] = (ky * p->dh * wp + kx * p->dw) * C;
+    for (int64_t n = 0; n < p->n; n++) {
+        /* channels-last copy with the zero point in the padding: every tap is read, and
+         * corr (bias - x_zp * sum w) accounts for the zero point */
+        const int16_t zp = (int16_t)p->x_zp;
+        const int64_t HW = p->h * p->w;
+        fill_i16(xt, zp, hp * wp * C);
+        /* by blocks of 16 channels: 16 input streams read in step, 16 contiguous values
+         * written per pixel */
+        for (int64_t c0 = 0; c0 < C; c0 += 16) {
+            const int64_t cb = C - c0 < 16 ? C - c0 : 16;
+            for (int64_t c = 0; c < cb; c++)
+                load_i16(plane + c * HW, x, p->xtype, (n * C + c0 + c) * HW, 1, HW);
+            for (int64_t iy = 0; iy < p->h; iy++)
+                for (int64_t ix = 0; ix < p->w; ix++) {
+                    int16_t *d = xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0;
+                    const int16_t *sr = plane + iy * p->w + ix;
+                    if (cb == 16)
+                        for (int c = 0; c < 16; c++) d[c] = sr[c * HW];
+                    else
+                        for (int64_t c = 0; c < cb; c++) d[c] = sr[c * HW];
+                }
+        }
+#pragma omp parallel for num_threads(nt) schedule(static)
+        for (int64_t q = 0; q < P; q++) {
+            const int64_t oy = q / p->ow, ox = q % p->ow;
+            I->dw_cl_pixel(acc + q * C, xt + (oy * p->sh * wp + ox * p->sw) * C, off, wt, taps,
+                           C);
+        }
+#pragma omp parallel num_threads(nt)
+        {
+            /* back to channel rows by blocks of 16 channels (64 contiguous bytes per pixel) */
+            int32_t *rows = ortnpu_scratch(S_IN1, (size_t)(16 * P) * sizeof(int32_t));
+            if (!rows) {
+#pragma omp atomic write
+                *err = ORTNPU_ENOMEM;
+            }
+#pragma omp for schedule(static)
+            for (int64_t c0 = 0; c0 < C; c0 += 16) {
+                if (!rows) continue;
+                const int64_t cb = C - c0 < 16 ? C - c0 : 16;
+                for (int64_t q = 0; q < P; q++)
+                    for (int64_t c = 0; c < cb; c++) rows[c * P + q] = (int32_t)acc[q * C + c0 + c];
+                for (int64_t c = 0; c < cb; c++) {
+                    const int64_t pi = p->n_params == 1 ? 0 : c0 + c;
+                    finish_row(I, rows + c * P, NULL, P, corr[c0 + c], mult + pi, shift + pi, o,
+                               y, (n * C + c0 + c) * P);
+                }
+            }
+        }
+    }
+}
+
+static int conv_args_ok(const ortnpu_conv_t *p, const ortnpu_out_t *o) {
+    if (!p || !out_ok(o) || !type_ok(p->xtype)) return 0;
+    if (p->n < 0 || p->c < 1 || p->h < 1 || p->w < 1 || p->cout < 1 || p->cg < 1 || p->kh < 1 ||
+        p->kw < 1 || p->group < 1 || p->sh < 1 || p->sw < 1 || p->dh < 1 || p->dw < 1 ||
+        p->pt < 0 || p->pl < 0 || p->pb < 0 || p->pr < 0)
+        return 0;
+    if (p->cg * p->group != p->c || p->cout % p->group) return 0;
+    int64_t span_h = p->dh * (p->kh - 1) + 1, span_w = p->dw * (p->kw - 1) + 1;
+    if (span_h > p->h + p->pt + p->pb || span_w > p->w + p->pl + p->pr) return 0;
+    if (p->oh != (p->h + p->pt + p->pb - span_h) / p->sh + 1 ||
+        p->ow != (p->w + p->pl + p->pr - span_w) / p->sw + 1)
+        return 0;
+    if (p->x_zp < type_min(p->xtype) || p->x_zp > type_max(p->xtype)) return 0;
+    return p->n_params == 1 || p->n_params == p->cout;
+}
+
+/* The weights in the layout of the chosen kernel, and the per-channel correction
+ * corr[c] = bias[c] - zp * sum(w[c]) (zp with the quad offset on the u8 x s8 path). */
+struct ortnpu_conv_pack {
+    int G, depthwise;
+    int16_t qoff;
+    int isa;
+    void *U;        /* GEMM weights: rows of K2 (G == 2: int16, G == 4: int8); NULL depthwise */
+    uint64_t *corr;
+    int owned;      /* U and corr were malloc'ed for this pack (else per-thread scratch) */
+};
+
+static int conv_pack_fill(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                          const int8_t *w, const int64_t *bias, ortnpu_conv_pack_t *pk,
+                          int owned) {
+    pk->depthwise = p->cg == 1 && p->group > 1 &&
+        (o->acc_bits == 32 || p->kh * p->kw * type_abs(p->xtype) * 128 <= INT32_MAX);
+    /* u8 x s8 quads on VNNI for 8-bit inputs: an int8 x becomes x + 128, so the padding value
+     * and the zero point of the correction move by 128 as well */
+    pk->G = (I->bcast_tile_u8 && p->xtype != ORTNPU_T_I16) ? 4 : 2;
+    pk->qoff = p->xtype == ORTNPU_T_I8 ? 128 : 0;
+    pk->owned = owned;
+    const int G = pk->G;
+    const int64_t zp_eff = G == 4 ? p->x_zp + pk->qoff : p->x_zp;
+    const int64_t K = p->cg * p->kh * p->kw, K2 = G * ceil_div(K, G);
+    const size_t ubytes = (size_t)(p->cout * K2) * (G == 2 ? sizeof(int16_t) : 1);
+    const size_t cbytes = (size_t)p->cout * sizeof(uint64_t);
+    pk->U = pk->depthwise ? NULL : (owned ? malloc(ubytes) : ortnpu_scratch(S_OUT0, ubytes));
+    pk->corr = owned ? malloc(cbytes) : ortnpu_scratch(S_OUT1, cbytes);
+    if ((!pk->depthwise && !pk->U) || !pk->corr) return ORTNPU_ENOMEM;
+    for (int64_t c = 0; c < p->cout; c++) {
+        const int8_t *wr = w + c * K;
+        int64_t s = 0;
+        for (int64_t k = 0; k < K; k++) s += wr[k];
+        if (pk->U && G == 2) {
+            int16_t *u = (int16_t *)pk->U + c * K2;
+            for (int64_t k = 0; k < K2; k++) u[k] = k < K ? wr[k] : 0;
+        } else if (pk->U) {
+            int8_t *u = (int8_t *)pk->U + c * K2;
+            for (int64_t k = 0; k < K2; k++) u[k] = k < K ? wr[k] : 0;
+        }
+        pk->corr[c] = (uint64_t)bias[c] - (uint64_t)((pk->depthwise ? p->x_zp : zp_eff) * s);
+    }
+    return ORTNPU_OK;
+}
+
+/* ORTNPU_DW_ROWS=1 or ortnpu_force_dw_rows(1) (tests) forces the depthwise row kernel; the
+ * environment is read once (getenv scans it on every call) */
+static int g_dw_rows = -1;
+void ortnpu_force_dw_rows(int on) { g_dw_rows = on ? 1 : 0; }
+static int force_dw_rows(void) {
+    if (g_dw_rows < 0) g_dw_rows = getenv("ORTNPU_DW_ROWS") != NULL;
+    return g_dw_rows;
+}
+
+static int conv_run(const ortnpu_isa_t *I, const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
+                    const ortnpu_out_t *o, const void *x, const int8_t *w, const int32_t *mult,
+                    const int32_t *shift, void *y, int nt) {
+    int err = ORTNPU_OK;
+    /* small maps (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row
+     * kernel (the tests compare both paths with the reference) */
+    if (pk->depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
+        p->oh * p->ow < 400 && !force_dw_rows())
+        conv_depthwise_cl(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
+    else if (pk->depthwise)
+        conv_depthwise(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
+    else
+        conv_gemm(I, p, o, x, pk->U, pk->G, pk->qoff, pk->corr, mult, shift, y, nt, &err);
+    return err;
+}
+
+int ortnpu_conv2d(const ortnpu_conv_t *p, const ortnpu_out_t *o, const void *x, const int8_t *w,
+                  const int64_t *bias, const int32_t *mult, const int32_t *shift, void *y,
+                  int nthreads, int isa) {
+    if (!conv_args_ok(p, o) || !params_ok(mult, shift, p->n_params, o->rule))
+        return ORTNPU_EBADARG;
+    if (p->n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = ortnpu_pick_isa(isa);
+    ortnpu_conv_pack_t pk;
+    int rc = conv_pack_fill(I, p, o, w, bias, &pk, 0);
+    if (rc != ORTNPU_OK) return rc;
+    return conv_run(I, &pk, p, o, x, w, mult, shift, y, threads_of(nthreads));
+}
+
+ortnpu_conv_pack_t *ortnpu_conv_pack_new(const ortnpu_conv_t *p, const ortnpu_out_t *o,
+                                         const int8_t *w, const int64_t *bias, int isa) {
+    if (!conv_args_ok(p, o)) return NULL;
+    ortnpu_conv_pack_t *pk = calloc(1, sizeof(*pk));
+    if (!pk) return NULL;
+    pk->isa = isa;
+    if (conv_pack_fill(ortnpu_pick_isa(isa), p, o, w, bias, pk, 1) != ORTNPU_OK) {
+        ortnpu_conv_pack_free(pk);
+        return NULL;
+    }
+    return pk;
+}
+
+void ortnpu_conv_pack_free(ortnpu_conv_pack_t *pk) {
+    if (!pk) return;
+    if (pk->owned) {
+        free(pk->U);
+        free(pk->corr);
+    }
+    free(pk);
+}
+
+int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
+                         const ortnpu_out_t *o, const void *x, const int8_t *w,
+                         const int32_t *mult, const int32_t *shift, void *y, int nthreads) {
+    if (!pk || !conv_args_ok(p, o) || !params_ok(mult, shift, p->n_params, o->rule))
+        return ORTNPU_EBADARG;
+    if (p->n == 0) return ORTNPU_OK;
+    return conv_run(ortnpu_pick_isa(pk->isa), pk, p, o, x, w, mult, shift, y, threads_of(nthreads));
+}
+
+/* ==================================================================== FullyConnected */
+
+int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, int32_t xtype,
+                           int64_t x_zp, const int8_t *w, const int64_t *bias,
+                           const int32_t *mult, const int32_t *shift, int32_t n_params,
+                           const ortnpu_out_t *o, void *y, int nthreads, int isa) {
+    if (!out_ok(o) || !type_ok(xtype) || rows < 0 || k < 0 || n < 0) return ORTNPU_EBADARG;
+    if (x_zp < type_min(xtype) || x_zp > type_max(xtype)) return ORTNPU_EBADARG;
+    if (n_params != 1 && n_params != n) return ORTNPU_EBADARG;
+    if (!params_ok(mult, shift, n_params, o->rule)) return ORTNPU_EBADARG;
+    if (rows == 0 || n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = ortnpu_pick_isa(isa);
+    const int nt = threads_of(nthreads);
+    const int64_t k16 = round16(k);
+    int16_t *X = ortnpu_scratch(S_OUT0, (size_t)(rows * k16 + 1) * sizeof(int16_t));
+    uint64_t *corr = ortnpu_scratch(S_OUT1, (size_t)n * sizeof(uint64_t));
+    if (!X || !corr) {
+        return ORTNPU_ENOMEM;
+    }
+    /* x - x_zp fits int16 for 8-bit inputs (and int16 ones with zp 0): subtract it here;
+     * otherwise keep raw values and correct with x_zp * sum(w) per output */
+    const int fold = xtype != ORTNPU_T_I16 || x_zp == 0;
+    const int64_t zsub = fold ? x_zp : 0, zcorr = fold ? 0 : x_zp;
+    for (int64_t r = 0; r < rows; r++) {
+        int16_t *d = X + r * k16;
+        load_i16(d, x, xtype, r * k, 1, k);
+        if (zsub)
+            for (int64_t kk = 0; kk < k; kk++) d[kk] = (int16_t)(d[kk] - zsub);
+        fill_i16(d + k, 0, k16 - k);
+    }
+    int64_t xabs = type_max(xtype) - zsub > zsub - type_min(xtype) ? type_max(xtype) - zsub
+                                                                   : zsub - type_min(xtype);
+    /* exact int32 blocks of k (multiple of 16) for the 64-bit accumulator */
+    int64_t kb = pair_block(o->acc_bits, xabs * 128) * 2;
+    kb &= ~INT64_C(15); /* at least 496 (int16 input): 496 * 2^22 < 2^31 */
+    const int blocked = o->acc_bits == 64 && kb < k;
+    const int64_t nblk = ceil_div(n, 4);
+    const int pc = n_params != 1;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t n0 = b * 4;
+        const int NW = (int)(n - n0 < 4 ? n - n0 : 4);
+        uint64_t cr[4];
+        for (int q = 0; q < NW; q++) {
+            int64_t s = 0;
+            if (zcorr != 0)
+                for (int64_t kk = 0; kk < k; kk++) s += w[(n0 + q) * k + kk];
+            cr[q] = (uint64_t)bias[n0 + q] - (uint64_t)(zcorr * s);
+        }
+        for (int64_t r0 = 0; r0 < rows; r0 += 2) {
+            const int R = rows - r0 >= 2 ? 2 : 1;
+            int32_t c32[8];
+            int64_t c64[8];
+            if (!blocked) {
+                I->dot_tile(X + r0 * k16, k16, R, w + n0 * k, k, NW, 0, k, c32);
+            } else {
+                memset(c64, 0, sizeof c64);
+                for (int64_t k0 = 0; k0 < k; k0 += kb) {
+                    int64_t k1 = k0 + kb < k ? k0 + kb : k;
+                    I->dot_tile(X + r0 * k16, k16, R, w + n0 * k, k, NW, k0, k1, c32);
+                    for (int i = 0; i < 8; i++) c64[i] += c32[i];
+                }
+            }
+            for (int r = 0; r < R; r++)
+                finish_any(blocked ? NULL : c32 + 4 * r, blocked ? c64 + 4 * r : NULL, NW, cr, 1,
+                           mult + (pc ? n0 : 0), pc, shift + (pc ? n0 : 0), pc, o, y,
+                           (r0 + r) * n + n0, 1);
+        }
+    }
+    return ORTNPU_OK;
+}
+
+/* ============================================================================ MatMul */
+
+int ortnpu_matmul(int64_t batch, int64_t m, int64_t k, int64_t n, const void *a, int32_t atype,
+                  int64_t a_zp, const int64_t *a_off, int64_t a_len, const void *b,
+                  int32_t btype, int64_t b_zp, const int64_t *b_off, int64_t b_len,
+                  int32_t mult, int32_t shift, const ortnpu_out_t *o, void *y, int nthreads,
+                  int isa) {
+    if (!out_ok(o) || !type_ok(atype) || !type_ok(btype) || batch < 0 || m < 0 || k < 0 || n < 0)
+        return ORTNPU_EBADARG;
+    if (a_zp < type_min(atype) || a_zp > type_max(atype) || b_zp < type_min(btype) ||
+        b_zp > type_max(btype))
+        return ORTNPU_EBADARG;
+    if (!mult_ok(o->rule, mult) || !shift_ok(o->rule, shift)) return ORTNPU_EBADARG;
+    for (int64_t i = 0; i < batch; i++)
+        if (a_off[i] < 0 || a_off[i] + m * k > a_len || b_off[i] < 0 || b_off[i] + k * n > b_len)
+            return ORTNPU_EBADARG;
+    if (batch == 0 || m == 0 || n == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = ortnpu_pick_isa(isa);
+    const int nt = threads_of(nthreads);
+    /* range of the zero-point-subtracted operands */
+    int64_t alo = type_min(atype) - a_zp, ahi = type_max(atype) - a_zp;
+    int64_t blo = type_min(btype) - b_zp, bhi = type_max(btype) - b_zp;
+    int64_t ra = -alo > ahi ? -alo : ahi, rb = -blo > bhi ? -blo : bhi;
+    int fits = alo >= -32768 && ahi <= 32767 && blo >= -32768 && bhi <= 32767;
+    int64_t kb = pair_block(o->acc_bits, ra * rb);
+    if (o->acc_bits == 64 && 2 * ra * rb > INT32_MAX) fits = 0;
+    int err = ORTNPU_OK;
+    if (!fits) {
+        /* exact int64 loops: products reach 2^32, beyond the int16 pair path */
+#pragma omp parallel num_threads(nt)
+        {
+            int64_t *acc = malloc((size_t)n * sizeof(int64_t));
+            if (!acc) {
+#pragma omp atomic write
+                err = ORTNPU_ENOMEM;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < batch * m; it++) {
+                if (!acc) continue;
+                int64_t bi = it / m, i = it % m;
+                memset(acc, 0, (size_t)n * sizeof *acc);
+                for (int64_t kk = 0; kk < k; kk++) {
+                    int64_t av = ld(a, atype, a_off[bi] + i * k + kk) - a_zp;
+                    int64_t row = b_off[bi] + kk * n;
+                    for (int64_t j = 0; j < n; j++) acc[j] += av * (ld(b, btype, row + j) - b_zp);
+                }
+                uint64_t zero = 0;
+                finish_any(NULL, acc, n, &zero, 0, &mult, 0, &shift, 0, o, y, it * n, 1);
+            }
+            free(acc);
+        }
+        return err;
+    }
+    const int64_t Kp = (k + 1) / 2, K2 = 2 * Kp, np16 = round16(n);
+    const int64_t usz = m * K2, vsz = Kp * np16 * 2;
+    int16_t *U = malloc((size_t)(batch * usz + 1) * sizeof(int16_t));
+    int16_t *V = malloc((size_t)(batch * vsz + 1) * sizeof(int16_t));
+    if (!U || !V) {
+        free(U);
+        free(V);
+        return ORTNPU_ENOMEM;
+    }
+    const int blocked = kb > 0 && kb < Kp;
+#pragma omp parallel num_threads(nt)
+    {
+        int16_t *r0 = malloc((size_t)(2 * np16) * sizeof(int16_t));
+        int32_t *acc = malloc((size_t)(4 * np16) * sizeof(int32_t));
+        int64_t *acc64 = blocked ? malloc((size_t)(4 * np16) * sizeof(int64_t)) : NULL;
+        int ok = r0 && acc && (!blocked || acc64);
+        if (!ok) {
+#pragma omp atomic write
+            err = ORTNPU_ENOMEM;
+        }
+        /* pack: U = rows of a - a_zp (int16, K padded even), V = pairs of rows of b - b_zp */
+#pragma omp for schedule(static)
+        for (int64_t bi = 0; bi < batch; bi++) {
+            if (!ok) continue;
+            int16_t *u = U + bi * usz, *v = V + bi * vsz, *r1 = r0 + np16;
+            for (int64_t i = 0; i < m; i++) {
+                for (int64_t kk = 0; kk < k; kk++)
+                    u[i * K2 + kk] = (int16_t)(ld(a, atype, a_off[bi] + i * k + kk) - a_zp);
+                if (K2 > k) u[i * K2 + k] = 0;
+            }
+            for (int64_t j = 0; j < Kp; j++) {
+                for (int h = 0; h < 2; h++) {
+                    int16_t *row = h ? r1 : r0;
+                    int64_t kk = 2 * j + h;
+                    fill_i16(row, 0, np16);
+                    if (kk < k)
+                        for (int64_t c = 0; c < n; c++)
+                            row[c] = (int16_t)(ld(b, btype, b_off[bi] + kk * n + c) - b_zp);
+                }
+                I->interleave(r0, r1, v + j * np16 * 2, np16);
+            }
+        }
+        const int64_t mblk = ceil_div(m, 4);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < batch * mblk; it++) {
+            if (!ok) continue;
+            int64_t bi = it / mblk, i0 = (it % mblk) * 4;
+            int R = (int)(m - i0 < 4 ? m - i0 : 4);
+            const int16_t *u = U + bi * usz + i0 * K2, *v = V + bi * vsz;
+            for (int64_t col = 0; col < np16; col += 16) {
+                if (!blocked) {
+                    I->bcast_tile(u, K2, R, v + 2 * col, np16, 0, Kp, acc + col, np16);
+                } else {
+                    for (int r = 0; r < R; r++)
+                        for (int c = 0; c < 16; c++) acc64[r * np16 + col + c] = 0;
+                    for (int64_t j0 = 0; j0 < Kp; j0 += kb) {
+                        int64_t j1 = j0 + kb < Kp ? j0 + kb : Kp;
+                        int32_t tmp[64];
+                        I->bcast_tile(u, K2, R, v + 2 * col, np16, j0, j1, tmp, 16);
+                        for (int r = 0; r < R; r++)
+                            for (int c = 0; c < 16; c++) acc64[r * np16 + col + c] += tmp[r * 16 + c];
+                    }
+                }
+            }
+            for (int r = 0; r < R; r++)
+                finish_row(I, blocked ? NULL : acc + r * np16, blocked ? acc64 + r * np16 : NULL,
+                           n, 0, &mult, &shift, o, y, (bi * m + i0 + r) * n);
+        }
+        free(r0);
+        free(acc);
+        free(acc64);
+    }
+    free(U);
+    free(V);
+    return err;
+}
