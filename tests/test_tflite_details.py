@@ -78,3 +78,50 @@ def test_hard_swish_table_is_tflite_fixed_point() -> None:
     assert {q: int(table[q + 128]) for q in litert} == litert
     rounded = float_table(lambda v: v * np.clip(v / 6 + 0.5, 0, 1), xp, yp).astype(np.int64)
     assert np.flatnonzero(table != rounded).tolist() == sorted(q + 128 for q in litert)
+
+
+def test_int16_logistic_tanh_is_tflite_interpolation() -> None:
+    """LiteRT 2.3's reference int16 LOGISTIC and TANH on x 0.00123/0 → y 2^-15/0 give these
+    outputs; the float function (``float_table``) is one above on the two at 555 and 100 (and
+    differs from LiteRT on 26805 / 30639 of the 65536 inputs, the saturation included)."""
+    from ortnpu.quant.tables import float_table, tflite_int16_sigmoid_tanh_table
+
+    xp = QuantParams(float(np.float32(0.00123)), 0, "int16")
+    yp = QuantParams(2.0 ** -15, 0, "int16")
+    litert = {"Sigmoid": {-32768: 1, -1000: 7412, -1: 16374, 0: 16384, 555: 21768,
+                          2000: 30189, 32767: 32767},
+              "Tanh": {-32768: -32767, -1000: -27610, -1: -40, 1: 40, 100: 4009, 555: 19438,
+                       32767: 32767}}
+    fns = {"Sigmoid": lambda v: 1 / (1 + np.exp(-v)), "Tanh": np.tanh}
+    for op, want in litert.items():
+        table = tflite_int16_sigmoid_tanh_table(op, xp, yp)
+        assert table is not None
+        assert {q: int(table[q + 32768]) for q in want} == want
+        rounded = float_table(fns[op], xp, yp)
+        assert int(rounded[555 + 32768]) == want[555] + 1
+    # the parameters TFLite refuses: the caller falls back to the float function
+    assert tflite_int16_sigmoid_tanh_table("Sigmoid", xp, QuantParams(2.0 ** -14, 0, "int16")) \
+        is None
+    assert tflite_int16_sigmoid_tanh_table("Tanh", QuantParams(0.001, 3, "int16"), yp) is None
+
+
+def test_int16_sigmoid_output_is_tflite_fixed_on_a16w8() -> None:
+    """Quantizing a float Sigmoid for tflite-a16w8 fixes its output at 2^-15 (as TFLite's
+    converter) and lowers it to TFLite's interpolated table."""
+    from ortnpu.quant.tables import tflite_int16_sigmoid_tanh_table
+
+    graph = helper.make_graph(
+        [helper.make_node("Sigmoid", ["x"], ["y"], name="sig")], "sig",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    rng = np.random.default_rng(0)
+    samples = [{"x": rng.normal(0, 3, (1, 64)).astype(np.float32)} for _ in range(4)]
+    npu = ortnpu.quantize(model, "tflite-a16w8", samples)
+    (lut,) = [n for n in npu.graph.node if n.domain == "com.ortnpu"]
+    inits = {i.name: numpy_helper.to_array(i) for i in npu.graph.initializer}
+    assert float(inits["y_scale"][0]) == 2.0 ** -15 and int(inits["y_zero_point"][0]) == 0
+    want = tflite_int16_sigmoid_tanh_table("Sigmoid", QuantParams(float(inits["x_scale"][0]), 0,
+                                                                  "int16"),
+                                           QuantParams(2.0 ** -15, 0, "int16"))
+    assert np.array_equal(inits[lut.input[1]], want)

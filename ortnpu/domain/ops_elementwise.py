@@ -225,8 +225,11 @@ class Lut(OpSpec):
     tflite = ("int8 LOGISTIC and TANH: LUTPopulate, the function in float32 on every input value "
               "(LOGISTIC output fixed at 1/256, -128). int8 HARD_SWISH: the table holds the "
               "reference kernel's 16-bit fixed-point result for every input value "
-              "(quant/tables.py). int16 LOGISTIC/TANH are not reproduced: TFLite interpolates a "
-              "256-entry table of its own; ortnpu's int16 table is the float function.")
+              "(quant/tables.py). int16 LOGISTIC/TANH (output 2^-15): the table holds "
+              "reference_integer_ops::Logistic/Tanh for every input value: the input rescaled "
+              "to 1/(3*4096) (or multiplied by 3 << shift for a power-of-two scale), linear "
+              "interpolation of 256 nodes of sigmoid(i/24) in 0.16 fixed point, mirrored for "
+              "negative inputs, rounded back to 16 bits.")
     doc = ("y = table[x - min(x.dtype)]: the table has one entry per input value (256 for "
            "8-bit inputs, 65536 for int16) and the output's type.")
     inputs = (Input("x", "act", "input"),

@@ -57,6 +57,7 @@ from ortnpu.quant.tables import (
     hard_swish_int8_table,
     leaky_relu_table,
     lut_populate,
+    tflite_int16_sigmoid_tanh_table,
 )
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
@@ -550,11 +551,18 @@ class LutRule(LoweringRule):
             yp = QuantParams(1.0 / 256, -128, "int8")  # TFLite fixes logistic's output
         elif node.op_type == "Tanh" and xp.dtype == "int8" and not a.activation_symmetric:
             yp = QuantParams(1.0 / 128, 0, "int8")
+        elif (node.op_type in ("Sigmoid", "Tanh") and xp.dtype == "int16"
+              and a.rounding.startswith("tflite")):
+            yp = QuantParams(2.0 ** -15, 0, "int16")   # TFLite's 16x8 output, as the converter
         else:
             yp = ctx.params_of(node.output[0])
         table = None
         if node.op_type == "HardSwish" and xp.dtype == "int8" and a.rounding.startswith("tflite"):
             table = hard_swish_int8_table(xp, yp)   # TFLite's 16-bit fixed-point kernel
+        if (node.op_type in ("Sigmoid", "Tanh") and xp.dtype == "int16"
+                and a.rounding.startswith("tflite")):
+            # TFLite's interpolated int16 kernel (output 2^-15, zero points 0; else None)
+            table = tflite_int16_sigmoid_tanh_table(node.op_type, xp, yp)
         if table is None:
             table = float_table(lambda v: _LUT_FUNCTIONS[node.op_type](v, node), xp, yp)
         name = node.name or node.output[0]

@@ -92,6 +92,85 @@ def hard_swish_int8_table(xp: QuantParams, yp: QuantParams) -> np.ndarray | None
     return np.clip(out, yp.qmin, yp.qmax).astype(yp.dtype)
 
 
+def sigmoid_nodes() -> np.ndarray:
+    """The 256 interpolation nodes of TFLite's int16 LOGISTIC and TANH: ``sigmoid(i / 24)`` in
+    0.16 fixed point, ``i = 0..255``.
+
+    TFLite interpolates linearly between these nodes. They are not ``round(65536 * sigmoid)``:
+    each node sits ``h^2 * |f''| / 16`` above the curve (``h = 1/24``), half the midpoint error
+    of linear interpolation, the placement that balances the error over an interval. That
+    offset, rounded, gives every node of TFLite's table (no value is within 0.004 of a .5 tie,
+    so the float64 evaluation is safe); the last node is the uint16 maximum, 65535. The oracle
+    test ``test_int16_logistic_tanh_every_input`` checks every interval against LiteRT.
+    """
+    s = 1.0 / (1.0 + np.exp(-np.arange(256, dtype=np.float64) / 24.0))
+    second = s * (1.0 - s) * (1.0 - 2.0 * s) / 24.0 ** 2      # f''(i/24) * h^2
+    nodes = np.round(65536.0 * (s - second / 16.0)).astype(np.int64)
+    nodes[255] = 65535
+    return nodes
+
+
+def _checked_log2(x: float) -> tuple[bool, int]:
+    """TFLite's ``CheckedLog2`` in float32: (|log2 x - round| < 1e-3, the rounded log2)."""
+    log2 = np.float32(np.float32(np.log(np.float32(x))) * np.float32(1.0 / np.log(np.float32(2))))
+    rounded = np.float32(round_half_away(np.float64(log2)))
+    return bool(abs(np.float32(log2 - rounded)) < np.float32(1e-3)), int(rounded)
+
+
+def tflite_int16_sigmoid_tanh_table(op: str, xp: QuantParams, yp: QuantParams
+                                    ) -> np.ndarray | None:
+    """TFLite's int16 LOGISTIC (``op == "Sigmoid"``) or TANH for every int16 input value.
+
+    Prepare (activations.cc): with a power-of-two input scale (2^-12; TANH also 2^-11) the
+    input is multiplied by ``3 << shift``; otherwise by ``M = (int)(s_in * 4096 * 3 * 2^k)``
+    with ``k`` doubling M until it exceeds 16383.5, then shifted right by ``k`` with rounding.
+    The kernel (reference_integer_ops::Logistic / Tanh) interpolates :func:`sigmoid_nodes` on
+    the absolute value (9 fraction bits for LOGISTIC, 8 for TANH, as tanh(x) = 2 sigmoid(2x)
+    - 1), mirrors negative inputs and rounds back to 16 bits. ``None`` when TFLite refuses the
+    parameters (zero points not 0, output scale not 2^-15) or its int32 product would
+    overflow: the caller then uses the float function.
+    """
+    if xp.dtype != "int16" or yp.dtype != "int16" or xp.zero_point or yp.zero_point:
+        return None
+    out_pot, out_log2 = _checked_log2(yp.scale)
+    if not out_pot or out_log2 != -15 or (op == "Sigmoid" and
+                                          np.float32(yp.scale) != np.float32(2.0 ** -15)):
+        return None
+    pot, log2 = _checked_log2(xp.scale)
+    left = 12 + log2
+    pot = pot and (left == 0 or (op == "Tanh" and left == 1))
+    mult = 0
+    if not pot:
+        m = float(np.float32(xp.scale)) * 4096.0 * 3.0
+        left = 0
+        while m <= 32767.0 / 2.0 and left <= 30:
+            left += 1
+            m *= 2.0
+        mult = int(m)
+    if mult == 0:                      # power-of-two scale
+        mult, left = 3 << left, 0
+    half = (1 << (left - 1)) if left > 0 else 0
+    if 32768 * mult + half > (1 << 31) - 1:
+        return None                    # TFLite's int32 product would overflow
+    x = np.arange(-32768, 32768, dtype=np.int64)
+    v = (x * mult + half) >> left      # arithmetic shift, as on int32
+    a = np.abs(v)
+    nodes = sigmoid_nodes()
+    frac_bits = 9 if op == "Sigmoid" else 8
+    uh = a >> frac_bits
+    inside = uh < 255
+    k = np.where(inside, uh, 0)
+    lo, hi = nodes[k], nodes[np.minimum(k + 1, 255)]
+    r = (lo << frac_bits) + (a & ((1 << frac_bits) - 1)) * (hi - lo)
+    if op == "Sigmoid":
+        r = np.where(inside, r, 0x7FFF << 10)
+        r = np.where(v >= 0, r + (1 << 9), (1 << 25) - r + (1 << 9) - 1) >> 10
+    else:
+        r = np.where(inside, r, 0xFFFF << 8)
+        r = np.where(v >= 0, r - (1 << 23) + (1 << 7), -r + (1 << 23) + (1 << 7) - 1) >> 8
+    return r.astype(np.int16)
+
+
 def _libm(name: str) -> Callable[[float], float] | None:
     """The C library's float function ``name`` (``tanhf``, ``expm1f``, ``erff``...), or None.
 

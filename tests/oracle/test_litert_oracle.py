@@ -15,8 +15,8 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("tflite")
 
-from cases import GENERATORS, make_case
-from qdq_builder import mismatch
+from cases import GENERATORS, _unary, make_case
+from qdq_builder import Quant, mismatch
 
 #: TFLite ops with a 16x8 kernel (int16 activations, int8 weights); HARD_SWISH has none.
 INT16_OPS = sorted(set(GENERATORS) - {"HARD_SWISH"})
@@ -29,9 +29,6 @@ KNOWN_DIFFERENCES = {
     "fixed-point rescale (15-bit multiplier) of the other 16x8 kernels",
     ("FULLY_CONNECTED", "int8"): "as FULLY_CONNECTED int16; on int8 the results differ only "
     "where ortnpu's double rounding (tflite_double) meets a near-tie (~1 case in 30)",
-    ("LOGISTIC", "int16"): "TFLite's int16 LOGISTIC interpolates a 256-entry table of its "
-    "source; ortnpu's int16 table is the float function",
-    ("TANH", "int16"): "as LOGISTIC int16",
 }
 
 FAST_SEEDS = {"int8": range(20), "int16": range(10)}
@@ -73,3 +70,20 @@ def test_oracle_sees_a_one_off_difference() -> None:
     x.reshape(-1)[0] = 0 if x.reshape(-1)[0] != 0 else 1
     case.tflite_inputs = [x.astype(np.int8)]
     assert mismatch(case) is not None
+
+
+@pytest.mark.parametrize("op", ["LOGISTIC", "TANH"])
+@pytest.mark.parametrize("scale", [2.0 ** -12, 2.0 ** -11, 2.0 ** -10, 1e-4, 3.1e-4,
+                                   0.00123, 0.02, 0.5])
+def test_int16_logistic_tanh_every_input(op: str, scale: float) -> None:
+    """Every int16 input value through TFLite's interpolated kernel (every node interval of
+    its table, both power-of-two input paths, the rounding shifts and the saturation)."""
+    case = make_case(op, "int16", 0)
+    xq = Quant(float(np.float32(scale)), 0, "int16")
+    onnx_op = "Sigmoid" if op == "LOGISTIC" else "Tanh"
+    x = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16).reshape(256, 256)
+    rng = np.random.default_rng(0)
+    case = _unary(rng, "int16", op, onnx_op, xq, case.out, shape=(256, 256))
+    case.tflite_inputs = [x]
+    case.onnx_inputs = {"x": xq.dequantize(x)}
+    assert mismatch(case) is None
