@@ -237,7 +237,9 @@ def fully_connected(rng: np.random.Generator, act: str) -> Case:
     name = (f"FULLY_CONNECTED {batch}x{k}->{n} {'per-channel' if per_channel else 'per-tensor'} "
             f"{fused} x_zp {xq.zero_point} y_zp {yq.zero_point}")
     return Case(name, "FULLY_CONNECTED", TARGET[act], t.build([tx], [ty]), g.model(), [x],
-                {"x": xq.dequantize(x)}, yq)
+                {"x": xq.dequantize(x)}, yq,
+                details={"x": x, "w": wt, "bias": bias, "xq": xq, "w_scales": ws, "yq": yq,
+                         "fused": fused})
 
 
 # -- elementwise ops ---------------------------------------------------------------------------

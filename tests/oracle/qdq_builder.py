@@ -117,6 +117,8 @@ class Case:
     onnx_inputs: dict[str, np.ndarray]
     out: Quant
     to_tflite: Callable[[np.ndarray], np.ndarray] | None = None
+    #: the drawn integers and parameters, for tests that recompute a kernel by hand
+    details: dict[str, object] | None = None
 
 
 def run_ortnpu(case: Case) -> np.ndarray:
