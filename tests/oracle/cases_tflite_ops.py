@@ -1,6 +1,6 @@
 """Oracle cases of the ops issue 14 moved to the NPU: SLICE, STRIDED_SLICE, SUB, MAXIMUM,
-MINIMUM, LEAKY_RELU, ELU, GELU and QUANTIZE (int8 → int8, a DequantizeLinear → QuantizeLinear
-pair in ONNX).
+MINIMUM, LEAKY_RELU, ELU, GELU, QUANTIZE (int8 → int8, a DequantizeLinear → QuantizeLinear
+pair in ONNX), SQUEEZE and EXPAND_DIMS (ONNX Squeeze / Unsqueeze).
 
 Kept apart from ``cases.py`` so that the seeds of its cases (drawn from the index of the op in
 its table) stay as they are. Same conventions: seeded, biased towards edge values.
@@ -186,6 +186,48 @@ def gelu_tanh(rng: np.random.Generator, act: str) -> Case:
     return _gelu(rng, act, True)
 
 
+def squeeze(rng: np.random.Generator, act: str) -> Case:
+    """SQUEEZE of chosen size-1 axes (ONNX Squeeze with the axes as an input, opset 13+); rank
+    at most 4, the NPU's (the targets' max_rank)."""
+    rank = int(rng.integers(2, 5))
+    shape = [int(d) for d in rng.integers(1, 5, size=rank)]
+    axes = sorted(int(a) for a in rng.choice(rank, size=int(rng.integers(1, rank)), replace=False))
+    for a in axes:
+        shape[a] = 1
+    out = [d for i, d in enumerate(shape) if i not in axes]
+    q = _quant(rng, act)
+    x = _data(rng, tuple(shape), act)
+    t = TFLiteGraph()
+    tx = t.tensor("x", shape, act, scale=q.scale, zero_point=q.zero_point)
+    ty = t.tensor("y", out, act, scale=q.scale, zero_point=q.zero_point)
+    t.op("SQUEEZE", [tx], [ty], ("SqueezeOptions", {"SqueezeDims": axes}))
+    g = QDQGraph()
+    ins = [g.input("x", tuple(shape), q), g.value("axes", np.array(axes, np.int64))]
+    g.output(g.node("Squeeze", ins, "squeezed"), q)
+    return Case(f"SQUEEZE {tuple(shape)} axes {axes}", "SQUEEZE", TARGET[act],
+                t.build([tx], [ty]), g.model(), [x], {"x": q.dequantize(x)}, q)
+
+
+def expand_dims(rng: np.random.Generator, act: str) -> Case:
+    """EXPAND_DIMS at one axis, negative axes included (ONNX Unsqueeze); output rank <= 4."""
+    shape = tuple(int(d) for d in rng.integers(1, 7, size=int(rng.integers(1, 4))))
+    axis = int(rng.integers(-len(shape) - 1, len(shape) + 1))
+    pos = axis if axis >= 0 else axis + len(shape) + 1
+    out = [*shape[:pos], 1, *shape[pos:]]
+    q = _quant(rng, act)
+    x = _data(rng, shape, act)
+    t = TFLiteGraph()
+    tx = t.tensor("x", shape, act, scale=q.scale, zero_point=q.zero_point)
+    ta = t.tensor("axis", (1,), "int32", data=np.array([axis]))
+    ty = t.tensor("y", out, act, scale=q.scale, zero_point=q.zero_point)
+    t.op("EXPAND_DIMS", [tx, ta], [ty])
+    g = QDQGraph()
+    ins = [g.input("x", shape, q), g.value("axes", np.array([axis], np.int64))]
+    g.output(g.node("Unsqueeze", ins, "unsqueezed"), q)
+    return Case(f"EXPAND_DIMS {shape} axis {axis}", "EXPAND_DIMS", TARGET[act],
+                t.build([tx], [ty]), g.model(), [x], {"x": q.dequantize(x)}, q)
+
+
 def quantize(rng: np.random.Generator, act: str) -> Case:
     """QUANTIZE int8 → int8 (a requantization): DequantizeLinear → QuantizeLinear in ONNX."""
     shape = _shape(rng)
@@ -215,13 +257,19 @@ GENERATORS: dict[str, Callable[[np.random.Generator, str], Case]] = {
     "GELU": gelu,
     "GELU_TANH": gelu_tanh,
     "QUANTIZE": quantize,
+    "SQUEEZE": squeeze,
+    "EXPAND_DIMS": expand_dims,
 }
+#: The seed index of each op: the first ten in sorted order (their cases stay as they were),
+#: later ops appended.
+SEED_ORDER = ("ELU", "GELU", "GELU_TANH", "LEAKY_RELU", "MAXIMUM", "MINIMUM", "QUANTIZE", "SLICE",
+              "STRIDED_SLICE", "SUB", "SQUEEZE", "EXPAND_DIMS")
+assert sorted(SEED_ORDER) == sorted(GENERATORS)
 #: TFLite ops with an int8 kernel only (ELU and GELU build their table for 8 bits).
 INT8_ONLY = frozenset({"ELU", "GELU", "GELU_TANH"})
 
 
 def make_case(op: str, act: str, seed: int) -> Case:
     """The case of ``op`` on activation type ``act`` drawn from ``seed`` (reproducible)."""
-    rng = np.random.default_rng([seed, 1000 + sorted(GENERATORS).index(op),
-                                 16 if act == "int16" else 8])
+    rng = np.random.default_rng([seed, 1000 + SEED_ORDER.index(op), 16 if act == "int16" else 8])
     return GENERATORS[op](rng, act)

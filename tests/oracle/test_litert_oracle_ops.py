@@ -92,3 +92,16 @@ def test_elu_table_uses_the_float32_reciprocal(xq: tuple, yq: tuple) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(qdq_builder, "run_litert", _run_builtin)
         assert mismatch(case) is None
+
+
+@pytest.mark.parametrize("op", ["SQUEEZE", "EXPAND_DIMS"])
+@pytest.mark.parametrize("act", ["int8", "int16"])
+def test_squeeze_expand_dims_run_on_the_npu(op: str, act: str) -> None:
+    """The copy ops' cases are NPU cases (a CPU fallback would equal LiteRT trivially)."""
+    import ortnpu
+
+    for seed in FAST_SEEDS[act]:
+        case = make_case(op, act, seed)
+        npu = ortnpu.import_qdq(case.onnx, case.target)
+        assert [n.op_type for n in npu.graph.node if n.domain == "com.ortnpu"] == \
+            [f"Reshape_{'i8' if act == 'int8' else 'i16'}"], case.name
