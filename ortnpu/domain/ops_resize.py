@@ -52,10 +52,8 @@ def nearest_index(in_size: int, out_size: int, align_corners: bool,
     offset = f32(0.5) if half_pixel_centers else f32(0.0)
     pos = (np.arange(out_size, dtype=np.float32) + offset) * scale   # float32 throughout
     wide = pos.astype(np.float64)   # exact; rounding below in float64 cannot double-round
-    if align_corners:
-        index = np.sign(wide) * np.floor(np.abs(wide) + 0.5)   # TfLiteRound: half away
-    else:
-        index = np.floor(wide)
+    # align_corners: TfLiteRound (half away from zero); otherwise floor
+    index = np.sign(wide) * np.floor(np.abs(wide) + 0.5) if align_corners else np.floor(wide)
     index = np.minimum(index.astype(np.int64), in_size - 1)
     if half_pixel_centers:
         index = np.maximum(index, 0)
