@@ -149,6 +149,11 @@ int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_i
 int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
                                  int32_t out, int32_t ndim, const int64_t *dims,
                                  const int64_t *perm, int32_t elem_size);
+/* Resize layer (ortnpu_resize on one sample's planes, tables copied) */
+int ortnpu_program_add_resize(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                              int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                              int32_t bilinear, const int32_t *ytab, const int32_t *xtab,
+                              int32_t xtype, int nthreads);
 /* Float boundary: with q_in the program takes float input and quantizes it as onnxruntime's
  * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
  * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the

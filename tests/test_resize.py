@@ -227,7 +227,11 @@ def test_quantized_resize_runs_on_the_npu_and_every_path_agrees(mode: str,
     npu = ortnpu.quantize(model, "tflite-int8", calib)
     assert any(n.op_type == "Resize_i8" for n in npu.graph.node)
     feed = {"x": rng.standard_normal((1, 3, 5, 4)).astype(np.float32)}
-    default = ortnpu.InferenceSession(npu).run(None, feed)[0]
+    session = ortnpu.InferenceSession(npu)
+    default = session.run(None, feed)[0]
+    if native.AVAILABLE:   # the whole NPU part (Conv, Resize, Conv) is one compiled C program
+        reports = session.compile_reports
+        assert reports and all(r.native for r in reports), [str(r) for r in reports]
     reference = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, feed)[0]
     exported = ortnpu.export(npu, style="integer")
     stock = ort.InferenceSession(exported.SerializeToString(),
