@@ -214,18 +214,19 @@ def _upsampler(mode: str, transform: str) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-@pytest.mark.parametrize(("mode", "transform"), [("nearest", "asymmetric"),
-                                                 ("linear", "half_pixel"),
-                                                 ("linear", "align_corners")])
-def test_quantized_resize_runs_on_the_npu_and_every_path_agrees(mode: str,
-                                                                transform: str) -> None:
+@pytest.mark.parametrize(("mode", "transform", "target"), [
+    ("nearest", "asymmetric", "tflite-int8"), ("linear", "half_pixel", "tflite-int8"),
+    ("linear", "align_corners", "tflite-int8"), ("linear", "half_pixel", "tflite-a16w8"),
+    ("nearest", "asymmetric", "n2d2-int8")])
+def test_quantized_resize_runs_on_the_npu_and_every_path_agrees(mode: str, transform: str,
+                                                                target: str) -> None:
     import onnxruntime as ort
 
     model = _upsampler(mode, transform)
     rng = np.random.default_rng(1)
     calib = [{"x": rng.standard_normal((1, 3, 5, 4)).astype(np.float32)} for _ in range(4)]
-    npu = ortnpu.quantize(model, "tflite-int8", calib)
-    assert any(n.op_type == "Resize_i8" for n in npu.graph.node)
+    npu = ortnpu.quantize(model, target, calib)
+    assert any(n.op_type.startswith("Resize_") for n in npu.graph.node)
     feed = {"x": rng.standard_normal((1, 3, 5, 4)).astype(np.float32)}
     session = ortnpu.InferenceSession(npu)
     default = session.run(None, feed)[0]
