@@ -31,6 +31,7 @@ SOURCES = [
     "kernels_elementwise.c",
     "kernels_linear.c",
     "kernels_pool.c",
+    "kernels_resize.c",
     "program.c",
     "ort_op.c",
 ]

@@ -79,6 +79,13 @@ int ortnpu_requantize(int64_t outer, int64_t ch, int64_t inner, const void *x, i
 int ortnpu_lut(int64_t count, const void *x, int32_t xtype, const void *table, int32_t ttype,
                int64_t table_len, void *y, int nthreads);
 
+/* Resize (kernels_resize.c): `planes` NCHW planes of h x w to oh x ow. ytab [3, oh] and
+ * xtab [3, ow]: lower index, upper index, upper weight in 1/1024 (ops_resize.axis_table);
+ * nearest (bilinear 0) reads the lower index only. */
+int ortnpu_resize(int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                  int32_t bilinear, const int32_t *ytab, const int32_t *xtab, const void *x,
+                  int32_t xtype, void *y, int nthreads);
+
 /* op 0 max, 1 average. win: kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, oh, ow. */
 int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *win,
                   const void *x, int32_t xtype, int64_t act_min, int64_t act_max, void *y,
@@ -142,6 +149,11 @@ int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_i
 int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
                                  int32_t out, int32_t ndim, const int64_t *dims,
                                  const int64_t *perm, int32_t elem_size);
+/* Resize layer (ortnpu_resize on one sample's planes, tables copied) */
+int ortnpu_program_add_resize(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                              int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                              int32_t bilinear, const int32_t *ytab, const int32_t *xtab,
+                              int32_t xtype, int nthreads);
 /* Float boundary: with q_in the program takes float input and quantizes it as onnxruntime's
  * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
  * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the

@@ -32,6 +32,7 @@
 
 enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE, L_PAD,
        L_CONCAT };
+enum { L_RESIZE = 64 };   /* Resize (kernels_resize.c) */
 
 typedef struct {
     int32_t kind, op;
@@ -448,6 +449,22 @@ int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, i
     return commit(p, L, 0);
 }
 
+/* Resize of one sample: `planes` planes of h x w to oh x ow with the per-axis tables of
+ * ortnpu_resize (copied; the kernel checks them on every run) */
+int ortnpu_program_add_resize(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                              int64_t planes, int64_t h, int64_t w, int64_t oh, int64_t ow,
+                              int32_t bilinear, const int32_t *ytab, const int32_t *xtab,
+                              int32_t xtype, int nthreads) {
+    layer_t *L = new_layer(p, L_RESIZE, name, in, -1, out, nthreads);
+    if (!L || in < 0 || planes < 1 || h < 1 || w < 1 || oh < 1 || ow < 1 || !type_ok(xtype) ||
+        (bilinear != 0 && bilinear != 1))
+        return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){planes, h, w, oh, ow, bilinear, xtype}, 7);
+    L->c[0] = dup_bytes(ytab, 3 * oh * 4);
+    L->c[1] = dup_bytes(xtab, 3 * ow * 4);
+    return commit(p, L, 2);
+}
+
 /* ----------------------------------------------------------------------------- running */
 
 static arena_t *arena_get(ortnpu_program_t *p) {
@@ -533,6 +550,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
         }
         return ORTNPU_OK;
     }
+    case L_RESIZE:
+        return ortnpu_resize(L->i[0], L->i[1], L->i[2], L->i[3], L->i[4], (int32_t)L->i[5],
+                             L->c[0], L->c[1], a, (int32_t)L->i[6], out, nt);
     default:
         return ORTNPU_EBADARG;
     }

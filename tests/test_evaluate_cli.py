@@ -39,7 +39,7 @@ def test_evaluate_command(model_file: Path, tmp_path: Path,
     text = capsys.readouterr().out
     assert code == EXIT_OK, text
     d = json.loads(js.read_text())
-    # Resize and Softmax have no integer lowering; the unfolded BatchNormalization neither
+    # cubic Resize and Softmax have no integer lowering; the unfolded BatchNormalization neither
     assert d["summary"]["cpu_nodes"] == 3
     assert html.read_text().startswith("<!DOCTYPE html>")
     assert "Resize 'up'" in text
@@ -51,7 +51,7 @@ def test_evaluate_command(model_file: Path, tmp_path: Path,
     d = json.loads(js.read_text())
     cpu = {c["name"]: c["reason"] for c in d["partition"]["cpu_nodes"]}
     assert code == EXIT_OK and {"conv1", "dw2"} <= set(cpu)
-    assert "forced to the NPU by the user, but ortnpu has no integer lowering" in cpu["up"]
+    assert "forced to the NPU by the user, but mode 'cubic' has no TFLite kernel" in cpu["up"]
 
 
 def test_opt_and_eval_command(model_file: Path, tmp_path: Path,

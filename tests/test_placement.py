@@ -273,10 +273,14 @@ def test_no_lowering_is_not_fixed_by_the_target() -> None:
 
 
 def test_force_npu_cannot_override_a_missing_lowering() -> None:
-    plan = place(detector_head(), "tflite-int8", force_npu=["Resize", "dfl_softmax"])
+    model = detector_head()
+    (up,) = [n for n in model.graph.node if n.name == "upsample"]
+    (mode,) = [a for a in up.attribute if a.name == "mode"]
+    mode.s = b"cubic"   # TFLite has no cubic resize: ortnpu cannot lower it
+    plan = place(model, "tflite-int8", force_npu=["Resize", "dfl_softmax"])
     assert plan.placement["upsample"] == "CPU"
     assert plan.reasons["upsample"].startswith(
-        "Resize 'upsample': forced to the NPU by the user, but ortnpu has no integer lowering")
+        "Resize 'upsample': forced to the NPU by the user, but mode 'cubic' has no TFLite kernel")
     attn = place(attention(), "tflite-int8", force_npu=["scores"])
     assert attn.placement["scores"] == "NPU"
     assert "matmul_two_activations" in attn.reasons["scores"]

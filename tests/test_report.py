@@ -30,7 +30,7 @@ def ocr_model(name: str) -> Path | None:
 
 
 def small_cnn() -> onnx.ModelProto:
-    """Conv+BN+Relu, depthwise Conv, a Resize the default target does not run, Gemm, Softmax."""
+    """Conv+BN+Relu, depthwise Conv, a cubic Resize (TFLite has no cubic kernel), Gemm, Softmax."""
     rng = np.random.default_rng(0)
 
     def t(name: str, *shape: int, pos: bool = False) -> onnx.TensorProto:
@@ -42,7 +42,7 @@ def small_cnn() -> onnx.ModelProto:
         helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["bn1"], name="bn1"),
         helper.make_node("Relu", ["bn1"], ["r1"], name="relu1"),
         helper.make_node("Conv", ["r1", "dw"], ["c2"], name="dw2", group=4, pads=[1] * 4),
-        helper.make_node("Resize", ["c2", "", "scales"], ["up"], name="up", mode="nearest"),
+        helper.make_node("Resize", ["c2", "", "scales"], ["up"], name="up", mode="cubic"),
         helper.make_node("MaxPool", ["up"], ["p"], name="pool", kernel_shape=[2, 2],
                          strides=[2, 2]),
         helper.make_node("Flatten", ["p"], ["f"], name="flat"),
@@ -94,7 +94,7 @@ def test_dict_schema(report: object) -> None:
 def test_text(report: object) -> None:
     text = str(report)
     assert "NPU" in text and "latency" in text
-    assert "ortnpu has no integer lowering for Resize yet" in text
+    assert "Resize 'up': mode 'cubic' has no TFLite kernel" in text
     assert "ortnpu has no integer lowering for Softmax yet" in text
 
 
@@ -115,7 +115,8 @@ def test_evaluate_without_optimize_and_errors(tmp_path: Path) -> None:
     r = ortnpu.evaluate(small_cnn(), batch_one=False)
     # dynamic N makes every node fall back, each with a reason
     assert r.plan.npu_nodes == []
-    assert all("dynamic shape" in r.plan.reasons[n] or "no integer lowering" in r.plan.reasons[n]
+    assert all(any(why in r.plan.reasons[n] for why in ("dynamic shape", "no integer lowering",
+                                                        "has no TFLite kernel"))
                for n in r.plan.cpu_nodes)
     batch1 = ortnpu.evaluate(small_cnn())
     # a BatchNormalization left unfolded has no integer lowering; optimize folds it

@@ -134,3 +134,39 @@ def layout_cases(p: Profile) -> list[Case]:
                                              param("axes", axes, np.int64),
                                              param("steps", steps, np.int64)], {}, d, why))
     return cases
+
+
+#: name, input H x W, output H x W, mode, align_corners, half_pixel_centers, what it exercises
+_RESIZES: tuple[tuple[str, tuple[int, int], tuple[int, int], str, int, int, str], ...] = (
+    ("nearest_2x", (4, 5), (8, 10), "nearest", 0, 0, "floor(o * in/out): each pixel twice"),
+    ("nearest_3x_odd_hpc", (3, 5), (9, 7), "nearest", 0, 1,
+     "half_pixel_centers, odd factors: floor((o + 0.5) * scale) clamped"),
+    ("nearest_down_ac", (7, 9), (3, 4), "nearest", 1, 0,
+     "align_corners: round half away of o * (in-1)/(out-1)"),
+    ("nearest_1xN_both", (1, 6), (1, 13), "nearest", 1, 1, "a 1xN input, both flags"),
+    ("bilinear_2x", (3, 4), (6, 8), "bilinear", 0, 0,
+     "10-bit weights 0 and 512: exact .5 ties rounded half away from zero"),
+    ("bilinear_3x_hpc", (3, 3), (9, 9), "bilinear", 0, 1,
+     "half_pixel_centers: negative coordinates at the border (weights beyond 1024)"),
+    ("bilinear_odd_ac", (5, 4), (7, 11), "bilinear", 1, 0,
+     "align_corners with rounded 10-bit scales (1024·(in-1)/(out-1) not an integer)"),
+    ("bilinear_down_hpc", (9, 10), (4, 3), "bilinear", 0, 1, "downscale by non-integer factors"),
+    ("bilinear_1xN", (1, 5), (3, 9), "bilinear", 0, 0, "a single input row"),
+)
+
+
+def resize_cases(p: Profile) -> list[Case]:
+    """Resize: TFLite's nearest index rounding and 10-bit bilinear in each mode, up- and
+    downscaling by odd factors, a single row, inputs holding the type's extremes (the
+    interpolation of the two ends of the range, where the rounding of ties shows)."""
+    cases = []
+    lo, hi = p.act_range
+    for name, (h, w), (oh, ow), mode, ac, hpc, why in _RESIZES:
+        rng = seeded_rng(p.suite, "resize", name)
+        x = with_extremes(rng, (1, 2, h, w), lo, hi, p.act)
+        x[0, 1, ::2, ::2] = lo   # a checkerboard of the extremes: large exact ties
+        x[0, 1, 1::2, 1::2] = hi
+        attrs = {"mode": mode, "align_corners": ac, "half_pixel_centers": hpc, "out_h": oh,
+                 "out_w": ow}
+        cases.append(case(p, "Resize", name, [tensor("x", x)], attrs, p.act, why))
+    return cases

@@ -32,7 +32,7 @@ Builder = Callable[[Profile], list[Case] | list[chain.ChainCase]]
 TARGET_BUILDERS: tuple[Builder, ...] = (
     lin.conv_cases, lin.fc_cases, lin.matmul_cases, ew.add_cases, ew.sub_cases, ew.mul_cases,
     ew.min_max_cases, ew.requantize_cases, ew.lut_cases, other.pool_cases, other.layout_cases,
-    chain.chain_cases,
+    other.resize_cases, chain.chain_cases,
 )
 
 #: (activation type, accumulator bits) combinations of a rule suite.

@@ -6,6 +6,7 @@ from ortnpu.domain.ops_elementwise import Add, Lut, Maximum, Minimum, Mul, Requa
 from ortnpu.domain.ops_layout import Concat, Flatten, Pad, Reshape, Slice, Transpose
 from ortnpu.domain.ops_linear import Conv, FullyConnected, MatMul
 from ortnpu.domain.ops_pool import AveragePool, GlobalAveragePool, MaxPool
+from ortnpu.domain.ops_resize import Resize
 from ortnpu.domain.spec import (
     DOMAIN,
     DOMAIN_VERSION,
@@ -21,6 +22,7 @@ OPS: tuple[type[OpSpec], ...] = (
     Conv, FullyConnected, MatMul, Add, Mul, Requantize, Lut,
     MaxPool, AveragePool, GlobalAveragePool, Concat, Reshape, Flatten, Transpose, Pad,
     Slice, Sub, Maximum, Minimum,
+    Resize,
 )
 OPS_BY_NAME: dict[str, type[OpSpec]] = {op.name: op for op in OPS}
 

@@ -437,6 +437,25 @@ def _global_avgpool(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
     return out
 
 
+def _resize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+            out_dtype: np.dtype) -> np.ndarray:
+    from ortnpu.domain.ops_resize import tables
+
+    x = np.ascontiguousarray(arrays[0])
+    n, ch, h, w = x.shape
+    rows, cols = tables(x.shape, a)
+    out = np.empty((n, ch, a["out_h"], a["out_w"]), dtype=x.dtype)
+    if out.size == 0:
+        return out
+    bilinear = int(a["mode"] == "bilinear")
+    rc = _native.lib.ortnpu_resize(n * ch, h, w, a["out_h"], a["out_w"], bilinear,
+                                   _buf(rows, "int32_t[]"), _buf(cols, "int32_t[]"), _buf(x),
+                                   TYPE_CODE[x.dtype], _buf(out),
+                                   threads_for(out.size * (4 if bilinear else 1)))
+    _check(rc, "Resize")
+    return out
+
+
 Kernel = Callable[[Sequence[np.ndarray], Mapping[str, Any], np.dtype], np.ndarray]
 
 #: op name -> C-backed kernel with the signature of ``OpSpec.reference``.
@@ -451,4 +470,5 @@ KERNELS: dict[str, Kernel] = {} if not AVAILABLE else {
     "MaxPool": _pool(0),
     "AveragePool": _pool(1),
     "GlobalAveragePool": _global_avgpool,
+    "Resize": _resize,
 }

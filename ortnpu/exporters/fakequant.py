@@ -197,6 +197,7 @@ class FakeQuantLowering:
             "Concat": integer.lower_concat, "Reshape": integer.lower_reshape,
             "Flatten": integer.lower_flatten, "Transpose": integer.lower_transpose,
             "Pad": integer.lower_pad, "Slice": integer.lower_slice,
+            "Resize": integer.lower_resize,
             "Sub": integer.lower_sub, "Maximum": integer.lower_maximum,
             "Minimum": integer.lower_minimum,
         }

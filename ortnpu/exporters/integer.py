@@ -343,6 +343,34 @@ def lower_slice(b: Builder, ctx: NodeContext) -> None:
     b.emit("Slice", [ctx.input(0), *params], ctx.out_type, ctx.output)
 
 
+def lower_resize(b: Builder, ctx: NodeContext) -> None:
+    """Resize as Gathers of TFLite's per-axis tables (``ops_resize.tables``); bilinear as the
+    integer interpolation in int64 (rows, then columns: the same integer sum), rounded half
+    away from zero over 2^20 with Abs/Sign (ONNX integer Div truncates)."""
+    from ortnpu.domain.ops_resize import ONE_10, tables
+
+    rows, cols = tables(ctx.shape(0, static_from=1), ctx.attrs)
+    index = [b.const(t[:2].astype(np.int64)[k]) for t in (rows, cols) for k in (0, 1)]
+    x = ctx.input(0)
+    if ctx.attrs["mode"] == "nearest":
+        y = b.emit("Gather", [x, index[0]], ctx.out_type, axis=2)
+        b.emit("Gather", [y, index[2]], ctx.out_type, ctx.output, axis=3)
+        return
+    xi = b.i64(x)
+    wy = rows[2].astype(np.int64).reshape(-1, 1)
+    wx = cols[2].astype(np.int64)
+    top = b.emit("Gather", [xi, index[0]], I64, axis=2)
+    bottom = b.emit("Gather", [xi, index[1]], I64, axis=2)
+    mixed = b.add(b.mul_c(top, ONE_10 - wy), b.mul_c(bottom, wy))
+    left = b.emit("Gather", [mixed, index[2]], I64, axis=3)
+    right = b.emit("Gather", [mixed, index[3]], I64, axis=3)
+    acc = b.add(b.mul_c(left, ONE_10 - wx), b.mul_c(right, wx))
+    magnitude = b.div_c(b.add_c(b.emit("Abs", [acc], I64), 1 << 19), 1 << 20)
+    y = b.mul(b.emit("Sign", [acc], I64), magnitude)
+    lo, hi = RANGE[ctx.out_type]
+    b.finish(y, lo, hi, ctx.out_type, ctx.output)
+
+
 LOWERINGS: dict[str, Lowering] = {
     "Conv": lower_conv, "FullyConnected": lower_fully_connected, "MatMul": lower_matmul,
     "Add": lower_add, "Mul": lower_mul, "Requantize": lower_requantize, "Lut": lower_lut,
@@ -351,6 +379,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Transpose": lower_transpose,
     "Pad": lower_pad, "Slice": lower_slice, "Sub": lower_sub, "Maximum": lower_maximum,
     "Minimum": lower_minimum,
+    "Resize": lower_resize,
 }
 check_table(LOWERINGS, "integer")
 

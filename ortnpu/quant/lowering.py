@@ -34,6 +34,7 @@ from ortnpu.domain import (
     Pad,
     Requantize,
     Reshape,
+    Resize,
     Slice,
     Sub,
     Transpose,
@@ -51,6 +52,7 @@ from ortnpu.quant.params import (
     rescale_rule,
     weight_params,
 )
+from ortnpu.quant.resize_modes import tflite_mode
 from ortnpu.quant.tables import (
     float32_function,
     float_table,
@@ -956,9 +958,32 @@ class SliceRule(LoweringRule):
             out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, piece))
 
 
+class ResizeRule(LoweringRule):
+    """Resize (nearest or linear, constant scales or sizes) → ``Resize`` in the TFLite mode
+    that picks the same sources (:mod:`ortnpu.quant.resize_modes`); the output keeps the
+    input's scale and zero point, as TFLite's RESIZE_* kernels do."""
+
+    op_types = ("Resize",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        plan = tflite_mode(node, ctx.view)
+        return plan if isinstance(plan, str) else None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        plan = tflite_mode(node, ctx.view)
+        if isinstance(plan, str):
+            raise ValueError(plan)
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        y = out.int_output(node.output[0], xp)
+        out.nodes.append(make_node(Resize, [x], y, xp.dtype, node.name or node.output[0],
+                                   **plan.attrs()))
+
+
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
     PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
-    RequantizeRule(),
+    RequantizeRule(), ResizeRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

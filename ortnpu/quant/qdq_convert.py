@@ -22,7 +22,7 @@ from ortnpu.target import Arithmetic, Target, integer_range
 #: Lowering rules whose output keeps the input's parameters on the NPU (pools, layout ops).
 KEEPS_INPUT_PARAMS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
                                 "Reshape", "Transpose", "Pad", "Squeeze", "Unsqueeze", "Slice",
-                                "Split"})
+                                "Split", "Resize"})
 _LINEAR = ("Conv", "Gemm", "MatMul")
 
 
@@ -287,7 +287,7 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
                 and p.op_type in RULE_OF_OP and RULE_OF_OP[p.op_type].fuses_activation):
             continue  # absorbed by its producer if that one runs on the NPU
         missing = [i for i in acts if i not in out.params]
-        if type(rule).__name__ not in ("PoolRule", "LayoutRule", "SliceRule"):
+        if type(rule).__name__ not in ("PoolRule", "LayoutRule", "SliceRule", "ResizeRule"):
             y = n.output[0]
             act = (_fused_activation(n, consumers, consts, outputs)
                    if rule.fuses_activation else None)

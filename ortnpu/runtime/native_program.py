@@ -418,12 +418,26 @@ def _copy(nat: Any, L: _Layer) -> int:
     return nat._native.lib.ortnpu_program_add_copy(L.ptr, L.name, L.ins[0], L.out, L.y.nbytes)
 
 
+def _resize(nat: Any, L: _Layer) -> int:
+    from ortnpu.domain.ops_resize import tables
+
+    x, a = L.x, L.step.attrs
+    n, c, h, w = x.shape
+    rows, cols = tables(x.shape, a)
+    bilinear = int(a["mode"] == "bilinear")
+    return nat._native.lib.ortnpu_program_add_resize(
+        L.ptr, L.name, L.ins[0], L.out, n * c, h, w, a["out_h"], a["out_w"], bilinear,
+        nat._buf(rows, "int32_t[]"), nat._buf(cols, "int32_t[]"), nat.TYPE_CODE[x.dtype],
+        nat.threads_for(L.y.size * (4 if bilinear else 1)))
+
+
 #: op -> builder of its C program layer (returns the C code: 0 ok, negative refused)
 _BUILDERS: dict[str, Any] = {
     "Conv": _conv, "FullyConnected": _fully_connected, "Add": _binary, "Mul": _binary,
     "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Pad": _pad,
     "Concat": _concat, "Reshape": _copy, "Flatten": _copy,
+    "Resize": _resize,
 }
 
 
