@@ -32,6 +32,7 @@ SOURCES = [
     "kernels_linear.c",
     "kernels_pool.c",
     "kernels_resize.c",
+    "kernels_steps.c",
     "program.c",
     "ort_op.c",
 ]

@@ -93,6 +93,19 @@ int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const 
 
 int ortnpu_global_avgpool(int64_t n, int64_t c, int64_t hw, const void *x, int32_t xtype,
                           int64_t act_min, int64_t act_max, void *y, int nthreads);
+
+/* kernels_steps.c. Elementwise ops with the broadcasting of ortnpu_binary: op 2 Sub (TFLite's
+ * SUB: the Add scheme and params of op 0 with b's multiplier negated, prm[5] its magnitude),
+ * 3 Maximum, 4 Minimum (a, b and y of one type; prm and the clamp unused). */
+int ortnpu_binary_ext(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
+                      int32_t atype, const int64_t *astride, int64_t a_len, const void *b,
+                      int32_t btype, const int64_t *bstride, int64_t b_len, const int64_t *prm,
+                      const ortnpu_out_t *o, void *y, int nthreads);
+/* Slice: y (dims odims, contiguous) = x[start + sum_d idx_d * istride[d]] (element strides,
+ * negative for a negative step); every offset reached must lie in [0, x_len). */
+int ortnpu_strided_copy(int32_t ndim, const int64_t *odims, const int64_t *istride,
+                        int64_t start, int64_t x_len, const void *x, void *y,
+                        int32_t elem_size);
 /* Compiled programs (program.c): a fused subgraph run in C, layer by layer, sample by sample.
  * Slots: 0 the program's input, 1 its output, >= 2 intermediates at slot_off[k] bytes into
  * the arena. Shapes are per sample (the batch axis, axis 0, is looped over). A program is
@@ -113,7 +126,8 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
                           const int8_t *w, const int64_t *bias, const int32_t *mult,
                           const int32_t *shift, int32_t n_params, const ortnpu_out_t *o,
                           int nthreads);
-/* in0/in1 = -1: that operand is the constant a_const/b_const (copied) */
+/* op: 0 Add, 1 Mul (ortnpu_binary), 2 Sub, 3 Maximum, 4 Minimum (ortnpu_binary_ext); params
+ * has 9 entries. in0/in1 = -1: that operand is the constant a_const/b_const (copied) */
 int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op, int32_t in0,
                               int32_t in1, int32_t out, int32_t ndim, const int64_t *shape,
                               int32_t atype, const int64_t *astride, int64_t a_len,
@@ -145,6 +159,18 @@ int ortnpu_program_add_pad(ortnpu_program_t *p, const char *name, int32_t in, in
 int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_in,
                               const int32_t *ins, int32_t out, int64_t outer,
                               const int64_t *inner_bytes);
+/* Slice as a strided copy (ortnpu_strided_copy's arguments, for one sample) */
+int ortnpu_program_add_strided(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                               int32_t ndim, const int64_t *odims, const int64_t *istride,
+                               int64_t start, int64_t x_len, int32_t elem_size);
+/* MatMul of two operands (ortnpu_matmul's arguments, for one sample); in0/in1 = -1: that
+ * operand is the constant a_const/b_const (copied) */
+int ortnpu_program_add_matmul(ortnpu_program_t *p, const char *name, int32_t in0, int32_t in1,
+                              int32_t out, int64_t batch, int64_t m, int64_t k, int64_t n,
+                              int32_t atype, int64_t a_zp, const int64_t *a_off, int64_t a_len,
+                              const void *a_const, int32_t btype, int64_t b_zp,
+                              const int64_t *b_off, int64_t b_len, const void *b_const,
+                              int32_t mult, int32_t shift, const ortnpu_out_t *o, int nthreads);
 /* dims: the input's dimensions for one sample (batch axis included, = 1); elem_size 1 or 2 */
 int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
                                  int32_t out, int32_t ndim, const int64_t *dims,

@@ -31,7 +31,7 @@
 #include "rescale.h"
 
 enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE, L_PAD,
-       L_CONCAT };
+       L_CONCAT, L_STRIDED, L_MATMUL };
 enum { L_RESIZE = 64 };   /* Resize (kernels_resize.c) */
 
 typedef struct {
@@ -441,6 +441,38 @@ static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims
     }
 }
 
+int ortnpu_program_add_strided(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                               int32_t ndim, const int64_t *odims, const int64_t *istride,
+                               int64_t start, int64_t x_len, int32_t elem_size) {
+    layer_t *L = new_layer(p, L_STRIDED, name, in, -1, out, 1);
+    if (!L || in < 0 || ndim < 1 || ndim > 16 || (elem_size != 1 && elem_size != 2))
+        return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){ndim, start, x_len, elem_size}, 4);
+    L->c[0] = dup_bytes(odims, ndim * 8);
+    L->c[1] = dup_bytes(istride, ndim * 8);
+    return commit(p, L, 2);
+}
+
+int ortnpu_program_add_matmul(ortnpu_program_t *p, const char *name, int32_t in0, int32_t in1,
+                              int32_t out, int64_t batch, int64_t m, int64_t k, int64_t n,
+                              int32_t atype, int64_t a_zp, const int64_t *a_off, int64_t a_len,
+                              const void *a_const, int32_t btype, int64_t b_zp,
+                              const int64_t *b_off, int64_t b_len, const void *b_const,
+                              int32_t mult, int32_t shift, const ortnpu_out_t *o, int nthreads) {
+    layer_t *L = new_layer(p, L_MATMUL, name, in0, in1, out, nthreads);
+    if (!L || batch < 1 || (in0 < 0 && !a_const) || (in1 < 0 && !b_const) || !type_ok(atype) ||
+        !type_ok(btype) || a_len < 0 || b_len < 0)
+        return ORTNPU_EBADARG;
+    L->o = *o;
+    set_ints(L, (const int64_t[]){batch, m, k, n, atype, a_zp, a_len, btype, b_zp, b_len, mult,
+                                  shift}, 12);
+    L->c[0] = dup_bytes(a_off, batch * 8);
+    L->c[1] = dup_bytes(b_off, batch * 8);
+    L->c[2] = in0 < 0 ? dup_bytes(a_const, a_len * type_size(atype)) : malloc(1);
+    L->c[3] = in1 < 0 ? dup_bytes(b_const, b_len * type_size(btype)) : malloc(1);
+    return commit(p, L, 4);
+}
+
 int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                             int64_t nbytes) {
     layer_t *L = new_layer(p, L_COPY, name, in, -1, out, 1);
@@ -509,6 +541,10 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[5];
         if (!a) a = L->c[4];
+        if (L->op >= 2) /* Sub, Maximum, Minimum (kernels_steps.c) */
+            return ortnpu_binary_ext(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
+                                     L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
+                                     L->c[3], &L->o, out, nt);
         return ortnpu_binary_tabled(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
                                     L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
                                     L->c[3], L->tables, &L->o, out, nt, p->isa);
@@ -535,6 +571,16 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     case L_PAD:
         pad_copy(a, out, (int)L->i[0], L->c[0], L->c[1], L->i[2], (int)L->i[1]);
         return ORTNPU_OK;
+    case L_STRIDED:
+        return ortnpu_strided_copy((int32_t)L->i[0], L->c[0], L->c[1], L->i[1], L->i[2], a, out,
+                                   (int32_t)L->i[3]);
+    case L_MATMUL: {
+        const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[3];
+        if (!a) a = L->c[2];
+        return ortnpu_matmul(L->i[0], L->i[1], L->i[2], L->i[3], a, (int32_t)L->i[4], L->i[5],
+                             L->c[0], L->i[6], b, (int32_t)L->i[7], L->i[8], L->c[1], L->i[9],
+                             (int32_t)L->i[10], (int32_t)L->i[11], &L->o, out, nt, p->isa);
+    }
     case L_CONCAT: {
         /* per outer index, each input's inner block in turn */
         const int32_t *ins = L->c[0];

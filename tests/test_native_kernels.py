@@ -504,6 +504,51 @@ def test_add_random(simd2: str) -> None:
         check("Add", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
 
 
+def test_sub_random() -> None:
+    """TFLite's SUB (Add's scheme with b's multiplier negated) in C, every rounding rule."""
+    rng = np.random.default_rng(42)
+    for _ in range(300):
+        sa, sb = elementwise_shapes(rng)
+        adt, bdt, out = one_of(rng, DTYPES), one_of(rng, DTYPES), one_of(rng, DTYPES)
+        rule = one_of(rng, ROUNDING_RULES)
+        ls = int(one_of(rng, [20, 15, 0, 31, int(rng.integers(0, 32))]))
+        est = 65536.0 * 2.0 ** ls
+        ma, sha = rescale_params(rng, rule, est / 2 ** 20, 1)
+        mb, shb = rescale_params(rng, rule, est / 2 ** 20, 1)
+        my, shy = rescale_params(rng, rule, 2.0 ** 20 / 150, 1)
+        if rule == "half_up" and rng.random() < 0.3:
+            mb = -mb   # half_up multipliers may be negative: negated again by the kernel
+        attrs = {"a_zp": rand_zp(rng, adt), "b_zp": rand_zp(rng, bdt), "left_shift": ls,
+                 "rounding": rule, "a_multiplier": int(ma[0]), "a_shift": int(sha[0]),
+                 "b_multiplier": int(mb[0]), "b_shift": int(shb[0]),
+                 "y_multiplier": int(my[0]), "y_shift": int(shy[0]), **out_attrs(rng, out)}
+        check("Sub", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
+
+
+@pytest.mark.parametrize("op", ["Maximum", "Minimum"])
+def test_maximum_minimum_random(op: str) -> None:
+    rng = np.random.default_rng(43)
+    for _ in range(100):
+        sa, sb = elementwise_shapes(rng)
+        dt = one_of(rng, DTYPES)
+        check(op, [rand_act(rng, dt, sa), rand_act(rng, dt, sb)], {}, dt)
+
+
+def test_slice_random() -> None:
+    """Slice as a strided copy: negative and large steps, clamped and negative bounds."""
+    rng = np.random.default_rng(44)
+    for _ in range(300):
+        shape = tuple(int(d) for d in rng.integers(1, 7, int(rng.integers(1, 6))))
+        dt = one_of(rng, DTYPES)
+        n = int(rng.integers(1, len(shape) + 1))
+        axes = rng.permutation(len(shape))[:n] - (len(shape) if rng.random() < 0.3 else 0)
+        steps = rng.choice([1, 1, 2, 3, -1, -2, 7], n)
+        starts = rng.integers(-8, 8, n)
+        ends = rng.choice([-9, -1, 0, 2, 5, 8, 2 ** 62, -(2 ** 62)], n)
+        check("Slice", [rand_act(rng, dt, shape), starts.astype(np.int64),
+                        ends.astype(np.int64), axes.astype(np.int64), steps.astype(np.int64)])
+
+
 def test_mul_random(simd2: str) -> None:
     rng = np.random.default_rng(41)
     for _ in range(150):

@@ -109,14 +109,21 @@ def test_reshape_that_mixes_samples_is_refused_with_a_reason() -> None:
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
 
 
-def test_layers_without_a_c_step_and_dynamic_shapes_say_why() -> None:
+def test_layers_without_a_c_step_and_dynamic_shapes_say_why(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ortnpu.runtime import native_program
+
     rng = np.random.default_rng(8)
     mm = make_node(MatMul, ["c", "mb", "m1", "s1"], "y", np.int8, "mm")
     model = _int_graph([_conv(), mm], ["N", 2, 5, 5],
                        {**_conv_inits(), "mb": rng.integers(-5, 5, (5, 3)).astype(np.int8),
                         "m1": np.array([1 << 30], np.int32), "s1": np.array([-6], np.int32)})
+    assert [r.native for r in ortnpu.InferenceSession(model).compile_reports] == [True]
+    # every op of the domain has a C step today; an op without one keeps the Python path
+    monkeypatch.setattr(native_program, "NATIVE_OPS", native_program.NATIVE_OPS - {"MatMul"})
     reports = ortnpu.InferenceSession(model).compile_reports
     assert "layers without a C program step: MatMul" in reports[0].reason
+    monkeypatch.undo()
     reshape = make_node(Reshape, ["c", "shape"], "y", np.int8, "flat")
     dynamic = _int_graph([_conv(), reshape], ["N", 2, "H", "W"],
                          {**_conv_inits(), "shape": np.array([0, -1], np.int64)})
@@ -516,3 +523,87 @@ def test_initializers_that_are_graph_inputs_are_kept() -> None:
     x = np.random.default_rng(9).integers(-128, 128, (2, 2, 5, 5)).astype(np.int8)
     ref = ortnpu.InferenceSession(model, fuse=False, native=False).run(None, {"x": x})[0]
     assert np.array_equal(ortnpu.InferenceSession(model).run(None, {"x": x})[0], ref)
+
+
+def _steps_model(kind: str, dtype: type) -> tuple[onnx.ModelProto, list[str]]:
+    """conv → a layer of ``kind`` whose operands are activations of the program (and a
+    constant where the op takes one), on int8 or int16 values."""
+    from ortnpu.domain import Maximum, Minimum, Slice, Sub
+
+    rng = np.random.default_rng(11)
+    inits = _conv_inits()
+    t = TensorProto.INT8 if dtype is np.int8 else TensorProto.INT16
+    conv = make_node(Conv, ["x", "w", "b", "m", "s"], "c", dtype, "conv", x_zp=1,
+                     pad_top=1, pad_left=1, pad_bottom=1, pad_right=1,
+                     act_min=int(np.iinfo(dtype).min), act_max=int(np.iinfo(dtype).max))
+    conv2 = make_node(Conv, ["x", "w", "b", "m2", "s"], "d", dtype, "conv2",
+                      act_min=int(np.iinfo(dtype).min), act_max=int(np.iinfo(dtype).max))
+    inits["m2"] = np.full(4, 3 << 28, np.int32)
+    lo, hi = int(np.iinfo(dtype).min), int(np.iinfo(dtype).max)
+    if kind == "Sub":
+        # c [N,4,5,5] - d [N,4,3,3] do not broadcast: subtract a slice of c, and a constant
+        inits.update(st=np.array([1, 1], np.int64), en=np.array([4, 4], np.int64),
+                     ax=np.array([2, 3], np.int64), sp=np.array([1, 1], np.int64),
+                     k=rng.integers(lo, hi, (4, 1, 3)).astype(dtype))
+        nodes = [conv, conv2, make_node(Slice, ["c", "st", "en", "ax", "sp"], "cs", dtype, "sl"),
+                 make_node(Sub, ["cs", "d"], "e", dtype, "sub", a_zp=3, b_zp=-2, y_zp=5,
+                           left_shift=20 if dtype is np.int8 else 15, a_multiplier=1 << 30,
+                           a_shift=-1, b_multiplier=1717986918, b_shift=-1,
+                           y_multiplier=1 << 30, y_shift=-18 if dtype is np.int8 else -14,
+                           act_min=lo, act_max=hi),
+                 make_node(Sub, ["k", "e"], "y", dtype, "subk", a_zp=0, b_zp=1,
+                           left_shift=20 if dtype is np.int8 else 15, a_multiplier=1 << 30,
+                           a_shift=0, b_multiplier=(1 << 30) + 12345, b_shift=0,
+                           y_multiplier=1 << 30, y_shift=-20 if dtype is np.int8 else -15,
+                           act_min=lo, act_max=hi)]
+    elif kind in ("Maximum", "Minimum"):
+        spec = Maximum if kind == "Maximum" else Minimum
+        inits.update(st=np.array([4, 0], np.int64), en=np.array([-6, 3], np.int64),
+                     ax=np.array([-1, -2], np.int64), sp=np.array([-2, 1], np.int64),
+                     k=rng.integers(lo, hi, (1, 3, 1)).astype(dtype))
+        nodes = [conv, conv2,
+                 make_node(Slice, ["c", "st", "en", "ax", "sp"], "cs", dtype, "sl"),
+                 make_node(spec, ["cs", "d"], "e", dtype, "mm"),
+                 make_node(spec, ["k", "e"], "y", dtype, "mk")]
+    else:   # MatMul: attention-like, both operands computed, batch dims broadcast
+        rule = {"rounding": "tflite_double", "acc_bits": 32} if dtype is np.int8 else \
+            {"rounding": "tflite_int64", "acc_bits": 64}
+        inits.update(m1=np.array([1 << 30], np.int32), s1=np.array([-9], np.int32),
+                     kk=rng.integers(lo, hi, (1, 5, 2)).astype(dtype),
+                     st=np.array([0], np.int64), en=np.array([3], np.int64),
+                     ax=np.array([2], np.int64), sp=np.array([1], np.int64))
+        nodes = [conv, conv2,
+                 make_node(Slice, ["c", "st", "en", "ax", "sp"], "cs", dtype, "sl"),
+                 # d [N,4,3,3] @ cs [N,4,3,5], then @ kk [1,5,2] (a broadcast constant)
+                 make_node(MatMul, ["d", "cs", "m1", "s1"], "e", dtype, "qk", a_zp=-3, b_zp=7,
+                           y_zp=2, act_min=lo, act_max=hi, **rule),
+                 make_node(MatMul, ["e", "kk", "m1", "s1"], "y", dtype, "av", a_zp=1,
+                           act_min=lo, act_max=hi, **rule)]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.INT8, ["N", 2, 5, 5])],
+        [helper.make_tensor_value_info("y", t, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(DOMAIN, 1)])
+    return onnx.shape_inference.infer_shapes(model), [n.name for n in nodes]
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+@pytest.mark.parametrize("kind", ["Sub", "Maximum", "Minimum", "MatMul"])
+def test_issue14_ops_run_in_the_program(kind: str, dtype: type) -> None:
+    """Slice, Sub, Maximum, Minimum and MatMul of two activations are C program steps, equal
+    to the numpy references (batch 1 and 3, constants on either side)."""
+    model, _ = _steps_model(kind, dtype)
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True], sess.compile_reports
+    for batch in (1, 3):
+        x = np.random.default_rng(batch).integers(-128, 128, (batch, 2, 5, 5)).astype(np.int8)
+        before = kernels.get_mode()
+        kernels.set_mode("numpy")
+        try:
+            want = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+        finally:
+            kernels.set_mode(before)
+        assert np.array_equal(sess.run(None, {"x": x})[0], want)
+        assert np.array_equal(ortnpu.InferenceSession(model, fuse=False).run(
+            None, {"x": x})[0], want)   # the per-op C kernels

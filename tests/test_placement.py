@@ -173,7 +173,10 @@ def test_evaluate_and_quantize_agree(graph: str, target_name: str) -> None:
 
 
 def test_reasons_on_the_defect_graphs() -> None:
-    plan = place(attention(), "tflite-int8")
+    # TFLite's BATCH_MATMUL multiplies two activations: the attention products run on the NPU
+    tflite = place(attention(), "tflite-int8")
+    assert tflite.placement["scores"] == "NPU" and tflite.placement["context"] == "NPU"
+    plan = place(attention(), "n2d2-int8")
     # attention scores: the target refuses two activations, ortnpu could lower them
     assert plan.placement["scores"] == "CPU" and plan.placement["context"] == "CPU"
     assert "matmul_two_activations = false" in plan.reasons["scores"]
@@ -281,7 +284,7 @@ def test_force_npu_cannot_override_a_missing_lowering() -> None:
     assert plan.placement["upsample"] == "CPU"
     assert plan.reasons["upsample"].startswith(
         "Resize 'upsample': forced to the NPU by the user, but mode 'cubic' has no TFLite kernel")
-    attn = place(attention(), "tflite-int8", force_npu=["scores"])
+    attn = place(attention(), "n2d2-int8", force_npu=["scores"])
     assert attn.placement["scores"] == "NPU"
     assert "matmul_two_activations" in attn.reasons["scores"]
 

@@ -92,9 +92,13 @@ def test_tensor_rules() -> None:
 
 def test_matmul_two_activations() -> None:
     mm = helper.make_node("MatMul", ["q", "k"], ["s"], name="qk")
-    v = check_node(T, mm, {"q": [1, 4, 8], "k": [1, 8, 4], "s": [1, 4, 4]}, constants={})
+    shapes = {"q": [1, 4, 8], "k": [1, 8, 4], "s": [1, 4, 4]}
+    v = check_node(_target(), mm, shapes, constants={})   # the default: constant weights only
     assert v.reason.startswith("MatMul 'qk': both operands are computed at run time")
     assert check_node(_target(matmul_two_activations=True), mm, {}, constants={}).supported
+    # TFLite's BATCH_MATMUL multiplies two int8 or int16 activations
+    assert check_node(T, mm, shapes, constants={}).supported
+    assert check_node(load_target("tflite-a16w8"), mm, shapes, constants={}).supported
     assert check_node(T, mm, {}, constants={"k": np.zeros((8, 4))}).supported
 
 

@@ -184,8 +184,9 @@ def out_params(a: Mapping[str, Any], out_dtype: np.dtype) -> Any:
         "rule": _RULE_CODE[a.get("rounding", "tflite_double")],
         "acc_bits": int(a.get("acc_bits", 32)),
         "y_zp": int(a.get("y_zp", 0)),
-        "act_min": int(a["act_min"]),
-        "act_max": int(a["act_max"]),
+        # ops without a clamp (Maximum, Minimum) get the output type's range
+        "act_min": int(a.get("act_min", np.iinfo(out_dtype).min)),
+        "act_max": int(a.get("act_max", np.iinfo(out_dtype).max)),
         "otype": TYPE_CODE[np.dtype(out_dtype)],
     })
 
@@ -268,7 +269,7 @@ def _fully_connected(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
     return y
 
 
-def _batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], size: int) -> np.ndarray:
+def batch_offsets(shape: tuple[int, ...], batch: tuple[int, ...], size: int) -> np.ndarray:
     """Element offset of each broadcast batch entry's matrix inside a contiguous operand."""
     count = math.prod(shape)
     idx = np.arange(count, dtype=np.int64).reshape(shape)
@@ -287,8 +288,8 @@ def _matmul(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dt
         return MatMul.reference(arrays, a, out_dtype)
     xa = np.ascontiguousarray(xa)
     xb = np.ascontiguousarray(xb)
-    a_off = _batch_offsets(xa.shape[:-2], batch, m * k)
-    b_off = _batch_offsets(xb.shape[:-2], batch, k * n)
+    a_off = batch_offsets(xa.shape[:-2], batch, m * k)
+    b_off = batch_offsets(xb.shape[:-2], batch, k * n)
     y = np.empty((*batch, m, n), dtype=out_dtype)
     rc = _native.lib.ortnpu_matmul(
         nb, m, k, n, _buf(xa), TYPE_CODE[xa.dtype], a["a_zp"], _buf(a_off, "int64_t[]"),
@@ -331,27 +332,86 @@ def _binary(op: int, names: tuple[str, ...]) -> Callable[..., np.ndarray]:
         if out.size == 0:
             return out
         dims, (sa, sb) = broadcast_plan(x, y)
-        params = np.array([a[k] for k in names], dtype=np.int64)
-        rc = _native.lib.ortnpu_binary(
-            op, len(dims), _buf(np.array(dims, np.int64), "int64_t[]"), _buf(x),
-            TYPE_CODE[x.dtype], _buf(np.array(sa, np.int64), "int64_t[]"), x.size, _buf(y),
-            TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
-            _buf(params, "int64_t[]"), out_params(a, out_dtype), _buf(out),
-            threads_for(out.size), isa_code())
-        _check(rc, ("Add", "Mul")[op])
+        params = binary_params(names, a)
+        args = (op, len(dims), _buf(np.array(dims, np.int64), "int64_t[]"), _buf(x),
+                TYPE_CODE[x.dtype], _buf(np.array(sa, np.int64), "int64_t[]"), x.size, _buf(y),
+                TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
+                _buf(params, "int64_t[]"), out_params(a, out_dtype), _buf(out),
+                threads_for(out.size))
+        if op >= 2:   # Sub, Maximum, Minimum: kernels_steps.c
+            rc = _native.lib.ortnpu_binary_ext(*args)
+        else:
+            rc = _native.lib.ortnpu_binary(*args, isa_code())
+        _check(rc, BINARY_NAMES[op])
         return out
 
     return run
 
 
-#: op name -> (op code of ``ortnpu_binary``, the attributes of its ``params`` array in order)
+_ADD_PARAMS = ("a_zp", "b_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
+               "b_shift", "y_multiplier", "y_shift")
+#: op name -> (op code of ``ortnpu_binary`` (0, 1) or ``ortnpu_binary_ext`` (2-4), the
+#: attributes of its ``params`` array in order). Sub passes Add's parameters: the kernel
+#: negates b's multiplier as TFLite's SUB does.
 BINARY_OPS: dict[str, tuple[int, tuple[str, ...]]] = {
-    "Add": (0, ("a_zp", "b_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
-                "b_shift", "y_multiplier", "y_shift")),
+    "Add": (0, _ADD_PARAMS),
     "Mul": (1, ("a_zp", "b_zp", "multiplier", "shift")),
+    "Sub": (2, _ADD_PARAMS),
+    "Maximum": (3, ()),
+    "Minimum": (4, ()),
 }
+BINARY_NAMES = {code: name for name, (code, _) in BINARY_OPS.items()}
+
+
+def binary_params(names: Sequence[str], a: Mapping[str, Any]) -> np.ndarray:
+    """The 9-entry ``params`` array of the binary kernels (unused entries 0)."""
+    params = np.zeros(9, dtype=np.int64)
+    params[:len(names)] = [a[k] for k in names]
+    return params
+
+
 _add = _binary(*BINARY_OPS["Add"])
 _mul = _binary(*BINARY_OPS["Mul"])
+_sub = _binary(*BINARY_OPS["Sub"])
+_maximum = _binary(*BINARY_OPS["Maximum"])
+_minimum = _binary(*BINARY_OPS["Minimum"])
+
+
+def slice_plan(x_shape: Sequence[int], arrays: Sequence[np.ndarray]
+               ) -> tuple[list[int], list[int], int]:
+    """Output dims, element strides into the contiguous input (negative for a negative
+    step) and the start offset of a ``Slice`` with ``arrays`` = (starts, ends, axes, steps)."""
+    from ortnpu.domain.ops_layout import slice_bounds
+
+    starts, ends, axes, steps = arrays
+    strides = [math.prod(x_shape[d + 1:]) for d in range(len(x_shape))]
+    dims, istride, start = list(x_shape), list(strides), 0
+    for k, axis in enumerate(int(v) for v in axes):
+        axis %= len(x_shape)
+        step = int(steps[k])
+        first, stop = slice_bounds(x_shape[axis], int(starts[k]), int(ends[k]), step)
+        dims[axis] = len(range(first, stop, step))
+        istride[axis] = strides[axis] * step
+        start += first * strides[axis] if dims[axis] else 0
+    return dims, istride, start
+
+
+def _slice(arrays: Sequence[np.ndarray], a: Mapping[str, Any], out_dtype: np.dtype) -> np.ndarray:
+    x = np.ascontiguousarray(arrays[0])
+    dims, istride, start = slice_plan(x.shape, arrays[1:])
+    y = np.empty(dims, dtype=out_dtype)
+    if y.size == 0:
+        return y
+    if x.ndim == 0 or x.dtype.itemsize not in (1, 2):
+        from ortnpu.domain.ops_layout import Slice
+
+        return Slice.reference(arrays, a, out_dtype)
+    rc = _native.lib.ortnpu_strided_copy(
+        x.ndim, _buf(np.array(dims, np.int64), "int64_t[]"),
+        _buf(np.array(istride, np.int64), "int64_t[]"), start, x.size, _buf(x), _buf(y),
+        x.dtype.itemsize)
+    _check(rc, "Slice")
+    return y
 
 
 def _requantize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
@@ -465,6 +525,10 @@ KERNELS: dict[str, Kernel] = {} if not AVAILABLE else {
     "MatMul": _matmul,
     "Add": _add,
     "Mul": _mul,
+    "Sub": _sub,
+    "Maximum": _maximum,
+    "Minimum": _minimum,
+    "Slice": _slice,
     "Requantize": _requantize,
     "Lut": _lut,
     "MaxPool": _pool(0),

@@ -174,7 +174,11 @@ class MatMul(OpSpec):
     """Product of two activation tensors (attention, dynamic weights), per-tensor rescale."""
 
     name = "MatMul"
-    tflite = ("BATCH_MATMUL (not yet checked by the LiteRT oracle).")
+    tflite = ("BATCH_MATMUL (reference_ops::BatchMatMul): both zero points subtracted, batch "
+              "dimensions broadcast, adj_y as a transpose of b; multiplier from s_a · s_b in "
+              "float32 divided by s_y in double (GetQuantizedConvolutionMultipler); int8 "
+              "accumulates in int32 and rescales with the 32-bit rule, 16x8 (zero points 0) in "
+              "int64 with tflite_int64; no fused activation.")
     doc = ("acc = (a - a_zp) @ (b - b_zp) with numpy broadcasting of batch dimensions; "
            "y = clamp(rescale(acc, multiplier, shift) + y_zp, act_min, act_max).")
     inputs = (

@@ -2,8 +2,9 @@
 
 A single op never reaches the compiled C programs (fusion needs two layers), so the op fuzzer
 (:mod:`ortnpu.fuzz.worker`) says nothing about them. A chain case builds a random NPU graph of
-2 to 6 ``com.ortnpu`` layers (Conv, FullyConnected, Add/Mul against constants of every rank or
-against another activation, Requantize, Lut, the pools, Concat, Transpose, Pad, Reshape,
+2 to 6 ``com.ortnpu`` layers (Conv, FullyConnected, Add/Sub/Mul/Maximum/Minimum against
+constants of every rank or against another activation, MatMul of two activations or against a
+constant on either side, Requantize, Lut, the pools, Concat, Transpose, Pad, Slice, Reshape,
 Flatten), with fan-out (a tensor read by a later layer, by a CPU node or as a second graph
 output), optional float boundaries (QuantizeLinear in, DequantizeLinear out) and float CPU
 islands between layers (DequantizeLinear -> Sigmoid/Softmax/Relu/... -> QuantizeLinear), a
@@ -117,7 +118,8 @@ class _Builder:
 
         spec = OPS_BY_NAME[op]
         name = f"n{self.count}_{op.lower()}"
-        items: list[Tensor | np.ndarray] = [*consts, *acts] if const_first else [*acts, *consts]
+        items: list[Tensor | np.ndarray] = ([*consts[:1], *acts, *consts[1:]] if const_first
+                                            else [*acts, *consts])
         arrays = [i.value if isinstance(i, Tensor) else i for i in items]
         full = spec.full_attrs({"node_name": name, **attrs})
         before = kernels.get_mode()
@@ -219,7 +221,7 @@ def _binary(op: str) -> Callable[[_Builder, Tensor], Tensor | None]:
                          (acts[0].value, (acts[1].value if len(acts) > 1 else consts[0])))
         a: dict[str, Any] = {"rounding": rule, **_clamp_attrs(rng, out), "y_zp": _zp(rng, out),
                              "a_zp": _zp(rng, first.dtype), "b_zp": _zp(rng, second.dtype)}
-        if op == "Add":
+        if op in ("Add", "Sub"):
             a.update(left_shift=int(rng.integers(0, 21)), **_scalar_rescale(rng, rule, "a_"),
                      **_scalar_rescale(rng, rule, "b_"), **_scalar_rescale(rng, rule, "y_"))
         else:
@@ -342,6 +344,88 @@ LAYERS: dict[str, Callable[[_Builder, Tensor], Tensor | None]] = {
     "AveragePool": _pool("AveragePool"), "GlobalAveragePool": _gap, "Concat": _concat,
     "Transpose": _transpose, "Pad": _pad, "Reshape": _reshape, "Flatten": _flatten,
 }
+
+
+def _min_max(op: str) -> Callable[[_Builder, Tensor], Tensor | None]:
+    """Maximum/Minimum: operands and output of one type, against an activation or a constant."""
+    def build(b: _Builder, t: Tensor) -> Tensor | None:
+        rng, x = b.rng, t.value
+        other = [u for u in b.tensors[:-1] if u.value.dtype == x.dtype and
+                 _broadcasts(u.value.shape, x.shape)]
+        if other and rng.random() < 0.4:
+            u = _pick(rng, other)
+            acts, consts = ([t, u] if rng.random() < 0.5 else [u, t]), []
+            return b.layer(op, acts, consts, {}, x.dtype, u.value.ndim == x.ndim)
+        shape = _operand_shape(rng, x.shape)
+        safe = len(shape) < x.ndim or (len(shape) == x.ndim and shape[0] == 1)
+        return b.layer(op, [t], [rand_array(rng, shape, x.dtype)], {}, x.dtype, safe,
+                       const_first=rng.random() < 0.3)
+
+    return build
+
+
+def _slice(b: _Builder, t: Tensor) -> Tensor | None:
+    """Slice of a few axes (the batch axis now and then): steps of either sign, starts and ends
+    out of range and counted from the end."""
+    rng, x = b.rng, t.value
+    n = int(rng.integers(1, x.ndim + 1))
+    axes = rng.permutation(x.ndim)[:n]
+    if 0 in axes and rng.random() < 0.8 and x.ndim > 1:
+        axes = np.array([a for a in axes if a != 0] or [x.ndim - 1])
+    n = len(axes)
+    steps = rng.choice([1, 1, 1, 2, 3, -1, -2], n)
+    big = 1 << 62   # "to the end" as exporters write it, clamped like any other value
+    starts = np.where(steps > 0, rng.choice([0, 0, 1, 2, -3, -9], n),
+                      rng.choice([-1, -1, big, 3, -2], n))
+    ends = np.where(steps > 0, rng.choice([big, big, -1, 3, 5, 9], n),
+                    rng.choice([-big, -big, 0, 1, -9], n))
+    signed = axes - (x.ndim if rng.random() < 0.3 else 0)
+    return b.layer("Slice", [t], [starts.astype(np.int64), ends.astype(np.int64),
+                                  signed.astype(np.int64), steps.astype(np.int64)], {},
+                   x.dtype, 0 not in axes)
+
+
+def _matmul(b: _Builder, t: Tensor) -> Tensor | None:
+    """MatMul of two activations (attention's Q·Kᵀ, attn·V) or against a constant of any
+    batch rank, either side."""
+    rng, x = b.rng, t.value
+    if x.ndim < 2:
+        return None
+    k = x.shape[-1]
+    out = _out(rng)
+    acts: list[Tensor]
+    consts: list[np.ndarray] = []
+    const_first = False
+    mates = [u for u in b.tensors if u.value.ndim == x.ndim and u.value.shape[-2] == k and
+             _broadcasts(u.value.shape[:-2], x.shape[:-2])]
+    if mates and rng.random() < 0.5:   # two activations, batch axes aligned
+        acts, safe = [t, _pick(rng, mates)], x.ndim >= 3
+        first, second = x, acts[1].value
+    elif rng.random() < 0.25 and x.ndim >= 3:   # a constant on the left: c @ t
+        lead = _operand_shape(rng, x.shape[:-2])
+        c = rand_array(rng, (*lead, int(rng.integers(1, 6)), x.shape[-2]), _pick(rng, ACT_DTYPES))
+        acts, consts, const_first = [t], [c], True
+        safe = len(lead) < x.ndim - 2 or (len(lead) == x.ndim - 2 and lead[0] == 1)
+        first, second = c, x
+    else:
+        lead = _operand_shape(rng, x.shape[:-2]) if x.ndim >= 3 else ()
+        c = rand_array(rng, (*lead, k, int(rng.integers(1, 8))), _pick(rng, ACT_DTYPES))
+        acts, consts = [t], [c]
+        safe = len(lead) < x.ndim - 2 or (len(lead) == x.ndim - 2 and lead[0] == 1) \
+            if x.ndim >= 3 else True
+        first, second = x, c
+    rule = _pick(rng, ("tflite_double", "tflite_single", "half_up", "tflite_int64"))
+    m, s = _rescale(rng, rule, 1)
+    a = {"rounding": rule, "acc_bits": int(_pick(rng, (32, 64))), **_clamp_attrs(rng, out),
+         "a_zp": _zp(rng, first.dtype), "b_zp": _zp(rng, second.dtype), "y_zp": _zp(rng, out)}
+    if const_first:
+        return b.layer("MatMul", acts, [*consts, m, s], a, out, safe, const_first=True)
+    return b.layer("MatMul", acts, [*consts, m, s], a, out, safe)
+
+
+# the ops issue 14 moved to the NPU (C program steps since they landed)
+LAYERS.update({"Sub": _binary("Sub"), "Maximum": _min_max("Maximum"),
+               "Minimum": _min_max("Minimum"), "Slice": _slice, "MatMul": _matmul})
 
 
 # --------------------------------------------------------------------------------- chains

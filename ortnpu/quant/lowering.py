@@ -333,7 +333,10 @@ class MatMulRule(LoweringRule):
         p0, p1 = ctx.params[node.input[0]], ctx.params[node.input[1]]
         yp = self.out_params(m, ctx)
         rule, acc_bits, _ = linear_rule(a, ctx.is_wide(p0, p1, yp))
-        mult, shift = multiplier(float(np.float64(p0.scale) * p1.scale / yp.scale), a, rule)
+        # TFLite's GetQuantizedConvolutionMultipler: s_a · s_b in float32, then / s_y in double
+        # (a double product changes the 16-bit multiplier of tflite_int64 on some scales)
+        real = np.float64(np.float32(p0.scale) * np.float32(p1.scale)) / np.float64(yp.scale)
+        mult, shift = multiplier(float(real), a, rule)
         name = node.name or node.output[0]
         y = out.int_output(m.output, yp)
         out.nodes.append(make_node(

@@ -326,8 +326,7 @@ def _binary(nat: Any, L: _Layer) -> int:
     code, keys = nat.BINARY_OPS[L.step.spec.name]
     b = np.ascontiguousarray(L.arrays[1])
     dims, (sa, sb) = nat.broadcast_plan(x, b)
-    params = np.zeros(9, dtype=np.int64)
-    params[:len(keys)] = [a[key] for key in keys]
+    params = nat.binary_params(keys, a)
     return nat._native.lib.ortnpu_program_add_binary(
         L.ptr, L.name, code, L.ins[0], L.ins[1], L.out, len(dims),
         ffi.new("int64_t[]", list(dims)), nat.TYPE_CODE[x.dtype], ffi.new("int64_t[]", sa),
@@ -412,6 +411,37 @@ def _concat(nat: Any, L: _Layer) -> int:
         ffi.new("int64_t[]", inner))
 
 
+def _slice(nat: Any, L: _Layer) -> int:
+    x, ffi = L.x, nat._native.ffi
+    if x.dtype != L.y.dtype or x.ndim == 0 or x.dtype.itemsize not in (1, 2):
+        return -1
+    dims, istride, start = nat.slice_plan(x.shape, L.arrays[1:])
+    return nat._native.lib.ortnpu_program_add_strided(
+        L.ptr, L.name, L.ins[0], L.out, x.ndim, ffi.new("int64_t[]", dims),
+        ffi.new("int64_t[]", istride), start, x.size, x.dtype.itemsize)
+
+
+def _matmul(nat: Any, L: _Layer) -> int:
+    a, ffi = L.step.attrs, nat._native.ffi
+    xa, xb = (np.ascontiguousarray(v) for v in L.arrays[:2])
+    mult, shift = L.arrays[2:]
+    m, k = xa.shape[-2:]
+    n = xb.shape[-1]
+    batch = tuple(np.broadcast_shapes(xa.shape[:-2], xb.shape[:-2]))
+    nb = math.prod(batch)
+    if 0 in (nb, m, k, n):
+        return -1
+    a_off = nat.batch_offsets(xa.shape[:-2], batch, m * k)
+    b_off = nat.batch_offsets(xb.shape[:-2], batch, k * n)
+    return nat._native.lib.ortnpu_program_add_matmul(
+        L.ptr, L.name, L.ins[0], L.ins[1], L.out, nb, m, k, n, nat.TYPE_CODE[xa.dtype],
+        a["a_zp"], nat._buf(a_off, "int64_t[]"), xa.size,
+        nat._buf(xa) if L.ins[0] < 0 else ffi.NULL, nat.TYPE_CODE[xb.dtype], a["b_zp"],
+        nat._buf(b_off, "int64_t[]"), xb.size, nat._buf(xb) if L.ins[1] < 0 else ffi.NULL,
+        int(mult.reshape(-1)[0]), int(shift.reshape(-1)[0]),
+        nat.out_params(a, L.step.out_dtype), nat.threads_for(L.y.size * k))
+
+
 def _copy(nat: Any, L: _Layer) -> int:
     if L.x.dtype != L.y.dtype:
         return -1
@@ -439,6 +469,9 @@ _BUILDERS: dict[str, Any] = {
     "Concat": _concat, "Reshape": _copy, "Flatten": _copy,
     "Resize": _resize,
 }
+# the ops issue 14 moved to the NPU (C steps in ops/kernels_steps.c and ortnpu_matmul)
+_BUILDERS.update({"Sub": _binary, "Maximum": _binary, "Minimum": _binary, "Slice": _slice,
+                  "MatMul": _matmul})
 
 
 #: Layers the C program runs (others keep the subgraph on the Python path).
