@@ -99,7 +99,7 @@ def sigmoid_nodes() -> np.ndarray:
     TFLite interpolates linearly between these nodes. They are not ``round(65536 * sigmoid)``:
     each node sits ``h^2 * |f''| / 16`` above the curve (``h = 1/24``), half the midpoint error
     of linear interpolation, the placement that balances the error over an interval. That
-    offset, rounded, gives every node of TFLite's table (no value is within 0.004 of a .5 tie,
+    offset, rounded, gives every node of TFLite's table (none is closer than 0.0039 to a .5 tie,
     so the float64 evaluation is safe); the last node is the uint16 maximum, 65535. The oracle
     test ``test_int16_logistic_tanh_every_input`` checks every interval against LiteRT.
     """
