@@ -229,7 +229,9 @@ class Lut(OpSpec):
               "reference_integer_ops::Logistic/Tanh for every input value: the input rescaled "
               "to 1/(3*4096) (or multiplied by 3 << shift for a power-of-two scale), linear "
               "interpolation of 256 nodes of sigmoid(i/24) in 0.16 fixed point, mirrored for "
-              "negative inputs, rounded back to 16 bits.")
+              "negative inputs, rounded back to 16 bits. int16 GELU: LUTPopulate<int16_t> (513 "
+              "float32 samples, each lowered by half the midpoint interpolation error) and "
+              "LUTLookup's 9-bit index / 7-bit interpolation, for every input value.")
     doc = ("y = table[x - min(x.dtype)]: the table has one entry per input value (256 for "
            "8-bit inputs, 65536 for int16) and the output's type.")
     inputs = (Input("x", "act", "input"),

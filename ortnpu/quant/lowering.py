@@ -59,6 +59,7 @@ from ortnpu.quant.tables import (
     hard_swish_int8_table,
     leaky_relu_table,
     lut_populate,
+    lut_populate_int16,
     tflite_int16_sigmoid_tanh_table,
 )
 
@@ -526,8 +527,9 @@ class LutRule(LoweringRule):
 
     def _emit_tflite_table(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         """LeakyRelu: TFLite's two-multiplier integer kernel, tabulated; Elu, Gelu, HardSigmoid:
-        TFLite's float32 ``LUTPopulate`` on 8-bit inputs (the plain float function on int16
-        inputs and on targets without TFLite's arithmetic)."""
+        TFLite's float32 ``LUTPopulate`` on 8-bit inputs; Gelu on int16: TFLite's interpolated
+        513-entry table, tabulated (the plain float function on other int16 inputs, which
+        TFLite has no kernel for, and on targets without TFLite's arithmetic)."""
         node, a = m.node, ctx.arith
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
@@ -539,6 +541,10 @@ class LutRule(LoweringRule):
             fn = _tflite_lut_function(node)
             assert fn is not None
             table = lut_populate(fn, xp, yp)
+        elif node.op_type == "Gelu" and a.rounding.startswith("tflite") and yp.zero_point == 0:
+            fn = _tflite_lut_function(node)     # 16x8 GELU: TFLite's interpolated int16 table
+            assert fn is not None
+            table = lut_populate_int16(fn, xp, yp)
         else:
             fn = _tflite_lut_function(node)
             assert fn is not None

@@ -99,7 +99,7 @@ def sigmoid_nodes() -> np.ndarray:
     TFLite interpolates linearly between these nodes. They are not ``round(65536 * sigmoid)``:
     each node sits ``h^2 * |f''| / 16`` above the curve (``h = 1/24``), half the midpoint error
     of linear interpolation, the placement that balances the error over an interval. That
-    offset, rounded, gives every node of TFLite's table (no value is within 0.004 of a .5 tie,
+    offset, rounded, gives every node of TFLite's table (none is closer than 0.0039 to a .5 tie,
     so the float64 evaluation is safe); the last node is the uint16 maximum, 65535. The oracle
     test ``test_int16_logistic_tanh_every_input`` checks every interval against LiteRT.
     """
@@ -221,6 +221,50 @@ def lut_populate(fn: Callable[[np.ndarray], np.ndarray], xp: QuantParams,
     fits = np.isfinite(total) & (total >= -2.0 ** 31) & (total < 2.0 ** 31)
     ints = np.where(fits, np.trunc(np.where(fits, total, 0.0)), float(-(1 << 31)))
     return np.clip(ints.astype(np.int64), yp.qmin, yp.qmax).astype(yp.dtype)
+
+
+def lut_populate_int16(fn: Callable[[np.ndarray], np.ndarray], xp: QuantParams,
+                       yp: QuantParams) -> np.ndarray:
+    """TFLite's int16 ``LUTPopulate`` and ``LUTLookup`` (GELU on 16x8), for every input value.
+
+    ``LUTPopulateInt16`` samples ``f`` in float32 at 513 points evenly spread over the input
+    range and stores each sample on the output scale (no zero point: 16x8 is symmetric),
+    lowered by half the rounded error that linear interpolation makes at the interval's
+    midpoint. ``LUTLookup`` indexes it with the high 9 bits of the input and interpolates with
+    the low 7: ``base + ((slope * (x & 127) + 64) >> 7)``, wrapped to int16.
+    """
+    f32 = np.float32
+
+    def rnd(v: np.ndarray) -> np.ndarray:            # roundf: half away from zero, in float32
+        return round_half_away(np.asarray(v, np.float64)).astype(f32)
+
+    s_in, s_out = f32(xp.scale), f32(yp.scale)
+    in_min = f32(s_in * f32(-32768 - xp.zero_point))
+    in_max = f32(s_in * f32(32767 - xp.zero_point))
+    out_min = f32(s_out * f32(-32768 - yp.zero_point))
+    out_max = f32(s_out * f32(32767 - yp.zero_point))
+    step = f32((in_max - in_min) / f32(512))
+    half = f32(step / f32(2))
+    inv = f32(f32(65536) / f32(out_max - out_min))
+    i = np.arange(512, dtype=f32)
+    at = (in_min + (i * step).astype(f32)).astype(f32)
+    nxt = (in_min + ((i + f32(1)) * step).astype(f32)).astype(f32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        val = np.asarray(fn(at), f32)
+        mid = np.asarray(fn((at + half).astype(f32)), f32)
+        val_next = np.asarray(fn(nxt), f32)
+        last = np.asarray(fn(np.array([in_max], f32)), f32)
+        sample = rnd((val * inv).astype(f32))
+        interp = rnd(((val_next * inv).astype(f32) + sample).astype(f32) / f32(2))
+        err = (interp - rnd((mid * inv).astype(f32))).astype(f32)
+        lut = np.clip((sample - rnd(err / f32(2))).astype(f32), -32768, 32767)
+        end = np.clip(rnd((last * inv).astype(f32)), -32768, 32767)
+    table = np.concatenate([lut, end]).astype(np.int64)        # 513 entries
+    x = np.arange(-32768, 32768, dtype=np.int64)
+    index = 256 + (x >> 7)
+    base, slope = table[index], table[index + 1] - table[index]
+    y = base + ((slope * (x & 0x7F) + 64) >> 7)
+    return (((y + 32768) & 0xFFFF) - 32768).astype(np.int16)
 
 
 def leaky_relu_table(xp: QuantParams, yp: QuantParams, alpha: float, rule: str,

@@ -265,8 +265,9 @@ GENERATORS: dict[str, Callable[[np.random.Generator, str], Case]] = {
 SEED_ORDER = ("ELU", "GELU", "GELU_TANH", "LEAKY_RELU", "MAXIMUM", "MINIMUM", "QUANTIZE", "SLICE",
               "STRIDED_SLICE", "SUB", "SQUEEZE", "EXPAND_DIMS")
 assert sorted(SEED_ORDER) == sorted(GENERATORS)
-#: TFLite ops with an int8 kernel only (ELU and GELU build their table for 8 bits).
-INT8_ONLY = frozenset({"ELU", "GELU", "GELU_TANH"})
+#: TFLite ops with an int8 kernel only (ELU builds its table for 8 bits; GELU has a 16x8 one,
+#: the interpolated 513-entry LUTPopulate<int16_t>).
+INT8_ONLY = frozenset({"ELU"})
 
 
 def make_case(op: str, act: str, seed: int) -> Case:

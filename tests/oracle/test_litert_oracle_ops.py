@@ -105,3 +105,27 @@ def test_squeeze_expand_dims_run_on_the_npu(op: str, act: str) -> None:
         npu = ortnpu.import_qdq(case.onnx, case.target)
         assert [n.op_type for n in npu.graph.node if n.domain == "com.ortnpu"] == \
             [f"Reshape_{'i8' if act == 'int8' else 'i16'}"], case.name
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+@pytest.mark.parametrize(("x_scale", "y_scale"), [(2.0 ** -10, 2.0 ** -12), (3.7e-4, 1.9e-4),
+                                                  (0.00123, 0.0005), (0.01, 0.02)])
+def test_int16_gelu_every_input(approximate: bool, x_scale: float, y_scale: float) -> None:
+    """Every int16 input through TFLite's interpolated GELU table (all 512 intervals, both
+    ends of the range, the int16 wrap of the interpolation)."""
+    from cases import _unary
+    from qdq_builder import Quant
+    from tflite_builder import TFLiteGraph
+
+    xq = Quant(float(np.float32(x_scale)), 0, "int16")
+    yq = Quant(float(np.float32(y_scale)), 0, "int16")
+    case = _unary(np.random.default_rng(0), "int16", "GELU", "Gelu", xq, yq, shape=(256, 256),
+                  approximate="tanh" if approximate else "none")
+    x = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16).reshape(256, 256)
+    case.tflite_inputs, case.onnx_inputs = [x], {"x": xq.dequantize(x)}
+    t = TFLiteGraph()   # _unary writes no options: the .tflite again, with GeluOptions
+    tx = t.tensor("x", x.shape, "int16", scale=xq.scale, zero_point=0)
+    ty = t.tensor("y", x.shape, "int16", scale=yq.scale, zero_point=0)
+    t.op("GELU", [tx], [ty], ("GeluOptions", {"Approximate": approximate}))
+    case.tflite = t.build([tx], [ty])
+    assert mismatch(case) is None
