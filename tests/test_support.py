@@ -61,9 +61,10 @@ def test_conv_limits(kwargs: dict, rules: dict, reason: str) -> None:
 
 
 def test_op_type_and_cpu_preferred() -> None:
-    resize = helper.make_node("Resize", ["x"], ["y"], name="up")
-    v = check_node(T, resize, {})
-    assert not v.supported and v.reason.startswith("Resize 'up': op type Resize is not among")
+    grid = helper.make_node("GridSample", ["x", "g"], ["y"], name="gs")
+    v = check_node(T, grid, {})
+    assert not v.supported and v.reason.startswith("GridSample 'gs': op type GridSample is not "
+                                                   "among")
     assert "add it to op_types" in v.reason
     sm = helper.make_node("Softmax", ["x"], ["y"], name="sm")
     v = check_node(_target(op_types=["Softmax"], cpu_preferred=["Softmax"]), sm, {})
