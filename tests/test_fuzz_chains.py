@@ -23,10 +23,14 @@ def test_chain_subset_is_exact_on_every_path_and_reaches_the_compiled_programs()
     classes: Counter = Counter()
     paths: Counter = Counter()
     bad = []
+    without_island = 0   # ok chains with no float island: the ones the evaluator must run
     for i in range(CASES):
         rec = run_case(SEED, i)
         classes[rec["class"]] += 1
         paths.update(rec["paths"])
+        if rec["class"] == "ok" and not build_chain(np.random.default_rng([SEED, i, 7])
+                                                    ).float_island:
+            without_island += 1
         if rec["class"] not in ("ok", "ortnpu"):
             bad.append(f"case {i}: {rec['class']}: {rec['detail']}")
     assert not bad, "\n".join(bad[:10])
@@ -34,8 +38,11 @@ def test_chain_subset_is_exact_on_every_path_and_reaches_the_compiled_programs()
     # the report proves what ran: most cases through C programs, every layer type among them
     assert paths["compiled-program"] >= CASES // 2, paths
     assert {f"C:{op.lower()}" for op in LAYERS} <= set(paths), sorted(paths)
-    for path in ("reference", "default", "per-node", "python", "plain", "export", "evaluator"):
+    for path in ("reference", "default", "per-node", "python", "plain", "export"):
         assert paths[path] >= CASES * 0.5, (path, paths)
+    # onnx's evaluator cannot run onnxruntime's fused Q/DQ kernels: it runs every chain
+    # without a float island (about half of them, by the draw of the islands)
+    assert paths["evaluator"] == without_island >= CASES * 0.4, (without_island, paths)
 
 
 def test_chains_are_reproducible_from_seed_and_index() -> None:
