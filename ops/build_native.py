@@ -23,7 +23,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "ortnpu_kernels.h"
-SOURCES = ["kernels.c", "program.c", "ort_op.c"]
+SOURCES = ["kernels.c", "kernels_softmax.c", "program.c", "ort_op.c"]
 DEPENDS = ["kernels_isa.h", "rescale.h", "ortnpu_kernels.h"]
 
 

@@ -6,6 +6,7 @@ from ortnpu.domain.ops_elementwise import Add, Lut, Maximum, Minimum, Mul, Requa
 from ortnpu.domain.ops_layout import Concat, Flatten, Pad, Reshape, Slice, Transpose
 from ortnpu.domain.ops_linear import Conv, FullyConnected, MatMul
 from ortnpu.domain.ops_pool import AveragePool, GlobalAveragePool, MaxPool
+from ortnpu.domain.ops_softmax import Softmax
 from ortnpu.domain.spec import (
     DOMAIN,
     DOMAIN_VERSION,
@@ -20,7 +21,7 @@ from ortnpu.errors import KernelError
 OPS: tuple[type[OpSpec], ...] = (
     Conv, FullyConnected, MatMul, Add, Mul, Requantize, Lut,
     MaxPool, AveragePool, GlobalAveragePool, Concat, Reshape, Flatten, Transpose, Pad,
-    Slice, Sub, Maximum, Minimum,
+    Slice, Sub, Maximum, Minimum, Softmax,
 )
 OPS_BY_NAME: dict[str, type[OpSpec]] = {op.name: op for op in OPS}
 

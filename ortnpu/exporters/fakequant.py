@@ -198,6 +198,7 @@ class FakeQuantLowering:
             "Flatten": integer.lower_flatten, "Transpose": integer.lower_transpose,
             "Pad": integer.lower_pad, "Slice": integer.lower_slice,
             "Sub": integer.lower_sub, "Maximum": integer.lower_maximum,
+            "Softmax": integer.lower_softmax,
             "Minimum": integer.lower_minimum,
         }
 

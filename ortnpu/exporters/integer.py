@@ -343,6 +343,14 @@ def lower_slice(b: Builder, ctx: NodeContext) -> None:
     b.emit("Slice", [ctx.input(0), *params], ctx.out_type, ctx.output)
 
 
+def lower_softmax(b: Builder, ctx: NodeContext) -> None:
+    """Not exported: TFLite's fixed-point softmax (gemmlowp exp, Newton-Raphson reciprocal,
+    interpolated int16 tables) has no standard-ONNX integer form in ortnpu yet."""
+    raise UnsupportedError(f"{ctx.where}Softmax (TFLite's fixed-point softmax) has no "
+                           "standard-ONNX export yet; quantize with force_cpu=['Softmax'] to "
+                           "keep it in float on the CPU, or run the NPU graph with ortnpu")
+
+
 LOWERINGS: dict[str, Lowering] = {
     "Conv": lower_conv, "FullyConnected": lower_fully_connected, "MatMul": lower_matmul,
     "Add": lower_add, "Mul": lower_mul, "Requantize": lower_requantize, "Lut": lower_lut,
@@ -350,7 +358,7 @@ LOWERINGS: dict[str, Lowering] = {
     "GlobalAveragePool": lower_global_average_pool, "Concat": lower_concat,
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Transpose": lower_transpose,
     "Pad": lower_pad, "Slice": lower_slice, "Sub": lower_sub, "Maximum": lower_maximum,
-    "Minimum": lower_minimum,
+    "Minimum": lower_minimum, "Softmax": lower_softmax,
 }
 check_table(LOWERINGS, "integer")
 
