@@ -121,6 +121,10 @@ int ortnpu_program_add_requantize(ortnpu_program_t *p, const char *name, int32_t
 int ortnpu_program_add_lut(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                            int64_t count, int32_t xtype, const void *table, int32_t ttype,
                            int64_t table_len, int nthreads);
+int ortnpu_program_add_softmax(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                               int64_t rows, int64_t depth, int32_t xtype, int32_t mult,
+                               int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                               const int16_t *recip_lut, int nthreads);
 int ortnpu_program_add_pool(ortnpu_program_t *p, const char *name, int32_t op, int32_t in,
                             int32_t out, int64_t n, int64_t c, int64_t h, int64_t w,
                             const int64_t *win, int32_t xtype, int64_t act_min, int64_t act_max,

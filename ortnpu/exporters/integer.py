@@ -23,6 +23,7 @@ from ortnpu.errors import UnsupportedError
 from ortnpu.exporters.builder import F32, I32, I64, NP_OF_ONNX, Builder
 from ortnpu.exporters.graph import Lowering, NodeContext, check_table
 from ortnpu.exporters.rescale import lower_rescale
+from ortnpu.exporters.softmax import lower_softmax
 from ortnpu.passes.graph import node_inputs, rename_input
 
 I8, U8, I16 = TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16
@@ -341,14 +342,6 @@ def lower_slice(b: Builder, ctx: NodeContext) -> None:
     """ONNX Slice with the constant starts/ends/axes/steps (onnxruntime slices 8/16-bit types)."""
     params = [b.const(ctx.const(k).astype(np.int64)) for k in range(1, 5)]
     b.emit("Slice", [ctx.input(0), *params], ctx.out_type, ctx.output)
-
-
-def lower_softmax(b: Builder, ctx: NodeContext) -> None:
-    """Not exported: TFLite's fixed-point softmax (gemmlowp exp, Newton-Raphson reciprocal,
-    interpolated int16 tables) has no standard-ONNX integer form in ortnpu yet."""
-    raise UnsupportedError(f"{ctx.where}Softmax (TFLite's fixed-point softmax) has no "
-                           "standard-ONNX export yet; quantize with force_cpu=['Softmax'] to "
-                           "keep it in float on the CPU, or run the NPU graph with ortnpu")
 
 
 LOWERINGS: dict[str, Lowering] = {
