@@ -33,6 +33,7 @@ SOURCES = [
     "kernels_pool.c",
     "kernels_resize.c",
     "kernels_steps.c",
+    "kernels_softmax.c",
     "program.c",
     "ort_op.c",
 ]

@@ -142,6 +142,10 @@ int ortnpu_program_add_requantize(ortnpu_program_t *p, const char *name, int32_t
 int ortnpu_program_add_lut(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                            int64_t count, int32_t xtype, const void *table, int32_t ttype,
                            int64_t table_len, int nthreads);
+int ortnpu_program_add_softmax(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                               int64_t rows, int64_t depth, int32_t xtype, int32_t mult,
+                               int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                               const int16_t *recip_lut, int nthreads);
 int ortnpu_program_add_pool(ortnpu_program_t *p, const char *name, int32_t op, int32_t in,
                             int32_t out, int64_t n, int64_t c, int64_t h, int64_t w,
                             const int64_t *win, int32_t xtype, int64_t act_min, int64_t act_max,
@@ -206,6 +210,13 @@ int64_t ortnpu_program_layers(const ortnpu_program_t *p, int64_t k, char *name,
 int64_t ortnpu_program_publish(ortnpu_program_t *p);
 ortnpu_program_t *ortnpu_program_acquire(int64_t handle);
 void ortnpu_program_release(ortnpu_program_t *p);
+/* Softmax over rows of `depth` contiguous values (TFLite's reference SOFTMAX): 8-bit x
+ * (int8/uint8, depth <= 511) with gemmlowp's fixed point (mult, left shift, diff_min); int16 x
+ * (depth <= 65536) with the two 513-entry tables (mult, signed shift). kernels_softmax.c */
+int ortnpu_softmax(int64_t rows, int64_t depth, const void *x, int32_t xtype, int32_t mult,
+                   int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                   const int16_t *recip_lut, void *y, int nthreads);
+
 /* --- cdef end --- */
 
 /* The per-value tables of an 8-bit Add (512 values: a's then b's), made once for repeated

@@ -31,7 +31,7 @@
 #include "rescale.h"
 
 enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE, L_PAD,
-       L_CONCAT, L_STRIDED, L_MATMUL };
+       L_CONCAT, L_STRIDED, L_MATMUL, L_SOFTMAX };
 enum { L_RESIZE = 64 };   /* Resize (kernels_resize.c) */
 
 typedef struct {
@@ -321,6 +321,18 @@ int ortnpu_program_add_lut(ortnpu_program_t *p, const char *name, int32_t in, in
     return commit(p, L, 1);
 }
 
+int ortnpu_program_add_softmax(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                               int64_t rows, int64_t depth, int32_t xtype, int32_t mult,
+                               int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                               const int16_t *recip_lut, int nthreads) {
+    layer_t *L = new_layer(p, L_SOFTMAX, name, in, -1, out, nthreads);
+    if (!L || in < 0) return ORTNPU_EBADARG;
+    set_ints(L, (const int64_t[]){rows, depth, xtype, mult, shift, diff_min}, 6);
+    L->c[0] = dup_bytes(exp_lut, 513 * 2);
+    L->c[1] = dup_bytes(recip_lut, 513 * 2);
+    return commit(p, L, 2);
+}
+
 int ortnpu_program_add_pool(ortnpu_program_t *p, const char *name, int32_t op, int32_t in,
                             int32_t out, int64_t n, int64_t c, int64_t h, int64_t w,
                             const int64_t *win, int32_t xtype, int64_t act_min, int64_t act_max,
@@ -556,6 +568,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     case L_LUT:
         return ortnpu_lut(L->i[0], a, (int32_t)L->i[1], L->c[0], (int32_t)L->i[2], L->i[3], out,
                           nt);
+    case L_SOFTMAX:
+        return ortnpu_softmax(L->i[0], L->i[1], a, (int32_t)L->i[2], (int32_t)L->i[3],
+                              (int32_t)L->i[4], (int32_t)L->i[5], L->c[0], L->c[1], out, nt);
     case L_POOL:
         return ortnpu_pool2d(L->op, L->i[0], L->i[1], L->i[2], L->i[3], L->c[0], a,
                              (int32_t)L->i[4], L->i[5], L->i[6], out, nt);

@@ -59,7 +59,7 @@ def test_per_layer_numbers() -> None:
     assert layers["flat"].bound == "view" and layers["flat"].cycles == 0
     assert layers["fc"].macs == 128 * 10
     sm = layers["sm"]
-    assert sm.placement == "CPU"  # the target lists Softmax, but ortnpu cannot lower it yet
+    assert sm.placement == "NPU"  # the target lists Softmax: TFLite's integer SOFTMAX
 
 
 def test_cpu_layers_flagged_and_totals() -> None:

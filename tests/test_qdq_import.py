@@ -186,7 +186,8 @@ def test_other_targets_convert_and_report(ort_models: dict, target: str) -> None
             assert np.log2(p["scale"]) == round(np.log2(p["scale"]))
     else:
         assert "16 bits" in text
-    assert {p.node for p in res.placements if p.device == "CPU"} == {"softmax"}
+    on_cpu = {p.node for p in res.placements if p.device == "CPU"}
+    assert on_cpu == ({"softmax"} if target == "n2d2-int8" else set())   # TFLite's SOFTMAX
     x = images(8, seed=5)
     sess = ort.InferenceSession(ort_models["float"].SerializeToString())
     ref = np.concatenate([sess.run(None, {"x": x[i:i + 1]})[0] for i in range(len(x))])

@@ -32,10 +32,13 @@ def test_small_cnn_on_every_preset(target: str, tolerance: float) -> None:
     assert out.shape == ref.shape and out.dtype == np.float32
     assert np.abs(out - ref).max() < tolerance
     placement = {p.node: p for p in res.placements}
-    assert placement["softmax"].device == "CPU" and "Softmax" in placement["softmax"].reason
+    # TFLite's integer softmax on the tflite targets; n2d2's arithmetic has none
+    on_cpu = {name for name, p in placement.items() if p.device == "CPU"}
+    assert on_cpu == (set() if target.startswith("tflite") else {"softmax"})
+    if on_cpu:
+        assert "integer softmax is TFLite's" in placement["softmax"].reason
     assert placement["relu1"].fused_into == "conv1"
     assert placement["relu6"].fused_into == "dwconv"
-    assert all(p.device == "NPU" for name, p in placement.items() if name != "softmax")
     meta = {p.key: p.value for p in npu.metadata_props}
     assert meta["ortnpu.target"] == target
     assert ortnpu.target.parse_target(meta["ortnpu.target_toml"]).name == target
@@ -78,9 +81,8 @@ def test_n2d2_uses_unsigned_outputs_after_relu_and_shift_only_rescale() -> None:
 
 def test_force_cpu_and_errors() -> None:
     res = QuantizationResult()
-    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(8), force_cpu=["add1", "Sigmoid"],
-                          optimize=False,
-                          result=res)
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(8),
+                          force_cpu=["add1", "Sigmoid", "softmax"], optimize=False, result=res)
     placement = {p.node: p for p in res.placements}
     assert placement["add1"].device == "CPU" and "force_cpu" in placement["add1"].reason
     assert placement["sigmoid1"].device == "CPU"

@@ -19,6 +19,7 @@ from ortnpu.conformance import cases_chain as chain
 from ortnpu.conformance import cases_elementwise as ew
 from ortnpu.conformance import cases_linear as lin
 from ortnpu.conformance import cases_other as other
+from ortnpu.conformance import cases_softmax as softmax
 from ortnpu.conformance.case import Case
 from ortnpu.conformance.profile import Profile, profile_of, rule_profile
 from ortnpu.domain import OPS_BY_NAME
@@ -32,7 +33,7 @@ Builder = Callable[[Profile], list[Case] | list[chain.ChainCase]]
 TARGET_BUILDERS: tuple[Builder, ...] = (
     lin.conv_cases, lin.fc_cases, lin.matmul_cases, ew.add_cases, ew.sub_cases, ew.mul_cases,
     ew.min_max_cases, ew.requantize_cases, ew.lut_cases, other.pool_cases, other.layout_cases,
-    other.resize_cases, chain.chain_cases,
+    other.resize_cases, softmax.softmax_cases, chain.chain_cases,
 )
 
 #: (activation type, accumulator bits) combinations of a rule suite.

@@ -7,6 +7,7 @@ from ortnpu.domain.ops_layout import Concat, Flatten, Pad, Reshape, Slice, Trans
 from ortnpu.domain.ops_linear import Conv, FullyConnected, MatMul
 from ortnpu.domain.ops_pool import AveragePool, GlobalAveragePool, MaxPool
 from ortnpu.domain.ops_resize import Resize
+from ortnpu.domain.ops_softmax import Softmax
 from ortnpu.domain.spec import (
     DOMAIN,
     DOMAIN_VERSION,
@@ -22,7 +23,7 @@ OPS: tuple[type[OpSpec], ...] = (
     Conv, FullyConnected, MatMul, Add, Mul, Requantize, Lut,
     MaxPool, AveragePool, GlobalAveragePool, Concat, Reshape, Flatten, Transpose, Pad,
     Slice, Sub, Maximum, Minimum,
-    Resize,
+    Resize, Softmax,
 )
 OPS_BY_NAME: dict[str, type[OpSpec]] = {op.name: op for op in OPS}
 

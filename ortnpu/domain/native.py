@@ -516,6 +516,24 @@ def _resize(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
     return out
 
 
+def _softmax(arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+             out_dtype: np.dtype) -> np.ndarray:
+    from ortnpu.domain.fixed_point import softmax_int16_tables
+
+    x = np.ascontiguousarray(arrays[0])
+    out = np.empty(x.shape, dtype=x.dtype)
+    if x.size == 0:
+        return out
+    depth = x.shape[-1]
+    exp_lut, recip_lut = softmax_int16_tables()
+    rc = _native.lib.ortnpu_softmax(
+        x.size // depth, depth, _buf(x), TYPE_CODE[x.dtype], a["multiplier"], a["shift"],
+        a["diff_min"], _buf(exp_lut, "int16_t[]"), _buf(recip_lut, "int16_t[]"), _buf(out),
+        threads_for(x.size * 8))
+    _check(rc, "Softmax")
+    return out
+
+
 Kernel = Callable[[Sequence[np.ndarray], Mapping[str, Any], np.dtype], np.ndarray]
 
 #: op name -> C-backed kernel with the signature of ``OpSpec.reference``.
@@ -535,4 +553,5 @@ KERNELS: dict[str, Kernel] = {} if not AVAILABLE else {
     "AveragePool": _pool(1),
     "GlobalAveragePool": _global_avgpool,
     "Resize": _resize,
+    "Softmax": _softmax,
 }

@@ -199,6 +199,7 @@ class FakeQuantLowering:
             "Pad": integer.lower_pad, "Slice": integer.lower_slice,
             "Resize": integer.lower_resize,
             "Sub": integer.lower_sub, "Maximum": integer.lower_maximum,
+            "Softmax": integer.lower_softmax,
             "Minimum": integer.lower_minimum,
         }
 

@@ -23,6 +23,7 @@ from ortnpu.errors import UnsupportedError
 from ortnpu.exporters.builder import F32, I32, I64, NP_OF_ONNX, Builder
 from ortnpu.exporters.graph import Lowering, NodeContext, check_table
 from ortnpu.exporters.rescale import lower_rescale
+from ortnpu.exporters.softmax import lower_softmax
 from ortnpu.passes.graph import node_inputs, rename_input
 
 I8, U8, I16 = TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16
@@ -379,7 +380,7 @@ LOWERINGS: dict[str, Lowering] = {
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Transpose": lower_transpose,
     "Pad": lower_pad, "Slice": lower_slice, "Sub": lower_sub, "Maximum": lower_maximum,
     "Minimum": lower_minimum,
-    "Resize": lower_resize,
+    "Resize": lower_resize, "Softmax": lower_softmax,
 }
 check_table(LOWERINGS, "integer")
 

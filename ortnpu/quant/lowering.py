@@ -36,11 +36,14 @@ from ortnpu.domain import (
     Reshape,
     Resize,
     Slice,
+    Softmax,
     Sub,
     Transpose,
     make_node,
 )
 from ortnpu.domain.arith import mean_multiplier, round_half_away
+from ortnpu.domain.ops_softmax import MAX_DEPTH as MAX_SOFTMAX_DEPTH
+from ortnpu.domain.ops_softmax import softmax_params
 from ortnpu.passes.graph import attr
 from ortnpu.quant.context import QuantContext
 from ortnpu.quant.emitter import Emitter
@@ -990,9 +993,66 @@ class ResizeRule(LoweringRule):
                                    **plan.attrs()))
 
 
+def _opset(ctx: QuantContext) -> int:
+    """The model's version of the default ONNX domain."""
+    for o in ctx.view.model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return 21
+
+
+class SoftmaxRule(LoweringRule):
+    """Softmax over the last axis → ``Softmax``: TFLite's integer SOFTMAX (beta 1), whose output
+    parameters are fixed: 1/256 and the type's minimum for 8 bits, 1/32768 and 0 for int16."""
+
+    op_types = ("Softmax",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if not ctx.arith.rounding.startswith("tflite"):
+            return (f"Softmax '{node.name}': ortnpu's integer softmax is TFLite's (gemmlowp "
+                    f"fixed point); the target's {ctx.arith.rounding!r} arithmetic has none")
+        shape = ctx.view.shapes.get(node.input[0])
+        if not shape:
+            return f"Softmax '{node.name}': the input rank is unknown"
+        rank = len(shape)
+        axis = int(attr(node, "axis", -1 if _opset(ctx) >= 13 else 1))
+        if axis % rank != rank - 1:
+            return (f"Softmax '{node.name}': it normalizes axis {axis} of a rank-{rank} input; "
+                    "TFLite's SOFTMAX normalizes the last axis only")
+        depth = shape[-1]
+        limit = MAX_SOFTMAX_DEPTH[2 if ctx.arith.activation_bits > 8 else 1]
+        if not isinstance(depth, int) or depth < 1:
+            return (f"Softmax '{node.name}': the length of the normalized axis is not known "
+                    "before run time; fix the input shape with `ortnpu optimize --input-shape`")
+        if depth > limit:
+            return (f"Softmax '{node.name}': rows of {depth} values; TFLite's "
+                    f"{'int16' if limit > 511 else '8-bit'} SOFTMAX is defined for at most "
+                    f"{limit} (with more values at the row maximum its final shift exceeds 31 "
+                    "bits and the reference kernel aborts)")
+        return None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        if xp.dtype == "int16":
+            yp = QuantParams(1.0 / 32768, 0, "int16")
+        else:
+            yp = QuantParams(1.0 / 256, int(np.iinfo(xp.dtype).min), xp.dtype)
+        if xp.dtype != "int16" and ctx.view.shapes[node.input[0]][-1] > MAX_SOFTMAX_DEPTH[1]:
+            raise ValueError(f"rows of {ctx.view.shapes[node.input[0]][-1]} values are longer "
+                             f"than the {MAX_SOFTMAX_DEPTH[1]} of TFLite's 8-bit SOFTMAX")
+        params = softmax_params(xp.scale, np.dtype(xp.dtype))
+        if isinstance(params, str):
+            raise ValueError(params)
+        name = node.name or node.output[0]
+        y = out.int_output(node.output[0], yp)
+        out.nodes.append(make_node(Softmax, [x], y, yp.dtype, name, **params))
+
+
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
     PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
-    RequantizeRule(), ResizeRule(),
+    RequantizeRule(), ResizeRule(), SoftmaxRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

@@ -359,6 +359,18 @@ def _lut(nat: Any, L: _Layer) -> int:
         nat.TYPE_CODE[table.dtype], table.size, nat.threads_for(L.y.size))
 
 
+def _softmax(nat: Any, L: _Layer) -> int:
+    from ortnpu.domain.fixed_point import softmax_int16_tables
+
+    x, a = L.x, L.step.attrs
+    exp_lut, recip_lut = softmax_int16_tables()
+    return nat._native.lib.ortnpu_program_add_softmax(
+        L.ptr, L.name, L.ins[0], L.out, x.size // x.shape[-1], x.shape[-1],
+        nat.TYPE_CODE[x.dtype], a["multiplier"], a["shift"], a["diff_min"],
+        nat._buf(exp_lut, "int16_t[]"), nat._buf(recip_lut, "int16_t[]"),
+        nat.threads_for(x.size * 8))
+
+
 def _pool(nat: Any, L: _Layer) -> int:
     x, a = L.x, L.step.attrs
     n, c, h, w = x.shape
@@ -467,7 +479,7 @@ _BUILDERS: dict[str, Any] = {
     "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Pad": _pad,
     "Concat": _concat, "Reshape": _copy, "Flatten": _copy,
-    "Resize": _resize,
+    "Resize": _resize, "Softmax": _softmax,
 }
 # the ops issue 14 moved to the NPU (C steps in ops/kernels_steps.c and ortnpu_matmul)
 _BUILDERS.update({"Sub": _binary, "Maximum": _binary, "Minimum": _binary, "Slice": _slice,
