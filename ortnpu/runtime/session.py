@@ -220,7 +220,8 @@ class InferenceSession:
             if self._programs and native:
                 fused, self._natives, self.compile_reports = compile_subgraphs(
                     fused, self._programs, nan_policy, opts)
-                if self._natives:
+                if self._natives and library_path() != registry.library_path():
+                    # (onnxruntime refuses a library registered twice in one options object)
                     opts.register_custom_ops_library(library_path())
             if self._programs:
                 data = fused.SerializeToString()
