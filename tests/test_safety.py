@@ -127,6 +127,85 @@ def test_non_utf8_attribute_is_a_model_error_in_ortnpu_sessions() -> None:
         ortnpu.InferenceSession(model)
 
 
+BAD_ATTRIBUTE_SCRIPT = """
+    import numpy as np, onnx, onnxruntime as ort, ortnpu
+    from ortnpu.domain import registry
+    from test_runtime import conv_model
+
+    print("ortnpu", ortnpu.__file__, "native" if registry.uses_native() else "extensions")
+    for attr, value in (("rounding", b"half\\xff\\xfeup"), ("node_name", b"conv\\xc3("),
+                        ("group", b"2")):
+        model, _, _ = conv_model()
+        for a in model.graph.node[0].attribute:
+            if a.name == attr:
+                a.CopyFrom(onnx.helper.make_attribute(attr, value))
+        opts = ortnpu.session_options()
+        opts.log_severity_level = 4
+        try:
+            sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            sess.run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})
+            print("ran", attr)
+        except Exception as exc:
+            print("raised", attr, type(exc).__name__, str(exc).replace("\\n", " "))
+    print("alive")
+"""
+
+
+def test_non_utf8_attribute_on_the_plain_onnxruntime_path_raises_instead_of_aborting() -> None:
+    """A com.ortnpu node whose ``rounding`` or ``node_name`` is not UTF-8 aborted the process in
+    onnxruntime-extensions' kernel (issue 12); ortnpu's C ops refuse the model at load with an
+    error naming the node and the attribute, and so does a string where an int belongs."""
+    from ortnpu.domain import registry
+
+    if not registry.uses_native():
+        pytest.skip("needs ortnpu's C module (the onnxruntime-extensions fallback aborts here)")
+    proc = _subprocess(BAD_ATTRIBUTE_SCRIPT)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    out = proc.stdout
+    assert f"ortnpu {ortnpu.__file__} native" in out          # the same installed package
+    assert "alive" in out and "ran" not in out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("raised")}
+    assert "node 'conv1' (Conv_i8): attribute 'rounding' is not valid UTF-8" in lines["rounding"]
+    assert r"node 'conv\\xc3(' (Conv_i8): attribute 'node_name' is not valid UTF-8" in \
+        lines["node_name"]
+    assert "node 'conv1' (Conv_i8): attribute 'group' must be int, got a string" in \
+        lines["group"]
+
+
+FALLBACK_SCRIPT = """
+    import numpy as np, onnxruntime as ort, ortnpu
+    from ortnpu.domain import registry
+    from test_runtime import conv_model
+
+    model, _, _ = conv_model()
+    x = np.random.default_rng(4).integers(-128, 128, (2, 4, 7, 7)).astype(np.int8)
+    plain = ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ours = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    print("native" if registry.uses_native() else "extensions", np.array_equal(plain, ours))
+    print(plain.tobytes().hex())
+"""
+
+
+def test_onnxruntime_extensions_fallback_gives_the_same_numbers() -> None:
+    """``ORTNPU_DOMAIN_OPS=python`` (what an install without the C module does) registers the
+    domain through onnxruntime-extensions; both registrations give the same bits."""
+    from ortnpu.domain import registry
+
+    runs = {}
+    for choice in ("python", "auto"):
+        env = {**os.environ, "ORTNPU_DOMAIN_OPS": choice}
+        prelude = f"import sys\nsys.path[:0] = [{PACKAGE_PARENT!r}, {TESTS!r}]\n"
+        proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(FALLBACK_SCRIPT)],
+                              capture_output=True, text=True, timeout=300, cwd=TESTS, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[choice] = proc.stdout.split()
+    assert runs["python"][:2] == ["extensions", "True"]
+    assert runs["auto"][1] == "True" and runs["auto"][2] == runs["python"][2]
+    assert runs["auto"][0] == ("native" if registry.uses_native() else "extensions")
+
+
 # ------------------------------------------------------------- errors in every execution mode
 def _parallel_options() -> ort.SessionOptions:
     so = ort.SessionOptions()

@@ -183,24 +183,26 @@ def _install() -> None:
             pos = 0
             for i in range(n_inputs):
                 rank = ranks[i]
-                shape = tuple(dims[pos:pos + rank]) if rank else ()
+                shape = ffi.unpack(dims + pos, rank) if rank else ()
                 pos += rank
                 dtype = _DTYPE_OF_CODE.get(types[i])
                 if dtype is None:   # onnxruntime checked the types at load: cannot happen
                     raise KernelError(f"{where}input {i} has ONNX element type {types[i]}")
                 count = math.prod(shape)
                 if count:
-                    arr = np.frombuffer(ffi.buffer(data[i], count * dtype.itemsize),
-                                        dtype).reshape(shape)
-                    arr.flags.writeable = False   # onnxruntime's memory: kernels only read it
+                    arr = np.ndarray(shape, dtype, ffi.buffer(data[i], count * dtype.itemsize))
+                    arr.setflags(write=False)   # onnxruntime's memory: kernels only read it
                 else:
                     arr = np.empty(shape, dtype)
                 arrays.append(arr)
             op = k.op
             y = registry.run_validated(op.spec, arrays, k.attrs, op.out_dtype, k.key, where)
-            y = np.require(y, dtype=op.out_dtype, requirements="C")   # keeps rank 0
-            if lib.ortnpu_domain_output(call, ffi.new("int64_t[]", y.shape), y.ndim,
-                                        ffi.from_buffer(y), y.nbytes, err, err_size):
+            if type(y) is not np.ndarray or y.dtype != op.out_dtype or \
+                    not y.flags.c_contiguous:
+                y = np.require(y, dtype=op.out_dtype, requirements="C")   # keeps rank 0
+            # (cffi turns the shape tuple into a temporary int64_t array)
+            if lib.ortnpu_domain_output(call, y.shape, y.ndim, ffi.from_buffer(y), y.nbytes,
+                                        err, err_size):
                 raise KernelError(f"{where}cannot write the output: "
                                   f"{ffi.string(err).decode('utf-8', 'replace')}")
             return 1
