@@ -1,11 +1,26 @@
-"""Registration of the domain's ops with onnxruntime-extensions, and the exception-safe hook.
+"""Registration of the ``com.ortnpu`` domain with onnxruntime, and the kernel error record.
 
-onnxruntime-extensions calls one Python hook for every Python custom op. Its stock hook
-converts outputs with ``.tolist()`` (about 1000x slower than handing over the array) and lets
-exceptions escape, which makes onnxruntime call ``std::terminate``. ortnpu installs its own hook:
-it returns a contiguous array of the declared type, and it catches *everything*, records the
-error for :func:`take_errors` and returns an empty tensor, so that the process never aborts and
-:meth:`ortnpu.InferenceSession.run` raises the error afterwards, naming the node.
+Two registrations, one table of op specs (``OPS`` plus the fused ``Subgraph``), the same
+overloads (one per allowed combination of activation element types, so onnxruntime refuses
+other element types at load) and the same saved models:
+
+* **ortnpu's C custom ops** (default when the C module is built; ``native_domain.py``,
+  ``ops/domain_op.c``): onnxruntime loads ``_native`` itself; each node's attributes are read as
+  bytes and checked when onnxruntime creates its kernel (a non-UTF-8 ``rounding`` or
+  ``node_name`` is an error at load, never an abort), and a kernel error is an onnxruntime
+  status that ``run`` raises in every execution mode.
+* **onnxruntime-extensions' Python custom ops** (fallback without the C module, or with
+  ``ORTNPU_DOMAIN_OPS=python``). Its stock hook converts outputs with ``.tolist()`` (about
+  1000x slower than handing over the array) and lets exceptions escape, which makes onnxruntime
+  call ``std::terminate``; ortnpu installs its own hook (:func:`_hook`), which returns a
+  contiguous array of the declared type and catches *everything*, records the error for
+  :func:`take_errors` and returns an empty tensor. It cannot protect string attributes:
+  onnxruntime-extensions decodes them to ``str`` in C++ before the hook runs, so a non-UTF-8
+  one still aborts a plain onnxruntime session there (``ortnpu.InferenceSession`` refuses such
+  models at load, in ``ortnpu.validate.load_model``).
+
+Both paths record kernel errors for :func:`take_errors`, so that
+:meth:`ortnpu.InferenceSession.run` raises the original error, naming the node.
 """
 
 from __future__ import annotations
