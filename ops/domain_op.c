@@ -128,7 +128,15 @@ static void read_attr(const OrtApi *api, const OrtKernelInfo *info, const char *
         *present = ORTNPU_ATTR_INT;
         return;
     }
+    /* onnxruntime says "No attribute with name:'x'is defined." when the node lacks it, and
+     * "Attribute name and type don't match" when it has another type */
+    const char *msg = ORT_FN(api, SLOT_GetErrorMessage, GetErrorMessage_fn)(st);
+    int absent = msg && strstr(msg, "No attribute with name") != NULL;
     dom_release(api, st);
+    if (absent) {
+        *present = 0; /* Python fills the default */
+        return;
+    }
     size_t size = 0;
     KernelInfoGetAttribute_string_fn get_string =
         ORT_FN(api, SLOT_KernelInfoGetAttribute_string, KernelInfoGetAttribute_string_fn);
@@ -157,7 +165,7 @@ static void read_attr(const OrtApi *api, const OrtKernelInfo *info, const char *
         return;
     }
     dom_release(api, st);
-    *present = 0; /* absent: Python fills the default */
+    *present = ORTNPU_ATTR_OTHER; /* a list, tensor, graph, ... */
 }
 
 static OrtStatus *dom_create(const OrtCustomOp *op_, const OrtApi *api, const OrtKernelInfo *info,

@@ -17,7 +17,7 @@
 
 /* --- cdef begin --- */
 /* attribute kinds of ortnpu_domain_spec, and what ortnpu_py_kernel_create gets per attribute */
-enum { ORTNPU_ATTR_INT = 1, ORTNPU_ATTR_STRING = 2, ORTNPU_ATTR_FLOAT = 3 };
+enum { ORTNPU_ATTR_INT = 1, ORTNPU_ATTR_STRING = 2, ORTNPU_ATTR_FLOAT = 3, ORTNPU_ATTR_OTHER = 4 };
 
 /* Declare an op's attributes (names and ORTNPU_ATTR_* kinds); the spec id or -1. */
 int32_t ortnpu_domain_spec(int32_t n_attrs, const char *const *names, const int32_t *kinds);

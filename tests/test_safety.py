@@ -134,7 +134,7 @@ BAD_ATTRIBUTE_SCRIPT = """
 
     print("ortnpu", ortnpu.__file__, "native" if registry.uses_native() else "extensions")
     for attr, value in (("rounding", b"half\\xff\\xfeup"), ("node_name", b"conv\\xc3("),
-                        ("group", b"2")):
+                        ("group", b"2"), ("pad_top", [1, 2])):
         model, _, _ = conv_model()
         for a in model.graph.node[0].attribute:
             if a.name == attr:
@@ -155,7 +155,7 @@ BAD_ATTRIBUTE_SCRIPT = """
 def test_non_utf8_attribute_on_the_plain_onnxruntime_path_raises_instead_of_aborting() -> None:
     """A com.ortnpu node whose ``rounding`` or ``node_name`` is not UTF-8 aborted the process in
     onnxruntime-extensions' kernel (issue 12); ortnpu's C ops refuse the model at load with an
-    error naming the node and the attribute, and so does a string where an int belongs."""
+    error naming the node and the attribute, and so does an attribute of another type."""
     from ortnpu.domain import registry
 
     if not registry.uses_native():
@@ -171,6 +171,7 @@ def test_non_utf8_attribute_on_the_plain_onnxruntime_path_raises_instead_of_abor
         lines["node_name"]
     assert "node 'conv1' (Conv_i8): attribute 'group' must be int, got a string" in \
         lines["group"]
+    assert "attribute 'pad_top' must be int, got a list, tensor or graph" in lines["pad_top"]
 
 
 FALLBACK_SCRIPT = """

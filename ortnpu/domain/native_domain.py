@@ -40,7 +40,13 @@ from ortnpu.errors import KernelError, OrtNpuError
 #: ONNX element type codes of the types our ops take and give.
 ONNX_CODE = {"int8": 3, "uint8": 2, "int16": 5, "int32": 6, "int64": 7, "float32": 1}
 _DTYPE_OF_CODE = {code: np.dtype(name) for name, code in ONNX_CODE.items()}
-_ATTR_INT, _ATTR_STRING, _ATTR_FLOAT = 1, 2, 3
+_ATTR_INT, _ATTR_STRING, _ATTR_FLOAT, _ATTR_OTHER = 1, 2, 3, 4
+
+
+class _Other:
+    """An attribute of a type no op declares (a list, tensor, graph, ...)."""
+
+
 _KIND_CODE = {int: _ATTR_INT, str: _ATTR_STRING, float: _ATTR_FLOAT}
 
 
@@ -116,8 +122,9 @@ def _decode(raw: dict[str, Any], spec: type[OpSpec], where: str) -> dict[str, An
         if a.name not in raw:
             continue
         value = raw[a.name]
-        got = {bytes: "a string", float: "a float", int: "an int"}[type(value)]
-        if (a.kind is str) != isinstance(value, bytes) or isinstance(value, float):
+        got = {bytes: "a string", float: "a float", int: "an int"}.get(
+            type(value), "a list, tensor or graph")
+        if (a.kind is str) != isinstance(value, bytes) or not isinstance(value, (int, bytes)):
             raise KernelError(f"{where}attribute {a.name!r} must be {a.kind.__name__}, got "
                               f"{got}; rebuild the node with ortnpu.domain.make_node")
         if isinstance(value, bytes):
@@ -159,8 +166,11 @@ def _install() -> None:
                     raw[a.name] = ffi.unpack(strings[k], lengths[k])
                 elif kind == _ATTR_FLOAT:
                     raw[a.name] = float(floats[k])
+                elif kind == _ATTR_OTHER:
+                    raw[a.name] = _Other()
             name = raw.get("node_name", b"")
-            name = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else name
+            name = (name.decode("utf-8", "backslashreplace") if isinstance(name, bytes)
+                    else str(name) if isinstance(name, (int, float)) else "?")
             where = f"node {name!r} ({op.op_type}): "
             attrs = op.spec.full_attrs(_decode(raw, op.spec, where), where=where)
             kernel = next(_ids)
