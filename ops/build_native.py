@@ -32,7 +32,7 @@ PYTHON_CALLBACKS = """
 extern "Python+C" int64_t ortnpu_py_kernel_create(int32_t, int32_t, const int32_t *,
     const int64_t *, const double *, const char *const *, const size_t *, char *, size_t);
 extern "Python+C" int32_t ortnpu_py_kernel_compute(int64_t, void *, int32_t, void *const *,
-    const int32_t *, const int32_t *, const int64_t *, char *, size_t);
+    const int32_t *, const int32_t *, const int64_t *, const int64_t *, char *, size_t);
 extern "Python+C" void ortnpu_py_kernel_destroy(int64_t);
 """
 

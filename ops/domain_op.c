@@ -206,6 +206,16 @@ static OrtStatus *dom_create(const OrtCustomOp *op_, const OrtApi *api, const Or
     return NULL;
 }
 
+static size_t elem_size(int type) {
+    switch (type) {
+    case ELEM_INT8: case ELEM_UINT8: return 1;
+    case ELEM_INT16: return 2;
+    case ELEM_FLOAT: case 6: return 4; /* float, int32 */
+    case 7: return 8;                  /* int64 */
+    default: return 0;
+    }
+}
+
 static OrtStatus *dom_compute(void *kernel, OrtKernelContext *ctx) {
     dom_kernel_t *k = kernel;
     const OrtApi *api = k->api;
@@ -217,7 +227,7 @@ static OrtStatus *dom_compute(void *kernel, OrtKernelContext *ctx) {
     if (n > DOM_MAX_IN) return dom_fail(api, ORT_INVALID_ARGUMENT, "ortnpu: too many inputs");
     void *data[DOM_MAX_IN] = {0};
     int32_t types[DOM_MAX_IN] = {0}, ranks[DOM_MAX_IN] = {0};
-    int64_t dims[DOM_MAX_IN * DOM_MAX_RANK];
+    int64_t dims[DOM_MAX_IN * DOM_MAX_RANK], nbytes[DOM_MAX_IN] = {0};
     size_t pos = 0;
     for (size_t i = 0; i < n; i++) {
         const OrtValue *v = NULL;
@@ -248,27 +258,20 @@ static OrtStatus *dom_compute(void *kernel, OrtKernelContext *ctx) {
         if (st) return st;
         types[i] = type;
         ranks[i] = (int32_t)rank;
+        int64_t bytes = (int64_t)elem_size(type); /* 0 for a type Python refuses */
+        for (size_t d = 0; d < rank; d++) bytes *= dims[pos + d] > 0 ? dims[pos + d] : 0;
+        nbytes[i] = bytes;
         pos += rank;
     }
     dom_call_t call = {k, ctx};
-    if (!ortnpu_py_kernel_compute(k->py, &call, (int32_t)n, data, types, ranks, dims, err,
-                                  sizeof err)) {
+    if (!ortnpu_py_kernel_compute(k->py, &call, (int32_t)n, data, types, ranks, dims, nbytes,
+                                  err, sizeof err)) {
         if (!err[0])
             snprintf(err, sizeof err, "ortnpu: %s: the Python kernel did not answer",
                      k->op->name);
         return dom_fail(api, ORT_RUNTIME_EXCEPTION, err);
     }
     return NULL;
-}
-
-static size_t elem_size(int type) {
-    switch (type) {
-    case ELEM_INT8: case ELEM_UINT8: return 1;
-    case ELEM_INT16: return 2;
-    case ELEM_FLOAT: case 6: return 4; /* float, int32 */
-    case 7: return 8;                  /* int64 */
-    default: return 0;
-    }
 }
 
 int32_t ortnpu_domain_output(void *call_, const int64_t *dims, int32_t rank, const void *data,

@@ -43,7 +43,8 @@ int64_t ortnpu_py_kernel_create(int32_t op_id, int32_t n_attrs, const int32_t *p
                                 size_t err_size);
 int32_t ortnpu_py_kernel_compute(int64_t kernel, void *call, int32_t n_inputs,
                                  void *const *data, const int32_t *types, const int32_t *ranks,
-                                 const int64_t *dims, char *err, size_t err_size);
+                                 const int64_t *dims, const int64_t *nbytes, char *err,
+                                 size_t err_size);
 void ortnpu_py_kernel_destroy(int64_t kernel);
 
 #ifndef ORTNPU_DOMAIN_NO_REGISTER

@@ -27,7 +27,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,6 +148,7 @@ def _message(exc: BaseException, where: str) -> OrtNpuError:
 def _install() -> None:
     """Define the cffi callbacks (once, when the C module is there)."""
     ffi, lib = native._native.ffi, native._native.lib
+    unpack, buffer, ndarray = ffi.unpack, ffi.buffer, np.ndarray
     from ortnpu.domain import registry
 
     @ffi.def_extern()
@@ -184,7 +184,8 @@ def _install() -> None:
 
     @ffi.def_extern()
     def ortnpu_py_kernel_compute(kernel: int, call: Any, n_inputs: int, data: Any, types: Any,
-                                 ranks: Any, dims: Any, err: Any, err_size: int) -> int:
+                                 ranks: Any, dims: Any, nbytes: Any, err: Any,
+                                 err_size: int) -> int:
         where = ""
         try:
             k = _kernels[kernel]
@@ -193,14 +194,14 @@ def _install() -> None:
             pos = 0
             for i in range(n_inputs):
                 rank = ranks[i]
-                shape = ffi.unpack(dims + pos, rank) if rank else ()
+                shape = unpack(dims + pos, rank) if rank else ()
                 pos += rank
                 dtype = _DTYPE_OF_CODE.get(types[i])
                 if dtype is None:   # onnxruntime checked the types at load: cannot happen
                     raise KernelError(f"{where}input {i} has ONNX element type {types[i]}")
-                count = math.prod(shape)
-                if count:
-                    arr = np.ndarray(shape, dtype, ffi.buffer(data[i], count * dtype.itemsize))
+                size = nbytes[i]
+                if size:
+                    arr = ndarray(shape, dtype, buffer(data[i], size))
                     arr.setflags(write=False)   # onnxruntime's memory: kernels only read it
                 else:
                     arr = np.empty(shape, dtype)
