@@ -36,8 +36,20 @@ SOURCES = [
     "kernels_softmax.c",
     "program.c",
     "ort_op.c",
+    "domain_op.c",
 ]
-DEPENDS = ["kernels_common.h", "kernels_isa.h", "rescale.h", "ortnpu_kernels.h"]
+DEPENDS = ["kernels_common.h", "kernels_isa.h", "rescale.h", "ortnpu_kernels.h",
+           "ortnpu_domain.h", "ort_abi.h"]
+DOMAIN_HEADER = HERE / "ortnpu_domain.h"
+#: Python functions the C side calls (domain_op.c; defined in ortnpu/domain/native_domain.py).
+#: "Python+C": callable from the other C files of the module, not only from its own.
+PYTHON_CALLBACKS = """
+extern "Python+C" int64_t ortnpu_py_kernel_create(int32_t, int32_t, const int32_t *,
+    const int64_t *, const double *, const char *const *, const size_t *, char *, size_t);
+extern "Python+C" int32_t ortnpu_py_kernel_compute(int64_t, void *, int32_t, void *const *,
+    const int32_t *, const int32_t *, const int64_t *, const int64_t *, char *, size_t);
+extern "Python+C" void ortnpu_py_kernel_destroy(int64_t);
+"""
 
 
 def _rel(path: Path) -> str:
@@ -49,10 +61,13 @@ def _rel(path: Path) -> str:
 
 
 def _cdef() -> str:
-    """The declarations between the cdef markers of the header."""
-    text = HEADER.read_text()
-    start = text.index("/* --- cdef begin --- */") + len("/* --- cdef begin --- */")
-    return text[start:text.index("/* --- cdef end --- */")]
+    """The declarations between the cdef markers of the headers, and the Python callbacks."""
+    parts = []
+    for header in (HEADER, DOMAIN_HEADER):
+        text = header.read_text()
+        start = text.index("/* --- cdef begin --- */") + len("/* --- cdef begin --- */")
+        parts.append(text[start:text.index("/* --- cdef end --- */")])
+    return "\n".join(parts) + PYTHON_CALLBACKS
 
 
 def _probe_openmp() -> bool:
@@ -94,7 +109,7 @@ def _make(absolute: bool = False) -> FFI:
     builder.cdef(_cdef())
     builder.set_source(
         "ortnpu.domain._native",
-        '#include "ortnpu_kernels.h"\n',
+        '#include "ortnpu_kernels.h"\n#include "ortnpu_domain.h"\n',
         sources=[path(HERE / s) for s in SOURCES],
         include_dirs=[path(HERE)],
         depends=[path(HERE / d) for d in DEPENDS],

@@ -127,6 +127,86 @@ def test_non_utf8_attribute_is_a_model_error_in_ortnpu_sessions() -> None:
         ortnpu.InferenceSession(model)
 
 
+BAD_ATTRIBUTE_SCRIPT = """
+    import numpy as np, onnx, onnxruntime as ort, ortnpu
+    from ortnpu.domain import registry
+    from test_runtime import conv_model
+
+    print("ortnpu", ortnpu.__file__, "native" if registry.uses_native() else "extensions")
+    for attr, value in (("rounding", b"half\\xff\\xfeup"), ("node_name", b"conv\\xc3("),
+                        ("group", b"2"), ("pad_top", [1, 2])):
+        model, _, _ = conv_model()
+        for a in model.graph.node[0].attribute:
+            if a.name == attr:
+                a.CopyFrom(onnx.helper.make_attribute(attr, value))
+        opts = ortnpu.session_options()
+        opts.log_severity_level = 4
+        try:
+            sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            sess.run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})
+            print("ran", attr)
+        except Exception as exc:
+            print("raised", attr, type(exc).__name__, str(exc).replace("\\n", " "))
+    print("alive")
+"""
+
+
+def test_non_utf8_attribute_on_the_plain_onnxruntime_path_raises_instead_of_aborting() -> None:
+    """A com.ortnpu node whose ``rounding`` or ``node_name`` is not UTF-8 aborted the process in
+    onnxruntime-extensions' kernel (issue 12); ortnpu's C ops refuse the model at load with an
+    error naming the node and the attribute, and so does an attribute of another type."""
+    from ortnpu.domain import registry
+
+    if not registry.uses_native():
+        pytest.skip("needs ortnpu's C module (the onnxruntime-extensions fallback aborts here)")
+    proc = _subprocess(BAD_ATTRIBUTE_SCRIPT)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    out = proc.stdout
+    assert f"ortnpu {ortnpu.__file__} native" in out          # the same installed package
+    assert "alive" in out and "ran" not in out
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("raised")}
+    assert "node 'conv1' (Conv_i8): attribute 'rounding' is not valid UTF-8" in lines["rounding"]
+    assert r"node 'conv\\xc3(' (Conv_i8): attribute 'node_name' is not valid UTF-8" in \
+        lines["node_name"]
+    assert "node 'conv1' (Conv_i8): attribute 'group' must be int, got a string" in \
+        lines["group"]
+    assert "attribute 'pad_top' must be int, got a list, tensor or graph" in lines["pad_top"]
+
+
+FALLBACK_SCRIPT = """
+    import numpy as np, onnxruntime as ort, ortnpu
+    from ortnpu.domain import registry
+    from test_runtime import conv_model
+
+    model, _, _ = conv_model()
+    x = np.random.default_rng(4).integers(-128, 128, (2, 4, 7, 7)).astype(np.int8)
+    plain = ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    ours = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    print("native" if registry.uses_native() else "extensions", np.array_equal(plain, ours))
+    print(plain.tobytes().hex())
+"""
+
+
+def test_onnxruntime_extensions_fallback_gives_the_same_numbers() -> None:
+    """``ORTNPU_DOMAIN_OPS=python`` (what an install without the C module does) registers the
+    domain through onnxruntime-extensions; both registrations give the same bits."""
+    from ortnpu.domain import registry
+
+    runs = {}
+    for choice in ("python", "auto"):
+        env = {**os.environ, "ORTNPU_DOMAIN_OPS": choice}
+        prelude = f"import sys\nsys.path[:0] = [{PACKAGE_PARENT!r}, {TESTS!r}]\n"
+        proc = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(FALLBACK_SCRIPT)],
+                              capture_output=True, text=True, timeout=300, cwd=TESTS, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[choice] = proc.stdout.split()
+    assert runs["python"][:2] == ["extensions", "True"]
+    assert runs["auto"][1] == "True" and runs["auto"][2] == runs["python"][2]
+    assert runs["auto"][0] == ("native" if registry.uses_native() else "extensions")
+
+
 # ------------------------------------------------------------- errors in every execution mode
 def _parallel_options() -> ort.SessionOptions:
     so = ort.SessionOptions()
@@ -152,20 +232,30 @@ def test_kernel_errors_are_raised_under_parallel_execution(kwargs: dict) -> None
     assert sess.run(None, {"x": np.zeros((1, 4, 7, 7), np.int8)})[0].shape == (1, 6, 3, 5)
 
 
-def test_plain_session_errors_under_parallel_execution_are_pending() -> None:
+def test_plain_session_errors_under_parallel_execution_are_raised() -> None:
+    """With ortnpu's C ops (domain_op.c) a kernel error is an OrtStatus: plain onnxruntime
+    raises it from ``run`` even when its own pool threads ran the kernel; on the
+    onnxruntime-extensions fallback it is kept for ``pending_errors`` instead."""
     from test_runtime import conv_model
+
+    from ortnpu.domain import registry
 
     model, _, _ = conv_model(dynamic=True)
     pending_errors()
-    sess = ort.InferenceSession(model.SerializeToString(),
-                                ortnpu.session_options(base=_parallel_options()),
+    opts = ortnpu.session_options(base=_parallel_options())
+    opts.log_severity_level = 4
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
     bad = np.zeros((1, 3, 7, 7), np.int8)
-    found = 0
+    raised = found = 0
     for _ in range(20):
-        sess.run(None, {"x": bad})
+        try:
+            sess.run(None, {"x": bad})
+        except Exception as exc:  # onnxruntime's own exception type
+            raised += "conv1" in str(exc) and "3 input channels" in str(exc)
         found += any("conv1" in str(e) for e in pending_errors())
     assert found == 20
+    assert raised == (20 if registry.uses_native() else 0)
 
 
 # ------------------------------------------------------------------ the caller's options
@@ -231,6 +321,7 @@ def test_saved_runtime_graph_never_runs_another_sessions_program(tmp_path: Path)
 
     from graphs import images, small_cnn
 
+    from ortnpu.domain import registry
     from ortnpu.runtime.native_program import library_path
 
     saved = tmp_path / "runtime.onnx"
@@ -244,8 +335,9 @@ def test_saved_runtime_graph_never_runs_another_sessions_program(tmp_path: Path)
     other = ortnpu.InferenceSession(ortnpu.quantize(small_cnn(), "tflite-int8",
                                                     images(16, seed=5)))
     assert other.native_programs                       # holds the slot the first one had
-    plain = ortnpu.session_options()
-    plain.register_custom_ops_library(library_path())
+    plain = ortnpu.session_options()    # registers the C module: both ortnpu domains
+    if library_path() != registry.library_path():
+        plain.register_custom_ops_library(library_path())
     plain.log_severity_level = 4
     with pytest.raises(Exception, match="unknown or stale"):
         ort.InferenceSession(str(saved), plain, providers=["CPUExecutionProvider"])
@@ -363,7 +455,10 @@ HOSTILE_SCRIPT = """
     model, _, _ = conv_model()
     sess = ort.InferenceSession(model.SerializeToString(), ortnpu.session_options(),
                                 providers=["CPUExecutionProvider"])
-    out = sess.run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})
+    try:  # raised by onnxruntime with ortnpu's C ops, an empty output on the fallback
+        sess.run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})
+    except Exception as exc:
+        print("onnxruntime raised", type(exc).__name__)
     print("pending", [str(e) for e in pending_errors()])
     try:
         ortnpu.InferenceSession(model, fuse=False).run(None, {"x": np.zeros((2, 4, 7, 7), np.int8)})

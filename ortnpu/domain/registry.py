@@ -1,11 +1,26 @@
-"""Registration of the domain's ops with onnxruntime-extensions, and the exception-safe hook.
+"""Registration of the ``com.ortnpu`` domain with onnxruntime, and the kernel error record.
 
-onnxruntime-extensions calls one Python hook for every Python custom op. Its stock hook
-converts outputs with ``.tolist()`` (about 1000x slower than handing over the array) and lets
-exceptions escape, which makes onnxruntime call ``std::terminate``. ortnpu installs its own hook:
-it returns a contiguous array of the declared type, and it catches *everything*, records the
-error for :func:`take_errors` and returns an empty tensor, so that the process never aborts and
-:meth:`ortnpu.InferenceSession.run` raises the error afterwards, naming the node.
+Two registrations, one table of op specs (``OPS`` plus the fused ``Subgraph``), the same
+overloads (one per allowed combination of activation element types, so onnxruntime refuses
+other element types at load) and the same saved models:
+
+* **ortnpu's C custom ops** (default when the C module is built; ``native_domain.py``,
+  ``ops/domain_op.c``): onnxruntime loads ``_native`` itself; each node's attributes are read as
+  bytes and checked when onnxruntime creates its kernel (a non-UTF-8 ``rounding`` or
+  ``node_name`` is an error at load, never an abort), and a kernel error is an onnxruntime
+  status that ``run`` raises in every execution mode.
+* **onnxruntime-extensions' Python custom ops** (fallback without the C module, or with
+  ``ORTNPU_DOMAIN_OPS=python``). Its stock hook converts outputs with ``.tolist()`` (about
+  1000x slower than handing over the array) and lets exceptions escape, which makes onnxruntime
+  call ``std::terminate``; ortnpu installs its own hook (:func:`_hook`), which returns a
+  contiguous array of the declared type and catches *everything*, records the error for
+  :func:`take_errors` and returns an empty tensor. It cannot protect string attributes:
+  onnxruntime-extensions decodes them to ``str`` in C++ before the hook runs, so a non-UTF-8
+  one still aborts a plain onnxruntime session there (``ortnpu.InferenceSession`` refuses such
+  models at load, in ``ortnpu.validate.load_model``).
+
+Both paths record kernel errors for :func:`take_errors`, so that
+:meth:`ortnpu.InferenceSession.run` raises the original error, naming the node.
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ log = logging.getLogger("ortnpu")
 
 _lock = threading.Lock()
 _registered = False
+_native_domain = False   # registered through ortnpu's C ops (True) or onnxruntime-extensions
 _ours: dict[int, tuple[type[OpSpec], np.dtype, str]] = {}
 _errors: list[tuple[int, bool, OrtNpuError]] = []   # (thread, on a foreign thread, error)
 
@@ -70,7 +86,7 @@ def _attr_code(kind: type, pyop: Any) -> int:
 
 
 def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
-    """Run one custom-op invocation; never raise."""
+    """Run one custom-op invocation (onnxruntime-extensions fallback); never raise."""
     entry = _ours.get(k_id)
     if entry is None:
         return _foreign(k_id, feed, attributes)
@@ -78,20 +94,14 @@ def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
     name = ""
     try:
         arrays = [np.asarray(f) for f in feed]
-        key = _validation_key(k_id, attributes, arrays)
-        attrs = _validated.get(key) if key is not None else None
-        if attrs is not None:
-            y = kernels.run_unchecked(spec, arrays, attrs, out_dtype)
-        else:
+        prefix = (k_id, tuple(sorted(attributes.items())))
+        attrs = _validated.get(_validation_key(prefix, arrays) or ())
+        where = ""
+        if attrs is None:
             name = str(attributes.get("node_name", "")) if hasattr(attributes, "get") else ""
             where = f"node {name!r} ({op_type}): "
             attrs = spec.full_attrs(dict(attributes), where=where)
-            y = kernels.run(spec, arrays, attrs, out_dtype, where=where)
-            if key is not None:
-                with _lock:
-                    if len(_validated) > 4096:
-                        _validated.clear()
-                    _validated[key] = attrs
+        y = run_validated(spec, arrays, attrs, out_dtype, prefix, where)
         y = np.require(y, dtype=out_dtype, requirements="C")   # keeps rank 0 (no [1])
         return (k_id, y.shape, y)
     except BaseException as exc:
@@ -102,6 +112,24 @@ def _hook(k_id: int, feed: Any, attributes: Any) -> tuple:
         with contextlib.suppress(BaseException):  # nor may a logging handler that raises
             log.error("ortnpu kernel failed, output left empty: %s", _text(exc))
         return (k_id, (0,), np.zeros((0,), dtype=out_dtype))
+
+
+def run_validated(spec: type[OpSpec], arrays: list[np.ndarray], attrs: dict[str, Any],
+                  out_dtype: np.dtype, prefix: tuple, where: str) -> np.ndarray:
+    """Run a kernel, validating its inputs unless the same validation already passed.
+
+    ``prefix`` identifies the op and its attribute values (see :func:`_validation_key`).
+    """
+    key = _validation_key(prefix, arrays)
+    if key is not None and key in _validated:
+        return kernels.run_unchecked(spec, arrays, attrs, out_dtype)
+    y = kernels.run(spec, arrays, attrs, out_dtype, where=where)
+    if key is not None:
+        with _lock:
+            if len(_validated) > 4096:
+                _validated.clear()
+            _validated[key] = attrs
+    return y
 
 
 def _text(exc: BaseException) -> str:
@@ -118,7 +146,7 @@ _validated: dict[tuple, dict[str, Any]] = {}
 _HASHED_LIMIT = 8192
 
 
-def _validation_key(k_id: int, attributes: Any, arrays: list[np.ndarray]) -> tuple | None:
+def _validation_key(prefix: tuple, arrays: list[np.ndarray]) -> tuple | None:
     """A key covering everything an op's validation depends on, or None when too costly.
 
     Validation reads attribute values, every input's shape and dtype, and the values of the
@@ -126,7 +154,7 @@ def _validation_key(k_id: int, attributes: Any, arrays: list[np.ndarray]) -> tup
     values never matter for safety. Caching the verdict saves most of the per-call Python cost of
     the hook; a miss (new shapes or parameters) validates in full.
     """
-    parts: list[Any] = [k_id, tuple(sorted(attributes.items()))]
+    parts: list[Any] = [prefix]
     for a in arrays:
         if a.dtype.itemsize >= 4:
             if a.size > _HASHED_LIMIT:
@@ -202,9 +230,23 @@ def _load_pydll() -> Any:
 
 
 def library_path() -> str:
-    """Path of the custom-op library to pass to ``SessionOptions.register_custom_ops_library``."""
+    """Path of the custom-op library to pass to ``SessionOptions.register_custom_ops_library``:
+    ortnpu's C module (both ``com.ortnpu`` and ``com.ortnpu.native``) when it is built and in
+    use, onnxruntime-extensions' otherwise (see :func:`uses_native`)."""
     ensure_registered()
+    if _native_domain:
+        from ortnpu.domain import native_domain
+
+        return native_domain.library_path()
     return str(_pydll.__file__)
+
+
+def uses_native() -> bool:
+    """True when the domain is registered through ortnpu's own C ops (``domain_op.c``); False
+    on the onnxruntime-extensions fallback (C module not built, or ``ORTNPU_DOMAIN_OPS=python``).
+    """
+    ensure_registered()
+    return _native_domain
 
 
 def _remember_foreign(hook: Any) -> None:
@@ -220,14 +262,32 @@ def _remember_foreign(hook: Any) -> None:
 
 def ensure_registered() -> None:
     """Register every op type of the domain once per process and install the hook."""
-    global _registered, _pydll, _foreign_hook
+    global _registered, _pydll, _foreign_hook, _native_domain
     with _lock:
         if _registered:
             return
+        import os
         import sys
 
         from ortnpu.runtime.fusion import Subgraph
 
+        choice = os.environ.get("ORTNPU_DOMAIN_OPS", "auto").strip().lower() or "auto"
+        if choice not in ("auto", "native", "python"):
+            raise KernelError(f"ORTNPU_DOMAIN_OPS must be auto, native or python, got {choice!r}")
+        from ortnpu.domain import native_domain
+
+        if choice != "python" and native_domain.available():
+            for spec in (*OPS, Subgraph):
+                for op_type, out_dtype, count in spec.op_types():
+                    for input_types in _overloads(spec, count, out_dtype):
+                        op_id = native_domain.add(spec, op_type, input_types, out_dtype)
+                        _ours[op_id] = (spec, out_dtype, op_type)
+            _native_domain = True
+            _registered = True
+            return
+        if choice == "native":
+            raise KernelError("ORTNPU_DOMAIN_OPS=native, but the C module is not built: "
+                              "reinstall ortnpu with a C compiler available")
         _pydll = _load_pydll()
         pyop = _pydll.PyCustomOpDef
         for spec in (*OPS, Subgraph):

@@ -82,12 +82,12 @@ def session_options(intra_op_num_threads: int | None = None,
     """Return ``onnxruntime.SessionOptions`` that can run NPU graphs.
 
     Plain ``onnxruntime.InferenceSession(path, ortnpu.session_options())`` then runs a model with
-    ``com.ortnpu`` nodes. A kernel error cannot be raised through onnxruntime without aborting the
-    process, so such a session returns an empty output and logs the error; call
-    :func:`pending_errors` after ``run`` or use :class:`InferenceSession`, which raises it.
-    onnxruntime-extensions aborts the process on a node string attribute that is not valid
-    UTF-8, before ortnpu sees it: check untrusted models with ``ortnpu.validate.load_model``
-    first (``InferenceSession`` does), see docs/robustness.md.
+    ``com.ortnpu`` nodes. With ortnpu's C module (``registry.uses_native()``) a bad attribute
+    (wrong kind, not UTF-8, out of range) makes onnxruntime refuse the model at load and a
+    kernel error makes ``run`` raise, both naming the node. On the onnxruntime-extensions
+    fallback (no C module) a kernel error leaves an empty output (see :func:`pending_errors`)
+    and a string attribute that is not UTF-8 aborts the process: check untrusted models with
+    ``ortnpu.validate.load_model`` first (:class:`InferenceSession` does); docs/robustness.md.
 
     Args:
         intra_op_num_threads: threads of onnxruntime's own kernels (and of ours).
@@ -114,7 +114,7 @@ def session_options(intra_op_num_threads: int | None = None,
             and so.get_session_config_entry("session.disable_quant_qdq") == "1"):
         # (re-adding a key makes onnxruntime print a warning on the console)
         so.add_session_config_entry("session.disable_quant_qdq", "1")
-    so.log_severity_level = 3  # our empty-output error path makes onnxruntime warn; keep it quiet
+    so.log_severity_level = 3  # the fallback's empty-output error path makes onnxruntime warn
     return so
 
 
@@ -138,7 +138,9 @@ def _set_kernel_threads(threads: int) -> None:
 def pending_errors() -> list[OrtNpuError]:
     """Kernel errors of plain onnxruntime sessions since the last call: those recorded on this
     thread, and those of kernels that onnxruntime ran on its own pool threads
-    (``ExecutionMode.ORT_PARALLEL``), which no calling thread can be told apart for."""
+    (``ExecutionMode.ORT_PARALLEL``), which no calling thread can be told apart for. With
+    ortnpu's C module onnxruntime also raised them from ``run``; on the onnxruntime-extensions
+    fallback this is the only way to see them (``run`` returned an empty output)."""
     return registry.take_errors(orphans=True)
 
 
@@ -220,7 +222,8 @@ class InferenceSession:
             if self._programs and native:
                 fused, self._natives, self.compile_reports = compile_subgraphs(
                     fused, self._programs, nan_policy, opts)
-                if self._natives:
+                if self._natives and library_path() != registry.library_path():
+                    # (onnxruntime refuses a library registered twice in one options object)
                     opts.register_custom_ops_library(library_path())
             if self._programs:
                 data = fused.SerializeToString()
@@ -246,11 +249,11 @@ class InferenceSession:
                                             n.op_type.startswith("Program_f32")
                                             for n in readers[vi.name])}
         if self._python_ops:
-            # onnxruntime-extensions cannot return an error status, so a Python kernel records
-            # its error for the thread that runs it and run() raises it from there. In parallel
-            # mode onnxruntime runs kernels on its own pool threads, where no caller could find
-            # the error (run returned an empty output). Python kernels serialise on the GIL
-            # anyway, so the session runs its nodes in the calling thread.
+            # A Python kernel records its error for the thread that runs it and run() raises
+            # that KernelError (ortnpu's C ops also return it as a status; the
+            # onnxruntime-extensions fallback cannot, and in parallel mode no caller could
+            # find an error recorded on onnxruntime's pool threads). Python kernels serialise
+            # on the GIL anyway, so the session runs its nodes in the calling thread.
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         del proto, final
         try:
