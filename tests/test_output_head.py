@@ -105,3 +105,32 @@ def test_16_bit_targets_and_plain_concats_keep_it_on_the_npu() -> None:
     model.graph.ClearField("initializer")
     model.graph.initializer.extend([i for i in head().graph.initializer if i.name != "scale"])
     assert place(model, "tflite-int8").placement["head_concat"] == "NPU"
+
+
+def test_cli_reports_the_head_and_force_npu_lowers_it(tmp_path, capsys) -> None:
+    """`ortnpu quantize` lists the head with its reason; `--force-npu` lowers it; a name that
+    is no node is refused (exit 2)."""
+    import json
+
+    from ortnpu.cli import main
+    from ortnpu.quant.quantizer import META_PLACEMENT
+
+    src, calib = tmp_path / "head.onnx", tmp_path / "calib.npz"
+    onnx.save(head(), str(src))
+    np.savez(calib, x=np.concatenate([s["x"] for s in _samples(8, 1)]))
+
+    def device(path) -> str:
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        return {p["node"]: p["device"] for p in json.loads(meta[META_PLACEMENT])}["head_concat"]
+
+    out = tmp_path / "npu.onnx"
+    assert main(["quantize", str(src), "--calib", str(calib), "-o", str(out)]) == 0
+    assert "output head kept in float" in capsys.readouterr().out
+    assert device(out) == "CPU"
+    forced = tmp_path / "forced.onnx"
+    assert main(["quantize", str(src), "--calib", str(calib), "-o", str(forced),
+                 "--force-npu", "head_concat"]) == 0
+    assert device(forced) == "NPU"
+    assert main(["quantize", str(src), "--calib", str(calib), "-o", str(forced),
+                 "--force-npu", "head_concatt"]) == 2
+    assert "--force-npu 'head_concatt' is not a node name" in capsys.readouterr().err
