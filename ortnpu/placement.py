@@ -15,7 +15,9 @@ every target limit the node breaks, so that following it moves the node. When or
 lower a node, the reason says so and gives no target advice. User overrides (``force_cpu``,
 ``force_npu``, the NPU region) come first; ``force_npu`` overrides the target's limits but not a
 missing lowering. Fused activations (a Relu/Clip that becomes the output clamp of the layer
-before) are decided here too. The NPU nodes are then grouped into convex subgraphs
+before) are decided here too. An output head that one 8-bit scale cannot hold (a graph-output
+Concat joining bounded scores with an unbounded tensor, :func:`output_head_problem`) stays on the
+CPU in float by default. The NPU nodes are then grouped into convex subgraphs
 (:mod:`ortnpu.partition`); subgraphs below ``min_subgraph_nodes`` go back to the CPU.
 
 Shapes are read with a dynamic batch fixed to 1 (the simulated NPU runs one sample after the
@@ -176,6 +178,48 @@ class _Lowering:
         return act
 
 
+#: Ops whose output range is fixed by the op, whatever the data: (low, high).
+BOUNDED_OUTPUTS: dict[str, tuple[float, float]] = {
+    "Sigmoid": (0.0, 1.0), "Softmax": (0.0, 1.0), "HardSigmoid": (0.0, 1.0),
+    "Tanh": (-1.0, 1.0)}
+
+
+def output_head_problem(node: onnx.NodeProto, index: GraphIndex,
+                        graph_outputs: set[str], target: Target) -> str | None:
+    """Why a model-output Concat stays on the CPU in float, or ``None``.
+
+    A detector writes boxes (pixels, up to the image size) and class scores (a Sigmoid's
+    [0, 1]) into one output Concat. Lowered, the Concat has one scale: with 8-bit activations
+    the scores keep a few levels or none (measured on the zoo's YOLO-style head: class-score
+    cosine 0.00 on tflite-int8 and n2d2-int8). On the CPU each input leaves the NPU on its own
+    scale and the Concat joins float values; it costs nothing, the output is dequantized
+    anyway. The decision needs no data (evaluate has none): some inputs come from an op whose
+    range is fixed (:data:`BOUNDED_OUTPUTS`), others from ops whose range only calibration
+    knows. Targets with 16-bit activations hold both (cosine 1.00 on tflite-a16w8).
+    """
+    if node.op_type != "Concat" or target.arithmetic.activation_bits != 8 or \
+            not any(o in graph_outputs for o in node.output):
+        return None
+    bounded, free = [], []
+    for name in node.input:
+        producer = index.producer.get(name)
+        if producer is None:
+            continue   # a constant or a model input: nothing to tell from the graph
+        span = BOUNDED_OUTPUTS.get(producer.op_type)
+        if span is not None:
+            bounded.append(f"'{name}' ({producer.op_type}, in [{span[0]:g}, {span[1]:g}])")
+        else:
+            free.append(f"'{name}'")
+    if not bounded or not free:
+        return None
+    return (f"output head kept in float: it joins {', '.join(bounded)} with "
+            f"{', '.join(free)} (a range only the data sets) into the model output "
+            f"'{node.output[0]}'; one 8-bit scale for all would leave the bounded inputs "
+            "only the levels the widest input spares (boxes up to 640 leave scores in [0, 1] "
+            "under one level), so each input leaves the NPU on its own scale (force_npu "
+            "lowers it anyway)")
+
+
 def _target_reason(problems: Sequence[tuple[str, str]]) -> str:
     """One sentence from the target's problems; it names everything that must change."""
     keys = [k for k, _ in problems]
@@ -267,6 +311,7 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
         region = region_of(index, list(npu_inputs or []),
                            list(npu_outputs or [o.name for o in graph.output]))
 
+    graph_outputs = {o.name for o in graph.output}
     placement: dict[str, str] = {}
     problems: dict[str, str] = {}
     verdicts: dict[str, Verdict] = {}
@@ -298,7 +343,7 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
         elif found:
             problem = _target_reason(found)
         else:
-            problem = ""
+            problem = output_head_problem(node, index, graph_outputs, target) or ""
         if blocked is not None:
             verdicts[node.name] = Verdict(False, f"{label}: {blocked}")
         elif found:
@@ -363,4 +408,5 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
                          cpu_islands=islands)
 
 
-__all__ = ["QUANTIZABLE", "batch_one", "cause_of", "cpu_lines", "place"]
+__all__ = ["BOUNDED_OUTPUTS", "QUANTIZABLE", "batch_one", "cause_of", "cpu_lines",
+           "output_head_problem", "place"]

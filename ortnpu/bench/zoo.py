@@ -10,7 +10,9 @@ strings). ``tests/test_zoo.py`` asserts these; ``python -m ortnpu.bench zoo`` pr
 The models are built by ``python models/zoo.py`` into the model cache (torch-built ViT, YOLO-style
 detector and CRNN through :func:`ortnpu.from_torch`; a Silero-like VAD with ``If`` subgraphs
 written with onnx.helper; PP-OCR and MobileNetV2 from their packages); the ``light_*`` models
-ship inside the ``onnx`` package. Inputs are seeded random samples of the right dtypes.
+ship inside the ``onnx`` package. Inputs are seeded random samples of the right dtypes, except
+for the image models with real samples in the cache: MobileNetV2 (photo crops) and PP-OCR det/rec
+(rendered text lines, ``python models/ocr_text.py``; noise when that file is absent).
 """
 
 from __future__ import annotations
@@ -110,10 +112,12 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
              description="Silero VAD as shipped by the silero-vad package (If, LSTM, int64 sr)"),
     ZooModel("ppocr_det", "ch_PP-OCRv4_det_infer.onnx", "cosine",
              input_shapes={"x": [1, 3, 64, 128]}, scale=1.0,
-             description="PP-OCRv4 text detector (rapidocr-onnxruntime) at 64x128"),
+             description="PP-OCRv4 text detector (rapidocr-onnxruntime) at 64x128, text lines",
+             data=("ocr_text.npz", "det")),
     ZooModel("ppocr_rec", "ch_PP-OCRv4_rec_infer.onnx", "ctc",
              input_shapes={"x": [1, 3, 48, 160]}, scale=1.0,
-             description="PP-OCRv4 SVTR recognizer (rapidocr-onnxruntime) at 48x160"),
+             description="PP-OCRv4 SVTR recognizer (rapidocr-onnxruntime) at 48x160, text lines",
+             data=("ocr_text.npz", "rec")),
     ZooModel("ppocr_cls", "ch_ppocr_mobile_v2.0_cls_infer.onnx", "top1",
              input_shapes={"x": [1, 3, 48, 192]}, scale=1.0,
              description="PP-OCR v2 text-angle classifier (rapidocr-onnxruntime)"),

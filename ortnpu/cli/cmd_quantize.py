@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnx
@@ -38,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")
+    p.add_argument("--force-npu", action="append", default=[], metavar="NAME_OR_OP",
+                   help="lower a node (by name) or op type that placement keeps on the CPU "
+                        "(a target limit, an output head kept in float)")
     add_input_args(p)
     p.set_defaults(func=_run)
 
@@ -115,7 +119,8 @@ def _known_names(model: onnx.ModelProto) -> tuple[set[str], set[str]]:
 
 
 def _check_names(model: onnx.ModelProto, *, int16: list[str], force_cpu: list[str],
-                optimize: bool = True, equalize: bool = False, **inputs: object) -> None:
+                force_npu: Sequence[str] = (), optimize: bool = True, equalize: bool = False,
+                **inputs: object) -> None:
     """Refuse ``--int16`` / ``--force-cpu`` names that match nothing, so a typo is not silently
     ignored. A name counts when it is in the model as given or as quantize sees it (after
     ``optimize``, which renames and fuses nodes; only computed when a name is missing).
@@ -124,10 +129,11 @@ def _check_names(model: onnx.ModelProto, *, int16: list[str], force_cpu: list[st
         ModelError: names that match no tensor (``--int16``) or no node name or op type
             (``--force-cpu``), with close matches.
     """
-    if not int16 and not force_cpu:
+    if not int16 and not force_cpu and not force_npu:
         return
     nodes, tensors = _known_names(model)
-    missing = [n for n in int16 if n not in tensors] + [n for n in force_cpu if n not in nodes]
+    missing = [n for n in int16 if n not in tensors] + \
+        [n for n in [*force_cpu, *force_npu] if n not in nodes]
     if missing and optimize:
         from ortnpu.passes import optimize as run_optimize
 
@@ -139,6 +145,8 @@ def _check_names(model: onnx.ModelProto, *, int16: list[str], force_cpu: list[st
     problems = []
     for option, names, known, what in (("--int16", int16, tensors, "a tensor"),
                                        ("--force-cpu", force_cpu, nodes,
+                                        "a node name or op type"),
+                                       ("--force-npu", force_npu, nodes,
                                         "a node name or op type")):
         for name in names:
             if name in known:
@@ -160,14 +168,15 @@ def _run(args: argparse.Namespace) -> int:
     output_path(args.output, args.model, args.calib, args.target)
     model = load_model(args.model)
     inputs = input_options(args)
-    _check_names(model, int16=args.int16, force_cpu=args.force_cpu,
+    _check_names(model, int16=args.int16, force_cpu=args.force_cpu, force_npu=args.force_npu,
                 optimize=not args.no_optimize, equalize=args.equalize, **inputs)
     fed = fix_inputs(model, freeze=inputs["freeze"])   # frozen inputs need no data
     data = load_calibration(args.calib, input_names(fed), args.preprocess, args.limit,
                             model=fed, batch_axes=args.batch_axis)
     config = QuantConfig(per_channel=False if args.per_tensor else None, method=args.method,
                          percentile=args.percentile, int16_tensors=frozenset(args.int16),
-                         force_cpu=frozenset(args.force_cpu), equalize=args.equalize,
+                         force_cpu=frozenset(args.force_cpu),
+                         force_npu=frozenset(args.force_npu), equalize=args.equalize,
                          bias_correction=args.bias_correction)
     res = QuantizationResult()
     npu = quantize(model, args.target, data, config=config, optimize=not args.no_optimize,

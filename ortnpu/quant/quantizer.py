@@ -127,6 +127,8 @@ class QuantConfig:
         int16_tensors: activations kept in 16 bits on an 8-bit target (mixed precision; the
             layers touching them use TFLite's 16x8 arithmetic).
         force_cpu: node names or op types kept on the CPU.
+        force_npu: node names or op types lowered although placement would keep them on the
+            CPU (a target limit, an output head kept in float); not what ortnpu cannot lower.
         equalize: cross-layer weight equalization before quantizing (Conv→ReLU→Conv pairs;
             same float outputs, weight ranges better suited to per-tensor weights).
         bias_correction: add to each conv/fully-connected bias the mean error its quantized
@@ -139,6 +141,7 @@ class QuantConfig:
     method_overrides: tuple[tuple[str, str], ...] = ()
     int16_tensors: frozenset[str] = frozenset()
     force_cpu: frozenset[str] = frozenset()
+    force_npu: frozenset[str] = frozenset()
     equalize: bool = False
     bias_correction: bool = False
 
@@ -248,7 +251,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                  *(o for n in all_nodes(model.graph) for o in n.output)]:
         out._names.add(name)   # subgraph bodies' own names too: a new name must not shadow one
     out.float_ready.update(i.name for i in model.graph.input)
-    plan = place(model, target, force_cpu=sorted(config.force_cpu), strict_names=False)
+    plan = place(model, target, force_cpu=sorted(config.force_cpu),
+                 force_npu=sorted(config.force_npu), strict_names=False)
     by_name = {n.name: n for n in model.graph.node}
     activation_of = {producer: by_name[act] for act, producer in plan.fused_into.items()}
     placements: list[Placement] = []
