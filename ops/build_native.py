@@ -24,7 +24,7 @@ from cffi import FFI
 HERE = Path(__file__).resolve().parent
 HEADER = HERE / "ortnpu_kernels.h"
 SOURCES = ["kernels.c", "program.c", "ort_op.c"]
-DEPENDS = ["kernels_isa.h", "rescale.h", "ortnpu_kernels.h"]
+DEPENDS = ["kernels_isa.h", "rescale.h", "ortnpu_kernels.h", "adaptive.h"]
 
 
 def _rel(path: Path) -> str:
