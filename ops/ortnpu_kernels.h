@@ -142,6 +142,12 @@ int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_i
 int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
                                  int32_t out, int32_t ndim, const int64_t *dims,
                                  const int64_t *perm, int32_t elem_size);
+/* y = x[first:...:step per axis] of one sample: output dims odims (batch axis included),
+ * in_stride the input elements between neighbours of each output axis (the step times the
+ * axis' stride, negative for a negative step), first the input element of output element 0 */
+int ortnpu_program_add_slice(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                             int32_t ndim, const int64_t *odims, const int64_t *in_stride,
+                             int64_t first, int32_t elem_size);
 /* Float boundary: with q_in the program takes float input and quantizes it as onnxruntime's
  * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
  * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the

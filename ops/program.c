@@ -32,7 +32,7 @@
 #include "rescale.h"
 
 enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE, L_PAD,
-       L_CONCAT };
+       L_CONCAT, L_SLICE };
 
 typedef struct {
     int32_t kind, op;
@@ -346,6 +346,24 @@ int ortnpu_program_add_gap(ortnpu_program_t *p, const char *name, int32_t in, in
     return commit(p, L, 0);
 }
 
+int ortnpu_program_add_slice(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
+                             int32_t ndim, const int64_t *odims, const int64_t *in_stride,
+                             int64_t first, int32_t elem_size) {
+    layer_t *L = new_layer(p, L_SLICE, name, in, -1, out, 1);
+    if (!L || in < 0 || ndim < 1 || ndim > 8 || (elem_size != 1 && elem_size != 2) || first < 0)
+        return ORTNPU_EBADARG;
+    int64_t lo = first;
+    for (int k = 0; k < ndim; k++) {
+        if (odims[k] < 1) return ORTNPU_EBADARG;
+        if (in_stride[k] < 0) lo += (odims[k] - 1) * in_stride[k];
+    }
+    if (lo < 0) return ORTNPU_EBADARG; /* a negative step walking before the input */
+    set_ints(L, (const int64_t[]){ndim, elem_size, first}, 3);
+    L->c[0] = dup_bytes(odims, ndim * 8);
+    L->c[1] = dup_bytes(in_stride, ndim * 8);
+    return commit(p, L, 2);
+}
+
 int ortnpu_program_add_transpose(ortnpu_program_t *p, const char *name, int32_t in,
                                  int32_t out, int32_t ndim, const int64_t *dims,
                                  const int64_t *perm, int32_t elem_size) {
@@ -416,21 +434,12 @@ int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_i
     return commit(p, L, 2);
 }
 
-/* y = transpose(x, perm) of one sample: output index odometer, input offset by strides */
-static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims,
-                           const int64_t *perm, int es) {
-    int64_t in_stride[8], ostride[8], odims[8], idx[8] = {0};
-    int64_t acc = 1, total = 1;
-    for (int k = ndim - 1; k >= 0; k--) {
-        in_stride[k] = acc;
-        acc *= dims[k];
-    }
-    for (int k = 0; k < ndim; k++) {
-        odims[k] = dims[perm[k]];
-        ostride[k] = in_stride[perm[k]];
-        total *= odims[k];
-    }
-    int64_t off = 0;
+/* y[i] = x[off + sum(idx[k] * ostride[k])] over the output index odometer idx of odims
+ * (transpose and slice of one sample) */
+static void strided_copy(const void *x, void *y, int ndim, const int64_t *odims,
+                         const int64_t *ostride, int64_t off, int es) {
+    int64_t idx[8] = {0}, total = 1;
+    for (int k = 0; k < ndim; k++) total *= odims[k];
     for (int64_t i = 0; i < total; i++) {
         if (es == 1)
             ((uint8_t *)y)[i] = ((const uint8_t *)x)[off];
@@ -443,6 +452,22 @@ static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims
             idx[k] = 0;
         }
     }
+}
+
+/* y = transpose(x, perm) of one sample */
+static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims,
+                           const int64_t *perm, int es) {
+    int64_t in_stride[8], ostride[8], odims[8];
+    int64_t acc = 1;
+    for (int k = ndim - 1; k >= 0; k--) {
+        in_stride[k] = acc;
+        acc *= dims[k];
+    }
+    for (int k = 0; k < ndim; k++) {
+        odims[k] = dims[perm[k]];
+        ostride[k] = in_stride[perm[k]];
+    }
+    strided_copy(x, y, ndim, odims, ostride, 0, es);
 }
 
 int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
@@ -518,6 +543,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
         return ORTNPU_OK;
     case L_TRANSPOSE:
         transpose_copy(a, out, (int)L->i[0], L->c[0], L->c[1], (int)L->i[1]);
+        return ORTNPU_OK;
+    case L_SLICE:
+        strided_copy(a, out, (int)L->i[0], L->c[0], L->c[1], L->i[2], (int)L->i[1]);
         return ORTNPU_OK;
     case L_PAD:
         pad_copy(a, out, (int)L->i[0], L->c[0], L->c[1], L->i[2], (int)L->i[1]);

@@ -205,6 +205,27 @@ def _fixed_batch(model: onnx.ModelProto) -> int:
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
 
 
+def _free_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """The model with a free batch axis (exporters often fix it to 1), or None when the graph
+    itself depends on it (a Reshape to a fixed batch): checked by running 2 samples."""
+    free = onnx.ModelProto()
+    free.CopyFrom(model)
+    del free.graph.value_info[:]
+    for vi in (free.graph.input[0], *free.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = "N"
+    try:
+        sess = ort.InferenceSession(free.SerializeToString(), quiet_session_options(),
+                                    providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        sess.run(None, {inp.name: np.zeros([2, *inp.shape[1:]], np.float32)})
+    except Exception:  # onnxruntime refuses the graph or the batch: keep the fixed one
+        return None
+    return free
+
+
 def largest_layers(sess: object, x: np.ndarray, top: int = 3,
                    repeat: int = 20) -> list[tuple[str, int, float, float]]:
     """The ``top`` layers with the most multiply-adds of ortnpu's compiled programs, with their
@@ -229,10 +250,15 @@ def measure(model: BenchModel, threads: tuple[int, ...] = (1, 2), repeat: int = 
     from ortnpu.domain import native
 
     raw = onnx.load(str(model.path))
+    notes = []
+    if _fixed_batch(raw) and any(b != _fixed_batch(raw) for b in batches):
+        free = _free_batch(raw)
+        if free is not None:
+            raw = free
+            notes.append("batch axis freed (the file fixes it to 1)")
     optimized = ortnpu.optimize(raw)
     name = optimized.graph.input[0].name
     calib = model.calib[:CALIBRATION_IMAGES]
-    notes = []
     fixed = _fixed_batch(optimized)
     if fixed:
         dropped = [b for b in batches if b != fixed]

@@ -27,6 +27,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ortnpu.domain import kernels
+from ortnpu.domain.ops_layout import slice_bounds
 from ortnpu.errors import KernelError, OrtNpuError, first_line
 from ortnpu.onnx_types import np_dtype
 from ortnpu.runtime.fusion import Program, Step
@@ -402,6 +403,25 @@ def _transpose(nat: Any, L: _Layer) -> int:
         ffi.new("int64_t[]", perm), x.dtype.itemsize)
 
 
+def _slice(nat: Any, L: _Layer) -> int:
+    """A strided copy of one sample; the batch axis must be copied whole."""
+    x, ffi = L.x, nat._native.ffi
+    if L.ins[0] < 0 or x.dtype != L.y.dtype or x.ndim > 8 or x.dtype.itemsize not in (1, 2):
+        return -1
+    starts, ends, axes, steps = (np.asarray(v).reshape(-1) for v in L.arrays[1:])
+    strides = [math.prod(x.shape[k + 1:]) for k in range(x.ndim)]
+    first, step = [0] * x.ndim, [1] * x.ndim
+    for k, axis in enumerate(int(v) % x.ndim for v in axes):
+        step[axis] = int(steps[k])
+        first[axis] = slice_bounds(x.shape[axis], int(starts[k]), int(ends[k]), step[axis])[0]
+    if first[0] != 0 or step[0] != 1 or L.y.shape[0] != x.shape[0] or L.y.size == 0:
+        return -1
+    return nat._native.lib.ortnpu_program_add_slice(
+        L.ptr, L.name, L.ins[0], L.out, x.ndim, ffi.new("int64_t[]", list(L.y.shape)),
+        ffi.new("int64_t[]", [s * t for s, t in zip(strides, step, strict=True)]),
+        sum(f * s for f, s in zip(first, strides, strict=True)), x.dtype.itemsize)
+
+
 def _pad(nat: Any, L: _Layer) -> int:
     x, ffi = L.x, nat._native.ffi
     if x.dtype != L.y.dtype:
@@ -438,7 +458,7 @@ _BUILDERS: dict[str, Any] = {
     "Conv": _conv, "FullyConnected": _fully_connected, "Add": _binary, "Mul": _binary,
     "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Pad": _pad,
-    "Concat": _concat, "Reshape": _copy, "Flatten": _copy,
+    "Concat": _concat, "Slice": _slice, "Reshape": _copy, "Flatten": _copy,
 }
 
 
