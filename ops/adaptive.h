@@ -7,8 +7,8 @@
  * 5.8 us took 3-20 ms at 2 threads while a competing process kept the second core busy (issue
  * 15). Small layers also lose to the region's own cost on a quiet machine. Neither can be
  * decided once at build time, so each work item keeps the last few wall times of both modes
- * (one thread, n threads) and uses n threads only when their typical (median) recent time beats that
- * of one thread. The mode not in use is tried again now and then, more rarely
+ * (one thread, n threads) and uses n threads only when even the slowest of their recent times beats
+ * the median one-thread time. The mode not in use is tried again now and then, more rarely
  * each time it loses (16 runs, doubling up to 1024), so a machine that becomes quiet (or busy)
  * again is noticed while a losing mode costs at most a few runs in a thousand.
  *
@@ -31,8 +31,7 @@ typedef struct {
     int64_t recent[2][ORTNPU_ADAPT_KEEP]; /* ns per mode (0: one thread, 1: n threads); 0 unset */
     int64_t seen[2];                      /* times recorded per mode */
     int64_t runs;                         /* picks so far */
-    int64_t next_probe;                   /* pick number at which the other mode is tried */
-    int64_t interval;                     /* picks between tries of the other mode */
+    int64_t interval;                     /* ticks between tries of the other mode (power of 2) */
     int64_t mode;                         /* the mode in use after warm-up */
     int64_t fixed;                        /* 1: always n threads (ORTNPU_ADAPTIVE=0) */
 } ortnpu_adapt_t;
@@ -53,18 +52,23 @@ static inline int64_t ortnpu_now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* 1: run on n threads this time, 0: on one. */
-static inline int ortnpu_adapt_pick(ortnpu_adapt_t *a) {
+/* 1: run on n threads this time, 0: on one. ``tick`` counts the runs of what holds the
+ * records (a program's samples): the other mode is tried at ticks that are multiples of the
+ * interval, so the tries of all layers of a program fall into the same few runs (a try that
+ * must wake a sleeping worker on a busy machine can cost a scheduler time slice; spread over
+ * the layers, such tries would slow most runs instead of one in 16 or fewer). */
+static inline int ortnpu_adapt_pick(ortnpu_adapt_t *a, int64_t tick) {
     if (a->fixed) return 1;
     const int64_t r = __atomic_fetch_add(&a->runs, 1, __ATOMIC_RELAXED);
     if (r < ORTNPU_ADAPT_WARMUP) return (int)(~r & 1); /* n, 1, n, 1, ... */
     const int64_t mode = ORTNPU_LD(a->mode);
-    return (int)(r >= ORTNPU_LD(a->next_probe) ? !mode : mode);
+    int64_t interval = ORTNPU_LD(a->interval);
+    if (interval < ORTNPU_ADAPT_PROBE_MIN) interval = ORTNPU_ADAPT_PROBE_MIN;
+    return (int)((tick & (interval - 1)) == 0 ? !mode : mode);
 }
 
-/* The typical recent time of mode m: the median of the kept times (0: none yet). A median, not
- * the best: under contention most n-thread runs are slow and a lucky one must not count. */
-static inline int64_t ortnpu_adapt_typical(const ortnpu_adapt_t *a, int m) {
+/* The median (worst: the largest) of the kept times of mode m (0: none yet). */
+static inline int64_t ortnpu_adapt_time(const ortnpu_adapt_t *a, int m, int worst) {
     int64_t v[ORTNPU_ADAPT_KEEP];
     int n = 0;
     for (int k = 0; k < ORTNPU_ADAPT_KEEP; k++) {
@@ -75,6 +79,7 @@ static inline int64_t ortnpu_adapt_typical(const ortnpu_adapt_t *a, int m) {
         v[j] = t;
     }
     if (n == 0) return 0;
+    if (worst) return v[n - 1];
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
@@ -82,10 +87,13 @@ static inline int64_t ortnpu_adapt_typical(const ortnpu_adapt_t *a, int m) {
 static inline void ortnpu_adapt_record(ortnpu_adapt_t *a, int used, int64_t ns) {
     const int64_t k = __atomic_fetch_add(&a->seen[used], 1, __ATOMIC_RELAXED);
     ORTNPU_ST(a->recent[used][k % ORTNPU_ADAPT_KEEP], ns > 0 ? ns : 1);
-    const int64_t one = ortnpu_adapt_typical(a, 0), many = ortnpu_adapt_typical(a, 1);
+    /* n threads only when even their slowest recent run beat one thread's median: on a busy
+     * machine a layer's n-thread runs are fast or wait a time slice at random, and in a program
+     * of many layers a run almost surely meets such a wait unless every layer avoids it */
+    const int64_t one = ortnpu_adapt_time(a, 0, 0), many = ortnpu_adapt_time(a, 1, 1);
     if (one == 0 || many == 0) return;
-    const int64_t want = many < one; /* n threads only when strictly faster */
-    const int64_t mode = ORTNPU_LD(a->mode), runs = ORTNPU_LD(a->runs);
+    const int64_t want = many < one;
+    const int64_t mode = ORTNPU_LD(a->mode);
     int64_t interval = ORTNPU_LD(a->interval);
     if (want != mode) { /* switch (after a try of the other mode, or the mode in use got slow) */
         ORTNPU_ST(a->mode, want);
@@ -93,12 +101,10 @@ static inline void ortnpu_adapt_record(ortnpu_adapt_t *a, int used, int64_t ns) 
     } else if (used != mode) { /* the other mode was tried and lost: try it more rarely */
         interval = interval < ORTNPU_ADAPT_PROBE_MIN ? ORTNPU_ADAPT_PROBE_MIN : 2 * interval;
         if (interval > ORTNPU_ADAPT_PROBE_MAX) interval = ORTNPU_ADAPT_PROBE_MAX;
-    } else if (runs < ORTNPU_LD(a->next_probe)) {
+    } else {
         return; /* the mode in use ran as usual */
     }
-    if (interval < ORTNPU_ADAPT_PROBE_MIN) interval = ORTNPU_ADAPT_PROBE_MIN;
     ORTNPU_ST(a->interval, interval);
-    ORTNPU_ST(a->next_probe, runs + interval);
 }
 
 #undef ORTNPU_LD

@@ -74,6 +74,7 @@ struct ortnpu_program {
     int isa;
     int nthreads;                   /* the session's threads: batches run samples in parallel */
     ortnpu_adapt_t batch_adapt;     /* ... when that pays (else sample after sample) */
+    int64_t ticks;                  /* samples run so far: when the layers retry (adaptive.h) */
     int64_t fixed_batch;            /* > 0: the only batch size the program accepts */
     pthread_mutex_t lock;
     arena_t *free_arenas;
@@ -583,11 +584,12 @@ static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb,
                      (long long)b);
         return ORTNPU_ENAN;
     }
+    const int64_t tick = one_thread ? 0 : __atomic_fetch_add(&p->ticks, 1, __ATOMIC_RELAXED);
     for (int64_t k = 0; k < p->n_layers; k++) {
         layer_t *L = &p->layers[k];
         /* several threads only while they pay (adaptive.h) */
         const int adapt = !one_thread && L->nthreads > 1;
-        const int many = adapt && ortnpu_adapt_pick(&L->adapt);
+        const int many = adapt && ortnpu_adapt_pick(&L->adapt, tick);
         const int64_t t0 = ns || adapt ? ortnpu_now_ns() : 0;
         int rc = run_layer(p, L, base, xb, yb, many ? L->nthreads : 1);
         if (ns || adapt) {
@@ -645,7 +647,8 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
      * over threads costs more than it gains), while that pays (adaptive.h; else the samples
      * run one after the other, each layer choosing its threads). A profile runs sequentially. */
     const int nt = (int)(batch < p->nthreads ? batch : p->nthreads);
-    const int parallel = nt > 1 && !ns && ortnpu_adapt_pick(&p->batch_adapt);
+    const int64_t tick = __atomic_load_n(&p->batch_adapt.runs, __ATOMIC_RELAXED);
+    const int parallel = nt > 1 && !ns && ortnpu_adapt_pick(&p->batch_adapt, tick);
     const int64_t t0 = nt > 1 && !ns ? ortnpu_now_ns() : 0;
     if (parallel) {
 #pragma omp parallel num_threads(nt)
