@@ -39,7 +39,7 @@ SOURCES = [
     "domain_op.c",
 ]
 DEPENDS = ["kernels_common.h", "kernels_isa.h", "rescale.h", "ortnpu_kernels.h",
-           "ortnpu_domain.h", "ort_abi.h"]
+           "ortnpu_domain.h", "ort_abi.h", "adaptive.h"]
 DOMAIN_HEADER = HERE / "ortnpu_domain.h"
 #: Python functions the C side calls (domain_op.c; defined in ortnpu/domain/native_domain.py).
 #: "Python+C": callable from the other C files of the module, not only from its own.

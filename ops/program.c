@@ -27,6 +27,7 @@
 #include <math.h>
 #include <unistd.h>
 
+#include "adaptive.h"
 #include "ortnpu_kernels.h"
 #include "rescale.h"
 
@@ -37,7 +38,8 @@ enum { L_RESIZE = 64 };   /* Resize (kernels_resize.c) */
 typedef struct {
     int32_t kind, op;
     int32_t in0, in1, out;  /* slots; -1: constant operand (binary only) */
-    int nthreads;
+    int nthreads;           /* threads when they pay (adapt decides, run by run) */
+    ortnpu_adapt_t adapt;
     ortnpu_conv_t conv;
     ortnpu_out_t o;
     int64_t i[16];          /* kind-specific integers */
@@ -72,6 +74,8 @@ struct ortnpu_program {
     layer_t *layers;
     int isa;
     int nthreads;                   /* the session's threads: batches run samples in parallel */
+    ortnpu_adapt_t batch_adapt;     /* ... when that pays (else sample after sample) */
+    int64_t ticks;                  /* samples run so far: when the layers retry (adaptive.h) */
     int64_t fixed_batch;            /* > 0: the only batch size the program accepts */
     pthread_mutex_t lock;
     arena_t *free_arenas;
@@ -122,6 +126,7 @@ ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t 
     p->arena_bytes = arena_bytes;
     p->isa = isa;
     p->nthreads = nthreads < 1 ? 1 : nthreads;
+    p->batch_adapt.fixed = ortnpu_adapt_disabled();
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "subgraph");
     if (!p->slot_off) {
@@ -214,6 +219,7 @@ static layer_t *new_layer(ortnpu_program_t *p, int32_t kind, const char *name, i
     L->in1 = in1;
     L->out = out;
     L->nthreads = nthreads < 1 ? 1 : nthreads;
+    L->adapt.fixed = p->batch_adapt.fixed;
     snprintf(L->name, sizeof(L->name), "%s", name ? name : "?");
     return L;
 }
@@ -538,8 +544,7 @@ static inline void *slot(const ortnpu_program_t *p, char *base, int32_t s, const
 }
 
 static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, const void *x,
-                     void *y, int one_thread) {
-    const int nt = one_thread ? 1 : L->nthreads;
+                     void *y, int nt) {
     void *out = slot(p, base, L->out, x, y);
     const void *a = L->in0 >= 0 ? slot(p, base, L->in0, x, y) : NULL;
     switch (L->kind) {
@@ -619,12 +624,6 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     }
 }
 
-static double now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
 /* One sample through the program (quantize, layers, dequantize) with arena base. */
 static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb, int64_t b,
                       int one_thread, char *err, int64_t err_len, double *ns) {
@@ -638,10 +637,19 @@ static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb,
                      (long long)b);
         return ORTNPU_ENAN;
     }
+    const int64_t tick = one_thread ? 0 : __atomic_fetch_add(&p->ticks, 1, __ATOMIC_RELAXED);
     for (int64_t k = 0; k < p->n_layers; k++) {
-        double t0 = ns ? now_ns() : 0.0;
-        int rc = run_layer(p, &p->layers[k], base, xb, yb, one_thread);
-        if (ns) ns[k] += now_ns() - t0;
+        layer_t *L = &p->layers[k];
+        /* several threads only while they pay (adaptive.h) */
+        const int adapt = !one_thread && L->nthreads > 1;
+        const int many = adapt && ortnpu_adapt_pick(&L->adapt, tick);
+        const int64_t t0 = ns || adapt ? ortnpu_now_ns() : 0;
+        int rc = run_layer(p, L, base, xb, yb, many ? L->nthreads : 1);
+        if (ns || adapt) {
+            const int64_t dt = ortnpu_now_ns() - t0;
+            if (ns) ns[k] += (double)dt;
+            if (adapt && rc == ORTNPU_OK) ortnpu_adapt_record(&L->adapt, many, dt);
+        }
         if (rc != ORTNPU_OK) {
             if (err && err_len > 0)
                 snprintf(err, (size_t)err_len, "%s: layer %s failed (%s)", p->name,
@@ -689,9 +697,13 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
     }
     /* A batch of several samples on several threads: one sample per thread at a time, each
      * layer on one thread (the samples are independent; splitting one small sample's layers
-     * over threads costs more than it gains). A profile runs sequentially. */
+     * over threads costs more than it gains), while that pays (adaptive.h; else the samples
+     * run one after the other, each layer choosing its threads). A profile runs sequentially. */
     const int nt = (int)(batch < p->nthreads ? batch : p->nthreads);
-    if (nt > 1 && !ns) {
+    const int64_t tick = __atomic_load_n(&p->batch_adapt.runs, __ATOMIC_RELAXED);
+    const int parallel = nt > 1 && !ns && ortnpu_adapt_pick(&p->batch_adapt, tick);
+    const int64_t t0 = nt > 1 && !ns ? ortnpu_now_ns() : 0;
+    if (parallel) {
 #pragma omp parallel num_threads(nt)
         {
             arena_t *a = arena_get(p);
@@ -712,6 +724,8 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
                 if (err && err_len > 0) snprintf(err, (size_t)err_len, "%s", local);
             }
         }
+        if (rc == ORTNPU_OK)
+            ortnpu_adapt_record(&p->batch_adapt, 1, (ortnpu_now_ns() - t0) / batch);
         return rc;
     }
     arena_t *a = arena_get(p);
@@ -725,6 +739,8 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
         rc = run_sample(p, (char *)a + 64, (const char *)x + b * p->in_bytes,
                         (char *)y + b * p->out_bytes, b, 0, err, err_len, ns);
     arena_put(p, a);
+    if (nt > 1 && !ns && rc == ORTNPU_OK)
+        ortnpu_adapt_record(&p->batch_adapt, 0, (ortnpu_now_ns() - t0) / batch);
     return rc;
 }
 

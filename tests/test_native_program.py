@@ -20,6 +20,7 @@ from ortnpu.domain import (
     MatMul,
     Pad,
     Reshape,
+    Slice,
     Transpose,
     kernels,
     make_node,
@@ -296,6 +297,33 @@ def test_transpose_layers_run_in_the_program(perm: list[int]) -> None:
     x = np.random.default_rng(3).integers(-128, 128, (3, 2, 5, 7)).astype(np.int8)
     ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+@pytest.mark.parametrize(("starts", "ends", "axes", "steps"), [
+    ([0], [1], [2], [1]),                          # a class token: one row
+    ([1, -1], [4, -8], [1, 3], [2, -2]),           # strided and reversed
+    ([2, 0], [2**62, 5], [-1, -2], [1, 3]),        # open ends, negative axes
+])
+def test_slice_layers_run_in_the_program(starts: list[int], ends: list[int], axes: list[int],
+                                         steps: list[int]) -> None:
+    inits = {**_conv_inits(), **{k: np.array(v, np.int64) for k, v in
+                                 (("st", starts), ("en", ends), ("ax", axes), ("sp", steps))}}
+    s = make_node(Slice, ["c", "st", "en", "ax", "sp"], "y", np.int8, "s")
+    model = _int_graph([_conv(), s], ["N", 2, 5, 7], inits)
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = np.random.default_rng(4).integers(-128, 128, (3, 2, 5, 7)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+def test_slice_of_the_batch_axis_is_refused() -> None:
+    inits = {**_conv_inits(), **{k: np.array([v], np.int64) for k, v in
+                                 (("st", 0), ("en", 1), ("ax", 0), ("sp", 1))}}
+    s = make_node(Slice, ["c", "st", "en", "ax", "sp"], "y", np.int8, "s")
+    reports = ortnpu.InferenceSession(_int_graph([_conv(), s], ["N", 2, 5, 5],
+                                                 inits)).compile_reports
+    assert not reports[0].native
 
 
 def test_transpose_moving_the_batch_axis_is_refused() -> None:

@@ -19,7 +19,9 @@ def main() -> None:
                    help="presets for zoo (comma-separated, default all three)")
     p.add_argument("--threads", default="1,2", help="thread counts for speed (default 1,2)")
     p.add_argument("--repeat", type=int, default=30, help="timed runs per measurement")
-    p.add_argument("--batch", type=int, default=1, help="batch size for speed")
+    p.add_argument("--batch", default="1,32", help="batch sizes for speed (default 1,32)")
+    p.add_argument("--busy", default="no,yes",
+                   help="speed without and/or with a competing busy process (default no,yes)")
     p.add_argument("--target", default="tflite-int8")
     p.add_argument("--methods", default="minmax",
                    help="ortnpu calibration methods for accuracy (comma-separated)")
@@ -39,9 +41,12 @@ def main() -> None:
         return
     chosen = models.load(names or list(models.LOADERS))
     if args.kind == "speed":
-        rows = [speed.measure(m, int(t), args.repeat, args.batch, args.target)
-                for m in chosen for t in args.threads.split(",")]
-        print(speed.table(rows))
+        threads = tuple(int(t) for t in args.threads.split(","))
+        batches = tuple(int(b) for b in args.batch.split(","))
+        busy = tuple(b.strip() == "yes" for b in args.busy.split(","))
+        reports = [speed.measure(m, threads, args.repeat, batches, busy, args.target)
+                   for m in chosen]
+        print(speed.table(reports))
     else:
         rows = [r for m in chosen
                 for r in accuracy.measure(m, args.target, tuple(args.methods.split(",")))]

@@ -7,11 +7,14 @@ skipped with a message.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from ortnpu import models_cache
 
@@ -71,11 +74,87 @@ def _mobilenet() -> BenchModel | None:
                       "calibration and evaluation crops are disjoint")
 
 
+def resnet18_like(seed: int = 0, classes: int = 1000) -> onnx.ModelProto:
+    """ResNet-18's layers (7x7 stem, max pool, 8 basic blocks of 3x3 convolutions 64-512 wide
+    with 1x1 strided shortcuts, global average pool, classifier) for 224x224 images, with seeded
+    He-initialized weights and the batch norms folded: a speed subject that needs no download
+    (its outputs mean nothing). Residual branches are scaled down so activations stay bounded."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+
+    def conv(x: str, cin: int, cout: int, k: int, stride: int, gain: float = 1.0,
+             relu: bool = True) -> str:
+        name = f"conv{len(nodes)}"
+        w = rng.standard_normal((cout, cin, k, k)) * gain * np.sqrt(2.0 / (cin * k * k))
+        b = rng.standard_normal(cout) * 0.05
+        inits.extend([numpy_helper.from_array(w.astype(np.float32), f"{name}.w"),
+                      numpy_helper.from_array(b.astype(np.float32), f"{name}.b")])
+        nodes.append(helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [name], name=name,
+                                      kernel_shape=[k, k], strides=[stride, stride],
+                                      pads=[k // 2] * 4))
+        if not relu:
+            return name
+        nodes.append(helper.make_node("Relu", [name], [f"{name}.r"], name=f"{name}.relu"))
+        return f"{name}.r"
+
+    x = conv("image", 3, 64, 7, 2)
+    nodes.append(helper.make_node("MaxPool", [x], ["pool"], kernel_shape=[3, 3],
+                                  strides=[2, 2], pads=[1, 1, 1, 1]))
+    x, cin = "pool", 64
+    for cout, stride in ((64, 1), (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+                         (512, 1)):
+        h = conv(conv(x, cin, cout, 3, stride), cout, cout, 3, 1, gain=0.5, relu=False)
+        short = x if stride == 1 and cin == cout else conv(x, cin, cout, 1, stride, relu=False)
+        out = f"add{len(nodes)}"
+        nodes.append(helper.make_node("Add", [h, short], [out]))
+        nodes.append(helper.make_node("Relu", [out], [f"{out}.r"]))
+        x, cin = f"{out}.r", cout
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
+    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"]))
+    w = rng.standard_normal((classes, 512)) * np.sqrt(1.0 / 512)
+    inits.extend([numpy_helper.from_array(w.astype(np.float32), "fc.w"),
+                  numpy_helper.from_array(np.zeros(classes, np.float32), "fc.b")])
+    nodes.append(helper.make_node("Gemm", ["flat", "fc.w", "fc.b"], ["logits"], transB=1))
+    graph = helper.make_graph(
+        nodes, "resnet18_like",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 224, 224])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _resnet18_like() -> BenchModel | None:
+    data = _npz("imagenet_photos.npz")
+    if data is None:
+        return None
+    path = Path(tempfile.gettempdir()) / f"ortnpu_resnet18_like_{os.getpid()}.onnx"
+    if not path.is_file():
+        onnx.save(resnet18_like(), str(path))
+    x = data["x"].astype(np.float32)
+    half = len(x) // 2
+    return BenchModel("resnet18_like", path, x[:half], x[half:], None,
+                      "ResNet-18 layers with seeded weights (no download), ImageNet-size crops")
+
+
+def _zoo_vit() -> BenchModel | None:
+    path = models_cache.cached_model("zoo_vit.onnx")
+    if path is None:
+        return None
+    rng = np.random.default_rng(0)  # the zoo's own inputs for this model are seeded normals
+    x = rng.standard_normal((96, 3, 64, 64)).astype(np.float32)
+    return BenchModel("zoo_vit", path, x[:64], x[64:], None,
+                      "the zoo's ViT (4 layers, dim 192, patch 16 on 64x64; batch fixed to 1)")
+
+
 LOADERS: dict[str, Callable[[], BenchModel | None]] = {
     "digits_cnn": _digits,
     "fashion_mnist_cnn": _fashion("fashion_mnist_cnn.onnx", "3-conv CNN"),
     "fashion_resnet": _fashion("fashion_resnet.onnx", "ResNet-like net"),
     "mobilenet_v2": _mobilenet,
+    "resnet18_like": _resnet18_like,
+    "zoo_vit": _zoo_vit,
 }
 
 

@@ -52,6 +52,9 @@ class NativeProgram:
     in_dims: tuple[int, ...]
     out_dims: tuple[int, ...]
     name: str
+    #: multiply-adds of each layer per run unit (a sample, or the fixed batch), in the order of
+    #: :meth:`profile`'s layers: what achieved GMAC/s are computed from (0 for non-GEMM layers)
+    macs: tuple[int, ...] = ()
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run on ``x`` of shape ``[batch, *in_dims]`` (tests and direct use)."""
@@ -273,8 +276,20 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     if handle == 0:
         return "too many compiled programs alive in this process"
     f32 = np.dtype(np.float32)
+    macs = tuple(_macs(step, program.inputs_of(step, values), values[step.output])
+                 for step in program.steps)
     return NativeProgram(ptr, int(handle), f32 if q else in_dtype, f32 if dq else out.dtype,
-                         tuple(int(d) for d in dims[1:]), tuple(out.shape[1:]), name)
+                         tuple(int(d) for d in dims[1:]), tuple(out.shape[1:]), name, macs)
+
+
+def _macs(step: Step, arrays: list[np.ndarray], y: np.ndarray) -> int:
+    """Multiply-adds of a Conv or FullyConnected layer with inputs ``arrays`` and output ``y``
+    (the same work measure the layer builders give ``threads_for``); 0 for other layers."""
+    if step.spec.name == "Conv":
+        return int(y.size * math.prod(arrays[1].shape[1:]))
+    if step.spec.name == "FullyConnected":
+        return int(y.size * arrays[1].shape[1])
+    return 0
 
 
 @dataclass(frozen=True)
