@@ -21,8 +21,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=30, help="timed runs per measurement")
     p.add_argument("--batch", type=int, default=1, help="batch size for speed")
     p.add_argument("--target", default="tflite-int8")
-    p.add_argument("--methods", default="minmax",
-                   help="ortnpu calibration methods for accuracy (comma-separated)")
+    p.add_argument("--methods", default="auto",
+                   help="ortnpu calibration methods for accuracy (comma-separated, default auto)")
     args = p.parse_args()
     import onnxruntime
 
