@@ -61,7 +61,10 @@ def _score(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> tuple
 
 
 def confident_mask(ref: np.ndarray) -> np.ndarray:
-    """Samples whose float softmax top-1 probability is at least :data:`CONFIDENT`."""
+    """Samples whose float top-1 probability is at least :data:`CONFIDENT` (outputs that are
+    already probabilities, e.g. after a Softmax, are taken as they are; logits get a softmax)."""
+    if ref.min() >= 0 and np.allclose(ref.sum(axis=1), 1.0, atol=1e-3):
+        return ref.max(axis=1) >= CONFIDENT
     z = ref - ref.max(axis=1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     return p.max(axis=1) >= CONFIDENT
