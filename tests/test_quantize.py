@@ -130,9 +130,13 @@ def test_config_collector_is_shared_by_quantize_and_autofix() -> None:
     """Bias correction needs channel means: the one collector factory adds them (autofix too)."""
     from ortnpu.quant import MinMaxCalibrator, QuantConfig
     from ortnpu.quant.calibrate import HistogramCalibrator, WithChannelMeans
+    from ortnpu.target import load_target
 
-    assert isinstance(QuantConfig().collector(), MinMaxCalibrator)
+    assert isinstance(QuantConfig(method="minmax").collector(), MinMaxCalibrator)
     assert isinstance(QuantConfig(method="mse").collector(), HistogramCalibrator)
+    default = QuantConfig().collector(arith=load_target("tflite-a16w8").arithmetic)
+    assert isinstance(default, HistogramCalibrator) and default.method == "auto"
+    assert (default.levels, default.symmetric) == (65536, True)   # the target's grid
     corrected = QuantConfig(bias_correction=True).collector()
     assert isinstance(corrected, WithChannelMeans)
     model = small_cnn()

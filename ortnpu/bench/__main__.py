@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 
 from ortnpu.bench import accuracy, models, speed, zoo
@@ -23,8 +24,10 @@ def main() -> None:
     p.add_argument("--busy", default="no,yes",
                    help="speed without and/or with a competing busy process (default no,yes)")
     p.add_argument("--target", default="tflite-int8")
-    p.add_argument("--methods", default="minmax",
-                   help="ortnpu calibration methods for accuracy (comma-separated)")
+    p.add_argument("--methods", default="auto",
+                   help="ortnpu calibration methods for accuracy (comma-separated, default auto)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="evaluate accuracy on the first N evaluation samples only (default all)")
     args = p.parse_args()
     import onnxruntime
 
@@ -48,6 +51,10 @@ def main() -> None:
                    for m in chosen]
         print(speed.table(reports))
     else:
+        if args.samples:
+            chosen = [dataclasses.replace(m, test=m.test[:args.samples], labels=None
+                                          if m.labels is None else m.labels[:args.samples])
+                      for m in chosen]
         rows = [r for m in chosen
                 for r in accuracy.measure(m, args.target, tuple(args.methods.split(",")))]
         print(accuracy.table(rows))

@@ -1,8 +1,8 @@
 """The real models the benchmarks run on, found in the package and the model cache.
 
 Each entry knows its float model, its calibration samples and its evaluation samples (with labels
-when the data set has them). Models that were not built (``python models/build_all.py``) are
-skipped with a message.
+when the data set has them). Models that were not built (``python models/build_all.py``) or whose
+data source is not installed are skipped with a message saying how to get them.
 """
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ import numpy as np
 import onnx
 
 from ortnpu import models_cache
+from ortnpu.bench import images
+
+#: ImageNet models: calibration crops (scikit-image photos) and evaluation crops (wallpapers)
+IMAGENET_CALIBRATION = 64
+IMAGENET_EVALUATION = 1000
 
 
 @dataclass(frozen=True)
@@ -66,12 +71,15 @@ def _mobilenet() -> BenchModel | None:
     data = _npz("imagenet_photos.npz")
     if path is None or data is None:
         return None
-    key = next((k for k in ("x", "crops", "images") if k in data), next(iter(data)))
-    x = data[key].astype(np.float32)
-    half = len(x) // 2
-    return BenchModel("mobilenet_v2", path, x[:half], x[half:], None,
-                      "torchvision MobileNetV2 (ImageNet weights), crops of scikit-image photos; "
-                      "calibration and evaluation crops are disjoint")
+    photos = data["x"].astype(np.float32)
+    pick = np.linspace(0, len(photos) - 1, min(IMAGENET_CALIBRATION, len(photos)))
+    calib = photos[pick.round().astype(int)]
+    test = images.normalise(images.wallpaper_crops(
+        IMAGENET_EVALUATION, models_cache.cache_dir() / "wallpaper_crops.npz"))
+    return BenchModel("mobilenet_v2", path, calib, test, None,
+                      f"torchvision MobileNetV2 (ImageNet weights); {len(calib)} calibration crops "
+                      f"of scikit-image photos, {len(test)} evaluation crops of Debian's desktop "
+                      "backgrounds (a disjoint source)")
 
 
 def resnet18_like(seed: int = 0, classes: int = 1000) -> onnx.ModelProto:
@@ -164,7 +172,11 @@ def load(names: list[str]) -> list[BenchModel]:
     for name in names:
         if name not in LOADERS:
             raise SystemExit(f"unknown benchmark model {name!r}; known: {', '.join(LOADERS)}")
-        model = LOADERS[name]()
+        try:
+            model = LOADERS[name]()
+        except images.MissingSourceError as exc:
+            print(f"# {name}: evaluation data missing: {exc} (skipped)")
+            continue
         if model is None:
             print(f"# {name}: not built; run `python models/build_all.py` first (skipped)")
             continue

@@ -25,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="where to write the NPU graph")
     p.add_argument("--per-tensor", action="store_true",
                    help="per-tensor weights even if the target allows per-channel")
-    p.add_argument("--method", default="minmax",
-                   choices=("minmax", "percentile", "entropy", "mse"),
-                   help="activation range method (default minmax)")
+    p.add_argument("--method", default="auto",
+                   choices=("auto", "minmax", "percentile", "entropy", "mse"),
+                   help="activation range method (default auto: per tensor, the range with "
+                   "the least expected squared error)")
     p.add_argument("--percentile", type=float, default=99.99,
                    help="percentile of --method percentile (default 99.99)")
     p.add_argument("--int16", action="append", default=[], metavar="TENSOR",

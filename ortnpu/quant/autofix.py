@@ -369,7 +369,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
                                    "instead (e.g. goal=30 for an SQNR of 30 dB)")
     else:
         budget = math.nan
-    ranges = calibrate(model, calibration_data, config.collector(calibrator), progress=progress)
+    ranges = calibrate(model, calibration_data, config.collector(calibrator, t.arithmetic),
+                       progress=progress)
 
     def evaluate(cfg: QuantConfig) -> tuple[float, onnx.ModelProto, QuantizationResult]:
         res = QuantizationResult()

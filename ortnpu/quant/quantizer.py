@@ -31,7 +31,7 @@ from ortnpu.quant.calibrate import (
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.lowering import RULE_OF_OP, Match
-from ortnpu.target import Target, load_target
+from ortnpu.target import Arithmetic, Target, load_target
 from ortnpu.validate import all_nodes
 
 META_TARGET = "ortnpu.target"
@@ -121,7 +121,9 @@ class QuantConfig:
 
     Attributes:
         per_channel: per-channel weights (``None``: the target's rule).
-        method: activation range method: ``minmax``, ``percentile``, ``entropy`` or ``mse``.
+        method: activation range method: ``auto`` (the default: per tensor, the range with the
+            least expected squared error on the target's grid), ``minmax``, ``percentile``,
+            ``entropy`` or ``mse``.
         percentile: the percentile of the ``percentile`` method.
         method_overrides: per-tensor methods, e.g. ``{"logits": "minmax"}``.
         int16_tensors: activations kept in 16 bits on an 8-bit target (mixed precision; the
@@ -136,7 +138,7 @@ class QuantConfig:
     """
 
     per_channel: bool | None = None
-    method: str = "minmax"
+    method: str = "auto"
     percentile: float = 99.99
     method_overrides: tuple[tuple[str, str], ...] = ()
     int16_tensors: frozenset[str] = frozenset()
@@ -145,11 +147,17 @@ class QuantConfig:
     equalize: bool = False
     bias_correction: bool = False
 
-    def collector(self, calibrator: Calibrator | None = None) -> Calibrator:
+    def collector(self, calibrator: Calibrator | None = None,
+                  arith: Arithmetic | None = None) -> Calibrator:
         """The statistics collector these choices need (``calibrator`` replaces the method's);
-        bias correction also needs per-channel means."""
+        bias correction also needs per-channel means. ``arith`` (the target's arithmetic)
+        tells the range methods the activation grid they choose a range for; int16 tensors
+        keep their observed extremes (the 8-bit grid's clipping trade-off does not apply)."""
+        overrides = {t: "minmax" for t in self.int16_tensors} | dict(self.method_overrides)
+        grid = {} if arith is None else {"levels": 2 ** arith.activation_bits,
+                                         "symmetric": arith.activation_symmetric}
         collector = calibrator or make_calibrator(
-            self.method, percentile=self.percentile, overrides=dict(self.method_overrides))
+            self.method, percentile=self.percentile, overrides=overrides, **grid)
         return WithChannelMeans(collector) if self.bias_correction else collector
 
 
@@ -235,7 +243,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibrated is not None:
         calib = calibrated
     elif calibration_data is not None:
-        calib = calibrate(model, calibration_data, config.collector(calibrator),
+        calib = calibrate(model, calibration_data,
+                          config.collector(calibrator, target.arithmetic),
                           ignore=frozenset(freeze or ()))
     else:
         calib = _NoCalibration()
