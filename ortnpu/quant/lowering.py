@@ -422,6 +422,27 @@ class MulRule(_BinaryRule):
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
 
 
+class SquareRule(MulRule):
+    """Pow(x, 2) → ``Mul`` of x by itself (TFLite's MUL with one tensor twice: the square a
+    LayerNorm's variance takes)."""
+
+    op_types = ("Pow",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        exponent = ctx.view.const(node.input[1]) if len(node.input) > 1 else None
+        if exponent is None or np.asarray(exponent).size != 1 or \
+                float(np.asarray(exponent).reshape(-1)[0]) != 2.0:
+            return (f"Pow '{node.name}': only a constant exponent 2 is lowered (as x · x)")
+        if ctx.view.const(node.input[0]) is not None:
+            return f"Pow '{node.name}': the base is constant; fold it with `ortnpu optimize`"
+        return None
+
+    def operands(self, m: Match, ctx: QuantContext, out: Emitter
+                 ) -> tuple[str, QuantParams, str, QuantParams, QuantParams, str]:
+        x, p = _operand(m.node.input[0], ctx, out)
+        return x, p, x, p, self.out_params(m, ctx), rescale_rule(ctx.arith, elementwise=True)
+
+
 class ActivationRule(LoweringRule):
     """A Relu/Clip that could not be fused → ``Requantize`` with the clamp."""
 
@@ -1076,6 +1097,6 @@ class ReduceMeanRule(LoweringRule):
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
     PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
-    RequantizeRule(), SoftmaxRule(), ReduceMeanRule(),
+    RequantizeRule(), SoftmaxRule(), ReduceMeanRule(), SquareRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

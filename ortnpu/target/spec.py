@@ -95,7 +95,8 @@ class SupportRules:
         "GlobalAveragePool", "Concat", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid",
         "Reshape", "Flatten", "Transpose", "Pad", "Squeeze", "Unsqueeze", "Identity",
         "BatchNormalization", "Dropout", "Slice", "Split", "Sub", "Max",
-        "Min", "LeakyRelu", "Elu", "Gelu", "Softmax", "ReduceMean"), metadata=_meta(
+        "Min", "LeakyRelu", "Elu", "Gelu", "Softmax", "ReduceMean",
+        "Pow"), metadata=_meta(
             "ONNX op types the NPU can run"))
     cpu_preferred: tuple[str, ...] = field(default=("Softmax",), metadata=_meta(
         "ops the NPU could run but that are better left to the CPU"))

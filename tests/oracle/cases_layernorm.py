@@ -1,7 +1,7 @@
 """Oracle cases of the ops a LayerNorm decomposes into, as TFLite runs them: MEAN over the
-last (channel) axis with keep_dims (ONNX ReduceMean(axes=[-1])), with its own output
-parameters. Seeded, biased towards the edges (zero points at the ends, odd and long rows,
-output scales a power of two or a hair off the input's)."""
+last (channel) axis with keep_dims (ONNX ReduceMean(axes=[-1])) and MUL of a tensor by itself
+(ONNX Pow(x, 2)), each with output parameters of its own. Seeded, biased towards the edges
+(zero points at the ends, odd and long rows, output scales a power of two or a hair off)."""
 
 from __future__ import annotations
 
@@ -37,8 +37,29 @@ def mean_last_axis(rng: np.random.Generator, act: str) -> Case:
                 {"x": xq.dequantize(x)}, yq)
 
 
+def square(rng: np.random.Generator, act: str) -> Case:
+    """MUL of a tensor by itself (ONNX Pow(x, 2), the variance's square), fused activation
+    none, output parameters of its own (often saturating)."""
+    shape = tuple(int(d) for d in rng.integers(1, 7, size=int(rng.integers(1, 5))))
+    xq = _quant(rng, act)
+    yq = _related(rng, xq.scale * xq.scale * 128, act)
+    x = _data(rng, shape, act)
+    t = TFLiteGraph()
+    tx = t.tensor("x", shape, act, scale=xq.scale, zero_point=xq.zero_point)
+    ty = t.tensor("y", shape, act, scale=yq.scale, zero_point=yq.zero_point)
+    t.op("MUL", [tx, tx], [ty], ("MulOptions", {"FusedActivationFunction": 0}))
+    g = QDQGraph()
+    two = g.value("two", np.array(2.0, np.float32))
+    g.output(g.node("Pow", [g.input("x", shape, xq), two], "square"), yq)
+    name = (f"MUL(x, x) {shape} x {xq.scale:.5g}/{xq.zero_point} -> "
+            f"{yq.scale:.5g}/{yq.zero_point}")
+    return Case(name, "SQUARE", TARGET[act], t.build([tx], [ty]), g.model(), [x],
+                {"x": xq.dequantize(x)}, yq)
+
+
 GENERATORS: dict[str, Callable[[np.random.Generator, str], Case]] = {
     "MEAN_LAST_AXIS": mean_last_axis,
+    "SQUARE": square,
 }
 
 
