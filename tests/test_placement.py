@@ -181,9 +181,10 @@ def test_reasons_on_the_defect_graphs() -> None:
     assert plan.placement["scores"] == "CPU" and plan.placement["context"] == "CPU"
     assert "matmul_two_activations = false" in plan.reasons["scores"]
     assert plan.placement["q_proj"] == "NPU"
-    custom = place(attention(), _with_ops(add=("Sub", "ReduceMean", "Erf")))
+    custom = place(attention(), _with_ops(add=("Sub", "ReduceMean", "Erf", "Sqrt")))
     assert custom.placement["ln_sub"] == "NPU"   # Sub lowers (TFLite's SUB)
-    for name, op in (("ln_mean", "ReduceMean"), ("gelu_erf", "Erf")):
+    assert custom.placement["ln_mean"] == "NPU"  # the channel mean (TFLite's MEAN)
+    for name, op in (("ln_sqrt", "Sqrt"), ("gelu_erf", "Erf")):
         assert custom.reasons[name] == (f"{op} '{name}': ortnpu has no integer lowering for "
                                         f"{op} yet; it runs on the CPU in float")
     # Softmax is both cpu_preferred and unlowered: no advice to edit cpu_preferred
@@ -203,9 +204,8 @@ def test_reasons_on_the_defect_graphs() -> None:
 def test_cpu_groups_count_by_cause_and_op() -> None:
     plan = place(attention(), "tflite-int8")
     groups = {(cause, op): nodes for cause, op, nodes in plan.cpu_groups()}
-    key = ("ortnpu has no integer lowering for ReduceMean yet; it runs on the CPU in float",
-           "ReduceMean")
-    assert groups[key] == ["ln_mean", "ln_var"]
+    key = ("ortnpu has no integer lowering for Erf yet; it runs on the CPU in float", "Erf")
+    assert groups[key] == ["gelu_erf"]
     assert sum(len(v) for v in groups.values()) == len(plan.cpu_nodes)
 
 
@@ -271,7 +271,7 @@ def test_no_lowering_is_not_fixed_by_the_target() -> None:
     evaluated, quantized = _both(model, target)
     assert evaluated == quantized
     assert {n for n, r in evaluated.items() if "no integer lowering" in r} == {
-        "ln_mean", "ln_var", "ln_sqrt", "ln_div", "gelu_erf"}
+        "ln_sqrt", "ln_div", "gelu_erf"}
     assert "scores" not in evaluated and "context" not in evaluated
 
 

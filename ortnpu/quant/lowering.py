@@ -429,6 +429,27 @@ class MulRule(_BinaryRule):
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
 
 
+class SquareRule(MulRule):
+    """Pow(x, 2) → ``Mul`` of x by itself (TFLite's MUL with one tensor twice: the square a
+    LayerNorm's variance takes)."""
+
+    op_types = ("Pow",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        exponent = ctx.view.const(node.input[1]) if len(node.input) > 1 else None
+        if exponent is None or np.asarray(exponent).size != 1 or \
+                float(np.asarray(exponent).reshape(-1)[0]) != 2.0:
+            return (f"Pow '{node.name}': only a constant exponent 2 is lowered (as x · x)")
+        if ctx.view.const(node.input[0]) is not None:
+            return f"Pow '{node.name}': the base is constant; fold it with `ortnpu optimize`"
+        return None
+
+    def operands(self, m: Match, ctx: QuantContext, out: Emitter
+                 ) -> tuple[str, QuantParams, str, QuantParams, QuantParams, str]:
+        x, p = _operand(m.node.input[0], ctx, out)
+        return x, p, x, p, self.out_params(m, ctx), rescale_rule(ctx.arith, elementwise=True)
+
+
 class ActivationRule(LoweringRule):
     """A Relu/Clip that could not be fused → ``Requantize`` with the clamp."""
 
@@ -1050,9 +1071,74 @@ class SoftmaxRule(LoweringRule):
         out.nodes.append(make_node(Softmax, [x], y, yp.dtype, name, **params))
 
 
+def _reduce_axes(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | str | None:
+    """The ``axes`` of a ReduceMean (input since opset 18, attribute before); ``None`` when
+    absent (every axis), a reason when computed at run time."""
+    if len(node.input) > 1 and node.input[1]:
+        value = ctx.view.const(node.input[1])
+        if value is None:
+            return f"ReduceMean '{node.name}': the axes are computed at run time"
+        return [int(v) for v in np.asarray(value).reshape(-1)]
+    axes = attr(node, "axes", None)
+    return None if axes is None else [int(v) for v in axes]
+
+
+class ReduceMeanRule(LoweringRule):
+    """ReduceMean over the last axis (keepdims) → ``FullyConnected`` with one row of ones:
+    TFLite's MEAN (QuantizedMeanOrSum) is ``MBQM(Σx - zp_in·n, M', shift') + zp_out`` with
+    ``QuantizeMultiplier(s_in / s_out)`` renormalized by ``1 / n``
+    (:func:`~ortnpu.domain.arith.mean_multiplier`), which a fully connected layer of weights 1
+    and that rescale computes exactly (as the spatial MEAN runs as a depthwise ``Conv``)."""
+
+    op_types = ("ReduceMean",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if not ctx.arith.rounding.startswith("tflite"):
+            return (f"ReduceMean '{node.name}': ortnpu lowers it as TFLite's MEAN; the "
+                    f"target's {ctx.arith.rounding!r} arithmetic has no such rescale")
+        shape = ctx.view.shapes.get(node.input[0])
+        if not shape:
+            return f"ReduceMean '{node.name}': the input rank is unknown"
+        axes = _reduce_axes(node, ctx)
+        if isinstance(axes, str):
+            return axes
+        rank = len(shape)
+        if axes is None or sorted({a % rank for a in axes}) != [rank - 1]:
+            return (f"ReduceMean '{node.name}': a mean over axes {axes} of a rank-{rank} "
+                    "input; ortnpu lowers the mean over the last axis (the channel mean of a "
+                    "LayerNorm; spatial means as GlobalAveragePool)")
+        if not attr(node, "keepdims", 1):
+            return (f"ReduceMean '{node.name}': keepdims=0 is not lowered (TFLite's MEAN with "
+                    "keep_dims)")
+        n = shape[-1]
+        if not isinstance(n, int) or not 1 <= n <= 1 << 16:
+            return (f"ReduceMean '{node.name}': the length of the last axis must be known and "
+                    "at most 65536 (the int32 sum); fix the input shape with `ortnpu optimize "
+                    "--input-shape`")
+        return None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        yp = ctx.params_of(node.output[0])
+        n = int(ctx.view.shapes[node.input[0]][-1])
+        mult, shift = mean_multiplier(float(np.float64(np.float32(xp.scale))
+                                            / np.float64(np.float32(yp.scale))), n)
+        name = node.name or node.output[0]
+        inputs = [x, out.constant(f"{name}_ones", np.ones((1, n), np.int8)),
+                  out.constant(f"{name}_bias", np.zeros(1, np.int64)),
+                  out.constant(f"{name}_multiplier", np.array([mult], np.int32)),
+                  out.constant(f"{name}_shift", np.array([shift], np.int32))]
+        y = out.int_output(node.output[0], yp)
+        out.nodes.append(make_node(
+            FullyConnected, inputs, y, yp.dtype, name, x_zp=xp.zero_point, y_zp=yp.zero_point,
+            act_min=yp.qmin, act_max=yp.qmax, rounding="tflite_double", acc_bits=32))
+
+
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
     PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
-    RequantizeRule(), ResizeRule(), SoftmaxRule(),
+    RequantizeRule(), ResizeRule(), SoftmaxRule(), ReduceMeanRule(), SquareRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}
