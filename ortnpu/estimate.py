@@ -229,12 +229,16 @@ def _output_cycles(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
     return _rounded_outputs(out, hw, hw.ublock_depth, True) * rate if rate else 0.0
 
 
-def _burst_efficiency(shape: list | None, act_bytes: float, hw: Hardware) -> float:
-    """Fraction of the DRAM bandwidth an NHWC tensor moves at: runs of C channels."""
+def _burst_efficiency(shape: list | None, act_bytes: float, hw: Hardware,
+                      write: bool) -> float:
+    """Fraction of the DRAM bandwidth an NHWC tensor moves at: runs of C channels (writes
+    capped at ``dram_write_run_bytes``) out of each burst."""
     if not hw.dram_burst_bytes:
         return 1.0
     dims = _dims(shape)
     run = _up(math.ceil((dims[1] if len(dims) >= 2 else dims[0]) * act_bytes), 8)
+    if write and hw.dram_write_run_bytes:
+        run = min(run, hw.dram_write_run_bytes)
     return min(1.0, run / hw.dram_burst_bytes)
 
 
@@ -245,6 +249,19 @@ def _weight_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
         return 1.0
     dims = _dims(shapes.get(node.output[0]))
     return max(1.0, math.prod(dims[2:]) / hw.ofm_block_pixels) if len(dims) >= 4 else 1.0
+
+
+def _input_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
+    """How often a layer reads its input: once per block of output channels for convolutions
+    (not depthwise) and fully connected layers."""
+    if not hw.ofm_block_depth or node.op_type not in ("Conv", "Gemm", "MatMul"):
+        return 1.0
+    w = _dims(shapes.get(node.input[1]))
+    if node.op_type == "Conv" and attr(node, "group", 1) > 1 and w[1] == 1:
+        return 1.0
+    cout = _dims(shapes.get(node.output[0]))[1 if node.op_type == "Conv" else -1]
+    return max(1.0, cout / hw.ofm_block_depth)
+
 
 def estimate(model: onnx.ModelProto, target: Target | str | None = None,
              plan: PartitionPlan | None = None) -> Estimate:
@@ -334,12 +351,13 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
                             if x and not index.is_constant(x)]
             act_dram = [_elements(shapes.get(x))[0] * act_bytes for x in crossing]
             layer.dram_bytes = weight_dram + int(sum(act_dram))
-            sram_bytes = layer.input_bytes + layer.output_bytes - sum(act_dram)
+            sram_bytes = (layer.input_bytes * _input_reads(node, shapes, hw)
+                          + layer.output_bytes - sum(act_dram))
             if fused_into and plan.placement.get(fused_into) == NPU:
                 layer.bound = "fused"
             else:
                 scaled = weight_dram + sum(
-                    b / _burst_efficiency(shapes.get(x), act_bytes, hw)
+                    b / _burst_efficiency(shapes.get(x), act_bytes, hw, x in node.output)
                     for x, b in zip(crossing, act_dram, strict=True))
                 terms = {
                     "compute": _compute_cycles(node, shapes, layer, hw, macs_per_cycle),

@@ -171,7 +171,8 @@ class Hardware:
     depthwise_kernel_step: int = field(default=1, metadata=_meta(
         "depthwise kernel elements are taken in groups of this many (Ethos-U: 4)", lo=1, hi=64))
     pool_window_per_cycle: float = field(default=0.0, metadata=_meta(
-        "pool window elements per cycle over all outputs (Ethos-U: macs_per_cycle / 8); 0 counts "
+        "pool window elements per cycle over all outputs (Ethos-U: macs_per_cycle / 32, i.e. 4 "
+        "cycles per window element per micro-block, fitted to Vela's pool cycles); 0 counts "
         "window elements as elementwise results", lo=0.0, hi=1e9))
     pool_min_window: int = field(default=1, metadata=_meta(
         "a pool window costs at least this many elements (Ethos-U: 4)", lo=1, hi=1024))
@@ -201,6 +202,9 @@ class Hardware:
         "burst length of external memory in bytes: an activation tensor with C channels (NHWC) "
         "moves in runs of C rounded up to 8 bytes, so its efficiency is min(1, that / burst); "
         "0 = full efficiency (Vela: Dram_burst_length 128)", lo=0, hi=1 << 20))
+    dram_write_run_bytes: int = field(default=0, metadata=_meta(
+        "NHWC writes to external memory go out in runs of at most this many bytes (Vela: 16 "
+        "per core); 0 = no cap", lo=0, hi=1 << 20))
     io_in_sram: bool = field(default=False, metadata=_meta(
         "all activations, graph inputs and outputs too, live in SRAM; external memory holds "
         "only the weights (Vela's Shared_Sram memory mode)"))
@@ -209,6 +213,10 @@ class Hardware:
         "again for every block (Vela's block configs within the SHRAM, fitted on its weight "
         "traffic: U55-128 about 128, U65-256 about 160); 0 = weights read once", lo=0,
         hi=1 << 30))
+    ofm_block_depth: int = field(default=0, metadata=_meta(
+        "output channels of one output block; a convolution or fully connected layer reads its "
+        "input from SRAM again for every block of output channels (Vela's ifm re-fetch); "
+        "0 = input read once", lo=0, hi=1 << 20))
     cascading: bool = field(default=False, metadata=_meta(
         "activations inside an NPU subgraph stay in SRAM whatever their size (the compiler runs "
         "layers in stripes that fit, as Vela's cascading does); only subgraph inputs and "
