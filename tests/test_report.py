@@ -63,7 +63,8 @@ def small_cnn() -> onnx.ModelProto:
 
 LAYER_KEYS = {"name", "op", "placement", "subgraph", "reason", "macs", "elementwise_ops",
               "weight_bytes", "input_bytes", "output_bytes", "sram_fit", "dram_bytes",
-              "compute_cycles", "memory_cycles", "cycles", "bound", "time_us", "exact"}
+              "compute_cycles", "output_cycles", "sram_cycles", "memory_cycles", "cycles",
+              "bound", "time_us", "exact"}
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tflite_builder import TFLiteGraph  # noqa: E402
+from tflite_builder import TFLiteGraph  # this folder is on sys.path (pytest, or the script)
 
 #: ortnpu preset -> Vela accelerator config (the system config and memory mode are Vela's
 #: defaults for the accelerator: Ethos_U55_High_End_Embedded + Shared_Sram, and
@@ -82,7 +80,7 @@ def mobilenet_v2(width: float = 1.0, blocks: int = 17) -> tuple[list[Layer], tup
             flat.append((t, ch(c), min(n, left), s))
             left -= n
     layers = [Layer("conv", "stem", ("input",), 3, 2, ch(32), True)]
-    x, cin = _inverted_residuals(layers, "stem", ch(32), flat, "b")
+    x, _ = _inverted_residuals(layers, "stem", ch(32), flat, "b")
     head = ch(1280) if width >= 1 else ch(320)
     layers.append(Layer("conv", "head", (x,), 1, 1, head, True))
     layers.append(Layer("gap", "gap", ("head",)))
