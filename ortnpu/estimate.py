@@ -4,15 +4,22 @@ The model (documented in docs/evaluate.md) is a roofline per layer:
 
 * **compute cycles** = MACs / MACs-per-cycle (the 16-bit rate when activations are 16-bit)
   + elementwise results / elementwise-per-cycle;
-* **memory cycles** = DRAM bytes / (DRAM bandwidth / clock);
-* **cycles** = max(compute, memory); the larger one is the layer's **bound**.
+* **output cycles** = output elements x the write cost of one element (0 unless set);
+* **SRAM cycles** = activation bytes read and written in SRAM / SRAM bandwidth (0 unless set);
+* **memory cycles** = external memory (DRAM or flash) bytes / (DRAM bandwidth / clock);
+* **cycles** = the largest of the four; it names the layer's **bound**.
 
-A layer's weights always come from DRAM once. Its activations stay in SRAM when weights, inputs
-and outputs fit together in ``sram_kib``; otherwise they go through DRAM too. Tensors entering
-or leaving an NPU subgraph always cross DRAM. Fused activations and reshape-like views cost
-nothing. CPU layers are timed separately from ``cpu_gmacs`` and flagged. The latency adds the
-NPU time, the CPU time and ``subgraph_overhead_us`` per NPU subgraph, all run one after the
-other (no overlap).
+Targets modelled on Arm's Ethos-U refine the compute term (see :func:`_compute_cycles`): the
+input depth is rounded to the MAC array's pass, depthwise convolutions reach only a fraction of
+the MAC rate, pools cost per window element, outputs are rounded up to the micro-block and
+elementwise ops cost a fraction of a cycle per element with the depth rounded up.
+
+A layer's weights always come from DRAM (once, or once per output block). Its activations stay
+in SRAM when weights, inputs and outputs fit together in ``sram_kib`` (or always with
+``io_in_sram``); otherwise they go through DRAM too. Tensors entering or leaving an NPU subgraph
+cross DRAM unless ``io_in_sram``. Fused activations and reshape-like views cost nothing. CPU
+layers are timed separately from ``cpu_gmacs`` and flagged. The latency adds the NPU time, the
+CPU time and ``subgraph_overhead_us`` per NPU subgraph, all run one after the other (no overlap).
 """
 
 from __future__ import annotations
@@ -26,11 +33,18 @@ import onnx
 from ortnpu.errors import ModelError
 from ortnpu.partition import NPU, PartitionPlan, partition, prepare
 from ortnpu.passes.graph import GraphIndex, attr, shapes_and_types
-from ortnpu.target.spec import Target, load_target
+from ortnpu.target.spec import Hardware, Target, load_target
 
 #: Ops that only reinterpret the shape of a tensor: no compute, no data movement.
 VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout",
                       "Constant"})
+#: Two-input elementwise ops, costed per output element by ``elementwise_cycles_per_element``.
+BINARY_ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min"})
+#: Pools, costed per window element by ``pool_window_per_cycle``.
+POOL_OPS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+#: Ops whose outputs are written at ``output_cycles_per_element``.
+OUTPUT_RATE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool",
+                             "GlobalAveragePool"})
 #: Ops that move data without arithmetic.
 MOVE_OPS = frozenset({"Transpose", "Concat", "Pad", "Slice", "Split", "Gather", "Resize",
                       "Expand", "Tile", "DepthToSpace", "SpaceToDepth"})
@@ -51,12 +65,15 @@ class LayerEstimate:
         input_bytes: bytes of run-time inputs at the activation width.
         output_bytes: bytes of outputs at the activation width.
         sram_fit: weights, inputs and outputs fit in SRAM together.
-        dram_bytes: bytes moved to or from DRAM for this layer.
+        dram_bytes: bytes moved to or from DRAM (external memory) for this layer.
         compute_cycles: cycles the arithmetic needs.
-        memory_cycles: cycles the DRAM traffic needs.
-        cycles: max(compute, memory) on the NPU; 0 for CPU layers.
-        bound: ``compute``, ``memory``, ``fused`` (activation applied by the layer before),
-            ``view`` (shape change only), or ``cpu``.
+        output_cycles: cycles writing the output elements needs.
+        sram_cycles: cycles the SRAM traffic of the activations needs.
+        memory_cycles: cycles the DRAM traffic needs (with burst efficiency).
+        cycles: the largest of the four on the NPU; 0 for CPU layers.
+        bound: ``compute``, ``output``, ``sram``, ``memory`` (external memory), ``fused``
+            (activation applied by the layer before), ``view`` (shape change only), or
+            ``cpu``.
         time_us: time of the layer in microseconds.
         exact: False when unknown dims were taken as 1.
     """
@@ -73,6 +90,8 @@ class LayerEstimate:
     sram_fit: bool = True
     dram_bytes: int = 0
     compute_cycles: int = 0
+    output_cycles: int = 0
+    sram_cycles: int = 0
     memory_cycles: int = 0
     cycles: int = 0
     bound: str = "compute"
@@ -142,6 +161,108 @@ def _work(node: onnx.NodeProto, shapes: dict, index: GraphIndex) -> tuple[int, i
     return 0, out_n
 
 
+def _up(x: int, step: int) -> int:
+    return -(-x // step) * step
+
+
+def _dims(shape: list | None) -> list[int]:
+    return [d if isinstance(d, int) and d > 0 else 1 for d in (shape or [1])]
+
+
+def _rounded_outputs(shape: list | None, hw: Hardware, depth: int, spatial: bool) -> int:
+    """Output elements with the channels (axis 1) rounded up to ``depth`` and, when
+    ``spatial``, height and width rounded up to the micro-block: the work the NPU really does."""
+    dims = _dims(shape)
+    if len(dims) < 2:
+        return math.prod(dims)
+    dims[1] = _up(dims[1], depth)
+    if spatial and len(dims) >= 4:
+        dims[-2], dims[-1] = _up(dims[-2], hw.ublock_height), _up(dims[-1], hw.ublock_width)
+    return math.prod(dims)
+
+
+def _compute_cycles(node: onnx.NodeProto, shapes: dict, layer: LayerEstimate, hw: Hardware,
+                    macs_per_cycle: int) -> float:
+    """Cycles of the arithmetic: MACs with the input depth and kernel rounded to what one pass
+    of the MAC array takes, pools per window element, other work per elementwise result."""
+    op = node.op_type
+    out = shapes.get(node.output[0]) if node.output else None
+    w = _dims(shapes.get(node.input[1])) if len(node.input) > 1 else [1]
+    weights = math.prod(w)
+    floor = weights / hw.weights_per_cycle if hw.weights_per_cycle and layer.macs else 0.0
+    if op == "Conv" and len(w) >= 3:
+        n = _rounded_outputs(out, hw, hw.ublock_depth, True)
+        k, cin = math.prod(w[2:]), w[1]
+        if attr(node, "group", 1) > 1 and cin == 1:
+            work = n * _up(k, hw.depthwise_kernel_step) / hw.depthwise_efficiency
+        else:
+            work = n * min(k * _up(cin, hw.mac_depth_step),
+                           _up(k, hw.part_kernel_step) * _up(cin, hw.part_kernel_depth))
+        return max(work / macs_per_cycle, floor)
+    if op in ("Gemm", "MatMul") and layer.macs:
+        n = _rounded_outputs(out, hw, hw.ublock_depth, False)
+        depth = layer.macs // max(1, _elements(out)[0])
+        return max(n * _up(depth, hw.mac_depth_step) / macs_per_cycle, floor)
+    if op in POOL_OPS and hw.pool_window_per_cycle:
+        window = math.prod(attr(node, "kernel_shape") or _dims(shapes.get(node.input[0]))[2:])
+        n = _rounded_outputs(out, hw, hw.ublock_depth, True)
+        return n * max(window, hw.pool_min_window) / hw.pool_window_per_cycle
+    if op in BINARY_ELEMENTWISE and hw.elementwise_cycles_per_element:
+        return 0.0
+    return layer.macs / macs_per_cycle + layer.elementwise_ops / hw.elementwise_per_cycle
+
+
+def _output_cycles(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
+    """Cycles writing the outputs: Ethos-U's output unit takes a fixed fraction of a cycle per
+    element, per op kind (Vela's output_cycles_per_elem)."""
+    op = node.op_type
+    out = shapes.get(node.output[0]) if node.output else None
+    if op in BINARY_ELEMENTWISE and hw.elementwise_cycles_per_element:
+        return (_rounded_outputs(out, hw, hw.elementwise_depth_round, False)
+                * hw.elementwise_cycles_per_element)
+    if op in ("MaxPool", "GlobalMaxPool"):
+        rate = hw.maxpool_cycles_per_element
+    elif op in OUTPUT_RATE_OPS:
+        rate = hw.output_cycles_per_element
+    else:
+        return 0.0
+    return _rounded_outputs(out, hw, hw.ublock_depth, True) * rate if rate else 0.0
+
+
+def _burst_efficiency(shape: list | None, act_bytes: float, hw: Hardware,
+                      write: bool) -> float:
+    """Fraction of the DRAM bandwidth an NHWC tensor moves at: runs of C channels (writes
+    capped at ``dram_write_run_bytes``) out of each burst."""
+    if not hw.dram_burst_bytes:
+        return 1.0
+    dims = _dims(shape)
+    run = _up(math.ceil((dims[1] if len(dims) >= 2 else dims[0]) * act_bytes), 8)
+    if write and hw.dram_write_run_bytes:
+        run = min(run, hw.dram_write_run_bytes)
+    return min(1.0, run / hw.dram_burst_bytes)
+
+
+def _weight_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
+    """How often a convolution reads its weights: once per spatial output block (a fraction
+    for the partial blocks at the edges, at least once)."""
+    if not hw.ofm_block_pixels or node.op_type != "Conv":
+        return 1.0
+    dims = _dims(shapes.get(node.output[0]))
+    return max(1.0, math.prod(dims[2:]) / hw.ofm_block_pixels) if len(dims) >= 4 else 1.0
+
+
+def _input_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
+    """How often a layer reads its input: once per block of output channels for convolutions
+    (not depthwise) and fully connected layers."""
+    if not hw.ofm_block_depth or node.op_type not in ("Conv", "Gemm", "MatMul"):
+        return 1.0
+    w = _dims(shapes.get(node.input[1]))
+    if node.op_type == "Conv" and attr(node, "group", 1) > 1 and w[1] == 1:
+        return 1.0
+    cout = _dims(shapes.get(node.output[0]))[1 if node.op_type == "Conv" else -1]
+    return max(1.0, cout / hw.ofm_block_depth)
+
+
 def estimate(model: onnx.ModelProto, target: Target | str | None = None,
              plan: PartitionPlan | None = None) -> Estimate:
     """Estimate MACs, bytes, SRAM fit, cycles and time per layer, and the totals.
@@ -172,6 +293,8 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
         hw.macs_per_cycle
     bytes_per_cycle = hw.dram_gbps * 1e9 / (hw.clock_mhz * 1e6)
     sram = hw.sram_kib * 1024
+    sram_per_cycle = (hw.sram_gbps * 1e9 / (hw.clock_mhz * 1e6) * hw.sram_burst_efficiency
+                      if hw.sram_gbps else 0.0)
     boundary_in = {sg.index: set(sg.inputs) for sg in plan.subgraphs}
     boundary_out = {sg.index: set(sg.outputs) for sg in plan.subgraphs}
     sub_of = {n: sg.index for sg in plan.subgraphs for n in sg.nodes}
@@ -189,10 +312,15 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
                 continue
             n, ok = _elements(shapes.get(x))
             if index.is_constant(x):
-                bits = arith.weight_bits if i == 1 else (
-                    arith.bias_bits if i == 2 and node.op_type in (
-                        "Conv", "ConvTranspose", "Gemm") else arith.activation_bits)
-                layer.weight_bytes += math.ceil(n * bits / 8)
+                is_bias = i == 2 and node.op_type in ("Conv", "ConvTranspose", "Gemm")
+                if i == 1:
+                    layer.weight_bytes += math.ceil(n * arith.weight_bits / 8
+                                                    * hw.weight_compression)
+                elif is_bias and hw.stored_bias_bytes:
+                    layer.weight_bytes += n * hw.stored_bias_bytes
+                else:
+                    bits = arith.bias_bits if is_bias else arith.activation_bits
+                    layer.weight_bytes += math.ceil(n * bits / 8)
             else:
                 layer.input_bytes += int(n * act_bytes)
                 exact = exact and ok
@@ -210,27 +338,39 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
             layer.weight_bytes = 0
         elif place == NPU:
             working = layer.weight_bytes + layer.input_bytes + layer.output_bytes
-            layer.sram_fit = working <= sram
-            dram = layer.weight_bytes
+            layer.sram_fit = hw.io_in_sram or hw.cascading or working <= sram
+            weight_dram = math.ceil(layer.weight_bytes * _weight_reads(node, shapes, hw))
             sg = sub_of.get(name)
-            if layer.sram_fit and sg is not None:
-                dram += sum(int(_elements(shapes.get(x))[0] * act_bytes)
-                            for x in node.input if x in boundary_in[sg])
-                dram += sum(int(_elements(shapes.get(o))[0] * act_bytes)
-                            for o in node.output if o in boundary_out[sg])
+            if hw.io_in_sram:
+                crossing = []
+            elif layer.sram_fit and sg is not None:
+                crossing = [x for x in node.input if x in boundary_in[sg]]
+                crossing += [o for o in node.output if o in boundary_out[sg]]
             else:
-                dram += layer.input_bytes + layer.output_bytes
-            layer.dram_bytes = dram
+                crossing = [x for x in (*node.input, *node.output)
+                            if x and not index.is_constant(x)]
+            act_dram = [_elements(shapes.get(x))[0] * act_bytes for x in crossing]
+            layer.dram_bytes = weight_dram + int(sum(act_dram))
+            sram_bytes = (layer.input_bytes * _input_reads(node, shapes, hw)
+                          + layer.output_bytes - sum(act_dram))
             if fused_into and plan.placement.get(fused_into) == NPU:
                 layer.bound = "fused"
             else:
-                layer.compute_cycles = math.ceil(layer.macs / macs_per_cycle
-                                                 + layer.elementwise_ops
-                                                 / hw.elementwise_per_cycle)
-                layer.memory_cycles = math.ceil(dram / bytes_per_cycle)
-                layer.cycles = max(layer.compute_cycles, layer.memory_cycles)
-                layer.bound = "compute" if layer.compute_cycles >= layer.memory_cycles \
-                    else "memory"
+                scaled = weight_dram + sum(
+                    b / _burst_efficiency(shapes.get(x), act_bytes, hw, x in node.output)
+                    for x, b in zip(crossing, act_dram, strict=True))
+                terms = {
+                    "compute": _compute_cycles(node, shapes, layer, hw, macs_per_cycle),
+                    "output": _output_cycles(node, shapes, hw),
+                    "sram": sram_bytes / sram_per_cycle if sram_per_cycle else 0.0,
+                    "memory": scaled / bytes_per_cycle}
+                layer.compute_cycles = math.ceil(terms["compute"])
+                layer.output_cycles = math.ceil(terms["output"])
+                layer.sram_cycles = math.ceil(terms["sram"])
+                layer.memory_cycles = math.ceil(terms["memory"])
+                layer.bound = max(terms, key=lambda b: terms[b])
+                layer.cycles = max(layer.compute_cycles, layer.output_cycles,
+                                   layer.sram_cycles, layer.memory_cycles)
                 layer.time_us = layer.cycles / hw.clock_mhz
         else:
             layer.bound = "cpu"
@@ -266,7 +406,7 @@ def compute_totals(layers: list[LayerEstimate], target: Target,
     overhead_us = subgraphs * hw.subgraph_overhead_us
     latency_us = npu_us + cpu_us + overhead_us
     bounds = {b: sum(1 for layer in npu if layer.bound == b)
-              for b in ("compute", "memory", "fused", "view")}
+              for b in ("compute", "output", "sram", "memory", "fused", "view")}
     return {
         "macs": macs,
         "npu_macs": npu_macs,

@@ -98,3 +98,56 @@ def test_fused_activation_is_free() -> None:
 def test_bad_model() -> None:
     with pytest.raises(ModelError):
         estimate(b"not a model", _target())  # type: ignore[arg-type]
+
+
+def _ethos_model(nodes: list, inits: list, x_shape: list[int], y: str) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                    x_shape)],
+                          [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_ethos_u55_rules() -> None:
+    """The Ethos-U terms: depthwise at 3/32 of the MAC rate, the expand conv with 16 input
+    channels bound by the output write rate, Add at 1.5 cycles per element with the depth
+    rounded up to 16, each with the bound that limits it."""
+    c = 24
+    dw = np.ones((c, 1, 3, 3), np.float32)
+    ex = np.ones((c, 16, 1, 1), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "ex"], ["e"], name="expand"),
+             helper.make_node("Conv", ["e", "dw"], ["d"], name="dw", group=c, pads=[1] * 4),
+             helper.make_node("Add", ["d", "e"], ["y"], name="add")]
+    est = estimate(_ethos_model(nodes, [numpy_helper.from_array(dw, "dw"),
+                                        numpy_helper.from_array(ex, "ex")], [1, 16, 28, 28],
+                                "y"), "ethos-u55-128")
+    layers = {x.name: x for x in est.layers}
+    outputs = 28 * 28 * c
+    # depthwise: 12 kernel steps (9 rounded to 4s) x 8 (one channel of the 8-wide dot product)
+    assert layers["dw"].compute_cycles == outputs * 12 * 8 // 128
+    assert layers["dw"].bound == "compute"
+    # 1x1 from 16 channels: the MAC pass takes 32 channels (half used); writing 0.5 cycle per
+    # output element is slower still
+    assert layers["expand"].compute_cycles == outputs * 32 // 128
+    assert layers["expand"].output_cycles == outputs // 2
+    assert layers["expand"].bound == "output"
+    # Add: 1.5 cycles per element, 24 channels rounded up to 32
+    assert layers["add"].output_cycles == 28 * 28 * 32 * 3 // 2
+    assert layers["add"].bound == "output" and layers["add"].compute_cycles == 0
+
+
+def test_first_layer_uses_part_kernel_and_flash_weights_bind_fc() -> None:
+    """A 3-channel 3x3 conv takes the kernel in 4s with the depth rounded to 8 (3 passes, not 9),
+    and a fully connected layer on ethos-u55-128 waits for its weights from flash (1 B/cycle)."""
+    w = np.ones((16, 3, 3, 3), np.float32)
+    fc = np.ones((100, 16 * 8 * 8), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="stem", pads=[1] * 4,
+                              strides=[2, 2]),
+             helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1)]
+    est = estimate(_ethos_model(nodes, [numpy_helper.from_array(w, "w"),
+                                        numpy_helper.from_array(fc, "fc")], [1, 3, 16, 16], "y"),
+                   "ethos-u55-128")
+    layers = {x.name: x for x in est.layers}
+    assert layers["stem"].compute_cycles == 8 * 8 * 16 * (3 * 4) * 8 // 128
+    assert layers["fc"].bound == "memory"
+    assert layers["fc"].memory_cycles == 100 * 1024   # 0.5 GB/s at 500 MHz = 1 byte/cycle

@@ -63,7 +63,8 @@ def small_cnn() -> onnx.ModelProto:
 
 LAYER_KEYS = {"name", "op", "placement", "subgraph", "reason", "macs", "elementwise_ops",
               "weight_bytes", "input_bytes", "output_bytes", "sram_fit", "dram_bytes",
-              "compute_cycles", "memory_cycles", "cycles", "bound", "time_us", "exact"}
+              "compute_cycles", "output_cycles", "sram_cycles", "memory_cycles", "cycles",
+              "bound", "time_us", "exact"}
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +243,31 @@ def test_cpu_group_lists_own_reasons_when_they_differ(tmp_path: Path,
     assert re.search(r"^\s+12\s+MatMul\s+input '…' has a dynamic shape", short, re.M)
     assert "MatMul 'b2/q_proj'" not in short and "MatMul 'b2/q_proj': input 'b1/out'" in verbose
     assert "b1/ln_sqrt" not in short and "Sqrt 'b1/ln_sqrt': ortnpu has no" in verbose
+
+
+def test_cycles_chart_names_the_limiting_bound() -> None:
+    """On an Ethos-U preset each bar is coloured and titled by the bound that limits it, and the
+    legend lists every bound present (compute, output writes, SRAM, external memory)."""
+    import re
+
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ortnpu import evaluate
+    from ortnpu.report.svg import COLORS, cycles_chart
+
+    dw = np.ones((24, 1, 3, 3), np.float32)
+    ex = np.ones((24, 16, 1, 1), np.float32)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "ex"], ["e"], name="expand"),
+         helper.make_node("Conv", ["e", "dw"], ["d"], name="dw", group=24, pads=[1] * 4),
+         helper.make_node("Add", ["d", "e"], ["y"], name="add")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(dw, "dw"), numpy_helper.from_array(ex, "ex")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    svg = cycles_chart(evaluate(model, "ethos-u55-128"))
+    bars = {name: fill for fill, name in re.findall(r'fill="(#[0-9a-f]+)"><title>(\w+) ', svg)}
+    assert bars == {"expand": COLORS["output"], "dw": COLORS["compute"], "add": COLORS["output"]}
+    assert "output writes bound" in svg and "compute bound" in svg
+    assert re.search(r"<title>dw \(Conv\) NPU: \d+ cycles, compute bound \(compute \d+", svg)

@@ -12,8 +12,11 @@ if TYPE_CHECKING:
     from ortnpu.partition import PartitionPlan
     from ortnpu.report.evaluation import EvaluationReport
 
-COLORS = {"compute": "#2f6fbf", "memory": "#8e44ad", "fused": "#9ec5ef", "view": "#c8d6e5",
-          "cpu": "#e67e22"}
+COLORS = {"compute": "#2f6fbf", "output": "#16a085", "sram": "#c0392b", "memory": "#8e44ad",
+          "fused": "#9ec5ef", "view": "#c8d6e5", "cpu": "#e67e22"}
+#: Legend text of each bound: the term of the roofline that limits the layer.
+BOUND_LABELS = {"compute": "compute", "output": "output writes", "sram": "SRAM",
+                "memory": "external memory", "cpu": "CPU"}
 NPU_FILL, CPU_FILL = "#d6e6fa", "#fbe1c8"
 NPU_STROKE, CPU_STROKE = "#2f6fbf", "#d35400"
 
@@ -30,7 +33,7 @@ def cycles_chart(report: EvaluationReport, bar: int = 6, height: int = 220) -> s
         return "<p>No layer does any work.</p>"
     peak = max(v for _, v in rows)
     bar = max(bar, min(24, 900 // len(rows)))
-    left, bottom = 60, 20
+    left, bottom = 60, 38
     width = max(520, left + len(rows) * (bar + 1) + 10)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
              f'height="{height + bottom}" role="img" aria-label="cycles per layer">']
@@ -45,12 +48,21 @@ def cycles_chart(report: EvaluationReport, bar: int = 6, height: int = 220) -> s
         x = left + i * (bar + 1)
         color = COLORS.get(layer.bound, "#888")
         tip = (f"{layer.name} ({layer.op}) {layer.placement}: "
-               + (f"{layer.cycles} cycles, {layer.bound} bound" if layer.placement == "NPU"
-                  else f"{layer.time_us:.1f} us on the CPU"))
+               + (f"{layer.cycles} cycles, {BOUND_LABELS.get(layer.bound, layer.bound)} bound"
+                  f" (compute {layer.compute_cycles}, output {layer.output_cycles}, SRAM "
+                  f"{layer.sram_cycles}, external memory {layer.memory_cycles})"
+                  if layer.placement == "NPU" else f"{layer.time_us:.1f} us on the CPU"))
         parts.append(f'<rect x="{x}" y="{height - h:.1f}" width="{bar}" height="{h:.1f}" '
                      f'fill="{color}"><title>{escape(tip)}</title></rect>')
     parts.append(f'<text x="{left}" y="{height + 15}" font-size="11">layers in execution '
                  f'order ({len(rows)} with work; CPU bars: CPU time x NPU clock)</text>')
+    x = left
+    for bound in dict.fromkeys(layer.bound for layer, _ in rows):
+        label = BOUND_LABELS.get(bound, bound)
+        parts.append(f'<rect x="{x}" y="{height + 24}" width="10" height="10" '
+                     f'fill="{COLORS.get(bound, "#888")}"/><text x="{x + 13}" '
+                     f'y="{height + 33}" font-size="11">{escape(label)} bound</text>')
+        x += 24 + 7 * len(label) + 40
     parts.append("</svg>")
     return "".join(parts)
 

@@ -144,6 +144,89 @@ class Hardware:
     subgraph_overhead_us: float = field(default=20.0, metadata=_meta(
         "fixed cost in microseconds of handing one NPU subgraph from the CPU to the NPU", lo=0,
         hi=1e9))
+    # The fields below refine the roofline for NPUs like Arm's Ethos-U (docs/evaluate.md). Their
+    # defaults switch each refinement off, so a target without them keeps the plain roofline.
+    ublock_height: int = field(default=1, metadata=_meta(
+        "output micro-block height: output rows are computed in groups of this many (Ethos-U55-128:"
+        " 2, Vela's ArchitectureConfig ofm_ublock)", lo=1, hi=64))
+    ublock_width: int = field(default=1, metadata=_meta(
+        "output micro-block width (Ethos-U55-128: 1, Ethos-U65-256: 2)", lo=1, hi=64))
+    ublock_depth: int = field(default=1, metadata=_meta(
+        "output micro-block depth: output channels are rounded up to it (Ethos-U: 8)", lo=1,
+        hi=1024))
+    mac_depth_step: int = field(default=1, metadata=_meta(
+        "input channels one pass of the MAC array consumes; the input depth of a convolution is "
+        "rounded up to it (Ethos-U: 32 = 8-wide dot products over 4 cycles)", lo=1, hi=4096))
+    part_kernel_step: int = field(default=1, metadata=_meta(
+        "kernel elements one pass takes in the small-depth mode (Ethos-U 'part-kernel first': 4,"
+        " with the depth rounded to part_kernel_depth); the faster of the two modes is used",
+        lo=1, hi=64))
+    part_kernel_depth: int = field(default=1, metadata=_meta(
+        "input channel rounding of the small-depth mode (Ethos-U: 8, the dot-product width)",
+        lo=1, hi=4096))
+    depthwise_efficiency: float = field(default=1.0, metadata=_meta(
+        "fraction of macs_per_cycle a depthwise convolution reaches before kernel rounding "
+        "(Ethos-U: 0.125, one input channel per output in an 8-wide dot product)", lo=1e-6,
+        hi=1.0))
+    depthwise_kernel_step: int = field(default=1, metadata=_meta(
+        "depthwise kernel elements are taken in groups of this many (Ethos-U: 4)", lo=1, hi=64))
+    pool_window_per_cycle: float = field(default=0.0, metadata=_meta(
+        "pool window elements per cycle over all outputs (Ethos-U: macs_per_cycle / 32, i.e. 4 "
+        "cycles per window element per micro-block, fitted to Vela's pool cycles); 0 counts "
+        "window elements as elementwise results", lo=0.0, hi=1e9))
+    pool_min_window: int = field(default=1, metadata=_meta(
+        "a pool window costs at least this many elements (Ethos-U: 4)", lo=1, hi=1024))
+    weights_per_cycle: float = field(default=0.0, metadata=_meta(
+        "weights the weight decoder delivers per cycle, a floor under layers with few outputs "
+        "such as fully connected ones (Ethos-U: 8); 0 = no limit", lo=0.0, hi=1e9))
+    output_cycles_per_element: float = field(default=0.0, metadata=_meta(
+        "cycles to write one output element of a convolution, fully connected or pool layer "
+        "with its activation (Vela output_cycles_per_elem; U55-128: 0.5, U65-256: 0.25); 0 = free",
+        lo=0.0, hi=1e6))
+    maxpool_cycles_per_element: float = field(default=0.0, metadata=_meta(
+        "output write cost of a max pool element (U55-128: 0.25, U65-256: 0.125)", lo=0.0,
+        hi=1e6))
+    elementwise_cycles_per_element: float = field(default=0.0, metadata=_meta(
+        "cycles per output element of a two-input elementwise op (Add, Sub, Mul...), replacing "
+        "1/elementwise_per_cycle (Vela: U55-128 1.5, U65-256 0.75); 0 = use elementwise_per_cycle",
+        lo=0.0, hi=1e6))
+    elementwise_depth_round: int = field(default=1, metadata=_meta(
+        "channel depth of elementwise ops is rounded up to this (Ethos-U: 16, the NHCWB16 brick)",
+        lo=1, hi=1024))
+    sram_gbps: float = field(default=0.0, metadata=_meta(
+        "on-chip SRAM bandwidth in GB/s that activations in SRAM are read and written at; "
+        "0 = SRAM access is free", lo=0.0, hi=1e6))
+    sram_burst_efficiency: float = field(default=1.0, metadata=_meta(
+        "fraction of sram_gbps reached by the NPU's access pattern", lo=1e-3, hi=1.0))
+    dram_burst_bytes: int = field(default=0, metadata=_meta(
+        "burst length of external memory in bytes: an activation tensor with C channels (NHWC) "
+        "moves in runs of C rounded up to 8 bytes, so its efficiency is min(1, that / burst); "
+        "0 = full efficiency (Vela: Dram_burst_length 128)", lo=0, hi=1 << 20))
+    dram_write_run_bytes: int = field(default=0, metadata=_meta(
+        "NHWC writes to external memory go out in runs of at most this many bytes (Vela: 16 "
+        "per core); 0 = no cap", lo=0, hi=1 << 20))
+    io_in_sram: bool = field(default=False, metadata=_meta(
+        "all activations, graph inputs and outputs too, live in SRAM; external memory holds "
+        "only the weights (Vela's Shared_Sram memory mode)"))
+    ofm_block_pixels: int = field(default=0, metadata=_meta(
+        "output pixels (height x width) of one output block; a convolution reads its weights "
+        "again for every block (Vela's block configs within the SHRAM, fitted on its weight "
+        "traffic: U55-128 about 128, U65-256 about 160); 0 = weights read once", lo=0,
+        hi=1 << 30))
+    ofm_block_depth: int = field(default=0, metadata=_meta(
+        "output channels of one output block; a convolution or fully connected layer reads its "
+        "input from SRAM again for every block of output channels (Vela's ifm re-fetch); "
+        "0 = input read once", lo=0, hi=1 << 20))
+    cascading: bool = field(default=False, metadata=_meta(
+        "activations inside an NPU subgraph stay in SRAM whatever their size (the compiler runs "
+        "layers in stripes that fit, as Vela's cascading does); only subgraph inputs and "
+        "outputs cross external memory"))
+    weight_compression: float = field(default=1.0, metadata=_meta(
+        "stored size of the weights over their size at weight_bits (compressed weight streams)",
+        lo=1e-3, hi=8.0))
+    stored_bias_bytes: int = field(default=0, metadata=_meta(
+        "bytes stored per output channel for bias and requantization (Ethos-U: 10 = 40-bit bias "
+        "+ 32-bit multiplier + shift); 0 = the bias at bias_bits", lo=0, hi=64))
     illustrative: bool = field(default=True, metadata=_meta(
         "true when the numbers are not taken from a public datasheet"))
     source: str = field(default="", metadata=_meta("datasheet the numbers come from"))
