@@ -82,13 +82,13 @@ def test_user_metric(digits: dict) -> None:
     def confidence(f: dict, q: dict, labels: np.ndarray | None) -> dict:
         return {"npu_conf": q["probs"].max(1), "correct": q["probs"].argmax(1) == labels}
 
-    res = evaluate_accuracy(digits["model"], digits["npu"], zip(digits["x"], digits["y"], strict=True),
-                            batch=50, metric=confidence)
+    pairs = zip(digits["x"], digits["y"], strict=True)
+    res = evaluate_accuracy(digits["model"], digits["npu"], pairs, batch=50, metric=confidence)
     got = ortnpu.InferenceSession(digits["npu"]).run(None, {"image": digits["x"]})[0]
     assert res.user["correct"] == res.npu_top1
     assert res.user["npu_conf"] == pytest.approx(float(got.max(1).astype(np.float64).mean()))
     with pytest.raises(CalibrationError, match="one value per sample"):
-        evaluate_accuracy(digits["model"], digits["npu"], zip(digits["x"], digits["y"], strict=True),
+        evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
                           metric=lambda f, q, y: {"m": 1.0})
 
 
