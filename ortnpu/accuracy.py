@@ -354,8 +354,15 @@ def _run_ray(config: _Config, tasks: Iterator[Task], workers: int) -> Iterator[d
     ds = ray.data.from_items(items)
     out = ds.map_batches(RayScorer, fn_constructor_kwargs={"config": config}, batch_size=1,
                          concurrency=workers, num_cpus=1)
-    for row in out.iter_rows():
-        yield json.loads(row["record"])
+    try:
+        for row in out.iter_rows():
+            yield json.loads(row["record"])
+    except ray.exceptions.RayError as exc:   # an ortnpu error inside an actor: its own line
+        lines = str(exc).splitlines()
+        ours = [ln for ln in lines if ln.startswith("ortnpu.errors.")]
+        raise ModelError("Ray worker failed: " + (ours[-1].split(": ", 1)[-1] if ours
+                                                  else lines[0] if lines else repr(exc))
+                         ) from None
 
 
 # -- checkpoint -----------------------------------------------------------------------------

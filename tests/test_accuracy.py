@@ -160,8 +160,14 @@ def test_cli(digits: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
 
 
 @pytest.mark.slow
-def test_ray_identical(digits: dict, local: AccuracyResult) -> None:
-    ray = pytest.importorskip("ray")
+def test_ray_identical(digits: dict, local: AccuracyResult, tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray.data")
+    import ray
+
+    # Ray's workers put the driver's working directory first on sys.path: outside the source
+    # checkout, they import the installed ortnpu (evaluate_accuracy refuses another one)
+    monkeypatch.chdir(tmp_path)
     ray.init(num_cpus=2, include_dashboard=False, ignore_reinit_error=True)
     try:
         res = evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
