@@ -175,3 +175,16 @@ def test_ray_identical(digits: dict, local: AccuracyResult, tmp_path: Path,
     finally:
         ray.shutdown()
     assert res.engine == "ray" and res.numbers() == local.numbers()
+
+
+def test_worker_refuses_another_ortnpu(digits: dict) -> None:
+    """A worker that imported another ortnpu (a source checkout on its path) stops the run."""
+    from ortnpu.accuracy import _Config, _Scorer
+    from ortnpu.datasets import as_dataset
+
+    model = onnx.load(digits["model"]).SerializeToString()
+    config = _Config(model, model, as_dataset(digits["tmp"] / "test.npz"), "probs", 5, None,
+                     "/somewhere/else/ortnpu")
+    with pytest.raises(ModelError, match="imported ortnpu from .* but the run started from "
+                                         "/somewhere/else/ortnpu"):
+        _Scorer(config)
