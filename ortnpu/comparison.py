@@ -105,6 +105,21 @@ class _Accumulator:
         if abs_err.size:
             self.max_abs = max(self.max_abs, float(abs_err.max()))
 
+    def state(self) -> list[float]:
+        """The running sums, to merge partial results (workers, batches) in a fixed order."""
+        return [self.n, self.ref2, self.test2, self.dot, self.err2, self.abs_sum, self.max_abs]
+
+    def merge(self, state: list[float]) -> None:
+        """Add the sums of another accumulator's :meth:`state`."""
+        n, ref2, test2, dot, err2, abs_sum, max_abs = state
+        self.n += int(n)
+        self.ref2 += ref2
+        self.test2 += test2
+        self.dot += dot
+        self.err2 += err2
+        self.abs_sum += abs_sum
+        self.max_abs = max(self.max_abs, max_abs)
+
     def result(self) -> Metrics:
         if self.err2 == 0.0:
             sqnr = math.inf
