@@ -134,7 +134,9 @@ class QuantConfig:
         equalize: cross-layer weight equalization before quantizing (Conv→ReLU→Conv pairs;
             same float outputs, weight ranges better suited to per-tensor weights).
         bias_correction: add to each conv/fully-connected bias the mean error its quantized
-            weights cause, ``Σ_k E[x_k]·(w - w_q)``, measured on the calibration data.
+            weights cause, ``Σ_k E[x_k]·(w - w_q)``, measured on the calibration data (off by
+            default: with per-channel weights it did not help MobileNetV2,
+            docs/measurements.md; it does help per-tensor weights).
     """
 
     per_channel: bool | None = None
