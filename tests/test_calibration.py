@@ -203,3 +203,20 @@ def test_no_method_collapses_mobilenet_v2() -> None:
                                                        method=method, optimize=False))
         out = np.concatenate([sess.run(None, {"image": x[None]})[0] for x in test]).argmax(1)
         assert np.mean(out == ref) >= floor, method
+
+
+def test_accuracy_bench_reports_bias_correction_side_by_side(tmp_path) -> None:
+    """``python -m ortnpu.bench accuracy --bias-correction both``: one labelled row per choice."""
+    import onnx
+
+    from ortnpu.bench import accuracy
+    from ortnpu.bench.models import BenchModel
+
+    path = tmp_path / "small.onnx"
+    onnx.save(small_cnn(), str(path))
+    bench = BenchModel("small", path, images(64), images(32, seed=5), None, "synthetic")
+    rows = accuracy.measure(bench, methods=("minmax",), onnxruntime=False,
+                            bias_correction=(False, True))
+    assert [r.quantizer for r in rows] == ["float (onnxruntime)", "ortnpu tflite-int8 (minmax)",
+                                           "ortnpu tflite-int8 (minmax, bias correction)"]
+    assert all(r.samples == 32 for r in rows)

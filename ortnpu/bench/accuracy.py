@@ -91,8 +91,10 @@ class _Reader:
 
 
 def measure(model: BenchModel, target: str = "tflite-int8",
-            methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True) -> list[AccuracyRow]:
-    """Float, ortnpu (per method) and onnxruntime ``quantize_static`` on one model.
+            methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True,
+            bias_correction: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
+    """Float, ortnpu (per method and bias-correction choice) and onnxruntime
+    ``quantize_static`` on one model.
 
     Every quantizer gets the same optimized float model and the same calibration samples
     (``model.calib``); every score is taken on ``model.test``.
@@ -100,6 +102,7 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     import ortnpu
+    from ortnpu.quant import QuantConfig
 
     so = quiet_session_options()
     optimized = ortnpu.optimize(onnx.load(str(model.path)))
@@ -109,12 +112,15 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     ref = _run(fsess, name, model.test)
     rows = [_row(model, "float (onnxruntime)", ref, ref, 0.0)]
     for method in methods:
-        start = time.perf_counter()
-        npu = ortnpu.quantize(optimized, target, model.calib, method=method, optimize=False)
-        seconds = time.perf_counter() - start
-        sess = ortnpu.InferenceSession(npu)  # keeps the compiled programs alive while it runs
-        rows.append(_row(model, f"ortnpu {target} ({method})",
-                         _run(sess._sess, name, model.test), ref, seconds))
+        for corrected in bias_correction:
+            config = QuantConfig(method=method, bias_correction=corrected)
+            start = time.perf_counter()
+            npu = ortnpu.quantize(optimized, target, model.calib, config=config, optimize=False)
+            seconds = time.perf_counter() - start
+            sess = ortnpu.InferenceSession(npu)  # keeps the compiled programs alive meanwhile
+            label = f"{method}, bias correction" if corrected else method
+            rows.append(_row(model, f"ortnpu {target} ({label})",
+                             _run(sess._sess, name, model.test), ref, seconds))
     if not onnxruntime:
         return rows
     with tempfile.TemporaryDirectory() as tmp:
