@@ -65,6 +65,7 @@ from ortnpu.quant.tables import (
     lut_populate_int16,
     tflite_int16_sigmoid_tanh_table,
 )
+from ortnpu.target import Arithmetic
 
 FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 
@@ -381,6 +382,32 @@ class _BinaryRule(LoweringRule):
         return xa, pa, xb, pb, self.out_params(m, ctx), rescale_rule(ctx.arith, elementwise=True)
 
 
+#: the largest left shift an 8-bit Add operand (9 bits after its zero point) takes in int32
+_MAX_ADD_LEFT_SHIFT = 21
+
+
+def add_left_shift(arith: Arithmetic, wide: bool, a_scale: float, b_scale: float) -> int:
+    """The left shift of an Add/Sub's operands before their rescale to the common scale.
+
+    Why: each operand is rescaled by ``its scale / (2 * larger scale)``; on a shift-only target
+    that is a right shift, and with the target's ``add_left_shift`` of 0 it drops the operand's
+    low bits before the sum (both operands of equal scale lose one bit, rounded half up: a
+    biased error that residual chains accumulate). Shift-only hardware aligns the operands
+    instead: the left shift is raised to ``log2(2 * larger / smaller)``, so the operand
+    rescales only cancel it and the one rounding is the output's. Other targets keep their
+    fixed shift (TFLite: 20, or 15 for 16-bit operands).
+    """
+    if wide:
+        return 15
+    left = arith.add_left_shift
+    if arith.power_of_two_scales:
+        lo, hi = sorted((float(a_scale), float(b_scale)))
+        if lo > 0.0:
+            left = max(left, min(math.ceil(math.log2(2.0 * hi / lo) - 1e-9),
+                                 _MAX_ADD_LEFT_SHIFT))
+    return left
+
+
 class AddRule(_BinaryRule):
     """Add → ``Add`` with TFLite's common-scale scheme (left shift, three multipliers)."""
 
@@ -390,8 +417,8 @@ class AddRule(_BinaryRule):
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node, a = m.node, ctx.arith
         xa, pa, xb, pb, yp, rule = self.operands(m, ctx, out)
-        left = 15 if ctx.is_wide(pa, pb, yp) else a.add_left_shift
         twice_max = 2.0 * max(np.float64(pa.scale), np.float64(pb.scale))
+        left = add_left_shift(a, ctx.is_wide(pa, pb, yp), pa.scale, pb.scale)
         ma = multiplier(float(pa.scale / twice_max), a, rule)
         mb = multiplier(float(pb.scale / twice_max), a, rule)
         my = multiplier(float(twice_max / ((1 << left) * np.float64(yp.scale))), a, rule)

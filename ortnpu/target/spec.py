@@ -64,7 +64,8 @@ class Arithmetic:
         "bits of the fixed-point multiplier (sign included)", lo=2, hi=32))
     add_left_shift: int = field(default=20, metadata=_meta(
         "left shift applied to both inputs of an elementwise Add (TFLite: 20 for int8, 15 for "
-        "int16)", lo=0, hi=30))
+        "int16; with power-of-two scales the smallest, raised per Add to align both inputs "
+        "without losing bits)", lo=0, hi=30))
     power_of_two_scales: bool = field(default=False, metadata=_meta(
         "all scales are powers of two (shift-only hardware)"))
 
