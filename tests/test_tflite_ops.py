@@ -99,7 +99,8 @@ def test_transformer_sub_moves_to_the_npu() -> None:
     model = transformer()
     report = ortnpu.evaluate(model, "tflite-int8")
     # 15 of 24 before Sub lowered (ln_sub on the CPU), 16 with it, 18 with the two attention
-    # MatMuls (TFLite's BATCH_MATMUL) on the NPU, 19 with Softmax, 21 with the two means (TFLite MEAN)
+    # MatMuls (TFLite's BATCH_MATMUL) on the NPU, 19 with Softmax, 21 with the two means
+    # (TFLite MEAN)
     assert report.summary["npu_nodes"] == 21
     data = _data((1, 8, 16), n=8)
     npu = ortnpu.quantize(model, "tflite-int8", data)
