@@ -6,9 +6,9 @@ A single op never reaches the compiled C programs (fusion needs two layers), so 
 constants of every rank or against another activation, MatMul of two activations or against a
 constant on either side, Requantize, Lut, Resize, Softmax, the pools, Concat, Transpose, Pad,
 Slice, Reshape, Flatten), with fan-out (a tensor read by a later layer, by a CPU node or as
-a second graph output), optional float boundaries (QuantizeLinear in, DequantizeLinear out) and float CPU
-islands between layers (DequantizeLinear -> Sigmoid/Softmax/Relu/... -> QuantizeLinear), a
-batch of 1, 2 or 6 declared fixed or symbolic, and runs it through:
+a second graph output), optional float boundaries (QuantizeLinear in, DequantizeLinear out)
+and float CPU islands between layers (DequantizeLinear -> Sigmoid/Softmax/Relu/... ->
+QuantizeLinear), a batch of 1, 2 or 6 declared fixed or symbolic, and runs it through:
 
 * ``reference``: one node per layer, the numpy kernels (the definition of the results);
 * ``per-node``: one node per layer, the C kernels (``fuse=False, native=False``);
