@@ -314,6 +314,8 @@ def _resize(rng: np.random.Generator) -> OpCase:
          "align_corners": int(rng.integers(0, 2)), "half_pixel_centers": int(rng.integers(0, 2)),
          "out_h": int(_pick(rng, (1, h, 2 * h, 3 * h + 1, max(1, h // 2), 17))),
          "out_w": int(_pick(rng, (1, w, 2 * w, 3 * w + 1, max(1, w // 2), 17)))}
+    if a["mode"] == "bilinear" and a["align_corners"]:
+        a["half_pixel_centers"] = 0   # TFLite's bilinear refuses both (a mutation may set it)
     return OpCase(OPS_BY_NAME["Resize"], [x], a, dt)
 
 
@@ -330,9 +332,11 @@ def _softmax(rng: np.random.Generator) -> OpCase:
         x[...] = _pick(rng, _range(dt))
     params = softmax_params(float(rng.uniform(0.001, 0.5)), dt)
     if isinstance(params, str) or rng.random() < 0.2:
-        params = {"multiplier": int(rng.integers(1 << 30, 1 << 31)),
-                  "shift": int(rng.integers(0, 32) if dt.itemsize == 1 else rng.integers(-31, 32)),
-                  "diff_min": -int(rng.integers(0, 1 << 16)) if dt.itemsize == 1 else 0}
+        shift = int(rng.integers(0, 32) if dt.itemsize == 1 else rng.integers(-31, 32))
+        # 8-bit: diff_min shifted must stay in int32 (a mutation may push it out)
+        reach = min(1 << 16, ((1 << 31) - 1) >> max(shift, 0))
+        params = {"multiplier": int(rng.integers(1 << 30, 1 << 31)), "shift": shift,
+                  "diff_min": -int(rng.integers(0, reach + 1)) if dt.itemsize == 1 else 0}
     return OpCase(OPS_BY_NAME["Softmax"], [x], params, dt)
 
 
