@@ -134,7 +134,7 @@ static void read_attr(const OrtApi *api, const OrtKernelInfo *info, const char *
     int absent = msg && strstr(msg, "No attribute with name") != NULL;
     dom_release(api, st);
     if (absent) {
-        *present = 0; /* Python fills the default */
+        *present = 0; /* Python refuses the node: every declared attribute is required */
         return;
     }
     size_t size = 0;

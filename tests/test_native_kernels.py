@@ -549,6 +549,19 @@ def test_slice_random() -> None:
                         ends.astype(np.int64), axes.astype(np.int64), steps.astype(np.int64)])
 
 
+@pytest.mark.parametrize("step", [-6808833013370616367, (1 << 63) - 1, -(1 << 63), 1 << 62])
+def test_slice_with_a_huge_step_takes_one_element(step: int) -> None:
+    """ONNX allows any step; a huge one takes the first element only. Its stride (step times
+    the axis's stride) overflowed int64 in the C wrapper: OverflowError inside the kernel
+    (edge fuzz seed 0 case 76, through onnxruntime)."""
+    x = np.arange(72, dtype=np.int8).reshape(2, 6, 6)
+    for axis in (0, 1, -1):
+        start = 0 if step > 0 else -1
+        end = (1 << 62) if step > 0 else -(1 << 62)
+        check("Slice", [x, np.array([start], np.int64), np.array([end], np.int64),
+                        np.array([axis], np.int64), np.array([step], np.int64)])
+
+
 def test_mul_random(simd2: str) -> None:
     rng = np.random.default_rng(41)
     for _ in range(150):

@@ -110,6 +110,35 @@ def test_reshape_that_mixes_samples_is_refused_with_a_reason() -> None:
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
 
 
+@pytest.mark.parametrize(("start", "end", "axis", "step", "compiles"), [
+    (-3, 1 << 62, -4, 1, False),       # the last 3 samples: all of 1 or 2, 3 of 6
+    (0, 9, 0, 1, False),               # the first 9: all of 1, 2 or 6, 9 of 12
+    (1 << 62, -(1 << 62), 0, -1, False),
+    (0, 1 << 62, -4, 1, True),         # the whole batch: compiles
+    (0, 2, 1, 1, True),                # another axis: compiles
+])
+def test_slice_of_the_batch_axis_is_not_compiled_per_sample(start: int, end: int, axis: int,
+                                                           step: int, compiles: bool) -> None:
+    """A Slice of the batch axis gives the same tensors for one and two samples and other
+    ones for 6 (chain fuzzer, seed 2 case 3053: the compiled program ran 6 samples where the
+    model keeps 3). Such a program stays on the Python path, which gets every batch right."""
+    inits = {**_conv_inits(), "st": np.array([start], np.int64),
+             "en": np.array([end], np.int64), "ax": np.array([axis], np.int64),
+             "sp": np.array([step], np.int64)}
+    sl = make_node(Slice, ["c", "st", "en", "ax", "sp"], "y", np.int8, "cut")
+    model = _int_graph([_conv(), sl], ["N", 2, 5, 5], inits)
+    sess = ortnpu.InferenceSession(model)
+    assert sess.compile_reports and sess.compile_reports[0].native == compiles
+    if not compiles:
+        assert "slices the batch axis" in sess.compile_reports[0].reason
+    ref = ortnpu.InferenceSession(model, fuse=False, native=False)
+    for n in (1, 2, 6, 12):
+        x = np.random.default_rng(n).integers(-128, 128, (n, 2, 5, 5)).astype(np.int8)
+        want = ref.run(None, {"x": x})[0]
+        got = sess.run(None, {"x": x})[0]
+        assert got.shape == want.shape and np.array_equal(got, want), n
+
+
 def test_layers_without_a_c_step_and_dynamic_shapes_say_why(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from ortnpu.runtime import native_program

@@ -174,6 +174,145 @@ def test_non_utf8_attribute_on_the_plain_onnxruntime_path_raises_instead_of_abor
     assert "attribute 'pad_top' must be int, got a list, tensor or graph" in lines["pad_top"]
 
 
+HOSTILE_NEW_OPS_SCRIPT = """
+    import numpy as np, onnxruntime as ort, ortnpu
+    from onnx import TensorProto, helper, numpy_helper
+    from ortnpu.domain import DOMAIN, registry
+
+    print("ortnpu", ortnpu.__file__, "native" if registry.uses_native() else "extensions")
+
+    def model(op_type, inputs, attrs, shapes, inits=(), outputs=("y",), raw=None):
+        node = helper.make_node(op_type, inputs, list(outputs), name="hostile", domain=DOMAIN,
+                                **attrs)
+        if raw is not None:
+            node.attribute.append(raw)
+        g = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info(n, TensorProto.INT8, s)
+                          for n, s in shapes.items()],
+            [helper.make_tensor_value_info(o, TensorProto.INT8, None) for o in outputs],
+            [numpy_helper.from_array(v, n) for n, v in inits])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+    def drop(d, k):
+        return {a: v for a, v in d.items() if a != k}
+
+    x4, row = {"x": [1, 2, 4, 4]}, lambda n: {"x": [2, n]}
+    ab = {"a": [2, 4], "b": [2, 4]}
+    RES = dict(node_name="hostile", mode="nearest", align_corners=0, half_pixel_centers=0,
+               out_h=8, out_w=8)
+    SMX = dict(node_name="hostile", multiplier=1 << 30, shift=1, diff_min=-100)
+    BIN = dict(node_name="hostile", a_zp=0, b_zp=0, y_zp=0, left_shift=20,
+               a_multiplier=1 << 30, a_shift=0, b_multiplier=1 << 30, b_shift=0,
+               y_multiplier=1 << 30, y_shift=-20, act_min=-128, act_max=127,
+               rounding="tflite_double")
+    MM = dict(node_name="hostile", a_zp=0, b_zp=0, y_zp=0, act_min=-128, act_max=127,
+              rounding="tflite_double", acc_bits=32)
+    mm = [("m", np.array([1 << 30], np.int32)), ("s", np.array([-8], np.int32))]
+    sl = [("st", np.array([0], np.int64)), ("en", np.array([2], np.int64)),
+          ("ax", np.array([1], np.int64)), ("sp", np.array([1], np.int64))]
+    sl_in = ["x", "st", "en", "ax", "sp"]
+    non_utf8 = helper.make_attribute("mode", "nearest")
+    non_utf8.s = b"near\\xc3("
+    CASES = {
+        "resize-ok": model("Resize_i8", ["x"], RES, x4),
+        "resize-out_h-string": model("Resize_i8", ["x"], {**RES, "out_h": "8"}, x4),
+        "resize-mode-int": model("Resize_i8", ["x"], {**RES, "mode": 1}, x4),
+        "resize-out_w-list": model("Resize_i8", ["x"], {**RES, "out_w": [8, 8]}, x4),
+        "resize-missing-out_h": model("Resize_i8", ["x"], drop(RES, "out_h"), x4),
+        "resize-mode-non-utf8": model("Resize_i8", ["x"], drop(RES, "mode"), x4, raw=non_utf8),
+        "resize-two-inputs": model("Resize_i8", ["x", "x"], RES, x4),
+        "resize-out-65536x65536": model("Resize_i8", ["x"], {**RES, "out_h": 65536,
+                                                             "out_w": 65536}, x4),
+        "resize-out-2^63-1": model("Resize_i8", ["x"], {**RES, "out_w": (1 << 63) - 1}, x4),
+        "softmax-ok": model("Softmax_i8", ["x"], SMX, row(16)),
+        "softmax-depth-2^20": model("Softmax_i8", ["x"], SMX, row(1 << 20)),
+        "softmax-missing-multiplier": model("Softmax_i8", ["x"], drop(SMX, "multiplier"),
+                                            row(16)),
+        "softmax-shift-float": model("Softmax_i8", ["x"], {**SMX, "shift": 1.0}, row(16)),
+        "sub-one-input": model("Sub_i8", ["a"], BIN, {"a": [2, 4]}),
+        "sub-rounding-non-utf8": model("Sub_i8", ["a", "b"], drop(BIN, "rounding"), ab,
+                                       raw=helper.make_attribute("rounding", b"tfl\\xff")),
+        "maximum-three-inputs": model("Maximum_i8", ["a", "b", "a"], {"node_name": "hostile"},
+                                      ab),
+        "slice-two-inputs": model("Slice_i8", sl_in[:2], {"node_name": "hostile"}, row(4),
+                                  sl[:1]),
+        "slice-step-zero": model("Slice_i8", sl_in, {"node_name": "hostile"}, row(4),
+                                 sl[:3] + [("sp", np.array([0], np.int64))]),
+        "matmul-ok": model("MatMul_i8", ["a", "b", "m", "s"], MM, {"a": [3, 4], "b": [4, 5]},
+                           mm),
+        "matmul-k-mismatch": model("MatMul_i8", ["a", "b", "m", "s"], MM,
+                                   {"a": [3, 4], "b": [3, 5]}, mm),
+        "matmul-acc_bits-string": model("MatMul_i8", ["a", "b", "m", "s"],
+                                        {**MM, "acc_bits": "32"}, {"a": [3, 4], "b": [4, 5]}, mm),
+    }
+    for mode in ("sequential", "parallel"):
+        for name, m in CASES.items():
+            opts = ortnpu.session_options()
+            opts.log_severity_level = 4
+            if mode == "parallel":
+                opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+                opts.inter_op_num_threads = 2
+            feeds = {i.name: np.ones([d.dim_value for d in i.type.tensor_type.shape.dim],
+                                     np.int8) for i in m.graph.input}
+            try:
+                sess = ort.InferenceSession(m.SerializeToString(), opts,
+                                            providers=["CPUExecutionProvider"])
+                ys = sess.run(None, feeds)
+                print("ran", mode, name, [list(y.shape) for y in ys], flush=True)
+            except Exception as exc:
+                print("raised", mode, name, str(exc).replace("\\n", " "), flush=True)
+    print("alive")
+"""
+
+#: what each hostile case must raise (a piece of onnxruntime's or ortnpu's message)
+HOSTILE_NEW_OPS = {
+    "resize-out_h-string": "node 'hostile' (Resize_i8): attribute 'out_h' must be int, got a "
+                           "string",
+    "resize-mode-int": "attribute 'mode' must be str, got an int",
+    "resize-out_w-list": "attribute 'out_w' must be int, got a list, tensor or graph",
+    "resize-missing-out_h": "node 'hostile' (Resize_i8): attribute(s) ['out_h'] are missing",
+    "resize-mode-non-utf8": "attribute 'mode' is not valid UTF-8",
+    "resize-two-inputs": "has input size 2 not in range",
+    "resize-out-65536x65536": "output would have 8589934592 elements, more than the "
+                              "2147483648 ortnpu allows",
+    "resize-out-2^63-1": "attribute 'out_w' = 9223372036854775807 is outside [1, 65536]",
+    "softmax-depth-2^20": "rows of 1048576 values exceed the 511",
+    "softmax-missing-multiplier": "attribute(s) ['multiplier'] are missing",
+    "softmax-shift-float": "attribute 'shift' must be int, got a float",
+    "sub-one-input": "has input size 1 not in range",
+    "sub-rounding-non-utf8": "(Sub_i8): attribute 'rounding' is not valid UTF-8",
+    "maximum-three-inputs": "has input size 3 not in range",
+    "slice-two-inputs": "has input size 2 not in range",
+    "slice-step-zero": "(Slice_i8): Slice: a step is 0",
+    "matmul-k-mismatch": "MatMul: shapes [3, 4] and [3, 5] cannot be multiplied",
+    "matmul-acc_bits-string": "attribute 'acc_bits' must be int, got a string",
+}
+
+
+def test_hostile_nodes_of_the_new_ops_raise_on_the_plain_onnxruntime_path() -> None:
+    """Forged Resize/Softmax/Sub/Maximum/Slice/MatMul nodes (attributes of the wrong kind,
+    missing or not UTF-8, wrong input counts, huge output sizes and softmax depths) in a plain
+    onnxruntime session, sequential and ORT_PARALLEL: a clear error each time, never an abort.
+    A missing attribute used to be filled with its default (a Softmax without ``multiplier``
+    ran with 0; a Resize without ``out_h`` gave height 1)."""
+    from ortnpu.domain import registry
+
+    if not registry.uses_native():
+        pytest.skip("needs ortnpu's C module (the onnxruntime-extensions fallback aborts here)")
+    proc = _subprocess(HOSTILE_NEW_OPS_SCRIPT)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    out = proc.stdout
+    assert f"ortnpu {ortnpu.__file__} native" in out and "alive" in out
+    for mode in ("sequential", "parallel"):
+        lines = {line.split()[2]: line for line in out.splitlines()
+                 if line.split()[1:2] == [mode]}
+        assert lines["resize-ok"].startswith("ran") and "[1, 2, 8, 8]" in lines["resize-ok"]
+        assert lines["softmax-ok"].startswith("ran") and lines["matmul-ok"].startswith("ran")
+        for name, expected in HOSTILE_NEW_OPS.items():
+            assert lines[name].startswith("raised") and expected in lines[name], lines[name]
+
+
 FALLBACK_SCRIPT = """
     import numpy as np, onnxruntime as ort, ortnpu
     from ortnpu.domain import registry

@@ -391,7 +391,9 @@ def slice_plan(x_shape: Sequence[int], arrays: Sequence[np.ndarray]
         step = int(steps[k])
         first, stop = slice_bounds(x_shape[axis], int(starts[k]), int(ends[k]), step)
         dims[axis] = len(range(first, stop, step))
-        istride[axis] = strides[axis] * step
+        # a step taken at most once never moves: 0, which also keeps a step of +-2^62 (ONNX
+        # allows any) from overflowing int64 (edge fuzz: OverflowError inside the kernel)
+        istride[axis] = strides[axis] * step if dims[axis] > 1 else 0
         start += first * strides[axis] if dims[axis] else 0
     return dims, istride, start
 

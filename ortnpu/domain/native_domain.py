@@ -114,12 +114,19 @@ def _write(err: Any, size: int, text: str) -> None:
 
 
 def _decode(raw: dict[str, Any], spec: type[OpSpec], where: str) -> dict[str, Any]:
-    """The attributes as :meth:`OpSpec.full_attrs` takes them; wrong kinds and bytes that are
-    not UTF-8 are a :class:`KernelError` naming the attribute."""
+    """The attributes as :meth:`OpSpec.full_attrs` takes them; wrong kinds, bytes that are
+    not UTF-8 and missing attributes are a :class:`KernelError` naming the attribute.
+
+    A missing attribute is refused, not given its default, as ``load_model`` refuses it: a
+    forged Softmax without ``multiplier`` would otherwise compute with 0 on the plain
+    onnxruntime path and give a silently wrong result."""
+    missing = [a.name for a in spec.all_attrs() if a.name not in raw]
+    if missing:
+        raise KernelError(f"{where}attribute(s) {missing} are missing; every attribute of a "
+                          f"{spec.name} node must be on the node (build nodes with "
+                          "ortnpu.domain.make_node)")
     given: dict[str, Any] = {}
     for a in spec.all_attrs():
-        if a.name not in raw:
-            continue
         value = raw[a.name]
         got = {bytes: "a string", float: "a float", int: "an int"}.get(
             type(value), "a list, tensor or graph")

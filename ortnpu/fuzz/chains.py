@@ -4,11 +4,11 @@ A single op never reaches the compiled C programs (fusion needs two layers), so 
 (:mod:`ortnpu.fuzz.worker`) says nothing about them. A chain case builds a random NPU graph of
 2 to 6 ``com.ortnpu`` layers (Conv, FullyConnected, Add/Sub/Mul/Maximum/Minimum against
 constants of every rank or against another activation, MatMul of two activations or against a
-constant on either side, Requantize, Lut, the pools, Concat, Transpose, Pad, Slice, Reshape,
-Flatten), with fan-out (a tensor read by a later layer, by a CPU node or as a second graph
-output), optional float boundaries (QuantizeLinear in, DequantizeLinear out) and float CPU
-islands between layers (DequantizeLinear -> Sigmoid/Softmax/Relu/... -> QuantizeLinear), a
-batch of 1, 2 or 6 declared fixed or symbolic, and runs it through:
+constant on either side, Requantize, Lut, Resize, Softmax, the pools, Concat, Transpose, Pad,
+Slice, Reshape, Flatten), with fan-out (a tensor read by a later layer, by a CPU node or as
+a second graph output), optional float boundaries (QuantizeLinear in, DequantizeLinear out)
+and float CPU islands between layers (DequantizeLinear -> Sigmoid/Softmax/Relu/... ->
+QuantizeLinear), a batch of 1, 2 or 6 declared fixed or symbolic, and runs it through:
 
 * ``reference``: one node per layer, the numpy kernels (the definition of the results);
 * ``per-node``: one node per layer, the C kernels (``fuse=False, native=False``);
@@ -426,6 +426,39 @@ def _matmul(b: _Builder, t: Tensor) -> Tensor | None:
 # the ops issue 14 moved to the NPU (C program steps since they landed)
 LAYERS.update({"Sub": _binary("Sub"), "Maximum": _min_max("Maximum"),
                "Minimum": _min_max("Minimum"), "Slice": _slice, "MatMul": _matmul})
+
+
+def _resize(b: _Builder, t: Tensor) -> Tensor | None:
+    """Resize of an NCHW tensor: nearest or bilinear, every align_corners/half_pixel_centers
+    combination, output sizes from 1 to three times the input (down- and up-sampling)."""
+    rng, x = b.rng, t.value
+    if x.ndim != 4:
+        return None
+    h, w = x.shape[2], x.shape[3]
+    a = {"mode": _pick(rng, ("nearest", "bilinear")),
+         "align_corners": int(rng.integers(0, 2)), "half_pixel_centers": int(rng.integers(0, 2)),
+         "out_h": int(_pick(rng, (1, 2 * h, h, h + 1, max(1, h // 2), 3 * h))),
+         "out_w": int(_pick(rng, (1, 2 * w, w, w + 1, max(1, w // 2), 3 * w)))}
+    return b.layer("Resize", [t], [], a, x.dtype, True)
+
+
+def _softmax(b: _Builder, t: Tensor) -> Tensor | None:
+    """Softmax over the last axis with the parameters TFLite derives from an input scale
+    (now and then random valid ones); the batch axis is not the row unless the tensor is 1-D."""
+    from ortnpu.domain.ops_softmax import softmax_params
+
+    rng, x = b.rng, t.value
+    params = softmax_params(float(rng.uniform(0.002, 0.3)), x.dtype,
+                            float(_pick(rng, (1.0, 1.0, 0.5, 2.0))))
+    if isinstance(params, str) or rng.random() < 0.15:
+        shift = int(rng.integers(0, 8)) if x.dtype.itemsize == 1 else int(rng.integers(-8, 8))
+        params = {"multiplier": int(rng.integers(1 << 30, 1 << 31)), "shift": shift,
+                  "diff_min": -int(rng.integers(0, 1 << 10)) if x.dtype.itemsize == 1 else 0}
+    return b.layer("Softmax", [t], [], params, x.dtype, x.ndim >= 2)
+
+
+# the NPU Resize and Softmax (C program steps since they landed)
+LAYERS.update({"Resize": _resize, "Softmax": _softmax})
 
 
 # --------------------------------------------------------------------------------- chains

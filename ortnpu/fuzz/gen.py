@@ -270,11 +270,83 @@ def _pad(rng: np.random.Generator) -> OpCase:
     return OpCase(OPS_BY_NAME["Pad"], [x, pads], {"value": _zp(rng, dt)}, dt)
 
 
+def _sub(rng: np.random.Generator) -> OpCase:
+    """Sub: Add's attributes (its rescales and left shift), operands in either order."""
+    case = _add(rng)
+    return OpCase(OPS_BY_NAME["Sub"], case.arrays, case.attrs, case.out_dtype)
+
+
+def _min_max(name: str) -> Callable[[np.random.Generator], OpCase]:
+    """Maximum/Minimum: operands and output of one type, broadcast either way."""
+    def build(rng: np.random.Generator) -> OpCase:
+        dt = _pick(rng, ACT_DTYPES)
+        sa, sb = _broadcast_pair(rng)
+        return OpCase(OPS_BY_NAME[name], [rand_array(rng, sa, dt), rand_array(rng, sb, dt)], {},
+                      dt)
+
+    return build
+
+
+def _slice(rng: np.random.Generator) -> OpCase:
+    """Slice with steps of either sign, starts/ends out of range, counted from the end or
+    "to the end" as exporters write it (±2^62, ±2^63-1), axes negative or not."""
+    dt = _pick(rng, ACT_DTYPES)
+    x = rand_array(rng, _dims(rng, int(rng.integers(1, 5)), 7), dt)
+    n = int(rng.integers(1, x.ndim + 1))
+    axes = rng.permutation(x.ndim)[:n] - (x.ndim if rng.random() < 0.3 else 0)
+    steps = rng.choice([1, 1, 2, 3, -1, -2, 1 << 40], n)
+    ends_pos = [1 << 62, (1 << 63) - 1, -1, 0, 3, 9]
+    ends_neg = [-(1 << 62), -(1 << 63), 0, 1, -9]
+    starts = np.where(steps > 0, rng.choice([0, 0, 1, 2, -3, -9, 1 << 62], n),
+                      rng.choice([-1, -1, (1 << 63) - 1, 3, -2], n))
+    ends = np.where(steps > 0, rng.choice(ends_pos, n), rng.choice(ends_neg, n))
+    return OpCase(OPS_BY_NAME["Slice"], [x, starts.astype(np.int64), ends.astype(np.int64),
+                                         axes.astype(np.int64), steps.astype(np.int64)], {}, dt)
+
+
+def _resize(rng: np.random.Generator) -> OpCase:
+    """Resize of NCHW: nearest or bilinear, every align_corners/half_pixel_centers pair
+    (bilinear refuses both at once), 1-pixel inputs and outputs, down- and up-sampling."""
+    dt = _pick(rng, ACT_DTYPES)
+    h, w = (int(_pick(rng, (1, 1, 2, 3, 5, 8))) for _ in range(2))
+    x = rand_array(rng, (int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w), dt)
+    a = {"mode": _pick(rng, ("nearest", "bilinear")),
+         "align_corners": int(rng.integers(0, 2)), "half_pixel_centers": int(rng.integers(0, 2)),
+         "out_h": int(_pick(rng, (1, h, 2 * h, 3 * h + 1, max(1, h // 2), 17))),
+         "out_w": int(_pick(rng, (1, w, 2 * w, 3 * w + 1, max(1, w // 2), 17)))}
+    if a["mode"] == "bilinear" and a["align_corners"]:
+        a["half_pixel_centers"] = 0   # TFLite's bilinear refuses both (a mutation may set it)
+    return OpCase(OPS_BY_NAME["Resize"], [x], a, dt)
+
+
+def _softmax(rng: np.random.Generator) -> OpCase:
+    """Softmax over the last axis: TFLite's parameters for an input scale, or random valid
+    ones; rows of 1 value, of the deepest 8-bit row (511) and constant rows."""
+    from ortnpu.domain.ops_softmax import MAX_DEPTH, softmax_params
+
+    dt = _pick(rng, ACT_DTYPES)
+    depth = int(_pick(rng, (1, 2, 7, 16, 100, MAX_DEPTH[dt.itemsize] if dt.itemsize == 1
+                            else 600)))
+    x = rand_array(rng, (*_dims(rng, int(rng.integers(0, 3)), 4), depth), dt)
+    if rng.random() < 0.1:
+        x[...] = _pick(rng, _range(dt))
+    params = softmax_params(float(rng.uniform(0.001, 0.5)), dt)
+    if isinstance(params, str) or rng.random() < 0.2:
+        shift = int(rng.integers(0, 32) if dt.itemsize == 1 else rng.integers(-31, 32))
+        # 8-bit: diff_min shifted must stay in int32 (a mutation may push it out)
+        reach = min(1 << 16, ((1 << 31) - 1) >> max(shift, 0))
+        params = {"multiplier": int(rng.integers(1 << 30, 1 << 31)), "shift": shift,
+                  "diff_min": -int(rng.integers(0, reach + 1)) if dt.itemsize == 1 else 0}
+    return OpCase(OPS_BY_NAME["Softmax"], [x], params, dt)
+
+
 OP_SEEDS: dict[str, Callable[[np.random.Generator], OpCase]] = {
     "Conv": _conv, "FullyConnected": _fc, "MatMul": _matmul, "Add": _add, "Mul": _mul,
     "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool("MaxPool"),
     "AveragePool": _pool("AveragePool"), "GlobalAveragePool": _gap, "Concat": _concat,
     "Reshape": _reshape, "Flatten": _flatten, "Transpose": _transpose, "Pad": _pad,
+    "Sub": _sub, "Maximum": _min_max("Maximum"), "Minimum": _min_max("Minimum"),
+    "Slice": _slice, "Resize": _resize, "Softmax": _softmax,
 }
 
 
@@ -282,7 +354,7 @@ OP_SEEDS: dict[str, Callable[[np.random.Generator], OpCase]] = {
 def _attr_value(rng: np.random.Generator, decl: Any, current: Any) -> Any:
     if decl.kind is str:
         return _pick(rng, ("", "bogus", "tflite_double", "half_up", "tflite_int64", "\x00",
-                           str(current) * 3))
+                           str(current) * 3, *(decl.choices or ())))
     edges = [v for v in (decl.lo, decl.hi) if v is not None]
     pool = [*INT64_EDGES, *edges, *(e - 1 for e in edges), *(e + 1 for e in edges)]
     if decl.choices:
