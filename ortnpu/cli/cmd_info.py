@@ -32,5 +32,12 @@ def _run(args: argparse.Namespace) -> int:
     lib = library_path() if kernels.get_mode() != "numpy" else None
     print("compiled subgraphs: " + (f"yes, onnxruntime runs them natively ({lib})" if lib else
                                     "no (C kernels not in use): subgraphs run through Python"))
+    from ortnpu.domain.registry import uses_native
+
+    print("com.ortnpu ops: " + (
+        "ortnpu's own C custom ops (attributes checked at load, kernel errors raised by run)"
+        if uses_native() else
+        "onnxruntime-extensions Python ops (fallback: C module not built or "
+        "ORTNPU_DOMAIN_OPS=python)"))
     print(f"targets: {', '.join(preset_names())} (default tflite-int8)")
     return 0
