@@ -32,8 +32,7 @@
 #include "rescale.h"
 
 enum { L_CONV, L_FC, L_BINARY, L_REQUANT, L_LUT, L_POOL, L_GAP, L_COPY, L_TRANSPOSE, L_PAD,
-       L_CONCAT, L_STRIDED, L_MATMUL, L_SOFTMAX };
-enum { L_RESIZE = 64 };   /* Resize (kernels_resize.c) */
+       L_CONCAT, L_STRIDED, L_MATMUL, L_SOFTMAX, L_RESIZE };
 
 typedef struct {
     int32_t kind, op;

@@ -516,12 +516,10 @@ _BUILDERS: dict[str, Any] = {
     "Conv": _conv, "FullyConnected": _fully_connected, "Add": _binary, "Mul": _binary,
     "Requantize": _requantize, "Lut": _lut, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Pad": _pad,
-    "Concat": _concat, "Reshape": _copy, "Flatten": _copy,
-    "Resize": _resize, "Softmax": _softmax,
+    "Concat": _concat, "Reshape": _copy, "Flatten": _copy, "Resize": _resize,
+    "Softmax": _softmax, "Sub": _binary, "Maximum": _binary, "Minimum": _binary,
+    "Slice": _slice, "MatMul": _matmul,
 }
-# the ops issue 14 moved to the NPU (C steps in ops/kernels_steps.c and ortnpu_matmul)
-_BUILDERS.update({"Sub": _binary, "Maximum": _binary, "Minimum": _binary, "Slice": _slice,
-                  "MatMul": _matmul})
 
 
 #: Layers the C program runs (others keep the subgraph on the Python path).
