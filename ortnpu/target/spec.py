@@ -216,8 +216,15 @@ class Hardware:
         hi=1 << 30))
     ofm_block_depth: int = field(default=0, metadata=_meta(
         "output channels of one output block; a convolution or fully connected layer reads its "
-        "input from SRAM again for every block of output channels (Vela's ifm re-fetch); "
+        "input again for every block of output channels (Vela's ifm re-fetch); an input in "
+        "external memory is also read once per output block of ofm_block_pixels (a square block,"
+        " its height and width rounded to the micro-block) with the kernel's halo; "
         "0 = input read once", lo=0, hi=1 << 20))
+    part_kernel_block_depth: int = field(default=0, metadata=_meta(
+        "output channels of one output block of a convolution in the small-depth mode "
+        "(part_kernel_step): its input is read again for every such block (Vela 5.2 picks "
+        "16-deep blocks for the 3-channel first layers on Ethos-U); 0 = ofm_block_depth",
+        lo=0, hi=1 << 20))
     cascading: bool = field(default=False, metadata=_meta(
         "activations inside an NPU subgraph stay in SRAM whatever their size (the compiler runs "
         "layers in stripes that fit, as Vela's cascading does); only subgraph inputs and "
