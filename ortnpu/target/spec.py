@@ -136,8 +136,11 @@ class Hardware:
         "MACs per cycle with 16-bit activations", lo=1, hi=1 << 24))
     elementwise_per_cycle: int = field(default=64, metadata=_meta(
         "elementwise results per cycle", lo=1, hi=1 << 24))
-    sram_kib: int = field(default=1024, metadata=_meta("on-chip SRAM in KiB", lo=0,
-                                                       hi=1 << 32))
+    sram_kib: int = field(default=1024, metadata=_meta(
+        "on-chip SRAM in KiB: a layer whose weights, inputs and outputs do not fit together "
+        "moves its activations through external memory (not used with io_in_sram or cascading;"
+        " Ethos-U65-256: 384, the arena cache of Vela's Dedicated_Sram_384KB memory mode)",
+        lo=0, hi=1 << 32))
     dram_gbps: float = field(default=8.0, metadata=_meta("DRAM bandwidth in GB/s", lo=1e-3,
                                                          hi=1e6))
     cpu_gmacs: float = field(default=10.0, metadata=_meta(
