@@ -17,9 +17,11 @@ elementwise ops cost a fraction of a cycle per element with the depth rounded up
 A layer's weights always come from DRAM (once, or once per output block). Its activations stay
 in SRAM when weights, inputs and outputs fit together in ``sram_kib`` (or always with
 ``io_in_sram``); otherwise they go through DRAM too. Tensors entering or leaving an NPU subgraph
-cross DRAM unless ``io_in_sram``. Fused activations and reshape-like views cost nothing. CPU
-layers are timed separately from ``cpu_gmacs`` and flagged. The latency adds the NPU time, the
-CPU time and ``subgraph_overhead_us`` per NPU subgraph, all run one after the other (no overlap).
+cross DRAM unless ``io_in_sram``; a convolution reads such an input once per output block, with
+the kernel's halo (:func:`_external_input_reads`). Fused activations and reshape-like views
+cost nothing. CPU layers are timed separately from ``cpu_gmacs`` and flagged. The latency adds
+the NPU time, the CPU time and ``subgraph_overhead_us`` per NPU subgraph, all run one after the
+other (no overlap).
 """
 
 from __future__ import annotations
@@ -181,6 +183,18 @@ def _rounded_outputs(shape: list | None, hw: Hardware, depth: int, spatial: bool
     return math.prod(dims)
 
 
+def _pass_work(k: int, cin: int, hw: Hardware) -> tuple[int, int]:
+    """MACs one output takes in the MAC array's two modes: depth first (the input depth rounded
+    to ``mac_depth_step``) and part-kernel first (the kernel rounded to ``part_kernel_step``,
+    the depth to ``part_kernel_depth``); the array runs the cheaper one."""
+    return (k * _up(cin, hw.mac_depth_step),
+            _up(k, hw.part_kernel_step) * _up(cin, hw.part_kernel_depth))
+
+
+def _is_depthwise(node: onnx.NodeProto, w: list[int]) -> bool:
+    return node.op_type == "Conv" and attr(node, "group", 1) > 1 and w[1] == 1
+
+
 def _compute_cycles(node: onnx.NodeProto, shapes: dict, layer: LayerEstimate, hw: Hardware,
                     macs_per_cycle: int) -> float:
     """Cycles of the arithmetic: MACs with the input depth and kernel rounded to what one pass
@@ -196,8 +210,7 @@ def _compute_cycles(node: onnx.NodeProto, shapes: dict, layer: LayerEstimate, hw
         if attr(node, "group", 1) > 1 and cin == 1:
             work = n * _up(k, hw.depthwise_kernel_step) / hw.depthwise_efficiency
         else:
-            work = n * min(k * _up(cin, hw.mac_depth_step),
-                           _up(k, hw.part_kernel_step) * _up(cin, hw.part_kernel_depth))
+            work = n * min(_pass_work(k, cin, hw))
         return max(work / macs_per_cycle, floor)
     if op in ("Gemm", "MatMul") and layer.macs:
         n = _rounded_outputs(out, hw, hw.ublock_depth, False)
@@ -253,14 +266,47 @@ def _weight_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
 
 def _input_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
     """How often a layer reads its input: once per block of output channels for convolutions
-    (not depthwise) and fully connected layers."""
+    (not depthwise) and fully connected layers; the block is ``part_kernel_block_depth`` deep
+    when a convolution runs in the part-kernel mode (the first layer with 3 channels)."""
     if not hw.ofm_block_depth or node.op_type not in ("Conv", "Gemm", "MatMul"):
         return 1.0
     w = _dims(shapes.get(node.input[1]))
-    if node.op_type == "Conv" and attr(node, "group", 1) > 1 and w[1] == 1:
+    if _is_depthwise(node, w):
         return 1.0
+    depth = hw.ofm_block_depth
+    if node.op_type == "Conv" and len(w) >= 3 and hw.part_kernel_block_depth:
+        direct, part = _pass_work(math.prod(w[2:]), w[1], hw)
+        if part < direct:
+            depth = hw.part_kernel_block_depth
     cout = _dims(shapes.get(node.output[0]))[1 if node.op_type == "Conv" else -1]
-    return max(1.0, cout / hw.ofm_block_depth)
+    return max(1.0, cout / depth)
+
+
+def _external_input_reads(node: onnx.NodeProto, shapes: dict, hw: Hardware) -> float:
+    """How many times its size a convolution reads an input that lies in external memory.
+
+    Vela fetches the input block of every output block (its ``measure_element_access``): the
+    input again per block of output channels (:func:`_input_reads`) and, per spatial block, the
+    block's rows and columns plus the kernel's halo, with the partial blocks at the edges
+    fetched whole. The spatial block is taken square, ``ofm_block_pixels`` in area; the halo is
+    rounded to the micro-block. (The SRAM term leaves the halo out: its burst efficiency was
+    fitted without it.)"""
+    reads = _input_reads(node, shapes, hw)
+    if node.op_type != "Conv" or not hw.ofm_block_pixels:
+        return reads
+    w = _dims(shapes.get(node.input[1]))
+    x, y = _dims(shapes.get(node.input[0])), _dims(shapes.get(node.output[0]))
+    if len(w) != 4 or len(x) != 4 or len(y) != 4:
+        return reads
+    side = max(1, math.isqrt(hw.ofm_block_pixels))
+    strides = attr(node, "strides", None) or [1, 1]
+    dilations = attr(node, "dilations", None) or [1, 1]
+    fetched = 1
+    for axis, ublock in ((2, hw.ublock_height), (3, hw.ublock_width)):
+        block = min(side, y[axis])
+        halo = (block - 1) * strides[axis - 2] + (w[axis] - 1) * dilations[axis - 2] + 1
+        fetched *= -(-y[axis] // block) * min(_up(halo, ublock), _up(x[axis], ublock))
+    return reads * max(1.0, fetched / (x[2] * x[3]))
 
 
 def estimate(model: onnx.ModelProto, target: Target | str | None = None,
@@ -349,10 +395,14 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
             else:
                 crossing = [x for x in (*node.input, *node.output)
                             if x and not index.is_constant(x)]
-            act_dram = [_elements(shapes.get(x))[0] * act_bytes for x in crossing]
+            reads = _input_reads(node, shapes, hw)
+            external_reads = _external_input_reads(node, shapes, hw)
+            act_dram = [_elements(shapes.get(x))[0] * act_bytes
+                        * (1.0 if x in node.output else external_reads) for x in crossing]
             layer.dram_bytes = weight_dram + int(sum(act_dram))
-            sram_bytes = (layer.input_bytes * _input_reads(node, shapes, hw)
-                          + layer.output_bytes - sum(act_dram))
+            in_dram = sum(_elements(shapes.get(x))[0] * act_bytes
+                          * (1.0 if x in node.output else reads) for x in crossing)
+            sram_bytes = (layer.input_bytes * reads + layer.output_bytes - in_dram)
             if fused_into and plan.placement.get(fused_into) == NPU:
                 layer.bound = "fused"
             else:

@@ -1,5 +1,7 @@
 """Performance estimate: MACs, bytes, SRAM fit, roofline cycles and totals on crafted graphs."""
 
+import math
+
 import numpy as np
 import onnx
 import pytest
@@ -151,3 +153,22 @@ def test_first_layer_uses_part_kernel_and_flash_weights_bind_fc() -> None:
     assert layers["stem"].compute_cycles == 8 * 8 * 16 * (3 * 4) * 8 // 128
     assert layers["fc"].bound == "memory"
     assert layers["fc"].memory_cycles == 100 * 1024   # 0.5 GB/s at 500 MHz = 1 byte/cycle
+
+
+def test_first_layer_reads_its_external_input_per_output_block() -> None:
+    """On ethos-u65-256 the network input lies in DRAM; like Vela, the first layer fetches it
+    once per 16-deep block of output channels and per square block of 160 output pixels (12x12)
+    with the 3x3 kernel's halo, rounded to the 2x2 micro-block and whole at the edges."""
+    w = np.ones((32, 3, 3, 3), np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="stem", pads=[0, 0, 1, 1],
+                              strides=[2, 2])]
+    est = estimate(_ethos_model(nodes, [numpy_helper.from_array(w, "w")], [1, 3, 64, 64], "y"),
+                   "ethos-u65-256")
+    stem = est.layers[0]
+    side = 3 * 26   # 3 blocks of 12 outputs per axis (32 wide), each fetching 11 * 2 + 3 -> 26
+    inputs = side * side * 3 * (32 // 16)
+    weights = math.ceil(32 * 27 * 32 * 32 / 160)   # no bias; read once per 160 outputs
+    assert stem.dram_bytes == weights + inputs + 32 * 32 * 32
+    # the 3-byte pixels move in 8-byte runs of 128-byte bursts; the output in 16-byte runs
+    assert stem.memory_cycles == math.ceil((weights + inputs * 16 + 32 * 32 * 32 * 8) / 12)
+    assert stem.bound == "memory"

@@ -136,8 +136,11 @@ class Hardware:
         "MACs per cycle with 16-bit activations", lo=1, hi=1 << 24))
     elementwise_per_cycle: int = field(default=64, metadata=_meta(
         "elementwise results per cycle", lo=1, hi=1 << 24))
-    sram_kib: int = field(default=1024, metadata=_meta("on-chip SRAM in KiB", lo=0,
-                                                       hi=1 << 32))
+    sram_kib: int = field(default=1024, metadata=_meta(
+        "on-chip SRAM in KiB: a layer whose weights, inputs and outputs do not fit together "
+        "moves its activations through external memory (not used with io_in_sram or cascading;"
+        " Ethos-U65-256: 384, the arena cache of Vela's Dedicated_Sram_384KB memory mode)",
+        lo=0, hi=1 << 32))
     dram_gbps: float = field(default=8.0, metadata=_meta("DRAM bandwidth in GB/s", lo=1e-3,
                                                          hi=1e6))
     cpu_gmacs: float = field(default=10.0, metadata=_meta(
@@ -216,8 +219,15 @@ class Hardware:
         hi=1 << 30))
     ofm_block_depth: int = field(default=0, metadata=_meta(
         "output channels of one output block; a convolution or fully connected layer reads its "
-        "input from SRAM again for every block of output channels (Vela's ifm re-fetch); "
+        "input again for every block of output channels (Vela's ifm re-fetch); an input in "
+        "external memory is also read once per output block of ofm_block_pixels (a square block,"
+        " its height and width rounded to the micro-block) with the kernel's halo; "
         "0 = input read once", lo=0, hi=1 << 20))
+    part_kernel_block_depth: int = field(default=0, metadata=_meta(
+        "output channels of one output block of a convolution in the small-depth mode "
+        "(part_kernel_step): its input is read again for every such block (Vela 5.2 picks "
+        "16-deep blocks for the 3-channel first layers on Ethos-U); 0 = ofm_block_depth",
+        lo=0, hi=1 << 20))
     cascading: bool = field(default=False, metadata=_meta(
         "activations inside an NPU subgraph stay in SRAM whatever their size (the compiler runs "
         "layers in stripes that fit, as Vela's cascading does); only subgraph inputs and "

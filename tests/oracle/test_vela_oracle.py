@@ -21,13 +21,6 @@ if shutil.which("vela") is None:
 
 from vela_nets import compare
 
-#: Where the estimate is known to miss the done-when bar (strict xfail: a fix removes the entry).
-KNOWN_MISSES = {
-    ("mobilenet_v2", "ethos-u65-256"): "the stem's 401 KB output does not stay in the 384 KB "
-    "SRAM: Vela writes it to DRAM in 16-byte runs (539k cycles vs ortnpu's 208k), so the total "
-    "is 0.88x Vela's; 63/64 layers are within 20 %",
-}
-
 
 @pytest.mark.parametrize("preset", ["ethos-u55-128", "ethos-u65-256"])
 @pytest.mark.parametrize("network", [
@@ -41,8 +34,4 @@ def test_cycles_within_vela(network: str, preset: str, tmp_path) -> None:
     total = sum(r.ortnpu for r in rows) / sum(r.vela for r in rows)
     misses = [f"{r.layer} {r.ratio:.2f}" for r in rows if not 0.8 <= r.ratio <= 1.2]
     assert within >= 0.9 * len(rows), f"{within}/{len(rows)} within 20 %; misses {misses}"
-    ok = 0.9 <= total <= 1.1
-    if (network, preset) in KNOWN_MISSES:
-        assert not ok, "the known miss is gone: remove it from KNOWN_MISSES"
-        pytest.xfail(KNOWN_MISSES[network, preset])
-    assert ok, f"total {total:.2f}x Vela's"
+    assert 0.9 <= total <= 1.1, f"total {total:.2f}x Vela's"
