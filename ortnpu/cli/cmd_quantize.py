@@ -33,10 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="percentile of --method percentile (default 99.99)")
     p.add_argument("--int16", action="append", default=[], metavar="TENSOR",
                    help="keep this activation in 16 bits (mixed precision); repeatable")
-    p.add_argument("--equalize", action="store_true",
-                   help="cross-layer weight equalization before quantizing")
-    p.add_argument("--bias-correction", action="store_true",
-                   help="correct each layer's bias for the mean error of its quantized weights")
+    p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="cross-layer weight equalization before quantizing (default: on when "
+                        "the target's weights are per tensor)")
+    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                   help="correct each layer's bias for the mean error of its quantized weights "
+                        "(default: on when the target's weights are per tensor)")
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")
@@ -120,7 +122,7 @@ def _known_names(model: onnx.ModelProto) -> tuple[set[str], set[str]]:
 
 
 def _check_names(model: onnx.ModelProto, *, int16: list[str], force_cpu: list[str],
-                force_npu: Sequence[str] = (), optimize: bool = True, equalize: bool = False,
+                force_npu: Sequence[str] = (), optimize: bool = True, equalize: bool | None = None,
                 **inputs: object) -> None:
     """Refuse ``--int16`` / ``--force-cpu`` names that match nothing, so a typo is not silently
     ignored. A name counts when it is in the model as given or as quantize sees it (after

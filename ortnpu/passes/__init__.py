@@ -18,6 +18,7 @@ from ortnpu.passes.activation_fusion import (
     FUSED_INTO_KEY,
     MarkFusedActivations,
 )
+from ortnpu.passes.affine_folding import FoldConvAffine
 from ortnpu.passes.base import Pass, PassManager, PassResult, Repeat
 from ortnpu.passes.batchnorm_folding import FoldBatchNorm
 from ortnpu.passes.constant_folding import FoldConstants
@@ -39,7 +40,7 @@ from ortnpu.passes.weight_equalization import EqualizeWeights
 PASS_NAMES = ("NameNodes", "FreezeInputs", "FixInputShapes", "InferShapes", "FoldConstants",
               "FoldConstantIf", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
-              "DivByConstantToMul",
+              "DivByConstantToMul", "FoldConvAffine",
               "FuseMatMulAdd", "EqualizeWeights",
               "MarkFusedActivations")
 
@@ -91,7 +92,7 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     # EqualizeWeights, DivByConstantToMul) copy a shared tensor on write, and the quantizer
     # emits each layer's integer weights itself; copying tied weights up front multiplied an
     # unrolled LSTM's size by its time steps (issue 13: 19 MB -> 275 MB)
-    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FuseMatMulAdd()]
+    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FoldConvAffine(), FuseMatMulAdd()]
     if equalize:
         passes.append(EqualizeWeights())
     if fuse_activations:
@@ -177,6 +178,7 @@ __all__ = [
     "FoldBatchNorm",
     "FoldConstantIf",
     "FoldConstants",
+    "FoldConvAffine",
     "FreezeInputs",
     "FuseMatMulAdd",
     "FusePad",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -21,12 +23,28 @@ class EqualizeWeights(Pass):
     are unchanged while both layers end with ranges ``sqrt(r1 * r2)``: per-tensor quantization
     loses far less. ``Conv2`` must be an ordinary (group 1) or depthwise convolution.
 
+    A bounded activation ``Clip(0, c)`` (ReLU6 of MobileNetV2) is not homogeneous:
+    ``clip(x / s, 0, c) = clip(x, 0, c) / s`` only where ``x`` stays below ``c·min(s, 1)``.
+    With ``channel_max`` (each Conv1 output channel's largest value on calibration data) such
+    pairs are equalized too, under the condition that keeps the bound where the data put it:
+    a channel the data clip keeps ``s = 1``; any other channel takes a total ``s`` no smaller
+    than ``headroom · max / c`` (its values stay below the bound with that margin).
+
     Args:
         iterations: rounds over all pairs (chains converge in a few).
+        channel_max: Conv output tensor -> per-channel maximum on calibration data; enables
+            pairs through ``Clip(0, c)``.
+        headroom: margin of the Clip condition (a channel whose maximum times ``headroom``
+            reaches the bound counts as clipped).
     """
 
-    def __init__(self, iterations: int = 8) -> None:
+    def __init__(self, iterations: int = 8,
+                 channel_max: Mapping[str, np.ndarray] | None = None,
+                 headroom: float = 1.25) -> None:
         self.iterations = iterations
+        self.channel_max = dict(channel_max or {})
+        self.headroom = headroom
+        self._bounds: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
@@ -54,9 +72,12 @@ class EqualizeWeights(Pass):
                     weights[name] = np.asarray(value, dtype=np.float64)
                     names[(node.name, pos)] = name
         before = {pair: self._spread(weights, names, *pair, nodes) for pair in pairs}
+        total = {pair: np.ones(index.constant(nodes[pair[0]].input[1]).shape[0])
+                 for pair in pairs}
         for _ in range(self.iterations):
             for c1, c2 in pairs:
-                self._equalize(weights, names, c1, c2, nodes)
+                total[(c1, c2)] = self._equalize(weights, names, c1, c2, nodes,
+                                                 total[(c1, c2)])
         dtype_of = {t.name: numpy_helper.to_array(t).dtype for t in graph.initializer}
         keep = [t for t in graph.initializer if t.name not in weights]
         del graph.initializer[:]
@@ -72,17 +93,25 @@ class EqualizeWeights(Pass):
                            f"{after:.3g}")
         return changes
 
-    @staticmethod
-    def _pairs(graph: onnx.GraphProto) -> list[tuple[str, str]]:
+    def _pairs(self, graph: onnx.GraphProto) -> list[tuple[str, str]]:
         index = GraphIndex(graph)
         pairs = []
+        self._bounds = {}
         for c1 in graph.node:
             if c1.op_type != "Conv" or index.constant(c1.input[1]) is None:
                 continue
             if len(c1.input) > 2 and c1.input[2] and index.constant(c1.input[2]) is None:
                 continue
             nxt = index.only_consumer(c1.output[0])
+            bound = None
             if nxt is not None and nxt.op_type == "Relu":
+                nxt = index.only_consumer(nxt.output[0])
+            elif nxt is not None and nxt.op_type == "Clip":
+                bound = self._clip_bound(index, nxt)
+                seen = self.channel_max.get(c1.output[0])
+                channels = index.constant(c1.input[1]).shape[0]
+                if bound is None or seen is None or np.shape(seen) != (channels,):
+                    continue
                 nxt = index.only_consumer(nxt.output[0])
             if nxt is None or nxt.op_type != "Conv" or index.constant(nxt.input[1]) is None:
                 continue
@@ -92,7 +121,30 @@ class EqualizeWeights(Pass):
             depthwise = group == channels and w2.shape[0] == channels and w2.shape[1] == 1
             if (group == 1 and w2.shape[1] == channels) or depthwise:
                 pairs.append((c1.name, nxt.name))
+                if bound is not None:
+                    seen = np.asarray(self.channel_max[c1.output[0]], np.float64)
+                    clipped = seen * self.headroom >= bound
+                    self._bounds[(c1.name, nxt.name)] = (clipped,
+                                                         seen * self.headroom / bound)
         return pairs
+
+    @staticmethod
+    def _clip_bound(index: GraphIndex, clip: onnx.NodeProto) -> float | None:
+        """The upper bound ``c`` of a ``Clip(0, c)`` with constant bounds, else None."""
+        bounds = []
+        for pos, key in ((1, "min"), (2, "max")):
+            if len(clip.input) > pos and clip.input[pos]:
+                value = index.constant(clip.input[pos])
+                if value is None:
+                    return None
+                bounds.append(float(np.asarray(value).reshape(-1)[0]))
+            else:
+                value = attr(clip, key)
+                bounds.append(None if value is None else float(value))
+        low, high = bounds
+        if low not in (None, 0.0) or high is None or not 0 < high < np.inf:
+            return None
+        return high
 
     @staticmethod
     def _ranges(weights: dict, names: dict, c1: str, c2: str,
@@ -106,11 +158,17 @@ class EqualizeWeights(Pass):
             r2 = np.abs(np.moveaxis(w2, 1, 0)).reshape(w2.shape[1], -1).max(axis=1)
         return r1, r2, depthwise
 
-    def _equalize(self, weights: dict, names: dict, c1: str, c2: str, nodes: dict) -> None:
+    def _equalize(self, weights: dict, names: dict, c1: str, c2: str, nodes: dict,
+                  total: np.ndarray) -> np.ndarray:
+        """One equalization step of a pair; returns the channels' total scale so far."""
         r1, r2, depthwise = self._ranges(weights, names, c1, c2, nodes)
         ok = (r1 > 0) & (r2 > 0)
         s = np.ones_like(r1)
         s[ok] = np.sqrt(r1[ok] / r2[ok])
+        if (c1, c2) in self._bounds:  # Clip(0, c) between: keep the bound where data put it
+            clipped, least = self._bounds[(c1, c2)]
+            wanted = np.where(clipped, 1.0, np.maximum(total * s, least))
+            s = wanted / total
         w1 = names[(c1, 1)]
         weights[w1] = weights[w1] / s.reshape((-1,) + (1,) * (weights[w1].ndim - 1))
         if (c1, 2) in names:
@@ -119,6 +177,7 @@ class EqualizeWeights(Pass):
         shape = (-1,) + (1,) * (weights[w2].ndim - 1) if depthwise else \
             (1, -1) + (1,) * (weights[w2].ndim - 2)
         weights[w2] = weights[w2] * s.reshape(shape)
+        return total * s
 
     def _spread(self, weights: dict, names: dict, c1: str, c2: str, nodes: dict) -> float:
         r1, _, _ = self._ranges(weights, names, c1, c2, nodes)

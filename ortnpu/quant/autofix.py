@@ -344,8 +344,16 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         raise CalibrationError(f"max_candidates must be at least 1 (or None for all), got "
                                f"{max_candidates}")
     score_of = _as_metric(metric)
-    config = config or QuantConfig()
-    model = optimize(model, equalize=config.equalize)
+    config = (config or QuantConfig()).resolved(t.arithmetic)
+    model = optimize(model)
+    if config.equalize:  # once, before calibrating: every trial quantizes these weights
+        from ortnpu.quant.per_tensor import equalize, replayable
+
+        weights = {w.name for w in model.graph.initializer}
+        inputs = [i.name for i in model.graph.input if i.name not in weights]
+        calibration_data = replayable(calibration_data, inputs)
+        model = equalize(model, calibration_data)
+        config = dataclasses.replace(config, equalize=False)
     feed = _feed(model, eval_inputs)
     out_names = [o.name for o in model.graph.output]
     try:

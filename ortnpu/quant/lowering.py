@@ -50,6 +50,7 @@ from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.params import (
     QuantParams,
     bias_values,
+    fit_bias,
     linear_rule,
     multiplier,
     rescale_rule,
@@ -239,6 +240,8 @@ class ConvRule(LoweringRule):
         wq, ws = _weights(ctx, node.input[1], w, axis=0)
         cout = w.shape[0]
         rule, acc_bits, bias_bits = linear_rule(a, ctx.is_wide(xp, yp))
+        if node.input[1] not in ctx.preset_weights:
+            wq, ws = fit_bias(w, wq, ws, b, xp.scale, bias_bits, a, y_scale=yp.scale)
         reals = [np.float64(np.float32(xp.scale)) * ws[c if ws.size > 1 else 0] / yp.scale
                  for c in range(cout)]
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
@@ -308,6 +311,8 @@ class FullyConnectedRule(LoweringRule):
         transposed = not (node.op_type == "Gemm" and attr(node, "transB", 0))
         wq, ws = _weights(ctx, node.input[1], w, axis=0, transposed=transposed)
         rule, acc_bits, bias_bits = linear_rule(a, ctx.is_wide(xp, yp))
+        if node.input[1] not in ctx.preset_weights:
+            wq, ws = fit_bias(w, wq, ws, bias, xp.scale, bias_bits, a, y_scale=yp.scale)
         if ws.size == 1:  # TFLite: input*filter scale in float32, then the division in double
             reals = [np.float64(np.float32(xp.scale) * np.float32(ws[0])) / yp.scale] * n
         else:

@@ -106,6 +106,48 @@ def weight_params(w: np.ndarray, arith: Arithmetic, per_channel: bool,
     return q, scales
 
 
+def fit_bias(w: np.ndarray, q: np.ndarray, scales: np.ndarray, bias: np.ndarray | None,
+             x_scale: float, bias_bits: int, arith: Arithmetic, axis: int = 0,
+             y_scale: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weights whose scales leave the bias room in ``bias_bits`` (TFLite's converter does the
+    same, ``AdjustWeightsForBiasScale``).
+
+    The bias is stored in accumulator units ``b / (s_x · s_w)``: a channel whose weights are
+    all but zero (a dead channel, a channel scaled by a learned factor near 0) gets a tiny
+    ``s_w`` and a bias that saturates the integer (PP-OCRv4's recognizer: ``s_w = 7e-19``
+    beside a bias of 4.6), so the channel's output lost its bias. Such a channel takes the
+    smallest scale at which the bias needs at most half the integer range, rounded up to a
+    power of two on targets with power-of-two scales, and its weights are requantized on it.
+    With ``y_scale``, the scale is also kept large enough that the channel's rescale
+    ``s_x · s_w / s_y`` stays above ``2^-30`` (TFLite's multipliers end near ``2^-31``; below,
+    the multiplier is 0 and the channel's output is 0 whatever its bias).
+
+    Returns:
+        ``(q, scales)``, unchanged when every bias fits.
+    """
+    if bias is None or not np.size(bias):
+        return q, scales
+    b = np.abs(np.asarray(bias, np.float64).reshape(-1))
+    top = float(2 ** (bias_bits - 1) - 1) / 2
+    need = b / (np.float64(x_scale) * top)
+    if y_scale is not None:
+        need = np.where(b > 0, np.maximum(need, 2.0 ** -30 * y_scale / np.float64(x_scale)), 0)
+    need = np.full(1, need.max()) if scales.size == 1 else np.broadcast_to(need, scales.shape)
+    if not (need > scales).any():
+        return q, scales
+    raised = np.maximum(scales, need)
+    if arith.power_of_two_scales:
+        raised = np.array([_pow2_ceil(s) if s > 0 else s for s in raised])
+    raised = raised.astype(np.float32).astype(np.float64)
+    wlo, whi = arith.weight_range
+    shape = [1] * w.ndim
+    if raised.size > 1:
+        shape[axis] = -1
+    q = np.clip(round_half_away(np.asarray(w, np.float64) / raised.reshape(shape)),
+                wlo, whi).astype(np.int8)
+    return q, raised
+
+
 def bias_values(bias: np.ndarray | None, x_scale: float, w_scales: np.ndarray, channels: int,
                 bias_bits: int) -> np.ndarray:
     """Bias in accumulator units, ``round(b / (s_x * s_w[c]))``, saturated to the bias width."""

@@ -131,12 +131,15 @@ class QuantConfig:
         force_cpu: node names or op types kept on the CPU.
         force_npu: node names or op types lowered although placement would keep them on the
             CPU (a target limit, an output head kept in float); not what ortnpu cannot lower.
-        equalize: cross-layer weight equalization before quantizing (Conv→ReLU→Conv pairs;
-            same float outputs, weight ranges better suited to per-tensor weights).
+        equalize: cross-layer weight equalization before quantizing (Conv→ReLU→Conv pairs, and
+            Conv→Clip(0, c)→Conv pairs with the calibration data's channel maxima; same float
+            outputs, weight ranges better suited to per-tensor weights). ``None`` (the
+            default): on when the weights are per tensor (:mod:`ortnpu.quant.per_tensor`).
         bias_correction: add to each conv/fully-connected bias the mean error its quantized
-            weights cause, ``Σ_k E[x_k]·(w - w_q)``, measured on the calibration data (off by
-            default: it removes the mean output error, yet cost MobileNetV2 0.6 points of
-            agreement with float, docs/measurements.md).
+            weights cause, ``Σ_k E[x_k]·(w - w_q)``, measured on the calibration data.
+            ``None`` (the default): on when the weights are per tensor, where it recovers
+            most of the loss (MobileNetV2 on n2d2-int8, docs/measurements.md); off for
+            per-channel weights, where it cost MobileNetV2 0.6 points of agreement with float.
     """
 
     per_channel: bool | None = None
@@ -146,8 +149,25 @@ class QuantConfig:
     int16_tensors: frozenset[str] = frozenset()
     force_cpu: frozenset[str] = frozenset()
     force_npu: frozenset[str] = frozenset()
-    equalize: bool = False
-    bias_correction: bool = False
+    equalize: bool | None = None
+    bias_correction: bool | None = None
+
+    def resolved(self, arith: Arithmetic, *, fixed_weights: bool = False) -> QuantConfig:
+        """These choices with ``per_channel``, ``equalize`` and ``bias_correction`` decided for
+        a target (``fixed_weights``: the caller fixes the weights, nothing may change them)."""
+        import dataclasses
+
+        from ortnpu.quant.per_tensor import per_tensor_default
+
+        per_channel = arith.per_channel if self.per_channel is None else self.per_channel
+
+        def pick(setting: bool | None) -> bool:
+            if setting is None and fixed_weights:
+                return False
+            return per_tensor_default(setting, per_channel)
+
+        return dataclasses.replace(self, per_channel=per_channel, equalize=pick(self.equalize),
+                                   bias_correction=pick(self.bias_correction))
 
     def collector(self, calibrator: Calibrator | None = None,
                   arith: Arithmetic | None = None) -> Calibrator:
@@ -237,10 +257,20 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
-    model = _prepare(model, optimize, config.equalize, input_shapes, freeze)
+    config = config.resolved(target.arithmetic, fixed_weights=preset is not None)
+    model = _prepare(model, optimize, False, input_shapes, freeze)
     model = _upgrade_opset(model, 21 if target.arithmetic.activation_bits == 16 or
                            config.int16_tensors else 13)
     model = NameNodes()(model).model  # unique node names: placement and Placement key by name
+    if config.equalize:
+        from ortnpu.quant.per_tensor import equalize, replayable
+
+        inputs = [i.name for i in model.graph.input
+                  if i.name not in {t.name for t in model.graph.initializer}]
+        data = None
+        if calibrated is None and calibration_data is not None:
+            data = calibration_data = replayable(calibration_data, inputs)
+        model = equalize(model, data, ignore=frozenset(freeze or ()))
     view = GraphView.build(model)
     if calibrated is not None:
         calib = calibrated
@@ -252,11 +282,10 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         calib = _NoCalibration()
     preset = preset or QuantPreset()
     ctx = QuantContext(view=view, target=target, calibrator=calib,
-                       per_channel=target.arithmetic.per_channel if config.per_channel is None
-                       else config.per_channel, wide_tensors=config.int16_tensors,
+                       per_channel=bool(config.per_channel), wide_tensors=config.int16_tensors,
                        preset_params=dict(preset.params), preset_weights=dict(preset.weights),
                        preset_biases=dict(preset.biases),
-                       bias_correction=config.bias_correction)
+                       bias_correction=bool(config.bias_correction))
     out = Emitter(ctx)
     for name in [*view.constants, *(i.name for i in model.graph.input),
                  *(o for n in all_nodes(model.graph) for o in n.output)]:
