@@ -224,3 +224,20 @@ def test_threads_and_onnxruntime_baseline(digits: dict, local: AccuracyResult) -
     for bad in ({"threads": 0}, {"npu_runtime": "tflite"}):
         with pytest.raises(CalibrationError, match="threads|npu_runtime"):
             evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz", **bad)
+
+
+def test_sums_do_not_depend_on_blas_threads(tmp_path: Path) -> None:
+    """Ray actors run BLAS on one thread; the error sums must not follow BLAS's split of a dot
+    product over threads (they did with np.dot: the Ray engine differed in the last bits)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from ortnpu.comparison import _Accumulator; "
+            "rng = np.random.default_rng(0); a = rng.standard_normal(1 << 20); "
+            "b = a + rng.standard_normal(1 << 20) * 1e-3; acc = _Accumulator('t'); "
+            "acc.update(a, b); print(repr(acc.state()))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=tmp_path, env={**os.environ, "OPENBLAS_NUM_THREADS": n,
+                                            "OMP_NUM_THREADS": n}).stdout for n in ("1", "2")}
+    assert len(outs) == 1, outs
