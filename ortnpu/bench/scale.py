@@ -195,6 +195,9 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
                 if first is None:
                     first = run
                 run.identical = run.numbers == first.numbers
+                if progress:
+                    print(f"# {case.name}, {label}: {run.samples} images in {run.seconds:.1f} s "
+                          f"({run.rate:.1f} images/s), identical: {run.identical}", flush=True)
                 if threads == 1 and workers == 1:
                     base_rate = run.rate
                 if base_rate:
