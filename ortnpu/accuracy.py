@@ -110,6 +110,13 @@ class AccuracyResult:
     def to_json(self, indent: int = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def to_html(self, class_names: Sequence[str] | None = None) -> str:
+        """One self-contained HTML page (:mod:`ortnpu.report.accuracy`); ``class_names[i]``
+        names class ``i`` (e.g. an image folder's sub-folders)."""
+        from ortnpu.report.accuracy import render_html
+
+        return render_html(self, class_names)
+
     def to_text(self, classes: int = 10) -> str:
         """A summary: accuracies, agreement, the ``classes`` worst per-class drops, outputs."""
         pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"   # noqa: E731
@@ -156,6 +163,7 @@ class _Config:
     metric: UserMetric | None
     package: str
     threads: int | None = None
+    npu_runtime: str = "ortnpu"
 
 
 def package_dir() -> str:
@@ -178,7 +186,19 @@ class _Scorer:
                              "same ortnpu is installed (not from a source checkout)")
         self.config = config
         self.f_sess = InferenceSession(config.float_bytes, intra_op_num_threads=config.threads)
-        self.n_sess = InferenceSession(config.npu_bytes, intra_op_num_threads=config.threads)
+        if config.npu_runtime == "onnxruntime":   # a baseline QDQ model, as onnxruntime runs it
+            import onnxruntime as ort
+
+            from ortnpu.console import quiet_session_options
+
+            so = quiet_session_options()
+            if config.threads is not None:
+                so.intra_op_num_threads = config.threads
+            self.n_sess = ort.InferenceSession(config.npu_bytes, so,
+                                               providers=["CPUExecutionProvider"])
+        else:
+            self.n_sess = InferenceSession(config.npu_bytes,
+                                           intra_op_num_threads=config.threads)
         self.specs = session_specs(self.n_sess)
         self.names = [o.name for o in self.n_sess.get_outputs()]
 
@@ -401,7 +421,8 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
                       metric: UserMetric | None = None, output: str | None = None,
                       topk: int = 5, batch: int = DEFAULT_BATCH, workers: int = 1,
                       engine: str | None = None, checkpoint: str | os.PathLike | None = None,
-                      progress: bool = True) -> AccuracyResult:
+                      progress: bool = True, threads: int | None = None,
+                      npu_runtime: str = "ortnpu") -> AccuracyResult:
     """Evaluate an NPU graph against its float model over a labelled dataset.
 
     Args:
@@ -422,6 +443,11 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
             interrupted run with the same models, data and settings, only the missing batches
             are scored.
         progress: a progress bar (batches, rate, ETA) on stderr when it is a terminal.
+        threads: intra-op threads of each worker's sessions (default: onnxruntime's own
+            choice for one worker, else ``cpu_count // workers`` so workers do not compete).
+        npu_runtime: ``ortnpu`` (an NPU graph, :class:`ortnpu.InferenceSession`) or
+            ``onnxruntime`` (a plain onnxruntime session with its default optimizations, e.g.
+            a QDQ model of onnxruntime's own quantizer scored as a baseline).
 
     Raises:
         ModelError: the models do not belong together or cannot run.
@@ -430,6 +456,11 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
     engine = engine or ("local" if workers == 1 else "processes")
     if engine not in ENGINES:
         raise CalibrationError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}")
+    if npu_runtime not in ("ortnpu", "onnxruntime"):
+        raise CalibrationError(f"npu_runtime must be 'ortnpu' or 'onnxruntime', got "
+                               f"{npu_runtime!r}")
+    if threads is not None and threads < 1:
+        raise CalibrationError(f"threads must be at least 1, got {threads}")
     if workers < 1 or batch < 1 or topk < 1:
         raise CalibrationError(f"workers, batch and topk must be at least 1, got {workers}, "
                                f"{batch}, {topk}")
@@ -447,11 +478,15 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
         raise ModelError(f"{n_name} has no output {output!r}; its outputs are {n_out}")
     data = as_dataset(dataset)
     f_bytes, n_bytes = fm.SerializeToString(), nm.SerializeToString()
-    threads = None if workers == 1 else max(1, (os.cpu_count() or 1) // workers)
-    config = _Config(f_bytes, n_bytes, data, output, topk, metric, package_dir(), threads)
+    if threads is None and workers > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+    config = _Config(f_bytes, n_bytes, data, output, topk, metric, package_dir(), threads,
+                     npu_runtime)
     header = {"schema": SCHEMA, "float": _digest(f_bytes), "npu": _digest(n_bytes),
               "data": data.describe(), "batch": batch, "output": output, "topk": topk,
               "metric": getattr(metric, "__qualname__", None) if metric else None}
+    if npu_runtime != "ortnpu":
+        header["npu_runtime"] = npu_runtime
     records = _read_checkpoint(os.fspath(checkpoint), header) if checkpoint else []
     done = {r["i"] for r in records}
     resumed = len(records)

@@ -97,10 +97,14 @@ class _Accumulator:
         err = ref - test
         abs_err = np.abs(err)
         self.n += ref.size
-        self.ref2 += float(np.dot(ref.ravel(), ref.ravel()))
-        self.test2 += float(np.dot(test.ravel(), test.ravel()))
-        self.dot += float(np.dot(ref.ravel(), test.ravel()))
-        self.err2 += float(np.dot(err.ravel(), err.ravel()))
+        # numpy's pairwise sums, not np.dot: BLAS splits a dot product over its threads, so
+        # its rounding depended on the process's BLAS thread count (a Ray actor runs BLAS on
+        # one thread) and evaluate_accuracy's engines disagreed in the last bits
+        r, t, e = ref.ravel(), test.ravel(), err.ravel()
+        self.ref2 += float(np.sum(r * r))
+        self.test2 += float(np.sum(t * t))
+        self.dot += float(np.sum(r * t))
+        self.err2 += float(np.sum(e * e))
         self.abs_sum += float(abs_err.sum())
         if abs_err.size:
             self.max_abs = max(self.max_abs, float(abs_err.max()))

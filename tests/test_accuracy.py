@@ -188,3 +188,56 @@ def test_worker_refuses_another_ortnpu(digits: dict) -> None:
     with pytest.raises(ModelError, match="imported ortnpu from .* but the run started from "
                                          "/somewhere/else/ortnpu"):
         _Scorer(config)
+
+
+def test_html_page(digits: dict, local: AccuracyResult, tmp_path: Path,
+                   capsys: pytest.CaptureFixture) -> None:
+    page = local.to_html(class_names=[f"digit{i}" for i in range(10)])
+    assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
+    assert "<script" not in page and "http://" not in page.replace(
+        'xmlns="http://www.w3.org/2000/svg"', "")   # self-contained
+    assert f"{100 * local.npu_top1:.2f}%" in page and "<svg" in page
+    worst = max(local.per_class, key=lambda c: (c["drop"], -c["class"]))
+    assert f"{worst['class']} (digit{worst['class']})" in page
+    assert page.count('<td class="n">') == 4 * len(local.per_class) + 5   # + one output
+    assert "SQNR (dB)" in page and local.output in page
+    # unlabelled: no per-class section, the outputs still
+    bare = evaluate_accuracy(digits["model"], digits["npu"], [(x, None) for x in digits["x"][:8]],
+                             progress=False)
+    assert "Per class" not in bare.to_html() and "Outputs" in bare.to_html()
+    html = tmp_path / "r.html"
+    assert main(["accuracy", digits["model"], digits["npu"], "--data",
+                 str(digits["tmp"] / "test.npz"), "--batch", "32", "--html", str(html)]) == 0
+    assert f"wrote {html}" in capsys.readouterr().out
+    assert "ortnpu accuracy: " in html.read_text()
+
+
+def test_threads_and_onnxruntime_baseline(digits: dict, local: AccuracyResult) -> None:
+    one = evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
+                            batch=32, threads=1)
+    assert one.numbers() == local.numbers()
+    # the float model scored against itself as plain onnxruntime runs it
+    same = evaluate_accuracy(digits["model"], digits["model"], digits["tmp"] / "test.npz",
+                             batch=32, npu_runtime="onnxruntime")
+    assert same.agreement == 1.0 and same.float_top1 == same.npu_top1 == local.float_top1
+    assert same.outputs["probs"].sqnr_db == float("inf")
+    for bad in ({"threads": 0}, {"npu_runtime": "tflite"}):
+        with pytest.raises(CalibrationError, match="threads|npu_runtime"):
+            evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz", **bad)
+
+
+def test_sums_do_not_depend_on_blas_threads(tmp_path: Path) -> None:
+    """Ray actors run BLAS on one thread; the error sums must not follow BLAS's split of a dot
+    product over threads (they did with np.dot: the Ray engine differed in the last bits)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from ortnpu.comparison import _Accumulator; "
+            "rng = np.random.default_rng(0); a = rng.standard_normal(1 << 20); "
+            "b = a + rng.standard_normal(1 << 20) * 1e-3; acc = _Accumulator('t'); "
+            "acc.update(a, b); print(repr(acc.state()))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, cwd=tmp_path, env={**os.environ, "OPENBLAS_NUM_THREADS": n,
+                                            "OMP_NUM_THREADS": n}).stdout for n in ("1", "2")}
+    assert len(outs) == 1, outs

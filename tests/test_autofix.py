@@ -195,3 +195,93 @@ def test_without_compare_the_candidates_follow_the_graph(broken: dict, monkeypat
     assert "no ranking today" in report.ranked_by
     assert report.candidates == ["conv1", "pool1", "dwconv", "pwconv"]
     assert report.steps[0].layer == "pwconv"
+
+
+def _without_time(report) -> dict:
+    d = report.to_dict()
+    d.pop("seconds")
+    return d
+
+
+def test_dataset_scoring_matches_the_arrays(broken: dict, tmp_path) -> None:
+    """Scored by evaluate_accuracy over a dataset, autofix decides exactly as on the same
+    samples in memory: cosine (one batch, ranked by compare on it) and top-1 over labelled
+    shards cut into many batches."""
+    from ortnpu.datasets import NpzShards
+
+    x = broken["eval"]
+    np.savez(tmp_path / "all.npz", x=x)
+    common = {"calibrator": broken["calibrator"], "config": broken["config"], "progress": False}
+    args = (broken["model"], "tflite-int8", broken["calib"])
+    _, arrays = ortnpu.autofix(*args, x, budget=1e-5, max_candidates=2, **common)
+    _, shards = ortnpu.autofix(*args, str(tmp_path / "all.npz"), budget=1e-5,
+                               max_candidates=2, eval_batch=64, **common)
+    assert "compare" in arrays.ranked_by and arrays.trials
+    assert _without_time(shards) == _without_time(arrays)
+
+    ref = ort.InferenceSession(broken["model"].SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    y = ref.argmax(1)
+    y[::3] = (y[::3] + 1) % ref.shape[1]   # a third wrong: the float model scores 2/3
+    np.savez(tmp_path / "a.npz", x=x[:20], labels=y[:20])
+    np.savez(tmp_path / "b.npz", x=x[20:], labels=y[20:])
+    # an unreachable goal: every layer is tried
+    _, arrays = ortnpu.autofix(*args, x, top1(y), goal=1.0, max_candidates=None, **common)
+    data = NpzShards([tmp_path / "a.npz", tmp_path / "b.npz"])
+    _, shards = ortnpu.autofix(*args, data, "top1", goal=1.0, max_candidates=None,
+                               eval_batch=8, **common)
+    assert arrays.trials and arrays.float_score == pytest.approx(2 / 3)
+    assert _without_time(shards) == _without_time(arrays)
+
+
+def test_dataset_objectives(broken: dict, tmp_path) -> None:
+    from ortnpu.quant.autofix import agreement
+
+    np.savez(tmp_path / "u.npz", x=broken["eval"])
+    args = (broken["model"], "tflite-int8", broken["calib"], str(tmp_path / "u.npz"))
+    with pytest.raises(CalibrationError, match="objective is one of top1, agreement, cosine"):
+        ortnpu.autofix(*args, lambda f, q: 0.0, progress=False)
+    with pytest.raises(CalibrationError, match="top-1 needs labels, but the evaluation dataset"):
+        ortnpu.autofix(*args, "top1", progress=False)
+    with pytest.raises(CalibrationError, match="top-1 needs labels: top1"):
+        ortnpu.autofix(*args[:3], broken["eval"], "top1", progress=False)
+    _, report = ortnpu.autofix(*args, agreement(), budget=0.0, calibrator=broken["calibrator"],
+                               config=broken["config"], progress=False)
+    assert report.float_score == 1.0 and report.metric == "top-1 agreement with float"
+    # the same decisions as the in-memory agreement
+    _, mem = ortnpu.autofix(*args[:3], broken["eval"], "agreement", budget=0.0,
+                            calibrator=broken["calibrator"], config=broken["config"],
+                            progress=False)
+    assert _without_time(report) == _without_time(mem)
+
+
+def test_cli_eval_data(tmp_path, capsys) -> None:
+    """``--eval-data`` scores on a whole dataset (shards, labels found: top-1)."""
+    from ortnpu.cli import main
+
+    args = _cli_files(tmp_path, None)
+    i = args.index("--eval")
+    np.savez(tmp_path / "s1.npz", x=images(20, seed=4), labels=np.arange(20) % 3)
+    np.savez(tmp_path / "s2.npz", x=images(20, seed=6), labels=np.arange(20) % 3)
+    args[i:i + 2] = ["--eval-data", str(tmp_path / "s1.npz"), str(tmp_path / "s2.npz")]
+    main([*args, "--eval-batch", "16", "--max-candidates", "2", "--budget", "1"])
+    out = capsys.readouterr().out
+    assert "autofix objective: top-1 accuracy" in out and "goal reached" in out
+    assert main([*args, "--objective", "agreement", "--budget", "1"]) == 0
+    assert "top-1 agreement with float" in capsys.readouterr().out
+    both = [*args, "--eval", str(tmp_path / "s1.npz")]
+    with pytest.raises(SystemExit):
+        main(both)
+    capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_dataset_scoring_with_workers_is_identical(broken: dict, tmp_path) -> None:
+    # labelled (class 0 throughout), so the shard is cut into batches that the workers share
+    np.savez(tmp_path / "all.npz", x=broken["eval"], labels=np.zeros(48, np.int64))
+    common = {"budget": 1e-5, "max_candidates": 2, "calibrator": broken["calibrator"],
+              "config": broken["config"], "progress": False, "eval_batch": 16}
+    args = (broken["model"], "tflite-int8", broken["calib"], str(tmp_path / "all.npz"))
+    _, one = ortnpu.autofix(*args, "cosine", **common)
+    _, two = ortnpu.autofix(*args, "cosine", eval_workers=2, **common)
+    assert one.trials and _without_time(one) == _without_time(two)

@@ -1,4 +1,4 @@
-"""``python -m ortnpu.bench speed|accuracy|zoo [--models ...]``: the measured tables of docs/."""
+"""``python -m ortnpu.bench speed|accuracy|zoo|scale``: the measured tables of docs/."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import dataclasses
 import platform
 
-from ortnpu.bench import accuracy, models, speed, zoo
+from ortnpu.bench import accuracy, models, scale, speed, zoo
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m ortnpu.bench",
                                 description="Side-by-side benchmarks on the real models.")
-    p.add_argument("kind", choices=("speed", "accuracy", "zoo"))
+    p.add_argument("kind", choices=("speed", "accuracy", "zoo", "scale"))
     p.add_argument("--models", default=None,
                    help=f"comma-separated, from {', '.join(models.LOADERS)} (speed, accuracy; "
                    "default all) or from the zoo (zoo; default all zoo models that are built)")
@@ -30,6 +30,12 @@ def main() -> None:
                    help="ortnpu without bias correction (the default), with, or both rows")
     p.add_argument("--samples", type=int, default=None,
                    help="evaluate accuracy on the first N evaluation samples only (default all)")
+    p.add_argument("--crops", type=int, default=scale.CROPS,
+                   help=f"wallpaper crops MobileNetV2 is evaluated on in scale (default "
+                        f"{scale.CROPS})")
+    p.add_argument("--crops-cache", default=None, metavar="NPZ",
+                   help="where scale caches the decoded crops (default: wallpaper_crops_N.npz "
+                        "in the model cache)")
     args = p.parse_args()
     import onnxruntime
 
@@ -44,6 +50,14 @@ def main() -> None:
             raise SystemExit(f"unknown zoo model(s) {unknown}; known: {', '.join(zoo.ZOO)}")
         zoo.main(names or list(zoo.ZOO), [t.strip() for t in args.targets.split(",")])
         return
+    if args.kind == "scale":
+        from pathlib import Path
+
+        from ortnpu import models_cache
+
+        cache = Path(args.crops_cache) if args.crops_cache else (
+            models_cache.cache_dir() / f"wallpaper_crops_{args.crops}.npz")
+        raise SystemExit(scale.main(args.crops, cache, names or None))
     chosen = models.load(names or list(models.LOADERS))
     if args.kind == "speed":
         threads = tuple(int(t) for t in args.threads.split(","))

@@ -2,22 +2,26 @@
 
 Both quantizers get the same optimized float model and the same calibration samples; both use
 per-channel int8 weights and int8 activations. onnxruntime's QDQ model runs with onnxruntime's
-default optimizations (its fused int8 kernels), i.e. what a user of that tool gets.
+default optimizations (its fused int8 kernels), i.e. what a user of that tool gets. Every row is
+scored by :func:`ortnpu.evaluate_accuracy` (the float model and the QDQ model as plain
+onnxruntime sessions, ``npu_runtime="onnxruntime"``).
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from ortnpu.accuracy import AccuracyResult
 from ortnpu.bench.models import BenchModel
-from ortnpu.console import quiet_session_options
+from ortnpu.datasets import Samples
 
 
 @dataclass
@@ -43,21 +47,8 @@ class AccuracyRow:
 
 #: float top-1 probability from which a sample counts as confident
 CONFIDENT = 0.5
-
-
-def _run(sess: ort.InferenceSession, name: str, x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    first = sess.get_inputs()[0].shape[0]
-    chunk = first if isinstance(first, int) and first > 0 else chunk   # fixed-batch models
-    return np.concatenate([sess.run(None, {name: x[i:i + chunk]})[0]
-                           for i in range(0, len(x), chunk)])
-
-
-def _score(out: np.ndarray, ref: np.ndarray, labels: np.ndarray | None) -> tuple[str, float]:
-    if labels is not None:
-        return "top-1 accuracy", float((out.argmax(1) == labels).mean())
-    top5 = np.argsort(out, axis=1)[:, -5:]
-    contained = np.mean([ref.argmax(1)[i] in top5[i] for i in range(len(ref))])
-    return "float top-1 in top-5", float(contained)
+#: samples per batch of the evaluator
+BATCH = 256
 
 
 def confident_mask(ref: np.ndarray) -> np.ndarray:
@@ -70,14 +61,54 @@ def confident_mask(ref: np.ndarray) -> np.ndarray:
     return p.max(axis=1) >= CONFIDENT
 
 
-def _row(model: BenchModel, quantizer: str, out: np.ndarray, ref: np.ndarray,
-         seconds: float) -> AccuracyRow:
-    metric, score = _score(out, ref, model.labels)
-    agree = out.argmax(1) == ref.argmax(1)
+def row_metric(float_outputs: Mapping[str, np.ndarray], npu_outputs: Mapping[str, np.ndarray],
+               labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The per-sample values the table needs beyond :func:`ortnpu.evaluate_accuracy`'s own:
+    whether the float model is confident, confident and agreed with, and (no labels) whether
+    its top-1 class is in the quantized top 5 (an ``evaluate_accuracy`` user metric)."""
+    ref = np.asarray(next(iter(float_outputs.values())))
+    out = np.asarray(next(iter(npu_outputs.values())))
     sure = confident_mask(ref)
-    return AccuracyRow(model.name, quantizer, metric, score, float(agree.mean()),
-                       float(agree[sure].mean()) if sure.any() else float("nan"),
-                       int(sure.sum()), seconds, len(ref))
+    agree = out.argmax(1) == ref.argmax(1)
+    top5 = np.argsort(out, axis=1)[:, -5:]
+    contained = (top5 == ref.argmax(1)[:, None]).any(1)
+    return {"confident": sure, "confident_agree": sure & agree, "float_top1_in_top5": contained}
+
+
+def _count(mean: float, samples: int) -> int:
+    """A count back from its mean per sample (exact: the sums are whole numbers)."""
+    return round(mean * samples)
+
+
+def _row(model: BenchModel, quantizer: str, res: AccuracyResult,
+         seconds: float) -> AccuracyRow:
+    n = res.samples
+    if model.labels is not None:
+        metric, score = "top-1 accuracy", res.npu_top1
+    else:
+        metric = "float top-1 in top-5"
+        score = _count(res.user["float_top1_in_top5"], n) / n
+    sure = _count(res.user["confident"], n)
+    agreed = _count(res.user["confident_agree"], n)
+    return AccuracyRow(model.name, quantizer, metric, float(score or 0.0),
+                       float(res.agreement or 0.0), agreed / sure if sure else float("nan"),
+                       sure, seconds, n)
+
+
+def score(model: BenchModel, float_model: onnx.ModelProto, candidate: onnx.ModelProto | str,
+          runtime: str = "ortnpu") -> AccuracyResult:
+    """``candidate`` against the float model on ``model.test`` through
+    :func:`ortnpu.evaluate_accuracy` (``runtime``: its ``npu_runtime``)."""
+    from ortnpu.accuracy import evaluate_accuracy
+
+    if model.labels is not None:
+        items: list[tuple[np.ndarray, Any]] = [
+            (model.test[i:i + BATCH], model.labels[i:i + BATCH])
+            for i in range(0, len(model.test), BATCH)]
+    else:
+        items = [(x, None) for x in model.test]
+    return evaluate_accuracy(float_model, candidate, Samples(items), metric=row_metric,
+                             batch=BATCH, npu_runtime=runtime, progress=False)
 
 
 class _Reader:
@@ -104,23 +135,19 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     import ortnpu
     from ortnpu.quant import QuantConfig
 
-    so = quiet_session_options()
     optimized = ortnpu.optimize(onnx.load(str(model.path)))
     name = optimized.graph.input[0].name
-    fsess = ort.InferenceSession(optimized.SerializeToString(), so,
-                                 providers=["CPUExecutionProvider"])
-    ref = _run(fsess, name, model.test)
-    rows = [_row(model, "float (onnxruntime)", ref, ref, 0.0)]
+    rows = [_row(model, "float (onnxruntime)",
+                 score(model, optimized, optimized, "onnxruntime"), 0.0)]
     for method in methods:
         for corrected in bias_correction:
             config = QuantConfig(method=method, bias_correction=corrected)
             start = time.perf_counter()
             npu = ortnpu.quantize(optimized, target, model.calib, config=config, optimize=False)
             seconds = time.perf_counter() - start
-            sess = ortnpu.InferenceSession(npu)  # keeps the compiled programs alive meanwhile
             label = f"{method}, bias correction" if corrected else method
-            rows.append(_row(model, f"ortnpu {target} ({label})",
-                             _run(sess._sess, name, model.test), ref, seconds))
+            rows.append(_row(model, f"ortnpu {target} ({label})", score(model, optimized, npu),
+                             seconds))
     if not onnxruntime:
         return rows
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,9 +159,8 @@ def measure(model: BenchModel, target: str = "tflite-int8",
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
         seconds = time.perf_counter() - start
-        qsess = ort.InferenceSession(str(dst), so, providers=["CPUExecutionProvider"])
-        out = _run(qsess, name, model.test)
-    rows.append(_row(model, "onnxruntime quantize_static (QDQ, per-channel, minmax)", out, ref,
+        res = score(model, optimized, str(dst), "onnxruntime")
+    rows.append(_row(model, "onnxruntime quantize_static (QDQ, per-channel, minmax)", res,
                      seconds))
     return rows
 

@@ -66,14 +66,22 @@ def _fashion(model: str, label: str) -> Callable[[], BenchModel | None]:
     return load
 
 
-def _mobilenet() -> BenchModel | None:
-    path = models_cache.cached_model("mobilenet_v2.onnx")
+def photo_calibration(count: int = IMAGENET_CALIBRATION) -> np.ndarray | None:
+    """``count`` crops of the scikit-image photos (``imagenet_photos.npz``), spread evenly over
+    them: the calibration samples of the ImageNet models (None when not built)."""
     data = _npz("imagenet_photos.npz")
-    if path is None or data is None:
+    if data is None:
         return None
     photos = data["x"].astype(np.float32)
-    pick = np.linspace(0, len(photos) - 1, min(IMAGENET_CALIBRATION, len(photos)))
-    calib = photos[pick.round().astype(int)]
+    pick = np.linspace(0, len(photos) - 1, min(count, len(photos)))
+    return photos[pick.round().astype(int)]
+
+
+def _mobilenet() -> BenchModel | None:
+    path = models_cache.cached_model("mobilenet_v2.onnx")
+    calib = photo_calibration()
+    if path is None or calib is None:
+        return None
     test = images.normalise(images.wallpaper_crops(
         IMAGENET_EVALUATION, models_cache.cache_dir() / "wallpaper_crops.npz"))
     return BenchModel("mobilenet_v2", path, calib, test, None,

@@ -29,19 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "sorted name order; needs ortnpu[images]) or .npz shards with one "
                         "array per input (single-input model: --key, else test_x, else the "
                         "first) and labels (--label-key, else labels, label, y or test_y)")
-    p.add_argument("--key", metavar="NAME", help="the input array of the .npz shards")
-    p.add_argument("--label-key", metavar="NAME", help="the label array of the .npz shards")
+    add_dataset_args(p)
     add_batch_axis_arg(p)
-    img = p.add_argument_group("image folder")
-    img.add_argument("--size", type=int, metavar="PX",
-                     help="crop size when the model input's height/width are not fixed")
-    img.add_argument("--crop", type=float, default=1.0, metavar="F",
-                     help="fraction kept by the centre crop after resizing (0.875: resize 256, "
-                          "crop 224; default 1)")
-    img.add_argument("--mean", metavar="M[,M,M]", default="0",
-                     help="per-channel mean subtracted from pixels scaled to [0,1] (default 0)")
-    img.add_argument("--std", metavar="S[,S,S]", default="1",
-                     help="per-channel standard deviation divided by (default 1)")
     p.add_argument("--batch", type=int, default=64, metavar="N",
                    help="samples per batch, the unit of work (default 64)")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="k of top-k (default 5)")
@@ -56,10 +45,43 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a user metric f(float_outputs, npu_outputs, labels) -> {name: one "
                         "value per sample}; its mean per sample is reported")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON here")
+    p.add_argument("--html", metavar="FILE",
+                   help="write the result as one self-contained HTML page here (summary, "
+                        "per-class drop chart and table, outputs)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="onnxruntime threads per worker (default: its own choice for one "
+                        "worker, else CPUs / workers)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="append each finished batch here and resume from it (default with "
                         "--json: FILE.partial, removed when the run completes)")
     p.set_defaults(func=_run)
+
+
+def add_dataset_args(p: argparse.ArgumentParser) -> None:
+    """How the files of a dataset become samples (shared with ``autofix --eval-data``)."""
+    p.add_argument("--key", metavar="NAME", help="the input array of the .npz shards")
+    p.add_argument("--label-key", metavar="NAME", help="the label array of the .npz shards")
+    img = p.add_argument_group("image folder")
+    img.add_argument("--size", type=int, metavar="PX",
+                     help="crop size when the model input's height/width are not fixed")
+    img.add_argument("--crop", type=float, default=1.0, metavar="F",
+                     help="fraction kept by the centre crop after resizing (0.875: resize 256, "
+                          "crop 224; default 1)")
+    img.add_argument("--mean", metavar="M[,M,M]", default="0",
+                     help="per-channel mean subtracted from pixels scaled to [0,1] (default 0)")
+    img.add_argument("--std", metavar="S[,S,S]", default="1",
+                     help="per-channel standard deviation divided by (default 1)")
+
+
+def dataset_from_args(paths: list[str], args: argparse.Namespace) -> Any:
+    """The :class:`ortnpu.datasets.Dataset` of ``paths`` and :func:`add_dataset_args`'s
+    options."""
+    from ortnpu.datasets import as_dataset
+
+    return as_dataset(paths, key=args.key, label_key=args.label_key,
+                      batch_axes=parse_batch_axes(args.batch_axis) or None,
+                      size=args.size, crop=args.crop, mean=_floats(args.mean, "mean"),
+                      std=_floats(args.std, "std"))
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -87,24 +109,24 @@ def load_metric(spec: str) -> Any:
 def _run(args: argparse.Namespace) -> int:
     from ortnpu.accuracy import evaluate_accuracy
     from ortnpu.cli.files import output_path, write_text
-    from ortnpu.datasets import as_dataset
 
     checkpoint = args.checkpoint or (args.json + ".partial" if args.json else None)
-    for out in (args.json, checkpoint):
+    for out in (args.json, args.html, checkpoint):
         if out:
             output_path(out, args.float_model, args.npu_model, *args.data)
-    dataset = as_dataset(args.data, key=args.key, label_key=args.label_key,
-                         batch_axes=parse_batch_axes(args.batch_axis) or None,
-                         size=args.size, crop=args.crop, mean=_floats(args.mean, "mean"),
-                         std=_floats(args.std, "std"))
+    dataset = dataset_from_args(args.data, args)
     metric = load_metric(args.metric) if args.metric else None
     result = evaluate_accuracy(args.float_model, args.npu_model, dataset, metric=metric,
                                output=args.output, topk=args.topk, batch=args.batch,
-                               workers=args.workers, engine=args.engine, checkpoint=checkpoint)
+                               workers=args.workers, engine=args.engine, checkpoint=checkpoint,
+                               threads=args.threads)
     print(result.to_text())
     if args.json:
         write_text(args.json, result.to_json())
         print(f"wrote {args.json}")
-        if not args.checkpoint and checkpoint and os.path.exists(checkpoint):
-            os.remove(checkpoint)
+    if args.html:
+        write_text(args.html, result.to_html(getattr(dataset, "classes", None) or None))
+        print(f"wrote {args.html}")
+    if not args.checkpoint and checkpoint and os.path.exists(checkpoint):
+        os.remove(checkpoint)
     return 0

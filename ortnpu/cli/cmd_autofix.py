@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ortnpu.cli.cmd_accuracy import add_dataset_args, dataset_from_args
 from ortnpu.cli.cmd_quantize import add_calibration_args, input_names, load_calibration
 from ortnpu.cli.options import add_input_args, input_options
 from ortnpu.errors import CalibrationError
@@ -16,7 +17,7 @@ from ortnpu.validate import load_model
 #: the arrays of --eval that hold labels (any other array is an input)
 LABEL_KEYS = ("labels", "test_y")
 #: the accepted loss when no --budget/--goal is given, per objective
-DEFAULT_BUDGET = {"top1": 0.005, "cosine": 0.01}
+DEFAULT_BUDGET = {"top1": 0.005, "agreement": 0.005, "cosine": 0.01}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,15 +36,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", default="tflite-int8", help="target preset or TOML file")
     add_calibration_args(p)
     add_input_args(p)
-    p.add_argument("--eval", required=True, metavar="NPZ",
-                   help=".npz with the evaluation inputs (one array per model input named like "
-                        "it; for a single-input model 'test_x' or the one other array; first "
-                        "axis = sample) and, optionally, integer labels ('labels' or 'test_y', "
-                        "one per sample)")
-    p.add_argument("--objective", choices=("auto", "top1", "cosine", "sqnr"), default="auto",
-                   help="what to recover: top1 (needs labels), cosine or sqnr of the NPU "
-                        "outputs against the float outputs (no labels); auto: top1 when --eval "
-                        "has labels, else cosine")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--eval", metavar="NPZ",
+                       help=".npz with the evaluation inputs, held in memory (one array per "
+                            "model input named like it; for a single-input model 'test_x' or "
+                            "the one other array; first axis = sample) and, optionally, "
+                            "integer labels ('labels' or 'test_y', one per sample)")
+    where.add_argument("--eval-data", nargs="+", metavar="PATH",
+                       help="a whole evaluation dataset, scored by `ortnpu accuracy`'s "
+                            "evaluator batch by batch (--workers/--engine): an image folder "
+                            "(one sub-folder per class) or .npz shards; the same options as "
+                            "`ortnpu accuracy --data` (--key, --label-key, --size, --crop, "
+                            "--mean, --std)")
+    add_dataset_args(p)
+    p.add_argument("--eval-batch", type=int, default=64, metavar="N",
+                   help="--eval-data: samples per batch (default 64); compare ranks the "
+                        "candidates on the first batch")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="--eval-data: score each trial in N processes (or Ray actors)")
+    p.add_argument("--engine", choices=("processes", "ray"), default=None,
+                   help="--eval-data: processes (default for --workers > 1) or ray")
+    p.add_argument("--objective", choices=("auto", "top1", "agreement", "cosine", "sqnr"),
+                   default="auto",
+                   help="what to recover: top1 (needs labels), agreement (top-1 class equal "
+                        "to the float model's), cosine or sqnr of the NPU outputs against the "
+                        "float outputs (no labels); auto: top1 when the evaluation data has "
+                        "labels, else cosine")
     p.add_argument("--metric-output", metavar="NAME", default=None,
                    help="score cosine/sqnr on this model output only (default: the worst "
                         "output)")
@@ -86,29 +104,40 @@ def load_eval(path: str, names: list[str]) -> tuple[dict[str, np.ndarray], np.nd
 
 def _run(args: argparse.Namespace) -> int:
     from ortnpu.cli.files import output_path, save_model
+    from ortnpu.datasets import ImageFolder, NpzShards
     from ortnpu.passes import fix_inputs
-    from ortnpu.quant.autofix import autofix, cosine, sqnr, top1
+    from ortnpu.quant.autofix import agreement, autofix, cosine, sqnr, top1
 
     if args.max_candidates < 0:
         raise CalibrationError(f"--max-candidates must be 0 (all) or more, got "
                                f"{args.max_candidates}")
-    output_path(args.output, args.model, args.calib, args.eval, args.target)
+    evals = [args.eval] if args.eval else list(args.eval_data)
+    output_path(args.output, args.model, args.calib, *evals, args.target)
     if args.json:
-        output_path(args.json, args.model, args.calib, args.eval, args.target, args.output)
+        output_path(args.json, args.model, args.calib, *evals, args.target, args.output)
     model = fix_inputs(load_model(args.model), **input_options(args))
     names = input_names(model)
     data = load_calibration(args.calib, names, args.preprocess, args.limit, model=model,
                             batch_axes=args.batch_axis)
-    feed, labels = load_eval(args.eval, names)
+    if args.eval:
+        feed, labels = load_eval(args.eval, names)
+        labelled = labels is not None
+    else:
+        feed = dataset_from_args(args.eval_data, args)
+        labels = None
+        labelled = isinstance(feed, ImageFolder) or (isinstance(feed, NpzShards)
+                                                     and feed.label_key is not None)
     objective = args.objective
     if objective == "auto":
-        objective = "top1" if labels is not None else "cosine"
+        objective = "top1" if labelled else "cosine"
     if objective == "top1":
-        if labels is None:
-            raise CalibrationError(f"{args.eval}: --objective top1 needs integer labels "
+        if not labelled:
+            raise CalibrationError(f"{' '.join(evals)}: --objective top1 needs integer labels "
                                    f"({' or '.join(map(repr, LABEL_KEYS))}); without labels "
-                                   "use --objective cosine or sqnr")
+                                   "use --objective agreement, cosine or sqnr")
         metric = top1(labels)
+    elif objective == "agreement":
+        metric = agreement()
     else:
         metric = (cosine if objective == "cosine" else sqnr)(args.metric_output)
     if objective == "sqnr" and args.goal is None:
@@ -116,7 +145,9 @@ def _run(args: argparse.Namespace) -> int:
                                "(e.g. --goal 30)")
     budget = args.budget if args.budget is not None else DEFAULT_BUDGET.get(objective)
     npu, report = autofix(model, args.target, data, feed, metric, budget=budget, goal=args.goal,
-                          max_steps=args.max_steps, max_candidates=args.max_candidates or None)
+                          max_steps=args.max_steps, max_candidates=args.max_candidates or None,
+                          eval_batch=args.eval_batch, eval_workers=args.workers,
+                          eval_engine=args.engine)
     print(report)
     save_model(npu, args.output)
     print(f"wrote {args.output}")

@@ -18,10 +18,11 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -35,6 +36,10 @@ from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
 
+if TYPE_CHECKING:
+    from ortnpu.accuracy import AccuracyResult
+    from ortnpu.datasets import Dataset
+
 #: ``{output name: array}`` in the model's output order, one row per evaluation sample
 Outputs = dict[str, np.ndarray]
 #: Scores the NPU graph's outputs against the float model's, on the same inputs; higher is
@@ -42,10 +47,23 @@ Outputs = dict[str, np.ndarray]
 Metric = Callable[[Outputs, Outputs], float]
 #: the default number of layers tried per step
 DEFAULT_MAX_CANDIDATES = 20
+#: evaluation inputs: arrays in memory, or a dataset that ``evaluate_accuracy`` scores
+EvalData = Any
 
 
-def top1(labels: np.ndarray | Sequence[int]) -> Metric:
-    """Top-1 accuracy of the first output (class scores) against integer labels, one a sample."""
+def top1(labels: np.ndarray | Sequence[int] | None = None) -> Metric:
+    """Top-1 accuracy of the first output (class scores) against integer labels, one a sample.
+
+    Without ``labels`` it scores an evaluation dataset (its own labels, see :func:`autofix`).
+    """
+    if labels is None:
+        def unlabelled(float_outputs: Outputs, npu_outputs: Outputs) -> float:
+            raise CalibrationError("top-1 needs labels: top1(labels) for evaluation arrays, or "
+                                   "a labelled evaluation dataset")
+
+        unlabelled.label = "top-1 accuracy"  # type: ignore[attr-defined]
+        unlabelled.of_result = _top1_of_result  # type: ignore[attr-defined]
+        return unlabelled
     labels = np.asarray(labels).reshape(-1)
 
     def score(float_outputs: Outputs, npu_outputs: Outputs) -> float:
@@ -59,6 +77,36 @@ def top1(labels: np.ndarray | Sequence[int]) -> Metric:
         return float((out.reshape(len(labels), -1).argmax(1) == labels).mean())
 
     score.label = "top-1 accuracy"  # type: ignore[attr-defined]
+    score.of_result = _top1_of_result  # type: ignore[attr-defined]
+    return score
+
+
+def _top1_of_result(result: AccuracyResult) -> float:
+    if result.npu_top1 is None:
+        raise CalibrationError("top-1 needs labels, but the evaluation dataset has none (or "
+                               "the first output holds no class scores); use the cosine or "
+                               "sqnr objective")
+    return result.npu_top1
+
+
+def agreement() -> Metric:
+    """Share of samples whose top-1 class (first output) is the float model's: a label-free
+    classifier objective."""
+    def score(float_outputs: Outputs, npu_outputs: Outputs) -> float:
+        f, q = (np.asarray(next(iter(o.values()))) for o in (float_outputs, npu_outputs))
+        if f.ndim == 0 or f.size == 0:
+            raise CalibrationError("agreement needs class scores in the first output")
+        f, q = f.reshape(len(f), -1), q.reshape(len(q), -1)
+        return float((f.argmax(1) == q.argmax(1)).mean())
+
+    def of_result(result: AccuracyResult) -> float:
+        if result.agreement is None:
+            raise CalibrationError(f"agreement needs 2-D class scores in output "
+                                   f"{result.output!r}; use the cosine or sqnr objective")
+        return result.agreement
+
+    score.label = "top-1 agreement with float"  # type: ignore[attr-defined]
+    score.of_result = of_result  # type: ignore[attr-defined]
     return score
 
 
@@ -100,13 +148,28 @@ def _against_float(field_name: str, output: str | int | None) -> Metric:
         return min(getattr(measure(float_outputs[k], npu_outputs[k], k), field_name)
                    for k in chosen)
 
+    def of_result(result: AccuracyResult) -> float:
+        names = list(result.outputs)
+        if output is None:
+            chosen = names
+        elif isinstance(output, int) and not isinstance(output, bool):
+            chosen = [names[output]] if -len(names) <= output < len(names) else []
+        else:
+            chosen = [str(output)] if output in result.outputs else []
+        if not chosen:
+            raise CalibrationError(f"the model has outputs {names}; there is no output "
+                                   f"{output!r}")
+        return min(getattr(result.outputs[k], field_name) for k in chosen)
+
+    score.of_result = of_result  # type: ignore[attr-defined]
     what = "SQNR (dB)" if field_name == "sqnr_db" else "cosine"
     score.label = (f"{what} of output {output!r}" if output is not None  # type: ignore[attr-defined]
                    else f"{what}, worst output")
     return score
 
 
-METRICS: dict[str, Callable[[], Metric]] = {"cosine": cosine, "sqnr": sqnr}
+METRICS: dict[str, Callable[[], Metric]] = {"cosine": cosine, "sqnr": sqnr, "top1": top1,
+                                            "agreement": agreement}
 
 
 def _as_metric(metric: Metric | Callable[[np.ndarray], float] | str) -> Metric:
@@ -294,22 +357,31 @@ def _num(v: float | None) -> float | str | None:
 # -- the search ------------------------------------------------------------------------------
 
 def autofix(model: onnx.ModelProto, target: Target | str | None,
-            calibration_data: CalibrationData, eval_inputs: dict[str, np.ndarray] | np.ndarray,
+            calibration_data: CalibrationData, eval_inputs: EvalData,
             metric: Metric | Callable[[np.ndarray], float] | str = "cosine", *,
             budget: float | None = None, goal: float | None = None,
             config: QuantConfig | None = None, max_steps: int = 8,
             candidates: Sequence[str] | None = None,
             max_candidates: int | None = DEFAULT_MAX_CANDIDATES, allow_cpu: bool = True,
             calibrator: Calibrator | None = None,
-            progress: bool = True) -> tuple[onnx.ModelProto, AutofixReport]:
+            progress: bool = True, eval_batch: int = 64, eval_workers: int = 1,
+            eval_engine: str | None = None,
+            eval_threads: int | None = None) -> tuple[onnx.ModelProto, AutofixReport]:
     """Quantize, then move sensitive layers to int16 (or the CPU) until the score reaches the goal.
 
     Args:
         model: the float model (optimized or not; it is optimized once here).
         target: the target.
         calibration_data: calibration samples.
-        eval_inputs: evaluation inputs (array for single-input models, or a feed dict); the
-            first axis is the sample (a fixed-batch model runs a batch at a time).
+        eval_inputs: evaluation inputs in memory (array for single-input models, or a feed
+            dict; the first axis is the sample, a fixed-batch model runs a batch at a time),
+            or an evaluation **dataset** (an image folder, ``.npz`` shard paths or a
+            :class:`ortnpu.datasets.Dataset`, as :func:`ortnpu.evaluate_accuracy` takes):
+            every score is then :func:`ortnpu.evaluate_accuracy` over the whole dataset
+            (``eval_batch``/``eval_workers``/``eval_engine``/``eval_threads`` as its
+            ``batch``/``workers``/``engine``/``threads``), the objective one of ``top1``
+            (the dataset's labels), ``agreement``, ``cosine`` or ``sqnr``, and compare
+            ranks the candidates on the first batch.
         metric: ``metric(float_outputs, npu_outputs) -> float``, higher is better, over all
             evaluation samples; ``"cosine"`` (default) or ``"sqnr"`` (worst output, no labels
             needed), :func:`cosine`/:func:`sqnr` for one output, :func:`top1` with labels. A
@@ -354,20 +426,39 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         calibration_data = replayable(calibration_data, inputs)
         model = equalize(model, calibration_data)
         config = dataclasses.replace(config, equalize=False)
-    feed = _feed(model, eval_inputs)
+    data = _eval_dataset(eval_inputs)
+    of_result = getattr(score_of, "of_result", None)
+    if data is not None and of_result is None:
+        raise CalibrationError("with an evaluation dataset the objective is one of top1, "
+                               "agreement, cosine or sqnr (scored batch by batch by "
+                               "evaluate_accuracy); a metric of whole output arrays needs the "
+                               "evaluation inputs as arrays")
     out_names = [o.name for o in model.graph.output]
-    try:
-        float_sess = ort.InferenceSession(model.SerializeToString(),
-                                          console.quiet_session_options(),
-                                          providers=["CPUExecutionProvider"])
-        float_out = dict(zip(out_names, run_samples(float_sess, feed, progress=progress,
-                                                    desc="float model"), strict=True))
-    except OrtNpuError:
-        raise
-    except Exception as exc:  # onnxruntime's own exception types
-        raise ModelError(f"{model.graph.name}: the float model does not run on the evaluation "
-                         f"inputs: {first_line(exc)}") from None
-    float_score = float(score_of(float_out, float_out))
+
+    def score_on_dataset(npu: onnx.ModelProto, bar: bool = False) -> float:
+        from ortnpu.accuracy import evaluate_accuracy
+
+        assert data is not None and of_result is not None
+        res = evaluate_accuracy(model, npu, data, batch=eval_batch, workers=eval_workers,
+                                engine=eval_engine, threads=eval_threads, progress=bar)
+        return float(of_result(res))
+
+    if data is None:
+        feed = _feed(model, eval_inputs)
+        try:
+            float_sess = ort.InferenceSession(model.SerializeToString(),
+                                              console.quiet_session_options(),
+                                              providers=["CPUExecutionProvider"])
+            float_out = dict(zip(out_names, run_samples(float_sess, feed, progress=progress,
+                                                        desc="float model"), strict=True))
+        except OrtNpuError:
+            raise
+        except Exception as exc:  # onnxruntime's own exception types
+            raise ModelError(f"{model.graph.name}: the float model does not run on the "
+                             f"evaluation inputs: {first_line(exc)}") from None
+        float_score = float(score_of(float_out, float_out))
+    else:   # the float model scored against itself, like metric(float, float) above
+        float_score = score_on_dataset(model, progress)
     if goal is None:
         budget = 0.01 if budget is None else float(budget)
         goal = float_score - budget
@@ -383,6 +474,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     def evaluate(cfg: QuantConfig) -> tuple[float, onnx.ModelProto, QuantizationResult]:
         res = QuantizationResult()
         npu = quantize(model, t, config=cfg, optimize=False, calibrated=ranges, result=res)
+        if data is not None:
+            return score_on_dataset(npu), npu, res
         got = run_samples(InferenceSession(npu), feed, progress=False)
         return float(score_of(float_out, dict(zip(out_names, got, strict=True)))), npu, res
 
@@ -397,7 +490,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     report.ranked_by = "in graph order"
     if score < goal and max_candidates is not None and len(npu_layers) > max_candidates:
         try:
-            order = _ranked(model, best_npu, feed, npu_layers, progress)
+            ranking = feed if data is None else _first_batch(model, data, eval_batch)
+            order = _ranked(model, best_npu, ranking, npu_layers, progress)
             report.ranked_by = "worst first by the error each adds alone (compare)"
         except OrtNpuError as exc:  # the search still works, only less well aimed
             report.ranked_by = f"in graph order (compare could not rank them: {first_line(exc)})"
@@ -447,6 +541,32 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     report.within_budget = score >= goal
     report.seconds = time.perf_counter() - start
     return best_npu, report
+
+
+def _eval_dataset(eval_inputs: EvalData) -> Dataset | None:
+    """The evaluation dataset, or None for evaluation arrays in memory."""
+    from ortnpu.datasets import Dataset, as_dataset
+
+    if isinstance(eval_inputs, Dataset):
+        return eval_inputs
+    if isinstance(eval_inputs, (str, os.PathLike)) or (
+            isinstance(eval_inputs, (list, tuple)) and eval_inputs
+            and all(isinstance(p, (str, os.PathLike)) for p in eval_inputs)):
+        return as_dataset(eval_inputs)
+    return None
+
+
+def _first_batch(model: onnx.ModelProto, data: Dataset, batch: int) -> dict[str, np.ndarray]:
+    """The first batch of an evaluation dataset (what compare ranks the candidates on)."""
+    from ortnpu.feeds import cast_input, session_specs
+
+    specs = session_specs(InferenceSession(model))
+    task = next(iter(data.tasks(batch)), None)
+    if task is None:
+        raise CalibrationError("the evaluation dataset holds no samples")
+    feed, _ = data.load(task.payload, specs)
+    return {s.name: cast_input(s, feed[s.name], "the first evaluation batch") for s in specs
+            if s.name in feed}
 
 
 def _feed(model: onnx.ModelProto, eval_inputs: Mapping[str, np.ndarray] | np.ndarray
@@ -499,4 +619,4 @@ def _output_tensor(layer: str, outputs_of: dict[str, str], fused: dict[str, str]
 
 
 __all__ = ["DEFAULT_MAX_CANDIDATES", "METRICS", "AutofixReport", "AutofixStep", "AutofixTrial",
-           "Metric", "autofix", "cosine", "sqnr", "top1"]
+           "Metric", "agreement", "autofix", "cosine", "sqnr", "top1"]
