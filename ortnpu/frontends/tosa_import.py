@@ -17,12 +17,15 @@ accumulator-producing op with the RESCALE that consumes it:
   per-tensor RESCALE with unsigned input or output → a ``Lut`` (the unsigned reading of the
   8/16-bit pattern is a function of the stored value);
 * AVG_POOL2D without padding → depthwise ``Conv`` with weights 1 and TOSA's
-  ``reciprocal_scale(k)`` multiplier; MAX_POOL2D → ``MaxPool``;
+  ``reciprocal_scale(k)`` multiplier; with padding (zero points 0) → ``AveragePool``, whose
+  rounded division by the in-bounds count equals TOSA's reciprocal multiply; MAX_POOL2D →
+  ``MaxPool``;
 * RESHAPE, TRANSPOSE, CONCAT, IDENTITY → the layout ops.
 
 The RESCALE's ``rounding_mode`` picks the rule: ``DOUBLE_ROUND`` → ``tosa_double``,
 ``SINGLE_ROUND`` (and every 16-bit multiplier) → ``half_up``. Anything else (another op, an
-int32 tensor that no RESCALE consumes, padding of AVG_POOL2D, INEXACT_ROUND) is refused with
+int32 tensor that no RESCALE consumes, a padded AVG_POOL2D with zero points,
+INEXACT_ROUND) is refused with
 :class:`~ortnpu.errors.UnsupportedError` naming the op.
 """
 
@@ -131,8 +134,13 @@ class _Importer:
         self.nodes: list[onnx.NodeProto] = []
         self.inits: list[onnx.TensorProto] = []
         self.producer: dict[str, onnx.NodeProto] = {}
-        self.uses: dict[str, int] = {}
         self.counter = 0
+        self.tosa_uses: dict[str, int] = {}
+        for i in range(block.OperatorsLength()):
+            o = block.Operators(i)
+            for k in range(o.InputsLength()):
+                n = o.Inputs(k).decode()
+                self.tosa_uses[n] = self.tosa_uses.get(n, 0) + 1
         self.inputs = [block.Inputs(i).decode() for i in range(block.InputsLength())]
         self.outputs = [block.Outputs(i).decode() for i in range(block.OutputsLength())]
         kinds = {self.tensors[n][1] for n in self.inputs + self.outputs if n in self.tensors}
@@ -173,7 +181,6 @@ class _Importer:
     def act(self, name: str, op: str) -> Act:
         v = self.values.get(name)
         if isinstance(v, Act):
-            self.uses[v.name] = self.uses.get(v.name, 0) + 1
             return v
         if isinstance(v, Acc):
             raise UnsupportedError(f"{self.where}: {op} reads the int32 result of {v.op}; "
@@ -344,12 +351,26 @@ class _Importer:
         a = self.attribute(op, "AvgPool2dAttribute")
         (kh, kw), (sh, sw) = a.KernelAsNumpy().tolist(), a.StrideAsNumpy().tolist()
         pads = a.PadAsNumpy().tolist()
-        if any(pads):
-            raise UnsupportedError(f"{self.where}: AVG_POOL2D {out!r} with padding {pads}: the "
-                                   "divisor then changes per output position, which no ortnpu "
-                                   "op expresses; only unpadded AVG_POOL2D is imported")
         izp = int(self.const(ins[1], "AVG_POOL2D").reshape(-1)[0])
         ozp = int(self.const(ins[2], "AVG_POOL2D").reshape(-1)[0])
+        lo, hi = _range(x.dtype)
+        oshape = self.tensors[out][0]
+        if any(pads):
+            # the divisor is the in-bounds count, which changes near the border: ortnpu's
+            # AveragePool divides by it rounding half away from zero, which equals TOSA's
+            # reciprocal_scale multiply (docs/tosa.md); the zero points must be 0 for that
+            if izp or ozp:
+                raise UnsupportedError(f"{self.where}: AVG_POOL2D {out!r} with padding {pads} "
+                                       f"and zero points {izp}, {ozp}: only zero points 0 are "
+                                       "imported for a padded AVG_POOL2D")
+            top, bottom, left, right = pads
+            nchw = self.transpose(x, _NHWC_TO_NCHW, out + "_nchw")
+            y = self.emit("AveragePool", [nchw.name], x.dtype, out + "_avg",
+                          tuple(oshape[p] for p in _NHWC_TO_NCHW), kernel_h=kh, kernel_w=kw,
+                          stride_h=sh, stride_w=sw, pad_top=top, pad_bottom=bottom,
+                          pad_left=left, pad_right=right, act_min=lo, act_max=hi)
+            self.values[out] = self.transpose(y, _NCHW_TO_NHWC, out)
+            return
         mult, rshift = reciprocal_scale(kh * kw)
         c = x.shape[3]
         lo, hi = _range(x.dtype)
@@ -385,10 +406,8 @@ class _Importer:
         a = self.attribute(op, "ClampAttribute")
         lo = _signed_bytes(a.MinValAsNumpy(), x.dtype)
         hi = _signed_bytes(a.MaxValAsNumpy(), x.dtype)
-        node = self.producer.get(x.name)
-        names = {at.name for at in node.attribute} if node is not None else set()
-        if node is not None and {"act_min", "act_max"} <= names and self.uses[x.name] == 1 \
-                and x.name not in self.outputs:
+        node = self._clamp_site(ins[0], x.name)
+        if node is not None:
             for at in node.attribute:
                 if at.name == "act_min":
                     at.i = max(at.i, lo)
@@ -397,6 +416,22 @@ class _Importer:
             self.values[out] = x
             return
         self.values[out] = self.lut(x, lambda v: np.clip(v, lo, hi), x.dtype, out)
+
+    def _clamp_site(self, tosa_name: str, name: str) -> onnx.NodeProto | None:
+        """The node whose output clamp can take a CLAMP of ``name``: its producer, through
+        layout ops that only it reads (a clamp commutes with moving values), when nothing but
+        the CLAMP reads the TOSA tensor."""
+        if self.tosa_uses.get(tosa_name, 0) != 1 or tosa_name in self.outputs:
+            return None
+        node = self.producer.get(name)
+        while node is not None and node.op_type.split("_")[0] in ("Transpose", "Reshape"):
+            src = node.input[0]
+            if sum(i == src for n in self.nodes for i in n.input) != 1:
+                return None
+            node = self.producer.get(src)
+        if node is None or not {"act_min", "act_max"} <= {at.name for at in node.attribute}:
+            return None
+        return node
 
     def lut(self, x: Act, fn: Callable[[np.ndarray], np.ndarray], out_dtype: Any,
             base: str) -> Act:

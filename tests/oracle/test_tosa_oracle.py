@@ -91,3 +91,35 @@ def test_cli_import_tosa_runs(tmp_path, capsys) -> None:
     sess = ortnpu.InferenceSession(str(tmp_path / "add.onnx"))
     got = sess.run(None, {i.name: f for i, f in zip(sess.get_inputs(), g.feeds, strict=True)})
     np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_conv_clamp_is_fused_into_the_conv() -> None:
+    g = tc.case_conv_clamp(np.random.default_rng(1), tc.I8)
+    model = ortnpu.import_tosa(g.ser.serialize())
+    convs = [n for n in model.graph.node if n.op_type.startswith("Conv")]
+    assert len(convs) == 1 and not any(n.op_type.startswith("Lut") for n in model.graph.node)
+    attrs = {a.name: a.i for a in convs[0].attribute if a.name in ("act_min", "act_max")}
+    assert attrs == {"act_min": -10, "act_max": 60}
+
+
+def test_padded_avg_pool_with_zero_points_is_refused() -> None:
+    g = tc.Graph(np.random.default_rng(0))
+    x = g.inp([1, 5, 5, 2], tc.I8)
+    a = tc.ts.TosaSerializerAttribute()
+    a.AvgPool2dAttribute([3, 3], [2, 2], [1, 1, 1, 1], tc.I32)
+    zp = g.const(np.array([3], np.int8), tc.I8)
+    g.op(tc.ts.Op.AVG_POOL2D, [x, zp, zp], [1, 3, 3, 2], tc.I8, a, output=True)
+    with pytest.raises(UnsupportedError, match="AVG_POOL2D .* padding"):
+        ortnpu.import_tosa(g.ser.serialize())
+
+
+def test_sub_with_rounding_ties_on_b_is_refused() -> None:
+    """b's RESCALE by exactly 1/2 rounds ties: -round(b/2) != round(-b/2) for odd b."""
+    g = tc.Graph(np.random.default_rng(0))
+    a, b = g.inp([4], tc.I8), g.inp([4], tc.I8)
+    a32 = g.rescale(a, [4], tc.I8, tc.I32, [1 << 30], [30], 0, 0)
+    b32 = g.rescale(b, [4], tc.I8, tc.I32, [1 << 30], [31], 0, 0)
+    s = g.op(tc.ts.Op.SUB, [a32, b32], [4], tc.I32, tc._attr("SubAttribute"))
+    g.rescale(s, [4], tc.I32, tc.I8, [1 << 30], [30], 0, 0, output=True)
+    with pytest.raises(UnsupportedError, match="SUB .* ties"):
+        ortnpu.import_tosa(g.ser.serialize())

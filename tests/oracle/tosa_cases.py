@@ -136,19 +136,22 @@ def case_rescale_unsigned(rng: np.random.Generator, dt: object) -> Graph:
 
 
 def _conv_common(g: Graph, rng: np.random.Generator, dt: object, x: str, acc_shape: list[int],
-                 out_c: int, per_ch_scale: float) -> None:
+                 out_c: int, per_ch_scale: float, output: bool = True) -> str:
     mults, shifts = zip(*[scale(rng, per_ch_scale * float(rng.uniform(0.5, 2.0)),
                                 32 if dt == I8 else 16) for _ in range(out_c)], strict=True)
     ozp = int(rng.integers(-20, 20)) if dt == I8 else 0
-    g.rescale(x, acc_shape, I32 if dt == I8 else I48, dt, list(mults), list(shifts), 0, ozp,
-              double=dt == I8, scale32=dt == I8, output=True)
+    return g.rescale(x, acc_shape, I32 if dt == I8 else I48, dt, list(mults), list(shifts), 0,
+                     ozp, double=dt == I8, scale32=dt == I8, output=output)
 
 
-def case_conv2d(rng: np.random.Generator, dt: object) -> Graph:
+def case_conv2d(rng: np.random.Generator, dt: object, clamp: bool = False) -> Graph:
+    """CONV2D (weight zero point folded when w - w_zp fits int8) + per-channel RESCALE, and
+    optionally a CLAMP that becomes the Conv's output clamp."""
     g = Graph(rng)
     n, h, w, c, oc, k = 1, 8, 6, 3, 4, 3
     x = g.inp([n, h, w, c], dt)
-    wt = rng.integers(-127, 128, size=(oc, k, k, c)).astype(np.int8)
+    wzp = int(rng.integers(-20, 21))
+    wt = (rng.integers(-100, 101, size=(oc, k, k, c)) + wzp).astype(np.int8)
     acc_t = I32 if dt == I8 else I48
     bias = rng.integers(-5000, 5000, size=oc)
     izp = int(rng.integers(-10, 10)) if dt == I8 else 0
@@ -159,9 +162,12 @@ def case_conv2d(rng: np.random.Generator, dt: object) -> Graph:
     a.Conv2dAttribute(pad, stride, dil, False, acc_t)
     ins = [x, g.const(wt, I8), g.const(bias.astype(np.int32), I32) if dt == I8 else
            g.const(bias, I48), g.const(np.array([izp], NP[dt]), dt),
-           g.const(np.array([0], np.int8), I8)]
+           g.const(np.array([wzp], np.int8), I8)]
     acc = g.op(ts.Op.CONV2D, ins, [n, oh, ow, oc], acc_t, a)
-    _conv_common(g, rng, dt, acc, [n, oh, ow, oc], oc, 1.0 / (k * k * c * 127 * 4))
+    y = _conv_common(g, rng, dt, acc, [n, oh, ow, oc], oc, 1.0 / (k * k * c * 127 * 4),
+                     output=not clamp)
+    if clamp:
+        g.op(ts.Op.CLAMP, [y], [n, oh, ow, oc], dt, clamp_attr(dt, -10, 60), output=True)
     return g
 
 
@@ -260,23 +266,27 @@ def case_table(rng: np.random.Generator, dt: object) -> Graph:
     return g
 
 
-def case_clamp(rng: np.random.Generator, dt: object) -> Graph:
-    g = Graph(rng)
-    x = g.inp([1, 4, 5, 3], dt)
-    lo, hi = (-50, 90) if dt == I8 else (-3000, 12000)
+def clamp_attr(dt: object, lo: int, hi: int) -> object:
+    """A CLAMP attribute; the bounds are stored as the bytes of the tensor's type."""
     width = 1 if dt == I8 else 2
     a = ts.TosaSerializerAttribute()
     a.ClampAttribute(list(np.array([lo], NP[dt]).tobytes()[:width]),
                      list(np.array([hi], NP[dt]).tobytes()[:width]),
                      ts.NanPropagationMode.PROPAGATE)
-    g.op(ts.Op.CLAMP, [x], [1, 4, 5, 3], dt, a, output=True)
+    return a
+
+
+def case_clamp(rng: np.random.Generator, dt: object) -> Graph:
+    g = Graph(rng)
+    x = g.inp([1, 4, 5, 3], dt)
+    lo, hi = (-50, 90) if dt == I8 else (-3000, 12000)
+    g.op(ts.Op.CLAMP, [x], [1, 4, 5, 3], dt, clamp_attr(dt, lo, hi), output=True)
     return g
 
 
 def case_conv_clamp(rng: np.random.Generator, dt: object) -> Graph:
-    """CONV2D + RESCALE + CLAMP: the fused activation of the Conv."""
-    g = case_conv2d(rng, dt)
-    return g
+    """CONV2D + RESCALE + CLAMP: the CLAMP becomes the Conv's output clamp."""
+    return case_conv2d(rng, dt, clamp=True)
 
 
 def case_avg_pool(rng: np.random.Generator, dt: object) -> Graph:
@@ -290,6 +300,17 @@ def case_avg_pool(rng: np.random.Generator, dt: object) -> Graph:
     g.op(ts.Op.AVG_POOL2D, [x, g.const(np.array([izp], NP[dt]), dt),
                             g.const(np.array([ozp], NP[dt]), dt)], [1, 3, 3, 3], dt, a,
          output=True)
+    return g
+
+
+def case_avg_pool_padded(rng: np.random.Generator, dt: object) -> Graph:
+    """Padded AVG_POOL2D: the divisor is the in-bounds count (zero points 0)."""
+    g = Graph(rng)
+    x = g.inp([1, 7, 7, 3], dt)
+    a = ts.TosaSerializerAttribute()
+    a.AvgPool2dAttribute([3, 3], [2, 2], [1, 1, 1, 1], I32)
+    zp = g.const(np.array([0], NP[dt]), dt)
+    g.op(ts.Op.AVG_POOL2D, [x, zp, zp], [1, 4, 4, 3], dt, a, output=True)
     return g
 
 
@@ -328,7 +349,8 @@ CASES: dict[str, Callable[[np.random.Generator, object], Graph]] = {
     "rescale": case_rescale, "rescale_every_shift": case_rescale_every_shift,
     "rescale_unsigned": case_rescale_unsigned, "conv2d": case_conv2d,
     "depthwise_conv2d": case_depthwise, "matmul": case_matmul, "add": case_add, "sub": case_sub,
-    "mul": case_mul, "table": case_table, "clamp": case_clamp, "avg_pool2d": case_avg_pool,
+    "mul": case_mul, "table": case_table, "clamp": case_clamp, "conv_clamp": case_conv_clamp,
+    "avg_pool2d": case_avg_pool, "avg_pool2d_padded": case_avg_pool_padded,
     "max_pool2d": case_max_pool, "reduce_sum": case_reduce_sum, "layout": case_layout,
 }
 
