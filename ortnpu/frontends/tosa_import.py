@@ -20,7 +20,7 @@ accumulator-producing op with the RESCALE that consumes it:
   ``reciprocal_scale(k)`` multiplier; with padding (zero points 0) → ``AveragePool``, whose
   rounded division by the in-bounds count equals TOSA's reciprocal multiply; MAX_POOL2D →
   ``MaxPool``;
-* RESHAPE, TRANSPOSE, CONCAT, IDENTITY → the layout ops.
+* RESHAPE, TRANSPOSE, CONCAT, PAD, SLICE, IDENTITY → the layout ops.
 
 The RESCALE's ``rounding_mode`` picks the rule: ``DOUBLE_ROUND`` → ``tosa_double``,
 ``SINGLE_ROUND`` (and every 16-bit multiplier) → ``half_up``. Anything else (another op, an
@@ -331,6 +331,24 @@ class _Importer:
         shape = tuple(int(d) for d in self.tensors[out][0])
         self.values[out] = self.emit("Concat", [x.name for x in xs], xs[0].dtype, out, shape,
                                      axis=axis)
+
+    def op_pad(self, op: Any, ins: list[str], out: str) -> None:
+        x = self.act(ins[0], "PAD")
+        padding = self.const(ins[1], "PAD").astype(np.int64).reshape(-1)
+        value = int(self.const(ins[2], "PAD").reshape(-1)[0])
+        pads = np.concatenate([padding[0::2], padding[1::2]])      # TOSA pairs → ONNX order
+        self.values[out] = self.emit("Pad", [x.name, self.init(pads, "pads")], x.dtype, out,
+                                     self.tensors[out][0], value=value)
+
+    def op_slice(self, op: Any, ins: list[str], out: str) -> None:
+        x = self.act(ins[0], "SLICE")
+        start = self.const(ins[1], "SLICE").astype(np.int64).reshape(-1)
+        size = self.const(ins[2], "SLICE").astype(np.int64).reshape(-1)
+        rank = len(x.shape)
+        inputs = [x.name, self.init(start, "starts"), self.init(start + size, "ends"),
+                  self.init(np.arange(rank, dtype=np.int64), "axes"),
+                  self.init(np.ones(rank, np.int64), "steps")]
+        self.values[out] = self.emit("Slice", inputs, x.dtype, out, tuple(int(d) for d in size))
 
     def op_max_pool2d(self, op: Any, ins: list[str], out: str) -> None:
         x = self.act(ins[0], "MAX_POOL2D")

@@ -345,6 +345,20 @@ def case_layout(rng: np.random.Generator, dt: object) -> Graph:
     return g
 
 
+def case_pad_slice(rng: np.random.Generator, dt: object) -> Graph:
+    """PAD (padding from CONST_SHAPE, a pad value) then SLICE (start and size)."""
+    g = Graph(rng)
+    x = g.inp([1, 3, 4, 2], dt)
+    padding = g.ser.addConst([8], ts.DType.SHAPE, np.array([0, 0, 1, 2, 0, 1, 0, 0],
+                                                           np.int64)).name
+    value = g.const(np.array([-7], NP[dt]), dt)
+    p = g.op(ts.Op.PAD, [x, padding, value], [1, 6, 5, 2], dt, _attr("PadAttribute"))
+    start = g.ser.addConst([4], ts.DType.SHAPE, np.array([0, 1, 1, 0], np.int64)).name
+    size = g.ser.addConst([4], ts.DType.SHAPE, np.array([1, 4, 3, 2], np.int64)).name
+    g.op(ts.Op.SLICE, [p, start, size], [1, 4, 3, 2], dt, _attr("SliceAttribute"), output=True)
+    return g
+
+
 CASES: dict[str, Callable[[np.random.Generator, object], Graph]] = {
     "rescale": case_rescale, "rescale_every_shift": case_rescale_every_shift,
     "rescale_unsigned": case_rescale_unsigned, "conv2d": case_conv2d,
@@ -352,6 +366,7 @@ CASES: dict[str, Callable[[np.random.Generator, object], Graph]] = {
     "mul": case_mul, "table": case_table, "clamp": case_clamp, "conv_clamp": case_conv_clamp,
     "avg_pool2d": case_avg_pool, "avg_pool2d_padded": case_avg_pool_padded,
     "max_pool2d": case_max_pool, "reduce_sum": case_reduce_sum, "layout": case_layout,
+    "pad_slice": case_pad_slice,
 }
 
 
