@@ -186,7 +186,7 @@ static inline void finish_row(const ortnpu_isa_t *I, const int32_t *acc32, const
 
 static inline int out_ok(const ortnpu_out_t *o) {
     if (!o || !type_ok(o->otype)) return 0;
-    if (o->rule < 0 || o->rule > 3 || (o->acc_bits != 32 && o->acc_bits != 64)) return 0;
+    if (o->rule < 0 || o->rule > ORTNPU_R_TOSA_DOUBLE || (o->acc_bits != 32 && o->acc_bits != 64)) return 0;
     if (o->act_min > o->act_max || o->act_min < type_min(o->otype) ||
         o->act_max > type_max(o->otype))
         return 0;

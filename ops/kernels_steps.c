@@ -40,7 +40,7 @@ static inline int64_t rescale_signed(int64_t x, int64_t m, int shift, int rule) 
 
 /* The output parameters the elementwise steps need (out_ok of kernels.c, without acc_bits). */
 static int out_valid(const ortnpu_out_t *o) {
-    if (!o || !type_ok(o->otype) || o->rule < 0 || o->rule > 3) return 0;
+    if (!o || !type_ok(o->otype) || o->rule < 0 || o->rule > ORTNPU_R_TOSA_DOUBLE) return 0;
     if (o->act_min > o->act_max || o->act_min < type_min(o->otype) ||
         o->act_max > type_max(o->otype))
         return 0;

@@ -11,7 +11,8 @@
 #include <stdint.h>
 
 enum { ORTNPU_T_I8 = 0, ORTNPU_T_U8 = 1, ORTNPU_T_I16 = 2 };
-enum { ORTNPU_R_DOUBLE = 0, ORTNPU_R_SINGLE = 1, ORTNPU_R_INT64 = 2, ORTNPU_R_HALF_UP = 3 };
+enum { ORTNPU_R_DOUBLE = 0, ORTNPU_R_SINGLE = 1, ORTNPU_R_INT64 = 2, ORTNPU_R_HALF_UP = 3,
+       ORTNPU_R_TOSA_DOUBLE = 4 };
 enum { ORTNPU_OK = 0, ORTNPU_EBADARG = -1, ORTNPU_ENOMEM = -2, ORTNPU_ENAN = -3 };
 
 /* The element types (ORTNPU_T_*): validity, range and size. */
@@ -104,11 +105,24 @@ static inline int64_t rs_half_up(int64_t x, int64_t m, int shift) {
     return p < INT32_MIN ? INT32_MIN : (p > INT32_MAX ? INT32_MAX : (int64_t)p);
 }
 
+/* tosa_double: TOSA apply_scale_32 with double_round. x saturated to int32 (so |x*m| <= 2^62);
+ * for a right shift r: (x*m + 2^(r-1) [+2^30 if r > 31 and x >= 0, -2^30 if r > 31 and x < 0])
+ * >> r, saturated to int32; left shifts and shift 0 as half_up. */
+static inline int64_t rs_tosa_double(int64_t x, int64_t m, int shift) {
+    x = sat32(x);
+    if (shift >= 0) return rs_half_up(x, m, shift);
+    int r = -shift;
+    int64_t round = INT64_C(1) << (r - 1);
+    if (r > 31) round += x >= 0 ? (INT64_C(1) << 30) : -(INT64_C(1) << 30);
+    return sat32(asr64(x * m + round, r));
+}
+
 static inline int64_t rescale1(int64_t x, int64_t m, int shift, int rule) {
     switch (rule) {
     case ORTNPU_R_DOUBLE: return rs_double(x, m, shift);
     case ORTNPU_R_SINGLE: return rs_single(x, m, shift);
     case ORTNPU_R_INT64: return rs_int64(x, m, shift);
+    case ORTNPU_R_TOSA_DOUBLE: return rs_tosa_double(x, m, shift);
     default: return rs_half_up(x, m, shift);
     }
 }
@@ -119,12 +133,14 @@ static inline int shift_ok(int rule, int64_t s) {
     case ORTNPU_R_DOUBLE: return s >= -31 && s <= 31;
     case ORTNPU_R_SINGLE: return s >= -31 && s <= 30;
     case ORTNPU_R_INT64: return s >= -31 && s <= 7;
-    case ORTNPU_R_HALF_UP: return s >= -62 && s <= 31;
+    case ORTNPU_R_HALF_UP:
+    case ORTNPU_R_TOSA_DOUBLE: return s >= -62 && s <= 31;
     default: return 0;
     }
 }
 static inline int mult_ok(int rule, int64_t m) {
-    return rule == ORTNPU_R_HALF_UP ? (m >= INT32_MIN && m <= INT32_MAX)
+    return rule == ORTNPU_R_HALF_UP || rule == ORTNPU_R_TOSA_DOUBLE
+               ? (m >= INT32_MIN && m <= INT32_MAX)
                                     : (m >= 0 && m <= INT32_MAX);
 }
 
@@ -138,6 +154,7 @@ static inline void rescale_chunk(int64_t *v, int64_t n, const int32_t *m, int64_
     case ORTNPU_R_DOUBLE: ORTNPU_RESCALE_LOOP(rs_double) break;
     case ORTNPU_R_SINGLE: ORTNPU_RESCALE_LOOP(rs_single) break;
     case ORTNPU_R_INT64: ORTNPU_RESCALE_LOOP(rs_int64) break;
+    case ORTNPU_R_TOSA_DOUBLE: ORTNPU_RESCALE_LOOP(rs_tosa_double) break;
     default: ORTNPU_RESCALE_LOOP(rs_half_up) break;
     }
 #undef ORTNPU_RESCALE_LOOP

@@ -129,6 +129,50 @@ def test_half_up_every_shift(shift: int) -> None:
         assert got.tolist() == want
 
 
+def tosa_apply_scale_32(value: int, multiplier: int, shift: int, double_round: bool) -> int:
+    """The TOSA 1.0 specification's apply_scale_32 in Python integers (right shift ``shift``)."""
+    rnd = 1 << (shift - 1)
+    if double_round and shift > 31:
+        rnd += (1 << 30) if value >= 0 else -(1 << 30)
+    return (value * multiplier + rnd) >> shift
+
+
+@pytest.mark.parametrize("right", range(2, 63))
+def test_tosa_double_matches_the_tosa_specification(right: int) -> None:
+    """Every TOSA shift (2..62), multipliers up to 2^31-1, inputs inside TOSA's REQUIRE range
+    |x| < 2^(shift-1), including the ties of the single rounding and those the 2^30 moves."""
+    rng = np.random.default_rng(right)
+    lim = min(1 << (right - 1), 1 << 31)
+    xs = [x for x in EDGE_X if -lim <= x < lim] + [-lim, lim - 1]
+    xs += [int(v) for v in rng.integers(-lim, lim, size=40)]
+    for m in (0, 1, 3, 1 << 30, (1 << 30) + 1, I32_MAX, 1518500250, 1 << 15, (1 << 15) - 1):
+        # inputs whose product lands on the tie of the single rounding or near the 2^30 move
+        if m:
+            for k in (1, 3, -1, -3):
+                t = (k << (right - 1)) // m
+                xs_t = [t - 1, t, t + 1]
+                xs += [x for x in xs_t if -lim <= x < lim]
+        x = np.array(xs, np.int64)
+        got = arith.rescale_tosa_double(x, np.int64(m), np.int64(-right))
+        want = [min(max(tosa_apply_scale_32(int(v), m, right, True), I32_MIN), I32_MAX)
+                for v in xs]
+        assert got.tolist() == want, (m, right)
+        single = arith.rescale_half_up(x, np.int64(m), np.int64(-right))
+        assert single.tolist() == [min(max(tosa_apply_scale_32(int(v), m, right, False), I32_MIN),
+                                         I32_MAX) for v in xs], (m, right)
+
+
+def test_tosa_double_differs_from_single_only_beyond_shift_31() -> None:
+    """The measured difference: 2^30 added to the offset moves results only when r > 31."""
+    x = np.arange(-4096, 4096, dtype=np.int64) * 977
+    for r in (31, 32, 40):
+        m = np.int64((1 << 30) + 12345)
+        d = arith.rescale_tosa_double(x, m, np.int64(-r)) - arith.rescale_half_up(x, m,
+                                                                                 np.int64(-r))
+        assert (d != 0).any() == (r > 31)
+        assert set(np.unique(d).tolist()) <= {-1, 0, 1}
+
+
 BIG_X = [(1 << 62), -(1 << 62), (1 << 62) + 5, -(1 << 63), (1 << 40) - 1, -(1 << 47) + 3,
          (1 << 33) + 1, -(1 << 35) - 7, 123456789012345, -98765432109876]
 

@@ -244,7 +244,7 @@ def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["export", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx")]) == 2
 
 
-@pytest.mark.parametrize("target", ["tflite-a16w8", "tflite-int8"])
+@pytest.mark.parametrize("target", ["tflite-a16w8", "tflite-int8", "tosa-int8", "tosa-int16"])
 def test_export_of_attention_equals_the_simulator_on_stock_onnxruntime(target: str) -> None:
     """Float attention MatMuls on the CPU read boundary dequantizations; in the export those are
     Cast/Sub/Mul, and stock onnxruntime (default level) folds a Mul by a scalar into a following

@@ -159,7 +159,7 @@ def test_rescale_every_shift(simd2: str, rule: str, acc_bits: int) -> None:
     mults = [0, 1, 3, 1 << 30, (1 << 30) + 1, mhi, int(rng.integers(1 << 30, mhi))]
     mults += [int(rng.integers(1 << j, 1 << (j + 1))) for j in (8, 14, 16, 20, 24, 27)]
     mults += [0x7FFF0000, 0x7FFEFFFF, 0x7FFF8000]  # tflite_int64's 15-bit reduction edge
-    if rule == "half_up":
+    if rule in ("half_up", "tosa_double"):
         mults += [-1, -(1 << 31), -3]
     shifts = list(range(slo, shi + 1))
     grid = [(m, s) for m in mults for s in shifts]

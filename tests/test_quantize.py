@@ -21,7 +21,8 @@ def float_run(model, x):
 
 
 @pytest.mark.parametrize(("target", "tolerance"), [
-    ("tflite-int8", 0.02), ("tflite-a16w8", 0.005), ("n2d2-int8", 0.05)])
+    ("tflite-int8", 0.02), ("tflite-a16w8", 0.005), ("n2d2-int8", 0.05), ("tosa-int8", 0.02),
+    ("tosa-int16", 0.005)])
 def test_small_cnn_on_every_preset(target: str, tolerance: float) -> None:
     model = small_cnn()
     calib, test = images(64, seed=1), images(32, seed=2)
@@ -49,7 +50,8 @@ def test_small_cnn_on_every_preset(target: str, tolerance: float) -> None:
     assert [o.name for o in npu.graph.output] == ["probs"]
 
 
-@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8", "tosa-int8",
+                                    "tosa-int16"])
 def test_onnxruntime_equals_reference_evaluator_graph_wide(target: str) -> None:
     """Every integer tensor of the NPU graph, onnxruntime vs onnx's reference evaluator."""
     model = small_cnn()

@@ -179,7 +179,7 @@ def test_importing_onnxruntime_extensions_later_keeps_our_hook(tmp_path) -> None
     assert "shape (2, 6, 3, 5)" in proc.stdout and "alive" in proc.stdout
 
 
-@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8"])
+@pytest.mark.parametrize("target", ["tflite-int8", "tflite-a16w8", "n2d2-int8", "tosa-int8"])
 def test_fused_subgraphs_give_the_same_numbers(target: str) -> None:
     from ortnpu import models_cache
 

@@ -98,7 +98,7 @@ class Profile:
                     m, s = (1 << gap) + 1, e - gap
                     break
             return m, int(min(max(s, lo), hi))
-        if self.rounding == "half_up":
+        if self.rounding in ("half_up", "tosa_double"):
             bits = self.multiplier_bits - 1
             frac, e = math.frexp(real)
             m = round(frac * (1 << bits))
@@ -116,7 +116,7 @@ class Profile:
             return [(1, s) for s in range(lo, hi + 1)]
         if self.multiplier_mode == "double_shift":
             return [(m, s) for m in (3, 5, 129) for s in range(lo, hi + 1)]
-        if self.rounding == "half_up":
+        if self.rounding in ("half_up", "tosa_double"):
             top = (1 << (self.multiplier_bits - 1)) - 1
             mults = sorted({top, 1 << (self.multiplier_bits - 2), 3, 1, -(top + 1), -3})
         else:

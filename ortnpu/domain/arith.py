@@ -26,7 +26,7 @@ INT64_MIN = -(1 << 63)
 INT64_MAX = (1 << 63) - 1
 
 #: The rounding rules a kernel's ``rounding`` attribute may name.
-ROUNDING_RULES = ("tflite_double", "tflite_single", "tflite_int64", "half_up")
+ROUNDING_RULES = ("tflite_double", "tflite_single", "tflite_int64", "half_up", "tosa_double")
 
 
 def round_half_away(x: float | np.ndarray) -> np.ndarray:
@@ -183,11 +183,33 @@ def rescale_half_up(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) ->
     return saturate(np.where(right > 0, shifted_right, shifted_left), INT32_MIN, INT32_MAX)
 
 
+def rescale_tosa_double(x: np.ndarray, multiplier: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """TOSA ``apply_scale_32`` with ``double_round`` (RESCALE ``rounding_mode = DOUBLE_ROUND``).
+
+    TOSA rounds half up once, ``(x·m + 2^(r-1)) >> r``, but for a right shift r > 31 the
+    rounding offset also gets ``+2^30`` (x ≥ 0) or ``-2^30`` (x < 0): the single-step form of
+    rounding at bit 31 first, as a 32-bit datapath does. With r ≤ 31 (and for left shifts) the
+    rule equals ``half_up``. The input is an int32 (TOSA requires it; a wider accumulator is
+    saturated to int32 first, as the TFLite rules do), so ``|x·m| ≤ 2^62`` and nothing wraps.
+    TOSA also requires ``|x| < 2^(r-1)`` so that the result fits int32; ortnpu saturates.
+    """
+    x = saturate(x, INT32_MIN, INT32_MAX)
+    m = np.asarray(multiplier, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    right = np.maximum(-shift, 0)
+    offset = np.where(right > 0, np.int64(1) << np.maximum(right - 1, 0), 0)
+    offset = offset + np.where(right > 31, np.where(x >= 0, np.int64(1 << 30),
+                                                    np.int64(-(1 << 30))), 0)
+    by_right = saturate((x * m + offset) >> right, INT32_MIN, INT32_MAX)
+    return np.where(right > 0, by_right, rescale_half_up(x, m, np.maximum(shift, 0)))
+
+
 _RULES = {
     "tflite_double": rescale_tflite_double,
     "tflite_single": rescale_tflite_single,
     "tflite_int64": rescale_tflite_int64,
     "half_up": rescale_half_up,
+    "tosa_double": rescale_tosa_double,
 }
 
 

@@ -31,7 +31,8 @@ shifts left (TFLite's convention). Exact statements are in `ortnpu/domain/arith.
 | `tflite_double` | `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x << max(shift,0), M), max(-shift,0))`; x is saturated to int32 first (64-bit accumulators), `x << left` wraps to int32 | TFLite's default `MultiplyByQuantizedMultiplier` |
 | `tflite_single` | `(x·M + 2^(30-shift)) >> (31 - shift)`, shift ≤ 30, x saturated to int32 first, result saturated to int32 | TFLite built with `TFLITE_SINGLE_ROUNDING` |
 | `tflite_int64` | `M' = (M + 2^15) >> 16` (0x7FFF when M ≥ 0x7FFF0000); `(x·M' + 2^(14-shift)) >> (15 - shift)`, x saturated to ±2^47, result to int32 | TFLite 16x8 kernels (int64 accumulator) |
-| `half_up` | `(x·M + 2^(r-1)) >> r` for a right shift r = -shift > 0; exact left shift otherwise; exact for x up to ±2^62 (no wrap), saturated to int32 | N2D2 single-shift (M = 1), double-shift (M = 2^a + 1), fixed-point16/32; TOSA single rounding |
+| `half_up` | `(x·M + 2^(r-1)) >> r` for a right shift r = -shift > 0; exact left shift otherwise; exact for x up to ±2^62 (no wrap), saturated to int32 | N2D2 single-shift (M = 1), double-shift (M = 2^a + 1), fixed-point16/32; TOSA RESCALE `SINGLE_ROUND` and the 16-bit multiplier (`scale32 = false`) |
+| `tosa_double` | as `half_up`, but x is saturated to int32 first and for a right shift r > 31 the offset is `2^(r-1) + 2^30` (x ≥ 0) or `2^(r-1) - 2^30` (x < 0) | TOSA `apply_scale_32` with `DOUBLE_ROUND` (RESCALE, `tosa-int8`) |
 
 Rules allowed: {", ".join(f"`{r}`" for r in ROUNDING_RULES)}. Where the reference has undefined
 behaviour (int32 overflow) ortnpu wraps like hardware adders; where it asserts a range it

@@ -80,7 +80,8 @@ def expected() -> str | None:
     return None
 
 TYPE_CODE = {np.dtype(np.int8): 0, np.dtype(np.uint8): 1, np.dtype(np.int16): 2}
-_RULE_CODE = {"tflite_double": 0, "tflite_single": 1, "tflite_int64": 2, "half_up": 3}
+_RULE_CODE = {"tflite_double": 0, "tflite_single": 1, "tflite_int64": 2, "half_up": 3,
+              "tosa_double": 4}
 _SIMD_MODES = ("auto", "avx512", "avx2", "scalar")
 _ISA_CODE = {"scalar": 0, "avx2": 1, "avx512": 2}
 

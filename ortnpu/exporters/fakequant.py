@@ -6,6 +6,7 @@ multiplication by the exact power-of-two-scaled multiplier and the target's roun
 Floor/Sign/Abs:
 
 * ``half_up``, ``tflite_single``, ``tflite_int64``: ``floor(v + 0.5)`` (half up);
+* ``tosa_double``: ``floor(v + 0.5 + sign(v)·2^(30-r))`` for right shifts r > 31, else half up;
 * ``tflite_double``: ``floor(v·2^r + 0.5)`` (SaturatingRoundingDoublingHighMul rounds half up)
   then ``sign(t)·floor(|t|·2^-r + 0.5)`` (RoundingDivideByPOT rounds half away from zero).
 
@@ -70,7 +71,14 @@ class FakeQuantLowering:
             u = b.mul(t, b.const(2.0 ** -right, np.float32))
             mag = self._floor_half(b, b.emit("Abs", [u], F32))
             return b.mul(b.emit("Sign", [u], F32), mag)
-        return self._floor_half(b, b.mul(v, b.const(p * 2.0 ** e, np.float32)))
+        scaled = b.mul(v, b.const(p * 2.0 ** e, np.float32))
+        right = np.maximum(-np.asarray(s, np.int64), 0)
+        if rule == "tosa_double" and (right > 31).any():
+            # TOSA's double rounding: the offset gains ±2^30 (i.e. ±2^(30-r) after the shift)
+            extra = np.where(right > 31, 2.0 ** (30 - right.astype(np.float64)), 0.0)
+            scaled = b.emit("Add", [scaled, b.mul(b.emit("Sign", [scaled], F32),
+                                                  b.const(extra, np.float32))], F32)
+        return self._floor_half(b, scaled)
 
     @staticmethod
     def _floor_half(b: Builder, v: str) -> str:

@@ -94,8 +94,25 @@ def half_up(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
     return b.clip(result, INT32_MIN, INT32_MAX)
 
 
+def tosa_double(b: Builder, x: str, m: np.ndarray, s: np.ndarray) -> str:
+    """TOSA ``apply_scale_32`` with double rounding: ``half_up`` plus ``±2^30`` in the rounding
+    offset of right shifts beyond 31 (sign of the int32-saturated input)."""
+    left, right = np.maximum(s, 0), np.maximum(-s, 0)
+    if not (right > 31).any():
+        return half_up(b, b.clip(x, INT32_MIN, INT32_MAX), m, s)
+    x = b.clip(x, INT32_MIN, INT32_MAX)                  # int32 input: |x·m| ≤ 2^62
+    offset = np.where(right > 0, _pow2(np.maximum(right - 1, 0)), 0)
+    extra = np.where(right > 31, np.int64(1 << 30), 0)
+    sign_extra = b.where(b.compare("Less", x, b.const(0)), b.const(-extra), b.const(extra))
+    rounded = b.add(b.add_c(b.mul_c(x, m), offset), sign_extra)
+    by_right = b.clip(b.floor_pow2(rounded, right), INT32_MIN, INT32_MAX)
+    if not (right == 0).any():
+        return by_right
+    return b.where(b.const(right > 0, np.bool_), by_right, half_up(b, x, m, left))
+
+
 _RULES = {"tflite_double": tflite_double, "tflite_single": tflite_single,
-          "tflite_int64": tflite_int64, "half_up": half_up}
+          "tflite_int64": tflite_int64, "half_up": half_up, "tosa_double": tosa_double}
 assert set(_RULES) == set(ROUNDING_RULES), "every rounding rule needs a lowering"
 
 

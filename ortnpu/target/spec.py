@@ -26,7 +26,7 @@ else:  # pragma: no cover - Python 3.10
 #: Rescale modes: how a layer's real multiplier is represented in integers.
 RESCALE_MODES = ("fixed_point", "fixed_point16", "single_shift", "double_shift")
 #: Rounding rules of the rescale (see docs/op-domain.md for the exact formulas).
-ROUNDING_RULES = ("tflite_double", "tflite_single", "tflite_int64", "half_up")
+ROUNDING_RULES = ("tflite_double", "tflite_single", "tflite_int64", "half_up", "tosa_double")
 
 
 def _meta(doc: str, choices: tuple[Any, ...] | None = None, lo: float | None = None,
