@@ -156,12 +156,19 @@ def group_by_cause(rows: Iterable[tuple[str, str, str]]) -> list[tuple[str, str,
 
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Name unnamed nodes and infer shapes, on a copy (as partition and estimate need)."""
-    from ortnpu.passes import InferShapes, NameNodes
+    """Name unnamed nodes, infer shapes and decompose LayerNormalization into the ops an NPU
+    runs it with (:class:`~ortnpu.passes.DecomposeLayerNorm`, as ``quantize`` does), on a copy
+    (as partition and estimate need)."""
+    from ortnpu.passes import DecomposeLayerNorm, InferShapes, NameNodes
 
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
         model = InferShapes()(model).model
+    result = DecomposeLayerNorm()(model)
+    if result.modified:
+        model = result.model
+        with contextlib.suppress(ModelError):
+            model = InferShapes()(model).model
     return model
 
 

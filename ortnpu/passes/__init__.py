@@ -25,6 +25,7 @@ from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
 from ortnpu.passes.freeze_inputs import FreezeInputs
 from ortnpu.passes.identity_elimination import RemoveIdentity
+from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.if_folding import FoldConstantIf
 from ortnpu.passes.matmul_add_fusion import FC_BIAS_KEY, FuseMatMulAdd
 from ortnpu.passes.name_nodes import NameNodes
