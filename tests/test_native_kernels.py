@@ -525,6 +525,27 @@ def test_sub_random() -> None:
         check("Sub", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
 
 
+def test_squared_difference_random() -> None:
+    """TFLite's SQUARED_DIFFERENCE (Add's rescales, the difference squared with int32 wrap) in
+    C, every rounding rule, left shifts up to 31 (the square wraps)."""
+    rng = np.random.default_rng(44)
+    for _ in range(300):
+        sa, sb = elementwise_shapes(rng)
+        adt, bdt, out = one_of(rng, DTYPES), one_of(rng, DTYPES), one_of(rng, DTYPES)
+        rule = one_of(rng, ROUNDING_RULES)
+        ls = int(one_of(rng, [7, 7, 0, 31, int(rng.integers(0, 32))]))
+        est = 65536.0 * 2.0 ** ls
+        ma, sha = rescale_params(rng, rule, est / 2 ** 20, 1)
+        mb, shb = rescale_params(rng, rule, est / 2 ** 20, 1)
+        my, shy = rescale_params(rng, rule, 2.0 ** 20 / 150, 1)
+        attrs = {"a_zp": rand_zp(rng, adt), "b_zp": rand_zp(rng, bdt), "left_shift": ls,
+                 "rounding": rule, "a_multiplier": int(ma[0]), "a_shift": int(sha[0]),
+                 "b_multiplier": int(mb[0]), "b_shift": int(shb[0]),
+                 "y_multiplier": int(my[0]), "y_shift": int(shy[0]), **out_attrs(rng, out)}
+        check("SquaredDifference", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs,
+              out)
+
+
 @pytest.mark.parametrize("op", ["Maximum", "Minimum"])
 def test_maximum_minimum_random(op: str) -> None:
     rng = np.random.default_rng(43)

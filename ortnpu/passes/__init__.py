@@ -24,9 +24,10 @@ from ortnpu.passes.constant_folding import FoldConstants
 from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
 from ortnpu.passes.freeze_inputs import FreezeInputs
+from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.identity_elimination import RemoveIdentity
-from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.if_folding import FoldConstantIf
+from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.matmul_add_fusion import FC_BIAS_KEY, FuseMatMulAdd
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.noop_removal import RemoveNoOpReshapeTranspose
@@ -40,7 +41,8 @@ from ortnpu.passes.weight_equalization import EqualizeWeights
 PASS_NAMES = ("NameNodes", "FreezeInputs", "FixInputShapes", "InferShapes", "FoldConstants",
               "FoldConstantIf", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
-              "DivByConstantToMul",
+              "DecomposeLayerNorm",
+    "DivByConstantToMul",
               "FuseMatMulAdd", "EqualizeWeights",
               "MarkFusedActivations")
 
@@ -171,6 +173,7 @@ __all__ = [
     "FUSED_ACTIVATION_KEY",
     "FUSED_INTO_KEY",
     "PASS_NAMES",
+    "DecomposeLayerNorm",
     "DivByConstantToMul",
     "DuplicateSharedWeights",
     "EqualizeWeights",
@@ -191,6 +194,7 @@ __all__ = [
     "RemoveNoOpReshapeTranspose",
     "RemoveUnused",
     "Repeat",
+    "SliceHeads",
     "default_passes",
     "fix_inputs",
     "optimize",

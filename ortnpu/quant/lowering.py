@@ -453,7 +453,7 @@ def squared_difference_of(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeP
     model (a QDQ model that quantizes ``d`` states SUB then MUL) and no fused activation."""
     if node.op_type == "Mul" and (len(node.input) != 2 or node.input[0] != node.input[1]):
         return None
-    if node.op_type == "Pow" and _exponent(node, ctx) != 2.0 or \
+    if (node.op_type == "Pow" and _exponent(node, ctx) != 2.0) or \
             node.op_type not in ("Mul", "Pow"):
         return None
     base = node.input[0]
@@ -719,6 +719,8 @@ _LUT_FUNCTIONS = {
     "HardSigmoid": lambda x, n: np.clip(float(attr(n, "alpha", 0.2)) * x
                                         + float(attr(n, "beta", 0.5)), 0, 1),
     "HardSwish": lambda x, n: x * np.clip(x / 6.0 + 0.5, 0, 1),
+    # TFLite has no ERF (its converter fuses an erf GELU into GELU); an NPU tabulates it
+    "Erf": lambda x, n: np.vectorize(math.erf, otypes=[np.float64])(x),
 }
 
 
@@ -760,8 +762,8 @@ def _tflite_lut_function(node: onnx.NodeProto) -> Callable[[np.ndarray], np.ndar
 
 
 class LutRule(LoweringRule):
-    """Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Gelu, LeakyRelu → ``Lut`` (one table entry
-    per input value)."""
+    """Sigmoid, Tanh, HardSigmoid, HardSwish, Erf, Elu, Gelu, LeakyRelu → ``Lut`` (one table
+    entry per input value)."""
 
     op_types = (*_LUT_FUNCTIONS, "Elu", "Gelu", "LeakyRelu")
 
@@ -1224,6 +1226,67 @@ class SliceRule(LoweringRule):
             out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, piece))
 
 
+def gather_slice(node: onnx.NodeProto, ctx: QuantContext
+                 ) -> tuple[int, int, int, list[int] | None] | str:
+    """``(axis, start, end, reshape)`` of a Gather that copies one index or a run of
+    consecutive indices (a Slice, then a Reshape dropping the axis for a scalar index), or why
+    it is not one."""
+    label = f"Gather '{node.name}'"
+    indices = ctx.view.const(node.input[1]) if len(node.input) > 1 else None
+    shape = ctx.view.shapes.get(node.input[0])
+    if indices is None:
+        return f"{label}: the indices are computed at run time"
+    if ctx.view.const(node.input[0]) is not None:
+        return f"{label}: the data is constant; fold it with `ortnpu optimize`"
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        return f"{label}: the data shape is not static"
+    axis = int(attr(node, "axis", 0)) % len(shape)
+    idx = np.asarray(indices).astype(np.int64).reshape(-1)
+    if np.asarray(indices).ndim > 1 or idx.size == 0:
+        return f"{label}: only a scalar index or a 1-D run of indices is lowered (as a Slice)"
+    idx = np.where(idx < 0, idx + shape[axis], idx)
+    if np.any(idx < 0) or np.any(idx >= shape[axis]) or np.any(np.diff(idx) != 1):
+        return (f"{label}: the indices are not consecutive and in range; ortnpu lowers a "
+                "Gather that is a Slice")
+    out_shape = [*shape[:axis], *shape[axis + 1:]] if np.asarray(indices).ndim == 0 else None
+    return axis, int(idx[0]), int(idx[-1]) + 1, out_shape
+
+
+class GatherRule(LoweringRule):
+    """Gather of constant consecutive indices → ``Slice`` (and a ``Reshape`` dropping the axis
+    of a scalar index): TFLite's GATHER of constant indices copies, as its converter's
+    STRIDED_SLICE does; the output keeps the input's parameters."""
+
+    op_types = ("Gather",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        found = gather_slice(node, ctx)
+        return found if isinstance(found, str) else None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        found = gather_slice(node, ctx)
+        if isinstance(found, str):
+            raise ValueError(found)
+        axis, start, end, reshape = found
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        name = node.name or node.output[0]
+        consts = [out.constant(f"{name}_{what}", np.array([v], np.int64))
+                  for what, v in (("starts", start), ("ends", end), ("axes", axis),
+                                  ("steps", 1))]
+        if reshape is None:
+            y = out.int_output(node.output[0], xp)
+            out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, name))
+            return
+        sliced = out.unique(f"{name}_slice")
+        out.nodes.append(make_node(Slice, [x, *consts], sliced, xp.dtype,
+                                   out.unique(f"{name}_slice")))
+        y = out.int_output(node.output[0], xp)
+        shape = out.constant(f"{name}_shape", np.array(reshape, np.int64))
+        out.nodes.append(make_node(Reshape, [sliced, shape], y, xp.dtype, name))
+
+
 class ResizeRule(LoweringRule):
     """Resize (nearest or linear, constant scales or sizes) → ``Resize`` in the TFLite mode
     that picks the same sources (:mod:`ortnpu.quant.resize_modes`); the output keeps the
@@ -1389,6 +1452,6 @@ RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
     PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
     RequantizeRule(), ResizeRule(), SoftmaxRule(), ReduceMeanRule(), SquareRule(),
-    SqrtRule(), DivRule(), LayerNormRule(),
+    SqrtRule(), DivRule(), LayerNormRule(), GatherRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

@@ -75,12 +75,9 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
         model = run_optimize(model, equalize=equalize, input_shapes=input_shapes, freeze=freeze)
     else:
         model = fix_inputs(model, input_shapes=input_shapes, freeze=freeze)
-    from ortnpu.passes import DecomposeLayerNorm
+    from ortnpu.passes.npu_forms import npu_forms
 
-    try:
-        model = DecomposeLayerNorm()(onnx.shape_inference.infer_shapes(model)).model
-    except Exception as exc:
-        raise ModelError(f"{model.graph.name}: shape inference failed: {exc}") from None
+    model = npu_forms(model)   # as placement's prepare: evaluate and quantize see one graph
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:
