@@ -41,8 +41,7 @@ from ortnpu.passes.weight_equalization import EqualizeWeights
 PASS_NAMES = ("NameNodes", "FreezeInputs", "FixInputShapes", "InferShapes", "FoldConstants",
               "FoldConstantIf", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
-              "DecomposeLayerNorm",
-    "DivByConstantToMul",
+              "DivByConstantToMul",
               "FuseMatMulAdd", "EqualizeWeights",
               "MarkFusedActivations")
 

@@ -719,8 +719,6 @@ _LUT_FUNCTIONS = {
     "HardSigmoid": lambda x, n: np.clip(float(attr(n, "alpha", 0.2)) * x
                                         + float(attr(n, "beta", 0.5)), 0, 1),
     "HardSwish": lambda x, n: x * np.clip(x / 6.0 + 0.5, 0, 1),
-    # TFLite has no ERF (its converter fuses an erf GELU into GELU); an NPU tabulates it
-    "Erf": lambda x, n: np.vectorize(math.erf, otypes=[np.float64])(x),
 }
 
 
@@ -762,8 +760,8 @@ def _tflite_lut_function(node: onnx.NodeProto) -> Callable[[np.ndarray], np.ndar
 
 
 class LutRule(LoweringRule):
-    """Sigmoid, Tanh, HardSigmoid, HardSwish, Erf, Elu, Gelu, LeakyRelu → ``Lut`` (one table
-    entry per input value)."""
+    """Sigmoid, Tanh, HardSigmoid, HardSwish, Elu, Gelu, LeakyRelu → ``Lut`` (one table entry
+    per input value)."""
 
     op_types = (*_LUT_FUNCTIONS, "Elu", "Gelu", "LeakyRelu")
 

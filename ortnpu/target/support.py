@@ -250,7 +250,7 @@ class ActivationSupport(SupportCheck):
     """Clip needs constant bounds; the other activations have nothing to check."""
 
     ops = ("Relu", "Clip", "Sigmoid", "Tanh", "HardSwish", "HardSigmoid", "LeakyRelu", "PRelu",
-           "Elu", "Gelu", "Softmax", "Exp", "Log", "Sqrt", "Neg", "Abs", "Erf")
+           "Elu", "Gelu", "Softmax", "Exp", "Log", "Sqrt", "Neg", "Abs")
 
     def check(self, ctx: NodeContext) -> str | None:
         if ctx.node.op_type == "Clip" and not (ctx.is_const(1) and ctx.is_const(2)):
