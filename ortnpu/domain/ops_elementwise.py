@@ -71,15 +71,21 @@ class Add(OpSpec):
                                    f"{p}multiplier/{p}shift", where, cls.name)
 
     @classmethod
-    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
-                  out_dtype: np.dtype) -> np.ndarray:
+    def rescaled(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Both operands shifted left (int32 wrap) and rescaled to the common scale."""
         r = a["rounding"]
         x = wrap_int32((arrays[0].astype(np.int64) - a["a_zp"]) << a["left_shift"])
         y = wrap_int32((arrays[1].astype(np.int64) - a["b_zp"]) << a["left_shift"])
-        xs = rescale(x, a["a_multiplier"], a["a_shift"], r)
-        ys = rescale(y, cls.b_sign * a["b_multiplier"], a["b_shift"], r)
+        return (rescale(x, a["a_multiplier"], a["a_shift"], r),
+                rescale(y, cls.b_sign * a["b_multiplier"], a["b_shift"], r))
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        xs, ys = cls.rescaled(arrays, a)
         total = wrap_int32(xs + ys)
-        out = rescale(total, a["y_multiplier"], a["y_shift"], r) + a["y_zp"]
+        out = rescale(total, a["y_multiplier"], a["y_shift"], a["rounding"]) + a["y_zp"]
         return c.clamp_to(out, a, out_dtype)
 
 
@@ -115,13 +121,10 @@ class SquaredDifference(Add):
     @classmethod
     def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
                   out_dtype: np.dtype) -> np.ndarray:
-        r = a["rounding"]
-        x = wrap_int32((arrays[0].astype(np.int64) - a["a_zp"]) << a["left_shift"])
-        y = wrap_int32((arrays[1].astype(np.int64) - a["b_zp"]) << a["left_shift"])
-        d = wrap_int32(rescale(x, a["a_multiplier"], a["a_shift"], r)
-                       - rescale(y, a["b_multiplier"], a["b_shift"], r))
-        out = rescale(wrap_int32(d * d), a["y_multiplier"], a["y_shift"], r) + a["y_zp"]
-        return c.clamp_to(out, a, out_dtype)
+        xs, ys = cls.rescaled(arrays, a)
+        d = wrap_int32(xs - ys)
+        out = rescale(wrap_int32(d * d), a["y_multiplier"], a["y_shift"], a["rounding"])
+        return c.clamp_to(out + a["y_zp"], a, out_dtype)
 
 
 class Mul(OpSpec):
