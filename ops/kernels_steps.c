@@ -1,5 +1,6 @@
 /* ortnpu C kernels of the ops issue 14 moved to the NPU that had only a numpy reference: Sub,
- * Maximum, Minimum (elementwise, numpy broadcasting) and Slice (a strided copy). They serve the
+ * Maximum, Minimum, SquaredDifference (elementwise, numpy broadcasting) and Slice (a strided
+ * copy). They serve the
  * per-op path (ortnpu/domain/native.py) and the compiled programs (program.c), whose layers
  * must not fall back to Python. Each gives the bits of its numpy reference
  * (ortnpu/domain/ops_elementwise.py, ops_layout.py); tests/test_native_kernels.py and
@@ -52,9 +53,9 @@ int ortnpu_binary_ext(int32_t op, int32_t ndim, const int64_t *shape, const void
                       int32_t btype, const int64_t *bstride, int64_t b_len, const int64_t *prm,
                       const ortnpu_out_t *o, void *y, int nthreads) {
     (void)nthreads; /* elementwise and memory bound: one thread */
-    if (!o || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 || op < 2 || op > 4)
+    if (!o || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 || op < 2 || op > 5)
         return ORTNPU_EBADARG;
-    if (op == 2) {
+    if (op == 2 || op == 5) {
         if (!out_valid(o)) return ORTNPU_EBADARG;
         if (prm[0] < type_min(atype) || prm[0] > type_max(atype) || prm[1] < type_min(btype) ||
             prm[1] > type_max(btype) || prm[2] < 0 || prm[2] > 31)
@@ -85,6 +86,16 @@ int ortnpu_binary_ext(int32_t op, int32_t ndim, const int64_t *shape, const void
             const int64_t sa = rescale1(xa, prm[3], (int)prm[4], rule);
             const int64_t sb = rescale_signed(xb, -prm[5], (int)prm[6], rule);
             int64_t t = rescale1(wrap32(sa + sb), prm[7], (int)prm[8], rule) + o->y_zp;
+            t = t < o->act_min ? o->act_min : (t > o->act_max ? o->act_max : t);
+            st_any(y, o->otype, i, t);
+        } else if (op == 5) {
+            /* SQUARED_DIFFERENCE: both inputs rescaled as in ADD, their int32 difference
+             * squared (wrapping to int32), rescaled, offset, clamped */
+            const int64_t xa = s32((uint32_t)(uint64_t)(va - prm[0]) << ls);
+            const int64_t xb = s32((uint32_t)(uint64_t)(vb - prm[1]) << ls);
+            const int64_t d = wrap32(rescale1(xa, prm[3], (int)prm[4], rule) -
+                                     rescale1(xb, prm[5], (int)prm[6], rule));
+            int64_t t = rescale1(wrap32(d * d), prm[7], (int)prm[8], rule) + o->y_zp;
             t = t < o->act_min ? o->act_min : (t > o->act_max ? o->act_max : t);
             st_any(y, o->otype, i, t);
         } else {

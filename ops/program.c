@@ -557,7 +557,7 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[5];
         if (!a) a = L->c[4];
-        if (L->op >= 2) /* Sub, Maximum, Minimum (kernels_steps.c) */
+        if (L->op >= 2) /* Sub, Maximum, Minimum, SquaredDifference (kernels_steps.c) */
             return ortnpu_binary_ext(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
                                      L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
                                      L->c[3], &L->o, out, nt);

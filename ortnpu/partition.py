@@ -8,7 +8,6 @@ leaves it and comes back in, so it can run as one call to the NPU with all its i
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import onnx
 
-from ortnpu.errors import ModelError
 from ortnpu.passes.graph import (
     GraphIndex,
     node_inputs,
@@ -156,13 +154,12 @@ def group_by_cause(rows: Iterable[tuple[str, str, str]]) -> list[tuple[str, str,
 
 
 def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Name unnamed nodes and infer shapes, on a copy (as partition and estimate need)."""
-    from ortnpu.passes import InferShapes, NameNodes
+    """Name unnamed nodes, infer shapes and rewrite float ops into the forms an NPU runs
+    (:func:`~ortnpu.passes.npu_forms.npu_forms`: LayerNormalization decomposed, a rank-5 q/k/v
+    split sliced; ``quantize`` applies the same), on a copy (as partition and estimate need)."""
+    from ortnpu.passes.npu_forms import npu_forms
 
-    model = NameNodes()(model).model
-    with contextlib.suppress(ModelError):
-        model = InferShapes()(model).model
-    return model
+    return npu_forms(model)
 
 
 def region_of(index: GraphIndex, npu_inputs: Sequence[str],

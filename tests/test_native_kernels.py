@@ -504,14 +504,16 @@ def test_add_random(simd2: str) -> None:
         check("Add", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
 
 
-def test_sub_random() -> None:
-    """TFLite's SUB (Add's scheme with b's multiplier negated) in C, every rounding rule."""
+@pytest.mark.parametrize("op", ["Sub", "SquaredDifference"])
+def test_sub_random(op: str) -> None:
+    """TFLite's SUB (Add's scheme with b's multiplier negated) and SQUARED_DIFFERENCE (Add's
+    rescales, the difference squared with int32 wrap) in C, every rounding rule."""
     rng = np.random.default_rng(42)
     for _ in range(300):
         sa, sb = elementwise_shapes(rng)
         adt, bdt, out = one_of(rng, DTYPES), one_of(rng, DTYPES), one_of(rng, DTYPES)
         rule = one_of(rng, ROUNDING_RULES)
-        ls = int(one_of(rng, [20, 15, 0, 31, int(rng.integers(0, 32))]))
+        ls = int(one_of(rng, [20, 15, 7, 0, 31, int(rng.integers(0, 32))]))
         est = 65536.0 * 2.0 ** ls
         ma, sha = rescale_params(rng, rule, est / 2 ** 20, 1)
         mb, shb = rescale_params(rng, rule, est / 2 ** 20, 1)
@@ -522,7 +524,7 @@ def test_sub_random() -> None:
                  "rounding": rule, "a_multiplier": int(ma[0]), "a_shift": int(sha[0]),
                  "b_multiplier": int(mb[0]), "b_shift": int(shb[0]),
                  "y_multiplier": int(my[0]), "y_shift": int(shy[0]), **out_attrs(rng, out)}
-        check("Sub", [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
+        check(op, [rand_act(rng, adt, sa), rand_act(rng, bdt, sb)], attrs, out)
 
 
 @pytest.mark.parametrize("op", ["Maximum", "Minimum"])

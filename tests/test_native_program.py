@@ -615,6 +615,22 @@ def _steps_model(kind: str, dtype: type) -> tuple[onnx.ModelProto, list[str]]:
                            a_shift=0, b_multiplier=(1 << 30) + 12345, b_shift=0,
                            y_multiplier=1 << 30, y_shift=-20 if dtype is np.int8 else -15,
                            act_min=lo, act_max=hi)]
+    elif kind == "SquaredDifference":
+        # (slice of c - d)², then (constant - that)²: TFLite's left shift 7
+        from ortnpu.domain import SquaredDifference
+
+        inits.update(st=np.array([1, 1], np.int64), en=np.array([4, 4], np.int64),
+                     ax=np.array([2, 3], np.int64), sp=np.array([1, 1], np.int64),
+                     k=rng.integers(lo, hi, (4, 1, 1)).astype(dtype))
+        nodes = [conv, conv2, make_node(Slice, ["c", "st", "en", "ax", "sp"], "cs", dtype, "sl"),
+                 make_node(SquaredDifference, ["cs", "d"], "e", dtype, "sqd", a_zp=3, b_zp=-2,
+                           y_zp=5, left_shift=7, a_multiplier=1 << 30, a_shift=-1,
+                           b_multiplier=1717986918, b_shift=-1, y_multiplier=1 << 30,
+                           y_shift=-12 if dtype is np.int8 else -20, act_min=lo, act_max=hi),
+                 make_node(SquaredDifference, ["k", "e"], "y", dtype, "sqk", a_zp=0, b_zp=1,
+                           left_shift=7, a_multiplier=1 << 30, a_shift=0,
+                           b_multiplier=(1 << 30) + 12345, b_shift=0, y_multiplier=1 << 30,
+                           y_shift=-14 if dtype is np.int8 else -22, act_min=lo, act_max=hi)]
     elif kind in ("Maximum", "Minimum"):
         spec = Maximum if kind == "Maximum" else Minimum
         inits.update(st=np.array([4, 0], np.int64), en=np.array([-6, 3], np.int64),
@@ -648,10 +664,10 @@ def _steps_model(kind: str, dtype: type) -> tuple[onnx.ModelProto, list[str]]:
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16])
-@pytest.mark.parametrize("kind", ["Sub", "Maximum", "Minimum", "MatMul"])
+@pytest.mark.parametrize("kind", ["Sub", "SquaredDifference", "Maximum", "Minimum", "MatMul"])
 def test_issue14_ops_run_in_the_program(kind: str, dtype: type) -> None:
-    """Slice, Sub, Maximum, Minimum and MatMul of two activations are C program steps, equal
-    to the numpy references (batch 1 and 3, constants on either side)."""
+    """Slice, Sub, SquaredDifference, Maximum, Minimum and MatMul of two activations are C
+    program steps, equal to the numpy references (batch 1 and 3, constants on either side)."""
     model, _ = _steps_model(kind, dtype)
     sess = ortnpu.InferenceSession(model)
     assert [r.native for r in sess.compile_reports] == [True], sess.compile_reports

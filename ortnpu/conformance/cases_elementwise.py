@@ -1,4 +1,5 @@
-"""Cases of the elementwise ops: Add, Sub, Mul, Maximum, Minimum, Requantize, Lut."""
+"""Cases of the elementwise ops: Add, Sub, SquaredDifference, Mul, Maximum, Minimum,
+Requantize, Lut."""
 
 from __future__ import annotations
 
@@ -90,6 +91,46 @@ def sub_cases(p: Profile) -> list[Case]:
     if not p.symmetric:
         cases.append(_add(p, "zp_extremes", a, b, scales=(0.03, 0.05, 0.05), zps=(hi, lo, lo),
                           op="Sub", doc="zero points at the type ends"))
+    return cases
+
+
+def _squared_difference(p: Profile, name: str, a: np.ndarray, b: np.ndarray, *,
+                        scales: tuple[float, float, float], zps: tuple[int, int, int],
+                        doc: str) -> Case:
+    """TFLite's SQUARED_DIFFERENCE parameters: left shift 7, inputs on 2·max(s1, s2), output
+    multiplier (2·max)² / (2^14 · s_y)."""
+    s1, s2, so = scales
+    twice = 2 * max(s1, s2)
+    am, ash = p.quantize(s1 / twice)
+    bm, bsh = p.quantize(s2 / twice)
+    ym, ysh = p.quantize(twice * twice / ((1 << 14) * so))
+    attrs = {"a_zp": zps[0], "b_zp": zps[1], "y_zp": zps[2], "left_shift": 7,
+             "a_multiplier": am, "a_shift": ash, "b_multiplier": bm, "b_shift": bsh,
+             "y_multiplier": ym, "y_shift": ysh, "rounding": p.rounding,
+             **clamp_bounds(p, p.act)}
+    return case(p, "SquaredDifference", name, [tensor("a", a), tensor("b", b)], attrs, doc=doc)
+
+
+def squared_difference_cases(p: Profile) -> list[Case]:
+    """SquaredDifference: every value pair, a broadcast mean (a LayerNorm's), saturation,
+    zero points at the type ends."""
+    rng = seeded_rng(p.suite, "SquaredDifference")
+    lo, hi = p.act_range
+    a, b = _grid(p, p.act, rng)
+    z = (zero_point(p, rng), zero_point(p, rng), zero_point(p, rng))
+    cases = [
+        _squared_difference(p, "grid", a, b, scales=(0.05, 0.03, 0.05 * 0.05 * (hi - lo)),
+                            zps=z, doc="every pair of sampled values"),
+        _squared_difference(p, "broadcast_mean", with_extremes(rng, (2, 3, 8), lo, hi, p.act),
+                            with_extremes(rng, (2, 3, 1), lo, hi, p.act),
+                            scales=(0.04, 0.01, 0.2), zps=z,
+                            doc="a row mean subtracted from its row, scales 4x apart"),
+        _squared_difference(p, "saturate", a, b, scales=(0.1, 0.1, 0.01), zps=z,
+                            doc="output scale far too small: saturates at the top"),
+    ]
+    if not p.symmetric:
+        cases.append(_squared_difference(p, "zp_extremes", a, b, scales=(0.03, 0.05, 2.0),
+                                         zps=(hi, lo, lo), doc="zero points at the type ends"))
     return cases
 
 

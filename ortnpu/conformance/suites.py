@@ -32,7 +32,8 @@ Builder = Callable[[Profile], list[Case] | list[chain.ChainCase]]
 #: Builders of a target suite, in the order of the domain's op table.
 TARGET_BUILDERS: tuple[Builder, ...] = (
     lin.conv_cases, lin.fc_cases, lin.matmul_cases, ew.add_cases, ew.sub_cases, ew.mul_cases,
-    ew.min_max_cases, ew.requantize_cases, ew.lut_cases, other.pool_cases, other.layout_cases,
+    ew.min_max_cases, ew.squared_difference_cases, ew.requantize_cases, ew.lut_cases,
+    other.pool_cases, other.layout_cases,
     other.resize_cases, softmax.softmax_cases, chain.chain_cases,
 )
 

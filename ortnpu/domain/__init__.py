@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from ortnpu.domain.ops_elementwise import Add, Lut, Maximum, Minimum, Mul, Requantize, Sub
+from ortnpu.domain.ops_elementwise import (
+    Add,
+    Lut,
+    Maximum,
+    Minimum,
+    Mul,
+    Requantize,
+    SquaredDifference,
+    Sub,
+)
 from ortnpu.domain.ops_layout import Concat, Flatten, Pad, Reshape, Slice, Transpose
 from ortnpu.domain.ops_linear import Conv, FullyConnected, MatMul
 from ortnpu.domain.ops_pool import AveragePool, GlobalAveragePool, MaxPool
@@ -23,7 +32,7 @@ OPS: tuple[type[OpSpec], ...] = (
     Conv, FullyConnected, MatMul, Add, Mul, Requantize, Lut,
     MaxPool, AveragePool, GlobalAveragePool, Concat, Reshape, Flatten, Transpose, Pad,
     Slice, Sub, Maximum, Minimum,
-    Resize, Softmax,
+    Resize, Softmax, SquaredDifference,
 )
 OPS_BY_NAME: dict[str, type[OpSpec]] = {op.name: op for op in OPS}
 

@@ -339,7 +339,7 @@ def _binary(op: int, names: tuple[str, ...]) -> Callable[..., np.ndarray]:
                 TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
                 _buf(params, "int64_t[]"), out_params(a, out_dtype), _buf(out),
                 threads_for(out.size))
-        if op >= 2:   # Sub, Maximum, Minimum: kernels_steps.c
+        if op >= 2:   # Sub, Maximum, Minimum, SquaredDifference: kernels_steps.c
             rc = _native.lib.ortnpu_binary_ext(*args)
         else:
             rc = _native.lib.ortnpu_binary(*args, isa_code())
@@ -351,15 +351,16 @@ def _binary(op: int, names: tuple[str, ...]) -> Callable[..., np.ndarray]:
 
 _ADD_PARAMS = ("a_zp", "b_zp", "left_shift", "a_multiplier", "a_shift", "b_multiplier",
                "b_shift", "y_multiplier", "y_shift")
-#: op name -> (op code of ``ortnpu_binary`` (0, 1) or ``ortnpu_binary_ext`` (2-4), the
+#: op name -> (op code of ``ortnpu_binary`` (0, 1) or ``ortnpu_binary_ext`` (2-5), the
 #: attributes of its ``params`` array in order). Sub passes Add's parameters: the kernel
-#: negates b's multiplier as TFLite's SUB does.
+#: negates b's multiplier as TFLite's SUB does; SquaredDifference squares the difference.
 BINARY_OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "Add": (0, _ADD_PARAMS),
     "Mul": (1, ("a_zp", "b_zp", "multiplier", "shift")),
     "Sub": (2, _ADD_PARAMS),
     "Maximum": (3, ()),
     "Minimum": (4, ()),
+    "SquaredDifference": (5, _ADD_PARAMS),
 }
 BINARY_NAMES = {code: name for name, (code, _) in BINARY_OPS.items()}
 
@@ -376,6 +377,7 @@ _mul = _binary(*BINARY_OPS["Mul"])
 _sub = _binary(*BINARY_OPS["Sub"])
 _maximum = _binary(*BINARY_OPS["Maximum"])
 _minimum = _binary(*BINARY_OPS["Minimum"])
+_squared_difference = _binary(*BINARY_OPS["SquaredDifference"])
 
 
 def slice_plan(x_shape: Sequence[int], arrays: Sequence[np.ndarray]
@@ -546,7 +548,7 @@ KERNELS: dict[str, Kernel] = {} if not AVAILABLE else {
     "MatMul": _matmul,
     "Add": _add,
     "Mul": _mul,
-    "Sub": _sub,
+    "Sub": _sub, "SquaredDifference": _squared_difference,
     "Maximum": _maximum,
     "Minimum": _minimum,
     "Slice": _slice,

@@ -1,5 +1,5 @@
-"""Elementwise ops: Add, Sub, Mul (each with its own rescale), Maximum, Minimum, Requantize,
-Lut."""
+"""Elementwise ops: Add, Sub, SquaredDifference, Mul (each with its own rescale), Maximum,
+Minimum, Requantize, Lut."""
 
 from __future__ import annotations
 
@@ -71,15 +71,21 @@ class Add(OpSpec):
                                    f"{p}multiplier/{p}shift", where, cls.name)
 
     @classmethod
-    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
-                  out_dtype: np.dtype) -> np.ndarray:
+    def rescaled(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Both operands shifted left (int32 wrap) and rescaled to the common scale."""
         r = a["rounding"]
         x = wrap_int32((arrays[0].astype(np.int64) - a["a_zp"]) << a["left_shift"])
         y = wrap_int32((arrays[1].astype(np.int64) - a["b_zp"]) << a["left_shift"])
-        xs = rescale(x, a["a_multiplier"], a["a_shift"], r)
-        ys = rescale(y, cls.b_sign * a["b_multiplier"], a["b_shift"], r)
+        return (rescale(x, a["a_multiplier"], a["a_shift"], r),
+                rescale(y, cls.b_sign * a["b_multiplier"], a["b_shift"], r))
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        xs, ys = cls.rescaled(arrays, a)
         total = wrap_int32(xs + ys)
-        out = rescale(total, a["y_multiplier"], a["y_shift"], r) + a["y_zp"]
+        out = rescale(total, a["y_multiplier"], a["y_shift"], a["rounding"]) + a["y_zp"]
         return c.clamp_to(out, a, out_dtype)
 
 
@@ -95,6 +101,30 @@ class Sub(Add):
            "-b_multiplier, b_shift); y = clamp(rescale(a' + b', y_multiplier, y_shift) + y_zp). "
            "`b_multiplier` holds the magnitude (non-negative, as the rules require).")
     b_sign = -1
+
+
+class SquaredDifference(Add):
+    """Squared difference of two operands: TFLite's int8 SQUARED_DIFFERENCE (a LayerNorm's
+    ``(x - mean)²`` before the variance's MEAN)."""
+
+    name = "SquaredDifference"
+    tflite = ("SQUARED_DIFFERENCE int8 (squared_difference.cc; LiteRT has no int16 kernel): "
+              "left shift 7, twice_max = 2·max(s_a, s_b), input multipliers s/twice_max and "
+              "output multiplier twice_max² / (2^14 · s_y), each QuantizeMultiplierSmallerThan"
+              "OneExp in double; the int32 difference of the rescaled inputs is squared and "
+              "rescaled with MultiplyByQuantizedMultiplierSmallerThanOneExp (the 32-bit "
+              "double-rounding rule).")
+    doc = ("a' = rescale((a - a_zp) << left_shift, a_multiplier, a_shift); b' likewise; "
+           "y = clamp(rescale((a' - b')², y_multiplier, y_shift) + y_zp, act_min, act_max). "
+           "The difference and its square are int32 (wrapping). Inputs broadcast like numpy.")
+
+    @classmethod
+    def reference(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any],
+                  out_dtype: np.dtype) -> np.ndarray:
+        xs, ys = cls.rescaled(arrays, a)
+        d = wrap_int32(xs - ys)
+        out = rescale(wrap_int32(d * d), a["y_multiplier"], a["y_shift"], a["rounding"])
+        return c.clamp_to(out + a["y_zp"], a, out_dtype)
 
 
 class Mul(OpSpec):

@@ -209,6 +209,7 @@ class FakeQuantLowering:
             "Sub": integer.lower_sub, "Maximum": integer.lower_maximum,
             "Softmax": integer.lower_softmax,
             "Minimum": integer.lower_minimum,
+            "SquaredDifference": integer.lower_squared_difference,
         }
 
 

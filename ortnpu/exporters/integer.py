@@ -184,6 +184,23 @@ def lower_sub(b: Builder, ctx: NodeContext) -> None:
     lower_add(b, ctx, b_sign=-1)
 
 
+def lower_squared_difference(b: Builder, ctx: NodeContext) -> None:
+    """Both inputs shifted and rescaled as in Add, the int32 difference squared (int32 wrap,
+    the square of an int32 fits int64), rescaled (TFLite's SQUARED_DIFFERENCE)."""
+    a = ctx.attrs
+    r = a["rounding"]
+    parts = []
+    for k, p in ((0, "a_"), (1, "b_")):
+        v = b.add_c(b.i64(ctx.input(k)), -a[f"{p}zp"])
+        v = b.wrap32(b.mul_c(v, 1 << a["left_shift"]))
+        parts.append(lower_rescale(b, v, np.int64(a[f"{p}multiplier"]),
+                                   np.int64(a[f"{p}shift"]), r))
+    d = b.wrap32(b.sub(*parts))
+    y = lower_rescale(b, b.wrap32(b.mul(d, d)), np.int64(a["y_multiplier"]),
+                      np.int64(a["y_shift"]), r)
+    b.finish(b.add_c(y, a["y_zp"]), a["act_min"], a["act_max"], ctx.out_type, ctx.output)
+
+
 def _lower_min_max(b: Builder, ctx: NodeContext, op: str) -> None:
     """Max/Min on int32 copies (onnxruntime's Max/Min do not take 8/16-bit types), cast back."""
     y = b.emit(op, [b.cast(ctx.input(0), I32), b.cast(ctx.input(1), I32)], I32)
@@ -379,7 +396,7 @@ LOWERINGS: dict[str, Lowering] = {
     "GlobalAveragePool": lower_global_average_pool, "Concat": lower_concat,
     "Reshape": lower_reshape, "Flatten": lower_flatten, "Transpose": lower_transpose,
     "Pad": lower_pad, "Slice": lower_slice, "Sub": lower_sub, "Maximum": lower_maximum,
-    "Minimum": lower_minimum,
+    "Minimum": lower_minimum, "SquaredDifference": lower_squared_difference,
     "Resize": lower_resize, "Softmax": lower_softmax,
 }
 check_table(LOWERINGS, "integer")

@@ -25,8 +25,10 @@ from ortnpu.passes.constant_folding import FoldConstants
 from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
 from ortnpu.passes.freeze_inputs import FreezeInputs
+from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.identity_elimination import RemoveIdentity
 from ortnpu.passes.if_folding import FoldConstantIf
+from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.matmul_add_fusion import FC_BIAS_KEY, FuseMatMulAdd
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.noop_removal import RemoveNoOpReshapeTranspose
@@ -171,6 +173,7 @@ __all__ = [
     "FUSED_ACTIVATION_KEY",
     "FUSED_INTO_KEY",
     "PASS_NAMES",
+    "DecomposeLayerNorm",
     "DivByConstantToMul",
     "DuplicateSharedWeights",
     "EqualizeWeights",
@@ -192,6 +195,7 @@ __all__ = [
     "RemoveNoOpReshapeTranspose",
     "RemoveUnused",
     "Repeat",
+    "SliceHeads",
     "default_passes",
     "fix_inputs",
     "optimize",

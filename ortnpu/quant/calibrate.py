@@ -52,6 +52,10 @@ class MinMaxCalibrator:
             raise CalibrationError(f"tensor {name!r} was never seen during calibration")
         return self.lo[name], self.hi[name]
 
+    def observed_range(self, name: str) -> tuple[float, float]:
+        """The smallest and largest value seen (what ``1 / x`` of a positive tensor needs)."""
+        return self.range_of(name)
+
 
 #: Range methods of :class:`HistogramCalibrator` (``auto`` is the default of ``quantize``).
 METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
@@ -128,6 +132,13 @@ class HistogramCalibrator:
 
     def collect(self, name: str, values: np.ndarray) -> None:
         self.hists.setdefault(name, _Histogram(self.bins)).add(values)
+
+    def observed_range(self, name: str) -> tuple[float, float]:
+        """The smallest and largest value seen (what ``1 / x`` of a positive tensor needs)."""
+        h = self.hists.get(name)
+        if h is None or h.counts is None:
+            raise CalibrationError(f"tensor {name!r} was never seen during calibration")
+        return h.lo, h.hi
 
     def range_of(self, name: str) -> tuple[float, float]:
         h = self.hists.get(name)
@@ -281,11 +292,21 @@ class WithChannelMeans:
     def range_of(self, name: str) -> tuple[float, float]:
         return self.inner.range_of(name)
 
+    def observed_range(self, name: str) -> tuple[float, float]:
+        """The inner calibrator's smallest and largest value seen."""
+        return observed_range(self.inner, name)
+
     def channel_mean(self, name: str) -> np.ndarray | None:
         """Mean of each channel of ``name``, or None if it was not seen."""
         if name not in self.sums or not self.counts.get(name):
             return None
         return self.sums[name] / self.counts[name]
+
+
+def observed_range(calibrator: Calibrator, name: str) -> tuple[float, float]:
+    """The extremes ``calibrator`` saw of ``name`` (its ``range_of`` when it keeps none)."""
+    getter = getattr(calibrator, "observed_range", None)
+    return getter(name) if getter is not None else calibrator.range_of(name)
 
 
 def make_calibrator(method: str = "auto", **options: object) -> Calibrator:

@@ -37,6 +37,7 @@ from ortnpu.domain import (
     Resize,
     Slice,
     Softmax,
+    SquaredDifference,
     Sub,
     Transpose,
     make_node,
@@ -64,6 +65,9 @@ from ortnpu.quant.tables import (
     leaky_relu_table,
     lut_populate,
     lut_populate_int16,
+    rsqrt_int8_table,
+    rsqrt_int16_table,
+    sqrt_table,
     tflite_int16_sigmoid_tanh_table,
 )
 from ortnpu.target import Arithmetic
@@ -137,6 +141,10 @@ class LoweringRule:
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         """Write the integer nodes of ``m``."""
         raise NotImplementedError
+
+    def reads(self, node: onnx.NodeProto, ctx: QuantContext) -> list[str]:
+        """The float tensors whose integer twins the lowering of ``node`` reads."""
+        return [i for i in node.input if i]
 
     # helpers shared by rules
     @staticmethod
@@ -443,12 +451,73 @@ class SubRule(AddRule):
     spec = Sub
 
 
+def squared_difference_of(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | None:
+    """The Sub whose square ``node`` (Pow(d, 2) or Mul(d, d)) takes, when the square lowers as
+    TFLite's SQUARED_DIFFERENCE of the Sub's operands: 8-bit activations on a TFLite target
+    (LiteRT has no int16 kernel), the difference ``d`` not given parameters of its own by the
+    model (a QDQ model that quantizes ``d`` states SUB then MUL) and no fused activation."""
+    if node.op_type == "Mul" and (len(node.input) != 2 or node.input[0] != node.input[1]):
+        return None
+    if (node.op_type == "Pow" and _exponent(node, ctx) != 2.0) or \
+            node.op_type not in ("Mul", "Pow"):
+        return None
+    base = node.input[0]
+    sub = ctx.view.producer.get(base)
+    if sub is None or sub.op_type != "Sub" or sub.domain not in ("", "ai.onnx") or \
+            base in ctx.preset_params or not ctx.arith.rounding.startswith("tflite") or \
+            ctx.arith.activation_bits != 8 or base in ctx.wide_tensors or \
+            all(ctx.view.const(i) is not None for i in sub.input):
+        return None
+    if fusable_activation(node, ctx) is not None:
+        return None
+    return sub
+
+
+def _emit_squared_difference(m: Match, sub: onnx.NodeProto, ctx: QuantContext,
+                             out: Emitter) -> bool:
+    """Emit ``m``'s square as SQUARED_DIFFERENCE of ``sub``'s operands; False (nothing
+    emitted) when TFLite's output multiplier would not be below 1 (its kernel refuses it)."""
+    node, a = m.node, ctx.arith
+    (xa, pa), (xb, pb) = (_operand(i, ctx, out) for i in sub.input)
+    if pa.dtype != pb.dtype or pa.dtype == "int16":
+        return False
+    yp = ctx.params_of(node.output[0])
+    twice_max = 2.0 * max(np.float64(np.float32(pa.scale)), np.float64(np.float32(pb.scale)))
+    real_y = twice_max * twice_max / ((1 << 14) * np.float64(np.float32(yp.scale)))
+    if not 0.0 < real_y < 1.0:
+        return False
+    rule = rescale_rule(a, elementwise=True)
+    ma = multiplier(float(np.float64(np.float32(pa.scale)) / twice_max), a, rule)
+    mb = multiplier(float(np.float64(np.float32(pb.scale)) / twice_max), a, rule)
+    my = multiplier(float(real_y), a, rule)
+    name = node.name or node.output[0]
+    y = out.int_output(node.output[0], yp)
+    out.nodes.append(make_node(
+        SquaredDifference, [xa, xb], y, yp.dtype, name, a_zp=pa.zero_point, b_zp=pb.zero_point,
+        y_zp=yp.zero_point, left_shift=7, a_multiplier=ma[0], a_shift=ma[1],
+        b_multiplier=mb[0], b_shift=mb[1], y_multiplier=my[0], y_shift=my[1],
+        act_min=yp.qmin, act_max=yp.qmax, rounding=rule))
+    return True
+
+
 class MulRule(_BinaryRule):
-    """Mul → ``Mul``; the real multiplier is computed in float32 as TFLite does."""
+    """Mul → ``Mul``; the real multiplier is computed in float32 as TFLite does. The square of
+    a difference, Mul(d, d) with d = Sub(a, b), is TFLite's SQUARED_DIFFERENCE(a, b) on 8-bit
+    TFLite targets (:func:`squared_difference_of`)."""
 
     op_types = ("Mul",)
 
+    def reads(self, node: onnx.NodeProto, ctx: QuantContext) -> list[str]:
+        sub = squared_difference_of(node, ctx)
+        return super().reads(node if sub is None else sub, ctx)
+
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        sub = squared_difference_of(m.node, ctx) if m.activation is None else None
+        if sub is not None:
+            state = out.snapshot()
+            if _emit_squared_difference(m, sub, ctx, out):
+                return
+            out.restore(state)
         node, a = m.node, ctx.arith
         xa, pa, xb, pb, yp, rule = self.operands(m, ctx, out)
         real = np.float32(pa.scale) * np.float32(pb.scale) / np.float32(yp.scale)
@@ -461,25 +530,162 @@ class MulRule(_BinaryRule):
             **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
 
 
+def _exponent(node: onnx.NodeProto, ctx: QuantContext) -> float | None:
+    """The constant scalar exponent of a Pow, or None."""
+    value = ctx.view.const(node.input[1]) if len(node.input) > 1 else None
+    if value is None or np.asarray(value).size != 1:
+        return None
+    return float(np.asarray(value).reshape(-1)[0])
+
+
+#: Pow exponents ortnpu lowers: 2 as MUL(x, x), 0.5 as SQRT, -0.5 as RSQRT
+POW_EXPONENTS = (2.0, 0.5, -0.5)
+
+
+def _sqrt_family_table(kind: str, xp: QuantParams, yp: QuantParams, arith: Arithmetic
+                       ) -> np.ndarray:
+    """The ``Lut`` table of SQRT or RSQRT: TFLite's kernels on TFLite targets (int8: the
+    fixed-point RSQRT and the float32 SQRT; int16: the interpolated RSQRT table), else the
+    float function quantized (non-positive inputs of RSQRT give the type maximum)."""
+    tflite = arith.rounding.startswith("tflite")
+    if kind == "sqrt":
+        if tflite:
+            return sqrt_table(xp, yp)
+        return float_table(lambda v: np.sqrt(np.maximum(v, 0)), xp, yp)
+    if tflite and xp.dtype == "int16" and xp.zero_point == 0 and yp.zero_point == 0:
+        return rsqrt_int16_table(xp, yp)
+    if tflite and xp.dtype != "int16":
+        return rsqrt_int8_table(xp, yp)
+    big = np.float32(yp.scale * (yp.qmax - yp.zero_point))
+
+    def rsqrt(v: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(v > 0, 1.0 / np.sqrt(np.where(v > 0, v, 1)), big)
+    return float_table(rsqrt, xp, yp)
+
+
+def _emit_table(out: Emitter, kind: str, x: str, xp: QuantParams, y_float: str,
+                yp: QuantParams, name: str, ctx: QuantContext) -> str:
+    """Emit the SQRT/RSQRT ``Lut`` of integer ``x`` into the integer twin of ``y_float``."""
+    table = _sqrt_family_table(kind, xp, yp, ctx.arith)
+    y = out.int_output(y_float, yp)
+    out.nodes.append(make_node(Lut, [x, out.constant(f"{name}_table", table)], y, yp.dtype,
+                               name))
+    return y
+
+
 class SquareRule(MulRule):
     """Pow(x, 2) → ``Mul`` of x by itself (TFLite's MUL with one tensor twice: the square a
-    LayerNorm's variance takes)."""
+    LayerNorm's variance takes); Pow(x, 0.5) → TFLite's SQRT and Pow(x, -0.5) → TFLite's RSQRT,
+    each a ``Lut`` of the kernel's result for every input value."""
 
     op_types = ("Pow",)
 
     def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
-        exponent = ctx.view.const(node.input[1]) if len(node.input) > 1 else None
-        if exponent is None or np.asarray(exponent).size != 1 or \
-                float(np.asarray(exponent).reshape(-1)[0]) != 2.0:
-            return (f"Pow '{node.name}': only a constant exponent 2 is lowered (as x · x)")
+        exponent = _exponent(node, ctx)
+        if exponent not in POW_EXPONENTS:
+            return (f"Pow '{node.name}': only a constant exponent 2 (as x · x), 0.5 (SQRT) or "
+                    "-0.5 (RSQRT) is lowered")
         if ctx.view.const(node.input[0]) is not None:
             return f"Pow '{node.name}': the base is constant; fold it with `ortnpu optimize`"
         return None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        exponent = _exponent(m.node, ctx)
+        if exponent == 2.0:
+            super().emit(m, ctx, out)
+            return
+        node = m.node
+        x = out.int_input(node.input[0])
+        _emit_table(out, "sqrt" if exponent == 0.5 else "rsqrt", x, ctx.params[node.input[0]],
+                    node.output[0], ctx.params_of(node.output[0]), node.name or node.output[0],
+                    ctx)
 
     def operands(self, m: Match, ctx: QuantContext, out: Emitter
                  ) -> tuple[str, QuantParams, str, QuantParams, QuantParams, str]:
         x, p = _operand(m.node.input[0], ctx, out)
         return x, p, x, p, self.out_params(m, ctx), rescale_rule(ctx.arith, elementwise=True)
+
+
+class SqrtRule(LoweringRule):
+    """Sqrt → ``Lut`` of TFLite's quantized SQRT. A Sqrt that only divides (a LayerNorm's
+    standard deviation) is read by :class:`DivRule` from its input instead, as RSQRT; its own
+    table is then unused and dropped from the NPU graph."""
+
+    op_types = ("Sqrt",)
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        x = out.int_input(node.input[0])
+        _emit_table(out, "sqrt", x, ctx.params[node.input[0]], node.output[0],
+                    ctx.params_of(node.output[0]), node.name or node.output[0], ctx)
+
+
+def _rsqrt_params(sqrt_out: str, ctx: QuantContext) -> QuantParams:
+    """Parameters of ``1 / sqrt_out``: the range ``[0, 1 / smallest sqrt_out]`` of the
+    standard deviation seen in calibration (one quantization step of it when that reaches 0
+    or only the model's own parameters are known)."""
+    from ortnpu.errors import OrtNpuError
+    from ortnpu.quant.calibrate import observed_range
+    from ortnpu.quant.params import activation_params
+
+    sp = ctx.params_of(sqrt_out)
+    lo = 0.0
+    if sqrt_out not in ctx.preset_params:
+        try:
+            lo, _ = observed_range(ctx.calibrator, sqrt_out)
+        except (OrtNpuError, AttributeError):
+            lo = 0.0
+    lo = max(float(lo), float(sp.scale))
+    return activation_params(0.0, 1.0 / lo, ctx.arith,
+                             bits=16 if sp.dtype == "int16" else None)
+
+
+class DivRule(MulRule):
+    """Div by a constant → ``Mul`` by its quantized reciprocal; Div by a Sqrt (a LayerNorm's
+    ``(x - mean) / sqrt(var + eps)``) → TFLite's RSQRT of the Sqrt's input (a ``Lut``) and a
+    ``Mul``, as TFLite converters emit it: TFLite has no integer DIV."""
+
+    op_types = ("Div",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        if ctx.view.const(node.input[0]) is not None:
+            return (f"Div '{node.name}': the dividend is constant; ortnpu lowers a division "
+                    "of an activation")
+        divisor = node.input[1]
+        value = ctx.view.const(divisor)
+        if value is not None:
+            if np.any(np.asarray(value) == 0):
+                return f"Div '{node.name}': the constant divisor contains 0"
+            return None
+        producer = ctx.view.producer.get(divisor)
+        if producer is None or producer.op_type != "Sqrt" or producer.domain not in ("",
+                                                                                     "ai.onnx"):
+            return (f"Div '{node.name}': the divisor is computed at run time and is not a "
+                    "Sqrt; ortnpu lowers a division by a constant (as a multiplication by its "
+                    "reciprocal) or by a Sqrt (as RSQRT · MUL), TFLite has no integer DIV")
+        return None
+
+    def operands(self, m: Match, ctx: QuantContext, out: Emitter
+                 ) -> tuple[str, QuantParams, str, QuantParams, QuantParams, str]:
+        node = m.node
+        xa, pa = _operand(node.input[0], ctx, out)
+        divisor = node.input[1]
+        value = ctx.view.const(divisor)
+        if value is not None:
+            from ortnpu.quant.params import activation_params
+
+            recip = (1.0 / np.asarray(value, np.float64)).astype(np.float32)
+            pb = activation_params(float(recip.min()), float(recip.max()), ctx.arith)
+            xb = out.constant(f"{divisor}_reciprocal_q", pb.quantize(recip))
+        else:
+            sqrt = ctx.view.producer[divisor]
+            v = sqrt.input[0]
+            xv = out.int_input(v)
+            pb = _rsqrt_params(divisor, ctx)
+            xb = _emit_table(out, "rsqrt", xv, ctx.params[v], out.unique(f"{divisor}_rsqrt"),
+                             pb, out.unique(f"{node.name or node.output[0]}_rsqrt"), ctx)
+        return xa, pa, xb, pb, self.out_params(m, ctx), rescale_rule(ctx.arith, elementwise=True)
 
 
 class ActivationRule(LoweringRule):
@@ -1023,6 +1229,67 @@ class SliceRule(LoweringRule):
             out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, piece))
 
 
+def gather_slice(node: onnx.NodeProto, ctx: QuantContext
+                 ) -> tuple[int, int, int, list[int] | None] | str:
+    """``(axis, start, end, reshape)`` of a Gather that copies one index or a run of
+    consecutive indices (a Slice, then a Reshape dropping the axis for a scalar index), or why
+    it is not one."""
+    label = f"Gather '{node.name}'"
+    indices = ctx.view.const(node.input[1]) if len(node.input) > 1 else None
+    shape = ctx.view.shapes.get(node.input[0])
+    if indices is None:
+        return f"{label}: the indices are computed at run time"
+    if ctx.view.const(node.input[0]) is not None:
+        return f"{label}: the data is constant; fold it with `ortnpu optimize`"
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        return f"{label}: the data shape is not static"
+    axis = int(attr(node, "axis", 0)) % len(shape)
+    idx = np.asarray(indices).astype(np.int64).reshape(-1)
+    if np.asarray(indices).ndim > 1 or idx.size == 0:
+        return f"{label}: only a scalar index or a 1-D run of indices is lowered (as a Slice)"
+    idx = np.where(idx < 0, idx + shape[axis], idx)
+    if np.any(idx < 0) or np.any(idx >= shape[axis]) or np.any(np.diff(idx) != 1):
+        return (f"{label}: the indices are not consecutive and in range; ortnpu lowers a "
+                "Gather that is a Slice")
+    out_shape = [*shape[:axis], *shape[axis + 1:]] if np.asarray(indices).ndim == 0 else None
+    return axis, int(idx[0]), int(idx[-1]) + 1, out_shape
+
+
+class GatherRule(LoweringRule):
+    """Gather of constant consecutive indices → ``Slice`` (and a ``Reshape`` dropping the axis
+    of a scalar index): TFLite's GATHER of constant indices copies, as its converter's
+    STRIDED_SLICE does; the output keeps the input's parameters."""
+
+    op_types = ("Gather",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        found = gather_slice(node, ctx)
+        return found if isinstance(found, str) else None
+
+    def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
+        node = m.node
+        found = gather_slice(node, ctx)
+        if isinstance(found, str):
+            raise ValueError(found)
+        axis, start, end, reshape = found
+        x = out.int_input(node.input[0])
+        xp = ctx.params[node.input[0]]
+        name = node.name or node.output[0]
+        consts = [out.constant(f"{name}_{what}", np.array([v], np.int64))
+                  for what, v in (("starts", start), ("ends", end), ("axes", axis),
+                                  ("steps", 1))]
+        if reshape is None:
+            y = out.int_output(node.output[0], xp)
+            out.nodes.append(make_node(Slice, [x, *consts], y, xp.dtype, name))
+            return
+        sliced = out.unique(f"{name}_slice")
+        out.nodes.append(make_node(Slice, [x, *consts], sliced, xp.dtype,
+                                   out.unique(f"{name}_slice")))
+        y = out.int_output(node.output[0], xp)
+        shape = out.constant(f"{name}_shape", np.array(reshape, np.int64))
+        out.nodes.append(make_node(Reshape, [sliced, shape], y, xp.dtype, name))
+
+
 class ResizeRule(LoweringRule):
     """Resize (nearest or linear, constant scales or sizes) → ``Resize`` in the TFLite mode
     that picks the same sources (:mod:`ortnpu.quant.resize_modes`); the output keeps the
@@ -1168,9 +1435,26 @@ class ReduceMeanRule(LoweringRule):
             act_min=yp.qmin, act_max=yp.qmax, rounding="tflite_double", acc_bits=32))
 
 
+class LayerNormRule(LoweringRule):
+    """A LayerNormalization left whole: evaluate and quantize decompose the ones over the last
+    axis (:class:`~ortnpu.passes.DecomposeLayerNorm`) before placement; this says why the
+    others were not."""
+
+    op_types = ("LayerNormalization",)
+
+    def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
+        from ortnpu.passes.layernorm import layernorm_problem
+
+        shape = ctx.view.shapes.get(node.input[0])
+        used = {i for n in ctx.view.model.graph.node for i in n.input} | ctx.view.graph_outputs
+        why = layernorm_problem(node, len(shape) if shape else None, used)
+        return f"LayerNormalization '{node.name}': " + (why or "it was not decomposed")
+
+
 RULES: tuple[LoweringRule, ...] = (
     ConvRule(), FullyConnectedRule(), AddRule(), MulRule(), ActivationRule(), LutRule(),
     PoolRule(), LayoutRule(), ConcatRule(), SliceRule(), SubRule(), MinMaxRule(),
     RequantizeRule(), ResizeRule(), SoftmaxRule(), ReduceMeanRule(), SquareRule(),
+    SqrtRule(), DivRule(), LayerNormRule(), GatherRule(),
 )
 RULE_OF_OP: dict[str, LoweringRule] = {op: r for r in RULES for op in r.op_types}

@@ -286,6 +286,7 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
                 for p in g.node if p.output and p.output[0] == n.input[0]
                 and p.op_type in RULE_OF_OP and RULE_OF_OP[p.op_type].fuses_activation):
             continue  # absorbed by its producer if that one runs on the NPU
+        acts = _square_of_difference_operands(n, acts, g, out.params) or acts
         missing = [i for i in acts if i not in out.params]
         if type(rule).__name__ not in ("PoolRule", "LayoutRule", "SliceRule", "ResizeRule"):
             y = n.output[0]
@@ -361,3 +362,16 @@ def check_supported(model: onnx.ModelProto) -> None:
 
 __all__ = ["Conversion", "ImportPlan", "check_supported", "convert_activation",
            "convert_weight", "describe", "plan"]
+
+
+def _square_of_difference_operands(n: onnx.NodeProto, acts: list[str], g: onnx.GraphProto,
+                                   params: dict[str, QuantParams]) -> list[str] | None:
+    """The operands of the Sub whose unquantized difference ``n`` squares (Pow(d, 2) or
+    Mul(d, d)): the square then reads them, as TFLite's SQUARED_DIFFERENCE does."""
+    if n.op_type not in ("Pow", "Mul") or not acts or acts[0] in params or \
+            (n.op_type == "Mul" and (len(n.input) != 2 or n.input[0] != n.input[1])):
+        return None
+    sub = next((p for p in g.node if acts[0] in p.output), None)
+    if sub is None or sub.op_type != "Sub" or not all(i in params for i in sub.input if i):
+        return None
+    return [i for i in sub.input if i in params]

@@ -75,6 +75,9 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
         model = run_optimize(model, equalize=equalize, input_shapes=input_shapes, freeze=freeze)
     else:
         model = fix_inputs(model, input_shapes=input_shapes, freeze=freeze)
+    from ortnpu.passes.npu_forms import npu_forms
+
+    model = npu_forms(model)   # as placement's prepare: evaluate and quantize see one graph
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:
@@ -340,7 +343,8 @@ def _calibration_gap(node: onnx.NodeProto, ctx: QuantContext) -> str | None:
     Placement (:func:`ortnpu.placement.place`) decided everything that depends on the model and
     the target; only the calibration data can still leave a tensor without a range.
     """
-    for t in node.input:
+    rule = RULE_OF_OP.get(node.op_type)
+    for t in (rule.reads(node, ctx) if rule is not None else node.input):
         if t and t not in ctx.view.constants and t not in ctx.params \
                 and t not in ctx.preset_params:
             try:
@@ -363,9 +367,28 @@ def _emit_cpu(node: onnx.NodeProto, out: Emitter, reason: str) -> None:
     out.float_ready.update(o for o in node.output if o)
 
 
+def _drop_unused_npu_nodes(out: Emitter, outputs: set[str]) -> None:
+    """Remove the nodes nothing reads (a Sqrt's table when its only reader, a Div, took RSQRT
+    from the Sqrt's input; a Sub whose only reader, a square, took SQUARED_DIFFERENCE from its
+    operands) and the value infos of their tensors. Nodes with subgraphs stay."""
+    while True:
+        read = {i for n in out.nodes for i in node_inputs(n)} | outputs
+        dead = [k for k, n in enumerate(out.nodes)
+                if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                           for a in n.attribute)
+                and not any(o in read for o in n.output if o)]
+        if not dead:
+            break
+        gone = {o for k in dead for o in out.nodes[k].output}
+        for k in reversed(dead):
+            del out.nodes[k]
+        out.value_info[:] = [v for v in out.value_info if v.name not in gone]
+
+
 def _assemble(model: onnx.ModelProto, target: Target, out: Emitter,
               placements: list[Placement]) -> onnx.ModelProto:
     g = model.graph
+    _drop_unused_npu_nodes(out, {o.name for o in g.output})
     used = {i for n in out.nodes for i in node_inputs(n)}
     initializers = [i for i in g.initializer if i.name in used] + out.initializers
     graph = helper.make_graph(out.nodes, g.name or "npu_graph", list(g.input), list(g.output),

@@ -285,3 +285,91 @@ def leaky_relu_table(xp: QuantParams, yp: QuantParams, alpha: float, rule: str,
     neg = rescale(x, np.int64(slope[0]), np.int64(slope[1]), rule)
     out = np.where(x >= 0, pos, neg) + yp.zero_point
     return np.clip(out, yp.qmin, yp.qmax).astype(yp.dtype)
+
+
+def inv_sqrt_multiplier(value: np.ndarray, reverse_shift: int = -1
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's ``GetInvSqrtQuantizedMultiplierExp``: ``1 / sqrt(value)`` of positive int32
+    values as ``(multiplier, shift)`` (shift times ``reverse_shift``: -1 gives a left shift).
+
+    The value is normalized by bit pairs into [2^27, 2^29), read as a Q3.28 number halved, and
+    five Newton-Raphson steps ``x = 1.5·x - (v/2)·x³`` run from ``x = 1`` in gemmlowp fixed point
+    (every product SaturatingRoundingDoublingHighMul, the Q6/Q9 results shifted back to Q3 with
+    saturation, the difference wrapping); the result is multiplied by √2/2 in Q0.31. Values 0
+    and 1 give ``(2^31 - 1, 0)``.
+    """
+    from ortnpu.domain.arith import INT32_MAX, saturating_rounding_doubling_high_mul, wrap_int32
+    from ortnpu.domain.fixed_point import count_leading_zeros32, saturating_left_shift
+
+    mul = saturating_rounding_doubling_high_mul
+    v = np.asarray(value, np.int64).copy()
+    small = v <= 1
+    v = np.where(small, 2, v)
+    shift = np.full(v.shape, 11, np.int64)
+    while np.any(big := v >= (1 << 29)):
+        v = np.where(big, v // 4, v)
+        shift = shift + big
+    pairs = (count_leading_zeros32(v) - 1) // 2 - 1
+    shift = shift - pairs
+    v = v << (2 * pairs)
+    half_input = rounding_divide_by_pot(v >> 1, 1)
+    half_three = np.int64((1 << 28) + (1 << 27))
+    x = np.full(v.shape, 1 << 28, np.int64)
+    for _ in range(5):
+        x3 = saturating_left_shift(mul(mul(x, x), x), 6)
+        x = saturating_left_shift(wrap_int32(mul(half_three, x) - mul(half_input, x3)), 3)
+    x = mul(x, np.int64(1518500250))
+    x = np.where(shift < 0, wrap_int32(x << np.maximum(-shift, 0)), x)
+    shift = np.maximum(shift, 0) * reverse_shift
+    return np.where(small, INT32_MAX, x), np.where(small, 0, shift)
+
+
+def rsqrt_int8_table(xp: QuantParams, yp: QuantParams) -> np.ndarray:
+    """TFLite's int8 RSQRT (elementwise.cc ``RsqrtEvalQuantizedInt8``) for every input value.
+
+    ``v = q - zp_in``; ``v = 0`` gives the type's maximum; otherwise
+    ``data = MBQM(1, inv_sqrt(v), inv_shift + 20)`` (1/√v with 20 fractional bits) and
+    ``y = MBQM(data, M, shift - 20) + zp_out``, saturated, where ``(M, shift)`` quantizes
+    ``1 / (sqrtf(s_in) · s_out)`` (a float32 square root and product, the division in
+    double). TFLite refuses inputs below the zero point at run time; their entries here are
+    the type's maximum (the value of ``v = 0``).
+    """
+    s = np.float32(np.sqrt(np.float32(xp.scale)) * np.float32(yp.scale))
+    m, e = quantize_multiplier(1.0 / float(s))
+    info = np.iinfo(xp.dtype)
+    v = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64) - xp.zero_point
+    inv, inv_shift = inv_sqrt_multiplier(np.maximum(v, 1))
+    data = rescale(np.ones_like(v), inv, inv_shift + 20, "tflite_double")
+    y = rescale(data, np.int64(m), np.int64(e - 20), "tflite_double") + yp.zero_point
+    y = np.where(v <= 0, yp.qmax, y)
+    return np.clip(y, yp.qmin, yp.qmax).astype(yp.dtype)
+
+
+def rsqrt_int16_table(xp: QuantParams, yp: QuantParams) -> np.ndarray:
+    """TFLite's int16 RSQRT: ``LUTPopulate<int16_t>`` of ``1.0f / std::sqrt(v)`` (``v <= 0``
+    gives ``32767 · s_out``), looked up and interpolated as every int16 table
+    (:func:`lut_populate_int16`). Zero points are 0."""
+    f32 = np.float32
+    top = f32(f32(32767) * f32(yp.scale))
+
+    def fn(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, f32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (f32(1) / np.sqrt(np.where(v > 0, v, f32(1)))).astype(f32)
+        return np.where(v <= 0, top, r).astype(f32)
+
+    return lut_populate_int16(fn, xp, yp)
+
+
+def sqrt_table(xp: QuantParams, yp: QuantParams) -> np.ndarray:
+    """TFLite's quantized SQRT (``SqrtEvalQuantized``, int8 and int16) for every input value:
+    ``(int)(sqrtf(s_in · (q - zp_in)) / s_out) + zp_out`` in float32, truncated toward zero,
+    saturated. TFLite refuses negative inputs at run time; their entries here are the zero
+    point's (the square root of 0)."""
+    f32 = np.float32
+    info = np.iinfo(xp.dtype)
+    q = np.arange(int(info.min), int(info.max) + 1, dtype=np.int64)
+    real = (f32(xp.scale) * (q - xp.zero_point).astype(f32)).astype(f32)
+    root = np.sqrt(np.maximum(real, f32(0))).astype(f32)
+    out = np.trunc((root / f32(yp.scale)).astype(f32)).astype(np.int64) + yp.zero_point
+    return np.clip(out, yp.qmin, yp.qmax).astype(yp.dtype)

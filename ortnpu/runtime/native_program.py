@@ -518,6 +518,7 @@ _BUILDERS: dict[str, Any] = {
     "GlobalAveragePool": _global_avgpool, "Transpose": _transpose, "Pad": _pad,
     "Concat": _concat, "Reshape": _copy, "Flatten": _copy, "Resize": _resize,
     "Softmax": _softmax, "Sub": _binary, "Maximum": _binary, "Minimum": _binary,
+    "SquaredDifference": _binary,
     "Slice": _slice, "MatMul": _matmul,
 }
 

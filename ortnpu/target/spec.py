@@ -97,7 +97,8 @@ class SupportRules:
         "Reshape", "Flatten", "Transpose", "Pad", "Squeeze", "Unsqueeze", "Identity",
         "BatchNormalization", "Dropout", "Slice", "Split", "Sub", "Max",
         "Min", "LeakyRelu", "Elu", "Gelu",
-        "Resize", "Softmax", "ReduceMean", "Pow"), metadata=_meta("ONNX op types the NPU can run"))
+        "Resize", "Softmax", "ReduceMean", "Pow", "Sqrt", "Div", "Gather"),
+        metadata=_meta("ONNX op types the NPU can run"))
     cpu_preferred: tuple[str, ...] = field(default=("Softmax",), metadata=_meta(
         "ops the NPU could run but that are better left to the CPU"))
     max_kernel: int = field(default=16, metadata=_meta(

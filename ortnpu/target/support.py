@@ -235,14 +235,12 @@ class MatMulSupport(SupportCheck):
 
 
 class ElementwiseSupport(SupportCheck):
-    """Binary elementwise ops; Div only by a constant (it becomes a multiplication)."""
+    """Binary elementwise ops. Pow needs a constant exponent. Which divisions lower (by a
+    constant, or by a Sqrt as RSQRT · MUL) is the lowering rule's decision, not the target's."""
 
     ops = ("Add", "Sub", "Mul", "Div", "Max", "Min", "Pow")
 
     def check(self, ctx: NodeContext) -> str | None:
-        if ctx.node.op_type == "Div" and not ctx.is_const(1):
-            return ("the divisor is computed at run time; the NPU divides only by constants "
-                    "(as a multiplication by the reciprocal)")
         if ctx.node.op_type == "Pow" and not ctx.is_const(1):
             return "the exponent is computed at run time; the NPU needs a constant exponent"
         return None
