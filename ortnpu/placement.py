@@ -45,7 +45,7 @@ from ortnpu.partition import (
 )
 from ortnpu.passes.graph import GraphIndex, shape_of, shapes_and_types, topological_order
 from ortnpu.target.spec import Target, load_target
-from ortnpu.target.support import STANDARD_DOMAINS, Verdict, target_problems
+from ortnpu.target.support import STANDARD_DOMAINS, Verdict, is_standard, target_problems
 
 #: Element types ortnpu quantizes; other tensors (int64 indices, bool masks...) stay float/CPU.
 QUANTIZABLE = (onnx.TensorProto.FLOAT,)
@@ -128,7 +128,7 @@ class _Lowering:
         from ortnpu.quant.lowering import RULE_OF_OP
 
         op = node.op_type
-        if node.domain not in STANDARD_DOMAINS:
+        if not is_standard(node):
             return (f"op of domain {node.domain!r} is not a standard ONNX op; ortnpu lowers "
                     "standard ops only, so it runs on the CPU")
         rule = RULE_OF_OP.get(op)

@@ -105,18 +105,31 @@ def test_layernormalization_over_other_axes_says_why() -> None:
     assert qcpu == cpu
 
 
-def test_transformer_encoder_on_the_npu_but_its_erf() -> None:
-    """The test encoder (decomposed LayerNorm, Erf GELU): every node on the NPU but the Erf
-    (TFLite has no ERF: its converter fuses the erf GELU into GELU)."""
+def test_transformer_encoder_all_on_the_npu() -> None:
+    """The test encoder (decomposed LayerNorm, five-node erf GELU): every node on the NPU, the
+    GELU fused into one Gelu table as TFLite's converter fuses it (TFLite has no ERF)."""
     model = transformer(2)
     for target in ("tflite-int8", "tflite-a16w8"):
-        cpu = _cpu(model, target)
-        assert sorted(cpu) == ["b0/gelu_erf", "b1/gelu_erf"]
-        assert all("no integer lowering for Erf" in r for r in cpu.values())
+        assert _cpu(model, target) == {}
     data = [{"x": np.random.default_rng(k).standard_normal((1, 8, 16)).astype(np.float32)}
             for k in range(8)]
     npu, qcpu = _quantized_cpu(model, "tflite-int8", data)
-    assert qcpu == _cpu(model, "tflite-int8")
+    assert qcpu == {}
+    assert not any(n.op_type in ("Erf", "Gelu") for n in npu.graph.node)
+    _three_paths(npu, data[0])
+
+
+def test_lone_erf_stays_on_the_cpu_with_its_reason() -> None:
+    """An Erf that is no GELU (input scaled by 0.7, not 1/√2) is not fused: it stays on the
+    CPU, and evaluate and quantize say so alike."""
+    model = transformer(2, gelu=False)
+    cpu = _cpu(model, "tflite-int8")
+    assert sorted(cpu) == ["b0/gelu_erf", "b1/gelu_erf"]
+    assert all("no integer lowering for Erf" in r for r in cpu.values())
+    data = [{"x": np.random.default_rng(k).standard_normal((1, 8, 16)).astype(np.float32)}
+            for k in range(8)]
+    npu, qcpu = _quantized_cpu(model, "tflite-int8", data)
+    assert qcpu == cpu
     _three_paths(npu, data[0])
 
 

@@ -53,7 +53,7 @@ def _n(op: str, ins: list[str], out: str | list[str], name: str, **kw: object) -
 
 def attention() -> onnx.ModelProto:
     """Self-attention, residual, decomposed LayerNorm, Erf GELU: [1, 8, 16]."""
-    return transformer(1)
+    return transformer(1, gelu=False)
 
 
 def lstm_like() -> onnx.ModelProto:
@@ -119,7 +119,7 @@ def _with_ops(add: tuple[str, ...] = (), remove: tuple[str, ...] = ()) -> Target
 
 def dynamic_attention() -> onnx.ModelProto:
     """Two attention blocks whose sequence length is dynamic: shape reasons everywhere."""
-    model = transformer(2)
+    model = transformer(2, gelu=False)
     for value in (model.graph.input[0], model.graph.output[0]):
         dim = value.type.tensor_type.shape.dim[1]
         dim.ClearField("dim_value")

@@ -159,7 +159,7 @@ def _constant_weights_only() -> object:
 def deep_report() -> object:
     from graphs import transformer
 
-    return ortnpu.evaluate(transformer(40), _constant_weights_only())
+    return ortnpu.evaluate(transformer(40, gelu=False), _constant_weights_only())
 
 
 def test_text_scales_to_1000_nodes(deep_report: object) -> None:
@@ -208,7 +208,7 @@ def test_partition_overview_is_acyclic_and_convex(deep_report: object) -> None:
 
     from ortnpu.partition import is_convex
 
-    model = transformer(40)
+    model = transformer(40, gelu=False)
     for island in deep_report.plan.cpu_islands[:40]:
         assert is_convex(model, island)
 
@@ -221,7 +221,7 @@ def test_cpu_group_lists_own_reasons_when_they_differ(tmp_path: Path,
 
     from ortnpu.cli import main
 
-    model = transformer(3)
+    model = transformer(3, gelu=False)
     dim = model.graph.input[0].type.tensor_type.shape.dim[1]
     dim.ClearField("dim_value")
     dim.dim_param = "T"  # a dynamic sequence length: every NPU-able node has a shape reason

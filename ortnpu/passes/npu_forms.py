@@ -10,13 +10,14 @@ import onnx
 from ortnpu.errors import ModelError
 from ortnpu.passes.base import Pass
 from ortnpu.passes.gather_heads import SliceHeads
+from ortnpu.passes.gelu_fusion import FuseErfGelu
 from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.shape_inference import InferShapes
 
 #: LayerNormalization as MEAN/SUB/SQUARE/MEAN/ADD/SQRT/DIV/MUL/ADD; a rank-5 q/k/v split as
-#: rank-4 slices
-NPU_FORMS: tuple[type[Pass], ...] = (DecomposeLayerNorm, SliceHeads)
+#: rank-4 slices; the five-node erf GELU as one Gelu
+NPU_FORMS: tuple[type[Pass], ...] = (DecomposeLayerNorm, SliceHeads, FuseErfGelu)
 
 
 def npu_forms(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -24,6 +24,15 @@ from ortnpu.onnx_types import np_dtype, type_name
 from ortnpu.target.spec import SupportRules, Target
 
 STANDARD_DOMAINS = ("", "ai.onnx")
+#: onnxruntime contrib ops that are a standard op under another name: ``com.microsoft`` Gelu is
+#: ONNX's erf ``Gelu`` (opset 20) at any opset; onnxruntime's transformer optimizer and
+#: :class:`~ortnpu.passes.gelu_fusion.FuseErfGelu` write it
+STANDARD_EQUIVALENTS = frozenset({("com.microsoft", "Gelu")})
+
+
+def is_standard(node: onnx.NodeProto) -> bool:
+    """True for a standard ONNX op, or a contrib op that is one (:data:`STANDARD_EQUIVALENTS`)."""
+    return node.domain in STANDARD_DOMAINS or (node.domain, node.op_type) in STANDARD_EQUIVALENTS
 
 
 @dataclass(frozen=True)
@@ -365,7 +374,7 @@ def target_problems(target: Target, node: onnx.NodeProto,
     ctx = NodeContext(node=node, rules=rules, shapes=shapes, dtypes=dtypes or {},
                       constants=constants, require_shapes=require_shapes)
     op = node.op_type
-    if node.domain not in STANDARD_DOMAINS:
+    if not is_standard(node):
         return [("domain", f"op of domain {node.domain!r} is not a standard ONNX op; the NPU "
                            "runs standard ops only")]
     found: list[tuple[str, str]] = []
