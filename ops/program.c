@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "adaptive.h"
+#include "kernels_common.h"
 #include "ortnpu_kernels.h"
 #include "rescale.h"
 
@@ -48,6 +49,7 @@ typedef struct {
     void *c[6];             /* owned copies of constants */
     ortnpu_conv_pack_t *pack; /* Conv: weights packed for the kernel */
     int64_t *tables;          /* 8-bit Add: per-value tables (NULL: computed per run) */
+    uint8_t *pairs;           /* 8-bit binary op with 8-bit output: y for every (a, b) pair */
     char name[96];
 } layer_t;
 
@@ -310,7 +312,131 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
     L->c[1] = dup_bytes(bias, n * 8);
     L->c[2] = dup_bytes(mult, n_params * 4);
     L->c[3] = dup_bytes(shift, n_params * 4);
-    return commit(p, L, 4);
+    /* 8-bit input: run it as the 1x1 convolution it is (acc[o, r] = sum_k (x[r, k] - x_zp) *
+     * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed VNNI tiles,
+     * with x transposed to [k, rows] and the [n, rows] result transposed back */
+    if (xtype != ORTNPU_T_I16 && rows > 0 && k > 0 && n > 0) {
+        ortnpu_conv_t c = {0};
+        c.n = 1;
+        c.c = c.cg = k;
+        c.h = c.kh = c.kw = c.oh = 1;
+        c.w = c.ow = rows;
+        c.cout = n;
+        c.group = c.sh = c.sw = c.dh = c.dw = 1;
+        c.x_zp = x_zp;
+        c.xtype = xtype;
+        c.n_params = n_params;
+        L->conv = c;
+        L->pack = ortnpu_conv_pack_new(&c, o, w, bias, p->isa); /* NULL: the FC kernel */
+    }
+    int rc = commit(p, L, 4);
+    if (rc != ORTNPU_OK) ortnpu_conv_pack_free(L->pack);
+    return rc;
+}
+
+/* y[c, r] = x[r, c] for a rows x cols matrix of es-byte elements */
+static void transpose2(const void *x, void *y, int64_t rows, int64_t cols, int es) {
+    if (es == 1) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                ((uint8_t *)y)[c * rows + r] = ((const uint8_t *)x)[r * cols + c];
+    } else {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                ((uint16_t *)y)[c * rows + r] = ((const uint16_t *)x)[r * cols + c];
+    }
+}
+
+/* FullyConnected as a packed 1x1 convolution (ortnpu_program_add_fc) */
+static int fc_as_conv(const layer_t *L, const void *x, void *y, int nt) {
+    const int64_t rows = L->i[0], k = L->i[1], n = L->i[2];
+    const int oes = L->o.otype == ORTNPU_T_I16 ? 2 : 1;
+    void *xt = ortnpu_scratch(S_PROG0, (size_t)(rows * k));
+    void *yt = ortnpu_scratch(S_PROG1, (size_t)(rows * n * oes));
+    if (!xt || !yt) return ORTNPU_ENOMEM;
+    transpose2(x, xt, rows, k, 1);
+    int rc = ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, xt, L->c[0], L->c[2], L->c[3], yt,
+                                  nt);
+    if (rc == ORTNPU_OK) transpose2(yt, y, n, rows, oes);
+    return rc;
+}
+
+/* The element op of a binary layer on two whole arrays a, b of n elements (flat, no
+ * broadcast): the kernel the layer runs, with its parameters. */
+static int binary_flat(const layer_t *L, const void *a, const void *b, int64_t n, void *y,
+                       int isa) {
+    const int64_t one = 1;
+    if (L->op >= 2) /* Sub, Maximum, Minimum (kernels_steps.c) */
+        return ortnpu_binary_ext(L->op, 1, &n, a, (int32_t)L->i[1], &one, n, b,
+                                 (int32_t)L->i[3], &one, n, L->c[3], &L->o, y, 1);
+    return ortnpu_binary_tabled(L->op, 1, &n, a, (int32_t)L->i[1], &one, n, b,
+                                (int32_t)L->i[3], &one, n, L->c[3], L->tables, &L->o, y, 1,
+                                isa);
+}
+
+/* 8-bit a and b, 8-bit y: y depends on the pair of input bytes alone, so the layer's own
+ * kernel is run once on all 65536 pairs and a run looks its outputs up (the same numbers; a
+ * load per element instead of a rescale). NULL when the types do not fit or on failure. */
+static uint8_t *binary_pairs(const layer_t *L, int isa) {
+    if (L->i[1] == ORTNPU_T_I16 || L->i[3] == ORTNPU_T_I16 || L->o.otype == ORTNPU_T_I16)
+        return NULL;
+    /* the offsets a run reaches must lie inside both inputs (else the kernel refuses) */
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    int64_t amax = 0, bmax = 0;
+    for (int d = 0; d < (int)L->i[0]; d++) {
+        if (shape[d] < 1 || as[d] < 0 || bs[d] < 0) return NULL;
+        amax += (shape[d] - 1) * as[d];
+        bmax += (shape[d] - 1) * bs[d];
+    }
+    if (amax >= L->i[2] || bmax >= L->i[4]) return NULL;
+    uint8_t *a = malloc(65536), *b = malloc(65536), *y = malloc(65536);
+    if (!a || !b || !y) {
+        free(a);
+        free(b);
+        free(y);
+        return NULL;
+    }
+    for (int64_t i = 0; i < 65536; i++) {
+        a[i] = (uint8_t)(i & 255);
+        b[i] = (uint8_t)(i >> 8);
+    }
+    const int rc = binary_flat(L, a, b, 65536, y, isa);
+    free(a);
+    free(b);
+    if (rc != ORTNPU_OK) {
+        free(y);
+        return NULL;
+    }
+    return y;
+}
+
+/* y = pairs[a | b << 8] over the layer's broadcast (shape, strides of a and b) */
+static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, uint8_t *y) {
+    const int nd = (int)L->i[0];
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    const uint8_t *T = L->pairs;
+    int64_t outer = 1;
+    for (int d = 0; d < nd - 1; d++) outer *= shape[d];
+    const int64_t inner = shape[nd - 1], sa = as[nd - 1], sb = bs[nd - 1];
+    for (int64_t row = 0; row < outer; row++) {
+        int64_t ao = 0, bo = 0, rem = row;
+        for (int d = nd - 2; d >= 0; d--) {
+            const int64_t idx = rem % shape[d];
+            rem /= shape[d];
+            ao += idx * as[d];
+            bo += idx * bs[d];
+        }
+        const uint8_t *pa = a + ao, *pb = b + bo;
+        uint8_t *py = y + row * inner;
+        if (sa == 1 && sb == 1)
+            for (int64_t i = 0; i < inner; i++) py[i] = T[pa[i] | (uint32_t)pb[i] << 8];
+        else if (sa == 1 && sb == 0) {
+            const uint8_t *Tb = T + ((uint32_t)pb[0] << 8);
+            for (int64_t i = 0; i < inner; i++) py[i] = Tb[pa[i]];
+        } else
+            for (int64_t i = 0; i < inner; i++)
+                py[i] = T[pa[i * sa] | (uint32_t)pb[i * sb] << 8];
+    }
 }
 
 int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op, int32_t in0,
@@ -334,7 +460,9 @@ int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op,
     int64_t tables[512];
     if (ortnpu_binary_tables(op, atype, btype, params, o->rule, tables, tables + 256))
         L->tables = dup_bytes(tables, sizeof tables); /* made once, not per run */
-    return commit(p, L, 6);
+    int rc = commit(p, L, 6);
+    if (rc == ORTNPU_OK) L->pairs = binary_pairs(L, p->isa);
+    return rc;
 }
 
 int ortnpu_program_add_requantize(ortnpu_program_t *p, const char *name, int32_t in,
@@ -594,12 +722,17 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
         return ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, a, L->c[0], L->c[2], L->c[3],
                                     out, nt);
     case L_FC:
+        if (L->pack) return fc_as_conv(L, a, out, nt);
         return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
                                       L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
                                       &L->o, out, nt, p->isa);
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, io) : L->c[5];
         if (!a) a = L->c[4];
+        if (L->pairs) {
+            binary_lookup(L, a, b, out);
+            return ORTNPU_OK;
+        }
         if (L->op >= 2) /* Sub, Maximum, Minimum (kernels_steps.c) */
             return ortnpu_binary_ext(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
                                      L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
@@ -891,6 +1024,7 @@ static void destroy(ortnpu_program_t *p) {
         for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
         ortnpu_conv_pack_free(p->layers[k].pack);
         free(p->layers[k].tables);
+        free(p->layers[k].pairs);
     }
     free(p->layers);
     free(p->slot_off);

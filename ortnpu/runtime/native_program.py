@@ -876,7 +876,8 @@ def compile_islands(model: onnx.ModelProto, nan_policy: str = "allow", sess_opti
     one of its outputs, become part of the program as in :func:`compile_subgraphs` (all inputs
     or none, all outputs or none: the node takes one input type and gives one output type).
     Islands that do not compile are left as they are (the caller fuses and runs them through
-    Python); their report says why.
+    Python); their report says why. An island whose inputs (or outputs) differ in type gets no
+    node and no report here: the caller compiles its runs of one input and one output.
 
     Returns:
         The model (the input itself when nothing compiled), the compiled programs (keep them
@@ -958,11 +959,8 @@ def compile_islands(model: onnx.ModelProto, nan_policy: str = "allow", sess_opti
         op_type = _op_type([f32 if q else d for q, d in zip(qs, program.in_dtypes, strict=True)],
                            [f32 if dq else d
                             for dq, d in zip(dqs, program.out_dtypes, strict=True)])
-        if op_type is None:
-            reports.append(CompileReport(program.name, False,
-                                         "its inputs (or outputs) are of different types",
-                                         layers))
-            continue
+        if op_type is None:   # (the node takes one input type and gives one output type):
+            continue          # its runs of one input and one output compile on their own
         boundary = FloatBoundary(nan_policy=nan_policy,
                                  inputs=tuple(q[1] if q else None for q in qs),
                                  outputs=tuple(dq[1] if dq else None for dq in dqs))
