@@ -7,9 +7,10 @@ consecutive ``com.ortnpu`` nodes that has one activation input and one output by
 this process. The program validates its layers once per input shape and then calls the kernels
 directly. The numbers are those of the layers one by one (the tests compare both); errors still
 name the layer. Fusion is an in-memory step of :class:`ortnpu.InferenceSession`: saved NPU graphs
-keep one node per layer. The session then compiles each program into C
-(:mod:`ortnpu.runtime.native_program`); this Python program is the path for subgraphs that do
-not compile and for ``native=False``.
+keep one node per layer. With ``native=True`` the session first compiles every NPU *island*
+(:func:`find_islands`: convex groups of layers between CPU nodes, with any number of inputs and
+outputs) into C (:mod:`ortnpu.runtime.native_program`); this Python program is the path for the
+layers left over and for ``native=False``.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ tests compare every model both ways). It loops over the batch axis and runs ever
 sample at a time, which needs layers that treat the samples independently; the compiler checks
 that by running the program on one and two samples, and refuses (with a reason) what it cannot
 prove. A refused program simply keeps running through Python.
+
+:func:`compile_islands` (what the session uses) compiles every island of NPU layers between CPU
+nodes, with as many inputs and outputs as it has; :func:`compile_subgraphs` compiles the
+Python ``Subgraph`` nodes of :func:`~ortnpu.runtime.fusion.fuse_subgraphs` (one input, one
+output).
 """
 
 from __future__ import annotations
