@@ -46,7 +46,9 @@
  * thread, so the hot path does not allocate (large mallocs would map fresh zeroed pages on
  * every call). Freed when the thread ends. A caller's slots (OUT*) and the slots of the
  * parallel regions it starts (IN*) are distinct because the caller is also a team member. */
-enum { S_OUT0, S_OUT1, S_OUT2, S_OUT3, S_OUT4, S_OUT5, S_IN0, S_IN1, S_IN2, S_IN3, S_SLOTS };
+/* S_PROG*: the compiled programs' own buffers around a kernel call (program.c) */
+enum { S_OUT0, S_OUT1, S_OUT2, S_OUT3, S_OUT4, S_OUT5, S_IN0, S_IN1, S_IN2, S_IN3, S_PROG0,
+       S_PROG1, S_SLOTS };
 ORTNPU_HIDDEN void *ortnpu_scratch(int slot, size_t bytes);
 
 /* The inner loops of one instruction set (kernels_isa.h, instantiated in kernels_isa.c). */

@@ -77,6 +77,7 @@ enum {
     SLOT_KernelInfoGetAttribute_int64 = 86,
     SLOT_KernelInfoGetAttribute_string = 87,
     SLOT_KernelContext_GetInputCount = 88,
+    SLOT_KernelContext_GetOutputCount = 89,
     SLOT_KernelContext_GetInput = 90,
     SLOT_KernelContext_GetOutput = 91,
     SLOT_ReleaseStatus = 93,
@@ -100,6 +101,7 @@ typedef OrtStatus *(*KernelInfoGetAttribute_float_fn)(const OrtKernelInfo *, con
 typedef OrtStatus *(*KernelInfoGetAttribute_string_fn)(const OrtKernelInfo *, const char *,
                                                        char *, size_t *);
 typedef OrtStatus *(*KernelContext_GetInputCount_fn)(const OrtKernelContext *, size_t *);
+typedef OrtStatus *(*KernelContext_GetOutputCount_fn)(const OrtKernelContext *, size_t *);
 typedef OrtStatus *(*GetTensorElementType_fn)(const OrtTensorTypeAndShapeInfo *, int *);
 typedef const char *(*GetErrorMessage_fn)(const OrtStatus *);
 typedef OrtStatus *(*KernelContext_GetInput_fn)(const OrtKernelContext *, size_t,

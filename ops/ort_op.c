@@ -3,8 +3,10 @@
  * onnxruntime loads this library (the same shared object as the cffi module, so it sees the
  * programs Python compiled) through SessionOptions.register_custom_ops_library, which calls
  * RegisterCustomOps. The ops live in the runtime-only domain "com.ortnpu.native":
- * Program_<in>_<out> with in, out in {i8, u8, i16, f32}, one input, one output and one attribute,
- * `handle`, the number ortnpu_program_publish returned. Saved models never contain them.
+ * Program_<in>_<out> with in, out in {i8, u8, i16, f32}: one or more inputs, all of type <in>,
+ * one or more outputs, all of type <out> (variadic, homogeneous: onnxruntime then infers every
+ * output's type), and one attribute, `handle`, the number ortnpu_program_publish returned.
+ * Saved models never contain them.
  *
  * RegisterCustomOps also registers the com.ortnpu domain itself (domain_op.c) once Python has
  * defined its ops, so one library serves both domains. The parts of onnxruntime's C ABI used
@@ -28,13 +30,16 @@ typedef struct {
 } ortnpu_op_t;
 
 typedef struct {
+    int32_t type, rank;
+    int64_t dims[8];
+} ortnpu_io_t;
+
+typedef struct {
     const OrtApi *api;
     ortnpu_program_t *program;
-    int32_t in_rank, out_rank;
-    int64_t in_dims[8], out_dims[8];
-    int32_t in_type, out_type;
+    int32_t n_in, n_out;
+    ortnpu_io_t io[2 * ORTNPU_PROGRAM_MAX_IO]; /* the inputs, then the outputs */
 } ortnpu_kernel_t;
-
 
 /* type codes of the program's boundary: those of ortnpu_kernels.h, and 3 for float32 */
 #define N_TYPES 4
@@ -62,10 +67,10 @@ static size_t op_one(const OrtCustomOp *op) {
     (void)op;
     return 1;
 }
-static int op_required(const OrtCustomOp *op, size_t i) {
+static int op_variadic(const OrtCustomOp *op, size_t i) {
     (void)op;
     (void)i;
-    return 0; /* INPUT_OUTPUT_REQUIRED */
+    return 2; /* INPUT_OUTPUT_VARIADIC: one or more tensors of the one type */
 }
 static int op_default_mem(const OrtCustomOp *op, size_t i) {
     (void)op;
@@ -74,7 +79,7 @@ static int op_default_mem(const OrtCustomOp *op, size_t i) {
 }
 static int op_arity(const OrtCustomOp *op) {
     (void)op;
-    return 1;
+    return 1; /* minimum arity 1; homogeneous */
 }
 
 static OrtStatus *kernel_create(const OrtCustomOp *op, const OrtApi *api,
@@ -105,25 +110,33 @@ static OrtStatus *kernel_create(const OrtCustomOp *op, const OrtApi *api,
     }
     k->api = api;
     k->program = p;
-    ortnpu_program_info(p, &k->in_type, &k->in_rank, k->in_dims, &k->out_type, &k->out_rank,
-                        k->out_dims);
-    if (k->in_type != o->in_type || k->out_type != o->out_type) {
-        snprintf(msg, sizeof msg, "ortnpu: program %s takes %s and gives %s, the node %s",
-                 ortnpu_program_name(p), TYPE_NAME[k->in_type], TYPE_NAME[k->out_type], o->name);
-        ortnpu_program_release(p);
-        free(k);
-        return fail(api, ORT_INVALID_ARGUMENT, msg);
+    k->n_in = ortnpu_program_io(p, 0, -1, NULL, NULL, NULL);
+    k->n_out = ortnpu_program_io(p, 1, -1, NULL, NULL, NULL);
+    for (int32_t j = 0; j < k->n_in + k->n_out; j++) {
+        ortnpu_io_t *io = &k->io[j];
+        const int is_out = j >= k->n_in;
+        ortnpu_program_io(p, is_out, is_out ? j - k->n_in : j, &io->type, &io->rank, io->dims);
+        if (io->type != (is_out ? o->out_type : o->in_type)) {
+            snprintf(msg, sizeof msg, "ortnpu: program %s's %s %d is %s, the node %s",
+                     ortnpu_program_name(p), is_out ? "output" : "input",
+                     is_out ? j - k->n_in : j, TYPE_NAME[io->type], o->name);
+            ortnpu_program_release(p);
+            free(k);
+            return fail(api, ORT_INVALID_ARGUMENT, msg);
+        }
     }
     *out = k;
     return NULL;
 }
 
-static OrtStatus *kernel_compute(void *kernel, OrtKernelContext *ctx) {
-    ortnpu_kernel_t *k = kernel;
+/* The shape of input j, checked against the program's [batch, dims...] (same batch for all). */
+static OrtStatus *input_of(ortnpu_kernel_t *k, OrtKernelContext *ctx, int32_t j, int64_t *batch,
+                           const void **data) {
     const OrtApi *api = k->api;
     char msg[512];
     const OrtValue *in = NULL;
-    OrtStatus *st = ORT_FN(api, SLOT_KernelContext_GetInput, KernelContext_GetInput_fn)(ctx, 0, &in);
+    OrtStatus *st = ORT_FN(api, SLOT_KernelContext_GetInput, KernelContext_GetInput_fn)(
+        ctx, (size_t)j, &in);
     if (st) return st;
     if (!in) return fail(api, ORT_INVALID_ARGUMENT, "ortnpu: missing input");
     OrtTensorTypeAndShapeInfo *info = NULL;
@@ -136,34 +149,69 @@ static OrtStatus *kernel_compute(void *kernel, OrtKernelContext *ctx) {
         st = ORT_FN(api, SLOT_GetDimensions, GetDimensions_fn)(info, dims, rank);
     ORT_FN(api, SLOT_ReleaseTensorTypeAndShapeInfo, ReleaseTensorTypeAndShapeInfo_fn)(info);
     if (st) return st;
-    int ok = rank == (size_t)k->in_rank + 1 && dims[0] >= 0;
-    for (int d = 0; ok && d < k->in_rank; d++) ok = dims[d + 1] == k->in_dims[d];
+    const ortnpu_io_t *io = &k->io[j];
+    int ok = rank == (size_t)io->rank + 1 && dims[0] >= 0 && (*batch < 0 || dims[0] == *batch);
+    for (int d = 0; ok && d < io->rank; d++) ok = dims[d + 1] == io->dims[d];
     if (!ok) {
-        int n = snprintf(msg, sizeof msg, "ortnpu: %s: input has shape [",
-                         ortnpu_program_name(k->program));
+        int n = snprintf(msg, sizeof msg, "ortnpu: %s: input %d has shape [",
+                         ortnpu_program_name(k->program), j);
         for (size_t d = 0; d < rank && d < 9 && n < 400; d++)
             n += snprintf(msg + n, sizeof msg - (size_t)n, d ? ", %lld" : "%lld",
                           (long long)dims[d]);
-        n += snprintf(msg + n, sizeof msg - (size_t)n, "], the compiled subgraph takes [batch");
-        for (int d = 0; d < k->in_rank && n < 480; d++)
-            n += snprintf(msg + n, sizeof msg - (size_t)n, ", %lld", (long long)k->in_dims[d]);
+        n += snprintf(msg + n, sizeof msg - (size_t)n, "], the compiled subgraph takes [%s",
+                      *batch < 0 ? "batch" : "the batch of input 0");
+        for (int d = 0; d < io->rank && n < 480; d++)
+            n += snprintf(msg + n, sizeof msg - (size_t)n, ", %lld", (long long)io->dims[d]);
         snprintf(msg + n, sizeof msg - (size_t)n, "]");
         return fail(api, ORT_INVALID_ARGUMENT, msg);
     }
-    int64_t odims[9];
-    odims[0] = dims[0];
-    for (int d = 0; d < k->out_rank; d++) odims[d + 1] = k->out_dims[d];
-    OrtValue *out = NULL;
-    st = ORT_FN(api, SLOT_KernelContext_GetOutput, KernelContext_GetOutput_fn)(
-        ctx, 0, odims, (size_t)k->out_rank + 1, &out);
-    if (st) return st;
-    void *x = NULL, *y = NULL;
+    *batch = dims[0];
+    void *x = NULL;
     st = ORT_FN(api, SLOT_GetTensorMutableData, GetTensorMutableData_fn)((OrtValue *)in, &x);
+    *data = x;
+    return st;
+}
+
+static OrtStatus *kernel_compute(void *kernel, OrtKernelContext *ctx) {
+    ortnpu_kernel_t *k = kernel;
+    const OrtApi *api = k->api;
+    char msg[512];
+    size_t n_in = 0, n_out = 0;
+    OrtStatus *st = ORT_FN(api, SLOT_KernelContext_GetInputCount,
+                           KernelContext_GetInputCount_fn)(ctx, &n_in);
+    if (!st)
+        st = ORT_FN(api, SLOT_KernelContext_GetOutputCount, KernelContext_GetOutputCount_fn)(
+            ctx, &n_out);
     if (st) return st;
-    st = ORT_FN(api, SLOT_GetTensorMutableData, GetTensorMutableData_fn)(out, &y);
-    if (st) return st;
+    if (n_in != (size_t)k->n_in || n_out != (size_t)k->n_out) {
+        snprintf(msg, sizeof msg, "ortnpu: %s takes %d input(s) and gives %d output(s), the node "
+                 "has %zu and %zu", ortnpu_program_name(k->program), k->n_in, k->n_out, n_in,
+                 n_out);
+        return fail(api, ORT_INVALID_ARGUMENT, msg);
+    }
+    const void *xs[ORTNPU_PROGRAM_MAX_IO];
+    void *ys[ORTNPU_PROGRAM_MAX_IO];
+    int64_t batch = -1;
+    for (int32_t j = 0; j < k->n_in; j++) {
+        st = input_of(k, ctx, j, &batch, &xs[j]);
+        if (st) return st;
+    }
+    for (int32_t j = 0; j < k->n_out; j++) {
+        const ortnpu_io_t *io = &k->io[k->n_in + j];
+        int64_t odims[9];
+        odims[0] = batch;
+        for (int d = 0; d < io->rank; d++) odims[d + 1] = io->dims[d];
+        OrtValue *out = NULL;
+        st = ORT_FN(api, SLOT_KernelContext_GetOutput, KernelContext_GetOutput_fn)(
+            ctx, (size_t)j, odims, (size_t)io->rank + 1, &out);
+        if (st) return st;
+        void *y = NULL;
+        st = ORT_FN(api, SLOT_GetTensorMutableData, GetTensorMutableData_fn)(out, &y);
+        if (st) return st;
+        ys[j] = y;
+    }
     char err[400] = "";
-    int rc = ortnpu_program_run(k->program, dims[0], x, y, err, sizeof err);
+    int rc = ortnpu_program_run_io(k->program, batch, xs, ys, err, sizeof err, NULL);
     if (rc != 0) {
         snprintf(msg, sizeof msg, "ortnpu: %s", err);
         return fail(api, ORT_RUNTIME_EXCEPTION, msg);
@@ -216,8 +264,8 @@ static void init_ops(void) {
             b->GetOutputTypeCount = op_one;
             b->KernelCompute = kernel_compute_v1;
             b->KernelDestroy = kernel_destroy;
-            b->GetInputCharacteristic = op_required;
-            b->GetOutputCharacteristic = op_required;
+            b->GetInputCharacteristic = op_variadic;
+            b->GetOutputCharacteristic = op_variadic;
             b->GetInputMemoryType = op_default_mem;
             b->GetVariadicInputMinArity = op_arity;
             b->GetVariadicInputHomogeneity = op_arity;

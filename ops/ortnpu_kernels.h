@@ -108,11 +108,21 @@ int ortnpu_strided_copy(int32_t ndim, const int64_t *odims, const int64_t *istri
                         int64_t start, int64_t x_len, const void *x, void *y,
                         int32_t elem_size);
 /* Compiled programs (program.c): a fused subgraph run in C, layer by layer, sample by sample.
- * Slots: 0 the program's input, 1 its output, >= 2 intermediates at slot_off[k] bytes into
- * the arena. Shapes are per sample (the batch axis, axis 0, is looped over). A program is
- * reference counted: _new returns one reference, _release drops one. */
+ * Slots: 0 .. n_in-1 the program's inputs, n_in .. n_in+n_out-1 its outputs, the others
+ * intermediates at slot_off[k] bytes into the arena. Shapes are per sample (the batch axis,
+ * axis 0, is looped over; every input and output has it). A program is reference counted:
+ * _new returns one reference, _release drops one. */
+#define ORTNPU_PROGRAM_MAX_IO 64
 typedef struct ortnpu_program ortnpu_program_t;
 
+/* in_dims/out_dims: 8 entries per input/output (the first rank of them used) */
+ortnpu_program_t *ortnpu_program_new_io(const char *name, int32_t n_in, const int32_t *in_types,
+                                        const int32_t *in_ranks, const int64_t *in_dims,
+                                        int32_t n_out, const int32_t *out_types,
+                                        const int32_t *out_ranks, const int64_t *out_dims,
+                                        int64_t n_slots, const int64_t *slot_off,
+                                        int64_t arena_bytes, int isa, int nthreads);
+/* one input and one output */
 ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
                                      const int64_t *in_dims, int32_t out_type, int32_t out_rank,
                                      const int64_t *out_dims, int64_t n_slots,
@@ -190,10 +200,13 @@ int ortnpu_program_add_resize(ortnpu_program_t *p, const char *name, int32_t in,
  * QuantizeLinear (scale, zero point) into q_off of the arena; with dq_out it dequantizes its
  * output from dq_off as DequantizeLinear into a float output. Offsets must be inside the
  * arena and apart from every intermediate. nan_mode, for NaN in the float input: 0 quantize it
- * as MLAS does (to the lowest integer), 1 as 0.0, 2 fail the run (code -3, message says so). */
+ * as MLAS does (to the lowest integer), 1 as 0.0, 2 fail the run (code -3, message says so).
+ * _set_float_io: input 0 and output 0; _set_io_float: input (is_out 0) or output k. */
 int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
                                 int64_t q_off, int dq_out, float dq_scale, int64_t dq_zp,
                                 int64_t dq_off, int nan_mode);
+int ortnpu_program_set_io_float(ortnpu_program_t *p, int32_t is_out, int32_t k, float scale,
+                                int64_t zp, int64_t off, int nan_mode);
 /* A program compiled for the whole batch of a model that fixes it: its layers were built for
  * all `batch` samples at once, so it accepts only that batch and runs it as one unit (no
  * per-sample loop, so no need for the layers to treat samples independently). Call before
@@ -205,6 +218,9 @@ int ortnpu_program_run(ortnpu_program_t *p, int64_t batch, const void *x, void *
 /* the same, adding each layer's time in nanoseconds to ns[layer] (the layers' profile) */
 int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
                              char *err, int64_t err_len, double *ns);
+/* every input x[k] [batch, in_dims[k]...] and output y[k]; ns as above (or NULL) */
+int ortnpu_program_run_io(ortnpu_program_t *p, int64_t batch, const void *const *x,
+                          void *const *y, char *err, int64_t err_len, double *ns);
 /* the number of layers; the name of layer k goes to name when 0 <= k < that number */
 int64_t ortnpu_program_layers(const ortnpu_program_t *p, int64_t k, char *name,
                               int64_t name_len);
@@ -231,11 +247,11 @@ int ortnpu_binary_tabled(int32_t op, int32_t ndim, const int64_t *shape, const v
                          const int64_t *prm, const int64_t *given, const ortnpu_out_t *o,
                          void *y, int nthreads, int isa);
 
-/* A compiled program's boundary (type codes; 3: float32 at a quantize/dequantize boundary)
- * and name, for the onnxruntime op (ort_op.c). */
-void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
-                         int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
-                         int64_t *out_dims);
+/* A compiled program's input (is_out 0) or output k at its boundary: type code (3: float32
+ * at a quantize/dequantize boundary), per-sample rank and dims; returns the number of inputs
+ * (or outputs), and leaves the outputs alone when k is out of range. For ort_op.c. */
+int32_t ortnpu_program_io(const ortnpu_program_t *p, int32_t is_out, int32_t k, int32_t *type,
+                          int32_t *rank, int64_t *dims);
 const char *ortnpu_program_name(const ortnpu_program_t *p);
 
 /* Weights of one convolution packed once for repeated runs (compiled programs): valid only

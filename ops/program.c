@@ -10,8 +10,11 @@
  * small free list serves concurrent runs of the same program from several threads, and the
  * samples of a batch that run in parallel (one per thread, each layer on one thread).
  *
- * Boundary: a program may take float input and quantize it itself, and dequantize its output,
- * exactly as onnxruntime's QuantizeLinear/DequantizeLinear (ortnpu_program_set_float_io).
+ * Inputs and outputs: a program has one or more of each (an NPU island between CPU nodes
+ * reads several tensors, e.g. a residual, and several of its tensors leave it); all share the
+ * batch axis. Boundary: a program may take float inputs and quantize them itself, and
+ * dequantize its outputs, exactly as onnxruntime's QuantizeLinear/DequantizeLinear
+ * (ortnpu_program_set_io_float).
  *
  * Lifetime: programs are reference counted. Python holds one reference; every onnxruntime
  * kernel built from the program (ort_op.c) holds another, so the program outlives whichever
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include "adaptive.h"
+#include "kernels_common.h"
 #include "ortnpu_kernels.h"
 #include "rescale.h"
 
@@ -45,6 +49,7 @@ typedef struct {
     void *c[6];             /* owned copies of constants */
     ortnpu_conv_pack_t *pack; /* Conv: weights packed for the kernel */
     int64_t *tables;          /* 8-bit Add: per-value tables (NULL: computed per run) */
+    uint8_t *pairs;           /* 8-bit binary op with 8-bit output: y for every (a, b) pair */
     char name[96];
 } layer_t;
 
@@ -52,22 +57,28 @@ typedef struct arena {
     struct arena *next;
 } arena_t;
 
+/* One input or output of a program at its boundary (per sample; the batch axis excluded). */
+typedef struct {
+    int32_t type, rank;
+    int64_t dims[8];
+    int64_t count;                  /* elements per sample */
+    int64_t bytes;                  /* bytes per sample of the external tensor */
+    /* float boundary (ortnpu_program_set_io_float): an input quantized from float into the
+     * arena at off, or an output dequantized from off into the float tensor */
+    int q;
+    float scale;
+    int64_t zp, off;
+} io_t;
+
 struct ortnpu_program {
     int64_t refs;
     int64_t handle;
-    int32_t in_type, out_type;
-    int32_t in_rank, out_rank;      /* per-sample ranks (batch axis excluded) */
-    int64_t in_dims[8], out_dims[8];
-    int64_t in_bytes, out_bytes;    /* per sample, of the external tensors */
-    int64_t in_count, out_count;    /* elements per sample */
-    /* float boundary (ortnpu_program_set_float_io): the program quantizes its float input into
-     * the arena at q_off and dequantizes its output from dq_off into the float output */
-    int q_in, dq_out;
-    int nan_mode;                   /* NaN in the float input: 0 as MLAS, 1 as 0.0, 2 an error */
-    float q_scale, dq_scale;
-    int64_t q_zp, dq_zp, q_off, dq_off;
+    /* slots 0 .. n_in-1 are the inputs, n_in .. n_in+n_out-1 the outputs */
+    int32_t n_in, n_out;
+    io_t *ins, *outs;
+    int nan_mode;                   /* NaN in a float input: 0 as MLAS, 1 as 0.0, 2 an error */
     int64_t n_slots;
-    int64_t *slot_off;              /* byte offset in the arena, slots >= 2 */
+    int64_t *slot_off;              /* byte offset in the arena, slots >= n_in + n_out */
     int64_t arena_bytes;
     int64_t n_layers, cap_layers;
     layer_t *layers;
@@ -91,48 +102,88 @@ static void *dup_bytes(const void *src, int64_t n) {
 }
 
 
-ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
-                                     const int64_t *in_dims, int32_t out_type, int32_t out_rank,
-                                     const int64_t *out_dims, int64_t n_slots,
-                                     const int64_t *slot_off, int64_t arena_bytes, int isa,
-                                     int nthreads) {
-    if (in_rank < 0 || in_rank > 8 || out_rank < 0 || out_rank > 8 || n_slots < 2 ||
-        arena_bytes < 0)
+static int set_io(io_t *io, int32_t type, int32_t rank, const int64_t *dims) {
+    if (rank < 0 || rank > 8 || type < 0 || type > 2) return -1;
+    io->type = type;
+    io->rank = rank;
+    io->count = 1;
+    for (int k = 0; k < rank; k++) {
+        if (dims[k] < 0) return -1;
+        io->dims[k] = dims[k];
+        io->count *= dims[k];
+    }
+    io->bytes = io->count * type_size(type);
+    return 0;
+}
+
+ortnpu_program_t *ortnpu_program_new_io(const char *name, int32_t n_in, const int32_t *in_types,
+                                        const int32_t *in_ranks, const int64_t *in_dims,
+                                        int32_t n_out, const int32_t *out_types,
+                                        const int32_t *out_ranks, const int64_t *out_dims,
+                                        int64_t n_slots, const int64_t *slot_off,
+                                        int64_t arena_bytes, int isa, int nthreads) {
+    if (n_in < 1 || n_in > ORTNPU_PROGRAM_MAX_IO || n_out < 1 || n_out > ORTNPU_PROGRAM_MAX_IO ||
+        n_slots < n_in + n_out || arena_bytes < 0)
         return NULL;
-    if (in_type < 0 || in_type > 2 || out_type < 0 || out_type > 2) return NULL;
     ortnpu_program_t *p = calloc(1, sizeof(*p));
     if (!p) return NULL;
-    p->refs = 1;
-    p->in_type = in_type;
-    p->out_type = out_type;
-    p->in_rank = in_rank;
-    p->out_rank = out_rank;
-    p->in_bytes = type_size(in_type);
-    p->out_bytes = type_size(out_type);
-    p->in_count = p->out_count = 1;
-    for (int k = 0; k < in_rank; k++) {
-        p->in_dims[k] = in_dims[k];
-        p->in_count *= in_dims[k];
-    }
-    for (int k = 0; k < out_rank; k++) {
-        p->out_dims[k] = out_dims[k];
-        p->out_count *= out_dims[k];
-    }
-    p->in_bytes *= p->in_count;
-    p->out_bytes *= p->out_count;
-    p->n_slots = n_slots;
+    p->ins = calloc((size_t)n_in, sizeof(io_t));
+    p->outs = calloc((size_t)n_out, sizeof(io_t));
     p->slot_off = dup_bytes(slot_off, n_slots * (int64_t)sizeof(int64_t));
+    int bad = !p->ins || !p->outs || !p->slot_off;
+    for (int32_t k = 0; !bad && k < n_in; k++)
+        bad = set_io(&p->ins[k], in_types[k], in_ranks[k], in_dims + 8 * k);
+    for (int32_t k = 0; !bad && k < n_out; k++)
+        bad = set_io(&p->outs[k], out_types[k], out_ranks[k], out_dims + 8 * k);
+    if (bad) {
+        free(p->ins);
+        free(p->outs);
+        free(p->slot_off);
+        free(p);
+        return NULL;
+    }
+    p->refs = 1;
+    p->n_in = n_in;
+    p->n_out = n_out;
+    p->n_slots = n_slots;
     p->arena_bytes = arena_bytes;
     p->isa = isa;
     p->nthreads = nthreads < 1 ? 1 : nthreads;
     p->batch_adapt.fixed = ortnpu_adapt_disabled();
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "subgraph");
-    if (!p->slot_off) {
-        free(p);
-        return NULL;
-    }
     return p;
+}
+
+ortnpu_program_t *ortnpu_program_new(const char *name, int32_t in_type, int32_t in_rank,
+                                     const int64_t *in_dims, int32_t out_type, int32_t out_rank,
+                                     const int64_t *out_dims, int64_t n_slots,
+                                     const int64_t *slot_off, int64_t arena_bytes, int isa,
+                                     int nthreads) {
+    int64_t din[8] = {0}, dout[8] = {0};
+    if (in_rank < 0 || in_rank > 8 || out_rank < 0 || out_rank > 8) return NULL;
+    memcpy(din, in_dims, (size_t)in_rank * 8);
+    memcpy(dout, out_dims, (size_t)out_rank * 8);
+    return ortnpu_program_new_io(name, 1, &in_type, &in_rank, din, 1, &out_type, &out_rank,
+                                 dout, n_slots, slot_off, arena_bytes, isa, nthreads);
+}
+
+int ortnpu_program_set_io_float(ortnpu_program_t *p, int32_t is_out, int32_t k, float scale,
+                                int64_t zp, int64_t off, int nan_mode) {
+    if (!p || nan_mode < 0 || nan_mode > 2 || k < 0 || k >= (is_out ? p->n_out : p->n_in))
+        return ORTNPU_EBADARG;
+    io_t *io = is_out ? &p->outs[k] : &p->ins[k];
+    const int64_t unit = p->fixed_batch > 0 ? p->fixed_batch : 1; /* samples per run_sample */
+    if (io->q || off < 0 || off + unit * io->count * type_size(io->type) > p->arena_bytes ||
+        (!is_out && (!(scale > 0.0f) || zp < type_min(io->type) || zp > type_max(io->type))))
+        return ORTNPU_EBADARG;
+    p->nan_mode = nan_mode;
+    io->q = 1;
+    io->scale = scale;
+    io->zp = zp;
+    io->off = off;
+    io->bytes = io->count * (int64_t)sizeof(float);
+    return ORTNPU_OK;
 }
 
 int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, int64_t q_zp,
@@ -140,25 +191,11 @@ int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, in
                                 int64_t dq_off, int nan_mode) {
     if (!p || nan_mode < 0 || nan_mode > 2) return ORTNPU_EBADARG;
     p->nan_mode = nan_mode;
-    const int64_t unit = p->fixed_batch > 0 ? p->fixed_batch : 1; /* samples per run_sample */
-    if (q_in && (!(q_scale > 0.0f) || q_off < 0 ||
-                 q_off + unit * p->in_count * type_size(p->in_type) > p->arena_bytes ||
-                 q_zp < type_min(p->in_type) || q_zp > type_max(p->in_type)))
-        return ORTNPU_EBADARG;
-    if (dq_out &&
-        (dq_off < 0 || dq_off + unit * p->out_count * type_size(p->out_type) > p->arena_bytes))
-        return ORTNPU_EBADARG;
-    p->q_in = q_in;
-    p->q_scale = q_scale;
-    p->q_zp = q_zp;
-    p->q_off = q_off;
-    p->dq_out = dq_out;
-    p->dq_scale = dq_scale;
-    p->dq_zp = dq_zp;
-    p->dq_off = dq_off;
-    if (q_in) p->in_bytes = p->in_count * (int64_t)sizeof(float);
-    if (dq_out) p->out_bytes = p->out_count * (int64_t)sizeof(float);
-    return ORTNPU_OK;
+    int rc = ORTNPU_OK;
+    if (q_in) rc = ortnpu_program_set_io_float(p, 0, 0, q_scale, q_zp, q_off, nan_mode);
+    if (rc == ORTNPU_OK && dq_out)
+        rc = ortnpu_program_set_io_float(p, 1, 0, dq_scale, dq_zp, dq_off, nan_mode);
+    return rc;
 }
 
 /* onnxruntime's QuantizeLinear (MLAS): x / scale, max with the lower bound, min with the upper
@@ -201,7 +238,7 @@ static void dequantize_f32(const void *x, int64_t n, int32_t itype, float scale,
 
 static layer_t *new_layer(ortnpu_program_t *p, int32_t kind, const char *name, int32_t in0,
                           int32_t in1, int32_t out, int nthreads) {
-    if (in0 < -1 || in0 >= p->n_slots || in1 < -1 || in1 >= p->n_slots || out < 1 ||
+    if (in0 < -1 || in0 >= p->n_slots || in1 < -1 || in1 >= p->n_slots || out < p->n_in ||
         out >= p->n_slots)
         return NULL;
     if (p->n_layers == p->cap_layers) {
@@ -275,7 +312,131 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
     L->c[1] = dup_bytes(bias, n * 8);
     L->c[2] = dup_bytes(mult, n_params * 4);
     L->c[3] = dup_bytes(shift, n_params * 4);
-    return commit(p, L, 4);
+    /* 8-bit input: run it as the 1x1 convolution it is (acc[o, r] = sum_k (x[r, k] - x_zp) *
+     * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed VNNI tiles,
+     * with x transposed to [k, rows] and the [n, rows] result transposed back */
+    if (xtype != ORTNPU_T_I16 && rows > 0 && k > 0 && n > 0) {
+        ortnpu_conv_t c = {0};
+        c.n = 1;
+        c.c = c.cg = k;
+        c.h = c.kh = c.kw = c.oh = 1;
+        c.w = c.ow = rows;
+        c.cout = n;
+        c.group = c.sh = c.sw = c.dh = c.dw = 1;
+        c.x_zp = x_zp;
+        c.xtype = xtype;
+        c.n_params = n_params;
+        L->conv = c;
+        L->pack = ortnpu_conv_pack_new(&c, o, w, bias, p->isa); /* NULL: the FC kernel */
+    }
+    int rc = commit(p, L, 4);
+    if (rc != ORTNPU_OK) ortnpu_conv_pack_free(L->pack);
+    return rc;
+}
+
+/* y[c, r] = x[r, c] for a rows x cols matrix of es-byte elements */
+static void transpose2(const void *x, void *y, int64_t rows, int64_t cols, int es) {
+    if (es == 1) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                ((uint8_t *)y)[c * rows + r] = ((const uint8_t *)x)[r * cols + c];
+    } else {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++)
+                ((uint16_t *)y)[c * rows + r] = ((const uint16_t *)x)[r * cols + c];
+    }
+}
+
+/* FullyConnected as a packed 1x1 convolution (ortnpu_program_add_fc) */
+static int fc_as_conv(const layer_t *L, const void *x, void *y, int nt) {
+    const int64_t rows = L->i[0], k = L->i[1], n = L->i[2];
+    const int oes = L->o.otype == ORTNPU_T_I16 ? 2 : 1;
+    void *xt = ortnpu_scratch(S_PROG0, (size_t)(rows * k));
+    void *yt = ortnpu_scratch(S_PROG1, (size_t)(rows * n * oes));
+    if (!xt || !yt) return ORTNPU_ENOMEM;
+    transpose2(x, xt, rows, k, 1);
+    int rc = ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, xt, L->c[0], L->c[2], L->c[3], yt,
+                                  nt);
+    if (rc == ORTNPU_OK) transpose2(yt, y, n, rows, oes);
+    return rc;
+}
+
+/* The element op of a binary layer on two whole arrays a, b of n elements (flat, no
+ * broadcast): the kernel the layer runs, with its parameters. */
+static int binary_flat(const layer_t *L, const void *a, const void *b, int64_t n, void *y,
+                       int isa) {
+    const int64_t one = 1;
+    if (L->op >= 2) /* Sub, Maximum, Minimum, SquaredDifference (kernels_steps.c) */
+        return ortnpu_binary_ext(L->op, 1, &n, a, (int32_t)L->i[1], &one, n, b,
+                                 (int32_t)L->i[3], &one, n, L->c[3], &L->o, y, 1);
+    return ortnpu_binary_tabled(L->op, 1, &n, a, (int32_t)L->i[1], &one, n, b,
+                                (int32_t)L->i[3], &one, n, L->c[3], L->tables, &L->o, y, 1,
+                                isa);
+}
+
+/* 8-bit a and b, 8-bit y: y depends on the pair of input bytes alone, so the layer's own
+ * kernel is run once on all 65536 pairs and a run looks its outputs up (the same numbers; a
+ * load per element instead of a rescale). NULL when the types do not fit or on failure. */
+static uint8_t *binary_pairs(const layer_t *L, int isa) {
+    if (L->i[1] == ORTNPU_T_I16 || L->i[3] == ORTNPU_T_I16 || L->o.otype == ORTNPU_T_I16)
+        return NULL;
+    /* the offsets a run reaches must lie inside both inputs (else the kernel refuses) */
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    int64_t amax = 0, bmax = 0;
+    for (int d = 0; d < (int)L->i[0]; d++) {
+        if (shape[d] < 1 || as[d] < 0 || bs[d] < 0) return NULL;
+        amax += (shape[d] - 1) * as[d];
+        bmax += (shape[d] - 1) * bs[d];
+    }
+    if (amax >= L->i[2] || bmax >= L->i[4]) return NULL;
+    uint8_t *a = malloc(65536), *b = malloc(65536), *y = malloc(65536);
+    if (!a || !b || !y) {
+        free(a);
+        free(b);
+        free(y);
+        return NULL;
+    }
+    for (int64_t i = 0; i < 65536; i++) {
+        a[i] = (uint8_t)(i & 255);
+        b[i] = (uint8_t)(i >> 8);
+    }
+    const int rc = binary_flat(L, a, b, 65536, y, isa);
+    free(a);
+    free(b);
+    if (rc != ORTNPU_OK) {
+        free(y);
+        return NULL;
+    }
+    return y;
+}
+
+/* y = pairs[a | b << 8] over the layer's broadcast (shape, strides of a and b) */
+static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, uint8_t *y) {
+    const int nd = (int)L->i[0];
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    const uint8_t *T = L->pairs;
+    int64_t outer = 1;
+    for (int d = 0; d < nd - 1; d++) outer *= shape[d];
+    const int64_t inner = shape[nd - 1], sa = as[nd - 1], sb = bs[nd - 1];
+    for (int64_t row = 0; row < outer; row++) {
+        int64_t ao = 0, bo = 0, rem = row;
+        for (int d = nd - 2; d >= 0; d--) {
+            const int64_t idx = rem % shape[d];
+            rem /= shape[d];
+            ao += idx * as[d];
+            bo += idx * bs[d];
+        }
+        const uint8_t *pa = a + ao, *pb = b + bo;
+        uint8_t *py = y + row * inner;
+        if (sa == 1 && sb == 1)
+            for (int64_t i = 0; i < inner; i++) py[i] = T[pa[i] | (uint32_t)pb[i] << 8];
+        else if (sa == 1 && sb == 0) {
+            const uint8_t *Tb = T + ((uint32_t)pb[0] << 8);
+            for (int64_t i = 0; i < inner; i++) py[i] = Tb[pa[i]];
+        } else
+            for (int64_t i = 0; i < inner; i++)
+                py[i] = T[pa[i * sa] | (uint32_t)pb[i * sb] << 8];
+    }
 }
 
 int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op, int32_t in0,
@@ -299,7 +460,9 @@ int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op,
     int64_t tables[512];
     if (ortnpu_binary_tables(op, atype, btype, params, o->rule, tables, tables + 256))
         L->tables = dup_bytes(tables, sizeof tables); /* made once, not per run */
-    return commit(p, L, 6);
+    int rc = commit(p, L, 6);
+    if (rc == ORTNPU_OK) L->pairs = binary_pairs(L, p->isa);
+    return rc;
 }
 
 int ortnpu_program_add_requantize(ortnpu_program_t *p, const char *name, int32_t in,
@@ -535,28 +698,41 @@ static void arena_put(ortnpu_program_t *p, arena_t *a) {
     pthread_mutex_unlock(&p->lock);
 }
 
-static inline void *slot(const ortnpu_program_t *p, char *base, int32_t s, const void *x,
-                         void *y) {
-    if (s == 0) return p->q_in ? base + p->q_off : (void *)x;
-    if (s == 1) return p->dq_out ? base + p->dq_off : y;
+/* The tensors of one sample (or of the fixed batch): the external inputs and outputs. */
+typedef struct {
+    const void *x[ORTNPU_PROGRAM_MAX_IO];
+    void *y[ORTNPU_PROGRAM_MAX_IO];
+} io_ptrs_t;
+
+static inline void *slot(const ortnpu_program_t *p, char *base, int32_t s, const io_ptrs_t *io) {
+    if (s < p->n_in) return p->ins[s].q ? base + p->ins[s].off : (void *)io->x[s];
+    if (s < p->n_in + p->n_out) {
+        const int32_t k = s - p->n_in;
+        return p->outs[k].q ? base + p->outs[k].off : io->y[k];
+    }
     return base + p->slot_off[s];
 }
 
-static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, const void *x,
-                     void *y, int nt) {
-    void *out = slot(p, base, L->out, x, y);
-    const void *a = L->in0 >= 0 ? slot(p, base, L->in0, x, y) : NULL;
+static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
+                     const io_ptrs_t *io, int nt) {
+    void *out = slot(p, base, L->out, io);
+    const void *a = L->in0 >= 0 ? slot(p, base, L->in0, io) : NULL;
     switch (L->kind) {
     case L_CONV:
         return ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, a, L->c[0], L->c[2], L->c[3],
                                     out, nt);
     case L_FC:
+        if (L->pack) return fc_as_conv(L, a, out, nt);
         return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
                                       L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
                                       &L->o, out, nt, p->isa);
     case L_BINARY: {
-        const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[5];
+        const void *b = L->in1 >= 0 ? slot(p, base, L->in1, io) : L->c[5];
         if (!a) a = L->c[4];
+        if (L->pairs) {
+            binary_lookup(L, a, b, out);
+            return ORTNPU_OK;
+        }
         if (L->op >= 2) /* Sub, Maximum, Minimum, SquaredDifference (kernels_steps.c) */
             return ortnpu_binary_ext(L->op, (int32_t)L->i[0], L->c[0], a, (int32_t)L->i[1],
                                      L->c[1], L->i[2], b, (int32_t)L->i[3], L->c[2], L->i[4],
@@ -594,7 +770,7 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
         return ortnpu_strided_copy((int32_t)L->i[0], L->c[0], L->c[1], L->i[1], L->i[2], a, out,
                                    (int32_t)L->i[3]);
     case L_MATMUL: {
-        const void *b = L->in1 >= 0 ? slot(p, base, L->in1, x, y) : L->c[3];
+        const void *b = L->in1 >= 0 ? slot(p, base, L->in1, io) : L->c[3];
         if (!a) a = L->c[2];
         return ortnpu_matmul(L->i[0], L->i[1], L->i[2], L->i[3], a, (int32_t)L->i[4], L->i[5],
                              L->c[0], L->i[6], b, (int32_t)L->i[7], L->i[8], L->c[1], L->i[9],
@@ -608,7 +784,7 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
         for (int64_t k = 0; k < L->i[0]; k++) total += inner[k];
         int64_t at = 0;
         for (int64_t k = 0; k < L->i[0]; k++) {
-            const char *src = slot(p, base, ins[k], x, y);
+            const char *src = slot(p, base, ins[k], io);
             for (int64_t o = 0; o < L->i[1]; o++)
                 memcpy((char *)out + o * total + at, src + o * inner[k], (size_t)inner[k]);
             at += inner[k];
@@ -624,17 +800,20 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base, co
 }
 
 /* One sample through the program (quantize, layers, dequantize) with arena base. */
-static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb, int64_t b,
+static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int64_t b,
                       int one_thread, char *err, int64_t err_len, double *ns) {
     /* a fixed-batch program's unit is the whole batch (its layers were built for it) */
     const int64_t unit = p->fixed_batch > 0 ? p->fixed_batch : 1;
-    if (p->q_in &&
-        quantize_f32((const float *)(const void *)xb, unit * p->in_count, p->q_scale, p->q_zp,
-                     p->in_type, base + p->q_off, p->nan_mode) > 0 && p->nan_mode == 2) {
-        if (err && err_len > 0)
-            snprintf(err, (size_t)err_len, "%s: NaN in the input (sample %lld)", p->name,
-                     (long long)b);
-        return ORTNPU_ENAN;
+    for (int32_t k = 0; k < p->n_in; k++) {
+        const io_t *in = &p->ins[k];
+        if (in->q &&
+            quantize_f32((const float *)io->x[k], unit * in->count, in->scale, in->zp, in->type,
+                         base + in->off, p->nan_mode) > 0 && p->nan_mode == 2) {
+            if (err && err_len > 0)
+                snprintf(err, (size_t)err_len, "%s: NaN in the input (sample %lld)", p->name,
+                         (long long)b);
+            return ORTNPU_ENAN;
+        }
     }
     const int64_t tick = one_thread ? 0 : __atomic_fetch_add(&p->ticks, 1, __ATOMIC_RELAXED);
     for (int64_t k = 0; k < p->n_layers; k++) {
@@ -643,7 +822,7 @@ static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb,
         const int adapt = !one_thread && L->nthreads > 1;
         const int many = adapt && ortnpu_adapt_pick(&L->adapt, tick);
         const int64_t t0 = ns || adapt ? ortnpu_now_ns() : 0;
-        int rc = run_layer(p, L, base, xb, yb, many ? L->nthreads : 1);
+        int rc = run_layer(p, L, base, io, many ? L->nthreads : 1);
         if (ns || adapt) {
             const int64_t dt = ortnpu_now_ns() - t0;
             if (ns) ns[k] += (double)dt;
@@ -659,21 +838,46 @@ static int run_sample(ortnpu_program_t *p, char *base, const char *xb, char *yb,
             return rc;
         }
     }
-    if (p->dq_out)
-        dequantize_f32(base + p->dq_off, unit * p->out_count, p->out_type, p->dq_scale, p->dq_zp,
-                       (float *)(void *)yb);
+    for (int32_t k = 0; k < p->n_out; k++) {
+        const io_t *o = &p->outs[k];
+        if (o->q)
+            dequantize_f32(base + o->off, unit * o->count, o->type, o->scale, o->zp,
+                           (float *)io->y[k]);
+    }
     return ORTNPU_OK;
 }
 
+/* The tensors of sample b. */
+static void sample_ptrs(const ortnpu_program_t *p, const void *const *x, void *const *y,
+                        int64_t b, io_ptrs_t *io) {
+    for (int32_t k = 0; k < p->n_in; k++)
+        io->x[k] = (const char *)x[k] + b * p->ins[k].bytes;
+    for (int32_t k = 0; k < p->n_out; k++) io->y[k] = (char *)y[k] + b * p->outs[k].bytes;
+}
+
 int ortnpu_program_set_fixed_batch(ortnpu_program_t *p, int64_t batch) {
-    if (!p || batch < 1 || p->q_in || p->dq_out) return ORTNPU_EBADARG;
+    if (!p || batch < 1) return ORTNPU_EBADARG;
+    for (int32_t k = 0; k < p->n_in; k++)
+        if (p->ins[k].q) return ORTNPU_EBADARG;
+    for (int32_t k = 0; k < p->n_out; k++)
+        if (p->outs[k].q) return ORTNPU_EBADARG;
     p->fixed_batch = batch;
     return ORTNPU_OK;
 }
 
 int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, void *y,
                              char *err, int64_t err_len, double *ns) {
+    if (!p || p->n_in != 1 || p->n_out != 1) return ORTNPU_EBADARG;
+    return ortnpu_program_run_io(p, batch, &x, &y, err, err_len, ns);
+}
+
+int ortnpu_program_run_io(ortnpu_program_t *p, int64_t batch, const void *const *x,
+                          void *const *y, char *err, int64_t err_len, double *ns) {
     if (!p || batch < 0 || (batch > 0 && (!x || !y))) return ORTNPU_EBADARG;
+    for (int32_t k = 0; batch > 0 && k < p->n_in; k++)
+        if (!x[k]) return ORTNPU_EBADARG;
+    for (int32_t k = 0; batch > 0 && k < p->n_out; k++)
+        if (!y[k]) return ORTNPU_EBADARG;
     if (p->fixed_batch && batch != p->fixed_batch) {
         if (err && err_len > 0)
             snprintf(err, (size_t)err_len, "%s: compiled for batch %lld (the model fixes it), "
@@ -690,7 +894,9 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
                          "intermediates", p->name, (long long)p->arena_bytes);
             return ORTNPU_ENOMEM;
         }
-        rc = run_sample(p, (char *)a + 64, x, y, 0, 0, err, err_len, ns);
+        io_ptrs_t io;
+        sample_ptrs(p, x, y, 0, &io);
+        rc = run_sample(p, (char *)a + 64, &io, 0, 0, err, err_len, ns);
         arena_put(p, a);
         return rc;
     }
@@ -713,8 +919,9 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
 #pragma omp for schedule(dynamic, 1)
             for (int64_t b = 0; b < batch; b++) {
                 if (my != ORTNPU_OK) continue;
-                my = run_sample(p, (char *)a + 64, (const char *)x + b * p->in_bytes,
-                                (char *)y + b * p->out_bytes, b, 1, local, sizeof local, NULL);
+                io_ptrs_t io;
+                sample_ptrs(p, x, y, b, &io);
+                my = run_sample(p, (char *)a + 64, &io, b, 1, local, sizeof local, NULL);
             }
             if (a) arena_put(p, a);
 #pragma omp critical(ortnpu_program_error)
@@ -734,9 +941,11 @@ int ortnpu_program_run_timed(ortnpu_program_t *p, int64_t batch, const void *x, 
                      p->name, (long long)p->arena_bytes);
         return ORTNPU_ENOMEM;
     }
-    for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++)
-        rc = run_sample(p, (char *)a + 64, (const char *)x + b * p->in_bytes,
-                        (char *)y + b * p->out_bytes, b, 0, err, err_len, ns);
+    for (int64_t b = 0; b < batch && rc == ORTNPU_OK; b++) {
+        io_ptrs_t io;
+        sample_ptrs(p, x, y, b, &io);
+        rc = run_sample(p, (char *)a + 64, &io, b, 0, err, err_len, ns);
+    }
     arena_put(p, a);
     if (nt > 1 && !ns && rc == ORTNPU_OK)
         ortnpu_adapt_record(&p->batch_adapt, 0, (ortnpu_now_ns() - t0) / batch);
@@ -815,9 +1024,12 @@ static void destroy(ortnpu_program_t *p) {
         for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
         ortnpu_conv_pack_free(p->layers[k].pack);
         free(p->layers[k].tables);
+        free(p->layers[k].pairs);
     }
     free(p->layers);
     free(p->slot_off);
+    free(p->ins);
+    free(p->outs);
     while (p->free_arenas) {
         arena_t *a = p->free_arenas;
         p->free_arenas = a->next;
@@ -842,15 +1054,15 @@ void ortnpu_program_release(ortnpu_program_t *p) {
     if (left == 0) destroy(p);
 }
 
-void ortnpu_program_info(const ortnpu_program_t *p, int32_t *in_type, int32_t *in_rank,
-                         int64_t *in_dims, int32_t *out_type, int32_t *out_rank,
-                         int64_t *out_dims) {
-    *in_type = p->q_in ? 3 : p->in_type; /* 3: float32 at the boundary */
-    *in_rank = p->in_rank;
-    *out_type = p->dq_out ? 3 : p->out_type;
-    *out_rank = p->out_rank;
-    for (int k = 0; k < p->in_rank; k++) in_dims[k] = p->in_dims[k];
-    for (int k = 0; k < p->out_rank; k++) out_dims[k] = p->out_dims[k];
+int32_t ortnpu_program_io(const ortnpu_program_t *p, int32_t is_out, int32_t k, int32_t *type,
+                          int32_t *rank, int64_t *dims) {
+    const int32_t n = is_out ? p->n_out : p->n_in;
+    if (k < 0 || k >= n) return n;
+    const io_t *io = is_out ? &p->outs[k] : &p->ins[k];
+    *type = io->q ? 3 : io->type; /* 3: float32 at the boundary */
+    *rank = io->rank;
+    for (int d = 0; d < io->rank; d++) dims[d] = io->dims[d];
+    return n;
 }
 
 const char *ortnpu_program_name(const ortnpu_program_t *p) { return p->name; }

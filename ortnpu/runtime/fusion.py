@@ -7,18 +7,21 @@ consecutive ``com.ortnpu`` nodes that has one activation input and one output by
 this process. The program validates its layers once per input shape and then calls the kernels
 directly. The numbers are those of the layers one by one (the tests compare both); errors still
 name the layer. Fusion is an in-memory step of :class:`ortnpu.InferenceSession`: saved NPU graphs
-keep one node per layer. The session then compiles each program into C
-(:mod:`ortnpu.runtime.native_program`); this Python program is the path for subgraphs that do
-not compile and for ``native=False``.
+keep one node per layer. With ``native=True`` the session first compiles every NPU *island*
+(:func:`find_islands`: convex groups of layers between CPU nodes, with any number of inputs and
+outputs) into C (:mod:`ortnpu.runtime.native_program`); this Python program is the path for the
+layers left over and for ``native=False``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import heapq
 import itertools
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -66,6 +69,21 @@ class Program:
     out_dtype: np.dtype | None = None
     pid: str = ""                             # the id the Subgraph node names
     validated: set = field(default_factory=set)
+    #: every input and output (``input``/``output`` first) with their shapes and types: an
+    #: island between CPU nodes (see :func:`find_islands`) may read and give several tensors;
+    #: only compiled programs run those (the Python ``Subgraph`` node has one of each)
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    in_shapes: tuple[tuple[Any, ...] | None, ...] = ()
+    in_dtypes: tuple[np.dtype | None, ...] = ()
+    out_dtypes: tuple[np.dtype | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        self.inputs = self.inputs or (self.input,)
+        self.outputs = self.outputs or (self.output,)
+        self.in_shapes = self.in_shapes or (self.in_shape,)
+        self.in_dtypes = self.in_dtypes or (self.in_dtype,)
+        self.out_dtypes = self.out_dtypes or (self.out_dtype,)
 
     def inputs_of(self, step: Step, values: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """The step's input arrays: tensors computed so far, then the program's constants."""
@@ -205,6 +223,21 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
         if any(t and t not in inits and t not in available for t in node.input):
             return None
         available.update(node.output)
+    program = program_of(model, nodes, [external[0]], [leaving[0]], inits)
+    if program is None:
+        return None
+    register(program)
+    programs.append(program)
+    return helper.make_node(op_type_name("Subgraph", out_dtype), [external[0]], [leaving[0]],
+                            name=program.name, domain=DOMAIN, program=program.pid,
+                            node_name=program.name)
+
+
+def program_of(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto], inputs: Sequence[str],
+               outputs: Sequence[str], inits: Mapping[str, onnx.TensorProto]) -> Program | None:
+    """The program of ``nodes`` (in an order where each reads only what is computed before it,
+    or ``inputs``, or constants) with these inputs and outputs; None when a node is not an op
+    of the domain or a constant is not an ONNX type (then the nodes stay as they are)."""
     steps: list[Step] = []
     constants: dict[str, np.ndarray] = {}
     for node in nodes:
@@ -221,6 +254,7 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
                 constants[t] = numpy_helper.to_array(inits[t])
         steps.append(Step(spec, tuple(node.input), node.output[0], attrs, dtype,
                           f"node {node.name!r} ({node.op_type}): ", name=node.name))
+    produced = {o for n in nodes for o in n.output}
     last_use: dict[str, int] = {}
     for k, step in enumerate(steps):
         for t in step.inputs:
@@ -228,24 +262,107 @@ def _fuse(model: onnx.ModelProto, run: list[int], inits: dict[str, onnx.TensorPr
                 last_use[t] = k
     frees: dict[int, list[str]] = {}
     for t, j in last_use.items():   # one pass: session creation stays linear in chain length
-        if t != leaving[0]:
+        if t not in outputs:
             frees.setdefault(j, []).append(t)
     for k, step in enumerate(steps):
         step.frees = tuple(frees.get(k, ()))
     first = nodes[0].name or "subgraph"
-    program = Program(external[0], leaving[0], steps, constants,
-                      name=f"{first}..{nodes[-1].name}",
-                      in_shape=_shape_of(model, external[0]),
-                      in_dtype=_dtype_of(model, external[0]), out_dtype=out_dtype)
-    digest = hashlib.sha1("".join(n.name for n in nodes).encode()).hexdigest()[:12]
+    # when the model does not say: what the layer that makes the tensor gives
+    made = {step.output: np.dtype(step.out_dtype) for step in steps}
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.output and node.output[0] in inputs:
+            with contextlib.suppress(KernelError):   # not an op type of the domain
+                made[node.output[0]] = np.dtype(parse_op_type(node.op_type)[2])
+    return Program(inputs[0], outputs[0], steps, constants,
+                   name=f"{first}..{nodes[-1].name}" if len(nodes) > 1 else first,
+                   in_shape=_shape_of(model, inputs[0]), in_dtype=_dtype_of(model, inputs[0]),
+                   out_dtype=_dtype_of(model, outputs[0]), inputs=tuple(inputs),
+                   outputs=tuple(outputs),
+                   in_shapes=tuple(_shape_of(model, t) for t in inputs),
+                   in_dtypes=tuple(_dtype_of(model, t) or made.get(t) for t in inputs),
+                   out_dtypes=tuple(_dtype_of(model, t) or made.get(t) for t in outputs))
+
+
+def register(program: Program) -> None:
+    """Give ``program`` its id in this process (what a ``Subgraph`` node names)."""
+    digest = hashlib.sha1("".join(s.name for s in program.steps).encode()).hexdigest()[:12]
     with _lock:
         pid = f"{digest}-{next(_counter)}"
         _PROGRAMS[pid] = program
     program.pid = pid
-    programs.append(program)
-    return helper.make_node(op_type_name("Subgraph", out_dtype), [external[0]], [leaving[0]],
-                            name=program.name, domain=DOMAIN, program=pid,
-                            node_name=program.name)
 
 
-__all__ = ["Program", "Subgraph", "fuse_subgraphs"]
+def topological_order(graph: onnx.GraphProto) -> list[int] | None:
+    """The graph's node indices, each after the nodes that produce what it reads (the graph's
+    own order where it allows); None when the nodes form a cycle."""
+    producer = {t: k for k, n in enumerate(graph.node) for t in n.output if t}
+    preds = [{producer[t] for t in node_inputs(n) if t in producer} - {k}
+             for k, n in enumerate(graph.node)]
+    readers: list[list[int]] = [[] for _ in graph.node]
+    for k, ps in enumerate(preds):
+        for q in ps:
+            readers[q].append(k)
+    waiting = [len(ps) for ps in preds]
+    ready = [k for k, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        k = heapq.heappop(ready)
+        order.append(k)
+        for r in readers[k]:
+            waiting[r] -= 1
+            if waiting[r] == 0:
+                heapq.heappush(ready, r)
+    return order if len(order) == len(graph.node) else None
+
+
+def find_islands(graph: onnx.GraphProto, member: Callable[[onnx.NodeProto], bool]
+                 ) -> list[list[int]]:
+    """Group the ``member`` nodes (NPU layers) into islands that can each run as one program.
+
+    An island must be convex: no path may leave it through another node and come back (the
+    program runs all its layers at once, so a CPU node between two of them could not run in
+    between). Each node gets a level: a member the highest level of the members it reads, plus
+    one for each non-member on the way from a member (non-members that no member feeds count
+    nothing). A path from a member out through a non-member and back raises the level, so
+    connected members of equal level form convex islands, as large as this rule allows (NPU
+    layers between float LayerNorm nodes: one island between each pair). Returns the islands
+    (node indices in an order that computes each node after its inputs), or [] when the graph
+    has a cycle.
+    """
+    order = topological_order(graph)
+    if order is None:
+        return []
+    producer = {t: k for k, n in enumerate(graph.node) for t in n.output if t}
+    is_member = [member(n) for n in graph.node]
+    level = [0] * len(graph.node)
+    tainted = [False] * len(graph.node)   # a non-member that some member feeds
+    parent = list(range(len(graph.node)))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for k in order:
+        preds = {producer[t] for t in node_inputs(graph.node[k]) if t in producer} - {k}
+        if is_member[k]:
+            level[k] = max([level[p] if is_member[p] else level[p] + 1
+                            for p in preds if is_member[p] or tainted[p]], default=0)
+            for p in preds:
+                if is_member[p] and level[p] == level[k]:
+                    parent[root(p)] = root(k)
+        else:
+            fed = [p for p in preds if is_member[p] or tainted[p]]
+            tainted[k] = bool(fed)
+            level[k] = max((level[p] for p in fed), default=0)
+    groups: dict[int, list[int]] = {}
+    for k in order:
+        if is_member[k]:
+            groups.setdefault(root(k), []).append(k)
+    return list(groups.values())
+
+
+__all__ = ["Program", "Subgraph", "find_islands", "fuse_subgraphs", "program_of", "register",
+           "topological_order"]

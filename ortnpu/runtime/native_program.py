@@ -12,6 +12,11 @@ tests compare every model both ways). It loops over the batch axis and runs ever
 sample at a time, which needs layers that treat the samples independently; the compiler checks
 that by running the program on one and two samples, and refuses (with a reason) what it cannot
 prove. A refused program simply keeps running through Python.
+
+:func:`compile_islands` (what the session uses) compiles every island of NPU layers between CPU
+nodes, with as many inputs and outputs as it has; :func:`compile_subgraphs` compiles the
+Python ``Subgraph`` nodes of :func:`~ortnpu.runtime.fusion.fuse_subgraphs` (one input, one
+output).
 """
 
 from __future__ import annotations
@@ -19,19 +24,22 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ortnpu.domain import kernels
+from ortnpu.domain import DOMAIN, kernels, spec_of
+from ortnpu.domain.spec import parse_op_type
 from ortnpu.errors import KernelError, OrtNpuError, first_line
 from ortnpu.onnx_types import np_dtype
-from ortnpu.runtime.fusion import Program, Step
+from ortnpu.passes.graph import node_inputs
+from ortnpu.runtime.fusion import Program, Step, find_islands, program_of, topological_order
 
 _ALIGN = 64
+_MAX_IO = 64   # ORTNPU_PROGRAM_MAX_IO
 _ERR_LEN = 512
 
 
@@ -55,10 +63,26 @@ class NativeProgram:
     #: multiply-adds of each layer per run unit (a sample, or the fixed batch), in the order of
     #: :meth:`profile`'s layers: what achieved GMAC/s are computed from (0 for non-GEMM layers)
     macs: tuple[int, ...] = ()
+    #: every input's and output's type and per-sample dims (``in_dtype``/``in_dims`` are the
+    #: first input's, ``out_dtype``/``out_dims`` the first output's)
+    in_dtypes: tuple[np.dtype, ...] = ()
+    out_dtypes: tuple[np.dtype, ...] = ()
+    in_dims_all: tuple[tuple[int, ...], ...] = ()
+    out_dims_all: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        self.in_dtypes = self.in_dtypes or (self.in_dtype,)
+        self.out_dtypes = self.out_dtypes or (self.out_dtype,)
+        self.in_dims_all = self.in_dims_all or (self.in_dims,)
+        self.out_dims_all = self.out_dims_all or (self.out_dims,)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run on ``x`` of shape ``[batch, *in_dims]`` (tests and direct use)."""
         return self._run(x, None)
+
+    def run_io(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run a program of any number of inputs and outputs (tests and direct use)."""
+        return self._run_io(list(xs), None)
 
     def profile(self, x: np.ndarray, repeat: int = 10) -> list[tuple[str, float]]:
         """Mean milliseconds per layer over ``repeat`` runs on ``x``."""
@@ -77,24 +101,40 @@ class NativeProgram:
         return [(names[k], ns[k] / repeat / 1e6) for k in range(count)]
 
     def _run(self, x: np.ndarray, ns: Any) -> np.ndarray:
+        if len(self.in_dtypes) != 1 or len(self.out_dtypes) != 1:
+            raise KernelError(f"{self.name}: takes {len(self.in_dtypes)} inputs and gives "
+                              f"{len(self.out_dtypes)} outputs; use run_io")
+        return self._run_io([x], ns)[0]
+
+    def _run_io(self, xs: list[np.ndarray], ns: Any) -> list[np.ndarray]:
         nat = _native()
-        if x.dtype != self.in_dtype or tuple(x.shape[1:]) != self.in_dims:
-            raise KernelError(f"{self.name}: expected [batch, {', '.join(map(str, self.in_dims))}]"
-                              f" {self.in_dtype}, got {list(x.shape)} {x.dtype}")
-        x = np.ascontiguousarray(x)
-        y = np.empty((x.shape[0], *self.out_dims), dtype=self.out_dtype)
-        err = nat._native.ffi.new("char[]", _ERR_LEN)
-        rc = nat._native.lib.ortnpu_program_run_timed(
-            self.ptr, x.shape[0], nat._buf(x), nat._buf(y), err, _ERR_LEN,
-            ns if ns is not None else nat._native.ffi.NULL)
+        ffi = nat._native.ffi
+        if len(xs) != len(self.in_dtypes):
+            raise KernelError(f"{self.name}: takes {len(self.in_dtypes)} inputs, got {len(xs)}")
+        for x, dtype, dims in zip(xs, self.in_dtypes, self.in_dims_all, strict=True):
+            if x.dtype != dtype or tuple(x.shape[1:]) != dims or x.shape[0] != xs[0].shape[0]:
+                raise KernelError(f"{self.name}: expected [batch, {', '.join(map(str, dims))}] "
+                                  f"{dtype}, got {list(x.shape)} {x.dtype}")
+        xs = [np.ascontiguousarray(x) for x in xs]
+        batch = xs[0].shape[0]
+        ys = [np.empty((batch, *dims), dtype=dtype)
+              for dtype, dims in zip(self.out_dtypes, self.out_dims_all, strict=True)]
+        err = ffi.new("char[]", _ERR_LEN)
+        xp = ffi.new("void *[]", [ffi.from_buffer(x) for x in xs])
+        yp = ffi.new("void *[]", [ffi.from_buffer(y) for y in ys])
+        rc = nat._native.lib.ortnpu_program_run_io(
+            self.ptr, batch, xp, yp, err, _ERR_LEN, ns if ns is not None else ffi.NULL)
         if rc != 0:
-            raise KernelError(nat._native.ffi.string(err).decode(errors="replace"))
-        return y
+            raise KernelError(ffi.string(err).decode(errors="replace"))
+        return ys
 
 
-def _run_steps(program: Program, x: np.ndarray) -> dict[str, np.ndarray]:
-    """Every tensor of the program for input ``x`` (validating each layer)."""
-    values: dict[str, np.ndarray] = {program.input: x}
+def _run_steps(program: Program, x: np.ndarray | Sequence[np.ndarray]
+               ) -> dict[str, np.ndarray]:
+    """Every tensor of the program for input ``x`` (or one array per input), validating each
+    layer."""
+    xs = [x] if isinstance(x, np.ndarray) else list(x)
+    values: dict[str, np.ndarray] = dict(zip(program.inputs, xs, strict=True))
     for step in program.steps:
         values[step.output] = kernels.run(step.spec, program.inputs_of(step, values),
                                           step.attrs, step.out_dtype, step.where)
@@ -113,7 +153,7 @@ def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int]
     planning costs O(n log n + n * alive) instead of rescanning every placed tensor (which made
     session creation quadratic in chain length: 10k layers took seconds).
     """
-    slots = {program.input: 0, program.output: 1}
+    slots = {t: k for k, t in enumerate((*program.inputs, *program.outputs))}
     defined: dict[str, int] = {}
     last_use: dict[str, int] = {}
     for k, step in enumerate(program.steps):
@@ -122,7 +162,7 @@ def _plan_arena(program: Program, sizes: dict[str, int]) -> tuple[dict[str, int]
         for t in step.inputs:
             if t in defined:
                 last_use[t] = k
-    offsets = [0, 0]
+    offsets = [0] * len(slots)
     alive: list[tuple[int, int, int, int]] = []   # heap of (last use, seq, start, end)
     arena = 0
     for seq, (t, k) in enumerate(sorted(defined.items(), key=lambda kv: kv[1])):
@@ -151,7 +191,7 @@ def _random_input(shape: Sequence[int], dtype: np.dtype, seed: int) -> np.ndarra
 
 
 def _check_separable(program: Program, one: dict[str, np.ndarray],
-                     x1: np.ndarray) -> str | None:
+                     x1: Sequence[np.ndarray]) -> str | None:
     """Why running the layers sample by sample would differ from running the batch, or None.
 
     The per-sample program is right only if every tensor of a batch of B samples is the
@@ -170,9 +210,10 @@ def _check_separable(program: Program, one: dict[str, np.ndarray],
     reason = _slices_the_batch(program, one)
     if reason:
         return reason
-    xa, xb = (_random_input(x1.shape, x1.dtype, seed) for seed in (1, 2))
+    xa, xb = ([_random_input(x.shape, x.dtype, seed + 2 * k) for k, x in enumerate(x1)]
+              for seed in (1, 2))
     runs = [_run_steps(program, xa), _run_steps(program, xb)]
-    two = _run_steps(program, np.concatenate([xa, xb]))
+    two = _run_steps(program, [np.concatenate(pair) for pair in zip(xa, xb, strict=True)])
     for name, v in one.items():
         if two[name].shape != (2, *v.shape[1:]):
             return (f"tensor {name!r} has shape {list(two[name].shape)} for two samples and "
@@ -208,21 +249,28 @@ def _slices_the_batch(program: Program, one: dict[str, np.ndarray]) -> str | Non
 class FloatBoundary:
     """A QuantizeLinear before and/or a DequantizeLinear after the subgraph, run by the program
     itself (as onnxruntime computes them), so that onnxruntime runs one node instead of three.
-    Each is ``(scale, zero_point)`` or None."""
+    Each is ``(scale, zero_point)`` or None. A program of several inputs or outputs gives one
+    per input in ``inputs`` and one per output in ``outputs`` (``quantize``/``dequantize``
+    are then unused)."""
 
     quantize: tuple[float, int] | None = None
     dequantize: tuple[float, int] | None = None
     #: NaN in the float input: "allow" (quantized as onnxruntime's MLAS: the lowest integer),
     #: "zero" (as 0.0) or "raise" (the run fails with "NaN in the input")
     nan_policy: str = "allow"
+    inputs: tuple[tuple[float, int] | None, ...] = ()
+    outputs: tuple[tuple[float, int] | None, ...] = ()
 
 
 _NAN_MODES = {"allow": 0, "zero": 1, "raise": 2}
 
 
-def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtype,
+def compile_program(program: Program, in_shape: Sequence[Any] | None = None,
+                    in_dtype: np.dtype | None = None,
                     boundary: FloatBoundary | None = None) -> NativeProgram | str:
-    """Compile ``program`` for inputs ``[batch, *in_shape[1:]]``.
+    """Compile ``program`` for inputs ``[batch, *in_shape[1:]]`` (``in_shape``/``in_dtype``:
+    the first input's, default the program's; the others from ``program.in_shapes`` and
+    ``program.in_dtypes``).
 
     Returns:
         The compiled program, or the reason it stays on the Python path.
@@ -233,28 +281,46 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
     other = sorted({s.spec.name for s in program.steps} - NATIVE_OPS)
     if other:
         return f"layers without a C program step: {', '.join(other)}"
-    dims = list(in_shape)
-    if len(dims) < 1 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
-        return f"input {program.input!r} needs fixed dimensions after the batch axis, has {dims}"
-    in_dtype = np.dtype(in_dtype)
-    if in_dtype not in nat.TYPE_CODE:
-        return f"input type {in_dtype} is not an integer type of the domain"
+    n_in, n_out = len(program.inputs), len(program.outputs)
+    if n_in > _MAX_IO or n_out > _MAX_IO:
+        return f"{n_in} inputs and {n_out} outputs: a compiled program takes at most {_MAX_IO}"
+    shapes = [in_shape if in_shape is not None else program.in_shapes[0],
+              *program.in_shapes[1:]]
+    dtypes = [in_dtype if in_dtype is not None else program.in_dtypes[0],
+              *program.in_dtypes[1:]]
+    all_dims = []
+    for name, shape, dtype in zip(program.inputs, shapes, dtypes, strict=True):
+        dims = list(shape) if shape is not None else []
+        if len(dims) < 1 or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+            return f"input {name!r} needs fixed dimensions after the batch axis, has {dims}"
+        if dtype is None or np.dtype(dtype) not in nat.TYPE_CODE:
+            return f"input {name!r}: type {dtype} is not an integer type of the domain"
+        all_dims.append(dims)
+    dtypes = [np.dtype(d) for d in dtypes]
     # a model that fixes the batch size N never runs other batches: the program's layers are
     # built for all N samples at once and it refuses any other batch; with a free batch size it
     # loops over the samples, which must be independent
-    fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else 0
-    x1 = np.zeros((fixed_batch or 1, *dims[1:]), dtype=in_dtype)
+    fixed = {d[0] for d in all_dims if isinstance(d[0], int) and d[0] > 0}
+    if len(fixed) > 1 or (fixed and len(fixed) != len({str(d[0]) for d in all_dims})):
+        return (f"the inputs disagree on the batch axis ({[d[0] for d in all_dims]}); a "
+                "program runs one batch over all of them")
+    fixed_batch = fixed.pop() if fixed else 0
+    x1 = [np.zeros((fixed_batch or 1, *dims[1:]), dtype=dtype)
+          for dims, dtype in zip(all_dims, dtypes, strict=True)]
     try:
         values = _run_steps(program, x1)
     except OrtNpuError as exc:
         what = "the batch" if fixed_batch else "one sample"
-        return f"the layers refuse {what} of shape {list(x1.shape)}: {first_line(exc)}"
+        return (f"the layers refuse {what} of shape(s) {[list(x.shape) for x in x1]}: "
+                f"{first_line(exc)}")
     if fixed_batch:
-        out = values[program.output]
-        if out.ndim == 0 or out.shape[0] != fixed_batch:
-            return (f"the output {program.output!r} has shape {list(out.shape)} for an input of "
-                    f"shape {list(x1.shape)}: the batch axis moves (a broadcast, reshape or "
-                    "transpose), which the compiled program's [batch, ...] output cannot hold")
+        for name in program.outputs:
+            out = values[name]
+            if out.ndim == 0 or out.shape[0] != fixed_batch:
+                return (f"the output {name!r} has shape {list(out.shape)} for a batch of "
+                        f"{fixed_batch}: the batch axis moves (a broadcast, reshape or "
+                        "transpose), which the compiled program's [batch, ...] output cannot "
+                        "hold")
     else:
         try:
             reason = _check_separable(program, values, x1)
@@ -263,22 +329,38 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
                       f"model's batch to 1 to compile it): {first_line(exc)}")
         if reason:
             return reason
-    out = values[program.output]
-    if out.dtype not in nat.TYPE_CODE:
-        return f"output type {out.dtype} is not an integer type of the domain"
+    outs = [values[name] for name in program.outputs]
+    for name, out in zip(program.outputs, outs, strict=True):
+        if out.dtype not in nat.TYPE_CODE:
+            return f"output {name!r}: type {out.dtype} is not an integer type of the domain"
     sizes = {t: v.nbytes for t, v in values.items()}
     slots, offsets, arena = _plan_arena(program, sizes)
     boundary = boundary or FloatBoundary()
-    q, dq = boundary.quantize, boundary.dequantize
-    q_off, arena = arena, arena + (_aligned(x1.nbytes) if q else 0)     # quantized input
-    dq_off, arena = arena, arena + (_aligned(out.nbytes) if dq else 0)  # output to dequantize
+    qs = list(boundary.inputs) or [boundary.quantize]
+    dqs = list(boundary.outputs) or [boundary.dequantize]
+    if len(qs) != n_in or len(dqs) != n_out:
+        return f"the float boundary {boundary} does not match {n_in} inputs, {n_out} outputs"
+    q_offs, dq_offs = [], []
+    for q, x in zip(qs, x1, strict=True):          # quantized inputs
+        q_offs.append(arena)
+        arena += _aligned(x.nbytes) if q else 0
+    for dq, out in zip(dqs, outs, strict=True):     # outputs to dequantize
+        dq_offs.append(arena)
+        arena += _aligned(out.nbytes) if dq else 0
     name = program.name
     ffi, lib = nat._native.ffi, nat._native.lib
-    ptr = lib.ortnpu_program_new(
-        name.encode(), nat.TYPE_CODE[in_dtype], len(dims) - 1,
-        ffi.new("int64_t[]", [int(d) for d in dims[1:]] or [0]), nat.TYPE_CODE[out.dtype],
-        out.ndim - 1, ffi.new("int64_t[]", list(out.shape[1:]) or [0]), len(offsets),
-        ffi.new("int64_t[]", offsets), arena, nat.isa_code(), nat.get_threads())
+
+    def dims8(shapes: Sequence[Sequence[int]]) -> Any:
+        return ffi.new("int64_t[]", [int(d) for sh in shapes for d in (*sh, *[0] * (8 - len(sh)))])
+
+    if any(len(d) - 1 > 8 for d in all_dims) or any(o.ndim - 1 > 8 for o in outs):
+        return "a compiled program's inputs and outputs have at most 8 axes after the batch"
+    ptr = lib.ortnpu_program_new_io(
+        name.encode(), n_in, ffi.new("int32_t[]", [nat.TYPE_CODE[d] for d in dtypes]),
+        ffi.new("int32_t[]", [len(d) - 1 for d in all_dims]), dims8([d[1:] for d in all_dims]),
+        n_out, ffi.new("int32_t[]", [nat.TYPE_CODE[o.dtype] for o in outs]),
+        ffi.new("int32_t[]", [o.ndim - 1 for o in outs]), dims8([o.shape[1:] for o in outs]),
+        len(offsets), ffi.new("int64_t[]", offsets), arena, nat.isa_code(), nat.get_threads())
     if ptr == ffi.NULL:
         return "the C program could not be created (out of memory?)"
     ptr = ffi.gc(ptr, lib.ortnpu_program_release)
@@ -290,19 +372,24 @@ def compile_program(program: Program, in_shape: Sequence[Any], in_dtype: np.dtyp
             return f"{step.where}the C program refused the layer (code {rc})"
     if fixed_batch and lib.ortnpu_program_set_fixed_batch(ptr, fixed_batch) != 0:
         return f"the C program refused the fixed batch {fixed_batch}"
-    rc = lib.ortnpu_program_set_float_io(
-        ptr, q is not None, q[0] if q else 1.0, q[1] if q else 0, q_off, dq is not None,
-        dq[0] if dq else 1.0, dq[1] if dq else 0, dq_off, _NAN_MODES[boundary.nan_policy])
-    if rc != 0:
-        return f"the C program refused the float boundary {boundary} (code {rc})"
+    nan_mode = _NAN_MODES[boundary.nan_policy]
+    for is_out, params, offs in ((0, qs, q_offs), (1, dqs, dq_offs)):
+        for k, (param, off) in enumerate(zip(params, offs, strict=True)):
+            if param and lib.ortnpu_program_set_io_float(ptr, is_out, k, param[0], param[1],
+                                                         off, nan_mode) != 0:
+                return f"the C program refused the float boundary {boundary}"
     handle = lib.ortnpu_program_publish(ptr)
     if handle == 0:
         return "too many compiled programs alive in this process"
     f32 = np.dtype(np.float32)
     macs = tuple(_macs(step, program.inputs_of(step, values), values[step.output])
                  for step in program.steps)
-    return NativeProgram(ptr, int(handle), f32 if q else in_dtype, f32 if dq else out.dtype,
-                         tuple(int(d) for d in dims[1:]), tuple(out.shape[1:]), name, macs)
+    in_dtypes = tuple(f32 if q else d for q, d in zip(qs, dtypes, strict=True))
+    out_dtypes = tuple(f32 if dq else o.dtype for dq, o in zip(dqs, outs, strict=True))
+    in_dims = tuple(tuple(int(v) for v in d[1:]) for d in all_dims)
+    out_dims = tuple(tuple(o.shape[1:]) for o in outs)
+    return NativeProgram(ptr, int(handle), in_dtypes[0], out_dtypes[0], in_dims[0], out_dims[0],
+                         name, macs, in_dtypes, out_dtypes, in_dims, out_dims)
 
 
 def _macs(step: Step, arrays: list[np.ndarray], y: np.ndarray) -> int:
@@ -554,6 +641,12 @@ class CompileReport:
     subgraph: str
     native: bool
     reason: str = ""
+    #: the names of its layers
+    layers: tuple[str, ...] = ()
+
+
+def _names(program: Program) -> tuple[str, ...]:
+    return tuple(s.name for s in program.steps)
 
 
 def _scalar(inits: dict[str, onnx.TensorProto], name: str) -> np.ndarray | None:
@@ -704,7 +797,8 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
             continue
         if program.in_shape is None or program.in_dtype is None:
             reports.append(CompileReport(program.name, False,
-                                         "the model does not give the input's shape and type"))
+                                         "the model does not give the input's shape and type",
+                                         _names(program)))
             continue
         q, dq = (b if b and (b[0] not in beside_float_op or b[0] in kept) else None
                  for b in boundaries[k])
@@ -712,10 +806,10 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
                                  FloatBoundary(q[1] if q else None, dq[1] if dq else None,
                                                nan_policy))
         if isinstance(result, str):
-            reports.append(CompileReport(program.name, False, result))
+            reports.append(CompileReport(program.name, False, result, _names(program)))
             continue
         natives.append(result)
-        reports.append(CompileReport(program.name, True))
+        reports.append(CompileReport(program.name, True, "", _names(program)))
         inputs = list(model.graph.node[q[0]].input[:1]) if q else list(node.input)
         outs = list(model.graph.node[dq[0]].output) if dq else list(node.output)
         if q:
@@ -739,5 +833,180 @@ def compile_subgraphs(model: onnx.ModelProto, programs: Sequence[Program],
     return out, natives, reports
 
 
+def _native_layer(node: onnx.NodeProto) -> bool:
+    """A layer of the domain that a compiled program can run."""
+    if node.domain != DOMAIN or node.op_type.startswith("Subgraph"):
+        return False
+    try:
+        return spec_of(node.op_type).name in NATIVE_OPS
+    except KernelError:
+        return False
+
+
+def _base_name(op_type: str) -> str:
+    try:
+        return parse_op_type(op_type)[0]
+    except KernelError:
+        return op_type
+
+
+def _op_type(in_dtypes: Sequence[np.dtype], out_dtypes: Sequence[np.dtype]) -> str | None:
+    """``Program_<in>_<out>``, or None when the inputs (or outputs) differ in type (the op is
+    variadic over one input type and one output type, see ops/ort_op.c)."""
+    ins, outs = ({_TYPE_SUFFIX.get(np.dtype(d)) for d in ds} for ds in (in_dtypes, out_dtypes))
+    if len(ins) != 1 or len(outs) != 1 or None in ins or None in outs:
+        return None
+    return f"Program_{ins.pop()}_{outs.pop()}"
+
+
+@dataclass
+class _Island:
+    """One island before compilation: its nodes, program and candidate Q/DQ boundary."""
+
+    nodes: list[int]
+    program: Program | None
+    reason: str = ""
+    qs: list[tuple[int, tuple[float, int]] | None] = field(default_factory=list)
+    dqs: list[tuple[int, tuple[float, int]] | None] = field(default_factory=list)
+
+
+def compile_islands(model: onnx.ModelProto, nan_policy: str = "allow", sess_options: Any = None
+                    ) -> tuple[onnx.ModelProto, list[NativeProgram], list[CompileReport]]:
+    """Compile every NPU island of ``model`` into one C program each and put it in the graph.
+
+    An island is a convex group of connected layers that compiled programs run
+    (:func:`~ortnpu.runtime.fusion.find_islands`), however small and however many: the NPU
+    pieces between float nodes (a transformer's LayerNorm, a GELU's Erf) each become one
+    ``com.ortnpu.native`` node, with as many inputs and outputs as the island reads and gives.
+    QuantizeLinear nodes that feed only the island, and DequantizeLinear nodes that alone read
+    one of its outputs, become part of the program as in :func:`compile_subgraphs` (all inputs
+    or none, all outputs or none: the node takes one input type and gives one output type).
+    Islands that do not compile are left as they are (the caller fuses and runs them through
+    Python); their report says why. An island whose inputs (or outputs) differ in type gets no
+    node and no report here: the caller compiles its runs of one input and one output.
+
+    Returns:
+        The model (the input itself when nothing compiled), the compiled programs (keep them
+        alive with the session) and one report per island.
+    """
+    g = model.graph
+    fed = {i.name for i in g.input}
+    inits = {i.name: i for i in g.initializer if i.name not in fed}
+    consumers: dict[str, list[int]] = {}
+    producer: dict[str, int] = {}
+    for k, n in enumerate(g.node):
+        for t in node_inputs(n):
+            consumers.setdefault(t, []).append(k)
+        for t in n.output:
+            producer[t] = k
+    outputs = {o.name for o in g.output}
+    islands: list[_Island] = []
+    beside_float_op: set[int] = set()
+    for members in find_islands(g, _native_layer):
+        inside = set(members)
+        nodes = [g.node[k] for k in members]
+        produced = {t for n in nodes for t in n.output if t}
+        ins = list(dict.fromkeys(t for n in nodes for t in n.input
+                                 if t and t not in produced and t not in inits))
+        outs = [t for n in nodes for t in n.output if t and (
+            t in outputs or any(c not in inside for c in consumers.get(t, [])))]
+        if not outs:
+            continue   # nothing reads it: onnxruntime drops it
+        island = _Island(members, None)
+        islands.append(island)
+        if not ins:
+            island.reason = "the island reads no activation (constants only)"
+            continue
+        island.program = program_of(model, nodes, ins, outs, inits)
+        if island.program is None:
+            island.reason = "a layer or constant the compiled programs cannot take"
+            continue
+        for t, dtype in zip(ins, island.program.in_dtypes, strict=True):
+            q = producer.get(t)
+            lone = q is not None and t not in outputs and \
+                all(c in inside for c in consumers.get(t, []))
+            island.qs.append(_qdq_params(g.node[q], q, "QuantizeLinear", dtype, inits)
+                             if lone and dtype is not None else None)
+        for t, dtype in zip(outs, island.program.out_dtypes, strict=True):
+            readers = [c for c in consumers.get(t, []) if c not in inside]
+            lone = len(readers) == 1 and t not in outputs   # layers inside may read it too
+            island.dqs.append(_qdq_params(g.node[readers[0]], readers[0], "DequantizeLinear",
+                                          dtype, inits) if lone and dtype is not None else None)
+        for q in island.qs:
+            if q and g.node[q[0]].input[0] in producer:
+                beside_float_op.add(q[0])
+        for dq in island.dqs:
+            if dq and consumers.get(g.node[dq[0]].output[0]):
+                beside_float_op.add(dq[0])
+    kept = _kept_by_onnxruntime(model, beside_float_op, sess_options) if beside_float_op \
+        else set()
+    natives: list[NativeProgram] = []
+    reports: list[CompileReport] = []
+    for n in g.node:   # layers of the domain that no program can run say so
+        if n.domain == DOMAIN and not n.op_type.startswith("Subgraph") and \
+                not _native_layer(n):
+            reports.append(CompileReport(n.name, False, "layers without a C program step: "
+                                         f"{_base_name(n.op_type)}", (n.name,)))
+    dropped: set[int] = set()
+    placed: dict[int, onnx.NodeProto] = {}   # the program's node, at its island's last node
+    for island in islands:
+        program = island.program
+        layers = tuple(g.node[k].name for k in island.nodes)
+        if program is None:
+            reports.append(CompileReport(g.node[island.nodes[0]].name, False, island.reason,
+                                         tuple(g.node[k].name for k in island.nodes)))
+            continue
+        usable = [b if b and (b[0] not in beside_float_op or b[0] in kept) else None
+                  for b in (*island.qs, *island.dqs)]
+        qs, dqs = usable[:len(island.qs)], usable[len(island.qs):]
+        qs = qs if all(qs) else [None] * len(qs)      # all inputs float, or none
+        dqs = dqs if all(dqs) else [None] * len(dqs)
+        f32 = np.dtype(np.float32)
+        op_type = _op_type([f32 if q else d for q, d in zip(qs, program.in_dtypes, strict=True)],
+                           [f32 if dq else d
+                            for dq, d in zip(dqs, program.out_dtypes, strict=True)])
+        if op_type is None:   # (the node takes one input type and gives one output type):
+            continue          # its runs of one input and one output compile on their own
+        boundary = FloatBoundary(nan_policy=nan_policy,
+                                 inputs=tuple(q[1] if q else None for q in qs),
+                                 outputs=tuple(dq[1] if dq else None for dq in dqs))
+        result = compile_program(program, boundary=boundary)
+        if isinstance(result, str):
+            reports.append(CompileReport(program.name, False, result, layers))
+            continue
+        natives.append(result)
+        reports.append(CompileReport(program.name, True, "", layers))
+        node_ins = [g.node[q[0]].input[0] if q else t
+                    for q, t in zip(qs, program.inputs, strict=True)]
+        node_outs = [g.node[dq[0]].output[0] if dq else t
+                     for dq, t in zip(dqs, program.outputs, strict=True)]
+        dropped.update(island.nodes)
+        dropped.update(b[0] for b in (*qs, *dqs) if b)
+        placed[island.nodes[-1]] = helper.make_node(
+            op_type, node_ins, node_outs, name=program.name, domain=NATIVE_DOMAIN,
+            handle=result.handle)
+    if not natives:
+        return model, natives, reports
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for k, node in enumerate(g.node):
+        if k in placed:
+            out.graph.node.append(placed[k])
+        elif k not in dropped:
+            out.graph.node.append(node)
+    order = topological_order(out.graph)   # a program's outputs may be read before its
+    if order is not None:                  # island's last node stood
+        nodes = [out.graph.node[k] for k in order]
+        out.graph.ClearField("node")
+        out.graph.node.extend(nodes)
+    used = {t for n in out.graph.node for t in node_inputs(n)}
+    keep = [i for i in g.initializer if i.name in used or i.name in fed]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    out.opset_import.append(helper.make_opsetid(NATIVE_DOMAIN, 1))
+    return out, natives, reports
+
+
 __all__ = ["NATIVE_DOMAIN", "NATIVE_OPS", "CompileReport", "FloatBoundary", "NativeProgram",
-           "compile_program", "compile_subgraphs", "library_path"]
+           "compile_islands", "compile_program", "compile_subgraphs", "library_path"]

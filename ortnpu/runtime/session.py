@@ -216,16 +216,29 @@ class InferenceSession:
             opts.log_severity_level = log_severity()
         if fuse:
             from ortnpu.runtime.fusion import fuse_subgraphs
-            from ortnpu.runtime.native_program import compile_subgraphs, library_path
+            from ortnpu.runtime.native_program import (
+                compile_islands,
+                compile_subgraphs,
+                library_path,
+            )
 
-            fused, self._programs = fuse_subgraphs(proto)   # proto itself when nothing fused
-            if self._programs and native:
-                fused, self._natives, self.compile_reports = compile_subgraphs(
-                    fused, self._programs, nan_policy, opts)
-                if self._natives and library_path() != registry.library_path():
-                    # (onnxruntime refuses a library registered twice in one options object)
-                    opts.register_custom_ops_library(library_path())
-            if self._programs:
+            fused = proto
+            if native:   # every NPU island as one C program (proto itself when none compiles)
+                fused, self._natives, self.compile_reports = compile_islands(
+                    proto, nan_policy, opts)
+            failed = {frozenset(r.layers) for r in self.compile_reports if not r.native}
+            # the layers left run through Python, each run of them as one node
+            fused, self._programs = fuse_subgraphs(fused)
+            retry = [p for p in self._programs
+                     if frozenset(s.name for s in p.steps) not in failed]
+            if retry and native:   # a run inside an island that did not compile may
+                fused, natives, reports = compile_subgraphs(fused, retry, nan_policy, opts)
+                self._natives += natives
+                self.compile_reports += reports
+            if self._natives and library_path() != registry.library_path():
+                # (onnxruntime refuses a library registered twice in one options object)
+                opts.register_custom_ops_library(library_path())
+            if fused is not proto:
                 data = fused.SerializeToString()
             final = fused
         else:
@@ -235,6 +248,7 @@ class InferenceSession:
         from ortnpu.validate import all_nodes
 
         graph_nodes = list(all_nodes(final.graph))
+        self._final_nodes = list(final.graph.node)   # what onnxruntime runs (tests look)
         readers: dict[str, list[onnx.NodeProto]] = {}
         for n in graph_nodes:
             for t in n.input:

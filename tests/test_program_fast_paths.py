@@ -1,0 +1,145 @@
+"""The compiled programs' fast paths are bit-exact with the numpy reference on edge cases:
+FullyConnected on 8-bit input runs as a packed 1x1 convolution, and a binary layer of 8-bit
+operands and output looks its result up in a table of all 65536 operand pairs (ops/program.c).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import ortnpu
+from ortnpu.domain import (
+    DOMAIN,
+    Add,
+    FullyConnected,
+    Maximum,
+    Minimum,
+    Mul,
+    Sub,
+    kernels,
+    make_node,
+)
+
+pytestmark = [pytest.mark.usefixtures("require_c"),
+              pytest.mark.skipif(kernels.get_mode() == "numpy",
+                                 reason="C kernels not in use (ORTNPU_KERNELS=numpy)")]
+
+_ONNX = {np.dtype(np.int8): TensorProto.INT8, np.dtype(np.uint8): TensorProto.UINT8,
+         np.dtype(np.int16): TensorProto.INT16}
+
+
+def _model(nodes: list, inputs: dict[str, tuple[np.dtype, list]], out: str, out_dtype: type,
+           inits: dict[str, np.ndarray]) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(k, _ONNX[np.dtype(d)], s)
+                     for k, (d, s) in inputs.items()],
+        [helper.make_tensor_value_info(out, _ONNX[np.dtype(out_dtype)], None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+
+def _reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    before = kernels.get_mode()
+    kernels.set_mode("numpy")
+    try:
+        return ortnpu.InferenceSession(model, fuse=False, native=False).run(None, feeds)[0]
+    finally:
+        kernels.set_mode(before)
+
+
+def _full_range(rng: np.random.Generator, dtype: type, shape: tuple) -> np.ndarray:
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, shape, endpoint=True).astype(dtype)
+    ends = [info.min, info.max][:x.size]
+    x.reshape(-1)[:len(ends)] = ends   # both ends present
+    return x
+
+
+@pytest.mark.parametrize(("rows", "k", "n", "xdtype", "ydtype", "x_zp", "per_channel", "acc"), [
+    (1, 1, 1, np.int8, np.int8, -128, False, 32),
+    (17, 192, 77, np.int8, np.int8, 127, True, 32),
+    (3, 7, 5, np.uint8, np.int8, 255, True, 64),
+    (33, 67, 130, np.uint8, np.uint8, 0, True, 32),
+    (5, 600, 9, np.int8, np.int16, -3, True, 64),
+    (2, 16, 48, np.int8, np.int8, 0, False, 32),
+])
+def test_fully_connected_as_packed_conv_is_exact(rows: int, k: int, n: int, xdtype: type,
+                                                 ydtype: type, x_zp: int, per_channel: bool,
+                                                 acc: int) -> None:
+    rng = np.random.default_rng(rows * 1000 + k + n)
+    np_ = n if per_channel else 1
+    w = rng.integers(-127, 128, (n, k)).astype(np.int8)
+    w[0, :] = -127 if n > 1 else w[0, :]
+    inits = {"w": w, "b": rng.integers(-(1 << 20), 1 << 20, n).astype(np.int64),
+             "m": rng.integers(1 << 29, (1 << 31) - 1, np_).astype(np.int32),
+             "s": rng.integers(-14, 2, np_).astype(np.int32)}
+    info = np.iinfo(ydtype)
+    y_zp = int(info.min) if ydtype is np.uint8 else 3
+    fc = make_node(FullyConnected, ["x", "w", "b", "m", "s"], "y", ydtype, "fc", x_zp=x_zp,
+                   y_zp=y_zp, act_min=int(info.min), act_max=int(info.max), acc_bits=acc)
+    model = _model([fc], {"x": (xdtype, ["N", rows, k])}, "y", ydtype, inits)
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    for batch in (1, 3):
+        x = _full_range(rng, xdtype, (batch, rows, k))
+        want = _reference(model, {"x": x})
+        assert np.array_equal(sess.run(None, {"x": x})[0], want), batch
+        assert (want == info.min).any() or (want == info.max).any() or k < 8
+
+
+def _binary(op: type, ydtype: type, zps: tuple[int, int, int]) -> onnx.NodeProto:
+    info = np.iinfo(ydtype)
+    clamp = {"act_min": int(info.min) + 1, "act_max": int(info.max) - 2}
+    if op in (Add, Sub):
+        return make_node(op, ["a", "b"], "y", ydtype, "op", a_zp=zps[0], b_zp=zps[1],
+                         y_zp=zps[2], a_multiplier=1 << 30, a_shift=-1,
+                         b_multiplier=(1 << 31) - 1, b_shift=-2, y_multiplier=1 << 30,
+                         y_shift=-17, **clamp)
+    if op is Mul:
+        return make_node(op, ["a", "b"], "y", ydtype, "op", a_zp=zps[0], b_zp=zps[1],
+                         y_zp=zps[2], multiplier=(1 << 31) - 1, shift=-7, **clamp)
+    return make_node(op, ["a", "b"], "y", ydtype, "op")
+
+
+@pytest.mark.parametrize("op", [Add, Sub, Mul, Maximum, Minimum])
+@pytest.mark.parametrize(("adtype", "bshape", "zps"), [
+    (np.int8, [1, 5, 7], (-128, 127, -128)),        # two activations of one shape
+    (np.uint8, [1, 1, 7], (255, 0, 128)),           # a row broadcast
+    (np.int8, [1, 1, 1], (0, -5, 127)),             # a scalar operand
+])
+def test_binary_pair_table_is_exact(op: type, adtype: type, bshape: list,
+                                    zps: tuple[int, int, int]) -> None:
+    same = op in (Maximum, Minimum)
+    bdtype = adtype   # (a program's node takes inputs of one type)
+    ydtype = adtype if same else np.int8
+    if same:
+        zps = (0, 0, 0)
+    elif adtype is np.uint8:
+        zps = (zps[0], zps[1], -128)
+    node = _binary(op, ydtype, zps)
+    rng = np.random.default_rng(5)
+    model = _model([node], {"a": (adtype, ["N", 5, 7]), "b": (bdtype, ["N", *bshape[1:]])},
+                   "y", ydtype, {})
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    for batch in (1, 4):
+        feeds = {"a": _full_range(rng, adtype, (batch, 5, 7)),
+                 "b": _full_range(rng, bdtype, (batch, *bshape[1:]))}
+        assert np.array_equal(sess.run(None, feeds)[0], _reference(model, feeds)), batch
+
+
+def test_every_operand_pair_of_a_mul_is_exact() -> None:
+    """All 65536 (a, b) pairs in one run: the table is the kernel's own output."""
+    node = _binary(Mul, np.int8, (-7, 100, 5))
+    model = _model([node], {"a": (np.int8, ["N", 65536]), "b": (np.int8, ["N", 65536])},
+                   "y", np.int8, {})
+    v = np.arange(65536)
+    feeds = {"a": (v & 255).astype(np.uint8).view(np.int8)[None],
+             "b": (v >> 8).astype(np.uint8).view(np.int8)[None]}
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    assert np.array_equal(sess.run(None, feeds)[0], _reference(model, feeds))
