@@ -92,8 +92,9 @@ class _Reader:
 
 def measure(model: BenchModel, target: str = "tflite-int8",
             methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True,
-            bias_correction: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
-    """Float, ortnpu (per method and bias-correction choice) and onnxruntime
+            bias_correction: tuple[bool, ...] = (False,),
+            adaround: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
+    """Float, ortnpu (per method, bias-correction and learned-rounding choice) and onnxruntime
     ``quantize_static`` on one model.
 
     Every quantizer gets the same optimized float model and the same calibration samples
@@ -113,14 +114,17 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     rows = [_row(model, "float (onnxruntime)", ref, ref, 0.0)]
     for method in methods:
         for corrected in bias_correction:
-            config = QuantConfig(method=method, bias_correction=corrected)
-            start = time.perf_counter()
-            npu = ortnpu.quantize(optimized, target, model.calib, config=config, optimize=False)
-            seconds = time.perf_counter() - start
-            sess = ortnpu.InferenceSession(npu)  # keeps the compiled programs alive meanwhile
-            label = f"{method}, bias correction" if corrected else method
-            rows.append(_row(model, f"ortnpu {target} ({label})",
-                             _run(sess._sess, name, model.test), ref, seconds))
+            for learned in adaround:
+                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned)
+                start = time.perf_counter()
+                npu = ortnpu.quantize(optimized, target, model.calib, config=config,
+                                      optimize=False)
+                seconds = time.perf_counter() - start
+                sess = ortnpu.InferenceSession(npu)  # keeps the compiled programs alive
+                label = ", ".join([method] + ["bias correction"] * corrected
+                                  + ["adaround"] * learned)
+                rows.append(_row(model, f"ortnpu {target} ({label})",
+                                 _run(sess._sess, name, model.test), ref, seconds))
     if not onnxruntime:
         return rows
     with tempfile.TemporaryDirectory() as tmp:
