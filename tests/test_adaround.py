@@ -24,10 +24,10 @@ from ortnpu.quant.params import weight_params
 from ortnpu.target import load_target
 
 
-def _conv_model(group: int, strides: list[int], pads: list[int], dilations: list[int]
-                ) -> onnx.ModelProto:
+def _conv_model(group: int, strides: list[int], pads: list[int], dilations: list[int],
+                kernel: tuple[int, int] = (3, 2)) -> onnx.ModelProto:
     rng = np.random.default_rng(3)
-    w = (rng.standard_normal((6, 6 // group, 3, 2)) * 0.3).astype(np.float32)
+    w = (rng.standard_normal((6, 6 // group, *kernel)) * 0.3).astype(np.float32)
     node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=group, pads=pads,
                             strides=strides, dilations=dilations)
     graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(
@@ -40,10 +40,12 @@ def test_patches_times_weights_is_the_convolution() -> None:
     """The input rows the Gram matrix is built from are exactly what each output reads
     (grouped, strided, dilated, asymmetric pads; weight order C_in/g, kh, kw)."""
     x = np.random.default_rng(0).standard_normal((2, 6, 9, 8)).astype(np.float32)
-    for group, strides, pads, dilations in ((1, [1, 1], [1, 0, 1, 1], [1, 1]),
-                                            (3, [2, 1], [0, 1, 2, 0], [1, 2]),
-                                            (6, [2, 2], [1, 1, 0, 0], [2, 1])):
-        model = _conv_model(group, strides, pads, dilations)
+    for group, strides, pads, dilations, kernel in (
+            (1, [1, 1], [1, 0, 1, 1], [1, 1], (3, 2)),
+            (2, [1, 1], [0, 0, 0, 0], [1, 1], (1, 1)),        # pointwise: the no-copy path
+            (3, [2, 1], [0, 1, 2, 0], [1, 2], (3, 2)),
+            (6, [2, 2], [1, 1, 0, 0], [2, 1], (3, 2))):
+        model = _conv_model(group, strides, pads, dilations, kernel)
         (layer,) = find_layers(model)
         y = ort.InferenceSession(model.SerializeToString(),
                                  providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -53,6 +55,8 @@ def test_patches_times_weights_is_the_convolution() -> None:
             out = np.matmul(p, w.transpose(0, 2, 1))          # [G, rows, C_out/g]
             got = out.transpose(0, 2, 1).reshape(6, *y.shape[2:])
             np.testing.assert_allclose(got, y[n], atol=1e-5)
+            pick = np.array([0, 3, p.shape[1] - 1])        # sampled output positions
+            np.testing.assert_array_equal(_patches(layer, x[n], pick), p[:, pick])
 
 
 def _output_error(w: np.ndarray, q: np.ndarray, s: np.ndarray, x: np.ndarray) -> float:

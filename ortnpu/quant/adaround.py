@@ -137,21 +137,43 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
     return layers
 
 
-def _patches(layer: Layer, x: np.ndarray) -> np.ndarray:
-    """Input rows of one sample per group: [G, rows, D] (im2col; D ordered as the weights')."""
+def _patches(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
+    """Input rows of one sample per group: [G, rows, D] (im2col; D ordered as the weights').
+
+    ``pick``: the output positions (row-major over the output plane) to take, default all.
+    """
     if not layer.conv:
-        return x.reshape(1, -1, x.shape[-1])
+        rows = x.reshape(-1, x.shape[-1])
+        return (rows if pick is None else rows[pick])[None]
     c = x.shape[0]
     top, left, bottom, right = layer.pads
-    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)))
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilations
+    g = layer.group
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(layer.pads):   # pointwise: no copy
+        flat = x.reshape(c, -1)
+        win = (flat if pick is None else flat[:, pick]).reshape(g, c // g, -1)
+        return np.ascontiguousarray(win.transpose(0, 2, 1), np.float32)
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)))
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
     win = np.lib.stride_tricks.sliding_window_view(xp, (span_h, span_w), axis=(1, 2))
-    win = win[:, ::sh, ::sw, ::dh, ::dw]                 # [C, Ho, Wo, kh, kw]
-    g = layer.group
-    ho, wo = win.shape[1], win.shape[2]
-    win = win.reshape(g, c // g, ho * wo, kh * kw).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(win.reshape(g, ho * wo, (c // g) * kh * kw), np.float32)
+    win = win[:, ::sh, ::sw, ::dh, ::dw]                 # [C, Ho, Wo, kh, kw], a view
+    wo = win.shape[2]
+    if pick is None:
+        win = win.reshape(c, -1, kh * kw)
+    else:
+        win = win[:, pick // wo, pick % wo].reshape(c, len(pick), kh * kw)
+    n = win.shape[1]
+    win = win.reshape(g, c // g, n, kh * kw).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(win.reshape(g, n, (c // g) * kh * kw), np.float32)
+
+
+def output_positions(layer: Layer, shape: tuple[int, ...]) -> int:
+    """Output positions per sample of a conv layer on an input of ``shape`` ([C, H, W])."""
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilations
+    top, left, bottom, right = layer.pads
+    ho = (shape[1] + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    wo = (shape[2] + left + right - dw * (kw - 1) - 1) // sw + 1
+    return ho * wo
 
 
 @dataclass
@@ -171,6 +193,9 @@ class GramCollector:
 
     inner: object
     layers: list[Layer]
+    #: output positions sampled per image (fixed seed): the early layers of an image network
+    #: have ~10⁴ positions of few inputs each; a few thousand estimate ``E[x·xᵀ]`` as well
+    max_rows: int = 2048
     stats: dict[str, _Stats] = field(default_factory=dict)
     #: learned weights per (arithmetic, per-channel, options): autofix quantizes many times
     cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
@@ -205,8 +230,14 @@ class GramCollector:
             if values.shape[-1] != layer.depth:
                 return
             samples = [values]
+        rng = np.random.default_rng(len(s.rows) + s.count)
         for x in samples:
-            p = _patches(layer, x)
+            pick = None
+            if layer.conv:
+                total = output_positions(layer, x.shape)
+                if total > self.max_rows:
+                    pick = np.sort(rng.choice(total, self.max_rows, replace=False))
+            p = _patches(layer, x, pick)
             gram = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
             s.gram = gram if s.gram is None else s.gram + gram
             s.count += p.shape[1]
@@ -218,7 +249,7 @@ class GramCollector:
         return self.inner.range_of(name)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
-        if name in ("inner", "layers", "stats", "cache", "_by_input"):
+        if name in ("inner", "layers", "max_rows", "stats", "cache", "_by_input"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
