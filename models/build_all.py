@@ -17,7 +17,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # In order of cost; ppocr needs no torch, the others do (zoo also needs ortnpu: from_torch).
-BUILDERS = ("ppocr", "ocr_text", "zoo", "mobilenet_v2", "fashion_mnist_cnn", "fashion_resnet")
+BUILDERS = ("ppocr", "ocr_text", "zoo", "mobilenet_v2", "efficientnet_lite0", "fashion_mnist_cnn",
+            "fashion_resnet")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,8 @@ def main() -> None:
                    help="ortnpu calibration methods for accuracy (comma-separated, default auto)")
     p.add_argument("--bias-correction", default="no", choices=("no", "yes", "both"),
                    help="ortnpu without bias correction (the default), with, or both rows")
+    p.add_argument("--adaround", default="no", choices=("no", "yes", "both"),
+                   help="ortnpu without learned rounding of weights (the default), with, or both")
     p.add_argument("--samples", type=int, default=None,
                    help="evaluate accuracy on the first N evaluation samples only (default all)")
     p.add_argument("--crops", type=int, default=scale.CROPS,
@@ -71,10 +73,11 @@ def main() -> None:
             chosen = [dataclasses.replace(m, test=m.test[:args.samples], labels=None
                                           if m.labels is None else m.labels[:args.samples])
                       for m in chosen]
-        corrected = {"no": (False,), "yes": (True,), "both": (False, True)}[args.bias_correction]
+        choice = {"no": (False,), "yes": (True,), "both": (False, True)}
         rows = [r for m in chosen
                 for r in accuracy.measure(m, args.target, tuple(args.methods.split(",")),
-                                          bias_correction=corrected)]
+                                          bias_correction=choice[args.bias_correction],
+                                          adaround=choice[args.adaround])]
         print(accuracy.table(rows))
 
 

@@ -123,8 +123,9 @@ class _Reader:
 
 def measure(model: BenchModel, target: str = "tflite-int8",
             methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True,
-            bias_correction: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
-    """Float, ortnpu (per method and bias-correction choice) and onnxruntime
+            bias_correction: tuple[bool, ...] = (False,),
+            adaround: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
+    """Float, ortnpu (per method, bias-correction and learned-rounding choice) and onnxruntime
     ``quantize_static`` on one model.
 
     Every quantizer gets the same optimized float model and the same calibration samples
@@ -141,13 +142,16 @@ def measure(model: BenchModel, target: str = "tflite-int8",
                  score(model, optimized, optimized, "onnxruntime"), 0.0)]
     for method in methods:
         for corrected in bias_correction:
-            config = QuantConfig(method=method, bias_correction=corrected)
-            start = time.perf_counter()
-            npu = ortnpu.quantize(optimized, target, model.calib, config=config, optimize=False)
-            seconds = time.perf_counter() - start
-            label = f"{method}, bias correction" if corrected else method
-            rows.append(_row(model, f"ortnpu {target} ({label})", score(model, optimized, npu),
-                             seconds))
+            for learned in adaround:
+                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned)
+                start = time.perf_counter()
+                npu = ortnpu.quantize(optimized, target, model.calib, config=config,
+                                      optimize=False)
+                seconds = time.perf_counter() - start
+                label = ", ".join([method] + ["bias correction"] * corrected
+                                  + ["adaround"] * learned)
+                rows.append(_row(model, f"ortnpu {target} ({label})",
+                                 score(model, optimized, npu), seconds))
     if not onnxruntime:
         return rows
     with tempfile.TemporaryDirectory() as tmp:

@@ -90,6 +90,26 @@ def _mobilenet() -> BenchModel | None:
                       "backgrounds (a disjoint source)")
 
 
+def _efficientnet_lite0() -> BenchModel | None:
+    """EfficientNet-Lite0 on the MobileNetV2 bench's crops, converted to its own input
+    normalisation (TensorFlow's ``(pixel - 127) / 128``; ``models/efficientnet_lite0.py``)."""
+    path = models_cache.cached_model("efficientnet_lite0.onnx")
+    if path is None or models_cache.cached_model("imagenet_photos.npz") is None:
+        return None
+    base = _mobilenet()
+    if base is None:
+        return None
+
+    def convert(x: np.ndarray) -> np.ndarray:
+        pixels = (x * images.IMAGENET_STD.reshape(1, 3, 1, 1)
+                  + images.IMAGENET_MEAN.reshape(1, 3, 1, 1)) * 255.0
+        return ((pixels - 127.0) / 128.0).astype(np.float32)
+
+    return BenchModel("efficientnet_lite0", path, convert(base.calib), convert(base.test), None,
+                      "EfficientNet-Lite0 (ImageNet weights, converted from TensorFlow); the "
+                      "crops of mobilenet_v2")
+
+
 def resnet18_like(seed: int = 0, classes: int = 1000) -> onnx.ModelProto:
     """ResNet-18's layers (7x7 stem, max pool, 8 basic blocks of 3x3 convolutions 64-512 wide
     with 1x1 strided shortcuts, global average pool, classifier) for 224x224 images, with seeded
@@ -169,6 +189,7 @@ LOADERS: dict[str, Callable[[], BenchModel | None]] = {
     "fashion_mnist_cnn": _fashion("fashion_mnist_cnn.onnx", "3-conv CNN"),
     "fashion_resnet": _fashion("fashion_resnet.onnx", "ResNet-like net"),
     "mobilenet_v2": _mobilenet,
+    "efficientnet_lite0": _efficientnet_lite0,
     "resnet18_like": _resnet18_like,
     "zoo_vit": _zoo_vit,
 }

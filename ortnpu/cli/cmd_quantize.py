@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="correct each layer's bias for the mean error of its quantized weights "
                         "(default: on when the target's weights are per tensor)")
+    p.add_argument("--adaround", action="store_true",
+                   help="learned rounding of conv/fully-connected weights (AdaRound): each "
+                   "weight rounded up or down so the layer's output on the calibration data "
+                   "stays closest to float")
+    p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
+                   help="optimisation steps per layer of --adaround (default 1000)")
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")
@@ -180,7 +186,8 @@ def _run(args: argparse.Namespace) -> int:
                          percentile=args.percentile, int16_tensors=frozenset(args.int16),
                          force_cpu=frozenset(args.force_cpu),
                          force_npu=frozenset(args.force_npu), equalize=args.equalize,
-                         bias_correction=args.bias_correction)
+                         bias_correction=args.bias_correction, adaround=args.adaround,
+                         adaround_iterations=args.adaround_iterations)
     res = QuantizationResult()
     npu = quantize(model, args.target, data, config=config, optimize=not args.no_optimize,
                    result=res, **inputs)

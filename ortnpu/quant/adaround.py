@@ -1,0 +1,364 @@
+"""Learned rounding of weights (AdaRound, Nagel et al., ICML 2020), in numpy.
+
+Rounding every weight to its nearest grid point minimises each weight's own error, not the
+layer's output error: errors of neighbouring weights that meet the same inputs add up or cancel.
+AdaRound chooses, per weight, to round down or up so that the layer's output on the calibration
+data stays closest to the float output. The binary choice is relaxed to a continuous ``h(V)`` in
+[0, 1] (a rectified sigmoid, ``clip(σ(V)(ζ-γ)+γ, 0, 1)`` with ζ = 1.1, γ = -0.1), optimised by
+Adam against
+
+    ‖W·x - s·(⌊W/s⌋ + h(V))·x‖² + λ Σ (1 - |2h(V) - 1|^β),
+
+where the regulariser (off for the first ``warmup`` share of the iterations, then with β annealed
+from 20 down to 2) pushes every ``h`` to 0 or 1; at the end ``h`` is rounded and the integer
+weights are exact. Only the rounding changes: scales, clipping and the integer pipeline
+downstream are those of the nearest rounding.
+
+Why a quadratic form: the output error of a linear layer is ``ΔW·x``, so its mean square over the
+calibration data is ``tr(ΔW·H·ΔWᵀ)`` with ``H = E[x·xᵀ]`` (per group of a grouped conv). ``H`` is
+accumulated during calibration (:class:`GramCollector`, one pass, memory one ``D×D`` matrix per
+layer, ``D`` = inputs of one output), so each Adam step costs ``C_out·D²`` whatever the amount of
+calibration data. When a layer has fewer input rows than ``D/2`` (a classifier on a few images)
+the rows themselves are kept and the step costs ``2·C_out·D·rows``.
+
+The loss is the layer's own output error with float inputs (the paper's basic form); the
+activation function and upstream quantization errors are not part of it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ortnpu.domain.arith import round_half_away
+from ortnpu.quant.params import weight_params
+from ortnpu.target import Arithmetic
+
+#: rectified sigmoid stretch (the paper's ζ and γ)
+ZETA, GAMMA = 1.1, -0.1
+
+
+@dataclass(frozen=True)
+class AdaRoundOptions:
+    """Optimisation settings (the paper's, with fewer iterations: the exact quadratic loss
+    has no sampling noise, so a larger step converges in fewer of them).
+
+    Attributes:
+        iterations: Adam steps per layer.
+        reg: weight λ of the rounding regulariser.
+        beta: start and end of β, annealed linearly after the warm-up.
+        warmup: share of the iterations without regulariser.
+        lr: Adam step size on ``V``.
+    """
+
+    iterations: int = 1000
+    reg: float = 0.01
+    beta: tuple[float, float] = (20.0, 2.0)
+    warmup: float = 0.2
+    lr: float = 1e-2
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One conv / fully connected layer whose weights get learned rounding.
+
+    ``weight`` is the initializer name; ``w`` is in the lowering's layout ([C_out, C_in/g, kh,
+    kw] or [N, K]); ``transposed`` when the initializer stores the transpose ([K, N], MatMul).
+    """
+
+    node: str
+    x: str
+    weight: str
+    w: np.ndarray
+    group: int = 1
+    kernel: tuple[int, int] = (1, 1)
+    strides: tuple[int, int] = (1, 1)
+    dilations: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    transposed: bool = False
+    conv: bool = False
+
+    @property
+    def depth(self) -> int:
+        """Inputs of one output: ``D`` of the Gram matrix."""
+        return int(np.prod(self.w.shape[1:]))
+
+
+def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def find_layers(model: onnx.ModelProto) -> list[Layer]:
+    """Conv (2-D, explicit pads), Gemm and MatMul nodes of the graph with constant weights.
+
+    A weight shared by two layers is left to nearest rounding (one rounding cannot be
+    learned for two different inputs)."""
+    g = model.graph
+    consts = {i.name: i for i in g.initializer}
+    for node in g.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = node.attribute[0].t
+    uses: dict[str, int] = {}
+    for node in g.node:
+        for i in node.input:
+            uses[i] = uses.get(i, 0) + 1
+    layers: list[Layer] = []
+    for node in g.node:
+        if len(node.input) < 2 or node.input[1] not in consts or uses[node.input[1]] != 1:
+            continue
+        if node.input[0] in consts:
+            continue
+        w = numpy_helper.to_array(consts[node.input[1]]).astype(np.float64)
+        if node.op_type == "Conv" and w.ndim == 4:
+            if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+                continue
+            pads = tuple(int(p) for p in _attr(node, "pads", [0, 0, 0, 0]))  # type: ignore[union-attr]
+            layers.append(Layer(
+                node.name, node.input[0], node.input[1], w, conv=True,
+                group=int(_attr(node, "group", 1)),  # type: ignore[arg-type]
+                kernel=(w.shape[2], w.shape[3]),
+                strides=tuple(_attr(node, "strides", [1, 1])),  # type: ignore[arg-type]
+                dilations=tuple(_attr(node, "dilations", [1, 1])),  # type: ignore[arg-type]
+                pads=pads))  # type: ignore[arg-type]
+        elif node.op_type in ("Gemm", "MatMul") and w.ndim == 2:
+            if node.op_type == "Gemm" and (_attr(node, "transA", 0) or
+                                           _attr(node, "alpha", 1.0) != 1.0):
+                continue
+            trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
+            layers.append(Layer(node.name, node.input[0], node.input[1],
+                                w if trans_b else w.T, transposed=not trans_b))
+    return layers
+
+
+def _patches(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
+    """Input rows of one sample per group: [G, rows, D] (im2col; D ordered as the weights').
+
+    ``pick``: the output positions (row-major over the output plane) to take, default all.
+    """
+    if not layer.conv:
+        rows = x.reshape(-1, x.shape[-1])
+        return (rows if pick is None else rows[pick])[None]
+    c = x.shape[0]
+    top, left, bottom, right = layer.pads
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilations
+    g = layer.group
+    if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(layer.pads):   # pointwise: no copy
+        flat = x.reshape(c, -1)
+        win = (flat if pick is None else flat[:, pick]).reshape(g, c // g, -1)
+        return np.ascontiguousarray(win.transpose(0, 2, 1), np.float32)
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)))
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (span_h, span_w), axis=(1, 2))
+    win = win[:, ::sh, ::sw, ::dh, ::dw]                 # [C, Ho, Wo, kh, kw], a view
+    wo = win.shape[2]
+    if pick is None:
+        win = win.reshape(c, -1, kh * kw)
+    else:
+        win = win[:, pick // wo, pick % wo].reshape(c, len(pick), kh * kw)
+    n = win.shape[1]
+    win = win.reshape(g, c // g, n, kh * kw).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(win.reshape(g, n, (c // g) * kh * kw), np.float32)
+
+
+def output_positions(layer: Layer, shape: tuple[int, ...]) -> int:
+    """Output positions per sample of a conv layer on an input of ``shape`` ([C, H, W])."""
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilations
+    top, left, bottom, right = layer.pads
+    ho = (shape[1] + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    wo = (shape[2] + left + right - dw * (kw - 1) - 1) // sw + 1
+    return ho * wo
+
+
+@dataclass
+class _Stats:
+    gram: np.ndarray | None = None   # [G, D, D], float64 sums
+    rows: list[np.ndarray] = field(default_factory=list)  # kept while few: [G, r, D]
+    kept: int = 0
+    count: int = 0
+
+
+@dataclass
+class GramCollector:
+    """Wraps a calibrator and also accumulates ``Σ x·xᵀ`` of every layer's input rows.
+
+    Everything else (ranges, channel means) is the wrapped calibrator's.
+    """
+
+    inner: object
+    layers: list[Layer]
+    #: output positions sampled per image (fixed seed): the early layers of an image network
+    #: have ~10⁴ positions of few inputs each; a few thousand estimate ``E[x·xᵀ]`` as well
+    max_rows: int = 2048
+    stats: dict[str, _Stats] = field(default_factory=dict)
+    #: learned weights per (arithmetic, per-channel, options): autofix quantizes many times
+    cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+
+    def learned(self, arith: Arithmetic, per_channel: bool,
+                options: AdaRoundOptions = AdaRoundOptions()
+                ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Integer weights with learned rounding (see :func:`learned_weights`), computed once
+        per setting."""
+        key = (arith, per_channel, options)
+        if key not in self.cache:
+            self.cache[key] = learned_weights(self, arith, per_channel, options)
+        return self.cache[key]
+
+    def __post_init__(self) -> None:
+        self._by_input: dict[str, list[Layer]] = {}
+        for layer in self.layers:
+            self._by_input.setdefault(layer.x, []).append(layer)
+
+    def collect(self, name: str, values: np.ndarray) -> None:
+        self.inner.collect(name, values)  # type: ignore[attr-defined]
+        for layer in self._by_input.get(name, ()):
+            self._add(layer, np.asarray(values, np.float32))
+
+    def _add(self, layer: Layer, values: np.ndarray) -> None:
+        s = self.stats.setdefault(layer.node, _Stats())
+        if layer.conv:
+            if values.ndim != 4 or values.shape[1] != layer.w.shape[1] * layer.group:
+                return
+            samples = list(values)
+        else:
+            if values.shape[-1] != layer.depth:
+                return
+            samples = [values]
+        rng = np.random.default_rng(len(s.rows) + s.count)
+        for x in samples:
+            pick = None
+            if layer.conv:
+                total = output_positions(layer, x.shape)
+                if total > self.max_rows:
+                    pick = np.sort(rng.choice(total, self.max_rows, replace=False))
+            p = _patches(layer, x, pick)
+            gram = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
+            s.gram = gram if s.gram is None else s.gram + gram
+            s.count += p.shape[1]
+            if s.kept * 2 < layer.depth:
+                s.rows.append(p)
+                s.kept += p.shape[1]
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        return self.inner.range_of(name)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        if name in ("inner", "layers", "max_rows", "stats", "cache", "_by_input"):
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def _h(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rectified sigmoid and its derivative."""
+    sig = 1.0 / (1.0 + np.exp(-v))
+    raw = sig * (ZETA - GAMMA) + GAMMA
+    inside = (raw > 0.0) & (raw < 1.0)
+    return np.clip(raw, 0.0, 1.0), np.where(inside, sig * (1.0 - sig) * (ZETA - GAMMA), 0.0)
+
+
+def learn_rounding(w: np.ndarray, scales: np.ndarray, group: int, weight_range: tuple[int, int],
+                   gram: np.ndarray | None = None, rows: np.ndarray | None = None,
+                   options: AdaRoundOptions = AdaRoundOptions()) -> np.ndarray:
+    """Integer weights [C_out, ...] (as int64) with learned rounding.
+
+    Args:
+        w: float weights [C_out, D...] (D = the inputs of one output, in patch order).
+        scales: per output channel (or one) weight scales.
+        group: groups of the layer (output channel ``o`` reads input group ``o // (C_out/g)``).
+        weight_range: integer bounds of the weights.
+        gram: ``E[x·xᵀ]`` per group, [G, D, D]; or ``rows``: the input rows / sqrt(count),
+            [G, r, D] (used when fewer than D/2).
+        options: optimisation settings.
+
+    The result is the learned rounding, or the nearest one when that has the lower output
+    error (a safety net: the relaxation is not guaranteed to find a better binary point).
+    """
+    cout = w.shape[0]
+    d = int(np.prod(w.shape[1:]))
+    og = cout // group
+    s = np.broadcast_to(np.asarray(scales, np.float64).reshape(-1), (cout,)).reshape(group, og, 1)
+    wf = w.reshape(group, og, d).astype(np.float64)
+    lo, hi = weight_range
+    base = np.floor(wf / s)
+    frac = wf / s - base
+    nearest = np.clip(round_half_away(wf / s), lo, hi)   # what weight_params gives
+    s32 = s.astype(np.float32)
+    w32 = wf.astype(np.float32)
+    if rows is not None:
+        f32 = rows.astype(np.float32)
+
+        def error_grad(wq: np.ndarray) -> tuple[float, np.ndarray]:
+            dw = (wq * s32 - w32)                               # [G, og, D]
+            e = np.matmul(dw, f32.transpose(0, 2, 1))            # [G, og, r]
+            return float((e * e).sum()), 2.0 * np.matmul(e, f32)
+    else:
+        h32 = gram.astype(np.float32)
+
+        def error_grad(wq: np.ndarray) -> tuple[float, np.ndarray]:
+            dw = (wq * s32 - w32)
+            dh = np.matmul(dw, h32)
+            return float((dw * dh).sum()), 2.0 * dh
+
+    # V starts where h(V) equals the fractional part: the relaxation starts at the float weight
+    p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
+    v = np.log(p / (1.0 - p))
+    m = np.zeros_like(v)
+    u = np.zeros_like(v)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    n = options.iterations
+    start = int(options.warmup * n)
+    fixed = (base + 1 <= lo) | (base >= hi)        # clipped either way: nothing to learn
+    for t in range(1, n + 1):
+        h, dh = _h(v)
+        wq = np.clip(base + h, lo, hi).astype(np.float32)
+        _, g_w = error_grad(wq)
+        g = g_w.astype(np.float64) * s * dh
+        if t > start:
+            beta = options.beta[1] + (options.beta[0] - options.beta[1]) * \
+                (1.0 - (t - start) / max(1, n - start))
+            a = 2.0 * h - 1.0
+            g = g + options.reg * (-beta * np.abs(a) ** (beta - 1.0) * np.sign(a) * 2.0) * dh
+        g[fixed] = 0.0
+        m = b1 * m + (1 - b1) * g
+        u = b2 * u + (1 - b2) * g * g
+        mhat = m / (1 - b1 ** t)
+        uhat = u / (1 - b2 ** t)
+        v -= options.lr * mhat / (np.sqrt(uhat) + eps)
+    learned = np.clip(base + (v >= 0.0), lo, hi)
+    if error_grad(learned.astype(np.float32))[0] > error_grad(nearest.astype(np.float32))[0]:
+        learned = nearest
+    return learned.reshape(w.shape).astype(np.int64)
+
+
+def learned_weights(collector: GramCollector, arith: Arithmetic, per_channel: bool,
+                    options: AdaRoundOptions = AdaRoundOptions(), progress: bool = True
+                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Integer weights with learned rounding for every layer the collector saw, keyed by
+    initializer and in its layout (the form of :class:`~ortnpu.quant.QuantPreset` weights)."""
+    from ortnpu import console
+
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    layers = [la for la in collector.layers if la.node in collector.stats]
+    if progress:
+        layers = console.progress(layers, total=len(layers), desc="learning rounding",
+                                  unit="layer")
+    for layer in layers:
+        st = collector.stats[layer.node]
+        if st.gram is None or not st.count:
+            continue
+        _, scales = weight_params(layer.w, arith, per_channel, axis=0)
+        rows = None
+        gram = st.gram / st.count
+        if st.kept * 2 < layer.depth and st.rows:
+            rows = np.concatenate(st.rows, axis=1) / math.sqrt(st.count)
+        q = learn_rounding(layer.w, scales, layer.group, arith.weight_range, gram=gram,
+                           rows=rows, options=options)
+        q8 = q.astype(np.int8)
+        out[layer.weight] = (q8.T if layer.transposed else q8, scales)
+    return out

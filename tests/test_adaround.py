@@ -1,0 +1,158 @@
+"""Learned rounding of weights (AdaRound): the layer statistics, the optimisation, the option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from graphs import images, small_cnn
+from onnx import TensorProto, helper, numpy_helper
+
+import ortnpu
+from ortnpu.quant import QuantConfig
+from ortnpu.quant.adaround import (
+    AdaRoundOptions,
+    GramCollector,
+    _patches,
+    find_layers,
+    learn_rounding,
+)
+from ortnpu.quant.calibrate import MinMaxCalibrator, calibrate
+from ortnpu.quant.params import weight_params
+from ortnpu.target import load_target
+
+
+def _conv_model(group: int, strides: list[int], pads: list[int], dilations: list[int],
+                kernel: tuple[int, int] = (3, 2)) -> onnx.ModelProto:
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((6, 6 // group, *kernel)) * 0.3).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=group, pads=pads,
+                            strides=strides, dilations=dilations)
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [2, 6, 9, 8])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=[numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_patches_times_weights_is_the_convolution() -> None:
+    """The input rows the Gram matrix is built from are exactly what each output reads
+    (grouped, strided, dilated, asymmetric pads; weight order C_in/g, kh, kw)."""
+    x = np.random.default_rng(0).standard_normal((2, 6, 9, 8)).astype(np.float32)
+    for group, strides, pads, dilations, kernel in (
+            (1, [1, 1], [1, 0, 1, 1], [1, 1], (3, 2)),
+            (2, [1, 1], [0, 0, 0, 0], [1, 1], (1, 1)),        # pointwise: the no-copy path
+            (3, [2, 1], [0, 1, 2, 0], [1, 2], (3, 2)),
+            (6, [2, 2], [1, 1, 0, 0], [2, 1], (3, 2))):
+        model = _conv_model(group, strides, pads, dilations, kernel)
+        (layer,) = find_layers(model)
+        y = ort.InferenceSession(model.SerializeToString(),
+                                 providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        w = layer.w.reshape(group, 6 // group, -1)
+        for n in range(2):
+            p = _patches(layer, x[n])                       # [G, rows, D]
+            out = np.matmul(p, w.transpose(0, 2, 1))          # [G, rows, C_out/g]
+            got = out.transpose(0, 2, 1).reshape(6, *y.shape[2:])
+            np.testing.assert_allclose(got, y[n], atol=1e-5)
+            pick = np.array([0, 3, p.shape[1] - 1])        # sampled output positions
+            np.testing.assert_array_equal(_patches(layer, x[n], pick), p[:, pick])
+
+
+def _output_error(w: np.ndarray, q: np.ndarray, s: np.ndarray, x: np.ndarray) -> float:
+    return float((((q * s[:, None] - w) @ x.T) ** 2).sum())
+
+
+def test_learned_rounding_beats_nearest_on_the_layer_output() -> None:
+    """Correlated inputs: nearest rounding ignores that errors of weights meeting the same
+    inputs add up; the learned rounding lowers the output error, each weight stays the floor
+    or the ceiling of w/s, and the integer range is kept."""
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((16, 32)) * 0.2
+    mix = rng.standard_normal((32, 32)) * 0.3 + np.eye(32)
+    x = rng.standard_normal((4000, 32)) @ mix
+    q0, scales = weight_params(w, load_target("tflite-int8").arithmetic, True)
+    gram = (x.T @ x / len(x))[None]
+    q = learn_rounding(w, scales, 1, (-127, 127), gram=gram,
+                       options=AdaRoundOptions(iterations=400))
+    near = _output_error(w, q0.astype(np.float64), scales, x)
+    learned = _output_error(w, q.astype(np.float64), scales, x)
+    assert learned < 0.7 * near
+    ratio = w / scales[:, None]
+    assert np.all((q == np.floor(ratio)) | (q == np.ceil(ratio)))
+    assert q.min() >= -127 and q.max() <= 127
+    # the same optimisation from the input rows themselves (few rows: the classifier case)
+    rows = (x[:12] / np.sqrt(12))[None]
+    q_rows = learn_rounding(w, scales, 1, (-127, 127), rows=rows,
+                            options=AdaRoundOptions(iterations=400))
+    assert _output_error(w, q_rows, scales, x[:12]) <= _output_error(w, q0, scales, x[:12])
+
+
+def test_grouped_layer_learns_per_group() -> None:
+    """A depthwise layer: each output channel's error depends only on its own input channel."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 1, 3, 3)) * 0.5
+    x = rng.standard_normal((4, 2000, 9)) + rng.standard_normal((4, 2000, 1))  # shared offset
+    gram = np.matmul(x.transpose(0, 2, 1), x) / 2000
+    q0, scales = weight_params(w, load_target("tflite-int8").arithmetic, True)
+    q = learn_rounding(w, scales, 4, (-127, 127), gram=gram,
+                       options=AdaRoundOptions(iterations=300))
+    for c in range(4):
+        wc, xc = w[c].reshape(1, 9), x[c]
+        assert (_output_error(wc, q[c].reshape(1, 9), scales[c:c + 1], xc)
+                <= _output_error(wc, q0[c].reshape(1, 9).astype(np.float64), scales[c:c + 1],
+                                 xc))
+
+
+def test_collector_gathers_every_layer_and_keeps_the_ranges() -> None:
+    model = ortnpu.optimize(small_cnn())
+    layers = find_layers(model)
+    assert {la.node for la in layers} >= {"conv1", "dwconv", "pwconv", "fc"}
+    collector = GramCollector(MinMaxCalibrator(), layers)
+    calibrate(model, images(20), collector, progress=False)
+    plain = calibrate(model, images(20), MinMaxCalibrator(), progress=False)
+    assert collector.range_of("c1") == plain.range_of("c1")
+    st = collector.stats["conv1"]
+    assert st.gram.shape == (1, 27, 27) and st.count % (20 * 12 * 12) == 0
+    conv1 = next(la for la in layers if la.node == "conv1")
+    p = np.concatenate([_patches(conv1, x)[0] for x in images(20)]).astype(np.float64)
+    np.testing.assert_allclose(st.gram[0] / st.count, p.T @ p / len(p), rtol=1e-4)
+    assert collector.stats["dwconv"].gram.shape == (8, 9, 9)
+
+
+def test_adaround_option_quantizes_with_learned_integer_weights() -> None:
+    """The option changes only the integer weights (by at most one step), the graph still
+    runs exactly on the integer pipeline, and its output is at least as close to float on
+    data it was not calibrated on."""
+    model = small_cnn()
+    calib, test = images(96), images(128, seed=9)
+    ref = ort.InferenceSession(model.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": test})[0]
+    outs, weights = {}, {}
+    for learned in (False, True):
+        npu = ortnpu.quantize(model, "tflite-int8", calib,
+                              config=QuantConfig(adaround=learned, adaround_iterations=300))
+        weights[learned] = {i.name: numpy_helper.to_array(i) for i in npu.graph.initializer
+                            if i.name.endswith("_w")}
+        outs[learned] = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]
+    assert weights[False].keys() == weights[True].keys()
+    changed = 0
+    for name, q in weights[True].items():
+        diff = q.astype(int) - weights[False][name].astype(int)
+        assert np.abs(diff).max() <= 1
+        changed += int(np.count_nonzero(diff))
+    assert changed > 0
+    err = {k: float(np.abs(v - ref).mean()) for k, v in outs.items()}
+    assert err[True] <= err[False] * 1.1
+
+
+def test_cli_adaround(tmp_path: Path, capsys) -> None:
+    from ortnpu.cli import main
+
+    path, calib, out = tmp_path / "float.onnx", tmp_path / "calib.npz", tmp_path / "npu.onnx"
+    onnx.save(small_cnn(), str(path))
+    np.savez(calib, x=images(16))
+    assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out), "--adaround",
+                 "--adaround-iterations", "50"]) == 0
+    assert "nodes on the NPU" in capsys.readouterr().out
+    assert out.is_file()
