@@ -16,6 +16,7 @@ to onnxruntime's CPU EP. :func:`explain` says where each node runs and why. See 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from typing import Any
 
 from ortnpu.ep.plan import NodeReport, Plan
@@ -114,12 +115,13 @@ def explain(session: Any) -> list[NodeReport]:
     if not plans:
         raise ModelError("no session in this process has used the ortnpu execution provider")
     try:
-        assigned = {n.name for sub in session.get_provider_graph_assignment_info()
-                    if sub.ep_name == EP_NAME for n in sub.get_nodes()}
+        assigned = Counter((n.name, n.op_type)
+                           for sub in session.get_provider_graph_assignment_info()
+                           if sub.ep_name == EP_NAME for n in sub.get_nodes())
     except Exception:  # the session did not record it
         return list(plans[-1].reports)
     for p in reversed(plans):
-        if p.npu_nodes == assigned:
+        if p.npu_nodes() == assigned:
             return list(p.reports)
     raise ModelError("the session's ortnpu nodes match no plan of the ortnpu EP in this "
                      "process")

@@ -273,6 +273,7 @@ class ReadGraph:
 
     model: onnx.ModelProto
     nodes: dict[str, Any] = field(default_factory=dict)
+    original: dict[str, str] = field(default_factory=dict)  # node name -> name in the graph
     nested: bool = False            # a subgraph of an If/Loop/Scan node
     subgraph_nodes: list[str] = field(default_factory=list)  # nodes holding subgraphs
 
@@ -373,9 +374,11 @@ def read_graph(api: Api, graph: Any) -> ReadGraph:
     produced: set[str] = set()
     used = set()
     for k, node in enumerate(api.array("Graph_GetNumNodes", "Graph_GetNodes", graph)):
-        name = api.string("Node_GetName", node) or f"_ortnpu_ep_node_{k}"
-        while name in out.nodes:
+        given = api.string("Node_GetName", node)
+        name = given or f"_ortnpu_ep_node_{k}"
+        while name in out.nodes:   # unnamed or duplicate names: unique ones for the importer
             name += "_"
+        out.original[name] = given
         op_type = api.string("Node_GetOperatorType", node)
         domain = api.string("Node_GetDomain", node)
         ins = [name_of(vi) if vi != ffi.NULL else ""
@@ -399,7 +402,12 @@ def read_graph(api: Api, graph: Any) -> ReadGraph:
                           initializer=[i for i in initializers if i.name in used or
                                        i.name in outputs],
                           value_info=value_info)
+    # onnxruntime lists every domain it knows (com.ortnpu too, once a session registered it);
+    # the model imports the standard domain and those its nodes use
+    domains = {"", *(n.domain for n in nodes)}
+    opsets = [o for o in opsets if o.domain in domains]
     model = helper.make_model(g, opset_imports=opsets or [helper.make_opsetid("", 21)])
+    model.ir_version = 10   # opset 21 needs IR 10; onnxruntime reads it
     out.model = model
     return out
 

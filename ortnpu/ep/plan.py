@@ -19,7 +19,8 @@ on the CPU, with the importer's reason.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 
 import onnx
 from onnx import helper
@@ -36,11 +37,12 @@ _Q, _DQ = "QuantizeLinear", "DequantizeLinear"
 class NodeReport:
     """Where one node of the graph onnxruntime gave the EP runs, and why if on the CPU."""
 
-    node: str
+    node: str            # the node's name in the graph ("" when it has none)
     op_type: str
     device: str          # "NPU" or "CPU"
     reason: str = ""
     group: int = -1      # index of its NPU group
+    key: str = ""        # the unique name the EP gave it (its name, when it has a unique one)
 
 
 @dataclass
@@ -51,9 +53,15 @@ class Plan:
     reports: list[NodeReport] = field(default_factory=list)
     models: list[onnx.ModelProto] = field(default_factory=list)  # NPU graph of each group
 
-    @property
-    def npu_nodes(self) -> set[str]:
-        return {r.node for r in self.reports if r.device == NPU}
+    def npu_nodes(self) -> Counter[tuple[str, str]]:
+        """(name, op type) of the NPU nodes, counted (several nodes may have no name)."""
+        return Counter((r.node, r.op_type) for r in self.reports if r.device == NPU)
+
+    def renamed(self, original: dict[str, str]) -> Plan:
+        """The plan with the graph's own node names (``key`` keeps the EP's)."""
+        reports = [replace(r, node=original.get(r.node, r.node), key=r.node)
+                   for r in self.reports]
+        return Plan(self.groups, reports, self.models)
 
 
 def group_model(model: onnx.ModelProto, members: set[str]) -> onnx.ModelProto:

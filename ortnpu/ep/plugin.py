@@ -101,6 +101,7 @@ def capability(ep: EpInstance, api: Api, ep_api: Api, graph: Any, support: Any) 
         p = plan_without_subgraphs(read.model, read.subgraph_nodes, ep.target)
     else:
         p = plan(read.model, ep.target)
+    p = p.renamed(read.original)
     ep.plan = p
     RECENT_PLANS.append(p)
     ffi = api.ffi
