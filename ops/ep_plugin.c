@@ -116,7 +116,7 @@ static OrtStatus *ep_fail(const OrtApi *api, int code, const char *msg) {
 }
 
 static OrtStatus *python_gone(const OrtApi *api) {
-    return ep_fail(api, ORT_EP_FAIL, "ortnpu: the Python interpreter that registered the "
+    return ep_fail(api, ORT_FAIL, "ortnpu: the Python interpreter that registered the "
                                      "ortnpu execution provider has shut down");
 }
 
@@ -211,7 +211,7 @@ static OrtStatus *ep_capability(OrtEp *self, const OrtGraph *graph,
     char err[ERR_SIZE] = "";
     int32_t rc = ortnpu_py_ep_capability(ep->py, ep->api, ep->ep_api, graph, support, err,
                                          sizeof err);
-    if (rc <= 0) return ep_fail(ep->api, ORT_EP_FAIL, err[0] ? err : "ortnpu: GetCapability failed");
+    if (rc <= 0) return ep_fail(ep->api, ORT_FAIL, err[0] ? err : "ortnpu: GetCapability failed");
     return NULL;
 }
 
@@ -227,7 +227,10 @@ static OrtStatus *node_compute(OrtNodeComputeInfo *self, void *state, OrtKernelC
     if (!g_python_alive) return python_gone(n->api);
     char err[ERR_SIZE] = "";
     int32_t rc = ortnpu_py_ep_compute(n->py, n->api, ctx, err, sizeof err);
-    if (rc <= 0) return ep_fail(n->api, ORT_EP_FAIL, err[0] ? err : "ortnpu: compute failed");
+    /* not ORT_EP_FAIL: onnxruntime's Python InferenceSession answers that code by rerunning
+     * the whole model on the CPU EP (and keeps it there), hiding the NPU's error */
+    if (rc <= 0)
+        return ep_fail(n->api, ORT_RUNTIME_EXCEPTION, err[0] ? err : "ortnpu: compute failed");
     return NULL;
 }
 
@@ -260,7 +263,7 @@ static OrtStatus *ep_compile(OrtEp *self, const OrtGraph **graphs, const OrtNode
         if (!node) {
             if (id > 0) ortnpu_py_ep_release_node(id);
             ep_release_nodes(self, infos, i);
-            return ep_fail(ep->api, ORT_EP_FAIL,
+            return ep_fail(ep->api, ORT_FAIL,
                            id > 0 ? "ortnpu: out of memory" : (err[0] ? err : "ortnpu: Compile failed"));
         }
         node->base.ort_version_supported = ORTNPU_EP_API_VERSION;

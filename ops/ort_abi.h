@@ -126,8 +126,7 @@ typedef OrtStatus *(*CreateEpDevice_fn)(struct OrtEpFactory *, const struct OrtH
                                         const struct OrtKeyValuePairs *, struct OrtEpDevice **);
 typedef void (*ReleaseTensorTypeAndShapeInfo_fn)(OrtTensorTypeAndShapeInfo *);
 
-enum { ORT_OK = 0, ORT_FAIL = 1, ORT_INVALID_ARGUMENT = 2, ORT_RUNTIME_EXCEPTION = 6,
-       ORT_EP_FAIL = 11 };
+enum { ORT_OK = 0, ORT_FAIL = 1, ORT_INVALID_ARGUMENT = 2, ORT_RUNTIME_EXCEPTION = 6 };
 enum { HW_DEVICE_CPU = 0 }; /* OrtHardwareDeviceType_CPU */
 enum { ELEM_FLOAT = 1, ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT16 = 5 };
 
