@@ -73,9 +73,11 @@ def _write(ffi: Any, err: Any, size: int, text: str) -> None:
 
 
 def _message(exc: BaseException) -> str:
+    """The OrtStatus message: ortnpu's errors as they are; anything else is a bug of the EP
+    and says so ("internal error", which the fuzzer counts as foreign)."""
     text = str(exc).strip() or type(exc).__name__
     if not isinstance(exc, OrtNpuError):
-        text = f"{type(exc).__name__}: {text}"
+        text = f"internal error {type(exc).__name__}: {text}"
     return "ortnpu: " + text
 
 
@@ -165,6 +167,9 @@ def compute(group: CompiledGroup, api: Api, ctx: Any) -> None:
             et, shape = api.tensor_info(info[0])
         finally:
             api.fn("ReleaseTensorTypeAndShapeInfo")(info[0])
+        if et not in _NP_OF_ONNX:
+            raise ModelError(f"input {name!r} has ONNX element type {et}, which ortnpu does "
+                             "not take")
         dtype = np.dtype(_NP_OF_ONNX[et])
         dims = tuple(int(d) for d in shape)
         n = int(np.prod(dims)) if dims else 1
