@@ -21,7 +21,7 @@ import atexit
 import contextlib
 import itertools
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,18 @@ class EpInstance:
     nan_policy: str
     plan: Plan | None = None
     compiled: list[int] = field(default_factory=list)
+
+    def planned_model(self, nodes: Counter[tuple[str, str]]) -> onnx.ModelProto | None:
+        """The NPU graph the plan already imported for the group of these (name, op type)
+        nodes; None when no group, or more than one, has them."""
+        if self.plan is None:
+            return None
+        found = []
+        for members, model in zip(self.plan.groups, self.plan.models, strict=True):
+            keys = set(members)
+            if Counter((r.node, r.op_type) for r in self.plan.reports if r.key in keys) == nodes:
+                found.append(model)
+        return found[0] if len(found) == 1 else None
 
 
 @dataclass
@@ -122,12 +134,25 @@ def plan_without_subgraphs(model: onnx.ModelProto, holders: list[str], target: T
 
 
 def compile_group(ep: EpInstance, api: Api, graph: Any, fused: Any) -> CompiledGroup:
-    import ortnpu
+    """Compile one claimed group (its OrtGraph and the fused node onnxruntime made of it)."""
     from ortnpu.quant.qdq_import import import_qdq
 
     read = read_graph(api, graph)
+    nodes = Counter((read.original[n.name], n.op_type) for n in read.model.graph.node)
+    planned = ep.planned_model(nodes)   # imported when the plan was made: not twice
+    if planned is not None:
+        try:
+            return _compiled(ep, planned, api, fused)
+        except ModelError:   # the fused node's inputs or outputs are not the plan's
+            pass
     model = group_model(read.model, set(read.nodes))   # drops what the group does not read
-    npu = import_qdq(model, ep.target)
+    return _compiled(ep, import_qdq(model, ep.target), api, fused)
+
+
+def _compiled(ep: EpInstance, npu: onnx.ModelProto, api: Api, fused: Any) -> CompiledGroup:
+    """The session of a group's NPU graph, wired to the fused node's inputs and outputs."""
+    import ortnpu
+
     session = ortnpu.InferenceSession(npu, nan_policy=ep.nan_policy)
     ffi = api.ffi
     fused_inputs = [api.string("GetValueInfoName", vi) if vi != ffi.NULL else ""
@@ -152,7 +177,6 @@ _NP_OF_ONNX = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.UINT8: np.ui
                onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT32: np.int32,
                onnx.TensorProto.INT64: np.int64, onnx.TensorProto.BOOL: np.bool_,
                onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16}
-_ONNX_OF_NP = {np.dtype(v): k for k, v in _NP_OF_ONNX.items()}
 
 
 def compute(group: CompiledGroup, api: Api, ctx: Any) -> None:
