@@ -117,7 +117,7 @@ def capability(ep: EpInstance, api: Api, ep_api: Api, graph: Any, support: Any) 
         p = plan(read.model, ep.target)
     p = p.renamed(read.original)
     ep.plan = p
-    RECENT_PLANS.append(p)
+    RECENT_PLANS.append(Plan(p.groups, p.reports))   # without the NPU graphs (memory)
     ffi = api.ffi
     for members in p.groups:
         nodes = ffi.new("void *[]", [read.nodes[m] for m in members])
