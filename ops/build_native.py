@@ -37,11 +37,14 @@ SOURCES = [
     "program.c",
     "ort_op.c",
     "domain_op.c",
+    "ep_plugin.c",
 ]
 DEPENDS = ["kernels_common.h", "kernels_isa.h", "rescale.h", "ortnpu_kernels.h",
-           "ortnpu_domain.h", "ort_abi.h", "adaptive.h"]
+           "ortnpu_domain.h", "ort_abi.h", "adaptive.h", "ortnpu_ep.h"]
 DOMAIN_HEADER = HERE / "ortnpu_domain.h"
-#: Python functions the C side calls (domain_op.c; defined in ortnpu/domain/native_domain.py).
+EP_HEADER = HERE / "ortnpu_ep.h"
+#: Python functions the C side calls (domain_op.c: defined in ortnpu/domain/native_domain.py;
+#: ep_plugin.c: in ortnpu/ep/plugin.py).
 #: "Python+C": callable from the other C files of the module, not only from its own.
 PYTHON_CALLBACKS = """
 extern "Python+C" int64_t ortnpu_py_kernel_create(int32_t, int32_t, const int32_t *,
@@ -49,6 +52,14 @@ extern "Python+C" int64_t ortnpu_py_kernel_create(int32_t, int32_t, const int32_
 extern "Python+C" int32_t ortnpu_py_kernel_compute(int64_t, void *, int32_t, void *const *,
     const int32_t *, const int32_t *, const int64_t *, const int64_t *, char *, size_t);
 extern "Python+C" void ortnpu_py_kernel_destroy(int64_t);
+extern "Python+C" int64_t ortnpu_py_ep_create(const void *, const void *, char *, size_t);
+extern "Python+C" void ortnpu_py_ep_release(int64_t);
+extern "Python+C" int32_t ortnpu_py_ep_capability(int64_t, const void *, const void *,
+    const void *, void *, char *, size_t);
+extern "Python+C" int64_t ortnpu_py_ep_compile(int64_t, const void *, const void *,
+    const void *, char *, size_t);
+extern "Python+C" int32_t ortnpu_py_ep_compute(int64_t, const void *, void *, char *, size_t);
+extern "Python+C" void ortnpu_py_ep_release_node(int64_t);
 """
 
 
@@ -63,7 +74,7 @@ def _rel(path: Path) -> str:
 def _cdef() -> str:
     """The declarations between the cdef markers of the headers, and the Python callbacks."""
     parts = []
-    for header in (HEADER, DOMAIN_HEADER):
+    for header in (HEADER, DOMAIN_HEADER, EP_HEADER):
         text = header.read_text()
         start = text.index("/* --- cdef begin --- */") + len("/* --- cdef begin --- */")
         parts.append(text[start:text.index("/* --- cdef end --- */")])
@@ -109,7 +120,7 @@ def _make(absolute: bool = False) -> FFI:
     builder.cdef(_cdef())
     builder.set_source(
         "ortnpu.domain._native",
-        '#include "ortnpu_kernels.h"\n#include "ortnpu_domain.h"\n',
+        '#include "ortnpu_kernels.h"\n#include "ortnpu_domain.h"\n#include "ortnpu_ep.h"\n',
         sources=[path(HERE / s) for s in SOURCES],
         include_dirs=[path(HERE)],
         depends=[path(HERE / d) for d in DEPENDS],

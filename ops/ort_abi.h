@@ -5,6 +5,7 @@
  * a function's slot in the table never changes. The slots are those of the released headers
  * (include/onnxruntime/core/session/onnxruntime_c_api.h, counted from CreateStatus = 0; checked
  * against onnxruntime 1.14 to 1.32).
+ * The plugin EP's slots (ep_plugin.c) were counted in the 1.29 header; they exist since 1.23.
  */
 #ifndef ORTNPU_ORT_ABI_H
 #define ORTNPU_ORT_ABI_H
@@ -82,7 +83,14 @@ enum {
     SLOT_KernelContext_GetOutput = 91,
     SLOT_ReleaseStatus = 93,
     SLOT_ReleaseTensorTypeAndShapeInfo = 99,
+    /* the plugin EP (ep_plugin.c; counted in the 1.29 header, all present since 1.23) */
+    SLOT_HardwareDevice_Type = 307,
+    SLOT_GetEpApi = 317,
 };
+
+/* OrtEpApi slots (the table GetEpApi returns; onnxruntime_ep_c_api.h, from CreateEpDevice = 0).
+ * The OrtApi and OrtEpApi slots Python calls for the graph are in ortnpu/ep/abi.py. */
+enum { EPSLOT_CreateEpDevice = 0 };
 
 #define ORT_FN(api, slot, type) ((type)((void *const *)(const void *)(api))[slot])
 
@@ -109,9 +117,19 @@ typedef OrtStatus *(*KernelContext_GetInput_fn)(const OrtKernelContext *, size_t
 typedef OrtStatus *(*KernelContext_GetOutput_fn)(OrtKernelContext *, size_t, const int64_t *,
                                                  size_t, OrtValue **);
 typedef void (*ReleaseStatus_fn)(OrtStatus *);
+struct OrtHardwareDevice;
+struct OrtEpDevice;
+struct OrtEpFactory;
+struct OrtKeyValuePairs;
+typedef int (*HardwareDevice_Type_fn)(const struct OrtHardwareDevice *);
+typedef const void *(*GetEpApi_fn)(void);
+typedef OrtStatus *(*CreateEpDevice_fn)(struct OrtEpFactory *, const struct OrtHardwareDevice *,
+                                        const struct OrtKeyValuePairs *,
+                                        const struct OrtKeyValuePairs *, struct OrtEpDevice **);
 typedef void (*ReleaseTensorTypeAndShapeInfo_fn)(OrtTensorTypeAndShapeInfo *);
 
-enum { ORT_OK = 0, ORT_INVALID_ARGUMENT = 2, ORT_RUNTIME_EXCEPTION = 6 };
+enum { ORT_OK = 0, ORT_FAIL = 1, ORT_INVALID_ARGUMENT = 2, ORT_RUNTIME_EXCEPTION = 6 };
+enum { HW_DEVICE_CPU = 0 }; /* OrtHardwareDeviceType_CPU */
 enum { ELEM_FLOAT = 1, ELEM_UINT8 = 2, ELEM_INT8 = 3, ELEM_INT16 = 5 };
 
 #endif

@@ -36,12 +36,20 @@ _LAZY = {
 }
 
 
+#: Subpackages reachable as attributes after a plain ``import ortnpu`` (``ortnpu.ep.register()``).
+_LAZY_MODULES = ("ep",)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
+    if name in _LAZY_MODULES:
+        import importlib
+
+        return importlib.import_module(f"ortnpu.{name}")
     raise AttributeError(f"module 'ortnpu' has no attribute {name!r}")
 
 

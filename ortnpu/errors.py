@@ -31,6 +31,10 @@ class KernelError(OrtNpuError):
     """An integer kernel was given inputs or parameters it cannot compute on."""
 
 
+class EpUnavailableError(UnsupportedError):
+    """The running onnxruntime (or this build of ortnpu) cannot load the ortnpu EP."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of another library's error, for one-line messages (its type if empty)."""
     text = str(exc).strip().splitlines()
@@ -39,6 +43,7 @@ def first_line(exc: BaseException) -> str:
 
 __all__ = [
     "CalibrationError",
+    "EpUnavailableError",
     "KernelError",
     "ModelError",
     "OrtNpuError",

@@ -65,9 +65,10 @@ PYCHECK
 status=0
 echo "== conformance kit (every suite, C kernels)"
 "$PY" -m ortnpu conformance || status=1
-echo "== C-kernel and robustness tests"
+echo "== C-kernel, robustness and plugin-EP tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_native_kernels.py tests/test_robustness.py \
-    tests/test_runtime.py tests/test_native_program.py || status=1
+    tests/test_runtime.py tests/test_native_program.py tests/test_ep.py \
+    tests/oracle/test_ep_conformance.py || status=1
 echo "== fuzz: $FUZZ_CASES cases, seed $FUZZ_SEED (no address-space cap: ASan reserves shadow memory)"
 "$PY" scripts/fuzz.py --cases "$FUZZ_CASES" --seed "$FUZZ_SEED" --jobs 2 --memory-gib 0 \
     --timeout 300 || status=1

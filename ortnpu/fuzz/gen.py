@@ -521,6 +521,98 @@ def images(rng: np.random.Generator, n: int) -> np.ndarray:
     return ((x + np.roll(x, 1, axis=-1)) / 2).astype(np.float32)
 
 
+def ort_qdq(act: str) -> onnx.ModelProto:
+    """The tiny CNN (batch 1) through onnxruntime's own ``quantize_static`` (QDQ format);
+    ``act`` is ``QInt8`` or ``QUInt8``."""
+    import tempfile
+    from pathlib import Path
+
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    calib = images(np.random.default_rng(4321), 8)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
+        onnx.save(tiny_cnn(batch=1), src)
+        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8,
+                        per_channel=True, extra_options={"ActivationSymmetric": False,
+                                                         "WeightSymmetric": True})
+        return onnx.load(dst)
+
+
+_BAD_SCALES = (0.0, -0.5, float("nan"), float("inf"), 1e-30, 1e30)
+
+
+def mutate_qdq_model(rng: np.random.Generator, model: onnx.ModelProto) -> list[str]:
+    """Mutate a QDQ model in place: a scale, a zero point, an attribute, an op type, the
+    wiring, or a node removed."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    qdq = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    ops = [n for n in g.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+    how = int(rng.integers(8))
+    if how <= 1:
+        node = _pick(rng, qdq)
+        t = inits[node.input[1]]
+        arr = numpy_helper.to_array(t).astype(np.float32)
+        value = _pick(rng, _BAD_SCALES) if rng.random() < 0.6 else \
+            float(arr.reshape(-1)[0] * rng.uniform(0.1, 10))
+        t.CopyFrom(numpy_helper.from_array(np.full(arr.shape, value, np.float32), t.name))
+        return [f"{node.name} scale {t.name}={value}"]
+    if how == 2:
+        node = _pick(rng, [n for n in qdq if len(n.input) > 2] or qdq)
+        if len(node.input) < 3:
+            return [f"{node.name} has no zero point"]
+        t = inits[node.input[2]]
+        arr = numpy_helper.to_array(t)
+        if rng.random() < 0.5:
+            dtype = np.dtype(_pick(rng, ("int16", "int32", "uint8", "int8")))
+            new = arr.astype(dtype)
+        else:
+            new = np.full(arr.shape, int(rng.integers(-200, 300)), np.int64).astype(arr.dtype)
+        t.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(new), t.name))
+        return [f"{node.name} zero point {t.name}={new.reshape(-1)[:2]} {new.dtype}"]
+    if how == 3:
+        node = _pick(rng, g.node)
+        if rng.random() < 0.5 and node.attribute:
+            attr = _pick(rng, list(node.attribute))
+            node.attribute.remove(attr)
+            return [f"{node.name}.{attr.name} removed"]
+        name = _pick(rng, ("axis", "pads", "strides", "group", "kernel_shape", "transB"))
+        value = int(rng.integers(-3, 5))
+        for a in list(node.attribute):
+            if a.name == name:
+                node.attribute.remove(a)
+        node.attribute.append(helper.make_attribute(
+            name, [value] * 4 if name in ("pads", "strides", "kernel_shape") else value))
+        return [f"{node.name}.{name}={value}"]
+    if how == 4:
+        node = _pick(rng, ops)
+        node.op_type = _pick(rng, ("Cos", "Tanh", "Relu", "Softmax", "Identity", "MaxPool"))
+        return [f"{node.name} op_type {node.op_type}"]
+    if how == 5:
+        node = _pick(rng, g.node)
+        k = int(rng.integers(len(node.input)))
+        node.input[k] = _pick(rng, [*(n.output[0] for n in g.node), "x", "dangling"])
+        return [f"{node.name} input {k} rewired to {node.input[k]}"]
+    node = _pick(rng, g.node)
+    g.node.remove(node)
+    return [f"{node.name} removed"]
+
+
 def mutate_npu_model(rng: np.random.Generator, model: onnx.ModelProto) -> list[str]:
     """Mutate ``model`` in place (a com.ortnpu node's attribute, parameter, type or wiring)."""
     g = model.graph

@@ -36,6 +36,9 @@ from ortnpu.fuzz.runner import IMPORT_MISMATCH
 #: Kinds of case and their share of a run.
 KINDS = (("op-direct", 0.34), ("op-graph", 0.26), ("model", 0.2), ("target", 0.07),
          ("calibration", 0.07), ("file", 0.06))
+#: Kinds drawn before KINDS, each with its own draw (so adding one kept every other case's kind
+#: where the draw misses: replay commands of earlier runs still name the same case).
+EXTRA_KINDS = (("ep", 0.05, 2),)   # (kind, share, salt of its draw)
 #: Worst first: the class of a case is the worst of its steps.
 SEVERITY = ("crash", "hang", "foreign", "mismatch", "missed", "ortnpu", "ok")
 
@@ -81,6 +84,7 @@ class Worker:
     def __init__(self, seed: int) -> None:
         self.seed = seed
         self._npu: dict[str, onnx.ModelProto] = {}
+        self._qdq: dict[str, onnx.ModelProto] = {}
 
     def npu_model(self, preset: str) -> onnx.ModelProto:
         """The tiny CNN quantized for a preset (built once per worker)."""
@@ -91,8 +95,17 @@ class Worker:
             self._npu[preset] = ortnpu.quantize(gen.tiny_cnn(), preset, gen.images(rng, 8))
         return self._npu[preset]
 
+    def qdq_model(self, act: str) -> onnx.ModelProto:
+        """The tiny CNN quantized by onnxruntime's quantize_static (built once per worker)."""
+        if act not in self._qdq:
+            self._qdq[act] = gen.ort_qdq(act)
+        return self._qdq[act]
+
     def kind_of(self, index: int) -> str:
         """The kind of case ``index`` (fixed by the seed)."""
+        for kind, share, salt in EXTRA_KINDS:
+            if np.random.default_rng([self.seed, index, salt]).random() < share:
+                return kind
         r = np.random.default_rng([self.seed, index, 1]).random()
         for kind, share in KINDS:
             if r < share:
@@ -275,6 +288,63 @@ class Worker:
             cls, detail, _ = classify(run)
         return [(cls, f"{detail} [{what}]")]
 
+
+    def _ep(self, rng: np.random.Generator) -> list[tuple[str, str]]:
+        """A QDQ model, mutated or not, in a plain onnxruntime session with the ortnpu EP.
+
+        onnxruntime's errors (its own refusals and the EP's statuses) are expected refusals,
+        except the EP's "internal error" (a non-ortnpu exception in its Python side). When
+        the EP claimed every node and ``import_qdq`` of the whole model runs too, the outputs
+        must be identical; an unmutated model on a valid input must be claimed whole."""
+        import onnxruntime as ort
+
+        import ortnpu
+        import ortnpu.ep
+        from ortnpu.errors import ModelError, first_line
+
+        act = gen._pick(rng, ("QInt8", "QUInt8"))
+        preset = gen._pick(rng, ("tflite-int8", "tflite-a16w8", "n2d2-int8"))
+        model = onnx.ModelProto()
+        model.CopyFrom(self.qdq_model(act))
+        notes = [act, preset]
+        mutated = rng.random() < 0.6
+        if mutated:
+            for _ in range(int(rng.integers(1, 3))):
+                notes += gen.mutate_qdq_model(rng, model)
+        x, what = gen.mutate_input(rng, gen.images(rng, 1))
+        notes.append(f"input {what}")
+        policy = gen._pick(rng, ("raise", "zero", "allow"))
+
+        def run() -> None:
+            so = ort.SessionOptions()
+            so.add_provider_for_devices(ortnpu.ep.register(),
+                                        {"target": preset, "nan_policy": policy})
+            try:
+                sess = ort.InferenceSession(model.SerializeToString(), so)
+                sess.disable_fallback()
+                report = ortnpu.ep.explain(sess)
+                out = sess.run(None, {"x": x})
+            except Exception as exc:  # onnxruntime's exception types
+                if "ortnpu: internal error" in str(exc):
+                    raise
+                raise ModelError(f"onnxruntime: {first_line(exc)}") from None
+            whole = all(r.device == "NPU" for r in report)
+            if not mutated and what == "valid" and not whole:
+                raise MismatchError("the EP left nodes of an unmutated model on the CPU")
+            if not whole:
+                return
+            try:
+                ref = ortnpu.InferenceSession(ortnpu.import_qdq(model, preset),
+                                              nan_policy=policy).run(None, {"x": x})
+            except OrtNpuError:
+                if not mutated and what == "valid":
+                    raise
+                return
+            for a, b in zip(out, ref, strict=True):
+                _same(np.asarray(a), np.asarray(b), "EP session vs import_qdq session")
+
+        cls, detail, _ = classify(run)
+        return [(cls, f"{detail} [{'; '.join(notes)}]")]
 
 def _check_scales(model: onnx.ModelProto) -> None:
     """Quantize/Dequantize scales of an NPU graph must be finite and positive."""
