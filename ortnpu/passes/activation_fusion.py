@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import GraphIndex, attr, get_meta, set_meta
+from ortnpu.passes.graph import GraphIndex, clip_bounds, get_meta, set_meta
 
 #: ``metadata_props`` key on the producing layer: the activation it absorbs, e.g. ``Relu``.
 FUSED_ACTIVATION_KEY = "ortnpu.fused_activation"
@@ -67,16 +66,9 @@ class MarkFusedActivations(Pass):
     def _label(index: GraphIndex, act: onnx.NodeProto) -> str | None:
         if act.op_type != "Clip":
             return act.op_type
-        bounds: list[float | None] = []
-        for pos, key in ((1, "min"), (2, "max")):
-            if len(act.input) > pos and act.input[pos]:
-                value = index.constant(act.input[pos])
-                if value is None:
-                    return None
-                bounds.append(float(np.asarray(value).reshape(-1)[0]))
-            else:
-                value = attr(act, key)
-                bounds.append(None if value is None else float(value))
+        bounds = clip_bounds(index, act)
+        if bounds is None:
+            return None
         low = "-inf" if bounds[0] is None else f"{bounds[0]:g}"
         high = "inf" if bounds[1] is None else f"{bounds[1]:g}"
         return f"Clip({low},{high})"

@@ -127,6 +127,23 @@ class GraphIndex:
         return None
 
 
+def clip_bounds(index: GraphIndex, clip: onnx.NodeProto
+                ) -> tuple[float | None, float | None] | None:
+    """``(min, max)`` of a ``Clip`` (``None`` for an absent bound; inputs of opset 11+ or
+    attributes of opset 6), or ``None`` when a bound input is not constant."""
+    bounds: list[float | None] = []
+    for pos, key in ((1, "min"), (2, "max")):
+        if len(clip.input) > pos and clip.input[pos]:
+            value = index.constant(clip.input[pos])
+            if value is None:
+                return None
+            bounds.append(float(np.asarray(value).reshape(-1)[0]))
+        else:
+            value = attr(clip, key)
+            bounds.append(None if value is None else float(value))
+    return bounds[0], bounds[1]
+
+
 def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     """The value of a ``Constant`` node, or None for a sparse value."""
     for a in node.attribute:

@@ -9,7 +9,7 @@ import onnx
 from onnx import numpy_helper
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import GraphIndex, all_tensor_names, attr, unique_name
+from ortnpu.passes.graph import GraphIndex, all_tensor_names, attr, clip_bounds, unique_name
 
 
 class EqualizeWeights(Pass):
@@ -131,16 +131,9 @@ class EqualizeWeights(Pass):
     @staticmethod
     def _clip_bound(index: GraphIndex, clip: onnx.NodeProto) -> float | None:
         """The upper bound ``c`` of a ``Clip(0, c)`` with constant bounds, else None."""
-        bounds = []
-        for pos, key in ((1, "min"), (2, "max")):
-            if len(clip.input) > pos and clip.input[pos]:
-                value = index.constant(clip.input[pos])
-                if value is None:
-                    return None
-                bounds.append(float(np.asarray(value).reshape(-1)[0]))
-            else:
-                value = attr(clip, key)
-                bounds.append(None if value is None else float(value))
+        bounds = clip_bounds(index, clip)
+        if bounds is None:
+            return None
         low, high = bounds
         if low not in (None, 0.0) or high is None or not 0 < high < np.inf:
             return None
