@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
 import ortnpu
 import ortnpu.ep
 from ortnpu import models_cache
+from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
 
 def _data(name: str) -> tuple[Path, np.ndarray, np.ndarray]:
@@ -63,21 +63,10 @@ def main() -> None:
     float_model = ortnpu.optimize(onnx.load(path))
     name = float_model.graph.input[0].name
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
+    qdq = quantize_with_onnxruntime(float_model, sample_feeds(name, calib))
     with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
-        onnx.save(float_model, src)
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, extra_options={"ActivationSymmetric": False,
-                                                         "WeightSymmetric": True})
-        qdq = onnx.load(dst)
+        dst = Path(tmp) / "q.onnx"
+        onnx.save(qdq, dst)
         t = time.perf_counter()
         so = ort.SessionOptions()
         so.add_provider_for_devices(ortnpu.ep.register(), {"target": args.target})

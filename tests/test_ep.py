@@ -21,6 +21,7 @@ from test_qdq_import import ort_quantize
 import ortnpu
 import ortnpu.ep
 from ortnpu.errors import EpUnavailableError
+from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
 pytestmark = pytest.mark.usefixtures("require_c")
 
@@ -66,10 +67,9 @@ def assert_identical(sess: ort.InferenceSession, qdq: onnx.ModelProto, feeds: li
 
 
 @pytest.fixture(scope="module")
-def cnn_qdq(tmp_path_factory: pytest.TempPathFactory) -> dict[str, onnx.ModelProto]:
-    tmp = tmp_path_factory.mktemp("ep")
+def cnn_qdq() -> dict[str, onnx.ModelProto]:
     model = small_cnn(batch=1)
-    return {"s8": ort_quantize(tmp, model, "QInt8"), "u8": ort_quantize(tmp, model, "QUInt8")}
+    return {"s8": ort_quantize(model, "QInt8"), "u8": ort_quantize(model, "QUInt8")}
 
 
 def test_register_returns_the_ortnpu_device_once_per_process() -> None:
@@ -110,8 +110,8 @@ def _cos_between_convs() -> onnx.ModelProto:
     return model
 
 
-def test_cpu_node_between_npu_groups(tmp_path: Path) -> None:
-    qdq = ort_quantize(tmp_path, _cos_between_convs(), "QInt8")
+def test_cpu_node_between_npu_groups() -> None:
+    qdq = ort_quantize(_cos_between_convs(), "QInt8")
     sess = ep_session(qdq)
     nodes = assigned(sess)
     on_npu = {op for _, op in nodes[ortnpu.ep.EP_NAME]}
@@ -174,33 +174,14 @@ def test_old_onnxruntime_gets_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_digits_cnn_quantized_by_onnxruntime(tmp_path: Path) -> None:
     """The bundled digits CNN through onnxruntime's own quantize_static, on the EP."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     from ortnpu import models_cache
 
     data = models_cache.load_bundled_data()
     float_model = ortnpu.optimize(onnx.load(models_cache.bundled_model_path()))
     name = float_model.graph.input[0].name
     calib = data["calib_x"][:16]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
-    onnx.save(float_model, tmp_path / "f.onnx")
-    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=True,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    qdq = onnx.load(tmp_path / "q.onnx")
+    qdq = quantize_with_onnxruntime(float_model, sample_feeds(name, calib))
+    onnx.save(qdq, tmp_path / "q.onnx")
     sess = ep_session(str(tmp_path / "q.onnx"))
     assert_all_on_npu(sess, qdq)
     x = data["test_x"][:32]
@@ -212,13 +193,6 @@ def test_digits_cnn_quantized_by_onnxruntime(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_mobilenet_v2_quantized_by_onnxruntime(tmp_path: Path) -> None:
     """MobileNetV2 (models/build_all.py) through quantize_static: all on the EP, identical."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     from ortnpu import models_cache
 
     path = models_cache.cached_model("mobilenet_v2.onnx")
@@ -230,20 +204,8 @@ def test_mobilenet_v2_quantized_by_onnxruntime(tmp_path: Path) -> None:
     float_model = ortnpu.optimize(onnx.load(path))
     name = float_model.graph.input[0].name
     calib = x[:16]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
-    onnx.save(float_model, tmp_path / "f.onnx")
-    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=True,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    qdq = onnx.load(tmp_path / "q.onnx")
+    qdq = quantize_with_onnxruntime(float_model, sample_feeds(name, calib))
+    onnx.save(qdq, tmp_path / "q.onnx")
     sess = ep_session(str(tmp_path / "q.onnx"))
     assert_all_on_npu(sess, qdq)
     test = x[70:78]

@@ -22,6 +22,7 @@ from ortnpu.cli import main as cli_main
 from ortnpu.domain import DOMAIN
 from ortnpu.domain.arith import round_half_away
 from ortnpu.quant import QuantizationResult, QuantParams, QuantPreset
+from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 from ortnpu.quant.qdq_convert import convert_activation, convert_weight
 from ortnpu.quant.qdq_graph import QuantizedConst
 from ortnpu.quant.qdq_import import import_qdq
@@ -31,31 +32,11 @@ FIXTURES = Path(__file__).resolve().parent / "data" / "qdq"
 
 
 # --- helpers ---------------------------------------------------------------------------------
-def ort_quantize(tmp: Path, model: onnx.ModelProto, act: str, fmt: str = "QDQ",
+def ort_quantize(model: onnx.ModelProto, act: str, fmt: str = "QDQ",
                  n: int = 8) -> onnx.ModelProto:
     """onnxruntime's own quantize_static output for ``model`` (activations ``act``)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            x = images(n, seed=1)
-            self.it = iter([{"x": x[i:i + 1]} for i in range(n)])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
-    src, dst = tmp / "float.onnx", tmp / f"q_{act}_{fmt}.onnx"
-    onnx.save(model, src)
-    quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt),
-                    activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8,
-                    per_channel=True,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    return onnx.load(dst)
+    return quantize_with_onnxruntime(model, sample_feeds("x", images(n, seed=1)),
+                                     activation_type=act, quant_format=fmt)
 
 
 def run_each(model: onnx.ModelProto, x: np.ndarray, names: list[str] | None = None) -> list:
@@ -135,12 +116,11 @@ def direct_preset(qdq: onnx.ModelProto, float_model: onnx.ModelProto) -> QuantPr
 
 
 @pytest.fixture(scope="module")
-def ort_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, onnx.ModelProto]:
-    tmp = tmp_path_factory.mktemp("qdq")
+def ort_models() -> dict[str, onnx.ModelProto]:
     model = small_cnn(batch=1)
-    return {"float": model, "s8": ort_quantize(tmp, model, "QInt8"),
-            "u8": ort_quantize(tmp, model, "QUInt8"),
-            "qop": ort_quantize(tmp, model, "QInt8", fmt="QOperator")}
+    return {"float": model, "s8": ort_quantize(model, "QInt8"),
+            "u8": ort_quantize(model, "QUInt8"),
+            "qop": ort_quantize(model, "QInt8", fmt="QOperator")}
 
 
 # --- onnxruntime's QDQ output: the Done-when ------------------------------------------------
@@ -479,29 +459,9 @@ def test_real_models_through_ort_qdq(model: str, tmp_path: Path) -> None:
     """Real models: onnxruntime's QDQ output imported = direct quantization, bit for bit."""
     path, data = _real_model(model)
     float_model = ortnpu.optimize(onnx.load(path))  # folds BatchNormalization
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     name = float_model.graph.input[0].name
     calib = data["calib_x"][:64]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{name: calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
-    onnx.save(float_model, tmp_path / "f.onnx")
-    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, per_channel=True,
-                    extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-    qdq = onnx.load(tmp_path / "q.onnx")
+    qdq = quantize_with_onnxruntime(float_model, sample_feeds(name, calib))
     imported = import_qdq(qdq, "tflite-int8")
     direct = ortnpu.quantize(float_model, "tflite-int8", None, optimize=False,
                              preset=direct_preset(qdq, float_model))

@@ -524,33 +524,11 @@ def images(rng: np.random.Generator, n: int) -> np.ndarray:
 def ort_qdq(act: str) -> onnx.ModelProto:
     """The tiny CNN (batch 1) through onnxruntime's own ``quantize_static`` (QDQ format);
     ``act`` is ``QInt8`` or ``QUInt8``."""
-    import tempfile
-    from pathlib import Path
-
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
     calib = images(np.random.default_rng(4321), 8)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"x": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "f.onnx", Path(tmp) / "q.onnx"
-        onnx.save(tiny_cnn(batch=1), src)
-        quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8,
-                        per_channel=True, extra_options={"ActivationSymmetric": False,
-                                                         "WeightSymmetric": True})
-        return onnx.load(dst)
+    return quantize_with_onnxruntime(tiny_cnn(batch=1), sample_feeds("x", calib),
+                                     activation_type=act)
 
 
 _BAD_SCALES = (0.0, -0.5, float("nan"), float("inf"), 1e-30, 1e30)
