@@ -10,10 +10,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import onnx
 
 from ortnpu.errors import ModelError
+
+if TYPE_CHECKING:
+    from ortnpu.passes.graph import GraphIndex
 
 
 @dataclass
@@ -79,6 +83,42 @@ class Pass(abc.ABC):
     @abc.abstractmethod
     def apply(self, model: onnx.ModelProto) -> list[str]:
         """Transform ``model`` in place and return one sentence per change."""
+
+
+class NodeRewritePass(Pass):
+    """A pass that rewrites one node at a time until no node matches any more.
+
+    Each rewrite may change the graph around the node, so after every change the graph index
+    and the shapes are rebuilt and the walk starts again. Subclasses say which nodes are
+    candidates (:meth:`candidate`) and try one (:meth:`rewrite`): a sentence when the graph
+    changed, ``None`` when the node does not qualify.
+    """
+
+    def apply(self, model: onnx.ModelProto) -> list[str]:
+        from ortnpu.passes.graph import GraphIndex, shapes_and_types
+
+        changes: list[str] = []
+        graph = model.graph
+        while True:
+            index = GraphIndex(graph)
+            shapes, _ = shapes_and_types(model)
+            for node in graph.node:
+                if node.domain in ("", "ai.onnx") and self.candidate(node):
+                    change = self.rewrite(graph, index, shapes, node)
+                    if change:
+                        changes.append(change)
+                        break
+            else:
+                return changes
+
+    def candidate(self, node: onnx.NodeProto) -> bool:
+        """Whether ``node`` (of the standard domain) is worth trying; every node by default."""
+        return True
+
+    @abc.abstractmethod
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
+                node: onnx.NodeProto) -> str | None:
+        """Rewrite around ``node`` in place; one sentence if the graph changed, else ``None``."""
 
 
 class Repeat(Pass):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ortnpu.passes.base import Pass
+from ortnpu.passes.base import NodeRewritePass
 from ortnpu.passes.graph import (
     GraphIndex,
     all_tensor_names,
@@ -13,7 +13,6 @@ from ortnpu.passes.graph import (
     remove_nodes,
     replace_initializer,
     set_meta,
-    shapes_and_types,
     unique_name,
 )
 
@@ -21,7 +20,7 @@ from ortnpu.passes.graph import (
 FC_BIAS_KEY = "ortnpu.fc_bias"
 
 
-class FuseMatMulAdd(Pass):
+class FuseMatMulAdd(NodeRewritePass):
     """Make ``MatMul(A, W) + b`` one fully connected candidate.
 
     ``W`` must be a constant 2-D matrix and ``b`` a constant that broadcasts along the last axis
@@ -34,28 +33,11 @@ class FuseMatMulAdd(Pass):
       the quantizer and the estimator that the Add is this layer's bias.
     """
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        changes: list[str] = []
-        graph = model.graph
-        progress = True
-        marked: set[str] = set()
-        while progress:
-            progress = False
-            index = GraphIndex(graph)
-            shapes, _ = shapes_and_types(model)
-            for mm in graph.node:
-                if mm.op_type != "MatMul" or mm.domain not in ("", "ai.onnx") or \
-                        mm.name in marked:
-                    continue
-                msg = self._fuse(graph, index, shapes, mm, marked)
-                if msg:
-                    changes.append(msg)
-                    progress = True
-                    break
-        return changes
+    def candidate(self, node: onnx.NodeProto) -> bool:
+        return node.op_type == "MatMul"
 
-    def _fuse(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
-              mm: onnx.NodeProto, marked: set[str]) -> str | None:
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
+                mm: onnx.NodeProto) -> str | None:
         w = index.constant(mm.input[1])
         add = index.only_consumer(mm.output[0])
         if w is None or w.ndim != 2 or add is None or add.op_type != "Add":
@@ -72,7 +54,6 @@ class FuseMatMulAdd(Pass):
             if get_meta(mm, FC_BIAS_KEY) == add.name:
                 return None
             set_meta(mm, FC_BIAS_KEY, add.name)
-            marked.add(mm.name)
             return (f"marked MatMul {mm.name!r} + Add {add.name!r} as one fully connected layer "
                     f"(input rank {len(a_shape)}: kept as two standard nodes)")
         bias_name = other

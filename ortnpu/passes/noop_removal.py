@@ -5,21 +5,20 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from ortnpu.passes.base import Pass
+from ortnpu.passes.base import NodeRewritePass
 from ortnpu.passes.graph import (
     GraphIndex,
     attr,
     is_static,
     remove_nodes,
     set_attr,
-    shapes_and_types,
 )
 from ortnpu.passes.identity_elimination import bypass
 
 _RESHAPE_LIKE = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 
 
-class RemoveNoOpReshapeTranspose(Pass):
+class RemoveNoOpReshapeTranspose(NodeRewritePass):
     """Remove no-op layout ops and collapse chains.
 
     * ``Reshape``/``Flatten``/``Squeeze``/``Unsqueeze`` whose output shape equals its input
@@ -29,25 +28,7 @@ class RemoveNoOpReshapeTranspose(Pass):
     * Two ``Transpose`` in a row become one with the composed permutation (removed if identity).
     """
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        changes: list[str] = []
-        graph = model.graph
-        progress = True
-        while progress:
-            progress = False
-            shapes, _ = shapes_and_types(model)
-            index = GraphIndex(graph)
-            for node in graph.node:
-                if node.domain not in ("", "ai.onnx"):
-                    continue
-                msg = self._try(graph, index, shapes, node)
-                if msg:
-                    changes.append(msg)
-                    progress = True
-                    break
-        return changes
-
-    def _try(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
              node: onnx.NodeProto) -> str | None:
         op = node.op_type
         if op in _RESHAPE_LIKE:

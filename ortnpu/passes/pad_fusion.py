@@ -7,13 +7,13 @@ import math
 import numpy as np
 import onnx
 
-from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import GraphIndex, attr, remove_nodes, set_attr, shapes_and_types
+from ortnpu.passes.base import NodeRewritePass
+from ortnpu.passes.graph import GraphIndex, attr, remove_nodes, set_attr
 
 _NONNEGATIVE_PRODUCERS = ("Relu", "Sigmoid", "Softplus", "Abs", "Exp")
 
 
-class FusePad(Pass):
+class FusePad(NodeRewritePass):
     """Move the spatial padding of a ``Pad`` node into the ``pads`` of the next Conv or pool.
 
     Conditions, each needed for the same outputs: constant mode; no padding of the batch or
@@ -27,25 +27,11 @@ class FusePad(Pass):
       Sigmoid, a Clip with min >= 0...) and every window still overlaps real data.
     """
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        changes: list[str] = []
-        graph = model.graph
-        progress = True
-        while progress:
-            progress = False
-            index = GraphIndex(graph)
-            shapes, _ = shapes_and_types(model)
-            for pad in graph.node:
-                if pad.op_type == "Pad" and pad.domain in ("", "ai.onnx"):
-                    msg = self._fuse(graph, index, shapes, pad)
-                    if msg:
-                        changes.append(msg)
-                        progress = True
-                        break
-        return changes
+    def candidate(self, node: onnx.NodeProto) -> bool:
+        return node.op_type == "Pad"
 
-    def _fuse(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
-              pad: onnx.NodeProto) -> str | None:
+    def rewrite(self, graph: onnx.GraphProto, index: GraphIndex, shapes: dict,
+                pad: onnx.NodeProto) -> str | None:
         consumer = index.only_consumer(pad.output[0])
         if consumer is None or consumer.op_type not in ("Conv", "AveragePool", "MaxPool"):
             return None
