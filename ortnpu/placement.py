@@ -17,7 +17,8 @@ lower a node, the reason says so and gives no target advice. User overrides (``f
 missing lowering. Fused activations (a Relu/Clip that becomes the output clamp of the layer
 before) are decided here too. An output head that one 8-bit scale cannot hold (a graph-output
 Concat joining bounded scores with an unbounded tensor, :func:`output_head_problem`) stays on the
-CPU in float by default. The NPU nodes are then grouped into convex subgraphs
+CPU in float by default, and so does a Softmax over rows too long for the int16 SOFTMAX's exp
+table (:func:`wide_softmax_problem`). The NPU nodes are then grouped into convex subgraphs
 (:mod:`ortnpu.partition`); subgraphs below ``min_subgraph_nodes`` go back to the CPU.
 
 Shapes are read with a dynamic batch fixed to 1 (the simulated NPU runs one sample after the
@@ -220,6 +221,43 @@ def output_head_problem(node: onnx.NodeProto, index: GraphIndex,
             "lowers it anyway)")
 
 
+#: Largest share of a confident row's probability that a wide int16 Softmax may lose to its
+#: exp table's floor before it stays on the CPU by default (rows up to 165 values pass).
+SOFTMAX_FLOOR_SHARE = 0.01
+
+
+def wide_softmax_problem(node: onnx.NodeProto, shapes: Mapping[str, Any],
+                         target: Target) -> str | None:
+    """Why a Softmax over a long row stays on the CPU in float, or ``None``.
+
+    TFLite's int16 SOFTMAX reads every value far below the row maximum as 2/32767 instead of
+    about 0 (:func:`ortnpu.domain.ops_softmax.int16_floor_share`). Over an OCR recognizer's 6625
+    classes those floors take 29 % of the sum, and the top probability of a confident step
+    reads 0.71 (measured on PP-OCRv4 rec, tflite-a16w8: the largest single loss, 11.3 dB
+    alone). The 8-bit SOFTMAX counts such values as 0 and is limited to 511 values anyway.
+    Data-free, so evaluate and quantize decide alike.
+    """
+    from ortnpu.domain.ops_softmax import int16_floor_share
+
+    arith = target.arithmetic
+    if node.op_type != "Softmax" or arith.activation_bits <= 8 or \
+            not arith.rounding.startswith("tflite"):
+        return None
+    shape = shapes.get(node.input[0]) if node.input else None
+    depth = shape[-1] if shape else None
+    if not isinstance(depth, int) or depth < 2:
+        return None
+    share = int16_floor_share(depth)
+    if share <= SOFTMAX_FLOOR_SHARE:
+        return None
+    return (f"a Softmax over rows of {depth} values kept in float: the int16 SOFTMAX reads "
+            "each value 10 or more below its row maximum as exp(-10) (2 of 32767) instead of "
+            f"about 0, so on a confident row the other {depth - 1} values take "
+            f"{share:.0%} of the sum and the top probability reads {1 - share:.2f} instead of "
+            f"1.00 (at most {SOFTMAX_FLOOR_SHARE:.0%} is accepted); force_npu lowers it "
+            "anyway")
+
+
 def _target_reason(problems: Sequence[tuple[str, str]]) -> str:
     """One sentence from the target's problems; it names everything that must change."""
     keys = [k for k, _ in problems]
@@ -343,7 +381,8 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
         elif found:
             problem = _target_reason(found)
         else:
-            problem = output_head_problem(node, index, graph_outputs, target) or ""
+            problem = (output_head_problem(node, index, graph_outputs, target)
+                       or wide_softmax_problem(node, shapes, target) or "")
         if blocked is not None:
             verdicts[node.name] = Verdict(False, f"{label}: {blocked}")
         elif found:
@@ -408,5 +447,5 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
                          cpu_islands=islands)
 
 
-__all__ = ["BOUNDED_OUTPUTS", "QUANTIZABLE", "batch_one", "cause_of", "cpu_lines",
-           "output_head_problem", "place"]
+__all__ = ["BOUNDED_OUTPUTS", "QUANTIZABLE", "SOFTMAX_FLOOR_SHARE", "batch_one", "cause_of",
+           "cpu_lines", "output_head_problem", "place", "wide_softmax_problem"]

@@ -7,6 +7,14 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 
+def checked_model(graph: onnx.GraphProto, opset: int = 17) -> onnx.ModelProto:
+    """``graph`` as a model of the default domain at ``opset`` (IR 8), checked in full."""
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
 def small_cnn(seed: int = 0, batch: int | str = "N") -> onnx.ModelProto:
     """Conv+Relu, MaxPool, depthwise Conv+Clip, Add residual, GAP, Flatten, Gemm, Softmax."""
     rng = np.random.default_rng(seed)

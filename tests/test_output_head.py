@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from graphs import checked_model
 from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
@@ -39,10 +40,7 @@ def head(score_op: str = "Sigmoid", box_scale: float = 640.0) -> onnx.ModelProto
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 7, 8, 8])],
         [numpy_helper.from_array(w, "wb"), numpy_helper.from_array(wc, "wc"),
          numpy_helper.from_array(np.array(box_scale, np.float32), "scale")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.checker.check_model(m, full_check=True)
-    return m
+    return checked_model(g)
 
 
 def _samples(n: int, seed: int) -> list[dict[str, np.ndarray]]:

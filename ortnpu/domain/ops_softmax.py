@@ -119,6 +119,21 @@ def softmax_int16(diff: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
     return np.clip(out, 0, 32767)
 
 
+def int16_floor_share(depth: int) -> float:
+    """Share of the sum that TFLite's int16 SOFTMAX gives to the rest of a confident row.
+
+    Its exp table starts at exp(-10): every value 10 or more below the row maximum (in units
+    of beta · input) reads as the table's first entry (2 of 32767) instead of about 0. On a
+    row with one clear maximum the other ``depth - 1`` values add up to this share of the sum,
+    and the largest probability reads ``1 - share`` instead of 1.00 (6625 values: 0.29).
+    """
+    exp_lut, _ = fp.softmax_int16_tables()
+    peak = int(fp.lut_lookup_int16(np.array([32767]), exp_lut)[0])
+    floor = int(fp.lut_lookup_int16(np.array([-32768]), exp_lut)[0])
+    rest = (max(depth, 1) - 1) * floor
+    return rest / (peak + rest)
+
+
 def softmax_params(input_scale: float, dtype: np.dtype, beta: float = 1.0
                    ) -> dict[str, int] | str:
     """``multiplier``/``shift``/``diff_min`` of a softmax of inputs on ``input_scale``, as
