@@ -832,9 +832,14 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
     npu_int_types = {vi.name: vi.type.tensor_type.elem_type for vi in npu.graph.value_info}
     f_fetch = sorted(available - graph_inputs)
     f_sess = InferenceSession(_with_outputs(reference, f_fetch, float_types))
+    npu_produced = _produced(npu) | {i.name for i in npu.graph.input}
+    for t in sorted(available & quantized):
+        if tensors[t].int_name not in npu_produced:  # declared, but no node computes it
+            skipped[t] = (f"its integer tensor {tensors[t].int_name!r} is not computed in "
+                          f"{npu_name} (no node writes it); it cannot be compared")
+    available -= {t for t in skipped if t in quantized}
     n_fetch_int = sorted(tensors[t].int_name for t in available & quantized)
     n_fetch_float = sorted(cpu_outputs & available)
-    npu_produced = _produced(npu)
     n_fetch = [n for n in [*n_fetch_int, *n_fetch_float] if n in npu_produced]
     n_sess = InferenceSession(_with_outputs(npu, n_fetch, {**float_types, **npu_int_types}))
     iso_sess: Any = None

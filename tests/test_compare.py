@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from graphs import images, small_cnn
-from onnx import numpy_helper
+from graphs import checked_model, images, small_cnn
+from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
 from ortnpu.comparison import ComparisonReport, compare
@@ -250,3 +250,28 @@ def test_long_names_with_a_common_prefix_stay_distinct(healthy: ComparisonReport
 
     labels = re.findall(r'text-anchor="end" font-size="11">([^<]*)</text>', report.to_html())
     assert len(labels) == len(rows) and len(set(labels)) == len(rows)
+
+
+def test_a_tensor_the_npu_graph_never_computes_is_skipped_with_its_reason() -> None:
+    """Sqrt → Div lowers to a 1/sqrt table and a Mul: the Sqrt's own integer tensor is
+    declared but no node writes it. compare skips it instead of failing (it raised a KeyError
+    on PP-OCRv4 rec, which stopped autofix's ranking)."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["mu"], name="mean", axes=[-1]),
+             helper.make_node("Sub", ["x", "mu"], ["d"], name="sub"),
+             helper.make_node("Mul", ["d", "d"], ["d2"], name="sq"),
+             helper.make_node("ReduceMean", ["d2"], ["var"], name="var", axes=[-1]),
+             helper.make_node("Add", ["var", "eps"], ["ve"], name="addeps"),
+             helper.make_node("Sqrt", ["ve"], ["sd"], name="sqrt"),
+             helper.make_node("Div", ["d", "sd"], ["y"], name="div")]
+    g = helper.make_graph(
+        nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16])],
+        [numpy_helper.from_array(np.array(1e-5, np.float32), "eps")])
+    model = checked_model(g)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 1, 4, 16)).astype(np.float32)
+    npu = ortnpu.quantize(model, "tflite-int8", [{"x": s} for s in x], optimize=False)
+    assert "sd_q" not in {o for n in npu.graph.node for o in n.output}
+    report = ortnpu.compare(model, npu, x, progress=False)
+    assert "its integer tensor 'sd_q' is not computed" in report.skipped["sd"]
+    assert {layer.name for layer in report.layers} >= {"sub", "div"}
