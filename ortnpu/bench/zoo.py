@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from ortnpu import models_cache
+from ortnpu.console import quiet_session_options
 from ortnpu.errors import OrtNpuError
 from ortnpu.onnx_types import dim_size
 
@@ -385,7 +386,7 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
 
         def export_run() -> list:
             exported = ortnpu.export(npu, style="integer")
-            stock = ort.InferenceSession(exported.SerializeToString(),
+            stock = ort.InferenceSession(exported.SerializeToString(), quiet_session_options(),
                                          providers=["CPUExecutionProvider"])
             return _run_all(lambda f: stock.run(out_names, f), feeds)
 
@@ -402,7 +403,7 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
                             if other.shape == r.shape else "shape")
                     result.mismatches.append(f"{path_name} {name!r} sample {k}: max |diff| "
                                              f"{diff}")
-    float_sess = ort.InferenceSession(opt.SerializeToString(),
+    float_sess = ort.InferenceSession(opt.SerializeToString(), quiet_session_options(),
                                       providers=["CPUExecutionProvider"])
     float_out = _run_all(lambda f: float_sess.run(out_names, f), feeds)
     result.metric, result.detail = agreement(entry.metric, float_out, ref_out)

@@ -717,7 +717,12 @@ def _kept_by_onnxruntime(model: onnx.ModelProto, nodes: set[int],
                 value = sess_options.get_session_config_entry(key)
             except Exception:  # onnxruntime raises its own error for an absent key
                 continue
-            so.add_session_config_entry(key, value)
+            try:
+                same = so.get_session_config_entry(key) == value
+            except Exception:  # absent in the probe's options
+                same = False
+            if not same:  # re-adding an entry makes onnxruntime warn on the console
+                so.add_session_config_entry(key, value)
     g = model.graph
     names = [g.node[k].name for k in nodes]
     if any(not n for n in names) or len(set(names)) != len(names):
