@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -80,12 +82,74 @@ def test_label_free_default_objective_finds_the_broken_layer(broken: dict) -> No
 def test_candidates_are_capped_and_ranked_by_compare(broken: dict) -> None:
     _, report = ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"],
                                broken["eval"], "sqnr", goal=40.0, max_candidates=2,
-                               calibrator=broken["calibrator"], progress=False)
+                               calibrator=broken["calibrator"], progress=False,
+                               search="greedy")
     assert report.npu_layers > 2 and len(report.candidates) == 2
     assert report.candidates[0] == "pwconv" and "compare" in report.ranked_by
     assert {t.layer for t in report.trials if t.step == 1} <= set(report.candidates)
     assert len([t for t in report.trials if t.step == 1]) == 2
     assert report.steps[0].layer == "pwconv" and report.metric.startswith("SQNR")
+
+
+class _Inflated(InflatedRange):
+    """Several deliberately bad scales: no single layer in int16 recovers the model."""
+
+    def __init__(self, tensors: set[str], factor: float) -> None:
+        super().__init__("", factor)
+        self.tensors = tensors
+
+    def range_of(self, name: str) -> tuple[float, float]:
+        lo, hi = self.inner.range_of(name)
+        return (lo * self.factor, hi * self.factor) if name in self.tensors else (lo, hi)
+
+
+def test_group_search_bisects_the_worst_layers_into_int16(broken: dict) -> None:
+    """Three broken layers: one greedy step cannot reach the goal, the group step does, with
+    about log2(layers) trials, and the report names every layer it moved."""
+    bad = {"c3", "a1", "m1"}
+    args = (broken["model"], "tflite-int8", broken["calib"], broken["eval"], "sqnr")
+    _, greedy = ortnpu.autofix(*args, goal=35.0, max_steps=1, progress=False,
+                               calibrator=_Inflated(bad, 300.0), search="greedy")
+    assert not greedy.within_budget
+    npu, report = ortnpu.autofix(*args, goal=35.0, max_steps=1, progress=False,
+                                 calibrator=_Inflated(bad, 300.0), search="group")
+    assert report.within_budget and len(report.steps) == 1
+    step = report.steps[0]
+    assert step.action == "int16" and {"pwconv", "add1", "swish"} <= set(step.layers)
+    assert step.layer == f"worst {len(step.layers)} of {report.npu_layers} layers"
+    assert set(report.changes) == set(step.layers)
+    assert all(v == "int16" for v in report.changes.values())
+    assert len(report.trials) <= 2 + math.ceil(math.log2(report.npu_layers))
+    assert all(t.step == 1 and t.layer.startswith("worst ") for t in report.trials)
+    # the smallest passing group: one layer fewer misses the goal among the trials
+    misses = [int(t.layer.split()[1]) for t in report.trials if t.after < report.goal]
+    assert len(step.layers) - 1 in misses
+    assert f"step 1: {step.layer} -> int16" in str(report)
+    assert report.to_dict()["steps"][0]["layers"] == list(step.layers)
+    int16_layers = {n.name for n in npu.graph.node if n.op_type.endswith("_i16")}
+    assert {"pwconv", "add1"} <= int16_layers
+
+
+def test_on_a_16_bit_target_layers_move_to_the_cpu(broken: dict) -> None:
+    """Activations already in 16 bits: the only change left is a layer to the CPU."""
+    args = (broken["model"], "tflite-a16w8", broken["calib"], broken["eval"])
+    npu, report = ortnpu.autofix(*args, budget=1e-5, calibrator=InflatedRange("c3", 1e5),
+                                 config=broken["config"], progress=False)
+    assert report.initial_score < report.goal <= report.final_score
+    assert report.steps and all(s.action == "cpu" for s in report.steps)
+    assert all(t.action == "cpu" for t in report.trials)
+    # the inflated scale is c3's: the goal needs pwconv and its reader add1 off the NPU
+    assert {"pwconv", "add1"} <= set(report.changes)
+    assert not any(n.name in ("pwconv", "add1") and n.domain == "com.ortnpu"
+                   for n in npu.graph.node)
+    with pytest.raises(ortnpu.errors.UnsupportedError, match="only move layers to the CPU"):
+        ortnpu.autofix(*args, allow_cpu=False, progress=False)
+
+
+def test_unknown_search_is_refused(broken: dict) -> None:
+    with pytest.raises(CalibrationError, match="unknown autofix search 'beam'"):
+        ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"], broken["eval"],
+                       progress=False, search="beam")
 
 
 def test_user_metric_of_float_and_npu_outputs(broken: dict) -> None:
@@ -285,3 +349,17 @@ def test_dataset_scoring_with_workers_is_identical(broken: dict, tmp_path) -> No
     _, one = ortnpu.autofix(*args, "cosine", **common)
     _, two = ortnpu.autofix(*args, "cosine", eval_workers=2, **common)
     assert one.trials and _without_time(one) == _without_time(two)
+
+
+def test_cli_search_option(tmp_path, capsys) -> None:
+    """`--search group` starts with the group step; `--search greedy` never does."""
+    from ortnpu.cli import main
+
+    args = _cli_files(tmp_path, None) + ["--objective", "sqnr", "--goal", "70",
+                                         "--max-candidates", "4", "--max-steps", "1"]
+    assert main([*args, "--search", "group"]) == 1
+    out = capsys.readouterr().out
+    assert "step 1: worst " in out and "(tried 1 group size)" in out
+    assert main([*args, "--search", "greedy"]) == 1
+    out = capsys.readouterr().out
+    assert "step 1: worst " not in out and "-> int16" in out

@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-candidates", type=int, default=20, metavar="N",
                    help="layers tried per step, worst first by compare's per-layer error "
                         "(default 20; 0: every NPU layer, in graph order)")
+    p.add_argument("--search", choices=("auto", "group", "greedy"), default="auto",
+                   help="group: the worst k layers of compare's ranking to int16 at once, k "
+                        "bisected to the smallest that reaches the goal, then greedy steps; "
+                        "greedy: one layer per step, the best of the candidates; auto "
+                        "(default): group when the model has more NPU layers than "
+                        "--max-candidates")
     p.add_argument("--json", metavar="FILE", help="write the full report (every trial) here")
     p.add_argument("-o", "--output", required=True, help="where to write the NPU graph")
     p.set_defaults(func=_run)
@@ -147,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
     npu, report = autofix(model, args.target, data, feed, metric, budget=budget, goal=args.goal,
                           max_steps=args.max_steps, max_candidates=args.max_candidates or None,
                           eval_batch=args.eval_batch, eval_workers=args.workers,
-                          eval_engine=args.engine)
+                          eval_engine=args.engine, search=args.search)
     print(report)
     save_model(npu, args.output)
     print(f"wrote {args.output}")
