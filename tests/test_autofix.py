@@ -355,8 +355,8 @@ def test_cli_search_option(tmp_path, capsys) -> None:
     """`--search group` starts with the group step; `--search greedy` never does."""
     from ortnpu.cli import main
 
-    args = _cli_files(tmp_path, None) + ["--objective", "sqnr", "--goal", "70",
-                                         "--max-candidates", "4", "--max-steps", "1"]
+    args = [*_cli_files(tmp_path, None), "--objective", "sqnr", "--goal", "70",
+            "--max-candidates", "4", "--max-steps", "1"]
     assert main([*args, "--search", "group"]) == 1
     out = capsys.readouterr().out
     assert "step 1: worst " in out and "(tried 1 group size)" in out

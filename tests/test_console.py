@@ -75,6 +75,7 @@ def test_long_steps_draw_bars_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> 
     ortnpu.autofix(model, "tflite-int8", images(8), images(4, seed=5), "sqnr", goal=1e9,
                    max_steps=1, max_candidates=2, calibrator=InflatedRange("c3", 300.0))
     text = tty.getvalue()
-    for bar in ("calibrating", "compare", "run", "float model", "autofix step 1"):
+    for bar in ("calibrating", "compare", "run", "float model",
+                "autofix int16 group (bisection)"):
         assert f"{bar}:" in text, (bar, text)
     assert "trial" in text and "batch" in text
