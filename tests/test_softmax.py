@@ -100,16 +100,20 @@ def test_reasons_of_a_softmax_left_on_the_cpu(shape: list, axis: int, target: st
     assert "op_types" not in plan.reasons["sm"]   # no target advice: the target is not why
 
 
-@pytest.mark.parametrize(("shape", "axis", "opset", "target"), [
-    ([2, 600], -1, 17, "tflite-a16w8"),   # int16 rows may be long
-    ([2, 10], 1, 11, "tflite-int8"),      # opset 11: axis 1 of a rank-2 input is the last
+@pytest.mark.parametrize(("shape", "axis", "opset", "target", "force"), [
+    ([2, 160], -1, 17, "tflite-a16w8", False),   # int16 rows up to 165 run by default
+    ([2, 600], -1, 17, "tflite-a16w8", True),    # longer ones (test_wide_softmax.py) if forced
+    ([2, 10], 1, 11, "tflite-int8", False),      # opset 11: axis 1 of a rank-2 input is the last
 ])
 def test_softmax_runs_on_the_npu_and_equals_the_reference(shape: list, axis: int, opset: int,
-                                                          target: str) -> None:
+                                                          target: str, force: bool) -> None:
+    from ortnpu.quant.quantizer import QuantConfig
+
     model = _model(shape, axis, opset)
     rng = np.random.default_rng(0)
     data = (rng.standard_normal((8, *shape[1:])) * 3).astype(np.float32)
-    npu = ortnpu.quantize(model, target, data)
+    npu = ortnpu.quantize(model, target, data,
+                          config=QuantConfig(force_npu=frozenset({"sm"} if force else ())))
     assert any(n.op_type.startswith("Softmax_") for n in npu.graph.node)
     x = (rng.standard_normal(shape) * 3).astype(np.float32)
     fast = ortnpu.InferenceSession(npu).run(None, {"x": x})[0]

@@ -87,3 +87,14 @@ def test_short_rows_and_8_bit_targets_are_not_touched() -> None:
                                                          "tflite-int8").reasons["probs"]
     assert place(classifier(6625), "tflite-a16w8",
                  force_npu=["probs"]).placement["probs"] == "NPU"
+
+
+def test_an_imported_qdq_model_runs_its_own_wide_softmax_on_the_npu() -> None:
+    """A QDQ model that quantized its Softmax runs it as it says (the NPU's floor included):
+    the rule is a choice ``quantize`` makes for float models, not for imported ones."""
+    from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime
+
+    qdq = quantize_with_onnxruntime(classifier(6625), _samples(4, 1), activation_type="QInt16")
+    res = QuantizationResult()
+    ortnpu.import_qdq(qdq, "tflite-a16w8", result=res)
+    assert {p.node: p.device for p in res.placements}["probs"] == "NPU"
