@@ -35,6 +35,7 @@ from ortnpu.errors import CalibrationError, ModelError, OrtNpuError, Unsupported
 from ortnpu.feeds import run_samples
 from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
 from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
+from ortnpu.quant.range_choice import RangeChoice, choose_range_method, histogram_of, quantize_again
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
 
@@ -285,6 +286,7 @@ class AutofixReport:
     candidates: list[str] = field(default_factory=list)
     npu_layers: int = 0
     ranked_by: str = ""
+    range_choice: RangeChoice | None = None
 
     @property
     def changes(self) -> dict[str, str]:
@@ -301,6 +303,8 @@ class AutofixReport:
                  f"float score {_fmt(self.float_score)}, goal {_fmt(self.goal)}"
                  + ("" if math.isnan(self.budget) else f" (budget {_fmt(self.budget)})")
                  + f"; quantized: {_fmt(self.initial_score)}"]
+        if self.range_choice is not None:
+            lines.append(self.range_choice.note())
         if self.trials:
             lines.append(f"candidates: {len(self.candidates)} of {self.npu_layers} NPU layers, "
                          f"{self.ranked_by}")
@@ -358,6 +362,11 @@ class AutofixReport:
                 "final_score": _num(self.final_score), "goal_reached": self.within_budget,
                 "seconds": self.seconds, "npu_layers": self.npu_layers,
                 "ranked_by": self.ranked_by, "candidates": list(self.candidates),
+                "range_choice": None if self.range_choice is None else {
+                    "kept": self.range_choice.kept,
+                    "clipped_db": _num(self.range_choice.clipped_db),
+                    "extremes_db": _num(self.range_choice.extremes_db),
+                    "batches": self.range_choice.batches},
                 "steps": [s.to_dict() for s in self.steps],
                 "trials": [t.to_dict() for t in self.trials], "changes": self.changes}
 
@@ -504,8 +513,20 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
                                    "instead (e.g. goal=30 for an SQNR of 30 dB)")
     else:
         budget = math.nan
-    ranges = calibrate(model, calibration_data, config.collector(calibrator, t.arithmetic),
-                       progress=progress)
+    collector = config.collector(calibrator, t.arithmetic)
+    choose = calibrator is None and not wide and histogram_of(collector) is not None
+    if choose:   # read twice: calibration, then the range choice
+        from ortnpu.quant.per_tensor import replayable
+
+        weights = {w.name for w in model.graph.initializer}
+        calibration_data = replayable(calibration_data, [i.name for i in model.graph.input
+                                                         if i.name not in weights])
+    ranges = calibrate(model, calibration_data, collector, progress=progress)
+    choice = None
+    if choose:
+        choice = choose_range_method(
+            model, calibration_data, ranges,
+            quantize_again(model, t, config, ranges, None))
 
     def evaluate(cfg: QuantConfig) -> tuple[float, onnx.ModelProto, QuantizationResult]:
         res = QuantizationResult()
@@ -517,7 +538,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
 
     score, best_npu, res = evaluate(config)
     report = AutofixReport(float_score=float_score, initial_score=score, final_score=score,
-                           budget=budget, goal=goal, metric=_label(score_of))
+                           budget=budget, goal=goal, metric=_label(score_of),
+                           range_choice=choice)
     outputs_of = {n.name: n.output[0] for n in model.graph.node}
     fused = {p.node: p.fused_into for p in res.placements if p.fused_into}
     # layers of the float model only: the quantizer may place nodes it made itself (a Split

@@ -32,6 +32,12 @@ from ortnpu.quant.calibrate import (
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.lowering import RULE_OF_OP, Match
+from ortnpu.quant.range_choice import (
+    RangeChoice,
+    choose_range_method,
+    histogram_of,
+    quantize_again,
+)
 from ortnpu.target import Arithmetic, Target, load_target
 from ortnpu.validate import all_nodes
 
@@ -57,6 +63,8 @@ class QuantizationResult:
     """Side information of :func:`quantize`: placements per float node."""
 
     placements: list[Placement] = field(default_factory=list)
+    #: what the ``auto`` range method chose, when it compared (see ``range_choice``)
+    range_choice: RangeChoice | None = None
 
 
 def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
@@ -126,7 +134,9 @@ class QuantConfig:
     Attributes:
         per_channel: per-channel weights (``None``: the target's rule).
         method: activation range method: ``auto`` (the default: per tensor, the range with the
-            least expected squared error on the target's grid), ``minmax``, ``percentile``,
+            least expected squared error on the target's grid; on 8-bit targets kept only when
+            the model's output on the calibration data is closer to float than with every
+            tensor's extremes, :mod:`ortnpu.quant.range_choice`), ``minmax``, ``percentile``,
             ``entropy`` or ``mse``.
         percentile: the percentile of the ``percentile`` method.
         method_overrides: per-tensor methods, e.g. ``{"logits": "minmax"}``.
@@ -284,13 +294,28 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             data = calibration_data = replayable(calibration_data, inputs)
         model = equalize(model, data, ignore=frozenset(freeze or ()))
     view = GraphView.build(model)
+    choice = None
     if calibrated is not None:
         calib = calibrated
     elif calibration_data is not None:
         collector = config.collector(calibrator, target.arithmetic)
+        choose = (calibrator is None and preset is None and not config.adaround
+                  and target.arithmetic.activation_bits == 8
+                  and histogram_of(collector) is not None)
+        if choose:   # the data is read again to score the two range choices
+            from ortnpu.quant.per_tensor import replayable
+
+            inputs = [i.name for i in model.graph.input
+                      if i.name not in {t.name for t in model.graph.initializer}]
+            calibration_data = replayable(calibration_data, inputs)
         if config.adaround:  # the layers' input statistics are gathered in the same pass
             collector = GramCollector(collector, find_layers(model))
         calib = calibrate(model, calibration_data, collector, ignore=frozenset(freeze or ()))
+        if choose:
+            choice = choose_range_method(
+                model, calibration_data, calib,
+                quantize_again(model, target, config, calib, preset),
+                ignore=frozenset(freeze or ()))
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()
@@ -355,6 +380,7 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         out.float_input(o.name)
     if result is not None:
         result.placements = placements
+        result.range_choice = choice
     return _assemble(model, target, out, placements)
 
 
