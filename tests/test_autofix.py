@@ -146,6 +146,23 @@ def test_on_a_16_bit_target_layers_move_to_the_cpu(broken: dict) -> None:
         ortnpu.autofix(*args, allow_cpu=False, progress=False)
 
 
+def test_group_step_to_the_cpu_on_a_16_bit_target(broken: dict) -> None:
+    """With int16 spent (a16w8), the group step moves the worst layers to the CPU at once."""
+    args = (broken["model"], "tflite-a16w8", broken["calib"], broken["eval"])
+    npu, report = ortnpu.autofix(*args, budget=1e-5, calibrator=InflatedRange("c3", 1e5),
+                                 config=broken["config"], max_candidates=4, search="group",
+                                 progress=False)
+    assert report.within_budget
+    first = report.steps[0]
+    assert first.action == "cpu" and first.before == report.initial_score
+    assert all(t.action == "cpu" for t in report.trials)
+    assert {t.layer for t in report.trials if t.step == 1} <= {
+        f"worst {k} layer(s)" for k in range(1, 5)}
+    assert set(first.changed) <= set(report.candidates[:4])
+    assert "layers -> CPU" in str(report) or "-> CPU" in str(report)
+    assert "int16" not in str(report).split("changed:")[1]
+
+
 def test_unknown_search_is_refused(broken: dict) -> None:
     with pytest.raises(CalibrationError, match="unknown autofix search 'beam'"):
         ortnpu.autofix(broken["model"], "tflite-int8", broken["calib"], broken["eval"],

@@ -334,8 +334,8 @@ class AutofixReport:
                  for layer, a in changes.items()]
         if len(named) > 12:   # a group step: its layers are listed on its own line above
             moved = sum(a == "int16" for a in changes.values())
-            named = [f"{moved} layers -> int16"] + ([f"{len(named) - moved} -> CPU"]
-                                                     if moved < len(named) else [])
+            named = [f"{count} layers -> {where}" for count, where in
+                     ((moved, "int16"), (len(named) - moved, "CPU")) if count]
         lines.append("changed: " + (", ".join(named) if named else "nothing"))
         return "\n".join(lines)
 
@@ -435,7 +435,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
             ``"group"``: first the worst ``k`` layers of compare's ranking go to int16
             together, ``k`` bisected to the smallest that reaches the goal (about
             ``log2(layers)`` trials; one 16-bit layer rarely carries a real model, measured on
-            PP-OCRv4 det), then greedy steps from there; ``"auto"`` (default): group when
+            PP-OCRv4 det); if the goal is still missed, the worst ``k`` of the first
+            ``max_candidates`` go to the CPU the same way; then greedy steps from there; ``"auto"`` (default): group when
             the model has more NPU layers than ``max_candidates``, else greedy.
 
     Returns:
@@ -550,7 +551,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     order = npu_layers
     report.ranked_by = "in graph order"
     many = max_candidates is not None and len(npu_layers) > max_candidates
-    grouped = not wide and score < goal and (search == "group" or (search == "auto" and many))
+    grouped = score < goal and (search == "group" or (search == "auto" and many))
     if score < goal and (many or grouped):
         try:
             ranking = feed if data is None else _first_batch(model, data, eval_batch)
@@ -563,13 +564,20 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     order = [n for n in order if allowed is None or n in allowed]
     report.candidates = order[:max_candidates] if max_candidates is not None else list(order)
     first = 1
-    if grouped and max_steps >= 1:
+    # group steps: every ranked layer to int16 (8-bit targets), then at most max_candidates
+    # of them to the CPU, each bisected; greedy steps go on from there
+    groups = ([("int16", None)] if not wide else []) + \
+        ([("cpu", max_candidates)] if allow_cpu else [])
+    for action, limit in groups if grouped else []:
+        if score >= goal or first > max_steps:
+            break
         tensors = {n: _output_tensor(n, outputs_of, fused) for n in order}
-        kept = _group_step(order, tensors, config, score, goal, evaluate, report, progress)
+        kept = _group_step(first, action, order, tensors, config, score, goal, evaluate,
+                           report, progress, limit)
         if kept is not None:
             config, score, best_npu, res = kept
             fused = {p.node: p.fused_into for p in res.placements if p.fused_into}
-            first = 2
+            first += 1
 
     for step in range(first, max_steps + 1):
         if score >= goal:
@@ -615,37 +623,45 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     return best_npu, report
 
 
-def _group_step(order: Sequence[str], tensors: Mapping[str, str], config: QuantConfig,
-                score: float, goal: float,
+def _group_step(step: int, action: str, order: Sequence[str], tensors: Mapping[str, str],
+                config: QuantConfig, score: float, goal: float,
                 evaluate: Callable[[QuantConfig], tuple[float, onnx.ModelProto,
                                                         QuantizationResult]],
-                report: AutofixReport, progress: bool
+                report: AutofixReport, progress: bool, limit: int | None = None
                 ) -> tuple[QuantConfig, float, onnx.ModelProto, QuantizationResult] | None:
-    """Step 1 of the group search: the worst ``k`` layers to int16 at once, ``k`` bisected.
+    """A group step: the worst ``k`` layers to int16 (or to the CPU) at once, ``k`` bisected.
 
-    All ranked layers first: if even that misses the goal, it is kept when it helps (later
-    greedy steps can move layers to the CPU from there). Otherwise the smallest ``k`` whose
-    graph reaches the goal, assuming more 16-bit layers never hurt much (bisection keeps the
-    best passing ``k`` it saw, so a non-monotonic score costs layers, not the goal).
+    All ranked layers first (at most ``limit``): if even that misses the goal, it is kept when
+    it helps (later steps go on from there). Otherwise the smallest ``k`` whose graph reaches
+    the goal, assuming more changed layers never hurt much (bisection keeps the best passing
+    ``k`` it saw, so a non-monotonic score costs layers, not the goal).
     """
-    todo = [n for n in order if tensors[n] not in config.int16_tensors]
+    if action == "int16":
+        todo = [n for n in order if tensors[n] not in config.int16_tensors]
+    else:
+        todo = [n for n in order if n not in config.force_cpu]
+    todo = todo[:limit] if limit is not None else todo
     if not todo:
         return None
     tried: dict[int, tuple[float, QuantConfig, onnx.ModelProto, QuantizationResult]] = {}
 
+    def changed(group: Sequence[str]) -> QuantConfig:
+        if action == "int16":
+            return dataclasses.replace(config, int16_tensors=config.int16_tensors
+                                       | {tensors[n] for n in group})
+        return dataclasses.replace(config, force_cpu=config.force_cpu | set(group))
+
     def trial(k: int) -> float | None:
         group = todo[:k]
-        cfg = dataclasses.replace(config, int16_tensors=config.int16_tensors
-                                  | {tensors[n] for n in group})
         label = f"worst {k} layer(s)"
         try:
-            s, npu, r = evaluate(cfg)
+            s, npu, r = evaluate(changed(group))
         except OrtNpuError as exc:
-            report.trials.append(AutofixTrial(1, "int16", label, "", score, None,
+            report.trials.append(AutofixTrial(step, action, label, "", score, None,
                                               first_line(exc)))
             return None
-        report.trials.append(AutofixTrial(1, "int16", label, tensors[group[-1]], score, s))
-        tried[k] = (s, cfg, npu, r)
+        report.trials.append(AutofixTrial(step, action, label, tensors[group[-1]], score, s))
+        tried[k] = (s, changed(group), npu, r)
         return s
 
     n = len(todo)
@@ -660,7 +676,7 @@ def _group_step(order: Sequence[str], tensors: Mapping[str, str], config: QuantC
             yield (lo + hi) // 2
 
     for k in console.progress(sizes(), total=1 + max(1, math.ceil(math.log2(n))),
-                              desc="autofix int16 group (bisection)", unit="trial",
+                              desc=f"autofix {action} group (bisection)", unit="trial",
                               enabled=progress):
         got = trial(k)
         if k == n:
@@ -675,7 +691,7 @@ def _group_step(order: Sequence[str], tensors: Mapping[str, str], config: QuantC
     s, cfg, npu, r = tried[hi]
     group = tuple(todo[:hi])
     name = group[0] if hi == 1 else f"worst {hi} of {len(todo)} layers"
-    report.steps.append(AutofixStep("int16", name, tensors[group[0]] if hi == 1 else "",
+    report.steps.append(AutofixStep(action, name, tensors[group[0]] if hi == 1 else "",
                                     s, report.float_score - s, before=score, tried=len(tried),
                                     layers=() if hi == 1 else group))
     return cfg, s, npu, r
