@@ -149,9 +149,9 @@ def test_on_a_16_bit_target_layers_move_to_the_cpu(broken: dict) -> None:
 def test_group_step_to_the_cpu_on_a_16_bit_target(broken: dict) -> None:
     """With int16 spent (a16w8), the group step moves the worst layers to the CPU at once."""
     args = (broken["model"], "tflite-a16w8", broken["calib"], broken["eval"])
-    npu, report = ortnpu.autofix(*args, budget=1e-5, calibrator=InflatedRange("c3", 1e5),
-                                 config=broken["config"], max_candidates=4, search="group",
-                                 progress=False)
+    _, report = ortnpu.autofix(*args, budget=1e-5, calibrator=InflatedRange("c3", 1e5),
+                               config=broken["config"], max_candidates=4, search="group",
+                               progress=False)
     assert report.within_budget
     first = report.steps[0]
     assert first.action == "cpu" and first.before == report.initial_score

@@ -436,8 +436,9 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
             together, ``k`` bisected to the smallest that reaches the goal (about
             ``log2(layers)`` trials; one 16-bit layer rarely carries a real model, measured on
             PP-OCRv4 det); if the goal is still missed, the worst ``k`` of the first
-            ``max_candidates`` go to the CPU the same way; then greedy steps from there; ``"auto"`` (default): group when
-            the model has more NPU layers than ``max_candidates``, else greedy.
+            ``max_candidates`` go to the CPU the same way; then greedy steps from there;
+            ``"auto"`` (default): group when the model has more NPU layers than
+            ``max_candidates``, else greedy.
 
     Returns:
         The best NPU graph and the report.
