@@ -88,3 +88,18 @@ def test_cli_and_autofix_say_what_they_kept(tmp_path, capsys) -> None:
     assert report.range_choice is not None
     assert report.range_choice.note() in str(report)
     assert report.to_dict()["range_choice"]["kept"] == report.range_choice.kept
+
+
+def test_a_graph_that_cannot_be_scored_keeps_the_clipped_ranges(monkeypatch) -> None:
+    """The check is optional: when the NPU graph cannot run here, quantize goes on as before
+    and says why nothing was compared."""
+    import ortnpu.runtime
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no session today")
+
+    monkeypatch.setattr(ortnpu.runtime, "InferenceSession", broken)
+    res = QuantizationResult()
+    ortnpu.quantize(small_cnn(), "tflite-int8", images(16), result=res)
+    assert res.range_choice is not None and res.range_choice.kept == "clipped"
+    assert "not compared with the extremes: no session today" in res.range_choice.note()

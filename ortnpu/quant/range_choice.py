@@ -42,11 +42,15 @@ class RangeChoice:
     clipped_db: float
     extremes_db: float
     batches: int      # calibration batches scored (a fixed-batch model: samples)
+    error: str = ""   # why the two could not be compared (the clipped ranges stay)
 
     def note(self) -> str:
         """One sentence for the quantizer's report."""
         words = {"clipped": "the clipped per-tensor ranges",
                  "extremes": "every tensor's observed extremes"}
+        if self.error:
+            return (f"calibration auto: {words['clipped']} (not compared with the extremes: "
+                    f"{self.error})")
         other = "extremes" if self.kept == "clipped" else "clipped"
         return (f"calibration auto: {words[self.kept]} (output SQNR {self._db(self.kept)} dB on "
                 f"{self.batches} calibration batch(es), against {self._db(other)} dB with "
@@ -105,9 +109,15 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
         return _worst_sqnr(reference, [sess.run(outputs, f) for f in feeds])
 
     before = dict(hist.overrides)
-    clipped = score()
-    hist.overrides = {**{t: "minmax" for t in hist.hists}, **before}
-    extremes = score()
+    try:
+        clipped = score()
+        hist.overrides = {**{t: "minmax" for t in hist.hists}, **before}
+        extremes = score()
+    except Exception as exc:  # the choice is optional: quantize goes on
+        # (onnxruntime raises its own types; a graph that cannot run here is quantize's
+        # caller's to find, with the clipped ranges as before this check existed)
+        hist.overrides = before
+        return RangeChoice("clipped", math.nan, math.nan, len(feeds), first_line(exc))
     if extremes > clipped:
         return RangeChoice("extremes", clipped, extremes, len(feeds))
     hist.overrides = before
