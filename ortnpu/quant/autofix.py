@@ -35,7 +35,12 @@ from ortnpu.errors import CalibrationError, ModelError, OrtNpuError, Unsupported
 from ortnpu.feeds import run_samples
 from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
 from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
-from ortnpu.quant.range_choice import RangeChoice, choose_range_method, histogram_of, quantize_again
+from ortnpu.quant.range_choice import (
+    RangeChoice,
+    choose_range_method,
+    histogram_of,
+    quantize_again,
+)
 from ortnpu.runtime import InferenceSession
 from ortnpu.target import Target, load_target
 
@@ -524,9 +529,9 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         calibration_data = replayable(calibration_data, [i.name for i in model.graph.input
                                                          if i.name not in weights])
     ranges = calibrate(model, calibration_data, collector, progress=progress)
-    choice = None
+    chosen = None
     if choose:
-        choice = choose_range_method(
+        chosen = choose_range_method(
             model, calibration_data, ranges,
             quantize_again(model, t, config, ranges, None))
 
@@ -541,7 +546,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     score, best_npu, res = evaluate(config)
     report = AutofixReport(float_score=float_score, initial_score=score, final_score=score,
                            budget=budget, goal=goal, metric=_label(score_of),
-                           range_choice=choice)
+                           range_choice=chosen[0] if chosen else None)
     outputs_of = {n.name: n.output[0] for n in model.graph.node}
     fused = {p.node: p.fused_into for p in res.placements if p.fused_into}
     # layers of the float model only: the quantizer may place nodes it made itself (a Split

@@ -311,11 +311,16 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         if config.adaround:  # the layers' input statistics are gathered in the same pass
             collector = GramCollector(collector, find_layers(model))
         calib = calibrate(model, calibration_data, collector, ignore=frozenset(freeze or ()))
-        if choose:
-            choice = choose_range_method(
-                model, calibration_data, calib,
-                quantize_again(model, target, config, calib, preset),
-                ignore=frozenset(freeze or ()))
+        chosen = choose_range_method(
+            model, calibration_data, calib, quantize_again(model, target, config, calib, preset),
+            ignore=frozenset(freeze or ())) if choose else None
+        if chosen is not None:
+            choice, kept, kept_result = chosen
+            if kept is not None:   # the kept ranges' graph is this quantization's result
+                if result is not None:
+                    result.placements = kept_result.placements
+                    result.range_choice = choice
+                return kept
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()

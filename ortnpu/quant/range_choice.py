@@ -69,22 +69,29 @@ def histogram_of(calibrator: object) -> HistogramCalibrator | None:
     return None
 
 
+#: what :func:`choose_range_method` returns: the choice, and the NPU graph of the kept ranges
+#: with its quantizer result (``None`` when it could not compare: quantize goes on itself)
+Chosen = tuple[RangeChoice, Any, Any]
+
+
 def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrator: object,
-                        quantize: Callable[[], onnx.ModelProto], *,
+                        quantize: Callable[[], tuple[onnx.ModelProto, Any]], *,
                         ignore: frozenset[str] = frozenset(),
-                        batches: int = BATCHES) -> RangeChoice | None:
+                        batches: int = BATCHES) -> Chosen | None:
     """Keep ``auto``'s clipped ranges or switch every tensor to its extremes, by the output.
 
     Args:
         model: the float model as calibrated.
         data: the calibration data (read again: pass replayable data).
         calibrator: the filled calibrator; only an ``auto`` histogram one is changed.
-        quantize: quantizes ``model`` with ``calibrator`` as it stands (called twice).
+        quantize: quantizes ``model`` with ``calibrator`` as it stands (called twice),
+            returning the NPU graph and its :class:`~ortnpu.quant.QuantizationResult`.
         ignore: inputs of the data to drop (frozen inputs).
         batches: calibration batches to score on.
 
     Returns:
-        What was kept and why, or ``None`` when there was nothing to choose.
+        What was kept and why with the kept NPU graph and result (the caller's quantization is
+        done), or ``None`` when there was nothing to choose.
     """
     from ortnpu.runtime import InferenceSession
 
@@ -104,9 +111,10 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
         raise CalibrationError(f"{model.graph.name}: the float model failed on the calibration "
                                f"data: {first_line(exc)}") from None
 
-    def score() -> float:
-        sess = InferenceSession(quantize())
-        return _worst_sqnr(reference, [sess.run(outputs, f) for f in feeds])
+    def score() -> tuple[float, onnx.ModelProto, Any]:
+        npu, result = quantize()
+        sess = InferenceSession(npu)
+        return _worst_sqnr(reference, [sess.run(outputs, f) for f in feeds]), npu, result
 
     before = dict(hist.overrides)
     try:
@@ -117,11 +125,12 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
         # (onnxruntime raises its own types; a graph that cannot run here is quantize's
         # caller's to find, with the clipped ranges as before this check existed)
         hist.overrides = before
-        return RangeChoice("clipped", math.nan, math.nan, len(feeds), first_line(exc))
-    if extremes > clipped:
-        return RangeChoice("extremes", clipped, extremes, len(feeds))
+        return RangeChoice("clipped", math.nan, math.nan, len(feeds), first_line(exc)), \
+            None, None
+    if extremes[0] > clipped[0]:
+        return RangeChoice("extremes", clipped[0], extremes[0], len(feeds)), *extremes[1:]
     hist.overrides = before
-    return RangeChoice("clipped", clipped, extremes, len(feeds))
+    return RangeChoice("clipped", clipped[0], extremes[0], len(feeds)), *clipped[1:]
 
 
 def _worst_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
@@ -155,14 +164,20 @@ def _feeds(model: onnx.ModelProto, data: CalibrationData, batches: int,
 
 
 def quantize_again(model: onnx.ModelProto, target: Any, config: Any, calibrator: Any,
-                   preset: Any) -> Callable[[], onnx.ModelProto]:
+                   preset: Any) -> Callable[[], tuple[onnx.ModelProto, Any]]:
     """A :func:`~ortnpu.quant.quantizer.quantize` of the already prepared (optimized,
-    equalized) ``model`` with ``calibrator`` as it stands at each call."""
-    from ortnpu.quant.quantizer import quantize
+    equalized) ``model`` with ``calibrator`` as it stands at each call, and its result."""
+    from ortnpu.quant.quantizer import QuantizationResult, quantize
 
     again = dataclasses.replace(config, equalize=False, adaround=False)
-    return lambda: quantize(model, target, config=again, optimize=False, calibrated=calibrator,
-                            preset=preset)
+
+    def run() -> tuple[onnx.ModelProto, QuantizationResult]:
+        result = QuantizationResult()
+        npu = quantize(model, target, config=again, optimize=False, calibrated=calibrator,
+                       preset=preset, result=result)
+        return npu, result
+
+    return run
 
 
-__all__ = ["BATCHES", "RangeChoice", "choose_range_method", "histogram_of", "quantize_again"]
+__all__ = ["BATCHES", "Chosen", "RangeChoice", "choose_range_method", "histogram_of", "quantize_again"]
