@@ -180,4 +180,5 @@ def quantize_again(model: onnx.ModelProto, target: Any, config: Any, calibrator:
     return run
 
 
-__all__ = ["BATCHES", "Chosen", "RangeChoice", "choose_range_method", "histogram_of", "quantize_again"]
+__all__ = ["BATCHES", "Chosen", "RangeChoice", "choose_range_method", "histogram_of",
+           "quantize_again"]
