@@ -269,6 +269,52 @@ static void finish32_double_grid_avx512(const int32_t *acc, int64_t q0, int64_t 
     }
 }
 
+/* finish32_double with parameters per lane (the output channels of the rows GEMM of
+ * FullyConnected, kernels_linear.c): acc + corr[i] + rowadd wrapped to int32, then
+ * rs_double(., qm[i], shift[i]), clamp, + zp: the steps of fin512_step with variable shift
+ * counts (sllv/srav) and per-lane multipliers; n lanes, the tail masked. */
+static void finish32_double_lanes_avx512(const int32_t *acc, int64_t n, const int32_t *corr,
+                                         int32_t rowadd, const int32_t *qm,
+                                         const int32_t *shift, int64_t zp, int64_t lo,
+                                         int64_t hi, void *outp, int otype) {
+    const __m512i vrow = _mm512_set1_epi32(rowadd), zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi64(INT64_C(1) << 30);
+    const __m512i vlo = _mm512_set1_epi32((int32_t)(lo - zp));
+    const __m512i vhi = _mm512_set1_epi32((int32_t)(hi - zp));
+    const __m512i vzp = _mm512_set1_epi32((int32_t)zp);
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t left_n = n - i;
+        const __mmask16 k = left_n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left_n) - 1u);
+        __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i),
+                                     _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, corr + i),
+                                                      vrow));
+        const __m512i s = _mm512_maskz_loadu_epi32(k, shift + i);
+        const __m512i vq = _mm512_maskz_loadu_epi32(k, qm + i);
+        const __m512i left = _mm512_max_epi32(s, zero);
+        const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
+        a = _mm512_sllv_epi32(a, left);
+        __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, vq), half);
+        __m512i od = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(vq, 32)), half);
+        __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ev, 31),
+                                            _mm512_slli_epi64(od, 1));
+        const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+        const __m512i rem = _mm512_and_si512(h, mask);
+        const __m512i thr0 = _mm512_srli_epi32(mask, 1);
+        const __m512i thr = _mm512_mask_add_epi32(thr0, _mm512_cmplt_epi32_mask(h, zero), thr0,
+                                                  one);
+        h = _mm512_srav_epi32(h, right);
+        h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, one);
+        h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, vlo), vhi), vzp);
+        if (otype == ORTNPU_T_I16)
+            _mm512_mask_cvtsepi32_storeu_epi16((char *)outp + 2 * i, k, h);
+        else if (otype == ORTNPU_T_I8)
+            _mm512_mask_cvtsepi32_storeu_epi8((char *)outp + i, k, h);
+        else
+            _mm512_mask_cvtusepi32_storeu_epi8((char *)outp + i, k, h);
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -279,6 +325,7 @@ static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixel_avx2, quad_gather_avx2,
     dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
+    finish32_double_lanes_avx512,
 };
 #endif
 

@@ -48,6 +48,7 @@ typedef struct {
     int64_t i[16];          /* kind-specific integers */
     void *c[6];             /* owned copies of constants */
     ortnpu_conv_pack_t *pack; /* Conv: weights packed for the kernel */
+    ortnpu_fc_pack_t *fcp;    /* FullyConnected: weights packed for the rows GEMM */
     int64_t *tables;          /* 8-bit Add: per-value tables (NULL: computed per run) */
     uint8_t *pairs;           /* 8-bit binary op with 8-bit output: y for every (a, b) pair */
     char name[96];
@@ -315,7 +316,11 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
     /* 8-bit input: run it as the 1x1 convolution it is (acc[o, r] = sum_k (x[r, k] - x_zp) *
      * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed VNNI tiles,
      * with x transposed to [k, rows] and the [n, rows] result transposed back */
-    if (xtype != ORTNPU_T_I16 && rows > 0 && k > 0 && n > 0) {
+    /* at least 16 output channels, on a VNNI CPU: the rows GEMM with the channels in the
+     * vector lanes (kernels_linear.c), whatever the number of rows */
+    if (n >= 16) L->fcp = ortnpu_fc_pack_new(k, n, xtype, x_zp, w, bias, mult, shift, n_params,
+                                             o, p->isa);
+    if (!L->fcp && xtype != ORTNPU_T_I16 && rows > 0 && k > 0 && n > 0) {
         ortnpu_conv_t c = {0};
         c.n = 1;
         c.c = c.cg = k;
@@ -330,7 +335,10 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
         L->pack = ortnpu_conv_pack_new(&c, o, w, bias, p->isa); /* NULL: the FC kernel */
     }
     int rc = commit(p, L, 4);
-    if (rc != ORTNPU_OK) ortnpu_conv_pack_free(L->pack);
+    if (rc != ORTNPU_OK) {
+        ortnpu_conv_pack_free(L->pack);
+        ortnpu_fc_pack_free(L->fcp);
+    }
     return rc;
 }
 
@@ -722,6 +730,7 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
         return ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, a, L->c[0], L->c[2], L->c[3],
                                     out, nt);
     case L_FC:
+        if (L->fcp) return ortnpu_fc_packed(L->fcp, L->i[0], a, out, nt);
         if (L->pack) return fc_as_conv(L, a, out, nt);
         return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
                                       L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
@@ -1023,6 +1032,7 @@ static void destroy(ortnpu_program_t *p) {
     for (int64_t k = 0; k < p->n_layers; k++) {
         for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
         ortnpu_conv_pack_free(p->layers[k].pack);
+        ortnpu_fc_pack_free(p->layers[k].fcp);
         free(p->layers[k].tables);
         free(p->layers[k].pairs);
     }

@@ -1,6 +1,8 @@
 """The compiled programs' fast paths are bit-exact with the numpy reference on edge cases:
-FullyConnected on 8-bit input runs as a packed 1x1 convolution, and a binary layer of 8-bit
-operands and output looks its result up in a table of all 65536 operand pairs (ops/program.c).
+FullyConnected on 8-bit input runs as a rows GEMM with the output channels in the vector lanes
+(AVX-512 VNNI, 32-bit accumulator, tflite_double, at least 16 outputs) or else as a packed 1x1
+convolution, and a binary layer of 8-bit operands and output looks its result up in a table of
+all 65536 operand pairs (ops/program.c, ops/kernels_linear.c).
 """
 
 from __future__ import annotations
@@ -89,6 +91,70 @@ def test_fully_connected_as_packed_conv_is_exact(rows: int, k: int, n: int, xdty
         want = _reference(model, {"x": x})
         assert np.array_equal(sess.run(None, {"x": x})[0], want), batch
         assert (want == info.min).any() or (want == info.max).any() or k < 8
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize(("rows", "k", "xdtype", "ydtype", "x_zp"), [
+    (17, 192, np.int8, np.int8, -128),     # a ViT block's rows, K in place (a multiple of 4)
+    (1, 7, np.int8, np.int16, 127),        # one row, K padded to quads
+    (6, 130, np.uint8, np.uint8, 255),     # uint8 input (flipped to signed bytes)
+    (9, 64, np.uint8, np.int8, 0),
+])
+def test_fully_connected_rows_gemm_is_exact(rows: int, k: int, xdtype: type, ydtype: type,
+                                            x_zp: int, threads: int) -> None:
+    """The rows GEMM's per-channel epilogue against the reference: every shift of
+    tflite_double (-31..31) on some channel, multipliers 0, 1, 2^30 and 2^31-1 among them,
+    outputs saturating at both ends, biases that make the int32 accumulator wrap, 95 outputs
+    (a block of 64 and a masked tail), rows not a multiple of four."""
+    rng = np.random.default_rng(rows * 7 + k)
+    n = 95
+    w = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    w[1] = -128
+    w[2] = 127
+    shift = np.resize(np.arange(-31, 32), n).astype(np.int32)
+    mult = rng.integers(1, (1 << 31) - 1, n).astype(np.int32)
+    mult[:8] = [0, 1, 1 << 30, (1 << 31) - 1, 0, 1, 1 << 30, (1 << 31) - 1]
+    mult[60:68] = (1 << 31) - 1
+    bias = rng.integers(-(1 << 20), 1 << 20, n).astype(np.int64)
+    bias[3:6] = [(1 << 31) - 5, -(1 << 31) + 3, (1 << 40) + 17]   # the int32 accumulator wraps
+    info = np.iinfo(ydtype)
+    y_zp = int(info.min) if ydtype is np.uint8 else -3
+    fc = make_node(FullyConnected, ["x", "w", "b", "m", "s"], "y", ydtype, "fc", x_zp=x_zp,
+                   y_zp=y_zp, act_min=int(info.min), act_max=int(info.max), acc_bits=32)
+    model = _model([fc], {"x": (xdtype, ["N", rows, k])}, "y", ydtype,
+                   {"w": w, "b": bias, "m": mult, "s": shift})
+    sess = ortnpu.InferenceSession(model, intra_op_num_threads=threads)
+    assert [r.native for r in sess.compile_reports] == [True]
+    seen_min = seen_max = False
+    for batch in (1, 2):
+        x = _full_range(rng, xdtype, (batch, rows, k))
+        want = _reference(model, {"x": x})
+        assert np.array_equal(sess.run(None, {"x": x})[0], want), batch
+        seen_min |= bool((want == info.min).any())
+        seen_max |= bool((want == info.max).any())
+    assert seen_min and seen_max   # saturation at both ends was exercised
+
+
+def test_fully_connected_rows_gemm_rounding_ties() -> None:
+    """Accumulators on the rounding ties of every right shift: x - x_zp is a ramp and one
+    weight is 1, so the accumulator runs over consecutive integers through each tie."""
+    k, n, rows = 4, 32, 64
+    w = np.zeros((n, k), np.int8)
+    w[:, 0] = 1
+    shift = np.resize(np.arange(-31, 1), n).astype(np.int32)
+    mult = np.full(n, 1 << 30, np.int32)            # x/2 before the shift: ties at both steps
+    x_zp = -128
+    fc = make_node(FullyConnected, ["x", "w", "b", "m", "s"], "y", np.int16, "fc", x_zp=x_zp,
+                   y_zp=0, act_min=-32768, act_max=32767, acc_bits=32)
+    bias = np.arange(n, dtype=np.int64) * -37
+    model = _model([fc], {"x": (np.int8, ["N", rows, k])}, "y", np.int16,
+                   {"w": w, "b": bias, "m": mult, "s": shift})
+    x = np.zeros((2, rows, k), np.int8)
+    x[0, :, 0] = np.arange(-128, -128 + rows)
+    x[1, :, 0] = np.arange(127 - rows + 1, 128)
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    assert np.array_equal(sess.run(None, {"x": x})[0], _reference(model, {"x": x}))
 
 
 def _binary(op: type, ydtype: type, zps: tuple[int, int, int]) -> onnx.NodeProto:
