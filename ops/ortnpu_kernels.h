@@ -275,4 +275,12 @@ void ortnpu_fc_pack_free(ortnpu_fc_pack_t *pk);
 int ortnpu_fc_packed(const ortnpu_fc_pack_t *pk, int64_t rows, const void *x, void *y,
                      int nthreads);
 
+
+/* ortnpu_softmax with, for 8-bit input, the exponential of every difference x - max made once
+ * by ortnpu_softmax8_table (tab[-d] for d in [-255, 0]; NULL: evaluated per element). */
+void ortnpu_softmax8_table(int32_t mult, int32_t shift, int32_t diff_min, int32_t *tab);
+int ortnpu_softmax_tab(int64_t rows, int64_t depth, const void *x, int32_t xtype, int32_t mult,
+                       int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                       const int16_t *recip_lut, const int32_t *exp8, void *y, int nthreads);
+
 #endif

@@ -506,6 +506,13 @@ int ortnpu_program_add_softmax(ortnpu_program_t *p, const char *name, int32_t in
     set_ints(L, (const int64_t[]){rows, depth, xtype, mult, shift, diff_min}, 6);
     L->c[0] = dup_bytes(exp_lut, 513 * 2);
     L->c[1] = dup_bytes(recip_lut, 513 * 2);
+    /* 8-bit input: the exponential of each of the 256 differences, made once (the kernel
+     * checks the parameters before it reads the table; a failed malloc keeps NULL) */
+    if (xtype != ORTNPU_T_I16 && shift >= 0 && shift <= 31 && diff_min <= 0 &&
+        -(int64_t)diff_min * (INT64_C(1) << shift) < (INT64_C(1) << 31)) {
+        L->c[2] = malloc(256 * sizeof(int32_t));
+        if (L->c[2]) ortnpu_softmax8_table(mult, shift, diff_min, L->c[2]);
+    }
     return commit(p, L, 2);
 }
 
@@ -758,8 +765,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
         return ortnpu_lut(L->i[0], a, (int32_t)L->i[1], L->c[0], (int32_t)L->i[2], L->i[3], out,
                           nt);
     case L_SOFTMAX:
-        return ortnpu_softmax(L->i[0], L->i[1], a, (int32_t)L->i[2], (int32_t)L->i[3],
-                              (int32_t)L->i[4], (int32_t)L->i[5], L->c[0], L->c[1], out, nt);
+        return ortnpu_softmax_tab(L->i[0], L->i[1], a, (int32_t)L->i[2], (int32_t)L->i[3],
+                                  (int32_t)L->i[4], (int32_t)L->i[5], L->c[0], L->c[1], L->c[2],
+                                  out, nt);
     case L_POOL:
         return ortnpu_pool2d(L->op, L->i[0], L->i[1], L->i[2], L->i[3], L->c[0], a,
                              (int32_t)L->i[4], L->i[5], L->i[6], out, nt);

@@ -1,8 +1,10 @@
 """The compiled programs' fast paths are bit-exact with the numpy reference on edge cases:
 FullyConnected on 8-bit input runs as a rows GEMM with the output channels in the vector lanes
 (AVX-512 VNNI, 32-bit accumulator, tflite_double, at least 16 outputs) or else as a packed 1x1
-convolution, and a binary layer of 8-bit operands and output looks its result up in a table of
-all 65536 operand pairs (ops/program.c, ops/kernels_linear.c).
+convolution, a binary layer of 8-bit operands and output looks its result up in a table of
+all 65536 operand pairs, and an 8-bit Softmax reads the exponential of each of the 256
+differences to the row maximum from a table (ops/program.c, ops/kernels_linear.c,
+ops/kernels_softmax.c).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ortnpu.domain import (
     Maximum,
     Minimum,
     Mul,
+    Softmax,
     Sub,
     kernels,
     make_node,
@@ -209,3 +212,36 @@ def test_every_operand_pair_of_a_mul_is_exact() -> None:
     sess = ortnpu.InferenceSession(model)
     assert [r.native for r in sess.compile_reports] == [True]
     assert np.array_equal(sess.run(None, feeds)[0], _reference(model, feeds))
+
+
+@pytest.mark.parametrize(("dtype", "depth", "multiplier", "shift", "diff_min"), [
+    (np.int8, 17, 1628508416, 20, -1984),          # the zoo ViT's attention softmax
+    (np.uint8, 255, (1 << 31) - 1, 31, 0),          # every difference but 0 left out
+    (np.int8, 511, 1 << 30, 0, -255),               # the widest rows, every difference counted
+    (np.uint8, 64, 1, 23, -100),                    # differences below diff_min
+    (np.int8, 33, 0, 5, -(1 << 26) + 1),            # multiplier 0: every exponential is 1
+    (np.int8, 9, 1 << 30, 24, -127),
+])
+def test_softmax_exp_table_is_exact(dtype: type, depth: int, multiplier: int, shift: int,
+                                    diff_min: int) -> None:
+    """The table of exponentials in a compiled program and in a per-op call of at least 1024
+    values (which makes its own table), against the reference, with rows spanning the whole
+    input range, constant rows and rows of one maximum."""
+    node = make_node(Softmax, ["x"], "y", dtype, "sm", multiplier=multiplier, shift=shift,
+                     diff_min=diff_min)
+    rows = max(8, -(-1024 // depth))
+    model = _model([node], {"x": (dtype, ["N", rows, depth])}, "y", dtype, {})
+    rng = np.random.default_rng(depth + shift)
+    compiled = ortnpu.InferenceSession(model)
+    assert [r.native for r in compiled.compile_reports] == [True]
+    per_op = ortnpu.InferenceSession(model, fuse=False)
+    for batch in (1, 2):
+        x = _full_range(rng, dtype, (batch, rows, depth))
+        info = np.iinfo(dtype)
+        x[0, 1] = info.min                       # a constant row
+        x[0, 2] = info.min
+        x[0, 2, depth // 2] = info.max            # one maximum, every other difference -255
+        x[0, 3] = rng.integers(info.max - 3, info.max, depth, endpoint=True)
+        want = _reference(model, {"x": x})
+        assert np.array_equal(compiled.run(None, {"x": x})[0], want), batch
+        assert np.array_equal(per_op.run(None, {"x": x})[0], want), batch
