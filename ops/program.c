@@ -86,6 +86,9 @@ struct ortnpu_program {
     int isa;
     int nthreads;                   /* the session's threads: batches run samples in parallel */
     ortnpu_adapt_t batch_adapt;     /* ... when that pays (else sample after sample) */
+    /* the whole run: each layer's own choice, or every layer on one thread (adaptive.h) */
+    ortnpu_adapt_t run_adapt;
+    int any_parallel;               /* some layer was built for several threads */
     int64_t ticks;                  /* samples run so far: when the layers retry (adaptive.h) */
     int64_t fixed_batch;            /* > 0: the only batch size the program accepts */
     pthread_mutex_t lock;
@@ -151,6 +154,7 @@ ortnpu_program_t *ortnpu_program_new_io(const char *name, int32_t n_in, const in
     p->isa = isa;
     p->nthreads = nthreads < 1 ? 1 : nthreads;
     p->batch_adapt.fixed = ortnpu_adapt_disabled();
+    p->run_adapt.fixed = p->batch_adapt.fixed;
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "subgraph");
     return p;
@@ -256,6 +260,7 @@ static layer_t *new_layer(ortnpu_program_t *p, int32_t kind, const char *name, i
     L->in1 = in1;
     L->out = out;
     L->nthreads = nthreads < 1 ? 1 : nthreads;
+    if (L->nthreads > 1) p->any_parallel = 1;
     L->adapt.fixed = p->batch_adapt.fixed;
     snprintf(L->name, sizeof(L->name), "%s", name ? name : "?");
     return L;
@@ -833,10 +838,19 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
         }
     }
     const int64_t tick = one_thread ? 0 : __atomic_fetch_add(&p->ticks, 1, __ATOMIC_RELAXED);
+    /* Each layer's choice sees only its own time; the worker threads it wakes, and their spin
+     * after it, slow the layers around it too (a ViT at batch 1, whose layers are all small,
+     * ran 1.5 to 3 times slower at 2 threads on the shared VM). So the whole run also compares
+     * the layers' own choices with every layer on one thread, per run, and keeps the faster.
+     * Its tries of the other mode fall 8 runs after the layers' (their ticks are multiples of
+     * 16 or more), so neither hides the other's. */
+    const int whole = !one_thread && !ns && p->any_parallel;
+    const int layered = whole ? ortnpu_adapt_pick(&p->run_adapt, tick + 8) : !one_thread;
+    const int64_t run_t0 = whole ? ortnpu_now_ns() : 0;
     for (int64_t k = 0; k < p->n_layers; k++) {
         layer_t *L = &p->layers[k];
         /* several threads only while they pay (adaptive.h) */
-        const int adapt = !one_thread && L->nthreads > 1;
+        const int adapt = layered && L->nthreads > 1;
         const int many = adapt && ortnpu_adapt_pick(&L->adapt, tick);
         const int64_t t0 = ns || adapt ? ortnpu_now_ns() : 0;
         int rc = run_layer(p, L, base, io, many ? L->nthreads : 1);
@@ -855,6 +869,7 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
             return rc;
         }
     }
+    if (whole) ortnpu_adapt_record(&p->run_adapt, layered, ortnpu_now_ns() - run_t0);
     for (int32_t k = 0; k < p->n_out; k++) {
         const io_t *o = &p->outs[k];
         if (o->q)
