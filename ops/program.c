@@ -612,11 +612,13 @@ int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_i
     return commit(p, L, 2);
 }
 
-/* y = transpose(x, perm) of one sample: output index odometer, input offset by strides */
+/* y = transpose(x, perm) of one sample: an odometer over the output rows (all axes but the
+ * last), each row one memcpy when the last output axis is the last input axis (attention's
+ * head splits and merges) or a strided gather otherwise. */
 static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims,
                            const int64_t *perm, int es) {
     int64_t in_stride[8], ostride[8], odims[8], idx[8] = {0};
-    int64_t acc = 1, total = 1;
+    int64_t acc = 1, rows = 1;
     for (int k = ndim - 1; k >= 0; k--) {
         in_stride[k] = acc;
         acc *= dims[k];
@@ -624,15 +626,21 @@ static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims
     for (int k = 0; k < ndim; k++) {
         odims[k] = dims[perm[k]];
         ostride[k] = in_stride[perm[k]];
-        total *= odims[k];
+        if (k < ndim - 1) rows *= odims[k];
     }
+    if (ndim < 1 || acc == 0) return;
+    const int64_t len = odims[ndim - 1], step = ostride[ndim - 1];
     int64_t off = 0;
-    for (int64_t i = 0; i < total; i++) {
-        if (es == 1)
-            ((uint8_t *)y)[i] = ((const uint8_t *)x)[off];
+    for (int64_t r = 0; r < rows; r++) {
+        if (step == 1)
+            memcpy((char *)y + r * len * es, (const char *)x + off * es, (size_t)(len * es));
+        else if (es == 1)
+            for (int64_t i = 0; i < len; i++)
+                ((uint8_t *)y)[r * len + i] = ((const uint8_t *)x)[off + i * step];
         else
-            ((uint16_t *)y)[i] = ((const uint16_t *)x)[off];
-        for (int k = ndim - 1; k >= 0; k--) { /* next output index */
+            for (int64_t i = 0; i < len; i++)
+                ((uint16_t *)y)[r * len + i] = ((const uint16_t *)x)[off + i * step];
+        for (int k = ndim - 2; k >= 0; k--) { /* next output row */
             off += ostride[k];
             if (++idx[k] < odims[k]) break;
             off -= ostride[k] * odims[k];

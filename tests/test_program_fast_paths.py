@@ -3,8 +3,9 @@ FullyConnected on 8-bit input runs as a rows GEMM with the output channels in th
 (AVX-512 VNNI, 32-bit accumulator, tflite_double, at least 16 outputs) or else as a packed 1x1
 convolution, a binary layer of 8-bit operands and output looks its result up in a table of
 all 65536 operand pairs, and an 8-bit Softmax reads the exponential of each of the 256
-differences to the row maximum from a table (ops/program.c, ops/kernels_linear.c,
-ops/kernels_softmax.c).
+differences to the row maximum from a table; a Transpose copies whole rows when the last axis
+stays last, and an 8-bit Lut indexes its table with the input byte (ops/program.c,
+ops/kernels_linear.c, ops/kernels_softmax.c, ops/kernels_elementwise.c).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from ortnpu.domain import (
     DOMAIN,
     Add,
     FullyConnected,
+    Lut,
     Maximum,
     Minimum,
     Mul,
     Softmax,
     Sub,
+    Transpose,
     kernels,
     make_node,
 )
@@ -245,3 +248,41 @@ def test_softmax_exp_table_is_exact(dtype: type, depth: int, multiplier: int, sh
         want = _reference(model, {"x": x})
         assert np.array_equal(compiled.run(None, {"x": x})[0], want), batch
         assert np.array_equal(per_op.run(None, {"x": x})[0], want), batch
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16])
+@pytest.mark.parametrize(("dims", "perm"), [
+    *[((3, 5, 7), p) for p in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1),
+                               (2, 1, 0))],
+    ((17, 3, 64), (1, 0, 2)),        # attention's head split (rows of 64 copied whole)
+    ((3, 17, 64), (0, 2, 1)),        # K transposed for Q·Kᵀ (a strided gather)
+    ((2, 3, 4, 5), (3, 1, 0, 2)),
+    ((2, 1, 4, 5), (2, 0, 1, 3)),
+    ((6,), (0,)),
+])
+def test_transpose_rows_are_exact(dims: tuple, perm: tuple, dtype: type) -> None:
+    node = make_node(Transpose, ["x", "perm"], "y", dtype, "t")
+    # a leading batch axis stays first: the program transposes one sample
+    full = (0, *(p + 1 for p in perm))
+    model = _model([node], {"x": (dtype, ["N", *dims])}, "y", dtype,
+                   {"perm": np.array(full, np.int64)})
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = _full_range(np.random.default_rng(len(dims)), dtype, (2, *dims))
+    assert np.array_equal(sess.run(None, {"x": x})[0], _reference(model, {"x": x}))
+
+
+@pytest.mark.parametrize(("xdtype", "ydtype"), [(np.int8, np.int8), (np.int8, np.uint8),
+                                                (np.uint8, np.int8), (np.uint8, np.uint8),
+                                                (np.int8, np.int16)])
+@pytest.mark.parametrize("count", [5, 70000])   # a short run; several threads' chunks
+def test_lut_8bit_is_exact(xdtype: type, ydtype: type, count: int) -> None:
+    rng = np.random.default_rng(count)
+    table = _full_range(rng, ydtype, (256,))
+    node = make_node(Lut, ["x", "table"], "y", ydtype, "lut")
+    model = _model([node], {"x": (xdtype, ["N", count])}, "y", ydtype, {"table": table})
+    x = _full_range(rng, xdtype, (2, count))
+    want = _reference(model, {"x": x})
+    for sess in (ortnpu.InferenceSession(model, intra_op_num_threads=2),
+                 ortnpu.InferenceSession(model, fuse=False)):
+        assert np.array_equal(sess.run(None, {"x": x})[0], want)
