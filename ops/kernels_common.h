@@ -87,6 +87,11 @@ typedef struct {
     void (*finish32_double_lanes)(const int32_t *, int64_t, const int32_t *, int32_t,
                                   const int32_t *, const int32_t *, int64_t, int64_t, int64_t,
                                   void *, int);
+    /* Add (op 0) or Mul (op 1) of 8-bit operands under tflite_double in 16 lanes (op, a, a
+     * step 0/1, a signed, b, b step, b signed, n, params, zp, lo, hi, out, otype); AVX-512
+     * only, NULL elsewhere */
+    void (*binary8_double)(int, const uint8_t *, int64_t, int, const uint8_t *, int64_t, int,
+                           int64_t, const int64_t *, int64_t, int64_t, int64_t, void *, int);
 } ortnpu_isa_t;
 
 /* The table of the widest path allowed by `isa` (0 portable C, 1 AVX2, 2 AVX-512 VNNI) that

@@ -51,6 +51,7 @@ typedef struct {
     ortnpu_fc_pack_t *fcp;    /* FullyConnected: weights packed for the rows GEMM */
     int64_t *tables;          /* 8-bit Add: per-value tables (NULL: computed per run) */
     uint8_t *pairs;           /* 8-bit binary op with 8-bit output: y for every (a, b) pair */
+    int simd;                 /* 8-bit Add/Mul under tflite_double: computed in 16 lanes */
     char name[96];
 } layer_t;
 
@@ -387,21 +388,38 @@ static int binary_flat(const layer_t *L, const void *a, const void *b, int64_t n
                                 isa);
 }
 
+/* The offsets of a binary layer's inputs at the start of output row `row` (all axes but the
+ * last), from its broadcast shape and element strides. */
+static void row_offsets(const layer_t *L, int64_t row, int64_t *ao, int64_t *bo) {
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    *ao = *bo = 0;
+    for (int d = (int)L->i[0] - 2; d >= 0; d--) {
+        const int64_t idx = row % shape[d];
+        row /= shape[d];
+        *ao += idx * as[d];
+        *bo += idx * bs[d];
+    }
+}
+
+/* The offsets a run reaches lie inside both inputs (else the kernel would refuse them). */
+static int binary_in_bounds(const layer_t *L) {
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    int64_t amax = 0, bmax = 0;
+    for (int d = 0; d < (int)L->i[0]; d++) {
+        if (shape[d] < 1 || as[d] < 0 || bs[d] < 0) return 0;
+        amax += (shape[d] - 1) * as[d];
+        bmax += (shape[d] - 1) * bs[d];
+    }
+    return amax < L->i[2] && bmax < L->i[4];
+}
+
 /* 8-bit a and b, 8-bit y: y depends on the pair of input bytes alone, so the layer's own
  * kernel is run once on all 65536 pairs and a run looks its outputs up (the same numbers; a
  * load per element instead of a rescale). NULL when the types do not fit or on failure. */
 static uint8_t *binary_pairs(const layer_t *L, int isa) {
     if (L->i[1] == ORTNPU_T_I16 || L->i[3] == ORTNPU_T_I16 || L->o.otype == ORTNPU_T_I16)
         return NULL;
-    /* the offsets a run reaches must lie inside both inputs (else the kernel refuses) */
-    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
-    int64_t amax = 0, bmax = 0;
-    for (int d = 0; d < (int)L->i[0]; d++) {
-        if (shape[d] < 1 || as[d] < 0 || bs[d] < 0) return NULL;
-        amax += (shape[d] - 1) * as[d];
-        bmax += (shape[d] - 1) * bs[d];
-    }
-    if (amax >= L->i[2] || bmax >= L->i[4]) return NULL;
+    if (!binary_in_bounds(L)) return NULL;
     uint8_t *a = malloc(65536), *b = malloc(65536), *y = malloc(65536);
     if (!a || !b || !y) {
         free(a);
@@ -432,13 +450,8 @@ static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, 
     for (int d = 0; d < nd - 1; d++) outer *= shape[d];
     const int64_t inner = shape[nd - 1], sa = as[nd - 1], sb = bs[nd - 1];
     for (int64_t row = 0; row < outer; row++) {
-        int64_t ao = 0, bo = 0, rem = row;
-        for (int d = nd - 2; d >= 0; d--) {
-            const int64_t idx = rem % shape[d];
-            rem /= shape[d];
-            ao += idx * as[d];
-            bo += idx * bs[d];
-        }
+        int64_t ao, bo;
+        row_offsets(L, row, &ao, &bo);
         const uint8_t *pa = a + ao, *pb = b + bo;
         uint8_t *py = y + row * inner;
         if (sa == 1 && sb == 1)
@@ -449,6 +462,48 @@ static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, 
         } else
             for (int64_t i = 0; i < inner; i++)
                 py[i] = T[pa[i * sa] | (uint32_t)pb[i * sb] << 8];
+    }
+}
+
+/* An 8-bit Add or Mul under tflite_double whose last axis runs over contiguous or broadcast
+ * values, with parameters the kernel accepts: computed in 16 SIMD lanes (AVX-512), a few
+ * instructions per element and no table (a program of a transformer has about 80 binary
+ * layers, whose 64 KiB pair tables did not fit the caches). */
+static int binary_simd_ok(const ortnpu_program_t *p, const layer_t *L) {
+    const ortnpu_isa_t *I = ortnpu_pick_isa(p->isa);
+    const int32_t at = (int32_t)L->i[1], bt = (int32_t)L->i[3];
+    const int64_t *as = L->c[1], *bs = L->c[2], *prm = L->c[3];
+    const int nd = (int)L->i[0];
+    if (!I->binary8_double || (L->op != 0 && L->op != 1) || L->o.rule != ORTNPU_R_DOUBLE ||
+        at == ORTNPU_T_I16 || bt == ORTNPU_T_I16 || !type_ok(at) || !type_ok(bt) || !out_ok(&L->o))
+        return 0;
+    if (as[nd - 1] > 1 || bs[nd - 1] > 1 || !binary_in_bounds(L)) return 0;
+    if (prm[0] < type_min(at) || prm[0] > type_max(at) || prm[1] < type_min(bt) ||
+        prm[1] > type_max(bt))
+        return 0;
+    if (L->op == 1) return mult_ok(ORTNPU_R_DOUBLE, prm[2]) && shift_ok(ORTNPU_R_DOUBLE, prm[3]);
+    if (prm[2] < 0 || prm[2] > 31) return 0;
+    for (int k = 3; k < 9; k += 2)
+        if (!mult_ok(ORTNPU_R_DOUBLE, prm[k]) || !shift_ok(ORTNPU_R_DOUBLE, prm[k + 1])) return 0;
+    return 1;
+}
+
+/* binary8_double over the layer's broadcast, one call per output row */
+static void binary_simd(const ortnpu_program_t *p, const layer_t *L, const uint8_t *a,
+                        const uint8_t *b, void *y) {
+    const ortnpu_isa_t *I = ortnpu_pick_isa(p->isa);
+    const int nd = (int)L->i[0];
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    const int es = L->o.otype == ORTNPU_T_I16 ? 2 : 1;
+    int64_t outer = 1;
+    for (int d = 0; d < nd - 1; d++) outer *= shape[d];
+    const int64_t inner = shape[nd - 1];
+    for (int64_t row = 0; row < outer; row++) {
+        int64_t ao, bo;
+        row_offsets(L, row, &ao, &bo);
+        I->binary8_double(L->op, a + ao, as[nd - 1], L->i[1] == ORTNPU_T_I8, b + bo, bs[nd - 1],
+                          L->i[3] == ORTNPU_T_I8, inner, L->c[3], L->o.y_zp, L->o.act_min,
+                          L->o.act_max, (char *)y + row * inner * es, L->o.otype);
     }
 }
 
@@ -474,7 +529,10 @@ int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op,
     if (ortnpu_binary_tables(op, atype, btype, params, o->rule, tables, tables + 256))
         L->tables = dup_bytes(tables, sizeof tables); /* made once, not per run */
     int rc = commit(p, L, 6);
-    if (rc == ORTNPU_OK) L->pairs = binary_pairs(L, p->isa);
+    if (rc == ORTNPU_OK && binary_simd_ok(p, L))
+        L->simd = 1;
+    else if (rc == ORTNPU_OK)
+        L->pairs = binary_pairs(L, p->isa);
     return rc;
 }
 
@@ -758,6 +816,10 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, io) : L->c[5];
         if (!a) a = L->c[4];
+        if (L->simd) {
+            binary_simd(p, L, a, b, out);
+            return ORTNPU_OK;
+        }
         if (L->pairs) {
             binary_lookup(L, a, b, out);
             return ORTNPU_OK;

@@ -2,7 +2,8 @@
 FullyConnected on 8-bit input runs as a rows GEMM with the output channels in the vector lanes
 (AVX-512 VNNI, 32-bit accumulator, tflite_double, at least 16 outputs) or else as a packed 1x1
 convolution, a binary layer of 8-bit operands and output looks its result up in a table of
-all 65536 operand pairs, and an 8-bit Softmax reads the exponential of each of the 256
+all 65536 operand pairs unless it is an 8-bit Add or Mul under tflite_double (computed in 16
+SIMD lanes on AVX-512), and an 8-bit Softmax reads the exponential of each of the 256
 differences to the row maximum from a table; a Transpose copies whole rows when the last axis
 stays last, and an 8-bit Lut indexes its table with the input byte (ops/program.c,
 ops/kernels_linear.c, ops/kernels_softmax.c, ops/kernels_elementwise.c).
@@ -286,3 +287,83 @@ def test_lut_8bit_is_exact(xdtype: type, ydtype: type, count: int) -> None:
     for sess in (ortnpu.InferenceSession(model, intra_op_num_threads=2),
                  ortnpu.InferenceSession(model, fuse=False)):
         assert np.array_equal(sess.run(None, {"x": x})[0], want)
+
+
+def _all_pairs(dtype: type) -> dict[str, np.ndarray]:
+    v = np.arange(65536)
+    return {"a": (v & 255).astype(np.uint8).view(dtype)[None],
+            "b": (v >> 8).astype(np.uint8).view(dtype)[None]}
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("op", [Add, Mul])
+def test_binary_simd_every_pair_is_exact(op: type, seed: int) -> None:
+    """The 16-lane Add and Mul (tflite_double) on all 65536 operand pairs, with parameters
+    drawn from the edges: left shifts 0, 1, 20, 30, 31 (the shifted offset wraps int32),
+    every rescale shift -31..31, multipliers 0, 1, 2^30, 2^31-1 or random, zero points at the
+    type's ends, int8/uint8 inputs, int8/uint8/int16 outputs with a narrowed clamp."""
+    rng = np.random.default_rng(seed + (100 if op is Mul else 0))
+    dtype = (np.int8, np.uint8)[seed % 2]
+    ydtype = (np.int8, np.uint8, np.int16)[seed % 3]
+    info, yinfo = np.iinfo(dtype), np.iinfo(ydtype)
+
+    def mult() -> int:
+        return int(rng.choice([0, 1, 1 << 30, (1 << 31) - 1, int(rng.integers(1, 1 << 31))]))
+
+    zps = [int(rng.choice([info.min, info.max, 0 if dtype is np.int8 else 128]))
+           for _ in range(2)]
+    common = {"a_zp": zps[0], "b_zp": zps[1],
+              "y_zp": int(rng.integers(yinfo.min, yinfo.max)) if ydtype is not np.int16 else 7,
+              "act_min": int(yinfo.min) + seed, "act_max": int(yinfo.max) - seed}
+    realistic = seed < 4   # TFLite's own parameter ranges: outputs spread over the type
+    if op is Add and realistic:
+        attrs = {"left_shift": 20,
+                 **{f"{k}_multiplier": int(rng.integers(1 << 30, 1 << 31)) for k in "aby"},
+                 "a_shift": int(rng.integers(-6, 1)), "b_shift": int(rng.integers(-6, 1)),
+                 "y_shift": int(rng.integers(-16, -12))}
+    elif op is Add:
+        attrs = {"left_shift": int(rng.choice([0, 1, 20, 30, 31])),
+                 **{f"{k}_multiplier": mult() for k in "aby"},
+                 **{f"{k}_shift": int(rng.integers(-31, 32)) for k in "aby"}}
+    elif realistic:
+        attrs = {"multiplier": int(rng.integers(1 << 30, 1 << 31)),
+                 "shift": int(rng.integers(-9, -5))}
+    else:
+        attrs = {"multiplier": mult(), "shift": int(rng.integers(-31, 32))}
+    node = make_node(op, ["a", "b"], "y", ydtype, "op", **common, **attrs)
+    model = _model([node], {"a": (dtype, ["N", 65536]), "b": (dtype, ["N", 65536])}, "y",
+                   ydtype, {})
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    feeds = _all_pairs(dtype)
+    want = _reference(model, feeds)
+    assert np.array_equal(sess.run(None, feeds)[0], want), attrs
+    assert not realistic or len(np.unique(want)) > 8, attrs   # not all clamped
+
+
+@pytest.mark.parametrize("op", [Add, Mul])
+def test_binary_simd_rounding_ties_and_broadcasts(op: type) -> None:
+    """Shifts where halves occur (multiplier 2^30 halves, right shifts 1..8), a scalar operand
+    on either side (step 0), a row broadcast, rows of odd length (masked tails)."""
+    for shift in range(-8, 1):
+        for bshape in ([1, 1, 1], [1, 1, 37], [1, 9, 37]):
+            if op is Add:
+                node = make_node(Add, ["a", "b"], "y", np.int8, "op", a_zp=-128, b_zp=127,
+                                 y_zp=-3, left_shift=0, a_multiplier=1 << 30, a_shift=shift,
+                                 b_multiplier=1 << 30, b_shift=shift, y_multiplier=1 << 30,
+                                 y_shift=shift)
+            else:
+                node = make_node(Mul, ["a", "b"], "y", np.int8, "op", a_zp=-128, b_zp=127,
+                                 y_zp=-3, multiplier=1 << 30, shift=shift)
+            for a_first in (True, False):
+                ins = {"a": (np.int8, ["N", 9, 37]), "b": (np.int8, ["N", *bshape[1:]])}
+                if not a_first:
+                    node.input[:] = ["b", "a"]
+                model = _model([node], ins, "y", np.int8, {})
+                sess = ortnpu.InferenceSession(model)
+                assert [r.native for r in sess.compile_reports] == [True]
+                rng = np.random.default_rng(shift + 50)
+                feeds = {"a": _full_range(rng, np.int8, (2, 9, 37)),
+                         "b": _full_range(rng, np.int8, (2, *bshape[1:]))}
+                assert np.array_equal(sess.run(None, feeds)[0], _reference(model, feeds)), \
+                    (shift, bshape, a_first)
