@@ -81,6 +81,17 @@ typedef struct {
     /* u8 x s8 tile over 16 * NC columns and the whole K (AVX-512 VNNI only, NULL elsewhere) */
     void (*wide_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                          int32_t *, int64_t, int);
+    /* finish32_double with per-lane corrections, multipliers and shifts and one added row
+     * term (acc, n, corr, rowadd, qm, shift, zp, lo, hi, out, otype); AVX-512 only, NULL
+     * elsewhere (the FullyConnected rows GEMM is not used then) */
+    void (*finish32_double_lanes)(const int32_t *, int64_t, const int32_t *, int32_t,
+                                  const int32_t *, const int32_t *, int64_t, int64_t, int64_t,
+                                  void *, int);
+    /* Add (op 0) or Mul (op 1) of 8-bit operands under tflite_double in 16 lanes (op, a, a
+     * step 0/1, a signed, b, b step, b signed, n, params, zp, lo, hi, out, otype); AVX-512
+     * only, NULL elsewhere */
+    void (*binary8_double)(int, const uint8_t *, int64_t, int, const uint8_t *, int64_t, int,
+                           int64_t, const int64_t *, int64_t, int64_t, int64_t, void *, int);
 } ortnpu_isa_t;
 
 /* The table of the widest path allowed by `isa` (0 portable C, 1 AVX2, 2 AVX-512 VNNI) that

@@ -187,6 +187,18 @@ int ortnpu_lut(int64_t count, const void *x, int32_t xtype, const void *table, i
     if (table_len != (xtype == ORTNPU_T_I16 ? 65536 : 256)) return ORTNPU_EBADARG;
     const int nt = threads_of(nthreads);
     const int64_t off = -type_min(xtype);
+    if (xtype != ORTNPU_T_I16 && ttype != ORTNPU_T_I16) {
+        /* 8-bit in and out (GELU, sigmoid, rsqrt tables): one byte load per element, the
+         * index the input byte with its sign bit flipped for int8 (x + 128) */
+        const uint8_t *xb = x, *tb = table, flip = xtype == ORTNPU_T_I8 ? 0x80u : 0u;
+        uint8_t *yb = y;
+#pragma omp parallel for num_threads(nt) schedule(static) if (count > 65536)
+        for (int64_t c0 = 0; c0 < count; c0 += 4096) {
+            const int64_t end = c0 + 4096 < count ? c0 + 4096 : count;
+            for (int64_t i = c0; i < end; i++) yb[i] = tb[(uint8_t)(xb[i] ^ flip)];
+        }
+        return ORTNPU_OK;
+    }
 #pragma omp parallel for num_threads(nt) schedule(static) if (count > 65536)
     for (int64_t c0 = 0; c0 < count; c0 += 4096) {
         int64_t end = c0 + 4096 < count ? c0 + 4096 : count;

@@ -204,9 +204,9 @@ fin512_setup(uint32_t corr, int64_t qm, int shift, int64_t zp, int64_t lo, int64
     return f;
 }
 
-static inline __attribute__((always_inline)) void
-fin512_step(const fin512_t *f, const int32_t *acc, __mmask16 k, void *outp) {
-    __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc), f->vcorr);
+/* rs_double of 16 int32 lanes with the setup's multiplier and shift (no clamp) */
+static inline __attribute__((always_inline)) __m512i fin512_rescale(const fin512_t *f,
+                                                                    __m512i a) {
     a = _mm512_sll_epi32(a, f->lcount);
     __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, f->vq), f->half);
     __m512i od = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), f->vq), f->half);
@@ -219,6 +219,12 @@ fin512_step(const fin512_t *f, const int32_t *acc, __mmask16 k, void *outp) {
         h = _mm512_sra_epi32(h, f->rcount);
         h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, f->one);
     }
+    return h;
+}
+
+/* clamp, + zero point, narrowing store of the lanes in k */
+static inline __attribute__((always_inline)) void fin512_store(const fin512_t *f, __m512i h,
+                                                               __mmask16 k, void *outp) {
     h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi), f->vzp);
     if (f->otype == ORTNPU_T_I16)
         _mm512_mask_cvtsepi32_storeu_epi16(outp, k, h);
@@ -226,6 +232,59 @@ fin512_step(const fin512_t *f, const int32_t *acc, __mmask16 k, void *outp) {
         _mm512_mask_cvtsepi32_storeu_epi8(outp, k, h);
     else
         _mm512_mask_cvtusepi32_storeu_epi8(outp, k, h);
+}
+
+static inline __attribute__((always_inline)) void
+fin512_step(const fin512_t *f, const int32_t *acc, __mmask16 k, void *outp) {
+    const __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc), f->vcorr);
+    fin512_store(f, fin512_rescale(f, a), k, outp);
+}
+
+/* 16 8-bit values (k lanes) widened to int32 */
+static inline __attribute__((always_inline)) __m512i load8x16(const uint8_t *p, __mmask16 k,
+                                                              int is_signed) {
+    const __m128i v = _mm_maskz_loadu_epi8(k, p);
+    return is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+}
+
+/* Add (op 0) or Mul (op 1) of 8-bit a and b under tflite_double, 16 lanes at a time, the
+ * scalar kernel's steps (kernels_elementwise.c): Add: each (x - zp) << left_shift wrapped to
+ * int32 and rescaled, the int32 sum (wrapping) rescaled; Mul: the offsets' product (fits
+ * int32: |.| <= 255 * 255) rescaled. sa, sb: 1, or 0 for a value broadcast over the n
+ * outputs. prm as ortnpu_binary: a_zp, b_zp, then Add: left_shift, a/b/y multiplier and
+ * shift; Mul: multiplier, shift. */
+static void binary8_double_avx512(int op, const uint8_t *a, int64_t sa, int a_signed,
+                                  const uint8_t *b, int64_t sb, int b_signed, int64_t n,
+                                  const int64_t *prm, int64_t zp, int64_t lo, int64_t hi,
+                                  void *outp, int otype) {
+    const fin512_t fy = op == 0 ? fin512_setup(0, prm[7], (int)prm[8], zp, lo, hi, otype)
+                                : fin512_setup(0, prm[2], (int)prm[3], zp, lo, hi, otype);
+    const fin512_t fa = fin512_setup(0, op == 0 ? prm[3] : 0, op == 0 ? (int)prm[4] : 0, 0, 0,
+                                     0, otype);
+    const fin512_t fb = fin512_setup(0, op == 0 ? prm[5] : 0, op == 0 ? (int)prm[6] : 0, 0, 0,
+                                     0, otype);
+    const __m512i azp = _mm512_set1_epi32((int32_t)prm[0]), bzp = _mm512_set1_epi32((int32_t)prm[1]);
+    const __m128i ls = _mm_cvtsi32_si128(op == 0 ? (int)prm[2] : 0);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t left = n - i;
+        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        __m512i va = sa ? load8x16(a + i, k, a_signed)
+                        : _mm512_set1_epi32(a_signed ? (int8_t)a[0] : a[0]);
+        __m512i vb = sb ? load8x16(b + i, k, b_signed)
+                        : _mm512_set1_epi32(b_signed ? (int8_t)b[0] : b[0]);
+        va = _mm512_sub_epi32(va, azp);
+        vb = _mm512_sub_epi32(vb, bzp);
+        __m512i v;
+        if (op == 0) {
+            va = fin512_rescale(&fa, _mm512_sll_epi32(va, ls));
+            vb = fin512_rescale(&fb, _mm512_sll_epi32(vb, ls));
+            v = _mm512_add_epi32(va, vb);
+        } else {
+            v = _mm512_mullo_epi32(va, vb);
+        }
+        fin512_store(&fy, fin512_rescale(&fy, v), k, (char *)outp + i * es);
+    }
 }
 
 static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
@@ -269,6 +328,52 @@ static void finish32_double_grid_avx512(const int32_t *acc, int64_t q0, int64_t 
     }
 }
 
+/* finish32_double with parameters per lane (the output channels of the rows GEMM of
+ * FullyConnected, kernels_linear.c): acc + corr[i] + rowadd wrapped to int32, then
+ * rs_double(., qm[i], shift[i]), clamp, + zp: the steps of fin512_step with variable shift
+ * counts (sllv/srav) and per-lane multipliers; n lanes, the tail masked. */
+static void finish32_double_lanes_avx512(const int32_t *acc, int64_t n, const int32_t *corr,
+                                         int32_t rowadd, const int32_t *qm,
+                                         const int32_t *shift, int64_t zp, int64_t lo,
+                                         int64_t hi, void *outp, int otype) {
+    const __m512i vrow = _mm512_set1_epi32(rowadd), zero = _mm512_setzero_si512();
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi64(INT64_C(1) << 30);
+    const __m512i vlo = _mm512_set1_epi32((int32_t)(lo - zp));
+    const __m512i vhi = _mm512_set1_epi32((int32_t)(hi - zp));
+    const __m512i vzp = _mm512_set1_epi32((int32_t)zp);
+    for (int64_t i = 0; i < n; i += 16) {
+        const int64_t left_n = n - i;
+        const __mmask16 k = left_n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left_n) - 1u);
+        __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i),
+                                     _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, corr + i),
+                                                      vrow));
+        const __m512i s = _mm512_maskz_loadu_epi32(k, shift + i);
+        const __m512i vq = _mm512_maskz_loadu_epi32(k, qm + i);
+        const __m512i left = _mm512_max_epi32(s, zero);
+        const __m512i right = _mm512_max_epi32(_mm512_sub_epi32(zero, s), zero);
+        a = _mm512_sllv_epi32(a, left);
+        __m512i ev = _mm512_add_epi64(_mm512_mul_epi32(a, vq), half);
+        __m512i od = _mm512_add_epi64(
+            _mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(vq, 32)), half);
+        __m512i h = _mm512_mask_blend_epi32((__mmask16)0xAAAA, _mm512_srli_epi64(ev, 31),
+                                            _mm512_slli_epi64(od, 1));
+        const __m512i mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, right), one);
+        const __m512i rem = _mm512_and_si512(h, mask);
+        const __m512i thr0 = _mm512_srli_epi32(mask, 1);
+        const __m512i thr = _mm512_mask_add_epi32(thr0, _mm512_cmplt_epi32_mask(h, zero), thr0,
+                                                  one);
+        h = _mm512_srav_epi32(h, right);
+        h = _mm512_mask_add_epi32(h, _mm512_cmpgt_epi32_mask(rem, thr), h, one);
+        h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, vlo), vhi), vzp);
+        if (otype == ORTNPU_T_I16)
+            _mm512_mask_cvtsepi32_storeu_epi16((char *)outp + 2 * i, k, h);
+        else if (otype == ORTNPU_T_I8)
+            _mm512_mask_cvtsepi32_storeu_epi8((char *)outp + i, k, h);
+        else
+            _mm512_mask_cvtusepi32_storeu_epi8((char *)outp + i, k, h);
+    }
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -279,6 +384,7 @@ static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixel_avx2, quad_gather_avx2,
     dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
+    finish32_double_lanes_avx512, binary8_double_avx512,
 };
 #endif
 

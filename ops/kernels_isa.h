@@ -405,5 +405,5 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    NULL, FN(dw_row3), FN(dw_cl_pixel), FN(quad_gather), FN(dw3_row), NULL, NULL,
+    NULL, FN(dw_row3), FN(dw_cl_pixel), FN(quad_gather), FN(dw3_row), NULL, NULL, NULL, NULL,
 };

@@ -608,6 +608,140 @@ int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
     return conv_run(ortnpu_pick_isa(pk->isa), pk, p, o, x, w, mult, shift, y, threads_of(nthreads));
 }
 
+/* ============================================ FullyConnected as a rows GEMM (VNNI) */
+
+/* FullyConnected on 8-bit input with the output channels in the vector lanes: the
+ * convolutions' wide u8 x s8 tile with the roles swapped, U = the activation rows as signed
+ * bytes (broadcast, four at a time), V = the weights as unsigned bytes w + 128 in quads
+ * [K/4][n16][4]. Every lane holds a useful output channel however few the rows (a 17-token
+ * transformer row block filled a third of the 64-pixel conv tile), no transposes, and the
+ * epilogue writes [rows, n] directly. The sums are integer identities modulo 2^32 (the int32
+ * accumulator, acc_bits 32), with xs the activation as a signed byte (x, or x - 128 for
+ * uint8: off = 0 or 128):
+ *     sum (x - zp) * w = sum xs * (w + 128) - 128 * sum xs + (off - zp) * sum w,
+ * so corr[o] = bias[o] + (off - zp) * sum w[o] per channel, rowadd[r] = -128 * sum xs[r] per
+ * row. Built only for acc_bits 32, tflite_double and 8-bit input on an AVX-512 VNNI CPU;
+ * ortnpu_fc_pack_new returns NULL otherwise and the caller keeps its other path. */
+struct ortnpu_fc_pack {
+    int64_t k, n, kq, n16;
+    int32_t xtype;
+    ortnpu_out_t o;
+    uint8_t *V;       /* [kq][n16][4] */
+    int32_t *corr;    /* [n16] each: correction, multiplier, shift per channel */
+    int32_t *mult;
+    int32_t *shift;
+    int isa;
+};
+
+ortnpu_fc_pack_t *ortnpu_fc_pack_new(int64_t k, int64_t n, int32_t xtype, int64_t x_zp,
+                                     const int8_t *w, const int64_t *bias, const int32_t *mult,
+                                     const int32_t *shift, int32_t n_params,
+                                     const ortnpu_out_t *o, int isa) {
+    const ortnpu_isa_t *I = ortnpu_pick_isa(isa);
+    if (!I->wide_tile_u8 || !I->finish32_double_lanes || !out_ok(o) || o->acc_bits != 32 ||
+        o->rule != ORTNPU_R_DOUBLE || (xtype != ORTNPU_T_I8 && xtype != ORTNPU_T_U8) ||
+        k < 1 || n < 1 || k > (INT64_C(1) << 24) || n > (INT64_C(1) << 24) ||
+        (n_params != 1 && n_params != n) || x_zp < type_min(xtype) || x_zp > type_max(xtype) ||
+        !params_ok(mult, shift, n_params, o->rule))
+        return NULL;
+    ortnpu_fc_pack_t *pk = calloc(1, sizeof(*pk));
+    if (!pk) return NULL;
+    pk->k = k;
+    pk->n = n;
+    pk->kq = ceil_div(k, 4);
+    pk->n16 = round16(n);
+    pk->xtype = xtype;
+    pk->o = *o;
+    pk->isa = isa;
+    pk->V = calloc((size_t)(pk->kq * pk->n16 * 4), 1);
+    pk->corr = calloc((size_t)(3 * pk->n16), sizeof(int32_t));
+    if (!pk->V || !pk->corr) {
+        ortnpu_fc_pack_free(pk);
+        return NULL;
+    }
+    pk->mult = pk->corr + pk->n16;
+    pk->shift = pk->mult + pk->n16;
+    const int64_t off = xtype == ORTNPU_T_U8 ? 128 : 0;
+    for (int64_t c = 0; c < n; c++) {
+        int64_t s = 0;
+        for (int64_t j = 0; j < k; j++) {
+            s += w[c * k + j];
+            pk->V[((j / 4) * pk->n16 + c) * 4 + j % 4] = (uint8_t)(w[c * k + j] + 128);
+        }
+        /* K padding: xs is 0 there, so its weight byte does not matter (left 0) */
+        pk->corr[c] = s32((uint32_t)((uint64_t)bias[c] + (uint64_t)((off - x_zp) * s)));
+        pk->mult[c] = mult[n_params == 1 ? 0 : c];
+        pk->shift[c] = shift[n_params == 1 ? 0 : c];
+    }
+    return pk;
+}
+
+void ortnpu_fc_pack_free(ortnpu_fc_pack_t *pk) {
+    if (!pk) return;
+    free(pk->V);
+    free(pk->corr);
+    free(pk);
+}
+
+int ortnpu_fc_packed(const ortnpu_fc_pack_t *pk, int64_t rows, const void *x, void *y,
+                     int nthreads) {
+    if (!pk || rows < 0) return ORTNPU_EBADARG;
+    if (rows == 0) return ORTNPU_OK;
+    const ortnpu_isa_t *I = ortnpu_pick_isa(pk->isa);
+    if (!I->wide_tile_u8 || !I->finish32_double_lanes) return ORTNPU_EBADARG;
+    const int64_t k = pk->k, n = pk->n, k4 = 4 * pk->kq, n16 = pk->n16;
+    /* the rows as signed bytes, K padded to quads with 0 (int8 input with K a multiple of
+     * four is read in place) */
+    const int8_t *U = x;
+    if (pk->xtype == ORTNPU_T_U8 || k4 != k) {
+        int8_t *xs = ortnpu_scratch(S_OUT4, (size_t)(rows * k4));
+        if (!xs) return ORTNPU_ENOMEM;
+        const uint8_t flip = pk->xtype == ORTNPU_T_U8 ? 0x80u : 0u;
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *src = (const uint8_t *)x + r * k;
+            uint8_t *dst = (uint8_t *)xs + r * k4;
+            for (int64_t j = 0; j < k; j++) dst[j] = src[j] ^ flip;
+            for (int64_t j = k; j < k4; j++) dst[j] = 0;
+        }
+        U = xs;
+    }
+    int32_t *rowadd = ortnpu_scratch(S_OUT5, (size_t)rows * sizeof(int32_t));
+    if (!rowadd) return ORTNPU_ENOMEM;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t s = 0;
+        for (int64_t j = 0; j < k4; j++) s += U[r * k4 + j];
+        rowadd[r] = s32((uint32_t)(uint64_t)(-128 * s));
+    }
+    const int64_t nblk = ceil_div(n16, 64);
+    const int nt = threads_of(nthreads) < nblk ? threads_of(nthreads) : (int)nblk;
+    const int es = pk->o.otype == ORTNPU_T_I16 ? 2 : 1;
+    int err = ORTNPU_OK;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int32_t *acc = ortnpu_scratch(S_IN2, (size_t)(4 * 64) * sizeof(int32_t));
+        if (!acc) {
+#pragma omp atomic write
+            err = ORTNPU_ENOMEM;
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblk; b++) {
+            if (!acc) continue;
+            const int64_t c0 = 64 * b, cn = n - c0 < 64 ? n - c0 : 64;
+            const int nc = (int)ceil_div(cn, 16);
+            for (int64_t r0 = 0; r0 < rows; r0 += 4) {
+                const int R = (int)(rows - r0 < 4 ? rows - r0 : 4);
+                I->wide_tile_u8(U + r0 * k4, k4, R, pk->V + 4 * c0, n16, pk->kq, acc, 64, nc);
+                for (int r = 0; r < R; r++)
+                    I->finish32_double_lanes(acc + 64 * r, cn, pk->corr + c0, rowadd[r0 + r],
+                                             pk->mult + c0, pk->shift + c0, pk->o.y_zp,
+                                             pk->o.act_min, pk->o.act_max,
+                                             (char *)y + ((r0 + r) * n + c0) * es, pk->o.otype);
+            }
+        }
+    }
+    return err;
+}
+
 /* ==================================================================== FullyConnected */
 
 int ortnpu_fully_connected(int64_t rows, int64_t k, int64_t n, const void *x, int32_t xtype,

@@ -66,9 +66,20 @@ static int32_t one_over_one_plus_x(int32_t a) {
     return sat_shl(x, 1);
 }
 
-/* 8-bit rows: reference_ops::Softmax. e holds the row's exponentials (scratch). */
+/* The exponential of one 8-bit difference d = x - max (d >= diff_min), as the reference. */
+static inline int32_t exp_of_diff(int32_t d, int32_t mult, int shift) {
+    return exp_neg_q5(srdhm(s32((uint32_t)d << shift), mult));
+}
+
+void ortnpu_softmax8_table(int32_t mult, int32_t shift, int32_t diff_min, int32_t *tab) {
+    for (int32_t d = 0; d > -256; d--) tab[-d] = d >= diff_min ? exp_of_diff(d, mult, shift) : 0;
+}
+
+/* 8-bit rows: reference_ops::Softmax. e holds the row's exponentials (scratch); tab (or NULL)
+ * the exponential of every difference (ortnpu_softmax8_table): an 8-bit difference takes
+ * only 256 values, so a table made once gives the same numbers as evaluating it each time. */
 static void softmax_row_8(const void *x, int xtype, int64_t depth, int32_t mult, int shift,
-                          int32_t diff_min, void *y, int32_t *e) {
+                          int32_t diff_min, void *y, int32_t *e, const int32_t *tab) {
     const int8_t *xs = (const int8_t *)x;
     const uint8_t *xu = (const uint8_t *)x;
     int32_t mx = xtype == ORTNPU_T_I8 ? -128 : 0;
@@ -80,7 +91,7 @@ static void softmax_row_8(const void *x, int xtype, int64_t depth, int32_t mult,
     for (int64_t c = 0; c < depth; c++) {
         int32_t d = (xtype == ORTNPU_T_I8 ? xs[c] : xu[c]) - mx;
         if (d >= diff_min) {
-            e[c] = exp_neg_q5(srdhm(s32((uint32_t)d << shift), mult));
+            e[c] = tab ? tab[-d] : exp_of_diff(d, mult, shift);
             total = add32(total, rdbpot32(e[c], 12));
         }
     }
@@ -138,6 +149,13 @@ static void softmax_row_16(const int16_t *x, int64_t depth, int32_t mult, int sh
 int ortnpu_softmax(int64_t rows, int64_t depth, const void *x, int32_t xtype, int32_t mult,
                    int32_t shift, int32_t diff_min, const int16_t *exp_lut,
                    const int16_t *recip_lut, void *y, int nthreads) {
+    return ortnpu_softmax_tab(rows, depth, x, xtype, mult, shift, diff_min, exp_lut, recip_lut,
+                              NULL, y, nthreads);
+}
+
+int ortnpu_softmax_tab(int64_t rows, int64_t depth, const void *x, int32_t xtype, int32_t mult,
+                       int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                       const int16_t *recip_lut, const int32_t *exp8, void *y, int nthreads) {
     if (rows < 0 || depth < 1 || !type_ok(xtype) || mult < 0) return ORTNPU_EBADARG;
     if (xtype == ORTNPU_T_I16) {
         if (depth > 65536 || shift < -31 || shift > 31 || !exp_lut || !recip_lut)
@@ -145,6 +163,11 @@ int ortnpu_softmax(int64_t rows, int64_t depth, const void *x, int32_t xtype, in
     } else if (depth > 511 || shift < 0 || shift > 31 || diff_min > 0 ||
                -(int64_t)diff_min * (INT64_C(1) << shift) >= (INT64_C(1) << 31)) {
         return ORTNPU_EBADARG;
+    }
+    int32_t local[256]; /* a call of many rows makes its own table (compiled programs keep one) */
+    if (!exp8 && xtype != ORTNPU_T_I16 && rows * depth >= 1024) {
+        ortnpu_softmax8_table(mult, shift, diff_min, local);
+        exp8 = local;
     }
     int32_t *scratch = (int32_t *)malloc((size_t)depth * sizeof(int32_t) *
                                          (size_t)(nthreads > 0 ? nthreads : 1));
@@ -163,7 +186,7 @@ int ortnpu_softmax(int64_t rows, int64_t depth, const void *x, int32_t xtype, in
             softmax_row_16((const int16_t *)xr, depth, mult, shift, exp_lut, recip_lut,
                            (int16_t *)yr, e);
         else
-            softmax_row_8(xr, xtype, depth, mult, shift, diff_min, yr, e);
+            softmax_row_8(xr, xtype, depth, mult, shift, diff_min, yr, e, exp8);
     }
     free(scratch);
     return ORTNPU_OK;

@@ -264,4 +264,23 @@ int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
                          const ortnpu_out_t *o, const void *x, const int8_t *w,
                          const int32_t *mult, const int32_t *shift, void *y, int nthreads);
 
+/* FullyConnected of 8-bit input with the output channels in the SIMD lanes (AVX-512 VNNI,
+ * acc_bits 32, tflite_double; NULL when that does not apply): x [rows, k], y [rows, n]. */
+typedef struct ortnpu_fc_pack ortnpu_fc_pack_t;
+ortnpu_fc_pack_t *ortnpu_fc_pack_new(int64_t k, int64_t n, int32_t xtype, int64_t x_zp,
+                                     const int8_t *w, const int64_t *bias, const int32_t *mult,
+                                     const int32_t *shift, int32_t n_params,
+                                     const ortnpu_out_t *o, int isa);
+void ortnpu_fc_pack_free(ortnpu_fc_pack_t *pk);
+int ortnpu_fc_packed(const ortnpu_fc_pack_t *pk, int64_t rows, const void *x, void *y,
+                     int nthreads);
+
+
+/* ortnpu_softmax with, for 8-bit input, the exponential of every difference x - max made once
+ * by ortnpu_softmax8_table (tab[-d] for d in [-255, 0]; NULL: evaluated per element). */
+void ortnpu_softmax8_table(int32_t mult, int32_t shift, int32_t diff_min, int32_t *tab);
+int ortnpu_softmax_tab(int64_t rows, int64_t depth, const void *x, int32_t xtype, int32_t mult,
+                       int32_t shift, int32_t diff_min, const int16_t *exp_lut,
+                       const int16_t *recip_lut, const int32_t *exp8, void *y, int nthreads);
+
 #endif

@@ -48,8 +48,10 @@ typedef struct {
     int64_t i[16];          /* kind-specific integers */
     void *c[6];             /* owned copies of constants */
     ortnpu_conv_pack_t *pack; /* Conv: weights packed for the kernel */
+    ortnpu_fc_pack_t *fcp;    /* FullyConnected: weights packed for the rows GEMM */
     int64_t *tables;          /* 8-bit Add: per-value tables (NULL: computed per run) */
     uint8_t *pairs;           /* 8-bit binary op with 8-bit output: y for every (a, b) pair */
+    int simd;                 /* 8-bit Add/Mul under tflite_double: computed in 16 lanes */
     char name[96];
 } layer_t;
 
@@ -85,6 +87,9 @@ struct ortnpu_program {
     int isa;
     int nthreads;                   /* the session's threads: batches run samples in parallel */
     ortnpu_adapt_t batch_adapt;     /* ... when that pays (else sample after sample) */
+    /* the whole run: each layer's own choice, or every layer on one thread (adaptive.h) */
+    ortnpu_adapt_t run_adapt;
+    int any_parallel;               /* some layer was built for several threads */
     int64_t ticks;                  /* samples run so far: when the layers retry (adaptive.h) */
     int64_t fixed_batch;            /* > 0: the only batch size the program accepts */
     pthread_mutex_t lock;
@@ -150,6 +155,7 @@ ortnpu_program_t *ortnpu_program_new_io(const char *name, int32_t n_in, const in
     p->isa = isa;
     p->nthreads = nthreads < 1 ? 1 : nthreads;
     p->batch_adapt.fixed = ortnpu_adapt_disabled();
+    p->run_adapt.fixed = p->batch_adapt.fixed;
     pthread_mutex_init(&p->lock, NULL);
     snprintf(p->name, sizeof(p->name), "%s", name ? name : "subgraph");
     return p;
@@ -255,6 +261,7 @@ static layer_t *new_layer(ortnpu_program_t *p, int32_t kind, const char *name, i
     L->in1 = in1;
     L->out = out;
     L->nthreads = nthreads < 1 ? 1 : nthreads;
+    if (L->nthreads > 1) p->any_parallel = 1;
     L->adapt.fixed = p->batch_adapt.fixed;
     snprintf(L->name, sizeof(L->name), "%s", name ? name : "?");
     return L;
@@ -315,7 +322,11 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
     /* 8-bit input: run it as the 1x1 convolution it is (acc[o, r] = sum_k (x[r, k] - x_zp) *
      * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed VNNI tiles,
      * with x transposed to [k, rows] and the [n, rows] result transposed back */
-    if (xtype != ORTNPU_T_I16 && rows > 0 && k > 0 && n > 0) {
+    /* at least 16 output channels, on a VNNI CPU: the rows GEMM with the channels in the
+     * vector lanes (kernels_linear.c), whatever the number of rows */
+    if (n >= 16) L->fcp = ortnpu_fc_pack_new(k, n, xtype, x_zp, w, bias, mult, shift, n_params,
+                                             o, p->isa);
+    if (!L->fcp && xtype != ORTNPU_T_I16 && rows > 0 && k > 0 && n > 0) {
         ortnpu_conv_t c = {0};
         c.n = 1;
         c.c = c.cg = k;
@@ -330,7 +341,10 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
         L->pack = ortnpu_conv_pack_new(&c, o, w, bias, p->isa); /* NULL: the FC kernel */
     }
     int rc = commit(p, L, 4);
-    if (rc != ORTNPU_OK) ortnpu_conv_pack_free(L->pack);
+    if (rc != ORTNPU_OK) {
+        ortnpu_conv_pack_free(L->pack);
+        ortnpu_fc_pack_free(L->fcp);
+    }
     return rc;
 }
 
@@ -374,21 +388,38 @@ static int binary_flat(const layer_t *L, const void *a, const void *b, int64_t n
                                 isa);
 }
 
+/* The offsets of a binary layer's inputs at the start of output row `row` (all axes but the
+ * last), from its broadcast shape and element strides. */
+static void row_offsets(const layer_t *L, int64_t row, int64_t *ao, int64_t *bo) {
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    *ao = *bo = 0;
+    for (int d = (int)L->i[0] - 2; d >= 0; d--) {
+        const int64_t idx = row % shape[d];
+        row /= shape[d];
+        *ao += idx * as[d];
+        *bo += idx * bs[d];
+    }
+}
+
+/* The offsets a run reaches lie inside both inputs (else the kernel would refuse them). */
+static int binary_in_bounds(const layer_t *L) {
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    int64_t amax = 0, bmax = 0;
+    for (int d = 0; d < (int)L->i[0]; d++) {
+        if (shape[d] < 1 || as[d] < 0 || bs[d] < 0) return 0;
+        amax += (shape[d] - 1) * as[d];
+        bmax += (shape[d] - 1) * bs[d];
+    }
+    return amax < L->i[2] && bmax < L->i[4];
+}
+
 /* 8-bit a and b, 8-bit y: y depends on the pair of input bytes alone, so the layer's own
  * kernel is run once on all 65536 pairs and a run looks its outputs up (the same numbers; a
  * load per element instead of a rescale). NULL when the types do not fit or on failure. */
 static uint8_t *binary_pairs(const layer_t *L, int isa) {
     if (L->i[1] == ORTNPU_T_I16 || L->i[3] == ORTNPU_T_I16 || L->o.otype == ORTNPU_T_I16)
         return NULL;
-    /* the offsets a run reaches must lie inside both inputs (else the kernel refuses) */
-    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
-    int64_t amax = 0, bmax = 0;
-    for (int d = 0; d < (int)L->i[0]; d++) {
-        if (shape[d] < 1 || as[d] < 0 || bs[d] < 0) return NULL;
-        amax += (shape[d] - 1) * as[d];
-        bmax += (shape[d] - 1) * bs[d];
-    }
-    if (amax >= L->i[2] || bmax >= L->i[4]) return NULL;
+    if (!binary_in_bounds(L)) return NULL;
     uint8_t *a = malloc(65536), *b = malloc(65536), *y = malloc(65536);
     if (!a || !b || !y) {
         free(a);
@@ -419,13 +450,8 @@ static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, 
     for (int d = 0; d < nd - 1; d++) outer *= shape[d];
     const int64_t inner = shape[nd - 1], sa = as[nd - 1], sb = bs[nd - 1];
     for (int64_t row = 0; row < outer; row++) {
-        int64_t ao = 0, bo = 0, rem = row;
-        for (int d = nd - 2; d >= 0; d--) {
-            const int64_t idx = rem % shape[d];
-            rem /= shape[d];
-            ao += idx * as[d];
-            bo += idx * bs[d];
-        }
+        int64_t ao, bo;
+        row_offsets(L, row, &ao, &bo);
         const uint8_t *pa = a + ao, *pb = b + bo;
         uint8_t *py = y + row * inner;
         if (sa == 1 && sb == 1)
@@ -436,6 +462,48 @@ static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, 
         } else
             for (int64_t i = 0; i < inner; i++)
                 py[i] = T[pa[i * sa] | (uint32_t)pb[i * sb] << 8];
+    }
+}
+
+/* An 8-bit Add or Mul under tflite_double whose last axis runs over contiguous or broadcast
+ * values, with parameters the kernel accepts: computed in 16 SIMD lanes (AVX-512), a few
+ * instructions per element and no table (a program of a transformer has about 80 binary
+ * layers, whose 64 KiB pair tables did not fit the caches). */
+static int binary_simd_ok(const ortnpu_program_t *p, const layer_t *L) {
+    const ortnpu_isa_t *I = ortnpu_pick_isa(p->isa);
+    const int32_t at = (int32_t)L->i[1], bt = (int32_t)L->i[3];
+    const int64_t *as = L->c[1], *bs = L->c[2], *prm = L->c[3];
+    const int nd = (int)L->i[0];
+    if (!I->binary8_double || (L->op != 0 && L->op != 1) || L->o.rule != ORTNPU_R_DOUBLE ||
+        at == ORTNPU_T_I16 || bt == ORTNPU_T_I16 || !type_ok(at) || !type_ok(bt) || !out_ok(&L->o))
+        return 0;
+    if (as[nd - 1] > 1 || bs[nd - 1] > 1 || !binary_in_bounds(L)) return 0;
+    if (prm[0] < type_min(at) || prm[0] > type_max(at) || prm[1] < type_min(bt) ||
+        prm[1] > type_max(bt))
+        return 0;
+    if (L->op == 1) return mult_ok(ORTNPU_R_DOUBLE, prm[2]) && shift_ok(ORTNPU_R_DOUBLE, prm[3]);
+    if (prm[2] < 0 || prm[2] > 31) return 0;
+    for (int k = 3; k < 9; k += 2)
+        if (!mult_ok(ORTNPU_R_DOUBLE, prm[k]) || !shift_ok(ORTNPU_R_DOUBLE, prm[k + 1])) return 0;
+    return 1;
+}
+
+/* binary8_double over the layer's broadcast, one call per output row */
+static void binary_simd(const ortnpu_program_t *p, const layer_t *L, const uint8_t *a,
+                        const uint8_t *b, void *y) {
+    const ortnpu_isa_t *I = ortnpu_pick_isa(p->isa);
+    const int nd = (int)L->i[0];
+    const int64_t *shape = L->c[0], *as = L->c[1], *bs = L->c[2];
+    const int es = L->o.otype == ORTNPU_T_I16 ? 2 : 1;
+    int64_t outer = 1;
+    for (int d = 0; d < nd - 1; d++) outer *= shape[d];
+    const int64_t inner = shape[nd - 1];
+    for (int64_t row = 0; row < outer; row++) {
+        int64_t ao, bo;
+        row_offsets(L, row, &ao, &bo);
+        I->binary8_double(L->op, a + ao, as[nd - 1], L->i[1] == ORTNPU_T_I8, b + bo, bs[nd - 1],
+                          L->i[3] == ORTNPU_T_I8, inner, L->c[3], L->o.y_zp, L->o.act_min,
+                          L->o.act_max, (char *)y + row * inner * es, L->o.otype);
     }
 }
 
@@ -461,7 +529,10 @@ int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op,
     if (ortnpu_binary_tables(op, atype, btype, params, o->rule, tables, tables + 256))
         L->tables = dup_bytes(tables, sizeof tables); /* made once, not per run */
     int rc = commit(p, L, 6);
-    if (rc == ORTNPU_OK) L->pairs = binary_pairs(L, p->isa);
+    if (rc == ORTNPU_OK && binary_simd_ok(p, L))
+        L->simd = 1;
+    else if (rc == ORTNPU_OK)
+        L->pairs = binary_pairs(L, p->isa);
     return rc;
 }
 
@@ -498,6 +569,13 @@ int ortnpu_program_add_softmax(ortnpu_program_t *p, const char *name, int32_t in
     set_ints(L, (const int64_t[]){rows, depth, xtype, mult, shift, diff_min}, 6);
     L->c[0] = dup_bytes(exp_lut, 513 * 2);
     L->c[1] = dup_bytes(recip_lut, 513 * 2);
+    /* 8-bit input: the exponential of each of the 256 differences, made once (the kernel
+     * checks the parameters before it reads the table; a failed malloc keeps NULL) */
+    if (xtype != ORTNPU_T_I16 && shift >= 0 && shift <= 31 && diff_min <= 0 &&
+        -(int64_t)diff_min * (INT64_C(1) << shift) < (INT64_C(1) << 31)) {
+        L->c[2] = malloc(256 * sizeof(int32_t));
+        if (L->c[2]) ortnpu_softmax8_table(mult, shift, diff_min, L->c[2]);
+    }
     return commit(p, L, 2);
 }
 
@@ -592,11 +670,13 @@ int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_i
     return commit(p, L, 2);
 }
 
-/* y = transpose(x, perm) of one sample: output index odometer, input offset by strides */
+/* y = transpose(x, perm) of one sample: an odometer over the output rows (all axes but the
+ * last), each row one memcpy when the last output axis is the last input axis (attention's
+ * head splits and merges) or a strided gather otherwise. */
 static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims,
                            const int64_t *perm, int es) {
     int64_t in_stride[8], ostride[8], odims[8], idx[8] = {0};
-    int64_t acc = 1, total = 1;
+    int64_t acc = 1, rows = 1;
     for (int k = ndim - 1; k >= 0; k--) {
         in_stride[k] = acc;
         acc *= dims[k];
@@ -604,15 +684,21 @@ static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims
     for (int k = 0; k < ndim; k++) {
         odims[k] = dims[perm[k]];
         ostride[k] = in_stride[perm[k]];
-        total *= odims[k];
+        if (k < ndim - 1) rows *= odims[k];
     }
+    if (ndim < 1 || acc == 0) return;
+    const int64_t len = odims[ndim - 1], step = ostride[ndim - 1];
     int64_t off = 0;
-    for (int64_t i = 0; i < total; i++) {
-        if (es == 1)
-            ((uint8_t *)y)[i] = ((const uint8_t *)x)[off];
+    for (int64_t r = 0; r < rows; r++) {
+        if (step == 1)
+            memcpy((char *)y + r * len * es, (const char *)x + off * es, (size_t)(len * es));
+        else if (es == 1)
+            for (int64_t i = 0; i < len; i++)
+                ((uint8_t *)y)[r * len + i] = ((const uint8_t *)x)[off + i * step];
         else
-            ((uint16_t *)y)[i] = ((const uint16_t *)x)[off];
-        for (int k = ndim - 1; k >= 0; k--) { /* next output index */
+            for (int64_t i = 0; i < len; i++)
+                ((uint16_t *)y)[r * len + i] = ((const uint16_t *)x)[off + i * step];
+        for (int k = ndim - 2; k >= 0; k--) { /* next output row */
             off += ostride[k];
             if (++idx[k] < odims[k]) break;
             off -= ostride[k] * odims[k];
@@ -722,6 +808,7 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
         return ortnpu_conv2d_packed(L->pack, &L->conv, &L->o, a, L->c[0], L->c[2], L->c[3],
                                     out, nt);
     case L_FC:
+        if (L->fcp) return ortnpu_fc_packed(L->fcp, L->i[0], a, out, nt);
         if (L->pack) return fc_as_conv(L, a, out, nt);
         return ortnpu_fully_connected(L->i[0], L->i[1], L->i[2], a, (int32_t)L->i[3], L->i[4],
                                       L->c[0], L->c[1], L->c[2], L->c[3], (int32_t)L->i[5],
@@ -729,6 +816,10 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
     case L_BINARY: {
         const void *b = L->in1 >= 0 ? slot(p, base, L->in1, io) : L->c[5];
         if (!a) a = L->c[4];
+        if (L->simd) {
+            binary_simd(p, L, a, b, out);
+            return ORTNPU_OK;
+        }
         if (L->pairs) {
             binary_lookup(L, a, b, out);
             return ORTNPU_OK;
@@ -749,8 +840,9 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
         return ortnpu_lut(L->i[0], a, (int32_t)L->i[1], L->c[0], (int32_t)L->i[2], L->i[3], out,
                           nt);
     case L_SOFTMAX:
-        return ortnpu_softmax(L->i[0], L->i[1], a, (int32_t)L->i[2], (int32_t)L->i[3],
-                              (int32_t)L->i[4], (int32_t)L->i[5], L->c[0], L->c[1], out, nt);
+        return ortnpu_softmax_tab(L->i[0], L->i[1], a, (int32_t)L->i[2], (int32_t)L->i[3],
+                                  (int32_t)L->i[4], (int32_t)L->i[5], L->c[0], L->c[1], L->c[2],
+                                  out, nt);
     case L_POOL:
         return ortnpu_pool2d(L->op, L->i[0], L->i[1], L->i[2], L->i[3], L->c[0], a,
                              (int32_t)L->i[4], L->i[5], L->i[6], out, nt);
@@ -816,10 +908,19 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
         }
     }
     const int64_t tick = one_thread ? 0 : __atomic_fetch_add(&p->ticks, 1, __ATOMIC_RELAXED);
+    /* Each layer's choice sees only its own time; the worker threads it wakes, and their spin
+     * after it, slow the layers around it too (a ViT at batch 1, whose layers are all small,
+     * ran 1.5 to 3 times slower at 2 threads on the shared VM). So the whole run also compares
+     * the layers' own choices with every layer on one thread, per run, and keeps the faster.
+     * Its tries of the other mode fall 8 runs after the layers' (their ticks are multiples of
+     * 16 or more), so neither hides the other's. */
+    const int whole = !one_thread && !ns && p->any_parallel;
+    const int layered = whole ? ortnpu_adapt_pick(&p->run_adapt, tick + 8) : !one_thread;
+    const int64_t run_t0 = whole ? ortnpu_now_ns() : 0;
     for (int64_t k = 0; k < p->n_layers; k++) {
         layer_t *L = &p->layers[k];
         /* several threads only while they pay (adaptive.h) */
-        const int adapt = !one_thread && L->nthreads > 1;
+        const int adapt = layered && L->nthreads > 1;
         const int many = adapt && ortnpu_adapt_pick(&L->adapt, tick);
         const int64_t t0 = ns || adapt ? ortnpu_now_ns() : 0;
         int rc = run_layer(p, L, base, io, many ? L->nthreads : 1);
@@ -838,6 +939,7 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
             return rc;
         }
     }
+    if (whole) ortnpu_adapt_record(&p->run_adapt, layered, ortnpu_now_ns() - run_t0);
     for (int32_t k = 0; k < p->n_out; k++) {
         const io_t *o = &p->outs[k];
         if (o->q)
@@ -1023,6 +1125,7 @@ static void destroy(ortnpu_program_t *p) {
     for (int64_t k = 0; k < p->n_layers; k++) {
         for (int j = 0; j < 6; j++) free(p->layers[k].c[j]);
         ortnpu_conv_pack_free(p->layers[k].pack);
+        ortnpu_fc_pack_free(p->layers[k].fcp);
         free(p->layers[k].tables);
         free(p->layers[k].pairs);
     }

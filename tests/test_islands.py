@@ -77,6 +77,19 @@ def test_every_island_between_cpu_nodes_is_one_program(blocks: int) -> None:
                        for g, w in zip(got, want, strict=True)), batch
 
 
+def test_profile_of_a_program_of_several_inputs() -> None:
+    """``NativeProgram.profile`` takes one array per input (the layer times of a transformer's
+    programs in docs/kernels.md were found this way): every layer named, times not negative."""
+    sess = ortnpu.InferenceSession(_chain_with_cpu_between(2))
+    multi = [p for p in sess.native_programs if len(p.in_dtypes) > 1]
+    assert multi
+    for prog in multi:
+        xs = [np.zeros((1, *d), t) for t, d in zip(prog.in_dtypes, prog.in_dims_all, strict=True)]
+        prof = prog.profile(xs, repeat=3)
+        assert len(prof) == len(prog.macs) > 0
+        assert all(name and ms >= 0 for name, ms in prof)
+
+
 def test_fixed_batch_islands_are_exact() -> None:
     model = _chain_with_cpu_between(3, batch=2)
     sess = ortnpu.InferenceSession(model)

@@ -73,3 +73,49 @@ def test_two_threads_not_slower_than_one_under_a_busy_core() -> None:
             busy.wait()
     finally:
         native.set_threads(None)
+
+
+def _fc_then_float_matmul(k_out: int) -> onnx.ModelProto:
+    """QuantizeLinear, a 64x64 FullyConnected (a compiled program), DequantizeLinear, then a
+    float MatMul of 64 x ``k_out`` left to onnxruntime."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from ortnpu.domain import DOMAIN, FullyConnected, make_node
+
+    rng = np.random.default_rng(0)
+    inits = {"qs": np.array(0.05, np.float32), "qz": np.array(0, np.int8),
+             "w": rng.integers(-127, 128, (64, 64)).astype(np.int8),
+             "b": np.zeros(64, np.int64), "m": np.array([1 << 30], np.int32),
+             "s": np.array([-6], np.int32),
+             "wf": rng.standard_normal((64, k_out)).astype(np.float32)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "qs", "qz"], ["xq"], name="q"),
+             make_node(FullyConnected, ["xq", "w", "b", "m", "s"], "h", np.int8, "fc"),
+             helper.make_node("DequantizeLinear", ["h", "qs", "qz"], ["hf"], name="dq"),
+             helper.make_node("MatMul", ["hf", "wf"], ["y"], name="mm")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()],
+        value_info=[helper.make_tensor_value_info(t, TensorProto.INT8, ["N", 64])
+                    for t in ("xq", "h")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                   helper.make_opsetid(DOMAIN, 1)])
+
+
+@pytest.mark.parametrize(("k_out", "pool"), [(4, 1), (256, 2)])
+def test_onnxruntime_pool_keeps_one_thread_when_its_nodes_are_light(k_out: int,
+                                                                     pool: int) -> None:
+    """At 2 threads the programs' C kernels get both, and onnxruntime's own pool keeps one
+    thread unless the nodes left to it do at least an eighth of the programs' multiply-adds
+    (64x4 against 64x64: light; 64x256: heavy). The numbers do not depend on it."""
+    model = _fc_then_float_matmul(k_out)
+    try:
+        two = ortnpu.InferenceSession(model, intra_op_num_threads=2)
+        assert [r.native for r in two.compile_reports] == [True]
+        assert two.onnxruntime_threads == pool
+        one = ortnpu.InferenceSession(model, intra_op_num_threads=1)
+        assert one.onnxruntime_threads == 1
+        x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+        assert np.array_equal(two.run(None, {"x": x})[0], one.run(None, {"x": x})[0])
+    finally:
+        native.set_threads(None)

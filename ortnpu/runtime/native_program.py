@@ -84,15 +84,18 @@ class NativeProgram:
         """Run a program of any number of inputs and outputs (tests and direct use)."""
         return self._run_io(list(xs), None)
 
-    def profile(self, x: np.ndarray, repeat: int = 10) -> list[tuple[str, float]]:
-        """Mean milliseconds per layer over ``repeat`` runs on ``x``."""
+    def profile(self, x: np.ndarray | Sequence[np.ndarray],
+                repeat: int = 10) -> list[tuple[str, float]]:
+        """Mean milliseconds per layer over ``repeat`` runs on ``x`` (one array per input for a
+        program of several inputs or outputs)."""
         nat = _native()
         lib, ffi = nat._native.lib, nat._native.ffi
         count = lib.ortnpu_program_layers(self.ptr, -1, ffi.NULL, 0)
         ns = ffi.new("double[]", max(count, 1))
-        self._run(x, None)   # warm up: the first run allocates and touches the arena
+        xs = [x] if isinstance(x, np.ndarray) else list(x)
+        self._run_io(xs, None)   # warm up: the first run allocates and touches the arena
         for _ in range(repeat):
-            self._run(x, ns)
+            self._run_io(xs, ns)
         names = []
         for k in range(count):
             buf = ffi.new("char[]", 128)

@@ -126,6 +126,57 @@ def _has_entry(so: ort.SessionOptions, key: str) -> bool:
     return True
 
 
+#: onnxruntime node types whose multiply-adds :func:`_onnxruntime_macs` counts; any other node
+#: left to onnxruntime (Q/DQ, layout, normalizations, element-wise) is light next to them.
+_HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulInteger", "QLinearConv",
+                        "QLinearMatMul", "ConvInteger", "LSTM", "GRU", "RNN", "Attention",
+                        "Einsum"})
+#: onnxruntime's pool keeps one thread when the heavy nodes left to it hold less than this
+#: share of the compiled programs' multiply-adds.
+LIGHT_SHARE = 1 / 8
+
+
+def _onnxruntime_macs(model: onnx.ModelProto, unfused: onnx.ModelProto) -> float:
+    """Multiply-adds of the Conv/Gemm/MatMul nodes that ``model`` leaves to onnxruntime, per
+    run unit as the programs count theirs (symbolic axes count 1), ``inf`` when a heavy node's
+    shapes cannot be inferred. Shapes come from ``unfused`` (the graph before compilation:
+    onnx infers nothing past a compiled program's node)."""
+    from ortnpu.runtime.native_program import NATIVE_DOMAIN
+
+    try:
+        inferred = onnx.shape_inference.infer_shapes(unfused)
+    except Exception:  # onnx refuses the graph: nothing known
+        return math.inf
+    shapes = {}
+    for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+        if vi.type.tensor_type.HasField("shape"):
+            shapes[vi.name] = [d.dim_value or 1 for d in vi.type.tensor_type.shape.dim]
+    for init in inferred.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    total = 0.0
+    for node in model.graph.node:
+        if node.domain in (NATIVE_DOMAIN, registry.DOMAIN) or node.op_type not in _HEAVY_OPS:
+            continue
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            return math.inf
+        if node.op_type in ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger"):
+            w = shapes.get(node.input[3 if node.op_type == "QLinearConv" else 1])
+            inner = math.prod(w[1:]) if w else None
+            if node.op_type == "ConvTranspose" and w:
+                inner = w[0] * math.prod(w[2:])
+        elif node.op_type in ("Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"):
+            a = shapes.get(node.input[0])
+            trans = any(at.name == "transA" and at.i for at in node.attribute)
+            inner = (a[-2] if trans else a[-1]) if a else None
+        else:
+            return math.inf   # recurrent and attention nodes: not estimated
+        if not inner:
+            return math.inf
+        total += math.prod(out) * inner
+    return total
+
+
 def _set_kernel_threads(threads: int) -> None:
     """The C kernels use the session's thread count (a process-wide setting)."""
     from ortnpu.domain import kernels
@@ -269,6 +320,19 @@ class InferenceSession:
             # find an error recorded on onnxruntime's pool threads). Python kernels serialise
             # on the GIL anyway, so the session runs its nodes in the calling thread.
             opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # onnxruntime's pool threads pay only for heavy nodes left to it: with compiled
+        # programs doing nearly all the work, waking a pool worker for a small float Conv or a
+        # layout node costs more than it saves, and on a busy machine a woken worker may wait a
+        # scheduler time slice (the zoo ViT at batch 1 and 2 threads: 4.7-7.0 ms with the pool
+        # at 2 threads, 2.2-2.6 ms at 1, against 1.8-2.1 ms for the 1-thread session; the
+        # programs' own threads are guarded per run, ops/adaptive.h). The C kernels keep the
+        # session's threads.
+        if (intra_op_num_threads or 0) > 1 and self._natives:
+            npu_macs = sum(sum(p.macs) for p in self._natives)
+            if npu_macs and _onnxruntime_macs(final, proto) < LIGHT_SHARE * npu_macs:
+                opts.intra_op_num_threads = 1
+        #: threads of onnxruntime's own pool in this session (see LIGHT_SHARE)
+        self.onnxruntime_threads = opts.intra_op_num_threads
         del proto, final
         try:
             self._sess = ort.InferenceSession(data, opts,
