@@ -325,6 +325,20 @@ def _score_in_worker(task: Task) -> dict[str, Any]:
     return _worker_scorer(task)
 
 
+def _kernel_threads(restore: int | None = None) -> int | None:
+    """The C kernels' thread count, a process-wide setting that building a session with
+    ``threads`` changes; given ``restore``, set it back (the caller's own sessions keep theirs).
+    """
+    from ortnpu.domain import kernels
+
+    native = kernels._native()
+    if native is None:
+        return None
+    if restore is not None:
+        native.set_threads(restore)
+    return native.get_threads()
+
+
 def _write_config(config: _Config) -> str:
     """The config pickled into a temporary file for the spawned processes; its path."""
     import pickle
@@ -585,21 +599,22 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
     total = data.count(batch)
     todo = (t for t in data.tasks(batch) if t.index not in done)
     start = time.perf_counter()
-    if engine == "local":
-        scorer = _Scorer(config)
-        stream: Iterator[dict[str, Any]] = map(scorer, todo)
-    elif engine == "processes":
-        stream = _run_processes(config, todo, workers)
-    else:
-        stream = _run_ray(config, todo, workers)
+    kernel_threads = _kernel_threads()   # a session built here sets them for the process
     sink = None
-    if checkpoint:
-        fresh = not records
-        sink = open(checkpoint, "a" if not fresh else "w", encoding="utf-8")  # noqa: SIM115
-        if fresh:
-            sink.write(json.dumps(header) + "\n")
-            sink.flush()
+    stream: Iterator[dict[str, Any]] = iter(())
     try:
+        if engine == "local":
+            stream = map(_Scorer(config), todo)
+        elif engine == "processes":
+            stream = _run_processes(config, todo, workers)
+        else:
+            stream = _run_ray(config, todo, workers)
+        if checkpoint:
+            fresh = not records
+            sink = open(checkpoint, "a" if not fresh else "w", encoding="utf-8")  # noqa: SIM115
+            if fresh:
+                sink.write(json.dumps(header) + "\n")
+                sink.flush()
         for rec in console.progress(stream, total=None if total is None else total - resumed,
                                     desc="accuracy", unit="batch", enabled=progress):
             records.append(rec)
@@ -609,6 +624,10 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
     finally:
         if sink:
             sink.close()
+        close = getattr(stream, "close", None)
+        if close is not None:   # stops the scoring thread and the processes at once
+            close()
+        _kernel_threads(kernel_threads)
     result = reduce_records(records, output, topk)
     result.seconds = time.perf_counter() - start
     result.engine, result.workers, result.resumed = engine, workers, resumed

@@ -249,9 +249,15 @@ def test_html_page(digits: dict, local: AccuracyResult, tmp_path: Path,
 
 
 def test_threads_and_onnxruntime_baseline(digits: dict, local: AccuracyResult) -> None:
+    from ortnpu.domain import kernels
+
+    native = kernels._native()
+    before = native.get_threads() if native else None
     one = evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
                             batch=32, threads=1)
     assert one.numbers() == local.numbers()
+    if native:   # the C kernels' process-wide thread count is the caller's again
+        assert native.get_threads() == before
     # the float model scored against itself as plain onnxruntime runs it
     same = evaluate_accuracy(digits["model"], digits["model"], digits["tmp"] / "test.npz",
                              batch=32, npu_runtime="onnxruntime")
