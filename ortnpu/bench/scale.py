@@ -273,13 +273,17 @@ def estimate(m: Measurement, images_: int = IMAGENET_VAL, case: str = "mobilenet
     lines = [f"A {images_:,}-image ImageNet-size run ({case}, float model + NPU graph, "
              "images already decoded and cropped), from the measured rates:"]
     for r in runs:
+        eff = (f" (speed-up {r.speedup:.2f}x: {100 * r.speedup / r.workers:.0f} % of "
+               f"{r.workers} workers)" if r.workers > 1 and r.speedup else "")
         lines.append(f"- {r.setup}: {images_:,} / {r.rate:.1f} images/s = "
-                     f"{images_ / r.rate / 60:.1f} min")
+                     f"{images_ / r.rate / 60:.1f} min{eff}")
     per_worker = max((r.rate / r.workers for r in runs if r.threads == 1), default=None)
     if per_worker:
         lines.append(f"- N single-thread workers (processes or Ray actors on a cluster) at "
                      f"the best measured {per_worker:.1f} images/s each: "
-                     f"{images_ / per_worker / 60:.1f} min / N")
+                     f"{images_ / per_worker / 60:.1f} min / N (assumes each worker has a core "
+                     "of its own, as fast as this one, and the data where every worker reads "
+                     "it; plus a few seconds of start-up)")
     return "\n".join(lines)
 
 
