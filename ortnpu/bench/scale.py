@@ -80,6 +80,9 @@ class Run:
     samples: int
     numbers: dict[str, Any]
     load: tuple[float, float] = (0.0, 0.0)   # 1-minute load average before and after
+    #: CPU seconds of this process and the processes it spawned (None: Ray, whose actors are
+    #: the cluster's processes); unlike the time, hardly changed by other users' load
+    cpu: float | None = None
     identical: bool = True
     speedup: float | None = None
 
@@ -215,6 +218,7 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
             base_rate: float | None = None
             for label, engine, workers, threads in setups:
                 before = os.getloadavg()[0]
+                cpu0 = _cpu_seconds()
                 try:
                     res = evaluate_accuracy(case.float_model, case.npu_model, case.shards,
                                             batch=case.batch, workers=workers, engine=engine,
@@ -223,7 +227,8 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
                     out.notes.append(f"{case.name}, {label}: failed: {exc}")
                     continue
                 run = Run(case.name, label, engine, workers, threads, res.seconds,
-                          res.samples, res.numbers(), (before, os.getloadavg()[0]))
+                          res.samples, res.numbers(), (before, os.getloadavg()[0]),
+                          cpu=None if engine == "ray" else _cpu_seconds() - cpu0)
                 if first is None:
                     first = run
                 run.identical = run.numbers == first.numbers
@@ -244,21 +249,31 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
     return out
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its ended child processes."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
 def _pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.2f} %"
 
 
 def table(m: Measurement) -> str:
     """The markdown table of the runs."""
-    lines = ["| model | images | run | seconds | images/s | speed-up | float top-1 | NPU top-1 | "
+    lines = ["| model | images | run | seconds | images/s | speed-up | CPU seconds | float top-1 | "
+             "NPU top-1 | "
              "agreement | output SQNR | identical to the first row | load average |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in m.runs:
         n = r.numbers
         sqnr = n["outputs"][n["output"]]["sqnr_db"]
         lines.append(
             f"| {r.case} | {r.samples} | {r.setup} | {r.seconds:.1f} | {r.rate:.1f} | "
-            + ("" if r.speedup is None else f"{r.speedup:.2f}x") + f" | "
+            + ("" if r.speedup is None else f"{r.speedup:.2f}x") + " | "
+            + ("" if r.cpu is None else f"{r.cpu:.1f}") + " | "
             f"{_pct(n['float_top1'])} | {_pct(n['npu_top1'])} | {_pct(n['agreement'])} | "
             + (sqnr if isinstance(sqnr, str) else f"{sqnr:.2f} dB")
             + f" | {'yes' if r.identical else 'NO'} | {r.load[0]:.1f} / {r.load[1]:.1f} |")
