@@ -70,7 +70,7 @@ def test_two_workers_identical_bit_for_bit(digits: dict, local: AccuracyResult) 
     assert par.numbers() == local.numbers()   # floats compared exactly
     # a generator: its batches travel with their tasks (the dataset object is not pickled)
     pairs = evaluate_accuracy(digits["model"], digits["npu"],
-                              zip(digits["x"], digits["y"], strict=True), batch=32, workers=3)
+                              zip(digits["x"], digits["y"], strict=True), batch=32, workers=2)
     assert pairs.numbers() == local.numbers()
     with pytest.raises(CalibrationError, match="one value per sample"):
         evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
