@@ -11,10 +11,15 @@ Records are reduced in batch order at the end, so the result is identical bit fo
 scored the batches and in which order they finished:
 
 * ``engine="local"``: this process, ``workers=1``;
-* ``engine="processes"``: ``workers`` spawned processes on this machine, each building its two
-  sessions once (they import the same ortnpu package as this process, checked);
+* ``engine="processes"``: this process and ``workers - 1`` spawned ones on this machine, each
+  building its two sessions once (the spawned ones import the same ortnpu package as this
+  process, checked); this process scores while the others start;
 * ``engine="ray"``: Ray Data ``map_batches`` with an actor per worker that builds its sessions
   once; on a cluster when ``ray.init`` connects to one (``RAY_ADDRESS``), see docs/accuracy.md.
+
+Every worker scores the float model and the NPU graph itself, on its own batches (a task names
+its data: file names, a slice of an ``.npz`` shard, which it memory-maps), with ``threads``
+intra-op threads in both sessions.
 
 Every record is appended to the ``checkpoint`` file (JSON lines) as it arrives; a run given the
 file of an interrupted run scores only the missing batches.
@@ -22,6 +27,7 @@ file of an interrupted run scores only the missing batches.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -299,11 +305,16 @@ _worker_config: _Config | None = None
 _worker_scorer: _Scorer | None = None
 
 
-def _init_worker(config: _Config) -> None:
-    """Pool initializer: only store the config; the sessions are built by the first task, so
-    their errors reach the parent as the task's exception."""
+def _init_worker(config_path: str) -> None:
+    """Pool initializer: read the config from the file the parent wrote once (through the
+    start-up pipe, a config of a few MB blocked starting the next process until this one had
+    imported onnx); the sessions are built by the first task, so their errors reach the parent
+    as the task's exception."""
     global _worker_config
-    _worker_config = config
+    import pickle
+
+    with open(config_path, "rb") as fh:
+        _worker_config = pickle.load(fh)
 
 
 def _score_in_worker(task: Task) -> dict[str, Any]:
@@ -314,42 +325,130 @@ def _score_in_worker(task: Task) -> dict[str, Any]:
     return _worker_scorer(task)
 
 
+def _kernel_threads(restore: int | None = None) -> int | None:
+    """The C kernels' thread count, a process-wide setting that building a session with
+    ``threads`` changes; given ``restore``, set it back (the caller's own sessions keep theirs).
+    """
+    from ortnpu.domain import kernels
+
+    native = kernels._native()
+    if native is None:
+        return None
+    if restore is not None:
+        native.set_threads(restore)
+    return native.get_threads()
+
+
+def _write_config(config: _Config) -> str:
+    """The config pickled into a temporary file for the spawned processes; its path."""
+    import pickle
+    import tempfile
+
+    try:
+        data = pickle.dumps(config, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise CalibrationError(f"with workers the metric (and an iterable dataset's arrays) "
+                               f"must be picklable: use a module-level function ({exc})"
+                               ) from None
+    fd, path = tempfile.mkstemp(prefix="ortnpu_accuracy_", suffix=".pickle")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return path
+
+
 def _run_processes(config: _Config, tasks: Iterator[Task],
                    workers: int) -> Iterator[dict[str, Any]]:
-    """Score tasks in ``workers`` spawned processes, at most two per worker in flight (an
-    iterable dataset's arrays are not all pickled at once)."""
+    """Score tasks in this process and ``workers - 1`` spawned ones.
+
+    This process scores from the start, in a thread, while the others start: a spawned
+    interpreter spends a second or more importing onnx and onnxruntime and building its
+    sessions, time the first worker now spends scoring instead of waiting. Each spawned
+    process holds one task at a time (the next is sent when its record arrives), so at the end
+    no process sits on queued batches while another is idle.
+    """
     import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    import queue
+    import threading
+    from concurrent.futures import Future, ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    # spawn: a fresh interpreter with this process's sys.path (no forked onnxruntime threads)
-    ctx = multiprocessing.get_context("spawn")
+    lock, stop = threading.Lock(), threading.Event()
+    inbox: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def next_task() -> Task | None:
+        with lock:   # the dataset's generator is shared by this thread and the scoring one
+            return None if stop.is_set() else next(tasks, None)
+
+    def score_here() -> None:
+        try:
+            scorer = _Scorer(config)
+            while (task := next_task()) is not None:
+                inbox.put(("record", scorer(task)))
+        except BaseException as exc:   # re-raised in the calling thread
+            inbox.put(("error", exc))
+        finally:
+            inbox.put(("done", None))
+
+    children = workers - 1
+    path = _write_config(config) if children else None
     pending: set[Future] = set()
+    thread = threading.Thread(target=score_here, name="ortnpu-accuracy", daemon=True)
     try:
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(config,)) as pool:
-            for task in tasks:
-                pending.add(pool.submit(_score_in_worker, task))
-                if len(pending) >= 2 * workers:
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    yield from (f.result() for f in finished)
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in finished)
+        with contextlib.ExitStack() as stack:
+            # spawn: a fresh interpreter with this process's sys.path (no forked onnxruntime
+            # threads)
+            pool = stack.enter_context(ProcessPoolExecutor(
+                children, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(path,))) if children else None
+
+            def send() -> None:
+                task = next_task() if pool is not None else None
+                if task is not None:
+                    future = pool.submit(_score_in_worker, task)
+                    pending.add(future)
+                    future.add_done_callback(lambda f: inbox.put(("future", f)))
+
+            try:
+                for _ in range(children):   # starts the processes
+                    send()
+                thread.start()
+                here = True
+                while here or pending:
+                    kind, item = inbox.get()
+                    if kind == "error":
+                        raise item
+                    if kind == "done":
+                        here = False
+                        continue
+                    if kind == "future":
+                        pending.discard(item)
+                        rec = item.result()
+                        send()
+                        item = rec
+                    yield item
+            finally:
+                stop.set()
+                for f in pending:
+                    f.cancel()
+                if thread.is_alive():
+                    thread.join()
     except BrokenProcessPool:
         raise ModelError("an accuracy worker process died (killed, out of memory, or a script "
                          "without `if __name__ == \"__main__\":` around the code that starts "
                          "the evaluation: worker processes import the main script)") from None
     finally:
-        for f in pending:
-            f.cancel()
+        if path:
+            os.unlink(path)
 
 
 class RayScorer:
     """Ray Data actor: builds its sessions once, scores one task per row."""
 
-    def __init__(self, config: _Config) -> None:
-        self.scorer = _Scorer(config)
+    def __init__(self, config: Any) -> None:
+        import ray
+
+        # the config (both models) travels once through the object store, not per actor
+        self.scorer = _Scorer(ray.get(config) if isinstance(config, ray.ObjectRef) else config)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import pickle
@@ -371,9 +470,12 @@ def _run_ray(config: _Config, tasks: Iterator[Task], workers: int) -> Iterator[d
     items = [{"i": t.index, "payload": pickle.dumps(t.payload)} for t in tasks]
     if not items:
         return
-    ds = ray.data.from_items(items)
-    out = ds.map_batches(RayScorer, fn_constructor_kwargs={"config": config}, batch_size=1,
-                         concurrency=workers, num_cpus=1)
+    # one block per task, each actor holding one task at a time (no queued batches on one actor
+    # while another is idle at the end), one CPU per actor (its sessions run one thread)
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    out = ds.map_batches(RayScorer, fn_constructor_kwargs={"config": ray.put(config)},
+                         batch_size=1, num_cpus=1, compute=ray.data.ActorPoolStrategy(
+                             size=workers, max_tasks_in_flight_per_actor=1))
     try:
         for row in out.iter_rows():
             yield json.loads(row["record"])
@@ -436,15 +538,17 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
         output: the output holding class scores (default: the first).
         topk: the k of top-k accuracy.
         batch: samples per batch (the unit of work, of the checkpoint and of a worker).
-        workers: processes (or Ray actors) scoring batches in parallel.
+        workers: scorers in parallel: with ``processes``, this process and ``workers - 1``
+            spawned ones; with ``ray``, Ray actors.
         engine: ``local``, ``processes`` or ``ray`` (default: local for one worker, else
             processes).
         checkpoint: a JSON-lines file each finished batch is appended to; given the file of an
             interrupted run with the same models, data and settings, only the missing batches
             are scored.
         progress: a progress bar (batches, rate, ETA) on stderr when it is a terminal.
-        threads: intra-op threads of each worker's sessions (default: onnxruntime's own
-            choice for one worker, else ``cpu_count // workers`` so workers do not compete).
+        threads: intra-op threads of each worker's sessions, float and NPU (default:
+            onnxruntime's own choice for one local worker, 1 per Ray actor, else
+            ``cpu_count // workers`` so workers do not compete).
         npu_runtime: ``ortnpu`` (an NPU graph, :class:`ortnpu.InferenceSession`) or
             ``onnxruntime`` (a plain onnxruntime session with its default optimizations, e.g.
             a QDQ model of onnxruntime's own quantizer scored as a baseline).
@@ -478,7 +582,9 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
         raise ModelError(f"{n_name} has no output {output!r}; its outputs are {n_out}")
     data = as_dataset(dataset)
     f_bytes, n_bytes = fm.SerializeToString(), nm.SerializeToString()
-    if threads is None and workers > 1:
+    if threads is None and engine == "ray":
+        threads = 1   # each actor reserves one CPU (num_cpus=1), wherever it runs
+    elif threads is None and workers > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
     config = _Config(f_bytes, n_bytes, data, output, topk, metric, package_dir(), threads,
                      npu_runtime)
@@ -493,21 +599,22 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
     total = data.count(batch)
     todo = (t for t in data.tasks(batch) if t.index not in done)
     start = time.perf_counter()
-    if engine == "local":
-        scorer = _Scorer(config)
-        stream: Iterator[dict[str, Any]] = map(scorer, todo)
-    elif engine == "processes":
-        stream = _run_processes(config, todo, workers)
-    else:
-        stream = _run_ray(config, todo, workers)
+    kernel_threads = _kernel_threads()   # a session built here sets them for the process
     sink = None
-    if checkpoint:
-        fresh = not records
-        sink = open(checkpoint, "a" if not fresh else "w", encoding="utf-8")  # noqa: SIM115
-        if fresh:
-            sink.write(json.dumps(header) + "\n")
-            sink.flush()
+    stream: Iterator[dict[str, Any]] = iter(())
     try:
+        if engine == "local":
+            stream = map(_Scorer(config), todo)
+        elif engine == "processes":
+            stream = _run_processes(config, todo, workers)
+        else:
+            stream = _run_ray(config, todo, workers)
+        if checkpoint:
+            fresh = not records
+            sink = open(checkpoint, "a" if not fresh else "w", encoding="utf-8")  # noqa: SIM115
+            if fresh:
+                sink.write(json.dumps(header) + "\n")
+                sink.flush()
         for rec in console.progress(stream, total=None if total is None else total - resumed,
                                     desc="accuracy", unit="batch", enabled=progress):
             records.append(rec)
@@ -517,6 +624,10 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
     finally:
         if sink:
             sink.close()
+        close = getattr(stream, "close", None)
+        if close is not None:   # stops the scoring thread and the processes at once
+            close()
+        _kernel_threads(kernel_threads)
     result = reduce_records(records, output, topk)
     result.seconds = time.perf_counter() - start
     result.engine, result.workers, result.resumed = engine, workers, resumed

@@ -269,20 +269,55 @@ _shard_cache: dict[str, Any] = {}
 
 def _open_shard(path: str, key: str | None, label_key: str | None,
                 specs: Sequence[InputSpec]) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """The shard's input arrays and labels, the last shard kept in memory (workers take
-    consecutive batches of it)."""
+    """The shard's input arrays (memory-mapped where numpy stored them uncompressed, so a
+    worker reads only the rows of its own batches) and labels; the last shard is kept open
+    (workers take consecutive batches of it)."""
     from ortnpu.cli.cmd_compare import select_inputs
     from ortnpu.cli.files import read_arrays
 
     cache_key = f"{path}\0{key}\0{label_key}\0{[s.name for s in specs]}"
     if cache_key not in _shard_cache:
         _shard_cache.clear()
-        arrays = read_arrays(path, "the data")
-        inputs = {k: v for k, v in arrays.items() if k != label_key}
+        arrays = read_arrays(path, "the data")   # checks every member's header
+        inputs = {k: _mapped(path, k, arrays) for k in arrays if k != label_key}
         chosen = select_inputs(inputs, [s.name for s in specs], key, path)
         labels = arrays[label_key] if label_key else None
         _shard_cache[cache_key] = (chosen, labels)
     return _shard_cache[cache_key]
+
+
+def _mapped(path: str, name: str, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Array ``name`` of an ``.npz``/``.npy`` file as a read-only memory map when its bytes lie
+    uncompressed in the file (``numpy.save``/``numpy.savez``); else read whole
+    (``numpy.savez_compressed``, an unusual header)."""
+    import struct
+    import zipfile
+
+    fmt = np.lib.format
+    try:
+        if not zipfile.is_zipfile(path):
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo(name + ".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                return arrays[name]
+            with zf.open(info) as f:
+                version = fmt.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    return arrays[name]
+                read = fmt.read_array_header_1_0 if version == (1, 0) else \
+                    fmt.read_array_header_2_0
+                shape, fortran, dtype = read(f)
+                header = f.tell()
+        with open(path, "rb") as fh:   # the member's data follows its local file header
+            fh.seek(info.header_offset)
+            local = struct.unpack("<4s2B4HL2L2H", fh.read(30))
+        if local[0] != b"PK\x03\x04" or dtype.hasobject or 0 in shape:
+            return arrays[name]
+        start = info.header_offset + 30 + local[-2] + local[-1] + header
+        return np.memmap(path, dtype, "r", start, shape, "F" if fortran else "C")
+    except (OSError, ValueError, KeyError, struct.error, zipfile.BadZipFile):
+        return arrays[name]   # reports a damaged file as reading it whole does
 
 
 class Samples(Dataset):
@@ -292,6 +327,11 @@ class Samples(Dataset):
 
     def __init__(self, items: Iterable[Any]) -> None:
         self.items = items
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Workers get the dataset without its items: each task carries its own arrays, and a
+        generator could not be pickled anyway."""
+        return {"items": ()}
 
     def count(self, batch: int) -> int | None:
         return None

@@ -59,11 +59,47 @@ def test_numbers_match_direct_runs(digits: dict, local: AccuracyResult) -> None:
     assert "top-1: float" in local.to_text() and json.loads(local.to_json())["samples"] == N
 
 
+def _one_value(f: dict, q: dict, labels: np.ndarray | None) -> dict:
+    return {"m": 1.0}   # not one value per sample: refused by whichever worker scores it
+
+
 def test_two_workers_identical_bit_for_bit(digits: dict, local: AccuracyResult) -> None:
     par = evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
                             batch=32, workers=2)
     assert par.engine == "processes" and par.workers == 2
     assert par.numbers() == local.numbers()   # floats compared exactly
+    # a generator: its batches travel with their tasks (the dataset object is not pickled)
+    pairs = evaluate_accuracy(digits["model"], digits["npu"],
+                              zip(digits["x"], digits["y"], strict=True), batch=32, workers=2)
+    assert pairs.numbers() == local.numbers()
+    with pytest.raises(CalibrationError, match="one value per sample"):
+        evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
+                          batch=32, workers=2, metric=_one_value)
+    with pytest.raises(CalibrationError, match="picklable"):
+        evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
+                          batch=32, workers=2, metric=lambda f, q, y: {})
+
+
+def test_npz_members_memory_mapped(tmp_path: Path) -> None:
+    """Workers map a shard's uncompressed arrays and read only their rows; everything else is
+    read whole, with the same values."""
+    from ortnpu.cli.files import read_arrays
+    from ortnpu.datasets import _mapped
+
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    f = np.asfortranarray(np.arange(12).reshape(3, 4))
+    np.savez(tmp_path / "s.npz", a=a, f=f, empty=np.zeros((0, 3)))
+    np.savez_compressed(tmp_path / "c.npz", a=a)
+    np.save(tmp_path / "p.npy", a)
+    for name, key, mapped in (("s.npz", "a", True), ("s.npz", "f", True),
+                              ("s.npz", "empty", False), ("c.npz", "a", False),
+                              ("p.npy", "p", True)):
+        path = str(tmp_path / name)
+        got = _mapped(path, key, read_arrays(path))
+        assert isinstance(got, np.memmap) == mapped, (name, key)
+        want = read_arrays(path)[key]
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+        assert got.flags.f_contiguous == want.flags.f_contiguous
 
 
 def test_datasets_agree(digits: dict, local: AccuracyResult) -> None:
@@ -213,9 +249,15 @@ def test_html_page(digits: dict, local: AccuracyResult, tmp_path: Path,
 
 
 def test_threads_and_onnxruntime_baseline(digits: dict, local: AccuracyResult) -> None:
+    from ortnpu.domain import kernels
+
+    native = kernels._native()
+    before = native.get_threads() if native else None
     one = evaluate_accuracy(digits["model"], digits["npu"], digits["tmp"] / "test.npz",
                             batch=32, threads=1)
     assert one.numbers() == local.numbers()
+    if native:   # the C kernels' process-wide thread count is the caller's again
+        assert native.get_threads() == before
     # the float model scored against itself as plain onnxruntime runs it
     same = evaluate_accuracy(digits["model"], digits["model"], digits["tmp"] / "test.npz",
                              batch=32, npu_runtime="onnxruntime")

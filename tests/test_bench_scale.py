@@ -58,8 +58,9 @@ def test_scale_measures_checks_and_prints(tmp_path: Path) -> None:
     shards = scale._shards(tmp_path, "digits", d["test_x"][:90], d["test_y"][:90], 50)
     case = scale.Case("digits_cnn", model, npu, shards, 20, "digits")
     setups = (("1 process, 1 thread", "local", 1, 1), ("1 process, all threads", "local", 1, None))
-    m = scale.measure([case], setups, progress=False)
+    m = scale.measure([case], setups, progress=False, burn=200_000)
     assert [r.setup for r in m.runs] == [s[0] for s in setups] and not m.notes
+    assert len(m.machine) == 2 and all(v > 0 for v in m.machine)
     assert all(r.identical and r.samples == 90 for r in m.runs)
     assert m.runs[0].speedup == 1.0 and m.runs[1].speedup is not None
     table = scale.table(m).splitlines()

@@ -11,12 +11,16 @@ setup gives the same numbers (``AccuracyResult.numbers()``, floats compared exac
 one markdown table (rates, speed-up over one single-threaded process, load average) and the
 time of a 50 000-image ImageNet-size run estimated from the measured MobileNetV2 rates.
 
-The speed-up compares processes that each use one thread with one process using one thread:
-the scaling of independent workers. The row with one process and all threads shows what
-onnxruntime's own intra-op threads give instead. Times include starting the workers (spawned
-interpreters, Ray actors) and building their sessions; starting the Ray cluster itself is
-timed on its own. Run it outside an ortnpu source checkout (Ray's workers put the driver's
-working directory on ``sys.path``).
+The speed-up is the time of one single-threaded process over the time of the setup, in the same
+run: the scaling of independent single-thread workers. Beside it the command measures what the
+machine allowed at that moment: a fixed pure-Python loop run in one process and then split
+over two (:func:`machine_speedup`). On a machine shared with other users that control is the
+ceiling (Linux's autogroup scheduler gives each login session one fair share of the CPU, so a
+second process of ours gets no more CPU while other sessions keep both cores busy). The row
+with one process and all threads shows what onnxruntime's own intra-op threads give instead.
+Times include starting the workers (spawned interpreters, Ray actors) and building their
+sessions; starting the Ray cluster itself is timed on its own. Run it outside an ortnpu source
+checkout (Ray's workers put the driver's working directory on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from ortnpu.bench import images, models
 SETUPS: tuple[tuple[str, str, int, int | None], ...] = (
     ("1 process, 1 thread", "local", 1, 1),
     ("1 process, all threads", "local", 1, None),
-    ("2 processes, 1 thread each", "processes", 2, 1),
+    ("2 workers (this process + 1 spawned), 1 thread each", "processes", 2, 1),
     ("Ray (local cluster), 2 actors, 1 thread each", "ray", 2, 1),
 )
 #: wallpaper crops MobileNetV2 is evaluated on
@@ -76,6 +80,9 @@ class Run:
     samples: int
     numbers: dict[str, Any]
     load: tuple[float, float] = (0.0, 0.0)   # 1-minute load average before and after
+    #: CPU seconds of this process and the processes it spawned (None: Ray, whose actors are
+    #: the cluster's processes); unlike the time, hardly changed by other users' load
+    cpu: float | None = None
     identical: bool = True
     speedup: float | None = None
 
@@ -91,6 +98,33 @@ class Measurement:
     runs: list[Run] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ray_start: float | None = None
+    #: the control of :func:`machine_speedup`, before and after the runs
+    machine: list[float] = field(default_factory=list)
+
+
+#: iterations of the control loop (about two seconds of one idle core)
+BURN = 40_000_000
+
+
+def machine_speedup(iterations: int = BURN) -> float:
+    """How much faster two processes run a fixed pure-Python loop than one, right now.
+
+    One process runs ``iterations`` steps, then two processes run half each at the same time
+    (plain interpreters, no imports): 2.0 on an idle 2-core machine, less when other work (or
+    another login session, under Linux's autogroup scheduling) holds the cores.
+    """
+    import subprocess
+    import sys
+
+    def wall(parts: int) -> float:
+        code = f"s = 0\nfor i in range({iterations // parts}): s += i"
+        start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-S", "-c", code]) for _ in range(parts)]
+        for proc in procs:
+            proc.wait()
+        return time.perf_counter() - start
+
+    return wall(1) / wall(2)
 
 
 def _shards(folder: Path, stem: str, x: np.ndarray, y: np.ndarray | None,
@@ -163,12 +197,13 @@ def _start_ray() -> float:
 
 
 def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], ...] = SETUPS,
-            progress: bool = True) -> Measurement:
-    """Every setup on every case; the first setup of a case is the reference of the others."""
+            progress: bool = True, burn: int = BURN) -> Measurement:
+    """Every setup on every case; the first setup of a case is the reference of the others;
+    the machine's own speed-up (:func:`machine_speedup` of ``burn`` steps) before and after."""
     from ortnpu.accuracy import evaluate_accuracy
     from ortnpu.errors import OrtNpuError
 
-    out = Measurement()
+    out = Measurement(machine=[machine_speedup(burn)])
     if any(engine == "ray" for _, engine, _, _ in setups):
         try:
             import ray.data
@@ -183,6 +218,7 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
             base_rate: float | None = None
             for label, engine, workers, threads in setups:
                 before = os.getloadavg()[0]
+                cpu0 = _cpu_seconds()
                 try:
                     res = evaluate_accuracy(case.float_model, case.npu_model, case.shards,
                                             batch=case.batch, workers=workers, engine=engine,
@@ -191,7 +227,8 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
                     out.notes.append(f"{case.name}, {label}: failed: {exc}")
                     continue
                 run = Run(case.name, label, engine, workers, threads, res.seconds,
-                          res.samples, res.numbers(), (before, os.getloadavg()[0]))
+                          res.samples, res.numbers(), (before, os.getloadavg()[0]),
+                          cpu=None if engine == "ray" else _cpu_seconds() - cpu0)
                 if first is None:
                     first = run
                 run.identical = run.numbers == first.numbers
@@ -208,7 +245,16 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
             import ray
 
             ray.shutdown()
+    out.machine.append(machine_speedup(burn))
     return out
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its ended child processes."""
+    import resource
+
+    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
+                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _pct(v: float | None) -> str:
@@ -217,15 +263,17 @@ def _pct(v: float | None) -> str:
 
 def table(m: Measurement) -> str:
     """The markdown table of the runs."""
-    lines = ["| model | images | run | seconds | images/s | speed-up | float top-1 | NPU top-1 | "
+    lines = ["| model | images | run | seconds | images/s | speed-up | CPU seconds | float top-1 | "
+             "NPU top-1 | "
              "agreement | output SQNR | identical to the first row | load average |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in m.runs:
         n = r.numbers
         sqnr = n["outputs"][n["output"]]["sqnr_db"]
         lines.append(
             f"| {r.case} | {r.samples} | {r.setup} | {r.seconds:.1f} | {r.rate:.1f} | "
-            + ("" if r.speedup is None else f"{r.speedup:.2f}x") + f" | "
+            + ("" if r.speedup is None else f"{r.speedup:.2f}x") + " | "
+            + ("" if r.cpu is None else f"{r.cpu:.1f}") + " | "
             f"{_pct(n['float_top1'])} | {_pct(n['npu_top1'])} | {_pct(n['agreement'])} | "
             + (sqnr if isinstance(sqnr, str) else f"{sqnr:.2f} dB")
             + f" | {'yes' if r.identical else 'NO'} | {r.load[0]:.1f} / {r.load[1]:.1f} |")
@@ -240,13 +288,17 @@ def estimate(m: Measurement, images_: int = IMAGENET_VAL, case: str = "mobilenet
     lines = [f"A {images_:,}-image ImageNet-size run ({case}, float model + NPU graph, "
              "images already decoded and cropped), from the measured rates:"]
     for r in runs:
+        eff = (f" (speed-up {r.speedup:.2f}x: {100 * r.speedup / r.workers:.0f} % of "
+               f"{r.workers} workers)" if r.workers > 1 and r.speedup else "")
         lines.append(f"- {r.setup}: {images_:,} / {r.rate:.1f} images/s = "
-                     f"{images_ / r.rate / 60:.1f} min")
+                     f"{images_ / r.rate / 60:.1f} min{eff}")
     per_worker = max((r.rate / r.workers for r in runs if r.threads == 1), default=None)
     if per_worker:
         lines.append(f"- N single-thread workers (processes or Ray actors on a cluster) at "
                      f"the best measured {per_worker:.1f} images/s each: "
-                     f"{images_ / per_worker / 60:.1f} min / N")
+                     f"{images_ / per_worker / 60:.1f} min / N (assumes each worker has a core "
+                     "of its own, as fast as this one, and the data where every worker reads "
+                     "it; plus a few seconds of start-up)")
     return "\n".join(lines)
 
 
@@ -285,7 +337,10 @@ def main(crops: int = CROPS, cache: Path | None = None, names: list[str] | None 
           f"{load0[2]:.2f}, at the end " + " / ".join(f"{v:.2f}" for v in os.getloadavg())
           + f"; {os.cpu_count()} CPUs; preparing (quantizing, crops, shards) {prepared:.0f} s"
           + (f"; starting the local Ray cluster {m.ray_start:.1f} s" if m.ray_start else "")
-          + f"; total {time.perf_counter() - start:.0f} s\n")
+          + f"; total {time.perf_counter() - start:.0f} s")
+    print("the machine's own 2-process speed-up on a pure-Python loop (the ceiling of the "
+          "speed-ups below), before and after the runs: "
+          + " / ".join(f"{v:.2f}x" for v in m.machine) + "\n")
     print(table(m))
     print()
     print(estimate(m))

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="NAME", help="the output of class scores (default: "
                                                     "the first)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="score batches in N processes (or Ray actors); default 1")
+                   help="score batches in N processes, this one and N-1 spawned (or N Ray "
+                        "actors); default 1")
     p.add_argument("--engine", choices=("processes", "ray"), default=None,
                    help="processes (this machine, the default for --workers > 1) or ray (Ray "
                         "Data; a cluster when RAY_ADDRESS is set; needs ortnpu[ray])")
@@ -49,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="write the result as one self-contained HTML page here (summary, "
                         "per-class drop chart and table, outputs)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="onnxruntime threads per worker (default: its own choice for one "
-                        "worker, else CPUs / workers)")
+                   help="intra-op threads of each worker's float and NPU sessions (default: "
+                        "onnxruntime's choice for one worker, 1 per Ray actor, else CPUs / "
+                        "workers)")
     p.add_argument("--checkpoint", metavar="FILE",
                    help="append each finished batch here and resume from it (default with "
                         "--json: FILE.partial, removed when the run completes)")
