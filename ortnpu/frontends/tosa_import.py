@@ -639,22 +639,29 @@ class _Importer:
                                    f"differently ({', '.join(sorted(rules))}); ortnpu's Add has "
                                    "one rule")
         (ma, sa), (mb, sb), (my, sy) = ra.scalar(), rb.scalar(), r.scalar()
-        spec = "Add"
+        spec, extra = "Add", {}
         if p["sign"] < 0:
             spec = "Sub"
-            values = np.arange(int(np.iinfo(xb.dtype).min), int(np.iinfo(xb.dtype).max) + 1,
-                               dtype=np.int64) - rb.in_zp
-            neg_first = rescale(values, np.int64(-mb), np.int64(sb), r.rule)
-            neg_after = -rescale(values, np.int64(mb), np.int64(sb), r.rule)
-            if not np.array_equal(neg_first, neg_after):
-                raise UnsupportedError(f"{self.where}: SUB {out!r}: b's RESCALE has rounding "
-                                       "ties, where ortnpu's Sub (b's multiplier negated) and "
-                                       "TOSA (the rounded b subtracted) differ")
+            negate = self.target.arithmetic.sub_negate
+            extra["negate"] = negate
+            if negate == "multiplier":
+                # a target that negates b's multiplier (TFLite's order) runs TOSA's SUB only
+                # where that rounds like TOSA's RESCALE-then-SUB on every value of b
+                values = np.arange(int(np.iinfo(xb.dtype).min),
+                                   int(np.iinfo(xb.dtype).max) + 1, dtype=np.int64) - rb.in_zp
+                neg_first = rescale(values, np.int64(-mb), np.int64(sb), r.rule)
+                neg_after = -rescale(values, np.int64(mb), np.int64(sb), r.rule)
+                if not np.array_equal(neg_first, neg_after):
+                    raise UnsupportedError(
+                        f"{self.where}: SUB {out!r}: b's RESCALE has rounding ties, where "
+                        f"target {self.target.name} (sub_negate = 'multiplier': b's "
+                        "multiplier negated) and TOSA (the rounded b subtracted) differ; "
+                        "import for a target with sub_negate = 'result' (tosa-int8/int16)")
         lo, hi = _range(out_dtype)
         return self.emit(spec, [xa.name, xb.name], out_dtype, out, p["oshape"], a_zp=ra.in_zp,
                          b_zp=rb.in_zp, y_zp=r.out_zp, left_shift=0, a_multiplier=ma,
                          a_shift=sa, b_multiplier=mb, b_shift=sb, y_multiplier=my, y_shift=sy,
-                         act_min=lo, act_max=hi, rounding=r.rule)
+                         act_min=lo, act_max=hi, rounding=r.rule, **extra)
 
     def _reduce_sum(self, p: dict[str, Any], r: Rescale, out_dtype: np.dtype, out: str) -> Act:
         x, axis = p["x"], p["axis"] % len(p["x"].shape)
