@@ -53,9 +53,9 @@ int ortnpu_binary_ext(int32_t op, int32_t ndim, const int64_t *shape, const void
                       int32_t btype, const int64_t *bstride, int64_t b_len, const int64_t *prm,
                       const ortnpu_out_t *o, void *y, int nthreads) {
     (void)nthreads; /* elementwise and memory bound: one thread */
-    if (!o || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 || op < 2 || op > 5)
+    if (!o || !type_ok(atype) || !type_ok(btype) || ndim < 1 || ndim > 16 || op < 2 || op > 6)
         return ORTNPU_EBADARG;
-    if (op == 2 || op == 5) {
+    if (op == 2 || op == 5 || op == 6) {
         if (!out_valid(o)) return ORTNPU_EBADARG;
         if (prm[0] < type_min(atype) || prm[0] > type_max(atype) || prm[1] < type_min(btype) ||
             prm[1] > type_max(btype) || prm[2] < 0 || prm[2] > 31)
@@ -78,13 +78,15 @@ int ortnpu_binary_ext(int32_t op, int32_t ndim, const int64_t *shape, const void
     int64_t idx[16] = {0}, ao = 0, bo = 0;
     for (int64_t i = 0; i < total; i++) {
         const int64_t va = ld_any(a, atype, ao), vb = ld_any(b, btype, bo);
-        if (op == 2) {
-            /* SUB: (x - zp) << left_shift wrapped to int32, rescaled per input (b's multiplier
-             * negated), summed with int32 wrap-around, rescaled, offset, clamped */
+        if (op == 2 || op == 6) {
+            /* SUB: (x - zp) << left_shift wrapped to int32, rescaled per input (op 2, TFLite:
+             * b's multiplier negated; op 6, TOSA: b rescaled, then negated), summed with int32
+             * wrap-around, rescaled, offset, clamped */
             const int64_t xa = s32((uint32_t)(uint64_t)(va - prm[0]) << ls);
             const int64_t xb = s32((uint32_t)(uint64_t)(vb - prm[1]) << ls);
             const int64_t sa = rescale1(xa, prm[3], (int)prm[4], rule);
-            const int64_t sb = rescale_signed(xb, -prm[5], (int)prm[6], rule);
+            const int64_t sb = op == 2 ? rescale_signed(xb, -prm[5], (int)prm[6], rule)
+                                       : -rescale1(xb, prm[5], (int)prm[6], rule);
             int64_t t = rescale1(wrap32(sa + sb), prm[7], (int)prm[8], rule) + o->y_zp;
             t = t < o->act_min ? o->act_min : (t > o->act_max ? o->act_max : t);
             st_any(y, o->otype, i, t);

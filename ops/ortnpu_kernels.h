@@ -97,7 +97,8 @@ int ortnpu_global_avgpool(int64_t n, int64_t c, int64_t hw, const void *x, int32
 /* kernels_steps.c. Elementwise ops with the broadcasting of ortnpu_binary: op 2 Sub (TFLite's
  * SUB: the Add scheme and params of op 0 with b's multiplier negated, prm[5] its magnitude),
  * 3 Maximum, 4 Minimum (a, b and y of one type; prm and the clamp unused), 5 SquaredDifference
- * (TFLite's SQUARED_DIFFERENCE: Add's params, the rescaled operands' difference squared). */
+ * (TFLite's SQUARED_DIFFERENCE: Add's params, the rescaled operands' difference squared),
+ * 6 Sub with TOSA's order (op 2's params; b rescaled with prm[5], then negated). */
 int ortnpu_binary_ext(int32_t op, int32_t ndim, const int64_t *shape, const void *a,
                       int32_t atype, const int64_t *astride, int64_t a_len, const void *b,
                       int32_t btype, const int64_t *bstride, int64_t b_len, const int64_t *prm,
@@ -137,8 +138,8 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
                           const int8_t *w, const int64_t *bias, const int32_t *mult,
                           const int32_t *shift, int32_t n_params, const ortnpu_out_t *o,
                           int nthreads);
-/* op: 0 Add, 1 Mul (ortnpu_binary), 2 Sub, 3 Maximum, 4 Minimum, 5 SquaredDifference
- * (ortnpu_binary_ext); params
+/* op: 0 Add, 1 Mul (ortnpu_binary), 2 Sub, 3 Maximum, 4 Minimum, 5 SquaredDifference,
+ * 6 Sub negating after the rescale (ortnpu_binary_ext); params
  * has 9 entries. in0/in1 = -1: that operand is the constant a_const/b_const (copied) */
 int ortnpu_program_add_binary(ortnpu_program_t *p, const char *name, int32_t op, int32_t in0,
                               int32_t in1, int32_t out, int32_t ndim, const int64_t *shape,

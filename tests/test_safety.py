@@ -205,7 +205,7 @@ HOSTILE_NEW_OPS_SCRIPT = """
     BIN = dict(node_name="hostile", a_zp=0, b_zp=0, y_zp=0, left_shift=20,
                a_multiplier=1 << 30, a_shift=0, b_multiplier=1 << 30, b_shift=0,
                y_multiplier=1 << 30, y_shift=-20, act_min=-128, act_max=127,
-               rounding="tflite_double")
+               rounding="tflite_double", negate="multiplier")
     MM = dict(node_name="hostile", a_zp=0, b_zp=0, y_zp=0, act_min=-128, act_max=127,
               rounding="tflite_double", acc_bits=32)
     mm = [("m", np.array([1 << 30], np.int32)), ("s", np.array([-8], np.int32))]

@@ -34,7 +34,7 @@ def _grid(p: Profile, dtype: np.dtype, rng: np.random.Generator) -> tuple[np.nda
 
 def _add(p: Profile, name: str, a: np.ndarray, b: np.ndarray, *, scales: tuple[float, ...],
          zps: tuple[int, int, int], left_shift: int | None = None, clamp: dict | None = None,
-         doc: str = "", op: str = "Add") -> Case:
+         doc: str = "", op: str = "Add", negate: str | None = None) -> Case:
     """TFLite's parameter choice: inputs to a common scale 2*max(s1, s2), output rescale."""
     s1, s2, so = scales
     ls = p.add_left_shift if left_shift is None else left_shift
@@ -46,6 +46,8 @@ def _add(p: Profile, name: str, a: np.ndarray, b: np.ndarray, *, scales: tuple[f
              "a_multiplier": am, "a_shift": ash, "b_multiplier": bm, "b_shift": bsh,
              "y_multiplier": ym, "y_shift": ysh, "rounding": p.rounding,
              **(clamp or clamp_bounds(p, p.act))}
+    if op == "Sub":
+        attrs["negate"] = p.sub_negate if negate is None else negate
     return case(p, op, name, [tensor("a", a), tensor("b", b)], attrs, doc=doc)
 
 
@@ -73,8 +75,9 @@ def add_cases(p: Profile) -> list[Case]:
 
 
 def sub_cases(p: Profile) -> list[Case]:
-    """Sub (Add's parameters, b's multiplier negated in the kernel): every value pair,
-    broadcasting the subtrahend, saturation both ways, zero points at the type ends."""
+    """Sub (Add's parameters, b negated where the profile's ``sub_negate`` says): every value
+    pair, broadcasting the subtrahend, saturation both ways, zero points at the type ends, and
+    the grid once more with the other negation order (where b's rescale rounds ties)."""
     rng = seeded_rng(p.suite, "Sub")
     lo, hi = p.act_range
     a, b = _grid(p, p.act, rng)
@@ -87,6 +90,10 @@ def sub_cases(p: Profile) -> list[Case]:
              op="Sub", doc="trailing-axis subtrahend, scales 25x apart"),
         _add(p, "saturate", a, b, scales=(0.1, 0.1, 0.01), zps=z, op="Sub",
              doc="output scale 10x too small: saturates at both ends"),
+        _add(p, "ties_other_order", a, b, scales=(0.04, 0.02, 0.08), zps=z, left_shift=0,
+             op="Sub", negate="result" if p.sub_negate == "multiplier" else "multiplier",
+             doc="no left shift, b rescaled by 1/4 (ties on every other even value), the sum "
+                 "by 1: negated in the other order"),
     ]
     if not p.symmetric:
         cases.append(_add(p, "zp_extremes", a, b, scales=(0.03, 0.05, 0.05), zps=(hi, lo, lo),

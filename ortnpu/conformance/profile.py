@@ -43,6 +43,7 @@ class Profile:
         multiplier_mode: ``fixed_point`` (32-bit), ``fixed_point16``, ``single_shift`` (m = 1,
             right shifts) or ``double_shift`` (m = 2^a + 1).
         multiplier_bits: bits of the multiplier (sign included).
+        sub_negate: where Sub negates b (``multiplier``: TFLite, ``result``: TOSA).
     """
 
     suite: str
@@ -58,6 +59,7 @@ class Profile:
     add_left_shift: int
     multiplier_mode: str = "fixed_point"
     multiplier_bits: int = 32
+    sub_negate: str = "multiplier"
 
     @property
     def shift_bounds(self) -> tuple[int, int]:
@@ -147,7 +149,7 @@ def profile_of(target: Target) -> Profile:
                    per_channel=a.per_channel, symmetric=a.activation_symmetric,
                    act_range=a.activation_range, weight_range=a.weight_range,
                    add_left_shift=a.add_left_shift, multiplier_mode=mode,
-                   multiplier_bits=a.multiplier_bits)
+                   multiplier_bits=a.multiplier_bits, sub_negate=a.sub_negate)
 
 
 def rule_profile(rounding: str, act: np.dtype | str = "int8", acc_bits: int = 32) -> Profile:

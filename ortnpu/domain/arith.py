@@ -27,6 +27,8 @@ INT64_MAX = (1 << 63) - 1
 
 #: The rounding rules a kernel's ``rounding`` attribute may name.
 ROUNDING_RULES = ("tflite_double", "tflite_single", "tflite_int64", "half_up", "tosa_double")
+#: Where a Sub negates its subtrahend: b's multiplier (TFLite) or b's rescaled value (TOSA).
+SUB_NEGATE_MODES = ("multiplier", "result")
 
 
 def round_half_away(x: float | np.ndarray) -> np.ndarray:

@@ -334,7 +334,7 @@ def _binary(op: int, names: tuple[str, ...]) -> Callable[..., np.ndarray]:
             return out
         dims, (sa, sb) = broadcast_plan(x, y)
         params = binary_params(names, a)
-        args = (op, len(dims), _buf(np.array(dims, np.int64), "int64_t[]"), _buf(x),
+        args = (binary_code(op, a), len(dims), _buf(np.array(dims, np.int64), "int64_t[]"), _buf(x),
                 TYPE_CODE[x.dtype], _buf(np.array(sa, np.int64), "int64_t[]"), x.size, _buf(y),
                 TYPE_CODE[y.dtype], _buf(np.array(sb, np.int64), "int64_t[]"), y.size,
                 _buf(params, "int64_t[]"), out_params(a, out_dtype), _buf(out),
@@ -363,6 +363,16 @@ BINARY_OPS: dict[str, tuple[int, tuple[str, ...]]] = {
     "SquaredDifference": (5, _ADD_PARAMS),
 }
 BINARY_NAMES = {code: name for name, (code, _) in BINARY_OPS.items()}
+#: ``ortnpu_binary_ext``'s code of a Sub with ``negate = 'result'`` (TOSA: b rescaled, then
+#: negated), which takes op 2's parameters
+SUB_NEGATE_RESULT = 6
+
+
+def binary_code(op: int, a: Mapping[str, Any]) -> int:
+    """The kernel code of a binary node: its op's, or 6 for a Sub that negates b's result."""
+    if op == BINARY_OPS["Sub"][0] and a.get("negate", "multiplier") == "result":
+        return SUB_NEGATE_RESULT
+    return op
 
 
 def binary_params(names: Sequence[str], a: Mapping[str, Any]) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ortnpu.domain import common as c
-from ortnpu.domain.arith import rescale, wrap_int32
+from ortnpu.domain.arith import SUB_NEGATE_MODES, rescale, wrap_int32
 from ortnpu.domain.spec import Attr, Input, OpSpec
 from ortnpu.errors import KernelError
 
@@ -97,10 +97,25 @@ class Sub(Add):
               "(twice_max, left shift 20 or 15, three multipliers) with input2_multiplier "
               "negated, run by reference_integer_ops::Add; SaturatingRoundingDoublingHighMul and "
               "the rounding shift then see the negative multiplier.")
-    doc = ("As Add with b's rescale multiplier negated: b' = rescale((b - b_zp) << left_shift, "
-           "-b_multiplier, b_shift); y = clamp(rescale(a' + b', y_multiplier, y_shift) + y_zp). "
+    doc = ("As Add with b negated. negate = 'multiplier' (TFLite): b' = rescale((b - b_zp) << "
+           "left_shift, -b_multiplier, b_shift); negate = 'result' (TOSA's RESCALE then SUB): "
+           "b' = -rescale((b - b_zp) << left_shift, b_multiplier, b_shift), which differs where "
+           "b's rescale rounds a tie; y = clamp(rescale(a' + b', y_multiplier, y_shift) + y_zp). "
            "`b_multiplier` holds the magnitude (non-negative, as the rules require).")
+    attrs = (*Add.attrs,
+             Attr("negate", str, "multiplier", "where b is negated: its multiplier (TFLite's "
+                  "SUB) or its rescaled value (TOSA); the target's `sub_negate`",
+                  SUB_NEGATE_MODES))
     b_sign = -1
+
+    @classmethod
+    def rescaled(cls, arrays: Sequence[np.ndarray], a: Mapping[str, Any]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """As Add's; with ``negate = 'result'`` b is rescaled first and negated after."""
+        if a["negate"] == "multiplier":
+            return super().rescaled(arrays, a)
+        xs, ys = Add.rescaled(arrays, a)
+        return xs, -ys
 
 
 class SquaredDifference(Add):

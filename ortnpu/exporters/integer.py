@@ -165,22 +165,27 @@ def lower_matmul(b: Builder, ctx: NodeContext) -> None:
 
 # ----------------------------------------------------------------------- elementwise
 def lower_add(b: Builder, ctx: NodeContext, b_sign: int = 1) -> None:
-    """Both inputs shifted left (int32 wrap), rescaled, summed (int32 wrap), rescaled."""
+    """Both inputs shifted left (int32 wrap), rescaled, summed (int32 wrap), rescaled.
+
+    ``b_sign = -1`` is a Sub: b's multiplier is negated (TFLite), or with the node's
+    ``negate = 'result'`` b's rescaled value (TOSA)."""
     a = ctx.attrs
     r = a["rounding"]
+    after = b_sign < 0 and a.get("negate", "multiplier") == "result"
     parts = []
     for k, p, sign in ((0, "a_", 1), (1, "b_", b_sign)):
         v = b.add_c(b.i64(ctx.input(k)), -a[f"{p}zp"])
         v = b.wrap32(b.mul_c(v, 1 << a["left_shift"]))
-        parts.append(lower_rescale(b, v, np.int64(sign * a[f"{p}multiplier"]),
-                                   np.int64(a[f"{p}shift"]), r))
+        m = a[f"{p}multiplier"] if after else sign * a[f"{p}multiplier"]
+        part = lower_rescale(b, v, np.int64(m), np.int64(a[f"{p}shift"]), r)
+        parts.append(b.mul_c(part, -1) if after and k == 1 else part)
     total = b.wrap32(b.add(*parts))
     y = lower_rescale(b, total, np.int64(a["y_multiplier"]), np.int64(a["y_shift"]), r)
     b.finish(b.add_c(y, a["y_zp"]), a["act_min"], a["act_max"], ctx.out_type, ctx.output)
 
 
 def lower_sub(b: Builder, ctx: NodeContext) -> None:
-    """As Add with b's multiplier negated (TFLite's SUB)."""
+    """As Add with b negated (TFLite's SUB, or TOSA's with ``negate = 'result'``)."""
     lower_add(b, ctx, b_sign=-1)
 
 

@@ -9,18 +9,23 @@ accumulator-producing op with the RESCALE that consumes it:
   MATMUL + RESCALE → ``MatMul``; a weight zero point is folded into the weights when
   ``w - w_zp`` fits int8;
 * RESCALE(a→int32), RESCALE(b→int32), ADD / SUB, RESCALE(→8/16) → ``Add`` / ``Sub`` with
-  left shift 0 (a SUB only where negating b's multiplier gives the same bits on every b);
+  left shift 0; the Sub negates where the target's ``sub_negate`` says (TOSA's presets:
+  after b's rescale, as TOSA does; a TFLite-order target takes a SUB only where negating b's
+  multiplier gives the same bits on every b);
 * MUL of 8/16-bit values (or of int32 RESCALEs that only subtract a zero point) + RESCALE →
   ``Mul``; REDUCE_SUM of such a RESCALE + RESCALE → ``FullyConnected`` with weights 1;
 * TABLE int8 → ``Lut``; TABLE int16 (513 entries, interpolated, int32) + per-tensor RESCALE →
   a 65536-entry ``Lut``; CLAMP → the output clamp of the op before it, else a ``Lut``;
-  per-tensor RESCALE with unsigned input or output → a ``Lut`` (the unsigned reading of the
-  8/16-bit pattern is a function of the stored value);
+  RESCALE with unsigned input or output → a ``Lut`` (the unsigned reading of the 8/16-bit
+  pattern is a function of the stored value), one per run of channels when per-channel;
+* a per-channel RESCALE after MATMUL / ADD / SUB / MUL / int16 TABLE → the fused op once per
+  run of channels (last axis) sharing a multiplier and shift, on sliced operands, concatenated;
 * AVG_POOL2D without padding → depthwise ``Conv`` with weights 1 and TOSA's
   ``reciprocal_scale(k)`` multiplier; with padding (zero points 0) → ``AveragePool``, whose
   rounded division by the in-bounds count equals TOSA's reciprocal multiply; MAX_POOL2D →
   ``MaxPool``;
-* RESHAPE, TRANSPOSE, CONCAT, PAD, SLICE, IDENTITY → the layout ops.
+* RESHAPE, TRANSPOSE, CONCAT, PAD, SLICE, IDENTITY → the layout ops; TILE → ``Concat`` of
+  copies, REVERSE → ``Slice`` with step -1.
 
 The RESCALE's ``rounding_mode`` picks the rule: ``DOUBLE_ROUND`` → ``tosa_double``,
 ``SINGLE_ROUND`` (and every 16-bit multiplier) → ``half_up``. Anything else (another op, an
@@ -32,6 +37,7 @@ INEXACT_ROUND) is refused with
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +48,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu.domain import DOMAIN, DOMAIN_VERSION, OPS_BY_NAME, make_node
 from ortnpu.domain.arith import rescale
+from ortnpu.domain.ops_layout import slice_bounds as _slice_bounds
+from ortnpu.domain.spec import MAX_VARIADIC
 from ortnpu.errors import ModelError, UnsupportedError
 from ortnpu.target import Target, load_target
 
@@ -350,6 +358,24 @@ class _Importer:
                   self.init(np.ones(rank, np.int64), "steps")]
         self.values[out] = self.emit("Slice", inputs, x.dtype, out, tuple(int(d) for d in size))
 
+    def op_tile(self, op: Any, ins: list[str], out: str) -> None:
+        x = self.act(ins[0], "TILE")
+        multiples = self.const(ins[1], "TILE").astype(np.int64).reshape(-1)
+        if multiples.size != len(x.shape) or (multiples < 1).any():
+            raise UnsupportedError(f"{self.where}: TILE {out!r}: multiples {multiples.tolist()} "
+                                   f"for a rank-{len(x.shape)} input")
+        y = x
+        for axis, k in enumerate(multiples.tolist()):
+            if k > 1:
+                y = self.concat([y] * k, axis, out)
+        self.values[out] = y
+
+    def op_reverse(self, op: Any, ins: list[str], out: str) -> None:
+        x = self.act(ins[0], "REVERSE")
+        axis = int(self.attribute(op, "ReverseAttribute").Axis())
+        dim = x.shape[axis]
+        self.values[out] = self.slice_axis(x, axis, dim - 1, -dim - 1, out, step=-1)
+
     def op_max_pool2d(self, op: Any, ins: list[str], out: str) -> None:
         x = self.act(ins[0], "MAX_POOL2D")
         a = self.attribute(op, "MaxPool2dAttribute")
@@ -564,11 +590,13 @@ class _Importer:
             return
         x = self.act(ins[0], "RESCALE")
         if r.in_unsigned or r.out_unsigned:
-            if r.per_channel:
-                raise UnsupportedError(f"{self.where}: RESCALE {out!r}: per-channel with an "
-                                       "unsigned input or output is not imported")
-            self.values[out] = self.lut(x, lambda v: _rescale_values(v, x.dtype, r, out_dtype),
-                                        out_dtype, out)
+            # a function of the stored 8/16-bit value per channel: a Lut per run of channels
+            # with one multiplier and shift
+            def unsigned(xs: list[Act], rr: Rescale, name: str) -> Act:
+                return self.lut(xs[0], lambda v: _rescale_values(v, x.dtype, rr, out_dtype),
+                                out_dtype, name)
+
+            self.values[out] = self.by_channel([x], [True], r, out, unsigned)
             return
         lo, hi = _range(out_dtype)
         self.values[out] = self.emit(
@@ -603,8 +631,7 @@ class _Importer:
                           acc_bits=32 if x.dtype.itemsize == 1 else 64)
             return self.transpose(y, _NCHW_TO_NHWC, out)
         if r.per_channel and acc.kind != "sum":
-            raise UnsupportedError(f"{self.where}: RESCALE {out!r}: per-channel after "
-                                   f"{acc.op} is not imported (only after convolutions)")
+            return self._fuse_per_channel(acc, r, out_dtype, out)
         m, s = r.scalar()
         if acc.kind == "matmul":
             a, b = p["a"], p["b"]
@@ -625,6 +652,92 @@ class _Importer:
             return self._reduce_sum(p, r, out_dtype, out)
         return self._add(acc, r, out_dtype, out)
 
+    def _fuse_per_channel(self, acc: Acc, r: Rescale, out_dtype: np.dtype, out: str) -> Act:
+        """A per-channel RESCALE after MATMUL / ADD / SUB / MUL / TABLE: ortnpu's MatMul, Add,
+        Mul and Lut rescale per tensor, so each run of channels (the last axis) that shares a
+        multiplier and shift becomes its own op on the sliced operands, concatenated back."""
+        p = acc.parts
+        if acc.kind == "matmul":
+            keys, xs = ["b"], [p["b"]]
+        elif acc.kind == "add":
+            keys, xs = ["a", "b"], [p["a"]["x"], p["b"]["x"]]
+        elif acc.kind == "mul":
+            keys, xs = ["a", "b"], [p["a"][0], p["b"][0]]
+        else:   # table16
+            keys, xs = ["x"], [p["x"]]
+        channels = r.multiplier.size
+        cut = [x.shape[-1] == channels for x in xs]   # else broadcast along the channels
+
+        def piece(parts_x: list[Act], rr: Rescale, name: str) -> Act:
+            parts = dict(p)
+            for key, x in zip(keys, parts_x, strict=True):
+                if acc.kind == "add":
+                    parts[key] = {**p[key], "x": x}
+                elif acc.kind == "mul":
+                    parts[key] = (x, p[key][1])
+                else:
+                    parts[key] = x
+            if "oshape" in parts:
+                shape = tuple(int(d) for d in p["oshape"])
+                width = max(x.shape[-1] for x in parts_x) if any(cut) else shape[-1]
+                parts["oshape"] = (*shape[:-1], width)
+            return self.fuse(Acc(acc.kind, acc.op, parts), rr, out_dtype, name)
+
+        return self.by_channel(xs, cut, r, out, piece)
+
+    def by_channel(self, xs: list[Act], cut: list[bool], r: Rescale, out: str,
+                   build: Callable[[list[Act], Rescale, str], Act]) -> Act:
+        """``build`` once per run of consecutive channels (last axis) with one multiplier and
+        shift, on ``xs`` sliced to the run where ``cut`` says, the results concatenated."""
+        m, s = r.multiplier.reshape(-1), r.shift.reshape(-1)
+        channels = m.size
+        if s.size != channels:
+            raise UnsupportedError(f"{self.where}: RESCALE {out!r}: {channels} multipliers and "
+                                   f"{s.size} shifts")
+        starts = [0] + [c for c in range(1, channels)
+                        if (m[c], s[c]) != (m[c - 1], s[c - 1])] + [channels]
+        pieces = []
+        for c0, c1 in itertools.pairwise(starts):
+            rr = dataclasses.replace(r, multiplier=m[c0:c0 + 1], shift=s[c0:c0 + 1],
+                                     per_channel=False)
+            if c1 - c0 == channels:
+                return build(xs, rr, out)
+            sliced = [self.slice_axis(x, -1, c0, c1, out) if k else x
+                      for x, k in zip(xs, cut, strict=True)]
+            pieces.append(build(sliced, rr, out + "_ch"))
+        return self.concat(pieces, len(pieces[0].shape) - 1, out)
+
+    def slice_axis(self, x: Act, axis: int, start: int, end: int, base: str,
+                   step: int = 1) -> Act:
+        """``x[start:end:step]`` on one axis (ONNX Slice rules)."""
+        axis %= len(x.shape)
+        first, stop = _slice_bounds(x.shape[axis], start, end, step)
+        size = max(0, -(-(stop - first) // step))
+        shape = tuple(size if d == axis else n for d, n in enumerate(x.shape))
+        inputs = [x.name, self.init(np.array([start], np.int64), "starts"),
+                  self.init(np.array([end], np.int64), "ends"),
+                  self.init(np.array([axis], np.int64), "axes"),
+                  self.init(np.array([step], np.int64), "steps")]
+        return self.emit("Slice", inputs, x.dtype, base + "_slice", shape)
+
+    def concat(self, xs: list[Act], axis: int, base: str) -> Act:
+        """One tensor of ``xs`` joined on ``axis``: a tree of Concats (at most
+        ``MAX_VARIADIC`` inputs each)."""
+        while len(xs) > 1:
+            groups = [xs[i:i + MAX_VARIADIC] for i in range(0, len(xs), MAX_VARIADIC)]
+            joined = []
+            for grp in groups:
+                if len(grp) == 1:
+                    joined.append(grp[0])
+                    continue
+                shape = list(grp[0].shape)
+                shape[axis] = sum(x.shape[axis] for x in grp)
+                name = base if len(groups) == 1 else base + "_part"
+                joined.append(self.emit("Concat", [x.name for x in grp], grp[0].dtype, name,
+                                        tuple(shape), axis=axis))
+            xs = joined
+        return xs[0]
+
     def _add(self, acc: Acc, r: Rescale, out_dtype: np.dtype, out: str) -> Act:
         p = acc.parts
         ra, rb = p["a"]["r"], p["b"]["r"]
@@ -639,22 +752,29 @@ class _Importer:
                                    f"differently ({', '.join(sorted(rules))}); ortnpu's Add has "
                                    "one rule")
         (ma, sa), (mb, sb), (my, sy) = ra.scalar(), rb.scalar(), r.scalar()
-        spec = "Add"
+        spec, extra = "Add", {}
         if p["sign"] < 0:
             spec = "Sub"
-            values = np.arange(int(np.iinfo(xb.dtype).min), int(np.iinfo(xb.dtype).max) + 1,
-                               dtype=np.int64) - rb.in_zp
-            neg_first = rescale(values, np.int64(-mb), np.int64(sb), r.rule)
-            neg_after = -rescale(values, np.int64(mb), np.int64(sb), r.rule)
-            if not np.array_equal(neg_first, neg_after):
-                raise UnsupportedError(f"{self.where}: SUB {out!r}: b's RESCALE has rounding "
-                                       "ties, where ortnpu's Sub (b's multiplier negated) and "
-                                       "TOSA (the rounded b subtracted) differ")
+            negate = self.target.arithmetic.sub_negate
+            extra["negate"] = negate
+            if negate == "multiplier":
+                # a target that negates b's multiplier (TFLite's order) runs TOSA's SUB only
+                # where that rounds like TOSA's RESCALE-then-SUB on every value of b
+                values = np.arange(int(np.iinfo(xb.dtype).min),
+                                   int(np.iinfo(xb.dtype).max) + 1, dtype=np.int64) - rb.in_zp
+                neg_first = rescale(values, np.int64(-mb), np.int64(sb), r.rule)
+                neg_after = -rescale(values, np.int64(mb), np.int64(sb), r.rule)
+                if not np.array_equal(neg_first, neg_after):
+                    raise UnsupportedError(
+                        f"{self.where}: SUB {out!r}: b's RESCALE has rounding ties, where "
+                        f"target {self.target.name} (sub_negate = 'multiplier': b's "
+                        "multiplier negated) and TOSA (the rounded b subtracted) differ; "
+                        "import for a target with sub_negate = 'result' (tosa-int8/int16)")
         lo, hi = _range(out_dtype)
         return self.emit(spec, [xa.name, xb.name], out_dtype, out, p["oshape"], a_zp=ra.in_zp,
                          b_zp=rb.in_zp, y_zp=r.out_zp, left_shift=0, a_multiplier=ma,
                          a_shift=sa, b_multiplier=mb, b_shift=sb, y_multiplier=my, y_shift=sy,
-                         act_min=lo, act_max=hi, rounding=r.rule)
+                         act_min=lo, act_max=hi, rounding=r.rule, **extra)
 
     def _reduce_sum(self, p: dict[str, Any], r: Rescale, out_dtype: np.dtype, out: str) -> Act:
         x, axis = p["x"], p["axis"] % len(p["x"].shape)

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu.domain import OPS_BY_NAME
-from ortnpu.domain.arith import ROUNDING_RULES, rescale_bounds
+from ortnpu.domain.arith import ROUNDING_RULES, SUB_NEGATE_MODES, rescale_bounds
 from ortnpu.domain.spec import DOMAIN, DOMAIN_VERSION, ONNX_OF_DTYPE, OpSpec, op_type_name
 
 ACT_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
@@ -271,9 +271,11 @@ def _pad(rng: np.random.Generator) -> OpCase:
 
 
 def _sub(rng: np.random.Generator) -> OpCase:
-    """Sub: Add's attributes (its rescales and left shift), operands in either order."""
+    """Sub: Add's attributes (its rescales and left shift), operands in either order, b
+    negated through its multiplier (TFLite) or after its rescale (TOSA)."""
     case = _add(rng)
-    return OpCase(OPS_BY_NAME["Sub"], case.arrays, case.attrs, case.out_dtype)
+    attrs = {**case.attrs, "negate": _pick(rng, SUB_NEGATE_MODES)}
+    return OpCase(OPS_BY_NAME["Sub"], case.arrays, attrs, case.out_dtype)
 
 
 def _min_max(name: str) -> Callable[[np.random.Generator], OpCase]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnx
@@ -441,14 +441,23 @@ class AddRule(_BinaryRule):
             self.spec, [xa, xb], y, yp.dtype, name, a_zp=pa.zero_point, b_zp=pb.zero_point,
             y_zp=yp.zero_point, left_shift=left, a_multiplier=ma[0], a_shift=ma[1],
             b_multiplier=mb[0], b_shift=mb[1], y_multiplier=my[0], y_shift=my[1],
-            **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule))
+            **clamp_attrs(yp, activation_bounds(m.activation, ctx)), rounding=rule,
+            **self.extra_attrs(ctx)))
+
+    def extra_attrs(self, ctx: QuantContext) -> dict[str, Any]:
+        """Attributes the op has beyond Add's (none for Add)."""
+        return {}
 
 
 class SubRule(AddRule):
-    """Sub → ``Sub``: TFLite's SUB is its ADD scheme with b's multiplier negated."""
+    """Sub → ``Sub``: TFLite's SUB is its ADD scheme with b's multiplier negated; the target's
+    ``sub_negate`` says whether b's multiplier or b's rescaled value is negated (TOSA)."""
 
     op_types = ("Sub",)
     spec = Sub
+
+    def extra_attrs(self, ctx: QuantContext) -> dict[str, Any]:
+        return {"negate": ctx.arith.sub_negate}
 
 
 def squared_difference_of(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | None:

@@ -456,7 +456,7 @@ def _binary(nat: Any, L: _Layer) -> int:
     dims, (sa, sb) = nat.broadcast_plan(x, b)
     params = nat.binary_params(keys, a)
     return nat._native.lib.ortnpu_program_add_binary(
-        L.ptr, L.name, code, L.ins[0], L.ins[1], L.out, len(dims),
+        L.ptr, L.name, nat.binary_code(code, a), L.ins[0], L.ins[1], L.out, len(dims),
         ffi.new("int64_t[]", list(dims)), nat.TYPE_CODE[x.dtype], ffi.new("int64_t[]", sa),
         x.size, nat._buf(x) if L.ins[0] < 0 else ffi.NULL, nat.TYPE_CODE[b.dtype],
         ffi.new("int64_t[]", sb), b.size, nat._buf(b) if L.ins[1] < 0 else ffi.NULL,

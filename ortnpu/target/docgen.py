@@ -51,6 +51,9 @@ Written by hand in `ortnpu/target/docgen.py`; the numbers come from
 | rescale, 8-bit | `tflite_double`: SaturatingRoundingDoublingHighMul (round at bit 31), then RoundingDivideByPOT (half away from zero) | `tosa_double`: one shift, `(x·m + 2^(r-1) ± 2^30) >> r`, the ±2^30 only when r > 31 (`DOUBLE_ROUND`) |
 | rescale, 16-bit | `tflite_int64`: multiplier reduced to 15 bits, one half-up shift | `half_up` with a 16-bit multiplier (`apply_scale_16`) |
 | ties of a negative value | away from zero | `DOUBLE_ROUND`: away from zero (as TFLite); `SINGLE_ROUND`: toward +∞ |
+| Sub: where b is negated (`sub_negate`) | `"multiplier"`: b rescaled with its multiplier negated (`PrepareGeneralSubOp`, `op_sign = -1`) | `"result"`: b rescaled, the rounded value subtracted (RESCALE, then SUB) |
+| elementwise left shift (`add_left_shift`) | 20 (int8), 15 (int16) | as the legalization writes it (presets: 20, 15); `import_tosa` reads each RESCALE |
+| average pool divisor | MEAN: renormalized multiplier; AVERAGE_POOL_2D: rounded division | `reciprocal_scale(count)`: `((2^30+1) << k) // count`, equal to the rounded division |
 | outside reference | LiteRT's reference kernels ([oracle.md](oracle.md)) | the TOSA reference model ([tosa.md](tosa.md)) |
 
 Measured: `tosa_double` and `tflite_double` differ on 0 of 2,000,000 random int32 accumulators
@@ -59,8 +62,19 @@ and multipliers (right shifts 31..62) and on 0 of 1,000,000 ties; TOSA's `SINGLE
 (−6384 · 2^-5 = −199.5: TFLite and `DOUBLE_ROUND` give −200, `SINGLE_ROUND` −199). The bundled
 CNN quantized for `tflite-int8` and for `tosa-int8` has identical integers in every convolution,
 ReLU and pool; they first differ at the global average pool (TFLite's MEAN multiplier vs an
-average pool's rounded division: 2,204 of 17,280 values), with 0 of 540 class decisions changed;
-with `SINGLE_ROUND` they differ from the first convolution on (501 of 552,960 values).
+average pool's rounded division: 2,171 of 17,280 values; both with minmax ranges), with 0 of 540
+class decisions changed; with `SINGLE_ROUND` they differ from the first convolution on (474 of
+552,960 values).
+
+Sub rounds differently where b's rescale meets a tie: negating the multiplier rounds `-b·m`,
+TOSA rounds `b·m` and negates the result; a half-up rounding (TOSA's, and `tosa_double` for
+shifts up to 31) sends `+t.5` up and `-t.5` up too, so `round(-v) ≠ -round(v)` on every tie. On a SUB `y = a - b/2` (int8, no left shift, tosa_double) the two orders differ on 28,608
+of the 65,536 pairs (a = 0, b = −127: −(−63.5) is 64 with the negated multiplier, 63 in TOSA).
+With a legalization's left shift of 15 and 32-bit multipliers (200 random int16 SUBs, every
+b) b's rescale ties in 47 of the 200, but the output rescale by ~2^-15 hides the ±1: 0 of
+13,107,200 outputs differ. `tosa-int8`/`tosa-int16` set `sub_negate = "result"`: a TOSA SUB then
+runs in TOSA's order for every input, where TFLite's order is exact only when no tie reaches
+the output (the reference-model test with b/2 differs on 8 of 8 values in TFLite's order).
 """  # noqa: E501 (markdown table rows)
 
 

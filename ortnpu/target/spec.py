@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ortnpu.domain.arith import SUB_NEGATE_MODES
 from ortnpu.errors import TargetError
 
 if sys.version_info >= (3, 11):
@@ -68,6 +69,11 @@ class Arithmetic:
         "without losing bits)", lo=0, hi=30))
     power_of_two_scales: bool = field(default=False, metadata=_meta(
         "all scales are powers of two (shift-only hardware)"))
+    sub_negate: str = field(default="multiplier", metadata=_meta(
+        "where an elementwise Sub negates its subtrahend: 'multiplier' rescales b with its "
+        "multiplier negated (TFLite's SUB), 'result' rescales b and subtracts the rounded value "
+        "(TOSA: RESCALE then SUB); the two differ where b's rescale rounds a tie",
+        SUB_NEGATE_MODES))
 
     @property
     def activation_dtype(self) -> str:

@@ -26,14 +26,7 @@ def _check(name: str, dtype: str, seed: int, tmp_path) -> None:
     g = tc.CASES[name](np.random.default_rng(seed), TYPES[dtype])
     buf = g.ser.serialize()
     want = tc.reference(buf, g.feeds, str(tmp_path))
-    try:
-        model = ortnpu.import_tosa(buf)
-    except UnsupportedError as exc:
-        if name == "sub" and "rounding ties" in str(exc):
-            # known gap (docs/tosa.md): a SUB whose b rescale rounds ties is refused, never
-            # computed differently
-            pytest.xfail(str(exc))
-        raise
+    model = ortnpu.import_tosa(buf)
     target = {p.key: p.value for p in model.metadata_props}["ortnpu.target"]
     assert target == ("tosa-int16" if any(f.dtype == np.int16 for f in g.feeds) else "tosa-int8")
     sess = ortnpu.InferenceSession(model.SerializeToString())
@@ -120,13 +113,37 @@ def test_padded_avg_pool_with_zero_points_is_refused() -> None:
         ortnpu.import_tosa(g.ser.serialize())
 
 
-def test_sub_with_rounding_ties_on_b_is_refused() -> None:
+def _sub_with_ties() -> tc.Graph:
     """b's RESCALE by exactly 1/2 rounds ties: -round(b/2) != round(-b/2) for odd b."""
     g = tc.Graph(np.random.default_rng(0))
-    a, b = g.inp([4], tc.I8), g.inp([4], tc.I8)
-    a32 = g.rescale(a, [4], tc.I8, tc.I32, [1 << 30], [30], 0, 0)
-    b32 = g.rescale(b, [4], tc.I8, tc.I32, [1 << 30], [31], 0, 0)
-    s = g.op(tc.ts.Op.SUB, [a32, b32], [4], tc.I32, tc._attr("SubAttribute"))
-    g.rescale(s, [4], tc.I32, tc.I8, [1 << 30], [30], 0, 0, output=True)
-    with pytest.raises(UnsupportedError, match="SUB .* ties"):
-        ortnpu.import_tosa(g.ser.serialize())
+    a = g.inp([8], tc.I8, np.array([0, 10, -10, 0, 3, -3, 100, -50]))
+    b = g.inp([8], tc.I8, np.array([-127, -5, -3, -1, 1, 3, 5, 127]))
+    a32 = g.rescale(a, [8], tc.I8, tc.I32, [1 << 30], [30], 0, 0)
+    b32 = g.rescale(b, [8], tc.I8, tc.I32, [1 << 30], [31], 0, 0)
+    s = g.op(tc.ts.Op.SUB, [a32, b32], [8], tc.I32, tc._attr("SubAttribute"))
+    g.rescale(s, [8], tc.I32, tc.I8, [1 << 30], [30], 0, 0, output=True)
+    return g
+
+
+def test_sub_with_rounding_ties_runs_with_tosa_order(tmp_path) -> None:
+    """tosa-int8's sub_negate = 'result' subtracts the rounded b as TOSA does: bit-exact where
+    negating b's multiplier (TFLite's order) rounds every odd b the other way."""
+    g = _sub_with_ties()
+    buf = g.ser.serialize()
+    want = tc.reference(buf, g.feeds, str(tmp_path))[0]
+    model = ortnpu.import_tosa(buf)
+    sub = next(n for n in model.graph.node if n.op_type.startswith("Sub"))
+    assert {a.name: a.s for a in sub.attribute}["negate"] == b"result"
+    sess = ortnpu.InferenceSession(model.SerializeToString())
+    feeds = {i.name: f for i, f in zip(sess.get_inputs(), g.feeds, strict=True)}
+    np.testing.assert_array_equal(sess.run(None, feeds)[0], want)
+    for a in sub.attribute:   # the same graph with TFLite's order: every value of b differs
+        if a.name == "negate":
+            a.s = b"multiplier"
+    other = ortnpu.InferenceSession(model.SerializeToString()).run(None, feeds)[0]
+    assert np.count_nonzero(other != want) == 8
+
+
+def test_sub_with_rounding_ties_is_refused_for_tflite_order() -> None:
+    with pytest.raises(UnsupportedError, match="SUB .* ties.*sub_negate"):
+        ortnpu.import_tosa(_sub_with_ties().ser.serialize(), target="tflite-int8")

@@ -192,7 +192,7 @@ def case_depthwise(rng: np.random.Generator, dt: object) -> Graph:
     return g
 
 
-def case_matmul(rng: np.random.Generator, dt: object) -> Graph:
+def case_matmul(rng: np.random.Generator, dt: object, per_channel: bool = False) -> Graph:
     g = Graph(rng)
     a_in, b_in = g.inp([2, 3, 8], dt), g.inp([2, 8, 5], dt)
     acc_t = I32 if dt == I8 else I48
@@ -201,9 +201,13 @@ def case_matmul(rng: np.random.Generator, dt: object) -> Graph:
     acc = g.op(ts.Op.MATMUL, [a_in, b_in, g.const(np.array([azp], NP[dt]), dt),
                               g.const(np.array([bzp], NP[dt]), dt)], [2, 3, 5], acc_t,
                _attr("MatMulAttribute"))
-    m, s = scale(rng, 1.0 / (8 * 128 * 40), 32 if dt == I8 else 16)
-    g.rescale(acc, [2, 3, 5], acc_t, dt, [m], [s], 0, 3 if dt == I8 else 0, double=dt == I8,
-              scale32=dt == I8, output=True)
+    if per_channel:
+        mults, shifts = _channel_scales(rng, 5, 1.0 / (8 * 128 * 40), dt)
+    else:
+        m, sh = scale(rng, 1.0 / (8 * 128 * 40), 32 if dt == I8 else 16)
+        mults, shifts = [m], [sh]
+    g.rescale(acc, [2, 3, 5], acc_t, dt, mults, shifts, 0, 3 if dt == I8 else 0,
+              double=dt == I8, scale32=dt == I8, output=True)
     return g
 
 
@@ -359,6 +363,108 @@ def case_pad_slice(rng: np.random.Generator, dt: object) -> Graph:
     return g
 
 
+def _channel_scales(rng: np.random.Generator, n: int, real: float, dt: object
+                    ) -> tuple[list[int], list[int]]:
+    """Per-channel (multiplier, right shift) around ``real``; channels 1 and 2 share theirs, so
+    the importer's runs of equal parameters are exercised too."""
+    pairs = [scale(rng, real * float(rng.uniform(0.5, 2.0)), 32 if dt == I8 else 16)
+             for _ in range(n)]
+    pairs[2] = pairs[1]
+    mults, shifts = zip(*pairs, strict=True)
+    return list(mults), list(shifts)
+
+
+def case_matmul_per_channel(rng: np.random.Generator, dt: object) -> Graph:
+    """MATMUL + a RESCALE per output column."""
+    return case_matmul(rng, dt, per_channel=True)
+
+
+def case_add_per_channel(rng: np.random.Generator, dt: object, sub: bool = False) -> Graph:
+    """ADD (SUB) of two RESCALEd operands, b broadcast over rows, a per-channel output RESCALE."""
+    g = Graph(rng)
+    shape = [1, 4, 4, 6]
+    xa, xb = g.inp(shape, dt), g.inp([1, 1, 4, 6], dt)
+    left = 20 if dt == I8 else 15
+    sa, sb = (float(rng.uniform(0.01, 0.1)) for _ in range(2))
+    mx = 2 * max(sa, sb)
+    azp = int(rng.integers(-20, 20)) if dt == I8 else 0
+    bzp = int(rng.integers(-20, 20)) if dt == I8 else 0
+    ma, ra = scale(rng, sa / mx * (1 << left))
+    mb, rb = scale(rng, sb / mx * (1 << left))
+    a32 = g.rescale(xa, shape, dt, I32, [ma], [ra], azp, 0)
+    b32 = g.rescale(xb, [1, 1, 4, 6], dt, I32, [mb], [rb], bzp, 0)
+    t = g.op(ts.Op.SUB if sub else ts.Op.ADD, [a32, b32], shape, I32,
+             _attr("SubAttribute" if sub else "AddAttribute"))
+    my, ry = zip(*[scale(rng, mx / ((1 << left) * float(rng.uniform(0.01, 0.1))))
+                   for _ in range(6)], strict=True)
+    g.rescale(t, shape, I32, dt, list(my), list(ry), 0, 2 if dt == I8 else 0, output=True)
+    return g
+
+
+def case_sub_per_channel(rng: np.random.Generator, dt: object) -> Graph:
+    return case_add_per_channel(rng, dt, sub=True)
+
+
+def case_mul_per_channel(rng: np.random.Generator, dt: object) -> Graph:
+    """MUL of zero-point RESCALEs, b broadcast along the channels, a per-channel RESCALE."""
+    g = Graph(rng)
+    xa, xb = g.inp([2, 3, 4], dt), g.inp([2, 3, 1], dt)
+    azp = int(rng.integers(-20, 20)) if dt == I8 else 0
+    a32 = g.rescale(xa, [2, 3, 4], dt, I32, [1 << 30], [30], azp, 0)
+    b32 = g.rescale(xb, [2, 3, 1], dt, I32, [1 << 30], [30], 0, 0)
+    p = g.op(ts.Op.MUL, [a32, b32, g.const(np.array([0], np.int8), I8)], [2, 3, 4], I32,
+             _attr("MulAttribute"))
+    m, s = zip(*[scale(rng, float(rng.uniform(1e-4, 1e-2)) if dt == I8 else
+                       1.5e-5 * float(rng.uniform(0.5, 2.0))) for _ in range(4)], strict=True)
+    g.rescale(p, [2, 3, 4], I32, dt, list(m), list(s), 0, -4 if dt == I8 else 0, output=True)
+    return g
+
+
+def case_table_per_channel(rng: np.random.Generator, dt: object) -> Graph:
+    """int16: TABLE (513 entries, int32) + a per-channel RESCALE; int8: TABLE + a per-channel
+    int8 RESCALE."""
+    g = Graph(rng)
+    x = g.inp([2, 5, 4], dt)
+    if dt == I8:
+        table = rng.integers(-128, 128, size=256).astype(np.int8)
+        t = g.op(ts.Op.TABLE, [x, g.const(table, I8)], [2, 5, 4], I8, _attr("TableAttribute"))
+        m, s = _channel_scales(rng, 4, 0.8, dt)
+        g.rescale(t, [2, 5, 4], I8, I8, m, s, -3, 5, output=True)
+        return g
+    base = np.cumsum(rng.integers(-200, 300, size=513))
+    table = np.clip(base - base.mean(), -32768, 32767).astype(np.int16)
+    t = g.op(ts.Op.TABLE, [x, g.const(table, I16)], [2, 5, 4], I32, _attr("TableAttribute"))
+    m, s = _channel_scales(rng, 4, 2.0 ** -7, dt)
+    g.rescale(t, [2, 5, 4], I32, I16, m, s, 0, 0, output=True, double=False, scale32=False)
+    return g
+
+
+def case_rescale_unsigned_per_channel(rng: np.random.Generator, dt: object) -> Graph:
+    """Per-channel RESCALE to an unsigned output, then per-channel from that unsigned input
+    (uint8, or uint16 with TOSA's zero points 0 / 32768)."""
+    g = Graph(rng)
+    x = g.inp([2, 3, 5], dt)
+    m, s = _channel_scales(rng, 5, float(rng.uniform(0.3, 1.5)), I8)
+    zp_u = 128 + int(rng.integers(-5, 5)) if dt == I8 else 32768
+    u = g.rescale(x, [2, 3, 5], dt, dt, m, s, 0, zp_u, out_uns=True)
+    m2, s2 = _channel_scales(rng, 5, float(rng.uniform(0.3, 1.5)), I8)
+    zp_in = int(rng.integers(100, 200)) if dt == I8 else 32768
+    zp_out = int(rng.integers(-5, 5)) if dt == I8 else 0
+    g.rescale(u, [2, 3, 5], dt, dt, m2, s2, zp_in, zp_out, in_uns=True, output=True)
+    return g
+
+
+def case_tile_reverse(rng: np.random.Generator, dt: object) -> Graph:
+    """TILE (multiples from CONST_SHAPE, one above Concat's 8 inputs) and REVERSE."""
+    g = Graph(rng)
+    x = g.inp([2, 3, 1], dt)
+    multiples = g.ser.addConst([3], ts.DType.SHAPE, np.array([2, 1, 10], np.int64)).name
+    t = g.op(ts.Op.TILE, [x, multiples], [4, 3, 10], dt, _attr("TileAttribute"))
+    r = g.op(ts.Op.REVERSE, [t], [4, 3, 10], dt, _attr("ReverseAttribute", 1))
+    g.op(ts.Op.REVERSE, [r], [4, 3, 10], dt, _attr("ReverseAttribute", 0), output=True)
+    return g
+
+
 CASES: dict[str, Callable[[np.random.Generator, object], Graph]] = {
     "rescale": case_rescale, "rescale_every_shift": case_rescale_every_shift,
     "rescale_unsigned": case_rescale_unsigned, "conv2d": case_conv2d,
@@ -366,7 +472,11 @@ CASES: dict[str, Callable[[np.random.Generator, object], Graph]] = {
     "mul": case_mul, "table": case_table, "clamp": case_clamp, "conv_clamp": case_conv_clamp,
     "avg_pool2d": case_avg_pool, "avg_pool2d_padded": case_avg_pool_padded,
     "max_pool2d": case_max_pool, "reduce_sum": case_reduce_sum, "layout": case_layout,
-    "pad_slice": case_pad_slice,
+    "pad_slice": case_pad_slice, "matmul_per_channel": case_matmul_per_channel,
+    "add_per_channel": case_add_per_channel, "sub_per_channel": case_sub_per_channel,
+    "mul_per_channel": case_mul_per_channel, "table_per_channel": case_table_per_channel,
+    "rescale_unsigned_per_channel": case_rescale_unsigned_per_channel,
+    "tile_reverse": case_tile_reverse,
 }
 
 
