@@ -21,8 +21,14 @@ layer, ``D`` = inputs of one output), so each Adam step costs ``C_out·D²`` wha
 calibration data. When a layer has fewer input rows than ``D/2`` (a classifier on a few images)
 the rows themselves are kept and the step costs ``2·C_out·D·rows``.
 
-The loss is the layer's own output error with float inputs (the paper's basic form); the
-activation function and upstream quantization errors are not part of it.
+With float inputs only (``inputs="float"``) the loss is the layer's own output error, the
+paper's basic form. The default (``inputs="quantized"``) also runs the NPU graph with nearest
+rounding on the calibration data and reads each layer's input as the integer graph computes it
+(``x_q``, dequantized): the loss becomes ``‖W·x - s·(⌊W/s⌋ + h(V))·x_q‖²``, i.e.
+``tr(A·H_qq·Aᵀ) - 2·tr(W·H_fq·Aᵀ) + const`` with ``H_qq = E[x_q·x_qᵀ]`` and
+``H_fq = E[x·x_qᵀ]``, so the rounding also compensates the input's own quantization error and
+the upstream layers' (this is the asymmetric reconstruction of AdaRound's follow-ups; here in
+one pass with the upstream layers nearest-rounded, not layer after layer).
 """
 
 from __future__ import annotations
@@ -182,6 +188,11 @@ class _Stats:
     rows: list[np.ndarray] = field(default_factory=list)  # kept while few: [G, r, D]
     kept: int = 0
     count: int = 0
+    #: with the NPU graph's inputs: Σ x_q·x_qᵀ and Σ x·x_qᵀ, and the row pairs while few
+    qgram: np.ndarray | None = None
+    cross: np.ndarray | None = None
+    qrows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    qcount: int = 0
 
 
 @dataclass
@@ -232,18 +243,48 @@ class GramCollector:
             samples = [values]
         rng = np.random.default_rng(len(s.rows) + s.count)
         for x in samples:
-            pick = None
-            if layer.conv:
-                total = output_positions(layer, x.shape)
-                if total > self.max_rows:
-                    pick = np.sort(rng.choice(total, self.max_rows, replace=False))
-            p = _patches(layer, x, pick)
+            p = _patches(layer, x, self._pick(layer, x, rng))
             gram = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
             s.gram = gram if s.gram is None else s.gram + gram
             s.count += p.shape[1]
             if s.kept * 2 < layer.depth:
                 s.rows.append(p)
                 s.kept += p.shape[1]
+
+    def _pick(self, layer: Layer, x: np.ndarray, rng: np.random.Generator
+              ) -> np.ndarray | None:
+        """Output positions sampled for one image (None: all of them)."""
+        if not layer.conv:
+            return None
+        total = output_positions(layer, x.shape)
+        if total <= self.max_rows:
+            return None
+        return np.sort(rng.choice(total, self.max_rows, replace=False))
+
+    def add_quantized(self, layer: Layer, x: np.ndarray, xq: np.ndarray) -> None:
+        """One batch of a layer's float input ``x`` and the NPU graph's input ``xq``
+        (dequantized) on the same sample: accumulates ``H_qq`` and ``H_fq``."""
+        s = self.stats.setdefault(layer.node, _Stats())
+        if layer.conv:
+            if x.ndim != 4 or x.shape != xq.shape or x.shape[1] != layer.w.shape[1] * layer.group:
+                return
+            pairs = list(zip(x, xq, strict=True))
+        else:
+            if x.shape[-1] != layer.depth or x.shape != xq.shape:
+                return
+            pairs = [(x, xq)]
+        rng = np.random.default_rng(len(s.qrows) + s.qcount)
+        for xf, xqi in pairs:
+            pick = self._pick(layer, xf, rng)
+            pf = _patches(layer, np.asarray(xf, np.float32), pick)
+            pq = _patches(layer, np.asarray(xqi, np.float32), pick)
+            qq = np.matmul(pq.transpose(0, 2, 1), pq).astype(np.float64)
+            fq = np.matmul(pf.transpose(0, 2, 1), pq).astype(np.float64)
+            s.qgram = qq if s.qgram is None else s.qgram + qq
+            s.cross = fq if s.cross is None else s.cross + fq
+            s.qcount += pq.shape[1]
+            if sum(r[0].shape[1] for r in s.qrows) * 2 < layer.depth:
+                s.qrows.append((pf, pq))
 
     def range_of(self, name: str) -> tuple[float, float]:
         return self.inner.range_of(name)  # type: ignore[attr-defined]
@@ -264,7 +305,9 @@ def _h(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def learn_rounding(w: np.ndarray, scales: np.ndarray, group: int, weight_range: tuple[int, int],
                    gram: np.ndarray | None = None, rows: np.ndarray | None = None,
-                   options: AdaRoundOptions = AdaRoundOptions()) -> np.ndarray:
+                   options: AdaRoundOptions = AdaRoundOptions(),
+                   cross: np.ndarray | None = None,
+                   qrows: np.ndarray | None = None) -> np.ndarray:
     """Integer weights [C_out, ...] (as int64) with learned rounding.
 
     Args:
@@ -275,6 +318,8 @@ def learn_rounding(w: np.ndarray, scales: np.ndarray, group: int, weight_range: 
         gram: ``E[x·xᵀ]`` per group, [G, D, D]; or ``rows``: the input rows / sqrt(count),
             [G, r, D] (used when fewer than D/2).
         options: optimisation settings.
+        cross: ``E[x·x_qᵀ]`` per group when the layer reads quantized inputs ``x_q`` (then
+            ``gram`` is ``E[x_q·x_qᵀ]``); or ``qrows``: the rows of ``x_q`` beside ``rows``.
 
     The result is the learned rounding, or the nearest one when that has the lower output
     error (a safety net: the relaxation is not guaranteed to find a better binary point).
@@ -290,7 +335,23 @@ def learn_rounding(w: np.ndarray, scales: np.ndarray, group: int, weight_range: 
     nearest = np.clip(round_half_away(wf / s), lo, hi)   # what weight_params gives
     s32 = s.astype(np.float32)
     w32 = wf.astype(np.float32)
-    if rows is not None:
+    if rows is not None and qrows is not None:
+        f32, q32 = rows.astype(np.float32), qrows.astype(np.float32)
+        target = np.matmul(w32, f32.transpose(0, 2, 1))              # float output [G, og, r]
+
+        def error_grad(wq: np.ndarray) -> tuple[float, np.ndarray]:
+            e = np.matmul(wq * s32, q32.transpose(0, 2, 1)) - target
+            return float((e * e).sum()), 2.0 * np.matmul(e, q32)
+    elif cross is not None:
+        h32 = gram.astype(np.float32)
+        wh = np.matmul(w32, cross.astype(np.float32))               # W·E[x·x_qᵀ]
+
+        def error_grad(wq: np.ndarray) -> tuple[float, np.ndarray]:
+            a = wq * s32
+            ah = np.matmul(a, h32) - wh
+            # E‖A·x_q - W·x‖² less its constant E‖W·x‖²: tr(A·H_qq·Aᵀ) - 2·tr(A·H_qf·Wᵀ)
+            return float((a * (ah - wh)).sum()), 2.0 * ah
+    elif rows is not None:
         f32 = rows.astype(np.float32)
 
         def error_grad(wq: np.ndarray) -> tuple[float, np.ndarray]:
@@ -353,12 +414,63 @@ def learned_weights(collector: GramCollector, arith: Arithmetic, per_channel: bo
         if st.gram is None or not st.count:
             continue
         _, scales = weight_params(layer.w, arith, per_channel, axis=0)
-        rows = None
-        gram = st.gram / st.count
-        if st.kept * 2 < layer.depth and st.rows:
-            rows = np.concatenate(st.rows, axis=1) / math.sqrt(st.count)
+        rows = qrows = cross = None
+        if st.qgram is not None and st.qcount:    # the NPU graph's inputs were read
+            gram, cross = st.qgram / st.qcount, st.cross / st.qcount
+            if sum(r[0].shape[1] for r in st.qrows) * 2 < layer.depth and st.qrows:
+                rows = np.concatenate([r[0] for r in st.qrows], axis=1) / math.sqrt(st.qcount)
+                qrows = np.concatenate([r[1] for r in st.qrows], axis=1) / math.sqrt(st.qcount)
+        else:
+            gram = st.gram / st.count
+            if st.kept * 2 < layer.depth and st.rows:
+                rows = np.concatenate(st.rows, axis=1) / math.sqrt(st.count)
         q = learn_rounding(layer.w, scales, layer.group, arith.weight_range, gram=gram,
-                           rows=rows, options=options)
+                           rows=rows, options=options, cross=cross, qrows=qrows)
         q8 = q.astype(np.int8)
         out[layer.weight] = (q8.T if layer.transposed else q8, scales)
     return out
+
+
+def read_quantized_inputs(collector: GramCollector, model: onnx.ModelProto,
+                          npu: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> int:
+    """Run the float model and its NPU graph (nearest rounding) on ``feeds`` and give the
+    collector every layer's float and quantized input (see :meth:`GramCollector.add_quantized`).
+
+    Returns the number of layers whose quantized input the NPU graph exposes (a layer left on
+    the CPU, or whose input has no integer tensor, keeps the float-input loss).
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto
+
+    from ortnpu import console
+    from ortnpu.comparison import _npu_tensors, _with_outputs
+    from ortnpu.runtime import InferenceSession
+
+    tensors = _npu_tensors(npu, "the nearest-rounded NPU graph")
+    produced = {o for n in npu.graph.node for o in n.output} | {i.name for i in npu.graph.input}
+    layers = [la for la in collector.layers if la.node in collector.stats
+              and la.x in tensors and tensors[la.x].int_name in produced]
+    if not layers or not feeds:
+        return 0
+    xs = sorted({la.x for la in layers})
+    ints = {x: tensors[x].int_name for x in xs}
+    int_type = {"int8": TensorProto.INT8, "int16": TensorProto.INT16,
+                "uint8": TensorProto.UINT8, "int32": TensorProto.INT32}
+    graph_inputs = {i.name for i in model.graph.input}
+    f_fetch = [x for x in xs if x not in graph_inputs]
+    f_sess = ort.InferenceSession(
+        _with_outputs(model, f_fetch, {}).SerializeToString(), console.quiet_session_options(),
+        providers=["CPUExecutionProvider"])
+    n_sess = InferenceSession(_with_outputs(
+        npu, ints.values(), {ints[x]: int_type.get(tensors[x].dtype, TensorProto.INT8)
+                             for x in xs}))
+    for feed in feeds:
+        got = dict(zip(f_fetch, f_sess.run(f_fetch, feed), strict=True))
+        got.update({x: feed[x] for x in xs if x in graph_inputs})
+        q = dict(zip(xs, n_sess.run([ints[x] for x in xs], feed), strict=True))
+        for layer in layers:
+            t = tensors[layer.x]
+            xq = (np.asarray(q[layer.x], np.float64) - t.zero_point) * t.scale
+            collector.add_quantized(layer, np.asarray(got[layer.x], np.float32),
+                                    xq.astype(np.float32))
+    return len(layers)

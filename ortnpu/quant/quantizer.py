@@ -160,6 +160,10 @@ class QuantConfig:
             default for its cost: +6.2 points of agreement on MobileNetV2 for minutes of CPU,
             docs/measurements.md).
         adaround_iterations: Adam steps per layer of the learned rounding.
+        adaround_inputs: what the learned rounding's loss feeds each layer: ``"quantized"``
+            (the default) the layer's input as the NPU graph with nearest rounding computes it
+            (one more pass over the calibration data), so that the rounding also offsets the
+            input's quantization error; ``"float"`` the float input (the paper's basic form).
     """
 
     per_channel: bool | None = None
@@ -173,6 +177,7 @@ class QuantConfig:
     bias_correction: bool | None = None
     adaround: bool = False
     adaround_iterations: int = 1000
+    adaround_inputs: str = "quantized"
 
     def resolved(self, arith: Arithmetic, *, fixed_weights: bool = False) -> QuantConfig:
         """These choices with ``per_channel``, ``equalize`` and ``bias_correction`` decided for
@@ -302,7 +307,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         choose = (calibrator is None and preset is None and not config.adaround
                   and target.arithmetic.activation_bits == 8
                   and histogram_of(collector) is not None)
-        if choose:   # the data is read again to score the two range choices
+        if choose or (config.adaround and config.adaround_inputs != "float"):
+            # the data is read again to score the two range choices, or to read the layers'
+            # quantized inputs
             from ortnpu.quant.per_tensor import replayable
 
             inputs = [i.name for i in model.graph.input
@@ -311,6 +318,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         if config.adaround:  # the layers' input statistics are gathered in the same pass
             collector = GramCollector(collector, find_layers(model))
         calib = calibrate(model, calibration_data, collector, ignore=frozenset(freeze or ()))
+        if config.adaround and config.adaround_inputs != "float":
+            _read_quantized_inputs(model, target, config, calib, preset, calibration_data,
+                                   frozenset(freeze or ()))
         chosen = choose_range_method(
             model, calibration_data, calib, quantize_again(model, target, config, calib, preset),
             ignore=frozenset(freeze or ())) if choose else None
@@ -387,6 +397,23 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         result.placements = placements
         result.range_choice = choice
     return _assemble(model, target, out, placements)
+
+
+def _read_quantized_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
+                           calib: Calibrator, preset: QuantPreset | None,
+                           data: CalibrationData, ignore: frozenset[str]) -> None:
+    """Quantize once with nearest rounding and give the learned rounding every layer's input
+    as that NPU graph computes it (``QuantConfig.adaround_inputs``)."""
+    from ortnpu.quant.adaround import read_quantized_inputs
+    from ortnpu.quant.range_choice import _feeds, quantize_again
+
+    if config.adaround_inputs not in ("quantized", "float"):
+        raise UnsupportedError(f"adaround_inputs must be 'quantized' or 'float', got "
+                               f"{config.adaround_inputs!r}")
+    if not isinstance(calib, GramCollector):
+        return
+    npu, _ = quantize_again(model, target, config, calib, preset)()
+    read_quantized_inputs(calib, model, npu, _feeds(model, data, 1 << 30, ignore))
 
 
 def _calibration_gap(node: onnx.NodeProto, ctx: QuantContext) -> str | None:
