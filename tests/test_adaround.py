@@ -154,7 +154,7 @@ def test_cli_adaround(tmp_path: Path, capsys) -> None:
     onnx.save(small_cnn(), str(path))
     np.savez(calib, x=images(16))
     assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out), "--adaround",
-                 "--adaround-iterations", "50"]) == 0
+                 "--adaround-iterations", "50", "--adaround-inputs", "float"]) == 0
     assert "nodes on the NPU" in capsys.readouterr().out
     assert out.is_file()
 
