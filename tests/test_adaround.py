@@ -229,3 +229,37 @@ def test_adaround_inputs_must_be_known() -> None:
         ortnpu.quantize(small_cnn(), "tflite-int8", images(8),
                         config=QuantConfig(adaround=True, adaround_inputs="both",
                                            adaround_iterations=5))
+
+
+def test_measured_bias_removes_the_mean_output_error() -> None:
+    """``bias_deltas`` is ``W·E[x] - A·E[x_q]`` per output channel, from the same rows as
+    H_qq; with it in the bias the mean output error of every read layer on those rows is
+    zero, and ``quantize`` puts it into the integer bias (off: the bias is the plain one)."""
+    from ortnpu.quant.adaround import read_quantized_inputs
+
+    model = ortnpu.optimize(small_cnn())
+    collector = GramCollector(MinMaxCalibrator(), find_layers(model))
+    calib = images(12)
+    calibrate(model, calib, collector, progress=False)
+    npu = ortnpu.quantize(model, "tflite-int8", calibrated=collector, optimize=False)
+    read_quantized_inputs(collector, model, npu, [{"x": calib}])
+    arith = load_target("tflite-int8").arithmetic
+    opts = AdaRoundOptions(iterations=20)
+    deltas = collector.bias_deltas(arith, True, opts)
+    learned = collector.learned(arith, True, opts)
+    conv = next(la for la in collector.layers if la.node == "pwconv")
+    st = collector.stats[conv.node]
+    q, scales = learned[conv.weight]
+    a = q.reshape(q.shape[0], -1).astype(np.float64) * scales[:, None]
+    w = conv.w.reshape(q.shape[0], -1)
+    mean_error = w @ (st.fsum[0] / st.qcount) - a @ (st.qsum[0] / st.qcount)
+    np.testing.assert_allclose(deltas[conv.weight], mean_error, rtol=1e-9)
+    assert set(deltas) == {la.weight for la in collector.layers}
+    biases = {}
+    for on in (False, True):
+        out = ortnpu.quantize(model, "tflite-int8", calib, optimize=False, config=QuantConfig(
+            adaround=True, adaround_iterations=20, adaround_bias_correction=on))
+        biases[on] = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer
+                      if i.name.endswith("_bias")}
+    assert biases[False].keys() == biases[True].keys()
+    assert any(not np.array_equal(biases[False][k], biases[True][k]) for k in biases[False])

@@ -193,6 +193,9 @@ class _Stats:
     cross: np.ndarray | None = None
     qrows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     qcount: int = 0
+    #: Σ x and Σ x_q over the same rows, [G, D]: the empirical bias correction's means
+    fsum: np.ndarray | None = None
+    qsum: np.ndarray | None = None
 
 
 @dataclass
@@ -220,6 +223,30 @@ class GramCollector:
         if key not in self.cache:
             self.cache[key] = learned_weights(self, arith, per_channel, options)
         return self.cache[key]
+
+    def bias_deltas(self, arith: Arithmetic, per_channel: bool,
+                    options: AdaRoundOptions = AdaRoundOptions()) -> dict[str, np.ndarray]:
+        """Per weight initializer, the mean output error of its layer with the learned
+        weights on the NPU graph's inputs, ``W·E[x] - A·E[x_q]`` per output channel (float,
+        output units): added to the bias, it removes the mean shift that input clipping and
+        rounding leave (empirical bias correction). Only layers whose quantized inputs were
+        read get one."""
+        learned = self.learned(arith, per_channel, options)
+        out: dict[str, np.ndarray] = {}
+        for layer in self.layers:
+            st = self.stats.get(layer.node)
+            if st is None or st.fsum is None or not st.qcount or layer.weight not in learned:
+                continue
+            q, scales = learned[layer.weight]
+            q = q.T if layer.transposed else q
+            cout, g = layer.w.shape[0], layer.group
+            sc = np.broadcast_to(np.asarray(scales, np.float64).reshape(-1), (cout,))
+            a = (q.astype(np.float64).reshape(cout, -1) * sc[:, None]).reshape(g, cout // g, -1)
+            w = layer.w.reshape(g, cout // g, -1)
+            mf, mq = st.fsum / st.qcount, st.qsum / st.qcount              # [G, D]
+            delta = np.einsum("god,gd->go", w, mf) - np.einsum("god,gd->go", a, mq)
+            out[layer.weight] = delta.reshape(cout)
+        return out
 
     def __post_init__(self) -> None:
         self._by_input: dict[str, list[Layer]] = {}
@@ -281,6 +308,9 @@ class GramCollector:
             qq = np.matmul(pq.transpose(0, 2, 1), pq).astype(np.float64)
             fq = np.matmul(pf.transpose(0, 2, 1), pq).astype(np.float64)
             s.qgram = qq if s.qgram is None else s.qgram + qq
+            fs, qs = pf.sum(axis=1, dtype=np.float64), pq.sum(axis=1, dtype=np.float64)
+            s.fsum = fs if s.fsum is None else s.fsum + fs
+            s.qsum = qs if s.qsum is None else s.qsum + qs
             s.cross = fq if s.cross is None else s.cross + fq
             s.qcount += pq.shape[1]
             if sum(r[0].shape[1] for r in s.qrows) * 2 < layer.depth:

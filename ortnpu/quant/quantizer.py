@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 import onnx.version_converter
 from onnx import helper
@@ -164,6 +165,10 @@ class QuantConfig:
             (the default) the layer's input as the NPU graph with nearest rounding computes it
             (one more pass over the calibration data), so that the rounding also offsets the
             input's quantization error; ``"float"`` the float input (the paper's basic form).
+        adaround_bias_correction: with ``adaround_inputs="quantized"``, add to each learned
+            layer's bias its measured mean output error on the NPU graph's inputs,
+            ``W·E[x] - A·E[x_q]`` (empirical bias correction: also the mean shift that the
+            input's clipping leaves, which the per-channel-mean correction cannot see).
     """
 
     per_channel: bool | None = None
@@ -178,6 +183,7 @@ class QuantConfig:
     adaround: bool = False
     adaround_iterations: int = 1000
     adaround_inputs: str = "quantized"
+    adaround_bias_correction: bool = True
 
     def resolved(self, arith: Arithmetic, *, fixed_weights: bool = False) -> QuantConfig:
         """These choices with ``per_channel``, ``equalize`` and ``bias_correction`` decided for
@@ -337,19 +343,24 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     per_channel = target.arithmetic.per_channel if config.per_channel is None \
         else config.per_channel
     weights = dict(preset.weights)
+    deltas: dict[str, np.ndarray] = {}
     if config.adaround:
         if not isinstance(calib, GramCollector):
             raise UnsupportedError("adaround needs the layers' input statistics: calibrate "
                                    "with QuantConfig(adaround=True).collector or pass "
                                    "calibration data")
-        learned = calib.learned(target.arithmetic, per_channel,
-                                AdaRoundOptions(iterations=config.adaround_iterations))
+        options = AdaRoundOptions(iterations=config.adaround_iterations)
+        learned = calib.learned(target.arithmetic, per_channel, options)
         weights = {**learned, **weights}   # the caller's exact weights win
+        if config.adaround_bias_correction:
+            deltas = {k: v for k, v in calib.bias_deltas(target.arithmetic, per_channel,
+                                                          options).items()
+                      if k not in preset.weights}
     ctx = QuantContext(view=view, target=target, calibrator=calib,
                        per_channel=bool(config.per_channel), wide_tensors=config.int16_tensors,
                        preset_params=dict(preset.params), preset_weights=weights,
                        preset_biases=dict(preset.biases),
-                       bias_correction=bool(config.bias_correction))
+                       bias_correction=bool(config.bias_correction), bias_deltas=deltas)
     out = Emitter(ctx)
     for name in [*view.constants, *(i.name for i in model.graph.input),
                  *(o for n in all_nodes(model.graph) for o in n.output)]:
