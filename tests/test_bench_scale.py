@@ -70,6 +70,17 @@ def test_accuracy_onnxruntime_row_is_the_shared_baseline(tmp_path: Path) -> None
     assert len(rows) == 2 and got.samples == 40
 
 
+def test_accuracy_adaround_rows_name_their_iterations(tmp_path: Path) -> None:
+    """``--adaround both --adaround-iterations N``: one row without, one with N steps."""
+    path = tmp_path / "small.onnx"
+    onnx.save(small_cnn(), str(path))
+    bench = BenchModel("small", path, images(16) * 8, images(20, seed=3) * 8, None, "synthetic")
+    rows = accuracy.measure(bench, methods=("minmax",), onnxruntime=False,
+                            adaround=(False, True), adaround_iterations=5)
+    assert [r.quantizer for r in rows[1:]] == ["ortnpu tflite-int8 (minmax)",
+                                               "ortnpu tflite-int8 (minmax, adaround 5)"]
+
+
 def test_scale_measures_checks_and_prints(tmp_path: Path) -> None:
     model = Path(str(files("ortnpu") / "data" / "digits_cnn.onnx"))
     d = np.load(str(files("ortnpu") / "data" / "digits_data.npz"))

@@ -112,7 +112,8 @@ def score(model: BenchModel, float_model: onnx.ModelProto, candidate: onnx.Model
 def measure(model: BenchModel, target: str = "tflite-int8",
             methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True,
             bias_correction: tuple[bool, ...] = (False,),
-            adaround: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
+            adaround: tuple[bool, ...] = (False,),
+            adaround_iterations: int = 1000) -> list[AccuracyRow]:
     """Float, ortnpu (per method, bias-correction and learned-rounding choice) and onnxruntime
     ``quantize_static`` on one model.
 
@@ -130,13 +131,14 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     for method in methods:
         for corrected in bias_correction:
             for learned in adaround:
-                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned)
+                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned,
+                                     adaround_iterations=adaround_iterations)
                 start = time.perf_counter()
                 npu = ortnpu.quantize(optimized, target, model.calib, config=config,
                                       optimize=False)
                 seconds = time.perf_counter() - start
                 label = ", ".join([method] + ["bias correction"] * corrected
-                                  + ["adaround"] * learned)
+                                  + [f"adaround {adaround_iterations}"] * learned)
                 rows.append(_row(model, f"ortnpu {target} ({label})",
                                  score(model, optimized, npu), seconds))
     if not onnxruntime:
