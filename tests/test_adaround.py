@@ -191,9 +191,10 @@ def test_learned_rounding_with_quantized_inputs_offsets_their_error() -> None:
             <= _asym_error(w, q0, scales, x[:12], xq[:12]))
 
 
-def test_quantized_inputs_are_the_npu_graphs() -> None:
-    """``read_quantized_inputs`` accumulates, per layer, H_qq and H_fq from the layer's input
-    as the nearest-rounded NPU graph computes it (its integer tensor, dequantized)."""
+def test_quantized_inputs_are_the_inputs_through_their_npu_quantization() -> None:
+    """``read_quantized_inputs`` accumulates, per layer, H_qq and H_fq from the layer's float
+    input and that input through its NPU tensor's scale and zero point (QuantizeLinear and
+    back): the input grid's own error, not the upstream layers'."""
     from ortnpu.comparison import _npu_tensors, _with_outputs
     from ortnpu.quant.adaround import read_quantized_inputs
 
@@ -206,13 +207,13 @@ def test_quantized_inputs_are_the_npu_graphs() -> None:
     assert read_quantized_inputs(collector, model, npu, feeds) == len(collector.layers)
     conv = next(la for la in collector.layers if la.node == "pwconv")
     t = _npu_tensors(npu, "npu")[conv.x]
-    q = np.concatenate([ortnpu.InferenceSession(_with_outputs(
-        npu, [t.int_name], {t.int_name: TensorProto.INT8})).run([t.int_name], f)[0]
-        for f in feeds])
     f_out = np.concatenate([ort.InferenceSession(
         _with_outputs(model, [conv.x], {}).SerializeToString(),
         providers=["CPUExecutionProvider"]).run([conv.x], f)[0] for f in feeds])
-    xq = ((q.astype(np.float64) - t.zero_point) * t.scale).astype(np.float32)
+    info = np.iinfo(t.dtype)
+    q = np.clip(np.rint(f_out.astype(np.float64) / np.float32(t.scale)) + t.zero_point,
+                info.min, info.max)
+    xq = ((q - t.zero_point) * t.scale).astype(np.float32)
     pq = np.concatenate([_patches(conv, s)[0] for s in xq]).astype(np.float64)
     pf = np.concatenate([_patches(conv, s)[0] for s in f_out]).astype(np.float64)
     st = collector.stats[conv.node]

@@ -48,8 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
                    help="optimisation steps per layer of --adaround (default 1000)")
     p.add_argument("--adaround-inputs", choices=("quantized", "float"), default="quantized",
-                   help="what --adaround's loss feeds each layer: its input as the NPU graph "
-                        "with nearest rounding computes it (default), or the float input")
+                   help="what --adaround's loss feeds each layer: its input through the "
+                        "input tensor's int8 quantization (default), or the float input")
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")

@@ -162,11 +162,12 @@ class QuantConfig:
             docs/measurements.md).
         adaround_iterations: Adam steps per layer of the learned rounding.
         adaround_inputs: what the learned rounding's loss feeds each layer: ``"quantized"``
-            (the default) the layer's input as the NPU graph with nearest rounding computes it
-            (one more pass over the calibration data), so that the rounding also offsets the
-            input's quantization error; ``"float"`` the float input (the paper's basic form).
+            (the default) its float input through the input tensor's own quantization (scale
+            and zero point of the nearest-rounded NPU graph; one more float pass over the
+            calibration data), so that the rounding also offsets the input grid's error;
+            ``"float"`` the float input (the paper's basic form).
         adaround_bias_correction: with ``adaround_inputs="quantized"``, add to each learned
-            layer's bias its measured mean output error on the NPU graph's inputs,
+            layer's bias its measured mean output error on those quantized inputs,
             ``W·E[x] - A·E[x_q]`` (empirical bias correction: also the mean shift that the
             input's clipping leaves, which the per-channel-mean correction cannot see).
     """
@@ -414,7 +415,7 @@ def _read_quantized_inputs(model: onnx.ModelProto, target: Target, config: Quant
                            calib: Calibrator, preset: QuantPreset | None,
                            data: CalibrationData, ignore: frozenset[str]) -> None:
     """Quantize once with nearest rounding and give the learned rounding every layer's input
-    as that NPU graph computes it (``QuantConfig.adaround_inputs``)."""
+    through that NPU graph's quantization of it (``QuantConfig.adaround_inputs``)."""
     from ortnpu.quant.adaround import read_quantized_inputs
     from ortnpu.quant.range_choice import _feeds, quantize_again
 
