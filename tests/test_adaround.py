@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from graphs import images, small_cnn
 from onnx import TensorProto, helper, numpy_helper
 
@@ -153,6 +154,113 @@ def test_cli_adaround(tmp_path: Path, capsys) -> None:
     onnx.save(small_cnn(), str(path))
     np.savez(calib, x=images(16))
     assert main(["quantize", str(path), "--calib", str(calib), "-o", str(out), "--adaround",
-                 "--adaround-iterations", "50"]) == 0
+                 "--adaround-iterations", "50", "--adaround-inputs", "float"]) == 0
     assert "nodes on the NPU" in capsys.readouterr().out
     assert out.is_file()
+
+
+def _asym_error(w: np.ndarray, q: np.ndarray, s: np.ndarray, x: np.ndarray,
+                xq: np.ndarray) -> float:
+    return float((((q * s[:, None]) @ xq.T - w @ x.T) ** 2).sum())
+
+
+def test_learned_rounding_with_quantized_inputs_offsets_their_error() -> None:
+    """When the layer reads a quantized input ``x_q``, the loss against the float output
+    ``W·x`` (H_qq and H_fq) finds a rounding that also offsets the input's error: lower than
+    nearest rounding and than the rounding learned for float inputs; the row form agrees."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((16, 32)) * 0.2
+    mix = rng.standard_normal((32, 32)) * 0.3 + np.eye(32)
+    x = rng.standard_normal((4000, 32)) @ mix
+    xq = np.round(x / 0.25) * 0.25 + 0.04 * x        # a coarse grid and a gain error upstream
+    q0, scales = weight_params(w, load_target("tflite-int8").arithmetic, True)
+    opts = AdaRoundOptions(iterations=400)
+    q_float = learn_rounding(w, scales, 1, (-127, 127), gram=(x.T @ x / len(x))[None],
+                             options=opts)
+    q_quant = learn_rounding(w, scales, 1, (-127, 127), gram=(xq.T @ xq / len(x))[None],
+                             cross=(x.T @ xq / len(x))[None], options=opts)
+    near = _asym_error(w, q0.astype(np.float64), scales, x, xq)
+    learned_float = _asym_error(w, q_float.astype(np.float64), scales, x, xq)
+    learned_quant = _asym_error(w, q_quant.astype(np.float64), scales, x, xq)
+    assert learned_quant < learned_float and learned_quant < 0.9 * near
+    ratio = w / scales[:, None]
+    assert np.all((q_quant == np.floor(ratio)) | (q_quant == np.ceil(ratio)))
+    rows, qrows = (x[:12] / np.sqrt(12))[None], (xq[:12] / np.sqrt(12))[None]
+    q_rows = learn_rounding(w, scales, 1, (-127, 127), rows=rows, qrows=qrows, options=opts)
+    assert (_asym_error(w, q_rows, scales, x[:12], xq[:12])
+            <= _asym_error(w, q0, scales, x[:12], xq[:12]))
+
+
+def test_quantized_inputs_are_the_inputs_through_their_npu_quantization() -> None:
+    """``read_quantized_inputs`` accumulates, per layer, H_qq and H_fq from the layer's float
+    input and that input through its NPU tensor's scale and zero point (QuantizeLinear and
+    back): the input grid's own error, not the upstream layers'."""
+    from ortnpu.comparison import _npu_tensors, _with_outputs
+    from ortnpu.quant.adaround import read_quantized_inputs
+
+    model = ortnpu.optimize(small_cnn())
+    collector = GramCollector(MinMaxCalibrator(), find_layers(model))
+    calib = images(12)
+    calibrate(model, calib, collector, progress=False)
+    npu = ortnpu.quantize(model, "tflite-int8", calibrated=collector, optimize=False)
+    feeds = [{"x": calib[:8]}, {"x": calib[8:]}]
+    assert read_quantized_inputs(collector, model, npu, feeds) == len(collector.layers)
+    conv = next(la for la in collector.layers if la.node == "pwconv")
+    t = _npu_tensors(npu, "npu")[conv.x]
+    f_out = np.concatenate([ort.InferenceSession(
+        _with_outputs(model, [conv.x], {}).SerializeToString(),
+        providers=["CPUExecutionProvider"]).run([conv.x], f)[0] for f in feeds])
+    info = np.iinfo(t.dtype)
+    q = np.clip(np.rint(f_out.astype(np.float64) / np.float32(t.scale)) + t.zero_point,
+                info.min, info.max)
+    xq = ((q - t.zero_point) * t.scale).astype(np.float32)
+    pq = np.concatenate([_patches(conv, s)[0] for s in xq]).astype(np.float64)
+    pf = np.concatenate([_patches(conv, s)[0] for s in f_out]).astype(np.float64)
+    st = collector.stats[conv.node]
+    assert st.qcount == len(pq)
+    np.testing.assert_allclose(st.qgram[0], pq.T @ pq, rtol=1e-4)
+    np.testing.assert_allclose(st.cross[0], pf.T @ pq, rtol=1e-4)
+    assert not np.allclose(pq, pf)        # the inputs really are the quantized ones
+
+
+def test_adaround_inputs_must_be_known() -> None:
+    from ortnpu.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="adaround_inputs"):
+        ortnpu.quantize(small_cnn(), "tflite-int8", images(8),
+                        config=QuantConfig(adaround=True, adaround_inputs="both",
+                                           adaround_iterations=5))
+
+
+def test_measured_bias_removes_the_mean_output_error() -> None:
+    """``bias_deltas`` is ``W·E[x] - A·E[x_q]`` per output channel, from the same rows as
+    H_qq; with it in the bias the mean output error of every read layer on those rows is
+    zero, and ``quantize`` puts it into the integer bias (off: the bias is the plain one)."""
+    from ortnpu.quant.adaround import read_quantized_inputs
+
+    model = ortnpu.optimize(small_cnn())
+    collector = GramCollector(MinMaxCalibrator(), find_layers(model))
+    calib = images(12)
+    calibrate(model, calib, collector, progress=False)
+    npu = ortnpu.quantize(model, "tflite-int8", calibrated=collector, optimize=False)
+    read_quantized_inputs(collector, model, npu, [{"x": calib}])
+    arith = load_target("tflite-int8").arithmetic
+    opts = AdaRoundOptions(iterations=20)
+    deltas = collector.bias_deltas(arith, True, opts)
+    learned = collector.learned(arith, True, opts)
+    conv = next(la for la in collector.layers if la.node == "pwconv")
+    st = collector.stats[conv.node]
+    q, scales = learned[conv.weight]
+    a = q.reshape(q.shape[0], -1).astype(np.float64) * scales[:, None]
+    w = conv.w.reshape(q.shape[0], -1)
+    mean_error = w @ (st.fsum[0] / st.qcount) - a @ (st.qsum[0] / st.qcount)
+    np.testing.assert_allclose(deltas[conv.weight], mean_error, rtol=1e-9)
+    assert set(deltas) == {la.weight for la in collector.layers}
+    biases = {}
+    for on in (False, True):
+        out = ortnpu.quantize(model, "tflite-int8", calib, optimize=False, config=QuantConfig(
+            adaround=True, adaround_iterations=20, adaround_bias_correction=on))
+        biases[on] = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer
+                      if i.name.endswith("_bias")}
+    assert biases[False].keys() == biases[True].keys()
+    assert any(not np.array_equal(biases[False][k], biases[True][k]) for k in biases[False])

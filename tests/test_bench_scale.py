@@ -50,6 +50,37 @@ def test_accuracy_table_numbers_unchanged(tmp_path: Path, labelled: bool) -> Non
     assert rows[0].agreement == 1.0 and rows[0].samples == got.samples == 300
 
 
+def test_accuracy_onnxruntime_row_is_the_shared_baseline(tmp_path: Path) -> None:
+    """The bench's onnxruntime row is ``quantize_with_onnxruntime`` on the same calibration
+    samples (one baseline for bench, speed, QDQ import and fuzzer), scored the same way."""
+    from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
+
+    path = tmp_path / "small.onnx"
+    onnx.save(small_cnn(), str(path))
+    bench = BenchModel("small", path, images(16) * 8, images(40, seed=3) * 8,
+                       np.arange(40) % 5, "synthetic")
+    rows = accuracy.measure(bench, methods=(), onnxruntime=True)
+    optimized = ortnpu.optimize(onnx.load(str(path)))
+    qdq = quantize_with_onnxruntime(optimized, sample_feeds("x", bench.calib))
+    out = ort.InferenceSession(qdq.SerializeToString(),
+                               providers=["CPUExecutionProvider"]).run(None, {"x": bench.test})[0]
+    got = rows[-1]
+    assert got.quantizer.startswith("onnxruntime quantize_static")
+    assert got.score == float((out.argmax(1) == bench.labels).mean())
+    assert len(rows) == 2 and got.samples == 40
+
+
+def test_accuracy_adaround_rows_name_their_iterations(tmp_path: Path) -> None:
+    """``--adaround both --adaround-iterations N``: one row without, one with N steps."""
+    path = tmp_path / "small.onnx"
+    onnx.save(small_cnn(), str(path))
+    bench = BenchModel("small", path, images(16) * 8, images(20, seed=3) * 8, None, "synthetic")
+    rows = accuracy.measure(bench, methods=("minmax",), onnxruntime=False,
+                            adaround=(False, True), adaround_iterations=5)
+    assert [r.quantizer for r in rows[1:]] == ["ortnpu tflite-int8 (minmax)",
+                                               "ortnpu tflite-int8 (minmax, adaround 5)"]
+
+
 def test_scale_measures_checks_and_prints(tmp_path: Path) -> None:
     model = Path(str(files("ortnpu") / "data" / "digits_cnn.onnx"))
     d = np.load(str(files("ortnpu") / "data" / "digits_data.npz"))

@@ -30,6 +30,8 @@ def main() -> None:
                    help="ortnpu without bias correction (the default), with, or both rows")
     p.add_argument("--adaround", default="no", choices=("no", "yes", "both"),
                    help="ortnpu without learned rounding of weights (the default), with, or both")
+    p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
+                   help="Adam steps per layer of the learned rounding (default 1000)")
     p.add_argument("--samples", type=int, default=None,
                    help="evaluate accuracy on the first N evaluation samples only (default all)")
     p.add_argument("--crops", type=int, default=scale.CROPS,
@@ -77,7 +79,8 @@ def main() -> None:
         rows = [r for m in chosen
                 for r in accuracy.measure(m, args.target, tuple(args.methods.split(",")),
                                           bias_correction=choice[args.bias_correction],
-                                          adaround=choice[args.adaround])]
+                                          adaround=choice[args.adaround],
+                                          adaround_iterations=args.adaround_iterations)]
         print(accuracy.table(rows))
 
 

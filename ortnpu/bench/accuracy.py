@@ -9,11 +9,9 @@ onnxruntime sessions, ``npu_runtime="onnxruntime"``).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,30 +109,20 @@ def score(model: BenchModel, float_model: onnx.ModelProto, candidate: onnx.Model
                              batch=BATCH, npu_runtime=runtime, progress=False)
 
 
-class _Reader:
-    """``CalibrationDataReader`` for onnxruntime's quantizer."""
-
-    def __init__(self, name: str, x: np.ndarray) -> None:
-        self.items = iter([{name: x[i:i + 1]} for i in range(len(x))])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self.items, None)
-
-
 def measure(model: BenchModel, target: str = "tflite-int8",
             methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True,
             bias_correction: tuple[bool, ...] = (False,),
-            adaround: tuple[bool, ...] = (False,)) -> list[AccuracyRow]:
+            adaround: tuple[bool, ...] = (False,),
+            adaround_iterations: int = 1000) -> list[AccuracyRow]:
     """Float, ortnpu (per method, bias-correction and learned-rounding choice) and onnxruntime
     ``quantize_static`` on one model.
 
     Every quantizer gets the same optimized float model and the same calibration samples
     (``model.calib``); every score is taken on ``model.test``.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     import ortnpu
     from ortnpu.quant import QuantConfig
+    from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
     optimized = ortnpu.optimize(onnx.load(str(model.path)))
     name = optimized.graph.input[0].name
@@ -143,27 +131,22 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     for method in methods:
         for corrected in bias_correction:
             for learned in adaround:
-                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned)
+                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned,
+                                     adaround_iterations=adaround_iterations)
                 start = time.perf_counter()
                 npu = ortnpu.quantize(optimized, target, model.calib, config=config,
                                       optimize=False)
                 seconds = time.perf_counter() - start
                 label = ", ".join([method] + ["bias correction"] * corrected
-                                  + ["adaround"] * learned)
+                                  + [f"adaround {adaround_iterations}"] * learned)
                 rows.append(_row(model, f"ortnpu {target} ({label})",
                                  score(model, optimized, npu), seconds))
     if not onnxruntime:
         return rows
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
-        onnx.save(optimized, str(src))
-        start = time.perf_counter()
-        quantize_static(str(src), str(dst), _Reader(name, model.calib),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
-        seconds = time.perf_counter() - start
-        res = score(model, optimized, str(dst), "onnxruntime")
+    start = time.perf_counter()
+    qdq = quantize_with_onnxruntime(optimized, sample_feeds(name, model.calib))
+    seconds = time.perf_counter() - start
+    res = score(model, optimized, qdq, "onnxruntime")
     rows.append(_row(model, "onnxruntime quantize_static (QDQ, per-channel, minmax)", res,
                      seconds))
     return rows

@@ -34,9 +34,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from ortnpu.bench.accuracy import _Reader
 from ortnpu.bench.models import BenchModel
 from ortnpu.console import quiet_session_options
+from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
 CALIBRATION_IMAGES = 64
 
@@ -244,7 +244,6 @@ def measure(model: BenchModel, threads: tuple[int, ...] = (1, 2), repeat: int = 
             batches: tuple[int, ...] = (1, 32), busy: tuple[bool, ...] = (False, True),
             target: str = "tflite-int8") -> ModelReport:
     """Time the three executions of ``model`` at every thread count, batch size and load."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     import ortnpu
     from ortnpu.domain import native
@@ -272,15 +271,9 @@ def measure(model: BenchModel, threads: tuple[int, ...] = (1, 2), repeat: int = 
         so.inter_op_num_threads = 1
         return so
 
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "float.onnx", Path(tmp) / "qdq.onnx"
-        onnx.save(optimized, str(src))
-        start = time.perf_counter()
-        quantize_static(str(src), str(dst), _Reader(name, calib),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-        quant_ort = time.perf_counter() - start
-        qdq_bytes = dst.read_bytes()
+    start = time.perf_counter()
+    qdq_bytes = quantize_with_onnxruntime(optimized, sample_feeds(name, calib)).SerializeToString()
+    quant_ort = time.perf_counter() - start
     start = time.perf_counter()
     npu = ortnpu.quantize(optimized, target, calib, optimize=False)
     quant_ortnpu = time.perf_counter() - start

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "stays closest to float")
     p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
                    help="optimisation steps per layer of --adaround (default 1000)")
+    p.add_argument("--adaround-inputs", choices=("quantized", "float"), default="quantized",
+                   help="what --adaround's loss feeds each layer: its input through the "
+                        "input tensor's int8 quantization (default), or the float input")
     p.add_argument("--no-optimize", action="store_true", help="skip `ortnpu optimize` first")
     p.add_argument("--force-cpu", action="append", default=[], metavar="NAME_OR_OP",
                    help="keep a node (by name) or every node of an op type on the CPU")
@@ -189,7 +192,8 @@ def _run(args: argparse.Namespace) -> int:
                          force_cpu=frozenset(args.force_cpu),
                          force_npu=frozenset(args.force_npu), equalize=args.equalize,
                          bias_correction=args.bias_correction, adaround=args.adaround,
-                         adaround_iterations=args.adaround_iterations)
+                         adaround_iterations=args.adaround_iterations,
+                         adaround_inputs=args.adaround_inputs)
     res = QuantizationResult()
     npu = quantize(model, args.target, data, config=config, optimize=not args.no_optimize,
                    result=res, **inputs)

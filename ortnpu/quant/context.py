@@ -83,6 +83,9 @@ class QuantContext:
     preset_biases: dict[str, np.ndarray] = field(default_factory=dict)
     #: correct biases for the mean error of quantized weights (needs channel means)
     bias_correction: bool = False
+    #: measured mean output error per weight initializer, added to its layer's float bias
+    #: (the learned rounding's empirical bias correction)
+    bias_deltas: dict[str, np.ndarray] = field(default_factory=dict)
 
     def channel_mean(self, tensor: str) -> np.ndarray | None:
         """Per-channel mean of a calibrated activation, when bias correction collected it."""

@@ -216,6 +216,17 @@ def _corrected_bias(ctx: QuantContext, x_name: str, bias: np.ndarray | None, w: 
     return base + delta
 
 
+def _measured_bias(ctx: QuantContext, weight: str, bias: np.ndarray | None,
+                   channels: int) -> np.ndarray | None:
+    """Bias plus the mean output error measured on the NPU graph's inputs, when there is one
+    for this weight (:meth:`~ortnpu.quant.adaround.GramCollector.bias_deltas`)."""
+    delta = ctx.bias_deltas.get(weight)
+    if delta is None or delta.size != channels:
+        return bias
+    base = np.zeros(channels) if bias is None else np.asarray(bias, np.float64).reshape(-1)
+    return base + delta
+
+
 class ConvRule(LoweringRule):
     """Conv (grouped, depthwise) with constant weights → ``Conv``."""
 
@@ -254,6 +265,7 @@ class ConvRule(LoweringRule):
                  for c in range(cout)]
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
         b = _corrected_bias(ctx, node.input[0], b, w, wq, ws, int(attr(node, "group", 1)))
+        b = _measured_bias(ctx, node.input[1], b, cout)
         bias = _bias(ctx, node, 2, b, xp.scale, ws, cout, bias_bits)
         name = node.name or node.output[0]
         inputs = [x, out.constant(f"{name}_w", wq), out.constant(f"{name}_bias", bias),
@@ -327,6 +339,7 @@ class FullyConnectedRule(LoweringRule):
             reals = [np.float64(xp.scale) * ws[c] / yp.scale for c in range(n)]
         mult, shift = zip(*(multiplier(float(r), a, rule) for r in reals), strict=True)
         bias = _corrected_bias(ctx, node.input[0], bias, w, wq, ws, 1)
+        bias = _measured_bias(ctx, node.input[1], bias, n)
         name = node.name or node.output[0]
         inputs = [x, out.constant(f"{name}_w", wq),
                   out.constant(f"{name}_bias", _bias(ctx, node, 2, bias, xp.scale, ws, n,

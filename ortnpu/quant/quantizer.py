@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 import onnx.version_converter
 from onnx import helper
@@ -160,6 +161,15 @@ class QuantConfig:
             default for its cost: +6.2 points of agreement on MobileNetV2 for minutes of CPU,
             docs/measurements.md).
         adaround_iterations: Adam steps per layer of the learned rounding.
+        adaround_inputs: what the learned rounding's loss feeds each layer: ``"quantized"``
+            (the default) its float input through the input tensor's own quantization (scale
+            and zero point of the nearest-rounded NPU graph; one more float pass over the
+            calibration data), so that the rounding also offsets the input grid's error;
+            ``"float"`` the float input (the paper's basic form).
+        adaround_bias_correction: with ``adaround_inputs="quantized"``, add to each learned
+            layer's bias its measured mean output error on those quantized inputs,
+            ``W·E[x] - A·E[x_q]`` (empirical bias correction: also the mean shift that the
+            input's clipping leaves, which the per-channel-mean correction cannot see).
     """
 
     per_channel: bool | None = None
@@ -173,6 +183,8 @@ class QuantConfig:
     bias_correction: bool | None = None
     adaround: bool = False
     adaround_iterations: int = 1000
+    adaround_inputs: str = "quantized"
+    adaround_bias_correction: bool = True
 
     def resolved(self, arith: Arithmetic, *, fixed_weights: bool = False) -> QuantConfig:
         """These choices with ``per_channel``, ``equalize`` and ``bias_correction`` decided for
@@ -302,7 +314,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         choose = (calibrator is None and preset is None and not config.adaround
                   and target.arithmetic.activation_bits == 8
                   and histogram_of(collector) is not None)
-        if choose:   # the data is read again to score the two range choices
+        if choose or (config.adaround and config.adaround_inputs != "float"):
+            # the data is read again to score the two range choices, or to read the layers'
+            # quantized inputs
             from ortnpu.quant.per_tensor import replayable
 
             inputs = [i.name for i in model.graph.input
@@ -311,6 +325,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         if config.adaround:  # the layers' input statistics are gathered in the same pass
             collector = GramCollector(collector, find_layers(model))
         calib = calibrate(model, calibration_data, collector, ignore=frozenset(freeze or ()))
+        if config.adaround and config.adaround_inputs != "float":
+            _read_quantized_inputs(model, target, config, calib, preset, calibration_data,
+                                   frozenset(freeze or ()))
         chosen = choose_range_method(
             model, calibration_data, calib, quantize_again(model, target, config, calib, preset),
             ignore=frozenset(freeze or ())) if choose else None
@@ -327,19 +344,24 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     per_channel = target.arithmetic.per_channel if config.per_channel is None \
         else config.per_channel
     weights = dict(preset.weights)
+    deltas: dict[str, np.ndarray] = {}
     if config.adaround:
         if not isinstance(calib, GramCollector):
             raise UnsupportedError("adaround needs the layers' input statistics: calibrate "
                                    "with QuantConfig(adaround=True).collector or pass "
                                    "calibration data")
-        learned = calib.learned(target.arithmetic, per_channel,
-                                AdaRoundOptions(iterations=config.adaround_iterations))
+        options = AdaRoundOptions(iterations=config.adaround_iterations)
+        learned = calib.learned(target.arithmetic, per_channel, options)
         weights = {**learned, **weights}   # the caller's exact weights win
+        if config.adaround_bias_correction:
+            deltas = {k: v for k, v in calib.bias_deltas(target.arithmetic, per_channel,
+                                                          options).items()
+                      if k not in preset.weights}
     ctx = QuantContext(view=view, target=target, calibrator=calib,
                        per_channel=bool(config.per_channel), wide_tensors=config.int16_tensors,
                        preset_params=dict(preset.params), preset_weights=weights,
                        preset_biases=dict(preset.biases),
-                       bias_correction=bool(config.bias_correction))
+                       bias_correction=bool(config.bias_correction), bias_deltas=deltas)
     out = Emitter(ctx)
     for name in [*view.constants, *(i.name for i in model.graph.input),
                  *(o for n in all_nodes(model.graph) for o in n.output)]:
@@ -387,6 +409,23 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         result.placements = placements
         result.range_choice = choice
     return _assemble(model, target, out, placements)
+
+
+def _read_quantized_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
+                           calib: Calibrator, preset: QuantPreset | None,
+                           data: CalibrationData, ignore: frozenset[str]) -> None:
+    """Quantize once with nearest rounding and give the learned rounding every layer's input
+    through that NPU graph's quantization of it (``QuantConfig.adaround_inputs``)."""
+    from ortnpu.quant.adaround import read_quantized_inputs
+    from ortnpu.quant.range_choice import _feeds, quantize_again
+
+    if config.adaround_inputs not in ("quantized", "float"):
+        raise UnsupportedError(f"adaround_inputs must be 'quantized' or 'float', got "
+                               f"{config.adaround_inputs!r}")
+    if not isinstance(calib, GramCollector):
+        return
+    npu, _ = quantize_again(model, target, config, calib, preset)()
+    read_quantized_inputs(calib, model, npu, _feeds(model, data, 1 << 30, ignore))
 
 
 def _calibration_gap(node: onnx.NodeProto, ctx: QuantContext) -> str | None:
