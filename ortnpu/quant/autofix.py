@@ -473,9 +473,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     if config.equalize:  # once, before calibrating: every trial quantizes these weights
         from ortnpu.quant.per_tensor import equalize, replayable
 
-        weights = {w.name for w in model.graph.initializer}
-        inputs = [i.name for i in model.graph.input if i.name not in weights]
-        calibration_data = replayable(calibration_data, inputs)
+        calibration_data = replayable(calibration_data, model)
         model = equalize(model, calibration_data)
         config = dataclasses.replace(config, equalize=False)
     data = _eval_dataset(eval_inputs)
@@ -525,9 +523,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     if choose:   # read twice: calibration, then the range choice
         from ortnpu.quant.per_tensor import replayable
 
-        weights = {w.name for w in model.graph.initializer}
-        calibration_data = replayable(calibration_data, [i.name for i in model.graph.input
-                                                         if i.name not in weights])
+        calibration_data = replayable(calibration_data, model)
     ranges = calibrate(model, calibration_data, collector, progress=progress)
     chosen = None
     if choose:

@@ -35,11 +35,12 @@ def per_tensor_default(setting: bool | None, per_channel: bool) -> bool:
     return (not per_channel) if setting is None else bool(setting)
 
 
-def replayable(data: CalibrationData, input_names: list[str]) -> CalibrationData:
-    """Calibration data that can be read twice (a reader or generator is read into a list)."""
+def replayable(data: CalibrationData, model: onnx.ModelProto) -> CalibrationData:
+    """Calibration data of ``model`` that can be read twice (a reader or generator is read
+    into a list)."""
     if data is None or isinstance(data, (np.ndarray, Mapping, list, tuple)):
         return data
-    return list(iter_batches(data, input_names))
+    return list(iter_batches(data, [s.name for s in input_specs(model)]))
 
 
 def _clipped_convs(model: onnx.ModelProto) -> list[str]:

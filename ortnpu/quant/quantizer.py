@@ -299,11 +299,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if config.equalize:
         from ortnpu.quant.per_tensor import equalize, replayable
 
-        inputs = [i.name for i in model.graph.input
-                  if i.name not in {t.name for t in model.graph.initializer}]
         data = None
         if calibrated is None and calibration_data is not None:
-            data = calibration_data = replayable(calibration_data, inputs)
+            data = calibration_data = replayable(calibration_data, model)
         model = equalize(model, data, ignore=frozenset(freeze or ()))
     view = GraphView.build(model)
     choice = None
@@ -319,9 +317,7 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             # quantized inputs
             from ortnpu.quant.per_tensor import replayable
 
-            inputs = [i.name for i in model.graph.input
-                      if i.name not in {t.name for t in model.graph.initializer}]
-            calibration_data = replayable(calibration_data, inputs)
+            calibration_data = replayable(calibration_data, model)
         if config.adaround:  # the layers' input statistics are gathered in the same pass
             collector = GramCollector(collector, find_layers(model))
         calib = calibrate(model, calibration_data, collector, ignore=frozenset(freeze or ()))

@@ -134,24 +134,22 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
 
 
 def _worst_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
-    """The smallest SQNR (dB) over the outputs, each summed over the samples."""
-    worst = math.inf
-    for k in range(len(reference[0])):
-        signal = sum(float(np.sum(np.square(r[k], dtype=np.float64))) for r in reference)
-        noise = sum(float(np.sum(np.square(np.asarray(g[k], np.float64)
-                                           - np.asarray(r[k], np.float64))))
-                    for r, g in zip(reference, got, strict=True))
-        if noise > 0:
-            worst = min(worst, 10 * math.log10(max(signal, 1e-300) / noise))
-    return worst
+    """The smallest SQNR (dB) over the outputs, each over all the batches (compare's
+    :func:`~ortnpu.comparison.measure`)."""
+    from ortnpu.comparison import measure
+
+    def joined(runs: list[list[np.ndarray]], k: int) -> np.ndarray:
+        return np.concatenate([np.ravel(run[k]) for run in runs])
+
+    return min(measure(joined(reference, k), joined(got, k), f"output {k}").sqnr_db
+               for k in range(len(reference[0])))
 
 
 def _feeds(model: onnx.ModelProto, data: CalibrationData, batches: int,
            ignore: frozenset[str]) -> list[dict[str, Any]]:
     """The first ``batches`` calibration batches, cast to the model's input types."""
     specs = {s.name: s for s in input_specs(model)}
-    inits = {i.name for i in model.graph.initializer}
-    names = [i.name for i in model.graph.input if i.name not in inits]
+    names = list(specs)
     dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
     fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
     out = []
