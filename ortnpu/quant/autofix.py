@@ -656,14 +656,15 @@ def _group_step(step: int, action: str, order: Sequence[str], tensors: Mapping[s
     def trial(k: int) -> float | None:
         group = todo[:k]
         label = f"worst {k} layer(s)"
+        cfg = changed(group)
         try:
-            s, npu, r = evaluate(changed(group))
+            s, npu, r = evaluate(cfg)
         except OrtNpuError as exc:
             report.trials.append(AutofixTrial(step, action, label, "", score, None,
                                               first_line(exc)))
             return None
         report.trials.append(AutofixTrial(step, action, label, tensors[group[-1]], score, s))
-        tried[k] = (s, changed(group), npu, r)
+        tried[k] = (s, cfg, npu, r)
         return s
 
     n = len(todo)
