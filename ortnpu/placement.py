@@ -295,7 +295,7 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
           force_cpu: Sequence[str] = (), force_npu: Sequence[str] = (),
           npu_inputs: Sequence[str] | None = None, npu_outputs: Sequence[str] | None = None,
           min_subgraph_nodes: int | None = None, batch: bool = True,
-          strict_names: bool = True) -> PartitionPlan:
+          strict_names: bool = True, wide_softmax_on_cpu: bool = True) -> PartitionPlan:
     """Decide NPU or CPU for every node of a float model, with a reason, fusions and subgraphs.
 
     Args:
@@ -310,6 +310,8 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
         min_subgraph_nodes: overrides the target's ``[support] min_subgraph_nodes``.
         batch: read a dynamic batch (the only dynamic dim, axis 0 of an input) as 1.
         strict_names: refuse ``force_cpu``/``force_npu`` names that match no node.
+        wide_softmax_on_cpu: keep a Softmax over long rows in float on int16 targets
+            (:func:`wide_softmax_problem`); off for a model that quantized its Softmax itself.
 
     Returns:
         The :class:`~ortnpu.partition.PartitionPlan` (placement, reasons, causes, fusions,
@@ -382,7 +384,8 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
             problem = _target_reason(found)
         else:
             problem = (output_head_problem(node, index, graph_outputs, target)
-                       or wide_softmax_problem(node, shapes, target) or "")
+                       or (wide_softmax_problem(node, shapes, target) if wide_softmax_on_cpu
+                           else None) or "")
         if blocked is not None:
             verdicts[node.name] = Verdict(False, f"{label}: {blocked}")
         elif found:
@@ -438,7 +441,7 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
     options: dict[str, Any] = {
         "force_cpu": force_cpu, "force_npu": force_npu, "npu_inputs": list(npu_inputs or []),
         "npu_outputs": list(npu_outputs or []), "min_subgraph_nodes": minimum,
-        "batch_one": batch}
+        "batch_one": batch, "wide_softmax_on_cpu": wide_softmax_on_cpu}
     return PartitionPlan(placement=placement, reasons=reasons, verdicts=verdicts,
                          subgraphs=subgraphs_of(kept, order, index, set(constants)),
                          order=[n.name for n in order],

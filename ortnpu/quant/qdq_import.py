@@ -12,8 +12,6 @@ import json
 
 import onnx
 
-from ortnpu.passes.graph import shapes_and_types
-from ortnpu.placement import wide_softmax_problem
 from ortnpu.quant.qdq_convert import Conversion, check_supported, describe, plan
 from ortnpu.quant.qdq_graph import ImportedGraph, read_quantized
 from ortnpu.quant.quantizer import (
@@ -62,13 +60,9 @@ def import_qdq(model: onnx.ModelProto, target: Target | str | None = None, *,
     res = result if result is not None else QuantizationResult()
     # the model quantized its Softmax nodes itself: they run as it says, however long their
     # rows (placement's wide-Softmax rule is a choice quantize makes for float models)
-    shapes, _ = shapes_and_types(imported.model)
-    softmax = frozenset(n.name for n in imported.model.graph.node
-                        if n.name not in fit.force_cpu
-                        and wide_softmax_problem(n, shapes, target) is not None)
     npu = quantize(imported.model, target, None, preset=preset, optimize=False,
-                   config=QuantConfig(force_cpu=frozenset(fit.force_cpu), force_npu=softmax),
-                   result=res)
+                   config=QuantConfig(force_cpu=frozenset(fit.force_cpu),
+                                      wide_softmax_on_cpu=False), result=res)
     conversions = list(fit.conversions) + _unexpected(npu, fit.params, res, imported)
     if report is not None:
         report.extend(conversions)

@@ -170,6 +170,9 @@ class QuantConfig:
             layer's bias its measured mean output error on those quantized inputs,
             ``W·E[x] - A·E[x_q]`` (empirical bias correction: also the mean shift that the
             input's clipping leaves, which the per-channel-mean correction cannot see).
+        wide_softmax_on_cpu: keep a Softmax over rows too long for the int16 SOFTMAX's exp
+            table in float (``ortnpu.placement.wide_softmax_problem``); ``import_qdq`` turns it
+            off, since the imported model quantized its Softmax itself.
     """
 
     per_channel: bool | None = None
@@ -185,6 +188,7 @@ class QuantConfig:
     adaround_iterations: int = 1000
     adaround_inputs: str = "quantized"
     adaround_bias_correction: bool = True
+    wide_softmax_on_cpu: bool = True
 
     def resolved(self, arith: Arithmetic, *, fixed_weights: bool = False) -> QuantConfig:
         """These choices with ``per_channel``, ``equalize`` and ``bias_correction`` decided for
@@ -364,7 +368,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         out._names.add(name)   # subgraph bodies' own names too: a new name must not shadow one
     out.float_ready.update(i.name for i in model.graph.input)
     plan = place(model, target, force_cpu=sorted(config.force_cpu),
-                 force_npu=sorted(config.force_npu), strict_names=False)
+                 force_npu=sorted(config.force_npu), strict_names=False,
+                 wide_softmax_on_cpu=config.wide_softmax_on_cpu)
     by_name = {n.name: n for n in model.graph.node}
     activation_of = {producer: by_name[act] for act, producer in plan.fused_into.items()}
     placements: list[Placement] = []
