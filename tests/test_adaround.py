@@ -16,6 +16,7 @@ from ortnpu.quant import QuantConfig
 from ortnpu.quant.adaround import (
     AdaRoundOptions,
     GramCollector,
+    _column_sums,
     _patches,
     find_layers,
     learn_rounding,
@@ -58,6 +59,10 @@ def test_patches_times_weights_is_the_convolution() -> None:
             np.testing.assert_allclose(got, y[n], atol=1e-5)
             pick = np.array([0, 3, p.shape[1] - 1])        # sampled output positions
             np.testing.assert_array_equal(_patches(layer, x[n], pick), p[:, pick])
+            sums, positions = _column_sums(layer, x[n])          # the means' sums, no im2col
+            assert positions == p.shape[1]
+            np.testing.assert_allclose(sums, p.sum(axis=1, dtype=np.float64), rtol=1e-5,
+                                       atol=1e-4)
 
 
 def _output_error(w: np.ndarray, q: np.ndarray, s: np.ndarray, x: np.ndarray) -> float:
@@ -131,8 +136,9 @@ def test_adaround_option_quantizes_with_learned_integer_weights() -> None:
                                providers=["CPUExecutionProvider"]).run(None, {"x": test})[0]
     outs, weights = {}, {}
     for learned in (False, True):
-        npu = ortnpu.quantize(model, "tflite-int8", calib,
-                              config=QuantConfig(adaround=learned, adaround_iterations=300))
+        config = QuantConfig(adaround=True, adaround_iterations=300) if learned else \
+            QuantConfig(rounding="nearest")
+        npu = ortnpu.quantize(model, "tflite-int8", calib, config=config)
         weights[learned] = {i.name: numpy_helper.to_array(i) for i in npu.graph.initializer
                             if i.name.endswith("_w")}
         outs[learned] = ortnpu.InferenceSession(npu).run(None, {"x": test})[0]

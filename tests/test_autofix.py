@@ -49,8 +49,10 @@ def broken() -> dict:
     return {"model": small_cnn(), "calib": images(64), "eval": images(48, seed=5),
             "calibrator": InflatedRange("c3", 300.0),
             # the Softmax on the CPU: its 8-bit NPU output (steps of 1/256) alone is above the
-            # budgets these tests use
-            "config": QuantConfig(force_cpu=frozenset({"softmax"}))}
+            # budgets these tests use; nearest rounding: these tests follow the search on one
+            # deliberately broken scale (GPTQ's measured bias offsets part of it, which
+            # changes the path, not what they test; test_gptq.py runs autofix with it)
+            "config": QuantConfig(force_cpu=frozenset({"softmax"}), rounding="nearest")}
 
 
 def test_label_free_default_objective_finds_the_broken_layer(broken: dict) -> None:
@@ -109,10 +111,12 @@ def test_group_search_bisects_the_worst_layers_into_int16(broken: dict) -> None:
     bad = {"c3", "a1", "m1"}
     args = (broken["model"], "tflite-int8", broken["calib"], broken["eval"], "sqnr")
     _, greedy = ortnpu.autofix(*args, goal=35.0, max_steps=1, progress=False,
-                               calibrator=_Inflated(bad, 300.0), search="greedy")
+                               calibrator=_Inflated(bad, 300.0), search="greedy",
+                               config=QuantConfig(rounding="nearest"))
     assert not greedy.within_budget
     npu, report = ortnpu.autofix(*args, goal=35.0, max_steps=1, progress=False,
-                                 calibrator=_Inflated(bad, 300.0), search="group")
+                                 calibrator=_Inflated(bad, 300.0), search="group",
+                                 config=QuantConfig(rounding="nearest"))
     assert report.within_budget and len(report.steps) == 1
     step = report.steps[0]
     assert step.action == "int16" and {"pwconv", "add1", "swish"} <= set(step.layers)

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from graphs import images, small_cnn
+from onnx import numpy_helper
 
 import ortnpu
 from ortnpu.quant.calibrate import HistogramCalibrator
@@ -60,7 +61,28 @@ def test_the_kept_ranges_score_at_least_the_other_ones_on_real_ranges() -> None:
     assert kept >= other
 
 
-@pytest.mark.parametrize("how", ["minmax", "calibrator", "a16w8", "adaround"])
+@pytest.mark.parametrize("rounding", ["gptq", "adaround"])
+def test_learned_rounding_rounds_the_kept_ranges(rounding: str) -> None:
+    """The range choice is made with nearest rounding; the learned rounding then reads the
+    kept graph's inputs and rounds the weights for those ranges (not the kept nearest
+    graph returned as it is)."""
+    res = QuantizationResult()
+    config = QuantConfig(rounding=rounding, adaround_iterations=5)
+    npu = ortnpu.quantize(small_cnn(), "tflite-int8", images(16), config=config, result=res)
+    assert res.range_choice is not None and not res.range_choice.error
+    near = ortnpu.quantize(small_cnn(), "tflite-int8", images(16),
+                           config=QuantConfig(rounding="nearest"))
+
+    def weights(m: onnx.ModelProto) -> dict[str, np.ndarray]:
+        return {i.name: numpy_helper.to_array(i) for i in m.graph.initializer
+                if i.name.endswith("_w")}
+
+    got, base = weights(npu), weights(near)
+    assert got.keys() == base.keys()
+    assert any(not np.array_equal(got[k], base[k]) for k in got)
+
+
+@pytest.mark.parametrize("how", ["minmax", "calibrator", "a16w8"])
 def test_nothing_to_choose(how: str) -> None:
     res = QuantizationResult()
     kwargs: dict = {"result": res}
@@ -69,8 +91,6 @@ def test_nothing_to_choose(how: str) -> None:
         kwargs["method"] = "minmax"
     elif how == "calibrator":
         kwargs["calibrator"] = HistogramCalibrator()
-    elif how == "adaround":
-        kwargs["config"] = QuantConfig(adaround=True, adaround_iterations=5)
     ortnpu.quantize(small_cnn(), target, images(16), **kwargs)
     assert res.range_choice is None
 

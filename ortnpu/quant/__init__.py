@@ -14,6 +14,7 @@ from ortnpu.quant.quantizer import (
     QuantizationResult,
     QuantPreset,
     quantize,
+    read_npu_inputs,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "calibrate",
     "make_calibrator",
     "quantize",
+    "read_npu_inputs",
 ]

@@ -144,34 +144,65 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
     return layers
 
 
-def _patches(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
-    """Input rows of one sample per group: [G, rows, D] (im2col; D ordered as the weights').
+def _columns(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
+    """Input columns of one sample per group: [G, D, rows] (D ordered as the weights'), the
+    transpose of :func:`_patches`.
+
+    Built from ``kh·kw`` strided slices of the padded input, one per kernel tap, so the
+    positions stay the contiguous axis: a depthwise layer's Gram matrix is then one batched
+    ``[D, rows]·[rows, D]`` product per channel, without the gather-and-transpose of an im2col
+    (that took ~80 % of the statistics pass on MobileNetV2).
 
     ``pick``: the output positions (row-major over the output plane) to take, default all.
     """
     if not layer.conv:
         rows = x.reshape(-1, x.shape[-1])
-        return (rows if pick is None else rows[pick])[None]
+        return np.ascontiguousarray((rows if pick is None else rows[pick]).T, np.float32)[None]
     c = x.shape[0]
+    g = layer.group
     top, left, bottom, right = layer.pads
     (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilations
-    g = layer.group
     if (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(layer.pads):   # pointwise: no copy
         flat = x.reshape(c, -1)
-        win = (flat if pick is None else flat[:, pick]).reshape(g, c // g, -1)
-        return np.ascontiguousarray(win.transpose(0, 2, 1), np.float32)
-    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)))
-    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
-    win = np.lib.stride_tricks.sliding_window_view(xp, (span_h, span_w), axis=(1, 2))
-    win = win[:, ::sh, ::sw, ::dh, ::dw]                 # [C, Ho, Wo, kh, kw], a view
-    wo = win.shape[2]
-    if pick is None:
-        win = win.reshape(c, -1, kh * kw)
-    else:
-        win = win[:, pick // wo, pick % wo].reshape(c, len(pick), kh * kw)
-    n = win.shape[1]
-    win = win.reshape(g, c // g, n, kh * kw).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(win.reshape(g, n, (c // g) * kh * kw), np.float32)
+        return np.asarray(flat if pick is None else flat[:, pick],
+                          np.float32).reshape(g, c // g, -1)
+    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (top, bottom), (left, right)))
+    ho = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    taps = [xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh, j * dw:j * dw + sw * (wo - 1) + 1:sw]
+            for i in range(kh) for j in range(kw)]
+    cols = np.stack(taps, axis=1).reshape(c, kh * kw, ho * wo)      # [C, taps, positions]
+    if pick is not None:
+        cols = cols[:, :, pick]
+    return cols.reshape(g, (c // g) * kh * kw, cols.shape[-1])
+
+
+def _column_sums(layer: Layer, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Sums of one sample's input columns over every output position, [G, D] (float64),
+    and the number of positions: the same as ``_columns(layer, x).sum(axis=2)`` without
+    building the columns (one strided slice sum per kernel tap)."""
+    if not layer.conv:
+        rows = np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+        return rows.sum(axis=0)[None], rows.shape[0]
+    c = x.shape[0]
+    g = layer.group
+    top, left, bottom, right = layer.pads
+    (kh, kw), (sh, sw), (dh, dw) = layer.kernel, layer.strides, layer.dilations
+    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (top, bottom), (left, right)))
+    ho = (xp.shape[1] - dh * (kh - 1) - 1) // sh + 1
+    wo = (xp.shape[2] - dw * (kw - 1) - 1) // sw + 1
+    sums = np.stack([xp[:, i * dh:i * dh + sh * (ho - 1) + 1:sh,
+                        j * dw:j * dw + sw * (wo - 1) + 1:sw].sum(axis=(1, 2), dtype=np.float64)
+                     for i in range(kh) for j in range(kw)], axis=1)      # [C, taps]
+    return sums.reshape(g, (c // g) * kh * kw), ho * wo
+
+
+def _patches(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
+    """Input rows of one sample per group: [G, rows, D] (im2col; D ordered as the weights').
+
+    ``pick``: the output positions (row-major over the output plane) to take, default all.
+    """
+    return np.ascontiguousarray(_columns(layer, x, pick).transpose(0, 2, 1))
 
 
 def output_positions(layer: Layer, shape: tuple[int, ...]) -> int:
@@ -194,9 +225,11 @@ class _Stats:
     cross: np.ndarray | None = None
     qrows: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     qcount: int = 0
-    #: Σ x and Σ x_q over the same rows, [G, D]: the empirical bias correction's means
+    #: Σ x and Σ x_q over every output position (not only the sampled rows), [G, D], and
+    #: the positions counted: the empirical bias correction's means
     fsum: np.ndarray | None = None
     qsum: np.ndarray | None = None
+    mcount: int = 0
 
 
 @dataclass
@@ -212,31 +245,50 @@ class GramCollector:
     #: have ~10⁴ positions of few inputs each; a few thousand estimate ``E[x·xᵀ]`` as well
     max_rows: int = 2048
     stats: dict[str, _Stats] = field(default_factory=dict)
-    #: learned weights per (arithmetic, per-channel, options): autofix quantizes many times
+    #: learned weights per (arithmetic, per-channel, options, solver): autofix quantizes many
+    #: times
     cache: dict[tuple, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    #: also accumulate ``Σ x·x_qᵀ`` (only AdaRound's loss on quantized inputs reads it)
+    need_cross: bool = True
+    #: the 16-bit activations of the NPU graph whose inputs were read: a quantization that
+    #: widens or narrows a layer's input has other input statistics (see :meth:`stale`)
+    wide: frozenset[str] = frozenset()
+
+    def stale(self, wide: frozenset[str]) -> set[str]:
+        """Weight initializers whose layer reads a tensor that is 16-bit in a quantization
+        with ``wide`` tensors and was not when the inputs were read, or the other way round:
+        their learned rounding and measured bias answer another input grid (an autofix
+        trial widening a badly ranged input would get a bias that corrects the int8 grid's
+        error a second time), so they are rounded to nearest. Only when the inputs were read
+        (``x_q``); float-input statistics do not depend on the grid."""
+        if not any(st.qcount for st in self.stats.values()):
+            return set()
+        changed = wide ^ self.wide
+        return {la.weight for la in self.layers if la.x in changed}
 
     def learned(self, arith: Arithmetic, per_channel: bool,
-                options: AdaRoundOptions = AdaRoundOptions()
+                options: AdaRoundOptions = AdaRoundOptions(), solver: str = "adaround"
                 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Integer weights with learned rounding (see :func:`learned_weights`), computed once
         per setting."""
-        key = (arith, per_channel, options)
+        key = (arith, per_channel, options, solver)
         if key not in self.cache:
-            self.cache[key] = learned_weights(self, arith, per_channel, options)
+            self.cache[key] = learned_weights(self, arith, per_channel, options, solver=solver)
         return self.cache[key]
 
     def bias_deltas(self, arith: Arithmetic, per_channel: bool,
-                    options: AdaRoundOptions = AdaRoundOptions()) -> dict[str, np.ndarray]:
+                    options: AdaRoundOptions = AdaRoundOptions(), solver: str = "adaround"
+                    ) -> dict[str, np.ndarray]:
         """Per weight initializer, the mean output error of its layer with the learned
         weights on the NPU graph's inputs, ``W·E[x] - A·E[x_q]`` per output channel (float,
         output units): added to the bias, it removes the mean shift that input clipping and
         rounding leave (empirical bias correction). Only layers whose quantized inputs were
         read get one."""
-        learned = self.learned(arith, per_channel, options)
+        learned = self.learned(arith, per_channel, options, solver)
         out: dict[str, np.ndarray] = {}
         for layer in self.layers:
             st = self.stats.get(layer.node)
-            if st is None or st.fsum is None or not st.qcount or layer.weight not in learned:
+            if st is None or st.fsum is None or not st.mcount or layer.weight not in learned:
                 continue
             q, scales = learned[layer.weight]
             q = q.T if layer.transposed else q
@@ -244,7 +296,7 @@ class GramCollector:
             sc = np.broadcast_to(np.asarray(scales, np.float64).reshape(-1), (cout,))
             a = (q.astype(np.float64).reshape(cout, -1) * sc[:, None]).reshape(g, cout // g, -1)
             w = layer.w.reshape(g, cout // g, -1)
-            mf, mq = st.fsum / st.qcount, st.qsum / st.qcount              # [G, D]
+            mf, mq = st.fsum / st.mcount, st.qsum / st.mcount              # [G, D]
             delta = np.einsum("god,gd->go", w, mf) - np.einsum("god,gd->go", a, mq)
             out[layer.weight] = delta.reshape(cout)
         return out
@@ -271,13 +323,13 @@ class GramCollector:
             samples = [values]
         rng = np.random.default_rng(len(s.rows) + s.count)
         for x in samples:
-            p = _patches(layer, x, self._pick(layer, x, rng))
-            gram = np.matmul(p.transpose(0, 2, 1), p).astype(np.float64)
+            cols = _columns(layer, x, self._pick(layer, x, rng))
+            gram = np.matmul(cols, cols.transpose(0, 2, 1)).astype(np.float64)
             s.gram = gram if s.gram is None else s.gram + gram
-            s.count += p.shape[1]
+            s.count += cols.shape[2]
             if s.kept * 2 < layer.depth:
-                s.rows.append(p)
-                s.kept += p.shape[1]
+                s.rows.append(np.ascontiguousarray(cols.transpose(0, 2, 1)))
+                s.kept += cols.shape[2]
 
     def _pick(self, layer: Layer, x: np.ndarray, rng: np.random.Generator
               ) -> np.ndarray | None:
@@ -304,24 +356,28 @@ class GramCollector:
         rng = np.random.default_rng(len(s.qrows) + s.qcount)
         for xf, xqi in pairs:
             pick = self._pick(layer, xf, rng)
-            pf = _patches(layer, np.asarray(xf, np.float32), pick)
-            pq = _patches(layer, np.asarray(xqi, np.float32), pick)
-            qq = np.matmul(pq.transpose(0, 2, 1), pq).astype(np.float64)
-            fq = np.matmul(pf.transpose(0, 2, 1), pq).astype(np.float64)
+            cq = _columns(layer, np.asarray(xqi, np.float32), pick)     # [G, D, rows]
+            qq = np.matmul(cq, cq.transpose(0, 2, 1)).astype(np.float64)
             s.qgram = qq if s.qgram is None else s.qgram + qq
-            fs, qs = pf.sum(axis=1, dtype=np.float64), pq.sum(axis=1, dtype=np.float64)
+            (fs, positions), (qs, _) = _column_sums(layer, xf), _column_sums(layer, xqi)
             s.fsum = fs if s.fsum is None else s.fsum + fs
             s.qsum = qs if s.qsum is None else s.qsum + qs
-            s.cross = fq if s.cross is None else s.cross + fq
-            s.qcount += pq.shape[1]
-            if sum(r[0].shape[1] for r in s.qrows) * 2 < layer.depth:
-                s.qrows.append((pf, pq))
+            s.mcount += positions
+            if self.need_cross:
+                cf = _columns(layer, np.asarray(xf, np.float32), pick)
+                fq = np.matmul(cf, cq.transpose(0, 2, 1)).astype(np.float64)
+                s.cross = fq if s.cross is None else s.cross + fq
+                if sum(r[0].shape[1] for r in s.qrows) * 2 < layer.depth:
+                    s.qrows.append((np.ascontiguousarray(cf.transpose(0, 2, 1)),
+                                    np.ascontiguousarray(cq.transpose(0, 2, 1))))
+            s.qcount += cq.shape[2]
 
     def range_of(self, name: str) -> tuple[float, float]:
         return self.inner.range_of(name)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> object:
-        if name in ("inner", "layers", "max_rows", "stats", "cache", "_by_input"):
+        if name in ("inner", "layers", "max_rows", "stats", "cache", "need_cross", "wide",
+                    "_by_input"):
             raise AttributeError(name)
         return getattr(self.inner, name)
 
@@ -429,11 +485,16 @@ def learn_rounding(w: np.ndarray, scales: np.ndarray, group: int, weight_range: 
 
 
 def learned_weights(collector: GramCollector, arith: Arithmetic, per_channel: bool,
-                    options: AdaRoundOptions = AdaRoundOptions(), progress: bool = True
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                    options: AdaRoundOptions = AdaRoundOptions(), progress: bool = True,
+                    solver: str = "adaround") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Integer weights with learned rounding for every layer the collector saw, keyed by
-    initializer and in its layout (the form of :class:`~ortnpu.quant.QuantPreset` weights)."""
+    initializer and in its layout (the form of :class:`~ortnpu.quant.QuantPreset` weights).
+
+    ``solver``: ``"adaround"`` (:func:`learn_rounding`, Adam on the relaxed rounding) or
+    ``"gptq"`` (:func:`ortnpu.quant.gptq.gptq_rounding`, one error-feedback pass over the
+    inputs' Gram matrix; the NPU graph's quantized inputs when they were read)."""
     from ortnpu import console
+    from ortnpu.quant.gptq import gptq_rounding
 
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     layers = [la for la in collector.layers if la.node in collector.stats]
@@ -442,9 +503,20 @@ def learned_weights(collector: GramCollector, arith: Arithmetic, per_channel: bo
                                   unit="layer")
     for layer in layers:
         st = collector.stats[layer.node]
-        if st.gram is None or not st.count:
-            continue
         _, scales = weight_params(layer.w, arith, per_channel, axis=0)
+        if solver == "gptq":
+            if st.qgram is not None and st.qcount:
+                h = st.qgram / st.qcount
+            elif st.gram is not None and st.count:
+                h = st.gram / st.count
+            else:
+                continue
+            q = gptq_rounding(layer.w, scales, layer.group, arith.weight_range, h)
+            q8 = q.astype(np.int8)
+            out[layer.weight] = (q8.T if layer.transposed else q8, scales)
+            continue
+        if (st.gram is None or not st.count) and (st.qgram is None or not st.qcount):
+            continue
         rows = qrows = cross = None
         if st.qgram is not None and st.qcount:    # the NPU graph's inputs were read
             gram, cross = st.qgram / st.qcount, st.cross / st.qcount
@@ -474,7 +546,8 @@ def read_quantized_inputs(collector: GramCollector, model: onnx.ModelProto,
     with the NPU graph's own inputs against 74.9 % with float inputs, docs/measurements.md).
 
     Returns the number of layers whose input has NPU quantization parameters (a layer left on
-    the CPU keeps the float-input loss).
+    the CPU keeps the float-input loss when the calibration pass gathered one, else its
+    nearest rounding, which the CPU does not use anyway).
     """
     import onnxruntime as ort
 
@@ -482,8 +555,7 @@ def read_quantized_inputs(collector: GramCollector, model: onnx.ModelProto,
     from ortnpu.comparison import _npu_tensors, _with_outputs
 
     tensors = _npu_tensors(npu, "the nearest-rounded NPU graph")
-    layers = [la for la in collector.layers if la.node in collector.stats and la.x in tensors
-              and tensors[la.x].int_name]
+    layers = [la for la in collector.layers if la.x in tensors and tensors[la.x].int_name]
     if not layers or not feeds:
         return 0
     xs = sorted({la.x for la in layers})
@@ -491,9 +563,9 @@ def read_quantized_inputs(collector: GramCollector, model: onnx.ModelProto,
     f_fetch = [x for x in xs if x not in graph_inputs]
     f_sess = ort.InferenceSession(
         _with_outputs(model, f_fetch, {}).SerializeToString(), console.quiet_session_options(),
-        providers=["CPUExecutionProvider"])
-    for feed in feeds:
-        got = dict(zip(f_fetch, f_sess.run(f_fetch, feed), strict=True))
+        providers=["CPUExecutionProvider"]) if f_fetch else None
+    for feed in feeds:   # (no names to fetch: run would return every output)
+        got = dict(zip(f_fetch, f_sess.run(f_fetch, feed), strict=True)) if f_sess else {}
         got.update({x: feed[x] for x in xs if x in graph_inputs})
         for layer in layers:
             x = np.asarray(got[layer.x], np.float32)

@@ -33,8 +33,9 @@ import onnxruntime as ort
 from ortnpu import console
 from ortnpu.errors import CalibrationError, ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.feeds import run_samples
+from ortnpu.quant.adaround import GramCollector, find_layers
 from ortnpu.quant.calibrate import CalibrationData, Calibrator, calibrate
-from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize
+from ortnpu.quant.quantizer import QuantConfig, QuantizationResult, quantize, read_npu_inputs
 from ortnpu.quant.range_choice import (
     RangeChoice,
     choose_range_method,
@@ -520,16 +521,21 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         budget = math.nan
     collector = config.collector(calibrator, t.arithmetic)
     choose = calibrator is None and not wide and histogram_of(collector) is not None
-    if choose:   # read twice: calibration, then the range choice
+    if choose or config.learned_rounding:   # read again: the range choice, the rounding
         from ortnpu.quant.per_tensor import replayable
 
         calibration_data = replayable(calibration_data, model)
+    if config.learned_rounding and not config.reads_npu_inputs:
+        collector = GramCollector(collector, find_layers(model))
     ranges = calibrate(model, calibration_data, collector, progress=progress)
     chosen = None
     if choose:
         chosen = choose_range_method(
             model, calibration_data, ranges,
             quantize_again(model, t, config, ranges, None))
+    if config.reads_npu_inputs:   # once: every trial rounds the weights the same way
+        ranges = read_npu_inputs(model, t, config, ranges, calibration_data,
+                                 nearest=chosen[1] if chosen else None)
 
     def evaluate(cfg: QuantConfig) -> tuple[float, onnx.ModelProto, QuantizationResult]:
         res = QuantizationResult()

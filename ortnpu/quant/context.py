@@ -79,6 +79,9 @@ class QuantContext:
     preset_params: dict[str, QuantParams] = field(default_factory=dict)
     #: exact integer weights given by the caller: initializer -> (int8 weights, scales)
     preset_weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: integer weights of a learned rounding (GPTQ, AdaRound): initializer -> (int8 weights,
+    #: scales); the scales are weight_params' own, so the bias-room fit still applies
+    learned_weights: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     #: exact integer biases given by the caller: initializer -> int64 values
     preset_biases: dict[str, np.ndarray] = field(default_factory=dict)
     #: correct biases for the mean error of quantized weights (needs channel means)

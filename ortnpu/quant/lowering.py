@@ -178,10 +178,12 @@ def _pads_2d(node: onnx.NodeProto, ctx: QuantContext, kernel: tuple[int, int],
 
 def _weights(ctx: QuantContext, name: str, w: np.ndarray, axis: int,
              transposed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Integer weights and scales: the caller's exact ones (QDQ import) or quantized here."""
-    if name in ctx.preset_weights:
-        q, scales = ctx.preset_weights[name]
-        return (q.T if transposed else q).astype(np.int8), np.asarray(scales, np.float64)
+    """Integer weights and scales: the caller's exact ones (QDQ import), a learned rounding's,
+    or quantized here."""
+    for given in (ctx.preset_weights, ctx.learned_weights):
+        if name in given:
+            q, scales = given[name]
+            return (q.T if transposed else q).astype(np.int8), np.asarray(scales, np.float64)
     return weight_params(w, ctx.arith, ctx.per_channel, axis=axis)
 
 

@@ -155,19 +155,26 @@ class QuantConfig:
             ``None`` (the default): on when the weights are per tensor, where it recovers
             most of the loss (MobileNetV2 on n2d2-int8, docs/measurements.md); off for
             per-channel weights, where it cost MobileNetV2 0.6 points of agreement with float.
-        adaround: learned rounding of conv/fully-connected weights (AdaRound,
-            :mod:`ortnpu.quant.adaround`): each weight rounded up or down so that the layer's
-            output on the calibration data stays closest to float; scales unchanged (off by
-            default for its cost: +6.2 points of agreement on MobileNetV2 for minutes of CPU,
-            docs/measurements.md).
+        rounding: how conv/fully-connected weights are rounded to their integer grid (scales
+            and clipping are the same either way): ``"nearest"``; ``"gptq"`` (error feedback,
+            :mod:`ortnpu.quant.gptq`: each weight's rounding error offset by the not yet
+            rounded weights of the same output, against the layer's inputs on the
+            calibration data as the NPU graph quantizes them); ``"adaround"`` (learned
+            rounding, :mod:`ortnpu.quant.adaround`, Adam per layer: a little better on
+            MobileNetV2, worse on EfficientNet-Lite0, ~10x the CPU); ``"auto"`` (the
+            default): ``"gptq"`` for per-channel weights the quantizer rounds itself,
+            ``"nearest"`` otherwise (per-tensor weights get bias correction instead; imported
+            QDQ weights are the model's own). Measured in docs/measurements.md.
+        adaround: shorthand for ``rounding="adaround"``.
         adaround_iterations: Adam steps per layer of the learned rounding.
         adaround_inputs: what the learned rounding's loss feeds each layer: ``"quantized"``
             (the default) its float input through the input tensor's own quantization (scale
             and zero point of the nearest-rounded NPU graph; one more float pass over the
             calibration data), so that the rounding also offsets the input grid's error;
             ``"float"`` the float input (the paper's basic form).
-        adaround_bias_correction: with ``adaround_inputs="quantized"``, add to each learned
-            layer's bias its measured mean output error on those quantized inputs,
+        adaround_bias_correction: with ``adaround_inputs="quantized"`` (and always with
+            ``"gptq"``), add to each learned layer's bias its measured mean output error on
+            those quantized inputs,
             ``W·E[x] - A·E[x_q]`` (empirical bias correction: also the mean shift that the
             input's clipping leaves, which the per-channel-mean correction cannot see).
         wide_softmax_on_cpu: keep a Softmax over rows too long for the int16 SOFTMAX's exp
@@ -184,6 +191,7 @@ class QuantConfig:
     force_npu: frozenset[str] = frozenset()
     equalize: bool | None = None
     bias_correction: bool | None = None
+    rounding: str = "auto"
     adaround: bool = False
     adaround_iterations: int = 1000
     adaround_inputs: str = "quantized"
@@ -204,8 +212,27 @@ class QuantConfig:
                 return False
             return per_tensor_default(setting, per_channel)
 
+        rounding = "adaround" if self.adaround else self.rounding
+        if rounding not in ROUNDINGS:
+            raise UnsupportedError(f"rounding must be one of {', '.join(ROUNDINGS)}, got "
+                                   f"{rounding!r}")
+        if rounding == "auto":
+            rounding = "gptq" if per_channel and not fixed_weights else "nearest"
         return dataclasses.replace(self, per_channel=per_channel, equalize=pick(self.equalize),
-                                   bias_correction=pick(self.bias_correction))
+                                   bias_correction=pick(self.bias_correction),
+                                   rounding=rounding)
+
+    @property
+    def learned_rounding(self) -> bool:
+        """Whether weights are rounded by a solver on calibration statistics (resolved)."""
+        return self.adaround or self.rounding in ("gptq", "adaround")
+
+    @property
+    def reads_npu_inputs(self) -> bool:
+        """Whether the learned rounding reads each layer's input as the NPU graph quantizes
+        it (one nearest-rounded quantization and one more pass over the calibration data)."""
+        return self.learned_rounding and not (
+            (self.adaround or self.rounding == "adaround") and self.adaround_inputs == "float")
 
     def collector(self, calibrator: Calibrator | None = None,
                   arith: Arithmetic | None = None) -> Calibrator:
@@ -219,6 +246,10 @@ class QuantConfig:
         collector = calibrator or make_calibrator(
             self.method, percentile=self.percentile, overrides=overrides, **grid)
         return WithChannelMeans(collector) if self.bias_correction else collector
+
+
+#: the ``QuantConfig.rounding`` choices
+ROUNDINGS = ("auto", "nearest", "gptq", "adaround")
 
 
 @dataclass
@@ -295,7 +326,15 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
+    auto_rounding = config.rounding == "auto" and not config.adaround
     config = config.resolved(target.arithmetic, fixed_weights=preset is not None)
+    if calibrated is not None and config.learned_rounding \
+            and not isinstance(calibrated, GramCollector):
+        if not auto_rounding:
+            raise UnsupportedError(f"rounding={config.rounding!r} needs the layers' input "
+                                   "statistics: pass calibration data, or a calibrator that "
+                                   "ortnpu.quant.read_npu_inputs filled")
+        config = dataclasses.replace(config, rounding="nearest")
     model = _prepare(model, optimize, False, input_shapes, freeze)
     model = _upgrade_opset(model, 21 if target.arithmetic.activation_bits == 16 or
                            config.int16_tensors else 13)
@@ -313,53 +352,56 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         calib = calibrated
     elif calibration_data is not None:
         collector = config.collector(calibrator, target.arithmetic)
-        choose = (calibrator is None and preset is None and not config.adaround
+        choose = (calibrator is None and preset is None
                   and target.arithmetic.activation_bits == 8
                   and histogram_of(collector) is not None)
-        if choose or (config.adaround and config.adaround_inputs != "float"):
+        if choose or config.reads_npu_inputs:
             # the data is read again to score the two range choices, or to read the layers'
             # quantized inputs
             from ortnpu.quant.per_tensor import replayable
 
             calibration_data = replayable(calibration_data, model)
-        if config.adaround:  # the layers' input statistics are gathered in the same pass
+        if config.learned_rounding and not config.reads_npu_inputs:
+            # the layers' float input statistics are gathered in the same pass
             collector = GramCollector(collector, find_layers(model))
         calib = calibrate(model, calibration_data, collector, ignore=frozenset(freeze or ()))
-        if config.adaround and config.adaround_inputs != "float":
-            _read_quantized_inputs(model, target, config, calib, preset, calibration_data,
-                                   frozenset(freeze or ()))
         chosen = choose_range_method(
             model, calibration_data, calib, quantize_again(model, target, config, calib, preset),
             ignore=frozenset(freeze or ())) if choose else None
+        kept = None
         if chosen is not None:
             choice, kept, kept_result = chosen
-            if kept is not None:   # the kept ranges' graph is this quantization's result
-                if result is not None:
-                    result.placements = kept_result.placements
-                    result.range_choice = choice
-                return kept
+        if config.reads_npu_inputs:   # the kept ranges' graph rounds to nearest: read its inputs
+            calib = read_npu_inputs(model, target, config, calib, calibration_data,
+                                    preset=preset, nearest=kept, ignore=frozenset(freeze or ()))
+        elif kept is not None and not config.learned_rounding:
+            # the kept ranges' graph is this quantization's result
+            if result is not None:
+                result.placements = kept_result.placements
+                result.range_choice = choice
+            return kept
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()
     per_channel = target.arithmetic.per_channel if config.per_channel is None \
         else config.per_channel
-    weights = dict(preset.weights)
+    learned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     deltas: dict[str, np.ndarray] = {}
-    if config.adaround:
-        if not isinstance(calib, GramCollector):
-            raise UnsupportedError("adaround needs the layers' input statistics: calibrate "
-                                   "with QuantConfig(adaround=True).collector or pass "
-                                   "calibration data")
+    if config.learned_rounding and isinstance(calib, GramCollector):
         options = AdaRoundOptions(iterations=config.adaround_iterations)
-        learned = calib.learned(target.arithmetic, per_channel, options)
-        weights = {**learned, **weights}   # the caller's exact weights win
-        if config.adaround_bias_correction:
+        solver = config.rounding
+        stale = calib.stale(config.int16_tensors)
+        learned = {k: v for k, v in calib.learned(target.arithmetic, per_channel, options,
+                                                  solver).items()
+                   if k not in stale and k not in preset.weights}   # the caller's exact win
+        if config.adaround_bias_correction or solver == "gptq":
             deltas = {k: v for k, v in calib.bias_deltas(target.arithmetic, per_channel,
-                                                          options).items()
-                      if k not in preset.weights}
+                                                          options, solver).items()
+                      if k not in preset.weights and k not in stale}
     ctx = QuantContext(view=view, target=target, calibrator=calib,
                        per_channel=bool(config.per_channel), wide_tensors=config.int16_tensors,
-                       preset_params=dict(preset.params), preset_weights=weights,
+                       preset_params=dict(preset.params), preset_weights=dict(preset.weights),
+                       learned_weights=learned,
                        preset_biases=dict(preset.biases),
                        bias_correction=bool(config.bias_correction), bias_deltas=deltas)
     out = Emitter(ctx)
@@ -412,21 +454,41 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     return _assemble(model, target, out, placements)
 
 
-def _read_quantized_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
-                           calib: Calibrator, preset: QuantPreset | None,
-                           data: CalibrationData, ignore: frozenset[str]) -> None:
-    """Quantize once with nearest rounding and give the learned rounding every layer's input
-    through that NPU graph's quantization of it (``QuantConfig.adaround_inputs``)."""
+def read_npu_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
+                    calib: Calibrator, data: CalibrationData, *,
+                    preset: QuantPreset | None = None, nearest: onnx.ModelProto | None = None,
+                    ignore: frozenset[str] = frozenset()) -> GramCollector:
+    """``calib`` with every layer's input statistics as the NPU graph quantizes that input,
+    for the learned rounding (``QuantConfig.rounding``/``adaround_inputs``).
+
+    Args:
+        model: the prepared float model, as calibrated.
+        target: the target.
+        config: the resolved choices.
+        calib: the filled calibrator (its ranges are the NPU graph's).
+        data: the calibration data, replayable (it is read once more).
+        preset: the caller's fixed parameters.
+        nearest: the NPU graph of these ranges with nearest rounding, when one was already
+            made (``auto``'s range choice makes it); else it is made here.
+        ignore: inputs of the data to drop (frozen inputs).
+
+    Returns:
+        A :class:`~ortnpu.quant.adaround.GramCollector` around ``calib``: pass it to
+        :func:`quantize` as ``calibrated`` (autofix does, once for all its trials).
+    """
     from ortnpu.quant.adaround import read_quantized_inputs
     from ortnpu.quant.range_choice import _feeds, quantize_again
 
     if config.adaround_inputs not in ("quantized", "float"):
         raise UnsupportedError(f"adaround_inputs must be 'quantized' or 'float', got "
                                f"{config.adaround_inputs!r}")
-    if not isinstance(calib, GramCollector):
-        return
-    npu, _ = quantize_again(model, target, config, calib, preset)()
-    read_quantized_inputs(calib, model, npu, _feeds(model, data, 1 << 30, ignore))
+    if nearest is None:
+        nearest, _ = quantize_again(model, target, config, calib, preset)()
+    collector = GramCollector(calib, find_layers(model),
+                              need_cross=config.rounding == "adaround",
+                              wide=frozenset(config.int16_tensors))
+    read_quantized_inputs(collector, model, nearest, _feeds(model, data, 1 << 30, ignore))
+    return collector
 
 
 def _calibration_gap(node: onnx.NodeProto, ctx: QuantContext) -> str | None:

@@ -167,7 +167,7 @@ def quantize_again(model: onnx.ModelProto, target: Any, config: Any, calibrator:
     equalized) ``model`` with ``calibrator`` as it stands at each call, and its result."""
     from ortnpu.quant.quantizer import QuantizationResult, quantize
 
-    again = dataclasses.replace(config, equalize=False, adaround=False)
+    again = dataclasses.replace(config, equalize=False, adaround=False, rounding="nearest")
 
     def run() -> tuple[onnx.ModelProto, QuantizationResult]:
         result = QuantizationResult()
