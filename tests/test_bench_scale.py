@@ -70,15 +70,18 @@ def test_accuracy_onnxruntime_row_is_the_shared_baseline(tmp_path: Path) -> None
     assert len(rows) == 2 and got.samples == 40
 
 
-def test_accuracy_adaround_rows_name_their_iterations(tmp_path: Path) -> None:
-    """``--adaround both --adaround-iterations N``: one row without, one with N steps."""
+def test_accuracy_rounding_rows_say_which_rounding(tmp_path: Path) -> None:
+    """``--rounding auto,nearest --adaround both --adaround-iterations N``: one row per
+    rounding, the default named with what it resolved to, AdaRound with its steps."""
     path = tmp_path / "small.onnx"
     onnx.save(small_cnn(), str(path))
     bench = BenchModel("small", path, images(16) * 8, images(20, seed=3) * 8, None, "synthetic")
     rows = accuracy.measure(bench, methods=("minmax",), onnxruntime=False,
-                            adaround=(False, True), adaround_iterations=5)
-    assert [r.quantizer for r in rows[1:]] == ["ortnpu tflite-int8 (minmax)",
-                                               "ortnpu tflite-int8 (minmax, adaround 5)"]
+                            roundings=("auto", "nearest", "adaround"), adaround_iterations=5)
+    assert [r.quantizer for r in rows[1:]] == [
+        "ortnpu tflite-int8 (minmax, gptq rounding (default))",
+        "ortnpu tflite-int8 (minmax, nearest rounding)",
+        "ortnpu tflite-int8 (minmax, adaround 5)"]
 
 
 def test_scale_measures_checks_and_prints(tmp_path: Path) -> None:

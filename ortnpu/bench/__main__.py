@@ -28,8 +28,13 @@ def main() -> None:
                    help="ortnpu calibration methods for accuracy (comma-separated, default auto)")
     p.add_argument("--bias-correction", default="no", choices=("no", "yes", "both"),
                    help="ortnpu without bias correction (the default), with, or both rows")
+    p.add_argument("--rounding", default="auto,nearest",
+                   help="weight roundings of the ortnpu rows for accuracy (comma-separated: "
+                        "auto, nearest, gptq, adaround; default auto,nearest: the default and "
+                        "what its rounding adds)")
     p.add_argument("--adaround", default="no", choices=("no", "yes", "both"),
-                   help="ortnpu without learned rounding of weights (the default), with, or both")
+                   help="also rows with learned rounding (AdaRound): no (the default), yes, or "
+                        "both (the same as adding adaround to --rounding)")
     p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
                    help="Adam steps per layer of the learned rounding (default 1000)")
     p.add_argument("--samples", type=int, default=None,
@@ -76,10 +81,13 @@ def main() -> None:
                                           if m.labels is None else m.labels[:args.samples])
                       for m in chosen]
         choice = {"no": (False,), "yes": (True,), "both": (False, True)}
+        roundings = [r.strip() for r in args.rounding.split(",") if r.strip()]
+        if args.adaround != "no" and "adaround" not in roundings:
+            roundings = ([] if args.adaround == "yes" else roundings) + ["adaround"]
         rows = [r for m in chosen
                 for r in accuracy.measure(m, args.target, tuple(args.methods.split(",")),
                                           bias_correction=choice[args.bias_correction],
-                                          adaround=choice[args.adaround],
+                                          roundings=tuple(roundings),
                                           adaround_iterations=args.adaround_iterations)]
         print(accuracy.table(rows))
 

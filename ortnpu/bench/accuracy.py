@@ -112,10 +112,10 @@ def score(model: BenchModel, float_model: onnx.ModelProto, candidate: onnx.Model
 def measure(model: BenchModel, target: str = "tflite-int8",
             methods: tuple[str, ...] = ("auto",), onnxruntime: bool = True,
             bias_correction: tuple[bool, ...] = (False,),
-            adaround: tuple[bool, ...] = (False,),
+            roundings: tuple[str, ...] = ("auto",),
             adaround_iterations: int = 1000) -> list[AccuracyRow]:
-    """Float, ortnpu (per method, bias-correction and learned-rounding choice) and onnxruntime
-    ``quantize_static`` on one model.
+    """Float, ortnpu (per method, bias-correction and weight-rounding choice,
+    ``QuantConfig.rounding``) and onnxruntime ``quantize_static`` on one model.
 
     Every quantizer gets the same optimized float model and the same calibration samples
     (``model.calib``); every score is taken on ``model.test``.
@@ -123,6 +123,7 @@ def measure(model: BenchModel, target: str = "tflite-int8",
     import ortnpu
     from ortnpu.quant import QuantConfig
     from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
+    from ortnpu.target import load_target
 
     optimized = ortnpu.optimize(onnx.load(str(model.path)))
     name = optimized.graph.input[0].name
@@ -130,15 +131,18 @@ def measure(model: BenchModel, target: str = "tflite-int8",
                  score(model, optimized, optimized, "onnxruntime"), 0.0)]
     for method in methods:
         for corrected in bias_correction:
-            for learned in adaround:
-                config = QuantConfig(method=method, bias_correction=corrected, adaround=learned,
+            for rounding in roundings:
+                config = QuantConfig(method=method, bias_correction=corrected, rounding=rounding,
                                      adaround_iterations=adaround_iterations)
                 start = time.perf_counter()
                 npu = ortnpu.quantize(optimized, target, model.calib, config=config,
                                       optimize=False)
                 seconds = time.perf_counter() - start
+                resolved = config.resolved(load_target(target).arithmetic).rounding
+                words = {"gptq": "gptq rounding", "nearest": "nearest rounding",
+                         "adaround": f"adaround {adaround_iterations}"}
                 label = ", ".join([method] + ["bias correction"] * corrected
-                                  + [f"adaround {adaround_iterations}"] * learned)
+                                  + [words[resolved] + " (default)" * (rounding == "auto")])
                 rows.append(_row(model, f"ortnpu {target} ({label})",
                                  score(model, optimized, npu), seconds))
     if not onnxruntime:

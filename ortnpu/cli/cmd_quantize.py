@@ -41,10 +41,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="correct each layer's bias for the mean error of its quantized weights "
                         "(default: on when the target's weights are per tensor)")
+    p.add_argument("--rounding", choices=("auto", "nearest", "gptq", "adaround"),
+                   default="auto",
+                   help="how conv/fully-connected weights are rounded: gptq (each weight's "
+                        "rounding error offset by the other weights of its output, on the "
+                        "layer's quantized calibration inputs), adaround (learned, ~10x the "
+                        "time), nearest; auto (default): gptq for per-channel weights, "
+                        "nearest for per-tensor ones")
     p.add_argument("--adaround", action="store_true",
                    help="learned rounding of conv/fully-connected weights (AdaRound): each "
                    "weight rounded up or down so the layer's output on the calibration data "
-                   "stays closest to float")
+                   "stays closest to float (the same as --rounding adaround)")
     p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
                    help="optimisation steps per layer of --adaround (default 1000)")
     p.add_argument("--adaround-inputs", choices=("quantized", "float"), default="quantized",
@@ -192,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
                          force_cpu=frozenset(args.force_cpu),
                          force_npu=frozenset(args.force_npu), equalize=args.equalize,
                          bias_correction=args.bias_correction, adaround=args.adaround,
+                         rounding=args.rounding,
                          adaround_iterations=args.adaround_iterations,
                          adaround_inputs=args.adaround_inputs)
     res = QuantizationResult()
