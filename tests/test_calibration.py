@@ -216,7 +216,8 @@ def test_accuracy_bench_reports_bias_correction_side_by_side(tmp_path) -> None:
     onnx.save(small_cnn(), str(path))
     bench = BenchModel("small", path, images(64), images(32, seed=5), None, "synthetic")
     rows = accuracy.measure(bench, methods=("minmax",), onnxruntime=False,
-                            bias_correction=(False, True))
-    assert [r.quantizer for r in rows] == ["float (onnxruntime)", "ortnpu tflite-int8 (minmax)",
-                                           "ortnpu tflite-int8 (minmax, bias correction)"]
+                            bias_correction=(False, True), roundings=("nearest",))
+    assert [r.quantizer for r in rows] == [
+        "float (onnxruntime)", "ortnpu tflite-int8 (minmax, nearest rounding)",
+        "ortnpu tflite-int8 (minmax, bias correction, nearest rounding)"]
     assert all(r.samples == 32 for r in rows)
