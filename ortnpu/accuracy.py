@@ -11,8 +11,9 @@ Records are reduced in batch order at the end, so the result is identical bit fo
 scored the batches and in which order they finished:
 
 * ``engine="local"``: this process, ``workers=1``;
-* ``engine="processes"``: this process and ``workers - 1`` spawned ones on this machine, each
-  building its two sessions once (the spawned ones import the same ortnpu package as this
+* ``engine="processes"``: this process and ``workers - 1`` others on this machine, forked from
+  a fork server that imported numpy, onnx and onnxruntime once (spawned where there is no fork
+  server), each building its two sessions once (they import the same ortnpu package as this
   process, checked); this process scores while the others start;
 * ``engine="ray"``: Ray Data ``map_batches`` with an actor per worker that builds its sessions
   once; on a cluster when ``ray.init`` connects to one (``RAY_ADDRESS``), see docs/accuracy.md.
@@ -79,6 +80,9 @@ class AccuracyResult:
     outputs: dict[str, Metrics] = field(default_factory=dict)
     user: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    #: CPU seconds of every process that scored (this one during the run, each worker from
+    #: its start; None with Ray, whose actors are the cluster's)
+    cpu_seconds: float | None = None
     engine: str = "local"
     workers: int = 1
     resumed: int = 0
@@ -95,7 +99,8 @@ class AccuracyResult:
     def numbers(self) -> dict[str, Any]:
         """The result without timings: equal for any engine and worker count."""
         d = self.to_dict()
-        for k in ("seconds", "samples_per_second", "engine", "workers", "resumed"):
+        for k in ("seconds", "samples_per_second", "cpu_seconds", "engine", "workers",
+                  "resumed"):
             d.pop(k)
         return d
 
@@ -111,6 +116,7 @@ class AccuracyResult:
                 "user": {k: _num(v) for k, v in self.user.items()},
                 "seconds": round(self.seconds, 3), "samples_per_second":
                     None if rate is None else round(rate, 2),
+                "cpu_seconds": None if self.cpu_seconds is None else round(self.cpu_seconds, 3),
                 "engine": self.engine, "workers": self.workers, "resumed": self.resumed}
 
     def to_json(self, indent: int = 2) -> str:
@@ -317,12 +323,15 @@ def _init_worker(config_path: str) -> None:
         _worker_config = pickle.load(fh)
 
 
-def _score_in_worker(task: Task) -> dict[str, Any]:
+def _score_in_worker(task: Task) -> tuple[dict[str, Any], int, float]:
+    """A task's record, with this worker's pid and CPU seconds so far (a worker forked from
+    the fork server is not this run's child: its CPU time is only known from itself)."""
     global _worker_scorer
     if _worker_scorer is None:
         assert _worker_config is not None
         _worker_scorer = _Scorer(_worker_config)
-    return _worker_scorer(task)
+    record = _worker_scorer(task)
+    return record, os.getpid(), time.process_time()
 
 
 def _kernel_threads(restore: int | None = None) -> int | None:
@@ -340,7 +349,7 @@ def _kernel_threads(restore: int | None = None) -> int | None:
 
 
 def _write_config(config: _Config) -> str:
-    """The config pickled into a temporary file for the spawned processes; its path."""
+    """The config pickled into a temporary file for the worker processes; its path."""
     import pickle
     import tempfile
 
@@ -356,17 +365,50 @@ def _write_config(config: _Config) -> str:
     return path
 
 
-def _run_processes(config: _Config, tasks: Iterator[Task],
-                   workers: int) -> Iterator[dict[str, Any]]:
-    """Score tasks in this process and ``workers - 1`` spawned ones.
+#: the slow imports of a worker (~2 s): the fork server imports them once, so a worker forked
+#: from it starts in a fraction of a second. Not ortnpu: Python 3.11's fork server ignores the
+#: caller's ``sys.path`` and would import a source checkout in its working directory; each
+#: worker imports ortnpu itself (50 ms) on the caller's path, checked by ``_Scorer``
+PRELOAD = ("numpy", "onnx", "onnxruntime")
 
-    This process scores from the start, in a thread, while the others start: a spawned
-    interpreter spends a second or more importing onnx and onnxruntime and building its
-    sessions, time the first worker now spends scoring instead of waiting. Each spawned
-    process holds one task at a time (the next is sent when its record arrives), so at the end
-    no process sits on queued batches while another is idle.
+
+def worker_context() -> Any:
+    """Where the worker processes come from: a fork server where the platform has one, else
+    a spawned interpreter each.
+
+    The fork server is started once per process, from a fresh interpreter (like a spawned
+    one: no onnxruntime threads are ever forked); it imports :data:`PRELOAD` and forks each
+    worker from there. Every later evaluation's
+    workers (autofix trials, the bench's rows) start without importing onnx and onnxruntime
+    again. A worker still imports the caller's main script (as with spawn), so a script needs
+    ``if __name__ == "__main__":`` around the code that starts an evaluation.
+
+    Setting the preload list is process-wide (``multiprocessing.set_forkserver_preload``):
+    it applies to a fork server this process starts later for its own pools too (those then
+    import numpy, onnx and onnxruntime at start-up; nothing else changes); a server already
+    running keeps its list.
     """
     import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():   # Windows
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(PRELOAD))
+    return ctx
+
+
+def _run_processes(config: _Config, tasks: Iterator[Task], workers: int,
+                   cpu: dict[int, float] | None = None) -> Iterator[dict[str, Any]]:
+    """Score tasks in this process and ``workers - 1`` others (:func:`worker_context`).
+
+    This process scores from the start, in a thread, while the others start: a new worker
+    spends a fraction of a second (forked from a running fork server) to two seconds (the
+    server's or a spawned interpreter's imports) before it builds its sessions, time the first
+    worker now spends scoring instead of waiting. Each worker process holds one task at a
+    time (the next is sent when its record arrives), so at the end no process sits on queued
+    batches while another is idle. ``cpu`` receives each worker process's CPU seconds (pid:
+    seconds).
+    """
     import queue
     import threading
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -395,10 +437,10 @@ def _run_processes(config: _Config, tasks: Iterator[Task],
     thread = threading.Thread(target=score_here, name="ortnpu-accuracy", daemon=True)
     try:
         with contextlib.ExitStack() as stack:
-            # spawn: a fresh interpreter with this process's sys.path (no forked onnxruntime
-            # threads)
+            # forked from a fork server that imported numpy, onnx and onnxruntime once (a
+            # fresh interpreter: no forked onnxruntime threads)
             pool = stack.enter_context(ProcessPoolExecutor(
-                children, mp_context=multiprocessing.get_context("spawn"),
+                children, mp_context=worker_context(),
                 initializer=_init_worker, initargs=(path,))) if children else None
 
             def send() -> None:
@@ -409,9 +451,9 @@ def _run_processes(config: _Config, tasks: Iterator[Task],
                     future.add_done_callback(lambda f: inbox.put(("future", f)))
 
             try:
-                for _ in range(children):   # starts the processes
+                thread.start()   # scores while the workers start (a fork server's first start
+                for _ in range(children):   # waits for its imports)
                     send()
-                thread.start()
                 here = True
                 while here or pending:
                     kind, item = inbox.get()
@@ -422,7 +464,9 @@ def _run_processes(config: _Config, tasks: Iterator[Task],
                         continue
                     if kind == "future":
                         pending.discard(item)
-                        rec = item.result()
+                        rec, pid, seconds = item.result()
+                        if cpu is not None:
+                            cpu[pid] = max(seconds, cpu.get(pid, 0.0))
                         send()
                         item = rec
                     yield item
@@ -539,7 +583,7 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
         topk: the k of top-k accuracy.
         batch: samples per batch (the unit of work, of the checkpoint and of a worker).
         workers: scorers in parallel: with ``processes``, this process and ``workers - 1``
-            spawned ones; with ``ray``, Ray actors.
+            others (forked from a fork server, or spawned); with ``ray``, Ray actors.
         engine: ``local``, ``processes`` or ``ray`` (default: local for one worker, else
             processes).
         checkpoint: a JSON-lines file each finished batch is appended to; given the file of an
@@ -598,7 +642,8 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
     resumed = len(records)
     total = data.count(batch)
     todo = (t for t in data.tasks(batch) if t.index not in done)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
+    worker_cpu: dict[int, float] = {}
     kernel_threads = _kernel_threads()   # a session built here sets them for the process
     sink = None
     stream: Iterator[dict[str, Any]] = iter(())
@@ -606,7 +651,7 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
         if engine == "local":
             stream = map(_Scorer(config), todo)
         elif engine == "processes":
-            stream = _run_processes(config, todo, workers)
+            stream = _run_processes(config, todo, workers, worker_cpu)
         else:
             stream = _run_ray(config, todo, workers)
         if checkpoint:
@@ -630,6 +675,8 @@ def evaluate_accuracy(float_model: onnx.ModelProto | str | os.PathLike,
         _kernel_threads(kernel_threads)
     result = reduce_records(records, output, topk)
     result.seconds = time.perf_counter() - start
+    if engine != "ray":
+        result.cpu_seconds = time.process_time() - cpu_start + sum(worker_cpu.values())
     result.engine, result.workers, result.resumed = engine, workers, resumed
     result.float_model, result.npu_model = f_name, n_name
     return result

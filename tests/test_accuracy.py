@@ -213,6 +213,27 @@ def test_ray_identical(digits: dict, local: AccuracyResult, tmp_path: Path,
     assert res.engine == "ray" and res.numbers() == local.numbers()
 
 
+def test_workers_fork_from_a_preloaded_server() -> None:
+    """Workers come from a fork server that imported onnxruntime once (not from this process,
+    whose onnxruntime threads must never be forked), so a later evaluation's workers start
+    without importing it again."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ortnpu.accuracy import worker_context
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform: workers are spawned")
+    ctx = worker_context()
+    assert ctx.get_start_method() == "forkserver"
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        parent = pool.submit(os.getppid).result()
+        preloaded = pool.submit(eval, "'onnxruntime' in __import__('sys').modules").result()
+    assert parent != os.getpid()
+    assert preloaded
+
+
 def test_worker_refuses_another_ortnpu(digits: dict) -> None:
     """A worker that imported another ortnpu (a source checkout on its path) stops the run."""
     from ortnpu.accuracy import _Config, _Scorer

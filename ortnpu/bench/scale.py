@@ -18,8 +18,10 @@ over two (:func:`machine_speedup`). On a machine shared with other users that co
 ceiling (Linux's autogroup scheduler gives each login session one fair share of the CPU, so a
 second process of ours gets no more CPU while other sessions keep both cores busy). The row
 with one process and all threads shows what onnxruntime's own intra-op threads give instead.
-Times include starting the workers (spawned interpreters, Ray actors) and building their
-sessions; starting the Ray cluster itself is timed on its own. Run it outside an ortnpu source
+Times include starting the workers (processes forked from a fork server, Ray actors) and
+building their sessions; the first two-worker row also starts the fork server (its imports),
+the row after it finds the server running, as every later evaluation of a process does (autofix
+trials); starting the Ray cluster itself is timed on its own. Run it outside an ortnpu source
 checkout (Ray's workers put the driver's working directory on ``sys.path``).
 """
 
@@ -42,14 +44,15 @@ from ortnpu.bench import images, models
 SETUPS: tuple[tuple[str, str, int, int | None], ...] = (
     ("1 process, 1 thread", "local", 1, 1),
     ("1 process, all threads", "local", 1, None),
-    ("2 workers (this process + 1 spawned), 1 thread each", "processes", 2, 1),
+    ("2 workers (this process + 1 forked), 1 thread each", "processes", 2, 1),
+    ("2 workers again (fork server running), 1 thread each", "processes", 2, 1),
     ("Ray (local cluster), 2 actors, 1 thread each", "ray", 2, 1),
 )
 #: wallpaper crops MobileNetV2 is evaluated on
 CROPS = 2000
 #: samples per batch (the unit of work): Fashion-MNIST, MobileNetV2
 FASHION_BATCH = 250
-MOBILENET_BATCH = 50
+MOBILENET_BATCH = 25
 #: the size of ImageNet's validation set, for the estimate
 IMAGENET_VAL = 50_000
 TARGET = "tflite-int8"
@@ -80,8 +83,9 @@ class Run:
     samples: int
     numbers: dict[str, Any]
     load: tuple[float, float] = (0.0, 0.0)   # 1-minute load average before and after
-    #: CPU seconds of this process and the processes it spawned (None: Ray, whose actors are
-    #: the cluster's processes); unlike the time, hardly changed by other users' load
+    #: CPU seconds of this process and its workers (``AccuracyResult.cpu_seconds``; None: Ray,
+    #: whose actors are the cluster's processes); unlike the time, hardly changed by other
+    #: users' load
     cpu: float | None = None
     identical: bool = True
     speedup: float | None = None
@@ -218,7 +222,6 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
             base_rate: float | None = None
             for label, engine, workers, threads in setups:
                 before = os.getloadavg()[0]
-                cpu0 = _cpu_seconds()
                 try:
                     res = evaluate_accuracy(case.float_model, case.npu_model, case.shards,
                                             batch=case.batch, workers=workers, engine=engine,
@@ -228,7 +231,7 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
                     continue
                 run = Run(case.name, label, engine, workers, threads, res.seconds,
                           res.samples, res.numbers(), (before, os.getloadavg()[0]),
-                          cpu=None if engine == "ray" else _cpu_seconds() - cpu0)
+                          cpu=res.cpu_seconds)
                 if first is None:
                     first = run
                 run.identical = run.numbers == first.numbers
@@ -247,14 +250,6 @@ def measure(cases: list[Case], setups: tuple[tuple[str, str, int, int | None], .
             ray.shutdown()
     out.machine.append(machine_speedup(burn))
     return out
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its ended child processes."""
-    import resource
-
-    return sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),
-                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def _pct(v: float | None) -> str:

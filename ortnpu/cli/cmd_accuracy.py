@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", metavar="NAME", help="the output of class scores (default: "
                                                     "the first)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="score batches in N processes, this one and N-1 spawned (or N Ray "
-                        "actors); default 1")
+                   help="score batches in N processes, this one and N-1 forked from a fork "
+                        "server (or N Ray actors); default 1")
     p.add_argument("--engine", choices=("processes", "ray"), default=None,
                    help="processes (this machine, the default for --workers > 1) or ray (Ray "
                         "Data; a cluster when RAY_ADDRESS is set; needs ortnpu[ray])")
