@@ -634,6 +634,20 @@ def test_pool_edges(simd2: str) -> None:
     xm = np.arange(16, dtype=np.int16).reshape(1, 1, 4, 4) - 100
     check("MaxPool", [xm], {"kernel_h": 2, "kernel_w": 1, "dilation_h": 5, "pad_top": 1,
                             "pad_bottom": 1, "act_min": -50, "act_max": 50}, np.int16)
+    # padded max pooling (the padded-copy path): windows mostly padding, act_min at and above
+    # the type's minimum, ResNet's stem pool
+    rng = np.random.default_rng(62)
+    for xdt in DTYPES:
+        lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+        xp = rand_act(rng, xdt, (1, 2, 5, 6), extreme=0.5)
+        for a_min in (lo, lo + 7):
+            check("MaxPool", [xp], {"kernel_h": 3, "kernel_w": 2, "stride_h": 3,
+                                    "pad_top": 2, "pad_bottom": 2, "pad_left": 1,
+                                    "pad_right": 1, "act_min": a_min, "act_max": hi}, xdt)
+        check("MaxPool", [rand_act(rng, xdt, (1, 3, 112, 112), extreme=0.3)],
+              {"kernel_h": 3, "kernel_w": 3, "stride_h": 2, "stride_w": 2, "pad_top": 1,
+               "pad_left": 1, "pad_bottom": 1, "pad_right": 1, "act_min": lo, "act_max": hi},
+              xdt)
     big = np.full((1, 2, 256, 256), 127, np.int8)
     big[0, 1] = -128
     check("GlobalAveragePool", [big], {})
