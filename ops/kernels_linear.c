@@ -401,6 +401,45 @@ static void conv_depthwise(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const 
     }
 }
 
+#if ORTNPU_HAVE_SSE2
+/* d[k * ldd + j] = s[j * lds + k] for an 8x8 block of int16 (unaligned rows). */
+static inline void transpose8x8_i16(const int16_t *s, int64_t lds, int16_t *d, int64_t ldd) {
+    __m128i a[8], t[8], u[8];
+    for (int j = 0; j < 8; j++) a[j] = _mm_loadu_si128((const __m128i *)(s + j * lds));
+    for (int j = 0; j < 4; j++) {
+        t[2 * j] = _mm_unpacklo_epi16(a[2 * j], a[2 * j + 1]);
+        t[2 * j + 1] = _mm_unpackhi_epi16(a[2 * j], a[2 * j + 1]);
+    }
+    /* t[0]: rows 0,1 of columns 0-3; t[1]: rows 0,1 of columns 4-7; t[2], t[3]: rows 2,3 ... */
+    u[0] = _mm_unpacklo_epi32(t[0], t[2]); /* rows 0-3, columns 0, 1 */
+    u[1] = _mm_unpackhi_epi32(t[0], t[2]); /* columns 2, 3 */
+    u[2] = _mm_unpacklo_epi32(t[1], t[3]); /* columns 4, 5 */
+    u[3] = _mm_unpackhi_epi32(t[1], t[3]); /* columns 6, 7 */
+    u[4] = _mm_unpacklo_epi32(t[4], t[6]); /* rows 4-7 */
+    u[5] = _mm_unpackhi_epi32(t[4], t[6]);
+    u[6] = _mm_unpacklo_epi32(t[5], t[7]);
+    u[7] = _mm_unpackhi_epi32(t[5], t[7]);
+    for (int j = 0; j < 4; j++) {
+        _mm_storeu_si128((__m128i *)(d + (2 * j) * ldd), _mm_unpacklo_epi64(u[j], u[j + 4]));
+        _mm_storeu_si128((__m128i *)(d + (2 * j + 1) * ldd), _mm_unpackhi_epi64(u[j], u[j + 4]));
+    }
+}
+
+/* d[k * ldd + j] = s[j * lds + k] for a 4x4 block of int32 (unaligned rows). */
+static inline void transpose4x4_i32(const int32_t *s, int64_t lds, int32_t *d, int64_t ldd) {
+    __m128i r0 = _mm_loadu_si128((const __m128i *)s);
+    __m128i r1 = _mm_loadu_si128((const __m128i *)(s + lds));
+    __m128i r2 = _mm_loadu_si128((const __m128i *)(s + 2 * lds));
+    __m128i r3 = _mm_loadu_si128((const __m128i *)(s + 3 * lds));
+    __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpacklo_epi32(r2, r3);
+    __m128i t2 = _mm_unpackhi_epi32(r0, r1), t3 = _mm_unpackhi_epi32(r2, r3);
+    _mm_storeu_si128((__m128i *)d, _mm_unpacklo_epi64(t0, t1));
+    _mm_storeu_si128((__m128i *)(d + ldd), _mm_unpackhi_epi64(t0, t1));
+    _mm_storeu_si128((__m128i *)(d + 2 * ldd), _mm_unpacklo_epi64(t2, t3));
+    _mm_storeu_si128((__m128i *)(d + 3 * ldd), _mm_unpackhi_epi64(t2, t3));
+}
+#endif
+
 /* Depthwise convolution, depth multiplier 1, 8-bit input, 32-bit accumulator, channels last:
  * the inner loop runs across channels (contiguous after a transpose), which keeps the vector
  * lanes full on small maps where the per-channel rows of conv_depthwise are a few pixels wide.
@@ -438,15 +477,23 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
             const int64_t cb = C - c0 < 16 ? C - c0 : 16;
             for (int64_t c = 0; c < cb; c++)
                 load_i16(plane + c * HW, x, p->xtype, (n * C + c0 + c) * HW, 1, HW);
-            for (int64_t iy = 0; iy < p->h; iy++)
-                for (int64_t ix = 0; ix < p->w; ix++) {
+            for (int64_t iy = 0; iy < p->h; iy++) {
+                int64_t ix = 0;
+#if ORTNPU_HAVE_SSE2
+                /* 8 pixels x 8 channels at a time: an 8x8 int16 transpose */
+                for (; cb == 16 && ix + 8 <= p->w; ix += 8)
+                    for (int half = 0; half < 2; half++)
+                        transpose8x8_i16(plane + half * 8 * HW + iy * p->w + ix, HW,
+                                         xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0 +
+                                             8 * half,
+                                         C);
+#endif
+                for (; ix < p->w; ix++) {
                     int16_t *d = xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0;
                     const int16_t *sr = plane + iy * p->w + ix;
-                    if (cb == 16)
-                        for (int c = 0; c < 16; c++) d[c] = sr[c * HW];
-                    else
-                        for (int64_t c = 0; c < cb; c++) d[c] = sr[c * HW];
+                    for (int64_t c = 0; c < cb; c++) d[c] = sr[c * HW];
                 }
+            }
         }
 #pragma omp parallel for num_threads(nt) schedule(static)
         for (int64_t q = 0; q < P; q++) {
@@ -466,8 +513,19 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
             for (int64_t c0 = 0; c0 < C; c0 += 16) {
                 if (!rows) continue;
                 const int64_t cb = C - c0 < 16 ? C - c0 : 16;
+                int64_t q4 = 0, c4 = 0;
+#if ORTNPU_HAVE_SSE2
+                /* 4 pixels x 4 channels at a time: a 4x4 int32 transpose */
+                q4 = P & ~INT64_C(3);
+                c4 = cb & ~INT64_C(3);
+                for (int64_t q = 0; q < q4; q += 4)
+                    for (int64_t c = 0; c < c4; c += 4)
+                        transpose4x4_i32((const int32_t *)acc + q * C + c0 + c, C,
+                                         rows + c * P + q, P);
+#endif
                 for (int64_t q = 0; q < P; q++)
-                    for (int64_t c = 0; c < cb; c++) rows[c * P + q] = (int32_t)acc[q * C + c0 + c];
+                    for (int64_t c = q < q4 ? c4 : 0; c < cb; c++)
+                        rows[c * P + q] = (int32_t)acc[q * C + c0 + c];
                 for (int64_t c = 0; c < cb; c++) {
                     const int64_t pi = p->n_params == 1 ? 0 : c0 + c;
                     finish_row(I, rows + c * P, NULL, P, corr[c0 + c], mult + pi, shift + pi, o,

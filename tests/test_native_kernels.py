@@ -301,6 +301,26 @@ def test_depthwise_both_kernels(simd: str, path: str) -> None:
         native._native.lib.ortnpu_force_dw_rows(0)
 
 
+def test_depthwise_channels_last_transposes(simd: str) -> None:
+    """The channels-last path's vector transposes: blocks of 16 channels and 8 pixels in, 4x4
+    blocks out, with channel, row and pixel tails (channels 8 to 40, widths 3 to 17)."""
+    rng = np.random.default_rng(14)
+    for xdt in DTYPES:
+        for c, h, w, k, stride, pad in [(16, 8, 8, 3, 1, 1), (40, 9, 17, 3, 1, 1),
+                                        (24, 14, 14, 3, 2, 1), (8, 5, 3, 3, 1, 0),
+                                        (33, 12, 11, 5, 2, 2), (48, 7, 16, 3, 1, 1)]:
+            x = rand_act(rng, xdt, (1, c, h, w), extreme=0.2)
+            wt = rng.integers(-127, 128, (c, 1, k, k)).astype(np.int8)
+            bias = rng.integers(-5000, 5000, c).astype(np.int64)
+            mult = rng.integers(1 << 29, (1 << 31) - 1, c).astype(np.int32)
+            shift = rng.integers(-12, -4, c).astype(np.int32)
+            lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+            attrs = {"group": c, "stride_h": stride, "stride_w": stride, "pad_top": pad,
+                     "pad_left": pad, "pad_bottom": pad, "pad_right": pad,
+                     "x_zp": int(rng.integers(lo, hi + 1)), "y_zp": 3}
+            check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
+
+
 def test_conv_larger_shapes(simd: str, threads: int) -> None:
     """Shapes that span several pixel tiles and cout blocks (the GEMM tiling, the 1x1 path)."""
     rng = np.random.default_rng(12)
