@@ -92,71 +92,50 @@ int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const 
                               (uint8_t *)y + i * oh * ow);
         return ORTNPU_OK;
     }
-    /* Padded max pooling (ResNet's 3x3 stride-2 pad-1 stem): each plane copied into a
-     * buffer padded with the type's minimum, then the plane kernel. Padding never wins a max
-     * unless a window lies wholly in the padding, where the reference clamps "no element" to
-     * act_min: the copy gives the same only if act_min >= the type's minimum. */
+    /* Max pooling without dilation: per plane, the row maximum then the window maximum
+     * (maxpool_plane_*). With padding (ResNet's 3x3 stride-2 pad-1 stem) the plane is first
+     * copied into a buffer padded with the type's minimum, which never wins a maximum unless a
+     * window lies wholly in the padding, where the reference clamps "no element" to act_min:
+     * the copy gives the same only if act_min >= the type's minimum. */
+    const int padded = pt || pl || pb || pr;
     const int64_t hp = h + pt + pb, wp = w + pl + pr;
     const int all_pad = pt >= kh || pl >= kw || (oh - 1) * sh - pt >= h || (ow - 1) * sw - pl >= w;
-    if (op == 0 && (pt || pl || pb || pr) && dh == 1 && dw == 1 &&
-        (!all_pad || act_min >= type_min(xtype))) {
+    if (op == 0 && dh == 1 && dw == 1 && (!all_pad || act_min >= type_min(xtype))) {
         const int es = xtype == ORTNPU_T_I16 ? 2 : 1;
         int err = ORTNPU_OK;
 #pragma omp parallel num_threads(nt)
         {
-            char *buf = ortnpu_scratch(S_IN1, (size_t)(hp * wp * es));
+            char *buf = padded ? ortnpu_scratch(S_IN1, (size_t)(hp * wp * es)) : NULL;
             int16_t *tmp = ortnpu_scratch(S_IN0, (size_t)wp * sizeof(int16_t));
-            if (!buf || !tmp) {
+            const int ok = tmp && (buf || !padded);
+            if (!ok) {
 #pragma omp atomic write
                 err = ORTNPU_ENOMEM;
             }
 #pragma omp for schedule(static)
             for (int64_t i = 0; i < n * c; i++) {
-                if (!buf || !tmp) continue;
-                const char *src = (const char *)x + i * h * w * es;
-                if (es == 1) {
-                    memset(buf, xtype == ORTNPU_T_I8 ? 0x80 : 0, (size_t)(hp * wp));
-                } else {
-                    for (int64_t j = 0; j < hp * wp; j++) ((int16_t *)(void *)buf)[j] = INT16_MIN;
+                if (!ok) continue;
+                const char *plane = (const char *)x + i * h * w * es;
+                if (padded) {
+                    if (es == 1)
+                        memset(buf, xtype == ORTNPU_T_I8 ? 0x80 : 0, (size_t)(hp * wp));
+                    else
+                        fill_i16((int16_t *)(void *)buf, INT16_MIN, hp * wp);
+                    for (int64_t r = 0; r < h; r++)
+                        memcpy(buf + ((r + pt) * wp + pl) * es, plane + r * w * es,
+                               (size_t)(w * es));
+                    plane = buf;
                 }
-                for (int64_t r = 0; r < h; r++)
-                    memcpy(buf + ((r + pt) * wp + pl) * es, src + r * w * es, (size_t)(w * es));
                 void *dst = (char *)y + i * oh * ow * es;
                 if (xtype == ORTNPU_T_I8)
-                    maxpool_plane_i8((const int8_t *)buf, wp, kh, kw, sh, sw, oh, ow, act_min,
+                    maxpool_plane_i8((const int8_t *)plane, wp, kh, kw, sh, sw, oh, ow, act_min,
                                      act_max, dst, (int8_t *)tmp);
                 else if (xtype == ORTNPU_T_U8)
-                    maxpool_plane_u8((const uint8_t *)buf, wp, kh, kw, sh, sw, oh, ow, act_min,
-                                     act_max, dst, (uint8_t *)tmp);
+                    maxpool_plane_u8((const uint8_t *)plane, wp, kh, kw, sh, sw, oh, ow,
+                                     act_min, act_max, dst, (uint8_t *)tmp);
                 else
-                    maxpool_plane_i16((const int16_t *)(void *)buf, wp, kh, kw, sh, sw, oh, ow,
-                                      act_min, act_max, dst, tmp);
-            }
-        }
-        return err;
-    }
-    if (op == 0 && pt == 0 && pl == 0 && pb == 0 && pr == 0 && dh == 1 && dw == 1) {
-        int err = ORTNPU_OK;
-#pragma omp parallel num_threads(nt)
-        {
-            int16_t *tmp = ortnpu_scratch(S_IN0, (size_t)w * sizeof(int16_t));
-            if (!tmp) {
-#pragma omp atomic write
-                err = ORTNPU_ENOMEM;
-            }
-#pragma omp for schedule(static)
-            for (int64_t i = 0; i < n * c; i++) {
-                if (!tmp) continue;
-                const int64_t src = i * h * w, dst = i * oh * ow;
-                if (xtype == ORTNPU_T_I8)
-                    maxpool_plane_i8((const int8_t *)x + src, w, kh, kw, sh, sw, oh, ow,
-                                     act_min, act_max, (int8_t *)y + dst, (int8_t *)tmp);
-                else if (xtype == ORTNPU_T_U8)
-                    maxpool_plane_u8((const uint8_t *)x + src, w, kh, kw, sh, sw, oh, ow,
-                                     act_min, act_max, (uint8_t *)y + dst, (uint8_t *)tmp);
-                else
-                    maxpool_plane_i16((const int16_t *)x + src, w, kh, kw, sh, sw, oh, ow,
-                                      act_min, act_max, (int16_t *)y + dst, tmp);
+                    maxpool_plane_i16((const int16_t *)(const void *)plane, wp, kh, kw, sh, sw,
+                                      oh, ow, act_min, act_max, dst, tmp);
             }
         }
         return err;

@@ -303,7 +303,7 @@ def test_depthwise_both_kernels(simd: str, path: str) -> None:
 
 def test_depthwise_channels_last_transposes(simd: str) -> None:
     """The channels-last path's vector transposes: blocks of 16 channels and 8 pixels in, 4x4
-    blocks out, with channel, row and pixel tails (channels 8 to 40, widths 3 to 17)."""
+    blocks out, with channel, row and pixel tails (channels 8 to 48, widths 3 to 17)."""
     rng = np.random.default_rng(14)
     for xdt in DTYPES:
         for c, h, w, k, stride, pad in [(16, 8, 8, 3, 1, 1), (40, 9, 17, 3, 1, 1),
