@@ -82,8 +82,8 @@ typedef struct {
     void (*wide_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                          int32_t *, int64_t, int);
     /* finish32_double with per-lane corrections, multipliers and shifts and one added row
-     * term (acc, n, corr, rowadd, qm, shift, zp, lo, hi, out, otype); AVX-512 only, NULL
-     * elsewhere (the FullyConnected rows GEMM is not used then) */
+     * term (acc, n, corr, rowadd, qm, shift, zp, lo, hi, out, otype): 16 lanes on AVX-512,
+     * 8 on AVX2, one at a time in portable C (the epilogue of FullyConnected's rows GEMM) */
     void (*finish32_double_lanes)(const int32_t *, int64_t, const int32_t *, int32_t,
                                   const int32_t *, const int32_t *, int64_t, int64_t, int64_t,
                                   void *, int);

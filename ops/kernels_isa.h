@@ -403,7 +403,66 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
 }
 #undef ORTNPU_FINISH_SCALAR_LOOP
 
+/* finish32_double with parameters per lane (the output channels of FullyConnected's rows
+ * GEMM, kernels_linear.c): y = clamp(rs_double(wrap32(acc + corr[i] + rowadd), qm[i],
+ * shift[i]) + zp, lo, hi); the AVX2 build does eight lanes at a time with variable shift
+ * counts (sllv/srav), the steps of finish32_double above. */
+static void FN(finish32_double_lanes)(const int32_t *acc, int64_t n, const int32_t *corr,
+                                      int32_t rowadd, const int32_t *qm, const int32_t *shift,
+                                      int64_t zp, int64_t lo, int64_t hi, void *outp,
+                                      int otype) {
+    int64_t i = 0;
+#if ORTNPU_ISA_AVX2
+    const __m256i vrow = _mm256_set1_epi32(rowadd), zero = _mm256_setzero_si256();
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi64x(INT64_C(1) << 30);
+    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
+    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
+    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
+    for (; i + 8 <= n; i += 8) {
+        __m256i a = _mm256_add_epi32(
+            _mm256_loadu_si256((const __m256i *)(acc + i)),
+            _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(corr + i)), vrow));
+        const __m256i s = _mm256_loadu_si256((const __m256i *)(shift + i));
+        const __m256i vq = _mm256_loadu_si256((const __m256i *)(qm + i));
+        const __m256i left = _mm256_max_epi32(s, zero);
+        const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+        a = _mm256_sllv_epi32(a, left);                     /* x << left, wrapping */
+        __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, vq), half);
+        __m256i od = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(vq, 32)), half);
+        __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1),
+                                       0xAA);
+        /* RoundingDivideByPOT: threshold mask/2, plus one for a negative value */
+        const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        const __m256i rem = _mm256_and_si256(h, mask);
+        const __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1),
+                                             _mm256_cmpgt_epi32(zero, h));
+        h = _mm256_sub_epi32(_mm256_srav_epi32(h, right), _mm256_cmpgt_epi32(rem, thr));
+        h = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi), vzp);
+        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        if (otype == ORTNPU_T_I16)
+            _mm_storeu_si128((__m128i *)((int16_t *)outp + i), p16);
+        else if (otype == ORTNPU_T_I8)
+            _mm_storel_epi64((__m128i *)((int8_t *)outp + i), _mm_packs_epi16(p16, p16));
+        else
+            _mm_storel_epi64((__m128i *)((uint8_t *)outp + i), _mm_packus_epi16(p16, p16));
+    }
+#endif
+    for (; i < n; i++) {
+        int64_t v = rs_double(s32((uint32_t)acc[i] + (uint32_t)corr[i] + (uint32_t)rowadd),
+                              qm[i], shift[i]) + zp;
+        v = v < lo ? lo : (v > hi ? hi : v);
+        if (otype == ORTNPU_T_I16)
+            ((int16_t *)outp)[i] = (int16_t)v;
+        else if (otype == ORTNPU_T_I8)
+            ((int8_t *)outp)[i] = (int8_t)v;
+        else
+            ((uint8_t *)outp)[i] = (uint8_t)v;
+    }
+}
+
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
-    NULL, FN(dw_row3), FN(dw_cl_pixel), FN(quad_gather), FN(dw3_row), NULL, NULL, NULL, NULL,
+    NULL, FN(dw_row3), FN(dw_cl_pixel), FN(quad_gather), FN(dw3_row), NULL, NULL,
+    FN(finish32_double_lanes), NULL,
 };

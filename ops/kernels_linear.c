@@ -678,13 +678,21 @@ int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
  * uint8: off = 0 or 128):
  *     sum (x - zp) * w = sum xs * (w + 128) - 128 * sum xs + (off - zp) * sum w,
  * so corr[o] = bias[o] + (off - zp) * sum w[o] per channel, rowadd[r] = -128 * sum xs[r] per
- * row. Built only for acc_bits 32, tflite_double and 8-bit input on an AVX-512 VNNI CPU;
- * ortnpu_fc_pack_new returns NULL otherwise and the caller keeps its other path. */
+ * row.
+ * Without VNNI the same roles run on the int16 tile (bcast_tile, vpmaddwd on AVX2): U = the
+ * rows as int16 x - zp in pairs, V = the weights as int16 pairs, each block of 16 channels
+ * contiguous ([n16/16][K/2][16][2]: a [K/2][n16][2] layout put every pair of a tile on its own
+ * page, 1.5-2x slower), so corr[o] = bias[o] and rowadd = 0 (the 17-row ViT block ran as the 1x1-convolution
+ * tile, 16 pixels wide: 17 rows filled two tiles, 15-17 GMAC/s on AVX2).
+ * Built only for acc_bits 32, tflite_double and 8-bit input; ortnpu_fc_pack_new returns NULL
+ * otherwise and the caller keeps its other path. */
 struct ortnpu_fc_pack {
     int64_t k, n, kq, n16;
     int32_t xtype;
+    int64_t x_zp;
     ortnpu_out_t o;
-    uint8_t *V;       /* [kq][n16][4] */
+    uint8_t *V;       /* VNNI: [kq][n16][4] */
+    int16_t *W16;     /* otherwise: [n16 / 16][kp][16][2] with kp = ceil(k / 2) */
     int32_t *corr;    /* [n16] each: correction, multiplier, shift per channel */
     int32_t *mult;
     int32_t *shift;
@@ -696,7 +704,7 @@ ortnpu_fc_pack_t *ortnpu_fc_pack_new(int64_t k, int64_t n, int32_t xtype, int64_
                                      const int32_t *shift, int32_t n_params,
                                      const ortnpu_out_t *o, int isa) {
     const ortnpu_isa_t *I = ortnpu_pick_isa(isa);
-    if (!I->wide_tile_u8 || !I->finish32_double_lanes || !out_ok(o) || o->acc_bits != 32 ||
+    if (!I->finish32_double_lanes || !out_ok(o) || o->acc_bits != 32 ||
         o->rule != ORTNPU_R_DOUBLE || (xtype != ORTNPU_T_I8 && xtype != ORTNPU_T_U8) ||
         k < 1 || n < 1 || k > (INT64_C(1) << 24) || n > (INT64_C(1) << 24) ||
         (n_params != 1 && n_params != n) || x_zp < type_min(xtype) || x_zp > type_max(xtype) ||
@@ -709,16 +717,37 @@ ortnpu_fc_pack_t *ortnpu_fc_pack_new(int64_t k, int64_t n, int32_t xtype, int64_
     pk->kq = ceil_div(k, 4);
     pk->n16 = round16(n);
     pk->xtype = xtype;
+    pk->x_zp = x_zp;
     pk->o = *o;
     pk->isa = isa;
-    pk->V = calloc((size_t)(pk->kq * pk->n16 * 4), 1);
     pk->corr = calloc((size_t)(3 * pk->n16), sizeof(int32_t));
-    if (!pk->V || !pk->corr) {
+    if (!pk->corr) {
         ortnpu_fc_pack_free(pk);
         return NULL;
     }
     pk->mult = pk->corr + pk->n16;
     pk->shift = pk->mult + pk->n16;
+    if (!I->wide_tile_u8) { /* the int16 tile: x - zp in the rows, the bias alone corrects */
+        const int64_t kp = ceil_div(k, 2);
+        pk->W16 = calloc((size_t)(kp * pk->n16 * 2), sizeof(int16_t)); /* padding: 0 */
+        if (!pk->W16) {
+            ortnpu_fc_pack_free(pk);
+            return NULL;
+        }
+        for (int64_t c = 0; c < n; c++) {
+            for (int64_t j = 0; j < k; j++)
+                pk->W16[(((c / 16) * kp + j / 2) * 16 + c % 16) * 2 + j % 2] = w[c * k + j];
+            pk->corr[c] = s32((uint32_t)(uint64_t)bias[c]);
+            pk->mult[c] = mult[n_params == 1 ? 0 : c];
+            pk->shift[c] = shift[n_params == 1 ? 0 : c];
+        }
+        return pk;
+    }
+    pk->V = calloc((size_t)(pk->kq * pk->n16 * 4), 1);
+    if (!pk->V) {
+        ortnpu_fc_pack_free(pk);
+        return NULL;
+    }
     const int64_t off = xtype == ORTNPU_T_U8 ? 128 : 0;
     for (int64_t c = 0; c < n; c++) {
         int64_t s = 0;
@@ -737,8 +766,44 @@ ortnpu_fc_pack_t *ortnpu_fc_pack_new(int64_t k, int64_t n, int32_t xtype, int64_
 void ortnpu_fc_pack_free(ortnpu_fc_pack_t *pk) {
     if (!pk) return;
     free(pk->V);
+    free(pk->W16);
     free(pk->corr);
     free(pk);
+}
+
+/* The int16 rows GEMM (no VNNI): blocks of RB rows (their int16 copy stays in L1/L2) times
+ * blocks of 16 channels, parallel over both; each tile is R <= 4 rows x 16 channels. */
+static int fc_packed_i16(const ortnpu_isa_t *I, const ortnpu_fc_pack_t *pk, int64_t rows,
+                         const void *x, void *y, int nthreads) {
+    const int64_t k = pk->k, n = pk->n, n16 = pk->n16, kp = ceil_div(k, 2), k2 = 2 * kp;
+    int16_t *X = ortnpu_scratch(S_OUT4, (size_t)(rows * k2) * sizeof(int16_t));
+    if (!X) return ORTNPU_ENOMEM;
+    for (int64_t r = 0; r < rows; r++) { /* x - zp fits int16 for 8-bit x */
+        int16_t *d = X + r * k2;
+        load_i16(d, x, pk->xtype, r * k, 1, k);
+        for (int64_t j = 0; j < k; j++) d[j] = (int16_t)(d[j] - pk->x_zp);
+        if (k2 != k) d[k] = 0;
+    }
+    const int64_t RB = 32, nrb = ceil_div(rows, RB), ncb = n16 / 16, items = nrb * ncb;
+    const int nt = threads_of(nthreads) < items ? threads_of(nthreads) : (int)items;
+    const int es = pk->o.otype == ORTNPU_T_I16 ? 2 : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t it = 0; it < items; it++) {
+        const int64_t rb = it / ncb, c0 = 16 * (it % ncb);
+        const int64_t cn = n - c0 < 16 ? n - c0 : 16;
+        const int64_t rend = (rb + 1) * RB < rows ? (rb + 1) * RB : rows;
+        int32_t acc[4 * 16];
+        for (int64_t r0 = rb * RB; r0 < rend; r0 += 4) {
+            const int R = (int)(rend - r0 < 4 ? rend - r0 : 4);
+            I->bcast_tile(X + r0 * k2, k2, R, pk->W16 + c0 * k2, 16, 0, kp, acc, 16);
+            for (int r = 0; r < R; r++)
+                I->finish32_double_lanes(acc + 16 * r, cn, pk->corr + c0, 0, pk->mult + c0,
+                                         pk->shift + c0, pk->o.y_zp, pk->o.act_min,
+                                         pk->o.act_max, (char *)y + ((r0 + r) * n + c0) * es,
+                                         pk->o.otype);
+        }
+    }
+    return ORTNPU_OK;
 }
 
 int ortnpu_fc_packed(const ortnpu_fc_pack_t *pk, int64_t rows, const void *x, void *y,
@@ -746,7 +811,9 @@ int ortnpu_fc_packed(const ortnpu_fc_pack_t *pk, int64_t rows, const void *x, vo
     if (!pk || rows < 0) return ORTNPU_EBADARG;
     if (rows == 0) return ORTNPU_OK;
     const ortnpu_isa_t *I = ortnpu_pick_isa(pk->isa);
-    if (!I->wide_tile_u8 || !I->finish32_double_lanes) return ORTNPU_EBADARG;
+    if (!I->finish32_double_lanes || (pk->W16 ? I->wide_tile_u8 != NULL : !I->wide_tile_u8))
+        return ORTNPU_EBADARG;   /* packed for another instruction set */
+    if (pk->W16) return fc_packed_i16(I, pk, rows, x, y, nthreads);
     const int64_t k = pk->k, n = pk->n, k4 = 4 * pk->kq, n16 = pk->n16;
     /* the rows as signed bytes, K padded to quads with 0 (int8 input with K a multiple of
      * four is read in place) */

@@ -22,20 +22,7 @@ from ortnpu.domain.arith import ROUNDING_RULES, quantize_multiplier, rescale_bou
 pytestmark = pytest.mark.usefixtures("require_c")  # fails when C is expected but missing
 
 DTYPES = (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16))
-SIMD = ["avx512", "avx2", "scalar"]
 COUNT = {"cases": 0, "elements": 0}  # how much was compared (printed by tools, not asserted)
-
-
-@pytest.fixture(params=SIMD)
-def simd(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run the test on one SIMD path (AVX2 skipped on CPUs without it)."""
-    if request.param == "avx2" and not native.has_avx2():
-        pytest.skip("this CPU has no AVX2")
-    if request.param == "avx512" and not native.has_avx512_vnni():
-        pytest.skip("this CPU has no AVX-512 VNNI")
-    native.set_simd(request.param)
-    yield request.param
-    native.set_simd("auto")
 
 
 @pytest.fixture(params=["avx2", "scalar"])

@@ -1,11 +1,12 @@
-"""The compiled programs' fast paths are bit-exact with the numpy reference on edge cases:
-FullyConnected on 8-bit input runs as a rows GEMM with the output channels in the vector lanes
-(AVX-512 VNNI, 32-bit accumulator, tflite_double, at least 16 outputs) or else as a packed 1x1
-convolution, a binary layer of 8-bit operands and output looks its result up in a table of
-all 65536 operand pairs unless it is an 8-bit Add or Mul under tflite_double (computed in 16
-SIMD lanes on AVX-512), and an 8-bit Softmax reads the exponential of each of the 256
-differences to the row maximum from a table; a Transpose copies whole rows when the last axis
-stays last, and an 8-bit Lut indexes its table with the input byte (ops/program.c,
+"""The compiled programs' fast paths are bit-exact with the numpy reference on edge cases, on
+every SIMD path the CPU has: FullyConnected on 8-bit input runs as a rows GEMM with the output
+channels in the vector lanes (32-bit accumulator, tflite_double, at least 16 outputs; u8 x s8
+quads on AVX-512 VNNI, int16 pairs elsewhere), else as a packed 1x1 convolution (above 8 rows)
+or on the dot-product kernel, a binary layer of 8-bit operands and output looks its result up
+in a table of all 65536 operand pairs unless it is an 8-bit Add or Mul under tflite_double
+(computed in 16 SIMD lanes on AVX-512), and an 8-bit Softmax reads the exponential of each of
+the 256 differences to the row maximum from a table; a Transpose copies whole rows when the
+last axis stays last, and an 8-bit Lut indexes its table with the input byte (ops/program.c,
 ops/kernels_linear.c, ops/kernels_softmax.c, ops/kernels_elementwise.c).
 """
 
@@ -75,10 +76,12 @@ def _full_range(rng: np.random.Generator, dtype: type, shape: tuple) -> np.ndarr
     (33, 67, 130, np.uint8, np.uint8, 0, True, 32),
     (5, 600, 9, np.int8, np.int16, -3, True, 64),
     (2, 16, 48, np.int8, np.int8, 0, False, 32),
+    (20, 40, 12, np.int8, np.int8, 5, True, 32),       # under 16 outputs: the packed conv
+    (12, 50, 20, np.uint8, np.int8, 7, True, 64),      # 64-bit accumulator: the packed conv
 ])
 def test_fully_connected_as_packed_conv_is_exact(rows: int, k: int, n: int, xdtype: type,
                                                  ydtype: type, x_zp: int, per_channel: bool,
-                                                 acc: int) -> None:
+                                                 acc: int, simd: str) -> None:
     rng = np.random.default_rng(rows * 1000 + k + n)
     np_ = n if per_channel else 1
     w = rng.integers(-127, 128, (n, k)).astype(np.int8)
@@ -106,13 +109,16 @@ def test_fully_connected_as_packed_conv_is_exact(rows: int, k: int, n: int, xdty
     (1, 7, np.int8, np.int16, 127),        # one row, K padded to quads
     (6, 130, np.uint8, np.uint8, 255),     # uint8 input (flipped to signed bytes)
     (9, 64, np.uint8, np.int8, 0),
+    (41, 7, np.int8, np.int16, -128),      # row blocks of 32 and a tail, K odd (int16 pairs)
+    (13, 130, np.uint8, np.uint8, 255),
 ])
 def test_fully_connected_rows_gemm_is_exact(rows: int, k: int, xdtype: type, ydtype: type,
-                                            x_zp: int, threads: int) -> None:
+                                            x_zp: int, threads: int, simd: str) -> None:
     """The rows GEMM's per-channel epilogue against the reference: every shift of
     tflite_double (-31..31) on some channel, multipliers 0, 1, 2^30 and 2^31-1 among them,
     outputs saturating at both ends, biases that make the int32 accumulator wrap, 95 outputs
-    (a block of 64 and a masked tail), rows not a multiple of four."""
+    (a block of 64 and a masked tail; 16-channel tiles and an 8-lane tail without VNNI), rows
+    not a multiple of four."""
     rng = np.random.default_rng(rows * 7 + k)
     n = 95
     w = rng.integers(-128, 128, (n, k)).astype(np.int8)
@@ -142,7 +148,7 @@ def test_fully_connected_rows_gemm_is_exact(rows: int, k: int, xdtype: type, ydt
     assert seen_min and seen_max   # saturation at both ends was exercised
 
 
-def test_fully_connected_rows_gemm_rounding_ties() -> None:
+def test_fully_connected_rows_gemm_rounding_ties(simd: str) -> None:
     """Accumulators on the rounding ties of every right shift: x - x_zp is a ramp and one
     weight is 1, so the accumulator runs over consecutive integers through each tie."""
     k, n, rows = 4, 32, 64
