@@ -68,7 +68,8 @@ class PartitionPlan:
         options: the placement options used.
         causes: node name to the grouping key of its reason (no node or tensor names), so
             reports can count CPU nodes per cause and op type.
-        fused_into: activation node name to the NPU node whose output clamp it becomes.
+        fused_into: absorbed node name (a fused activation, or a MatMul's bias Add) to the NPU
+            node whose output clamp or bias it becomes.
         notes: what the placement assumed (e.g. a dynamic batch read as 1).
         cpu_islands: the CPU nodes grouped like the subgraphs (convex groups along edges),
             so that subgraphs and islands contract to an acyclic picture of the partition.

@@ -166,17 +166,20 @@ class _Lowering:
                 self._folded = set()
         return _NO_LOWERING_HINTS["BatchNormalization"] if node.name in self._folded else ""
 
-    def fused_activation(self, node: onnx.NodeProto, target: Target) -> onnx.NodeProto | None:
-        """The Relu/Clip the lowering of ``node`` absorbs as its output clamp, if any."""
-        from ortnpu.quant.lowering import RULE_OF_OP, fusable_activation
+    def fused_nodes(self, node: onnx.NodeProto, target: Target) -> list[onnx.NodeProto]:
+        """The nodes the lowering of ``node`` absorbs, in graph order: a MatMul's bias Add
+        (:func:`~ortnpu.quant.lowering.fusable_bias`), then the Relu/Clip that becomes its
+        output clamp."""
+        from ortnpu.quant.lowering import RULE_OF_OP, fusable_activation, fusable_bias
 
         rule = RULE_OF_OP.get(node.op_type)
         if rule is None or not rule.fuses_activation:
-            return None
+            return []
+        bias = fusable_bias(node, self.ctx)
         act = fusable_activation(node, self.ctx)
-        if act is None or act.op_type not in target.support.fused_activations:
-            return None
-        return act
+        if act is not None and act.op_type not in target.support.fused_activations:
+            act = None
+        return [n for n in (bias, act) if n is not None]
 
 
 #: Ops whose output range is fixed by the op, whatever the data: (low, high).
@@ -402,13 +405,14 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
     by_name = {n.name: n for n in order}
     fused_into: dict[str, str] = {}
     for node in order:
-        if placement[node.name] != NPU:
-            continue
-        act = lowering.fused_activation(node, target)
-        if act is not None and act.name not in user_cpu:
-            fused_into[act.name] = node.name
-            placement[act.name] = NPU
-            problems.pop(act.name, None)
+        if placement[node.name] != NPU or node.name in fused_into:
+            continue   # (an absorbed bias Add does not fuse the activation its producer took)
+        for absorbed in lowering.fused_nodes(node, target):
+            if absorbed.name in user_cpu:
+                break   # (an activation after a bias kept on the CPU cannot fuse either)
+            fused_into[absorbed.name] = node.name
+            placement[absorbed.name] = NPU
+            problems.pop(absorbed.name, None)
 
     groups = cluster(order, index, placement, set(constants))
     minimum = min_subgraph_nodes or target.support.min_subgraph_nodes
@@ -432,8 +436,9 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
         name = node.name
         label = f"{node.op_type} '{name}'"
         if name in fused_into:
+            role = "bias" if node.op_type == "Add" else "output clamp"
             text = f"fused into {by_name[fused_into[name]].op_type} '{fused_into[name]}' as " \
-                   "its output clamp"
+                   f"its {role}"
         else:
             text = problems.get(name, "runs on the NPU")
         reasons[name] = f"{label}: {text}"

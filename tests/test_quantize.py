@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from graphs import images, small_cnn
+from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
 from ortnpu.domain import DOMAIN
@@ -176,3 +178,52 @@ def test_old_opset_model_is_converted_so_its_cpu_nodes_stay_valid() -> None:
     assert len(sq.input) == 2 and not sq.attribute       # axes became an input
     y = ortnpu.InferenceSession(npu).run(None, {"x": x[0]})[0]
     assert y.shape == (1, 4, 8, 8)
+
+
+def _token_mlp() -> onnx.ModelProto:
+    """[N, 5, 12] tokens: MatMul + Add(bias [20]) + Relu, MatMul + Add(bias [1, 1, 7]), and a
+    MatMul + Add of a [5, 1] constant (one value per token: not a bias along the features)."""
+    rng = np.random.default_rng(11)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.4).astype(np.float32), n)
+             for n, s in (("w1", (12, 20)), ("b1", (20,)), ("w2", (20, 7)), ("b2", (1, 1, 7)),
+                          ("w3", (7, 6)), ("t3", (5, 1)))]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h1"], name="mm1"),
+             helper.make_node("Add", ["h1", "b1"], ["a1"], name="add1"),
+             helper.make_node("Relu", ["a1"], ["r1"], name="relu1"),
+             helper.make_node("MatMul", ["r1", "w2"], ["h2"], name="mm2"),
+             helper.make_node("Add", ["b2", "h2"], ["a2"], name="add2"),
+             helper.make_node("MatMul", ["a2", "w3"], ["h3"], name="mm3"),
+             helper.make_node("Add", ["h3", "t3"], ["y"], name="add3")]
+    g = helper.make_graph(nodes, "mlp",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 6])],
+                          inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_matmul_bias_add_becomes_the_fully_connected_bias() -> None:
+    """A MatMul over [batch, tokens, features] cannot become a Gemm: its bias Add (and the Relu
+    after it) fuse into the FullyConnected, so the sum is rounded once (a separate Add_i8
+    rounded twice and cost a layer); an Add that is not a per-feature bias stays an Add.
+    evaluate and quantize say the same."""
+    model = _token_mlp()
+    rng = np.random.default_rng(5)
+    calib = [{"x": rng.standard_normal((1, 5, 12)).astype(np.float32)} for _ in range(16)]
+    res = QuantizationResult()
+    npu = ortnpu.quantize(model, "tflite-int8", calib, result=res)
+    placement = {p.node: p for p in res.placements}
+    assert placement["add1"].fused_into == "mm1" and placement["relu1"].fused_into == "mm1"
+    assert placement["add2"].fused_into == "mm2"
+    assert not placement["add3"].fused_into and placement["add3"].device == "NPU"
+    ops = [n.op_type for n in npu.graph.node if n.domain == DOMAIN]
+    assert ops.count("FullyConnected_i8") == 3 and ops.count("Add_i8") == 1
+    plan = ortnpu.evaluate(model, "tflite-int8").plan
+    assert plan.fused_into == {"add1": "mm1", "relu1": "mm1", "add2": "mm2"}
+    assert "fused into MatMul 'mm1' as its bias" in plan.reasons["add1"]
+    assert "as its output clamp" in plan.reasons["relu1"]
+    x = rng.standard_normal((3, 5, 12)).astype(np.float32)
+    got = ortnpu.InferenceSession(npu).run(None, {"x": x})[0]
+    ref = np.concatenate([run_reference(npu, {"x": x[i:i + 1]})[0] for i in range(3)])
+    assert np.array_equal(got, ref)
+    want = np.concatenate([float_run(model, x[i:i + 1]) for i in range(3)])
+    assert np.abs(got - want).max() < 0.05 * np.abs(want).max()

