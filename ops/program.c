@@ -306,8 +306,10 @@ int ortnpu_program_add_conv(ortnpu_program_t *p, const char *name, int32_t in, i
     return rc;
 }
 
-/* FullyConnected layers of at most this many rows run on the dot-product kernel */
+/* FullyConnected layers of at most this many rows run on the dot-product kernel (unless
+ * their int16 weights fit FC_CACHED_BYTES, about half of a core's L2) */
 #define FC_DOT_ROWS 8
+#define FC_CACHED_BYTES (256 * 1024)
 
 int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                           int64_t rows, int64_t k, int64_t n, int32_t xtype, int64_t x_zp,
@@ -326,11 +328,17 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
      * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed VNNI tiles,
      * with x transposed to [k, rows] and the [n, rows] result transposed back */
     /* at least 16 output channels: the rows GEMM with the channels in the vector lanes
-     * (kernels_linear.c), whatever the number of rows (without VNNI, on int16 pairs: 0.4-0.7x
-     * the time of the 16-pixel conv tile at 9-197 rows and of the dot-product kernel at 1-8
-     * rows, k 192-1280, n 192-1536, one thread on AVX2) */
-    if (n >= 16) L->fcp = ortnpu_fc_pack_new(k, n, xtype, x_zp, w, bias, mult, shift, n_params,
-                                             o, p->isa);
+     * (kernels_linear.c), whatever the number of rows on a VNNI CPU. Without VNNI its weights
+     * are int16 pairs, twice the bytes of the dot-product kernel's: above FC_DOT_ROWS rows, or
+     * when they stay in a core's cache (ViT-tiny's 192x768: 0.34-0.73x the dot kernel's time
+     * at 4-8 rows), it wins; a classifier at batch 1 reads its weights from memory on every
+     * run of a whole program, where the int8 bytes count (MobileNetV2's 1280 -> 1000 head,
+     * profiled in the program, interleaved: 0.19-0.22 ms on the dot kernel, 0.21-0.23 on the
+     * rows GEMM; alone, its weights cached, the rows GEMM 0.07 vs 0.11) */
+    const int vnni = ortnpu_pick_isa(p->isa)->wide_tile_u8 != NULL;
+    if (n >= 16 && (vnni || rows > FC_DOT_ROWS || 2 * k * n <= FC_CACHED_BYTES))
+        L->fcp = ortnpu_fc_pack_new(k, n, xtype, x_zp, w, bias, mult, shift, n_params, o,
+                                    p->isa);
     /* the convolution's tiles are 16 pixels wide: a few rows (a classifier at batch 1, one
      * row per sample) would fill one of them, and the dot-product kernel is 2 to 6 times
      * faster there (measured at k 192-1280, n 192-1000 on AVX2) */
