@@ -227,3 +227,28 @@ def test_matmul_bias_add_becomes_the_fully_connected_bias() -> None:
     assert np.array_equal(got, ref)
     want = np.concatenate([float_run(model, x[i:i + 1]) for i in range(3)])
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+def test_a_bias_that_raises_the_rank_is_not_fused() -> None:
+    """An Add of a [1, 1, 1, n] constant after a rank-3 MatMul broadcasts the product to rank
+    4: it is not the layer's bias (fused, the output would lose an axis)."""
+    from types import SimpleNamespace
+
+    from ortnpu.quant.context import GraphView
+    from ortnpu.quant.lowering import fusable_bias
+
+    def view(bias_shape: tuple[int, ...]) -> GraphView:
+        g = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Add", ["h", "b"], ["y"], name="add")], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 12])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(np.ones((12, 20), np.float32), "w"),
+             numpy_helper.from_array(np.ones(bias_shape, np.float32), "b")])
+        return GraphView.build(helper.make_model(g))
+
+    for shape, fused in (((20,), True), ((1, 1, 20), True), ((1, 1, 1, 20), False),
+                         ((5, 1), False), ((5, 20), False)):
+        v = view(shape)
+        ctx = SimpleNamespace(view=v)   # fusable_bias reads only the graph view
+        assert (fusable_bias(v.producer["h"], ctx) is not None) == fused, shape

@@ -139,6 +139,9 @@ def fusable_bias(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | No
     n = w.shape[1]
     if b is None or b.ndim == 0 or b.shape[-1] != n or b.size != n:
         return None   # a bias along the last axis only
+    rank = len(ctx.view.shapes.get(node.input[0]) or []) or 2   # (unknown: at least 2)
+    if b.ndim > rank:
+        return None   # [1, 1, 1, n] on a rank-3 product makes the Add's output rank 4
     return add
 
 
