@@ -87,9 +87,9 @@ typedef struct {
     void (*finish32_double_lanes)(const int32_t *, int64_t, const int32_t *, int32_t,
                                   const int32_t *, const int32_t *, int64_t, int64_t, int64_t,
                                   void *, int);
-    /* Add (op 0) or Mul (op 1) of 8-bit operands under tflite_double in 16 lanes (op, a, a
-     * step 0/1, a signed, b, b step, b signed, n, params, zp, lo, hi, out, otype); AVX-512
-     * only, NULL elsewhere */
+    /* Add (op 0) or Mul (op 1) of 8-bit operands under tflite_double in SIMD lanes (op, a, a
+     * step 0/1, a signed, b, b step, b signed, n, params, zp, lo, hi, out, otype): 16 on
+     * AVX-512, 8 on AVX2, NULL in portable C (the pair tables) */
     void (*binary8_double)(int, const uint8_t *, int64_t, int, const uint8_t *, int64_t, int,
                            int64_t, const int64_t *, int64_t, int64_t, int64_t, void *, int);
 } ortnpu_isa_t;

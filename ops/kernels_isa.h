@@ -461,8 +461,115 @@ static void FN(finish32_double_lanes)(const int32_t *acc, int64_t n, const int32
     }
 }
 
+#if ORTNPU_ISA_AVX2
+/* ------------------------------------------------------------- 8-bit Add/Mul in lanes
+ * binary8_double (the program's 8-bit Add or Mul under tflite_double, see kernels_common.h)
+ * in 8 AVX2 lanes: the AVX-512 kernel's steps (kernels_isa.c), with the rescale of
+ * finish32_double above. A tail of fewer than 8 elements goes through the same lanes from a
+ * zero-padded copy: one code path for every element. */
+typedef struct {
+    __m256i vq, half, vmask, vthr, zero;
+    __m128i lcount, rcount;
+    int right;
+} FN(rs8_t);
+
+static inline __attribute__((always_inline)) FN(rs8_t) FN(rs8_setup)(int64_t qm, int shift) {
+    FN(rs8_t) f;
+    f.right = shift > 0 ? 0 : -shift;
+    f.lcount = _mm_cvtsi32_si128(shift > 0 ? shift : 0);
+    f.rcount = _mm_cvtsi32_si128(f.right);
+    f.vq = _mm256_set1_epi32((int32_t)qm);
+    f.half = _mm256_set1_epi64x(INT64_C(1) << 30);
+    const int32_t mask_s = (int32_t)((1u << f.right) - 1u);
+    f.vmask = _mm256_set1_epi32(mask_s);
+    f.vthr = _mm256_set1_epi32(mask_s >> 1);
+    f.zero = _mm256_setzero_si256();
+    return f;
+}
+
+/* rs_double of 8 int32 lanes with the setup's multiplier and shift (no clamp) */
+static inline __attribute__((always_inline)) __m256i FN(rs8)(const FN(rs8_t) *f, __m256i a) {
+    a = _mm256_sll_epi32(a, f->lcount);
+    const __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, f->vq), f->half);
+    const __m256i od = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), f->vq),
+                                        f->half);
+    __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1), 0xAA);
+    if (f->right > 0) {
+        const __m256i rem = _mm256_and_si256(h, f->vmask);
+        const __m256i thr = _mm256_sub_epi32(f->vthr, _mm256_cmpgt_epi32(f->zero, h));
+        h = _mm256_sub_epi32(_mm256_sra_epi32(h, f->rcount), _mm256_cmpgt_epi32(rem, thr));
+    }
+    return h;
+}
+
+/* 8 values of an 8-bit operand widened to int32: 8 bytes from p, or p[0] broadcast (step 0) */
+static inline __attribute__((always_inline)) __m256i FN(load8x8)(const uint8_t *p, int64_t step,
+                                                                 int is_signed) {
+    if (step == 0) return _mm256_set1_epi32(is_signed ? (int8_t)p[0] : p[0]);
+    const __m128i v = _mm_loadl_epi64((const __m128i *)p);
+    return is_signed ? _mm256_cvtepi8_epi32(v) : _mm256_cvtepu8_epi32(v);
+}
+
+static void FN(binary8_double)(int op, const uint8_t *a, int64_t sa, int a_signed,
+                               const uint8_t *b, int64_t sb, int b_signed, int64_t n,
+                               const int64_t *prm, int64_t zp, int64_t lo, int64_t hi,
+                               void *outp, int otype) {
+    const FN(rs8_t) fy = op == 0 ? FN(rs8_setup)(prm[7], (int)prm[8])
+                                 : FN(rs8_setup)(prm[2], (int)prm[3]);
+    const FN(rs8_t) fa = FN(rs8_setup)(op == 0 ? prm[3] : 0, op == 0 ? (int)prm[4] : 0);
+    const FN(rs8_t) fb = FN(rs8_setup)(op == 0 ? prm[5] : 0, op == 0 ? (int)prm[6] : 0);
+    const __m256i azp = _mm256_set1_epi32((int32_t)prm[0]);
+    const __m256i bzp = _mm256_set1_epi32((int32_t)prm[1]);
+    const __m128i ls = _mm_cvtsi32_si128(op == 0 ? (int)prm[2] : 0);
+    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
+    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
+    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t m = n - i < 8 ? n - i : 8;
+        const uint8_t *pa = a + i * sa, *pb = b + i * sb;
+        uint8_t ta[8] = {0}, tb[8] = {0};
+        if (m < 8) { /* the tail, zero-padded (sa, sb are 0 or 1) */
+            memcpy(ta, pa, (size_t)(sa ? m : 1));
+            memcpy(tb, pb, (size_t)(sb ? m : 1));
+            pa = ta;
+            pb = tb;
+        }
+        __m256i va = _mm256_sub_epi32(FN(load8x8)(pa, sa, a_signed), azp);
+        __m256i vb = _mm256_sub_epi32(FN(load8x8)(pb, sb, b_signed), bzp);
+        __m256i v;
+        if (op == 0)
+            v = _mm256_add_epi32(FN(rs8)(&fa, _mm256_sll_epi32(va, ls)),
+                                 FN(rs8)(&fb, _mm256_sll_epi32(vb, ls)));
+        else
+            v = _mm256_mullo_epi32(va, vb);
+        __m256i h = FN(rs8)(&fy, v);
+        h = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi), vzp);
+        const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h),
+                                            _mm256_extracti128_si256(h, 1));
+        __m128i packed = otype == ORTNPU_T_I16 ? p16
+                         : otype == ORTNPU_T_I8 ? _mm_packs_epi16(p16, p16)
+                                                : _mm_packus_epi16(p16, p16);
+        char *dst = (char *)outp + i * es;
+        if (m == 8 && es == 2)
+            _mm_storeu_si128((__m128i *)dst, packed);
+        else if (m == 8)
+            _mm_storel_epi64((__m128i *)dst, packed);
+        else {
+            uint8_t tmp[16];
+            _mm_storeu_si128((__m128i *)tmp, packed);
+            memcpy(dst, tmp, (size_t)(m * es));
+        }
+    }
+}
+#define ORTNPU_BINARY8 FN(binary8_double)
+#else
+#define ORTNPU_BINARY8 NULL
+#endif
+
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
     NULL, FN(dw_row3), FN(dw_cl_pixel), FN(quad_gather), FN(dw3_row), NULL, NULL,
-    FN(finish32_double_lanes), NULL,
+    FN(finish32_double_lanes), ORTNPU_BINARY8,
 };
+#undef ORTNPU_BINARY8

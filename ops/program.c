@@ -482,8 +482,8 @@ static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, 
 }
 
 /* An 8-bit Add or Mul under tflite_double whose last axis runs over contiguous or broadcast
- * values, with parameters the kernel accepts: computed in 16 SIMD lanes (AVX-512), a few
- * instructions per element and no table (a program of a transformer has about 80 binary
+ * values, with parameters the kernel accepts: computed in SIMD lanes (16 on AVX-512, 8 on
+ * AVX2), a few instructions per element and no table (a program of a transformer has about 80 binary
  * layers, whose 64 KiB pair tables did not fit the caches). */
 static int binary_simd_ok(const ortnpu_program_t *p, const layer_t *L) {
     const ortnpu_isa_t *I = ortnpu_pick_isa(p->isa);

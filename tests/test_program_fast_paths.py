@@ -4,10 +4,10 @@ channels in the vector lanes (32-bit accumulator, tflite_double, at least 16 out
 quads on AVX-512 VNNI, int16 pairs elsewhere), else as a packed 1x1 convolution (above 8 rows)
 or on the dot-product kernel, a binary layer of 8-bit operands and output looks its result up
 in a table of all 65536 operand pairs unless it is an 8-bit Add or Mul under tflite_double
-(computed in 16 SIMD lanes on AVX-512), and an 8-bit Softmax reads the exponential of each of
-the 256 differences to the row maximum from a table; a Transpose copies whole rows when the
-last axis stays last, and an 8-bit Lut indexes its table with the input byte (ops/program.c,
-ops/kernels_linear.c, ops/kernels_softmax.c, ops/kernels_elementwise.c).
+(computed in 16 SIMD lanes on AVX-512, 8 on AVX2), and an 8-bit Softmax reads the exponential
+of each of the 256 differences to the row maximum from a table; a Transpose copies whole rows
+when the last axis stays last, and an 8-bit Lut indexes its table with the input byte
+(ops/program.c, ops/kernels_linear.c, ops/kernels_softmax.c, ops/kernels_elementwise.c).
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _binary(op: type, ydtype: type, zps: tuple[int, int, int]) -> onnx.NodeProto
     (np.int8, [1, 1, 1], (0, -5, 127)),             # a scalar operand
 ])
 def test_binary_pair_table_is_exact(op: type, adtype: type, bshape: list,
-                                    zps: tuple[int, int, int]) -> None:
+                                    zps: tuple[int, int, int], simd: str) -> None:
     same = op in (Maximum, Minimum)
     bdtype = adtype   # (a program's node takes inputs of one type)
     ydtype = adtype if same else np.int8
@@ -211,7 +211,7 @@ def test_binary_pair_table_is_exact(op: type, adtype: type, bshape: list,
         assert np.array_equal(sess.run(None, feeds)[0], _reference(model, feeds)), batch
 
 
-def test_every_operand_pair_of_a_mul_is_exact() -> None:
+def test_every_operand_pair_of_a_mul_is_exact(simd: str) -> None:
     """All 65536 (a, b) pairs in one run: the table is the kernel's own output."""
     node = _binary(Mul, np.int8, (-7, 100, 5))
     model = _model([node], {"a": (np.int8, ["N", 65536]), "b": (np.int8, ["N", 65536])},
@@ -303,8 +303,9 @@ def _all_pairs(dtype: type) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("op", [Add, Mul])
-def test_binary_simd_every_pair_is_exact(op: type, seed: int) -> None:
-    """The 16-lane Add and Mul (tflite_double) on all 65536 operand pairs, with parameters
+def test_binary_simd_every_pair_is_exact(op: type, seed: int, simd: str) -> None:
+    """The SIMD Add and Mul (tflite_double: 16 lanes on AVX-512, 8 on AVX2; the pair tables in
+    portable C) on all 65536 operand pairs, with parameters
     drawn from the edges: left shifts 0, 1, 20, 30, 31 (the shifted offset wraps int32),
     every rescale shift -31..31, multipliers 0, 1, 2^30, 2^31-1 or random, zero points at the
     type's ends, int8/uint8 inputs, int8/uint8/int16 outputs with a narrowed clamp."""
@@ -348,9 +349,9 @@ def test_binary_simd_every_pair_is_exact(op: type, seed: int) -> None:
 
 
 @pytest.mark.parametrize("op", [Add, Mul])
-def test_binary_simd_rounding_ties_and_broadcasts(op: type) -> None:
+def test_binary_simd_rounding_ties_and_broadcasts(op: type, simd: str) -> None:
     """Shifts where halves occur (multiplier 2^30 halves, right shifts 1..8), a scalar operand
-    on either side (step 0), a row broadcast, rows of odd length (masked tails)."""
+    on either side (step 0), a row broadcast, rows of odd length (masked or padded tails)."""
     for shift in range(-8, 1):
         for bshape in ([1, 1, 1], [1, 1, 37], [1, 9, 37]):
             if op is Add:
