@@ -349,124 +349,10 @@ static void FN(dw_cl_pixel)(uint32_t *restrict acc, const int16_t *restrict x,
         }                                                                                    \
     } while (0)
 
-static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
-                                int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
-                                int otype) {
-    int64_t i = 0;
 #if ORTNPU_ISA_AVX2
-    const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    const __m128i lcount = _mm_cvtsi32_si128(left), rcount = _mm_cvtsi32_si128(right);
-    const __m256i vcorr = _mm256_set1_epi32(s32(corr));
-    const __m256i vq = _mm256_set1_epi32((int32_t)qm);
-    const __m256i half = _mm256_set1_epi64x(INT64_C(1) << 30);
-    const int32_t mask_s = (int32_t)((1u << right) - 1u);
-    const __m256i vmask = _mm256_set1_epi32(mask_s);
-    const __m256i vthr = _mm256_set1_epi32(mask_s >> 1);
-    const __m256i zero = _mm256_setzero_si256();
-    /* clamp before adding zp: clamp(r + zp, lo, hi) == clamp(r, lo - zp, hi - zp) + zp, and
-     * the shifted bounds fit int32 while r + zp might not */
-    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
-    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
-    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
-    for (; i + 8 <= n; i += 8) {
-        __m256i a = _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), vcorr);
-        a = _mm256_sll_epi32(a, lcount);                    /* x << left, wrapping */
-        /* ab + 2^30 in 64 bits, even and odd lanes; bits 31..62 are the high-mul result */
-        __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, vq), half);
-        __m256i od = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), vq), half);
-        ev = _mm256_srli_epi64(ev, 31);
-        od = _mm256_slli_epi64(od, 1);
-        __m256i h = _mm256_blend_epi32(ev, od, 0xAA);
-        if (right > 0) {                                    /* RoundingDivideByPOT */
-            __m256i rem = _mm256_and_si256(h, vmask);
-            __m256i thr = _mm256_sub_epi32(vthr, _mm256_cmpgt_epi32(zero, h));
-            h = _mm256_sub_epi32(_mm256_sra_epi32(h, rcount), _mm256_cmpgt_epi32(rem, thr));
-        }
-        h = _mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi);
-        h = _mm256_add_epi32(h, vzp);
-        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        if (otype == ORTNPU_T_I16) {
-            _mm_storeu_si128((__m128i *)((int16_t *)outp + i), p16);
-        } else if (otype == ORTNPU_T_I8) {
-            _mm_storel_epi64((__m128i *)((int8_t *)outp + i), _mm_packs_epi16(p16, p16));
-        } else {
-            _mm_storel_epi64((__m128i *)((uint8_t *)outp + i), _mm_packus_epi16(p16, p16));
-        }
-    }
-#endif
-    if (otype == ORTNPU_T_I8)
-        ORTNPU_FINISH_SCALAR_LOOP(int8_t);
-    else if (otype == ORTNPU_T_U8)
-        ORTNPU_FINISH_SCALAR_LOOP(uint8_t);
-    else
-        ORTNPU_FINISH_SCALAR_LOOP(int16_t);
-}
-#undef ORTNPU_FINISH_SCALAR_LOOP
-
-/* finish32_double with parameters per lane (the output channels of FullyConnected's rows
- * GEMM, kernels_linear.c): y = clamp(rs_double(wrap32(acc + corr[i] + rowadd), qm[i],
- * shift[i]) + zp, lo, hi); the AVX2 build does eight lanes at a time with variable shift
- * counts (sllv/srav), the steps of finish32_double above. */
-static void FN(finish32_double_lanes)(const int32_t *acc, int64_t n, const int32_t *corr,
-                                      int32_t rowadd, const int32_t *qm, const int32_t *shift,
-                                      int64_t zp, int64_t lo, int64_t hi, void *outp,
-                                      int otype) {
-    int64_t i = 0;
-#if ORTNPU_ISA_AVX2
-    const __m256i vrow = _mm256_set1_epi32(rowadd), zero = _mm256_setzero_si256();
-    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi64x(INT64_C(1) << 30);
-    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
-    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
-    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
-    for (; i + 8 <= n; i += 8) {
-        __m256i a = _mm256_add_epi32(
-            _mm256_loadu_si256((const __m256i *)(acc + i)),
-            _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(corr + i)), vrow));
-        const __m256i s = _mm256_loadu_si256((const __m256i *)(shift + i));
-        const __m256i vq = _mm256_loadu_si256((const __m256i *)(qm + i));
-        const __m256i left = _mm256_max_epi32(s, zero);
-        const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
-        a = _mm256_sllv_epi32(a, left);                     /* x << left, wrapping */
-        __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, vq), half);
-        __m256i od = _mm256_add_epi64(
-            _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(vq, 32)), half);
-        __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1),
-                                       0xAA);
-        /* RoundingDivideByPOT: threshold mask/2, plus one for a negative value */
-        const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
-        const __m256i rem = _mm256_and_si256(h, mask);
-        const __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1),
-                                             _mm256_cmpgt_epi32(zero, h));
-        h = _mm256_sub_epi32(_mm256_srav_epi32(h, right), _mm256_cmpgt_epi32(rem, thr));
-        h = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi), vzp);
-        __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        if (otype == ORTNPU_T_I16)
-            _mm_storeu_si128((__m128i *)((int16_t *)outp + i), p16);
-        else if (otype == ORTNPU_T_I8)
-            _mm_storel_epi64((__m128i *)((int8_t *)outp + i), _mm_packs_epi16(p16, p16));
-        else
-            _mm_storel_epi64((__m128i *)((uint8_t *)outp + i), _mm_packus_epi16(p16, p16));
-    }
-#endif
-    for (; i < n; i++) {
-        int64_t v = rs_double(s32((uint32_t)acc[i] + (uint32_t)corr[i] + (uint32_t)rowadd),
-                              qm[i], shift[i]) + zp;
-        v = v < lo ? lo : (v > hi ? hi : v);
-        if (otype == ORTNPU_T_I16)
-            ((int16_t *)outp)[i] = (int16_t)v;
-        else if (otype == ORTNPU_T_I8)
-            ((int8_t *)outp)[i] = (int8_t)v;
-        else
-            ((uint8_t *)outp)[i] = (uint8_t)v;
-    }
-}
-
-#if ORTNPU_ISA_AVX2
-/* ------------------------------------------------------------- 8-bit Add/Mul in lanes
- * binary8_double (the program's 8-bit Add or Mul under tflite_double, see kernels_common.h)
- * in 8 AVX2 lanes: the AVX-512 kernel's steps (kernels_isa.c), with the rescale of
- * finish32_double above. A tail of fewer than 8 elements goes through the same lanes from a
- * zero-padded copy: one code path for every element. */
+/* rs_double of 8 int32 lanes with one multiplier and shift, the steps shared by the AVX2
+ * epilogues: x << left (wrapping); SaturatingRoundingDoublingHighMul as ab + 2^30 in 64 bits
+ * for even and odd lanes, bits 31..62 of each the result; RoundingDivideByPOT. */
 typedef struct {
     __m256i vq, half, vmask, vthr, zero;
     __m128i lcount, rcount;
@@ -501,6 +387,108 @@ static inline __attribute__((always_inline)) __m256i FN(rs8)(const FN(rs8_t) *f,
     }
     return h;
 }
+
+/* clamp to [lo, hi] given as [lo - zp, hi - zp] (the shifted bounds fit int32 while r + zp
+ * might not), + zp, and the narrowing store of the 8 lanes at dst */
+static inline __attribute__((always_inline)) void FN(store8)(__m256i h, __m256i vlo,
+                                                             __m256i vhi, __m256i vzp,
+                                                             void *dst, int otype) {
+    h = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi), vzp);
+    const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h),
+                                        _mm256_extracti128_si256(h, 1));
+    if (otype == ORTNPU_T_I16)
+        _mm_storeu_si128((__m128i *)dst, p16);
+    else if (otype == ORTNPU_T_I8)
+        _mm_storel_epi64((__m128i *)dst, _mm_packs_epi16(p16, p16));
+    else
+        _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(p16, p16));
+}
+#endif
+
+static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
+                                int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
+                                int otype) {
+    int64_t i = 0;
+#if ORTNPU_ISA_AVX2
+    const FN(rs8_t) f = FN(rs8_setup)(qm, shift);
+    const __m256i vcorr = _mm256_set1_epi32(s32(corr));
+    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
+    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
+    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i a =
+            _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), vcorr);
+        FN(store8)(FN(rs8)(&f, a), vlo, vhi, vzp, (char *)outp + i * es, otype);
+    }
+#endif
+    if (otype == ORTNPU_T_I8)
+        ORTNPU_FINISH_SCALAR_LOOP(int8_t);
+    else if (otype == ORTNPU_T_U8)
+        ORTNPU_FINISH_SCALAR_LOOP(uint8_t);
+    else
+        ORTNPU_FINISH_SCALAR_LOOP(int16_t);
+}
+#undef ORTNPU_FINISH_SCALAR_LOOP
+
+/* finish32_double with parameters per lane (the output channels of FullyConnected's rows
+ * GEMM, kernels_linear.c): y = clamp(rs_double(wrap32(acc + corr[i] + rowadd), qm[i],
+ * shift[i]) + zp, lo, hi); the AVX2 build does eight lanes at a time with variable shift
+ * counts (sllv/srav), the steps of finish32_double above. */
+static void FN(finish32_double_lanes)(const int32_t *acc, int64_t n, const int32_t *corr,
+                                      int32_t rowadd, const int32_t *qm, const int32_t *shift,
+                                      int64_t zp, int64_t lo, int64_t hi, void *outp,
+                                      int otype) {
+    int64_t i = 0;
+#if ORTNPU_ISA_AVX2
+    const __m256i vrow = _mm256_set1_epi32(rowadd), zero = _mm256_setzero_si256();
+    const __m256i one = _mm256_set1_epi32(1), half = _mm256_set1_epi64x(INT64_C(1) << 30);
+    const __m256i vlo = _mm256_set1_epi32((int32_t)(lo - zp));
+    const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
+    const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
+    const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    for (; i + 8 <= n; i += 8) {
+        __m256i a = _mm256_add_epi32(
+            _mm256_loadu_si256((const __m256i *)(acc + i)),
+            _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(corr + i)), vrow));
+        const __m256i s = _mm256_loadu_si256((const __m256i *)(shift + i));
+        const __m256i vq = _mm256_loadu_si256((const __m256i *)(qm + i));
+        const __m256i left = _mm256_max_epi32(s, zero);
+        const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
+        a = _mm256_sllv_epi32(a, left);                     /* x << left, wrapping */
+        __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, vq), half);
+        __m256i od = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(vq, 32)), half);
+        __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1),
+                                       0xAA);
+        /* RoundingDivideByPOT: threshold mask/2, plus one for a negative value */
+        const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
+        const __m256i rem = _mm256_and_si256(h, mask);
+        const __m256i thr = _mm256_sub_epi32(_mm256_srli_epi32(mask, 1),
+                                             _mm256_cmpgt_epi32(zero, h));
+        h = _mm256_sub_epi32(_mm256_srav_epi32(h, right), _mm256_cmpgt_epi32(rem, thr));
+        FN(store8)(h, vlo, vhi, vzp, (char *)outp + i * es, otype);
+    }
+#endif
+    for (; i < n; i++) {
+        int64_t v = rs_double(s32((uint32_t)acc[i] + (uint32_t)corr[i] + (uint32_t)rowadd),
+                              qm[i], shift[i]) + zp;
+        v = v < lo ? lo : (v > hi ? hi : v);
+        if (otype == ORTNPU_T_I16)
+            ((int16_t *)outp)[i] = (int16_t)v;
+        else if (otype == ORTNPU_T_I8)
+            ((int8_t *)outp)[i] = (int8_t)v;
+        else
+            ((uint8_t *)outp)[i] = (uint8_t)v;
+    }
+}
+
+#if ORTNPU_ISA_AVX2
+/* ------------------------------------------------------------- 8-bit Add/Mul in lanes
+ * binary8_double (the program's 8-bit Add or Mul under tflite_double, see kernels_common.h)
+ * in 8 AVX2 lanes: the AVX-512 kernel's steps (kernels_isa.c), with rs8 and store8 above.
+ * A tail of fewer than 8 elements goes through the same lanes from a zero-padded copy: one
+ * code path for every element. */
 
 /* 8 values of an 8-bit operand widened to int32: 8 bytes from p, or p[0] broadcast (step 0) */
 static inline __attribute__((always_inline)) __m256i FN(load8x8)(const uint8_t *p, int64_t step,
@@ -543,21 +531,12 @@ static void FN(binary8_double)(int op, const uint8_t *a, int64_t sa, int a_signe
                                  FN(rs8)(&fb, _mm256_sll_epi32(vb, ls)));
         else
             v = _mm256_mullo_epi32(va, vb);
-        __m256i h = FN(rs8)(&fy, v);
-        h = _mm256_add_epi32(_mm256_min_epi32(_mm256_max_epi32(h, vlo), vhi), vzp);
-        const __m128i p16 = _mm_packs_epi32(_mm256_castsi256_si128(h),
-                                            _mm256_extracti128_si256(h, 1));
-        __m128i packed = otype == ORTNPU_T_I16 ? p16
-                         : otype == ORTNPU_T_I8 ? _mm_packs_epi16(p16, p16)
-                                                : _mm_packus_epi16(p16, p16);
         char *dst = (char *)outp + i * es;
-        if (m == 8 && es == 2)
-            _mm_storeu_si128((__m128i *)dst, packed);
-        else if (m == 8)
-            _mm_storel_epi64((__m128i *)dst, packed);
-        else {
+        if (m == 8) {
+            FN(store8)(FN(rs8)(&fy, v), vlo, vhi, vzp, dst, otype);
+        } else {
             uint8_t tmp[16];
-            _mm_storeu_si128((__m128i *)tmp, packed);
+            FN(store8)(FN(rs8)(&fy, v), vlo, vhi, vzp, tmp, otype);
             memcpy(dst, tmp, (size_t)(m * es));
         }
     }

@@ -681,9 +681,9 @@ int ortnpu_conv2d_packed(const ortnpu_conv_pack_t *pk, const ortnpu_conv_t *p,
  * row.
  * Without VNNI the same roles run on the int16 tile (bcast_tile, vpmaddwd on AVX2): U = the
  * rows as int16 x - zp in pairs, V = the weights as int16 pairs, each block of 16 channels
- * contiguous ([n16/16][K/2][16][2]: a [K/2][n16][2] layout put every pair of a tile on its own
- * page, 1.5-2x slower), so corr[o] = bias[o] and rowadd = 0 (the 17-row ViT block ran as the 1x1-convolution
- * tile, 16 pixels wide: 17 rows filled two tiles, 15-17 GMAC/s on AVX2).
+ * contiguous ([n16/16][K/2][16][2]; with a [K/2][n16][2] layout each step of a tile jumps a
+ * whole weight row), so corr[o] = bias[o] and rowadd = 0 (the 17-row ViT block ran as the
+ * 1x1-convolution tile, 16 pixels wide: 17 rows filled two tiles, 15-17 GMAC/s on AVX2).
  * Built only for acc_bits 32, tflite_double and 8-bit input; ortnpu_fc_pack_new returns NULL
  * otherwise and the caller keeps its other path. */
 struct ortnpu_fc_pack {

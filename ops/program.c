@@ -324,9 +324,6 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
     L->c[1] = dup_bytes(bias, n * 8);
     L->c[2] = dup_bytes(mult, n_params * 4);
     L->c[3] = dup_bytes(shift, n_params * 4);
-    /* 8-bit input: run it as the 1x1 convolution it is (acc[o, r] = sum_k (x[r, k] - x_zp) *
-     * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed VNNI tiles,
-     * with x transposed to [k, rows] and the [n, rows] result transposed back */
     /* at least 16 output channels: the rows GEMM with the channels in the vector lanes
      * (kernels_linear.c), whatever the number of rows on a VNNI CPU. Without VNNI its weights
      * are int16 pairs, twice the bytes of the dot-product kernel's: above FC_DOT_ROWS rows, or
@@ -339,9 +336,12 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
     if (n >= 16 && (vnni || rows > FC_DOT_ROWS || 2 * k * n <= FC_CACHED_BYTES))
         L->fcp = ortnpu_fc_pack_new(k, n, xtype, x_zp, w, bias, mult, shift, n_params, o,
                                     p->isa);
-    /* the convolution's tiles are 16 pixels wide: a few rows (a classifier at batch 1, one
-     * row per sample) would fill one of them, and the dot-product kernel is 2 to 6 times
-     * faster there (measured at k 192-1280, n 192-1000 on AVX2) */
+    /* otherwise, 8-bit input: run it as the 1x1 convolution it is (acc[o, r] = sum_k (x[r, k]
+     * - x_zp) * w[o, k] + bias[o], the same rescale and clamp), on the convolutions' packed
+     * tiles, with x transposed to [k, rows] and the [n, rows] result transposed back. Those
+     * tiles are 16 pixels wide: a few rows (a classifier at batch 1, one row per sample) would
+     * fill one of them, and the dot-product kernel is 2 to 6 times faster there (measured at
+     * k 192-1280, n 192-1000 on AVX2) */
     if (!L->fcp && xtype != ORTNPU_T_I16 && rows > FC_DOT_ROWS && k > 0 && n > 0) {
         ortnpu_conv_t c = {0};
         c.n = 1;
@@ -483,8 +483,8 @@ static void binary_lookup(const layer_t *L, const uint8_t *a, const uint8_t *b, 
 
 /* An 8-bit Add or Mul under tflite_double whose last axis runs over contiguous or broadcast
  * values, with parameters the kernel accepts: computed in SIMD lanes (16 on AVX-512, 8 on
- * AVX2), a few instructions per element and no table (a program of a transformer has about 80 binary
- * layers, whose 64 KiB pair tables did not fit the caches). */
+ * AVX2), a few instructions per element and no table (a program of a transformer has about
+ * 80 binary layers, whose 64 KiB pair tables did not fit the caches). */
 static int binary_simd_ok(const ortnpu_program_t *p, const layer_t *L) {
     const ortnpu_isa_t *I = ortnpu_pick_isa(p->isa);
     const int32_t at = (int32_t)L->i[1], bt = (int32_t)L->i[3];

@@ -119,6 +119,11 @@ def clamp_attrs(p: QuantParams, bounds: tuple[float, float]) -> dict[str, int]:
     return {"act_min": int(lo), "act_max": int(max(lo, hi))}
 
 
+def bias_operand(add: onnx.NodeProto, product: str) -> str:
+    """The input of a bias Add that is not the MatMul's product."""
+    return add.input[1] if add.input[0] == product else add.input[0]
+
+
 def fusable_bias(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | None:
     """The Add of a constant vector that alone follows a MatMul with constant 2-D weights: the
     fully connected layer's bias.
@@ -135,7 +140,7 @@ def fusable_bias(node: onnx.NodeProto, ctx: QuantContext) -> onnx.NodeProto | No
     if w is None or w.ndim != 2 or add is None or add.op_type != "Add" or \
             list(add.input).count(node.output[0]) != 1:
         return None
-    b = ctx.view.const(add.input[1] if add.input[0] == node.output[0] else add.input[0])
+    b = ctx.view.const(bias_operand(add, node.output[0]))
     n = w.shape[1]
     if b is None or b.ndim == 0 or b.shape[-1] != n or b.size != n:
         return None   # a bias along the last axis only
@@ -357,9 +362,7 @@ class FullyConnectedRule(LoweringRule):
         if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2]:
             bias = np.broadcast_to(ctx.view.const(node.input[2]).reshape(-1), (n,))
         if m.bias is not None:   # MatMul + Add(b): fusable_bias checked b's shape
-            add = m.bias
-            bias = ctx.view.const(add.input[1] if add.input[0] == node.output[0]
-                                  else add.input[0]).reshape(-1)
+            bias = ctx.view.const(bias_operand(m.bias, node.output[0])).reshape(-1)
         x = out.int_input(node.input[0])
         xp = ctx.params[node.input[0]]
         yp = self.out_params(m, ctx)
