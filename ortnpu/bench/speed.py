@@ -2,10 +2,11 @@
 
 All sessions of a model (the three executions at every thread count) run in one process on the
 same input; the numbers that matter are the ratios, never absolute times. They are timed in
-turns (blocks of runs of each, again and again, each block after a few milliseconds of untimed
-runs) so that a slower or faster phase of a shared machine affects all alike; each latency is the
-median of its runs. Each batch size is timed on a quiet machine and again while a competing
-process keeps one core busy (a Python busy loop, ended after the measurement).
+turns (blocks of runs of each, again and again, each block after the threads of the session
+before it went idle and a few milliseconds of untimed runs) so that a slower or faster phase of
+a shared machine affects all alike; each latency is the median of its runs. Each batch size is
+timed on a quiet machine and again while a competing process keeps one core busy (a Python busy
+loop, ended after the measurement).
 
 What is timed: ``session.run`` on an input already in memory, after the sessions were created
 (session set-up, quantization and the compilation of the C programs are not included).
@@ -178,16 +179,37 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def wait_for_idle_threads(limit_s: float = 2.0, window_s: float = 0.005) -> float:
+    """Sleep until no other thread of this process uses CPU (or ``limit_s`` passed); the
+    seconds waited.
+
+    Why: an onnxruntime session's pool keeps spinning after its run ends (about 70 ms for a
+    2-thread MobileNetV2 session on the benchmark machine, longer while a competing process
+    holds a core, since the spin counts iterations). Timed right after it, the next session
+    shares the CPU with those spinning threads: with a busy second core, ortnpu's 2-thread
+    session ran 1.5x slower than its 1-thread one even with every layer on one thread, an
+    artefact of the order of the turns, not of either session. ortnpu's own idle workers are
+    waited for alike."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        others = time.process_time() - time.thread_time()
+        time.sleep(window_s)
+        if time.process_time() - time.thread_time() - others < 0.1 * window_s:
+            break
+    return time.perf_counter() - start
+
+
 def interleaved_medians(runs: list[Callable[[], object]], repeat: int, rounds: int = 10,
                         settle_ms: float = 5.0) -> list[float]:
     """Median milliseconds of each callable over ``repeat`` timed runs, taken in ``rounds``
-    blocks in turn. Each block starts with untimed runs for ``settle_ms``: an onnxruntime pool
-    keeps spinning for a while after its session ran (and a sleeping one must wake up), which
-    must not be timed against the next session."""
+    blocks in turn. Each block first waits until the threads of the session before it are
+    idle (:func:`wait_for_idle_threads`), then runs untimed for ``settle_ms`` (at least one
+    run: a sleeping pool must wake up, as it would have in a session used steadily)."""
     times: list[list[float]] = [[] for _ in runs]
     per_block = max(1, -(-repeat // rounds))
     for _ in range(rounds):
         for k, run in enumerate(runs):
+            wait_for_idle_threads()
             settle_until = time.perf_counter() + settle_ms / 1000
             run()
             while time.perf_counter() < settle_until:
