@@ -7,8 +7,8 @@
  * 5.8 us took 3-20 ms at 2 threads while a competing process kept the second core busy (issue
  * 15). Small layers also lose to the region's own cost on a quiet machine. Neither can be
  * decided once at build time, so each work item keeps the last few wall times of both modes
- * (one thread, n threads) and uses n threads only when even the slowest of their recent times beats
- * the median one-thread time. The mode not in use is tried again now and then, more rarely
+ * (one thread, n threads) and uses n threads while their mean beats the one-thread mean (see
+ * ortnpu_adapt_time). The mode not in use is tried again now and then, more rarely
  * each time it loses (16 runs, doubling up to 1024), so a machine that becomes quiet (or busy)
  * again is noticed while a losing mode costs at most a few runs in a thousand.
  *
@@ -22,8 +22,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-#define ORTNPU_ADAPT_KEEP 4        /* recent times kept per mode */
-#define ORTNPU_ADAPT_WARMUP 8      /* first runs alternate the two modes */
+#define ORTNPU_ADAPT_KEEP 8        /* recent times kept per mode */
+#define ORTNPU_ADAPT_WARMUP 4      /* first runs alternate the two modes */
 #define ORTNPU_ADAPT_PROBE_MIN 16  /* runs between tries of the other mode, after a switch */
 #define ORTNPU_ADAPT_PROBE_MAX 1024
 
@@ -67,30 +67,29 @@ static inline int ortnpu_adapt_pick(ortnpu_adapt_t *a, int64_t tick) {
     return (int)((tick & (interval - 1)) == 0 ? !mode : mode);
 }
 
-/* The median (worst: the largest) of the kept times of mode m (0: none yet). */
-static inline int64_t ortnpu_adapt_time(const ortnpu_adapt_t *a, int m, int worst) {
-    int64_t v[ORTNPU_ADAPT_KEEP];
-    int n = 0;
+/* The mean of the kept times of mode m (0: none yet). The mean, not the median or the worst:
+ * the expected time of a run is what a mode costs. On a busy machine an n-thread run that
+ * waits a scheduler time slice weighs in with its full wait (one such run turns the choice
+ * around); on a quiet but noisy one the two modes' means differ only by what threads change
+ * (with the worst n-thread time against the median one-thread time, as before, host noise
+ * alone kept layers of MobileNetV2 at one thread: 0.875x the one-thread time where two threads
+ * everywhere took 0.74x; scripts/bench_thread_guard.py, docs/kernels.md). */
+static inline int64_t ortnpu_adapt_time(const ortnpu_adapt_t *a, int m) {
+    int64_t sum = 0, n = 0;
     for (int k = 0; k < ORTNPU_ADAPT_KEEP; k++) {
         const int64_t t = ORTNPU_LD(a->recent[m][k]);
         if (t <= 0) continue;
-        int j = n++;
-        for (; j > 0 && v[j - 1] > t; j--) v[j] = v[j - 1];
-        v[j] = t;
+        sum += t;
+        n++;
     }
-    if (n == 0) return 0;
-    if (worst) return v[n - 1];
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return n ? sum / n : 0;
 }
 
 /* Record that a run in mode ``used`` took ``ns`` (for a batch: per sample). */
 static inline void ortnpu_adapt_record(ortnpu_adapt_t *a, int used, int64_t ns) {
     const int64_t k = __atomic_fetch_add(&a->seen[used], 1, __ATOMIC_RELAXED);
     ORTNPU_ST(a->recent[used][k % ORTNPU_ADAPT_KEEP], ns > 0 ? ns : 1);
-    /* n threads only when even their slowest recent run beat one thread's median: on a busy
-     * machine a layer's n-thread runs are fast or wait a time slice at random, and in a program
-     * of many layers a run almost surely meets such a wait unless every layer avoids it */
-    const int64_t one = ortnpu_adapt_time(a, 0, 0), many = ortnpu_adapt_time(a, 1, 1);
+    const int64_t one = ortnpu_adapt_time(a, 0), many = ortnpu_adapt_time(a, 1);
     if (one == 0 || many == 0) return;
     const int64_t want = many < one;
     const int64_t mode = ORTNPU_LD(a->mode);
