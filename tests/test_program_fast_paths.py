@@ -1,13 +1,14 @@
 """The compiled programs' fast paths are bit-exact with the numpy reference on edge cases, on
 every SIMD path the CPU has: FullyConnected on 8-bit input runs as a rows GEMM with the output
 channels in the vector lanes (32-bit accumulator, tflite_double, at least 16 outputs; u8 x s8
-quads on AVX-512 VNNI, int16 pairs elsewhere), else as a packed 1x1 convolution (above 8 rows)
-or on the dot-product kernel, a binary layer of 8-bit operands and output looks its result up
-in a table of all 65536 operand pairs unless it is an 8-bit Add or Mul under tflite_double
-(computed in 16 SIMD lanes on AVX-512, 8 on AVX2), and an 8-bit Softmax reads the exponential
-of each of the 256 differences to the row maximum from a table; a Transpose copies whole rows
-when the last axis stays last, and an 8-bit Lut indexes its table with the input byte
-(ops/program.c, ops/kernels_linear.c, ops/kernels_softmax.c, ops/kernels_elementwise.c).
+quads on AVX-512 VNNI, int16 pairs elsewhere), else as a packed 1x1 convolution (above 8 rows,
+at least 4 outputs) or on the dot-product kernel, a binary layer of 8-bit operands and output
+looks its result up in a table of all 65536 operand pairs unless it is an 8-bit Add or Mul
+under tflite_double (computed in 16 SIMD lanes on AVX-512, 8 on AVX2), and an 8-bit Softmax
+reads the exponential of each of the 256 differences to the row maximum from a table; a
+Transpose copies whole rows when the last axis stays last, and an 8-bit Lut indexes its table
+with the input byte (ops/program.c, ops/kernels_linear.c, ops/kernels_softmax.c,
+ops/kernels_elementwise.c).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def _full_range(rng: np.random.Generator, dtype: type, shape: tuple) -> np.ndarr
     (2, 16, 48, np.int8, np.int8, 0, False, 32),
     (20, 40, 12, np.int8, np.int8, 5, True, 32),       # under 16 outputs: the packed conv
     (12, 50, 20, np.uint8, np.int8, 7, True, 64),      # 64-bit accumulator: the packed conv
+    (17, 192, 1, np.int8, np.int8, -4, False, 32),     # a LayerNorm's mean: the dot kernel
+    (40, 33, 3, np.uint8, np.uint8, 200, True, 64),    # under 4 outputs, many rows: the dot kernel
 ])
 def test_fully_connected_as_packed_conv_is_exact(rows: int, k: int, n: int, xdtype: type,
                                                  ydtype: type, x_zp: int, per_channel: bool,
