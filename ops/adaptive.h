@@ -9,8 +9,10 @@
  * decided once at build time, so each work item keeps the last few wall times of both modes
  * (one thread, n threads) and uses n threads while their mean beats the one-thread mean (see
  * ortnpu_adapt_time). The mode not in use is tried again now and then, more rarely
- * each time it loses (16 runs, doubling up to 1024), so a machine that becomes quiet (or busy)
- * again is noticed while a losing mode costs at most a few runs in a thousand.
+ * each time it loses (16 runs, doubling up to 1024), so a losing mode costs at most a few runs in
+ * a thousand. A machine that becomes busy is noticed at once (slow n-thread runs raise their
+ * mean); one that becomes quiet again only after several tries, each rarer than the last, since
+ * a try's time enters a mean that still holds the busy times (docs/kernels.md).
  *
  * The choice never changes results: every kernel gives the same bits at any thread count.
  * Concurrent runs of one program update the record with relaxed atomics; a lost update only

@@ -1,15 +1,17 @@
 """What the adaptive thread choice (ops/adaptive.h) keeps of n threads, side by side, one process.
 
     python scripts/bench_thread_guard.py [--model mobilenet_v2] [--batch 1] [--rounds 60]
-                                         [--busy]
+                                         [--phases quiet,busy]
 
 Three sessions of one quantized bench model run in turns, one run each per round (after an
 untimed run): 1 thread, n threads with the choice off (``ORTNPU_ADAPTIVE=0`` when the session is
 built: every layer on n threads), and n threads with the choice on. Prints each session's
 median and, per round, its time over the 1-thread time (median of the per-round ratios: the
 host's slow and fast phases cancel). Quiet, the guarded session should come close to the
-forced one where n threads pay; with ``--busy`` (a busy loop in another process) it should stay
-close to 1 thread where the forced one collapses. The first rounds include the choice's warm-up.
+forced one where n threads pay; in a busy phase (a busy loop in another process) it should stay
+close to 1 thread where the forced one collapses. ``--phases`` runs the same sessions through
+several phases in turn (``quiet,busy``: a session that learnt n threads on a quiet machine
+must notice the competing process). The first rounds include the choice's warm-up.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=60)
-    ap.add_argument("--busy", action="store_true")
+    ap.add_argument("--phases", default="quiet",
+                    help="comma-separated quiet/busy phases, each --rounds rounds")
     args = ap.parse_args()
 
     model = bench_models.load([args.model])[0]
@@ -51,25 +54,27 @@ def main() -> None:
     cases = [("1 thread", ortnpu.InferenceSession(npu, intra_op_num_threads=1), 1),
              (f"{n} threads, choice off", forced, n),
              (f"{n} threads, choice on", ortnpu.InferenceSession(npu, intra_op_num_threads=n), n)]
-    times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
     try:
-        with competing_process() if args.busy else contextlib.nullcontext():
-            for _ in range(args.rounds):
-                for label, sess, threads in cases:
-                    native.set_threads(threads)
-                    sess.run(None, feed)
-                    start = time.perf_counter()
-                    sess.run(None, feed)
-                    times[label].append(time.perf_counter() - start)
+        for phase in args.phases.split(","):
+            if phase not in ("quiet", "busy"):
+                raise SystemExit(f"unknown phase {phase!r}: quiet or busy")
+            times: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+            with competing_process() if phase == "busy" else contextlib.nullcontext():
+                for _ in range(args.rounds):
+                    for label, sess, threads in cases:
+                        native.set_threads(threads)
+                        sess.run(None, feed)
+                        start = time.perf_counter()
+                        sess.run(None, feed)
+                        times[label].append(time.perf_counter() - start)
+            one = np.array(times[cases[0][0]])
+            print(f"{args.model}, batch {args.batch}, {phase}, {args.rounds} rounds")
+            for label, t in times.items():
+                ratio = statistics.median(np.array(t) / one)
+                print(f"  {label:24s} median {1e3 * statistics.median(t):8.2f} ms   "
+                      f"/ 1 thread per round {ratio:.3f}")
     finally:
         native.set_threads(None)
-    one = np.array(times[cases[0][0]])
-    print(f"{args.model}, batch {args.batch}, {'busy' if args.busy else 'quiet'}, "
-          f"{args.rounds} rounds")
-    for label, t in times.items():
-        ratio = statistics.median(np.array(t) / one)
-        print(f"  {label:24s} median {1e3 * statistics.median(t):8.2f} ms   "
-              f"/ 1 thread per round {ratio:.3f}")
 
 
 if __name__ == "__main__":
