@@ -346,8 +346,8 @@ int ortnpu_program_add_fc(ortnpu_program_t *p, const char *name, int32_t in, int
      * fill one of them, and the dot-product kernel is 2 to 6 times faster there (measured at
      * k 192-1280, n 192-1000 on AVX2). Those tiles also take output channels in blocks of
      * four: fewer outputs (a LayerNorm's mean and variance, one output over the features) stay
-     * on the dot-product kernel at any number of rows (a ViT's 17 x 192 -> 1 mean: 5.5 to 1.9 us, the
-     * program's profile, minimum of 500 runs) */
+     * on the dot-product kernel at any number of rows (a ViT's 17 x 192 -> 1 mean: 5.5 to 1.9
+     * us, the program's profile, minimum of 500 runs) */
     if (!L->fcp && xtype != ORTNPU_T_I16 && rows > FC_DOT_ROWS && n >= 4 && k > 0) {
         ortnpu_conv_t c = {0};
         c.n = 1;
@@ -940,7 +940,8 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
      * are also the whole run's one-thread samples, and the whole run then starts with the
      * layers' choice (its own warm-up is skipped, ortnpu_program_new_io). When the whole run
      * alternated its modes from the first run too, layers learnt only in the runs it gave
-     * them: MobileNetV2 at batch 1 took about 14 runs to use its second core. */
+     * them: 8 fresh MobileNetV2 sessions at batch 1 reached their steady 2-thread time two
+     * runs later (docs/kernels.md). */
     const int learning = !one_thread && !ns && p->any_parallel && tick < ORTNPU_ADAPT_WARMUP;
     const int whole = !one_thread && !ns && p->any_parallel && !learning;
     const int layered = whole ? ortnpu_adapt_pick(&p->run_adapt, tick + 8) : !one_thread;
