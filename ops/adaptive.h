@@ -11,8 +11,8 @@
  * ortnpu_adapt_time). The mode not in use is tried again now and then, more rarely
  * each time it loses (16 runs, doubling up to 1024), so a losing mode costs at most a few runs in
  * a thousand. A machine that becomes busy is noticed at once (slow n-thread runs raise their
- * mean); one that becomes quiet again only after several tries, each rarer than the last, since
- * a try's time enters a mean that still holds the busy times (docs/kernels.md).
+ * mean); one that becomes quiet again at the first try of n threads that beats one thread
+ * (ortnpu_adapt_record).
  *
  * The choice never changes results: every kernel gives the same bits at any thread count.
  * Concurrent runs of one program update the record with relaxed atomics; a lost update only
@@ -90,7 +90,18 @@ static inline int64_t ortnpu_adapt_time(const ortnpu_adapt_t *a, int m) {
 /* Record that a run in mode ``used`` took ``ns`` (for a batch: per sample). */
 static inline void ortnpu_adapt_record(ortnpu_adapt_t *a, int used, int64_t ns) {
     const int64_t k = __atomic_fetch_add(&a->seen[used], 1, __ATOMIC_RELAXED);
-    ORTNPU_ST(a->recent[used][k % ORTNPU_ADAPT_KEEP], ns > 0 ? ns : 1);
+    ns = ns > 0 ? ns : 1;
+    ORTNPU_ST(a->recent[used][k % ORTNPU_ADAPT_KEEP], ns);
+    /* A try of the mode not in use that beats the mode in use: the tried mode's older times
+     * are from another state of the machine (a busy phase that ended: its slow n-thread runs
+     * would outweigh the try in the mean, and the tries grow rarer each time they lose, so a
+     * session stayed on one thread long after the machine became quiet). Keep only the try. */
+    if (used != ORTNPU_LD(a->mode)) {
+        const int64_t in_use = ortnpu_adapt_time(a, !used);
+        if (in_use > 0 && ns < in_use)
+            for (int j = 0; j < ORTNPU_ADAPT_KEEP; j++)
+                if (j != k % ORTNPU_ADAPT_KEEP) ORTNPU_ST(a->recent[used][j], 0);
+    }
     const int64_t one = ortnpu_adapt_time(a, 0), many = ortnpu_adapt_time(a, 1);
     if (one == 0 || many == 0) return;
     const int64_t want = many < one;
