@@ -373,13 +373,19 @@ static inline __attribute__((always_inline)) FN(rs8_t) FN(rs8_setup)(int64_t qm,
     return f;
 }
 
+/* SaturatingRoundingDoublingHighMul of 8 int32 lanes: a * q + 2^30 in 64 bits for the even
+ * lanes (multipliers in q_ev's even lanes) and the odd ones (in q_od's even lanes), bits 31..62
+ * of each */
+static inline __attribute__((always_inline)) __m256i FN(hmul8)(__m256i a, __m256i q_ev,
+                                                               __m256i q_od, __m256i half) {
+    const __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, q_ev), half);
+    const __m256i od = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), q_od), half);
+    return _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1), 0xAA);
+}
+
 /* rs_double of 8 int32 lanes with the setup's multiplier and shift (no clamp) */
 static inline __attribute__((always_inline)) __m256i FN(rs8)(const FN(rs8_t) *f, __m256i a) {
-    a = _mm256_sll_epi32(a, f->lcount);
-    const __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, f->vq), f->half);
-    const __m256i od = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), f->vq),
-                                        f->half);
-    __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1), 0xAA);
+    __m256i h = FN(hmul8)(_mm256_sll_epi32(a, f->lcount), f->vq, f->vq, f->half);
     if (f->right > 0) {
         const __m256i rem = _mm256_and_si256(h, f->vmask);
         const __m256i thr = _mm256_sub_epi32(f->vthr, _mm256_cmpgt_epi32(f->zero, h));
@@ -448,19 +454,15 @@ static void FN(finish32_double_lanes)(const int32_t *acc, int64_t n, const int32
     const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
     const int es = otype == ORTNPU_T_I16 ? 2 : 1;
     for (; i + 8 <= n; i += 8) {
-        __m256i a = _mm256_add_epi32(
+        const __m256i a = _mm256_add_epi32(
             _mm256_loadu_si256((const __m256i *)(acc + i)),
             _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(corr + i)), vrow));
         const __m256i s = _mm256_loadu_si256((const __m256i *)(shift + i));
         const __m256i vq = _mm256_loadu_si256((const __m256i *)(qm + i));
         const __m256i left = _mm256_max_epi32(s, zero);
         const __m256i right = _mm256_max_epi32(_mm256_sub_epi32(zero, s), zero);
-        a = _mm256_sllv_epi32(a, left);                     /* x << left, wrapping */
-        __m256i ev = _mm256_add_epi64(_mm256_mul_epi32(a, vq), half);
-        __m256i od = _mm256_add_epi64(
-            _mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(vq, 32)), half);
-        __m256i h = _mm256_blend_epi32(_mm256_srli_epi64(ev, 31), _mm256_slli_epi64(od, 1),
-                                       0xAA);
+        /* x << left (wrapping), then the high multiply with each lane's multiplier */
+        __m256i h = FN(hmul8)(_mm256_sllv_epi32(a, left), vq, _mm256_srli_epi64(vq, 32), half);
         /* RoundingDivideByPOT: threshold mask/2, plus one for a negative value */
         const __m256i mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, right), one);
         const __m256i rem = _mm256_and_si256(h, mask);

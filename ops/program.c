@@ -942,8 +942,9 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
      * alternated its modes from the first run too, layers learnt only in the runs it gave
      * them: 8 fresh MobileNetV2 sessions at batch 1 reached their steady 2-thread time two
      * runs later (docs/kernels.md). */
-    const int learning = !one_thread && !ns && p->any_parallel && tick < ORTNPU_ADAPT_WARMUP;
-    const int whole = !one_thread && !ns && p->any_parallel && !learning;
+    const int guarded = !one_thread && !ns && p->any_parallel;
+    const int learning = guarded && tick < ORTNPU_ADAPT_WARMUP;
+    const int whole = guarded && !learning;
     const int layered = whole ? ortnpu_adapt_pick(&p->run_adapt, tick + 8) : !one_thread;
     const int64_t run_t0 = whole || learning ? ortnpu_now_ns() : 0;
     for (int64_t k = 0; k < p->n_layers; k++) {
