@@ -1,4 +1,4 @@
-"""``python -m ortnpu.bench speed|accuracy|zoo|scale``: the measured tables of docs/."""
+"""``python -m ortnpu.bench speed|accuracy|zoo|scale|exactness``: the measured tables of docs/."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import argparse
 import dataclasses
 import platform
 
-from ortnpu.bench import accuracy, models, scale, speed, zoo
+from ortnpu.bench import accuracy, exactness, models, scale, speed, zoo
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m ortnpu.bench",
                                 description="Side-by-side benchmarks on the real models.")
-    p.add_argument("kind", choices=("speed", "accuracy", "zoo", "scale"))
+    p.add_argument("kind", choices=("speed", "accuracy", "zoo", "scale", "exactness"))
     p.add_argument("--models", default=None,
                    help=f"comma-separated, from {', '.join(models.LOADERS)} (speed, accuracy; "
                    "default all) or from the zoo (zoo; default all zoo models that are built)")
@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--adaround-iterations", type=int, default=1000, metavar="N",
                    help="Adam steps per layer of the learned rounding (default 1000)")
     p.add_argument("--samples", type=int, default=None,
-                   help="evaluate accuracy on the first N evaluation samples only (default all)")
+                   help="evaluate accuracy on the first N evaluation samples only (default all); "
+                        "exactness: the test inputs checked (default 2)")
     p.add_argument("--crops", type=int, default=scale.CROPS,
                    help=f"wallpaper crops MobileNetV2 is evaluated on in scale (default "
                         f"{scale.CROPS})")
@@ -68,6 +69,9 @@ def main() -> None:
             models_cache.cache_dir() / f"wallpaper_crops_{args.crops}.npz")
         raise SystemExit(scale.main(args.crops, cache, names or None))
     chosen = models.load(names or list(models.LOADERS))
+    if args.kind == "exactness":
+        exactness.main(chosen, args.samples or 2)
+        return
     if args.kind == "speed":
         threads = tuple(int(t) for t in args.threads.split(","))
         batches = tuple(int(b) for b in args.batch.split(","))
