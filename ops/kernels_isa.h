@@ -356,12 +356,13 @@ static void FN(dw_cl_pixel)(uint32_t *restrict acc, const int16_t *restrict x,
 typedef struct {
     __m256i vq, half, vmask, vthr, zero;
     __m128i lcount, rcount;
-    int right;
+    int left, right;
 } FN(rs8_t);
 
 static inline __attribute__((always_inline)) FN(rs8_t) FN(rs8_setup)(int64_t qm, int shift) {
     FN(rs8_t) f;
     f.right = shift > 0 ? 0 : -shift;
+    f.left = shift > 0 ? shift : 0;
     f.lcount = _mm_cvtsi32_si128(shift > 0 ? shift : 0);
     f.rcount = _mm_cvtsi32_si128(f.right);
     f.vq = _mm256_set1_epi32((int32_t)qm);
@@ -385,7 +386,8 @@ static inline __attribute__((always_inline)) __m256i FN(hmul8)(__m256i a, __m256
 
 /* rs_double of 8 int32 lanes with the setup's multiplier and shift (no clamp) */
 static inline __attribute__((always_inline)) __m256i FN(rs8)(const FN(rs8_t) *f, __m256i a) {
-    __m256i h = FN(hmul8)(_mm256_sll_epi32(a, f->lcount), f->vq, f->vq, f->half);
+    if (f->left > 0) a = _mm256_sll_epi32(a, f->lcount);
+    __m256i h = FN(hmul8)(a, f->vq, f->vq, f->half);
     if (f->right > 0) {
         const __m256i rem = _mm256_and_si256(h, f->vmask);
         const __m256i thr = _mm256_sub_epi32(f->vthr, _mm256_cmpgt_epi32(f->zero, h));
@@ -422,6 +424,30 @@ static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32_t corr, in
     const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
     const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
     const int es = otype == ORTNPU_T_I16 ? 2 : 1;
+    if (otype != ORTNPU_T_I16 && zp >= -256 && zp <= 256) {
+        /* 8-bit outputs, 32 at a time: int16 packs (saturating), + zp (saturating), 8-bit packs
+         * (saturating), then the clamp on bytes. Saturation never changes a result: a value
+         * beyond int16 stays beyond the 8-bit range after a zero point of at most 256. */
+        const __m256i zp16 = _mm256_set1_epi16((int16_t)zp);
+        const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        const __m256i lo8 = _mm256_set1_epi8((char)lo), hi8 = _mm256_set1_epi8((char)hi);
+        uint8_t *out = (uint8_t *)outp;
+        for (; i + 32 <= n; i += 32) {
+            __m256i h[4];
+            for (int k = 0; k < 4; k++)
+                h[k] = FN(rs8)(&f, _mm256_add_epi32(
+                    _mm256_loadu_si256((const __m256i *)(acc + i + 8 * k)), vcorr));
+            const __m256i a16 = _mm256_adds_epi16(_mm256_packs_epi32(h[0], h[1]), zp16);
+            const __m256i b16 = _mm256_adds_epi16(_mm256_packs_epi32(h[2], h[3]), zp16);
+            __m256i b8;
+            if (otype == ORTNPU_T_I8)
+                b8 = _mm256_max_epi8(_mm256_min_epi8(_mm256_packs_epi16(a16, b16), hi8), lo8);
+            else
+                b8 = _mm256_max_epu8(_mm256_min_epu8(_mm256_packus_epi16(a16, b16), hi8), lo8);
+            /* the packs work within 128-bit lanes: 4-byte groups 0, 4, 1, 5, ... in order */
+            _mm256_storeu_si256((__m256i *)(out + i), _mm256_permutevar8x32_epi32(b8, perm));
+        }
+    }
     for (; i + 8 <= n; i += 8) {
         const __m256i a =
             _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), vcorr);

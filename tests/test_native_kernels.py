@@ -324,6 +324,27 @@ def test_conv_larger_shapes(simd: str, threads: int) -> None:
         check("Conv", [x, w, bias, mult, shift], a, np.int8)
 
 
+@pytest.mark.parametrize("out", [np.int8, np.uint8])
+def test_conv_8bit_epilogue_32_wide(simd: str, out: type) -> None:
+    """The 8-bit epilogue that packs 32 outputs at once (int16 then 8-bit saturating packs, the
+    zero point added in int16, the clamp on bytes): zero points at both ends of the type, narrow
+    clamps, multipliers with left shifts, sums far outside the output range (the saturating
+    packs at work), rows of 32k + a tail."""
+    rng = np.random.default_rng(15)
+    lo, hi = int(np.iinfo(out).min), int(np.iinfo(out).max)
+    for y_zp in (lo, lo + 1, (lo + hi) // 2, hi - 1, hi):
+        for act_min, act_max in ((lo, hi), (lo + 7, lo + 9), (hi - 1, hi), (lo + 40, hi - 90)):
+            x = rand_act(rng, np.dtype(np.int8), (1, 8, 9, 11), extreme=0.3)
+            w = rand_act(rng, np.dtype(np.int8), (6, 8, 1, 1), extreme=0.3)
+            bias = rng.integers(-40000, 40000, size=6).astype(np.int64)
+            mult, shift = rescale_params(rng, "tflite_double", 2000.0, 6, wild=0.5)
+            if act_max - act_min > 100:  # every shift kind: left by 1 and 2, none, right
+                shift = np.array([1, 2, 0, -1, -9, -20], np.int32)
+            a = {"x_zp": int(rng.integers(-128, 128)), "y_zp": y_zp, "act_min": act_min,
+                 "act_max": act_max}
+            check("Conv", [x, w, bias, mult, shift], a, out)
+
+
 @pytest.mark.parametrize("xdt", DTYPES)
 def test_conv_wide_rows_every_stride_phase(simd: str, xdt: np.dtype) -> None:
     """Rows wide enough for the vector loops of the stride-phase split (even and odd left
