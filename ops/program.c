@@ -947,11 +947,17 @@ static int run_sample(ortnpu_program_t *p, char *base, const io_ptrs_t *io, int6
     const int whole = guarded && !learning;
     const int layered = whole ? ortnpu_adapt_pick(&p->run_adapt, tick + 8) : !one_thread;
     const int64_t run_t0 = whole || learning ? ortnpu_now_ns() : 0;
+    /* A try of the layers' choice while the whole run keeps every layer on one thread runs
+     * every layer on n threads: the layers' own tries (ticks that are multiples of 16) never
+     * fall on the whole run's (8 after), so layers that had all gone to one thread under load
+     * would never try n threads again once the load ended. Each layer records its time. */
+    const int try_all = whole && layered && __atomic_load_n(&p->run_adapt.mode,
+                                                              __ATOMIC_RELAXED) == 0;
     for (int64_t k = 0; k < p->n_layers; k++) {
         layer_t *L = &p->layers[k];
         /* several threads only while they pay (adaptive.h) */
         const int adapt = layered && L->nthreads > 1;
-        const int many = adapt && ortnpu_adapt_pick(&L->adapt, tick);
+        const int many = adapt && (try_all || ortnpu_adapt_pick(&L->adapt, tick));
         const int64_t t0 = ns || adapt ? ortnpu_now_ns() : 0;
         int rc = run_layer(p, L, base, io, many ? L->nthreads : 1);
         if (ns || adapt) {
