@@ -27,7 +27,7 @@ import onnx
 
 import ortnpu
 from ortnpu.bench import models as bench_models
-from ortnpu.bench.speed import _fixed_batch, _free_batch, competing_process
+from ortnpu.bench.speed import competing_process, fixed_batch, free_batch
 from ortnpu.domain import native
 
 
@@ -43,8 +43,8 @@ def main() -> None:
 
     model = bench_models.load([args.model])[0]
     raw = onnx.load(str(model.path))
-    if _fixed_batch(raw) and args.batch != _fixed_batch(raw):
-        raw = _free_batch(raw) or raw
+    if fixed_batch(raw) and args.batch != fixed_batch(raw):
+        raw = free_batch(raw) or raw
     npu = ortnpu.quantize(raw, "tflite-int8", model.calib[:16])
     feed = {npu.graph.input[0].name: np.ascontiguousarray(model.test[:args.batch])}
     n = args.threads

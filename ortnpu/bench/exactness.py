@@ -35,7 +35,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu.bench.models import BenchModel
-from ortnpu.bench.speed import CALIBRATION_IMAGES, _fixed_batch, _free_batch
+from ortnpu.bench.speed import CALIBRATION_IMAGES, fixed_batch, free_batch
 from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
 
@@ -124,8 +124,8 @@ def check_model(model: BenchModel, samples: int = 2, whole: int = 64) -> ModelCh
     import ortnpu
 
     raw = onnx.load(str(model.path))
-    if _fixed_batch(raw):
-        raw = _free_batch(raw) or raw
+    if fixed_batch(raw):
+        raw = free_batch(raw) or raw
     optimized = ortnpu.optimize(raw)
     name = optimized.graph.input[0].name
     qdq = quantize_with_onnxruntime(optimized,

@@ -221,13 +221,13 @@ def interleaved_medians(runs: list[Callable[[], object]], repeat: int, rounds: i
     return [statistics.median(t) for t in times]
 
 
-def _fixed_batch(model: onnx.ModelProto) -> int:
+def fixed_batch(model: onnx.ModelProto) -> int:
     """The batch size the model's first input fixes (0: free)."""
     dims = model.graph.input[0].type.tensor_type.shape.dim
     return dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
 
 
-def _free_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
+def free_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
     """The model with a free batch axis (exporters often fix it to 1), or None when the graph
     itself depends on it (a Reshape to a fixed batch): checked by running 2 samples."""
     free = onnx.ModelProto()
@@ -272,15 +272,15 @@ def measure(model: BenchModel, threads: tuple[int, ...] = (1, 2), repeat: int = 
 
     raw = onnx.load(str(model.path))
     notes = []
-    if _fixed_batch(raw) and any(b != _fixed_batch(raw) for b in batches):
-        free = _free_batch(raw)
+    if fixed_batch(raw) and any(b != fixed_batch(raw) for b in batches):
+        free = free_batch(raw)
         if free is not None:
             raw = free
             notes.append("batch axis freed (the file fixes it to 1)")
     optimized = ortnpu.optimize(raw)
     name = optimized.graph.input[0].name
     calib = model.calib[:CALIBRATION_IMAGES]
-    fixed = _fixed_batch(optimized)
+    fixed = fixed_batch(optimized)
     if fixed:
         dropped = [b for b in batches if b != fixed]
         batches = tuple(b for b in batches if b == fixed)
