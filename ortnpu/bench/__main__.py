@@ -24,6 +24,9 @@ def main() -> None:
     p.add_argument("--busy", default="no,yes",
                    help="speed without and/or with a competing busy process (default no,yes)")
     p.add_argument("--target", default="tflite-int8")
+    p.add_argument("--exactness-samples", type=int, default=1, metavar="N",
+                   help="speed: after the table, check onnxruntime's integer convolutions on N "
+                        "test inputs against the exact sum (0: skip; default 1)")
     p.add_argument("--methods", default="auto",
                    help="ortnpu calibration methods for accuracy (comma-separated, default auto)")
     p.add_argument("--bias-correction", default="no", choices=("no", "yes", "both"),
@@ -79,6 +82,13 @@ def main() -> None:
         reports = [speed.measure(m, threads, args.repeat, batches, busy, args.target)
                    for m in chosen]
         print(speed.table(reports))
+        if args.exactness_samples > 0:
+            # what the int8 column computed: onnxruntime's integer convolutions against the
+            # exact sum (they clip on CPUs without VNNI), after the timing
+            checks = [exactness.check_model(m, args.exactness_samples, whole=16) for m in chosen]
+            print("\nWhat the onnxruntime int8 sessions computed (`python -m ortnpu.bench "
+                  "exactness`, 16 inputs for the top-1 columns):\n")
+            print(exactness.report(checks))
     else:
         if args.samples:
             chosen = [dataclasses.replace(m, test=m.test[:args.samples], labels=None
