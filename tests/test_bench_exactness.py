@@ -30,12 +30,17 @@ def _loop_conv(x: np.ndarray, w: np.ndarray, pads: list[int], strides: list[int]
 
 
 def test_exact_convolution_matches_a_plain_loop() -> None:
+    """The exact sum with ONNX's pads order (top, left, bottom, right) and the zero point."""
     rng = np.random.default_rng(0)
-    x = rng.integers(-255, 256, (1, 3, 7, 6)).astype(np.int64)
+    x = rng.integers(-128, 128, (1, 3, 7, 6)).astype(np.int8)
     w = rng.integers(-128, 128, (4, 3, 3, 2)).astype(np.int8)
+    bias = rng.integers(-1000, 1000, 4).astype(np.int64)
     for pads, strides in (([0, 0, 0, 0], [1, 1]), ([1, 0, 2, 1], [2, 1]), ([1, 1, 1, 1], [2, 2])):
-        np.testing.assert_array_equal(exactness.conv_int64(x, w, pads, strides),
-                                      _loop_conv(x, w, pads, strides))
+        x_zp = int(rng.integers(-128, 128))
+        np.testing.assert_array_equal(
+            exactness.exact_sum(x, x_zp, w, bias, pads, strides),
+            _loop_conv(x.astype(np.int64) - x_zp, w, pads, strides)
+            + bias[None, :, None, None])
 
 
 def _qdq_layer(w: np.ndarray, y_scale: float = 0.2) -> onnx.ModelProto:
@@ -72,5 +77,6 @@ def test_a_layer_that_cannot_saturate_is_exact_on_any_cpu() -> None:
     assert check.outputs == 3 * 5 * 36
     assert check.wrong == 0 and check.max_diff <= 1, check
     # and the outputs are not all clamped (a clamped output would hide a wrong sum)
-    y = exactness.conv_int64(inputs[2].astype(np.int64) + 20, inits["w_q"], [1, 1, 1, 1], [1, 1])
+    y = exactness.exact_sum(inputs[2], -20, inits["w_q"], np.zeros(5, np.int64), [1, 1, 1, 1],
+                            [1, 1])
     assert np.abs(y * 0.05 * 0.01 / 0.5).max() < 120

@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu.bench.models import BenchModel
 from ortnpu.bench.speed import CALIBRATION_IMAGES, fixed_batch, free_batch
+from ortnpu.domain.ops_linear import Conv
 from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
 
@@ -83,15 +84,14 @@ def _session(model: onnx.ModelProto, level: ort.GraphOptimizationLevel,
                                 providers=["CPUExecutionProvider"])
 
 
-def conv_int64(x: np.ndarray, w: np.ndarray, pads: list[int], strides: list[int]) -> np.ndarray:
-    """Exact group-1 convolution of one sample: x (1, C, H, W) int64, w (O, C, kh, kw)."""
-    x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
-    co, ci, kh, kw = w.shape
-    sh, sw = strides
-    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
-    cols = np.stack([x[0, :, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw]
-                     for ky in range(kh) for kx in range(kw)], 1)
-    return np.einsum("ckhw,ock->ohw", cols, w.reshape(co, ci, kh * kw).astype(np.int64))[None]
+def exact_sum(x: np.ndarray, x_zp: int, w: np.ndarray, bias: np.ndarray, pads: list[int],
+              strides: list[int]) -> np.ndarray:
+    """The exact int64 accumulator of a group-1 ONNX Conv (``pads`` in ONNX order: top, left,
+    bottom, right): the reference kernel's own (ortnpu.domain Conv.accumulate)."""
+    attrs = Conv.full_attrs({"x_zp": x_zp, "pad_top": pads[0], "pad_left": pads[1],
+                             "pad_bottom": pads[2], "pad_right": pads[3],
+                             "stride_h": strides[0], "stride_w": strides[1]})
+    return Conv.accumulate([x, w, bias], attrs)
 
 
 def _qdq_convs(qdq: onnx.ModelProto) -> list[tuple[onnx.NodeProto, ...]]:
@@ -128,8 +128,8 @@ def check_model(model: BenchModel, samples: int = 2, whole: int = 64) -> ModelCh
         raw = free_batch(raw) or raw
     optimized = ortnpu.optimize(raw)
     name = optimized.graph.input[0].name
-    qdq = quantize_with_onnxruntime(optimized,
-                                    sample_feeds(name, model.calib[:CALIBRATION_IMAGES]))
+    feeds = sample_feeds(name, model.calib[:CALIBRATION_IMAGES])
+    qdq = quantize_with_onnxruntime(optimized, feeds)
     inits = {i.name: numpy_helper.to_array(i) for i in qdq.graph.initializer}
     x = np.ascontiguousarray(model.test[:samples])
 
@@ -137,7 +137,7 @@ def check_model(model: BenchModel, samples: int = 2, whole: int = 64) -> ModelCh
     # activations (the others stay float there), found by their weight tensor
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "optimized.onnx")
-        _session(qdq, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, path)
+        fused = _session(qdq, ort.GraphOptimizationLevel.ORT_ENABLE_ALL, path)
         opt = onnx.load(path)
     opt_inits = {i.name: i for i in opt.graph.initializer}
     fused_u8 = {n.input[3] for n in opt.graph.node if n.op_type == "QLinearConv"
@@ -149,10 +149,10 @@ def check_model(model: BenchModel, samples: int = 2, whole: int = 64) -> ModelCh
     # whole model: fused against unfused, on up to ``whole`` test inputs; the same with 7-bit
     # weights (reduce_range), which cannot saturate: what rounding alone accounts for
     xs = np.ascontiguousarray(model.test[:whole])
-    seven = quantize_with_onnxruntime(optimized,
-                                      sample_feeds(name, model.calib[:CALIBRATION_IMAGES]),
-                                      reduce_range=True)
-    agree, agree7 = _top1_fused_vs_unfused(qdq, name, xs), _top1_fused_vs_unfused(seven, name, xs)
+    seven = quantize_with_onnxruntime(optimized, feeds, reduce_range=True)
+    agree = _top1_fused_vs_unfused(fused, qdq, name, xs)
+    agree7 = _top1_fused_vs_unfused(_session(seven, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                                    seven, name, xs)
 
     # each layer's real int8 input, from the unfused graph
     probe = onnx.ModelProto()
@@ -169,10 +169,10 @@ def check_model(model: BenchModel, samples: int = 2, whole: int = 64) -> ModelCh
     return ModelCheck(model.name, len(x), checks, len(convs), len(xs), agree, agree7)
 
 
-def _top1_fused_vs_unfused(qdq: onnx.ModelProto, name: str, xs: np.ndarray) -> float:
-    """How often onnxruntime's optimized session of ``qdq`` has the top-1 of the same graph run
-    with optimizations off."""
-    fused = _session(qdq, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+def _top1_fused_vs_unfused(fused: ort.InferenceSession, qdq: onnx.ModelProto, name: str,
+                           xs: np.ndarray) -> float:
+    """How often ``fused`` (onnxruntime's optimized session of ``qdq``) has the top-1 of the
+    same graph run with optimizations off."""
     unfused = _session(qdq, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     same = [np.argmax(fused.run(None, {name: xs[i:i + 1]})[0])
             == np.argmax(unfused.run(None, {name: xs[i:i + 1]})[0]) for i in range(len(xs))]
@@ -207,7 +207,7 @@ def _check_layer(conv: onnx.NodeProto, dqx: onnx.NodeProto, dqw: onnx.NodeProto,
     for xi in inputs:
         xi = xi.astype(np.int64)
         got = sess.run(None, {"x": (xi + 128).astype(np.uint8)})[0].astype(np.int64) - 128
-        acc = conv_int64(xi - zx, w, pads, strides) + bias.reshape(1, -1, 1, 1)
+        acc = exact_sum(xi, zx, w, bias, pads, strides)
         exact = np.clip(np.rint(acc.astype(np.float32) * scale) + zy, -128, 127)
         diff = np.abs(got - exact)
         outputs += diff.size
