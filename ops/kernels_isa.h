@@ -373,7 +373,7 @@ static inline __attribute__((always_inline)) FN(rs8_t) FN(rs8_setup)(int64_t qm,
     FN(rs8_t) f;
     f.right = shift > 0 ? 0 : -shift;
     f.left = shift > 0 ? shift : 0;
-    f.lcount = _mm_cvtsi32_si128(shift > 0 ? shift : 0);
+    f.lcount = _mm_cvtsi32_si128(f.left);
     f.rcount = _mm_cvtsi32_si128(f.right);
     f.vq = _mm256_set1_epi32((int32_t)qm);
     f.half = _mm256_set1_epi64x(INT64_C(1) << 30);

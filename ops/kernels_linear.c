@@ -171,6 +171,11 @@ ORTNPU_COMPACT(compact32, int32_t)
 ORTNPU_COMPACT(compact64, int64_t)
 #undef ORTNPU_COMPACT
 
+/* Output channels in block blk of 4 (the last block of a group may hold fewer). */
+static inline int block_rows(int64_t coutg, int64_t blk) {
+    return (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4);
+}
+
 /* The tap after (ci, ky, kx) in weight order, without divisions. */
 static inline void next_tap(const ortnpu_conv_t *p, int64_t *ci, int64_t *ky, int64_t *kx) {
     if (++*kx == p->kw) {
@@ -267,11 +272,13 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
      * being read again from L2 for each block; the chunk's accumulators (CB x 4 x TP) stay
      * within ~64 KiB. (Splitting the taps into runs that fit L1, summed modulo 2^32, was
      * slower: 2.58 against 2.30 ms on 512 channels at 7 x 7.) */
+    const int chunked = G == 2 && !blocked;
     int64_t CB = 1;
-    if (G == 2 && !blocked) {
+    if (chunked) {
         CB = INT64_C(4096) / TP;
         CB = CB < 1 ? 1 : (CB > nblk ? nblk : CB);
     }
+    const int64_t xbytes = G == 4 ? 1 : 2; /* an element of the phase planes */
 
 #pragma omp parallel num_threads(nt)
     {
@@ -291,13 +298,12 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t g = ng % p->group, n = ng / p->group;
             int64_t p0 = t * TP, tpx = Pq - p0 < TP ? Pq - p0 : TP, tpc = round16(tpx);
             /* im2col of this tile into V: V[j][c][0..G) = taps G*j .. G*j+G-1 of pixel c */
-            const int64_t es = G == 4 ? 1 : 2;
             const char *base = (const char *)cx.xp +
-                               ((n * p->c + g * p->cg) * cx.nph * cx.hph * cx.wph + p0) * es;
+                               ((n * p->c + g * p->cg) * cx.nph * cx.hph * cx.wph + p0) * xbytes;
             for (int64_t k = 0; k < cx.K; k += G) {
                 const void *src[4];
                 for (int h = 0; h < G; h++)
-                    src[h] = k + h < cx.K ? base + tapoff[k + h] * es
+                    src[h] = k + h < cx.K ? base + tapoff[k + h] * xbytes
                                           : conv_zeros; /* the weights are 0 there */
                 if (G == 2)
                     I->interleave(src[0], src[1], (int16_t *)(void *)V + k * TP, tpc);
@@ -307,17 +313,15 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t b0 = split * nblk / nsplit, b1 = (split + 1) * nblk / nsplit;
             for (int64_t bc = b0; bc < b1; bc += CB) {
                 const int64_t be = bc + CB < b1 ? bc + CB : b1;
-                for (int64_t col = 0; CB > 1 && col < tpc; col += 16)
-                    for (int64_t blk = bc; blk < be; blk++) {
-                        const int64_t c0 = g * coutg + blk * 4;
-                        I->bcast_tile((const int16_t *)U + c0 * K2, K2,
-                                      (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4),
+                for (int64_t col = 0; chunked && col < tpc; col += 16)
+                    for (int64_t blk = bc; blk < be; blk++)
+                        I->bcast_tile((const int16_t *)U + (g * coutg + blk * 4) * K2, K2,
+                                      block_rows(coutg, blk),
                                       (const int16_t *)(const void *)V + 2 * col, TP, 0, Kp,
                                       acc + (blk - bc) * 4 * TP + col, TP);
-                    }
                 for (int64_t blk = bc; blk < be; blk++) {
                     int64_t c0 = g * coutg + blk * 4;
-                    int R = (int)(coutg - blk * 4 < 4 ? coutg - blk * 4 : 4);
+                    int R = block_rows(coutg, blk);
                     int32_t *accb = acc + (blk - bc) * 4 * TP;
                     const int wide = G == 4 && !blocked && I->wide_tile_u8;
                     for (int64_t col = 0; wide && col < tpc; col += 64) {
@@ -325,7 +329,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
                         I->wide_tile_u8((const int8_t *)U + c0 * K2, K2, R, V + 4 * col, TP, Kp,
                                         accb + col, TP, nc);
                     }
-                    for (int64_t col = 0; !wide && CB == 1 && col < tpc; col += 16) {
+                    for (int64_t col = 0; !wide && !chunked && col < tpc; col += 16) {
                         int64_t jstep = blocked ? kb : Kp;
                         if (blocked)
                             for (int r = 0; r < R; r++)
