@@ -66,9 +66,10 @@ typedef struct {
     void (*bcast_tile_u8)(const int8_t *, int64_t, int, const uint8_t *, int64_t, int64_t,
                           int64_t, int32_t *, int64_t);
     void (*dw_row3)(uint32_t *, const int16_t *, int64_t, int64_t, int64_t, const int8_t *);
-    /* channels-last depthwise output pixel: acc[c] = sum over taps of x[off[t] + c] * w[t][c] */
-    void (*dw_cl_pixel)(uint32_t *, const int16_t *, const int64_t *, const int16_t *, int64_t,
-                        int64_t);
+    /* channels-last depthwise, npx (1 or 2) output pixels of one row (acc, x, step, npx, off,
+     * w, taps, C): acc[p * C + c] = sum over taps of x[p * step + off[t] + c] * w[t][c] */
+    void (*dw_cl_pixels)(uint32_t *, const int16_t *, int64_t, int, const int64_t *,
+                         const int16_t *, int64_t, int64_t);
     void (*quad_gather)(const uint8_t *, const uint8_t *, const uint8_t *, const uint8_t *,
                         uint8_t *, int64_t);
     /* depthwise 3x3 output row by pair multiply-adds (NULL: use dw_row3) */

@@ -479,8 +479,10 @@ static inline void transpose4x4_i32(const int32_t *s, int64_t lds, int32_t *d, i
 /* Depthwise convolution, depth multiplier 1, 8-bit input, 32-bit accumulator, channels last:
  * the inner loop runs across channels (contiguous after a transpose), which keeps the vector
  * lanes full on small maps where the per-channel rows of conv_depthwise are a few pixels wide.
- * Padded taps are skipped, so x - x_zp is accumulated and corr gets x_zp * sum(w) back: the
- * wrapped int32 sum is the same modulo 2^32 whatever the order, hence the same bits. */
+ * The padding holds the zero point as on the other paths (corr = bias - x_zp * sum w), and the
+ * wrapped int32 sum is the same modulo 2^32 whatever the order, hence the same bits. Three
+ * phases, each split over the threads: the channels-last int16 copy (by 16-channel blocks),
+ * the sums (by pairs of output pixels), the epilogue (by 16-channel blocks). */
 static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
                               const ortnpu_out_t *o, const void *x, const int8_t *w,
                               const uint64_t *corr, const int32_t *mult, const int32_t *shift,
@@ -491,8 +493,7 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
     int16_t *wt = ortnpu_scratch(S_OUT3, (size_t)(taps * C) * sizeof(int16_t));
     uint32_t *acc = ortnpu_scratch(S_OUT4, (size_t)(P * C) * sizeof(uint32_t));
     int64_t *off = ortnpu_scratch(S_OUT5, (size_t)taps * sizeof(int64_t));
-    int16_t *plane = ortnpu_scratch(S_IN0, (size_t)(16 * p->h * p->w) * sizeof(int16_t));
-    if (!xt || !wt || !acc || !off || !plane) {
+    if (!xt || !wt || !acc || !off) {
         *err = ORTNPU_ENOMEM;
         return;
     }
@@ -501,53 +502,69 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
     for (int64_t ky = 0; ky < p->kh; ky++)
         for (int64_t kx = 0; kx < p->kw; kx++)
             off[ky * p->kw + kx] = (ky * p->dh * wp + kx * p->dw) * C;
-    for (int64_t n = 0; n < p->n; n++) {
-        /* channels-last copy with the zero point in the padding: every tap is read, and
-         * corr (bias - x_zp * sum w) accounts for the zero point */
-        const int16_t zp = (int16_t)p->x_zp;
-        const int64_t HW = p->h * p->w;
-        fill_i16(xt, zp, hp * wp * C);
-        /* by blocks of 16 channels: 16 input streams read in step, 16 contiguous values
-         * written per pixel */
-        for (int64_t c0 = 0; c0 < C; c0 += 16) {
-            const int64_t cb = C - c0 < 16 ? C - c0 : 16;
-            for (int64_t c = 0; c < cb; c++)
-                load_i16(plane + c * HW, x, p->xtype, (n * C + c0 + c) * HW, 1, HW);
-            for (int64_t iy = 0; iy < p->h; iy++) {
-                int64_t ix = 0;
-#if ORTNPU_HAVE_SSE2
-                /* 8 pixels x 8 channels at a time: an 8x8 int16 transpose */
-                for (; cb == 16 && ix + 8 <= p->w; ix += 8)
-                    for (int half = 0; half < 2; half++)
-                        transpose8x8_i16(plane + half * 8 * HW + iy * p->w + ix, HW,
-                                         xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0 +
-                                             8 * half,
-                                         C);
-#endif
-                for (; ix < p->w; ix++) {
-                    int16_t *d = xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0;
-                    const int16_t *sr = plane + iy * p->w + ix;
-                    for (int64_t c = 0; c < cb; c++) d[c] = sr[c * HW];
-                }
-            }
-        }
-#pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t q = 0; q < P; q++) {
-            const int64_t oy = q / p->ow, ox = q % p->ow;
-            I->dw_cl_pixel(acc + q * C, xt + (oy * p->sh * wp + ox * p->sw) * C, off, wt, taps,
-                           C);
-        }
+    const int16_t zp = (int16_t)p->x_zp;
+    const int64_t HW = p->h * p->w;
+    /* the padding of the channels-last copy holds the zero point (every tap is read, and corr
+     * = bias - x_zp * sum w accounts for it); the interior is overwritten for every sample */
+    fill_i16(xt, zp, (p->pt * wp + p->pl) * C);
+    for (int64_t iy = 0; iy + 1 < p->h; iy++)
+        fill_i16(xt + ((iy + p->pt) * wp + p->pl + p->w) * C, zp, (p->pr + p->pl) * C);
+    fill_i16(xt + ((p->h - 1 + p->pt) * wp + p->pl + p->w) * C, zp,
+             (p->pr + p->pb * wp) * C);
+    /* one parallel region per call, three phases split over the threads (the implicit barrier
+     * of each omp for separates them) */
 #pragma omp parallel num_threads(nt)
-        {
-            /* back to channel rows by blocks of 16 channels (64 contiguous bytes per pixel) */
-            int32_t *rows = ortnpu_scratch(S_IN1, (size_t)(16 * P) * sizeof(int32_t));
-            if (!rows) {
+    {
+        int16_t *plane = ortnpu_scratch(S_IN0, (size_t)(16 * HW) * sizeof(int16_t));
+        int32_t *rows = ortnpu_scratch(S_IN1, (size_t)(16 * P) * sizeof(int32_t));
+        const int ok = plane && rows;
+        if (!ok) {
 #pragma omp atomic write
-                *err = ORTNPU_ENOMEM;
-            }
+            *err = ORTNPU_ENOMEM;
+        }
+        const int64_t half_w = (p->ow + 1) / 2, pairs = p->oh * half_w;
+        for (int64_t n = 0; n < p->n; n++) {
+            /* the copy, by blocks of 16 channels: 16 input planes widened to int16, then
+             * written 16 contiguous values per pixel */
 #pragma omp for schedule(static)
             for (int64_t c0 = 0; c0 < C; c0 += 16) {
-                if (!rows) continue;
+                if (!ok) continue;
+                const int64_t cb = C - c0 < 16 ? C - c0 : 16;
+                for (int64_t c = 0; c < cb; c++)
+                    load_i16(plane + c * HW, x, p->xtype, (n * C + c0 + c) * HW, 1, HW);
+                for (int64_t iy = 0; iy < p->h; iy++) {
+                    int64_t ix = 0;
+#if ORTNPU_HAVE_SSE2
+                    /* 8 pixels x 8 channels at a time: an 8x8 int16 transpose */
+                    for (; cb == 16 && ix + 8 <= p->w; ix += 8)
+                        for (int half = 0; half < 2; half++)
+                            transpose8x8_i16(plane + half * 8 * HW + iy * p->w + ix, HW,
+                                             xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0 +
+                                                 8 * half,
+                                             C);
+#endif
+                    for (; ix < p->w; ix++) {
+                        int16_t *d = xt + ((iy + p->pt) * wp + p->pl + ix) * C + c0;
+                        const int16_t *sr = plane + iy * p->w + ix;
+                        for (int64_t c = 0; c < cb; c++) d[c] = sr[c * HW];
+                    }
+                }
+            }
+            /* the sums, output pixels two at a time along each row (they share the weight
+             * loads) */
+#pragma omp for schedule(static)
+            for (int64_t k = 0; k < pairs; k++) {
+                if (!ok) continue;
+                const int64_t oy = k / half_w, ox = 2 * (k % half_w);
+                I->dw_cl_pixels(acc + (oy * p->ow + ox) * C,
+                                xt + (oy * p->sh * wp + ox * p->sw) * C, p->sw * C,
+                                ox + 1 < p->ow ? 2 : 1, off, wt, taps, C);
+            }
+            /* the epilogue, back to channel rows by blocks of 16 channels (64 contiguous bytes
+             * per pixel) */
+#pragma omp for schedule(static)
+            for (int64_t c0 = 0; c0 < C; c0 += 16) {
+                if (!ok) continue;
                 const int64_t cb = C - c0 < 16 ? C - c0 : 16;
                 int64_t q4 = 0, c4 = 0;
 #if ORTNPU_HAVE_SSE2

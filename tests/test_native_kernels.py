@@ -308,6 +308,28 @@ def test_depthwise_channels_last_transposes(simd: str) -> None:
             check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
 
 
+def test_depthwise_channels_last_pads_pairs_threads(simd: str, threads: int) -> None:
+    """The channels-last path's zero-point border (only the padding is filled, once per call,
+    then every sample overwrites the interior), its output pixels in pairs along a row (odd
+    widths end on a single pixel, stride 2 steps the pair), the copy split over threads by
+    channel blocks; two samples, pads of 0 to 2 on each side, extreme weights (-128, 127)."""
+    rng = np.random.default_rng(15)
+    for xdt in DTYPES:
+        lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+        for c, h, w, stride, pads in [(32, 7, 7, 1, (0, 1, 2, 0)), (48, 9, 13, 2, (2, 0, 1, 2)),
+                                      (20, 6, 5, 1, (1, 2, 0, 1)), (64, 14, 14, 2, (0, 0, 1, 1))]:
+            x = rand_act(rng, xdt, (2, c, h, w), extreme=0.3)
+            wt = rng.choice(np.array([-128, 127, -1, 0, 1, 77], np.int8), (c, 1, 3, 3))
+            bias = rng.integers(-9000, 9000, c).astype(np.int64)
+            mult = rng.integers(1 << 29, (1 << 31) - 1, c).astype(np.int32)
+            shift = rng.integers(-12, -4, c).astype(np.int32)
+            attrs = {"group": c, "stride_h": stride, "stride_w": stride, "pad_top": pads[0],
+                     "pad_left": pads[1], "pad_bottom": pads[2], "pad_right": pads[3],
+                     "x_zp": int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))])),
+                     "y_zp": -5}
+            check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
+
+
 def test_conv_larger_shapes(simd: str, threads: int) -> None:
     """Shapes that span several pixel tiles and cout blocks (the GEMM tiling, the 1x1 path)."""
     rng = np.random.default_rng(12)
