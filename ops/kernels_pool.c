@@ -3,9 +3,36 @@
 
 /* ============================================================================ Pooling */
 
+/* The windows of 3 values at stride 2 along one row of 8-bit values (t, at least 2 * ow + 1
+ * of them): SSE2 on the uint8 view (int8 XOR 0x80 keeps the order), 8 outputs per 18 values.
+ * Returns the outputs written (the rest are left to the caller's loop). */
+static int64_t window3s2_u8view(const uint8_t *t, int64_t ow, uint8_t f, uint8_t lo, uint8_t hi,
+                                uint8_t *out) {
+    int64_t ox = 0;
+#if ORTNPU_HAVE_SSE2
+    const __m128i vf = _mm_set1_epi8((char)f), lo8 = _mm_set1_epi16(0x00FF);
+    const __m128i vlo = _mm_set1_epi8((char)lo), vhi = _mm_set1_epi8((char)hi);
+    /* reads t[2 * ox .. 2 * ox + 17]: needs 2 * ox + 18 <= 2 * ow + 1 */
+    for (; 2 * ox + 18 <= 2 * ow + 1; ox += 8) {
+        const __m128i a = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(t + 2 * ox)), vf);
+        const __m128i b = _mm_xor_si128(_mm_loadu_si128((const __m128i *)(t + 2 * ox + 2)), vf);
+        /* low byte of each 16-bit lane: max(t[2i], t[2i + 1]), then t[2i + 2] */
+        const __m128i m = _mm_max_epu8(_mm_max_epu8(a, _mm_srli_epi16(a, 8)), b);
+        __m128i r = _mm_packus_epi16(_mm_and_si128(m, lo8), _mm_and_si128(m, lo8));
+        r = _mm_min_epu8(_mm_max_epu8(r, vlo), vhi);
+        _mm_storel_epi64((__m128i *)(out + ox), _mm_xor_si128(r, vf));
+    }
+#else
+    (void)t, (void)f, (void)lo, (void)hi, (void)out, (void)ow;
+#endif
+    return ox;
+}
+
 /* Max pooling of one plane without padding or dilation: the max of the kh input rows first
- * (a vectorizable element-wise max), then the windows along that row; tmp holds w values. */
-#define ORTNPU_MAXPOOL_PLANE(NAME, T)                                                           \
+ * (a vectorizable element-wise max), then the windows along that row (8-bit planes: 3 at
+ * stride 2, ResNet's stem, in SSE2); tmp holds w values. FLIP: the XOR that maps T onto the
+ * uint8 order (-1: no SIMD window path). */
+#define ORTNPU_MAXPOOL_PLANE(NAME, T, FLIP)                                                     \
     static void NAME(const T *x, int64_t w, int64_t kh, int64_t kw, int64_t sh, int64_t sw,   \
                      int64_t oh, int64_t ow, int64_t lo, int64_t hi, T *y, T *tmp) {           \
         for (int64_t oy = 0; oy < oh; oy++) {                                                  \
@@ -16,7 +43,14 @@
                 for (int64_t i = 0; i < w; i++) tmp[i] = r[i] > tmp[i] ? r[i] : tmp[i];        \
             }                                                                                  \
             T *out = y + oy * ow;                                                              \
-            for (int64_t ox = 0; ox < ow; ox++) {                                              \
+            int64_t ox0 = 0;                                                                   \
+            if ((FLIP) >= 0 && kw == 3 && sw == 2 && lo >= ((FLIP) ? -128 : 0) &&             \
+                hi <= ((FLIP) ? 127 : 255))                                                    \
+                ox0 = window3s2_u8view((const uint8_t *)(const void *)tmp, ow,                 \
+                                       (uint8_t)(FLIP), (uint8_t)((uint8_t)lo ^ (FLIP)),       \
+                                       (uint8_t)((uint8_t)hi ^ (FLIP)),                        \
+                                       (uint8_t *)(void *)out);                                \
+            for (int64_t ox = ox0; ox < ow; ox++) {                                            \
                 const T *t = tmp + ox * sw;                                                    \
                 T m = t[0];                                                                    \
                 for (int64_t kx = 1; kx < kw; kx++) m = t[kx] > m ? t[kx] : m;                 \
@@ -24,9 +58,9 @@
             }                                                                                  \
         }                                                                                      \
     }
-ORTNPU_MAXPOOL_PLANE(maxpool_plane_i8, int8_t)
-ORTNPU_MAXPOOL_PLANE(maxpool_plane_u8, uint8_t)
-ORTNPU_MAXPOOL_PLANE(maxpool_plane_i16, int16_t)
+ORTNPU_MAXPOOL_PLANE(maxpool_plane_i8, int8_t, 0x80)
+ORTNPU_MAXPOOL_PLANE(maxpool_plane_u8, uint8_t, 0)
+ORTNPU_MAXPOOL_PLANE(maxpool_plane_i16, int16_t, -1)
 #undef ORTNPU_MAXPOOL_PLANE
 
 /* 2x2 stride-2 max pooling of one 8-bit plane without padding: SSE2 on the uint8 view
@@ -61,6 +95,14 @@ static void maxpool2x2_u8view(const uint8_t *x, int64_t w, int64_t oh, int64_t o
             out[ox] = m ^ f;
         }
     }
+}
+
+/* elements [at, at + len) of a plane of xtype values set to the type's minimum */
+static void fill_min(char *buf, int32_t xtype, int64_t at, int64_t len) {
+    if (xtype == ORTNPU_T_I16)
+        fill_i16((int16_t *)(void *)buf + at, INT16_MIN, len);
+    else
+        memset(buf + at, xtype == ORTNPU_T_I8 ? 0x80 : 0, (size_t)len);
 }
 
 int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const int64_t *win,
@@ -117,13 +159,15 @@ int ortnpu_pool2d(int32_t op, int64_t n, int64_t c, int64_t h, int64_t w, const 
                 if (!ok) continue;
                 const char *plane = (const char *)x + i * h * w * es;
                 if (padded) {
-                    if (es == 1)
-                        memset(buf, xtype == ORTNPU_T_I8 ? 0x80 : 0, (size_t)(hp * wp));
-                    else
-                        fill_i16((int16_t *)(void *)buf, INT16_MIN, hp * wp);
-                    for (int64_t r = 0; r < h; r++)
+                    /* the type's minimum in the padding only (the runs before, between and
+                     * after the rows' copies) */
+                    fill_min(buf, xtype, 0, pt * wp + pl);
+                    for (int64_t r = 0; r < h; r++) {
                         memcpy(buf + ((r + pt) * wp + pl) * es, plane + r * w * es,
                                (size_t)(w * es));
+                        fill_min(buf, xtype, (r + pt) * wp + pl + w,
+                                 r + 1 < h ? pr + pl : pr + pb * wp);
+                    }
                     plane = buf;
                 }
                 void *dst = (char *)y + i * oh * ow * es;

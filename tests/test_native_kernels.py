@@ -673,6 +673,23 @@ def test_max_pool_2x2_wide_rows(simd2: str) -> None:
                                        "stride_w": 2, "act_min": a_min, "act_max": a_max})
 
 
+def test_max_pool_3_stride_2_rows(simd2: str, threads: int) -> None:
+    """3-wide windows at stride 2 on 8-bit planes (SSE2, 8 outputs per step, the rest one at a
+    time): widths around the vector steps, with and without padding (only the padding of the
+    copy is filled with the type's minimum, once per plane), clamps inside the type."""
+    rng = np.random.default_rng(63)
+    for xdt in DTYPES:
+        lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+        for h, w, pads in [(9, 17, (0, 0, 0, 0)), (7, 18, (1, 1, 1, 1)), (6, 35, (0, 1, 1, 0)),
+                           (11, 36, (1, 0, 0, 1)), (5, 49, (2, 2, 1, 2)), (3, 3, (0, 0, 0, 0))]:
+            x = rand_act(rng, xdt, (2, 3, h, w), extreme=0.4)
+            for a_min, a_max in [(lo, hi), (lo + 20, hi - 30)]:
+                check("MaxPool", [x], {"kernel_h": 3, "kernel_w": 3, "stride_h": 2,
+                                       "stride_w": 2, "pad_top": pads[0], "pad_left": pads[1],
+                                       "pad_bottom": pads[2], "pad_right": pads[3],
+                                       "act_min": a_min, "act_max": a_max}, xdt)
+
+
 def test_pool_edges(simd2: str) -> None:
     """Average ties (±.5 with truncating division), windows holding only padding (MaxPool with
     dilation), GlobalAveragePool ties."""
