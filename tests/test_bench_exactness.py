@@ -80,3 +80,19 @@ def test_a_layer_that_cannot_saturate_is_exact_on_any_cpu() -> None:
     y = exactness.exact_sum(inputs[2], -20, inits["w_q"], np.zeros(5, np.int64), [1, 1, 1, 1],
                             [1, 1])
     assert np.abs(y * 0.05 * 0.01 / 0.5).max() < 120
+
+
+def test_layer_inputs_by_name_with_several_outputs() -> None:
+    """A model with two outputs (the zoo ViT has logits and a saliency map): each layer gets its
+    own input tensor, not the model's second output (the speed bench's check crashed there)."""
+    model = _qdq_layer(np.ones((5, 8, 3, 3), np.int8))
+    extra = helper.make_node("DequantizeLinear", ["x", "x_s", "x_z"], ["side"])
+    model.graph.node.append(extra)
+    model.graph.output.insert(0, helper.make_tensor_value_info("side", TensorProto.FLOAT, None))
+    rng = np.random.default_rng(2)
+    x = rng.integers(-128, 128, (3, 8, 6, 6)).astype(np.int8)
+    got = exactness.layer_inputs(model, "x", ["x", "y", "x"], x)
+    assert list(got) == ["x", "y"]
+    for i in range(3):
+        np.testing.assert_array_equal(got["x"][i], x[i:i + 1])
+        assert got["y"][i].shape == (1, 5, 6, 6) and got["y"][i].dtype == np.int8

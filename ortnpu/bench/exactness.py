@@ -154,19 +154,29 @@ def check_model(model: BenchModel, samples: int = 2, whole: int = 64) -> ModelCh
     agree7 = _top1_fused_vs_unfused(_session(seven, ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
                                     seven, name, xs)
 
-    # each layer's real int8 input, from the unfused graph
+    inputs = layer_inputs(qdq, name, [dqx.input[0] for dqx, *_ in layers], x)
+    checks = [_check_layer(conv, dqx, dqw, dqb, qy, inits, inputs[dqx.input[0]])
+              for dqx, dqw, dqb, conv, qy in layers]
+    return ModelCheck(model.name, len(x), checks, len(convs), len(xs), agree, agree7)
+
+
+def layer_inputs(qdq: onnx.ModelProto, name: str, tensors: list[str],
+                 x: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """The int8 tensors ``tensors`` of the unfused QDQ graph on each sample of ``x`` (fetched
+    by name: the model may have several outputs, and layers may share an input)."""
+    wanted = list(dict.fromkeys(tensors))
     probe = onnx.ModelProto()
     probe.CopyFrom(qdq)
-    for dqx, *_ in layers:
-        probe.graph.output.append(helper.make_tensor_value_info(dqx.input[0], TensorProto.INT8,
-                                                                None))
-    probe_sess = _session(probe, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    inputs = [probe_sess.run(None, {name: x[i:i + 1]})[1:] for i in range(len(x))]
-
-    checks = []
-    for k, (dqx, dqw, dqb, conv, qy) in enumerate(layers):
-        checks.append(_check_layer(conv, dqx, dqw, dqb, qy, inits, [a[k] for a in inputs]))
-    return ModelCheck(model.name, len(x), checks, len(convs), len(xs), agree, agree7)
+    outputs = {o.name for o in probe.graph.output}
+    for t in wanted:
+        if t not in outputs:
+            probe.graph.output.append(helper.make_tensor_value_info(t, TensorProto.INT8, None))
+    sess = _session(probe, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    got: dict[str, list[np.ndarray]] = {t: [] for t in wanted}
+    for i in range(len(x)):
+        for t, v in zip(wanted, sess.run(wanted, {name: x[i:i + 1]}), strict=True):
+            got[t].append(v)
+    return got
 
 
 def _top1_fused_vs_unfused(fused: ort.InferenceSession, qdq: onnx.ModelProto, name: str,
