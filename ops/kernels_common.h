@@ -53,8 +53,10 @@ ORTNPU_HIDDEN void *ortnpu_scratch(int slot, size_t bytes);
 
 /* The inner loops of one instruction set (kernels_isa.h, instantiated in kernels_isa.c). */
 typedef struct {
+    /* int16 GEMM tile: R <= 4 rows of U times ncol groups of 16 columns of V (U, ldu, R, V,
+     * ldv, j0, j1, C, ldc, ncol): group g reads V + 32 g and writes C + 16 g */
     void (*bcast_tile)(const int16_t *, int64_t, int, const int16_t *, int64_t, int64_t, int64_t,
-                       int32_t *, int64_t);
+                       int32_t *, int64_t, int64_t);
     void (*dot_tile)(const int16_t *, int64_t, int, const int8_t *, int64_t, int, int64_t,
                      int64_t, int32_t *);
     void (*interleave)(const int16_t *, const int16_t *, int16_t *, int64_t);

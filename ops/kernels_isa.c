@@ -75,12 +75,16 @@ bcast_tile_vnni_r(const int16_t *U, int64_t ldu, const int R, const int16_t *V, 
 }
 
 static void bcast_tile_vnni(const int16_t *U, int64_t ldu, int R, const int16_t *V, int64_t ldv,
-                            int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
-    switch (R) {
-    case 1: bcast_tile_vnni_r(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
-    case 2: bcast_tile_vnni_r(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
-    case 3: bcast_tile_vnni_r(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
-    default: bcast_tile_vnni_r(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+                            int64_t j0, int64_t j1, int32_t *C, int64_t ldc, int64_t ncol) {
+    for (int64_t g = 0; g < ncol; g++) { /* groups of 16 columns, as in kernels_isa.h */
+        const int16_t *Vg = V + 32 * g;
+        int32_t *Cg = C + 16 * g;
+        switch (R) {
+        case 1: bcast_tile_vnni_r(U, ldu, 1, Vg, ldv, j0, j1, Cg, ldc); break;
+        case 2: bcast_tile_vnni_r(U, ldu, 2, Vg, ldv, j0, j1, Cg, ldc); break;
+        case 3: bcast_tile_vnni_r(U, ldu, 3, Vg, ldv, j0, j1, Cg, ldc); break;
+        default: bcast_tile_vnni_r(U, ldu, 4, Vg, ldv, j0, j1, Cg, ldc); break;
+        }
     }
 }
 /* The same with u8 activations x s8 weights in groups of four (vpdpbusd, no saturation:

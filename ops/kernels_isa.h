@@ -103,15 +103,21 @@ static inline void FN(bcast_tile_r)(const int16_t *U, int64_t ldu, const int R,
 }
 #endif
 
+/* ncol groups of 16 columns in one call: a tile over few taps (a 1x1 convolution of 16 or 32
+ * channels) does little work per group, and a call per group cost a large share of it. */
 ORTNPU_HOT static void FN(bcast_tile)(const int16_t *U, int64_t ldu, int R,
                                       const int16_t *V, int64_t ldv,
                                       int64_t j0, int64_t j1, int32_t *C,
-                                      int64_t ldc) {
-    switch (R) {
-    case 1: FN(bcast_tile_r)(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
-    case 2: FN(bcast_tile_r)(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
-    case 3: FN(bcast_tile_r)(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
-    default: FN(bcast_tile_r)(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+                                      int64_t ldc, int64_t ncol) {
+    for (int64_t g = 0; g < ncol; g++) {
+        const int16_t *Vg = V + 32 * g;
+        int32_t *Cg = C + 16 * g;
+        switch (R) {
+        case 1: FN(bcast_tile_r)(U, ldu, 1, Vg, ldv, j0, j1, Cg, ldc); break;
+        case 2: FN(bcast_tile_r)(U, ldu, 2, Vg, ldv, j0, j1, Cg, ldc); break;
+        case 3: FN(bcast_tile_r)(U, ldu, 3, Vg, ldv, j0, j1, Cg, ldc); break;
+        default: FN(bcast_tile_r)(U, ldu, 4, Vg, ldv, j0, j1, Cg, ldc); break;
+        }
     }
 }
 
