@@ -57,6 +57,32 @@ def requantize_model(x_type: int, cast: bool = False, value_info: bool = False
                                                    helper.make_opsetid(DOMAIN, 1)])
 
 
+def test_a_layer_reading_its_own_output_is_a_model_error_not_a_key_error() -> None:
+    """The fuzzer (edges, seed 1207) rewired a layer's multiplier to the layer's own output:
+    the island compiler built a program whose first step read a tensor nothing had computed
+    and raised KeyError. program_of now refuses such an order, and onnxruntime's refusal of
+    the cycle reaches the caller as a ModelError naming the model."""
+    from ortnpu.runtime.fusion import program_of
+
+    def layer(x: str, m: str, y: str, name: str) -> onnx.NodeProto:
+        return make_node(Requantize, [x, m, "s"], y, np.int8, name)
+
+    inits = [numpy_helper.from_array(np.array([1 << 30], np.int32), "m"),
+             numpy_helper.from_array(np.array([-1], np.int32), "s")]
+    for nodes in ([layer("x", "m", "h", "a"), layer("h", "y", "y", "b")],   # b reads its output
+                  [layer("x", "y", "h", "a"), layer("h", "m", "y", "b")]):  # a reads b's
+        graph = helper.make_graph(nodes, "loop", [helper.make_tensor_value_info(
+            "x", TensorProto.INT8, [2])], [helper.make_tensor_value_info("y", TensorProto.INT8,
+                                                                         [2])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                        helper.make_opsetid(DOMAIN, 1)])
+        by_name = {i.name: i for i in inits}
+        assert program_of(model, list(graph.node), ["x"], ["y"], by_name) is None
+        for fuse in (True, False):
+            with pytest.raises(ortnpu.ModelError, match="loop"):
+                ortnpu.InferenceSession(model, fuse=fuse)
+
+
 UNSUPPORTED = ["FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E5M2", "INT4", "UINT4", "FLOAT",
                "INT32"]
 

@@ -240,7 +240,11 @@ def program_of(model: onnx.ModelProto, nodes: Sequence[onnx.NodeProto], inputs: 
     of the domain or a constant is not an ONNX type (then the nodes stay as they are)."""
     steps: list[Step] = []
     constants: dict[str, np.ndarray] = {}
+    available = set(inputs)
     for node in nodes:
+        if any(t and t not in inits and t not in available for t in node.input):
+            return None   # reads a tensor not computed before it (a cycle, a misordered graph)
+        available.update(node.output)
         try:
             spec = spec_of(node.op_type)
             _, _, dtype = parse_op_type(node.op_type)
