@@ -57,7 +57,7 @@ def test_every_op_seed_is_valid_before_mutation(name: str) -> None:
 @pytest.mark.parametrize("seed,index,kind,error", [
     (3, 4525, "file", "ModelError"),
     (8, 2216, "file", "ModelError"), (10, 2639, "op-direct", "KernelError"),
-    (13, 4462, "file", "ModelError")])
+    (13, 4462, "file", "ModelError"), (1207, 2369, "model", "ModelError")])
 def test_cases_the_long_run_found_stay_ortnpu_errors(seed: int, index: int, kind: str,
                                                       error: str) -> None:
     """Regressions from ``scripts/fuzz.py``: a flipped byte made an initializer's element type
@@ -66,11 +66,19 @@ def test_cases_the_long_run_found_stay_ortnpu_errors(seed: int, index: int, kind
     path (dividing by a zero count) while the C path refused it; an initializer's byte count
     and a node's rounding text broke. All must be ortnpu errors on every path. (The byte
     offsets follow the tiny CNN's NPU graph: the two cases below that the long run found at
-    other offsets are rebuilt directly.)"""
+    other offsets are rebuilt directly.) Seed 1207 case 2369: a layer's multiplier rewired to
+    its own output raised KeyError in the island compiler."""
     got_kind, cls, detail = Worker(seed).run(index)
     assert got_kind == kind
     assert cls == "ortnpu", detail
     assert error in detail
+
+
+def test_nan_outputs_at_the_same_places_are_the_same_result() -> None:
+    """Seed 1208 case 5847: an output scale of inf made both the EP session and the imported
+    graph return NaN everywhere; the comparison called that a mismatch (NaN != NaN)."""
+    got_kind, cls, detail = Worker(1208).run(5847)
+    assert got_kind == "ep" and cls == "ok", detail
 
 
 def test_corrupt_intermediate_type_and_input_dimension_are_model_errors() -> None:
