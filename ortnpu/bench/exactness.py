@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ortnpu.bench.models import BenchModel
 from ortnpu.bench.speed import CALIBRATION_IMAGES, fixed_batch, free_batch
+from ortnpu.comparison import _with_outputs
 from ortnpu.domain.ops_linear import Conv
 from ortnpu.quant.onnxruntime_qdq import quantize_with_onnxruntime, sample_feeds
 
@@ -165,12 +166,7 @@ def layer_inputs(qdq: onnx.ModelProto, name: str, tensors: list[str],
     """The int8 tensors ``tensors`` of the unfused QDQ graph on each sample of ``x`` (fetched
     by name: the model may have several outputs, and layers may share an input)."""
     wanted = list(dict.fromkeys(tensors))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(qdq)
-    outputs = {o.name for o in probe.graph.output}
-    for t in wanted:
-        if t not in outputs:
-            probe.graph.output.append(helper.make_tensor_value_info(t, TensorProto.INT8, None))
+    probe = _with_outputs(qdq, wanted, dict.fromkeys(wanted, TensorProto.INT8))
     sess = _session(probe, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     got: dict[str, list[np.ndarray]] = {t: [] for t in wanted}
     for i in range(len(x)):

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from ortnpu import console
+from ortnpu.comparison import _with_outputs
 from ortnpu.errors import CalibrationError, first_line
 from ortnpu.feeds import cast_input, input_specs
 
@@ -387,12 +388,7 @@ def calibrate(model: onnx.ModelProto, data: CalibrationData,
     else:
         wanted = list(tensors)
     wanted = [t for t in dict.fromkeys(wanted) if types.get(t) == TensorProto.FLOAT]
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in wanted:
-        if name not in existing:
-            probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    probe = _with_outputs(model, wanted, {})   # float outputs, the default type
     so = console.quiet_session_options()
     try:
         sess = ort.InferenceSession(probe.SerializeToString(), so,
