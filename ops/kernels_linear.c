@@ -597,6 +597,53 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
     }
 }
 
+/* Depthwise convolution whose window is the whole unpadded input plane (a global average pool
+ * lowered to a convolution: MobileNetV2's last pool, 1280 channels of 7x7): one output per
+ * channel, the dot product of its plane with its weights, then one epilogue call over all the
+ * channels of a sample. The other depthwise paths paid a plane copy (or a transpose) and a
+ * one-value epilogue per channel: 0.10 ms for 63 k products. Same wrapped int32 sums. */
+static int dw_is_global(const ortnpu_conv_t *p, const ortnpu_out_t *o) {
+    return o->acc_bits == 32 && p->cout == p->c && p->oh == 1 && p->ow == 1 &&
+           p->kh == p->h && p->kw == p->w && !p->pt && !p->pl && !p->pb && !p->pr;
+}
+
+static void conv_depthwise_global(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
+                                  const ortnpu_out_t *o, const void *x, const int8_t *w,
+                                  const uint64_t *corr, const int32_t *mult,
+                                  const int32_t *shift, void *y, int nt, int *err) {
+    const int64_t C = p->c, HW = p->h * p->w;
+    /* acc, then (per-channel parameters with the lanes epilogue) the int32 corrections */
+    int32_t *acc = ortnpu_scratch(S_OUT4, (size_t)(2 * C) * sizeof(int32_t));
+    int16_t *row = ortnpu_scratch(S_OUT5, (size_t)HW * sizeof(int16_t));
+    if (!acc || !row) {
+        *err = ORTNPU_ENOMEM;
+        return;
+    }
+    const int lanes = p->n_params != 1 && I->finish32_double_lanes && o->rule == ORTNPU_R_DOUBLE;
+    int32_t *corr32 = acc + C;
+    for (int64_t c = 0; lanes && c < C; c++) corr32[c] = (int32_t)(uint32_t)corr[c];
+    const int es = o->otype == ORTNPU_T_I16 ? 2 : 1;
+    for (int64_t n = 0; n < p->n; n++) {
+        for (int64_t c = 0; c < C; c++) {
+            load_i16(row, x, p->xtype, (n * C + c) * HW, 1, HW);
+            const int8_t *wc = w + c * HW;
+            uint32_t s = 0;
+            for (int64_t j = 0; j < HW; j++) s += (uint32_t)((int32_t)row[j] * (int32_t)wc[j]);
+            acc[c] = (int32_t)(lanes ? s : s + (uint32_t)corr[c]);
+        }
+        char *yn = (char *)y + n * C * es;
+        if (lanes)
+            I->finish32_double_lanes(acc, C, corr32, 0, mult, shift, o->y_zp, o->act_min,
+                                     o->act_max, yn, o->otype);
+        else if (p->n_params == 1)
+            finish_row(I, acc, NULL, C, 0, mult, shift, o, y, n * C);
+        else
+            for (int64_t c = 0; c < C; c++)
+                finish_row(I, acc + c, NULL, 1, 0, mult + c, shift + c, o, y, n * C + c);
+    }
+    (void)nt; /* 63 k products: a parallel region would cost more than it saves */
+}
+
 static int conv_args_ok(const ortnpu_conv_t *p, const ortnpu_out_t *o) {
     if (!p || !out_ok(o) || !type_ok(p->xtype)) return 0;
     if (p->n < 0 || p->c < 1 || p->h < 1 || p->w < 1 || p->cout < 1 || p->cg < 1 || p->kh < 1 ||
@@ -671,10 +718,13 @@ static int conv_run(const ortnpu_isa_t *I, const ortnpu_conv_pack_t *pk, const o
                     const ortnpu_out_t *o, const void *x, const int8_t *w, const int32_t *mult,
                     const int32_t *shift, void *y, int nt) {
     int err = ORTNPU_OK;
-    /* small maps (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row
-     * kernel (the tests compare both paths with the reference) */
-    if (pk->depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
-        p->oh * p->ow < 400 && !force_dw_rows())
+    /* a window over the whole plane (a global pool) is one dot product per channel; small maps
+     * (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row kernel (the
+     * tests compare the paths with the reference) */
+    if (pk->depthwise && dw_is_global(p, o) && !force_dw_rows())
+        conv_depthwise_global(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
+    else if (pk->depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 &&
+             o->acc_bits == 32 && p->oh * p->ow < 400 && !force_dw_rows())
         conv_depthwise_cl(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
     else if (pk->depthwise)
         conv_depthwise(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);

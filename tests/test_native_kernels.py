@@ -330,6 +330,30 @@ def test_depthwise_channels_last_pads_pairs_threads(simd: str, threads: int) -> 
             check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_depthwise_global_window(simd: str, threads: int, per_channel: bool) -> None:
+    """A depthwise window over the whole unpadded plane (a global average pool lowered to a
+    convolution) is one dot product per channel and one epilogue over the channels: every
+    dtype and rule, one multiplier or one per channel (the lanes epilogue), two samples,
+    channel counts off the vector widths, planes of 1x1 to 7x7, extreme weights, wrapping
+    sums (int16 inputs and weights -128 make sums beyond int32 on 32-bit accumulators)."""
+    rng = np.random.default_rng(16)
+    for xdt in DTYPES:
+        lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+        for rule in ROUNDING_RULES:
+            for c, h, w in [(1280, 7, 7), (37, 3, 5), (9, 1, 1), (16, 2, 2)]:
+                x = rand_act(rng, xdt, (2, c, h, w), extreme=0.5)
+                wt = rng.choice(np.array([-128, 127, -1, 5, 1], np.int8), (c, 1, h, w))
+                est = h * w * 128 * (256 if xdt.itemsize == 1 else 20000)
+                bias = rng.integers(-est, est, c).astype(np.int64)
+                n = c if per_channel else 1
+                mult, shift = rescale_params(rng, rule, est, n, wild=0.0)
+                out = np.int16 if xdt == np.int16 else np.int8
+                attrs = {"group": c, "rounding": rule, "x_zp": int(rng.choice([lo, hi, 0])),
+                         "acc_bits": 32, **out_attrs(rng, np.dtype(out))}
+                check("Conv", [x, wt, bias, mult, shift], attrs, out)
+
+
 def test_conv_larger_shapes(simd: str, threads: int) -> None:
     """Shapes that span several pixel tiles and cout blocks (the GEMM tiling, the 1x1 path)."""
     rng = np.random.default_rng(12)
