@@ -213,8 +213,37 @@ int ortnpu_program_set_float_io(ortnpu_program_t *p, int q_in, float q_scale, in
 static int64_t quantize_f32(const float *x, int64_t n, float scale, int64_t zp, int32_t otype,
                             void *y, int nan_mode) {
     const float lo = (float)(type_min(otype) - zp), hi = (float)(type_max(otype) - zp);
-    int64_t nans = 0;
-    for (int64_t i = 0; i < n; i++) {
+    int64_t nans = 0, i = 0;
+#if ORTNPU_HAVE_SSE2
+    /* 8 at a time: the same division, MAXPS/MINPS with the bound second (a NaN becomes the
+     * bound) and CVTPS2DQ, which rounds as nearbyintf does (the current mode, half to even);
+     * the scalar loop's NaN count by movemask (the image input of a CNN: 150 k values, a
+     * call of nearbyintf each cost 4x onnxruntime's QuantizeLinear) */
+    const __m128 vs = _mm_set1_ps(scale), vlo = _mm_set1_ps(lo), vhi = _mm_set1_ps(hi);
+    const __m128i vzp = _mm_set1_epi32((int32_t)zp);
+    for (; i + 8 <= n; i += 8) {
+        __m128i r[2];
+        for (int h = 0; h < 2; h++) {
+            __m128 v = _mm_loadu_ps(x + i + 4 * h);
+            const __m128 ok = _mm_cmpord_ps(v, v);
+            const int bad = _mm_movemask_ps(ok) ^ 0xF;
+            if (bad) {
+                nans += __builtin_popcount((unsigned)bad);
+                if (nan_mode == 1) v = _mm_and_ps(v, ok); /* NaN -> 0 */
+            }
+            v = _mm_min_ps(_mm_max_ps(_mm_div_ps(v, vs), vlo), vhi);
+            r[h] = _mm_add_epi32(_mm_cvtps_epi32(v), vzp);
+        }
+        const __m128i p16 = _mm_packs_epi32(r[0], r[1]); /* exact: within the output type */
+        if (otype == ORTNPU_T_I8)
+            _mm_storel_epi64((__m128i *)(void *)((int8_t *)y + i), _mm_packs_epi16(p16, p16));
+        else if (otype == ORTNPU_T_U8)
+            _mm_storel_epi64((__m128i *)(void *)((uint8_t *)y + i), _mm_packus_epi16(p16, p16));
+        else
+            _mm_storeu_si128((__m128i *)(void *)((int16_t *)y + i), p16);
+    }
+#endif
+    for (; i < n; i++) {
         float xi = x[i];
         if (xi != xi) { /* NaN */
             nans++;
