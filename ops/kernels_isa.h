@@ -481,7 +481,14 @@ ORTNPU_HOT static void FN(finish32_double)(const int32_t *acc, int64_t n, uint32
             _mm256_storeu_si256((__m256i *)(out + i), _mm256_permutevar8x32_epi32(b8, perm));
         }
     }
-    for (; i + 8 <= n; i += 8) {
+    /* a tail of 1-7 values as the last 8 lanes, overlapping the ones done: they are written
+     * again with the same bits (the depthwise epilogue's rows of 196 and 49 outputs ended in 4
+     * and 1 scalar steps per channel) */
+    for (int64_t last = 0; !last && i < n && n >= 8; i += 8) {
+        if (i + 8 > n) {
+            i = n - 8;
+            last = 1;
+        }
         const __m256i a =
             _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(acc + i)), vcorr);
         FN(store8)(FN(rs8)(&f, a), vlo, vhi, vzp, (char *)outp + i * es, otype);
@@ -513,7 +520,12 @@ ORTNPU_HOT static void FN(finish32_double_lanes)(const int32_t *acc, int64_t n,
     const __m256i vhi = _mm256_set1_epi32((int32_t)(hi - zp));
     const __m256i vzp = _mm256_set1_epi32((int32_t)zp);
     const int es = otype == ORTNPU_T_I16 ? 2 : 1;
-    for (; i + 8 <= n; i += 8) {
+    /* a tail of 1-7 lanes as the last 8, overlapping (same bits again), as in finish32_double */
+    for (int64_t last = 0; !last && i < n && n >= 8; i += 8) {
+        if (i + 8 > n) {
+            i = n - 8;
+            last = 1;
+        }
         const __m256i a = _mm256_add_epi32(
             _mm256_loadu_si256((const __m256i *)(acc + i)),
             _mm256_add_epi32(_mm256_loadu_si256((const __m256i *)(corr + i)), vrow));
