@@ -187,6 +187,53 @@ static inline void next_tap(const ortnpu_conv_t *p, int64_t *ci, int64_t *ky, in
     }
 }
 
+/* When the last thread finishes if the items of a GEMM convolution (image x pixel tile x
+ * channel split, split fastest) go to whichever thread is free first, as schedule(dynamic, 1)
+ * hands them out. An item costs its 16-rounded pixels times its blocks of 4 output channels
+ * plus half a block for its im2col (which every split of a tile repeats). */
+static int64_t tiling_makespan(int64_t images, int64_t Pq, int64_t tp, int64_t nblk,
+                               int64_t nsplit, int nt) {
+    int64_t fin[64] = {0};
+    const int64_t ntiles = ceil_div(Pq, tp), nth = nt < 64 ? nt : 64;
+    for (int64_t it = 0; it < images * ntiles * nsplit; it++) {
+        const int64_t split = it % nsplit, t = (it / nsplit) % ntiles;
+        const int64_t px = round16(Pq - t * tp < tp ? Pq - t * tp : tp);
+        const int64_t blocks = (split + 1) * nblk / nsplit - split * nblk / nsplit;
+        int64_t k = 0;
+        for (int64_t j = 1; j < nth; j++)
+            if (fin[j] < fin[k]) k = j;
+        fin[k] += px * (2 * blocks + 1); /* in half blocks */
+    }
+    int64_t worst = 0;
+    for (int64_t j = 0; j < nth; j++) worst = fin[j] > worst ? fin[j] : worst;
+    return worst;
+}
+
+/* The pixel tile (at most *tp, at least 64 pixels or the whole grid) and the channel split
+ * with the shortest makespan on nt (2 to 8) threads; ties go to fewer items. A tile of 196 pixels
+ * (14 x 14) on 2 threads was cut into 64, 64, 64 and 4 pixels: one thread did twice the other's
+ * work; a whole tile in two channel halves is even. */
+static void tiling_plan(int64_t images, int64_t Pq, int64_t nblk, int nt, int64_t *tp,
+                        int64_t *nsplit) {
+    const int64_t tp0 = *tp, floor_tp = round16(Pq) < 64 ? round16(Pq) : 64;
+    int64_t best = -1, best_items = 0;
+    for (int64_t k = 0; k <= 2 * nt + 2; k++) {
+        /* k == 0: the tile as chosen for the cache; k >= 1: the grid in k even tiles */
+        const int64_t cand = k == 0 ? tp0 : round16(ceil_div(Pq, k));
+        if (cand > tp0 || (cand < floor_tp && cand != tp0)) continue;
+        for (int64_t ns = 1; ns <= 2 * nt && ns <= nblk; ns++) {
+            const int64_t span = tiling_makespan(images, Pq, cand, nblk, ns, nt);
+            const int64_t items = images * ceil_div(Pq, cand) * ns;
+            if (best < 0 || span < best || (span == best && items < best_items)) {
+                best = span;
+                best_items = items;
+                *tp = cand;
+                *nsplit = ns;
+            }
+        }
+    }
+}
+
 /* GEMM convolution: per (image, group, pixel tile) the im2col tile V holds, for every group
  * of G taps (G = 2: int16 pairs; G = 4: u8 quads for the VNNI u8 x s8 tile) and every pixel of
  * the tile, the G values side by side (4 bytes per tap group and pixel either way); U holds the
@@ -244,22 +291,26 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     if (tp < 16) tp = 16;
     if (tp > 256) tp = 256;
     if (tp > round16(Pq)) tp = round16(Pq);
-    /* several threads and too few tiles: smaller pixel tiles (down to 64 pixels) before
-     * splitting output channels, whose items each repeat the tile's im2col */
+    /* several threads and few tiles: the pixel tile and the split of the output channels
+     * whose items (image x tile x split) keep the threads evenly busy (tiling_plan) */
     const int64_t images = p->n * p->group;
-    if (nt > 1 && images * ceil_div(Pq, tp) < 2 * nt) {
+    const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
+    int64_t nsplit = 1;
+    if (nt > 1 && nt <= 8 && images * ceil_div(Pq, tp) < 4 * nt) {
+        tiling_plan(images, Pq, nblk, nt, &tp, &nsplit);
+    } else if (nt > 8 && images * ceil_div(Pq, tp) < 2 * nt) {
+        /* many threads (a search would cost more than it saves): tiles down to 64 pixels,
+         * then channel splits, until there are two items per thread */
         int64_t want = round16(ceil_div(Pq, ceil_div(2 * nt, images)));
         if (want < 64) want = 64;
         if (want < tp) tp = want;
+        const int64_t base = images * ceil_div(Pq, tp);
+        nsplit = base < 2 * nt ? ceil_div(2 * nt, base) : 1;
+        if (nsplit > nblk) nsplit = nblk;
     }
     cx.TP = tp;
-    const int64_t coutg = p->cout / p->group, nblk = ceil_div(coutg, 4);
     const int64_t ntiles = ceil_div(Pq, cx.TP);
     const int64_t base_items = p->n * p->group * ntiles;
-    int64_t nsplit = 1; /* split output channels only to feed several threads: each split
-                         * repeats the tile's im2col */
-    if (nt > 1 && base_items < 2 * nt) nsplit = ceil_div(2 * nt, base_items);
-    if (nsplit > nblk) nsplit = nblk;
     const int64_t items = base_items * nsplit;
     /* tap groups per exact int32 block (acc_bits 64): each group sums G products of at most
      * max|value| * 128 */
