@@ -67,7 +67,7 @@ static void deinterleave2_u8(const uint8_t *restrict src, int64_t n, uint8_t *re
 /* The phase planes of every input plane (see conv_ctx_t); 64 elements of slack at the end
  * because the last tile reads up to 15 pixels past the last output. */
 static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qoff,
-                        const conv_ctx_t *cx) {
+                        const conv_ctx_t *cx, int nt) {
     const int64_t planes = p->n * p->c, phase = cx->hph * cx->wph, plane = cx->nph * phase;
     const int64_t es = G == 4 ? 1 : 2, sh = p->sh, sw = p->sw;
     char *xp = ortnpu_scratch(S_OUT2, (size_t)((planes * plane + 64) * es));
@@ -76,10 +76,9 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
     const int64_t zp = p->x_zp + (G == 4 ? qoff : 0);
     const int padded = p->pt || p->pl || p->pb || p->pr || (p->h + p->pt + p->pb) % sh ||
                        (p->w + p->pl + p->pr) % sw;
-    if (padded && G == 4)
-        memset(xp, (int)(uint8_t)zp, (size_t)(planes * plane));
-    else if (padded)
-        fill_i16((int16_t *)(void *)xp, (int16_t)zp, planes * plane);
+    /* the copy is split over the layer's threads from 64 k elements (it ran on one thread
+     * before the GEMM's parallel region: a 144-channel 56x56 input is 450 k values) */
+    const int par = nt > 1 && planes * plane >= 65536;
     /* per column phase: first input column x0, how many, and where they start (no
      * divisions in the loops below: they cost more than the copy on small maps) */
     int64_t x0s[16], cnts[16], js[16];
@@ -93,16 +92,25 @@ static void *pad_phases(const ortnpu_conv_t *p, const void *x, int G, int16_t qo
     if (sh == 1 && sw == 1 && p->pt == 0 && p->pl == 0 && p->pb == 0 && p->pr == 0) {
         /* no padding, one phase: the copy is the whole input in one pass (small maps would
          * otherwise pay a call per row) */
-        const int64_t total = planes * p->h * p->w;
-        if (G == 2)
-            load_i16((int16_t *)(void *)xp, x, p->xtype, 0, 1, total);
-        else if (flip)
-            flip_i8((uint8_t *)xp, (const int8_t *)x, total);
-        else
-            memcpy(xp, x, (size_t)total);
+        const int64_t total = planes * p->h * p->w, parts = par ? nt : 1;
+#pragma omp parallel for num_threads(nt) schedule(static) if (par)
+        for (int64_t part = 0; part < parts; part++) {
+            const int64_t a = total * part / parts, n = total * (part + 1) / parts - a;
+            if (G == 2)
+                load_i16((int16_t *)(void *)xp + a, x, p->xtype, a, 1, n);
+            else if (flip)
+                flip_i8((uint8_t *)xp + a, (const int8_t *)x + a, n);
+            else
+                memcpy(xp + a, (const uint8_t *)x + a, (size_t)n);
+        }
         return xp;
     }
+#pragma omp parallel for num_threads(nt) schedule(static) if (par)
     for (int64_t pl = 0; pl < planes; pl++) {
+        if (padded && G == 4)
+            memset(xp + pl * plane, (int)(uint8_t)zp, (size_t)plane);
+        else if (padded)
+            fill_i16((int16_t *)(void *)xp + pl * plane, (int16_t)zp, plane);
         int64_t rph = p->pt % sh, ri = p->pt / sh; /* phase and index of padded row y + pt */
         for (int64_t y = 0; y < p->h; y++) {
             const int64_t src = (pl * p->h + y) * p->w;
@@ -267,7 +275,7 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
     cx.cmap = maps + p->sh;
     cx.npx = npx;
     cx.nph = npy * npx;
-    cx.xp = pad_phases(p, x, G, qoff, &cx);
+    cx.xp = pad_phases(p, x, G, qoff, &cx, nt);
     if (!cx.xp) {
         *err = ORTNPU_ENOMEM;
         return;
