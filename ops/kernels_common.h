@@ -95,6 +95,10 @@ typedef struct {
      * AVX-512, 8 on AVX2, NULL in portable C (the pair tables) */
     void (*binary8_double)(int, const uint8_t *, int64_t, int, const uint8_t *, int64_t, int,
                            int64_t, const int64_t *, int64_t, int64_t, int64_t, void *, int);
+    /* bcast_tile on 8 columns (AVX2 and AVX-512, NULL in portable C): the last slice of a
+     * pixel tile that keeps at most 8 of its 16 columns */
+    void (*bcast_tile8)(const int16_t *, int64_t, int, const int16_t *, int64_t, int64_t,
+                        int64_t, int32_t *, int64_t);
 } ortnpu_isa_t;
 
 /* The table of the widest path allowed by `isa` (0 portable C, 1 AVX2, 2 AVX-512 VNNI) that

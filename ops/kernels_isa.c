@@ -388,7 +388,7 @@ static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixels_avx2, quad_gather_avx2,
     dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
-    finish32_double_lanes_avx512, binary8_double_avx512,
+    finish32_double_lanes_avx512, binary8_double_avx512, bcast_tile8_avx2,
 };
 #endif
 

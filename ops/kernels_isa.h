@@ -121,6 +121,55 @@ ORTNPU_HOT static void FN(bcast_tile)(const int16_t *U, int64_t ldu, int R,
     }
 }
 
+#if ORTNPU_ISA_AVX2
+/* The tile on 8 columns (AVX2 only): the last slice of a grid whose length leaves at most 8
+ * columns after its 16-column groups (7x7 maps: 49 = 3 x 16 + 1) computed 16 columns for the
+ * few it keeps. Two accumulators per row (even and odd pairs) keep two madd chains going;
+ * their sum is the same modulo 2^32. */
+static inline __attribute__((always_inline)) void
+FN(bcast_tile8_r)(const int16_t *U, int64_t ldu, const int R, const int16_t *V, int64_t ldv,
+                  int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
+    __m256i c0[4], c1[4];
+    for (int r = 0; r < R; r++) c0[r] = c1[r] = _mm256_setzero_si256();
+    int64_t j = j0;
+    for (; j + 2 <= j1; j += 2) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(V + 2 * j * ldv));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(V + 2 * (j + 1) * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0, u1;
+            memcpy(&u0, U + r * ldu + 2 * j, sizeof u0);
+            memcpy(&u1, U + r * ldu + 2 * j + 2, sizeof u1);
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(_mm256_set1_epi32(u0), v0));
+            c1[r] = _mm256_add_epi32(c1[r], _mm256_madd_epi16(_mm256_set1_epi32(u1), v1));
+        }
+    }
+    if (j < j1) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(V + 2 * j * ldv));
+        for (int r = 0; r < R; r++) {
+            int32_t u0;
+            memcpy(&u0, U + r * ldu + 2 * j, sizeof u0);
+            c0[r] = _mm256_add_epi32(c0[r], _mm256_madd_epi16(_mm256_set1_epi32(u0), v0));
+        }
+    }
+    for (int r = 0; r < R; r++)
+        _mm256_storeu_si256((__m256i *)(C + r * ldc), _mm256_add_epi32(c0[r], c1[r]));
+}
+
+ORTNPU_HOT static void FN(bcast_tile8)(const int16_t *U, int64_t ldu, int R, const int16_t *V,
+                                       int64_t ldv, int64_t j0, int64_t j1, int32_t *C,
+                                       int64_t ldc) {
+    switch (R) {
+    case 1: FN(bcast_tile8_r)(U, ldu, 1, V, ldv, j0, j1, C, ldc); break;
+    case 2: FN(bcast_tile8_r)(U, ldu, 2, V, ldv, j0, j1, C, ldc); break;
+    case 3: FN(bcast_tile8_r)(U, ldu, 3, V, ldv, j0, j1, C, ldc); break;
+    default: FN(bcast_tile8_r)(U, ldu, 4, V, ldv, j0, j1, C, ldc); break;
+    }
+}
+#define ORTNPU_TILE8 FN(bcast_tile8)
+#else
+#define ORTNPU_TILE8 NULL
+#endif
+
 /* ------------------------------------------------------------------------- dot tile (FC)
  * C[r*4 + q] = sum over k in [k0, k1) of X[r*ldx + k] * W[q*ldw + k] (int32, wrapping),
  * R <= 2 rows of X (int16), NW <= 4 rows of W (int8). */
@@ -623,6 +672,7 @@ static void FN(binary8_double)(int op, const uint8_t *a, int64_t sa, int a_signe
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
     NULL, FN(dw_row3), FN(dw_cl_pixels), FN(quad_gather), FN(dw3_row), NULL, NULL,
-    FN(finish32_double_lanes), ORTNPU_BINARY8,
+    FN(finish32_double_lanes), ORTNPU_BINARY8, ORTNPU_TILE8,
 };
 #undef ORTNPU_BINARY8
+#undef ORTNPU_TILE8

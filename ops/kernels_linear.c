@@ -375,17 +375,31 @@ static void conv_gemm(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnp
             int64_t b0 = split * nblk / nsplit, b1 = (split + 1) * nblk / nsplit;
             for (int64_t bc = b0; bc < b1; bc += CB) {
                 const int64_t be = bc + CB < b1 ? bc + CB : b1;
+                /* a last slice that keeps at most 8 columns (7x7 maps: 49 = 3 x 16 + 1) takes
+                 * the 8-column tile where there is one */
+                const int64_t narrow = I->bcast_tile8 && tpx % 16 && tpx % 16 <= 8 ? tpc - 16 : -1;
                 for (int64_t col = 0; chunked && !v_in_l1 && col < tpc; col += 16)
-                    for (int64_t blk = bc; blk < be; blk++)
-                        I->bcast_tile((const int16_t *)U + (g * coutg + blk * 4) * K2, K2,
-                                      block_rows(coutg, blk),
-                                      (const int16_t *)(const void *)V + 2 * col, TP, 0, Kp,
-                                      acc + (blk - bc) * 4 * TP + col, TP, 1);
+                    for (int64_t blk = bc; blk < be; blk++) {
+                        const int16_t *Ub = (const int16_t *)U + (g * coutg + blk * 4) * K2;
+                        const int16_t *Vc = (const int16_t *)(const void *)V + 2 * col;
+                        int32_t *Cb = acc + (blk - bc) * 4 * TP + col;
+                        if (col == narrow)
+                            I->bcast_tile8(Ub, K2, block_rows(coutg, blk), Vc, TP, 0, Kp, Cb, TP);
+                        else
+                            I->bcast_tile(Ub, K2, block_rows(coutg, blk), Vc, TP, 0, Kp, Cb, TP,
+                                          1);
+                    }
                 /* the whole im2col tile fits L1: each block takes every column in one call */
-                for (int64_t blk = bc; chunked && v_in_l1 && blk < be; blk++)
-                    I->bcast_tile((const int16_t *)U + (g * coutg + blk * 4) * K2, K2,
-                                  block_rows(coutg, blk), (const int16_t *)(const void *)V, TP,
-                                  0, Kp, acc + (blk - bc) * 4 * TP, TP, tpc / 16);
+                for (int64_t blk = bc; chunked && v_in_l1 && blk < be; blk++) {
+                    const int16_t *Ub = (const int16_t *)U + (g * coutg + blk * 4) * K2;
+                    const int16_t *V16 = (const int16_t *)(const void *)V;
+                    int32_t *Cb = acc + (blk - bc) * 4 * TP;
+                    const int R = block_rows(coutg, blk);
+                    I->bcast_tile(Ub, K2, R, V16, TP, 0, Kp, Cb, TP,
+                                  narrow >= 0 ? tpc / 16 - 1 : tpc / 16);
+                    if (narrow >= 0)
+                        I->bcast_tile8(Ub, K2, R, V16 + 2 * narrow, TP, 0, Kp, Cb + narrow, TP);
+                }
                 for (int64_t blk = bc; blk < be; blk++) {
                     int64_t c0 = g * coutg + blk * 4;
                     int R = block_rows(coutg, blk);

@@ -354,6 +354,24 @@ def test_depthwise_global_window(simd: str, threads: int, per_channel: bool) -> 
                 check("Conv", [x, wt, bias, mult, shift], attrs, out)
 
 
+def test_conv_narrow_last_slice(simd: str, threads: int) -> None:
+    """Grids whose last 16-column slice keeps at most 8 columns take the 8-column tile (7x7
+    maps: 49 = 3 x 16 + 1; 3x3 pad 1 on 5x5: 33 grid pixels) on both int16 tile orders (im2col
+    tile in L1 with few taps, or slice by slice), channel blocks of 1-4 rows, extreme values."""
+    rng = np.random.default_rng(17)
+    for cin, cout, hw, k in [(8, 13, 7, 1), (200, 13, 7, 1), (40, 6, 5, 3), (96, 33, 7, 1),
+                             (3, 5, 3, 1), (320, 9, 15, 1), (5, 7, 7, 1), (9, 6, 5, 3)]:
+        for xdt in DTYPES[:2]:
+            x = rand_act(rng, xdt, (2, cin, hw, hw), extreme=0.3)
+            w = rand_act(rng, np.dtype(np.int8), (cout, cin, k, k), extreme=0.3)
+            est = math.sqrt(cin * k * k) * 128 * 90
+            bias = rng.integers(-int(est), int(est), size=cout).astype(np.int64)
+            mult, shift = rescale_params(rng, "tflite_double", est, cout, wild=0.0)
+            a = {"group": 1, "pad_top": k // 2, "pad_left": k // 2, "pad_bottom": k // 2,
+                 "pad_right": k // 2, "x_zp": int(rand_zp(rng, xdt)), "y_zp": -7}
+            check("Conv", [x, w, bias, mult, shift], a, np.int8)
+
+
 def test_conv_larger_shapes(simd: str, threads: int) -> None:
     """Shapes that span several pixel tiles and cout blocks (the GEMM tiling, the 1x1 path)."""
     rng = np.random.default_rng(12)
