@@ -146,7 +146,7 @@ int ortnpu_binary_tabled(int32_t op, int32_t ndim, const int64_t *shape, const v
 int ortnpu_requantize(int64_t outer, int64_t ch, int64_t inner, const void *x, int32_t xtype,
                       int64_t x_zp, const int32_t *mult, const int32_t *shift, int32_t n_params,
                       const ortnpu_out_t *o, void *y, int nthreads, int isa) {
-    (void)isa;
+    const ortnpu_isa_t *I = ortnpu_pick_isa(isa);
     if (!out_ok(o) || !type_ok(xtype) || outer < 0 || ch < 0 || inner < 0) return ORTNPU_EBADARG;
     if (x_zp < type_min(xtype) || x_zp > type_max(xtype)) return ORTNPU_EBADARG;
     if (n_params != 1 && n_params != ch) return ORTNPU_EBADARG;
@@ -168,6 +168,15 @@ int ortnpu_requantize(int64_t outer, int64_t ch, int64_t inner, const void *x, i
         int64_t v[CHUNK];
         load_i64(v, x, xtype, start, 1, len);
         for (int64_t i = 0; i < len; i++) v[i] -= x_zp;
+        if (!along && o->rule == ORTNPU_R_DOUBLE) {
+            /* |x - zp| < 2^17: the int32 rows of the convolutions' vectorized output stage */
+            int32_t v32[CHUNK];
+            for (int64_t i = 0; i < len; i++) v32[i] = (int32_t)v[i];
+            const int64_t c = pc ? row % ch : 0;
+            I->finish32_double(v32, len, 0u, mult[c], shift[c], o->y_zp, o->act_min, o->act_max,
+                               (char *)y + start * type_size(o->otype), o->otype);
+            continue;
+        }
         if (along)
             rescale_chunk(v, len, mult + c0, 1, shift + c0, 1, o->rule);
         else {

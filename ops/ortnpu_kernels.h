@@ -172,10 +172,12 @@ int ortnpu_program_add_copy(ortnpu_program_t *p, const char *name, int32_t in, i
 int ortnpu_program_add_pad(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                            int32_t ndim, const int64_t *dims, const int64_t *pads, int64_t value,
                            int32_t elem_size);
-/* out = for each of `outer` blocks, the inner_bytes[k] bytes of each input k in turn */
+/* out = for each of `outer` blocks, the inner_bytes[k] bytes of each input k in turn; an
+ * input slot of -1 is a constant, read from `consts` (the constants' outer x inner_bytes[k]
+ * bytes one after the other; copied) */
 int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_in,
                               const int32_t *ins, int32_t out, int64_t outer,
-                              const int64_t *inner_bytes);
+                              const int64_t *inner_bytes, const void *consts);
 /* Slice as a strided copy (ortnpu_strided_copy's arguments, for one sample) */
 int ortnpu_program_add_strided(ortnpu_program_t *p, const char *name, int32_t in, int32_t out,
                                int32_t ndim, const int64_t *odims, const int64_t *istride,

@@ -710,15 +710,20 @@ static void pad_copy(const void *x, void *y, int ndim, const int64_t *dims, cons
 
 int ortnpu_program_add_concat(ortnpu_program_t *p, const char *name, int32_t n_in,
                               const int32_t *ins, int32_t out, int64_t outer,
-                              const int64_t *inner_bytes) {
-    layer_t *L = new_layer(p, L_CONCAT, name, n_in > 0 ? ins[0] : -1, -1, out, 1);
+                              const int64_t *inner_bytes, const void *consts) {
+    layer_t *L = new_layer(p, L_CONCAT, name, -1, -1, out, 1);
     if (!L || n_in < 1 || n_in > 64 || outer < 1) return ORTNPU_EBADARG;
-    for (int k = 0; k < n_in; k++)
-        if (ins[k] < 0 || ins[k] >= p->n_slots || inner_bytes[k] < 0) return ORTNPU_EBADARG;
+    int64_t const_bytes = 0;
+    for (int k = 0; k < n_in; k++) {
+        if (ins[k] < -1 || ins[k] >= p->n_slots || inner_bytes[k] < 0) return ORTNPU_EBADARG;
+        if (ins[k] < 0) const_bytes += outer * inner_bytes[k];
+    }
+    if (const_bytes > 0 && !consts) return ORTNPU_EBADARG;
     set_ints(L, (const int64_t[]){n_in, outer}, 2);
     L->c[0] = dup_bytes(ins, n_in * 4);
     L->c[1] = dup_bytes(inner_bytes, n_in * 8);
-    return commit(p, L, 2);
+    L->c[2] = const_bytes > 0 ? dup_bytes(consts, const_bytes) : NULL;
+    return commit(p, L, const_bytes > 0 ? 3 : 2);
 }
 
 /* y = transpose(x, perm) of one sample: an odometer over the output rows (all axes but the
@@ -739,17 +744,27 @@ static void transpose_copy(const void *x, void *y, int ndim, const int64_t *dims
     }
     if (ndim < 1 || acc == 0) return;
     const int64_t len = odims[ndim - 1], step = ostride[ndim - 1];
+    /* rows are walked in runs along the second-last output axis (one odometer step per run:
+     * a patch embedding's space-to-depth has thousands of rows of 4 bytes) */
+    const int64_t run = ndim > 1 ? odims[ndim - 2] : 1, rstep = ndim > 1 ? ostride[ndim - 2] : 0;
+    const size_t bytes = (size_t)(len * es);
     int64_t off = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        if (step == 1)
-            memcpy((char *)y + r * len * es, (const char *)x + off * es, (size_t)(len * es));
-        else if (es == 1)
-            for (int64_t i = 0; i < len; i++)
-                ((uint8_t *)y)[r * len + i] = ((const uint8_t *)x)[off + i * step];
-        else
-            for (int64_t i = 0; i < len; i++)
-                ((uint16_t *)y)[r * len + i] = ((const uint16_t *)x)[off + i * step];
-        for (int k = ndim - 2; k >= 0; k--) { /* next output row */
+    char *dst = y;
+    for (int64_t r = 0; r < rows; r += run) {
+        const char *src = (const char *)x + off * es;
+        for (int64_t q = 0; q < run; q++, src += rstep * es, dst += bytes) {
+            if (step == 1 && bytes == 4)
+                memcpy(dst, src, 4);
+            else if (step == 1)
+                memcpy(dst, src, bytes);
+            else if (es == 1)
+                for (int64_t i = 0; i < len; i++)
+                    ((uint8_t *)dst)[i] = ((const uint8_t *)src)[i * step];
+            else
+                for (int64_t i = 0; i < len; i++)
+                    ((uint16_t *)dst)[i] = ((const uint16_t *)src)[i * step];
+        }
+        for (int k = ndim - 3; k >= 0; k--) { /* next run of output rows */
             off += ostride[k];
             if (++idx[k] < odims[k]) break;
             off -= ostride[k] * odims[k];
@@ -926,8 +941,10 @@ static int run_layer(const ortnpu_program_t *p, const layer_t *L, char *base,
         int64_t total = 0;
         for (int64_t k = 0; k < L->i[0]; k++) total += inner[k];
         int64_t at = 0;
+        const char *consts = L->c[2];
         for (int64_t k = 0; k < L->i[0]; k++) {
-            const char *src = slot(p, base, ins[k], io);
+            const char *src = ins[k] >= 0 ? slot(p, base, ins[k], io) : consts;
+            if (ins[k] < 0) consts += L->i[1] * inner[k];
             for (int64_t o = 0; o < L->i[1]; o++)
                 memcpy((char *)out + o * total + at, src + o * inner[k], (size_t)inner[k]);
             at += inner[k];

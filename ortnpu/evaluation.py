@@ -125,7 +125,7 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
     batch_notes: list[str] = []
     if batch_one:
         work, batch_notes = fix_batch_one(work)
-    work = prepare(work)
+    work = prepare(work, target)
     plan = place(work, target, force_cpu=force_cpu, force_npu=force_npu,
                  npu_inputs=npu_inputs, npu_outputs=npu_outputs,
                  min_subgraph_nodes=min_subgraph_nodes, batch=False)

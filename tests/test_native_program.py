@@ -431,6 +431,40 @@ def test_concat_of_branches_runs_in_the_program(axis: int) -> None:
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
 
 
+@pytest.mark.parametrize("axis", [1, 2, 3])
+def test_concat_with_constant_inputs_runs_in_the_program(axis: int) -> None:
+    """A ViT's class token: constants joined to a layer's output, first and in the middle,
+    copied into the sample by the program."""
+    rng = np.random.default_rng(11)
+    dims = [1, 4, 5, 5]
+    consts = {}
+    for k, size in (("tok", 1), ("mid", 3)):
+        shape = list(dims)
+        shape[axis] = size
+        consts[k] = rng.integers(-128, 128, shape).astype(np.int8)
+    cat = make_node(Concat, ["tok", "c", "mid", "c"], "y", np.int8, "cat", axis=axis)
+    model = _int_graph([_conv(), cat], [1, 2, 5, 5], {**_conv_inits(), **consts})
+    sess = ortnpu.InferenceSession(model)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = rng.integers(-128, 128, (1, 2, 5, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+def test_concat_of_a_one_sample_constant_with_a_batch_is_not_compiled() -> None:
+    """With a free batch size, a constant of one sample does not match a batch of two (the
+    reference refuses): the program must not copy it into every sample instead."""
+    rng = np.random.default_rng(12)
+    tok = rng.integers(-128, 128, (1, 1, 5, 5)).astype(np.int8)
+    cat = make_node(Concat, ["tok", "c"], "y", np.int8, "cat", axis=1)
+    model = _int_graph([_conv(), cat], ["N", 2, 5, 5], {**_conv_inits(), "tok": tok})
+    sess = ortnpu.InferenceSession(model)
+    assert not any(r.native for r in sess.compile_reports)
+    x = rng.integers(-128, 128, (1, 2, 5, 5)).astype(np.int8)
+    ref = ortnpu.InferenceSession(model, fuse=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
 @pytest.mark.parametrize("simd", ["avx512", "avx2", "scalar"])
 def test_compiled_programs_equal_the_numpy_references_on_every_simd_path(simd: str) -> None:
     """A program compiled under each SIMD path the CPU has against the numpy references."""

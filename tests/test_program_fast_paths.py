@@ -269,6 +269,9 @@ def test_softmax_exp_table_is_exact(dtype: type, depth: int, multiplier: int, sh
     ((2, 3, 4, 5), (3, 1, 0, 2)),
     ((2, 1, 4, 5), (2, 0, 1, 3)),
     ((6,), (0,)),
+    ((12, 16, 4, 16), (0, 1, 3, 2)),    # a patch embedding's space-to-depth: rows of 4
+    ((3, 4, 16, 4), (0, 2, 1, 3)),
+    ((5, 3), (1, 0)),
 ])
 def test_transpose_rows_are_exact(dims: tuple, perm: tuple, dtype: type) -> None:
     node = make_node(Transpose, ["x", "perm"], "y", dtype, "t")

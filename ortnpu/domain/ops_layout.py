@@ -19,7 +19,8 @@ class Concat(OpSpec):
     name = "Concat"
     tflite = ("CONCATENATION (int8: one scale and zero point on every input and the output).")
     doc = ("y = concatenate(x0, x1, ..., axis). Inputs must share the output's scale and zero "
-           "point; the quantizer inserts Requantize where they differ. Registered per input "
+           "point; the quantizer inserts Requantize where they differ and quantizes a constant "
+           "input (a class token) with them. Registered per input "
            f"count 2..{MAX_VARIADIC}: Concat2_i8, Concat3_i8, ...")
     inputs = (Input("x", "act", "inputs (repeated)"),)
     attrs = (Attr("axis", int, 1, "concatenation axis", lo=-8, hi=7),)

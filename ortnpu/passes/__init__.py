@@ -33,6 +33,7 @@ from ortnpu.passes.matmul_add_fusion import FC_BIAS_KEY, FuseMatMulAdd
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.noop_removal import RemoveNoOpReshapeTranspose
 from ortnpu.passes.pad_fusion import FusePad
+from ortnpu.passes.patchify import PatchifyConv
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.shared_weights import DuplicateSharedWeights
 from ortnpu.passes.unused_removal import RemoveUnused
@@ -191,6 +192,7 @@ __all__ = [
     "Pass",
     "PassManager",
     "PassResult",
+    "PatchifyConv",
     "RemoveIdentity",
     "RemoveNoOpReshapeTranspose",
     "RemoveUnused",

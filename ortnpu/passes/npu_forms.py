@@ -4,6 +4,7 @@ forms an integer NPU runs (one list, so that both decide on the same graph)."""
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -13,21 +14,32 @@ from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
 from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.name_nodes import NameNodes
+from ortnpu.passes.patchify import PatchifyConv
 from ortnpu.passes.shape_inference import InferShapes
+
+if TYPE_CHECKING:
+    from ortnpu.target.spec import Target
 
 #: LayerNormalization as MEAN/SUB/SQUARE/MEAN/ADD/SQRT/DIV/MUL/ADD; a rank-5 q/k/v split as
 #: rank-4 slices; the five-node erf GELU as one Gelu
 NPU_FORMS: tuple[type[Pass], ...] = (DecomposeLayerNorm, SliceHeads, FuseErfGelu)
 
 
-def npu_forms(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied; the
-    input when none applies."""
+def npu_forms(model: onnx.ModelProto, target: Target | None = None) -> onnx.ModelProto:
+    """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied; with
+    a ``target`` that runs Conv, Reshape and Transpose at rank 4, also a patch-embedding
+    convolution beyond its stride or kernel limits as space-to-depth and a 1x1 convolution
+    (:class:`~ortnpu.passes.patchify.PatchifyConv`). The input when none applies."""
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
         model = InferShapes()(model).model
-    for cls in NPU_FORMS:
-        result = cls()(model)
+    passes: list[Pass] = [cls() for cls in NPU_FORMS]
+    rules = target.support if target is not None else None
+    if rules is not None and rules.max_rank >= 4 and \
+            {"Conv", "Reshape", "Transpose"} <= set(rules.op_types):
+        passes.append(PatchifyConv(rules.max_stride, rules.max_kernel))
+    for one in passes:
+        result = one(model)
         if result.modified:
             model = result.model
             with contextlib.suppress(ModelError):

@@ -1182,15 +1182,17 @@ class MinMaxRule(LoweringRule):
 
 
 class ConcatRule(LoweringRule):
-    """Concat → ``Concat``; inputs on another scale are requantized to the output's first."""
+    """Concat → ``Concat``; inputs on another scale are requantized to the output's first, and a
+    constant input (a ViT's class token) is quantized with the output's parameters."""
 
     op_types = ("Concat",)
 
     def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
         if not 2 <= len(node.input) <= 8:
             return f"Concat '{node.name}': {len(node.input)} inputs (the NPU op takes 2 to 8)"
-        if any(ctx.view.const(i) is not None for i in node.input):
-            return f"Concat '{node.name}': constant inputs are not lowered"
+        if all(ctx.view.const(i) is not None for i in node.input):
+            return (f"Concat '{node.name}': every input is constant; fold it with "
+                    "`ortnpu optimize`")
         return None
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:

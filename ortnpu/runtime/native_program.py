@@ -541,14 +541,20 @@ def _pad(nat: Any, L: _Layer) -> int:
 
 def _concat(nat: Any, L: _Layer) -> int:
     ffi = nat._native.ffi
-    if any(i < 0 for i in L.ins) or any(a.dtype != L.y.dtype for a in L.arrays):
+    if any(a.dtype != L.y.dtype for a in L.arrays):
         return -1
     axis = L.step.attrs["axis"] % L.y.ndim
+    # a constant (a ViT's class token) is copied into every sample: only where it has the
+    # shape of one sample's part of the output (the batch run checks the rest)
+    consts = [np.ascontiguousarray(a) for a, i in zip(L.arrays, L.ins, strict=True) if i < 0]
+    if axis == 0 or any(c.shape[0] != 1 for c in consts):
+        return -1
     outer = math.prod(L.y.shape[:axis])
     inner = [math.prod(a.shape[axis:]) * a.dtype.itemsize for a in L.arrays]
+    blob = np.concatenate([c.reshape(-1).view(np.uint8) for c in consts]) if consts else None
     return nat._native.lib.ortnpu_program_add_concat(
         L.ptr, L.name, len(L.ins), ffi.new("int32_t[]", L.ins), L.out, outer,
-        ffi.new("int64_t[]", inner))
+        ffi.new("int64_t[]", inner), ffi.NULL if blob is None else ffi.from_buffer(blob))
 
 
 def _slice(nat: Any, L: _Layer) -> int:

@@ -1,0 +1,86 @@
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from passes_helpers import assert_same, init, model, ops, rand, run
+
+import ortnpu
+from ortnpu.passes.patchify import PatchifyConv
+
+SPACE_TO_DEPTH = ["Reshape", "Transpose", "Reshape", "Transpose", "Reshape"]
+
+
+def _conv_model(kernel: tuple[int, int], stride: tuple[int, int], hw: tuple[int, int] = (8, 12),
+                batch: int | str = "N", cin: int = 3, **attrs: object) -> onnx.ModelProto:
+    w = rand(5, cin // int(attrs.get("group", 1)), *kernel)
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["y"], name="patch", strides=list(stride),
+                            kernel_shape=list(kernel), **attrs)
+    return model([conv], {"x": [batch, cin, *hw]}, {"y": [batch, 5, "h", "w"]},
+                 [init("w", w), init("b", rand(5))])
+
+
+@pytest.mark.parametrize(("kernel", "hw"), [((4, 4), (8, 12)), ((2, 4), (6, 8)),
+                                            ((16, 16), (32, 16))])
+def test_patch_convolution_becomes_space_to_depth_and_1x1(kernel: tuple, hw: tuple) -> None:
+    m = _conv_model(kernel, kernel, hw)
+    result = PatchifyConv(max_stride=1, max_kernel=16)(m)
+    assert result.modified, result.changes
+    assert ops(result.model) == [*SPACE_TO_DEPTH, "Conv"]
+    conv = result.model.graph.node[-1]
+    assert conv.name == "patch" and list(conv.output) == ["y"]
+    # the old weights are gone, the new ones are the same values as [O, C*k*l, 1, 1]
+    names = [t.name for t in result.model.graph.initializer]
+    assert "w" not in names
+    assert_same(m, result.model, tol=1e-5)
+    # any batch: the leading reshape dims are -1
+    x = rand(3, 3, *hw)
+    np.testing.assert_allclose(run(m, {"x": x})[0], run(result.model, {"x": x})[0],
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kernel", "stride", "hw", "attrs", "limits"), [
+    ((4, 4), (4, 4), (8, 12), {}, (4, 16)),                    # within the target's limits
+    ((4, 4), (2, 2), (8, 12), {}, (1, 16)),                    # overlapping windows
+    ((4, 4), (4, 4), (8, 12), {"pads": [1, 1, 1, 1]}, (1, 16)),   # padded
+    ((4, 4), (4, 4), (8, 12), {"dilations": [2, 2]}, (1, 16)),    # dilated
+    ((4, 4), (4, 4), (10, 12), {}, (1, 16)),                   # rows left over
+])
+def test_other_convolutions_are_kept(kernel: tuple, stride: tuple, hw: tuple, attrs: dict,
+                                     limits: tuple) -> None:
+    m = _conv_model(kernel, stride, hw, **attrs)
+    assert not PatchifyConv(*limits)(m).modified
+
+
+def test_grouped_patch_convolution_is_kept() -> None:
+    m = _conv_model((4, 4), (4, 4), cin=4, group=2)
+    assert not PatchifyConv(1, 16)(m).modified
+
+
+def _patch_embedding() -> onnx.ModelProto:
+    """A ViT stem: 16x16 patches of a 64x64 image at stride 16, then ReLU."""
+    conv = helper.make_node("Conv", ["x", "w", "b"], ["c"], name="patch_embed",
+                            strides=[16, 16], kernel_shape=[16, 16])
+    relu = helper.make_node("Relu", ["c"], ["y"], name="relu")
+    return model([conv, relu], {"x": [1, 3, 64, 64]}, {"y": [1, 8, 4, 4]},
+                 [init("w", rand(8, 3, 16, 16, scale=0.05)), init("b", rand(8))])
+
+
+def test_patch_embedding_runs_on_the_npu_as_one_program() -> None:
+    """tflite-int8 allows strides up to 8: the stride-16 stem ran as a float convolution on
+    the CPU; evaluate and quantize now both place it on the NPU, as one compiled program."""
+    m = _patch_embedding()
+    report = ortnpu.evaluate(m, "tflite-int8")
+    assert not report.plan.cpu_nodes, report.plan.reasons
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((16, 3, 64, 64)).astype(np.float32)
+    npu = ortnpu.quantize(m, "tflite-int8", calib)
+    assert not [n for n in npu.graph.node if n.op_type == "Conv" and n.domain == ""]
+    sess = ortnpu.InferenceSession(npu)
+    assert [r.native for r in sess.compile_reports] == [True]
+    x = rng.standard_normal((1, 3, 64, 64)).astype(np.float32)
+    want = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    got = sess.run(None, {"x": x})[0]
+    assert np.array_equal(got, want)
+    # and close to the float model: within a few output steps
+    ref = run(m, {"x": x})[0]
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
