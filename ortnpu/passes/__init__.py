@@ -22,6 +22,7 @@ from ortnpu.passes.affine_folding import FoldConvAffine
 from ortnpu.passes.base import Pass, PassManager, PassResult, Repeat
 from ortnpu.passes.batchnorm_folding import FoldBatchNorm
 from ortnpu.passes.constant_folding import FoldConstants
+from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
 from ortnpu.passes.freeze_inputs import FreezeInputs
@@ -36,6 +37,7 @@ from ortnpu.passes.pad_fusion import FusePad
 from ortnpu.passes.patchify import PatchifyConv
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.shared_weights import DuplicateSharedWeights
+from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
 from ortnpu.passes.unused_removal import RemoveUnused
 from ortnpu.passes.weight_equalization import EqualizeWeights
 
@@ -95,7 +97,10 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     # EqualizeWeights, DivByConstantToMul) copy a shared tensor on write, and the quantizer
     # emits each layer's integer weights itself; copying tied weights up front multiplied an
     # unrolled LSTM's size by its time steps (issue 13: 19 MB -> 275 MB)
-    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FoldConvAffine(), FuseMatMulAdd()]
+    # FoldBatchNorm again after FoldConvAffine: a BatchNormalization behind an Add that it
+    # folds into the layer (PP-OCRv4 det's ConvTranspose -> Add(bias) -> BN)
+    passes += [FoldBatchNorm(), FusePad(), DivByConstantToMul(), FoldConvAffine(),
+               FoldBatchNorm(), FuseMatMulAdd()]
     if equalize:
         passes.append(EqualizeWeights())
     if fuse_activations:
@@ -174,6 +179,7 @@ __all__ = [
     "FUSED_ACTIVATION_KEY",
     "FUSED_INTO_KEY",
     "PASS_NAMES",
+    "ConvTransposeAsConv",
     "DecomposeLayerNorm",
     "DivByConstantToMul",
     "DuplicateSharedWeights",
@@ -198,6 +204,7 @@ __all__ = [
     "RemoveUnused",
     "Repeat",
     "SliceHeads",
+    "SoftmaxToLastAxis",
     "default_passes",
     "fix_inputs",
     "optimize",

@@ -12,7 +12,8 @@ from ortnpu.passes.graph import GraphIndex, all_tensor_names, remove_nodes
 
 class FoldConvAffine(Pass):
     """``Conv -> Mul(a) -> Add(c)`` with constant per-channel (or scalar) ``a`` and ``c``
-    becomes one Conv with ``W' = W·a`` and ``b' = b·a + c``.
+    becomes one Conv with ``W' = W·a`` and ``b' = b·a + c``; the same for a ConvTranspose
+    (scaled along its output channels, axis 1 per group: Paddle exports its bias as an Add).
 
     Why: PaddlePaddle's PP-LCNetV3 (the PP-OCRv4 detector's backbone) ends every convolution with
     a learnable affine pair (``mobile_one_block_*.w_0`` times, ``w_1`` plus), which the ONNX
@@ -62,14 +63,19 @@ class FoldConvAffine(Pass):
         k = 0 if consts[0] is not None else 1
         value, data = consts[k], node.input[1 - k]
         conv = index.producer.get(data)
-        if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or \
-                index.only_consumer(data) is not node:
+        if conv is None or conv.op_type not in ("Conv", "ConvTranspose") or \
+                conv.domain not in ("", "ai.onnx") or index.only_consumer(data) is not node:
             return None
         w = index.constant(conv.input[1])
         if w is None or not np.issubdtype(w.dtype, np.floating) or \
-                not np.issubdtype(np.asarray(value).dtype, np.floating):
+                not np.issubdtype(np.asarray(value).dtype, np.floating) or w.ndim < 3:
             return None
-        channels = w.shape[0]
+        transposed = conv.op_type == "ConvTranspose"
+        group = int(next((a.i for a in conv.attribute if a.name == "group"), 1))
+        if transposed and w.shape[0] % group:
+            return None
+        # output channels: axis 0 of a Conv's weights; group x axis 1 of a ConvTranspose's
+        channels = w.shape[1] * group if transposed else w.shape[0]
         vec = self._per_channel(value, channels, w.ndim)
         if vec is None:
             return None
@@ -80,7 +86,12 @@ class FoldConvAffine(Pass):
         b = np.asarray(b, np.float64)
         taken = all_tensor_names(graph)
         if node.op_type == "Mul":
-            w_new = w.astype(np.float64) * vec.reshape((-1,) + (1,) * (w.ndim - 1))
+            if transposed:   # weight [c, j] feeds output (c // (C / group)) * (O / group) + j
+                per_in = vec.reshape(group, -1)[np.arange(w.shape[0]) // (w.shape[0] // group)]
+                scale = per_in.reshape(w.shape[:2] + (1,) * (w.ndim - 2))
+            else:
+                scale = vec.reshape((-1,) + (1,) * (w.ndim - 1))
+            w_new = w.astype(np.float64) * scale
             FoldBatchNorm._set_weight(graph, index, conv, 1, w_new.astype(w.dtype), taken,
                                       "weight")
             b_new = b * vec
@@ -91,4 +102,4 @@ class FoldConvAffine(Pass):
                                       "bias")
         conv.output[0] = node.output[0]
         remove_nodes(graph, [node])
-        return f"folded constant {node.op_type} {node.name!r} into Conv {conv.name!r}"
+        return f"folded constant {node.op_type} {node.name!r} into {conv.op_type} {conv.name!r}"

@@ -210,6 +210,46 @@ def rename_input(graph: onnx.GraphProto, old: str, new: str) -> None:
                         o.name = new
 
 
+def opset_version(model: onnx.ModelProto, default: int = 0) -> int:
+    """The model's opset of the default ONNX domain (``default`` when it imports none)."""
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return default
+
+
+def conv2d_operands(node: onnx.NodeProto, op_type: str, index: GraphIndex,
+                    shapes: dict[str, Shape | None]
+                    ) -> tuple[np.ndarray, tuple[int, int, int]] | None:
+    """``(weights, (C, H, W))`` of a 2-D ``op_type`` node (Conv, ConvTranspose) whose weights
+    (and bias, if any) are constant and whose input has a static C/H/W; else None. For the
+    rewrites that rebuild such a layer from its weights and input size."""
+    if node.op_type != op_type or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        return None
+    w = index.constant(node.input[1])
+    shape = shapes.get(node.input[0])
+    if w is None or w.ndim != 4 or shape is None or len(shape) != 4:
+        return None
+    if len(node.input) > 2 and node.input[2] and index.constant(node.input[2]) is None:
+        return None
+    c, h, wd = shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in (c, h, wd)):
+        return None
+    return w, (int(c), int(h), int(wd))
+
+
+def drop_constants(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Remove the initializers and ``Constant`` nodes that hold ``names`` (weights a rewrite
+    replaced and nothing else reads)."""
+    if not names:
+        return
+    kept = [t for t in graph.initializer if t.name not in names]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    remove_nodes(graph, [n for n in graph.node
+                         if n.op_type == "Constant" and n.output[0] in names])
+
+
 def replace_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
     """Set initializer ``name`` to ``value`` (added if missing)."""
     tensor = numpy_helper.from_array(value, name)

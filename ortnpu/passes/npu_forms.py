@@ -10,12 +10,14 @@ import onnx
 
 from ortnpu.errors import ModelError
 from ortnpu.passes.base import Pass
+from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
 from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.patchify import PatchifyConv
 from ortnpu.passes.shape_inference import InferShapes
+from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
 
 if TYPE_CHECKING:
     from ortnpu.target.spec import Target
@@ -29,7 +31,11 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None) -> onnx.Mode
     """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied; with
     a ``target`` that runs Conv, Reshape and Transpose at rank 4, also a patch-embedding
     convolution beyond its stride or kernel limits as space-to-depth and a 1x1 convolution
-    (:class:`~ortnpu.passes.patchify.PatchifyConv`). The input when none applies."""
+    (:class:`~ortnpu.passes.patchify.PatchifyConv`), and with one that runs Softmax (not
+    preferring the CPU for it) and Transpose, a Softmax over an inner axis over the last
+    (:class:`~ortnpu.passes.softmax_axis.SoftmaxToLastAxis`); with one that runs Conv, Pad and
+    Reshape at rank 4, a ConvTranspose as zero insertion and a Conv
+    (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`). The input when none applies."""
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
         model = InferShapes()(model).model
@@ -38,6 +44,12 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None) -> onnx.Mode
     if rules is not None and rules.max_rank >= 4 and \
             {"Conv", "Reshape", "Transpose"} <= set(rules.op_types):
         passes.append(PatchifyConv(rules.max_stride, rules.max_kernel))
+    if rules is not None and rules.max_rank >= 4 and \
+            {"Conv", "Pad", "Reshape"} <= set(rules.op_types):
+        passes.append(ConvTransposeAsConv())
+    if rules is not None and {"Softmax", "Transpose"} <= set(rules.op_types) and \
+            "Softmax" not in rules.cpu_preferred:
+        passes.append(SoftmaxToLastAxis(rules.max_rank))
     for one in passes:
         result = one(model)
         if result.modified:

@@ -11,6 +11,8 @@ from ortnpu.passes.graph import (
     GraphIndex,
     all_tensor_names,
     attr,
+    conv2d_operands,
+    drop_constants,
     replace_initializer,
     shape_of,
     unique_name,
@@ -22,17 +24,10 @@ def _patch(node: onnx.NodeProto, index: GraphIndex,
     """``(C, H, W, kh, kw)`` when ``node`` is a 2-D Conv whose windows tile its input exactly
     (kernel = stride, no padding, no dilation, one group, static C/H/W divisible by the
     kernel, constant weights); else None."""
-    if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+    found = conv2d_operands(node, "Conv", index, shapes)
+    if found is None:
         return None
-    w = index.constant(node.input[1])
-    shape = shapes.get(node.input[0])
-    if w is None or w.ndim != 4 or shape is None or len(shape) != 4:
-        return None
-    if len(node.input) > 2 and node.input[2] and index.constant(node.input[2]) is None:
-        return None
-    c, h, wd = shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in (c, h, wd)):
-        return None
+    w, (c, h, wd) = found
     kh, kw = int(w.shape[2]), int(w.shape[3])
     if list(attr(node, "kernel_shape", [kh, kw])) != [kh, kw] or \
             list(attr(node, "strides", [1, 1])) != [kh, kw] or \
@@ -115,9 +110,6 @@ class PatchifyConv(Pass):
                            f"space-to-depth and a 1x1 Conv over {c * kh * kw} channels")
         if changes:
             del graph.node[:]
-            graph.node.extend(n for n in new if not (n.op_type == "Constant" and
-                                                     n.output[0] in dropped))
-            kept = [t for t in graph.initializer if t.name not in dropped]
-            del graph.initializer[:]
-            graph.initializer.extend(kept)
+            graph.node.extend(new)
+            drop_constants(graph, dropped)
         return changes

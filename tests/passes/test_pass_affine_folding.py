@@ -49,3 +49,21 @@ def test_shared_weights_and_non_channel_constants_are_left_alone() -> None:
     assert_same(m2, result.model)
     kept = {t.name: t for t in result.model.graph.initializer}
     assert "w" in kept and result.model.graph.node[0].input[1] != "w"
+
+
+@pytest.mark.parametrize("group", [1, 2, 6])
+def test_conv_transpose_mul_add_fold_along_its_output_channels(group: int) -> None:
+    """Paddle exports a ConvTranspose's bias as an Add (PP-OCRv4 det's upsampling): folded,
+    with a per-channel Mul, into the ConvTranspose (weights [C, O / group, k, k])."""
+    inits = [init("w", rand(6, 6 // group, 2, 2)), init("a", rand(1, 6, 1, 1)),
+             init("c", rand(1, 6, 1, 1))]
+    m = model([helper.make_node("ConvTranspose", ["x", "w"], ["c0"], name="up", group=group,
+                                strides=[2, 2]),
+               helper.make_node("Mul", ["c0", "a"], ["m"], name="scale"),
+               helper.make_node("Add", ["m", "c"], ["y"], name="bias")],
+              {"x": [1, 6, 3, 4]}, {"y": [1, 6, 6, 8]}, inits)
+    result = FoldConvAffine()(m)
+    assert ops(result.model) == ["ConvTranspose"]
+    assert result.changes == ["folded constant Mul 'scale' into ConvTranspose 'up'",
+                              "folded constant Add 'bias' into ConvTranspose 'up'"]
+    assert_same(m, result.model)
