@@ -479,3 +479,53 @@ def test_real_models_through_ort_qdq(model: str, tmp_path: Path) -> None:
     assert np.array_equal(a, b)
     if "test_y" in data:
         assert (a.argmax(1) == data["test_y"][:64]).mean() > 0.85
+
+
+def _rebuilt_layers() -> list[tuple[str, onnx.ModelProto, tuple[int, ...]]]:
+    """A stride-16 patch embedding and a stride-2 ConvTranspose: layers that evaluate and
+    quantize rebuild (space-to-depth + 1x1 Conv; zero insertion + Conv)."""
+    rng = np.random.default_rng(21)
+    models = []
+    for name, node, w, shape in (
+            ("patch", helper.make_node("Conv", ["x", "w", "b"], ["y"], name="patch",
+                                       strides=[16, 16], kernel_shape=[16, 16]),
+             rng.normal(0, 0.05, (8, 3, 16, 16)), (1, 3, 32, 32)),
+            ("up", helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="up",
+                                    strides=[2, 2]),
+             rng.normal(0, 0.3, (4, 6, 2, 2)), (1, 4, 5, 5))):
+        cout = w.shape[1] if node.op_type == "ConvTranspose" else w.shape[0]
+        g = helper.make_graph(
+            [node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [numpy_helper.from_array(w.astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(0, 0.5, cout).astype(np.float32), "b")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        models.append((name, m, shape))
+    return models
+
+
+@pytest.mark.parametrize("case", [0, 1], ids=["patch_embedding", "conv_transpose"])
+def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
+    """The NPU graph's rebuilt convolution holds the QDQ model's own int8 weights in its
+    layout, not the float weights quantized again: halved, the weights no longer span the
+    int8 range, so a requantization (max |w| -> 127) would double them."""
+    name, m, shape = _rebuilt_layers()[case]
+    calib = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
+    qdq = quantize_with_onnxruntime(m, sample_feeds("x", calib))
+    weights = next(t for t in qdq.graph.initializer if t.data_type == TensorProto.INT8 and
+                   numpy_helper.to_array(t).ndim == 4)
+    halved = numpy_helper.to_array(weights) // 2
+    weights.CopyFrom(numpy_helper.from_array(halved, weights.name))
+    npu = import_qdq(qdq, "tflite-int8")
+    conv = next(n for n in npu.graph.node if n.op_type.startswith("Conv"))
+    got = next(numpy_helper.to_array(t) for t in npu.graph.initializer if t.name == conv.input[1])
+    if name == "patch":
+        want = halved.reshape(halved.shape[0], -1, 1, 1)
+    else:
+        want = halved.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+    assert np.array_equal(got, want)
+    sess = ortnpu.InferenceSession(npu)
+    x = calib[:1]
+    ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    assert np.array_equal(sess.run(None, {"x": x})[0], ref)

@@ -18,6 +18,7 @@ from ortnpu.passes.graph import (
     shape_of,
     unique_name,
 )
+from ortnpu.passes.weight_links import link, transposed_layout
 
 
 def _geometry(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, list | None]
@@ -93,16 +94,15 @@ class ConvTransposeAsConv(Pass):
                 x = self._zero_insert(graph, new, taken, names, base, x, (c, h, wd), (sh, sw),
                                       pads_as_input)
             kh, kw = int(w.shape[2]), int(w.shape[3])
-            o = int(w.shape[1]) * g
-            flipped = (w.reshape(g, c // g, o // g, kh, kw).transpose(0, 2, 1, 3, 4)
-                       .reshape(o, c // g, kh, kw)[:, :, ::-1, ::-1])
             w_name = unique_name(taken, f"{node.input[1]}_as_conv")
-            replace_initializer(graph, w_name, np.ascontiguousarray(flipped))
+            replace_initializer(graph, w_name, transposed_layout(w, g))
             if len(index.consumers.get(node.input[1], [])) == 1:
                 dropped.add(node.input[1])
-            new.append(helper.make_node(
+            conv = helper.make_node(
                 "Conv", [x, w_name, *node.input[2:]], list(node.output), name=node.name,
-                kernel_shape=[kh, kw], dilations=list(geo["d"]), group=g, pads=geo["pads"]))
+                kernel_shape=[kh, kw], dilations=list(geo["d"]), group=g, pads=geo["pads"])
+            link(conv, node.input[1], "transposed", g)
+            new.append(conv)
             changes.append(f"ConvTranspose {node.name!r} (stride {sh}x{sw}) became zero "
                            "insertion and a Conv with flipped weights")
         if changes:

@@ -17,6 +17,7 @@ from ortnpu.passes.graph import (
     shape_of,
     unique_name,
 )
+from ortnpu.passes.weight_links import link, patch_layout
 
 
 def _patch(node: onnx.NodeProto, index: GraphIndex,
@@ -100,10 +101,12 @@ class PatchifyConv(Pass):
                                                 name=unique_name(names, f"{base}/{what}_moved")))
                     x = moved
             w_name = unique_name(taken, f"{node.input[1]}_1x1")
-            replace_initializer(graph, w_name, weight.reshape(weight.shape[0], -1, 1, 1))
+            replace_initializer(graph, w_name, patch_layout(weight))
             inputs = [x, w_name, *node.input[2:]]
-            new.append(helper.make_node("Conv", inputs, list(node.output), name=node.name,
-                                        kernel_shape=[1, 1]))
+            conv = helper.make_node("Conv", inputs, list(node.output), name=node.name,
+                                    kernel_shape=[1, 1])
+            link(conv, node.input[1], "patch")
+            new.append(conv)
             if len(index.consumers.get(node.input[1], [])) == 1:
                 dropped.add(node.input[1])
             changes.append(f"Conv {node.name!r} ({kh}x{kw} windows at stride {kh}x{kw}) became "

@@ -23,7 +23,7 @@ from ortnpu.target import Arithmetic, Target, integer_range
 KEEPS_INPUT_PARAMS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "Flatten",
                                 "Reshape", "Transpose", "Pad", "Squeeze", "Unsqueeze", "Slice",
                                 "Split", "Resize"})
-_LINEAR = ("Conv", "Gemm", "MatMul")
+_LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,8 @@ def _out_axis(node: onnx.NodeProto) -> int:
     """Output-channel axis of the weight in its float layout."""
     if node.op_type == "Conv":
         return 0
+    if node.op_type == "ConvTranspose":   # [C, O / group, k, l]
+        return 1
     trans = any(x.name == "transB" and x.i for x in node.attribute)
     return 0 if node.op_type == "Gemm" and trans else 1
 
@@ -259,6 +261,9 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
     for n in g.node:
         if n.op_type not in _LINEAR or len(n.input) < 2 or n.input[1] not in imported.constants:
             continue
+        if n.op_type == "ConvTranspose" and any(x.name == "group" and x.i != 1
+                                                for x in n.attribute):
+            continue   # its output channels are group x axis 1: left to the quantizer
         wname = n.input[1]
         qc = imported.constants[wname]
         if wname not in seen:
@@ -273,7 +278,8 @@ def plan(imported: ImportedGraph, target: Target) -> ImportPlan:
             users = ", ".join(sorted({u.name for u in consumers.get(name, [])}))
             out.conversions.append(Conversion(
                 name, f"stored as {qc.dtype}; given to the quantizer as float",
-                f"not the weight or bias of a Conv/Gemm/MatMul (used by {users}): the quantizer "
+                f"not the weight or bias of a Conv, ConvTranspose of one group, Gemm or MatMul "
+                f"(used by {users}): the quantizer "
                 "quantizes constant operands with its own parameters"))
     # Layers whose tensors the model leaves unquantized stay in float on the CPU.
     for n in g.node:

@@ -137,7 +137,8 @@ def _to_nhwc(y: np.ndarray) -> np.ndarray:
 
 
 # -- linear ops ------------------------------------------------------------------------------
-def _conv_like(rng: np.random.Generator, act: str, depthwise: bool) -> Case:
+def _conv_like(rng: np.random.Generator, act: str, depthwise: bool,
+               patches: bool = False) -> Case:
     lo_dim, hi_dim = 1, 9
     k = int(rng.choice([1, 2, 3, 3, 5]))
     stride = int(rng.integers(1, 4))
@@ -146,6 +147,10 @@ def _conv_like(rng: np.random.Generator, act: str, depthwise: bool) -> Case:
     eff = (k - 1) * dilation + 1
     h = int(rng.integers(max(lo_dim, eff if padding == "VALID" else 1), max(hi_dim, eff) + 1))
     w = int(rng.integers(max(lo_dim, eff if padding == "VALID" else 1), max(hi_dim, eff) + 1))
+    if patches:   # a ViT's patch embedding: windows = stride, beyond the targets' max_stride 8
+        k = stride = int(rng.integers(9, 13))
+        dilation, padding = 1, "VALID"
+        h, w = (k * int(v) for v in rng.integers(1, 3, 2))
     cin = int(rng.integers(1, 6))
     mult = int(rng.integers(1, 3)) if depthwise else 1
     cout = cin * mult if depthwise else int(rng.integers(1, 7))
@@ -197,8 +202,61 @@ def _conv_like(rng: np.random.Generator, act: str, depthwise: bool) -> Case:
     return Case(name, op, TARGET[act], t.build([tx], [ty]), g.model(), [x], feeds, yq, _to_nhwc)
 
 
+def transpose_conv(rng: np.random.Generator, act: str) -> Case:
+    """TRANSPOSE_CONV (what ortnpu runs as zero insertion and a convolution with flipped
+    weights, :class:`ortnpu.passes.ConvTransposeAsConv`) against LiteRT's scatter kernel."""
+    stride = int(rng.integers(1, 4))
+    k = int(rng.integers(stride, 5))       # SAME needs the kernel to reach over the stride
+    padding = str(rng.choice(["SAME", "VALID"]))
+    h, w = (int(v) for v in rng.integers(1, 7, 2))
+    cin, cout = int(rng.integers(1, 6)), int(rng.integers(1, 7))
+    xq = _quant(rng, act)
+    ws = np.array([_scale(rng, 1e-3, 0.05) for _ in range(cout)], np.float32)
+    if rng.random() < 0.25:
+        ws[:] = ws[0]
+    macs = (-(-k // stride)) ** 2 * cin   # taps reaching one output
+    bias_unit = (np.float32(xq.scale) * ws).astype(np.float32)
+    yq = _linear_output(rng, act, macs, float(np.median(bias_unit)))
+    if padding == "SAME":
+        oh, ow, total = h * stride, w * stride, k - stride
+        pt, pb = total // 2, total - total // 2
+    else:
+        oh, ow, pt, pb = (h - 1) * stride + k, (w - 1) * stride + k, 0, 0
+    x = _data(rng, (1, h, w, cin), act)
+    bias = _bias(rng, act, macs, cout)
+    wt = _weights(rng, (cout, k, k, cin))
+
+    t = TFLiteGraph()
+    ts = t.tensor("shape", (4,), "int32", data=np.array([1, oh, ow, cout], np.int32))
+    tw = t.tensor("w", wt.shape, "int8", scale=ws, zero_point=0, axis=0, data=wt)
+    tx = t.tensor("x", x.shape, act, scale=xq.scale, zero_point=xq.zero_point)
+    tb = t.tensor("b", (cout,), _bias_dtype(act), scale=bias_unit, zero_point=0, data=bias)
+    ty = t.tensor("y", (1, oh, ow, cout), act, scale=yq.scale, zero_point=yq.zero_point)
+    t.op("TRANSPOSE_CONV", [ts, tw, tx, tb], [ty],
+         ("TransposeConvOptions", dict(Padding=PADDING[padding], StrideW=stride,
+                                       StrideH=stride)))
+
+    g = QDQGraph()
+    xn, feeds = _nchw_input(g, x, xq)
+    wn = g.const("w", wt.transpose(3, 0, 1, 2), ws, "int8", axis=1)   # [I, O, kh, kw]
+    bn = g.const("b", bias, bias_unit, "int32", axis=0)
+    y = g.node("ConvTranspose", [xn, wn, bn], "deconv", strides=[stride, stride],
+               pads=[pt, pt, pb, pb], kernel_shape=[k, k])
+    g.output(y, yq)
+    name = (f"TRANSPOSE_CONV {h}x{w}x{cin}->{cout} k{k} s{stride} {padding} "
+            f"x_zp {xq.zero_point} y_zp {yq.zero_point}")
+    return Case(name, "TRANSPOSE_CONV", TARGET[act], t.build([tx], [ty]), g.model(), [x],
+                feeds, yq, _to_nhwc)
+
+
 def conv_2d(rng: np.random.Generator, act: str) -> Case:
     return _conv_like(rng, act, depthwise=False)
+
+
+def conv_2d_patches(rng: np.random.Generator, act: str) -> Case:
+    """CONV_2D whose windows tile the input (kernel = stride 9..12): ortnpu runs it as
+    space-to-depth and a 1x1 convolution (:class:`ortnpu.passes.PatchifyConv`)."""
+    return _conv_like(rng, act, False, patches=True)
 
 
 def depthwise_conv_2d(rng: np.random.Generator, act: str) -> Case:
@@ -511,6 +569,8 @@ def pad(rng: np.random.Generator, act: str) -> Case:
 GENERATORS: dict[str, Callable[[np.random.Generator, str], Case]] = {
     "CONV_2D": conv_2d,
     "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "TRANSPOSE_CONV": transpose_conv,
+    "CONV_2D_PATCHES": conv_2d_patches,
     "FULLY_CONNECTED": fully_connected,
     "ADD": add,
     "MUL": mul,
