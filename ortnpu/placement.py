@@ -188,6 +188,12 @@ BOUNDED_OUTPUTS: dict[str, tuple[float, float]] = {
     "Tanh": (-1.0, 1.0)}
 
 
+#: Ops whose output holds the values of their first input, moved (output_head_problem looks
+#: through them for the op that bounds the values).
+_MOVES_VALUES = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                           "Identity"})
+
+
 def output_head_problem(node: onnx.NodeProto, index: GraphIndex,
                         graph_outputs: set[str], target: Target) -> str | None:
     """Why a model-output Concat stays on the CPU in float, or ``None``.
@@ -207,6 +213,10 @@ def output_head_problem(node: onnx.NodeProto, index: GraphIndex,
     bounded, free = [], []
     for name in node.input:
         producer = index.producer.get(name)
+        # through ops that only move values (a Softmax over an inner axis sits between two
+        # Transposes once placement's prepare moved it to the last axis)
+        while producer is not None and producer.op_type in _MOVES_VALUES and producer.input:
+            producer = index.producer.get(producer.input[0])
         if producer is None:
             continue   # a constant or a model input: nothing to tell from the graph
         span = BOUNDED_OUTPUTS.get(producer.op_type)

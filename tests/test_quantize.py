@@ -252,3 +252,36 @@ def test_a_bias_that_raises_the_rank_is_not_fused() -> None:
         v = view(shape)
         ctx = SimpleNamespace(view=v)   # fusable_bias reads only the graph view
         assert (fusable_bias(v.producer["h"], ctx) is not None) == fused, shape
+
+
+def test_concat_of_many_inputs_is_joined_in_stages() -> None:
+    """An unrolled BiLSTM joins its 32 time steps in one Concat; the NPU op takes up to 8
+    inputs, so the quantizer joins 20 inputs in stages (8 + 8 + 4, then 3): the same integers
+    as one Concat, all of it on the NPU."""
+    nodes, names = [], []
+    inits = []
+    for k in range(20):
+        inits.append(numpy_helper.from_array(np.array(0.5 + 0.1 * k, np.float32), f"s{k}"))
+        nodes.append(helper.make_node("Mul", ["x", f"s{k}"], [f"m{k}"], name=f"scale{k}"))
+        names.append(f"m{k}")
+    nodes.append(helper.make_node("Concat", names, ["y"], name="join", axis=1))
+    g = helper.make_graph(nodes, "many", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [1, 2, 3, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40, 3, 3])],
+                          inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(3)
+    calib = rng.standard_normal((8, 1, 2, 3, 3)).astype(np.float32)
+    res = QuantizationResult()
+    npu = ortnpu.quantize(m, "tflite-int8", [{"x": c} for c in calib], result=res)
+    assert all(p.device == "NPU" for p in res.placements)
+    concats = [n for n in npu.graph.node if n.op_type.startswith("Concat")]
+    assert sorted(len(n.input) for n in concats) == [3, 4, 8, 8]
+    x = calib[0]
+    got = ortnpu.InferenceSession(npu).run(None, {"x": x})[0]
+    want = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    assert np.array_equal(got, want)
+    ref = np.tile(x, (1, 20, 1, 1)) * \
+        (0.5 + 0.1 * np.arange(20, dtype=np.float32)).repeat(2)[None, :, None, None]
+    scale = float(np.abs(ref).max()) / 127
+    assert np.abs(got - ref).max() <= 2 * scale

@@ -45,6 +45,7 @@ from ortnpu.domain import (
 from ortnpu.domain.arith import mean_multiplier, round_half_away
 from ortnpu.domain.ops_softmax import MAX_DEPTH as MAX_SOFTMAX_DEPTH
 from ortnpu.domain.ops_softmax import softmax_params
+from ortnpu.domain.spec import MAX_VARIADIC
 from ortnpu.passes.graph import attr
 from ortnpu.quant.context import QuantContext
 from ortnpu.quant.emitter import Emitter
@@ -1182,14 +1183,15 @@ class MinMaxRule(LoweringRule):
 
 
 class ConcatRule(LoweringRule):
-    """Concat → ``Concat``; inputs on another scale are requantized to the output's first, and a
-    constant input (a ViT's class token) is quantized with the output's parameters."""
+    """Concat → ``Concat``; inputs on another scale are requantized to the output's first, a
+    constant input (a ViT's class token) is quantized with the output's parameters, and more
+    inputs than one op takes are joined in stages."""
 
     op_types = ("Concat",)
 
     def check(self, node: onnx.NodeProto, ctx: QuantContext) -> str | None:
-        if not 2 <= len(node.input) <= 8:
-            return f"Concat '{node.name}': {len(node.input)} inputs (the NPU op takes 2 to 8)"
+        if len(node.input) < 2:
+            return f"Concat '{node.name}': {len(node.input)} input (the NPU op takes 2 or more)"
         if all(ctx.view.const(i) is not None for i in node.input):
             return (f"Concat '{node.name}': every input is constant; fold it with "
                     "`ortnpu optimize`")
@@ -1198,8 +1200,22 @@ class ConcatRule(LoweringRule):
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node = m.node
         inputs, y, yp, name = _on_output_params(node, ctx, out)
-        out.nodes.append(make_node(Concat, inputs, y, yp.dtype, name,
-                                   axis=int(attr(node, "axis", 1))))
+        axis = int(attr(node, "axis", 1))
+        # more inputs than one Concat op takes (an unrolled BiLSTM joins its 32 time steps):
+        # Concats of up to MAX_VARIADIC inputs, then of their results; every input already
+        # has the output's parameters, so each stage copies the same integers
+        while len(inputs) > MAX_VARIADIC:
+            joined = []
+            for k in range(0, len(inputs), MAX_VARIADIC):
+                part = inputs[k:k + MAX_VARIADIC]
+                if len(part) == 1:
+                    joined.append(part[0])
+                    continue
+                stage = out.unique(f"{name}_part{k // MAX_VARIADIC}")
+                out.nodes.append(make_node(Concat, part, stage, yp.dtype, stage, axis=axis))
+                joined.append(stage)
+            inputs = joined
+        out.nodes.append(make_node(Concat, inputs, y, yp.dtype, name, axis=axis))
 
 
 def _slice_params(node: onnx.NodeProto, ctx: QuantContext) -> list[np.ndarray] | str:
