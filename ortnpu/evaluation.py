@@ -41,6 +41,15 @@ def load_model(model: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     return loaded
 
 
+def rewrite_note(result: Any) -> str:
+    """One note line for a rewrite placement applied before deciding (quantize applies it too):
+    the pass, how many changes, and the first ones."""
+    shown = "; ".join(result.changes[:2])
+    more = f"; {len(result.changes) - 2} more" if len(result.changes) > 2 else ""
+    return (f"rewritten into NPU forms by {result.name} ({len(result.changes)}, quantize does "
+            f"the same): {shown}{more}")
+
+
 def model_facts(model: onnx.ModelProto, name: str = "") -> dict[str, Any]:
     """Name, producer, opsets, inputs and outputs (name, shape, type), node count."""
     inits = {t.name for t in model.graph.initializer}
@@ -125,7 +134,8 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
     batch_notes: list[str] = []
     if batch_one:
         work, batch_notes = fix_batch_one(work)
-    work = prepare(work, target)
+    rewrites: list[Any] = []
+    work = prepare(work, target, rewrites)
     plan = place(work, target, force_cpu=force_cpu, force_npu=force_npu,
                  npu_inputs=npu_inputs, npu_outputs=npu_outputs,
                  min_subgraph_nodes=min_subgraph_nodes, batch=False)
@@ -138,7 +148,7 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
             if producer is not None and producer.name != node.name and \
                     producer.op_type != "Constant":
                 edges.append((producer.name, node.name))
-    est.notes[:0] = batch_notes
+    est.notes[:0] = batch_notes + [rewrite_note(r) for r in rewrites]
     return EvaluationReport(model=model_facts(work, name), target=target, plan=plan,
                             estimate=est, edges=list(dict.fromkeys(edges)),
                             optimize=optimize_log, verification=verification)

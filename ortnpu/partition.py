@@ -154,14 +154,16 @@ def group_by_cause(rows: Iterable[tuple[str, str, str]]) -> list[tuple[str, str,
     return [(cause, op, nodes) for (cause, op), nodes in ranked]
 
 
-def prepare(model: onnx.ModelProto, target: Target | None = None) -> onnx.ModelProto:
+def prepare(model: onnx.ModelProto, target: Target | None = None,
+            log: list[Any] | None = None) -> onnx.ModelProto:
     """Name unnamed nodes, infer shapes and rewrite float ops into the forms an NPU runs
     (:func:`~ortnpu.passes.npu_forms.npu_forms`: LayerNormalization decomposed, a rank-5 q/k/v
     split sliced, a patch embedding beyond ``target``'s stride limit as a 1x1 convolution;
-    ``quantize`` applies the same), on a copy (as partition and estimate need)."""
+    ``quantize`` applies the same), on a copy (as partition and estimate need). ``log``
+    receives the :class:`~ortnpu.passes.PassResult` of each rewrite that applied."""
     from ortnpu.passes.npu_forms import npu_forms
 
-    return npu_forms(model, target)
+    return npu_forms(model, target, log)
 
 
 def region_of(index: GraphIndex, npu_inputs: Sequence[str],

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import onnx
 
 from ortnpu.errors import ModelError
-from ortnpu.passes.base import Pass
+from ortnpu.passes.base import Pass, PassResult
 from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 NPU_FORMS: tuple[type[Pass], ...] = (DecomposeLayerNorm, SliceHeads, FuseErfGelu)
 
 
-def npu_forms(model: onnx.ModelProto, target: Target | None = None) -> onnx.ModelProto:
+def npu_forms(model: onnx.ModelProto, target: Target | None = None,
+              log: list[PassResult] | None = None) -> onnx.ModelProto:
     """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied; with
     a ``target`` that runs Conv, Reshape and Transpose at rank 4, also a patch-embedding
     convolution beyond its stride or kernel limits as space-to-depth and a 1x1 convolution
@@ -35,7 +36,8 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None) -> onnx.Mode
     preferring the CPU for it) and Transpose, a Softmax over an inner axis over the last
     (:class:`~ortnpu.passes.softmax_axis.SoftmaxToLastAxis`); with one that runs Conv, Pad and
     Reshape at rank 4, a ConvTranspose as zero insertion and a Conv
-    (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`). The input when none applies."""
+    (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`). The input when none applies.
+    ``log``, when given, receives the result of every rewrite that changed the model."""
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
         model = InferShapes()(model).model
@@ -53,6 +55,8 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None) -> onnx.Mode
     for one in passes:
         result = one(model)
         if result.modified:
+            if log is not None:
+                log.append(result)
             model = result.model
             with contextlib.suppress(ModelError):
                 model = InferShapes()(model).model

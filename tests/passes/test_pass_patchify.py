@@ -72,6 +72,10 @@ def test_patch_embedding_runs_on_the_npu_as_one_program() -> None:
     m = _patch_embedding()
     report = ortnpu.evaluate(m, "tflite-int8")
     assert not report.plan.cpu_nodes, report.plan.reasons
+    # the report says what was rewritten, and that quantize does the same
+    assert any(n.startswith("rewritten into NPU forms by PatchifyConv (1, quantize does the "
+                            "same): Conv 'patch_embed'") for n in report.estimate.notes), \
+        report.estimate.notes
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((16, 3, 64, 64)).astype(np.float32)
     npu = ortnpu.quantize(m, "tflite-int8", calib)
