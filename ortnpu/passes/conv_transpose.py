@@ -47,10 +47,17 @@ def _geometry(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, list | 
     top, left = dh * (kh - 1) - pads[0], dw * (kw - 1) - pads[1]
     bottom = dh * (kh - 1) - pads[2] + oph - (sh - 1)
     right = dw * (kw - 1) - pads[3] + opw - (sw - 1)
-    if min(top, left, bottom, right) < 0 or min(sh, sw, dh, dw) < 1:
+    if min(sh, sw, dh, dw) < 1:
+        return None
+    # a negative padding is a crop: pads beyond the kernel's reach, a kernel narrower than
+    # its stride (fewer than the s - 1 trailing zeros are needed)
+    edges = [top, left, bottom, right]
+    crop = [max(0, -e) for e in edges]
+    # the output size, = ConvTranspose's: zero-inserted size + padding - crop - kernel reach
+    if h * sh + top + bottom - dh * (kh - 1) < 1 or wd * sw + left + right - dw * (kw - 1) < 1:
         return None
     return {"c": c, "h": h, "w": wd, "g": g, "s": (sh, sw), "d": (dh, dw),
-            "pads": [top, left, bottom, right], "weight": w}
+            "pads": [max(0, e) for e in edges], "crop": crop, "weight": w}
 
 
 class ConvTransposeAsConv(Pass):
@@ -64,11 +71,18 @@ class ConvTransposeAsConv(Pass):
     TRANSPOSE_CONV scatters it with and adds nothing else (an inserted zero is the zero point:
     it contributes 0), so the integer sum is the same; NPU compilers lower it this way. The
     convolution does ``s_h · s_w`` times the multiply-adds, most of them with zeros. Handles
-    2-D, explicit or VALID padding, dilation, groups and output_padding; a padding larger than
-    the kernel's reach (which would crop) or an ``output_shape`` leaves the node alone. Applied
-    by ``ortnpu.evaluate`` and ``ortnpu.quantize`` alike, for targets that run Conv, Pad and
-    Reshape at rank 4.
+    2-D, explicit or VALID padding, dilation, groups and output_padding; a padding beyond the
+    kernel's reach or a kernel narrower than its stride crops the zero-inserted input with a
+    Slice (``crop``: the target runs Slice; else such a node is left alone); SAME padding or an
+    ``output_shape`` leave the node alone. Applied by ``ortnpu.evaluate`` and
+    ``ortnpu.quantize`` alike, for targets that run Conv, Pad and Reshape at rank 4.
+
+    Args:
+        crop: whether a Slice may crop the zero-inserted input.
     """
+
+    def __init__(self, crop: bool = True) -> None:
+        self.crop = crop
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
@@ -90,9 +104,15 @@ class ConvTransposeAsConv(Pass):
             (sh, sw), w = geo["s"], geo["weight"]
             base = node.name or node.output[0]
             x = node.input[0]
+            if any(geo["crop"]) and not self.crop:
+                new.append(node)   # the target has no Slice to crop with
+                continue
             if (sh, sw) != (1, 1):
                 x = self._zero_insert(graph, new, taken, names, base, x, (c, h, wd), (sh, sw),
                                       pads_as_input)
+            if any(geo["crop"]):
+                x = self._crop(graph, new, taken, names, base, x, (h * sh, wd * sw),
+                               geo["crop"], opset_version(model) >= 10)
             kh, kw = int(w.shape[2]), int(w.shape[3])
             w_name = unique_name(taken, f"{node.input[1]}_as_conv")
             replace_initializer(graph, w_name, transposed_layout(w, g))
@@ -110,6 +130,26 @@ class ConvTransposeAsConv(Pass):
             graph.node.extend(new)
             drop_constants(graph, dropped)
         return changes
+
+    @staticmethod
+    def _crop(graph: onnx.GraphProto, new: list[onnx.NodeProto], taken: set[str],
+              names: set[str], base: str, x: str, hw: tuple[int, int], crop: list[int],
+              as_inputs: bool) -> str:
+        """``x`` without ``crop`` = [top, left, bottom, right] rows and columns (a Slice)."""
+        starts, ends = [crop[0], crop[1]], [hw[0] - crop[2], hw[1] - crop[3]]
+        out = unique_name(taken, f"{base}_cropped")
+        name = unique_name(names, f"{base}/crop")
+        if not as_inputs:
+            new.append(helper.make_node("Slice", [x], [out], name=name, starts=starts,
+                                        ends=ends, axes=[2, 3]))
+            return out
+        consts = []
+        for what, values in (("starts", starts), ("ends", ends), ("axes", [2, 3])):
+            const = unique_name(taken, f"{base}_crop_{what}")
+            replace_initializer(graph, const, np.array(values, np.int64))
+            consts.append(const)
+        new.append(helper.make_node("Slice", [x, *consts], [out], name=name))
+        return out
 
     @staticmethod
     def _zero_insert(graph: onnx.GraphProto, new: list[onnx.NodeProto], taken: set[str],

@@ -48,7 +48,7 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
         passes.append(PatchifyConv(rules.max_stride, rules.max_kernel))
     if rules is not None and rules.max_rank >= 4 and \
             {"Conv", "Pad", "Reshape"} <= set(rules.op_types):
-        passes.append(ConvTransposeAsConv())
+        passes.append(ConvTransposeAsConv(crop="Slice" in rules.op_types))
     if rules is not None and {"Softmax", "Transpose"} <= set(rules.op_types) and \
             "Softmax" not in rules.cpu_preferred:
         passes.append(SoftmaxToLastAxis(rules.max_rank))

@@ -203,10 +203,11 @@ def _conv_like(rng: np.random.Generator, act: str, depthwise: bool,
 
 
 def transpose_conv(rng: np.random.Generator, act: str) -> Case:
-    """TRANSPOSE_CONV (what ortnpu runs as zero insertion and a convolution with flipped
-    weights, :class:`ortnpu.passes.ConvTransposeAsConv`) against LiteRT's scatter kernel."""
+    """TRANSPOSE_CONV (what ortnpu runs as zero insertion, a crop where the kernel is narrower
+    than the stride, and a convolution with flipped weights,
+    :class:`ortnpu.passes.ConvTransposeAsConv`) against LiteRT's scatter kernel."""
     stride = int(rng.integers(1, 4))
-    k = int(rng.integers(stride, 5))       # SAME needs the kernel to reach over the stride
+    k = int(rng.integers(1, 5))   # below the stride: VALID crops, SAME has bias-only rows
     padding = str(rng.choice(["SAME", "VALID"]))
     h, w = (int(v) for v in rng.integers(1, 7, 2))
     cin, cout = int(rng.integers(1, 6)), int(rng.integers(1, 7))
@@ -217,9 +218,11 @@ def transpose_conv(rng: np.random.Generator, act: str) -> Case:
     macs = (-(-k // stride)) ** 2 * cin   # taps reaching one output
     bias_unit = (np.float32(xq.scale) * ws).astype(np.float32)
     yq = _linear_output(rng, act, macs, float(np.median(bias_unit)))
+    extra = 0   # ONNX output_padding: SAME with k < stride ends in rows only the bias reaches
     if padding == "SAME":
-        oh, ow, total = h * stride, w * stride, k - stride
+        oh, ow, total = h * stride, w * stride, max(k - stride, 0)
         pt, pb = total // 2, total - total // 2
+        extra = max(stride - k, 0)
     else:
         oh, ow, pt, pb = (h - 1) * stride + k, (w - 1) * stride + k, 0, 0
     x = _data(rng, (1, h, w, cin), act)
@@ -241,7 +244,7 @@ def transpose_conv(rng: np.random.Generator, act: str) -> Case:
     wn = g.const("w", wt.transpose(3, 0, 1, 2), ws, "int8", axis=1)   # [I, O, kh, kw]
     bn = g.const("b", bias, bias_unit, "int32", axis=0)
     y = g.node("ConvTranspose", [xn, wn, bn], "deconv", strides=[stride, stride],
-               pads=[pt, pt, pb, pb], kernel_shape=[k, k])
+               pads=[pt, pt, pb, pb], kernel_shape=[k, k], output_padding=[extra, extra])
     g.output(y, yq)
     name = (f"TRANSPOSE_CONV {h}x{w}x{cin}->{cout} k{k} s{stride} {padding} "
             f"x_zp {xq.zero_point} y_zp {yq.zero_point}")

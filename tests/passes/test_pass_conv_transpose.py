@@ -29,6 +29,9 @@ def _deconv(cin: int, cout: int, k: tuple[int, int], hw: tuple[int, int], opset:
     (6, 6, (3, 3), (4, 4), {"strides": [2, 2], "group": 6}),          # depthwise
     (4, 6, (3, 3), (4, 4), {}),                                       # stride 1: a plain Conv
     (4, 6, (2, 2), (3, 5), {"strides": [2, 2], "auto_pad": "VALID"}),
+    (4, 6, (2, 2), (3, 5), {"strides": [2, 2], "pads": [2, 1, 2, 2]}),   # crops the input
+    (4, 6, (2, 2), (3, 5), {"strides": [3, 3]}),                         # kernel < stride
+    (4, 6, (3, 3), (4, 4), {"pads": [3, 2, 2, 3]}),                      # stride 1, cropped
 ])
 def test_conv_transpose_becomes_zero_insertion_and_conv(cin: int, cout: int, k: tuple, hw: tuple,
                                                         attrs: dict) -> None:
@@ -36,7 +39,9 @@ def test_conv_transpose_becomes_zero_insertion_and_conv(cin: int, cout: int, k: 
     result = ConvTransposeAsConv()(m)
     assert result.modified, result.changes
     strided = attrs.get("strides", [1, 1]) != [1, 1]
-    assert ops(result.model) == (["Reshape", "Pad", "Reshape"] if strided else []) + ["Conv"]
+    cropped = attrs.get("strides") == [3, 3] or max(attrs.get("pads", [0])) > 1
+    assert ops(result.model) == (["Reshape", "Pad", "Reshape"] if strided else []) + \
+        (["Slice"] if cropped else []) + ["Conv"]
     assert result.model.graph.node[-1].name == "up"
     assert "w" not in [t.name for t in result.model.graph.initializer]
     assert_same(m, result.model, tol=1e-5)
@@ -53,13 +58,20 @@ def test_opset_10_pads_as_an_attribute() -> None:
 
 
 @pytest.mark.parametrize("attrs", [
-    {"strides": [2, 2], "pads": [2, 2, 2, 2]},        # pads beyond the kernel's reach: a crop
-    {"strides": [3, 3]},                              # a kernel narrower than the stride
     {"strides": [2, 2], "output_shape": [7, 11]},
     {"strides": [2, 2], "auto_pad": "SAME_UPPER"},
+    {"strides": [2, 2], "pads": [3, 3, 3, 3]},       # crops everything: no output left
 ])
 def test_other_conv_transposes_are_kept(attrs: dict) -> None:
     assert not ConvTransposeAsConv()(_deconv(4, 6, (2, 2), (3, 5), **attrs)).modified
+
+
+@pytest.mark.parametrize("attrs", [{"strides": [2, 2], "pads": [2, 2, 2, 2]},
+                                   {"strides": [3, 3]}])
+def test_a_crop_needs_a_target_with_slice(attrs: dict) -> None:
+    m = _deconv(4, 6, (2, 2), (3, 5), **attrs)
+    assert not ConvTransposeAsConv(crop=False)(m).modified
+    assert ConvTransposeAsConv(crop=True)(m).modified
 
 
 def _decoder() -> onnx.ModelProto:
