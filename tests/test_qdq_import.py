@@ -482,8 +482,8 @@ def test_real_models_through_ort_qdq(model: str, tmp_path: Path) -> None:
 
 
 def _rebuilt_layers() -> list[tuple[str, onnx.ModelProto, tuple[int, ...]]]:
-    """A stride-16 patch embedding and a stride-2 ConvTranspose: layers that evaluate and
-    quantize rebuild (space-to-depth + 1x1 Conv; zero insertion + Conv)."""
+    """A stride-16 patch embedding, a stride-2 ConvTranspose and a 1-D Conv: layers that
+    evaluate and quantize rebuild (space-to-depth + 1x1 Conv; zero insertion + Conv; height 1)."""
     rng = np.random.default_rng(21)
     models = []
     for name, node, w, shape in (
@@ -492,7 +492,10 @@ def _rebuilt_layers() -> list[tuple[str, onnx.ModelProto, tuple[int, ...]]]:
              rng.normal(0, 0.05, (8, 3, 16, 16)), (1, 3, 32, 32)),
             ("up", helper.make_node("ConvTranspose", ["x", "w", "b"], ["y"], name="up",
                                     strides=[2, 2]),
-             rng.normal(0, 0.3, (4, 6, 2, 2)), (1, 4, 5, 5))):
+             rng.normal(0, 0.3, (4, 6, 2, 2)), (1, 4, 5, 5)),
+            ("tconv", helper.make_node("Conv", ["x", "w", "b"], ["y"], name="tconv",
+                                       pads=[1, 1]),
+             rng.normal(0, 0.3, (6, 4, 3)), (1, 4, 16))):
         cout = w.shape[1] if node.op_type == "ConvTranspose" else w.shape[0]
         g = helper.make_graph(
             [node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
@@ -505,7 +508,7 @@ def _rebuilt_layers() -> list[tuple[str, onnx.ModelProto, tuple[int, ...]]]:
     return models
 
 
-@pytest.mark.parametrize("case", [0, 1], ids=["patch_embedding", "conv_transpose"])
+@pytest.mark.parametrize("case", [0, 1, 2], ids=["patch_embedding", "conv_transpose", "conv1d"])
 def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
     """The NPU graph's rebuilt convolution holds the QDQ model's own int8 weights in its
     layout, not the float weights quantized again: halved, the weights no longer span the
@@ -514,7 +517,7 @@ def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
     calib = np.random.default_rng(0).standard_normal((8, *shape[1:])).astype(np.float32)
     qdq = quantize_with_onnxruntime(m, sample_feeds("x", calib))
     weights = next(t for t in qdq.graph.initializer if t.data_type == TensorProto.INT8 and
-                   numpy_helper.to_array(t).ndim == 4)
+                   numpy_helper.to_array(t).ndim >= 3)
     halved = numpy_helper.to_array(weights) // 2
     weights.CopyFrom(numpy_helper.from_array(halved, weights.name))
     npu = import_qdq(qdq, "tflite-int8")
@@ -522,6 +525,8 @@ def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
     got = next(numpy_helper.to_array(t) for t in npu.graph.initializer if t.name == conv.input[1])
     if name == "patch":
         want = halved.reshape(halved.shape[0], -1, 1, 1)
+    elif name == "tconv":
+        want = halved[:, :, None, :]
     else:
         want = halved.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     assert np.array_equal(got, want)
@@ -529,3 +534,22 @@ def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
     x = calib[:1]
     ref = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
     assert np.array_equal(sess.run(None, {"x": x})[0], ref)
+
+
+def test_inner_axis_softmax_of_a_qdq_model_imports() -> None:
+    """The Softmax moved to the last axis writes a new tensor: it takes the model's output
+    parameters through the Transpose back (quantize has no calibration data here)."""
+    g = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 4, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 4, 8])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    calib = np.random.default_rng(0).standard_normal((8, 16, 4, 8)).astype(np.float32) * 3
+    qdq = quantize_with_onnxruntime(m, sample_feeds("x", calib))
+    result = QuantizationResult()
+    npu = import_qdq(qdq, "tflite-int8", result=result)
+    assert all(p.device == "NPU" for p in result.placements)
+    x = calib[:1]
+    got = ortnpu.InferenceSession(npu).run(None, {"x": x})[0]
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    assert np.abs(got - e / e.sum(axis=1, keepdims=True)).max() < 0.02

@@ -22,6 +22,7 @@ from ortnpu.passes.affine_folding import FoldConvAffine
 from ortnpu.passes.base import Pass, PassManager, PassResult, Repeat
 from ortnpu.passes.batchnorm_folding import FoldBatchNorm
 from ortnpu.passes.constant_folding import FoldConstants
+from ortnpu.passes.conv1d import Conv1dAsConv2d
 from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.div_to_mul import DivByConstantToMul
 from ortnpu.passes.fix_input_shapes import FixInputShapes
@@ -179,6 +180,7 @@ __all__ = [
     "FUSED_ACTIVATION_KEY",
     "FUSED_INTO_KEY",
     "PASS_NAMES",
+    "Conv1dAsConv2d",
     "ConvTransposeAsConv",
     "DecomposeLayerNorm",
     "DivByConstantToMul",

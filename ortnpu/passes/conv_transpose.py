@@ -11,11 +11,11 @@ from ortnpu.passes.graph import (
     GraphIndex,
     all_tensor_names,
     attr,
-    conv2d_operands,
-    drop_constants,
+    conv_operands,
+    known_shapes,
     opset_version,
+    rebuild_nodes,
     replace_initializer,
-    shape_of,
     unique_name,
 )
 from ortnpu.passes.weight_links import link, transposed_layout
@@ -25,7 +25,7 @@ def _geometry(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, list | 
               ) -> dict[str, object] | None:
     """The sizes of a 2-D ConvTranspose the rewrite handles (constant weights and bias, static
     C/H/W, explicit or VALID padding, no output_shape); else None."""
-    found = conv2d_operands(node, "ConvTranspose", index, shapes)
+    found = conv_operands(node, "ConvTranspose", index, shapes)
     if found is None:
         return None
     w, (c, h, wd) = found
@@ -87,8 +87,7 @@ class ConvTransposeAsConv(Pass):
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
         index = GraphIndex(graph)
-        shapes = {vi.name: shape_of(vi) for vi in [*graph.input, *graph.value_info,
-                                                   *graph.output]}
+        shapes = known_shapes(graph)
         taken = all_tensor_names(graph)
         names = {n.name for n in graph.node}
         pads_as_input = opset_version(model) >= 11
@@ -126,9 +125,7 @@ class ConvTransposeAsConv(Pass):
             changes.append(f"ConvTranspose {node.name!r} (stride {sh}x{sw}) became zero "
                            "insertion and a Conv with flipped weights")
         if changes:
-            del graph.node[:]
-            graph.node.extend(new)
-            drop_constants(graph, dropped)
+            rebuild_nodes(graph, new, dropped)
         return changes
 
     @staticmethod

@@ -218,24 +218,37 @@ def opset_version(model: onnx.ModelProto, default: int = 0) -> int:
     return default
 
 
-def conv2d_operands(node: onnx.NodeProto, op_type: str, index: GraphIndex,
-                    shapes: dict[str, Shape | None]
-                    ) -> tuple[np.ndarray, tuple[int, int, int]] | None:
-    """``(weights, (C, H, W))`` of a 2-D ``op_type`` node (Conv, ConvTranspose) whose weights
-    (and bias, if any) are constant and whose input has a static C/H/W; else None. For the
-    rewrites that rebuild such a layer from its weights and input size."""
+def conv_operands(node: onnx.NodeProto, op_type: str, index: GraphIndex,
+                  shapes: dict[str, Shape | None], spatial: int = 2
+                  ) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """``(weights, (C, *spatial sizes))`` of an ``op_type`` node (Conv, ConvTranspose) with
+    ``spatial`` spatial axes whose weights (and bias, if any) are constant and whose input has
+    static sizes after the batch; else None. For the rewrites that rebuild such a layer."""
     if node.op_type != op_type or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
         return None
     w = index.constant(node.input[1])
     shape = shapes.get(node.input[0])
-    if w is None or w.ndim != 4 or shape is None or len(shape) != 4:
+    if w is None or w.ndim != spatial + 2 or shape is None or len(shape) != spatial + 2:
         return None
     if len(node.input) > 2 and node.input[2] and index.constant(node.input[2]) is None:
         return None
-    c, h, wd = shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in (c, h, wd)):
+    dims = shape[1:]
+    if not all(isinstance(d, int) and d > 0 for d in dims):
         return None
-    return w, (int(c), int(h), int(wd))
+    return w, tuple(int(d) for d in dims)
+
+
+def known_shapes(graph: onnx.GraphProto) -> dict[str, Shape | None]:
+    """Every shape the graph declares (inputs, value_info, outputs), by tensor name."""
+    return {vi.name: shape_of(vi) for vi in [*graph.input, *graph.value_info, *graph.output]}
+
+
+def rebuild_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto],
+                  dropped: set[str] = frozenset()) -> None:
+    """Replace the graph's nodes by ``nodes`` and drop the constants named ``dropped``."""
+    del graph.node[:]
+    graph.node.extend(nodes)
+    drop_constants(graph, set(dropped))
 
 
 def drop_constants(graph: onnx.GraphProto, names: set[str]) -> None:

@@ -10,6 +10,7 @@ import onnx
 
 from ortnpu.errors import ModelError
 from ortnpu.passes.base import Pass, PassResult
+from ortnpu.passes.conv1d import Conv1dAsConv2d
 from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
@@ -36,7 +37,9 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
     preferring the CPU for it) and Transpose, a Softmax over an inner axis over the last
     (:class:`~ortnpu.passes.softmax_axis.SoftmaxToLastAxis`); with one that runs Conv, Pad and
     Reshape at rank 4, a ConvTranspose as zero insertion and a Conv
-    (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`). The input when none applies.
+    (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`); with one that runs Conv and
+    Reshape at rank 4, a 1-D Conv as a 2-D one of height 1
+    (:class:`~ortnpu.passes.conv1d.Conv1dAsConv2d`). The input when none applies.
     ``log``, when given, receives the result of every rewrite that changed the model."""
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
@@ -46,6 +49,8 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
     if rules is not None and rules.max_rank >= 4 and \
             {"Conv", "Reshape", "Transpose"} <= set(rules.op_types):
         passes.append(PatchifyConv(rules.max_stride, rules.max_kernel))
+    if rules is not None and rules.max_rank >= 4 and {"Conv", "Reshape"} <= set(rules.op_types):
+        passes.append(Conv1dAsConv2d())
     if rules is not None and rules.max_rank >= 4 and \
             {"Conv", "Pad", "Reshape"} <= set(rules.op_types):
         passes.append(ConvTransposeAsConv(crop="Slice" in rules.op_types))

@@ -11,10 +11,10 @@ from ortnpu.passes.graph import (
     GraphIndex,
     all_tensor_names,
     attr,
-    conv2d_operands,
-    drop_constants,
+    conv_operands,
+    known_shapes,
+    rebuild_nodes,
     replace_initializer,
-    shape_of,
     unique_name,
 )
 from ortnpu.passes.weight_links import link, patch_layout
@@ -25,7 +25,7 @@ def _patch(node: onnx.NodeProto, index: GraphIndex,
     """``(C, H, W, kh, kw)`` when ``node`` is a 2-D Conv whose windows tile its input exactly
     (kernel = stride, no padding, no dilation, one group, static C/H/W divisible by the
     kernel, constant weights); else None."""
-    found = conv2d_operands(node, "Conv", index, shapes)
+    found = conv_operands(node, "Conv", index, shapes)
     if found is None:
         return None
     w, (c, h, wd) = found
@@ -68,8 +68,7 @@ class PatchifyConv(Pass):
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
         index = GraphIndex(graph)
-        shapes = {vi.name: shape_of(vi) for vi in [*graph.input, *graph.value_info,
-                                                   *graph.output]}
+        shapes = known_shapes(graph)
         taken = all_tensor_names(graph)
         names = {n.name for n in graph.node}
         new: list[onnx.NodeProto] = []
@@ -112,7 +111,5 @@ class PatchifyConv(Pass):
             changes.append(f"Conv {node.name!r} ({kh}x{kw} windows at stride {kh}x{kw}) became "
                            f"space-to-depth and a 1x1 Conv over {c * kh * kw} channels")
         if changes:
-            del graph.node[:]
-            graph.node.extend(new)
-            drop_constants(graph, dropped)
+            rebuild_nodes(graph, new, dropped)
         return changes

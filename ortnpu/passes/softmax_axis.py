@@ -6,7 +6,15 @@ import onnx
 from onnx import helper
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import all_tensor_names, attr, opset_version, shape_of, unique_name
+from ortnpu.passes.graph import (
+    all_tensor_names,
+    attr,
+    known_shapes,
+    opset_version,
+    rebuild_nodes,
+    unique_name,
+)
+from ortnpu.passes.weight_links import mark_moves_output
 
 
 class SoftmaxToLastAxis(Pass):
@@ -32,8 +40,7 @@ class SoftmaxToLastAxis(Pass):
         if opset_version(model) < 13:
             return []
         graph = model.graph
-        shapes = {vi.name: shape_of(vi) for vi in [*graph.input, *graph.value_info,
-                                                   *graph.output]}
+        shapes = known_shapes(graph)
         taken = all_tensor_names(graph)
         names = {n.name for n in graph.node}
         new: list[onnx.NodeProto] = []
@@ -58,11 +65,12 @@ class SoftmaxToLastAxis(Pass):
             new.append(helper.make_node("Transpose", [node.input[0]], [moved], perm=perm,
                                         name=unique_name(names, f"{base}/to_last_axis")))
             new.append(helper.make_node("Softmax", [moved], [soft], axis=-1, name=node.name))
-            new.append(helper.make_node("Transpose", [soft], list(node.output), perm=perm,
-                                        name=unique_name(names, f"{base}/from_last_axis")))
+            back = helper.make_node("Transpose", [soft], list(node.output), perm=perm,
+                                    name=unique_name(names, f"{base}/from_last_axis"))
+            mark_moves_output(back)   # the moved Softmax takes the layer's given parameters
+            new.append(back)
             changes.append(f"Softmax {node.name!r} over axis {axis} of rank {rank} runs over the "
                            "last axis between two Transposes")
         if changes:
-            del graph.node[:]
-            graph.node.extend(new)
+            rebuild_nodes(graph, new)
         return changes

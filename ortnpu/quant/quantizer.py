@@ -21,7 +21,7 @@ from ortnpu.domain import DOMAIN, DOMAIN_VERSION
 from ortnpu.errors import ModelError, OrtNpuError, UnsupportedError, first_line
 from ortnpu.passes.graph import implicit_inputs, node_inputs
 from ortnpu.passes.name_nodes import NameNodes
-from ortnpu.passes.weight_links import carry_weights
+from ortnpu.passes.weight_links import carry_params, carry_weights
 from ortnpu.placement import place
 from ortnpu.quant.adaround import AdaRoundOptions, GramCollector, find_layers
 from ortnpu.quant.calibrate import (
@@ -385,9 +385,11 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     else:
         calib = _NoCalibration()
     preset = preset or QuantPreset()
-    # a layer npu_forms rebuilt (a patch embedding, a ConvTranspose) takes the given integer
-    # weights of the layer it replaces, in its own layout
-    preset = dataclasses.replace(preset, weights=carry_weights(model, preset.weights))
+    # a layer npu_forms rebuilt (a patch embedding, a ConvTranspose, a 1-D Conv) takes the
+    # given integer weights of the layer it replaces, in its own layout, and its output's
+    # given parameters where a value-moving node now writes that output
+    preset = dataclasses.replace(preset, weights=carry_weights(model, preset.weights),
+                                 params=carry_params(model, preset.params))
     per_channel = target.arithmetic.per_channel if config.per_channel is None \
         else config.per_channel
     learned: dict[str, tuple[np.ndarray, np.ndarray]] = {}
