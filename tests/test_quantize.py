@@ -285,3 +285,25 @@ def test_concat_of_many_inputs_is_joined_in_stages() -> None:
         (0.5 + 0.1 * np.arange(20, dtype=np.float32)).repeat(2)[None, :, None, None]
     scale = float(np.abs(ref).max()) / 127
     assert np.abs(got - ref).max() <= 2 * scale
+
+
+def test_reduce_mean_without_keepdims_runs_on_the_npu() -> None:
+    """Silero VAD ends in a ReduceMean with keepdims=0: TFLite's MEAN without keep_dims, the
+    channel mean then a Reshape dropping the axis; any batch."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("ReduceMean", ["r"], ["y"], name="mean", axes=[-1], keepdims=0)]
+    g = helper.make_graph(nodes, "mean", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         ["N", 3, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    rng = np.random.default_rng(4)
+    calib = rng.standard_normal((16, 3, 7)).astype(np.float32)
+    res = QuantizationResult()
+    npu = ortnpu.quantize(m, "tflite-int8", calib, result=res)
+    assert all(p.device == "NPU" for p in res.placements), res.placements
+    x = calib[:4]
+    got = ortnpu.InferenceSession(npu).run(None, {"x": x})[0]
+    want = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    assert got.shape == (4, 3) and np.array_equal(got, want)
+    ref = np.maximum(x, 0).mean(axis=-1)
+    assert np.abs(got - ref).max() <= 2 * float(ref.max()) / 255

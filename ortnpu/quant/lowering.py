@@ -1461,7 +1461,8 @@ def _reduce_axes(node: onnx.NodeProto, ctx: QuantContext) -> list[int] | str | N
 
 
 class ReduceMeanRule(LoweringRule):
-    """ReduceMean over the last axis (keepdims) → ``FullyConnected`` with one row of ones:
+    """ReduceMean over the last axis → ``FullyConnected`` with one row of ones (and a
+    ``Reshape`` dropping the axis without keepdims):
     TFLite's MEAN (QuantizedMeanOrSum) is ``MBQM(Σx - zp_in·n, M', shift') + zp_out`` with
     ``QuantizeMultiplier(s_in / s_out)`` renormalized by ``1 / n``
     (:func:`~ortnpu.domain.arith.mean_multiplier`), which a fully connected layer of weights 1
@@ -1484,9 +1485,12 @@ class ReduceMeanRule(LoweringRule):
             return (f"ReduceMean '{node.name}': a mean over axes {axes} of a rank-{rank} "
                     "input; ortnpu lowers the mean over the last axis (the channel mean of a "
                     "LayerNorm; spatial means as GlobalAveragePool)")
-        if not attr(node, "keepdims", 1):
-            return (f"ReduceMean '{node.name}': keepdims=0 is not lowered (TFLite's MEAN with "
-                    "keep_dims)")
+        out_shape = ctx.view.shapes.get(node.output[0])
+        if not attr(node, "keepdims", 1) and (
+                out_shape is None or
+                not all(isinstance(d, int) and d >= 0 for d in out_shape[1:])):
+            return (f"ReduceMean '{node.name}': keepdims=0 needs the output shape; fix the "
+                    "input shape with `ortnpu optimize --input-shape`")
         n = shape[-1]
         if not isinstance(n, int) or not 1 <= n <= 1 << 16:
             return (f"ReduceMean '{node.name}': the length of the last axis must be known and "
@@ -1508,9 +1512,17 @@ class ReduceMeanRule(LoweringRule):
                   out.constant(f"{name}_multiplier", np.array([mult], np.int32)),
                   out.constant(f"{name}_shift", np.array([shift], np.int32))]
         y = out.int_output(node.output[0], yp)
+        keep = bool(attr(node, "keepdims", 1))
+        mean = y if keep else out.unique(f"{name}_kept")
         out.nodes.append(make_node(
-            FullyConnected, inputs, y, yp.dtype, name, x_zp=xp.zero_point, y_zp=yp.zero_point,
+            FullyConnected, inputs, mean, yp.dtype, name, x_zp=xp.zero_point, y_zp=yp.zero_point,
             act_min=yp.qmin, act_max=yp.qmax, rounding="tflite_double", acc_bits=32))
+        if not keep:   # TFLite's MEAN without keep_dims: the same values, the axis dropped
+            dims = [int(d) if isinstance(d, int) else -1 for d in ctx.view.shapes[node.output[0]]]
+            if dims and len(ctx.view.shapes[node.input[0]]) > 1:
+                dims[0] = -1   # the batch axis, whatever the run's batch
+            shape = out.constant(f"{name}_shape", np.array(dims, np.int64))
+            out.nodes.append(make_node(Reshape, [mean, shape], y, yp.dtype, f"{name}_squeeze"))
 
 
 class LayerNormRule(LoweringRule):
