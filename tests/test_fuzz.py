@@ -74,6 +74,19 @@ def test_cases_the_long_run_found_stay_ortnpu_errors(seed: int, index: int, kind
     assert error in detail
 
 
+def test_pad_of_a_scalar_is_a_copy() -> None:
+    """Seed 1212 case 3962: a Pad of a rank-0 input with its empty pads raised numpy's
+    TypeError from the reference (``np.pad`` refuses empty widths); a scalar has no axis to
+    pad, so the result is the value itself."""
+    got_kind, cls, detail = Worker(1212).run(3962)
+    assert got_kind == "op-direct" and cls in ("ok", "ortnpu"), detail
+    from ortnpu.domain.ops_layout import Pad
+
+    y = Pad.run_reference([np.array(-7, np.int16), np.zeros(0, np.int64)], {"value": 3},
+                          np.int16)
+    assert y.shape == () and y == -7
+
+
 def test_nan_outputs_at_the_same_places_are_the_same_result() -> None:
     """Seed 1208 case 5847: an output scale of inf made both the EP session and the imported
     graph return NaN everywhere; the comparison called that a mismatch (NaN != NaN)."""

@@ -172,6 +172,8 @@ class Pad(OpSpec):
                   out_dtype: np.dtype) -> np.ndarray:
         x, pads = arrays
         r = x.ndim
+        if r == 0:   # a scalar has no axis to pad (numpy's pad refuses the empty widths)
+            return np.array(x, dtype=out_dtype)
         widths = [(int(pads[i]), int(pads[i + r])) for i in range(r)]
         return np.pad(x, widths, constant_values=a["value"]).astype(out_dtype)
 
