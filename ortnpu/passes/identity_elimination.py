@@ -1,4 +1,4 @@
-"""Remove Identity and inference-mode Dropout nodes."""
+"""Remove Identity, inference-mode Dropout and same-type Cast nodes."""
 
 from __future__ import annotations
 
@@ -35,20 +35,32 @@ def bypass(graph: onnx.GraphProto, index: GraphIndex, node: onnx.NodeProto) -> b
 
 
 class RemoveIdentity(Pass):
-    """Remove ``Identity`` nodes and ``Dropout`` nodes that run in inference mode.
+    """Remove ``Identity`` nodes, ``Dropout`` nodes that run in inference mode and ``Cast``
+    nodes to the type their input already has.
 
     A Dropout whose mask output is read, or whose ``training_mode`` input is not the constant
-    false, is kept.
+    false, is kept. A Cast is removed only when its input's element type is known and equals
+    ``to`` (exported audio models cast float32 to float32: Silero VAD has three, each a CPU
+    node between NPU layers).
     """
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         changes: list[str] = []
         graph = model.graph
-        for name in [n.name for n in graph.node if n.op_type in ("Identity", "Dropout")]:
+        types = {vi.name: vi.type.tensor_type.elem_type
+                 for vi in [*graph.input, *graph.value_info, *graph.output]
+                 if vi.type.HasField("tensor_type")}
+        types.update({t.name: t.data_type for t in graph.initializer})
+        kinds = ("Identity", "Dropout", "Cast")
+        for name in [n.name for n in graph.node if n.op_type in kinds]:
             index = GraphIndex(graph)
             node = next((n for n in graph.node if n.name == name), None)
             if node is None or node.domain not in ("", "ai.onnx") or not node.input:
                 continue
+            if node.op_type == "Cast":
+                to = next((a.i for a in node.attribute if a.name == "to"), None)
+                if to is None or types.get(node.input[0], 0) != to:
+                    continue
             if node.op_type == "Dropout":
                 if len(node.output) > 1 and node.output[1] and (
                         node.output[1] in index.consumers

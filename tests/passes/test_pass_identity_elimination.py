@@ -1,5 +1,6 @@
 import numpy as np
-from onnx import helper
+import onnx
+from onnx import TensorProto, helper
 from passes_helpers import assert_same, init, model, ops
 
 from ortnpu.passes import RemoveIdentity
@@ -36,3 +37,17 @@ def test_dropout_with_used_mask_or_training_is_kept() -> None:
               {"x": [3]}, {"y": [3]},
               [init("r", np.array(0.5, np.float32)), init("t", np.array(True))])
     assert not RemoveIdentity()(m).modified
+
+
+def test_cast_to_its_own_type_is_removed_and_a_real_cast_kept() -> None:
+    """Silero VAD casts float32 to float32 three times: each was a CPU node between NPU layers."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Cast", ["r"], ["c"], name="same", to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["c"], ["h"], name="half", to=TensorProto.FLOAT16),
+             helper.make_node("Cast", ["h"], ["y"], name="back", to=TensorProto.FLOAT)]
+    m = model(nodes, {"x": [2, 3]}, {"y": [2, 3]})
+    typed = onnx.shape_inference.infer_shapes(m)
+    result = RemoveIdentity()(typed)
+    assert result.changes == ["removed Cast 'same'"]
+    assert ops(result.model) == ["Relu", "Cast", "Cast"]
+    assert_same(m, result.model)
