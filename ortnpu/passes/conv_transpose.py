@@ -12,10 +12,10 @@ from ortnpu.passes.graph import (
     all_tensor_names,
     attr,
     conv_operands,
-    known_shapes,
     opset_version,
     rebuild_nodes,
     replace_initializer,
+    shapes_and_types,
     unique_name,
 )
 from ortnpu.passes.weight_links import link, transposed_layout
@@ -87,7 +87,7 @@ class ConvTransposeAsConv(Pass):
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
         index = GraphIndex(graph)
-        shapes = known_shapes(graph)
+        shapes, _ = shapes_and_types(model)
         taken = all_tensor_names(graph)
         names = {n.name for n in graph.node}
         pads_as_input = opset_version(model) >= 11

@@ -238,11 +238,6 @@ def conv_operands(node: onnx.NodeProto, op_type: str, index: GraphIndex,
     return w, tuple(int(d) for d in dims)
 
 
-def known_shapes(graph: onnx.GraphProto) -> dict[str, Shape | None]:
-    """Every shape the graph declares (inputs, value_info, outputs), by tensor name."""
-    return {vi.name: shape_of(vi) for vi in [*graph.input, *graph.value_info, *graph.output]}
-
-
 def rebuild_nodes(graph: onnx.GraphProto, nodes: list[onnx.NodeProto],
                   dropped: set[str] = frozenset()) -> None:
     """Replace the graph's nodes by ``nodes`` and drop the constants named ``dropped``."""

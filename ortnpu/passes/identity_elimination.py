@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import GraphIndex, remove_nodes, rename_input
+from ortnpu.passes.graph import GraphIndex, remove_nodes, rename_input, shapes_and_types
 
 
 def bypass(graph: onnx.GraphProto, index: GraphIndex, node: onnx.NodeProto) -> bool:
@@ -47,10 +47,7 @@ class RemoveIdentity(Pass):
     def apply(self, model: onnx.ModelProto) -> list[str]:
         changes: list[str] = []
         graph = model.graph
-        types = {vi.name: vi.type.tensor_type.elem_type
-                 for vi in [*graph.input, *graph.value_info, *graph.output]
-                 if vi.type.HasField("tensor_type")}
-        types.update({t.name: t.data_type for t in graph.initializer})
+        _, types = shapes_and_types(model)
         kinds = ("Identity", "Dropout", "Cast")
         for name in [n.name for n in graph.node if n.op_type in kinds]:
             index = GraphIndex(graph)

@@ -7,14 +7,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import all_tensor_names, shape_of, unique_name
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx"):
-            return int(o.version)
-    return 17
+from ortnpu.passes.graph import all_tensor_names, opset_version, shape_of, unique_name
 
 
 def layernorm_problem(node: onnx.NodeProto, rank: int | None, used: set[str]) -> str | None:
@@ -56,7 +49,7 @@ class DecomposeLayerNorm(Pass):
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
-        opset = _opset(model)
+        opset = opset_version(model, 17)
         used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
         ranks: dict[str, int] = {}
         for vi in [*graph.input, *graph.value_info, *graph.output]:

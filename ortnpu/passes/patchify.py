@@ -12,9 +12,9 @@ from ortnpu.passes.graph import (
     all_tensor_names,
     attr,
     conv_operands,
-    known_shapes,
     rebuild_nodes,
     replace_initializer,
+    shapes_and_types,
     unique_name,
 )
 from ortnpu.passes.weight_links import link, patch_layout
@@ -68,7 +68,7 @@ class PatchifyConv(Pass):
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
         index = GraphIndex(graph)
-        shapes = known_shapes(graph)
+        shapes, _ = shapes_and_types(model)
         taken = all_tensor_names(graph)
         names = {n.name for n in graph.node}
         new: list[onnx.NodeProto] = []

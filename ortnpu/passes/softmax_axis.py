@@ -9,9 +9,9 @@ from ortnpu.passes.base import Pass
 from ortnpu.passes.graph import (
     all_tensor_names,
     attr,
-    known_shapes,
     opset_version,
     rebuild_nodes,
+    shapes_and_types,
     unique_name,
 )
 from ortnpu.passes.weight_links import mark_moves_output
@@ -40,7 +40,7 @@ class SoftmaxToLastAxis(Pass):
         if opset_version(model) < 13:
             return []
         graph = model.graph
-        shapes = known_shapes(graph)
+        shapes, _ = shapes_and_types(model)
         taken = all_tensor_names(graph)
         names = {n.name for n in graph.node}
         new: list[onnx.NodeProto] = []
