@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import (
-    GraphIndex,
-    all_tensor_names,
-    attr,
-    conv_operands,
-    rebuild_nodes,
-    replace_initializer,
-    shapes_and_types,
-    unique_name,
-)
+from ortnpu.passes.graph import GraphIndex, attr, conv_operands
+from ortnpu.passes.replace import Replacement, ReplaceNodesPass, node_base
 from ortnpu.passes.weight_links import link, mark_moves_output
 
 
@@ -31,7 +21,7 @@ def _length_out(length: int, k: int, stride: int, dilation: int, pads: list[int]
     return (length + pads[0] + pads[1] - reach) // stride + 1
 
 
-class Conv1dAsConv2d(Pass):
+class Conv1dAsConv2d(ReplaceNodesPass):
     """``Conv`` over ``[N, C, L]`` (weights ``[O, C/g, k]``) becomes ``Reshape [N, C, 1, L] →
     Conv (weights [O, C/g, 1, k], kernel 1 x k) → Reshape [N, O, L']``.
 
@@ -43,63 +33,36 @@ class Conv1dAsConv2d(Pass):
     alike, for targets that run Conv and Reshape.
     """
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        graph = model.graph
-        index = GraphIndex(graph)
-        shapes, _ = shapes_and_types(model)
-        taken = all_tensor_names(graph)
-        names = {n.name for n in graph.node}
-        new: list[onnx.NodeProto] = []
-        changes: list[str] = []
-        dropped: set[str] = set()
-        for node in graph.node:
-            geo = self._geometry(node, index, shapes)
-            if geo is None:
-                new.append(node)
-                continue
-            w, c, length, auto_pad = geo
-            base = node.name or node.output[0]
-            k = int(w.shape[2])
-            stride = int(attr(node, "strides", [1])[0])
-            dilation = int(attr(node, "dilations", [1])[0])
-            pads = [int(v) for v in attr(node, "pads", [0, 0])]
-            out_len = _length_out(length, k, stride, dilation, pads, auto_pad)
-            if out_len < 1:
-                new.append(node)
-                continue
-
-            def shape_const(what: str, dims: list[int], base: str = base) -> str:
-                name = unique_name(taken, f"{base}_{what}_shape")
-                replace_initializer(graph, name, np.array(dims, np.int64))
-                return name
-
-            rows = unique_name(taken, f"{base}_as_2d")
-            new.append(helper.make_node("Reshape", [node.input[0], shape_const("in", [-1, c, 1,
-                                                                                 length])],
-                                        [rows], name=unique_name(names, f"{base}/to_2d")))
-            w_name = unique_name(taken, f"{node.input[1]}_2d")
-            replace_initializer(graph, w_name, w[:, :, None, :])
-            if len(index.consumers.get(node.input[1], [])) == 1:
-                dropped.add(node.input[1])
-            out2d = unique_name(taken, f"{base}_2d_out")
-            extra = {"auto_pad": auto_pad} if auto_pad != "NOTSET" else \
-                {"pads": [0, pads[0], 0, pads[1]]}
-            conv = helper.make_node("Conv", [rows, w_name, *node.input[2:]], [out2d],
-                                    name=node.name, kernel_shape=[1, k], strides=[1, stride],
-                                    dilations=[1, dilation], group=int(attr(node, "group", 1)),
-                                    **extra)
-            link(conv, node.input[1], "conv1d")
-            new.append(conv)
-            back = helper.make_node(
-                "Reshape", [out2d, shape_const("out", [-1, int(w.shape[0]), out_len])],
-                list(node.output), name=unique_name(names, f"{base}/to_1d"))
-            mark_moves_output(back)   # the 2-D output takes the layer's given parameters
-            new.append(back)
-            changes.append(f"Conv {node.name!r} (1-D, kernel {k}) became a 2-D Conv of height 1 "
-                           "between two Reshapes")
-        if changes:
-            rebuild_nodes(graph, new, dropped)
-        return changes
+    def replace(self, node: onnx.NodeProto, work: Replacement) -> str | None:
+        geo = self._geometry(node, work.index, work.shapes)
+        if geo is None:
+            return None
+        w, c, length, auto_pad = geo
+        base = node_base(node)
+        k = int(w.shape[2])
+        stride = int(attr(node, "strides", [1])[0])
+        dilation = int(attr(node, "dilations", [1])[0])
+        pads = [int(v) for v in attr(node, "pads", [0, 0])]
+        out_len = _length_out(length, k, stride, dilation, pads, auto_pad)
+        if out_len < 1:
+            return None
+        to_2d = work.int64(f"{base}_in_shape", [-1, c, 1, length])
+        rows = work.tensor(f"{base}_as_2d")
+        work.add("Reshape", [node.input[0], to_2d], [rows], f"{base}/to_2d")
+        w_name = work.constant(f"{node.input[1]}_2d", w[:, :, None, :])
+        work.retire(node.input[1])
+        out2d = work.tensor(f"{base}_2d_out")
+        extra = {"auto_pad": auto_pad} if auto_pad != "NOTSET" else \
+            {"pads": [0, pads[0], 0, pads[1]]}
+        conv = work.add("Conv", [rows, w_name, *node.input[2:]], [out2d], node.name,
+                        fresh_name=False, kernel_shape=[1, k], strides=[1, stride],
+                        dilations=[1, dilation], group=int(attr(node, "group", 1)), **extra)
+        link(conv, node.input[1], "conv1d")
+        to_1d = work.int64(f"{base}_out_shape", [-1, int(w.shape[0]), out_len])
+        back = work.add("Reshape", [out2d, to_1d], node.output, f"{base}/to_1d")
+        mark_moves_output(back)   # the 2-D output takes the layer's given parameters
+        return (f"Conv {node.name!r} (1-D, kernel {k}) became a 2-D Conv of height 1 "
+                "between two Reshapes")
 
     @staticmethod
     def _geometry(node: onnx.NodeProto, index: GraphIndex, shapes: dict

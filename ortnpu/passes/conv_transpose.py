@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
-from onnx import helper
 
-from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import (
-    GraphIndex,
-    all_tensor_names,
-    attr,
-    conv_operands,
-    opset_version,
-    rebuild_nodes,
-    replace_initializer,
-    shapes_and_types,
-    unique_name,
-)
+from ortnpu.passes.graph import GraphIndex, attr, conv_operands
+from ortnpu.passes.replace import Replacement, ReplaceNodesPass, node_base
 from ortnpu.passes.weight_links import link, transposed_layout
 
 
@@ -60,7 +48,7 @@ def _geometry(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, list | 
             "pads": [max(0, e) for e in edges], "crop": crop, "weight": w}
 
 
-class ConvTransposeAsConv(Pass):
+class ConvTransposeAsConv(ReplaceNodesPass):
     """``ConvTranspose(stride s)`` becomes zero insertion (``Reshape → Pad → Reshape``: each
     input pixel followed by ``s - 1`` zeros along each axis) and a stride-1 ``Conv`` of the same
     name, with the weights flipped and their input and output channels swapped per group.
@@ -84,99 +72,60 @@ class ConvTransposeAsConv(Pass):
     def __init__(self, crop: bool = True) -> None:
         self.crop = crop
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        graph = model.graph
-        index = GraphIndex(graph)
-        shapes, _ = shapes_and_types(model)
-        taken = all_tensor_names(graph)
-        names = {n.name for n in graph.node}
-        pads_as_input = opset_version(model) >= 11
-        new: list[onnx.NodeProto] = []
-        changes: list[str] = []
-        dropped: set[str] = set()
-        for node in graph.node:
-            geo = _geometry(node, index, shapes)
-            if geo is None:
-                new.append(node)
-                continue
-            c, h, wd, g = geo["c"], geo["h"], geo["w"], geo["g"]
-            (sh, sw), w = geo["s"], geo["weight"]
-            base = node.name or node.output[0]
-            x = node.input[0]
-            if any(geo["crop"]) and not self.crop:
-                new.append(node)   # the target has no Slice to crop with
-                continue
-            if (sh, sw) != (1, 1):
-                x = self._zero_insert(graph, new, taken, names, base, x, (c, h, wd), (sh, sw),
-                                      pads_as_input)
-            if any(geo["crop"]):
-                x = self._crop(graph, new, taken, names, base, x, (h * sh, wd * sw),
-                               geo["crop"], opset_version(model) >= 10)
-            kh, kw = int(w.shape[2]), int(w.shape[3])
-            w_name = unique_name(taken, f"{node.input[1]}_as_conv")
-            replace_initializer(graph, w_name, transposed_layout(w, g))
-            if len(index.consumers.get(node.input[1], [])) == 1:
-                dropped.add(node.input[1])
-            conv = helper.make_node(
-                "Conv", [x, w_name, *node.input[2:]], list(node.output), name=node.name,
-                kernel_shape=[kh, kw], dilations=list(geo["d"]), group=g, pads=geo["pads"])
-            link(conv, node.input[1], "transposed", g)
-            new.append(conv)
-            changes.append(f"ConvTranspose {node.name!r} (stride {sh}x{sw}) became zero "
-                           "insertion and a Conv with flipped weights")
-        if changes:
-            rebuild_nodes(graph, new, dropped)
-        return changes
+    def replace(self, node: onnx.NodeProto, work: Replacement) -> str | None:
+        geo = _geometry(node, work.index, work.shapes)
+        if geo is None or (any(geo["crop"]) and not self.crop):
+            return None   # (a crop needs a Slice the target may not run)
+        c, h, wd, g = geo["c"], geo["h"], geo["w"], geo["g"]
+        (sh, sw), w = geo["s"], geo["weight"]
+        base = node_base(node)
+        x = node.input[0]
+        if (sh, sw) != (1, 1):
+            x = self._zero_insert(work, base, x, (c, h, wd), (sh, sw), work.opset >= 11)
+        if any(geo["crop"]):
+            x = self._crop(work, base, x, (h * sh, wd * sw), geo["crop"], work.opset >= 10)
+        kh, kw = int(w.shape[2]), int(w.shape[3])
+        w_name = work.constant(f"{node.input[1]}_as_conv", transposed_layout(w, g))
+        work.retire(node.input[1])
+        conv = work.add("Conv", [x, w_name, *node.input[2:]], node.output, node.name,
+                        fresh_name=False, kernel_shape=[kh, kw], dilations=list(geo["d"]),
+                        group=g, pads=geo["pads"])
+        link(conv, node.input[1], "transposed", g)
+        return (f"ConvTranspose {node.name!r} (stride {sh}x{sw}) became zero "
+                "insertion and a Conv with flipped weights")
 
     @staticmethod
-    def _crop(graph: onnx.GraphProto, new: list[onnx.NodeProto], taken: set[str],
-              names: set[str], base: str, x: str, hw: tuple[int, int], crop: list[int],
+    def _crop(work: Replacement, base: str, x: str, hw: tuple[int, int], crop: list[int],
               as_inputs: bool) -> str:
         """``x`` without ``crop`` = [top, left, bottom, right] rows and columns (a Slice)."""
         starts, ends = [crop[0], crop[1]], [hw[0] - crop[2], hw[1] - crop[3]]
-        out = unique_name(taken, f"{base}_cropped")
-        name = unique_name(names, f"{base}/crop")
+        out = work.tensor(f"{base}_cropped")
         if not as_inputs:
-            new.append(helper.make_node("Slice", [x], [out], name=name, starts=starts,
-                                        ends=ends, axes=[2, 3]))
+            work.add("Slice", [x], [out], f"{base}/crop", starts=starts, ends=ends, axes=[2, 3])
             return out
-        consts = []
-        for what, values in (("starts", starts), ("ends", ends), ("axes", [2, 3])):
-            const = unique_name(taken, f"{base}_crop_{what}")
-            replace_initializer(graph, const, np.array(values, np.int64))
-            consts.append(const)
-        new.append(helper.make_node("Slice", [x, *consts], [out], name=name))
+        consts = [work.int64(f"{base}_crop_{what}", values)
+                  for what, values in (("starts", starts), ("ends", ends), ("axes", [2, 3]))]
+        work.add("Slice", [x, *consts], [out], f"{base}/crop")
         return out
 
     @staticmethod
-    def _zero_insert(graph: onnx.GraphProto, new: list[onnx.NodeProto], taken: set[str],
-                     names: set[str], base: str, x: str, chw: tuple[int, int, int],
+    def _zero_insert(work: Replacement, base: str, x: str, chw: tuple[int, int, int],
                      stride: tuple[int, int], pads_as_input: bool) -> str:
         """``x`` [N, C, H, W] as [N, C, H·s_h, W·s_w] with each value followed by zeros, at
         rank 4: [N·C·H, 1, W, 1] padded at the end of axes 1 and 3."""
         c, h, w = chw
         sh, sw = stride
-
-        def shape_const(what: str, dims: list[int]) -> str:
-            name = unique_name(taken, f"{base}_{what}_shape")
-            replace_initializer(graph, name, np.array(dims, np.int64))
-            return name
-
-        cells = unique_name(taken, f"{base}_cells")
-        new.append(helper.make_node("Reshape", [x, shape_const("cells", [-1, 1, w, 1])],
-                                    [cells], name=unique_name(names, f"{base}/cells")))
-        padded = unique_name(taken, f"{base}_zeros")
+        cells_shape = work.int64(f"{base}_cells_shape", [-1, 1, w, 1])
+        cells = work.tensor(f"{base}_cells")
+        work.add("Reshape", [x, cells_shape], [cells], f"{base}/cells")
+        padded = work.tensor(f"{base}_zeros")
         pads = [0, 0, 0, 0, 0, sh - 1, 0, sw - 1]
         if pads_as_input:
-            pads_name = unique_name(taken, f"{base}_zeros_pads")
-            replace_initializer(graph, pads_name, np.array(pads, np.int64))
-            new.append(helper.make_node("Pad", [cells, pads_name], [padded],
-                                        name=unique_name(names, f"{base}/zeros")))
+            work.add("Pad", [cells, work.int64(f"{base}_zeros_pads", pads)], [padded],
+                     f"{base}/zeros")
         else:
-            new.append(helper.make_node("Pad", [cells], [padded], pads=pads,
-                                        name=unique_name(names, f"{base}/zeros")))
-        out = unique_name(taken, f"{base}_upsampled")
-        new.append(helper.make_node("Reshape", [padded, shape_const("up", [-1, c, h * sh,
-                                                                           w * sw])],
-                                    [out], name=unique_name(names, f"{base}/upsampled")))
+            work.add("Pad", [cells], [padded], f"{base}/zeros", pads=pads)
+        up_shape = work.int64(f"{base}_up_shape", [-1, c, h * sh, w * sw])
+        out = work.tensor(f"{base}_upsampled")
+        work.add("Reshape", [padded, up_shape], [out], f"{base}/upsampled")
         return out

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
-from onnx import helper
 
-from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import (
-    GraphIndex,
-    all_tensor_names,
-    attr,
-    conv_operands,
-    rebuild_nodes,
-    replace_initializer,
-    shapes_and_types,
-    unique_name,
-)
+from ortnpu.passes.graph import GraphIndex, attr, conv_operands
+from ortnpu.passes.replace import Replacement, ReplaceNodesPass, node_base
 from ortnpu.passes.weight_links import link, patch_layout
 
 
@@ -42,7 +31,7 @@ def _patch(node: onnx.NodeProto, index: GraphIndex,
     return c, h, wd, kh, kw
 
 
-class PatchifyConv(Pass):
+class PatchifyConv(ReplaceNodesPass):
     """``Conv(kernel k x l = stride, no padding)`` becomes ``Reshape → Transpose → Reshape →
     Transpose → Reshape`` (space-to-depth, at rank 4) and a 1x1 ``Conv`` on the ``C·k·l``
     channels, when the stride or kernel exceeds what the target's NPU runs.
@@ -65,51 +54,31 @@ class PatchifyConv(Pass):
         self.max_stride = max_stride
         self.max_kernel = max_kernel
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        graph = model.graph
-        index = GraphIndex(graph)
-        shapes, _ = shapes_and_types(model)
-        taken = all_tensor_names(graph)
-        names = {n.name for n in graph.node}
-        new: list[onnx.NodeProto] = []
-        changes: list[str] = []
-        dropped: set[str] = set()   # weights only the rewritten convolutions read
-        for node in graph.node:
-            found = _patch(node, index, shapes)
-            if found is None or max(found[3:]) <= min(self.max_stride, self.max_kernel):
-                new.append(node)
-                continue
-            c, h, w, kh, kw = found
-            hb, wb = h // kh, w // kw
-            base = node.name or node.output[0]
-            weight = index.constant(node.input[1])
-            steps = (("rows", [-1, kh, wb, kw], [0, 1, 3, 2]),
-                     ("cells", [-1, hb, kh * kw, wb], [0, 2, 1, 3]),
-                     ("depth", [-1, c * kh * kw, hb, wb], None))
-            x = node.input[0]
-            for what, dims, perm in steps:
-                shape_name = unique_name(taken, f"{base}_{what}_shape")
-                replace_initializer(graph, shape_name, np.array(dims, np.int64))
-                shaped = unique_name(taken, f"{base}_{what}")
-                new.append(helper.make_node("Reshape", [x, shape_name], [shaped],
-                                            name=unique_name(names, f"{base}/{what}")))
-                x = shaped
-                if perm is not None:
-                    moved = unique_name(taken, f"{base}_{what}_moved")
-                    new.append(helper.make_node("Transpose", [x], [moved], perm=perm,
-                                                name=unique_name(names, f"{base}/{what}_moved")))
-                    x = moved
-            w_name = unique_name(taken, f"{node.input[1]}_1x1")
-            replace_initializer(graph, w_name, patch_layout(weight))
-            inputs = [x, w_name, *node.input[2:]]
-            conv = helper.make_node("Conv", inputs, list(node.output), name=node.name,
-                                    kernel_shape=[1, 1])
-            link(conv, node.input[1], "patch")
-            new.append(conv)
-            if len(index.consumers.get(node.input[1], [])) == 1:
-                dropped.add(node.input[1])
-            changes.append(f"Conv {node.name!r} ({kh}x{kw} windows at stride {kh}x{kw}) became "
-                           f"space-to-depth and a 1x1 Conv over {c * kh * kw} channels")
-        if changes:
-            rebuild_nodes(graph, new, dropped)
-        return changes
+    def replace(self, node: onnx.NodeProto, work: Replacement) -> str | None:
+        found = _patch(node, work.index, work.shapes)
+        if found is None or max(found[3:]) <= min(self.max_stride, self.max_kernel):
+            return None
+        c, h, w, kh, kw = found
+        hb, wb = h // kh, w // kw
+        base = node_base(node)
+        weight = work.index.constant(node.input[1])
+        steps = (("rows", [-1, kh, wb, kw], [0, 1, 3, 2]),
+                 ("cells", [-1, hb, kh * kw, wb], [0, 2, 1, 3]),
+                 ("depth", [-1, c * kh * kw, hb, wb], None))
+        x = node.input[0]
+        for what, dims, perm in steps:
+            shape = work.int64(f"{base}_{what}_shape", dims)
+            shaped = work.tensor(f"{base}_{what}")
+            work.add("Reshape", [x, shape], [shaped], f"{base}/{what}")
+            x = shaped
+            if perm is not None:
+                moved = work.tensor(f"{base}_{what}_moved")
+                work.add("Transpose", [x], [moved], f"{base}/{what}_moved", perm=perm)
+                x = moved
+        w_name = work.constant(f"{node.input[1]}_1x1", patch_layout(weight))
+        conv = work.add("Conv", [x, w_name, *node.input[2:]], node.output, node.name,
+                        fresh_name=False, kernel_shape=[1, 1])
+        link(conv, node.input[1], "patch")
+        work.retire(node.input[1])
+        return (f"Conv {node.name!r} ({kh}x{kw} windows at stride {kh}x{kw}) became "
+                f"space-to-depth and a 1x1 Conv over {c * kh * kw} channels")

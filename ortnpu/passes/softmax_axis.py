@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import onnx
-from onnx import helper
 
-from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import (
-    all_tensor_names,
-    attr,
-    opset_version,
-    rebuild_nodes,
-    shapes_and_types,
-    unique_name,
-)
+from ortnpu.passes.graph import attr, opset_version
+from ortnpu.passes.replace import Replacement, ReplaceNodesPass, node_base
 from ortnpu.passes.weight_links import mark_moves_output
 
 
-class SoftmaxToLastAxis(Pass):
+class SoftmaxToLastAxis(ReplaceNodesPass):
     """``Softmax(axis = a)`` over an axis that is not the last becomes ``Transpose(a ↔ last) →
     Softmax(axis = -1) → Transpose(a ↔ last)``.
 
@@ -36,41 +28,27 @@ class SoftmaxToLastAxis(Pass):
     def __init__(self, max_rank: int) -> None:
         self.max_rank = max_rank
 
-    def apply(self, model: onnx.ModelProto) -> list[str]:
-        if opset_version(model) < 13:
-            return []
-        graph = model.graph
-        shapes, _ = shapes_and_types(model)
-        taken = all_tensor_names(graph)
-        names = {n.name for n in graph.node}
-        new: list[onnx.NodeProto] = []
-        changes: list[str] = []
-        for node in graph.node:
-            shape = shapes.get(node.input[0]) if node.input else None
-            if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx") or \
-                    shape is None or not 2 <= len(shape) <= self.max_rank:
-                new.append(node)
-                continue
-            rank = len(shape)
-            axis = int(attr(node, "axis", -1))
-            if not -rank <= axis < rank or axis % rank == rank - 1:
-                new.append(node)
-                continue
-            axis %= rank
-            perm = list(range(rank))
-            perm[axis], perm[-1] = rank - 1, axis
-            base = node.name or node.output[0]
-            moved = unique_name(taken, f"{base}_last_axis")
-            soft = unique_name(taken, f"{base}_on_last_axis")
-            new.append(helper.make_node("Transpose", [node.input[0]], [moved], perm=perm,
-                                        name=unique_name(names, f"{base}/to_last_axis")))
-            new.append(helper.make_node("Softmax", [moved], [soft], axis=-1, name=node.name))
-            back = helper.make_node("Transpose", [soft], list(node.output), perm=perm,
-                                    name=unique_name(names, f"{base}/from_last_axis"))
-            mark_moves_output(back)   # the moved Softmax takes the layer's given parameters
-            new.append(back)
-            changes.append(f"Softmax {node.name!r} over axis {axis} of rank {rank} runs over the "
-                           "last axis between two Transposes")
-        if changes:
-            rebuild_nodes(graph, new)
-        return changes
+    def applies_to(self, model: onnx.ModelProto) -> bool:
+        return opset_version(model) >= 13
+
+    def replace(self, node: onnx.NodeProto, work: Replacement) -> str | None:
+        shape = work.shapes.get(node.input[0]) if node.input else None
+        if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx") or \
+                shape is None or not 2 <= len(shape) <= self.max_rank:
+            return None
+        rank = len(shape)
+        axis = int(attr(node, "axis", -1))
+        if not -rank <= axis < rank or axis % rank == rank - 1:
+            return None
+        axis %= rank
+        perm = list(range(rank))
+        perm[axis], perm[-1] = rank - 1, axis
+        base = node_base(node)
+        moved = work.tensor(f"{base}_last_axis")
+        soft = work.tensor(f"{base}_on_last_axis")
+        work.add("Transpose", [node.input[0]], [moved], f"{base}/to_last_axis", perm=perm)
+        work.add("Softmax", [moved], [soft], node.name, fresh_name=False, axis=-1)
+        back = work.add("Transpose", [soft], node.output, f"{base}/from_last_axis", perm=perm)
+        mark_moves_output(back)   # the moved Softmax takes the layer's given parameters
+        return (f"Softmax {node.name!r} over axis {axis} of rank {rank} runs over the "
+                "last axis between two Transposes")
