@@ -495,7 +495,10 @@ def _rebuilt_layers() -> list[tuple[str, onnx.ModelProto, tuple[int, ...]]]:
              rng.normal(0, 0.3, (4, 6, 2, 2)), (1, 4, 5, 5)),
             ("tconv", helper.make_node("Conv", ["x", "w", "b"], ["y"], name="tconv",
                                        pads=[1, 1]),
-             rng.normal(0, 0.3, (6, 4, 3)), (1, 4, 16))):
+             rng.normal(0, 0.3, (6, 4, 3)), (1, 4, 16)),
+            ("blocks", helper.make_node("Conv", ["x", "w", "b"], ["y"], name="blocks",
+                                        strides=[2, 16], kernel_shape=[4, 32]),
+             rng.normal(0, 0.05, (6, 3, 4, 32)), (1, 3, 8, 64))):
         cout = w.shape[1] if node.op_type == "ConvTranspose" else w.shape[0]
         g = helper.make_graph(
             [node], name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
@@ -508,7 +511,8 @@ def _rebuilt_layers() -> list[tuple[str, onnx.ModelProto, tuple[int, ...]]]:
     return models
 
 
-@pytest.mark.parametrize("case", [0, 1, 2], ids=["patch_embedding", "conv_transpose", "conv1d"])
+@pytest.mark.parametrize("case", [0, 1, 2, 3],
+                         ids=["patch_embedding", "conv_transpose", "conv1d", "kernel_of_strides"])
 def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
     """The NPU graph's rebuilt convolution holds the QDQ model's own int8 weights in its
     layout, not the float weights quantized again: halved, the weights no longer span the
@@ -527,6 +531,10 @@ def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
         want = halved.reshape(halved.shape[0], -1, 1, 1)
     elif name == "tconv":
         want = halved[:, :, None, :]
+    elif name == "blocks":   # [o, (c, i, j), a, b] = w[o, c, 2a + i, 16b + j]
+        want = np.zeros((6, 3 * 2 * 16, 2, 2), halved.dtype)
+        for c, i, j, a, b in np.ndindex(3, 2, 16, 2, 2):
+            want[:, (c * 2 + i) * 16 + j, a, b] = halved[:, c, 2 * a + i, 16 * b + j]
     else:
         want = halved.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     assert np.array_equal(got, want)

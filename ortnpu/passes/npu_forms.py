@@ -16,6 +16,7 @@ from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
 from ortnpu.passes.layernorm import DecomposeLayerNorm
 from ortnpu.passes.name_nodes import NameNodes
+from ortnpu.passes.pad_modes import PadModesAsSlices
 from ortnpu.passes.patchify import PatchifyConv
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
@@ -30,27 +31,35 @@ NPU_FORMS: tuple[type[Pass], ...] = (DecomposeLayerNorm, SliceHeads, FuseErfGelu
 
 def npu_forms(model: onnx.ModelProto, target: Target | None = None,
               log: list[PassResult] | None = None) -> onnx.ModelProto:
-    """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied; with
-    a ``target`` that runs Conv, Reshape and Transpose at rank 4, also a patch-embedding
-    convolution beyond its stride or kernel limits as space-to-depth and a 1x1 convolution
-    (:class:`~ortnpu.passes.patchify.PatchifyConv`), and with one that runs Softmax (not
-    preferring the CPU for it) and Transpose, a Softmax over an inner axis over the last
-    (:class:`~ortnpu.passes.softmax_axis.SoftmaxToLastAxis`); with one that runs Conv, Pad and
-    Reshape at rank 4, a ConvTranspose as zero insertion and a Conv
-    (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`); with one that runs Conv and
-    Reshape at rank 4, a 1-D Conv as a 2-D one of height 1
-    (:class:`~ortnpu.passes.conv1d.Conv1dAsConv2d`). The input when none applies.
-    ``log``, when given, receives the result of every rewrite that changed the model."""
+    """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied and,
+    for a ``target``, those whose new ops it runs:
+
+    * Slice and Concat: a reflect, edge or wrap Pad as slices joined by a Concat
+      (:class:`~ortnpu.passes.pad_modes.PadModesAsSlices`);
+    * Conv and Reshape at rank 4: a 1-D Conv as a 2-D one of height 1
+      (:class:`~ortnpu.passes.conv1d.Conv1dAsConv2d`);
+    * Conv, Reshape and Transpose at rank 4: a convolution beyond its stride or kernel limits
+      whose kernel is whole strides as space-to-depth and a small stride-1 convolution
+      (:class:`~ortnpu.passes.patchify.PatchifyConv`);
+    * Conv, Pad and Reshape at rank 4: a ConvTranspose as zero insertion and a Conv
+      (:class:`~ortnpu.passes.conv_transpose.ConvTransposeAsConv`);
+    * Softmax (not preferring the CPU for it) and Transpose: a Softmax over an inner axis
+      over the last (:class:`~ortnpu.passes.softmax_axis.SoftmaxToLastAxis`).
+
+    The input when none applies. ``log``, when given, receives the result of every rewrite
+    that changed the model."""
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
         model = InferShapes()(model).model
     passes: list[Pass] = [cls() for cls in NPU_FORMS]
     rules = target.support if target is not None else None
+    if rules is not None and {"Slice", "Concat"} <= set(rules.op_types):
+        passes.append(PadModesAsSlices())
+    if rules is not None and rules.max_rank >= 4 and {"Conv", "Reshape"} <= set(rules.op_types):
+        passes.append(Conv1dAsConv2d())
     if rules is not None and rules.max_rank >= 4 and \
             {"Conv", "Reshape", "Transpose"} <= set(rules.op_types):
         passes.append(PatchifyConv(rules.max_stride, rules.max_kernel))
-    if rules is not None and rules.max_rank >= 4 and {"Conv", "Reshape"} <= set(rules.op_types):
-        passes.append(Conv1dAsConv2d())
     if rules is not None and rules.max_rank >= 4 and \
             {"Conv", "Pad", "Reshape"} <= set(rules.op_types):
         passes.append(ConvTransposeAsConv(crop="Slice" in rules.op_types))

@@ -9,7 +9,9 @@ with scales of its own. Each rewrite records on the new node which weights it re
 laid them out; :func:`carry_weights` applies the same layout to the given integer weights.
 A rewrite that ends in a node only moving values (a Reshape back to 1-D, a Transpose back
 from the last axis) marks it, and :func:`carry_params` gives the tensor it reads the given
-parameters of the tensor it writes (the model's own output parameters of the layer).
+parameters of the tensor it writes (the model's own output parameters of the layer). A Concat
+that only copies values of one tensor (a reflect Pad's slices) is marked the other way round:
+its output takes that tensor's parameters (:func:`copies_input`).
 """
 
 from __future__ import annotations
@@ -23,14 +25,20 @@ import onnx
 from ortnpu.passes.graph import get_meta, set_meta
 
 #: node metadata key: ``{"source": weight name, "layout": "patch" | "transposed" | "conv1d",
-#: "group": g}``
+#: "group": g, "block": [s, t] (patch only)}``
 WEIGHTS_FROM_KEY = "ortnpu.weights_from"
 
 
-def patch_layout(w: np.ndarray) -> np.ndarray:
-    """A patch convolution's weights ``[O, C, k, l]`` as its 1x1 convolution's
-    ``[O, C·k·l, 1, 1]`` (the order of space-to-depth's channels)."""
-    return w.reshape(w.shape[0], -1, 1, 1)
+def patch_layout(w: np.ndarray, block: tuple[int, int] | None = None) -> np.ndarray:
+    """A convolution's weights ``[O, C, m·s, n·t]`` at stride ``block`` = (s, t) as those of
+    the stride-1 convolution over its space-to-depth input: ``[O, C·s·t, m, n]``, channels in
+    space-to-depth's order (c, row in block, column in block). Without ``block`` the kernel is
+    one block (a patch embedding: ``[O, C·k·l, 1, 1]``)."""
+    o, c, kh, kw = w.shape
+    sh, sw = block or (kh, kw)
+    mh, mw = kh // sh, kw // sw
+    return np.ascontiguousarray(w.reshape(o, c, mh, sh, mw, sw).transpose(0, 1, 3, 5, 2, 4)
+                                .reshape(o, c * sh * sw, mh, mw))
 
 
 def transposed_layout(w: np.ndarray, group: int) -> np.ndarray:
@@ -51,6 +59,22 @@ def mark_moves_output(node: onnx.NodeProto) -> None:
     set_meta(node, PARAMS_OF_OUTPUT_KEY, "1")
 
 
+#: node metadata key on a Concat a rewrite added that only copies one tensor's values (the
+#: slices of a reflect Pad): its output takes that input's parameters unless it has its own
+OUTPUT_PARAMS_OF_INPUT_KEY = "ortnpu.output_params_of_input"
+
+
+def mark_copies_input(node: onnx.NodeProto) -> None:
+    """Record that every value ``node`` writes is a value of its first input (a reflect Pad's
+    Concat of slices): no requantization is needed, as in TFLite's MIRROR_PAD."""
+    set_meta(node, OUTPUT_PARAMS_OF_INPUT_KEY, "1")
+
+
+def copies_input(node: onnx.NodeProto) -> bool:
+    """Whether a rewrite marked ``node`` with :func:`mark_copies_input`."""
+    return get_meta(node, OUTPUT_PARAMS_OF_INPUT_KEY) is not None
+
+
 def carry_params(model: onnx.ModelProto, params: Mapping[str, object]) -> dict[str, object]:
     """``params`` (tensor -> given quantization parameters) with the input of each marked
     value-moving node given its output's parameters, where it has none."""
@@ -63,10 +87,14 @@ def carry_params(model: onnx.ModelProto, params: Mapping[str, object]) -> dict[s
     return out
 
 
-def link(node: onnx.NodeProto, source: str, layout: str, group: int = 1) -> None:
-    """Record on ``node`` that its weights are ``source`` laid out by ``layout``."""
-    set_meta(node, WEIGHTS_FROM_KEY, json.dumps({"source": source, "layout": layout,
-                                                 "group": group}))
+def link(node: onnx.NodeProto, source: str, layout: str, group: int = 1,
+         block: tuple[int, int] | None = None) -> None:
+    """Record on ``node`` that its weights are ``source`` laid out by ``layout`` (with
+    ``group`` groups, or space-to-depth ``block``)."""
+    info: dict[str, object] = {"source": source, "layout": layout, "group": group}
+    if block is not None:
+        info["block"] = list(block)
+    set_meta(node, WEIGHTS_FROM_KEY, json.dumps(info))
 
 
 def carry_weights(model: onnx.ModelProto, weights: Mapping[str, tuple[np.ndarray, np.ndarray]]
@@ -85,7 +113,8 @@ def carry_weights(model: onnx.ModelProto, weights: Mapping[str, tuple[np.ndarray
         q, scales = given
         scales = np.asarray(scales)
         if info["layout"] == "patch":
-            out[node.input[1]] = (patch_layout(q), scales)
+            block = info.get("block")
+            out[node.input[1]] = (patch_layout(q, tuple(block) if block else None), scales)
         elif info["layout"] == "conv1d":   # [O, C/g, k] as [O, C/g, 1, k]
             out[node.input[1]] = (q[:, :, None, :], scales)
         elif info["layout"] == "transposed":

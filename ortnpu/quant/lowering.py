@@ -47,6 +47,7 @@ from ortnpu.domain.ops_softmax import MAX_DEPTH as MAX_SOFTMAX_DEPTH
 from ortnpu.domain.ops_softmax import softmax_params
 from ortnpu.domain.spec import MAX_VARIADIC
 from ortnpu.passes.graph import attr
+from ortnpu.passes.weight_links import copies_input
 from ortnpu.quant.context import QuantContext
 from ortnpu.quant.emitter import Emitter
 from ortnpu.quant.params import (
@@ -1199,6 +1200,9 @@ class ConcatRule(LoweringRule):
 
     def emit(self, m: Match, ctx: QuantContext, out: Emitter) -> None:
         node = m.node
+        if copies_input(node) and node.output[0] not in ctx.preset_params:
+            # a reflect Pad's slices joined: the values of one tensor, on its parameters
+            ctx.set_params(node.output[0], ctx.params_of(node.input[0]))
         inputs, y, yp, name = _on_output_params(node, ctx, out)
         axis = int(attr(node, "axis", 1))
         # more inputs than one Concat op takes (an unrolled BiLSTM joins its 32 time steps):

@@ -147,10 +147,12 @@ def _conv_like(rng: np.random.Generator, act: str, depthwise: bool,
     eff = (k - 1) * dilation + 1
     h = int(rng.integers(max(lo_dim, eff if padding == "VALID" else 1), max(hi_dim, eff) + 1))
     w = int(rng.integers(max(lo_dim, eff if padding == "VALID" else 1), max(hi_dim, eff) + 1))
-    if patches:   # a ViT's patch embedding: windows = stride, beyond the targets' max_stride 8
-        k = stride = int(rng.integers(9, 13))
+    if patches:   # a ViT's patch embedding (windows = stride) or an STFT's (two strides), at
+        # strides beyond the targets' max_stride 8
+        stride = int(rng.integers(9, 13))
+        k = stride * int(rng.integers(1, 3))
         dilation, padding = 1, "VALID"
-        h, w = (k * int(v) for v in rng.integers(1, 3, 2))
+        h, w = (stride * int(v) for v in rng.integers(k // stride, k // stride + 2, 2))
     cin = int(rng.integers(1, 6))
     mult = int(rng.integers(1, 3)) if depthwise else 1
     cout = cin * mult if depthwise else int(rng.integers(1, 7))
@@ -257,8 +259,8 @@ def conv_2d(rng: np.random.Generator, act: str) -> Case:
 
 
 def conv_2d_patches(rng: np.random.Generator, act: str) -> Case:
-    """CONV_2D whose windows tile the input (kernel = stride 9..12): ortnpu runs it as
-    space-to-depth and a 1x1 convolution (:class:`ortnpu.passes.PatchifyConv`)."""
+    """CONV_2D whose kernel is one or two strides (stride 9..12): ortnpu runs it as
+    space-to-depth and a 1x1 or 2x2 convolution (:class:`ortnpu.passes.PatchifyConv`)."""
     return _conv_like(rng, act, False, patches=True)
 
 
@@ -522,14 +524,15 @@ def quantize(rng: np.random.Generator, act: str) -> Case:
 
 def _layout(rng: np.random.Generator, act: str, op: str, shape: tuple[int, ...],
             out_shape: tuple[int, ...], extra: np.ndarray, onnx_op: str,
-            onnx_extra: np.ndarray | None, **attrs: object) -> Case:
+            onnx_extra: np.ndarray | None,
+            options: tuple[str, dict[str, object]] | None = None, **attrs: object) -> Case:
     q = _quant(rng, act)
     x = _data(rng, shape, act)
     t = TFLiteGraph()
     tx = t.tensor("x", shape, act, scale=q.scale, zero_point=q.zero_point)
     te = t.tensor("param", extra.shape, "int32", data=extra)
     ty = t.tensor("y", out_shape, act, scale=q.scale, zero_point=q.zero_point)
-    t.op(op, [tx, te], [ty])
+    t.op(op, [tx, te], [ty], options)
     g = QDQGraph()
     ins = [g.input("x", shape, q)]
     if onnx_extra is not None:
@@ -568,6 +571,18 @@ def pad(rng: np.random.Generator, act: str) -> Case:
                    np.concatenate([pads[:, 0], pads[:, 1]]).astype(np.int64))
 
 
+def mirror_pad(rng: np.random.Generator, act: str) -> Case:
+    """MIRROR_PAD REFLECT (an STFT's or an image-to-image network's padding): ortnpu runs it
+    as slices and a Concat (:class:`ortnpu.passes.pad_modes.PadModesAsSlices`)."""
+    rank = int(rng.integers(1, 5))
+    shape = tuple(int(d) for d in rng.integers(2, 6, size=rank))
+    pads = np.array([[int(rng.integers(0, d)), int(rng.integers(0, d))] for d in shape])
+    out = tuple(int(d + p.sum()) for d, p in zip(shape, pads, strict=True))
+    return _layout(rng, act, "MIRROR_PAD", shape, out, pads.astype(np.int32), "Pad",
+                   np.concatenate([pads[:, 0], pads[:, 1]]).astype(np.int64),
+                   ("MirrorPadOptions", {"Mode": 0}), mode="reflect")
+
+
 #: TFLite op -> case generator; each is checked on int8 and, where listed, on int16 (16x8).
 GENERATORS: dict[str, Callable[[np.random.Generator, str], Case]] = {
     "CONV_2D": conv_2d,
@@ -584,6 +599,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator, str], Case]] = {
     "RESHAPE": reshape,
     "TRANSPOSE": transpose,
     "PAD": pad,
+    "MIRROR_PAD": mirror_pad,
     "QUANTIZE": quantize,
     "LOGISTIC": logistic,
     "TANH": tanh,

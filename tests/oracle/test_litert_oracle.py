@@ -128,3 +128,18 @@ def test_fully_connected_difference_is_litert_double_rescale(act: str) -> None:
         assert np.array_equal(_litert_fc_double_rescale(case), litert), case.name
         differ += int(not np.array_equal(run_ortnpu(case).astype(np.int64), litert))
     assert differ > 0
+
+
+@pytest.mark.parametrize("op", ["MIRROR_PAD", "CONV_2D_PATCHES"])
+def test_rewritten_cases_run_on_the_npu(op: str) -> None:
+    """These cases test the rewrites (slices + Concat; space-to-depth + a small Conv), not a
+    float op left on the CPU between a DequantizeLinear and a QuantizeLinear (a float Pad
+    would copy the same integers)."""
+    import ortnpu
+
+    for seed in range(5):
+        case = make_case(op, "int8", seed)
+        npu = ortnpu.import_qdq(case.onnx, case.target)
+        left = [n.op_type for n in npu.graph.node
+                if n.domain == "" and n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+        assert not left, (case.name, left)

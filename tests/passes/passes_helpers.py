@@ -69,3 +69,18 @@ def assert_same(a: onnx.ModelProto, b: onnx.ModelProto, tol: float = 1e-5) -> No
 
 def ops(m: onnx.ModelProto) -> list[str]:
     return [n.op_type for n in m.graph.node]
+
+
+def assert_one_exact_program(float_model: onnx.ModelProto, npu: onnx.ModelProto,
+                             x: np.ndarray, closeness: float = 0.05) -> None:
+    """``npu`` runs as one compiled program whose output on ``x`` equals the numpy
+    reference's bit for bit and lies within ``closeness`` of the float model's range."""
+    import ortnpu
+
+    sess = ortnpu.InferenceSession(npu)
+    assert [r.native for r in sess.compile_reports] == [True]
+    got = sess.run(None, {"x": x})[0]
+    want = ortnpu.InferenceSession(npu, fuse=False, native=False).run(None, {"x": x})[0]
+    assert np.array_equal(got, want)
+    ref = run(float_model, {"x": x})[0]
+    assert np.abs(got - ref).max() <= closeness * np.abs(ref).max()

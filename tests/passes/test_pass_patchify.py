@@ -40,7 +40,9 @@ def test_patch_convolution_becomes_space_to_depth_and_1x1(kernel: tuple, hw: tup
 
 @pytest.mark.parametrize(("kernel", "stride", "hw", "attrs", "limits"), [
     ((4, 4), (4, 4), (8, 12), {}, (4, 16)),                    # within the target's limits
-    ((4, 4), (2, 2), (8, 12), {}, (1, 16)),                    # overlapping windows
+    ((3, 3), (2, 2), (8, 12), {}, (1, 16)),                    # kernel not whole strides
+    ((4, 4), (2, 2), (8, 12), {}, (2, 16)),                    # within the target's limits
+    ((8, 8), (2, 2), (8, 12), {}, (1, 3)),                     # 4x4 blocks: still too wide
     ((4, 4), (4, 4), (8, 12), {"pads": [1, 1, 1, 1]}, (1, 16)),   # padded
     ((4, 4), (4, 4), (8, 12), {"dilations": [2, 2]}, (1, 16)),    # dilated
     ((4, 4), (4, 4), (10, 12), {}, (1, 16)),                   # rows left over
@@ -49,6 +51,36 @@ def test_other_convolutions_are_kept(kernel: tuple, stride: tuple, hw: tuple, at
                                      limits: tuple) -> None:
     m = _conv_model(kernel, stride, hw, **attrs)
     assert not PatchifyConv(*limits)(m).modified
+
+
+@pytest.mark.parametrize(("kernel", "stride", "hw"), [((4, 4), (2, 2), (8, 12)),
+                                                      ((2, 6), (1, 3), (5, 12)),
+                                                      ((1, 32), (1, 16), (1, 64))])
+def test_kernel_of_whole_strides_becomes_space_to_depth_and_a_small_conv(
+        kernel: tuple, stride: tuple, hw: tuple) -> None:
+    """A kernel of m x n strides (an STFT front end: 256 taps at stride 128) is a stride-1
+    m x n convolution over the input's s x t blocks, with the same products and sums."""
+    m = _conv_model(kernel, stride, hw)
+    result = PatchifyConv(max_stride=1, max_kernel=16)(m)
+    assert result.modified, result.changes
+    assert ops(result.model) == [*SPACE_TO_DEPTH, "Conv"]
+    conv = result.model.graph.node[-1]
+    blocks = [kernel[0] // stride[0], kernel[1] // stride[1]]
+    assert conv.name == "patch" and list(conv.attribute[0].ints) == blocks
+    assert "stride 1" in result.changes[0] or blocks == [1, 1]
+    # the new weights, entry by entry: [o, (c, i, j), a, b] = w[o, c, a*s + i, b*t + j]
+    w = next(onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.name == "w")
+    got = next(onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer
+               if t.name == conv.input[1])
+    (sh, sw), c = stride, w.shape[1]
+    for o, ci, a, b, i, j in [(0, 0, 0, 0, 0, 0), (4, c - 1, blocks[0] - 1, blocks[1] - 1,
+                                                   sh - 1, sw - 1), (2, 1, 0, blocks[1] - 1,
+                                                                     0, sw - 1)]:
+        assert got[o, (ci * sh + i) * sw + j, a, b] == w[o, ci, a * sh + i, b * sw + j]
+    for batch in (1, 3):
+        x = rand(batch, 3, *hw)
+        np.testing.assert_allclose(run(m, {"x": x})[0], run(result.model, {"x": x})[0],
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_grouped_patch_convolution_is_kept() -> None:
