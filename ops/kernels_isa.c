@@ -24,6 +24,20 @@
 #include "kernels_isa.h"
 #undef FN
 #undef ORTNPU_ISA_AVX2
+/* The AVX2 tile's step: VPMADDWD (16 int16 pair products, 8 sums) and VPADDD, twelve
+ * independent chains: 16 multiply-adds per VPMADDWD. */
+static uint64_t mac_probe_avx2(uint64_t n) {
+    __m256i a = _mm256_set1_epi16(1), b = _mm256_set1_epi16(1);
+    __m256i c[12];
+    for (int k = 0; k < 12; k++) c[k] = _mm256_setzero_si256();
+    for (uint64_t i = 0; i < n; i++) {
+        __asm__ volatile("" : "+x"(a), "+x"(b));
+        for (int k = 0; k < 12; k++) c[k] = _mm256_add_epi32(c[k], _mm256_madd_epi16(a, b));
+    }
+    __m256i s = c[0];
+    for (int k = 1; k < 12; k++) s = _mm256_add_epi32(s, c[k]);
+    return _mm256_extract_epi32(s, 0) ? n * 12 * 16 : 0;
+}
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -378,6 +392,21 @@ static void finish32_double_lanes_avx512(const int32_t *acc, int64_t n, const in
     }
 }
 
+/* Twelve independent VPDPBUSD chains (more than latency x throughput on current cores), so
+ * the loop runs at the instruction's throughput: 64 u8 x s8 multiply-adds each. */
+static uint64_t mac_probe_vnni(uint64_t n) {
+    __m512i a = _mm512_set1_epi8(1), b = _mm512_set1_epi8(1);
+    __m512i c[12];
+    for (int k = 0; k < 12; k++) c[k] = _mm512_setzero_si512();
+    for (uint64_t i = 0; i < n; i++) {
+        __asm__ volatile("" : "+v"(a), "+v"(b));   /* keep the loop from being folded */
+        for (int k = 0; k < 12; k++) c[k] = _mm512_dpbusd_epi32(c[k], a, b);
+    }
+    __m512i s = c[0];
+    for (int k = 1; k < 12; k++) s = _mm512_add_epi32(s, c[k]);
+    return (uint64_t)(uint32_t)_mm512_reduce_add_epi32(s) ? n * 12 * 64 : 0;
+}
+
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -410,6 +439,29 @@ int ortnpu_cpu_has_avx2(void) {
 #else
     return 0;
 #endif
+}
+
+uint64_t ortnpu_mac_probe(uint64_t n) {
+#if ORTNPU_HAVE_AVX2
+    if (ortnpu_cpu_has_vnni()) return mac_probe_vnni(n);
+    if (ortnpu_cpu_has_avx2()) return mac_probe_avx2(n);
+#endif
+    (void)n;
+    return 0;
+}
+
+uint64_t ortnpu_clock_probe(uint64_t n) {
+    uint64_t x = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* eight adds per step, each waiting for the one before: 8 cycles a step at any width */
+    for (uint64_t i = 0; i < n / 8; i++)
+        __asm__ volatile("add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\t"
+                         "add $1, %0\n\tadd $1, %0\n\tadd $1, %0\n\tadd $1, %0"
+                         : "+r"(x));
+#else
+    (void)n;
+#endif
+    return x;
 }
 
 const ortnpu_isa_t *ortnpu_pick_isa(int isa) {

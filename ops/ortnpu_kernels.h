@@ -40,6 +40,11 @@ typedef struct {
 
 int ortnpu_cpu_has_avx2(void);
 int ortnpu_cpu_has_vnni(void);
+/* n dependent one-cycle integer adds (x86-64): timed, they give the core's running clock */
+uint64_t ortnpu_clock_probe(uint64_t n);
+/* n steps of 12 independent int8 multiply-add instructions of the best path (VPDPBUSD with
+ * AVX-512 VNNI, else VPMADDWD): returns the multiply-adds done (0 without either) */
+uint64_t ortnpu_mac_probe(uint64_t n);
 int ortnpu_has_openmp(void);
 int ortnpu_max_threads(void);
 /* force (1) or release (0) the depthwise row kernel on small maps (tests compare both) */

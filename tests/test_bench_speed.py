@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from ortnpu.bench.speed import interleaved_medians, wait_for_idle_threads
 
 
@@ -52,3 +54,20 @@ def test_no_session_is_timed_while_the_one_before_still_spins() -> None:
 
     interleaved_medians([spinning_session, next_session], repeat=3, rounds=3, settle_ms=0.0)
     assert overlapped and not any(overlapped)
+
+
+def test_peak_is_measured_not_read_from_a_table() -> None:
+    """The probes count what they ran (12 chains of the best instruction per step; 8 adds
+    per step) and the peak is their measured rate: plausible for any CPU of today."""
+    from ortnpu.bench.speed import cpu_peak_gmacs
+    from ortnpu.domain import native
+
+    if not native.AVAILABLE:
+        pytest.skip("the probes are C")
+    lib = native._native.lib
+    per_step = 12 * (64 if lib.ortnpu_cpu_has_vnni() else 16 if lib.ortnpu_cpu_has_avx2() else 0)
+    assert lib.ortnpu_mac_probe(1000) == 1000 * per_step
+    assert lib.ortnpu_clock_probe(8000) in (0, 8000)   # 0: no x86-64 version of the probe
+    peak, how = cpu_peak_gmacs()
+    if per_step:
+        assert 1 < peak < 10_000 and how.startswith("measured"), (peak, how)
