@@ -328,3 +328,23 @@ def test_old_opset_conversion_adds_no_cpu_nodes() -> None:
     evaluated, quantized, _, _ = _both(model, load_target("tflite-int8"))
     # Squeeze/Unsqueeze lower onto Reshape: every node runs on the NPU, both ways
     assert evaluated == quantized == {}
+
+
+def test_int16_opset_conversion_folds_nothing_evaluate_did_not() -> None:
+    """16-bit targets convert the model to opset 21 (int16 QuantizeLinear) and fold the
+    converter's Constant nodes: folding every constant subgraph there too put a Gather of
+    constant data (an unrolled LSTM's zero state) on the NPU in quantize while evaluate kept
+    it on the CPU (zoo_crnn on tflite-a16w8: 4 CPU nodes against 0)."""
+    nodes = [_n("Gather", ["table", "idx"], "row", "gather", axis=0),
+             _n("Add", ["x", "row"], "y", "add")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                          [numpy_helper.from_array(np.ones((2, 1, 4), np.float32), "table"),
+                           numpy_helper.from_array(np.array(0, np.int64), "idx")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for name in ("tflite-int8", "tflite-a16w8"):
+        evaluated, quantized, eval_devices, quant_devices = _both(model, load_target(name))
+        assert evaluated == quantized and "gather" in evaluated, name
+        assert eval_devices == quant_devices, name

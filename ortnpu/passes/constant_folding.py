@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -30,10 +32,16 @@ class FoldConstants(Pass):
             file with e.g. ``ConstantOfShape`` results), unless a layer reads them as its
             weights or bias: a layer needs constant weights to run on the NPU (the onnx
             package's alexnet/vgg19/zfnet512 fill their large Gemm weights by ConstantOfShape).
+        only: fold only the nodes writing one of these tensors (None: every node). After
+            onnx's version converter, the nodes it added (Constant inputs that were attributes,
+            a Shape/Reshape chain for an old Reshape): folding more there gave quantize a
+            graph that evaluate never saw.
     """
 
-    def __init__(self, max_elements: int = 1 << 22) -> None:
+    def __init__(self, max_elements: int = 1 << 22,
+                 only: Collection[str] | None = None) -> None:
         self.max_elements = max_elements
+        self.only = None if only is None else frozenset(only)
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
@@ -47,7 +55,8 @@ class FoldConstants(Pass):
         to_compute: list[onnx.NodeProto] = []
         computed_names: set[str] = set()
         for node in graph.node:
-            if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
+            if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD or \
+                    (self.only is not None and not self.only.intersection(node.output)):
                 continue
             if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                    for a in node.attribute):

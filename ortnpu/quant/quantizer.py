@@ -123,11 +123,15 @@ def _upgrade_opset(model: onnx.ModelProto, needed: int) -> onnx.ModelProto:
     for k, node in enumerate(converted.graph.node):
         if not node.name:
             node.name = f"{node.op_type}_{k}"
-    # the converter writes new attribute-turned-inputs (Squeeze axes...) as Constant nodes:
-    # make them initializers, or the NPU graph has CPU nodes the float model's placement lacks
+    # the converter writes new attribute-turned-inputs (Squeeze axes...) as Constant nodes and
+    # an old Reshape's shape as a Shape chain: fold them, or the NPU graph has CPU nodes the
+    # float model's placement lacks; only what it added: folding anything else (a Gather of
+    # constant data) made quantize on 16-bit targets place nodes that evaluate kept on the CPU
     from ortnpu.passes import FoldConstants
 
-    return FoldConstants()(converted).model
+    before = {o for n in model.graph.node for o in n.output}
+    added = {o for n in converted.graph.node for o in n.output} - before
+    return FoldConstants(only=added)(converted).model
 
 
 @dataclass(frozen=True)
