@@ -329,7 +329,7 @@ def estimate(model: onnx.ModelProto, target: Target | str | None = None,
     target = load_target(target)
     if plan is None:
         plan = partition(model, target)
-    model = prepare(model, target)
+    model = prepare(model, target, keep=plan.options.get("force_cpu", ()))
     hw, arith = target.hardware, target.arithmetic
     index = GraphIndex(model.graph)
     shapes, _ = shapes_and_types(model)

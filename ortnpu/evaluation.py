@@ -135,7 +135,7 @@ def evaluate(model: onnx.ModelProto | str | Path, target: Target | str | None = 
     if batch_one:
         work, batch_notes = fix_batch_one(work)
     rewrites: list[Any] = []
-    work = prepare(work, target, rewrites)
+    work = prepare(work, target, rewrites, keep=force_cpu)
     plan = place(work, target, force_cpu=force_cpu, force_npu=force_npu,
                  npu_inputs=npu_inputs, npu_outputs=npu_outputs,
                  min_subgraph_nodes=min_subgraph_nodes, batch=False)

@@ -155,15 +155,16 @@ def group_by_cause(rows: Iterable[tuple[str, str, str]]) -> list[tuple[str, str,
 
 
 def prepare(model: onnx.ModelProto, target: Target | None = None,
-            log: list[Any] | None = None) -> onnx.ModelProto:
+            log: list[Any] | None = None, keep: Sequence[str] = ()) -> onnx.ModelProto:
     """Name unnamed nodes, infer shapes and rewrite float ops into the forms an NPU runs
     (:func:`~ortnpu.passes.npu_forms.npu_forms`: LayerNormalization decomposed, a rank-5 q/k/v
     split sliced, a patch embedding beyond ``target``'s stride limit as a 1x1 convolution;
     ``quantize`` applies the same), on a copy (as partition and estimate need). ``log``
-    receives the :class:`~ortnpu.passes.PassResult` of each rewrite that applied."""
+    receives the :class:`~ortnpu.passes.PassResult` of each rewrite that applied; ``keep``
+    (the user's ``force_cpu`` names and op types) are left whole."""
     from ortnpu.passes.npu_forms import npu_forms
 
-    return npu_forms(model, target, log)
+    return npu_forms(model, target, log, keep)
 
 
 def region_of(index: GraphIndex, npu_inputs: Sequence[str],

@@ -341,7 +341,7 @@ def place(model: onnx.ModelProto, target: Target | str | None = None, *,
     notes: list[str] = []
     if batch:
         model, notes = batch_one(model)
-    model = prepare(model, target)
+    model = prepare(model, target, keep=force_cpu)
     graph = model.graph
     order = topological_order(graph)
     index = GraphIndex(graph)

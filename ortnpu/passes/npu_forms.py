@@ -4,6 +4,7 @@ forms an integer NPU runs (one list, so that both decide on the same graph)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import onnx
@@ -15,9 +16,11 @@ from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
 from ortnpu.passes.layernorm import DecomposeLayerNorm
+from ortnpu.passes.lstm_unroll import UNROLLED_LSTM_OPS, UnrollLSTM
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.pad_modes import PadModesAsSlices
 from ortnpu.passes.patchify import PatchifyConv
+from ortnpu.passes.replace import ReplaceNodesPass
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
 
@@ -30,10 +33,12 @@ NPU_FORMS: tuple[type[Pass], ...] = (DecomposeLayerNorm, SliceHeads, FuseErfGelu
 
 
 def npu_forms(model: onnx.ModelProto, target: Target | None = None,
-              log: list[PassResult] | None = None) -> onnx.ModelProto:
+              log: list[PassResult] | None = None, keep: Iterable[str] = ()) -> onnx.ModelProto:
     """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied and,
     for a ``target``, those whose new ops it runs:
 
+    * the ops of :data:`~ortnpu.passes.lstm_unroll.UNROLLED_LSTM_OPS`: an LSTM unrolled into
+      per-step Gemm, gates and elementwise ops (:class:`~ortnpu.passes.lstm_unroll.UnrollLSTM`);
     * Slice and Concat: a reflect, edge or wrap Pad as slices joined by a Concat
       (:class:`~ortnpu.passes.pad_modes.PadModesAsSlices`);
     * Conv and Reshape at rank 4: a 1-D Conv as a 2-D one of height 1
@@ -47,12 +52,15 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
       over the last (:class:`~ortnpu.passes.softmax_axis.SoftmaxToLastAxis`).
 
     The input when none applies. ``log``, when given, receives the result of every rewrite
-    that changed the model."""
+    that changed the model; nodes named in ``keep`` (names or op types: the user's
+    ``force_cpu``) are not rebuilt by the target's rewrites."""
     model = NameNodes()(model).model
     with contextlib.suppress(ModelError):
         model = InferShapes()(model).model
     passes: list[Pass] = [cls() for cls in NPU_FORMS]
     rules = target.support if target is not None else None
+    if rules is not None and set(UNROLLED_LSTM_OPS) <= set(rules.op_types):
+        passes.append(UnrollLSTM())
     if rules is not None and {"Slice", "Concat"} <= set(rules.op_types):
         passes.append(PadModesAsSlices())
     if rules is not None and rules.max_rank >= 4 and {"Conv", "Reshape"} <= set(rules.op_types):
@@ -67,6 +75,8 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
             "Softmax" not in rules.cpu_preferred:
         passes.append(SoftmaxToLastAxis(rules.max_rank))
     for one in passes:
+        if isinstance(one, ReplaceNodesPass):
+            one.keep = frozenset(keep)
         result = one(model)
         if result.modified:
             if log is not None:

@@ -86,8 +86,13 @@ class ReplaceNodesPass(Pass):
     """A pass that replaces qualifying nodes in one walk, keeping every other node in place.
 
     Subclasses implement :meth:`replace`; :meth:`applies_to` can turn the pass off for a
-    whole model (an opset it does not handle).
+    whole model (an opset it does not handle). Nodes named in :attr:`keep` (by name or op
+    type: the user's ``force_cpu``) are left whole, so that the user's choice still names
+    a node of the graph (an unrolled LSTM has no node of the LSTM's name).
     """
+
+    #: node names or op types never replaced
+    keep: frozenset[str] = frozenset()
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         if not self.applies_to(model):
@@ -95,7 +100,8 @@ class ReplaceNodesPass(Pass):
         work = Replacement(model)
         changes: list[str] = []
         for node in model.graph.node:
-            change = self.replace(node, work)
+            kept = node.name in self.keep or node.op_type in self.keep
+            change = None if kept else self.replace(node, work)
             if change is None:
                 work.nodes.append(node)
             else:

@@ -72,7 +72,7 @@ class QuantizationResult:
 def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
              input_shapes: Mapping[str, Sequence[int]] | None = None,
              freeze: Mapping[str, object] | None = None,
-             target: Target | None = None) -> onnx.ModelProto:
+             target: Target | None = None, keep: Iterable[str] = ()) -> onnx.ModelProto:
     if not isinstance(model, onnx.ModelProto):
         raise ModelError(f"quantize expects an onnx.ModelProto, got {type(model).__name__}; "
                          "load the file with onnx.load first")
@@ -89,7 +89,8 @@ def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
         model = fix_inputs(model, input_shapes=input_shapes, freeze=freeze)
     from ortnpu.passes.npu_forms import npu_forms
 
-    model = npu_forms(model, target)   # as placement's prepare: evaluate and quantize see one graph
+    # as placement's prepare: evaluate and quantize see one graph
+    model = npu_forms(model, target, keep=keep)
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:
@@ -341,7 +342,7 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                                    "statistics: pass calibration data, or a calibrator that "
                                    "ortnpu.quant.read_npu_inputs filled")
         config = dataclasses.replace(config, rounding="nearest")
-    model = _prepare(model, optimize, False, input_shapes, freeze, target)
+    model = _prepare(model, optimize, False, input_shapes, freeze, target, config.force_cpu)
     model = _upgrade_opset(model, 21 if target.arithmetic.activation_bits == 16 or
                            config.int16_tensors else 13)
     model = NameNodes()(model).model  # unique node names: placement and Placement key by name

@@ -370,7 +370,7 @@ def compile_program(program: Program, in_shape: Sequence[Any] | None = None,
     for step in program.steps:
         rc = _add_layer(ptr, step, program.inputs_of(step, values),
                         [slots.get(n, -1) for n in step.inputs], slots[step.output],
-                        values[step.output])
+                        values[step.output], bool(fixed_batch))
         if rc != 0:
             return f"{step.where}the C program refused the layer (code {rc})"
     if fixed_batch and lib.ortnpu_program_set_fixed_batch(ptr, fixed_batch) != 0:
@@ -409,7 +409,8 @@ def _macs(step: Step, arrays: list[np.ndarray], y: np.ndarray) -> int:
 class _Layer:
     """What a layer builder gets: the C program, the layer's name, its inputs for one sample
     (``arrays``, constants included), their slots (-1: a constant), its output slot and its
-    output for one sample."""
+    output for one sample; ``whole_batch``: the model fixes its batch size, so "one sample"
+    is the whole batch and axis 0 is an axis like the others."""
 
     ptr: Any
     name: bytes
@@ -418,6 +419,7 @@ class _Layer:
     ins: list[int]
     out: int
     y: np.ndarray
+    whole_batch: bool = False
 
     @property
     def x(self) -> np.ndarray:
@@ -545,9 +547,10 @@ def _concat(nat: Any, L: _Layer) -> int:
         return -1
     axis = L.step.attrs["axis"] % L.y.ndim
     # a constant (a ViT's class token) is copied into every sample: only where it has the
-    # shape of one sample's part of the output (the batch run checks the rest)
+    # shape of one sample's part of the output (the batch run checks the rest); axis 0 joins
+    # samples unless the layer sees the whole fixed batch (an LSTM's time-major states)
     consts = [np.ascontiguousarray(a) for a, i in zip(L.arrays, L.ins, strict=True) if i < 0]
-    if axis == 0 or any(c.shape[0] != 1 for c in consts):
+    if (axis == 0 and not L.whole_batch) or any(c.shape[0] != 1 for c in consts):
         return -1
     outer = math.prod(L.y.shape[:axis])
     inner = [math.prod(a.shape[axis:]) * a.dtype.itemsize for a in L.arrays]
@@ -624,11 +627,13 @@ NATIVE_OPS = frozenset(_BUILDERS)
 
 
 def _add_layer(ptr: Any, step: Step, arrays: list[np.ndarray], ins: list[int], out: int,
-               y: np.ndarray) -> int:
-    """Append one layer; ``arrays`` are its inputs for one sample, ``y`` its output."""
+               y: np.ndarray, whole_batch: bool = False) -> int:
+    """Append one layer; ``arrays`` are its inputs for one sample (the whole fixed batch with
+    ``whole_batch``), ``y`` its output."""
     name = (step.name or step.spec.name).encode()
     builder = _BUILDERS.get(step.spec.name)
-    return builder(_native(), _Layer(ptr, name, step, arrays, ins, out, y)) if builder else -1
+    return builder(_native(), _Layer(ptr, name, step, arrays, ins, out, y, whole_batch)) \
+        if builder else -1
 
 
 #: The runtime-only domain of the native op (ops/ort_op.c); never in a saved model.
