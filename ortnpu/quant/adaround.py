@@ -324,8 +324,7 @@ class GramCollector:
         rng = np.random.default_rng(len(s.rows) + s.count)
         for x in samples:
             cols = _columns(layer, x, self._pick(layer, x, rng))
-            gram = np.matmul(cols, cols.transpose(0, 2, 1)).astype(np.float64)
-            s.gram = gram if s.gram is None else s.gram + gram
+            s.gram = _accumulate(s.gram, np.matmul(cols, cols.transpose(0, 2, 1)))
             s.count += cols.shape[2]
             if s.kept * 2 < layer.depth:
                 s.rows.append(np.ascontiguousarray(cols.transpose(0, 2, 1)))
@@ -357,16 +356,14 @@ class GramCollector:
         for xf, xqi in pairs:
             pick = self._pick(layer, xf, rng)
             cq = _columns(layer, np.asarray(xqi, np.float32), pick)     # [G, D, rows]
-            qq = np.matmul(cq, cq.transpose(0, 2, 1)).astype(np.float64)
-            s.qgram = qq if s.qgram is None else s.qgram + qq
+            s.qgram = _accumulate(s.qgram, np.matmul(cq, cq.transpose(0, 2, 1)))
             (fs, positions), (qs, _) = _column_sums(layer, xf), _column_sums(layer, xqi)
             s.fsum = fs if s.fsum is None else s.fsum + fs
             s.qsum = qs if s.qsum is None else s.qsum + qs
             s.mcount += positions
             if self.need_cross:
                 cf = _columns(layer, np.asarray(xf, np.float32), pick)
-                fq = np.matmul(cf, cq.transpose(0, 2, 1)).astype(np.float64)
-                s.cross = fq if s.cross is None else s.cross + fq
+                s.cross = _accumulate(s.cross, np.matmul(cf, cq.transpose(0, 2, 1)))
                 if sum(r[0].shape[1] for r in s.qrows) * 2 < layer.depth:
                     s.qrows.append((np.ascontiguousarray(cf.transpose(0, 2, 1)),
                                     np.ascontiguousarray(cq.transpose(0, 2, 1))))
@@ -380,6 +377,15 @@ class GramCollector:
                     "_by_input"):
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+
+def _accumulate(total: np.ndarray | None, part: np.ndarray) -> np.ndarray:
+    """``total + part`` in float64, in place: the same sums as adding a float64 copy of
+    ``part`` (the cast is exact), without allocating two matrices of the Gram's size per image
+    (a 4608-input layer's is 170 MB: 9 s of copies and gigabytes of peak memory on ResNet-18)."""
+    if total is None:
+        return part.astype(np.float64)
+    return np.add(total, part, out=total)
 
 
 def _h(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
