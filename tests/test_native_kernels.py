@@ -308,6 +308,33 @@ def test_depthwise_channels_last_transposes(simd: str) -> None:
             check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
 
 
+def test_depthwise_3x3_rows_whole_vectors_and_tails(simd: str) -> None:
+    """The rows path's 3x3 row kernel on wide maps: whole 512-bit blocks (32 outputs at stride
+    1, 16 at stride 2) then the AVX2 tail, widths around every block edge, extreme weights and
+    inputs, zero points at both ends."""
+    native._native.lib.ortnpu_force_dw_rows(1)
+    try:
+        rng = np.random.default_rng(16)
+        for xdt in DTYPES:
+            lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+            for w, stride, pad in [(31, 1, 1), (32, 1, 0), (33, 1, 1), (34, 1, 0), (47, 1, 1),
+                                   (64, 1, 1), (65, 1, 0), (100, 1, 1), (30, 2, 1), (32, 2, 0),
+                                   (33, 2, 1), (34, 2, 1), (64, 2, 1), (67, 2, 0), (99, 2, 1)]:
+                c, h = 3, 4
+                x = rand_act(rng, xdt, (1, c, h, w), extreme=0.3)
+                wt = rng.choice(np.array([-128, 127, -1, 0, 1, 77], np.int8), (c, 1, 3, 3))
+                bias = rng.integers(-9000, 9000, c).astype(np.int64)
+                mult = rng.integers(1 << 29, (1 << 31) - 1, c).astype(np.int32)
+                shift = rng.integers(-12, -4, c).astype(np.int32)
+                attrs = {"group": c, "stride_h": stride, "stride_w": stride, "pad_top": pad,
+                         "pad_left": pad, "pad_bottom": pad, "pad_right": pad,
+                         "x_zp": int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))])),
+                         "y_zp": 7}
+                check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
+    finally:
+        native._native.lib.ortnpu_force_dw_rows(0)
+
+
 def test_depthwise_channels_last_pads_pairs_threads(simd: str, threads: int) -> None:
     """The channels-last path's zero-point border (only the padding is filled, once per call,
     then every sample overwrites the interior), its output pixels in pairs along a row (odd
