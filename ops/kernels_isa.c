@@ -305,12 +305,45 @@ static void binary8_double_avx512(int op, const uint8_t *a, int64_t sa, int a_si
     }
 }
 
+/* Four (8-bit outputs) or two (16-bit) rescaled, clamped vectors of consecutive outputs
+ * packed with saturation (exact: the values already lie in the output type) and stored in
+ * one 64-byte write: a third faster than a narrowing store per vector on the AVX-512 machine
+ * (0.13 against 0.17 ns per value); pack works per 128-bit lane, the permute restores the
+ * order. */
+static inline __attribute__((always_inline)) int64_t
+fin512_packed(const fin512_t *f, const int32_t *acc, int64_t n, void *outp) {
+    const int64_t per = f->otype == ORTNPU_T_I16 ? 32 : 64;
+    int64_t i = 0;
+    for (; i + per <= n; i += per) {
+        __m512i v[4];
+        for (int j = 0; j < per / 16; j++) {
+            const __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc + i + 16 * j), f->vcorr);
+            __m512i h = fin512_rescale(f, a);
+            v[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi),
+                                    f->vzp);
+        }
+        if (f->otype == ORTNPU_T_I16) {
+            const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+            _mm512_storeu_si512((int16_t *)outp + i,
+                                _mm512_permutexvar_epi64(order, _mm512_packs_epi32(v[0], v[1])));
+            continue;
+        }
+        const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12,
+                                               8, 4, 0);
+        const __m512i w01 = _mm512_packs_epi32(v[0], v[1]), w23 = _mm512_packs_epi32(v[2], v[3]);
+        const __m512i b = f->otype == ORTNPU_T_I8 ? _mm512_packs_epi16(w01, w23)
+                                                  : _mm512_packus_epi16(w01, w23);
+        _mm512_storeu_si512((int8_t *)outp + i, _mm512_permutexvar_epi32(order, b));
+    }
+    return i;
+}
+
 static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr, int64_t qm,
                                    int shift, int64_t zp, int64_t lo, int64_t hi, void *outp,
                                    int otype) {
     const fin512_t f = fin512_setup(corr, qm, shift, zp, lo, hi, otype);
     const int es = otype == ORTNPU_T_I16 ? 2 : 1;
-    for (int64_t i = 0; i < n; i += 16) {
+    for (int64_t i = fin512_packed(&f, acc, n, outp); i < n; i += 16) {
         const int64_t left = n - i;
         const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
         fin512_step(&f, acc + i, k, (char *)outp + i * es);
@@ -336,7 +369,7 @@ static void finish32_double_grid_avx512(const int32_t *acc, int64_t q0, int64_t 
         }
         const int64_t seg = ow - ox < end - q ? ow - ox : end - q;
         char *dst = (char *)out + (oy * ow + ox) * es;
-        for (int64_t i = 0; i < seg; i += 16) {
+        for (int64_t i = fin512_packed(&f, acc + (q - q0), seg, dst); i < seg; i += 16) {
             const int64_t left = seg - i;
             const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
             fin512_step(&f, acc + (q - q0) + i, k, dst + i * es);
