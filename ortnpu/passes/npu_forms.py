@@ -16,10 +16,10 @@ from ortnpu.passes.conv_transpose import ConvTransposeAsConv
 from ortnpu.passes.gather_heads import SliceHeads
 from ortnpu.passes.gelu_fusion import FuseErfGelu
 from ortnpu.passes.layernorm import DecomposeLayerNorm
-from ortnpu.passes.lstm_unroll import UNROLLED_LSTM_OPS, UnrollLSTM
 from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.pad_modes import PadModesAsSlices
 from ortnpu.passes.patchify import PatchifyConv
+from ortnpu.passes.recurrent import UNROLLED_OPS, UnrollGRU, UnrollLSTM
 from ortnpu.passes.replace import ReplaceNodesPass
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
@@ -37,8 +37,9 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
     """``model`` (named, shapes inferred) with every :data:`NPU_FORMS` rewrite applied and,
     for a ``target``, those whose new ops it runs:
 
-    * the ops of :data:`~ortnpu.passes.lstm_unroll.UNROLLED_LSTM_OPS`: an LSTM unrolled into
-      per-step Gemm, gates and elementwise ops (:class:`~ortnpu.passes.lstm_unroll.UnrollLSTM`);
+    * the ops of :data:`~ortnpu.passes.recurrent.UNROLLED_OPS`: an LSTM or GRU unrolled into
+      per-step Gemm, gates and elementwise ops (:class:`~ortnpu.passes.recurrent.UnrollLSTM`,
+      :class:`~ortnpu.passes.recurrent.UnrollGRU`);
     * Slice and Concat: a reflect, edge or wrap Pad as slices joined by a Concat
       (:class:`~ortnpu.passes.pad_modes.PadModesAsSlices`);
     * Conv and Reshape at rank 4: a 1-D Conv as a 2-D one of height 1
@@ -59,8 +60,8 @@ def npu_forms(model: onnx.ModelProto, target: Target | None = None,
         model = InferShapes()(model).model
     passes: list[Pass] = [cls() for cls in NPU_FORMS]
     rules = target.support if target is not None else None
-    if rules is not None and set(UNROLLED_LSTM_OPS) <= set(rules.op_types):
-        passes.append(UnrollLSTM())
+    if rules is not None and set(UNROLLED_OPS) <= set(rules.op_types):
+        passes += [UnrollLSTM(), UnrollGRU()]
     if rules is not None and {"Slice", "Concat"} <= set(rules.op_types):
         passes.append(PadModesAsSlices())
     if rules is not None and rules.max_rank >= 4 and {"Conv", "Reshape"} <= set(rules.op_types):
