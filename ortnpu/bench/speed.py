@@ -380,6 +380,8 @@ def table(reports: list[ModelReport]) -> str:
                                    for n, m, ms, g in rep.layers)
             lines.append(f"  Largest ortnpu layers (1 thread, batch 1): {layer_text}.")
         lines.append(f"  Quantization: onnxruntime {rep.quant_ort_s:.2f} s, ortnpu "
-                     f"{rep.quant_ortnpu_s:.2f} s; peak RSS {rep.peak_mb:.0f} MB."
+                     f"{rep.quant_ortnpu_s:.2f} s; the bench process's peak RSS so far "
+                     f"{rep.peak_mb:.0f} MB (test data, onnxruntime's calibration and "
+                     "ortnpu's quantization together)."
                      + "".join(f" Note: {n}." for n in rep.notes))
     return "\n".join(lines)
