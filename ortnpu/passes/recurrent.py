@@ -83,7 +83,7 @@ class UnrollRecurrent(ReplaceNodesPass):
     op_type: str = ""
     gates: int = 0
     activations: tuple[str, ...] = ()
-    states: tuple[str, ...] = ()   # the last-state outputs after Y (Y_h, Y_c)
+    states: tuple[str, ...] = ()   # the states; their last values are outputs Y_<state>
     state_inputs: tuple[int, ...] = ()   # the initial-state inputs (initial_h, initial_c)
 
     def __init__(self, max_steps: int = 64) -> None:
@@ -119,8 +119,8 @@ class UnrollRecurrent(ReplaceNodesPass):
             work.add("Concat", ys, [rec.outputs[0]], f"{base}/Y", axis=rec.dir_axis)
         for k, what in enumerate(self.states):
             out = rec.outputs[1 + k]
-            if out:   # [dirs, batch, hidden] ([batch, dirs, hidden])
-                _stack(work, last[k], [rec.state_axis], rec.state_axis, f"{base}/{what}", out)
+            if out:   # Y_h, Y_c: [dirs, batch, hidden] ([batch, dirs, hidden])
+                _stack(work, last[k], [rec.state_axis], rec.state_axis, f"{base}/Y_{what}", out)
         for weight in rec.inputs[1:4]:
             if weight:
                 work.retire(weight)
@@ -209,7 +209,7 @@ class UnrollLSTM(UnrollRecurrent):
 
     op_type, gates = "LSTM", 4
     activations = ("Sigmoid", "Tanh", "Tanh")
-    states = ("Y_h", "Y_c")
+    states = ("h", "c")
     state_inputs = (5, 6)
 
     def extra_ok(self, node: onnx.NodeProto, ins: tuple[str, ...]) -> bool:
@@ -250,7 +250,7 @@ class UnrollGRU(UnrollRecurrent):
 
     op_type, gates = "GRU", 3
     activations = ("Sigmoid", "Tanh")
-    states = ("Y_h",)
+    states = ("h",)
     state_inputs = (5,)
 
     def weights(self, work: Replacement, rec: Recurrence, d: int, base: str) -> tuple[str, ...]:
