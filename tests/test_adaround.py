@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 import ortnpu
 from ortnpu.quant import QuantConfig
 from ortnpu.quant.adaround import (
+    MAX_LEARNED_DEPTH,
     AdaRoundOptions,
     GramCollector,
     _column_sums,
@@ -270,3 +271,18 @@ def test_measured_bias_removes_the_mean_output_error() -> None:
                       if i.name.endswith("_bias")}
     assert biases[False].keys() == biases[True].keys()
     assert any(not np.array_equal(biases[False][k], biases[True][k]) for k in biases[False])
+
+
+@pytest.mark.parametrize(("depth", "learned"), [(MAX_LEARNED_DEPTH, True),
+                                                (MAX_LEARNED_DEPTH + 1, False)])
+def test_layers_too_wide_to_learn_round_to_nearest(depth: int, learned: bool) -> None:
+    """A layer's Gram matrix takes 8·D² bytes and GPTQ holds several: VGG-19's classifier
+    (D = 25 088) drove the default quantization out of memory. Wider layers than
+    MAX_LEARNED_DEPTH are not collected (nearest rounding); the others are."""
+    w = np.zeros((2, depth), np.float32)
+    node = helper.make_node("Gemm", ["x", "w"], ["y"], name="fc", transB=1)
+    graph = helper.make_graph([node], "fc", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, depth])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, None)], initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert [la.node for la in find_layers(model)] == (["fc"] if learned else [])

@@ -102,11 +102,19 @@ def _attr(node: onnx.NodeProto, name: str, default: object) -> object:
     return default
 
 
+#: the most inputs per output (``D``) of a layer whose rounding is learned: its Gram matrix
+#: takes ``8·D²`` bytes and GPTQ holds several copies of it. VGG-19's first classifier layer
+#: (D = 25 088: 5 GB per copy) drove a default quantization out of memory (killed at 24 GB);
+#: layers beyond this round to nearest.
+MAX_LEARNED_DEPTH = 8192
+
+
 def find_layers(model: onnx.ModelProto) -> list[Layer]:
     """Conv (2-D, explicit pads), Gemm and MatMul nodes of the graph with constant weights.
 
     A weight shared by two layers is left to nearest rounding (one rounding cannot be
-    learned for two different inputs)."""
+    learned for two different inputs), and so is a layer with more than
+    :data:`MAX_LEARNED_DEPTH` inputs per output (its statistics would not fit in memory)."""
     g = model.graph
     consts = {i.name: i for i in g.initializer}
     for node in g.node:
@@ -141,7 +149,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
             trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
             layers.append(Layer(node.name, node.input[0], node.input[1],
                                 w if trans_b else w.T, transposed=not trans_b))
-    return layers
+    return [la for la in layers if la.depth <= MAX_LEARNED_DEPTH]
 
 
 def _columns(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
