@@ -240,10 +240,15 @@ static inline __attribute__((always_inline)) __m512i fin512_rescale(const fin512
     return h;
 }
 
+/* clamp, + zero point: the output values, in int32 lanes */
+static inline __attribute__((always_inline)) __m512i fin512_clamp(const fin512_t *f, __m512i h) {
+    return _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi), f->vzp);
+}
+
 /* clamp, + zero point, narrowing store of the lanes in k */
 static inline __attribute__((always_inline)) void fin512_store(const fin512_t *f, __m512i h,
                                                                __mmask16 k, void *outp) {
-    h = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi), f->vzp);
+    h = fin512_clamp(f, h);
     if (f->otype == ORTNPU_T_I16)
         _mm512_mask_cvtsepi32_storeu_epi16(outp, k, h);
     else if (f->otype == ORTNPU_T_I8)
@@ -318,9 +323,7 @@ fin512_packed(const fin512_t *f, const int32_t *acc, int64_t n, void *outp) {
         __m512i v[4];
         for (int j = 0; j < per / 16; j++) {
             const __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc + i + 16 * j), f->vcorr);
-            __m512i h = fin512_rescale(f, a);
-            v[j] = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(h, f->vlo), f->vhi),
-                                    f->vzp);
+            v[j] = fin512_clamp(f, fin512_rescale(f, a));
         }
         if (f->otype == ORTNPU_T_I16) {
             const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);

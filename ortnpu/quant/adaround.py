@@ -35,7 +35,7 @@ rounding, and offsetting the errors of their nearest rounding here as well corre
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -130,7 +130,7 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
             continue
         if node.input[0] in consts:
             continue
-        w = numpy_helper.to_array(consts[node.input[1]]).astype(np.float64)
+        w = numpy_helper.to_array(consts[node.input[1]])   # float64 only for the layers kept
         if node.op_type == "Conv" and w.ndim == 4:
             if _attr(node, "auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
                 continue
@@ -149,7 +149,8 @@ def find_layers(model: onnx.ModelProto) -> list[Layer]:
             trans_b = node.op_type == "Gemm" and bool(_attr(node, "transB", 0))
             layers.append(Layer(node.name, node.input[0], node.input[1],
                                 w if trans_b else w.T, transposed=not trans_b))
-    return [la for la in layers if la.depth <= MAX_LEARNED_DEPTH]
+    return [replace(la, w=la.w.astype(np.float64)) for la in layers
+            if la.depth <= MAX_LEARNED_DEPTH]
 
 
 def _columns(layer: Layer, x: np.ndarray, pick: np.ndarray | None = None) -> np.ndarray:
