@@ -295,10 +295,18 @@ class TorchEntry:
     input_shape: tuple[int, ...]
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
+    #: exported with a dynamic batch axis (the reshape targets computed from Shape at run
+    #: time, as deployment exports write them)
+    dynamic_batch: bool = False
 
 
 TORCH_MODELS: dict[str, TorchEntry] = {
     "zoo_vit": TorchEntry(ViT, (1, 3, 64, 64), ("image",), ("logits", "saliency")),
+    # ViT-S/16 at 224 (the size issue 15's speed table asks for), dynamic batch
+    "zoo_vit_s": TorchEntry(lambda: ViT(image=224, patch=16, dim=384, depth=12, heads=6,
+                                        classes=1000),
+                            (1, 3, 224, 224), ("image",), ("logits", "saliency"),
+                            dynamic_batch=True),
     "zoo_yolo": TorchEntry(YoloDetector, (1, 3, 128, 128), ("image",), ("detections",)),
     "zoo_crnn": TorchEntry(CRNN, (1, 1, 32, 128), ("image",), ("logits",)),
     "zoo_crnn_unrolled": TorchEntry(lambda: CRNN(unrolled=True), (1, 1, 32, 128), ("image",),
@@ -306,6 +314,9 @@ TORCH_MODELS: dict[str, TorchEntry] = {
     # CI-sized variants of the same code (kilobytes, built in a second)
     "zoo_vit_tiny": TorchEntry(lambda: ViT(image=32, patch=8, dim=32, depth=2, heads=2),
                                (1, 3, 32, 32), ("image",), ("logits", "saliency")),
+    "zoo_vit_dyn_tiny": TorchEntry(lambda: ViT(image=32, patch=8, dim=32, depth=2, heads=2),
+                                   (1, 3, 32, 32), ("image",), ("logits", "saliency"),
+                                   dynamic_batch=True),
     "zoo_yolo_tiny": TorchEntry(lambda: YoloDetector(image=64, nc=4, w=4),
                                 (1, 3, 64, 64), ("image",), ("detections",)),
     "zoo_crnn_tiny": TorchEntry(lambda: CRNN(height=16, classes=11, hidden=16),

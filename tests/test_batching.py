@@ -90,3 +90,26 @@ def test_outputs_that_are_not_per_sample_cannot_be_joined() -> None:
     with pytest.raises(ModelError, match="not one row per sample"):
         run_samples(sess, {"x": np.ones((4, 3), np.float32)})
     assert run_samples(sess, {"x": np.ones((1, 3), np.float32)})[0] == 3.0
+
+
+def test_a_dynamic_batch_vit_runs_on_the_npu_at_any_batch() -> None:
+    """The tiny ViT exported with a dynamic batch (reshape targets from Shape, the class token
+    expanded to the batch): evaluate and quantize put every node on the NPU, the NPU graph
+    keeps its free batch, and a batch of 4 gives what the 4 samples give one at a time."""
+    path = Path(__file__).resolve().parent / "data" / "zoo" / "zoo_vit_dyn_tiny.onnx"
+    model = ortnpu.optimize(onnx.load(str(path)))
+    report = ortnpu.evaluate(model, "tflite-int8")
+    assert report.plan.cpu_nodes == [], report.plan.cpu_nodes
+    rng = np.random.default_rng(0)
+    calib = [{"image": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
+             for _ in range(4)]
+    npu = ortnpu.quantize(model, "tflite-int8", calib)
+    assert not [n.name for n in npu.graph.node if n.doc_string.startswith("CPU:")]
+    dim0 = npu.graph.input[0].type.tensor_type.shape.dim[0]
+    assert not dim0.dim_value, "the NPU graph fixed the batch"
+    x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
+    sess = ortnpu.InferenceSession(npu)
+    whole = sess.run(None, {"image": x})
+    for k, out in enumerate(whole):
+        one = np.concatenate([sess.run(None, {"image": x[i:i + 1]})[k] for i in range(4)])
+        assert out.shape[0] == 4 and np.array_equal(out, one)

@@ -184,6 +184,17 @@ def _zoo_vit() -> BenchModel | None:
                       "the zoo's ViT (4 layers, dim 192, patch 16 on 64x64; batch fixed to 1)")
 
 
+def _zoo_vit_s() -> BenchModel | None:
+    path = models_cache.cached_model("zoo_vit_s.onnx")
+    data = _npz("imagenet_photos.npz")
+    if path is None or data is None:
+        return None
+    x = data["x"].astype(np.float32)
+    return BenchModel("zoo_vit_s", path, x[:32], x[32:], None,
+                      "ViT-S/16 at 224x224 (12 layers, dim 384, 6 heads; seeded weights, "
+                      "dynamic batch), ImageNet-size photo crops (32 calibrate)")
+
+
 LOADERS: dict[str, Callable[[], BenchModel | None]] = {
     "digits_cnn": _digits,
     "fashion_mnist_cnn": _fashion("fashion_mnist_cnn.onnx", "3-conv CNN"),
@@ -192,6 +203,7 @@ LOADERS: dict[str, Callable[[], BenchModel | None]] = {
     "efficientnet_lite0": _efficientnet_lite0,
     "resnet18_like": _resnet18_like,
     "zoo_vit": _zoo_vit,
+    "zoo_vit_s": _zoo_vit_s,
 }
 
 

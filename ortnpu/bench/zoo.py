@@ -93,6 +93,9 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
              description="Silero-like VAD: If on int64 sr, conv encoder, LSTM state (onnx.helper)"),
     ZooModel("zoo_vit_tiny", "zoo_vit_tiny.onnx", "top1",
              description="ViT 2 layers dim 32, patch 8 on 32x32, class + saliency heads"),
+    ZooModel("zoo_vit_dyn_tiny", "zoo_vit_dyn_tiny.onnx", "top1",
+             description="the tiny ViT exported with a dynamic batch (shape arithmetic, "
+                         "class token expanded to the batch)"),
     ZooModel("zoo_yolo_tiny", "zoo_yolo_tiny.onnx", "boxes",
              description="YOLOv8-style (C2f, Split, SPPF, Resize, Concat, DFL Softmax) 64x64"),
     ZooModel("zoo_crnn_tiny", "zoo_crnn_tiny.onnx", "ctc",
@@ -101,6 +104,8 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
              description="CNN + step-by-step (unrolled) bidirectional LSTM CTC reader 16x48"),
     ZooModel("zoo_vit", "zoo_vit.onnx", "top1",
              description="ViT 4 layers dim 192, patch 16 on 64x64, class + saliency heads"),
+    ZooModel("zoo_vit_s", "zoo_vit_s.onnx", "top1",
+             description="ViT-S/16 at 224x224 (12 layers dim 384, 6 heads), dynamic batch"),
     ZooModel("zoo_yolo", "zoo_yolo.onnx", "boxes",
              description="YOLOv8n-style detector 128x128, 8 classes, DFL head"),
     ZooModel("zoo_crnn", "zoo_crnn.onnx", "ctc",
@@ -131,7 +136,8 @@ ZOO: dict[str, ZooModel] = {m.name: m for m in [
 ]}
 """Every zoo model by name; the tiny ones and the VAD are the CI subset."""
 
-CI_MODELS = ("zoo_vad_if", "zoo_vit_tiny", "zoo_yolo_tiny", "zoo_crnn_tiny", "light_squeezenet")
+CI_MODELS = ("zoo_vad_if", "zoo_vit_tiny", "zoo_vit_dyn_tiny", "zoo_yolo_tiny", "zoo_crnn_tiny",
+             "light_squeezenet")
 
 
 # ------------------------------------------------------------------------- data
@@ -338,6 +344,14 @@ def _run_all(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
     return [list(run(feed)) for feed in feeds]
 
 
+def _free_batch(model: onnx.ModelProto) -> bool:
+    """True when every input of ``model`` has a dynamic axis 0 (a free batch)."""
+    inputs = _inputs(model)
+    return bool(inputs) and all(
+        i.type.tensor_type.shape.dim and not dim_size(i.type.tensor_type.shape.dim[0])
+        for i in inputs)
+
+
 def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
                  calib_samples: int = 8, eval_samples: int = 3,
                  seed: int = 0) -> ZooResult:
@@ -383,6 +397,15 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
                     _run_all(lambda f: ref.run(out_names, f), feeds))
 
         default_out, ref_out = _step(result, "run", run_paths)
+        if _free_batch(npu) and len(feeds) > 1:
+            # a dynamic batch: the samples in one batch give what they give one at a time
+            stacked = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+            batched = _step(result, "run", lambda: ortnpu.InferenceSession(npu).run(
+                out_names, stacked))
+            for name, got, *per in zip(out_names, batched, *default_out, strict=True):
+                if not np.array_equal(got, np.concatenate(per)):
+                    result.mismatches.append(f"batched run {name!r}: {len(feeds)} samples in "
+                                             "one batch differ from one at a time")
 
         def export_run() -> list:
             exported = ortnpu.export(npu, style="integer")

@@ -1,8 +1,10 @@
 """``ortnpu.from_torch``: a PyTorch module into an optimized float ONNX model.
 
 An NPU runs a fixed-shape graph, so the module is exported with the example inputs' shapes
-frozen (no dynamic axes), at an opset whose forms ortnpu's passes and onnxruntime both know,
-and then goes through :func:`ortnpu.optimize`, ready for ``evaluate``/``quantize``.
+frozen (no dynamic axes; ``dynamic_batch=True`` keeps axis 0 free, as most exports do: the
+NPU graph then runs any batch, one sample after another), at an opset whose forms ortnpu's
+passes and onnxruntime both know, and then goes through :func:`ortnpu.optimize`, ready for
+``evaluate``/``quantize``.
 
 The exporter is torch's TorchScript-based one (``dynamo=False``): it runs offline with no
 extra package, keeps the module scopes in node names (``/blocks.0/attn/MatMul``) and emits
@@ -58,7 +60,8 @@ def _as_tuple(torch: Any, example_inputs: Any) -> tuple[Any, ...]:
 
 def from_torch(module: Any, example_inputs: Any, *, input_names: Sequence[str] | None = None,
                output_names: Sequence[str] | None = None, opset: int = DEFAULT_OPSET,
-               optimize: bool = True, dynamo: bool = False) -> onnx.ModelProto:
+               optimize: bool = True, dynamo: bool = False,
+               dynamic_batch: bool = False) -> onnx.ModelProto:
     """Export a PyTorch module with fixed shapes and (by default) optimize it for an NPU.
 
     Args:
@@ -72,6 +75,10 @@ def from_torch(module: Any, example_inputs: Any, *, input_names: Sequence[str] |
         optimize: run :func:`ortnpu.optimize` on the export (BatchNorm folding, constant
             folding, MatMul+Add fusion...); False returns the raw export.
         dynamo: use torch's dynamo-based exporter (needs onnxscript) instead of TorchScript's.
+        dynamic_batch: leave axis 0 of every input and output dynamic (named ``batch``), as
+            deployment exports usually do (TorchScript exporter only). The exporter then
+            computes reshape targets from ``Shape`` at run time; ``optimize`` folds what does
+            not depend on the batch (:class:`~ortnpu.passes.FoldShapeArithmetic`).
 
     Returns:
         The float ``onnx.ModelProto``, checked by the ONNX checker.
@@ -103,6 +110,11 @@ def from_torch(module: Any, example_inputs: Any, *, input_names: Sequence[str] |
                               "opset_version": int(opset), "dynamo": dynamo}
     if not dynamo:
         kwargs["do_constant_folding"] = True
+    if dynamic_batch:
+        if dynamo:
+            raise ModelError("from_torch: dynamic_batch needs the TorchScript exporter "
+                             "(dynamo=False)")
+        kwargs["dynamic_axes"] = {name: {0: "batch"} for name in [*in_names, *out_names]}
     try:
         with torch.no_grad(), warnings.catch_warnings():
             # the TorchScript exporter is chosen on purpose (module docstring): hide its notice

@@ -36,6 +36,7 @@ from ortnpu.passes.name_nodes import NameNodes
 from ortnpu.passes.noop_removal import RemoveNoOpReshapeTranspose
 from ortnpu.passes.pad_fusion import FusePad
 from ortnpu.passes.patchify import PatchifyConv
+from ortnpu.passes.shape_arithmetic import FoldShapeArithmetic
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.shared_weights import DuplicateSharedWeights
 from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
@@ -44,7 +45,7 @@ from ortnpu.passes.weight_equalization import EqualizeWeights
 
 #: Pass names accepted by ``optimize(skip=...)`` and ``ortnpu optimize --skip``.
 PASS_NAMES = ("NameNodes", "FreezeInputs", "FixInputShapes", "InferShapes", "FoldConstants",
-              "FoldConstantIf", "RemoveIdentity",
+              "FoldShapeArithmetic", "FoldConstantIf", "RemoveIdentity",
               "RemoveNoOpReshapeTranspose", "RemoveUnused", "FoldBatchNorm", "FusePad",
               "DivByConstantToMul", "FoldConvAffine",
               "FuseMatMulAdd", "EqualizeWeights",
@@ -84,7 +85,8 @@ def default_passes(*, input_shapes: Mapping[str, Sequence[int]] | None = None,
     def keep(p: Pass) -> bool:
         return type(p).__name__ not in skip
 
-    cleanup = [p for p in (InferShapes(), FoldConstants(), FoldConstantIf(), RemoveIdentity(),
+    cleanup = [p for p in (InferShapes(), FoldConstants(), FoldShapeArithmetic(),
+                           FoldConstantIf(), RemoveIdentity(),
                            RemoveNoOpReshapeTranspose(), RemoveUnused()) if keep(p)]
     passes: list[Pass] = [NameNodes()]
     if freeze:
@@ -191,6 +193,7 @@ __all__ = [
     "FoldConstantIf",
     "FoldConstants",
     "FoldConvAffine",
+    "FoldShapeArithmetic",
     "FreezeInputs",
     "FuseMatMulAdd",
     "FusePad",

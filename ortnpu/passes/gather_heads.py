@@ -86,12 +86,21 @@ class SliceHeads(Pass):
                     len(index.consumers.get(rs.output[0], [])) != 1:
                 continue
             src, dst = shapes.get(rs.input[0]), shapes.get(rs.output[0])
-            if not src or not dst or not all(isinstance(d, int) and d > 0 for d in
-                                              [*src, *dst]):
+            if not src or not dst:
                 continue
             lead = len(src) - 1
+            if len(dst) < lead + 2:
+                continue
+            # a dynamic batch (the same symbol in and out) is copied through: the new
+            # Reshape's 0 keeps it, so a model keeps its free batch (evaluate reads it as 1)
+            copied = [isinstance(d, str) and bool(d) and d == e
+                      for d, e in zip(src[:lead], dst[:lead], strict=True)]
+            if not all(c or (isinstance(d, int) and d > 0)
+                       for d, c in zip(src[:lead], copied, strict=True)) or \
+                    not all(isinstance(d, int) and d > 0 for d in [src[-1], *dst[lead:]]):
+                continue
             perm = [int(p) for p in _attr(tr, "perm", [])]   # type: ignore[union-attr]
-            if len(dst) < lead + 2 or dst[:lead] != src[:lead] or \
+            if dst[:lead] != src[:lead] or \
                     math.prod(dst[lead:]) != src[-1] or len(perm) != len(dst) or \
                     perm[0] != lead:
                 continue
@@ -103,12 +112,14 @@ class SliceHeads(Pass):
             picked = {t[0].output[0]: t for t in takes}   # type: ignore[index]
             width = math.prod(rest)
             new_perm = [p - (p > lead) for p in perm[1:]]
+            heads_shape = [0 if c else d for d, c in zip(dst[:lead], copied, strict=True)] + \
+                list(rest)
             for g in gathers:
                 _, i, last = picked[g.output[0]]   # type: ignore[misc]
                 base = g.name or g.output[0]
                 consts = {}
                 for what, v in (("starts", i * width), ("ends", (i + 1) * width),
-                                ("axes", -1), ("shape", [*dst[:lead], *rest])):
+                                ("axes", -1), ("shape", heads_shape)):
                     cname = unique_name(taken, f"{base}/{what}")
                     graph.initializer.append(numpy_helper.from_array(
                         np.array(v if isinstance(v, list) else [v], np.int64), cname))

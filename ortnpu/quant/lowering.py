@@ -1323,9 +1323,12 @@ def gather_slice(node: onnx.NodeProto, ctx: QuantContext
         return f"{label}: the indices are computed at run time"
     if ctx.view.const(node.input[0]) is not None:
         return f"{label}: the data is constant; fold it with `ortnpu optimize`"
-    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+    if not shape:
         return f"{label}: the data shape is not static"
     axis = int(attr(node, "axis", 0)) % len(shape)
+    # a dynamic batch (axis 0, not the gathered axis) is kept: the Reshape's 0 copies it
+    if not all(isinstance(d, int) and d > 0 for k, d in enumerate(shape) if k or not axis):
+        return f"{label}: the data shape is not static"
     idx = np.asarray(indices).astype(np.int64).reshape(-1)
     if np.asarray(indices).ndim > 1 or idx.size == 0:
         return f"{label}: only a scalar index or a 1-D run of indices is lowered (as a Slice)"
@@ -1333,7 +1336,8 @@ def gather_slice(node: onnx.NodeProto, ctx: QuantContext
     if np.any(idx < 0) or np.any(idx >= shape[axis]) or np.any(np.diff(idx) != 1):
         return (f"{label}: the indices are not consecutive and in range; ortnpu lowers a "
                 "Gather that is a Slice")
-    out_shape = [*shape[:axis], *shape[axis + 1:]] if np.asarray(indices).ndim == 0 else None
+    kept = [d if isinstance(d, int) and d > 0 else 0 for d in shape]
+    out_shape = [*kept[:axis], *kept[axis + 1:]] if np.asarray(indices).ndim == 0 else None
     return axis, int(idx[0]), int(idx[-1]) + 1, out_shape
 
 
