@@ -527,14 +527,14 @@ def test_rebuilt_layers_keep_the_models_integer_weights(case: int) -> None:
     npu = import_qdq(qdq, "tflite-int8")
     conv = next(n for n in npu.graph.node if n.op_type.startswith("Conv"))
     got = next(numpy_helper.to_array(t) for t in npu.graph.initializer if t.name == conv.input[1])
-    if name == "patch":
-        want = halved.reshape(halved.shape[0], -1, 1, 1)
+    if name == "patch":   # [o, (i, j, c), 0, 0] = w[o, c, i, j]: SPACE_TO_DEPTH's order
+        want = halved.transpose(0, 2, 3, 1).reshape(halved.shape[0], -1, 1, 1)
     elif name == "tconv":
         want = halved[:, :, None, :]
-    elif name == "blocks":   # [o, (c, i, j), a, b] = w[o, c, 2a + i, 16b + j]
+    elif name == "blocks":   # [o, (i, j, c), a, b] = w[o, c, 2a + i, 16b + j]
         want = np.zeros((6, 3 * 2 * 16, 2, 2), halved.dtype)
         for c, i, j, a, b in np.ndindex(3, 2, 16, 2, 2):
-            want[:, (c * 2 + i) * 16 + j, a, b] = halved[:, c, 2 * a + i, 16 * b + j]
+            want[:, (i * 16 + j) * 3 + c, a, b] = halved[:, c, 2 * a + i, 16 * b + j]
     else:
         want = halved.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
     assert np.array_equal(got, want)

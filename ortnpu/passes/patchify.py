@@ -32,7 +32,8 @@ def _patch(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, list | Non
 
 class PatchifyConv(ReplaceNodesPass):
     """``Conv(kernel k x l = m·s x n·t, stride s x t, no padding)`` becomes ``Reshape →
-    Transpose → Reshape → Transpose → Reshape`` (space-to-depth by s x t, at rank 4) and a
+    Transpose → Reshape → Transpose → Reshape`` (space-to-depth by s x t, at rank 4, the batch
+    kept on axis 0, channels in TFLite's SPACE_TO_DEPTH order) and a
     stride-1 ``Conv`` with an m x n kernel on the ``C·s·t`` channels, when the stride or
     kernel exceeds what the target's NPU runs and m x n does not.
 
@@ -68,9 +69,13 @@ class PatchifyConv(ReplaceNodesPass):
         hb, wb = h // sh, w // sw
         base = node_base(node)
         weight = work.index.constant(node.input[1])
-        steps = (("rows", [-1, sh, wb, sw], [0, 1, 3, 2]),
-                 ("cells", [-1, hb, sh * sw, wb], [0, 2, 1, 3]),
-                 ("depth", [-1, c * sh * sw, hb, wb], None))
+        # [N, C, H, W] in memory is n, c, (hb, ky), (wx, kx): three Reshapes and two
+        # Transposes at rank 4 bring it to [N, (ky, kx, c), hb, wx] (TFLite's SPACE_TO_DEPTH
+        # order) with the batch on axis 0 throughout, so a dynamic batch stays free and a
+        # compiled program runs one sample at a time
+        steps = (("rows", [0, c, h * wb, sw], [0, 3, 1, 2]),       # n, kx, c, (hb, ky, wx)
+                 ("cells", [0, sw * c * hb, sh, wb], [0, 2, 1, 3]),  # n, ky, (kx, c, hb), wx
+                 ("depth", [0, sh * sw * c, hb, wb], None))          # n, (ky, kx, c), hb, wx
         x = node.input[0]
         for what, dims, perm in steps:
             shape = work.int64(f"{base}_{what}_shape", dims)

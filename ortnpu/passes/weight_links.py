@@ -31,14 +31,14 @@ WEIGHTS_FROM_KEY = "ortnpu.weights_from"
 
 def patch_layout(w: np.ndarray, block: tuple[int, int] | None = None) -> np.ndarray:
     """A convolution's weights ``[O, C, m·s, n·t]`` at stride ``block`` = (s, t) as those of
-    the stride-1 convolution over its space-to-depth input: ``[O, C·s·t, m, n]``, channels in
-    space-to-depth's order (c, row in block, column in block). Without ``block`` the kernel is
-    one block (a patch embedding: ``[O, C·k·l, 1, 1]``)."""
+    the stride-1 convolution over its space-to-depth input: ``[O, s·t·C, m, n]``, channels in
+    space-to-depth's order (row in block, column in block, c: TFLite's SPACE_TO_DEPTH).
+    Without ``block`` the kernel is one block (a patch embedding: ``[O, k·l·C, 1, 1]``)."""
     o, c, kh, kw = w.shape
     sh, sw = block or (kh, kw)
     mh, mw = kh // sh, kw // sw
-    return np.ascontiguousarray(w.reshape(o, c, mh, sh, mw, sw).transpose(0, 1, 3, 5, 2, 4)
-                                .reshape(o, c * sh * sw, mh, mw))
+    return np.ascontiguousarray(w.reshape(o, c, mh, sh, mw, sw).transpose(0, 3, 5, 1, 2, 4)
+                                .reshape(o, sh * sw * c, mh, mw))
 
 
 def transposed_layout(w: np.ndarray, group: int) -> np.ndarray:

@@ -32,10 +32,11 @@ def test_patch_convolution_becomes_space_to_depth_and_1x1(kernel: tuple, hw: tup
     names = [t.name for t in result.model.graph.initializer]
     assert "w" not in names
     assert_same(m, result.model, tol=1e-5)
-    # any batch: the leading reshape dims are -1
+    # any batch: the reshapes copy the batch (0); float sums of up to 768 products in
+    # another order (channels as SPACE_TO_DEPTH orders them) differ by float32 rounding
     x = rand(3, 3, *hw)
     np.testing.assert_allclose(run(m, {"x": x})[0], run(result.model, {"x": x})[0],
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize(("kernel", "stride", "hw", "attrs", "limits"), [
@@ -68,7 +69,7 @@ def test_kernel_of_whole_strides_becomes_space_to_depth_and_a_small_conv(
     blocks = [kernel[0] // stride[0], kernel[1] // stride[1]]
     assert conv.name == "patch" and list(conv.attribute[0].ints) == blocks
     assert "stride 1" in result.changes[0] or blocks == [1, 1]
-    # the new weights, entry by entry: [o, (c, i, j), a, b] = w[o, c, a*s + i, b*t + j]
+    # the new weights, entry by entry: [o, (i, j, c), a, b] = w[o, c, a*s + i, b*t + j]
     w = next(onnx.numpy_helper.to_array(t) for t in m.graph.initializer if t.name == "w")
     got = next(onnx.numpy_helper.to_array(t) for t in result.model.graph.initializer
                if t.name == conv.input[1])
@@ -76,7 +77,7 @@ def test_kernel_of_whole_strides_becomes_space_to_depth_and_a_small_conv(
     for o, ci, a, b, i, j in [(0, 0, 0, 0, 0, 0), (4, c - 1, blocks[0] - 1, blocks[1] - 1,
                                                    sh - 1, sw - 1), (2, 1, 0, blocks[1] - 1,
                                                                      0, sw - 1)]:
-        assert got[o, (ci * sh + i) * sw + j, a, b] == w[o, ci, a * sh + i, b * sw + j]
+        assert got[o, (i * sw + j) * c + ci, a, b] == w[o, ci, a * sh + i, b * sw + j]
     for batch in (1, 3):
         x = rand(batch, 3, *hw)
         np.testing.assert_allclose(run(m, {"x": x})[0], run(result.model, {"x": x})[0],
