@@ -75,11 +75,10 @@ void ortnpu_softmax8_table(int32_t mult, int32_t shift, int32_t diff_min, int32_
     for (int32_t d = 0; d > -256; d--) tab[-d] = d >= diff_min ? exp_of_diff(d, mult, shift) : 0;
 }
 
-/* 8-bit rows: reference_ops::Softmax. e holds the row's exponentials (scratch); tab (or NULL)
- * the exponential of every difference (ortnpu_softmax8_table): an 8-bit difference takes
- * only 256 values, so a table made once gives the same numbers as evaluating it each time. */
+/* 8-bit rows: reference_ops::Softmax, each exponential evaluated (a call of few rows); e holds
+ * the row's exponentials (scratch). */
 static void softmax_row_8(const void *x, int xtype, int64_t depth, int32_t mult, int shift,
-                          int32_t diff_min, void *y, int32_t *e, const int32_t *tab) {
+                          int32_t diff_min, void *y, int32_t *e) {
     const int8_t *xs = (const int8_t *)x;
     const uint8_t *xu = (const uint8_t *)x;
     int32_t mx = xtype == ORTNPU_T_I8 ? -128 : 0;
@@ -91,7 +90,7 @@ static void softmax_row_8(const void *x, int xtype, int64_t depth, int32_t mult,
     for (int64_t c = 0; c < depth; c++) {
         int32_t d = (xtype == ORTNPU_T_I8 ? xs[c] : xu[c]) - mx;
         if (d >= diff_min) {
-            e[c] = tab ? tab[-d] : exp_of_diff(d, mult, shift);
+            e[c] = exp_of_diff(d, mult, shift);
             total = add32(total, rdbpot32(e[c], 12));
         }
     }
@@ -109,6 +108,48 @@ static void softmax_row_8(const void *x, int xtype, int64_t depth, int32_t mult,
         }
         if (xtype == ORTNPU_T_I8) ((int8_t *)y)[c] = (int8_t)v;
         else ((uint8_t *)y)[c] = (uint8_t)v;
+    }
+}
+
+/* 8-bit rows with the exponential table: the same numbers as softmax_row_8, without its
+ * branches. The table holds 0 below diff_min, so the reference's d >= diff_min tests fall out
+ * (a zero exponential adds 0 to the sum and gives the type's minimum); every exponential,
+ * the reciprocal and their product are non-negative, so RoundingDivideByPOT is a shift plus
+ * the bit below it and SaturatingRoundingDoublingHighMul an unsigned 64-bit product: loops
+ * the compiler vectorizes (a ViT-S's 72 rows of 197 per head: 23 % of its time before). */
+static void softmax_row_8_table(const void *x, int xtype, int64_t depth, const int32_t *tab,
+                                void *y, int32_t *e) {
+    int32_t total = 0;
+    if (xtype == ORTNPU_T_I8) {
+        const int8_t *xs = (const int8_t *)x;
+        int8_t mx = -128;
+        for (int64_t c = 0; c < depth; c++) mx = xs[c] > mx ? xs[c] : mx;
+        for (int64_t c = 0; c < depth; c++) e[c] = tab[mx - xs[c]];
+    } else {
+        const uint8_t *xu = (const uint8_t *)x;
+        uint8_t mx = 0;
+        for (int64_t c = 0; c < depth; c++) mx = xu[c] > mx ? xu[c] : mx;
+        for (int64_t c = 0; c < depth; c++) e[c] = tab[mx - xu[c]];
+    }
+    for (int64_t c = 0; c < depth; c++) total += (e[c] >> 12) + ((e[c] >> 11) & 1);
+    int h = clz32((uint32_t)total);   /* total >= exp(0) / 2^12 = 2^19: h <= 12 */
+    int32_t recip = one_over_one_plus_x(s32(((uint32_t)total << h) - 0x80000000u));
+    int exponent = 12 - h + 31 - 8;   /* 23 to 31 */
+    const uint64_t r = (uint32_t)recip;
+    if (xtype == ORTNPU_T_I8) {
+        int8_t *ys = (int8_t *)y;
+        for (int64_t c = 0; c < depth; c++) {
+            uint32_t q = (uint32_t)((r * (uint32_t)e[c] + (UINT64_C(1) << 30)) >> 31);
+            int32_t v = (int32_t)((q >> exponent) + ((q >> (exponent - 1)) & 1u)) - 128;
+            ys[c] = (int8_t)(v > 127 ? 127 : v);
+        }
+    } else {
+        uint8_t *yu = (uint8_t *)y;
+        for (int64_t c = 0; c < depth; c++) {
+            uint32_t q = (uint32_t)((r * (uint32_t)e[c] + (UINT64_C(1) << 30)) >> 31);
+            uint32_t v = (q >> exponent) + ((q >> (exponent - 1)) & 1u);
+            yu[c] = (uint8_t)(v > 255 ? 255 : v);
+        }
     }
 }
 
@@ -185,8 +226,10 @@ int ortnpu_softmax_tab(int64_t rows, int64_t depth, const void *x, int32_t xtype
         if (xtype == ORTNPU_T_I16)
             softmax_row_16((const int16_t *)xr, depth, mult, shift, exp_lut, recip_lut,
                            (int16_t *)yr, e);
+        else if (exp8)
+            softmax_row_8_table(xr, xtype, depth, exp8, yr, e);
         else
-            softmax_row_8(xr, xtype, depth, mult, shift, diff_min, yr, e, exp8);
+            softmax_row_8(xr, xtype, depth, mult, shift, diff_min, yr, e);
     }
     free(scratch);
     return ORTNPU_OK;

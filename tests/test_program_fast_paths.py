@@ -234,6 +234,8 @@ def test_every_operand_pair_of_a_mul_is_exact(simd: str) -> None:
     (np.uint8, 64, 1, 23, -100),                    # differences below diff_min
     (np.int8, 33, 0, 5, -(1 << 26) + 1),            # multiplier 0: every exponential is 1
     (np.int8, 9, 1 << 30, 24, -127),
+    (np.int8, 197, 1518500250, 19, -3968),          # a ViT-S head's rows of 197 tokens
+    (np.uint8, 197, 1 << 30, 23, -255),
 ])
 def test_softmax_exp_table_is_exact(dtype: type, depth: int, multiplier: int, shift: int,
                                     diff_min: int) -> None:
