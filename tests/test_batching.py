@@ -113,3 +113,21 @@ def test_a_dynamic_batch_vit_runs_on_the_npu_at_any_batch() -> None:
     for k, out in enumerate(whole):
         one = np.concatenate([sess.run(None, {"image": x[i:i + 1]})[k] for i in range(4)])
         assert out.shape[0] == 4 and np.array_equal(out, one)
+
+
+def test_a_placement_that_misses_a_node_is_a_clear_error(monkeypatch) -> None:
+    """Placement reads a dynamic batch as 1; if a rewrite ever gave that copy other nodes than
+    quantize's free-batch graph, quantize says so instead of failing on a missing key."""
+    from ortnpu.quant import quantizer
+
+    real = quantizer.place
+
+    def dropping(model, *args, **kwargs):
+        plan = real(model, *args, **kwargs)
+        plan.placement.pop(next(iter(plan.placement)))
+        return plan
+
+    monkeypatch.setattr(quantizer, "place", dropping)
+    model = small_cnn(batch=1)
+    with pytest.raises(ModelError, match="--input-shape"):
+        ortnpu.quantize(model, "tflite-int8", images(4))

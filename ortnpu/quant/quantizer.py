@@ -424,6 +424,15 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     plan = place(model, target, force_cpu=sorted(config.force_cpu),
                  force_npu=sorted(config.force_npu), strict_names=False,
                  wide_softmax_on_cpu=config.wide_softmax_on_cpu)
+    unplaced = [n.name for n in model.graph.node if n.name not in plan.placement]
+    if unplaced:
+        # placement reads a dynamic batch as 1 and rewrites that copy into NPU forms: a rewrite
+        # that needs the batch static would give it nodes this graph lacks
+        inputs = ", ".join(i.name for i in model.graph.input)
+        raise ModelError(f"{model.graph.name or '<model>'}: placement (which reads a dynamic "
+                         f"batch as 1) and quantize rewrote the graph differently around "
+                         f"{', '.join(map(repr, unplaced[:3]))}; fix the batch with "
+                         f"--input-shape (inputs: {inputs}) and report the model")
     by_name = {n.name: n for n in model.graph.node}
     fused_of: dict[str, list[onnx.NodeProto]] = {}
     for absorbed_name, producer in plan.fused_into.items():
