@@ -389,8 +389,11 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
                                   if n.doc_string.startswith("CPU:")}
         out_names = [o.name for o in npu.graph.output]
 
+        compiled: list[ortnpu.InferenceSession] = []   # the default session, for the batch run
+
         def run_paths() -> tuple[list, list]:
             sess = ortnpu.InferenceSession(npu)
+            compiled.append(sess)
             result.compile_reports = [str(r) for r in getattr(sess, "compile_reports", [])]
             ref = ortnpu.InferenceSession(npu, fuse=False, native=False)
             return (_run_all(lambda f: sess.run(out_names, f), feeds),
@@ -400,8 +403,7 @@ def run_pipeline(entry: ZooModel, target: str, *, search: Sequence[Path] = (),
         if _free_batch(npu) and len(feeds) > 1:
             # a dynamic batch: the samples in one batch give what they give one at a time
             stacked = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
-            batched = _step(result, "run", lambda: ortnpu.InferenceSession(npu).run(
-                out_names, stacked))
+            batched = _step(result, "run", lambda: compiled[0].run(out_names, stacked))
             for name, got, *per in zip(out_names, batched, *default_out, strict=True):
                 if not np.array_equal(got, np.concatenate(per)):
                     result.mismatches.append(f"batched run {name!r}: {len(feeds)} samples in "

@@ -149,6 +149,11 @@ class FoldShapeArithmetic(Pass):
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
+        if not any(n.op_type == "Shape" for n in graph.node):
+            # only a Shape yields an entry that is not a constant: without one every vector
+            # is FoldConstants' job, and the fresh shape inference (a copy of the model) is
+            # not worth paying in every cleanup round
+            return []
         index = GraphIndex(graph)
         shapes, types = _fresh_shapes(model)
         vectors: dict[str, ShapeVector] = {}
@@ -254,7 +259,7 @@ class FoldShapeArithmetic(Pass):
         if data.scalar or len(params) < 2 or any(p is None or not p.known
                                                  for p in params[:2]):
             return None
-        rest = [p for p in params[2:4]]
+        rest = list(params[2:4])
         if any(p is None or not p.known for p in rest):
             return None
         starts, ends = params[0].entries, params[1].entries  # type: ignore[union-attr]
