@@ -51,6 +51,20 @@ enum { S_OUT0, S_OUT1, S_OUT2, S_OUT3, S_OUT4, S_OUT5, S_IN0, S_IN1, S_IN2, S_IN
        S_PROG1, S_SLOTS };
 ORTNPU_HIDDEN void *ortnpu_scratch(int slot, size_t bytes);
 
+/* One channel of the byte-permute depthwise path (kernels_linear.c): the input plane (h rows
+ * of w bytes, XORed with flip into the padded plane of row length wp at row pt, column pl;
+ * NULL: the plane holds it already), the outputs (oh x ow) as vectors of m whole rows (m > 1)
+ * or of up to l outputs of one row (m = 1), the kh x nq weight quads and the nq VPERMB index
+ * patterns of one vector (its window lies within 64 bytes of the plane). */
+typedef struct {
+    const uint8_t *x;
+    int64_t h, w, wp, pt, pl, sh, sw, oh, ow;
+    uint8_t flip;
+    int kh, nq, m, l;
+    const uint8_t *patterns;
+    const int32_t *wq;
+} ortnpu_dwq_t;
+
 /* The inner loops of one instruction set (kernels_isa.h, instantiated in kernels_isa.c). */
 typedef struct {
     /* int16 GEMM tile: R <= 4 rows of U times ncol groups of 16 columns of V (U, ldu, R, V,
@@ -99,6 +113,11 @@ typedef struct {
      * pixel tile that keeps at most 8 of its 16 columns */
     void (*bcast_tile8)(const int16_t *, int64_t, int, const int16_t *, int64_t, int64_t,
                         int64_t, int32_t *, int64_t);
+    /* depthwise sums of one channel over a zero-point-padded u8 plane (channel, plane, acc):
+     * the plane copy, then per vector and kernel row two 64-byte loads, one byte permute and
+     * one u8 x s8 quad multiply-add per quad of taps (AVX-512 VBMI + VNNI only, NULL
+     * elsewhere) */
+    void (*dw_quads)(const ortnpu_dwq_t *, uint8_t *, uint32_t *);
 } ortnpu_isa_t;
 
 /* The table of the widest path allowed by `isa` (0 portable C, 1 AVX2, 2 AVX-512 VNNI) that

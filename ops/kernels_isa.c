@@ -449,11 +449,112 @@ static uint64_t mac_probe_vnni(uint64_t n) {
 #pragma GCC pop_options
 #endif
 
+/* AVX-512 VBMI on top: the depthwise sums by byte permutes (VPERMB picks each output's window
+ * bytes out of 64 loaded ones, VPDPBUSD multiplies four taps at once). */
+#if defined(__clang__)
+#pragma clang attribute push(                                                                \
+    __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi"))),         \
+    apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")
+#endif
+/* The sums of R vector groups from group g0 at column x0 (m = 1) or of R groups of m rows:
+ * group g reads the plane rows g * step + ky, so neighbouring groups share rows (step 1 or 2:
+ * R + 2 or 2R + 1 loads and permutes for 3R multiply-adds with a 3-row kernel). KH, NQ,
+ * STEP: compile-time values (0: the channel's, in loops). */
+static inline __attribute__((always_inline)) void
+dwq_groups(const ortnpu_dwq_t *c, const uint8_t *plane, uint32_t *acc, int64_t g0, int64_t x0,
+           const __m512i *ix, const int R, const int KH, const int NQ, const int STEP) {
+    const int kh = KH ? KH : c->kh, nq = NQ ? NQ : c->nq;
+    const int64_t step = STEP ? STEP : c->m * c->sh, wp = c->wp;
+    const uint8_t *src = plane + g0 * step * wp + x0 * c->sw;
+    __m512i s[4];
+    for (int g = 0; g < R; g++) s[g] = _mm512_setzero_si512();
+    const int64_t U = (R - 1) * step + kh;
+#pragma GCC unroll 16
+    for (int64_t u = 0; u < U; u++) {
+        const __m512i a = _mm512_loadu_si512((const void *)(src + u * wp));
+#pragma GCC unroll 4
+        for (int q = 0; q < nq; q++) {
+            const __m512i qv = _mm512_permutexvar_epi8(ix[q], a);
+#pragma GCC unroll 4
+            for (int g = 0; g < R; g++) {
+                const int64_t ky = u - g * step;
+                if (ky >= 0 && ky < kh)
+                    s[g] = _mm512_dpbusd_epi32(s[g], qv, _mm512_set1_epi32(c->wq[ky * nq + q]));
+            }
+        }
+    }
+    for (int g = 0; g < R; g++) {   /* m = 1: l outputs of row g; else m rows (fewer at the end) */
+        const int64_t gg = g0 + g;
+        const int64_t n = c->m == 1 ? (c->ow - x0 < c->l ? c->ow - x0 : c->l)
+                                    : (c->oh - gg * c->m < c->m ? c->oh - gg * c->m : c->m) * c->ow;
+        uint32_t *dst = acc + gg * c->m * c->ow + x0;
+        if (n >= 16)
+            _mm512_storeu_si512((void *)dst, s[g]);
+        else
+            _mm512_mask_storeu_epi32(dst, (__mmask16)((1u << n) - 1u), s[g]);
+    }
+}
+
+static inline __attribute__((always_inline)) void
+dwq_run(const ortnpu_dwq_t *c, const uint8_t *plane, uint32_t *acc, const int KH, const int NQ,
+        const int STEP) {
+    __m512i ix[4];
+    for (int q = 0; q < c->nq; q++)
+        ix[q] = _mm512_loadu_si512((const void *)(c->patterns + 64 * q));
+    const int64_t groups = c->m == 1 ? c->oh : (c->oh + c->m - 1) / c->m;
+    for (int64_t x0 = 0; x0 < (c->m == 1 ? c->ow : 1); x0 += c->l) {
+        int64_t g = 0;
+        for (; g + 4 <= groups; g += 4) dwq_groups(c, plane, acc, g, x0, ix, 4, KH, NQ, STEP);
+        for (; g < groups; g++) dwq_groups(c, plane, acc, g, x0, ix, 1, KH, NQ, STEP);
+    }
+}
+
+static void dw_quads_vbmi(const ortnpu_dwq_t *c, uint8_t *plane, uint32_t *acc) {
+    if (c->x) {   /* the plane's interior, 64 bytes at a time (the padding is the caller's) */
+        const __m512i flip = _mm512_set1_epi8((char)c->flip);
+        for (int64_t r = 0; r < c->h; r++) {
+            const uint8_t *s = c->x + r * c->w;
+            uint8_t *d = plane + (r + c->pt) * c->wp + c->pl;
+            for (int64_t i = 0; i < c->w; i += 64) {
+                const int64_t left = c->w - i;
+                const __mmask64 k = left >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << left) - 1);
+                _mm512_mask_storeu_epi8(d + i, k, _mm512_xor_si512(
+                    _mm512_maskz_loadu_epi8(k, s + i), flip));
+            }
+        }
+    }
+    const int64_t step = c->m * c->sh;
+    if (c->kh == 3 && c->nq == 1 && step == 1)
+        dwq_run(c, plane, acc, 3, 1, 1);
+    else if (c->kh == 3 && c->nq == 1 && step == 2)
+        dwq_run(c, plane, acc, 3, 1, 2);
+    else if (c->kh == 5 && c->nq == 2 && step == 1)
+        dwq_run(c, plane, acc, 5, 2, 1);
+    else if (c->kh == 5 && c->nq == 2 && step == 2)
+        dwq_run(c, plane, acc, 5, 2, 2);
+    else
+        dwq_run(c, plane, acc, 0, 0, 0);
+}
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
 static const ortnpu_isa_t isa_table_vnni = {
     bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
     bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixels_avx2, quad_gather_avx2,
     dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
-    finish32_double_lanes_avx512, binary8_double_avx512, bcast_tile8_avx2,
+    finish32_double_lanes_avx512, binary8_double_avx512, bcast_tile8_avx2, NULL,
+};
+static const ortnpu_isa_t isa_table_vbmi = {
+    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
+    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixels_avx2, quad_gather_avx2,
+    dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
+    finish32_double_lanes_avx512, binary8_double_avx512, bcast_tile8_avx2, dw_quads_vbmi,
 };
 #endif
 
@@ -502,7 +603,8 @@ uint64_t ortnpu_clock_probe(uint64_t n) {
 
 const ortnpu_isa_t *ortnpu_pick_isa(int isa) {
 #if ORTNPU_HAVE_AVX2
-    if (isa == 2 && ortnpu_cpu_has_vnni()) return &isa_table_vnni;
+    if (isa == 2 && ortnpu_cpu_has_vnni())
+        return __builtin_cpu_supports("avx512vbmi") ? &isa_table_vbmi : &isa_table_vnni;
     if (isa >= 1 && ortnpu_cpu_has_avx2()) return &isa_table_avx2;
 #endif
     (void)isa;

@@ -672,7 +672,7 @@ static void FN(binary8_double)(int op, const uint8_t *a, int64_t sa, int a_signe
 static const ortnpu_isa_t FN(isa_table) = {
     FN(bcast_tile), FN(dot_tile), FN(interleave), FN(dw_row), FN(finish32_double),
     NULL, FN(dw_row3), FN(dw_cl_pixels), FN(quad_gather), FN(dw3_row), NULL, NULL,
-    FN(finish32_double_lanes), ORTNPU_BINARY8, ORTNPU_TILE8,
+    FN(finish32_double_lanes), ORTNPU_BINARY8, ORTNPU_TILE8, NULL,
 };
 #undef ORTNPU_BINARY8
 #undef ORTNPU_TILE8

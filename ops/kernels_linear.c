@@ -670,6 +670,109 @@ static void conv_depthwise_cl(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
     }
 }
 
+/* The byte-permute depthwise path (AVX-512 VBMI + VNNI): each channel's input plane is copied
+ * once, zero-point padded, as bytes (int8 values plus 128, so that VPDPBUSD's unsigned operand
+ * holds them; the correction takes 128 * sum w back out). A vector holds up to 16 outputs
+ * whose windows lie within 64 bytes of the plane: up to 16 of one row, or m whole rows of a
+ * narrow map (7x7: two rows). Per plane row it reads, one 64-byte load and one VPERMB per
+ * quad of taps gather every lane's four window bytes, and one VPDPBUSD adds them times the
+ * four weights; vectors of neighbouring rows share those loads (dw_quads). Same wrapped int32
+ * sums as the other paths, in another order. */
+static int dw_quads_ok(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortnpu_out_t *o) {
+    const int64_t taps = p->kh * p->kw, hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
+    return I->dw_quads && p->cg == 1 && p->group > 1 && p->xtype != ORTNPU_T_I16 &&
+           (o->acc_bits == 32 || taps * 255 * 128 <= INT32_MAX) && p->kw <= 16 &&
+           p->dh == 1 && (p->kw - 1) * p->dw + 1 <= 64 && hp * wp <= INT32_MAX;
+}
+
+/* The vector shape (m rows, or l outputs of a row) and its index patterns for dw_quads. */
+static void dw_quads_shape(const ortnpu_conv_t *p, ortnpu_dwq_t *c, uint8_t *patterns) {
+    const int64_t wp = p->w + p->pl + p->pr, reach = (p->kw - 1) * p->dw;
+    c->nq = (int)ceil_div(p->kw, 4);
+    c->m = 1;
+    for (int64_t m = 16 / p->ow; m >= 2; m--)   /* narrow maps: whole rows per vector */
+        if ((m - 1) * p->sh * wp + (p->ow - 1) * p->sw + reach + 1 <= 64) {
+            c->m = (int)m;
+            break;
+        }
+    const int64_t fit = (64 - reach - 1) / p->sw + 1;
+    c->l = (int)(c->m > 1 ? c->m * p->ow : (p->ow < 16 ? (p->ow < fit ? p->ow : fit)
+                                                          : (16 < fit ? 16 : fit)));
+    for (int j = 0; j < 16; j++) {
+        int64_t base = 0;   /* lanes past the vector read the window's first byte (masked) */
+        if (c->m == 1 && j < c->l)
+            base = j * p->sw;
+        else if (c->m > 1 && j < c->l)
+            base = (j / p->ow) * p->sh * wp + (j % p->ow) * p->sw;
+        for (int k = 0; k < 4 * c->nq; k++)   /* taps past kw meet zero weights */
+            patterns[(k / 4) * 64 + 4 * j + k % 4] =
+                (uint8_t)(k < p->kw ? base + k * p->dw : base);
+    }
+}
+
+static void conv_depthwise_quads(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
+                                 const ortnpu_out_t *o, const void *x, const int8_t *w,
+                                 const uint64_t *corr, const int32_t *mult,
+                                 const int32_t *shift, void *y, int nt, int *err) {
+    const int64_t hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
+    const int64_t mdw = p->cout / p->group, P = p->oh * p->ow, taps = p->kh * p->kw;
+    const int64_t items = p->n * p->cout, chunk = P >= 2048 ? 1 : 2048 / P;
+    const int qoff = p->xtype == ORTNPU_T_I8 ? 128 : 0;
+    const uint8_t pad = (uint8_t)(p->x_zp + qoff);   /* the copy XORs 128: x + 128 */
+    uint8_t patterns[4 * 64];
+    ortnpu_dwq_t shape = {0};
+    dw_quads_shape(p, &shape, patterns);
+#pragma omp parallel num_threads(nt)
+    {
+        /* slack: a vector's window load reaches 64 bytes past the last row's start */
+        uint8_t *plane = ortnpu_scratch(S_IN0, (size_t)(hp * wp + 128));
+        uint32_t *acc = ortnpu_scratch(S_IN1, (size_t)(P + 16) * sizeof(uint32_t));
+        int32_t *wq = ortnpu_scratch(S_IN2, (size_t)(p->kh * shape.nq) * sizeof(int32_t));
+        const int ok = plane && acc && wq;
+        if (!ok) {
+#pragma omp atomic write
+            *err = ORTNPU_ENOMEM;
+        } else {
+            /* the padding is the same for every channel: filled once, the interior rewritten */
+            memset(plane, pad, (size_t)(hp * wp + 128));
+        }
+        int64_t last_src = -1;
+        /* small maps: channels in chunks of about 2 k outputs (one schedule step each) */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t ch0 = 0; ch0 < items; ch0 += chunk) {
+            for (int64_t it = ch0; it < items && it < ch0 + chunk; it++) {
+                if (!ok) continue;
+                const int64_t n = it / p->cout, co = it % p->cout, ci = co / mdw;
+                const int64_t src = (n * p->c + ci) * p->h * p->w;
+                const int8_t *wk = w + co * taps;
+                int64_t sum = 0;
+                for (int64_t ky = 0; ky < p->kh; ky++)
+                    for (int q = 0; q < shape.nq; q++) {
+                        uint32_t v = 0;
+                        for (int t = 0; t < 4; t++) {
+                            const int64_t kx = 4 * q + t;
+                            const int8_t wv = kx < p->kw ? wk[ky * p->kw + kx] : 0;
+                            v |= (uint32_t)(uint8_t)wv << (8 * t);
+                            sum += wv;
+                        }
+                        wq[ky * shape.nq + q] = (int32_t)v;
+                    }
+                ortnpu_dwq_t ch = shape;
+                /* a depth multiplier > 1 reads one plane several times: copied once */
+                ch.x = src != last_src ? (const uint8_t *)x + src : NULL;
+                ch.h = p->h, ch.w = p->w, ch.wp = wp, ch.pt = p->pt, ch.pl = p->pl;
+                ch.sh = p->sh, ch.sw = p->sw, ch.oh = p->oh, ch.ow = p->ow;
+                ch.flip = (uint8_t)qoff, ch.kh = (int)p->kh, ch.patterns = patterns, ch.wq = wq;
+                last_src = src;
+                I->dw_quads(&ch, plane, acc);
+                const int64_t pi = p->n_params == 1 ? 0 : co;
+                finish_row(I, (const int32_t *)acc, NULL, P, corr[co] - (uint64_t)(qoff * sum),
+                           mult + pi, shift + pi, o, y, (n * p->cout + co) * P);
+            }
+        }
+    }
+}
+
 /* Depthwise convolution whose window is the whole unpadded input plane (a global average pool
  * lowered to a convolution: MobileNetV2's last pool, 1280 channels of 7x7): one output per
  * channel, the dot product of its plane with its weights, then one epilogue call over all the
@@ -791,14 +894,21 @@ static int conv_run(const ortnpu_isa_t *I, const ortnpu_conv_pack_t *pk, const o
                     const ortnpu_out_t *o, const void *x, const int8_t *w, const int32_t *mult,
                     const int32_t *shift, void *y, int nt) {
     int err = ORTNPU_OK;
-    /* a window over the whole plane (a global pool) is one dot product per channel; small maps
-     * (below ~20x20 outputs) run channels-last; ORTNPU_DW_ROWS=1 forces the row kernel (the
-     * tests compare the paths with the reference) */
+    /* a window over the whole plane (a global pool) is one dot product per channel; maps of
+     * fewer than 64 outputs run channels-last (where the per-channel work of the byte-permute
+     * path weighs most: MobileNetV2's 7x7 layers 44 against 62 us), larger ones by byte
+     * permutes where the CPU has them, else channels-last below ~20x20 outputs and by rows
+     * above; ORTNPU_DW_ROWS=1 forces the row kernel (the tests compare the paths with the
+     * reference) */
+    const int cl = p->cout == p->c && p->xtype != ORTNPU_T_I16 && o->acc_bits == 32 &&
+                   !force_dw_rows();
+    const int quads = dw_quads_ok(I, p, o) && !force_dw_rows();
     if (pk->depthwise && dw_is_global(p, o) && !force_dw_rows())
         conv_depthwise_global(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
-    else if (pk->depthwise && p->cout == p->c && p->xtype != ORTNPU_T_I16 &&
-             o->acc_bits == 32 && p->oh * p->ow < 400 && !force_dw_rows())
+    else if (pk->depthwise && cl && (p->oh * p->ow < 64 || (!quads && p->oh * p->ow < 400)))
         conv_depthwise_cl(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
+    else if (pk->depthwise && quads)
+        conv_depthwise_quads(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
     else if (pk->depthwise)
         conv_depthwise(I, p, o, x, w, pk->corr, mult, shift, y, nt, &err);
     else

@@ -357,6 +357,44 @@ def test_depthwise_channels_last_pads_pairs_threads(simd: str, threads: int) -> 
             check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
 
 
+def test_depthwise_byte_permutes(simd: str, threads: int) -> None:
+    """The byte-permute depthwise path (AVX-512 VBMI; elsewhere these shapes test the other
+    paths): rows of 16-output vectors with partial last vectors (widths 17 to 57) and groups of
+    4 rows with row tails, strides 1 to 3, whole-row vectors of narrow maps (widths 3 to 8:
+    2 to 5 rows per vector, the last one short), kernels of 1 to 16 columns (1 to 4 tap quads
+    per row), 1 to 7 rows, column dilation, a depth multiplier of 2, int8 and uint8 inputs at
+    extreme zero points (int8 values move by 128 in the plane), weights -128 and 127,
+    wrapping and exact accumulators, two samples, one multiplier or one per channel."""
+    rng = np.random.default_rng(18)
+    cases = [  # c, mult, h, w, kh, kw, stride, dil_w, pads (t, l, b, r)
+        (5, 1, 11, 17, 3, 3, 1, 1, (1, 1, 1, 1)), (4, 1, 9, 33, 3, 3, 2, 1, (0, 1, 1, 0)),
+        (3, 1, 21, 57, 3, 3, 1, 1, (1, 1, 1, 1)), (6, 1, 13, 40, 5, 5, 1, 1, (2, 2, 2, 2)),
+        (3, 1, 16, 30, 5, 5, 2, 1, (2, 1, 2, 2)), (4, 1, 22, 40, 3, 3, 3, 1, (1, 1, 1, 1)),
+        (2, 1, 12, 24, 1, 16, 1, 1, (0, 7, 0, 8)), (3, 1, 14, 26, 7, 1, 1, 1, (3, 0, 3, 0)),
+        (3, 1, 9, 30, 3, 9, 1, 2, (1, 8, 1, 8)), (4, 2, 12, 12, 3, 3, 1, 1, (1, 1, 1, 1)),
+        (5, 1, 20, 8, 3, 3, 1, 1, (1, 1, 1, 1)), (4, 1, 22, 5, 3, 3, 1, 1, (1, 1, 1, 1)),
+        (3, 1, 31, 7, 5, 5, 2, 1, (2, 2, 2, 2)), (4, 2, 17, 3, 3, 3, 1, 1, (0, 0, 0, 0)),
+        (2, 1, 44, 6, 3, 3, 2, 1, (1, 1, 1, 1)), (3, 1, 9, 64, 3, 13, 2, 1, (1, 6, 1, 6)),
+    ]
+    for xdt in (np.dtype(np.int8), np.dtype(np.uint8)):
+        lo, hi = int(np.iinfo(xdt).min), int(np.iinfo(xdt).max)
+        for i, (c, mdw, h, w, kh, kw, stride, dil, pads) in enumerate(cases):
+            acc_bits = 64 if i % 4 == 3 else 32
+            x = rand_act(rng, xdt, (2, c, h, w), extreme=0.3)
+            wt = rng.choice(np.array([-128, 127, -1, 0, 1, 77, -90], np.int8),
+                            (c * mdw, 1, kh, kw))
+            est = kh * kw * 128 * 200
+            bias = rng.integers(-est, est, c * mdw).astype(np.int64)
+            mult, shift = rescale_params(rng, "tflite_double", est, c * mdw if i % 2 else 1,
+                                         wild=0.0)
+            attrs = {"group": c, "stride_h": stride, "stride_w": stride, "dilation_w": dil,
+                     "pad_top": pads[0], "pad_left": pads[1], "pad_bottom": pads[2],
+                     "pad_right": pads[3], "acc_bits": acc_bits,
+                     "x_zp": int(rng.choice([lo, hi, int(rng.integers(lo, hi + 1))])),
+                     **out_attrs(rng, np.dtype(np.int8))}
+            check("Conv", [x, wt, bias, mult, shift], attrs, np.int8)
+
+
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_depthwise_global_window(simd: str, threads: int, per_channel: bool) -> None:
     """A depthwise window over the whole unpadded plane (a global average pool lowered to a
