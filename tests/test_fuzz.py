@@ -94,6 +94,14 @@ def test_nan_outputs_at_the_same_places_are_the_same_result() -> None:
     assert got_kind == "ep" and cls == "ok", detail
 
 
+def test_a_weight_scale_of_inf_is_refused_not_an_internal_error() -> None:
+    """Seed 1216 case 8291: a weight DequantizeLinear scale of inf on n2d2-int8 raised
+    OverflowError inside the execution provider's GetCapability (an "internal error"); the
+    import now refuses the scale and the provider leaves the node on the CPU."""
+    got_kind, cls, detail = Worker(1216).run(8291)
+    assert got_kind == "ep" and cls == "ok", detail
+
+
 def test_corrupt_intermediate_type_and_input_dimension_are_model_errors() -> None:
     """Found by the long run as flipped bytes: an intermediate's element type 63 (fusion raised
     KeyError), an input's symbolic dimension that is not UTF-8 (the session raised

@@ -412,6 +412,28 @@ def test_errors_name_the_node() -> None:
         import_qdq(dyn, "tflite-int8")
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan, -0.5])
+@pytest.mark.parametrize("target", ["tflite-int8", "n2d2-int8"])
+def test_scales_that_are_no_numbers_are_model_errors(ort_models: dict, bad: float,
+                                                     target: str) -> None:
+    """A QDQ model whose activation or weight scale is inf, NaN or negative is a ModelError
+    naming the node and the tensor. Found by the fuzzer (edges, seed 1216 case 8291): a
+    weight's DequantizeLinear scale of inf reached n2d2's power-of-two rounding of the weight
+    scale and raised OverflowError inside the execution provider's GetCapability."""
+    with pytest.raises(ortnpu.ModelError, match="'q'.*scale of 'x'.*re-quantize"):
+        import_qdq(_qdq_relu(scale=np.float32(bad)), target)
+    qdq = onnx.ModelProto()
+    qdq.CopyFrom(ort_models["s8"])
+    weight_dq = next(n for n in qdq.graph.node if n.op_type == "DequantizeLinear"
+                     and any(i.name == n.input[0] for i in qdq.graph.initializer))
+    inits = {i.name: i for i in qdq.graph.initializer}
+    scale = numpy_helper.to_array(inits[weight_dq.input[1]]).copy()
+    scale.reshape(-1)[0] = bad
+    inits[weight_dq.input[1]].CopyFrom(numpy_helper.from_array(scale, weight_dq.input[1]))
+    with pytest.raises(ortnpu.ModelError, match=f"'{weight_dq.name}'.*a scale of"):
+        import_qdq(qdq, target)
+
+
 def test_plain_qdq_relu_runs_with_the_model_scale() -> None:
     res = QuantizationResult()
     npu = import_qdq(_qdq_relu(), "tflite-int8", result=res)

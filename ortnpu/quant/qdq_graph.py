@@ -10,6 +10,7 @@ target can represent is :mod:`ortnpu.quant.qdq_convert`'s job.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -146,9 +147,9 @@ class _Reader:
                 f"{node.op_type} '{node.name}': activation {tensor!r} is {dtype}; ortnpu imports "
                 "int8, uint8, int16 and uint16 activations")
         s = float(np.float32(scale.reshape(-1)[0]))
-        if not s > 0:
+        if not (s > 0 and math.isfinite(s)):
             raise ModelError(f"{node.op_type} '{node.name}': scale of {tensor!r} is {s}, not "
-                             "a positive number")
+                             "a positive finite number; re-quantize the model")
         return QuantParams(scale=s, zero_point=zero, dtype=dtype)
 
     def set_params(self, node: onnx.NodeProto, tensor: str, p: QuantParams) -> None:
@@ -167,6 +168,10 @@ class _Reader:
             raise UnsupportedError(f"{node.op_type} '{node.name}': blocked quantization "
                                    "(block_size) is not supported; use per-channel weights")
         scale = np.asarray(scale, np.float32).astype(np.float64).reshape(-1)
+        if not np.all(np.isfinite(scale) & (scale >= 0)):
+            bad = scale[~(np.isfinite(scale) & (scale >= 0))][0]
+            raise ModelError(f"{node.op_type} '{node.name}': a scale of {source!r} is {bad}, "
+                             "not a finite number >= 0; re-quantize the model")
         zp_arr = (np.zeros(scale.shape, np.int64) if zp is None
                   else np.asarray(zp).astype(np.int64).reshape(-1))
         if scale.size == 1 and q.ndim > 0 and zp_arr.size == 1:
