@@ -102,6 +102,15 @@ def test_a_weight_scale_of_inf_is_refused_not_an_internal_error() -> None:
     assert got_kind == "ep" and cls == "ok", detail
 
 
+def test_stacked_qdq_mutations_keep_the_fuzzer_running() -> None:
+    """Seed 1217 case 8907: one mutation rewired a QuantizeLinear's scale input to an
+    activation, and the next one looked that scale up among the initializers: the fuzzer's own
+    generator raised KeyError and the worker died. Mutations now pick scales and zero points
+    that are initializers."""
+    got_kind, cls, detail = Worker(1217).run(8907)
+    assert got_kind == "ep" and cls in ("ok", "ortnpu"), detail
+
+
 def test_corrupt_intermediate_type_and_input_dimension_are_model_errors() -> None:
     """Found by the long run as flipped bytes: an intermediate's element type 63 (fusion raised
     KeyError), an input's symbolic dimension that is not UTF-8 (the session raised

@@ -545,7 +545,10 @@ def mutate_qdq_model(rng: np.random.Generator, model: onnx.ModelProto) -> list[s
     ops = [n for n in g.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
     how = int(rng.integers(8))
     if how <= 1:
-        node = _pick(rng, qdq)
+        # an earlier mutation of the same model may have rewired a scale to an activation
+        node = _pick(rng, [n for n in qdq if len(n.input) > 1 and n.input[1] in inits] or qdq)
+        if len(node.input) < 2 or node.input[1] not in inits:
+            return [f"{node.name} has no scale initializer"]
         t = inits[node.input[1]]
         arr = numpy_helper.to_array(t).astype(np.float32)
         value = _pick(rng, _BAD_SCALES) if rng.random() < 0.6 else \
@@ -553,9 +556,9 @@ def mutate_qdq_model(rng: np.random.Generator, model: onnx.ModelProto) -> list[s
         t.CopyFrom(numpy_helper.from_array(np.full(arr.shape, value, np.float32), t.name))
         return [f"{node.name} scale {t.name}={value}"]
     if how == 2:
-        node = _pick(rng, [n for n in qdq if len(n.input) > 2] or qdq)
-        if len(node.input) < 3:
-            return [f"{node.name} has no zero point"]
+        node = _pick(rng, [n for n in qdq if len(n.input) > 2 and n.input[2] in inits] or qdq)
+        if len(node.input) < 3 or node.input[2] not in inits:
+            return [f"{node.name} has no zero point initializer"]
         t = inits[node.input[2]]
         arr = numpy_helper.to_array(t)
         if rng.random() < 0.5:
