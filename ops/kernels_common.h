@@ -114,9 +114,9 @@ typedef struct {
     void (*bcast_tile8)(const int16_t *, int64_t, int, const int16_t *, int64_t, int64_t,
                         int64_t, int32_t *, int64_t);
     /* depthwise sums of one channel over a zero-point-padded u8 plane (channel, plane, acc):
-     * the plane copy, then per vector and kernel row two 64-byte loads, one byte permute and
-     * one u8 x s8 quad multiply-add per quad of taps (AVX-512 VBMI + VNNI only, NULL
-     * elsewhere) */
+     * the plane copy, then per plane row one 64-byte load and one byte permute per quad of
+     * taps, shared by the vectors of neighbouring rows, and one u8 x s8 quad multiply-add per
+     * vector, kernel row and quad (AVX-512 VBMI + VNNI only, NULL elsewhere) */
     void (*dw_quads)(const ortnpu_dwq_t *, uint8_t *, uint32_t *);
 } ortnpu_isa_t;
 

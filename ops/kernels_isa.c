@@ -211,7 +211,8 @@ typedef struct {
     __m512i vcorr, vq, half, vmask, vthr, one, zero, vlo, vhi, vzp;
     __m512i zp16, lo8, hi8;   /* the packed 8-bit store's zero point (int16) and clamp */
     __m128i lcount, rcount;
-    int left, right, otype, pack8;   /* pack8: 8-bit output, |zp| <= 2^14 (fin512_packed) */
+    int left, right, otype, pack8;   /* pack8: 8-bit output, |zp| <= 2^14: zero point and
+                                        * clamp after packing (fin512_packed) */
 } fin512_t;
 
 static inline __attribute__((always_inline)) fin512_t
@@ -330,8 +331,9 @@ static void binary8_double_avx512(int op, const uint8_t *a, int64_t sa, int a_si
     }
 }
 
-/* Store 4 rescaled vectors (pack8 case of fin512_packed): int16 saturation, + zero point
- * (saturating), 8-bit saturation, byte clamp; the first nb bytes (64: all). */
+/* Store 4 vectors of 8-bit outputs (fin512_packed): int16 saturation, + zero point
+ * (saturating; 0 when !pack8, whose values are already clamped and offset in int32), 8-bit
+ * saturation, byte clamp; the first nb bytes (64: all). */
 static inline __attribute__((always_inline)) void fin512_pack8(const fin512_t *f,
                                                                const __m512i *v, int64_t nb,
                                                                int8_t *out) {
@@ -369,22 +371,13 @@ fin512_packed(const fin512_t *f, const int32_t *acc, int64_t n, void *outp) {
             const __m512i a = _mm512_add_epi32(_mm512_loadu_si512(acc + i + 16 * j), f->vcorr);
             v[j] = f->pack8 ? fin512_rescale(f, a) : fin512_clamp(f, fin512_rescale(f, a));
         }
-        if (f->pack8) {
+        if (f->otype != ORTNPU_T_I16) {
             fin512_pack8(f, v, 64, (int8_t *)outp + i);
             continue;
         }
-        if (f->otype == ORTNPU_T_I16) {
-            const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
-            _mm512_storeu_si512((int16_t *)outp + i,
-                                _mm512_permutexvar_epi64(order, _mm512_packs_epi32(v[0], v[1])));
-            continue;
-        }
-        const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12,
-                                               8, 4, 0);
-        const __m512i w01 = _mm512_packs_epi32(v[0], v[1]), w23 = _mm512_packs_epi32(v[2], v[3]);
-        const __m512i b = f->otype == ORTNPU_T_I8 ? _mm512_packs_epi16(w01, w23)
-                                                  : _mm512_packus_epi16(w01, w23);
-        _mm512_storeu_si512((int8_t *)outp + i, _mm512_permutexvar_epi32(order, b));
+        const __m512i order = _mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0);
+        _mm512_storeu_si512((int16_t *)outp + i,
+                            _mm512_permutexvar_epi64(order, _mm512_packs_epi32(v[0], v[1])));
     }
     if (f->pack8 && i < n) {   /* the last 1-63 outputs: masked loads, one masked store */
         __m512i v[4];
@@ -604,18 +597,15 @@ static void dw_quads_vbmi(const ortnpu_dwq_t *c, uint8_t *plane, uint32_t *acc) 
 #pragma GCC pop_options
 #endif
 
-static const ortnpu_isa_t isa_table_vnni = {
-    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixels_avx2, quad_gather_avx2,
-    dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
-    finish32_double_lanes_avx512, binary8_double_avx512, bcast_tile8_avx2, NULL,
-};
-static const ortnpu_isa_t isa_table_vbmi = {
-    bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,
-    bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixels_avx2, quad_gather_avx2,
-    dw3_row_avx2, finish32_double_grid_avx512, wide_tile_u8_vnni,
-    finish32_double_lanes_avx512, binary8_double_avx512, bcast_tile8_avx2, dw_quads_vbmi,
-};
+/* the AVX-512 VNNI table, and the same with VBMI's depthwise path */
+#define ORTNPU_VNNI_TABLE(DW_QUADS)                                                            \
+    {bcast_tile_vnni, dot_tile_avx2, interleave_avx2, dw_row_avx2, finish32_double_avx512,     \
+     bcast_tile_u8_vnni, dw_row3_avx2, dw_cl_pixels_avx2, quad_gather_avx2, dw3_row_avx2,      \
+     finish32_double_grid_avx512, wide_tile_u8_vnni, finish32_double_lanes_avx512,             \
+     binary8_double_avx512, bcast_tile8_avx2, DW_QUADS}
+static const ortnpu_isa_t isa_table_vnni = ORTNPU_VNNI_TABLE(NULL);
+static const ortnpu_isa_t isa_table_vbmi = ORTNPU_VNNI_TABLE(dw_quads_vbmi);
+#undef ORTNPU_VNNI_TABLE
 #endif
 
 int ortnpu_cpu_has_vnni(void) {

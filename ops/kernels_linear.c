@@ -685,9 +685,14 @@ static int dw_quads_ok(const ortnpu_isa_t *I, const ortnpu_conv_t *p, const ortn
            p->dh == 1 && (p->kw - 1) * p->dw + 1 <= 64 && hp * wp <= INT32_MAX;
 }
 
-/* The vector shape (m rows, or l outputs of a row) and its index patterns for dw_quads. */
+/* Everything of a dw_quads call but the channel (x, wq): the geometry, the vector shape (m
+ * rows, or l outputs of a row) and its index patterns. */
 static void dw_quads_shape(const ortnpu_conv_t *p, ortnpu_dwq_t *c, uint8_t *patterns) {
     const int64_t wp = p->w + p->pl + p->pr, reach = (p->kw - 1) * p->dw;
+    c->h = p->h, c->w = p->w, c->wp = wp, c->pt = p->pt, c->pl = p->pl;
+    c->sh = p->sh, c->sw = p->sw, c->oh = p->oh, c->ow = p->ow, c->kh = (int)p->kh;
+    c->flip = p->xtype == ORTNPU_T_I8 ? 128 : 0;   /* as the GEMM pack's qoff */
+    c->patterns = patterns;
     c->nq = (int)ceil_div(p->kw, 4);
     c->m = 1;
     for (int64_t m = 16 / p->ow; m >= 2; m--)   /* narrow maps: whole rows per vector */
@@ -717,11 +722,11 @@ static void conv_depthwise_quads(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
     const int64_t hp = p->h + p->pt + p->pb, wp = p->w + p->pl + p->pr;
     const int64_t mdw = p->cout / p->group, P = p->oh * p->ow, taps = p->kh * p->kw;
     const int64_t items = p->n * p->cout, chunk = P >= 2048 ? 1 : 2048 / P;
-    const int qoff = p->xtype == ORTNPU_T_I8 ? 128 : 0;
-    const uint8_t pad = (uint8_t)(p->x_zp + qoff);   /* the copy XORs 128: x + 128 */
     uint8_t patterns[4 * 64];
     ortnpu_dwq_t shape = {0};
     dw_quads_shape(p, &shape, patterns);
+    const int qoff = shape.flip;   /* int8 input: the copy XORs 128, i.e. adds 128 */
+    const uint8_t pad = (uint8_t)(p->x_zp + qoff);
 #pragma omp parallel num_threads(nt)
     {
         /* slack: a vector's window load reaches 64 bytes past the last row's start */
@@ -760,9 +765,7 @@ static void conv_depthwise_quads(const ortnpu_isa_t *I, const ortnpu_conv_t *p,
                 ortnpu_dwq_t ch = shape;
                 /* a depth multiplier > 1 reads one plane several times: copied once */
                 ch.x = src != last_src ? (const uint8_t *)x + src : NULL;
-                ch.h = p->h, ch.w = p->w, ch.wp = wp, ch.pt = p->pt, ch.pl = p->pl;
-                ch.sh = p->sh, ch.sw = p->sw, ch.oh = p->oh, ch.ow = p->ow;
-                ch.flip = (uint8_t)qoff, ch.kh = (int)p->kh, ch.patterns = patterns, ch.wq = wq;
+                ch.wq = wq;
                 last_src = src;
                 I->dw_quads(&ch, plane, acc);
                 const int64_t pi = p->n_params == 1 ? 0 : co;
