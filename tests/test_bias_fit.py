@@ -50,3 +50,16 @@ def test_fit_bias_raises_only_the_scales_that_need_it() -> None:
     np.testing.assert_array_equal(q2[1], [0, 0])
     same = fit_bias(w, q, scales, np.array([0.5, 0.0]), 0.01, 32, arith)
     assert same[0] is q and same[1] is scales
+
+
+def test_fit_bias_keeps_the_integers_of_the_channels_it_does_not_raise() -> None:
+    """A learned rounding's integers (not the nearest ones) survive a raise in another
+    channel; only the raised channel is requantized."""
+    arith = load_target("tflite-int8").arithmetic
+    w = np.array([[1.0, -0.5, 0.25], [1e-17, 2e-17, 0.0]])
+    scales = np.array([1.0 / 127, 2e-17 / 127])
+    learned = np.array([[126, -64, 32], [64, 127, 0]], np.int8)   # row 0 off nearest [127, -64, 32]
+    q2, s2 = fit_bias(w, learned, scales, np.array([0.5, 4.5]), 0.01, 32, arith)
+    np.testing.assert_array_equal(q2[0], learned[0])
+    np.testing.assert_array_equal(q2[1], [0, 0, 0])
+    assert s2[1] > scales[1]

@@ -13,8 +13,8 @@ output energy, and the later ones absorb their error.
 Why here, beside :mod:`ortnpu.quant.adaround`: it gets most of what learned rounding gets in a
 fraction of the CPU time, which makes it affordable as the default. Top-1 agreement with float
 on 1 000 disjoint crops (docs/measurements.md): MobileNetV2 75.0 % against nearest's 70.0 %
-(adaround 76.6 %); EfficientNet-Lite0 76.1 % against 75.3 % (adaround, 300 steps, 78.3 %; the
-91.8 % and 89.9 % of an earlier machine's model were not reproduced).
+(adaround 76.6 %); EfficientNet-Lite0 91.2 % against 75.3 % (76.1 % before ``fit_bias`` kept the
+learned integers of the channels whose scale it does not raise).
 
 Tried and not kept: rounding towards the weights that are optimal for the quantized inputs
 (``A* = W·E[x·x_qᵀ]·E[x_q·x_qᵀ]⁻¹``, which also offsets each input grid's error): EfficientNet-

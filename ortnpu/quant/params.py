@@ -143,9 +143,13 @@ def fit_bias(w: np.ndarray, q: np.ndarray, scales: np.ndarray, bias: np.ndarray 
     shape = [1] * w.ndim
     if raised.size > 1:
         shape[axis] = -1
-    q = np.clip(round_half_away(np.asarray(w, np.float64) / raised.reshape(shape)),
-                wlo, whi).astype(np.int8)
-    return q, raised
+    requantized = np.clip(round_half_away(np.asarray(w, np.float64) / raised.reshape(shape)),
+                          wlo, whi).astype(np.int8)
+    # Only the raised channels are requantized: the others keep their integers, which may be
+    # a learned rounding's (GPTQ's on every ReLU6 layer of EfficientNet-Lite0, whose dead
+    # channels raise a scale, were all rounded to nearest again before)
+    moved = np.broadcast_to(need > scales, raised.shape).reshape(shape)
+    return np.where(moved, requantized, np.asarray(q)).astype(np.int8), raised
 
 
 def bias_values(bias: np.ndarray | None, x_scale: float, w_scales: np.ndarray, channels: int,
