@@ -845,6 +845,7 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
                          "pass the float model the NPU graph was quantized from")
 
     float_types = _elem_types(reference)
+    rescale = _equalization_gap(npu, float_model)
     npu_int_types = {vi.name: vi.type.tensor_type.elem_type for vi in npu.graph.value_info}
     f_fetch = sorted(available - graph_inputs)
     f_sess = InferenceSession(_with_outputs(reference, f_fetch, float_types))
@@ -879,6 +880,9 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
             continue
         samples += batch
         ref = dict(zip(f_names, f_sess.run(None, feed), strict=True))
+        for t, f in rescale.items():   # channels the NPU graph's equalization divided
+            if t in ref and np.ndim(ref[t]) >= 2 and np.shape(ref[t])[1] == f.size:
+                ref[t] = ref[t] / f.reshape((1, -1) + (1,) * (np.ndim(ref[t]) - 2))
         ref.update(feed)
         for name in f_fetch:
             v = ref[name]
@@ -947,6 +951,22 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
                                 top1[o] / samples if o in top1 else None) for o in f_outputs]
     return ComparisonReport(layers=rows, outputs=outputs, samples=samples, reference=how,
                             skipped=skipped, float_model=float_name, npu_model=npu_name)
+
+
+def _equalization_gap(npu: onnx.ModelProto,
+                      float_model: onnx.ModelProto | str | os.PathLike) -> dict[str, np.ndarray]:
+    """Per tensor, the channel factors by which the NPU graph's equalization divided it
+    beyond what the float model's own did (a float model that autofix equalized already
+    holds them): the float reference is divided by them before comparing."""
+    from ortnpu.passes.weight_equalization import equalized_channels
+
+    done = equalized_channels(float_model) if isinstance(float_model, onnx.ModelProto) else {}
+    gap = {}
+    for t, f in equalized_channels(npu).items():
+        g = f / done[t] if t in done and done[t].shape == f.shape else f
+        if np.all(np.isfinite(g)) and np.all(g > 0) and not np.allclose(g, 1.0):
+            gap[t] = g
+    return gap
 
 
 def _finite(v: float) -> float:

@@ -11,6 +11,42 @@ from onnx import numpy_helper
 from ortnpu.passes.base import Pass
 from ortnpu.passes.graph import GraphIndex, all_tensor_names, attr, clip_bounds, unique_name
 
+#: metadata key of the channels equalization divided: ``{tensor: [factor per channel]}``
+#: (the tensor of the equalized model times the factor is the original one); it reaches the
+#: NPU graph with the model's other metadata, and ``ortnpu.compare`` scales its float
+#: reference by it, so that it compares like with like
+META_EQUALIZED = "ortnpu.equalized"
+
+
+def equalized_channels(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """The per-channel factors ``model``'s equalization divided its tensors by (none: {})."""
+    import json
+
+    raw = {p.key: p.value for p in model.metadata_props}.get(META_EQUALIZED)
+    if not raw:
+        return {}
+    try:
+        return {t: np.asarray(v, np.float64) for t, v in json.loads(raw).items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+def record_equalized(model: onnx.ModelProto, factors: Mapping[str, np.ndarray]) -> None:
+    """Add ``factors`` to the model's record of divided channels (a second equalization of a
+    tensor multiplies its factors)."""
+    import json
+
+    merged = equalized_channels(model)
+    for t, f in factors.items():
+        f = np.asarray(f, np.float64)
+        merged[t] = merged[t] * f if t in merged and merged[t].shape == f.shape else f
+    keep = [p for p in model.metadata_props if p.key != META_EQUALIZED]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = META_EQUALIZED, json.dumps(
+        {t: [float(x) for x in f] for t, f in merged.items()})
+
 
 class EqualizeWeights(Pass):
     """Balance per-channel weight ranges of consecutive convolutions.
@@ -85,6 +121,7 @@ class EqualizeWeights(Pass):
         for name, value in weights.items():
             dtype = dtype_of.get(name, np.float32)
             graph.initializer.append(numpy_helper.from_array(value.astype(dtype), name))
+        record_equalized(model, {t: total[pair] for pair in pairs for t in self._tensors[pair]})
         changes = []
         for pair in pairs:
             after = self._spread(weights, names, *pair, nodes)
@@ -97,6 +134,7 @@ class EqualizeWeights(Pass):
         index = GraphIndex(graph)
         pairs = []
         self._bounds = {}
+        self._tensors: dict[tuple[str, str], list[str]] = {}
         for c1 in graph.node:
             if c1.op_type != "Conv" or index.constant(c1.input[1]) is None:
                 continue
@@ -104,6 +142,9 @@ class EqualizeWeights(Pass):
                 continue
             nxt = index.only_consumer(c1.output[0])
             bound = None
+            scaled = [c1.output[0]]   # the tensors whose channels the pair divides
+            if nxt is not None and nxt.op_type in ("Relu", "Clip"):
+                scaled.append(nxt.output[0])
             if nxt is not None and nxt.op_type == "Relu":
                 nxt = index.only_consumer(nxt.output[0])
             elif nxt is not None and nxt.op_type == "Clip":
@@ -121,6 +162,7 @@ class EqualizeWeights(Pass):
             depthwise = group == channels and w2.shape[0] == channels and w2.shape[1] == 1
             if (group == 1 and w2.shape[1] == channels) or depthwise:
                 pairs.append((c1.name, nxt.name))
+                self._tensors[(c1.name, nxt.name)] = scaled
                 if bound is not None:
                     seen = np.asarray(self.channel_max[c1.output[0]], np.float64)
                     clipped = seen * self.headroom >= bound

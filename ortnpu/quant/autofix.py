@@ -469,8 +469,19 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         raise CalibrationError(f"unknown autofix search {search!r}; use one of "
                                f"{', '.join(SEARCHES)}")
     score_of = _as_metric(metric)
-    config = (config or QuantConfig()).resolved(t.arithmetic)
+    given = config or QuantConfig()
+    config = given.resolved(t.arithmetic)
     model = optimize(model)
+    if given.equalize is None and config.per_channel and not wide:
+        # as quantize's default: equalized or not, by the output on the calibration data
+        from ortnpu.quant.per_tensor import equalizable, replayable
+
+        if equalizable(model):
+            calibration_data = replayable(calibration_data, model)
+            first = QuantizationResult()
+            quantize(model, t, calibration_data, config=given, optimize=False, result=first)
+            config = dataclasses.replace(config, equalize=bool(
+                first.equalization is not None and first.equalization.equalized))
     if config.equalize:  # once, before calibrating: every trial quantizes these weights
         from ortnpu.quant.per_tensor import equalize, replayable
 

@@ -12,7 +12,8 @@ remedies (Nagel et al., "Data-Free Quantization", 2019) are on by default there:
 * bias correction (the mean output error of each layer's quantized weights, measured on the
   calibration data, added to its bias).
 
-Per-channel targets keep both off by default: their weights already fit each channel.
+Per-channel targets keep bias correction off by default (their weights already fit each
+channel) and choose equalization by the model's output (:mod:`ortnpu.quant.equalize_choice`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,22 @@ def _clipped_convs(model: onnx.ModelProto) -> list[str]:
     return [n.output[0] for n in model.graph.node
             if n.op_type == "Conv" and n.output[0] not in graph_outputs
             and [r.op_type for r in readers.get(n.output[0], [])] == ["Clip"]]
+
+
+def equalizable(model: onnx.ModelProto) -> bool:
+    """Whether cross-layer equalization finds a pair in ``model`` (no data needed: every
+    ``Clip(0, c)`` pair counts, as if the data left its channels unclipped)."""
+    from ortnpu.passes import EqualizeWeights
+    from ortnpu.passes.graph import GraphIndex
+
+    index = GraphIndex(model.graph)
+    producers = {n.output[0]: n for n in model.graph.node if n.output}
+    maxima = {}
+    for name in _clipped_convs(model):
+        w = index.constant(producers[name].input[1])
+        if w is not None and w.ndim:
+            maxima[name] = np.zeros(w.shape[0])
+    return bool(EqualizeWeights(channel_max=maxima)._pairs(model.graph))
 
 
 def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],

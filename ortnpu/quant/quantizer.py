@@ -33,6 +33,7 @@ from ortnpu.quant.calibrate import (
 )
 from ortnpu.quant.context import GraphView, QuantContext
 from ortnpu.quant.emitter import Emitter
+from ortnpu.quant.equalize_choice import EqualizeChoice
 from ortnpu.quant.lowering import RULE_OF_OP, Match
 from ortnpu.quant.range_choice import (
     RangeChoice,
@@ -67,6 +68,8 @@ class QuantizationResult:
     placements: list[Placement] = field(default_factory=list)
     #: what the ``auto`` range method chose, when it compared (see ``range_choice``)
     range_choice: RangeChoice | None = None
+    #: whether equalization was kept on a per-channel target (see ``equalize_choice``)
+    equalization: EqualizeChoice | None = None
 
 
 def _prepare(model: onnx.ModelProto, optimize: bool, equalize: bool = False,
@@ -156,7 +159,11 @@ class QuantConfig:
         equalize: cross-layer weight equalization before quantizing (Conv→ReLU→Conv pairs, and
             Conv→Clip(0, c)→Conv pairs with the calibration data's channel maxima; same float
             outputs, weight ranges better suited to per-tensor weights). ``None`` (the
-            default): on when the weights are per tensor (:mod:`ortnpu.quant.per_tensor`).
+            default): on when the weights are per tensor (:mod:`ortnpu.quant.per_tensor`);
+            on per-channel targets with 8-bit activations, when the model has such pairs and
+            calibration data is given, the model is quantized both ways and the graph whose
+            output on the calibration data is closer to float is kept
+            (:mod:`ortnpu.quant.equalize_choice`, ``QuantizationResult.equalization``).
         bias_correction: add to each conv/fully-connected bias the mean error its quantized
             weights cause, ``Σ_k E[x_k]·(w - w_q)``, measured on the calibration data.
             ``None`` (the default): on when the weights are per tensor, where it recovers
@@ -333,6 +340,18 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
+    if (config.equalize is None and preset is None and calibrated is None and calibrator is None
+            and calibration_data is not None
+            and config.resolved(target.arithmetic).per_channel
+            and target.arithmetic.activation_bits == 8):
+        from ortnpu.quant.per_tensor import equalizable
+
+        prepared = _prepare(model, optimize, False, input_shapes, freeze, target,
+                            config.force_cpu)
+        if equalizable(prepared):
+            return _quantize_choosing_equalization(
+                model, prepared, target, calibration_data, config, optimize=optimize,
+                result=result, input_shapes=input_shapes, freeze=freeze)
     auto_rounding = config.rounding == "auto" and not config.adaround
     config = config.resolved(target.arithmetic, fixed_weights=preset is not None)
     if calibrated is not None and config.learned_rounding \
@@ -482,6 +501,37 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     return _assemble(model, target, out, placements)
 
 
+def _quantize_choosing_equalization(model: onnx.ModelProto, prepared: onnx.ModelProto,
+                                    target: Target, calibration_data: CalibrationData,
+                                    config: QuantConfig, *,
+                                    optimize: bool, result: QuantizationResult | None,
+                                    input_shapes: Mapping[str, Sequence[int]] | None,
+                                    freeze: Mapping[str, object] | None) -> onnx.ModelProto:
+    """:func:`quantize` with and without equalization, the graph closer to float kept
+    (:mod:`ortnpu.quant.equalize_choice`; per-channel 8-bit targets, ``equalize=None``).
+    ``prepared`` is ``model`` as quantize prepares it: the float reference of the choice."""
+    import dataclasses
+
+    from ortnpu.quant.equalize_choice import choose_equalization
+    from ortnpu.quant.per_tensor import replayable
+
+    data = replayable(calibration_data, model)
+
+    def run(equalize: bool) -> tuple[onnx.ModelProto, QuantizationResult]:
+        res = QuantizationResult()
+        npu = quantize(model, target, data, config=dataclasses.replace(config, equalize=equalize),
+                       optimize=optimize, result=res, input_shapes=input_shapes, freeze=freeze)
+        return npu, res
+
+    choice, npu, kept = choose_equalization(prepared, data, run,
+                                            ignore=frozenset(freeze or ()))
+    if result is not None:
+        result.placements = kept.placements
+        result.range_choice = kept.range_choice
+        result.equalization = choice
+    return npu
+
+
 def read_npu_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
                     calib: Calibrator, data: CalibrationData, *,
                     preset: QuantPreset | None = None, nearest: onnx.ModelProto | None = None,
@@ -505,7 +555,7 @@ def read_npu_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
         :func:`quantize` as ``calibrated`` (autofix does, once for all its trials).
     """
     from ortnpu.quant.adaround import read_quantized_inputs
-    from ortnpu.quant.range_choice import _feeds, quantize_again
+    from ortnpu.quant.range_choice import calibration_feeds, quantize_again
 
     if config.adaround_inputs not in ("quantized", "float"):
         raise UnsupportedError(f"adaround_inputs must be 'quantized' or 'float', got "
@@ -515,7 +565,8 @@ def read_npu_inputs(model: onnx.ModelProto, target: Target, config: QuantConfig,
     collector = GramCollector(calib, find_layers(model),
                               need_cross=config.rounding == "adaround",
                               wide=frozenset(config.int16_tensors))
-    read_quantized_inputs(collector, model, nearest, _feeds(model, data, 1 << 30, ignore))
+    read_quantized_inputs(collector, model, nearest,
+                          calibration_feeds(model, data, 1 << 30, ignore))
     return collector
 
 

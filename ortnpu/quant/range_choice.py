@@ -98,7 +98,7 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
     hist = histogram_of(calibrator)
     if hist is None:
         return None
-    feeds = _feeds(model, data, batches, ignore)
+    feeds = calibration_feeds(model, data, batches, ignore)
     if not feeds:
         return None
     outputs = [o.name for o in model.graph.output]
@@ -114,7 +114,7 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
     def score() -> tuple[float, onnx.ModelProto, Any]:
         npu, result = quantize()
         sess = InferenceSession(npu)
-        return _worst_sqnr(reference, [sess.run(outputs, f) for f in feeds]), npu, result
+        return worst_sqnr(reference, [sess.run(outputs, f) for f in feeds]), npu, result
 
     before = dict(hist.overrides)
     try:
@@ -133,7 +133,7 @@ def choose_range_method(model: onnx.ModelProto, data: CalibrationData, calibrato
     return RangeChoice("clipped", clipped[0], extremes[0], len(feeds)), *clipped[1:]
 
 
-def _worst_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
+def worst_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> float:
     """The smallest SQNR (dB) over the outputs, each over all the batches (compare's
     :func:`~ortnpu.comparison.measure`)."""
     from ortnpu.comparison import measure
@@ -145,7 +145,7 @@ def _worst_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) 
                for k in range(len(reference[0])))
 
 
-def _feeds(model: onnx.ModelProto, data: CalibrationData, batches: int,
+def calibration_feeds(model: onnx.ModelProto, data: CalibrationData, batches: int,
            ignore: frozenset[str]) -> list[dict[str, Any]]:
     """The first ``batches`` calibration batches, cast to the model's input types."""
     specs = {s.name: s for s in input_specs(model)}
@@ -178,5 +178,5 @@ def quantize_again(model: onnx.ModelProto, target: Any, config: Any, calibrator:
     return run
 
 
-__all__ = ["BATCHES", "Chosen", "RangeChoice", "choose_range_method", "histogram_of",
-           "quantize_again"]
+__all__ = ["BATCHES", "Chosen", "RangeChoice", "calibration_feeds", "choose_range_method",
+           "histogram_of", "quantize_again", "worst_sqnr"]
