@@ -81,10 +81,12 @@ class EqualizeWeights(Pass):
         self.channel_max = dict(channel_max or {})
         self.headroom = headroom
         self._bounds: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+        #: per pair, the tensors whose channels it divides (Conv1's output, its activation's)
+        self._tensors: dict[tuple[str, str], list[str]] = {}
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
         graph = model.graph
-        pairs = self._pairs(graph)
+        pairs = self.pairs(graph)
         if not pairs:
             return []
         index = GraphIndex(graph)
@@ -130,11 +132,12 @@ class EqualizeWeights(Pass):
                            f"{after:.3g}")
         return changes
 
-    def _pairs(self, graph: onnx.GraphProto) -> list[tuple[str, str]]:
+    def pairs(self, graph: onnx.GraphProto) -> list[tuple[str, str]]:
+        """The (Conv1, Conv2) node-name pairs this pass would equalize in ``graph``."""
         index = GraphIndex(graph)
         pairs = []
         self._bounds = {}
-        self._tensors: dict[tuple[str, str], list[str]] = {}
+        self._tensors = {}
         for c1 in graph.node:
             if c1.op_type != "Conv" or index.constant(c1.input[1]) is None:
                 continue

@@ -69,7 +69,7 @@ def equalizable(model: onnx.ModelProto) -> bool:
         w = index.constant(producers[name].input[1])
         if w is not None and w.ndim:
             maxima[name] = np.zeros(w.shape[0])
-    return bool(EqualizeWeights(channel_max=maxima)._pairs(model.graph))
+    return bool(EqualizeWeights(channel_max=maxima).pairs(model.graph))
 
 
 def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],
