@@ -70,6 +70,11 @@ static inline __attribute__((always_inline)) __m512i dpwssd(__m512i acc, __m512i
     return acc;
 }
 
+/* The lanes of a 16-lane step that hold data when `left` values remain (none to all). */
+static inline __attribute__((always_inline)) __mmask16 lanes16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? 0 : (__mmask16)((1u << left) - 1u);
+}
+
 static inline __attribute__((always_inline)) void
 bcast_tile_vnni_r(const int16_t *U, int64_t ldu, const int R, const int16_t *V, int64_t ldv,
                   int64_t j0, int64_t j1, int32_t *C, int64_t ldc) {
@@ -311,8 +316,7 @@ static void binary8_double_avx512(int op, const uint8_t *a, int64_t sa, int a_si
     const __m128i ls = _mm_cvtsi32_si128(op == 0 ? (int)prm[2] : 0);
     const int es = otype == ORTNPU_T_I16 ? 2 : 1;
     for (int64_t i = 0; i < n; i += 16) {
-        const int64_t left = n - i;
-        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        const __mmask16 k = lanes16(n - i);
         __m512i va = sa ? load8x16(a + i, k, a_signed)
                         : _mm512_set1_epi32(a_signed ? (int8_t)a[0] : a[0]);
         __m512i vb = sb ? load8x16(b + i, k, b_signed)
@@ -382,9 +386,7 @@ fin512_packed(const fin512_t *f, const int32_t *acc, int64_t n, void *outp) {
     if (f->pack8 && i < n) {   /* the last 1-63 outputs: masked loads, one masked store */
         __m512i v[4];
         for (int j = 0; j < 4; j++) {
-            const int64_t left = n - i - 16 * j;
-            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF
-                                           : (left <= 0 ? 0 : (__mmask16)((1u << left) - 1u));
+            const __mmask16 k = lanes16(n - i - 16 * j);
             v[j] = fin512_rescale(f, _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i + 16 * j),
                                                       f->vcorr));
         }
@@ -400,8 +402,7 @@ static void finish32_double_avx512(const int32_t *acc, int64_t n, uint32_t corr,
     const fin512_t f = fin512_setup(corr, qm, shift, zp, lo, hi, otype);
     const int es = otype == ORTNPU_T_I16 ? 2 : 1;
     for (int64_t i = fin512_packed(&f, acc, n, outp); i < n; i += 16) {
-        const int64_t left = n - i;
-        const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        const __mmask16 k = lanes16(n - i);
         fin512_step(&f, acc + i, k, (char *)outp + i * es);
     }
 }
@@ -426,8 +427,7 @@ static void finish32_double_grid_avx512(const int32_t *acc, int64_t q0, int64_t 
         const int64_t seg = ow - ox < end - q ? ow - ox : end - q;
         char *dst = (char *)out + (oy * ow + ox) * es;
         for (int64_t i = fin512_packed(&f, acc + (q - q0), seg, dst); i < seg; i += 16) {
-            const int64_t left = seg - i;
-            const __mmask16 k = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+            const __mmask16 k = lanes16(seg - i);
             fin512_step(&f, acc + (q - q0) + i, k, dst + i * es);
         }
         q += seg;
@@ -449,8 +449,7 @@ static void finish32_double_lanes_avx512(const int32_t *acc, int64_t n, const in
     const __m512i vhi = _mm512_set1_epi32((int32_t)(hi - zp));
     const __m512i vzp = _mm512_set1_epi32((int32_t)zp);
     for (int64_t i = 0; i < n; i += 16) {
-        const int64_t left_n = n - i;
-        const __mmask16 k = left_n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left_n) - 1u);
+        const __mmask16 k = lanes16(n - i);
         __m512i a = _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, acc + i),
                                      _mm512_add_epi32(_mm512_maskz_loadu_epi32(k, corr + i),
                                                       vrow));
