@@ -953,14 +953,14 @@ def compare(float_model: onnx.ModelProto | str | os.PathLike,
                             skipped=skipped, float_model=float_name, npu_model=npu_name)
 
 
-def _equalization_gap(npu: onnx.ModelProto,
-                      float_model: onnx.ModelProto | str | os.PathLike) -> dict[str, np.ndarray]:
+def _equalization_gap(npu: onnx.ModelProto, float_model: onnx.ModelProto
+                      ) -> dict[str, np.ndarray]:
     """Per tensor, the channel factors by which the NPU graph's equalization divided it
     beyond what the float model's own did (a float model that autofix equalized already
     holds them): the float reference is divided by them before comparing."""
     from ortnpu.passes.weight_equalization import equalized_channels
 
-    done = equalized_channels(float_model) if isinstance(float_model, onnx.ModelProto) else {}
+    done = equalized_channels(float_model)
     gap = {}
     for t, f in equalized_channels(npu).items():
         g = f / done[t] if t in done and done[t].shape == f.shape else f

@@ -37,16 +37,16 @@ def set_attr(node: onnx.NodeProto, name: str, value: object) -> None:
     node.attribute.append(helper.make_attribute(name, value))
 
 
-def get_meta(node: onnx.NodeProto, key: str) -> str | None:
-    """The value of ``key`` in the node's ``metadata_props``, or None."""
+def get_meta(node: onnx.NodeProto | onnx.ModelProto, key: str) -> str | None:
+    """The value of ``key`` in the node's (or model's) ``metadata_props``, or None."""
     for p in node.metadata_props:
         if p.key == key:
             return p.value
     return None
 
 
-def set_meta(node: onnx.NodeProto, key: str, value: str) -> None:
-    """Set ``key`` in the node's ``metadata_props``."""
+def set_meta(node: onnx.NodeProto | onnx.ModelProto, key: str, value: str) -> None:
+    """Set ``key`` in the node's (or model's) ``metadata_props``."""
     for p in node.metadata_props:
         if p.key == key:
             p.value = value

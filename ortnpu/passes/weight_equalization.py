@@ -9,7 +9,15 @@ import onnx
 from onnx import numpy_helper
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import GraphIndex, all_tensor_names, attr, clip_bounds, unique_name
+from ortnpu.passes.graph import (
+    GraphIndex,
+    all_tensor_names,
+    attr,
+    clip_bounds,
+    get_meta,
+    set_meta,
+    unique_name,
+)
 
 #: metadata key of the channels equalization divided: ``{tensor: [factor per channel]}``
 #: (the tensor of the equalized model times the factor is the original one); it reaches the
@@ -22,7 +30,7 @@ def equalized_channels(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """The per-channel factors ``model``'s equalization divided its tensors by (none: {})."""
     import json
 
-    raw = {p.key: p.value for p in model.metadata_props}.get(META_EQUALIZED)
+    raw = get_meta(model, META_EQUALIZED)
     if not raw:
         return {}
     try:
@@ -40,12 +48,8 @@ def record_equalized(model: onnx.ModelProto, factors: Mapping[str, np.ndarray]) 
     for t, f in factors.items():
         f = np.asarray(f, np.float64)
         merged[t] = merged[t] * f if t in merged and merged[t].shape == f.shape else f
-    keep = [p for p in model.metadata_props if p.key != META_EQUALIZED]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = META_EQUALIZED, json.dumps(
-        {t: [float(x) for x in f] for t, f in merged.items()})
+    set_meta(model, META_EQUALIZED,
+             json.dumps({t: [float(x) for x in f] for t, f in merged.items()}))
 
 
 class EqualizeWeights(Pass):

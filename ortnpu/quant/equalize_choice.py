@@ -27,7 +27,7 @@ import onnxruntime as ort
 from ortnpu import console
 from ortnpu.errors import first_line
 from ortnpu.quant.calibrate import CalibrationData
-from ortnpu.quant.range_choice import calibration_feeds, worst_sqnr
+from ortnpu.quant.range_choice import calibration_batch, calibration_feeds, worst_sqnr
 
 #: calibration samples the two graphs are scored on (at least one batch)
 SAMPLES = 64
@@ -78,9 +78,7 @@ def choose_equalization(model: onnx.ModelProto, data: CalibrationData,
     from ortnpu.runtime import InferenceSession
 
     plain = quantize(False)
-    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
-    batch = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 8
-    feeds = calibration_feeds(model, data, max(1, math.ceil(samples / max(batch, 1))), ignore)
+    feeds = calibration_feeds(model, data, math.ceil(samples / calibration_batch(model)), ignore)
     if not feeds:
         return EqualizeChoice(False, math.nan, math.nan, 0, "no calibration batch"), *plain
     outputs = [o.name for o in model.graph.output]

@@ -168,8 +168,9 @@ class _Reader:
             raise UnsupportedError(f"{node.op_type} '{node.name}': blocked quantization "
                                    "(block_size) is not supported; use per-channel weights")
         scale = np.asarray(scale, np.float32).astype(np.float64).reshape(-1)
-        if not np.all(np.isfinite(scale) & (scale >= 0)):
-            bad = scale[~(np.isfinite(scale) & (scale >= 0))][0]
+        usable = np.isfinite(scale) & (scale >= 0)
+        if not usable.all():
+            bad = scale[~usable][0]
             raise ModelError(f"{node.op_type} '{node.name}': a scale of {source!r} is {bad}, "
                              "not a finite number >= 0; re-quantize the model")
         zp_arr = (np.zeros(scale.shape, np.int64) if zp is None

@@ -145,15 +145,21 @@ def worst_sqnr(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -
                for k in range(len(reference[0])))
 
 
+def calibration_batch(model: onnx.ModelProto) -> int:
+    """Samples per calibration batch the choices score on: the model's fixed batch, else 8."""
+    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and \
+        dims[0].dim_value > 0 else 8
+
+
 def calibration_feeds(model: onnx.ModelProto, data: CalibrationData, batches: int,
-           ignore: frozenset[str]) -> list[dict[str, Any]]:
-    """The first ``batches`` calibration batches, cast to the model's input types."""
+                      ignore: frozenset[str]) -> list[dict[str, Any]]:
+    """The first ``batches`` calibration batches (of :func:`calibration_batch` samples), cast
+    to the model's input types."""
     specs = {s.name: s for s in input_specs(model)}
     names = list(specs)
-    dims = model.graph.input[0].type.tensor_type.shape.dim if model.graph.input else []
-    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
     out = []
-    for k, feed in enumerate(iter_batches(data, names, fixed or 8)):
+    for k, feed in enumerate(iter_batches(data, names, calibration_batch(model))):
         if k >= batches:
             break
         out.append({n: cast_input(specs[n], v, f"calibration batch {k}")
@@ -178,5 +184,5 @@ def quantize_again(model: onnx.ModelProto, target: Any, config: Any, calibrator:
     return run
 
 
-__all__ = ["BATCHES", "Chosen", "RangeChoice", "calibration_feeds", "choose_range_method",
-           "histogram_of", "quantize_again", "worst_sqnr"]
+__all__ = ["BATCHES", "Chosen", "RangeChoice", "calibration_batch", "calibration_feeds",
+           "choose_range_method", "histogram_of", "quantize_again", "worst_sqnr"]
