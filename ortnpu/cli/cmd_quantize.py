@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cross-layer weight equalization before quantizing (default: on when "
                         "the target's weights are per tensor; on per-channel 8-bit targets "
                         "tried both ways, the output closer to float kept)")
+    p.add_argument("--equalize-streams", action="store_true",
+                   help="with equalization on per-channel weights, also scale each residual "
+                        "stream's channels towards one range (same float outputs; helps "
+                        "MobileNetV2, not EfficientNet-Lite0: docs/measurements.md)")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="correct each layer's bias for the mean error of its quantized weights "
                         "(default: on when the target's weights are per tensor)")
@@ -199,6 +203,7 @@ def _run(args: argparse.Namespace) -> int:
                          percentile=args.percentile, int16_tensors=frozenset(args.int16),
                          force_cpu=frozenset(args.force_cpu),
                          force_npu=frozenset(args.force_npu), equalize=args.equalize,
+                         equalize_streams=args.equalize_streams,
                          bias_correction=args.bias_correction, adaround=args.adaround,
                          rounding=args.rounding,
                          adaround_iterations=args.adaround_iterations,

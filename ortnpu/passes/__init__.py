@@ -40,6 +40,7 @@ from ortnpu.passes.shape_arithmetic import FoldShapeArithmetic
 from ortnpu.passes.shape_inference import InferShapes
 from ortnpu.passes.shared_weights import DuplicateSharedWeights
 from ortnpu.passes.softmax_axis import SoftmaxToLastAxis
+from ortnpu.passes.stream_equalization import EqualizeStreams
 from ortnpu.passes.unused_removal import RemoveUnused
 from ortnpu.passes.weight_equalization import EqualizeWeights
 
@@ -187,6 +188,7 @@ __all__ = [
     "DecomposeLayerNorm",
     "DivByConstantToMul",
     "DuplicateSharedWeights",
+    "EqualizeStreams",
     "EqualizeWeights",
     "FixInputShapes",
     "FoldBatchNorm",

@@ -476,7 +476,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         # as quantize's default: equalized or not, by the output on the calibration data
         from ortnpu.quant.per_tensor import equalizable, replayable
 
-        if equalizable(model):
+        if equalizable(model, streams=config.equalize_streams):
             calibration_data = replayable(calibration_data, model)
             first = QuantizationResult()
             quantize(model, t, calibration_data, config=given, optimize=False, result=first)
@@ -486,7 +486,8 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         from ortnpu.quant.per_tensor import equalize, replayable
 
         calibration_data = replayable(calibration_data, model)
-        model = equalize(model, calibration_data)
+        model = equalize(model, calibration_data,
+                         streams=config.equalize_streams and bool(config.per_channel))
         config = dataclasses.replace(config, equalize=False)
     data = _eval_dataset(eval_inputs)
     of_result = getattr(score_of, "of_result", None)

@@ -56,12 +56,16 @@ def _clipped_convs(model: onnx.ModelProto) -> list[str]:
             and [r.op_type for r in readers.get(n.output[0], [])] == ["Clip"]]
 
 
-def equalizable(model: onnx.ModelProto) -> bool:
+def equalizable(model: onnx.ModelProto, streams: bool = False) -> bool:
     """Whether cross-layer equalization finds a pair in ``model`` (no data needed: every
-    ``Clip(0, c)`` pair counts, as if the data left its channels unclipped)."""
+    ``Clip(0, c)`` pair counts, as if the data left its channels unclipped), or, with
+    ``streams``, a residual stream to scale."""
     from ortnpu.passes import EqualizeWeights
     from ortnpu.passes.graph import GraphIndex
+    from ortnpu.passes.stream_equalization import find_streams
 
+    if streams and find_streams(model.graph):
+        return True
     index = GraphIndex(model.graph)
     producers = {n.output[0]: n for n in model.graph.node if n.output}
     maxima = {}
@@ -73,8 +77,10 @@ def equalizable(model: onnx.ModelProto) -> bool:
 
 
 def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],
-                   ignore: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
-    """The largest value of each channel (axis 1) of ``tensors`` over the data."""
+                   ignore: frozenset[str] = frozenset(),
+                   magnitude: bool = False) -> dict[str, np.ndarray]:
+    """The largest value (``magnitude``: absolute value) of each channel (axis 1) of
+    ``tensors`` over the data."""
     if not tensors:
         return {}
     probe = onnx.ModelProto()
@@ -102,7 +108,7 @@ def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[
             raise CalibrationError(f"calibration batch {k}: the float model failed: "
                                    f"{first_line(exc)}") from None
         for name, v in zip(tensors, values, strict=True):
-            v = np.asarray(v, np.float64)
+            v = np.abs(np.asarray(v, np.float64)) if magnitude else np.asarray(v, np.float64)
             if v.ndim < 2 or v.size == 0:
                 continue
             m = v.max(axis=tuple(d for d in range(v.ndim) if d != 1))
@@ -112,12 +118,20 @@ def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[
 
 
 def equalize(model: onnx.ModelProto, data: CalibrationData,
-             ignore: frozenset[str] = frozenset()) -> onnx.ModelProto:
+             ignore: frozenset[str] = frozenset(), streams: bool = False) -> onnx.ModelProto:
     """Cross-layer equalization of ``model`` (Relu pairs, and Clip pairs with the data's
-    per-channel maxima); the float outputs stay those of ``model`` on the data."""
-    from ortnpu.passes import EqualizeWeights, InferShapes
+    per-channel maxima) and, with ``streams`` and data, of its residual streams
+    (:class:`~ortnpu.passes.EqualizeStreams`: per-channel weights only, which do not pay for
+    the factors the streams' readers take); the float outputs stay those of ``model``."""
+    from ortnpu.passes import EqualizeStreams, EqualizeWeights, InferShapes
+    from ortnpu.passes.stream_equalization import find_streams
 
     maxima = channel_maxima(model, data, _clipped_convs(model), ignore) \
         if data is not None else {}
     out = EqualizeWeights(channel_max=maxima)(model).model
+    found = find_streams(out.graph) if streams and data is not None else []
+    if found:
+        tensors = [t for stream in found for t in stream.tensors]
+        magnitudes = channel_maxima(out, data, tensors, ignore, magnitude=True)
+        out = EqualizeStreams(magnitudes)(out).model
     return InferShapes()(out).model
