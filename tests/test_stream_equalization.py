@@ -13,7 +13,7 @@ import ortnpu
 from ortnpu.passes import EqualizeStreams
 from ortnpu.passes.stream_equalization import find_streams
 from ortnpu.passes.weight_equalization import equalized_channels
-from ortnpu.quant.per_tensor import channel_maxima, equalize
+from ortnpu.quant.per_tensor import channel_maxima, channel_rms, equalize
 from ortnpu.quant.quantizer import QuantConfig
 
 
@@ -90,8 +90,7 @@ def test_a_stream_that_a_non_conv_reads_is_left_alone() -> None:
 def test_same_outputs_narrower_channels_and_the_factors_recorded() -> None:
     model, x = two_streams(), images(16)
     tensors = ["s0", "s1", "p1", "t0", "t1", "p2"]
-    maxima = channel_maxima(model, x, tensors, magnitude=True)
-    result = EqualizeStreams(maxima)(model)
+    result = EqualizeStreams(channel_rms(model, x, tensors))(model)
     assert result.modified and len(result.changes) == 2
     before, after = _run(model, x, tensors), _run(result.model, x, tensors)
     np.testing.assert_allclose(after[0], before[0], rtol=1e-4, atol=1e-4)   # float outputs
@@ -100,31 +99,52 @@ def test_same_outputs_narrower_channels_and_the_factors_recorded() -> None:
     for k, name in enumerate(tensors, start=1):
         np.testing.assert_allclose(after[k] * factors[name][None, :, None, None], before[k],
                                    rtol=1e-4, atol=1e-4)
-    # alpha 0.5 halves the spread in dB (of the stream's largest magnitudes, over its tensors)
+    # alpha 0.5 halves the spread in dB (of the RMS, the largest over the stream's tensors)
     assert _spread(before[1]) > 30 and _spread(after[1]) < _spread(before[1]) / 3
 
 
 def test_alpha_zero_changes_nothing_and_the_input_model_is_untouched() -> None:
     model, x = two_streams(), images(8)
     original = model.SerializeToString()
-    maxima = channel_maxima(model, x, ["s0", "s1", "p1", "t0", "t1", "p2"], magnitude=True)
-    out = EqualizeStreams(maxima, alpha=0.0)(model).model
+    rms = channel_rms(model, x, ["s0", "s1", "p1", "t0", "t1", "p2"])
+    out = EqualizeStreams(rms, alpha=0.0)(model).model
     assert model.SerializeToString() == original
     np.testing.assert_array_equal(_run(out, x)[0], _run(model, x)[0])
 
 
-STREAMS = QuantConfig(equalize=True, equalize_streams=True)
+STREAMS = QuantConfig(equalize=True)
 
 
-def test_quantize_scales_streams_when_asked_on_per_channel_weights_only() -> None:
+def test_equalization_scales_streams_on_per_channel_weights_unless_told_not_to() -> None:
     model, x = two_streams(), images(32)
     per_channel = ortnpu.quantize(model, "tflite-int8", x, config=STREAMS)
     assert {"s0", "s1", "t1"} <= set(equalized_channels(per_channel))
-    for target, config in [("tflite-int8", QuantConfig(equalize=True)),   # not asked
-                           ("tflite-int8", None),                          # the default
+    for target, config in [("tflite-int8", QuantConfig(equalize=True, equalize_streams=False)),
+                           ("tflite-int8", QuantConfig(equalize=False)),
                            ("n2d2-int8", STREAMS)]:                        # per-tensor weights
         npu = ortnpu.quantize(model, target, x, config=config)
         assert not {"s0", "s1", "t1"} & set(equalized_channels(npu)), target
+
+
+def test_the_output_chooses_streams_like_pairs() -> None:
+    """A model with streams and no equalizable pair still gets the choice (both graphs are
+    quantized and scored); its result says which was kept."""
+    from ortnpu.quant.quantizer import QuantizationResult
+
+    res = QuantizationResult()
+    npu = ortnpu.quantize(two_streams(), "tflite-int8", images(32), result=res)
+    assert res.equalization is not None and not res.equalization.error
+    assert bool(set(equalized_channels(npu))) == res.equalization.equalized
+
+
+def test_channel_rms_and_maxima() -> None:
+    model, x = two_streams(), images(4)
+    (s0,) = _run(model, x, ["s0"])[1:]
+    np.testing.assert_allclose(channel_rms(model, x, ["s0"])["s0"],
+                               np.sqrt((s0.astype(np.float64) ** 2).mean(axis=(0, 2, 3))),
+                               rtol=1e-6)
+    np.testing.assert_allclose(channel_maxima(model, x, ["s0"])["s0"], s0.max(axis=(0, 2, 3)),
+                               rtol=1e-6)
 
 
 def test_compare_sees_the_scaled_streams_like_the_float_model() -> None:

@@ -39,10 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="cross-layer weight equalization before quantizing (default: on when "
                         "the target's weights are per tensor; on per-channel 8-bit targets "
                         "tried both ways, the output closer to float kept)")
-    p.add_argument("--equalize-streams", action="store_true",
+    p.add_argument("--equalize-streams", action=argparse.BooleanOptionalAction, default=True,
                    help="with equalization on per-channel weights, also scale each residual "
-                        "stream's channels towards one range (same float outputs; helps "
-                        "MobileNetV2, not EfficientNet-Lite0: docs/measurements.md)")
+                        "stream's channels towards one scale (same float outputs; default on)")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="correct each layer's bias for the mean error of its quantized weights "
                         "(default: on when the target's weights are per tensor)")

@@ -12,12 +12,16 @@ bottleneck outputs alone cost it 10 points of top-1 agreement with float, measur
 The stream is linear between its writers and its readers (convolutions without an activation
 write it, sums combine it, convolutions read it), so dividing channel ``c`` of *every* tensor of
 the stream by ``s[c]`` and multiplying what every reader takes from channel ``c`` by ``s[c]``
-keeps the float outputs. With each channel's largest magnitude ``r[c]`` on calibration data,
-``s[c] = (r[c] / median(r)) ** alpha`` brings the channels towards one range (``alpha = 1``:
-all to the median; the default ``0.5`` halves the spread in decibels, as SmoothQuant splits the
-difficulty between activations and weights: the readers' per-channel weight ranges grow by
-the same factors). Per-tensor weights would pay for those factors in every reader, so the
-quantizer applies the pass on per-channel targets only.
+keeps the float outputs. With each channel's typical magnitude ``r[c]`` on calibration data
+(its root mean square over the stream's tensors), ``s[c] = (r[c] / median(r)) ** alpha`` brings
+the channels towards one scale (``alpha = 1``: all to the median; the default ``0.5`` halves the
+spread in decibels, as SmoothQuant splits the difficulty between activations and weights: the
+readers' per-channel weight ranges grow by the same factors). The RMS, not the largest value:
+64 calibration crops estimate it well, while factors from their maxima fitted those crops and
+not others (EfficientNet-Lite0: output SQNR +0.41 dB on the calibration crops, -0.47 dB on the
+evaluation crops; with the RMS the equalization choice leaves that network alone, and
+MobileNetV2 gains as much as with the maxima). Per-tensor weights would pay for the factors in
+every reader, so the quantizer applies the pass on per-channel targets only.
 """
 
 from __future__ import annotations
@@ -120,13 +124,13 @@ class EqualizeStreams(Pass):
     """Bring the channels of each residual stream towards one range (see the module doc).
 
     Args:
-        channel_absmax: stream tensor -> each channel's largest magnitude on calibration data
-            (a stream takes the largest over its tensors); streams without it are left alone.
+        channel_rms: stream tensor -> each channel's root mean square on calibration data (a
+            stream takes the largest over its tensors); streams without it are left alone.
         alpha: strength, 0 (nothing) to 1 (every channel to the median range).
     """
 
-    def __init__(self, channel_absmax: Mapping[str, np.ndarray], alpha: float = ALPHA) -> None:
-        self.channel_absmax = dict(channel_absmax)
+    def __init__(self, channel_rms: Mapping[str, np.ndarray], alpha: float = ALPHA) -> None:
+        self.channel_rms = dict(channel_rms)
         self.alpha = alpha
 
     def apply(self, model: onnx.ModelProto) -> list[str]:
@@ -145,8 +149,8 @@ class EqualizeStreams(Pass):
 
         changes, factors = [], {}
         for stream in find_streams(graph):
-            seen = [np.asarray(self.channel_absmax[t], np.float64) for t in stream.tensors
-                    if t in self.channel_absmax]
+            seen = [np.asarray(self.channel_rms[t], np.float64) for t in stream.tensors
+                    if t in self.channel_rms]
             channels = index.constant(nodes[stream.writers[0]].input[1]).shape[0]
             if len(seen) != len(stream.tensors) or any(v.shape != (channels,) for v in seen):
                 continue
@@ -170,7 +174,7 @@ class EqualizeStreams(Pass):
             after = r[live] / s[live]
             changes.append(f"equalized the residual stream {stream.tensors[-1]!r} "
                            f"({len(stream.tensors)} tensors, {len(stream.writers)} writers, "
-                           f"{len(stream.readers)} readers): largest/smallest channel range "
+                           f"{len(stream.readers)} readers): largest/smallest channel RMS "
                            f"went from {r[live].max() / r[live].min():.3g} to "
                            f"{after.max() / after.min():.3g}")
         self._write(graph, index, nodes, values)

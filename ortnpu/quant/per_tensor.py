@@ -18,7 +18,7 @@ channel) and choose equalization by the model's output (:mod:`ortnpu.quant.equal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -76,13 +76,9 @@ def equalizable(model: onnx.ModelProto, streams: bool = False) -> bool:
     return bool(EqualizeWeights(channel_max=maxima).pairs(model.graph))
 
 
-def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],
-                   ignore: frozenset[str] = frozenset(),
-                   magnitude: bool = False) -> dict[str, np.ndarray]:
-    """The largest value (``magnitude``: absolute value) of each channel (axis 1) of
-    ``tensors`` over the data."""
-    if not tensors:
-        return {}
+def _tensor_batches(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],
+                    ignore: frozenset[str]) -> Iterator[dict[str, np.ndarray]]:
+    """``tensors`` of the float model, batch by batch over the data (float64, rank >= 2)."""
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.output[:]
@@ -98,7 +94,6 @@ def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[
     specs = {s.name: s for s in input_specs(model)}
     first = sess.get_inputs()[0].shape
     batch = first[0] if first and isinstance(first[0], int) and first[0] > 0 else 32
-    top: dict[str, np.ndarray] = {}
     for k, feed in enumerate(iter_batches(data, names, batch)):
         feed = {n: cast_input(specs[n], v, f"calibration batch {k}")
                 for n, v in feed.items() if n not in ignore and n in specs}
@@ -107,14 +102,39 @@ def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[
         except Exception as exc:  # the calibration step reports bad data with its own words
             raise CalibrationError(f"calibration batch {k}: the float model failed: "
                                    f"{first_line(exc)}") from None
-        for name, v in zip(tensors, values, strict=True):
-            v = np.abs(np.asarray(v, np.float64)) if magnitude else np.asarray(v, np.float64)
-            if v.ndim < 2 or v.size == 0:
-                continue
-            m = v.max(axis=tuple(d for d in range(v.ndim) if d != 1))
+        yield {name: np.asarray(v, np.float64) for name, v in zip(tensors, values, strict=True)
+               if np.ndim(v) >= 2 and np.size(v)}
+
+
+def _other_axes(v: np.ndarray) -> tuple[int, ...]:
+    return tuple(d for d in range(v.ndim) if d != 1)
+
+
+def channel_maxima(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],
+                   ignore: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """The largest value of each channel (axis 1) of ``tensors`` over the data."""
+    top: dict[str, np.ndarray] = {}
+    for values in _tensor_batches(model, data, tensors, ignore) if tensors else ():
+        for name, v in values.items():
+            m = v.max(axis=_other_axes(v))
             top[name] = m if name not in top or top[name].shape != m.shape \
                 else np.maximum(top[name], m)
     return top
+
+
+def channel_rms(model: onnx.ModelProto, data: CalibrationData, tensors: list[str],
+                ignore: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """The root mean square of each channel (axis 1) of ``tensors`` over the data."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for values in _tensor_batches(model, data, tensors, ignore) if tensors else ():
+        for name, v in values.items():
+            squares = (v * v).sum(axis=_other_axes(v))
+            if name in sums and sums[name].shape != squares.shape:
+                continue
+            sums[name] = sums.get(name, 0.0) + squares
+            counts[name] = counts.get(name, 0) + v.size // v.shape[1]
+    return {name: np.sqrt(sums[name] / counts[name]) for name in sums}
 
 
 def equalize(model: onnx.ModelProto, data: CalibrationData,
@@ -132,6 +152,5 @@ def equalize(model: onnx.ModelProto, data: CalibrationData,
     found = find_streams(out.graph) if streams and data is not None else []
     if found:
         tensors = [t for stream in found for t in stream.tensors]
-        magnitudes = channel_maxima(out, data, tensors, ignore, magnitude=True)
-        out = EqualizeStreams(magnitudes)(out).model
+        out = EqualizeStreams(channel_rms(out, data, tensors, ignore))(out).model
     return InferShapes()(out).model
