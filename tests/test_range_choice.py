@@ -13,11 +13,12 @@ import numpy as np
 import onnx
 import pytest
 from graphs import images, small_cnn
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 import ortnpu
 from ortnpu.quant.calibrate import HistogramCalibrator
 from ortnpu.quant.quantizer import META_TENSORS, QuantConfig, QuantizationResult
+from ortnpu.target import load_target
 
 
 def _tensors(npu: onnx.ModelProto) -> dict:
@@ -123,3 +124,52 @@ def test_a_graph_that_cannot_be_scored_keeps_the_clipped_ranges(monkeypatch) -> 
     ortnpu.quantize(small_cnn(), "tflite-int8", images(16), result=res)
     assert res.range_choice is not None and res.range_choice.kept == "clipped"
     assert "not compared with the extremes: no session today" in res.range_choice.note()
+
+
+def _heavy_tailed_linear() -> tuple[onnx.ModelProto, np.ndarray, float]:
+    """y = x·W + b on heavy-tailed x (Student's t, 3 degrees of freedom, 50 000 rows: enough
+    tail for ``auto`` to clip); returns the model, x and the largest value."""
+    from graphs import checked_model
+
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(np.eye(6, dtype=np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(6, np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"], name="fc1"),
+         helper.make_node("Gemm", ["h", "w", "b"], ["y"], name="fc2")], "tail",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], [w, b])
+    x = rng.standard_t(3, (50000, 6)).astype(np.float32)
+    return checked_model(graph), x, float(x.max())
+
+
+def test_auto_keeps_the_model_outputs_extremes() -> None:
+    """The model's answer is in its largest outputs: ``auto`` clips a heavy-tailed inner
+    tensor but keeps the outputs' observed extremes (unless told otherwise)."""
+    from ortnpu.quant.calibrate import calibrate
+
+    model, x, top = _heavy_tailed_linear()
+    collector = QuantConfig().collector(None, load_target("tflite-int8").arithmetic, ["y"])
+    calibrate(model, x, collector)
+    assert collector.range_of("h")[1] < top * 0.8            # the inner tensor is clipped
+    assert collector.range_of("y")[1] >= top * (1 - 1e-3)  # the output is not
+    told = QuantConfig(method_overrides=(("y", "auto"),)).collector(
+        None, load_target("tflite-int8").arithmetic, ["y"])
+    calibrate(model, x, told)
+    assert told.range_of("y")[1] < top * 0.8
+    explicit = QuantConfig(method="mse").collector(None, None, ["y"])
+    calibrate(model, x, explicit)
+    assert explicit.range_of("y")[1] < top * 0.8
+
+
+def test_quantize_keeps_the_outputs_extremes(monkeypatch) -> None:
+    """The NPU graph's output grid reaches the output's largest value on the calibration data
+    while the inner tensor's is clipped (the clipped-or-extremes choice left out)."""
+    import ortnpu.quant.quantizer as quantizer
+
+    monkeypatch.setattr(quantizer, "histogram_of", lambda calibrator: None)
+    model, x, top = _heavy_tailed_linear()
+    npu = ortnpu.quantize(model, "tflite-int8", x)
+    grids = {t: p["scale"] * (127 - p["zero_point"]) for t, p in _tensors(npu).items()
+             if t in ("h", "y")}
+    assert grids["h"] < top * 0.8 and grids["y"] >= top - 1e-3 * top, grids

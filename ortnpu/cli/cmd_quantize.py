@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="auto",
                    choices=("auto", "minmax", "percentile", "entropy", "mse"),
                    help="activation range method (default auto: per tensor, the range with "
-                   "the least expected squared error; on 8-bit targets kept only when the "
+                   "the least expected squared error, the model's outputs their extremes; on "
+                   "8-bit targets kept only when the "
                    "model's output on the calibration data is closer to float than with "
                    "every tensor's extremes)")
     p.add_argument("--percentile", type=float, default=99.99,

@@ -531,7 +531,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
                                    "instead (e.g. goal=30 for an SQNR of 30 dB)")
     else:
         budget = math.nan
-    collector = config.collector(calibrator, t.arithmetic)
+    collector = config.collector(calibrator, t.arithmetic, [o.name for o in model.graph.output])
     choose = calibrator is None and not wide and histogram_of(collector) is not None
     if choose or config.learned_rounding:   # read again: the range choice, the rounding
         from ortnpu.quant.per_tensor import replayable

@@ -145,7 +145,8 @@ class QuantConfig:
     Attributes:
         per_channel: per-channel weights (``None``: the target's rule).
         method: activation range method: ``auto`` (the default: per tensor, the range with the
-            least expected squared error on the target's grid; on 8-bit targets kept only when
+            least expected squared error on the target's grid, the model's outputs their
+            observed extremes; on 8-bit targets kept only when
             the model's output on the calibration data is closer to float than with every
             tensor's extremes, :mod:`ortnpu.quant.range_choice`), ``minmax``, ``percentile``,
             ``entropy`` or ``mse``.
@@ -258,12 +259,18 @@ class QuantConfig:
             (self.adaround or self.rounding == "adaround") and self.adaround_inputs == "float")
 
     def collector(self, calibrator: Calibrator | None = None,
-                  arith: Arithmetic | None = None) -> Calibrator:
+                  arith: Arithmetic | None = None, outputs: Iterable[str] = ()) -> Calibrator:
         """The statistics collector these choices need (``calibrator`` replaces the method's);
         bias correction also needs per-channel means. ``arith`` (the target's arithmetic)
         tells the range methods the activation grid they choose a range for; int16 tensors
-        keep their observed extremes (the 8-bit grid's clipping trade-off does not apply)."""
-        overrides = {t: "minmax" for t in self.int16_tensors} | dict(self.method_overrides)
+        keep their observed extremes (the 8-bit grid's clipping trade-off does not apply), and
+        so do the model's ``outputs`` under ``auto``: clipping trades a few large values for
+        finer steps, and a classifier's largest logits are its answer (EfficientNet-Lite0:
+        clipped logits flipped 4 of the 126 crops the float model is sure of, its extremes
+        2; docs/measurements.md)."""
+        kept = dict.fromkeys(outputs, "minmax") if self.method == "auto" else {}
+        overrides = kept | {t: "minmax" for t in self.int16_tensors} | \
+            dict(self.method_overrides)
         grid = {} if arith is None else {"levels": 2 ** arith.activation_bits,
                                          "symmetric": arith.activation_symmetric}
         collector = calibrator or make_calibrator(
@@ -387,7 +394,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibrated is not None:
         calib = calibrated
     elif calibration_data is not None:
-        collector = config.collector(calibrator, target.arithmetic)
+        collector = config.collector(calibrator, target.arithmetic,
+                                     [o.name for o in model.graph.output])
         choose = (calibrator is None and preset is None
                   and target.arithmetic.activation_bits == 8
                   and histogram_of(collector) is not None)
