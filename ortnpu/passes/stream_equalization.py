@@ -34,7 +34,13 @@ import onnx
 from onnx import numpy_helper
 
 from ortnpu.passes.base import Pass
-from ortnpu.passes.graph import GraphIndex, all_tensor_names, attr, unique_name
+from ortnpu.passes.graph import (
+    GraphIndex,
+    all_tensor_names,
+    attr,
+    replace_initializer,
+    unique_name,
+)
 from ortnpu.passes.weight_equalization import record_equalized
 
 #: default strength: 0.5 halves each channel's distance to the median range (in dB)
@@ -48,6 +54,7 @@ class Stream:
     tensors: tuple[str, ...]
     writers: tuple[str, ...]   # Conv nodes whose output is a stream tensor
     readers: tuple[str, ...]   # Conv nodes whose data input is a stream tensor
+    channels: int              # the writers' output channels
 
 
 def find_streams(graph: onnx.GraphProto) -> list[Stream]:
@@ -117,7 +124,8 @@ def _scalable(index: GraphIndex, tensors: set[str]) -> Stream | None:
             readers.append(reader.name)
     if not writers or not readers:
         return None
-    return Stream(tuple(sorted(tensors)), tuple(writers), tuple(dict.fromkeys(readers)))
+    return Stream(tuple(sorted(tensors)), tuple(writers), tuple(dict.fromkeys(readers)),
+                  channels)
 
 
 class EqualizeStreams(Pass):
@@ -151,7 +159,7 @@ class EqualizeStreams(Pass):
         for stream in find_streams(graph):
             seen = [np.asarray(self.channel_rms[t], np.float64) for t in stream.tensors
                     if t in self.channel_rms]
-            channels = index.constant(nodes[stream.writers[0]].input[1]).shape[0]
+            channels = stream.channels
             if len(seen) != len(stream.tensors) or any(v.shape != (channels,) for v in seen):
                 continue
             r = np.max(seen, axis=0)
@@ -185,26 +193,18 @@ class EqualizeStreams(Pass):
     @staticmethod
     def _write(graph: onnx.GraphProto, index: GraphIndex, nodes: dict[str, onnx.NodeProto],
                values: Mapping[tuple[str, int], np.ndarray]) -> None:
-        """Give each (node, input position) its new constant, in the original's dtype, as a
-        tensor of its own when others read the original too."""
+        """Give each (node, input position) its new constant, in the original's dtype: in
+        place when the node is its only reader, else as a tensor of the node's own."""
         taken = all_tensor_names(graph)
-        replaced = set()
         for (name, pos), value in values.items():
             node = nodes[name]
             original = node.input[pos]
-            dtype = index.constant(original).dtype
+            value = value.astype(index.constant(original).dtype)
             if len(index.consumers.get(original, [])) == 1 and original in index.initializers:
-                replaced.add(original)
-                new = original
+                replace_initializer(graph, original, value)
             else:
-                new = unique_name(taken, f"{original}_{name}")
-                node.input[pos] = new
-            graph.initializer.append(numpy_helper.from_array(value.astype(dtype), new))
-        if replaced:
-            keep = [t for t in graph.initializer[:-len(values)] if t.name not in replaced]
-            added = list(graph.initializer[-len(values):])
-            del graph.initializer[:]
-            graph.initializer.extend(keep + added)
+                node.input[pos] = unique_name(taken, f"{original}_{name}")
+                graph.initializer.append(numpy_helper.from_array(value, node.input[pos]))
 
 
 __all__ = ["ALPHA", "EqualizeStreams", "Stream", "find_streams"]
