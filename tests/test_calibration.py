@@ -36,6 +36,9 @@ def test_methods_give_ranges_inside_the_extremes(method: str) -> None:
     exact = MinMaxCalibrator()
     gaussian_stream(exact)
     mlo, mhi = exact.range_of("t")
+    if method == "headroom":   # beyond the extremes by design: for unseen samples
+        assert lo <= mlo < 0 < mhi <= hi
+        return
     assert mlo <= lo < 0 < hi <= mhi
     if method == "minmax":
         assert (lo, hi) == (mlo, mhi)
@@ -43,6 +46,60 @@ def test_methods_give_ranges_inside_the_extremes(method: str) -> None:
         assert hi < mhi         # trades the clipped outlier against a finer step
     else:
         assert hi < 0.5 * mhi   # the single outlier at 40 is clipped away
+
+
+def _sample_extremes(rows: np.ndarray) -> tuple[float, float]:
+    """What ``headroom`` should give for samples ``rows`` [samples, values], by hand."""
+    from ortnpu.quant.calibrate import HEADROOM_Z
+
+    lows, highs = rows.min(axis=1), rows.max(axis=1)
+    return (min(rows.min(), lows.mean() - HEADROOM_Z * lows.std(ddof=1)),
+            max(rows.max(), highs.mean() + HEADROOM_Z * highs.std(ddof=1)))
+
+
+def test_headroom_widens_to_the_fitted_sample_extremes() -> None:
+    """Each side goes to mean ∓ 2.326 std of the samples' extremes (the one-sided 99 % point
+    of a normal fit) when that is beyond the extremes seen; batch rows are samples, so one
+    batch of 40 rows gives what 40 batches of one row give."""
+    rng = np.random.default_rng(5)
+    rows = rng.uniform(-1.0, 1.0, (40, 64)) * rng.uniform(2.0, 6.0, (40, 1))
+    want = _sample_extremes(rows)
+    assert want[0] < rows.min() and want[1] > rows.max()   # short tails: both sides widen
+    one_by_one, at_once = HistogramCalibrator(method="headroom"), \
+        HistogramCalibrator(method="headroom")
+    for row in rows:
+        one_by_one.collect("t", row[None, :])
+    at_once.collect("t", rows)
+    for c in (one_by_one, at_once):
+        assert np.allclose(c.range_of("t"), want, rtol=1e-12, atol=0)
+        assert c.observed_range("t") == (rows.min(), rows.max())
+    # an outlier sample past the fitted point keeps the observed extreme on its side
+    rows[7, 3] = 100.0
+    c = HistogramCalibrator(method="headroom")
+    c.collect("t", rows)
+    assert c.range_of("t")[1] == 100.0 and np.isclose(c.range_of("t")[0],
+                                                      _sample_extremes(rows)[0])
+
+
+def test_headroom_keeps_sign_and_needs_two_samples() -> None:
+    """A non-negative tensor (a ReLU's) keeps its lower end at or above zero; a rank-1 tensor
+    is one sample (its axis 0 is no batch), and one sample or identical ones widen nothing."""
+    rng = np.random.default_rng(6)
+    relu = rng.uniform(0.0, 1.0, (30, 50)) * rng.uniform(1.0, 3.0, (30, 1)) + \
+        rng.uniform(0.0, 1.0, (30, 1))
+    c = HistogramCalibrator(method="headroom")
+    c.collect("r", relu)
+    lo, hi = c.range_of("r")
+    assert relu.min() > 0 and _sample_extremes(relu)[0] < 0
+    assert lo == 0.0 and np.isclose(hi, _sample_extremes(relu)[1], rtol=1e-12, atol=0)
+    assert hi > relu.max()
+    single = HistogramCalibrator(method="headroom")
+    single.collect("v", np.linspace(-2.0, 3.0, 100))          # rank 1: one sample
+    assert single.range_of("v") == (-2.0, 3.0)
+    same = HistogramCalibrator(method="headroom")
+    for _ in range(5):
+        same.collect("v", np.linspace(-2.0, 3.0, 100)[None, :])
+    assert same.range_of("v") == (-2.0, 3.0)
 
 
 def _relu6_like(n: int = 40000, seed: int = 0) -> np.ndarray:

@@ -173,3 +173,40 @@ def test_quantize_keeps_the_outputs_extremes(monkeypatch) -> None:
     grids = {t: p["scale"] * (127 - p["zero_point"]) for t, p in _tensors(npu).items()
              if t in ("h", "y")}
     assert grids["h"] < top * 0.8 and grids["y"] >= top - 1e-3 * top, grids
+
+
+def test_output_headroom_keeps_unseen_top_outputs_apart() -> None:
+    """Two outputs above the calibration data's largest value both saturate on the observed
+    extremes, tie, and the argmax takes the wrong one (EfficientNet-Lite0's cup and coffee
+    mug); the default's headroom keeps them apart. ``y_i = x_i + x_(i+1)``: each calibration
+    sample has one large input, the unseen one two neighbours whose sum passes every
+    calibration output (its inputs stay inside their own calibrated ranges)."""
+    from graphs import checked_model
+
+    rng = np.random.default_rng(8)
+    mix = np.eye(8, dtype=np.float32) + np.eye(8, k=-1, dtype=np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], "scores",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(mix, "w")])
+    model = checked_model(graph)
+    calib = []
+    for _ in range(64):
+        x = rng.uniform(-1.0, 1.0, (1, 8)).astype(np.float32)
+        x[0, rng.integers(8)] = rng.uniform(5.0, 9.0)
+        calib.append({"x": x})
+    top = max(float((s["x"] @ mix).max()) for s in calib)
+    unseen = np.zeros((1, 8), np.float32)
+    unseen[0, 2:4] = 5.0, top + 0.3 - 5.0
+    unseen[0, 5:7] = 5.0, top + 0.5 - 5.0                    # the answer is output 5
+    got = {}
+    for label, overrides in (("extremes", (("y", "minmax"),)), ("default", ())):
+        npu = ortnpu.quantize(model, "tflite-int8", calib, optimize=False,
+                              config=QuantConfig(method_overrides=overrides))
+        got[label] = ortnpu.InferenceSession(npu).run(None, {"x": unseen})[0][0]
+        grid = _tensors(npu)["y"]
+        got[label + " top"] = grid["scale"] * (127 - grid["zero_point"])
+    assert got["extremes"][2] == got["extremes"][5] and got["extremes"].argmax() == 2
+    assert got["default"][5] > got["default"][2] and got["default"].argmax() == 5
+    assert got["default top"] > top + 0.5 > got["extremes top"]

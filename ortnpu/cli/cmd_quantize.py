@@ -26,9 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--per-tensor", action="store_true",
                    help="per-tensor weights even if the target allows per-channel")
     p.add_argument("--method", default="auto",
-                   choices=("auto", "minmax", "percentile", "entropy", "mse"),
+                   choices=("auto", "minmax", "percentile", "entropy", "mse", "headroom"),
                    help="activation range method (default auto: per tensor, the range with "
-                   "the least expected squared error, the model's outputs their extremes; on "
+                   "the least expected squared error, the model's outputs their extremes "
+                   "with headroom for unseen samples (the headroom method); on "
                    "8-bit targets kept only when the "
                    "model's output on the calibration data is closer to float than with "
                    "every tensor's extremes)")

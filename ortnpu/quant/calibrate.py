@@ -59,7 +59,50 @@ class MinMaxCalibrator:
 
 
 #: Range methods of :class:`HistogramCalibrator` (``auto`` is the default of ``quantize``).
-METHODS = ("auto", "minmax", "percentile", "entropy", "mse")
+METHODS = ("auto", "minmax", "percentile", "entropy", "mse", "headroom")
+
+#: how far ``headroom`` widens a range: to the one-sided 99 % point of a normal fit of the
+#: calibration samples' extremes (mean + 2.326 standard deviations)
+HEADROOM_Z = 2.326
+
+
+@dataclass
+class _SampleExtremes:
+    """Running mean and spread of each sample's smallest and largest value.
+
+    A sample is a row of the batch (axis 0) of a tensor of rank 2 or more, the whole tensor
+    of a lower rank (a rank-1 tensor's axis 0 is not a batch). Moments, not lists: memory
+    stays four numbers per tensor whatever the sample count.
+    """
+
+    count: int = 0
+    sums: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))  # [lo/hi, Σx/Σx²]
+
+    def add(self, values: np.ndarray) -> None:
+        v = np.asarray(values, np.float64)
+        if v.size == 0:
+            return
+        rows = v.reshape(v.shape[0], -1) if v.ndim >= 2 else v.reshape(1, -1)
+        if rows.shape[1] == 0:
+            return
+        ends = np.stack([rows.min(axis=1), rows.max(axis=1)])      # [2, samples]
+        self.sums += np.stack([ends.sum(axis=1), (ends * ends).sum(axis=1)], axis=1)
+        self.count += rows.shape[0]
+
+    def widened(self, lo: float, hi: float, z: float = HEADROOM_Z) -> tuple[float, float]:
+        """``(lo, hi)`` widened on each side to ``mean ∓ z·std`` of the samples' extremes
+        where that lies beyond; a side never crosses zero (a one-signed tensor stays so)."""
+        if self.count < 2:
+            return lo, hi
+        mean = self.sums[:, 0] / self.count
+        var = (self.sums[:, 1] - self.count * mean * mean) / (self.count - 1)
+        std = np.sqrt(np.maximum(var, 0.0))
+        low, high = float(mean[0] - z * std[0]), float(mean[1] + z * std[1])
+        if lo >= 0:
+            low = max(low, 0.0)
+        if hi <= 0:
+            high = min(high, 0.0)
+        return min(lo, low), max(hi, high)
 
 
 @dataclass
@@ -112,7 +155,12 @@ class HistogramCalibrator:
     ``percentile`` and ``mse`` by that measure), ``minmax`` (observed extremes), ``percentile``
     (drop the tails beyond ``percentile``), ``entropy`` (the clipping threshold minimising the
     KL divergence between the distribution and its quantized form, as TensorRT does), ``mse``
-    (the symmetric threshold minimising the expected squared error). ``levels`` and
+    (the symmetric threshold minimising the expected squared error), ``headroom`` (the
+    observed extremes, each side widened to where a normal fit of the samples' own extremes
+    puts 99 % of new samples, :data:`HEADROOM_Z`: with ``n`` calibration samples about one new
+    sample in ``n + 1`` exceeds the largest value seen, and where a model's answer is its
+    largest output, a clipped one ties with the runner-up; ``auto``'s choice for the model's
+    outputs, see :meth:`ortnpu.quant.QuantConfig.collector`). ``levels`` and
     ``symmetric`` describe the target's activation grid. Memory is ``bins`` integers per
     tensor, whatever the number of samples.
     """
@@ -124,6 +172,8 @@ class HistogramCalibrator:
     symmetric: bool = False
     overrides: dict[str, str] = field(default_factory=dict)
     hists: dict[str, _Histogram] = field(default_factory=dict)
+    #: per-sample extremes of the ``headroom`` tensors
+    sample_extremes: dict[str, _SampleExtremes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for m in [self.method, *self.overrides.values()]:
@@ -133,6 +183,8 @@ class HistogramCalibrator:
 
     def collect(self, name: str, values: np.ndarray) -> None:
         self.hists.setdefault(name, _Histogram(self.bins)).add(values)
+        if self.overrides.get(name, self.method) == "headroom":
+            self.sample_extremes.setdefault(name, _SampleExtremes()).add(values)
 
     def observed_range(self, name: str) -> tuple[float, float]:
         """The smallest and largest value seen (what ``1 / x`` of a positive tensor needs)."""
@@ -146,7 +198,9 @@ class HistogramCalibrator:
         if h is None or h.counts is None:
             raise CalibrationError(f"tensor {name!r} was never seen during calibration")
         method = self.overrides.get(name, self.method)
-        if method == "minmax" or h.hi <= h.lo:
+        if method == "headroom" and name in self.sample_extremes:
+            return self.sample_extremes[name].widened(h.lo, h.hi)
+        if method in ("minmax", "headroom") or h.hi <= h.lo:
             return h.lo, h.hi
         if method == "percentile":
             return self._percentile(h)

@@ -146,10 +146,11 @@ class QuantConfig:
         per_channel: per-channel weights (``None``: the target's rule).
         method: activation range method: ``auto`` (the default: per tensor, the range with the
             least expected squared error on the target's grid, the model's outputs their
-            observed extremes; on 8-bit targets kept only when
+            observed extremes with headroom for unseen samples (``headroom``); on 8-bit
+            targets kept only when
             the model's output on the calibration data is closer to float than with every
             tensor's extremes, :mod:`ortnpu.quant.range_choice`), ``minmax``, ``percentile``,
-            ``entropy`` or ``mse``.
+            ``entropy``, ``mse`` or ``headroom`` (:class:`~ortnpu.quant.HistogramCalibrator`).
         percentile: the percentile of the ``percentile`` method.
         method_overrides: per-tensor methods, e.g. ``{"logits": "minmax"}``.
         int16_tensors: activations kept in 16 bits on an 8-bit target (mixed precision; the
@@ -263,12 +264,14 @@ class QuantConfig:
         """The statistics collector these choices need (``calibrator`` replaces the method's);
         bias correction also needs per-channel means. ``arith`` (the target's arithmetic)
         tells the range methods the activation grid they choose a range for; int16 tensors
-        keep their observed extremes (the 8-bit grid's clipping trade-off does not apply), and
-        so do the model's ``outputs`` under ``auto``: clipping trades a few large values for
-        finer steps, and a classifier's largest logits are its answer (EfficientNet-Lite0:
-        clipped logits flipped 4 of the 126 crops the float model is sure of, its extremes
-        2; docs/measurements.md)."""
-        kept = dict.fromkeys(outputs, "minmax") if self.method == "auto" else {}
+        keep their observed extremes (the 8-bit grid's clipping trade-off does not apply). The
+        model's ``outputs`` under ``auto`` take the ``headroom`` method, their extremes widened
+        for samples beyond the calibration data: clipping trades a few large values for finer
+        steps, and a classifier's largest logits are its answer (EfficientNet-Lite0: clipped
+        logits flipped 4 of the 126 crops the float model is sure of, the observed extremes
+        2, where the two top logits of cup and coffee mug both saturated, with headroom none;
+        docs/measurements.md)."""
+        kept = dict.fromkeys(outputs, "headroom") if self.method == "auto" else {}
         overrides = kept | {t: "minmax" for t in self.int16_tensors} | \
             dict(self.method_overrides)
         grid = {} if arith is None else {"levels": 2 ** arith.activation_bits,
