@@ -79,13 +79,13 @@ class _SampleExtremes:
     sums: np.ndarray = field(default_factory=lambda: np.zeros((2, 2)))  # [lo/hi, Σx/Σx²]
 
     def add(self, values: np.ndarray) -> None:
-        v = np.asarray(values, np.float64)
+        v = np.asarray(values)
         if v.size == 0:
             return
         rows = v.reshape(v.shape[0], -1) if v.ndim >= 2 else v.reshape(1, -1)
-        if rows.shape[1] == 0:
-            return
-        ends = np.stack([rows.min(axis=1), rows.max(axis=1)])      # [2, samples]
+        # extremes in the tensor's own type (exact), moments in float64: no float64 copy of
+        # the whole tensor beside the histogram's
+        ends = np.stack([rows.min(axis=1), rows.max(axis=1)]).astype(np.float64)  # [2, n]
         self.sums += np.stack([ends.sum(axis=1), (ends * ends).sum(axis=1)], axis=1)
         self.count += rows.shape[0]
 
