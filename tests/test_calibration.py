@@ -278,3 +278,13 @@ def test_accuracy_bench_reports_bias_correction_side_by_side(tmp_path) -> None:
         "float (onnxruntime)", "ortnpu tflite-int8 (minmax, nearest rounding)",
         "ortnpu tflite-int8 (minmax, bias correction, nearest rounding)"]
     assert all(r.samples == 32 for r in rows)
+
+
+def test_cli_method_choices_are_the_calibrator_methods() -> None:
+    """``ortnpu quantize --method`` spells the methods out (the CLI does not import the
+    calibrator, which loads onnxruntime); they must stay the calibrator's own list."""
+    from ortnpu.cli import build_parser
+
+    quantize = build_parser()._subparsers._group_actions[0].choices["quantize"]
+    method = next(a for a in quantize._actions if "--method" in a.option_strings)
+    assert tuple(method.choices) == METHODS
