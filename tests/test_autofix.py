@@ -36,6 +36,35 @@ def test_autofix_moves_the_broken_layer_to_int16_and_recovers() -> None:
     assert any(n.op_type == "Conv_i16" and n.name == "pwconv" for n in npu.graph.node)
 
 
+def test_int16_trial_keeps_the_observed_extremes_of_ranges_chosen_for_8_bits() -> None:
+    """autofix calibrates once, for 8 bits, and quantizes every trial from those ranges. A
+    tensor a trial moves to int16 must get its observed extremes, as ``quantize`` gives it
+    from its own calibration, not the range chosen for the 8-bit grid (here a percentile that
+    clips)."""
+    from ortnpu.comparison import _npu_tensors
+    from ortnpu.quant.calibrate import calibrate, observed_range
+
+    model, calib = ortnpu.optimize(small_cnn()), images(64)
+    base = QuantConfig(method="percentile", percentile=90.0, rounding="nearest")
+    target = ortnpu.load_target("tflite-int8")
+    ranges = calibrate(model, calib, base.collector(None, target.arithmetic))
+    assert ranges.range_of("c3") != observed_range(ranges, "c3")     # the 8-bit range clips
+    trial = QuantConfig(method="percentile", percentile=90.0, rounding="nearest",
+                        int16_tensors=frozenset({"c3"}))
+    from_ranges = ortnpu.quantize(model, target, config=trial, calibrated=ranges,
+                                  optimize=False)
+    own = ortnpu.quantize(model, target, calib, config=trial, optimize=False)
+    got, want = _npu_tensors(from_ranges, "trial")["c3"], _npu_tensors(own, "own")["c3"]
+    assert (got.dtype, got.scale, got.zero_point) == (want.dtype, want.scale, want.zero_point)
+    assert got.dtype == "int16"
+    # a tensor with a method override of its own is left to the calibrator
+    pinned = QuantConfig(method="percentile", percentile=90.0, rounding="nearest",
+                         int16_tensors=frozenset({"c3"}), method_overrides=(("c3", "mse"),))
+    a = _npu_tensors(ortnpu.quantize(model, target, config=pinned, calibrated=ranges,
+                                     optimize=False), "a")["c3"]
+    assert a.scale != got.scale
+
+
 def test_top1_metric() -> None:
     out = {"probs": np.array([[0.1, 0.9], [0.2, 0.8]])}
     assert top1(np.array([1, 0]))(out, out) == 0.5

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from ortnpu.onnx_types import dim_size
 from ortnpu.passes.graph import node_inputs
-from ortnpu.quant.calibrate import Calibrator
+from ortnpu.quant.calibrate import Calibrator, observed_range
 from ortnpu.quant.params import QuantParams, activation_params
 from ortnpu.target import Arithmetic, Target
 
@@ -75,6 +75,11 @@ class QuantContext:
     unsigned_outputs: set[str] = field(default_factory=set)
     #: activations kept in 16 bits on an 8-bit target (mixed precision)
     wide_tensors: frozenset[str] = frozenset()
+    #: activations whose range is the calibrator's observed extremes, whatever its method
+    #: chose: the 16-bit ones without a method override of their own. The 8-bit grid's
+    #: clipping trade-off does not apply to them, and ranges collected for another
+    #: configuration (autofix calibrates once for every trial) were chosen for 8 bits.
+    observed_tensors: frozenset[str] = frozenset()
     #: parameters given by the caller (QDQ import): used instead of calibration
     preset_params: dict[str, QuantParams] = field(default_factory=dict)
     #: exact integer weights given by the caller: initializer -> (int8 weights, scales)
@@ -105,7 +110,8 @@ class QuantContext:
             if tensor in self.preset_params:
                 self.params[tensor] = self.preset_params[tensor]
                 return self.params[tensor]
-            lo, hi = self.calibrator.range_of(tensor)
+            lo, hi = observed_range(self.calibrator, tensor) \
+                if tensor in self.observed_tensors else self.calibrator.range_of(tensor)
             self.params[tensor] = activation_params(
                 lo, hi, self.arith,
                 unsigned=tensor in self.unsigned_outputs and self.arith.unsigned_after_relu,

@@ -452,6 +452,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
                       if k not in preset.weights and k not in stale}
     ctx = QuantContext(view=view, target=target, calibrator=calib,
                        per_channel=bool(config.per_channel), wide_tensors=config.int16_tensors,
+                       observed_tensors=config.int16_tensors.difference(
+                           dict(config.method_overrides)),
                        preset_params=dict(preset.params), preset_weights=dict(preset.weights),
                        learned_weights=learned,
                        preset_biases=dict(preset.biases),
