@@ -266,9 +266,11 @@ class GramCollector:
     def stale(self, wide: frozenset[str]) -> set[str]:
         """Weight initializers whose layer reads a tensor that is 16-bit in a quantization
         with ``wide`` tensors and was not when the inputs were read, or the other way round:
-        their learned rounding and measured bias answer another input grid (an autofix
-        trial widening a badly ranged input would get a bias that corrects the int8 grid's
-        error a second time), so they are rounded to nearest. Only when the inputs were read
+        their measured bias answers another input grid (an autofix trial widening a badly
+        ranged input would get a bias that corrects the int8 grid's error a second time), and
+        so does AdaRound's rounding, learned to offset that grid's error; ``quantize`` drops
+        the bias and rounds AdaRound's layers to nearest. GPTQ's rounding stays: it only sees
+        the inputs' Gram, which the int8 grid merely damps. Only when the inputs were read
         (``x_q``); float-input statistics do not depend on the grid."""
         if not any(st.qcount for st in self.stats.values()):
             return set()

@@ -443,9 +443,14 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
         options = AdaRoundOptions(iterations=config.adaround_iterations)
         solver = config.rounding
         stale = calib.stale(config.int16_tensors)
+        # a layer whose input changed width keeps GPTQ's rounding: the Gram of its int8
+        # inputs is the wider grid's plus the int8 noise on the diagonal, a damping. AdaRound's
+        # rounding, learned to offset the int8 grid's error, and any measured bias do not carry
+        # over (nearest rounding, no bias delta for those)
         learned = {k: v for k, v in calib.learned(target.arithmetic, per_channel, options,
                                                   solver).items()
-                   if k not in stale and k not in preset.weights}   # the caller's exact win
+                   if (solver == "gptq" or k not in stale)
+                   and k not in preset.weights}   # the caller's exact win
         if config.adaround_bias_correction or solver == "gptq":
             deltas = {k: v for k, v in calib.bias_deltas(target.arithmetic, per_channel,
                                                           options, solver).items()
