@@ -472,7 +472,7 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
     given = config or QuantConfig()
     config = given.resolved(t.arithmetic)
     model = optimize(model)
-    if given.equalize is None and config.per_channel and not wide:
+    if given.chooses_equalization(t.arithmetic):
         # as quantize's default: equalized or not, by the output on the calibration data
         from ortnpu.quant.per_tensor import equalizable, replayable
 

@@ -247,6 +247,13 @@ class QuantConfig:
                                    bias_correction=pick(self.bias_correction),
                                    rounding=rounding)
 
+    def chooses_equalization(self, arith: Arithmetic) -> bool:
+        """Whether :func:`quantize` decides equalization by the output (both ways quantized,
+        the graph closer to float kept): left unset, per-channel weights, 8-bit activations.
+        autofix asks the same question, so both make the same choice."""
+        return (self.equalize is None and bool(self.resolved(arith).per_channel)
+                and arith.activation_bits == 8)
+
     @property
     def learned_rounding(self) -> bool:
         """Whether weights are rounded by a solver on calibration statistics (resolved)."""
@@ -359,10 +366,8 @@ def quantize(model: onnx.ModelProto, target: Target | str | None = None,
     if calibration_data is None and preset is None and calibrated is None:
         raise UnsupportedError("quantize needs calibration data: real samples of the model's "
                                "inputs (an array, dicts, or a CalibrationDataReader)")
-    if (config.equalize is None and preset is None and calibrated is None and calibrator is None
-            and calibration_data is not None
-            and config.resolved(target.arithmetic).per_channel
-            and target.arithmetic.activation_bits == 8):
+    if (config.chooses_equalization(target.arithmetic) and preset is None and calibrated is None
+            and calibrator is None and calibration_data is not None):
         from ortnpu.quant.per_tensor import equalizable
 
         prepared = _prepare(model, optimize, False, input_shapes, freeze, target,
