@@ -18,7 +18,17 @@ evaluation crops against the float model, like ``python -m ortnpu.bench accuracy
   stay float.
 
 This is a diagnostic, not ortnpu's quantizer (which fuses, rounds and corrects differently):
-its rows say which part of the int8 grid costs the agreement.
+its rows say which part of the int8 grid costs the agreement. Beside them, ``npu:`` rows run
+ortnpu's own quantizer (the default, on the same calibration crops) and its NPU graph:
+
+* ``npu:default`` (``tflite-int8``), ``npu:a16w8`` (``tflite-a16w8``: every activation in 16
+  bits), ``npu:int16=T1,T2`` (``tflite-int8`` with the named activations in 16 bits, the
+  layers touching them in TFLite's 16x8 arithmetic: what 16 bits on a few tensors would buy).
+* ``autofix:GOAL``: ``ortnpu.autofix`` on ``tflite-int8`` with top-1 agreement as the
+  objective, scored on the first half of the evaluation crops; the row scores its graph on the
+  other half only.
+
+Every row also gives the logits' SQNR against float (dB over the evaluation crops).
 
 Run: ``python scripts/accuracy_ablation.py mobilenet_v2 weights:nearest weights:gptq acts:all``
 """
@@ -36,6 +46,7 @@ import ortnpu
 from ortnpu.bench import models as bench_models
 from ortnpu.bench.accuracy import confident_mask
 from ortnpu.domain.arith import round_half_away
+from ortnpu.quant import QuantConfig
 from ortnpu.quant.gptq import gptq_rounding
 
 GROUPS = ("in", "relu", "proj", "add", "head")
@@ -87,10 +98,46 @@ class Ablation:
             for name in node.input:
                 self.readers.setdefault(name, []).append(node)
 
-    def score(self, model: onnx.ModelProto) -> tuple[float, float]:
-        """Top-1 agreement with float, overall and on the confident crops."""
-        agree = run(model, self.bench.test)[0].argmax(1) == self.reference.argmax(1)
-        return float(agree.mean()), float(agree[self.confident].mean())
+    def score(self, model: onnx.ModelProto, crops: slice = slice(None)
+              ) -> tuple[float, float, float]:
+        """Top-1 agreement with float, overall and on the confident crops, and the SQNR of
+        the first output against float (dB), on the evaluation ``crops``."""
+        test = self.bench.test[crops]
+        if any(n.domain == "com.ortnpu" for n in model.graph.node):
+            sess = ortnpu.InferenceSession(model.SerializeToString())
+            name = sess.get_inputs()[0].name
+            out = np.concatenate([sess.run(None, {name: test[i:i + 1]})[0]
+                                  for i in range(len(test))])
+        else:
+            out = run(model, test)[0]
+        ref = self.reference[crops].astype(np.float64)
+        agree = out.argmax(1) == ref.argmax(1)
+        sqnr = 10 * np.log10((ref ** 2).sum() / ((out - ref) ** 2).sum())
+        return float(agree.mean()), float(agree[self.confident[crops]].mean()), float(sqnr)
+
+    def autofix(self, goal: str) -> tuple[onnx.ModelProto, slice]:
+        """autofix's graph for an agreement ``goal`` on the first half of the evaluation
+        crops, and the other half, which it did not see."""
+        from ortnpu.quant.autofix import agreement
+
+        half = len(self.bench.test) // 2
+        npu, report = ortnpu.autofix(self.model, "tflite-int8", self.bench.calib,
+                                     self.bench.test[:half], agreement(), goal=float(goal),
+                                     progress=False)
+        print(report, flush=True)
+        return npu, slice(half, None)
+
+    def npu(self, what: str) -> onnx.ModelProto:
+        """ortnpu's own NPU graph: ``default``, ``a16w8`` or ``int16=T1,T2``."""
+        target, int16 = "tflite-int8", frozenset()
+        if what == "a16w8":
+            target = "tflite-a16w8"
+        elif what.startswith("int16="):
+            int16 = frozenset(what.removeprefix("int16=").split(","))
+        elif what != "default":
+            raise SystemExit(f"npu:{what}: expected npu:default, npu:a16w8 or npu:int16=T1,T2")
+        return ortnpu.quantize(self.model, target, self.bench.calib, optimize=False,
+                               config=QuantConfig(int16_tensors=int16))
 
     # ---------------------------------------------------------------- weights
     def _patches(self, x: np.ndarray, node: onnx.NodeProto) -> np.ndarray:
@@ -235,8 +282,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="an accuracy bench model (mobilenet_v2, ...)")
     parser.add_argument("rows", nargs="+",
-                        help="weights:nearest|gptq, acts:GROUPS, acts-pc:GROUPS or "
+                        help="weights:nearest|gptq, acts:GROUPS, acts-pc:GROUPS, "
                              "both:nearest|gptq (int8 weights and every activation per tensor) "
+                             "npu:default|a16w8|int16=T1,T2 (ortnpu's own NPU graph) or "
+                             "autofix:GOAL (its agreement goal) "
                              f"(GROUPS: all or comma-separated from {', '.join(GROUPS)})")
     args = parser.parse_args()
     ab = Ablation(args.model)
@@ -247,15 +296,22 @@ def main() -> None:
         "acts-pc": lambda g: ab.int8_activations(set(GROUPS) if g == "all" else
                                                  set(g.split(",")), True),
         "both": lambda r: ab.int8_activations(set(GROUPS), False, ab.int8_weights(r)),
+        "npu": ab.npu,
     }
     print(f"| {args.model} | top-1 agreement with float | agreement when float is confident "
-          f"({int(ab.confident.sum())} crops) |\n|---|---|---|", flush=True)
+          f"({int(ab.confident.sum())} crops) | logits SQNR |\n|---|---|---|---|", flush=True)
     for row in args.rows:
         kind, _, what = row.partition(":")
-        if kind not in makers:
+        if kind not in makers and kind != "autofix":
             raise SystemExit(f"unknown row {row!r}")
-        agree, sure = ab.score(makers[kind](what))
-        print(f"| {row} | {agree * 100:.1f} % | {sure * 100:.2f} % |", flush=True)
+        if kind == "autofix":
+            npu, crops = ab.autofix(what)
+            agree, sure, sqnr = ab.score(npu, crops)
+            row = f"{row} (the other {len(ab.bench.test[crops])} crops)"
+        else:
+            agree, sure, sqnr = ab.score(makers[kind](what))
+        print(f"| {row} | {agree * 100:.1f} % | {sure * 100:.2f} % | {sqnr:.2f} dB |",
+              flush=True)
 
 
 if __name__ == "__main__":
