@@ -29,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "labels: the default objective is the cosine similarity of the NPU outputs "
                     "to the float outputs (worst output); with labels in --eval it is top-1 "
                     "accuracy. Each step tries the --max-candidates layers that compare ranks "
-                    "worst. Prints every step, its trials and what changed.",
+                    "worst, after those whose activation alone costs the output 1 dB or more "
+                    "(8-bit targets). Prints every step, its trials and what changed.",
         epilog="Exit code 0 when the goal is reached, 1 when it is not (the best NPU graph "
                "found is written either way), 2 on bad input.")
     p.add_argument("model", help="float ONNX model")
@@ -73,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=int, default=8, help="most layers to change")
     p.add_argument("--max-candidates", type=int, default=20, metavar="N",
                    help="layers tried per step, worst first by compare's per-layer error "
-                        "(default 20; 0: every NPU layer, in graph order)")
+                        "after the layers that cost the output most (default 20; 0: every NPU "
+                        "layer, in graph order)")
     p.add_argument("--search", choices=("auto", "group", "greedy"), default="auto",
                    help="group: the worst k layers of compare's ranking to int16 at once, k "
                         "bisected to the smallest that reaches the goal, then greedy steps; "

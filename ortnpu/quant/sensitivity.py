@@ -1,0 +1,156 @@
+"""Which activations cost the model's output the most: the NPU graph's 8-bit grids simulated in
+the float model, one activation left in float at a time.
+
+:func:`ortnpu.compare` ranks layers by the error each adds inside the graph, on float inputs.
+That is not what reaches the output: MobileNetV2's first three activations (112x112, before
+any residual sum) cost it most at the logits, yet compare ranks blocks 10-17 first, and
+PP-OCRv4's detector has one convolution that autofix only reached after 190 others. Here every
+8-bit activation of the NPU graph gets a QuantizeLinear/DequantizeLinear pair with the graph's
+own scale and zero point in the float model (what the NPU's rounding and clipping do to it),
+and a ``Where`` per activation chooses between the simulated and the float value, so one
+onnxruntime session answers "what does the output gain if this activation alone were exact?"
+for every activation in turn. Weights and integer arithmetic stay float: the gain measures
+what moving that activation to 16 bits can give, which is what autofix's int16 steps do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+from ortnpu import console
+from ortnpu.comparison import _npu_tensors
+from ortnpu.feeds import run_samples
+
+#: samples the gains are measured on (the first ones of the evaluation feed): each activation
+#: costs one run of the float model over them
+SAMPLES = 32
+
+_STORAGE = {"int8": np.int8, "uint8": np.uint8}
+
+
+def output_gains(model: onnx.ModelProto, npu: onnx.ModelProto, feed: Mapping[str, np.ndarray],
+                 activations: Mapping[str, str], *, samples: int = SAMPLES,
+                 progress: bool = False) -> dict[str, float]:
+    """Per key of ``activations`` (a layer), how much the worst output's SQNR against float
+    rises (dB) when its activation stays float and every other 8-bit activation of ``npu``
+    keeps its grid.
+
+    Args:
+        model: the float model ``npu`` was quantized from (its tensor names).
+        npu: the NPU graph: its ``ortnpu.tensors`` metadata gives every grid.
+        feed: evaluation inputs (the first ``samples`` are used).
+        activations: layer -> the activation it writes. Layers whose activation has no 8-bit
+            grid in ``npu`` (already 16-bit, or not a tensor of ``model``) gain 0.
+        samples: how many samples to run.
+        progress: a progress bar over the activations on a terminal.
+
+    Raises:
+        Whatever onnxruntime raises when the simulated model cannot be built or run; the
+        caller decides what a ranking without it is.
+    """
+    grids = _npu_tensors(npu, "the NPU graph")
+    written = {o for n in model.graph.node for o in n.output}
+    outputs = {o.name for o in model.graph.output}
+    simulated = [t for t, p in grids.items()
+                 if p.dtype in _STORAGE and t in written and t not in outputs]
+    sim, flags = _simulated(model, {t: grids[t] for t in simulated})
+    options = console.quiet_session_options()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(sim.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+    small = {k: np.asarray(v)[:samples] for k, v in feed.items()}
+    names = [o.name for o in model.graph.output]
+    scalars = {flag: None for flag in flags.values()}   # no sample axis: every batch gets it
+
+    def run(exact: set[str]) -> list[np.ndarray]:
+        return run_samples(sess, {**small, **{f: np.array(t in exact) for t, f in flags.items()}},
+                           names, batch_axes=scalars, progress=False)
+
+    # every activation exact: Where takes the float value, so this is the float model
+    reference = run(set(flags))
+
+    def worst_sqnr(exact: set[str]) -> float:
+        return min(_sqnr(r, g) for r, g in zip(reference, run(exact), strict=True))
+
+    base = worst_sqnr(set())
+    gains: dict[str, float] = {}
+    for layer, tensor in console.progress(list(activations.items()), desc="output sensitivity",
+                                          unit="activation", enabled=progress):
+        gains[layer] = worst_sqnr({tensor}) - base if tensor in flags else 0.0
+    return gains
+
+
+def _sqnr(reference: np.ndarray, got: np.ndarray) -> float:
+    ref = np.asarray(reference, np.float64)
+    noise = float(((np.asarray(got, np.float64) - ref) ** 2).sum())
+    signal = float((ref ** 2).sum())
+    if noise == 0:
+        return float("inf") if signal else 0.0
+    return 10 * float(np.log10(max(signal, np.finfo(np.float64).tiny) / noise))
+
+
+def _simulated(model: onnx.ModelProto, grids: Mapping[str, object]
+               ) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """``model`` with each activation of ``grids`` replaced, for its readers, by
+    ``Where(keep, x, DequantizeLinear(QuantizeLinear(x)))``; returns the model and each
+    activation's boolean ``keep`` input. The new nodes follow their activation's writer, so
+    the graph stays in order."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    taken = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | \
+        {i.name for i in graph.initializer}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+
+    flags: dict[str, str] = {}
+    renamed: dict[str, str] = {}
+    after: dict[str, list[onnx.NodeProto]] = {}
+    for tensor, grid in grids.items():
+        scale, zero = fresh(f"{tensor}__scale"), fresh(f"{tensor}__zero")
+        q, dq, flag, out_name = (fresh(f"{tensor}__q"), fresh(f"{tensor}__dq"),
+                                 fresh(f"{tensor}__exact"), fresh(f"{tensor}__sim"))
+        graph.initializer.extend([
+            numpy_helper.from_array(np.array(grid.scale, np.float32), scale),
+            numpy_helper.from_array(np.array(grid.zero_point, _STORAGE[grid.dtype]), zero)])
+        graph.input.append(helper.make_tensor_value_info(flag, TensorProto.BOOL, []))
+        after[tensor] = [helper.make_node("QuantizeLinear", [tensor, scale, zero], [q]),
+                         helper.make_node("DequantizeLinear", [q, scale, zero], [dq]),
+                         helper.make_node("Where", [flag, tensor, dq], [out_name])]
+        flags[tensor] = flag
+        renamed[tensor] = out_name
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+        nodes.append(node)
+        for o in node.output:
+            nodes.extend(after.get(o, []))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return out, flags
+
+
+def rank_by_output(gains: Mapping[str, float], order: Sequence[str],
+                   least: float) -> list[str]:
+    """``order`` with the layers whose gain reaches ``least`` dB moved to the front, largest
+    gain first; the rest keep their order."""
+    first = sorted((n for n in order if gains.get(n, 0.0) >= least),
+                   key=lambda n: -gains[n])
+    chosen = set(first)
+    return first + [n for n in order if n not in chosen]
+
+
+__all__ = ["SAMPLES", "output_gains", "rank_by_output"]
