@@ -86,3 +86,24 @@ def test_autofix_keeps_compares_order_when_the_output_check_fails(monkeypatch) -
     assert report.ranked_by.startswith("worst first by the error each adds alone (compare)")
     assert "the output check could not run: simulated model rejected" in report.ranked_by
     assert report.steps and report.steps[0].layer == "pwconv"
+
+
+def test_many_activations_get_fewer_samples(broken: dict, monkeypatch) -> None:
+    """The sample runs are capped: each activation costs one run over the samples."""
+    import ortnpu.quant.sensitivity as sensitivity
+
+    seen: list[int] = []
+    real = sensitivity.run_samples
+
+    def counting(sess, feed, *args, **kwargs):
+        seen.append(len(feed["x"]))
+        return real(sess, feed, *args, **kwargs)
+
+    monkeypatch.setattr(sensitivity, "run_samples", counting)
+    monkeypatch.setattr(sensitivity, "SAMPLE_RUNS", 45)
+    output_gains(broken["model"], broken["npu"], broken["feed"], LAYERS)
+    assert set(seen) == {5}                 # 45 // (7 activations + 2 reference runs)
+    seen.clear()
+    monkeypatch.setattr(sensitivity, "SAMPLE_RUNS", 9)
+    output_gains(broken["model"], broken["npu"], broken["feed"], LAYERS)
+    assert set(seen) == {4}                 # never fewer than 4

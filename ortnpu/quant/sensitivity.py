@@ -29,6 +29,9 @@ from ortnpu.feeds import run_samples
 #: samples the gains are measured on (the first ones of the evaluation feed): each activation
 #: costs one run of the float model over them
 SAMPLES = 32
+#: at most this many sample runs in all: a model with many activations gets fewer samples
+#: (a 557-layer ViT-S 7, not 32), never fewer than 4
+SAMPLE_RUNS = 4096
 
 _STORAGE = {"int8": np.int8, "uint8": np.uint8}
 
@@ -46,7 +49,8 @@ def output_gains(model: onnx.ModelProto, npu: onnx.ModelProto, feed: Mapping[str
         feed: evaluation inputs (the first ``samples`` are used).
         activations: layer -> the activation it writes. Layers whose activation has no 8-bit
             grid in ``npu`` (already 16-bit, or not a tensor of ``model``) gain 0.
-        samples: how many samples to run.
+        samples: how many samples to run (fewer when ``activations`` are many: at most
+            :data:`SAMPLE_RUNS` sample runs in all, at least 4 samples).
         progress: a progress bar over the activations on a terminal.
 
     Raises:
@@ -63,6 +67,7 @@ def output_gains(model: onnx.ModelProto, npu: onnx.ModelProto, feed: Mapping[str
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(sim.SerializeToString(), options,
                                 providers=["CPUExecutionProvider"])
+    samples = min(samples, max(4, SAMPLE_RUNS // max(1, len(activations) + 2)))
     small = {k: np.asarray(v)[:samples] for k, v in feed.items()}
     names = [o.name for o in model.graph.output]
     scalars = {flag: None for flag in flags.values()}   # no sample axis: every batch gets it
@@ -153,4 +158,4 @@ def rank_by_output(gains: Mapping[str, float], order: Sequence[str],
     return first + [n for n in order if n not in chosen]
 
 
-__all__ = ["SAMPLES", "output_gains", "rank_by_output"]
+__all__ = ["SAMPLES", "SAMPLE_RUNS", "output_gains", "rank_by_output"]
