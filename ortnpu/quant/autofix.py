@@ -585,11 +585,12 @@ def autofix(model: onnx.ModelProto, target: Target | str | None,
         except OrtNpuError as exc:  # the search still works, only less well aimed
             report.ranked_by = f"in graph order (compare could not rank them: {first_line(exc)})"
             grouped = False   # a prefix of the graph order is no group of worst layers
-        if not wide and report.ranked_by.startswith("worst first"):
-            order, report.ranked_by = _output_first(
-                model, best_npu, ranking, order,
-                {n: _output_tensor(n, outputs_of, fused) for n in order}, progress,
-                report.ranked_by)
+        else:
+            if not wide:   # 8-bit activations: what costs the output most goes first
+                order, report.ranked_by = _output_first(
+                    model, best_npu, ranking, order,
+                    {n: _output_tensor(n, outputs_of, fused) for n in order}, progress,
+                    report.ranked_by)
     allowed = None if candidates is None else set(candidates)
     order = [n for n in order if allowed is None or n in allowed]
     report.candidates = order[:max_candidates] if max_candidates is not None else list(order)

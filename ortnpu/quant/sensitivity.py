@@ -25,6 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 from ortnpu import console
 from ortnpu.comparison import _npu_tensors
 from ortnpu.feeds import run_samples
+from ortnpu.passes.graph import all_tensor_names, unique_name
+from ortnpu.quant.range_choice import worst_sqnr
 
 #: samples the gains are measured on (the first ones of the evaluation feed): each activation
 #: costs one run of the float model over them
@@ -77,26 +79,17 @@ def output_gains(model: onnx.ModelProto, npu: onnx.ModelProto, feed: Mapping[str
                            names, batch_axes=scalars, progress=False)
 
     # every activation exact: Where takes the float value, so this is the float model
-    reference = run(set(flags))
+    reference = [run(set(flags))]
 
-    def worst_sqnr(exact: set[str]) -> float:
-        return min(_sqnr(r, g) for r, g in zip(reference, run(exact), strict=True))
+    def score(exact: set[str]) -> float:
+        return worst_sqnr(reference, [run(exact)])
 
-    base = worst_sqnr(set())
+    base = score(set())
     gains: dict[str, float] = {}
     for layer, tensor in console.progress(list(activations.items()), desc="output sensitivity",
                                           unit="activation", enabled=progress):
-        gains[layer] = worst_sqnr({tensor}) - base if tensor in flags else 0.0
+        gains[layer] = score({tensor}) - base if tensor in flags else 0.0
     return gains
-
-
-def _sqnr(reference: np.ndarray, got: np.ndarray) -> float:
-    ref = np.asarray(reference, np.float64)
-    noise = float(((np.asarray(got, np.float64) - ref) ** 2).sum())
-    signal = float((ref ** 2).sum())
-    if noise == 0:
-        return float("inf") if signal else 0.0
-    return 10 * float(np.log10(max(signal, np.finfo(np.float64).tiny) / noise))
 
 
 def _simulated(model: onnx.ModelProto, grids: Mapping[str, object]
@@ -108,24 +101,14 @@ def _simulated(model: onnx.ModelProto, grids: Mapping[str, object]
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    taken = {o for n in graph.node for o in n.output} | {i.name for i in graph.input} | \
-        {i.name for i in graph.initializer}
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in taken:
-            k += 1
-            name = f"{base}_{k}"
-        taken.add(name)
-        return name
-
+    taken = all_tensor_names(graph)
     flags: dict[str, str] = {}
     renamed: dict[str, str] = {}
     after: dict[str, list[onnx.NodeProto]] = {}
     for tensor, grid in grids.items():
-        scale, zero = fresh(f"{tensor}__scale"), fresh(f"{tensor}__zero")
-        q, dq, flag, out_name = (fresh(f"{tensor}__q"), fresh(f"{tensor}__dq"),
-                                 fresh(f"{tensor}__exact"), fresh(f"{tensor}__sim"))
+        scale, zero, q, dq, flag, out_name = (
+            unique_name(taken, f"{tensor}__{part}")
+            for part in ("scale", "zero", "q", "dq", "exact", "sim"))
         graph.initializer.extend([
             numpy_helper.from_array(np.array(grid.scale, np.float32), scale),
             numpy_helper.from_array(np.array(grid.zero_point, _STORAGE[grid.dtype]), zero)])
